@@ -1,0 +1,18 @@
+//! The domain of CoinSensei's workers: money as integers in base units, chains and their
+//! assets, the worker state machines and the limits every loop is held to.
+//!
+//! This crate does no I/O, no async, no SQL and no serialization: it is the vocabulary the
+//! store, the workers and the control plane share, and the place where the rules that keep
+//! money safe are written once and tested by tables.
+
+pub mod amount;
+pub mod asset;
+pub mod limits;
+pub mod worker;
+
+pub use amount::{Amount, AmountError};
+pub use asset::{Asset, AssetCatalogue, AssetError, Chain, ParseChainError};
+pub use worker::{
+    ControlAction, ControlDecision, ControlRefusal, DesiredState, ParseEnumError, WorkerId,
+    WorkerIdError, WorkerKind, WorkerStatus,
+};

@@ -1,0 +1,65 @@
+//! The store's error: each variant says what the caller can do about it.
+
+use domain::ControlRefusal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or timed out: retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else the database said; not worth retrying blindly.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("migrating the database failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database url {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl(String),
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// A compare-and-set lost: the row is no longer in the state the caller expected.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Another process registered under this worker id since; this one must stop.
+    #[error("worker {0} was taken over by another process")]
+    Superseded(String),
+    /// An operator's action that would mean nothing now.
+    #[error("{0}")]
+    Refused(#[from] ControlRefusal),
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A row holds a value the code does not know: a newer schema, or a manual edit.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// Whether trying the same call again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Connect { .. }
+        )
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
+            sqlx::Error::Database(ref database_error)
+                // SQLite busy/locked, Postgres serialization failures and admin shutdowns are
+                // transient by nature.
+                if matches!(database_error.code().as_deref(), Some("5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P02" | "57P03")) =>
+            {
+                StoreError::Unavailable(error)
+            }
+            other => StoreError::Database(other),
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The only crate that speaks SQL. One contract, two dialects: Postgres for production and
+//! SQLite as the embedded default, pinned together by the conformance suite in
+//! `tests/conformance.rs`, which runs every operation against both.
+//!
+//! Every state change is a compare-and-set on the previous state (DESIGN.md §2.4), and every
+//! operator action is written together with its audit entry in one transaction.
+
+mod changes;
+mod error;
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use domain::limits::{LIST_LIMIT_MAX, REAP_BATCH_MAX};
+use domain::{DesiredState, WorkerId};
+
+pub use changes::ChangeFeed;
+pub use error::StoreError;
+pub use model::*;
+
+/// Connection settings with safe defaults; see `coinsensei.example.toml`.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// How often a SQLite change feed checks the database for other processes' writes.
+    pub sqlite_change_poll_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_change_poll_interval: Duration::from_millis(25),
+        }
+    }
+}
+
+/// A connected store. Cloning is cheap and shares the pool.
+#[derive(Clone)]
+pub enum Store {
+    Postgres(postgres::PgStore),
+    Sqlite(sqlite::SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call,
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+/// Returns the URL with any password replaced by `***`, fit for messages and logs.
+pub fn redact_url(database_url: &str) -> String {
+    match url::Url::parse(database_url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => database_url.to_string(),
+        // Not a URL we can parse: do not risk echoing a secret.
+        Err(_) => database_url
+            .split('@')
+            .next_back()
+            .map(|tail| format!("…@{tail}"))
+            .unwrap_or_default(),
+    }
+}
+
+impl Store {
+    /// Connects to `sqlite://PATH` (created if missing) or `postgres://…`. Does not migrate.
+    pub async fn connect(database_url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
+        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            Ok(Store::Postgres(
+                postgres::PgStore::connect(database_url, options).await?,
+            ))
+        } else if database_url.starts_with("sqlite:") {
+            Ok(Store::Sqlite(
+                sqlite::SqliteStore::connect(database_url, options).await?,
+            ))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact_url(database_url)))
+        }
+    }
+
+    pub fn dialect(&self) -> &'static str {
+        match self {
+            Store::Postgres(_) => "postgres",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the migrations this build knows and the database lacks.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self, store => store.migrate().await)
+    }
+
+    /// How many of this build's migrations the database lacks (0 when current).
+    pub async fn migrations_pending(&self) -> Result<usize, StoreError> {
+        dispatch!(self, store => store.migrations_pending().await)
+    }
+
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self, store => store.ping().await)
+    }
+
+    pub async fn close(&self) {
+        dispatch!(self, store => store.close().await)
+    }
+
+    /// A feed of worker changes: Postgres LISTEN/NOTIFY, or SQLite's data version polled on
+    /// a dedicated connection. Notifications only make things fast; readers re-read the rows.
+    pub async fn change_feed(&self) -> Result<ChangeFeed, StoreError> {
+        dispatch!(self, store => store.change_feed().await)
+    }
+
+    pub async fn worker_register(
+        &self,
+        register: &WorkerRegister,
+    ) -> Result<WorkerRow, StoreError> {
+        dispatch!(self, store => store.worker_register(register).await)
+    }
+
+    /// Records a heartbeat and returns the row, so the worker re-reads its desired state.
+    pub async fn worker_heartbeat(
+        &self,
+        heartbeat: &WorkerHeartbeat,
+    ) -> Result<WorkerRow, StoreError> {
+        dispatch!(self, store => store.worker_heartbeat(heartbeat).await)
+    }
+
+    /// Moves the worker's status from `from` to `to`, if that is an allowed transition and the
+    /// row still has status `from` and the caller's incarnation.
+    pub async fn worker_status_set(
+        &self,
+        status_set: &WorkerStatusSet,
+    ) -> Result<WorkerRow, StoreError> {
+        if !status_set.from.can_transition(status_set.to) {
+            return Err(StoreError::Invalid(format!(
+                "worker status cannot move from {} to {}",
+                status_set.from, status_set.to
+            )));
+        }
+        let result = dispatch!(self, store => store.worker_status_set(status_set).await)?;
+        match result {
+            Some(row) => Ok(row),
+            None => match self.worker_get(&status_set.id).await? {
+                None => Err(StoreError::NotFound {
+                    what: "worker",
+                    id: status_set.id.to_string(),
+                }),
+                Some(row)
+                    if row.incarnation.as_deref() != Some(status_set.incarnation.as_str()) =>
+                {
+                    Err(StoreError::Superseded(status_set.id.to_string()))
+                }
+                Some(row) => Err(StoreError::Conflict(format!(
+                    "worker {} is {}, not {}",
+                    row.id, row.status, status_set.from
+                ))),
+            },
+        }
+    }
+
+    /// Applies an operator's start / stop / restart and writes its audit entry, atomically.
+    /// The decision is made on a read and written as a compare-and-set; a lost race is
+    /// retried a few times on fresh data.
+    pub async fn worker_control(&self, control: &WorkerControl) -> Result<WorkerRow, StoreError> {
+        const CAS_TRIES: usize = 5;
+        for _ in 0..CAS_TRIES {
+            let Some(row) = self.worker_get(&control.id).await? else {
+                return Err(StoreError::NotFound {
+                    what: "worker",
+                    id: control.id.to_string(),
+                });
+            };
+            let decision = control.action.decide(row.desired_state, row.status)?;
+            let written =
+                dispatch!(self, store => store.worker_control(control, &row, decision).await)?;
+            if let Some(row) = written {
+                return Ok(row);
+            }
+        }
+        Err(StoreError::Conflict(format!(
+            "worker {} kept changing; try again",
+            control.id
+        )))
+    }
+
+    pub async fn worker_get(&self, id: &WorkerId) -> Result<Option<WorkerRow>, StoreError> {
+        dispatch!(self, store => store.worker_get(id).await)
+    }
+
+    /// Lists workers by id, filtered and paged.
+    pub async fn worker_list(&self, list: &WorkerList) -> Result<Vec<WorkerRow>, StoreError> {
+        let mut list = list.clone();
+        list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
+        dispatch!(self, store => store.worker_list(&list).await)
+    }
+
+    /// Marks workers with stale heartbeats `lost`, each with an audit entry; returns them.
+    pub async fn worker_reap(&self, reap: &WorkerReap) -> Result<Vec<WorkerRow>, StoreError> {
+        let mut reap = reap.clone();
+        reap.limit = reap.limit.clamp(1, REAP_BATCH_MAX);
+        dispatch!(self, store => store.worker_reap(&reap).await)
+    }
+
+    pub async fn audit_insert(&self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
+        validate_audit(insert)?;
+        dispatch!(self, store => store.audit_insert(insert).await)
+    }
+
+    /// Lists audit entries, newest first.
+    pub async fn audit_list(&self, list: &AuditList) -> Result<Vec<AuditRow>, StoreError> {
+        let mut list = list.clone();
+        list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
+        dispatch!(self, store => store.audit_list(&list).await)
+    }
+}
+
+fn validate_audit(insert: &AuditInsert) -> Result<(), StoreError> {
+    use domain::limits::AUDIT_FIELD_LEN_MAX;
+    for (name, value) in [
+        ("actor", &insert.actor),
+        ("action", &insert.action),
+        ("target", &insert.target),
+    ] {
+        if value.is_empty() || value.len() > AUDIT_FIELD_LEN_MAX {
+            return Err(StoreError::Invalid(format!(
+                "audit {name} must be 1 to {AUDIT_FIELD_LEN_MAX} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Cuts an error message to the stored limit at a character boundary.
+pub(crate) fn truncate_error(message: &str) -> String {
+    let max = domain::limits::LAST_ERROR_LEN_MAX;
+    if message.len() <= max {
+        return message.to_string();
+    }
+    let mut end = max;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    message[..end].to_string()
+}
+
+/// The audit details of a control action.
+pub(crate) fn control_details(
+    before: &WorkerRow,
+    desired: DesiredState,
+    generation: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "desired_state": {"from": before.desired_state.as_str(), "to": desired.as_str()},
+        "generation": generation,
+        "status": before.status.as_str(),
+    })
+}
+
+pub(crate) fn corrupt(what: &str, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {error}"))
+}
+
+pub(crate) fn migrations(
+    dialect_sql: &'static [(i64, &'static str, &'static str)],
+) -> sqlx::migrate::Migrator {
+    use sqlx::SqlSafeStr;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let migrations = dialect_sql
+        .iter()
+        .map(|(version, description, sql)| {
+            Migration::new(
+                *version,
+                (*description).into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        })
+        .collect();
+    Migrator::with_migrations(migrations)
+}
+
+/// The audit entry the reaper writes for each worker it marks lost.
+pub(crate) fn lost_audit(
+    reap: &WorkerReap,
+    worker: &WorkerRow,
+    status_before: &str,
+) -> AuditInsert {
+    AuditInsert {
+        actor: reap.actor.clone(),
+        action: "worker.lost".into(),
+        target: format!("worker:{}", worker.id),
+        details: serde_json::json!({
+            "status_before": status_before,
+            "last_heartbeat": worker.last_heartbeat.map(|at| at.to_rfc3339()),
+            "pid": worker.pid,
+            "host": worker.host,
+        }),
+        now: reap.now,
+    }
+}

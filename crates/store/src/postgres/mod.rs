@@ -1,0 +1,109 @@
+//! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
+
+mod audit;
+mod worker;
+
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+
+use crate::changes::{ChangeFeed, ChangeSender};
+use crate::{Change, StoreError, StoreOptions, redact_url};
+
+/// The channel every worker row change is announced on, with the worker id as payload.
+pub(crate) const WORKER_CHANNEL: &str = "coinsensei_worker";
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "worker registry",
+    include_str!("../../migrations/postgres/0001_worker_registry.sql"),
+)];
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub(crate) async fn connect(
+        database_url: &str,
+        options: &StoreOptions,
+    ) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect(database_url)
+            .await
+            .map_err(|source| StoreError::Connect {
+                url: redact_url(database_url),
+                source,
+            })?;
+        Ok(PgStore { pool })
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrations(MIGRATIONS).run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn migrations_pending(&self) -> Result<usize, StoreError> {
+        let applied: Vec<i64> =
+            match sqlx::query_scalar("select version from _sqlx_migrations where success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(applied) => applied,
+                // No migration table yet: nothing is applied.
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P01") => {
+                    Vec::new()
+                }
+                Err(error) => return Err(error.into()),
+            };
+        Ok(MIGRATIONS
+            .iter()
+            .filter(|(version, ..)| !applied.contains(version))
+            .count())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) async fn change_feed(&self) -> Result<ChangeFeed, StoreError> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(WORKER_CHANNEL).await?;
+        Ok(ChangeFeed::spawn(move |sender| listen(listener, sender)))
+    }
+}
+
+/// Forwards notifications until the feed's reader goes away. `PgListener` reconnects by
+/// itself; notifications sent while it was away are lost, so a reconnect is reported as
+/// `Change::Unknown` and readers re-read.
+async fn listen(mut listener: PgListener, sender: ChangeSender) {
+    let mut failures: u32 = 0;
+    loop {
+        let change = match listener.try_recv().await {
+            Ok(Some(notification)) => {
+                failures = 0;
+                match domain::WorkerId::new(notification.payload()) {
+                    Ok(id) => Change::Worker(id),
+                    Err(_) => Change::Unknown,
+                }
+            }
+            Ok(None) => Change::Unknown,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(%error, failures, "change feed lost its connection; reconnecting");
+                let backoff_ms = 100u64.saturating_mul(1 << failures.min(6));
+                tokio::time::sleep(std::time::Duration::from_millis(backoff_ms)).await;
+                Change::Unknown
+            }
+        };
+        if !sender.send(change) {
+            return;
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The SQLite dialect: the embedded default. WAL journal, full fsync on commit, a busy
+//! timeout for the several processes of `coinsensei up`, and `begin immediate` for every
+//! write transaction so a read-then-write never fails on a lock upgrade.
+
+mod audit;
+mod worker;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Connection, Sqlite, Transaction};
+
+use crate::changes::{ChangeFeed, ChangeSender};
+use crate::{Change, StoreError, StoreOptions, corrupt, redact_url};
+
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "worker registry",
+    include_str!("../../migrations/sqlite/0001_worker_registry.sql"),
+)];
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    connect_options: SqliteConnectOptions,
+    change_poll_interval: Duration,
+}
+
+pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+pub(crate) fn from_millis(millis: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(millis).ok_or_else(|| corrupt("timestamp", millis))
+}
+
+impl SqliteStore {
+    pub(crate) async fn connect(
+        database_url: &str,
+        options: &StoreOptions,
+    ) -> Result<SqliteStore, StoreError> {
+        let connect_error = |source| StoreError::Connect {
+            url: redact_url(database_url),
+            source,
+        };
+        let connect_options = SqliteConnectOptions::from_str(database_url)
+            .map_err(connect_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(parent) = connect_options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent)
+                .map_err(|error| connect_error(sqlx::Error::Io(error)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect_options.clone())
+            .await
+            .map_err(connect_error)?;
+        Ok(SqliteStore {
+            pool,
+            connect_options,
+            change_poll_interval: options.sqlite_change_poll_interval,
+        })
+    }
+
+    /// A write transaction that holds the write lock from its first statement.
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("begin immediate").await?)
+    }
+
+    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+        crate::migrations(MIGRATIONS).run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn migrations_pending(&self) -> Result<usize, StoreError> {
+        let table_exists: bool = sqlx::query_scalar(
+            "select count(*) > 0 from sqlite_master where type = 'table' and name = '_sqlx_migrations'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let applied: Vec<i64> = if table_exists {
+            sqlx::query_scalar("select version from _sqlx_migrations where success")
+                .fetch_all(&self.pool)
+                .await?
+        } else {
+            Vec::new()
+        };
+        Ok(MIGRATIONS
+            .iter()
+            .filter(|(version, ..)| !applied.contains(version))
+            .count())
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// SQLite has no notifications across processes. `pragma data_version` changes whenever
+    /// another connection commits, and reading it touches only shared memory, so polling it
+    /// on a dedicated connection every few milliseconds is a cheap, exact wake-up signal.
+    pub(crate) async fn change_feed(&self) -> Result<ChangeFeed, StoreError> {
+        let mut connection = SqliteConnection::connect_with(&self.connect_options).await?;
+        let mut version = data_version(&mut connection).await?;
+        let options = self.connect_options.clone();
+        let interval = self.change_poll_interval;
+        Ok(ChangeFeed::spawn(move |sender: ChangeSender| async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if sender.is_closed() {
+                    return;
+                }
+                match data_version(&mut connection).await {
+                    Ok(now) if now == version => continue,
+                    Ok(now) => version = now,
+                    Err(error) => {
+                        tracing::warn!(%error, "sqlite change feed failed; reopening its connection");
+                        match SqliteConnection::connect_with(&options).await {
+                            Ok(fresh) => connection = fresh,
+                            Err(error) => {
+                                tracing::warn!(%error, "sqlite change feed cannot reopen")
+                            }
+                        }
+                    }
+                }
+                if !sender.send(Change::Unknown) {
+                    return;
+                }
+            }
+        }))
+    }
+}
+
+async fn data_version(connection: &mut SqliteConnection) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("pragma data_version")
+        .fetch_one(connection)
+        .await?)
+}
