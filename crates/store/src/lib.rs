@@ -41,6 +41,7 @@ impl Default for StoreOptions {
 
 /// A connected store. Cloning is cheap and shares the pool.
 #[derive(Clone)]
+#[expect(clippy::large_enum_variant, reason = "a handful of stores per process; boxing buys nothing")]
 pub enum Store {
     Postgres(postgres::PgStore),
     Sqlite(sqlite::SqliteStore),

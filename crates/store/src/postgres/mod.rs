@@ -94,6 +94,8 @@ async fn listen(mut listener: PgListener, sender: ChangeSender) {
                 }
             }
             Ok(None) => Change::Unknown,
+            // The store was closed: nothing left to listen with.
+            Err(sqlx::Error::PoolClosed) => return,
             Err(error) => {
                 failures = failures.saturating_add(1);
                 tracing::warn!(%error, failures, "change feed lost its connection; reconnecting");
