@@ -1,1 +1,244 @@
-fn main() {}
+//! `coinsensei`: runs the system (`up`, `serve`, `worker`), manages its database (`migrate`)
+//! and drives its workers (`workers`). See `coinsensei --help`.
+
+mod commands;
+mod config;
+mod signals;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use domain::{Chain, ControlAction, WorkerKind, WorkerStatus};
+
+use crate::config::{Overrides, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "coinsensei",
+    version,
+    about = "CoinSensei workers: withdrawals, deposits and consolidation on TRON, Ethereum and Bitcoin, and the control plane that runs them.",
+    after_help = "Configuration: a TOML file (--config, see coinsensei.example.toml), overridden by COINSENSEI_* environment \
+                  variables (COINSENSEI_DATABASE_URL, COINSENSEI_LISTEN, COINSENSEI_HEARTBEAT_INTERVAL, ...). \
+                  Logs go to stderr; set COINSENSEI_LOG (e.g. `debug`, `worker=debug`) to change what is logged."
+)]
+struct Cli {
+    /// Configuration file (TOML).
+    #[arg(long, global = true, value_name = "FILE", env = "COINSENSEI_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Directory of the embedded database, used when no database URL is configured
+    /// [default: .coinsensei].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything on this machine: database (embedded SQLite unless configured), control
+    /// plane and one supervised process per configured worker. Ctrl-C stops it all cleanly.
+    Up(UpArgs),
+    /// Run the control plane only (HTTP endpoints and the reaper); workers run elsewhere.
+    Serve(ServeArgs),
+    /// Run one worker process in the foreground.
+    Worker(WorkerArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// List and control workers.
+    #[command(subcommand)]
+    Workers(WorkersCommand),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// Address of the control plane's HTTP endpoints.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the control plane's HTTP endpoints.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct WorkerArgs {
+    /// What the worker does: withdrawal, deposit or consolidation.
+    #[arg(long)]
+    kind: WorkerKind,
+    /// Which chain: tron, ethereum or bitcoin.
+    #[arg(long)]
+    chain: Chain,
+    /// The worker's id in the registry [default: CHAIN-KIND-1].
+    #[arg(long)]
+    id: Option<String>,
+    /// Exit (gracefully) when stdin closes: set by the supervisor of `coinsensei up` so that
+    /// its children never outlive it.
+    #[arg(long, hide = true)]
+    supervised: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkersCommand {
+    /// List the registered workers.
+    List(ListArgs),
+    /// Ask a stopped worker to take work again.
+    Start(ControlArgs),
+    /// Ask a worker to finish its in-flight work and take no more (the process stays up).
+    Stop(ControlArgs),
+    /// Ask a worker to drain, rebuild its connections and start again.
+    Restart(ControlArgs),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Only workers on this chain.
+    #[arg(long)]
+    chain: Option<Chain>,
+    /// Only workers of this kind.
+    #[arg(long)]
+    kind: Option<WorkerKind>,
+    /// Only workers with this status.
+    #[arg(long)]
+    status: Option<WorkerStatus>,
+}
+
+#[derive(Debug, Args)]
+struct ControlArgs {
+    /// The worker's id (see `coinsensei workers list`).
+    id: String,
+    /// Wait until the worker reports that it obeyed.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(
+        long,
+        default_value_t = 60.0,
+        requires = "wait",
+        value_name = "SECONDS"
+    )]
+    timeout: f64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Up(_) | Command::Serve(_) | Command::Worker(_) => "info",
+        Command::Migrate | Command::Workers(_) => "warn",
+    };
+    init_logging(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    };
+    // A blocked stdin read (supervised workers) must not hold the exit up.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}
+
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("COINSENSEI_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+struct Global {
+    config: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+}
+
+impl Global {
+    fn settings(&self, listen: Option<&String>) -> anyhow::Result<Settings> {
+        Settings::load(
+            self.config.as_deref(),
+            &Overrides {
+                data_dir: self.data_dir.clone(),
+                listen: listen.cloned(),
+            },
+        )
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = Global {
+        config: cli.config,
+        data_dir: cli.data_dir,
+    };
+    match cli.command {
+        Command::Up(args) => commands::up::run(global.settings(args.listen.as_ref())?).await,
+        Command::Serve(args) => commands::serve::run(global.settings(args.listen.as_ref())?).await,
+        Command::Worker(args) => {
+            let settings = global.settings(None)?;
+            commands::worker::run(settings, args.kind, args.chain, args.id, args.supervised).await
+        }
+        Command::Migrate => commands::migrate::run(global.settings(None)?).await,
+        Command::Workers(command) => match command {
+            WorkersCommand::List(args) => {
+                let settings = global.settings(None)?;
+                let filter = commands::workers::ListFilter {
+                    chain: args.chain,
+                    kind: args.kind,
+                    status: args.status,
+                };
+                commands::workers::list(settings, filter, args.json).await
+            }
+            WorkersCommand::Start(args) => control(&global, args, ControlAction::Start).await,
+            WorkersCommand::Stop(args) => control(&global, args, ControlAction::Stop).await,
+            WorkersCommand::Restart(args) => control(&global, args, ControlAction::Restart).await,
+        },
+    }
+}
+
+async fn control(
+    global: &Global,
+    args: ControlArgs,
+    action: ControlAction,
+) -> anyhow::Result<ExitCode> {
+    let settings = global.settings(None)?;
+    let wait = if args.wait {
+        if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > 86_400.0 {
+            anyhow::bail!("--timeout must be between 0 and 86400 seconds");
+        }
+        Some(std::time::Duration::from_secs_f64(args.timeout))
+    } else {
+        None
+    };
+    commands::workers::control(settings, &args.id, action, wait).await
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

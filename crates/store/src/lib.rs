@@ -27,6 +27,9 @@ pub struct StoreOptions {
     pub acquire_timeout: Duration,
     /// How often a SQLite change feed checks the database for other processes' writes.
     pub sqlite_change_poll_interval: Duration,
+    /// Create a missing SQLite file (and its directory). Off for commands that only read or
+    /// act on an existing system, so a mistyped path is an error instead of a new database.
+    pub create_if_missing: bool,
 }
 
 impl Default for StoreOptions {
@@ -35,13 +38,17 @@ impl Default for StoreOptions {
             max_connections: 4,
             acquire_timeout: Duration::from_secs(5),
             sqlite_change_poll_interval: Duration::from_millis(25),
+            create_if_missing: true,
         }
     }
 }
 
 /// A connected store. Cloning is cheap and shares the pool.
 #[derive(Clone)]
-#[expect(clippy::large_enum_variant, reason = "a handful of stores per process; boxing buys nothing")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a handful of stores per process; boxing buys nothing"
+)]
 pub enum Store {
     Postgres(postgres::PgStore),
     Sqlite(sqlite::SqliteStore),

@@ -2,7 +2,7 @@
 //! in SQLite files, and waiting for a condition with a deadline instead of sleeping.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -34,7 +34,8 @@ pub struct TestDb {
     pub url: String,
     pub backend: Backend,
     postgres_name: Option<String>,
-    sqlite_dir: Option<PathBuf>,
+    /// A fresh directory per test (the SQLite file lives in it); deleted on drop.
+    dir: PathBuf,
 }
 
 impl TestDb {
@@ -63,29 +64,25 @@ impl TestDb {
             url,
             backend: Backend::Postgres,
             postgres_name: Some(name),
-            sqlite_dir: None,
+            dir: fresh_dir(),
         }
     }
 
     /// A SQLite file in a fresh temporary directory.
     pub fn sqlite() -> TestDb {
-        let dir = std::env::temp_dir().join(format!("coinsensei-test-{}", random_suffix()));
-        std::fs::create_dir_all(&dir).expect("create sqlite test dir");
+        let dir = fresh_dir();
         let url = format!("sqlite://{}", dir.join("coinsensei.db").display());
         TestDb {
             url,
             backend: Backend::Sqlite,
             postgres_name: None,
-            sqlite_dir: Some(dir),
+            dir,
         }
     }
 
     /// A directory that lives as long as the database, for data dirs and logs.
     pub fn dir(&self) -> PathBuf {
-        match &self.sqlite_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        }
+        self.dir.clone()
     }
 
     /// Connects and migrates.
@@ -100,9 +97,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if let Some(dir) = self.sqlite_dir.take() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(name) = self.postgres_name.take() {
             // Drop runs outside any async context we can rely on, so use a small runtime of
             // its own on a plain thread.
@@ -125,6 +120,12 @@ impl Drop for TestDb {
             .join();
         }
     }
+}
+
+fn fresh_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("coinsensei-test-{}", random_suffix()));
+    std::fs::create_dir_all(&dir).expect("create test dir");
+    dir
 }
 
 fn url_for_database(admin_url: &str, database: &str) -> String {
@@ -159,12 +160,4 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// The path of a binary of this workspace, built by cargo for integration tests.
-pub fn workspace_target_dir() -> PathBuf {
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir.join("../../target"))
 }

@@ -21,6 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 
+/// Exit code of a worker process that found another process registered under its id. The
+/// supervisor does not restart it: two processes taking turns on one id would only fence
+/// each other out forever. It is an operator's mistake to surface, not to paper over.
+pub const EXIT_SUPERSEDED: u8 = 3;
+
 /// One child process to keep alive.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
@@ -88,6 +93,9 @@ fn spawn_child(spec: &ChildSpec) -> std::io::Result<Child> {
         .stdin(Stdio::piped())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
+        // Its own process group: a Ctrl-C in the terminal reaches the supervisor only, which
+        // then stops each child in order instead of all of them racing it.
+        .process_group(0)
         .kill_on_drop(true);
     command.spawn()
 }
@@ -111,6 +119,9 @@ async fn keep_alive(
                 continue;
             }
         };
+        // `Child::wait` closes the child's stdin, which the child reads as "supervisor gone":
+        // hold the pipe here instead, for as long as this supervisor lives.
+        let _stdin = child.stdin.take();
         let pid = child.id();
         tracing::info!(worker = %spec.id, pid, "worker process started");
         tokio::select! {
@@ -119,27 +130,38 @@ async fn keep_alive(
                 return;
             }
             exit = child.wait() => {
+                let superseded = matches!(&exit, Ok(status) if status.code() == Some(i32::from(EXIT_SUPERSEDED)));
                 let exit = exit.map(|status| status.to_string()).unwrap_or_else(|error| error.to_string());
+                if superseded {
+                    tracing::error!(worker = %spec.id, pid, "another process runs under this worker id; not restarting this one");
+                    record(&store, &spec, "worker.superseded", serde_json::json!({"pid": pid, "exit": exit})).await;
+                    return;
+                }
                 if started.elapsed() >= config.stable_after {
                     backoff.reset();
                 }
                 let delay = backoff.next_delay();
                 tracing::error!(worker = %spec.id, pid, %exit, restart_in_ms = delay.as_millis() as u64, "worker process exited; restarting");
-                let audit = AuditInsert {
-                    actor: "supervisor".into(),
-                    action: "worker.exited".into(),
-                    target: format!("worker:{}", spec.id),
-                    details: serde_json::json!({"pid": pid, "exit": exit, "restart_in_ms": delay.as_millis() as u64}),
-                    now: Utc::now(),
-                };
-                if let Err(error) = store.audit_insert(&audit).await {
-                    tracing::warn!(worker = %spec.id, %error, "cannot record the exit in the audit log");
-                }
+                let details = serde_json::json!({"pid": pid, "exit": exit, "restart_in_ms": delay.as_millis() as u64});
+                record(&store, &spec, "worker.exited", details).await;
                 if wait_or_cancel(delay, &cancel).await {
                     return;
                 }
             }
         }
+    }
+}
+
+async fn record(store: &Store, spec: &ChildSpec, action: &str, details: serde_json::Value) {
+    let audit = AuditInsert {
+        actor: "supervisor".into(),
+        action: action.into(),
+        target: format!("worker:{}", spec.id),
+        details,
+        now: Utc::now(),
+    };
+    if let Err(error) = store.audit_insert(&audit).await {
+        tracing::warn!(worker = %spec.id, %error, "cannot record the exit in the audit log");
     }
 }
 

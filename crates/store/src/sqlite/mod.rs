@@ -50,12 +50,13 @@ impl SqliteStore {
         };
         let connect_options = SqliteConnectOptions::from_str(database_url)
             .map_err(connect_error)?
-            .create_if_missing(true)
+            .create_if_missing(options.create_if_missing)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(parent) = connect_options.get_filename().parent()
+        if options.create_if_missing
+            && let Some(parent) = connect_options.get_filename().parent()
             && !parent.as_os_str().is_empty()
         {
             std::fs::create_dir_all(parent)

@@ -1,0 +1,92 @@
+//! One module per command; shared connection handling here.
+
+pub mod migrate;
+pub mod serve;
+pub mod up;
+pub mod worker;
+pub mod workers;
+
+use anyhow::{Context, bail};
+use store::{Store, StoreOptions, redact_url};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+
+/// Connects to the configured database, creating the SQLite file if needed, and migrates it.
+pub async fn connect_and_migrate(settings: &Settings) -> anyhow::Result<Store> {
+    let store = connect(settings, settings.store_options()).await?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("migrating {}", redact_url(&settings.database_url)))?;
+    Ok(store)
+}
+
+/// Connects to an existing, migrated database. A missing SQLite file or an old schema is an
+/// error, never a silently created database.
+pub async fn connect_existing(settings: &Settings) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        create_if_missing: false,
+        ..settings.store_options()
+    };
+    let store = connect(settings, options).await?;
+    let pending = store
+        .migrations_pending()
+        .await
+        .context("reading the schema version")?;
+    if pending > 0 {
+        bail!(
+            "the database at {} is {pending} migration(s) behind this build: run `coinsensei migrate` (or `coinsensei up`) first",
+            redact_url(&settings.database_url)
+        );
+    }
+    Ok(store)
+}
+
+async fn connect(settings: &Settings, options: StoreOptions) -> anyhow::Result<Store> {
+    Store::connect(&settings.database_url, &options).await.map_err(|error| {
+        let hint = if settings.database_url.starts_with("sqlite:") && !options.create_if_missing {
+            " (no database there yet? `coinsensei up` or `coinsensei migrate` creates it; check --data-dir, --config and COINSENSEI_DATABASE_URL)"
+        } else {
+            ""
+        };
+        // The store's error already names the URL with its password redacted.
+        anyhow::anyhow!("{error}{hint}")
+    })
+}
+
+/// Runs the control plane (HTTP endpoints and the reaper) until `cancel` fires.
+pub async fn control_plane(
+    store: Store,
+    settings: &Settings,
+    listener: tokio::net::TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let reaper = ::worker::Reaper::new(
+        store.clone(),
+        ::worker::ReaperConfig::for_heartbeat(
+            settings.heartbeat_interval,
+            settings.lost_after_intervals,
+        ),
+    );
+    let reaper_task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { reaper.run(cancel).await }
+    });
+    let served = web::serve(listener, store, cancel.clone()).await;
+    cancel.cancel();
+    let _ = reaper_task.await;
+    served.context("serving HTTP")
+}
+
+/// Binds the listen address with a message that says which key to change.
+pub async fn bind(settings: &Settings) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (set --listen or COINSENSEI_LISTEN to another address)",
+                settings.listen
+            )
+        })
+}

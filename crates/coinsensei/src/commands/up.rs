@@ -1,0 +1,112 @@
+//! `coinsensei up`: the whole system on one machine. Migrates the database, serves the control
+//! plane, and supervises one child process per configured worker.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use store::redact_url;
+use worker::{ChildSpec, Supervisor, SupervisorConfig};
+
+use crate::config::Settings;
+
+/// Extra time a child gets beyond its drain timeout before the supervisor kills it.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let cancel = crate::signals::shutdown_token()?;
+    // Bind first: a taken address fails before anything is written.
+    let listener = super::bind(&settings).await?;
+    let store = super::connect_and_migrate(&settings).await?;
+    let address = listener.local_addr()?;
+
+    let program =
+        std::env::current_exe().context("locating the coinsensei binary to start workers")?;
+    let children: Vec<ChildSpec> = settings
+        .workers
+        .iter()
+        .map(|entry| child_spec(&settings, &program, entry))
+        .collect();
+    let supervisor = Supervisor::new(
+        children,
+        SupervisorConfig {
+            stop_timeout: settings.drain_timeout + STOP_GRACE,
+            ..SupervisorConfig::default()
+        },
+        store.clone(),
+    );
+    let supervisor_task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { supervisor.run(cancel).await }
+    });
+
+    println!("coinsensei is up in {} ms", started.elapsed().as_millis());
+    println!("  control plane  http://{address}  (/healthz, /readyz)");
+    println!("  database       {}", redact_url(&settings.database_url));
+    println!(
+        "  workers        {} starting (see `coinsensei workers list`)",
+        settings.workers.len()
+    );
+    println!("Press Ctrl-C to stop.");
+
+    let served = super::control_plane(store.clone(), &settings, listener, cancel.clone()).await;
+    cancel.cancel();
+    let _ = supervisor_task.await;
+    store.close().await;
+    served?;
+    println!("coinsensei stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn child_spec(
+    settings: &Settings,
+    program: &std::path::Path,
+    entry: &crate::config::WorkerEntry,
+) -> ChildSpec {
+    let mut args = Vec::new();
+    if let Some(config) = &settings.config_file {
+        args.push("--config".to_string());
+        args.push(config.display().to_string());
+    }
+    args.extend([
+        "worker".to_string(),
+        "--kind".into(),
+        entry.spec.kind.to_string(),
+        "--chain".into(),
+        entry.spec.chain.to_string(),
+        "--id".into(),
+        entry.id.to_string(),
+        "--supervised".into(),
+    ]);
+    // The resolved settings win over whatever the file or environment said, so a child
+    // always runs against the same database and timings as its supervisor.
+    let env = vec![
+        (
+            "COINSENSEI_DATABASE_URL".to_string(),
+            settings.database_url.clone(),
+        ),
+        (
+            "COINSENSEI_HEARTBEAT_INTERVAL".into(),
+            settings.heartbeat_interval.as_secs_f64().to_string(),
+        ),
+        (
+            "COINSENSEI_DRAIN_TIMEOUT".into(),
+            settings.drain_timeout.as_secs_f64().to_string(),
+        ),
+        (
+            "COINSENSEI_CONCURRENCY".into(),
+            settings.concurrency.to_string(),
+        ),
+        (
+            "COINSENSEI_DATABASE_MAX_CONNECTIONS".into(),
+            settings.database_max_connections.to_string(),
+        ),
+    ];
+    ChildSpec {
+        id: entry.id.clone(),
+        program: program.to_path_buf(),
+        args,
+        env,
+    }
+}

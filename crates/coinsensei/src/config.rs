@@ -1,0 +1,353 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `COINSENSEI_*` environment
+//! variables, then command-line flags. Everything is validated once, here, into [`Settings`];
+//! a bad value is an error that names its key and where it came from.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use domain::limits::*;
+use domain::{Chain, WorkerId, WorkerKind};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use worker::WorkerSpec;
+
+/// The data directory `coinsensei up` uses unless told otherwise.
+pub const DATA_DIR_DEFAULT: &str = ".coinsensei";
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:8080";
+
+/// Every key an environment variable may set, as `COINSENSEI_<KEY>`. Other `COINSENSEI_*`
+/// variables (tokens, keystores of later features) are not configuration and are ignored here.
+const ENV_KEYS: &[&str] = &[
+    "database_url",
+    "data_dir",
+    "listen",
+    "heartbeat_interval",
+    "lost_after_intervals",
+    "drain_timeout",
+    "concurrency",
+    "database_max_connections",
+];
+
+/// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`; default `sqlite://DATA_DIR/coinsensei.db`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub listen: String,
+    /// Seconds between heartbeats (fractions allowed).
+    pub heartbeat_interval: f64,
+    pub lost_after_intervals: u32,
+    /// Seconds a stopping worker waits for in-flight work.
+    pub drain_timeout: f64,
+    pub concurrency: u32,
+    pub database_max_connections: u32,
+    /// The workers `coinsensei up` runs; default one per supported kind × chain.
+    pub workers: Option<Vec<RawWorker>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorker {
+    pub kind: String,
+    pub chain: String,
+    pub id: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            database_url: None,
+            data_dir: PathBuf::from(DATA_DIR_DEFAULT),
+            listen: LISTEN_DEFAULT.into(),
+            heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT.as_secs_f64(),
+            lost_after_intervals: LOST_AFTER_INTERVALS_DEFAULT,
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT.as_secs_f64(),
+            concurrency: WORKER_CONCURRENCY_DEFAULT,
+            database_max_connections: 4,
+            workers: None,
+        }
+    }
+}
+
+/// Flags that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+}
+
+/// One worker `coinsensei up` keeps running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerEntry {
+    pub id: WorkerId,
+    pub spec: WorkerSpec,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub heartbeat_interval: Duration,
+    pub lost_after_intervals: u32,
+    pub drain_timeout: Duration,
+    pub concurrency: u32,
+    pub database_max_connections: u32,
+    pub workers: Vec<WorkerEntry>,
+    /// The file the settings came from, passed on to child processes.
+    pub config_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Loads and validates the configuration.
+    pub fn load(config_file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Settings> {
+        let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+        if let Some(path) = config_file {
+            if !path.is_file() {
+                bail!("configuration file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("COINSENSEI_").only(ENV_KEYS));
+        if let Some(data_dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::default("data_dir", data_dir));
+        }
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::default("listen", listen));
+        }
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|error| anyhow::anyhow!(describe(error)))?;
+        let mut settings = validate(raw)?;
+        settings.config_file = config_file.map(Path::to_path_buf);
+        Ok(settings)
+    }
+
+    pub fn store_options(&self) -> store::StoreOptions {
+        store::StoreOptions {
+            max_connections: self.database_max_connections,
+            ..store::StoreOptions::default()
+        }
+    }
+}
+
+/// Figment's messages name the key; say where the value came from too, one line per problem.
+fn describe(error: figment::Error) -> String {
+    let mut lines = Vec::new();
+    for error in error {
+        let key = error.path.join(".");
+        let source = error
+            .metadata
+            .as_ref()
+            .map(|metadata| match &metadata.source {
+                Some(source) => format!("{} ({source})", metadata.name),
+                None => metadata.name.to_string(),
+            });
+        let mut line = format!("invalid configuration: {}", error.kind);
+        if !key.is_empty() {
+            line = format!("invalid configuration key `{key}`: {}", error.kind);
+        }
+        if let Some(source) = source {
+            line.push_str(&format!(" [from {source}]"));
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+fn seconds(key: &str, value: f64, min: Duration, max: Duration) -> anyhow::Result<Duration> {
+    if !value.is_finite() || value < min.as_secs_f64() || value > max.as_secs_f64() {
+        bail!(
+            "invalid configuration key `{key}`: {value} is out of range; expected seconds between {} and {}",
+            min.as_secs_f64(),
+            max.as_secs_f64()
+        );
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn within(key: &str, value: u32, min: u32, max: u32) -> anyhow::Result<u32> {
+    if value < min || value > max {
+        bail!(
+            "invalid configuration key `{key}`: {value} is out of range; expected {min} to {max}"
+        );
+    }
+    Ok(value)
+}
+
+fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+    let listen: SocketAddr = raw.listen.parse().with_context(|| {
+        format!(
+            "invalid configuration key `listen`: {:?} is not an address like 127.0.0.1:8080",
+            raw.listen
+        )
+    })?;
+    let heartbeat_interval = seconds(
+        "heartbeat_interval",
+        raw.heartbeat_interval,
+        HEARTBEAT_INTERVAL_MIN,
+        HEARTBEAT_INTERVAL_MAX,
+    )?;
+    let lost_after_intervals = within("lost_after_intervals", raw.lost_after_intervals, 2, 100)?;
+    let drain_timeout = seconds(
+        "drain_timeout",
+        raw.drain_timeout,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    )?;
+    let concurrency = within("concurrency", raw.concurrency, 1, WORKER_CONCURRENCY_MAX)?;
+    let database_max_connections = within(
+        "database_max_connections",
+        raw.database_max_connections,
+        1,
+        1000,
+    )?;
+    if raw.data_dir.as_os_str().is_empty() {
+        bail!("invalid configuration key `data_dir`: empty path");
+    }
+    let database_url = match raw.database_url {
+        Some(url) if url.trim().is_empty() => {
+            bail!("invalid configuration key `database_url`: empty")
+        }
+        Some(url) => {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                bail!(
+                    "invalid configuration key `database_url`: {:?} is neither sqlite://PATH nor postgres://USER@HOST/DB",
+                    store::redact_url(&url)
+                );
+            }
+            url
+        }
+        None => format!("sqlite://{}", raw.data_dir.join("coinsensei.db").display()),
+    };
+    let workers = match raw.workers {
+        None => worker::SUPPORTED
+            .iter()
+            .map(|&(kind, chain)| WorkerEntry {
+                id: default_worker_id(kind, chain, 1),
+                spec: WorkerSpec { kind, chain },
+            })
+            .collect(),
+        Some(entries) => workers(entries)?,
+    };
+    Ok(Settings {
+        database_url,
+        listen,
+        heartbeat_interval,
+        lost_after_intervals,
+        drain_timeout,
+        concurrency,
+        database_max_connections,
+        workers,
+        config_file: None,
+    })
+}
+
+fn workers(entries: Vec<RawWorker>) -> anyhow::Result<Vec<WorkerEntry>> {
+    let mut out: Vec<WorkerEntry> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let key = format!("workers[{index}]");
+        let kind: WorkerKind = entry
+            .kind
+            .parse()
+            .with_context(|| format!("invalid configuration key `{key}.kind`"))?;
+        let chain: Chain = entry
+            .chain
+            .parse()
+            .with_context(|| format!("invalid configuration key `{key}.chain`"))?;
+        let spec = WorkerSpec { kind, chain };
+        worker::factory::validate(spec)
+            .with_context(|| format!("invalid configuration key `{key}`"))?;
+        let id = match entry.id {
+            Some(id) => WorkerId::new(id)
+                .with_context(|| format!("invalid configuration key `{key}.id`"))?,
+            None => {
+                let n = out.iter().filter(|existing| existing.spec == spec).count() + 1;
+                default_worker_id(kind, chain, n)
+            }
+        };
+        if out.iter().any(|existing| existing.id == id) {
+            bail!("invalid configuration key `{key}.id`: worker id {id} appears twice");
+        }
+        out.push(WorkerEntry { id, spec });
+    }
+    Ok(out)
+}
+
+/// `tron-withdrawal-1` and so on.
+pub fn default_worker_id(kind: WorkerKind, chain: Chain, n: usize) -> WorkerId {
+    WorkerId::new(format!("{chain}-{kind}-{n}")).expect("generated ids are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> anyhow::Result<Settings> {
+        let raw: RawConfig = Figment::from(Serialized::defaults(RawConfig::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|error| anyhow::anyhow!(describe(error)))?;
+        validate(raw)
+    }
+
+    #[test]
+    fn defaults_run_every_supported_worker_on_embedded_sqlite() {
+        let settings = load_toml("").unwrap();
+        assert_eq!(settings.database_url, "sqlite://.coinsensei/coinsensei.db");
+        assert_eq!(settings.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(settings.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(settings.workers.len(), worker::SUPPORTED.len());
+        assert_eq!(settings.workers[0].id.as_str(), "tron-withdrawal-1");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("heartbeat_interval = \"soon\"", "heartbeat_interval"),
+            ("heartbeat_interval = 0.001", "heartbeat_interval"),
+            ("listen = \"localhost\"", "listen"),
+            ("concurrency = 0", "concurrency"),
+            ("databse_url = \"sqlite://x\"", "databse_url"),
+            ("database_url = \"mysql://x\"", "database_url"),
+            (
+                "[[workers]]\nkind = \"withdrawal\"\nchain = \"solana\"",
+                "workers[0].chain",
+            ),
+            (
+                "[[workers]]\nkind = \"consolidation\"\nchain = \"bitcoin\"",
+                "workers[0]",
+            ),
+        ] {
+            let error = format!("{:#}", load_toml(text).unwrap_err());
+            assert!(error.contains(key), "{text:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn worker_list_numbers_repeats_and_refuses_duplicate_ids() {
+        let settings = load_toml(
+            "[[workers]]\nkind = \"withdrawal\"\nchain = \"tron\"\n[[workers]]\nkind = \"withdrawal\"\nchain = \"tron\"\n",
+        )
+        .unwrap();
+        let ids: Vec<_> = settings
+            .workers
+            .iter()
+            .map(|entry| entry.id.as_str().to_string())
+            .collect();
+        assert_eq!(ids, ["tron-withdrawal-1", "tron-withdrawal-2"]);
+        let error = load_toml(
+            "[[workers]]\nkind = \"deposit\"\nchain = \"tron\"\nid = \"a\"\n[[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\nid = \"a\"\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("appears twice"), "{error}");
+    }
+}

@@ -1,0 +1,249 @@
+//! Bad input gets a clear error, a non-zero exit, and changes nothing: no database file
+//! created, no row or audit entry written.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use store::AuditList;
+use testkit::{Backend, TestDb};
+
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("coinsensei.db").display())
+}
+
+fn assert_refused(output: &std::process::Output, expected: &[&str]) {
+    let message = stderr(output);
+    assert!(
+        !output.status.success(),
+        "expected failure, got success: {message}"
+    );
+    for text in expected {
+        assert!(
+            message.contains(text),
+            "stderr should mention {text:?}: {message}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn unknown_or_unsupported_workers_are_refused_before_anything_is_written() {
+    let db = TestDb::sqlite();
+    let url = sqlite_url(&db.dir());
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["worker", "--kind", "withdrawal", "--chain", "solana"],
+            &["solana", "tron", "ethereum", "bitcoin"],
+        ),
+        (
+            &["worker", "--kind", "payout", "--chain", "tron"],
+            &["payout", "withdrawal", "deposit", "consolidation"],
+        ),
+        (
+            &["worker", "--kind", "consolidation", "--chain", "bitcoin"],
+            &[
+                "no consolidation worker for bitcoin",
+                "supported:",
+                "withdrawal/tron",
+            ],
+        ),
+        (
+            &[
+                "worker",
+                "--kind",
+                "deposit",
+                "--chain",
+                "tron",
+                "--id",
+                "Not An Id",
+            ],
+            &["--id"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let output = run(&url, args).await;
+        assert_refused(&output, expected);
+    }
+    assert!(
+        !db.dir().join("coinsensei.db").exists(),
+        "no database was created"
+    );
+}
+
+#[tokio::test]
+async fn malformed_configuration_names_the_key() {
+    let db = TestDb::sqlite();
+    let dir = db.dir();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let files = [
+        (
+            write("a.toml", "heartbeat_interval = \"soon\"\n"),
+            "heartbeat_interval",
+        ),
+        (
+            write("b.toml", "heartbeat_interval = 0\n"),
+            "heartbeat_interval",
+        ),
+        (
+            write("c.toml", "databse_url = \"sqlite://x.db\"\n"),
+            "databse_url",
+        ),
+        (write("d.toml", "listen = \"everywhere\"\n"), "listen"),
+        (
+            write(
+                "e.toml",
+                "[[workers]]\nkind = \"withdrawal\"\nchain = \"solana\"\n",
+            ),
+            "workers[0].chain",
+        ),
+        (write("f.toml", "heartbeat_interval = [\n"), "f.toml"),
+    ];
+    for (path, key) in &files {
+        let output = coinsensei([
+            "--config",
+            path,
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "migrate",
+        ])
+        .output()
+        .await
+        .unwrap();
+        assert_refused(&output, &[key]);
+    }
+    // The same checks apply to environment variables, and name them.
+    let output = coinsensei(["--data-dir", dir.to_str().unwrap(), "migrate"])
+        .env("COINSENSEI_HEARTBEAT_INTERVAL", "often")
+        .output()
+        .await
+        .unwrap();
+    assert_refused(&output, &["heartbeat_interval", "COINSENSEI_"]);
+    let output = coinsensei(["--config", "/nonexistent/coinsensei.toml", "migrate"])
+        .output()
+        .await
+        .unwrap();
+    assert_refused(&output, &["/nonexistent/coinsensei.toml", "does not exist"]);
+    assert!(
+        !dir.join("coinsensei.db").exists(),
+        "no database was created"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_named_without_its_password() {
+    let url = "postgres://coinsensei:s3cret-pass@127.0.0.1:1/coinsensei";
+    // Each waits out the connect timeout; run them together.
+    let (a, b, c) = tokio::join!(
+        run(url, &["workers", "list"]),
+        run(url, &["migrate"]),
+        run(url, &["workers", "stop", "tron-withdrawal-1"])
+    );
+    for output in [a, b, c] {
+        assert_refused(&output, &["127.0.0.1:1"]);
+        assert!(
+            !stderr(&output).contains("s3cret-pass"),
+            "the password leaked: {}",
+            stderr(&output)
+        );
+    }
+    let output = run("mysql://root:hunter2@localhost/x", &["migrate"]).await;
+    assert_refused(&output, &["database_url"]);
+    assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn operator_commands_never_create_a_database() {
+    let db = TestDb::sqlite();
+    let url = sqlite_url(&db.dir().join("typo"));
+    let output = run(&url, &["workers", "list"]).await;
+    assert_refused(&output, &["coinsensei up"]);
+    let output = run(&url, &["workers", "stop", "tron-withdrawal-1"]).await;
+    assert!(!output.status.success());
+    assert!(!db.dir().join("typo").exists(), "nothing was created");
+}
+
+async fn unknown_worker_ids_change_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let output = run(&db.url, &["migrate"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    for action in ["start", "stop", "restart"] {
+        let output = run(&db.url, &["workers", action, "no-such-worker"]).await;
+        assert_refused(&output, &["no worker with id \"no-such-worker\""]);
+    }
+    let output = run(&db.url, &["workers", "stop", "Bad Id!"]).await;
+    assert_refused(&output, &["invalid worker id"]);
+    let store = db.store().await;
+    assert!(
+        store
+            .audit_list(&AuditList {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(workers_json(&db.url).await.is_empty());
+}
+
+#[tokio::test]
+async fn unknown_worker_ids_change_nothing_on_postgres() {
+    unknown_worker_ids_change_nothing(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn unknown_worker_ids_change_nothing_on_sqlite() {
+    unknown_worker_ids_change_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_taken_listen_address_fails_before_writing() {
+    let db = TestDb::sqlite();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let output = coinsensei([
+        "up",
+        "--data-dir",
+        db.dir().to_str().unwrap(),
+        "--listen",
+        &address,
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_refused(&output, &[&address, "COINSENSEI_LISTEN"]);
+    assert!(!db.dir().join("coinsensei.db").exists());
+}
+
+#[tokio::test]
+async fn every_command_has_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["up"],
+        &["serve"],
+        &["worker"],
+        &["migrate"],
+        &["workers"],
+        &["workers", "list"],
+        &["workers", "start"],
+        &["workers", "stop"],
+        &["workers", "restart"],
+    ];
+    for command in commands {
+        let output = coinsensei(command.iter().chain(&["--help"]))
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{command:?} --help failed");
+        assert!(
+            text.contains("Usage: coinsensei"),
+            "{command:?} --help: {text}"
+        );
+    }
+}

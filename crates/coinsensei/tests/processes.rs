@@ -1,0 +1,252 @@
+//! The system as an operator runs it: real `coinsensei` processes against real Postgres and
+//! SQLite. `up` supervises workers that obey `workers stop|start|restart`; a child killed
+//! with -9 is restarted; a worker killed with -9 is marked lost; SIGTERM leaves it offline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use nix::sys::signal::Signal;
+use store::AuditList;
+use testkit::{Backend, TestDb, wait_for};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until `workers list --json` shows worker `id` matching `condition`.
+async fn wait_worker(
+    url: &str,
+    id: &str,
+    what: &str,
+    condition: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    wait_for(&format!("{id} {what}"), WAIT, || async {
+        let workers = workers_json(url).await;
+        find(&workers, id)
+            .filter(|worker| condition(worker))
+            .cloned()
+    })
+    .await
+}
+
+async fn audit_actions(db: &TestDb, target: &str) -> Vec<(String, String)> {
+    let store = db.store().await;
+    let entries = store
+        .audit_list(&AuditList {
+            target: Some(target.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    entries
+        .into_iter()
+        .rev()
+        .map(|entry| (entry.action, entry.actor))
+        .collect()
+}
+
+async fn up_supervises_workers_that_obey_the_cli(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = db.dir();
+    let config = write_config(
+        &dir,
+        0.2,
+        &[("withdrawal", "tron"), ("deposit", "ethereum")],
+    );
+    let config = config.to_str().unwrap();
+    let data_dir = dir.to_str().unwrap();
+    // SQLite: the default database in the data directory. Postgres: from the environment.
+    let up = match backend {
+        Backend::Sqlite => Up::start(&["--config", config, "--data-dir", data_dir], &[]).await,
+        Backend::Postgres => {
+            Up::start(
+                &["--config", config],
+                &[("COINSENSEI_DATABASE_URL", &db.url)],
+            )
+            .await
+        }
+    };
+    let url = &db.url;
+    let id = "tron-withdrawal-1";
+    let running = wait_worker(url, id, "running", |worker| worker["status"] == "running").await;
+    wait_worker(url, "ethereum-deposit-1", "running", |worker| {
+        worker["status"] == "running"
+    })
+    .await;
+    assert_eq!(
+        workers_json(url).await.len(),
+        2,
+        "exactly the configured workers"
+    );
+    let pid = running["pid"].as_i64().unwrap();
+
+    assert_eq!(http_get(up.address, "/healthz").await.unwrap().0, 200);
+    let (status, body) = http_get(up.address, "/readyz").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+
+    // Stop: the process stays alive, heartbeating, and reports stopped.
+    let output = run(url, &["workers", "stop", id, "--wait", "--timeout", "10"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stopped = find(&workers_json(url).await, id).cloned().unwrap();
+    assert_eq!(
+        (
+            stopped["status"].as_str(),
+            stopped["desired_state"].as_str()
+        ),
+        (Some("stopped"), Some("stopped"))
+    );
+    assert_eq!(stopped["pid"].as_i64(), Some(pid), "stop keeps the process");
+    let seen = stopped["last_heartbeat"].as_str().unwrap().to_string();
+    wait_worker(url, id, "heartbeating while stopped", |worker| {
+        worker["last_heartbeat"].as_str() != Some(&seen)
+    })
+    .await;
+
+    let output = run(url, &["workers", "start", id, "--wait", "--timeout", "10"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        find(&workers_json(url).await, id).unwrap()["status"],
+        "running"
+    );
+
+    let output = run(
+        url,
+        &["workers", "restart", id, "--wait", "--timeout", "10"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let restarted = find(&workers_json(url).await, id).cloned().unwrap();
+    assert_eq!(
+        (
+            restarted["generation"].as_i64(),
+            restarted["applied_generation"].as_i64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(restarted["status"], "running");
+    assert_eq!(
+        restarted["pid"].as_i64(),
+        Some(pid),
+        "a restart rebuilds connections in the same process"
+    );
+
+    // Starting a running worker means nothing: refused, and not recorded.
+    let output = run(url, &["workers", "start", id]).await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("already desired running"),
+        "{}",
+        stderr(&output)
+    );
+
+    let actions = audit_actions(&db, &format!("worker:{id}")).await;
+    let controls: Vec<&str> = actions
+        .iter()
+        .filter(|(_, actor)| actor.starts_with("cli:"))
+        .map(|(action, _)| action.as_str())
+        .collect();
+    assert_eq!(controls, ["worker.stop", "worker.start", "worker.restart"]);
+
+    // kill -9 a child: the supervisor notices, records it and starts a new process.
+    signal(pid as i32, Signal::SIGKILL);
+    let replaced = wait_worker(url, id, "restarted by the supervisor", |worker| {
+        worker["status"] == "running" && worker["pid"].as_i64() != Some(pid)
+    })
+    .await;
+    assert_ne!(replaced["pid"].as_i64(), Some(pid));
+    let actions = audit_actions(&db, &format!("worker:{id}")).await;
+    assert!(
+        actions
+            .iter()
+            .any(|(action, actor)| action == "worker.exited" && actor == "supervisor"),
+        "{actions:?}"
+    );
+
+    // Ctrl-C: everything drains and goes offline, and `up` exits cleanly.
+    let status = up.stop().await;
+    assert!(status.success(), "up exited with {status}");
+    for worker in workers_json(url).await {
+        assert_eq!(worker["status"], "offline", "{worker}");
+    }
+}
+
+async fn a_killed_worker_is_lost_and_a_terminated_one_offline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = write_config(&db.dir(), 0.2, &[]);
+    let config = config.to_str().unwrap();
+    let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
+    // The control plane alone: it migrates and runs the reaper.
+    let serve = Up::serve(&["--config", config], &env).await;
+    let worker = |kind: &'static str, chain: &'static str| {
+        let mut command = coinsensei([
+            "--config", config, "worker", "--kind", kind, "--chain", chain,
+        ]);
+        command.envs(env).stdin(std::process::Stdio::null());
+        command.spawn().expect("spawn worker")
+    };
+
+    let mut terminated = worker("deposit", "tron");
+    let id = "tron-deposit-1";
+    wait_worker(&db.url, id, "running", |worker| {
+        worker["status"] == "running"
+    })
+    .await;
+    signal(terminated.id().unwrap() as i32, Signal::SIGTERM);
+    let status = tokio::time::timeout(WAIT, terminated.wait())
+        .await
+        .expect("exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "a drained worker exits 0, got {status}");
+    assert_eq!(
+        find(&workers_json(&db.url).await, id).unwrap()["status"],
+        "offline"
+    );
+
+    let mut killed = worker("withdrawal", "ethereum");
+    let id = "ethereum-withdrawal-1";
+    wait_worker(&db.url, id, "running", |worker| {
+        worker["status"] == "running"
+    })
+    .await;
+    signal(killed.id().unwrap() as i32, Signal::SIGKILL);
+    let _ = killed.wait().await;
+    let lost = wait_worker(&db.url, id, "lost", |worker| worker["status"] == "lost").await;
+    assert_eq!(
+        lost["desired_state"], "running",
+        "lost is what happened, not what the operator wants"
+    );
+    let actions = audit_actions(&db, &format!("worker:{id}")).await;
+    assert!(
+        actions
+            .iter()
+            .any(|(action, actor)| action == "worker.lost" && actor == "reaper"),
+        "{actions:?}"
+    );
+    // An offline worker is not lost: it left properly.
+    assert_eq!(
+        find(&workers_json(&db.url).await, "tron-deposit-1").unwrap()["status"],
+        "offline"
+    );
+
+    assert!(serve.stop().await.success());
+}
+
+macro_rules! on_both_stores {
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(testkit::Backend::Postgres).await; })+
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case(testkit::Backend::Sqlite).await; })+
+        }
+    };
+}
+
+on_both_stores!(
+    up_supervises_workers_that_obey_the_cli,
+    a_killed_worker_is_lost_and_a_terminated_one_offline
+);
