@@ -310,6 +310,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let example = load_toml(include_str!("../../../coinsensei.example.toml")).unwrap();
+        assert_eq!(
+            format!("{example:?}"),
+            format!("{:?}", load_toml("").unwrap())
+        );
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
             ("heartbeat_interval = \"soon\"", "heartbeat_interval"),

@@ -99,10 +99,16 @@ async fn up_supervises_workers_that_obey_the_cli(backend: Backend) {
     );
     assert_eq!(stopped["pid"].as_i64(), Some(pid), "stop keeps the process");
     let seen = stopped["last_heartbeat"].as_str().unwrap().to_string();
-    wait_worker(url, id, "heartbeating while stopped", |worker| {
+    let beat = wait_worker(url, id, "heartbeating while stopped", |worker| {
         worker["last_heartbeat"].as_str() != Some(&seen)
     })
     .await;
+    assert!(
+        beat["rss_bytes"]
+            .as_i64()
+            .is_some_and(|rss| rss > 1_000_000),
+        "heartbeats carry the RSS: {beat}"
+    );
 
     let output = run(url, &["workers", "start", id, "--wait", "--timeout", "10"]).await;
     assert!(output.status.success(), "{}", stderr(&output));
@@ -233,20 +239,7 @@ async fn a_killed_worker_is_lost_and_a_terminated_one_offline(backend: Backend) 
     assert!(serve.stop().await.success());
 }
 
-macro_rules! on_both_stores {
-    ($($case:ident),+ $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(testkit::Backend::Postgres).await; })+
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(testkit::Backend::Sqlite).await; })+
-        }
-    };
-}
-
-on_both_stores!(
+testkit::on_both_stores!(
     up_supervises_workers_that_obey_the_cli,
     a_killed_worker_is_lost_and_a_terminated_one_offline
 );

@@ -715,26 +715,8 @@ async fn time_is_stored_to_the_millisecond(db: &TestDb) {
     assert_eq!(row.last_heartbeat, Some(now));
 }
 
-macro_rules! conformance {
-    ($($case:ident),+ $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = testkit::TestDb::new(testkit::Backend::Postgres).await;
-                super::$case(&db).await;
-            })+
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let db = testkit::TestDb::new(testkit::Backend::Sqlite).await;
-                super::$case(&db).await;
-            })+
-        }
-    };
-}
-
-conformance!(
+testkit::on_both_stores!(
+    db:
     migrations_apply_once_and_report_current,
     register_creates_then_takes_over_keeping_operator_intent,
     register_refuses_an_id_of_another_kind,

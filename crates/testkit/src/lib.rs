@@ -161,3 +161,35 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Turns each `async fn case(backend: Backend)` into two tests, `postgres::case` and
+/// `sqlite::case`. With `db:` first, each case takes a fresh `&TestDb` instead.
+#[macro_export]
+macro_rules! on_both_stores {
+    (db: $($case:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = $crate::TestDb::new($crate::Backend::Postgres).await;
+                super::$case(&db).await;
+            })+
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let db = $crate::TestDb::new($crate::Backend::Sqlite).await;
+                super::$case(&db).await;
+            })+
+        }
+    };
+    ($($case:ident),+ $(,)?) => {
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::Backend::Postgres).await; })+
+        }
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() { super::$case($crate::Backend::Sqlite).await; })+
+        }
+    };
+}

@@ -354,20 +354,7 @@ async fn reaper_marks_a_silent_worker_lost_and_a_live_one_reports_back(backend: 
     assert_eq!(lost.desired_state, DesiredState::Running);
 }
 
-macro_rules! on_both_stores {
-    ($($case:ident),+ $(,)?) => {
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(testkit::Backend::Postgres).await; })+
-        }
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() { super::$case(testkit::Backend::Sqlite).await; })+
-        }
-    };
-}
-
-on_both_stores!(
+testkit::on_both_stores!(
     stop_start_restart_round_trip,
     fault_reports_error_then_recovers,
     shutdown_finishes_in_flight_work_and_goes_offline,
