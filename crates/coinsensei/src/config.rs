@@ -201,10 +201,11 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         Duration::from_secs(3600),
     )?;
     let concurrency = within("concurrency", raw.concurrency, 1, WORKER_CONCURRENCY_MAX)?;
+    // A worker holds one connection for its change feed; it needs at least one more to work.
     let database_max_connections = within(
         "database_max_connections",
         raw.database_max_connections,
-        1,
+        2,
         1000,
     )?;
     if raw.data_dir.as_os_str().is_empty() {

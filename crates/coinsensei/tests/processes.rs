@@ -239,7 +239,67 @@ async fn a_killed_worker_is_lost_and_a_terminated_one_offline(backend: Backend) 
     assert!(serve.stop().await.success());
 }
 
+/// A child that can never run (its id belongs to a worker of another kind) is reported once
+/// and not restarted in a loop.
+async fn a_child_that_cannot_run_is_not_restarted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store
+        .worker_register(&store::WorkerRegister {
+            id: domain::WorkerId::new("taken").unwrap(),
+            name: "taken".into(),
+            kind: domain::WorkerKind::Deposit,
+            chain: domain::Chain::Ethereum,
+            pid: None,
+            host: None,
+            port: None,
+            version: None,
+            config: serde_json::json!({}),
+            incarnation: "elsewhere".into(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let config = db.dir().join("coinsensei.toml");
+    std::fs::write(&config, "heartbeat_interval = 0.2\n[[workers]]\nkind = \"withdrawal\"\nchain = \"tron\"\nid = \"taken\"\n").unwrap();
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let actions = wait_for("the child's failure recorded", WAIT, || async {
+        let actions = audit_actions(&db, "worker:taken").await;
+        actions
+            .iter()
+            .any(|(action, _)| action == "worker.failed")
+            .then_some(actions)
+    })
+    .await;
+    assert!(
+        actions.iter().all(|(action, _)| action != "worker.exited"),
+        "{actions:?}"
+    );
+    // Longer than the first respawn backoff: still no second attempt.
+    tokio::time::sleep(domain::limits::RESPAWN_BACKOFF_MIN * 3).await;
+    let actions = audit_actions(&db, "worker:taken").await;
+    let by_supervisor = actions
+        .iter()
+        .filter(|(_, actor)| actor == "supervisor")
+        .count();
+    assert_eq!(by_supervisor, 1, "{actions:?}");
+    let row = find(&workers_json(&db.url).await, "taken")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (row["type"].as_str(), row["pid"].as_i64()),
+        (Some("deposit"), None),
+        "the row is untouched"
+    );
+    assert!(up.stop().await.success());
+}
+
 testkit::on_both_stores!(
     up_supervises_workers_that_obey_the_cli,
-    a_killed_worker_is_lost_and_a_terminated_one_offline
+    a_killed_worker_is_lost_and_a_terminated_one_offline,
+    a_child_that_cannot_run_is_not_restarted,
 );

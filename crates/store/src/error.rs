@@ -10,6 +10,9 @@ pub enum StoreError {
     /// Anything else the database said; not worth retrying blindly.
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The database did not answer within the caller's limit: retry later.
+    #[error("database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
     #[error("cannot connect to the database at {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migrating the database failed: {0}")]
@@ -39,7 +42,7 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Connect { .. }
+            StoreError::Unavailable(_) | StoreError::Connect { .. } | StoreError::TimedOut(_)
         )
     }
 }

@@ -63,20 +63,42 @@ macro_rules! dispatch {
     };
 }
 
-/// Returns the URL with any password replaced by `***`, fit for messages and logs.
+/// Returns the URL with any password replaced by `***`, fit for messages and logs: the one
+/// in `user:password@` and any query parameter whose name contains "password" (libpq's
+/// `password`, `sslpassword`).
 pub fn redact_url(database_url: &str) -> String {
+    let is_secret = |key: &str| key.to_ascii_lowercase().contains("password");
     match url::Url::parse(database_url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
+        Ok(mut parsed) => {
+            let secret_query = parsed.query_pairs().any(|(key, _)| is_secret(&key));
+            if parsed.password().is_none() && !secret_query {
+                return database_url.to_string();
+            }
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            if secret_query {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if is_secret(&key) {
+                            "***".into()
+                        } else {
+                            value.into_owned()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
             parsed.to_string()
         }
-        Ok(_) => database_url.to_string(),
-        // Not a URL we can parse: do not risk echoing a secret.
-        Err(_) => database_url
-            .split('@')
-            .next_back()
-            .map(|tail| format!("…@{tail}"))
-            .unwrap_or_default(),
+        // Not a URL we can parse: do not risk echoing a secret. Keep the host part only.
+        Err(_) => {
+            let tail = database_url.rsplit('@').next().unwrap_or_default();
+            let tail = tail.split('?').next().unwrap_or_default();
+            format!("…@{tail}")
+        }
     }
 }
 
@@ -144,12 +166,15 @@ impl Store {
     }
 
     /// Moves the worker's status from `from` to `to`, if that is an allowed transition and the
-    /// row still has status `from` and the caller's incarnation.
+    /// row still has status `from` and the caller's incarnation. With `from == to` it only
+    /// records `applied_generation` (a restart whose `starting` report was lost).
     pub async fn worker_status_set(
         &self,
         status_set: &WorkerStatusSet,
     ) -> Result<WorkerRow, StoreError> {
-        if !status_set.from.can_transition(status_set.to) {
+        let records_generation =
+            status_set.from == status_set.to && status_set.applied_generation.is_some();
+        if !(status_set.from.can_transition(status_set.to) || records_generation) {
             return Err(StoreError::Invalid(format!(
                 "worker status cannot move from {} to {}",
                 status_set.from, status_set.to
@@ -315,5 +340,40 @@ pub(crate) fn lost_audit(
             "host": worker.host,
         }),
         now: reap.now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_every_password_and_nothing_else() {
+        for (url, expected) in [
+            (
+                "postgres://u:s3cret@db:5432/x",
+                "postgres://u:***@db:5432/x",
+            ),
+            (
+                "postgres://u@db/x?password=s3cret&sslmode=require",
+                "postgres://u@db/x?password=***&sslmode=require",
+            ),
+            (
+                "postgres://u:a@db/x?sslpassword=s3cret",
+                "postgres://u:***@db/x?sslpassword=***",
+            ),
+            (
+                "postgres://u@db/x?sslmode=require",
+                "postgres://u@db/x?sslmode=require",
+            ),
+            (
+                "sqlite://.coinsensei/coinsensei.db",
+                "sqlite://.coinsensei/coinsensei.db",
+            ),
+            ("not a url:s3cret@db?password=s3cret", "…@db"),
+        ] {
+            assert_eq!(redact_url(url), expected, "{url}");
+            assert!(!redact_url(url).contains("s3cret"));
+        }
     }
 }

@@ -309,6 +309,30 @@ async fn status_changes_are_compare_and_set(db: &TestDb) {
         matches!(forbidden, Err(StoreError::Invalid(_))),
         "{forbidden:?}"
     );
+    // Same status: refused, unless it records the generation the process has applied.
+    let same = status_set(
+        "w1",
+        "a",
+        WorkerStatus::Running,
+        WorkerStatus::Running,
+        at(2),
+    );
+    let refused = store.worker_status_set(&same).await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let recorded = store
+        .worker_status_set(&WorkerStatusSet {
+            applied_generation: Some(7),
+            ..same
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (recorded.status, recorded.applied_generation),
+        (WorkerStatus::Running, 7)
+    );
 
     let mut to_error = status_set("w1", "a", WorkerStatus::Running, WorkerStatus::Error, at(3));
     to_error.error = Some(format!("node timeout {}", "é".repeat(2_000)));

@@ -69,15 +69,33 @@ impl Reaper {
     }
 
     /// Runs passes until `cancel` fires; errors are logged and the next pass tries again.
+    ///
+    /// After the reaper could not reach the database (and when it starts), it waits one whole
+    /// threshold before marking anyone lost: during an outage the workers could not heartbeat
+    /// either, and they deserve the same time to report back as a fresh worker gets.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reachable_since: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
-                _ = ticker.tick() => {
-                    if let Err(error) = self.run_once(Utc::now()).await {
-                        tracing::warn!(%error, "reaper pass failed");
+                _ = ticker.tick() => {}
+            }
+            let settled =
+                reachable_since.is_some_and(|since| since.elapsed() >= self.config.lost_after);
+            let outcome = if settled {
+                self.run_once(Utc::now()).await.map(drop)
+            } else {
+                self.store.ping().await
+            };
+            match outcome {
+                Ok(()) => {
+                    reachable_since.get_or_insert_with(tokio::time::Instant::now);
+                }
+                Err(error) => {
+                    if reachable_since.take().is_some() {
+                        tracing::warn!(%error, "reaper cannot reach the database; pausing until it can");
                     }
                 }
             }

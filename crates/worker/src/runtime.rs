@@ -92,12 +92,12 @@ enum Phase {
     },
 }
 
-/// A status write that failed (database away) and is retried on the next heartbeat.
+/// A status write that failed (database away) and is retried on the next heartbeat, unless a
+/// newer one replaces it first.
 #[derive(Debug, Clone)]
 struct PendingStatus {
     to: WorkerStatus,
     error: Option<String>,
-    applied_generation: Option<i64>,
 }
 
 pub struct WorkerRuntime {
@@ -110,9 +110,14 @@ struct State {
     feed: Option<ChangeFeed>,
     source: Option<Arc<dyn JobSource>>,
     incarnation: String,
+    /// The status the row has, as far as this process knows (its last successful write).
     status: WorkerStatus,
+    /// The restart generation this process has applied, and the one the row records.
     applied_generation: i64,
+    reported_generation: i64,
     phase: Phase,
+    /// The one job in flight is the recovery probe of a faulted worker.
+    probing: bool,
     pending_status: Option<PendingStatus>,
     in_flight: JoinSet<Result<Work, WorkerFault>>,
     idle_until: Option<Instant>,
@@ -160,7 +165,9 @@ impl WorkerRuntime {
             incarnation,
             status: WorkerStatus::Starting,
             applied_generation: row.generation,
+            reported_generation: row.applied_generation,
             phase: Phase::Stopped,
+            probing: false,
             pending_status: None,
             in_flight: JoinSet::new(),
             idle_until: None,
@@ -225,6 +232,7 @@ impl WorkerRuntime {
                     tracing::warn!(worker = %config.id, abandoned = state.in_flight.len(), "drain timeout: abandoning in-flight work (its leases will expire and it runs again elsewhere)");
                     state.in_flight.abort_all();
                     while state.in_flight.join_next().await.is_some() {}
+                    state.probing = false;
                 }
                 () = sleep_until_opt(spawn_at), if spawn_at.is_some() => {
                     self.spawn_work(&mut state);
@@ -243,8 +251,7 @@ impl WorkerRuntime {
                     DesiredState::Stopped => (WorkerStatus::Stopped, Phase::Stopped),
                 };
                 state.phase = phase;
-                let generation = state.applied_generation;
-                self.set_status(state, to, None, Some(generation)).await;
+                self.set_status(state, to, None).await;
             }
             Err(fault) => self.fault(state, fault).await,
         }
@@ -272,11 +279,15 @@ impl WorkerRuntime {
                     let source = build_source().await?;
                     source.run_once().await.map(|_| Work::Idle)
                 });
+                state.probing = true;
                 return;
             }
         };
         let wanted = match state.phase {
-            Phase::Faulted { .. } => 1,
+            Phase::Faulted { .. } => {
+                state.probing = true;
+                1
+            }
             _ => (self.config.concurrency as usize).saturating_sub(state.in_flight.len()),
         };
         state.idle_until = None;
@@ -293,6 +304,9 @@ impl WorkerRuntime {
         state: &mut State,
         joined: Result<Result<Work, WorkerFault>, tokio::task::JoinError>,
     ) {
+        // While faulted, a probe is spawned only when nothing else is in flight, so the job
+        // that finishes while `probing` is the probe.
+        let was_probe = std::mem::take(&mut state.probing);
         let result = match joined {
             Ok(result) => result,
             Err(error) if error.is_cancelled() => return,
@@ -314,9 +328,14 @@ impl WorkerRuntime {
                         }
                     }
                 }
-                if let Phase::Faulted { .. } = state.phase {
+                // Only the probe's success proves recovery; work that was already in flight
+                // when the fault came says nothing about it.
+                if was_probe && matches!(state.phase, Phase::Faulted { .. }) {
                     self.recover(state).await;
                 }
+            }
+            Err(fault) if matches!(state.phase, Phase::Faulted { .. }) && !was_probe => {
+                tracing::warn!(worker = %self.config.id, error = %fault, "in-flight work failed after the fault");
             }
             Err(fault) => self.fault(state, fault).await,
         }
@@ -332,7 +351,7 @@ impl WorkerRuntime {
             retry_at: Instant::now() + delay,
         };
         if state.status != WorkerStatus::Error {
-            self.set_status(state, WorkerStatus::Error, Some(fault.0), None)
+            self.set_status(state, WorkerStatus::Error, Some(fault.0))
                 .await;
         }
     }
@@ -347,8 +366,7 @@ impl WorkerRuntime {
             }
         }
         state.phase = Phase::Active;
-        self.set_status(state, WorkerStatus::Running, None, None)
-            .await;
+        self.set_status(state, WorkerStatus::Running, None).await;
         // The operator may have changed their mind while we were faulted.
         self.refresh(state).await;
     }
@@ -379,8 +397,7 @@ impl WorkerRuntime {
                 if let Some(source) = state.source.take() {
                     source.close().await;
                 }
-                self.set_status(state, WorkerStatus::Offline, None, None)
-                    .await;
+                self.set_status(state, WorkerStatus::Offline, None).await;
                 if state.pending_status.is_some() {
                     tracing::warn!(worker = %self.config.id, "could not report offline; the reaper will mark this worker lost");
                 }
@@ -392,8 +409,7 @@ impl WorkerRuntime {
             }
             AfterDrain::Stop => {
                 state.phase = Phase::Stopped;
-                self.set_status(state, WorkerStatus::Stopped, None, None)
-                    .await;
+                self.set_status(state, WorkerStatus::Stopped, None).await;
                 tracing::info!(worker = %self.config.id, "worker stopped");
                 self.refresh(state).await;
                 false
@@ -403,8 +419,7 @@ impl WorkerRuntime {
                 if let Some(source) = state.source.take() {
                     source.close().await;
                 }
-                self.set_status(state, WorkerStatus::Starting, None, None)
-                    .await;
+                self.set_status(state, WorkerStatus::Starting, None).await;
                 match Store::connect(&self.config.database_url, &self.config.store_options).await {
                     Ok(store) => {
                         state.feed = None;
@@ -417,7 +432,7 @@ impl WorkerRuntime {
                     }
                 }
                 state.applied_generation = generation;
-                let desired = match state.store.worker_get(&self.config.id).await {
+                let desired = match bounded(state.store.worker_get(&self.config.id)).await {
                     Ok(Some(row)) => row.desired_state,
                     _ => DesiredState::Running,
                 };
@@ -430,7 +445,7 @@ impl WorkerRuntime {
 
     /// Re-reads the row and reconciles.
     async fn refresh(&self, state: &mut State) {
-        match state.store.worker_get(&self.config.id).await {
+        match bounded(state.store.worker_get(&self.config.id)).await {
             Ok(Some(row)) => self.reconcile(state, &row).await,
             Ok(None) => state.superseded = true,
             Err(error) => {
@@ -441,8 +456,7 @@ impl WorkerRuntime {
 
     async fn beat(&self, state: &mut State) {
         if let Some(pending) = state.pending_status.take() {
-            self.set_status(state, pending.to, pending.error, pending.applied_generation)
-                .await;
+            self.set_status(state, pending.to, pending.error).await;
         }
         let heartbeat = WorkerHeartbeat {
             id: self.config.id.clone(),
@@ -454,7 +468,7 @@ impl WorkerRuntime {
             failed_total: state.failed_total,
             now: Utc::now(),
         };
-        match state.store.worker_heartbeat(&heartbeat).await {
+        match bounded(state.store.worker_heartbeat(&heartbeat)).await {
             Ok(row) => self.reconcile(state, &row).await,
             Err(StoreError::Superseded(_) | StoreError::NotFound { .. }) => state.superseded = true,
             Err(error) => tracing::warn!(worker = %self.config.id, %error, "heartbeat failed"),
@@ -467,6 +481,7 @@ impl WorkerRuntime {
             state.superseded = true;
             return;
         }
+        state.reported_generation = row.applied_generation;
         if row.status == WorkerStatus::Lost && state.status != WorkerStatus::Lost {
             // The reaper gave up on us too early; say what we really are.
             tracing::warn!(worker = %self.config.id, "marked lost while alive; reporting back");
@@ -476,7 +491,7 @@ impl WorkerRuntime {
                 Phase::Faulted { .. } => WorkerStatus::Error,
                 _ => WorkerStatus::Running,
             };
-            self.set_status(state, to, None, None).await;
+            self.set_status(state, to, None).await;
         }
         if matches!(state.phase, Phase::Draining { .. }) {
             return;
@@ -491,24 +506,29 @@ impl WorkerRuntime {
         } else if row.desired_state == DesiredState::Stopped && state.phase != Phase::Stopped {
             self.begin_drain(state, AfterDrain::Stop);
         } else if row.desired_state == DesiredState::Running && state.phase == Phase::Stopped {
+            if state.source.is_none() {
+                // Stopped while its job source could not be built: the probe builds it, and
+                // the worker reports running once that works.
+                state.phase = Phase::Faulted {
+                    retry_at: Instant::now(),
+                };
+                return;
+            }
             state.phase = Phase::Active;
-            self.set_status(state, WorkerStatus::Running, None, None)
-                .await;
+            self.set_status(state, WorkerStatus::Running, None).await;
             tracing::info!(worker = %self.config.id, "worker started");
         }
     }
 
-    /// Writes a status change as a compare-and-set on the status we last wrote. If the reaper
-    /// moved the row meanwhile, re-reads and tries again from there.
-    async fn set_status(
-        &self,
-        state: &mut State,
-        to: WorkerStatus,
-        error: Option<String>,
-        applied_generation: Option<i64>,
-    ) {
+    /// Writes a status change as a compare-and-set on the status we last wrote, recording the
+    /// generation this process has applied. If the reaper moved the row meanwhile, re-reads and
+    /// tries again from there. A write that fails is retried at the next heartbeat, unless a
+    /// newer one replaces it first: the row must end up saying what is true now, not what was
+    /// true when the database went away.
+    async fn set_status(&self, state: &mut State, to: WorkerStatus, error: Option<String>) {
+        state.pending_status = None;
         for _ in 0..3 {
-            if state.status == to {
+            if state.status == to && state.reported_generation == state.applied_generation {
                 return;
             }
             let status_set = WorkerStatusSet {
@@ -517,27 +537,30 @@ impl WorkerRuntime {
                 from: state.status,
                 to,
                 error: error.clone(),
-                applied_generation,
+                applied_generation: Some(state.applied_generation),
                 now: Utc::now(),
             };
-            match state.store.worker_status_set(&status_set).await {
+            match bounded(state.store.worker_status_set(&status_set)).await {
                 Ok(row) => {
                     state.status = row.status;
+                    state.reported_generation = row.applied_generation;
                     return;
                 }
-                Err(StoreError::Conflict(_)) => match state.store.worker_get(&self.config.id).await
-                {
-                    Ok(Some(row))
-                        if row.incarnation.as_deref() == Some(state.incarnation.as_str()) =>
-                    {
-                        state.status = row.status;
+                Err(StoreError::Conflict(_)) => {
+                    match bounded(state.store.worker_get(&self.config.id)).await {
+                        Ok(Some(row))
+                            if row.incarnation.as_deref() == Some(state.incarnation.as_str()) =>
+                        {
+                            state.status = row.status;
+                            state.reported_generation = row.applied_generation;
+                        }
+                        Ok(_) => {
+                            state.superseded = true;
+                            return;
+                        }
+                        Err(_) => break,
                     }
-                    Ok(_) => {
-                        state.superseded = true;
-                        return;
-                    }
-                    Err(_) => break,
-                },
+                }
                 Err(StoreError::Superseded(_) | StoreError::NotFound { .. }) => {
                     state.superseded = true;
                     return;
@@ -548,12 +571,17 @@ impl WorkerRuntime {
                 }
             }
         }
-        state.pending_status = Some(PendingStatus {
-            to,
-            error,
-            applied_generation,
-        });
+        state.pending_status = Some(PendingStatus { to, error });
     }
+}
+
+/// Bounds a store call, so a database that stops answering (a half-open connection) cannot
+/// hold the worker's loop, and with it SIGTERM and the drain deadline.
+async fn bounded<T>(call: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+    let limit = domain::limits::STORE_CALL_TIMEOUT;
+    tokio::time::timeout(limit, call)
+        .await
+        .unwrap_or(Err(StoreError::TimedOut(limit)))
 }
 
 async fn open_feed(store: &Store) -> Option<ChangeFeed> {

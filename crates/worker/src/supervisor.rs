@@ -26,6 +26,10 @@ use crate::backoff::Backoff;
 /// each other out forever. It is an operator's mistake to surface, not to paper over.
 pub const EXIT_SUPERSEDED: u8 = 3;
 
+/// Exit code of a worker process that cannot run for a reason restarting will not change
+/// (its id belongs to a worker of another kind, say); sysexits' EX_CONFIG. Not restarted.
+pub const EXIT_PERMANENT: u8 = 78;
+
 /// One child process to keep alive.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
@@ -130,11 +134,16 @@ async fn keep_alive(
                 return;
             }
             exit = child.wait() => {
-                let superseded = matches!(&exit, Ok(status) if status.code() == Some(i32::from(EXIT_SUPERSEDED)));
+                let code = exit.as_ref().ok().and_then(std::process::ExitStatus::code);
                 let exit = exit.map(|status| status.to_string()).unwrap_or_else(|error| error.to_string());
-                if superseded {
-                    tracing::error!(worker = %spec.id, pid, "another process runs under this worker id; not restarting this one");
-                    record(&store, &spec, "worker.superseded", serde_json::json!({"pid": pid, "exit": exit})).await;
+                let final_exit = match code {
+                    Some(code) if code == i32::from(EXIT_SUPERSEDED) => Some(("worker.superseded", "another process runs under this worker id")),
+                    Some(code) if code == i32::from(EXIT_PERMANENT) => Some(("worker.failed", "the worker cannot run as configured (see its error above)")),
+                    _ => None,
+                };
+                if let Some((action, reason)) = final_exit {
+                    tracing::error!(worker = %spec.id, pid, %exit, "{reason}; not restarting it");
+                    record(&store, &spec, action, serde_json::json!({"pid": pid, "exit": exit})).await;
                     return;
                 }
                 if started.elapsed() >= config.stable_after {

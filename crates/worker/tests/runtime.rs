@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(10);
 /// A job source the test steers: it can fail, be slow, and counts what it did.
 #[derive(Default)]
 struct Scripted {
+    /// Building the source fails (the node is unreachable at start).
+    unbuildable: AtomicBool,
     faulty: AtomicBool,
     job_duration_ms: AtomicUsize,
     runs: AtomicUsize,
@@ -86,6 +88,14 @@ fn config(db: &TestDb, id: &WorkerId) -> RuntimeConfig {
 
 impl Harness {
     async fn start(backend: Backend, tweak: impl FnOnce(&mut RuntimeConfig, &Scripted)) -> Harness {
+        Harness::start_expecting(backend, tweak, WorkerStatus::Running).await
+    }
+
+    async fn start_expecting(
+        backend: Backend,
+        tweak: impl FnOnce(&mut RuntimeConfig, &Scripted),
+        first_status: WorkerStatus,
+    ) -> Harness {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter("worker=debug,store=debug")
@@ -103,7 +113,12 @@ impl Harness {
             Arc::new(move || {
                 let scripted = Arc::clone(&scripted);
                 builds.fetch_add(1, Ordering::SeqCst);
-                Box::pin(async move { Ok(Arc::new(Shared(scripted)) as Arc<dyn JobSource>) })
+                Box::pin(async move {
+                    if scripted.unbuildable.load(Ordering::SeqCst) {
+                        return Err(WorkerFault("cannot build: node unreachable".into()));
+                    }
+                    Ok(Arc::new(Shared(scripted)) as Arc<dyn JobSource>)
+                })
             })
         };
         let shutdown = CancellationToken::new();
@@ -121,7 +136,7 @@ impl Harness {
             task,
             id,
         };
-        harness.wait_status(WorkerStatus::Running).await;
+        harness.wait_status(first_status).await;
         harness
     }
 
@@ -226,6 +241,31 @@ async fn fault_reports_error_then_recovers(backend: Backend) {
     harness.wait_status(WorkerStatus::Error).await;
     harness.control(ControlAction::Stop).await;
     harness.wait_status(WorkerStatus::Stopped).await;
+    harness.shutdown.cancel();
+    assert_eq!((&mut harness.task).await.unwrap(), RuntimeExit::Shutdown);
+}
+
+async fn a_worker_that_could_not_start_obeys_stop_and_start(backend: Backend) {
+    let mut harness = Harness::start_expecting(
+        backend,
+        |_, scripted| scripted.unbuildable.store(true, Ordering::SeqCst),
+        WorkerStatus::Error,
+    )
+    .await;
+    assert_eq!(
+        harness.row().await.last_error.as_deref(),
+        Some("cannot build: node unreachable")
+    );
+    harness.control(ControlAction::Stop).await;
+    harness.wait_status(WorkerStatus::Stopped).await;
+    // The node comes back while the worker is stopped; start must build the source and work.
+    harness.scripted.unbuildable.store(false, Ordering::SeqCst);
+    harness.control(ControlAction::Start).await;
+    harness.wait_status(WorkerStatus::Running).await;
+    wait_for("work after start", WAIT, || async {
+        (harness.scripted.runs.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
     harness.shutdown.cancel();
     assert_eq!((&mut harness.task).await.unwrap(), RuntimeExit::Shutdown);
 }
@@ -357,6 +397,7 @@ async fn reaper_marks_a_silent_worker_lost_and_a_live_one_reports_back(backend: 
 testkit::on_both_stores!(
     stop_start_restart_round_trip,
     fault_reports_error_then_recovers,
+    a_worker_that_could_not_start_obeys_stop_and_start,
     shutdown_finishes_in_flight_work_and_goes_offline,
     drain_timeout_abandons_stuck_work,
     a_second_process_fences_out_the_first,

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use domain::limits::{ERROR_BACKOFF_MAX, ERROR_BACKOFF_MIN};
 use domain::{Chain, WorkerId, WorkerKind};
-use worker::runtime::SourceBuilder;
+use store::StoreOptions;
+use worker::runtime::{RuntimeError, SourceBuilder};
 use worker::{RuntimeConfig, RuntimeExit, WorkerFault, WorkerRuntime, WorkerSpec};
 
 use crate::config::{Settings, default_worker_id};
@@ -43,7 +44,11 @@ pub async fn run(
         name: id.as_str().to_string(),
         spec,
         database_url: settings.database_url.clone(),
-        store_options: settings.store_options(),
+        // A database that vanished is an error, never a fresh empty one to run against.
+        store_options: StoreOptions {
+            create_if_missing: false,
+            ..settings.store_options()
+        },
         heartbeat_interval: settings.heartbeat_interval,
         drain_timeout: settings.drain_timeout,
         concurrency: settings.concurrency,
@@ -69,7 +74,17 @@ pub async fn run(
         })
     });
     let runtime = WorkerRuntime::new(config, build_source);
-    match runtime.run(cancel).await? {
+    let exit = match runtime.run(cancel).await {
+        Ok(exit) => exit,
+        // The database refused this worker (say, its id belongs to a worker of another kind):
+        // restarting it would only fail again.
+        Err(RuntimeError::Store(error)) if !error.is_transient() => {
+            eprintln!("error: worker {id} cannot run: {error}");
+            return Ok(ExitCode::from(worker::supervisor::EXIT_PERMANENT));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    match exit {
         RuntimeExit::Shutdown => Ok(ExitCode::SUCCESS),
         RuntimeExit::Superseded => {
             eprintln!(
