@@ -5,14 +5,20 @@
 //! store, the workers and the control plane share, and the place where the rules that keep
 //! money safe are written once and tested by tables.
 
+#[macro_use]
+pub mod enums;
+
 pub mod amount;
 pub mod asset;
+pub mod job;
 pub mod limits;
 pub mod worker;
 
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetCatalogue, AssetError, Chain, ParseChainError};
+pub use enums::ParseEnumError;
+pub use job::{JobState, Name, NameError, RetryPolicy};
 pub use worker::{
-    ControlAction, ControlDecision, ControlRefusal, DesiredState, ParseEnumError, WorkerId,
-    WorkerIdError, WorkerKind, WorkerStatus,
+    ControlAction, ControlDecision, ControlRefusal, DesiredState, WorkerId, WorkerIdError,
+    WorkerKind, WorkerStatus,
 };

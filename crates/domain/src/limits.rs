@@ -50,3 +50,28 @@ pub const RESPAWN_BACKOFF_MIN: Duration = Duration::from_millis(500);
 pub const RESPAWN_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A child that ran this long is considered healthy again and its backoff is reset.
 pub const RESPAWN_STABLE_AFTER: Duration = Duration::from_secs(60);
+
+/// Longest queue or job kind name.
+pub const NAME_LEN_MAX: usize = 100;
+/// Attempts a job gets unless its queue or itself says otherwise (the seed's BullMQ setting).
+pub const JOB_ATTEMPTS_DEFAULT: u32 = 3;
+/// Most attempts a job may be given.
+pub const JOB_ATTEMPTS_MAX: u32 = 100;
+/// First retry waits about this long (the seed's BullMQ setting), doubling after each failure.
+pub const JOB_BACKOFF_BASE_DEFAULT: Duration = Duration::from_secs(2);
+/// Longest wait between two attempts of a job.
+pub const JOB_BACKOFF_MAX_DEFAULT: Duration = Duration::from_secs(3600);
+/// Largest JSON arguments of one job.
+pub const JOB_ARGS_BYTES_MAX: usize = 64 * 1024;
+/// Longest unique key of a job.
+pub const JOB_UNIQUE_KEY_LEN_MAX: usize = 200;
+/// Most jobs one bulk enqueue takes.
+pub const JOB_ENQUEUE_BATCH_MAX: usize = 10_000;
+/// Most jobs one claim returns.
+pub const JOB_CLAIM_BATCH_MAX: u32 = 1_000;
+/// Completed jobs kept per queue (the seed's BullMQ `removeOnComplete: 100`).
+pub const JOB_KEEP_COMPLETED_DEFAULT: u32 = 100;
+/// Failed jobs kept per queue (the seed's BullMQ `removeOnFail: 50`).
+pub const JOB_KEEP_FAILED_DEFAULT: u32 = 50;
+/// Most expired leases one rescue pass takes back.
+pub const JOB_RESCUE_BATCH_MAX: u32 = 1_000;

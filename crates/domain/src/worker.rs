@@ -10,51 +10,6 @@ use std::str::FromStr;
 
 use crate::limits::WORKER_ID_LEN_MAX;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {got:?}: expected one of {expected}")]
-pub struct ParseEnumError {
-    pub what: &'static str,
-    pub got: String,
-    pub expected: &'static str,
-}
-
-macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident, $what:literal, { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = ParseEnumError;
-
-            fn from_str(text: &str) -> Result<Self, Self::Err> {
-                match text {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(ParseEnumError {
-                        what: $what,
-                        got: text.chars().take(40).collect(),
-                        expected: concat!($($text, " "),+).trim_ascii_end(),
-                    }),
-                }
-            }
-        }
-    };
-}
-
 string_enum!(
     /// What a worker does; with its chain it names the worker's job.
     WorkerKind, "worker kind", {

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A compare-and-set lost: the row is no longer in the state the caller expected.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller's claim on a job is no longer current (its lease expired and someone else
+    /// holds it, or it was finished): the change was refused.
+    #[error("stale claim: {0}")]
+    Stale(String),
     /// Another process registered under this worker id since; this one must stop.
     #[error("worker {0} was taken over by another process")]
     Superseded(String),

@@ -7,6 +7,7 @@
 
 mod changes;
 mod error;
+mod jobs;
 mod model;
 mod postgres;
 mod sqlite;
@@ -18,6 +19,7 @@ use domain::{DesiredState, WorkerId};
 
 pub use changes::ChangeFeed;
 pub use error::StoreError;
+pub use jobs::StoreTx;
 pub use model::*;
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
@@ -257,7 +259,7 @@ impl Store {
     }
 }
 
-fn validate_audit(insert: &AuditInsert) -> Result<(), StoreError> {
+pub(crate) fn validate_audit(insert: &AuditInsert) -> Result<(), StoreError> {
     use domain::limits::AUDIT_FIELD_LEN_MAX;
     for (name, value) in [
         ("actor", &insert.actor),

@@ -5,7 +5,10 @@
 //! so tests decide what "now" is.
 
 use chrono::{DateTime, Utc};
-use domain::{Chain, ControlAction, DesiredState, WorkerId, WorkerKind, WorkerStatus};
+use domain::{
+    Chain, ControlAction, DesiredState, JobState, Name, RetryPolicy, WorkerId, WorkerKind,
+    WorkerStatus,
+};
 
 /// One row of the worker registry.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,5 +146,164 @@ pub struct AuditList {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     Worker(WorkerId),
+    /// Jobs became available in this queue (enqueued, retried or the queue resumed).
+    Job(Name),
     Unknown,
+}
+
+/// One job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRow {
+    pub id: i64,
+    pub queue: Name,
+    pub kind: Name,
+    pub args: serde_json::Value,
+    pub state: JobState,
+    /// Lower runs first.
+    pub priority: i16,
+    /// Attempts started so far (the running one included).
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub backoff_base_ms: i64,
+    pub backoff_max_ms: i64,
+    pub unique_key: Option<String>,
+    /// Not before this time.
+    pub run_at: DateTime<Utc>,
+    /// The fencing token of the current (or last) claim; every later change must present it.
+    pub token: i64,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Every failed attempt: `[{"attempt": n, "at": rfc3339, "error": text}]`.
+    pub errors: serde_json::Value,
+    /// Times its lease expired and it was taken back.
+    pub rescues: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRow {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: u32::try_from(self.max_attempts).unwrap_or(1),
+            backoff_base: std::time::Duration::from_millis(
+                u64::try_from(self.backoff_base_ms).unwrap_or(0),
+            ),
+            backoff_max: std::time::Duration::from_millis(
+                u64::try_from(self.backoff_max_ms).unwrap_or(0),
+            ),
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct JobInsert {
+    pub queue: Name,
+    pub kind: Name,
+    pub args: serde_json::Value,
+    pub priority: i16,
+    pub run_at: DateTime<Utc>,
+    pub retry: RetryPolicy,
+    /// While a job with this key is unfinished in the queue, enqueueing returns it instead.
+    pub unique_key: Option<String>,
+    pub now: DateTime<Utc>,
+}
+
+/// What an enqueue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobInserted {
+    pub id: i64,
+    /// False when an unfinished job with the same unique key already existed (its id is `id`).
+    pub inserted: bool,
+}
+
+/// Claims up to `limit` available jobs of `queue` for `owner` until `lease_until`.
+#[derive(Debug, Clone)]
+pub struct JobClaim {
+    pub queue: Name,
+    pub owner: String,
+    pub limit: u32,
+    pub lease_until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// Extends every lease `owner` holds to `lease_until`.
+#[derive(Debug, Clone)]
+pub struct JobLeaseExtend {
+    pub owner: String,
+    pub lease_until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// Completes or cancels a running job, with the token of its claim.
+#[derive(Debug, Clone)]
+pub struct JobFinish {
+    pub id: i64,
+    pub token: i64,
+    pub now: DateTime<Utc>,
+}
+
+/// Records a failed attempt: back to `available` at `retry_at`, or `failed` when `None`.
+#[derive(Debug, Clone)]
+pub struct JobFail {
+    pub id: i64,
+    pub token: i64,
+    pub error: String,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
+}
+
+/// Puts a running job back until `run_at` without using up an attempt.
+#[derive(Debug, Clone)]
+pub struct JobSnooze {
+    pub id: i64,
+    pub token: i64,
+    pub run_at: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+/// Takes back running jobs whose lease expired before `now`, or all of `owner`'s.
+#[derive(Debug, Clone)]
+pub struct JobRescue {
+    /// Only this owner's leases, expired or not (its worker is known to be gone).
+    pub owner: Option<String>,
+    pub limit: u32,
+    pub now: DateTime<Utc>,
+}
+
+/// Deletes finished jobs beyond the newest `keep_*` per queue, and any finished before
+/// `finished_before`.
+#[derive(Debug, Clone)]
+pub struct JobPrune {
+    pub keep_completed: u32,
+    pub keep_failed: u32,
+    pub finished_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobList {
+    pub queue: Option<Name>,
+    pub state: Option<JobState>,
+    /// Only jobs with an id below this one (paging backwards from the newest).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// A queue's settings and how many jobs it holds in each state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStats {
+    pub name: Name,
+    pub paused: bool,
+    pub concurrency_limit: Option<i32>,
+    /// Available now.
+    pub available: i64,
+    /// Available later (delayed, or waiting out a retry backoff).
+    pub scheduled: i64,
+    pub running: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    /// When the longest-waiting job became available (its `run_at`).
+    pub oldest_available_at: Option<DateTime<Utc>>,
 }

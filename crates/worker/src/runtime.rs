@@ -217,6 +217,7 @@ impl WorkerRuntime {
                 change = next_change(&mut state.feed) => {
                     match change {
                         Some(Change::Worker(id)) if id != config.id => {}
+                        Some(Change::Job(_)) => {}
                         Some(_) => self.refresh(&mut state).await,
                         // The feed's task died: fall back to heartbeats and try to reopen later.
                         None => state.feed = None,

@@ -1,6 +1,7 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
-mod audit;
+pub(crate) mod audit;
+pub(crate) mod job;
 mod worker;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -10,16 +11,25 @@ use crate::{Change, StoreError, StoreOptions, redact_url};
 
 /// The channel every worker row change is announced on, with the worker id as payload.
 pub(crate) const WORKER_CHANNEL: &str = "coinsensei_worker";
+/// The channel that announces available jobs, with the queue name as payload.
+pub(crate) const JOB_CHANNEL: &str = "coinsensei_job";
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "worker registry",
-    include_str!("../../migrations/postgres/0001_worker_registry.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "worker registry",
+        include_str!("../../migrations/postgres/0001_worker_registry.sql"),
+    ),
+    (
+        2,
+        "job queue",
+        include_str!("../../migrations/postgres/0002_job_queue.sql"),
+    ),
+];
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
 }
 
 impl PgStore {
@@ -74,7 +84,7 @@ impl PgStore {
 
     pub(crate) async fn change_feed(&self) -> Result<ChangeFeed, StoreError> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(WORKER_CHANNEL).await?;
+        listener.listen_all([WORKER_CHANNEL, JOB_CHANNEL]).await?;
         Ok(ChangeFeed::spawn(move |sender| listen(listener, sender)))
     }
 }
@@ -88,10 +98,13 @@ async fn listen(mut listener: PgListener, sender: ChangeSender) {
         let change = match listener.try_recv().await {
             Ok(Some(notification)) => {
                 failures = 0;
-                match domain::WorkerId::new(notification.payload()) {
-                    Ok(id) => Change::Worker(id),
-                    Err(_) => Change::Unknown,
-                }
+                let payload = notification.payload();
+                let change = if notification.channel() == JOB_CHANNEL {
+                    domain::Name::new(payload).ok().map(Change::Job)
+                } else {
+                    domain::WorkerId::new(payload).ok().map(Change::Worker)
+                };
+                change.unwrap_or(Change::Unknown)
             }
             Ok(None) => Change::Unknown,
             // The store was closed: nothing left to listen with.

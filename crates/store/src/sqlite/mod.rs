@@ -2,7 +2,8 @@
 //! timeout for the several processes of `coinsensei up`, and `begin immediate` for every
 //! write transaction so a read-then-write never fails on a lock upgrade.
 
-mod audit;
+pub(crate) mod audit;
+pub(crate) mod job;
 mod worker;
 
 use std::str::FromStr;
@@ -18,17 +19,27 @@ use sqlx::{Connection, Sqlite, Transaction};
 use crate::changes::{ChangeFeed, ChangeSender};
 use crate::{Change, StoreError, StoreOptions, corrupt, redact_url};
 
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "worker registry",
-    include_str!("../../migrations/sqlite/0001_worker_registry.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "worker registry",
+        include_str!("../../migrations/sqlite/0001_worker_registry.sql"),
+    ),
+    (
+        2,
+        "job queue",
+        include_str!("../../migrations/sqlite/0002_job_queue.sql"),
+    ),
+];
 
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     connect_options: SqliteConnectOptions,
     change_poll_interval: Duration,
+    /// Rung after a commit that made jobs available, so this process's feeds look at once
+    /// instead of at their next poll (the in-process signal; other processes poll).
+    pub(crate) job_signal: std::sync::Arc<tokio::sync::Notify>,
 }
 
 pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
@@ -72,6 +83,7 @@ impl SqliteStore {
             pool,
             connect_options,
             change_poll_interval: options.sqlite_change_poll_interval,
+            job_signal: std::sync::Arc::default(),
         })
     }
 
@@ -121,11 +133,15 @@ impl SqliteStore {
         let mut version = data_version(&mut connection).await?;
         let options = self.connect_options.clone();
         let interval = self.change_poll_interval;
+        let job_signal = std::sync::Arc::clone(&self.job_signal);
         Ok(ChangeFeed::spawn(move |sender: ChangeSender| async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = job_signal.notified() => {}
+                }
                 if sender.is_closed() {
                     return;
                 }
