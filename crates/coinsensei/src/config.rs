@@ -27,6 +27,7 @@ const ENV_KEYS: &[&str] = &[
     "heartbeat_interval",
     "lost_after_intervals",
     "drain_timeout",
+    "job_lease",
     "concurrency",
     "database_max_connections",
 ];
@@ -44,6 +45,8 @@ pub struct RawConfig {
     pub lost_after_intervals: u32,
     /// Seconds a stopping worker waits for in-flight work.
     pub drain_timeout: f64,
+    /// Seconds a claimed job stays leased without an extension (workers extend at a third).
+    pub job_lease: f64,
     pub concurrency: u32,
     pub database_max_connections: u32,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
@@ -67,6 +70,7 @@ impl Default for RawConfig {
             heartbeat_interval: HEARTBEAT_INTERVAL_DEFAULT.as_secs_f64(),
             lost_after_intervals: LOST_AFTER_INTERVALS_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT.as_secs_f64(),
+            job_lease: JOB_LEASE_DEFAULT.as_secs_f64(),
             concurrency: WORKER_CONCURRENCY_DEFAULT,
             database_max_connections: 4,
             workers: None,
@@ -96,6 +100,7 @@ pub struct Settings {
     pub heartbeat_interval: Duration,
     pub lost_after_intervals: u32,
     pub drain_timeout: Duration,
+    pub job_lease: Duration,
     pub concurrency: u32,
     pub database_max_connections: u32,
     pub workers: Vec<WorkerEntry>,
@@ -200,6 +205,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         Duration::ZERO,
         Duration::from_secs(3600),
     )?;
+    let job_lease = seconds("job_lease", raw.job_lease, JOB_LEASE_MIN, JOB_LEASE_MAX)?;
     let concurrency = within("concurrency", raw.concurrency, 1, WORKER_CONCURRENCY_MAX)?;
     // A worker holds one connection for its change feed; it needs at least one more to work.
     let database_max_connections = within(
@@ -245,6 +251,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         heartbeat_interval,
         lost_after_intervals,
         drain_timeout,
+        job_lease,
         concurrency,
         database_max_connections,
         workers,

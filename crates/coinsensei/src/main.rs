@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use domain::{Chain, ControlAction, WorkerKind, WorkerStatus};
+use domain::{Chain, ControlAction, JobState, WorkerKind, WorkerStatus};
 
 use crate::config::{Overrides, Settings};
 
@@ -50,6 +50,77 @@ enum Command {
     /// List and control workers.
     #[command(subcommand)]
     Workers(WorkersCommand),
+    /// List, pause and resume job queues.
+    #[command(subcommand)]
+    Queues(QueuesCommand),
+    /// Enqueue, inspect, retry and discard jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum QueuesCommand {
+    /// Every queue with its jobs counted by state.
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop starting jobs of a queue (running ones finish).
+    Pause { queue: String },
+    /// Start jobs of a paused queue again.
+    Resume { queue: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// Add a job to a queue.
+    Enqueue(EnqueueArgs),
+    /// List jobs, newest first.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// available, running, completed, failed or cancelled.
+        #[arg(long)]
+        state: Option<JobState>,
+        /// Most jobs to show.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job in full, with its error history (JSON).
+    Show { id: i64 },
+    /// Run a failed or cancelled job again, with its attempts reset.
+    Retry { id: i64 },
+    /// Drop a failed job, or one that has not run yet.
+    Discard { id: i64 },
+}
+
+#[derive(Debug, Args)]
+struct EnqueueArgs {
+    /// The queue, e.g. tron.withdrawal.
+    #[arg(long)]
+    queue: String,
+    /// The job kind; workers run the kinds they have handlers for (built in: noop).
+    #[arg(long)]
+    kind: String,
+    /// The job's arguments as JSON.
+    #[arg(long, default_value = "{}")]
+    args: String,
+    /// Seconds to wait before the job may run.
+    #[arg(long, value_name = "SECONDS")]
+    delay: Option<f64>,
+    /// While a job with this key waits or runs in the queue, return it instead of adding one.
+    #[arg(long)]
+    unique_key: Option<String>,
+    /// Lower runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i16,
+    /// Runs in all before the job is dead-lettered [default: 3].
+    #[arg(long)]
+    attempts: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -132,7 +203,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Up(_) | Command::Serve(_) | Command::Worker(_) => "info",
-        Command::Migrate | Command::Workers(_) => "warn",
+        Command::Migrate | Command::Workers(_) | Command::Queues(_) | Command::Jobs(_) => "warn",
     };
     init_logging(default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -213,6 +284,48 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             WorkersCommand::Stop(args) => control(&global, args, ControlAction::Stop).await,
             WorkersCommand::Restart(args) => control(&global, args, ControlAction::Restart).await,
         },
+        Command::Queues(command) => {
+            let settings = global.settings(None)?;
+            match command {
+                QueuesCommand::List { json } => commands::queues::list(settings, json).await,
+                QueuesCommand::Pause { queue } => {
+                    commands::queues::pause(settings, &queue, true).await
+                }
+                QueuesCommand::Resume { queue } => {
+                    commands::queues::pause(settings, &queue, false).await
+                }
+            }
+        }
+        Command::Jobs(command) => {
+            let settings = global.settings(None)?;
+            match command {
+                JobsCommand::Enqueue(args) => {
+                    let request = commands::queues::Enqueue {
+                        queue: args.queue,
+                        kind: args.kind,
+                        args: args.args,
+                        delay: args.delay,
+                        unique_key: args.unique_key,
+                        priority: args.priority,
+                        attempts: args.attempts,
+                    };
+                    commands::queues::enqueue(settings, request).await
+                }
+                JobsCommand::List {
+                    queue,
+                    state,
+                    limit,
+                    json,
+                } => commands::queues::jobs_list(settings, queue, state, limit, json).await,
+                JobsCommand::Show { id } => commands::queues::show(settings, id).await,
+                JobsCommand::Retry { id } => {
+                    commands::queues::retry_or_discard(settings, id, true).await
+                }
+                JobsCommand::Discard { id } => {
+                    commands::queues::retry_or_discard(settings, id, false).await
+                }
+            }
+        }
     }
 }
 

@@ -201,6 +201,80 @@ async fn unknown_worker_ids_change_nothing_on_sqlite() {
     unknown_worker_ids_change_nothing(Backend::Sqlite).await;
 }
 
+async fn bad_queue_commands_change_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    assert!(run(&db.url, &["migrate"]).await.status.success());
+    let enqueue = |extra: &'static [&'static str]| {
+        let mut args = vec![
+            "jobs",
+            "enqueue",
+            "--queue",
+            "tron.withdrawal",
+            "--kind",
+            "noop",
+        ];
+        args.extend_from_slice(extra);
+        args
+    };
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["jobs", "enqueue", "--queue", "Bad Queue", "--kind", "noop"],
+            "invalid --queue",
+        ),
+        (
+            vec!["jobs", "enqueue", "--queue", "q", "--kind", "no op"],
+            "invalid --kind",
+        ),
+        (
+            enqueue(&["--args", "{not json"]),
+            "--args is not valid JSON",
+        ),
+        (enqueue(&["--delay=-5"]), "--delay"),
+        (enqueue(&["--attempts", "0"]), "--attempts"),
+        (
+            enqueue(&["--args", "[1,2,3]", "--unique-key", ""]),
+            "unique key",
+        ),
+        (vec!["jobs", "retry", "4242"], "no job with id 4242"),
+        (vec!["jobs", "discard", "4242"], "no job with id 4242"),
+        (vec!["jobs", "show", "4242"], "no job with id 4242"),
+        (vec!["queues", "pause", "nope"], "no queue named nope"),
+    ];
+    for (args, expected) in &cases {
+        let output = run(&db.url, args).await;
+        assert_refused(&output, &[expected]);
+    }
+    let store = db.store().await;
+    assert!(
+        store
+            .queue_stats(chrono::Utc::now())
+            .await
+            .unwrap()
+            .is_empty(),
+        "no queue or job was written"
+    );
+    assert!(
+        store
+            .audit_list(&AuditList {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn bad_queue_commands_change_nothing_on_postgres() {
+    bad_queue_commands_change_nothing(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_queue_commands_change_nothing_on_sqlite() {
+    bad_queue_commands_change_nothing(Backend::Sqlite).await;
+}
+
 #[tokio::test]
 async fn a_taken_listen_address_fails_before_writing() {
     let db = TestDb::sqlite();
@@ -233,6 +307,13 @@ async fn every_command_has_help() {
         &["workers", "start"],
         &["workers", "stop"],
         &["workers", "restart"],
+        &["queues", "list"],
+        &["queues", "pause"],
+        &["jobs", "enqueue"],
+        &["jobs", "list"],
+        &["jobs", "show"],
+        &["jobs", "retry"],
+        &["jobs", "discard"],
     ];
     for command in commands {
         let output = coinsensei(command.iter().chain(&["--help"]))

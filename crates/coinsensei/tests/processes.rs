@@ -298,7 +298,89 @@ async fn a_child_that_cannot_run_is_not_restarted(backend: Backend) {
     assert!(up.stop().await.success());
 }
 
+async fn jobs_list(url: &str, queue: &str) -> Vec<serde_json::Value> {
+    let output = run(
+        url,
+        &[
+            "jobs", "list", "--queue", queue, "--limit", "1000", "--json",
+        ],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// Jobs enqueued with the CLI run on `up`'s workers; a worker killed with -9 while it holds
+/// jobs loses them to the rescue, and every job still completes exactly once.
+async fn up_runs_jobs_and_survives_a_killed_worker(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = db.dir().join("coinsensei.toml");
+    std::fs::write(
+        &config,
+        "heartbeat_interval = 0.2\njob_lease = 1\nconcurrency = 4\n[[workers]]\nkind = \"withdrawal\"\nchain = \"tron\"\n",
+    )
+    .unwrap();
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let url = &db.url;
+    let running = wait_worker(url, "tron-withdrawal-1", "running", |worker| {
+        worker["status"] == "running"
+    })
+    .await;
+    for n in 0..12 {
+        let args = format!("{{\"ms\": 400, \"n\": {n}}}");
+        let output = run(
+            url,
+            &[
+                "jobs",
+                "enqueue",
+                "--queue",
+                "tron.withdrawal",
+                "--kind",
+                "sleep",
+                "--args",
+                &args,
+            ],
+        )
+        .await;
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    // Kill the worker while it holds jobs.
+    wait_for("jobs running", WAIT, || async {
+        let jobs = jobs_list(url, "tron.withdrawal").await;
+        (jobs.iter().filter(|job| job["state"] == "running").count() >= 2).then_some(())
+    })
+    .await;
+    signal(running["pid"].as_i64().unwrap() as i32, Signal::SIGKILL);
+    let jobs = wait_for("every job completed", Duration::from_secs(60), || async {
+        let jobs = jobs_list(url, "tron.withdrawal").await;
+        jobs.iter()
+            .all(|job| job["state"] == "completed")
+            .then_some(jobs)
+    })
+    .await;
+    assert_eq!(jobs.len(), 12, "none lost, none duplicated");
+    let rescued = jobs
+        .iter()
+        .filter(|job| job["rescues"].as_i64() > Some(0))
+        .count();
+    assert!(
+        rescued >= 1,
+        "the killed worker's jobs were taken back: {jobs:?}"
+    );
+    for job in &jobs {
+        // A rescued job ran twice; the first run could not complete it (its token was stale).
+        let attempts = job["attempt"].as_i64().unwrap();
+        assert_eq!(attempts, 1 + job["rescues"].as_i64().unwrap(), "{job}");
+    }
+    assert!(up.stop().await.success());
+}
+
 testkit::on_both_stores!(
+    up_runs_jobs_and_survives_a_killed_worker,
     up_supervises_workers_that_obey_the_cli,
     a_killed_worker_is_lost_and_a_terminated_one_offline,
     a_child_that_cannot_run_is_not_restarted,

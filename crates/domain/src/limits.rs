@@ -73,5 +73,11 @@ pub const JOB_CLAIM_BATCH_MAX: u32 = 1_000;
 pub const JOB_KEEP_COMPLETED_DEFAULT: u32 = 100;
 /// Failed jobs kept per queue (the seed's BullMQ `removeOnFail: 50`).
 pub const JOB_KEEP_FAILED_DEFAULT: u32 = 50;
+/// How long a claimed job stays leased unless its worker extends the lease (it does so every
+/// third of this). A dead worker's jobs run again within about this long (sooner when the
+/// reaper marks the worker lost first).
+pub const JOB_LEASE_DEFAULT: Duration = Duration::from_secs(6);
+pub const JOB_LEASE_MIN: Duration = Duration::from_millis(300);
+pub const JOB_LEASE_MAX: Duration = Duration::from_secs(3600);
 /// Most expired leases one rescue pass takes back.
 pub const JOB_RESCUE_BATCH_MAX: u32 = 1_000;

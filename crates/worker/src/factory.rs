@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use domain::{Chain, WorkerKind};
 
-use crate::job::{JobSource, NoJobSource};
+use std::time::Duration;
+
+use crate::job::{JobSource, WorkerFault};
+use crate::queue_source::QueueSource;
 
 /// Every (kind, chain) a worker can be built for, in the order `coinsensei up` starts them.
 pub const SUPPORTED: &[(WorkerKind, Chain)] = &[
@@ -57,11 +60,30 @@ pub fn validate(spec: WorkerSpec) -> Result<(), FactoryError> {
     }
 }
 
-/// Builds the job source for a worker. Until the job queue lands, every supported worker runs
-/// the idle source; the queue issue replaces this body, not its callers.
-pub async fn build_job_source(spec: WorkerSpec) -> Result<Arc<dyn JobSource>, FactoryError> {
-    validate(spec)?;
-    Ok(Arc::new(NoJobSource))
+/// What the factory needs to build a worker's job source.
+#[derive(Clone)]
+pub struct SourceSettings {
+    pub backend: Arc<dyn queue::Backend>,
+    pub owner: String,
+    pub lease: Duration,
+}
+
+/// Builds the job source for a worker: the queue named after its chain and kind
+/// (`tron.withdrawal`), with the handlers it runs. Today every worker runs the built-in
+/// `noop` kind; the chain issues register the real withdrawal, deposit and consolidation
+/// handlers here.
+pub async fn build_job_source(
+    spec: WorkerSpec,
+    settings: SourceSettings,
+) -> Result<Arc<dyn JobSource>, WorkerFault> {
+    validate(spec).map_err(|error| WorkerFault(error.to_string()))?;
+    let config = queue::RunnerConfig {
+        queue: queue::queue_for(spec.kind, spec.chain),
+        owner: settings.owner,
+        lease: settings.lease,
+    };
+    let source = QueueSource::open(settings.backend, queue::Registry::default(), config).await?;
+    Ok(Arc::new(source))
 }
 
 #[cfg(test)]

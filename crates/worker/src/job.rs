@@ -31,6 +31,12 @@ pub trait JobSource: Send + Sync {
     /// Releases connections before a restart or shutdown. The runtime builds a fresh source
     /// afterwards, so a restart really does reconnect.
     async fn close(&self) {}
+
+    /// Returns when work may be available, so an idle worker need not wait out its poll
+    /// interval. Hints only: returning spuriously costs one empty `run_once`.
+    async fn wait_for_work(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// The job source of a worker whose job queue is not wired yet: it is always idle. Workers

@@ -5,12 +5,13 @@
 pub mod backoff;
 pub mod factory;
 pub mod job;
+pub mod queue_source;
 pub mod reaper;
 pub mod runtime;
 pub mod supervisor;
 
-pub use factory::{FactoryError, SUPPORTED, WorkerSpec, build_job_source};
+pub use factory::{FactoryError, SUPPORTED, SourceSettings, WorkerSpec, build_job_source};
 pub use job::{JobSource, NoJobSource, Work, WorkerFault};
 pub use reaper::{Reaper, ReaperConfig};
-pub use runtime::{RuntimeConfig, RuntimeExit, WorkerRuntime};
+pub use runtime::{RuntimeConfig, RuntimeExit, SourceContext, WorkerRuntime};
 pub use supervisor::{ChildSpec, Supervisor, SupervisorConfig};

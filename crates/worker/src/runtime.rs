@@ -27,10 +27,25 @@ use crate::job::{JobSource, Work, WorkerFault};
 
 /// Builds a fresh job source; called at start and after every restart.
 pub type SourceBuilder = Arc<
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<Arc<dyn JobSource>, WorkerFault>> + Send>>
+    dyn Fn(
+            SourceContext,
+        ) -> Pin<Box<dyn Future<Output = Result<Arc<dyn JobSource>, WorkerFault>> + Send>>
         + Send
         + Sync,
 >;
+
+/// What a job source learns about the process it runs in.
+#[derive(Debug, Clone)]
+pub struct SourceContext {
+    /// `WORKER_ID:INCARNATION`: names this process as a lease holder, so the reaper can
+    /// release exactly the leases of a worker it marks lost.
+    pub owner: String,
+}
+
+/// The lease owner name of a worker process.
+pub fn lease_owner(id: &WorkerId, incarnation: &str) -> String {
+    format!("{id}:{incarnation}")
+}
 
 /// Everything a worker process needs to know about itself, validated by the caller.
 #[derive(Debug, Clone)]
@@ -200,6 +215,11 @@ impl WorkerRuntime {
                 continue;
             }
             let spawn_at = self.next_spawn_at(&state);
+            // While idle, a wake-up from the job source ends the wait early.
+            let idle_source = match (&state.source, state.idle_until) {
+                (Some(source), Some(_)) if state.phase == Phase::Active => Some(Arc::clone(source)),
+                _ => None,
+            };
             let drain_deadline = match state.phase {
                 Phase::Draining { deadline, .. } => Some(deadline),
                 _ => None,
@@ -235,6 +255,9 @@ impl WorkerRuntime {
                     while state.in_flight.join_next().await.is_some() {}
                     state.probing = false;
                 }
+                () = wait_for_work(idle_source.as_deref()), if idle_source.is_some() => {
+                    state.idle_until = None;
+                }
                 () = sleep_until_opt(spawn_at), if spawn_at.is_some() => {
                     self.spawn_work(&mut state);
                 }
@@ -244,7 +267,7 @@ impl WorkerRuntime {
 
     /// Builds the job source and moves `starting` to what the operator wants.
     async fn start_up(&self, state: &mut State, desired: DesiredState) {
-        match (self.build_source)().await {
+        match (self.build_source)(self.source_context(state)).await {
             Ok(source) => {
                 state.source = Some(source);
                 let (to, phase) = match desired {
@@ -270,14 +293,21 @@ impl WorkerRuntime {
         }
     }
 
+    fn source_context(&self, state: &State) -> SourceContext {
+        SourceContext {
+            owner: lease_owner(&self.config.id, &state.incarnation),
+        }
+    }
+
     fn spawn_work(&self, state: &mut State) {
         let source = match &state.source {
             Some(source) => Arc::clone(source),
             None => {
                 // Faulted before a source could be built: the probe is building one.
                 let build_source = Arc::clone(&self.build_source);
+                let context = self.source_context(state);
                 state.in_flight.spawn(async move {
-                    let source = build_source().await?;
+                    let source = build_source(context).await?;
                     source.run_once().await.map(|_| Work::Idle)
                 });
                 state.probing = true;
@@ -361,7 +391,7 @@ impl WorkerRuntime {
         tracing::info!(worker = %self.config.id, attempts = state.backoff.attempts(), "worker recovered");
         state.backoff.reset();
         if state.source.is_none() {
-            match (self.build_source)().await {
+            match (self.build_source)(self.source_context(state)).await {
                 Ok(source) => state.source = Some(source),
                 Err(fault) => return self.fault(state, fault).await,
             }
@@ -598,6 +628,13 @@ async fn open_feed(store: &Store) -> Option<ChangeFeed> {
 async fn next_change(feed: &mut Option<ChangeFeed>) -> Option<Change> {
     match feed {
         Some(feed) => feed.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn wait_for_work(source: Option<&dyn JobSource>) {
+    match source {
+        Some(source) => source.wait_for_work().await,
         None => std::future::pending().await,
     }
 }

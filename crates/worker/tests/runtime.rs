@@ -110,7 +110,7 @@ impl Harness {
         let build_source: SourceBuilder = {
             let scripted = Arc::clone(&scripted);
             let builds = Arc::clone(&builds);
-            Arc::new(move || {
+            Arc::new(move |_| {
                 let scripted = Arc::clone(&scripted);
                 builds.fetch_add(1, Ordering::SeqCst);
                 Box::pin(async move {

@@ -1,6 +1,7 @@
 //! One module per command; shared connection handling here.
 
 pub mod migrate;
+pub mod queues;
 pub mod serve;
 pub mod up;
 pub mod worker;
@@ -62,20 +63,29 @@ pub async fn control_plane(
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    let backend: std::sync::Arc<dyn queue::Backend> =
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone()));
     let reaper = ::worker::Reaper::new(
         store.clone(),
         ::worker::ReaperConfig::for_heartbeat(
             settings.heartbeat_interval,
             settings.lost_after_intervals,
         ),
-    );
+    )
+    .with_queue(std::sync::Arc::clone(&backend));
     let reaper_task = tokio::spawn({
         let cancel = cancel.clone();
         async move { reaper.run(cancel).await }
     });
+    let maintenance = queue::Maintenance::new(backend, queue::MaintenanceConfig::default());
+    let maintenance_task = tokio::spawn({
+        let cancel = cancel.clone();
+        async move { maintenance.run(cancel).await }
+    });
     let served = web::serve(listener, store, cancel.clone()).await;
     cancel.cancel();
     let _ = reaper_task.await;
+    let _ = maintenance_task.await;
     served.context("serving HTTP")
 }
 

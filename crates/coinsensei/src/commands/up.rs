@@ -95,6 +95,10 @@ fn child_spec(
             settings.drain_timeout.as_secs_f64().to_string(),
         ),
         (
+            "COINSENSEI_JOB_LEASE".into(),
+            settings.job_lease.as_secs_f64().to_string(),
+        ),
+        (
             "COINSENSEI_CONCURRENCY".into(),
             settings.concurrency.to_string(),
         ),

@@ -10,6 +10,7 @@ use domain::{Chain, WorkerId, WorkerKind};
 use store::StoreOptions;
 use worker::runtime::{RuntimeError, SourceBuilder};
 use worker::{RuntimeConfig, RuntimeExit, WorkerFault, WorkerRuntime, WorkerSpec};
+use worker::{SourceContext, SourceSettings};
 
 use crate::config::{Settings, default_worker_id};
 
@@ -66,11 +67,26 @@ pub async fn run(
             "drain_timeout_ms": settings.drain_timeout.as_millis() as u64,
         }),
     };
-    let build_source: SourceBuilder = Arc::new(move || {
+    // Each build connects afresh, so a restart really rebuilds the queue's connections.
+    let source_options = StoreOptions {
+        create_if_missing: false,
+        ..settings.store_options()
+    };
+    let database_url = settings.database_url.clone();
+    let lease = settings.job_lease;
+    let build_source: SourceBuilder = Arc::new(move |context: SourceContext| {
+        let database_url = database_url.clone();
+        let options = source_options.clone();
         Box::pin(async move {
-            worker::build_job_source(spec)
+            let store = store::Store::connect(&database_url, &options)
                 .await
-                .map_err(|error| WorkerFault(error.to_string()))
+                .map_err(|error| WorkerFault(format!("job queue: {error}")))?;
+            let settings = SourceSettings {
+                backend: Arc::new(queue::SqlBackend::new(store)),
+                owner: context.owner,
+                lease,
+            };
+            worker::build_job_source(spec, settings).await
         })
     });
     let runtime = WorkerRuntime::new(config, build_source);

@@ -167,7 +167,7 @@ fn one_line(text: &str) -> String {
 }
 
 /// Who the audit log names for an action from this command line.
-fn actor() -> String {
+pub fn actor() -> String {
     let user = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_else(|_| "unknown".into());

@@ -1,0 +1,309 @@
+//! `coinsensei queues` and `coinsensei jobs`: the operator's view of the job queue.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use domain::{JobState, Name, RetryPolicy};
+use serde_json::json;
+use store::{AuditInsert, JobInsert, JobList, JobRow, Store};
+
+use crate::config::Settings;
+
+fn name(what: &str, text: &str) -> anyhow::Result<Name> {
+    Name::new(text).with_context(|| format!("invalid {what}"))
+}
+
+/// Records an operator's action on the queue. Written after the action: a crash in between
+/// loses the entry, never the action's effect.
+async fn audit(store: &Store, action: &str, target: String, details: serde_json::Value) {
+    let insert = AuditInsert {
+        actor: super::workers::actor(),
+        action: action.into(),
+        target,
+        details,
+        now: Utc::now(),
+    };
+    if let Err(error) = store.audit_insert(&insert).await {
+        tracing::warn!(%error, "the action took effect but its audit entry was not written");
+    }
+}
+
+pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode> {
+    let store = super::connect_existing(&settings).await?;
+    let now = Utc::now();
+    let stats = store.queue_stats(now).await?;
+    store.close().await;
+    if as_json {
+        let array: Vec<_> = stats
+            .iter()
+            .map(|queue| {
+                json!({
+                    "name": queue.name.as_str(),
+                    "paused": queue.paused,
+                    "concurrency_limit": queue.concurrency_limit,
+                    "available": queue.available,
+                    "scheduled": queue.scheduled,
+                    "running": queue.running,
+                    "completed": queue.completed,
+                    "failed": queue.failed,
+                    "cancelled": queue.cancelled,
+                    "oldest_available_age_ms": queue.oldest_available_at.map(|at| (now - at).num_milliseconds().max(0)),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&array)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if stats.is_empty() {
+        println!(
+            "no queues yet (a queue appears with its first job: `coinsensei jobs enqueue --help`)"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<28} {:<8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9}  OLDEST WAITING",
+        "QUEUE", "STATE", "AVAILABLE", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED",
+    );
+    for queue in &stats {
+        let state = if queue.paused { "paused" } else { "active" };
+        let oldest = match queue.oldest_available_at {
+            Some(at) => super::workers::age(Some(at), now),
+            None => "-".into(),
+        };
+        println!(
+            "{:<28} {:<8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9}  {}",
+            queue.name.as_str(),
+            state,
+            queue.available,
+            queue.scheduled,
+            queue.running,
+            queue.completed,
+            queue.failed,
+            queue.cancelled,
+            oldest
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn pause(settings: Settings, queue: &str, paused: bool) -> anyhow::Result<ExitCode> {
+    let queue = name("queue name", queue)?;
+    let store = super::connect_existing(&settings).await?;
+    match store.queue_pause(&queue, paused, Utc::now()).await {
+        Ok(()) => {}
+        Err(store::StoreError::NotFound { .. }) => {
+            bail!("no queue named {queue} (see `coinsensei queues list`)")
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
+    audit(&store, action, format!("queue:{queue}"), json!({})).await;
+    store.close().await;
+    println!(
+        "queue {queue} {}",
+        if paused {
+            "paused: running jobs finish, no new ones start"
+        } else {
+            "resumed"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `jobs enqueue` was asked to do.
+pub struct Enqueue {
+    pub queue: String,
+    pub kind: String,
+    pub args: String,
+    pub delay: Option<f64>,
+    pub unique_key: Option<String>,
+    pub priority: i16,
+    pub attempts: Option<u32>,
+}
+
+pub async fn enqueue(settings: Settings, request: Enqueue) -> anyhow::Result<ExitCode> {
+    let queue = name("--queue", &request.queue)?;
+    let kind = name("--kind", &request.kind)?;
+    let args: serde_json::Value =
+        serde_json::from_str(&request.args).context("--args is not valid JSON")?;
+    let now = Utc::now();
+    let run_at = match request.delay {
+        None => now,
+        Some(delay) if delay.is_finite() && (0.0..=31_536_000.0).contains(&delay) => {
+            now + Duration::from_secs_f64(delay)
+        }
+        Some(_) => bail!("--delay must be between 0 and 31536000 seconds"),
+    };
+    let mut retry = RetryPolicy::default();
+    if let Some(attempts) = request.attempts {
+        if !(1..=domain::limits::JOB_ATTEMPTS_MAX).contains(&attempts) {
+            bail!(
+                "--attempts must be between 1 and {}",
+                domain::limits::JOB_ATTEMPTS_MAX
+            );
+        }
+        retry.max_attempts = attempts;
+    }
+    let insert = JobInsert {
+        queue,
+        kind,
+        args,
+        priority: request.priority,
+        run_at,
+        retry,
+        unique_key: request.unique_key,
+        now,
+    };
+    let store = super::connect_existing(&settings).await?;
+    let inserted = store.job_insert(&insert).await?;
+    store.close().await;
+    if inserted.inserted {
+        println!("enqueued job {} on {}", inserted.id, insert.queue);
+    } else {
+        println!(
+            "job {} with this unique key is already waiting or running on {}: not enqueued again",
+            inserted.id, insert.queue
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn job_json(job: &JobRow) -> serde_json::Value {
+    let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339());
+    json!({
+        "id": job.id,
+        "queue": job.queue.as_str(),
+        "kind": job.kind.as_str(),
+        "args": job.args,
+        "state": job.state.as_str(),
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "unique_key": job.unique_key,
+        "run_at": job.run_at.to_rfc3339(),
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": time(job.lease_expires_at),
+        "rescues": job.rescues,
+        "errors": job.errors,
+        "created_at": job.created_at.to_rfc3339(),
+        "started_at": time(job.started_at),
+        "finished_at": time(job.finished_at),
+    })
+}
+
+pub async fn jobs_list(
+    settings: Settings,
+    queue: Option<String>,
+    state: Option<JobState>,
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let queue = queue.map(|queue| name("--queue", &queue)).transpose()?;
+    let store = super::connect_existing(&settings).await?;
+    let jobs = store
+        .job_list(&JobList {
+            queue,
+            state,
+            before_id: None,
+            limit,
+        })
+        .await?;
+    store.close().await;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&jobs.iter().map(job_json).collect::<Vec<_>>())?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if jobs.is_empty() {
+        println!("no jobs match");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = Utc::now();
+    println!(
+        "{:>10}  {:<24} {:<16} {:<10} {:>7}  {:<12} LAST ERROR",
+        "ID", "QUEUE", "KIND", "STATE", "ATTEMPT", "CREATED"
+    );
+    for job in &jobs {
+        let last_error = job
+            .errors
+            .as_array()
+            .and_then(|errors| errors.last())
+            .and_then(|error| error["error"].as_str())
+            .map(|error| {
+                error
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(60)
+                    .collect::<String>()
+            })
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:>10}  {:<24} {:<16} {:<10} {:>3}/{:<3}  {:<12} {}",
+            job.id,
+            job.queue.as_str(),
+            job.kind.as_str(),
+            job.state.as_str(),
+            job.attempt,
+            job.max_attempts,
+            super::workers::age(Some(job.created_at), now),
+            last_error
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn show(settings: Settings, id: i64) -> anyhow::Result<ExitCode> {
+    let store = super::connect_existing(&settings).await?;
+    let job = store.job_get(id).await?;
+    store.close().await;
+    let Some(job) = job else {
+        bail!("no job with id {id} (see `coinsensei jobs list`)")
+    };
+    println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `jobs retry` (failed or cancelled → available) and `jobs discard` (available or failed →
+/// cancelled).
+pub async fn retry_or_discard(
+    settings: Settings,
+    id: i64,
+    retry: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = super::connect_existing(&settings).await?;
+    let now = Utc::now();
+    let result = if retry {
+        store.job_retry(id, now).await
+    } else {
+        store.job_discard(id, now).await
+    };
+    let job = match result {
+        Ok(job) => job,
+        Err(store::StoreError::NotFound { .. }) => {
+            bail!("no job with id {id} (see `coinsensei jobs list`)")
+        }
+        Err(store::StoreError::Conflict(reason)) => bail!("{reason}"),
+        Err(error) => return Err(error.into()),
+    };
+    let action = if retry { "job.retry" } else { "job.discard" };
+    audit(
+        &store,
+        action,
+        format!("job:{id}"),
+        json!({"queue": job.queue.as_str()}),
+    )
+    .await;
+    store.close().await;
+    println!("job {id} is now {}", job.state);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,146 @@
+//! The runner a worker uses: claim a job, run its handler, settle the outcome with the claim's
+//! token. A refused settlement (the lease expired and someone else holds the job) is reported
+//! as lost, never retried: the current holder owns the job now.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::Name;
+use store::{JobClaim, JobFail, JobFinish, JobLeaseExtend, JobRow, JobSnooze};
+
+use crate::backend::{Backend, QueueError};
+use crate::handler::{Outcome, Registry};
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub queue: Name,
+    /// Names the lease holder: the worker id and its process incarnation.
+    pub owner: String,
+    /// How long a claim holds without being extended.
+    pub lease: Duration,
+}
+
+/// What one `run_one` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    Idle,
+    Done,
+    /// The job failed (it is retried later, or dead-lettered when it was its last attempt).
+    Failed(String),
+    /// Our claim went stale before we could settle: another worker holds the job now.
+    Lost(String),
+}
+
+pub struct Runner {
+    backend: Arc<dyn Backend>,
+    registry: Registry,
+    config: RunnerConfig,
+}
+
+impl Runner {
+    pub fn new(backend: Arc<dyn Backend>, registry: Registry, config: RunnerConfig) -> Self {
+        Runner {
+            backend,
+            registry,
+            config,
+        }
+    }
+
+    pub fn config(&self) -> &RunnerConfig {
+        &self.config
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Claims at most one job and runs it to a settled outcome.
+    pub async fn run_one(&self) -> Result<Ran, QueueError> {
+        let now = Utc::now();
+        let claim = JobClaim {
+            queue: self.config.queue.clone(),
+            owner: self.config.owner.clone(),
+            limit: 1,
+            lease_until: now + self.config.lease,
+            now,
+        };
+        let Some(job) = self.backend.claim(&claim).await?.into_iter().next() else {
+            return Ok(Ran::Idle);
+        };
+        let outcome = match self.registry.get(job.kind.as_str()) {
+            Some(handler) => handler.run(&job).await,
+            None => Outcome::Fatal(format!(
+                "no handler for job kind {:?} (this worker runs: {})",
+                job.kind.as_str(),
+                self.registry.kinds().join(", ")
+            )),
+        };
+        self.settle(&job, outcome).await
+    }
+
+    async fn settle(&self, job: &JobRow, outcome: Outcome) -> Result<Ran, QueueError> {
+        let now = Utc::now();
+        let result = match &outcome {
+            Outcome::Done => {
+                self.backend
+                    .complete(&JobFinish {
+                        id: job.id,
+                        token: job.token,
+                        now,
+                    })
+                    .await
+            }
+            Outcome::Retry(error) | Outcome::Fatal(error) => {
+                let retry_at = match outcome {
+                    Outcome::Retry(_) => {
+                        let attempt = u32::try_from(job.attempt).unwrap_or(u32::MAX);
+                        job.retry_policy()
+                            .retry_delay(attempt, rand::random())
+                            .map(|delay| now + delay)
+                    }
+                    _ => None,
+                };
+                let fail = JobFail {
+                    id: job.id,
+                    token: job.token,
+                    error: error.clone(),
+                    retry_at,
+                    now,
+                };
+                self.backend.fail(&fail).await.map(drop)
+            }
+            Outcome::Snooze(delay) => {
+                let snooze = JobSnooze {
+                    id: job.id,
+                    token: job.token,
+                    run_at: now + *delay,
+                    now,
+                };
+                self.backend.snooze(&snooze).await.map(drop)
+            }
+        };
+        match result {
+            Ok(()) => Ok(match outcome {
+                Outcome::Done | Outcome::Snooze(_) => Ran::Done,
+                Outcome::Retry(error) | Outcome::Fatal(error) => Ran::Failed(error),
+            }),
+            Err(QueueError::Stale(message)) => {
+                tracing::warn!(job = job.id, queue = %job.queue, %message, "lost the job's lease before settling it; its new holder owns it");
+                Ok(Ran::Lost(message))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Extends the leases of every job this runner's owner holds.
+    pub async fn extend_leases(&self) -> Result<u64, QueueError> {
+        let now = Utc::now();
+        let extend = JobLeaseExtend {
+            owner: self.config.owner.clone(),
+            lease_until: now + self.config.lease,
+            now,
+        };
+        self.backend.extend_leases(&extend).await
+    }
+}
