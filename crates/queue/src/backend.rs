@@ -59,18 +59,47 @@ pub enum Wake {
 
 /// A stream of wake-ups. Hints only: a missed one costs the fallback poll interval.
 pub struct Wakeups {
-    feed: ChangeFeed,
+    source: WakeSource,
+}
+
+enum WakeSource {
+    Feed(ChangeFeed),
+    Channel(
+        tokio::sync::mpsc::Receiver<Wake>,
+        tokio::task::JoinHandle<()>,
+    ),
+}
+
+impl Drop for WakeSource {
+    fn drop(&mut self) {
+        if let WakeSource::Channel(_, task) = self {
+            task.abort();
+        }
+    }
 }
 
 impl Wakeups {
+    /// Wake-ups forwarded by a backend's own task (stopped when this is dropped).
+    pub fn from_channel(
+        receiver: tokio::sync::mpsc::Receiver<Wake>,
+        task: tokio::task::JoinHandle<()>,
+    ) -> Self {
+        Wakeups {
+            source: WakeSource::Channel(receiver, task),
+        }
+    }
+
     /// The next hint; `None` when the source is gone (fall back to polling).
     pub async fn next(&mut self) -> Option<Wake> {
-        loop {
-            match self.feed.next().await? {
-                Change::Job(queue) => return Some(Wake::Queue(queue)),
-                Change::Unknown => return Some(Wake::Any),
-                Change::Worker(_) => continue,
-            }
+        match &mut self.source {
+            WakeSource::Feed(feed) => loop {
+                match feed.next().await? {
+                    Change::Job(queue) => return Some(Wake::Queue(queue)),
+                    Change::Unknown => return Some(Wake::Any),
+                    Change::Worker(_) => continue,
+                }
+            },
+            WakeSource::Channel(receiver, _) => receiver.recv().await,
         }
     }
 }
@@ -84,7 +113,7 @@ pub trait Backend: Send + Sync {
     async fn enqueue_many(&self, jobs: &[JobInsert]) -> Result<Vec<JobInserted>, QueueError>;
     async fn claim(&self, claim: &JobClaim) -> Result<Vec<JobRow>, QueueError>;
     async fn extend_leases(&self, extend: &JobLeaseExtend) -> Result<u64, QueueError>;
-    async fn complete(&self, finish: &JobFinish) -> Result<(), QueueError>;
+    async fn complete(&self, finish: &JobFinish) -> Result<JobRow, QueueError>;
     /// Completes many; returns the ids completed (the others were stale).
     async fn complete_many(&self, finishes: &[JobFinish]) -> Result<Vec<i64>, QueueError>;
     async fn fail(&self, fail: &JobFail) -> Result<JobRow, QueueError>;
@@ -146,9 +175,8 @@ impl Backend for SqlBackend {
         Ok(self.store.job_lease_extend(extend).await?)
     }
 
-    async fn complete(&self, finish: &JobFinish) -> Result<(), QueueError> {
-        self.store.job_complete(finish).await?;
-        Ok(())
+    async fn complete(&self, finish: &JobFinish) -> Result<JobRow, QueueError> {
+        Ok(self.store.job_complete(finish).await?)
     }
 
     async fn complete_many(&self, finishes: &[JobFinish]) -> Result<Vec<i64>, QueueError> {
@@ -215,7 +243,7 @@ impl Backend for SqlBackend {
 
     async fn wakeups(&self) -> Result<Wakeups, QueueError> {
         Ok(Wakeups {
-            feed: self.store.change_feed().await?,
+            source: WakeSource::Feed(self.store.change_feed().await?),
         })
     }
 }

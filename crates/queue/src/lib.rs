@@ -11,11 +11,13 @@
 pub mod backend;
 pub mod handler;
 pub mod maintenance;
+pub mod redis_backend;
 pub mod runner;
 
 pub use backend::{Backend, QueueError, SqlBackend, Wake, Wakeups};
 pub use handler::{Handler, Outcome, Registry};
 pub use maintenance::{Maintenance, MaintenanceConfig};
+pub use redis_backend::RedisBackend;
 pub use runner::{Ran, Runner, RunnerConfig};
 pub use store::{JobInsert, JobInserted, JobRow, QueueStats};
 

@@ -82,15 +82,15 @@ impl Runner {
     async fn settle(&self, job: &JobRow, outcome: Outcome) -> Result<Ran, QueueError> {
         let now = Utc::now();
         let result = match &outcome {
-            Outcome::Done => {
-                self.backend
-                    .complete(&JobFinish {
-                        id: job.id,
-                        token: job.token,
-                        now,
-                    })
-                    .await
-            }
+            Outcome::Done => self
+                .backend
+                .complete(&JobFinish {
+                    id: job.id,
+                    token: job.token,
+                    now,
+                })
+                .await
+                .map(drop),
             Outcome::Retry(error) | Outcome::Fatal(error) => {
                 let retry_at = match outcome {
                     Outcome::Retry(_) => {

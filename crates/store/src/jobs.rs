@@ -54,7 +54,8 @@ pub(crate) fn validate_job_insert(insert: &JobInsert) -> Result<(), StoreError> 
     Ok(())
 }
 
-pub(crate) fn validate_job_batch(inserts: &[JobInsert]) -> Result<(), StoreError> {
+/// Checks a batch of jobs before anything is written (every backend calls it).
+pub fn validate_job_batch(inserts: &[JobInsert]) -> Result<(), StoreError> {
     if inserts.len() > JOB_ENQUEUE_BATCH_MAX {
         return Err(StoreError::Invalid(format!(
             "{} jobs in one batch; at most {JOB_ENQUEUE_BATCH_MAX}",

@@ -19,7 +19,7 @@ use domain::{DesiredState, WorkerId};
 
 pub use changes::ChangeFeed;
 pub use error::StoreError;
-pub use jobs::StoreTx;
+pub use jobs::{StoreTx, validate_job_batch};
 pub use model::*;
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
@@ -276,6 +276,11 @@ pub(crate) fn validate_audit(insert: &AuditInsert) -> Result<(), StoreError> {
 }
 
 /// Cuts an error message to the stored limit at a character boundary.
+/// An error message cut to the stored maximum at a character boundary.
+pub fn truncate_error_text(message: &str) -> String {
+    truncate_error(message)
+}
+
 pub(crate) fn truncate_error(message: &str) -> String {
     let max = domain::limits::LAST_ERROR_LEN_MAX;
     if message.len() <= max {
