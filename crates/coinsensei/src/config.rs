@@ -28,6 +28,9 @@ const ENV_KEYS: &[&str] = &[
     "lost_after_intervals",
     "drain_timeout",
     "job_lease",
+    "queue_backend",
+    "redis_url",
+    "redis_prefix",
     "concurrency",
     "database_max_connections",
 ];
@@ -47,6 +50,11 @@ pub struct RawConfig {
     pub drain_timeout: f64,
     /// Seconds a claimed job stays leased without an extension (workers extend at a third).
     pub job_lease: f64,
+    /// Where jobs live: `database` (the store above; jobs commit with its data) or `redis`.
+    pub queue_backend: String,
+    pub redis_url: String,
+    /// Every Redis key starts with this, so several systems can share a server.
+    pub redis_prefix: String,
     pub concurrency: u32,
     pub database_max_connections: u32,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
@@ -71,6 +79,9 @@ impl Default for RawConfig {
             lost_after_intervals: LOST_AFTER_INTERVALS_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT.as_secs_f64(),
             job_lease: JOB_LEASE_DEFAULT.as_secs_f64(),
+            queue_backend: "database".into(),
+            redis_url: "redis://127.0.0.1:6379/".into(),
+            redis_prefix: "cs:".into(),
             concurrency: WORKER_CONCURRENCY_DEFAULT,
             database_max_connections: 4,
             workers: None,
@@ -92,6 +103,17 @@ pub struct WorkerEntry {
     pub spec: WorkerSpec,
 }
 
+/// Where the job queue lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueSettings {
+    /// In the configured database, so jobs commit together with the system's own data.
+    Database,
+    Redis {
+        url: String,
+        prefix: String,
+    },
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -101,6 +123,7 @@ pub struct Settings {
     pub lost_after_intervals: u32,
     pub drain_timeout: Duration,
     pub job_lease: Duration,
+    pub queue: QueueSettings,
     pub concurrency: u32,
     pub database_max_connections: u32,
     pub workers: Vec<WorkerEntry>,
@@ -206,6 +229,32 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         Duration::from_secs(3600),
     )?;
     let job_lease = seconds("job_lease", raw.job_lease, JOB_LEASE_MIN, JOB_LEASE_MAX)?;
+    let queue = match raw.queue_backend.as_str() {
+        "database" => QueueSettings::Database,
+        "redis" => {
+            if !(raw.redis_url.starts_with("redis://") || raw.redis_url.starts_with("rediss://")) {
+                bail!(
+                    "invalid configuration key `redis_url`: {:?} is not redis://HOST:PORT/DB",
+                    store::redact_url(&raw.redis_url)
+                );
+            }
+            if raw.redis_prefix.is_empty()
+                || raw.redis_prefix.len() > 50
+                || raw.redis_prefix.contains(char::is_whitespace)
+            {
+                bail!(
+                    "invalid configuration key `redis_prefix`: use 1 to 50 characters without spaces"
+                );
+            }
+            QueueSettings::Redis {
+                url: raw.redis_url,
+                prefix: raw.redis_prefix,
+            }
+        }
+        other => bail!(
+            "invalid configuration key `queue_backend`: {other:?}; expected \"database\" or \"redis\""
+        ),
+    };
     let concurrency = within("concurrency", raw.concurrency, 1, WORKER_CONCURRENCY_MAX)?;
     // A worker holds one connection for its change feed; it needs at least one more to work.
     let database_max_connections = within(
@@ -252,6 +301,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         lost_after_intervals,
         drain_timeout,
         job_lease,
+        queue,
         concurrency,
         database_max_connections,
         workers,
@@ -333,6 +383,12 @@ mod tests {
             ("heartbeat_interval = 0.001", "heartbeat_interval"),
             ("listen = \"localhost\"", "listen"),
             ("concurrency = 0", "concurrency"),
+            ("queue_backend = \"kafka\"", "queue_backend"),
+            (
+                "queue_backend = \"redis\"\nredis_url = \"http://x\"",
+                "redis_url",
+            ),
+            ("database_max_connections = 1", "database_max_connections"),
             ("databse_url = \"sqlite://x\"", "databse_url"),
             ("database_url = \"mysql://x\"", "database_url"),
             (

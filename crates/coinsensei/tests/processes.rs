@@ -379,6 +379,70 @@ async fn up_runs_jobs_and_survives_a_killed_worker(backend: Backend) {
     assert!(up.stop().await.success());
 }
 
+/// With `queue_backend = "redis"`, the same CLI and workers run jobs from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_jobs_from_redis() {
+    let db = TestDb::sqlite();
+    let prefix = format!("cs-test-{}:", std::process::id());
+    let config = db.dir().join("coinsensei.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "heartbeat_interval = 0.2\nqueue_backend = \"redis\"\nredis_prefix = \"{prefix}\"\n[[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\n"
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_string();
+    let up = Up::start(
+        &["--config", &config],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    wait_worker(&db.url, "ethereum-deposit-1", "running", |worker| {
+        worker["status"] == "running"
+    })
+    .await;
+    let cli = |args: &[&str]| {
+        let mut command = coinsensei(["--config", config.as_str()].iter().chain(args));
+        command.env("COINSENSEI_DATABASE_URL", &db.url);
+        command
+    };
+    for n in 0..5 {
+        let args = format!("{{\"n\": {n}}}");
+        let output = cli(&[
+            "jobs",
+            "enqueue",
+            "--queue",
+            "ethereum.deposit",
+            "--kind",
+            "noop",
+            "--args",
+            &args,
+        ])
+        .output()
+        .await
+        .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    wait_for("the redis jobs completed", WAIT, || async {
+        let output = cli(&["queues", "list", "--json"]).output().await.unwrap();
+        let queues: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).ok()?;
+        queues
+            .iter()
+            .any(|queue| queue["name"] == "ethereum.deposit" && queue["completed"] == 5)
+            .then_some(())
+    })
+    .await;
+    assert!(up.stop().await.success());
+    let redis = queue::RedisBackend::connect("redis://127.0.0.1:6379/", &prefix)
+        .await
+        .unwrap();
+    assert!(
+        redis.delete_everything().await.unwrap() > 0,
+        "the jobs lived in redis under the prefix"
+    );
+}
+
 testkit::on_both_stores!(
     up_runs_jobs_and_survives_a_killed_worker,
     up_supervises_workers_that_obey_the_cli,

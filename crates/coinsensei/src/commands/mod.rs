@@ -56,6 +56,23 @@ async fn connect(settings: &Settings, options: StoreOptions) -> anyhow::Result<S
     })
 }
 
+/// The configured job queue: the database's (sharing `store`) or Redis.
+pub async fn open_queue(
+    settings: &Settings,
+    store: &Store,
+) -> anyhow::Result<std::sync::Arc<dyn queue::Backend>> {
+    Ok(match &settings.queue {
+        crate::config::QueueSettings::Database => {
+            std::sync::Arc::new(queue::SqlBackend::new(store.clone()))
+        }
+        crate::config::QueueSettings::Redis { url, prefix } => std::sync::Arc::new(
+            queue::RedisBackend::connect(url, prefix)
+                .await
+                .with_context(|| format!("connecting to the job queue at {}", redact_url(url)))?,
+        ),
+    })
+}
+
 /// Runs the control plane (HTTP endpoints and the reaper) until `cancel` fires.
 pub async fn control_plane(
     store: Store,
@@ -63,8 +80,7 @@ pub async fn control_plane(
     listener: tokio::net::TcpListener,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let backend: std::sync::Arc<dyn queue::Backend> =
-        std::sync::Arc::new(queue::SqlBackend::new(store.clone()));
+    let backend = open_queue(settings, &store).await?;
     let reaper = ::worker::Reaper::new(
         store.clone(),
         ::worker::ReaperConfig::for_heartbeat(

@@ -11,6 +11,13 @@ use store::{AuditInsert, JobInsert, JobList, JobRow, Store};
 
 use crate::config::Settings;
 
+/// The store (for the audit log) and the configured queue.
+async fn open(settings: &Settings) -> anyhow::Result<(Store, std::sync::Arc<dyn queue::Backend>)> {
+    let store = super::connect_existing(settings).await?;
+    let backend = super::open_queue(settings, &store).await?;
+    Ok((store, backend))
+}
+
 fn name(what: &str, text: &str) -> anyhow::Result<Name> {
     Name::new(text).with_context(|| format!("invalid {what}"))
 }
@@ -31,9 +38,9 @@ async fn audit(store: &Store, action: &str, target: String, details: serde_json:
 }
 
 pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode> {
-    let store = super::connect_existing(&settings).await?;
+    let (store, queue) = open(&settings).await?;
     let now = Utc::now();
-    let stats = store.queue_stats(now).await?;
+    let stats = queue.stats(now).await?;
     store.close().await;
     if as_json {
         let array: Vec<_> = stats
@@ -90,10 +97,10 @@ pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode>
 
 pub async fn pause(settings: Settings, queue: &str, paused: bool) -> anyhow::Result<ExitCode> {
     let queue = name("queue name", queue)?;
-    let store = super::connect_existing(&settings).await?;
-    match store.queue_pause(&queue, paused, Utc::now()).await {
+    let (store, backend) = open(&settings).await?;
+    match backend.pause(&queue, paused, Utc::now()).await {
         Ok(()) => {}
-        Err(store::StoreError::NotFound { .. }) => {
+        Err(queue::QueueError::NotFound { .. }) => {
             bail!("no queue named {queue} (see `coinsensei queues list`)")
         }
         Err(error) => return Err(error.into()),
@@ -160,8 +167,8 @@ pub async fn enqueue(settings: Settings, request: Enqueue) -> anyhow::Result<Exi
         unique_key: request.unique_key,
         now,
     };
-    let store = super::connect_existing(&settings).await?;
-    let inserted = store.job_insert(&insert).await?;
+    let (store, backend) = open(&settings).await?;
+    let inserted = backend.enqueue(&insert).await?;
     store.close().await;
     if inserted.inserted {
         println!("enqueued job {} on {}", inserted.id, insert.queue);
@@ -205,9 +212,9 @@ pub async fn jobs_list(
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
     let queue = queue.map(|queue| name("--queue", &queue)).transpose()?;
-    let store = super::connect_existing(&settings).await?;
-    let jobs = store
-        .job_list(&JobList {
+    let (store, backend) = open(&settings).await?;
+    let jobs = backend
+        .list(&JobList {
             queue,
             state,
             before_id: None,
@@ -263,8 +270,8 @@ pub async fn jobs_list(
 }
 
 pub async fn show(settings: Settings, id: i64) -> anyhow::Result<ExitCode> {
-    let store = super::connect_existing(&settings).await?;
-    let job = store.job_get(id).await?;
+    let (store, backend) = open(&settings).await?;
+    let job = backend.get(id).await?;
     store.close().await;
     let Some(job) = job else {
         bail!("no job with id {id} (see `coinsensei jobs list`)")
@@ -280,19 +287,19 @@ pub async fn retry_or_discard(
     id: i64,
     retry: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = super::connect_existing(&settings).await?;
+    let (store, backend) = open(&settings).await?;
     let now = Utc::now();
     let result = if retry {
-        store.job_retry(id, now).await
+        backend.retry(id, now).await
     } else {
-        store.job_discard(id, now).await
+        backend.discard(id, now).await
     };
     let job = match result {
         Ok(job) => job,
-        Err(store::StoreError::NotFound { .. }) => {
+        Err(queue::QueueError::NotFound { .. }) => {
             bail!("no job with id {id} (see `coinsensei jobs list`)")
         }
-        Err(store::StoreError::Conflict(reason)) => bail!("{reason}"),
+        Err(queue::QueueError::Conflict(reason)) => bail!("{reason}"),
         Err(error) => return Err(error.into()),
     };
     let action = if retry { "job.retry" } else { "job.discard" };

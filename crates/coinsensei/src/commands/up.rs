@@ -8,7 +8,7 @@ use anyhow::Context;
 use store::redact_url;
 use worker::{ChildSpec, Supervisor, SupervisorConfig};
 
-use crate::config::Settings;
+use crate::config::{QueueSettings, Settings};
 
 /// Extra time a child gets beyond its drain timeout before the supervisor kills it.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -81,7 +81,7 @@ fn child_spec(
     ]);
     // The resolved settings win over whatever the file or environment said, so a child
     // always runs against the same database and timings as its supervisor.
-    let env = vec![
+    let mut env = vec![
         (
             "COINSENSEI_DATABASE_URL".to_string(),
             settings.database_url.clone(),
@@ -99,6 +99,13 @@ fn child_spec(
             settings.job_lease.as_secs_f64().to_string(),
         ),
         (
+            "COINSENSEI_QUEUE_BACKEND".into(),
+            match settings.queue {
+                QueueSettings::Database => "database".into(),
+                QueueSettings::Redis { .. } => "redis".into(),
+            },
+        ),
+        (
             "COINSENSEI_CONCURRENCY".into(),
             settings.concurrency.to_string(),
         ),
@@ -107,6 +114,10 @@ fn child_spec(
             settings.database_max_connections.to_string(),
         ),
     ];
+    if let QueueSettings::Redis { url, prefix } = &settings.queue {
+        env.push(("COINSENSEI_REDIS_URL".into(), url.clone()));
+        env.push(("COINSENSEI_REDIS_PREFIX".into(), prefix.clone()));
+    }
     ChildSpec {
         id: entry.id.clone(),
         program: program.to_path_buf(),

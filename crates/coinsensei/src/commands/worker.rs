@@ -12,7 +12,7 @@ use worker::runtime::{RuntimeError, SourceBuilder};
 use worker::{RuntimeConfig, RuntimeExit, WorkerFault, WorkerRuntime, WorkerSpec};
 use worker::{SourceContext, SourceSettings};
 
-use crate::config::{Settings, default_worker_id};
+use crate::config::{QueueSettings, Settings, default_worker_id};
 
 /// How often an idle worker asks its job source again when no wake-up came.
 const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -74,15 +74,28 @@ pub async fn run(
     };
     let database_url = settings.database_url.clone();
     let lease = settings.job_lease;
+    let queue_settings = settings.queue.clone();
     let build_source: SourceBuilder = Arc::new(move |context: SourceContext| {
         let database_url = database_url.clone();
         let options = source_options.clone();
+        let queue_settings = queue_settings.clone();
         Box::pin(async move {
-            let store = store::Store::connect(&database_url, &options)
-                .await
-                .map_err(|error| WorkerFault(format!("job queue: {error}")))?;
+            let fault = |error: &dyn std::fmt::Display| WorkerFault(format!("job queue: {error}"));
+            let backend: Arc<dyn queue::Backend> = match queue_settings {
+                QueueSettings::Database => {
+                    let store = store::Store::connect(&database_url, &options)
+                        .await
+                        .map_err(|error| fault(&error))?;
+                    Arc::new(queue::SqlBackend::new(store))
+                }
+                QueueSettings::Redis { url, prefix } => Arc::new(
+                    queue::RedisBackend::connect(&url, &prefix)
+                        .await
+                        .map_err(|error| fault(&error))?,
+                ),
+            };
             let settings = SourceSettings {
-                backend: Arc::new(queue::SqlBackend::new(store)),
+                backend,
                 owner: context.owner,
                 lease,
             };
