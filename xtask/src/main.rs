@@ -2,7 +2,10 @@
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise.
-//! - `cargo xtask bench`: the figures the issues ask for, on real processes and both stores.
+//! - `cargo xtask bench [control|queue]`: the figures the issues ask for, on real processes:
+//!   `control` (worker control latency, lost detection, RSS, time to ready; both stores) and
+//!   `queue` (`coinsensei bench queue` on Postgres, SQLite and Redis beside BullMQ and
+//!   graphile-worker installed from npm, on the same Postgres and Redis). Default: both.
 
 use std::process::{Command, ExitCode};
 
@@ -11,7 +14,10 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432; see README.md)
-  bench   measure control latency, lost-worker detection, idle RSS and `up` time to ready";
+  bench [control|queue] [--jobs N] [--concurrency C]
+          control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
+          queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
+                   (needs node and npm; writes target/bench-queue.json)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);

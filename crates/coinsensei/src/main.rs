@@ -56,6 +56,36 @@ enum Command {
     /// Enqueue, inspect, retry and discard jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Measure parts of the system on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Measure a queue backend on a throwaway database or key prefix: bulk and single
+    /// enqueue, backlog throughput, enqueue-to-start latency at 200 jobs/s, and dead-worker
+    /// recovery.
+    Queue {
+        #[arg(long, value_enum)]
+        backend: commands::bench::BenchBackend,
+        /// Jobs in the backlog (and in the bulk enqueue).
+        #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+        jobs: u32,
+        /// Jobs running at once.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        concurrency: u32,
+        /// Dead-worker recovery trials.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        recovery_trials: u32,
+        /// Postgres server to create the throwaway database on [default: the configured
+        /// database if it is Postgres, else postgres://postgres@127.0.0.1:5432/postgres].
+        #[arg(long, value_name = "URL")]
+        postgres_url: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,7 +233,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         Command::Up(_) | Command::Serve(_) | Command::Worker(_) => "info",
-        Command::Migrate | Command::Workers(_) | Command::Queues(_) | Command::Jobs(_) => "warn",
+        Command::Migrate
+        | Command::Workers(_)
+        | Command::Queues(_)
+        | Command::Jobs(_)
+        | Command::Bench(_) => "warn",
     };
     init_logging(default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -295,6 +329,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     commands::queues::pause(settings, &queue, false).await
                 }
             }
+        }
+        Command::Bench(BenchCommand::Queue {
+            backend,
+            jobs,
+            concurrency,
+            recovery_trials,
+            postgres_url,
+            json,
+        }) => {
+            let request = commands::bench::BenchQueue {
+                backend,
+                jobs,
+                concurrency,
+                json,
+                postgres_url,
+                recovery_trials,
+            };
+            commands::bench::queue(global.settings(None)?, request).await
         }
         Command::Jobs(command) => {
             let settings = global.settings(None)?;

@@ -449,3 +449,55 @@ testkit::on_both_stores!(
     a_killed_worker_is_lost_and_a_terminated_one_offline,
     a_child_that_cannot_run_is_not_restarted,
 );
+
+/// `coinsensei bench queue --json` prints every figure the sizing guide relies on, and
+/// leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_queue_reports_every_figure() {
+    let output = coinsensei([
+        "bench",
+        "queue",
+        "--backend",
+        "sqlite",
+        "--jobs",
+        "300",
+        "--concurrency",
+        "4",
+        "--recovery-trials",
+        "2",
+        "--json",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for key in [
+        "enqueue_bulk_per_s",
+        "enqueue_single_per_s",
+        "processed_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "recovery_p99_s",
+    ] {
+        assert!(
+            report[key].as_f64().is_some_and(|value| value > 0.0),
+            "{key}: {report}"
+        );
+    }
+    assert_eq!(
+        (
+            report["backend"].as_str(),
+            report["jobs"].as_u64(),
+            report["concurrency"].as_u64()
+        ),
+        (Some("sqlite"), Some(300), Some(4))
+    );
+    assert_eq!(report["jobs_lost"], 0);
+    let recovery = report["recovery_p99_s"].as_f64().unwrap();
+    let lease = domain::limits::JOB_LEASE_DEFAULT.as_secs_f64();
+    assert!(
+        recovery >= lease * 0.9 && recovery <= lease + 5.0,
+        "recovery follows the lease: {recovery}"
+    );
+}

@@ -164,6 +164,23 @@ end
 return n
 "#;
 
+/// ARGV: prefix, now, then pairs of id, token. Returns the ids completed.
+const COMPLETE_MANY: &str = r#"
+local now = tonumber(ARGV[2])
+local done = {}
+for i = 3, #ARGV, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local k = jk(id)
+  local state, held, q = unpack(redis.call('HMGET', k, 'state', 'token', 'queue'))
+  if state == 'running' and held == token then
+    release_lease(q, k, id)
+    finish(q, k, id, 'completed', now)
+    done[#done + 1] = tonumber(id)
+  end
+end
+return done
+"#;
+
 /// ARGV: prefix, id, token, mode (complete|cancel|fail|snooze), now, message, at (ms or ''), now_rfc3339.
 const SETTLE: &str = r#"
 local id, token, mode, now = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
@@ -326,6 +343,7 @@ struct Scripts {
     claim: Script,
     extend: Script,
     settle: Script,
+    complete_many: Script,
     rescue: Script,
     admin: Script,
     stats: Script,
@@ -341,6 +359,7 @@ impl Scripts {
             claim: script(CLAIM),
             extend: script(EXTEND),
             settle: script(SETTLE),
+            complete_many: script(COMPLETE_MANY),
             rescue: script(RESCUE),
             admin: script(ADMIN),
             stats: script(STATS),
@@ -469,6 +488,25 @@ impl RedisBackend {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The server's persistence settings, for reports: `appendonly=… appendfsync=… save=…`.
+    pub async fn durability(&self) -> Result<String, QueueError> {
+        let mut connection = self.connection.clone();
+        let mut parts = Vec::new();
+        for name in ["appendonly", "appendfsync", "save"] {
+            let reply: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            parts.push(format!(
+                "{name}={}",
+                reply.get(1).map(String::as_str).unwrap_or("?")
+            ));
+        }
+        Ok(parts.join(" "))
     }
 
     /// Deletes every key under the prefix (tests, and resetting a system).
@@ -711,15 +749,19 @@ impl Backend for RedisBackend {
     }
 
     async fn complete_many(&self, finishes: &[JobFinish]) -> Result<Vec<i64>, QueueError> {
-        let mut done = Vec::with_capacity(finishes.len());
+        let Some(first) = finishes.first() else {
+            return Ok(Vec::new());
+        };
+        let mut invocation = self.scripts.complete_many.prepare_invoke();
+        invocation.arg(&self.prefix).arg(ms(first.now));
         for finish in finishes {
-            match self.complete(finish).await {
-                Ok(_) => done.push(finish.id),
-                Err(QueueError::Stale(_) | QueueError::NotFound { .. }) => {}
-                Err(error) => return Err(error),
-            }
+            invocation.arg(finish.id).arg(finish.token);
         }
-        Ok(done)
+        let mut connection = self.connection.clone();
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn fail(&self, fail: &JobFail) -> Result<JobRow, QueueError> {

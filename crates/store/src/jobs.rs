@@ -206,6 +206,57 @@ impl Store {
         })
     }
 
+    /// Creates an empty database on a Postgres server (benchmarks and tests use throwaway
+    /// ones). The name must be lowercase letters, digits and underscores.
+    pub async fn database_create(&self, name: &str) -> Result<(), StoreError> {
+        self.database_admin("create database", name).await
+    }
+
+    /// Drops a database created by `database_create`, closing its connections.
+    pub async fn database_drop(&self, name: &str) -> Result<(), StoreError> {
+        self.database_admin("drop database if exists", name).await
+    }
+
+    async fn database_admin(&self, verb: &str, name: &str) -> Result<(), StoreError> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_');
+        if !valid {
+            return Err(StoreError::Invalid(format!(
+                "database name {name:?}: use a-z, 0-9 and _"
+            )));
+        }
+        let Store::Postgres(store) = self else {
+            return Err(StoreError::Invalid(
+                "creating databases needs Postgres".into(),
+            ));
+        };
+        let force = if verb.starts_with("drop") {
+            " with (force)"
+        } else {
+            ""
+        };
+        sqlx::query(sqlx::AssertSqlSafe(format!("{verb} {name}{force}")))
+            .execute(&store.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A Postgres setting's current value (`synchronous_commit`, ...), for reports.
+    pub async fn setting(&self, name: &str) -> Result<String, StoreError> {
+        let Store::Postgres(store) = self else {
+            return Err(StoreError::Invalid("settings are read on Postgres".into()));
+        };
+        Ok(
+            sqlx::query_scalar::<sqlx::Postgres, String>("select current_setting($1)")
+                .bind(name)
+                .fetch_one(&store.pool)
+                .await?,
+        )
+    }
+
     /// Begins a transaction for the caller's own writes and its jobs.
     pub async fn begin(&self) -> Result<StoreTx, StoreError> {
         Ok(match self {
@@ -265,7 +316,7 @@ pub enum StoreTx {
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     Sqlite(
         sqlx::Transaction<'static, sqlx::Sqlite>,
-        Arc<tokio::sync::Notify>,
+        Arc<tokio::sync::watch::Sender<u64>>,
     ),
 }
 
@@ -291,7 +342,7 @@ impl StoreTx {
             StoreTx::Postgres(transaction) => transaction.commit().await?,
             StoreTx::Sqlite(transaction, signal) => {
                 transaction.commit().await?;
-                signal.notify_waiters();
+                signal.send_modify(|rings| *rings = rings.wrapping_add(1));
             }
         }
         Ok(())

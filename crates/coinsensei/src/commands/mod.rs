@@ -1,5 +1,6 @@
 //! One module per command; shared connection handling here.
 
+pub mod bench;
 pub mod migrate;
 pub mod queues;
 pub mod serve;

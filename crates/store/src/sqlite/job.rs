@@ -132,7 +132,8 @@ const CLAIM: &str = concat!(
 
 impl SqliteStore {
     fn ring(&self) {
-        self.job_signal.notify_waiters();
+        self.job_signal
+            .send_modify(|rings| *rings = rings.wrapping_add(1));
     }
 
     pub(crate) async fn job_insert(&self, insert: &JobInsert) -> Result<JobInserted, StoreError> {

@@ -39,7 +39,7 @@ pub struct SqliteStore {
     change_poll_interval: Duration,
     /// Rung after a commit that made jobs available, so this process's feeds look at once
     /// instead of at their next poll (the in-process signal; other processes poll).
-    pub(crate) job_signal: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) job_signal: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 pub(crate) fn to_millis(at: DateTime<Utc>) -> i64 {
@@ -83,7 +83,7 @@ impl SqliteStore {
             pool,
             connect_options,
             change_poll_interval: options.sqlite_change_poll_interval,
-            job_signal: std::sync::Arc::default(),
+            job_signal: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -133,14 +133,15 @@ impl SqliteStore {
         let mut version = data_version(&mut connection).await?;
         let options = self.connect_options.clone();
         let interval = self.change_poll_interval;
-        let job_signal = std::sync::Arc::clone(&self.job_signal);
+        // Each feed has its own receiver, so no ring is missed while it is busy.
+        let mut job_signal = self.job_signal.subscribe();
         Ok(ChangeFeed::spawn(move |sender: ChangeSender| async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
-                    () = job_signal.notified() => {}
+                    _ = job_signal.changed() => {}
                 }
                 if sender.is_closed() {
                     return;
