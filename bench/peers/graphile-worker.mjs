@@ -1,5 +1,5 @@
-// graphile-worker on the same Postgres, with its batching options on (a local queue of
-// prefetched jobs, batched completions), measured the way `coinsensei bench queue` measures
+// graphile-worker on the same Postgres, with its batching options on (a local queue of 500
+// prefetched jobs, as CoinSensei's bench prefetches 500; batched completions), measured the way `coinsensei bench queue` measures
 // itself, on a throwaway database.
 import { spawn } from 'node:child_process';
 import pg from 'pg';
@@ -19,7 +19,7 @@ const preset = (concurrency) => ({
     concurrentJobs: concurrency,
     maxPoolSize: concurrency + 2,
     pollInterval: 1000,
-    localQueue: { size: concurrency + 1 },
+    localQueue: { size: Math.max(concurrency + 1, 500) },
     completeJobBatchDelay: 0,
     failJobBatchDelay: 0,
   },

@@ -90,9 +90,168 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 }
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
-    let mut command = cargo();
-    command
-        .args(["bench", "--package", "coinsensei", "--bench", "control"])
-        .args(extra);
-    run(command)
+    let (which, rest) = match extra.first().map(String::as_str) {
+        Some("control") => ("control", &extra[1..]),
+        Some("queue") => ("queue", &extra[1..]),
+        _ => ("all", extra),
+    };
+    if which != "queue" {
+        let mut command = cargo();
+        command.args(["bench", "--package", "coinsensei", "--bench", "control"]);
+        run(command)?;
+    }
+    if which != "control" {
+        bench_queue(rest)?;
+    }
+    Ok(())
+}
+
+/// Runs a command that prints one JSON object (on its last JSON line) and parses it.
+fn output(mut command: Command) -> anyhow::Result<serde_json::Value> {
+    eprintln!("+ {command:?}");
+    let out = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {command:?}"))?;
+    if !out.status.success() {
+        bail!("{command:?} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|line| line.trim_start().starts_with('{'))
+        .context("no JSON in the output")?;
+    Ok(serde_json::from_str(line)?)
+}
+
+fn bench_queue(extra: &[String]) -> anyhow::Result<()> {
+    let mut jobs = "50000".to_string();
+    let mut concurrency = "50".to_string();
+    let mut args = extra.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--jobs" => jobs = args.next().context("--jobs N")?.clone(),
+            "--concurrency" => concurrency = args.next().context("--concurrency C")?.clone(),
+            other => bail!("unknown argument {other:?} for bench queue"),
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf();
+    let mut build = cargo();
+    build.args(["build", "--release", "--package", "coinsensei"]);
+    run(build)?;
+    let binary = root.join("target/release/coinsensei");
+    let mut results = Vec::new();
+    for backend in ["postgres", "sqlite", "redis"] {
+        let mut command = Command::new(&binary);
+        command
+            .args(["bench", "queue", "--backend", backend, "--jobs", &jobs])
+            .args(["--concurrency", &concurrency, "--json"])
+            .env("COINSENSEI_LOG", "error");
+        results.push(output(command)?);
+    }
+
+    // The peers, pinned by bench/peers/package-lock.json, installed beside the build.
+    let peers = root.join("target/bench-peers");
+    std::fs::create_dir_all(&peers)?;
+    for file in std::fs::read_dir(root.join("bench/peers"))? {
+        let file = file?;
+        std::fs::copy(file.path(), peers.join(file.file_name()))?;
+    }
+    let mut install = Command::new("npm");
+    install
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&peers);
+    run(install).context("installing the peer queues from npm (needs node and npm)")?;
+    for script in ["bullmq.mjs", "graphile-worker.mjs"] {
+        let mut command = Command::new("node");
+        command
+            .arg(script)
+            .args(["--jobs", &jobs, "--concurrency", &concurrency])
+            .current_dir(&peers);
+        results.push(output(command)?);
+    }
+    std::fs::write(
+        root.join("target/bench-queue.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    print_queue_table(&results);
+    Ok(())
+}
+
+#[allow(clippy::float_arithmetic, reason = "ratios of benchmark figures")]
+fn print_queue_table(results: &[serde_json::Value]) {
+    let find = |name: &str| results.iter().find(|result| result["backend"] == name);
+    let metrics = [
+        ("bulk enqueue /s", "enqueue_bulk_per_s", true),
+        ("single enqueue /s", "enqueue_single_per_s", true),
+        ("processed /s", "processed_per_s", true),
+        ("latency p50 ms", "latency_p50_ms", false),
+        ("latency p99 ms", "latency_p99_ms", false),
+        ("recovery p50 s", "recovery_p50_s", false),
+        ("recovery p99 s", "recovery_p99_s", false),
+    ];
+    let columns = ["postgres", "sqlite", "redis", "bullmq", "graphile-worker"];
+    let cell = |value: &serde_json::Value| match value.as_f64() {
+        Some(number) if number >= 100.0 => format!("{number:.0}"),
+        Some(number) => format!("{number:.2}"),
+        None => "n/a".to_string(),
+    };
+    // A ratio above 1 always means CoinSensei is ahead: rates ours/peer, times peer/ours.
+    let ratio = |ours: &serde_json::Value, peer: &serde_json::Value, higher_better: bool| match (
+        ours.as_f64(),
+        peer.as_f64(),
+    ) {
+        (Some(ours), Some(peer)) if ours > 0.0 && peer > 0.0 => {
+            format!(
+                "{:.2}x",
+                if higher_better {
+                    ours / peer
+                } else {
+                    peer / ours
+                }
+            )
+        }
+        (Some(_), None) => "peer n/a".to_string(),
+        _ => "n/a".to_string(),
+    };
+    println!();
+    print!("{:<18}", "metric");
+    for column in columns {
+        print!("{column:>16}");
+    }
+    println!("{:>14}{:>19}", "redis/bullmq", "postgres/graphile");
+    for (label, key, higher_better) in metrics {
+        print!("{label:<18}");
+        for column in columns {
+            let value = find(column).map(|result| cell(&result[key]));
+            print!("{:>16}", value.unwrap_or_else(|| "-".into()));
+        }
+        let pair = |ours: &str, peer: &str| match (find(ours), find(peer)) {
+            (Some(ours), Some(peer)) => ratio(&ours[key], &peer[key], higher_better),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>14}{:>19}",
+            pair("redis", "bullmq"),
+            pair("postgres", "graphile-worker")
+        );
+    }
+    println!();
+    for result in results {
+        println!(
+            "{}: durability {}; recovery trials {}, not recovered within the cap {}",
+            result["backend"].as_str().unwrap_or("?"),
+            result
+                .get("durability")
+                .and_then(|value| value.as_str())
+                .unwrap_or("as in bench/peers"),
+            result["recovery_trials"],
+            result["jobs_lost"]
+        );
+    }
+    println!("(ratios above 1 mean CoinSensei is ahead: rates ours/peer, times peer/ours)");
 }

@@ -100,6 +100,13 @@ enum QueuesCommand {
     Pause { queue: String },
     /// Start jobs of a paused queue again.
     Resume { queue: String },
+    /// Limit how many jobs of a queue run at once across all workers (1 makes a serial
+    /// lane, e.g. per hot wallet), or remove the limit with `none`.
+    Limit {
+        queue: String,
+        /// A number from 1, or `none`.
+        limit: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -327,6 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 QueuesCommand::Resume { queue } => {
                     commands::queues::pause(settings, &queue, false).await
+                }
+                QueuesCommand::Limit { queue, limit } => {
+                    commands::queues::limit(settings, &queue, &limit).await
                 }
             }
         }

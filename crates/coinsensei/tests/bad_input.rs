@@ -239,6 +239,15 @@ async fn bad_queue_commands_change_nothing(backend: Backend) {
         (vec!["jobs", "discard", "4242"], "no job with id 4242"),
         (vec!["jobs", "show", "4242"], "no job with id 4242"),
         (vec!["queues", "pause", "nope"], "no queue named nope"),
+        (vec!["queues", "limit", "nope", "3"], "no queue named nope"),
+        (
+            vec!["queues", "limit", "tron.withdrawal", "0"],
+            "invalid limit",
+        ),
+        (
+            vec!["queues", "limit", "tron.withdrawal", "lots"],
+            "invalid limit",
+        ),
     ];
     for (args, expected) in &cases {
         let output = run(&db.url, args).await;
@@ -309,6 +318,8 @@ async fn every_command_has_help() {
         &["workers", "restart"],
         &["queues", "list"],
         &["queues", "pause"],
+        &["queues", "limit"],
+        &["bench", "queue"],
         &["jobs", "enqueue"],
         &["jobs", "list"],
         &["jobs", "show"],

@@ -135,6 +135,14 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), QueueError>;
     async fn prune(&self, prune: &JobPrune) -> Result<u64, QueueError>;
     async fn wakeups(&self) -> Result<Wakeups, QueueError>;
+    /// Takes or renews the leadership `name` for `holder` for `ttl`; true when it leads.
+    async fn lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError>;
 }
 
 /// The queue in the SQL store (Postgres or SQLite): jobs commit with the caller's data.
@@ -245,5 +253,21 @@ impl Backend for SqlBackend {
         Ok(Wakeups {
             source: WakeSource::Feed(self.store.change_feed().await?),
         })
+    }
+
+    async fn lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let acquire = store::LeaderAcquire {
+            name: name.into(),
+            holder: holder.into(),
+            until: now + ttl,
+            now,
+        };
+        Ok(self.store.leader_acquire(&acquire).await?)
     }
 }

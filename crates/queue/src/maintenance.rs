@@ -1,7 +1,9 @@
 //! Queue maintenance: rescue jobs whose lease expired (their worker died or hung) and prune
 //! finished jobs beyond the kept counts (the seed's 100 completed and 50 failed per queue)
-//! and age. Safe to run in several control planes at once: a rescue takes each job with
-//! `for update skip locked` (or the SQLite write lock), and pruning is idempotent.
+//! and age. One control plane leads at a time, by a leadership lease in the queue's backend
+//! (renewed every rescue interval, taken over three intervals after its holder stops); the
+//! operations are safe even if two ran at once, a rescue taking each job with `for update
+//! skip locked` (or the SQLite write lock, or one Redis script).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,11 +47,26 @@ pub struct MaintenanceReport {
 pub struct Maintenance {
     backend: Arc<dyn Backend>,
     config: MaintenanceConfig,
+    /// Names this process as a leadership holder.
+    holder: String,
 }
+
+/// The leadership every control plane competes for.
+pub const MAINTENANCE_LEADER: &str = "queue-maintenance";
 
 impl Maintenance {
     pub fn new(backend: Arc<dyn Backend>, config: MaintenanceConfig) -> Self {
-        Maintenance { backend, config }
+        let holder = format!(
+            "{}:{}:{:x}",
+            hostname_hint(),
+            std::process::id(),
+            rand::random::<u64>()
+        );
+        Maintenance {
+            backend,
+            config,
+            holder,
+        }
     }
 
     /// Rescues every expired lease at `now` (in bounded batches).
@@ -94,21 +111,49 @@ impl Maintenance {
         })
     }
 
-    /// Runs until `cancel` fires; errors are logged and retried at the next tick.
+    /// Takes or renews the maintenance leadership; false while another process leads.
+    pub async fn lead(&self, now: DateTime<Utc>) -> Result<bool, QueueError> {
+        self.backend
+            .lead(
+                MAINTENANCE_LEADER,
+                &self.holder,
+                self.config.rescue_interval * 3,
+                now,
+            )
+            .await
+    }
+
+    /// Runs until `cancel` fires, doing the work only while it leads; errors are logged and
+    /// retried at the next tick.
     pub async fn run(&self, cancel: CancellationToken) {
         let mut rescue = tokio::time::interval(self.config.rescue_interval);
         let mut prune = tokio::time::interval(self.config.prune_interval);
         rescue.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         prune.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut leading = false;
         loop {
             tokio::select! {
                 () = cancel.cancelled() => return,
                 _ = rescue.tick() => {
+                    let now_leading = match self.lead(Utc::now()).await {
+                        Ok(leading) => leading,
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot renew the maintenance leadership");
+                            false
+                        }
+                    };
+                    if now_leading != leading {
+                        tracing::info!(holder = %self.holder, leading = now_leading, "queue maintenance leadership changed");
+                        leading = now_leading;
+                    }
+                    if !leading {
+                        continue;
+                    }
                     if let Err(error) = self.rescue_once(Utc::now()).await {
                         tracing::warn!(%error, "lease rescue failed");
                     }
                 }
-                _ = prune.tick() => {
+                                _ = prune.tick(), if leading => {
                     match self.prune_once(Utc::now()).await {
                         Ok(0) => {}
                         Ok(pruned) => tracing::debug!(pruned, "pruned finished jobs"),
@@ -118,4 +163,8 @@ impl Maintenance {
             }
         }
     }
+}
+
+fn hostname_hint() -> String {
+    std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into())
 }

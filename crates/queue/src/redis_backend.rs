@@ -312,6 +312,17 @@ if field == 'paused' and value == '0' then redis.call('PUBLISH', P .. 'wake', q)
 return 1
 "#;
 
+/// ARGV: prefix, name, holder, ttl_ms. Takes or renews a leadership lease.
+const LEAD: &str = r#"
+local key = P .. 'leader:' .. ARGV[2]
+local holder = redis.call('GET', key)
+if not holder or holder == ARGV[3] then
+  redis.call('SET', key, ARGV[3], 'PX', tonumber(ARGV[4]))
+  return 1
+end
+return 0
+"#;
+
 /// ARGV: prefix, keep_completed, keep_failed, finished_before ('' = none).
 const PRUNE: &str = r#"
 local keep = {completed = tonumber(ARGV[2]), failed = tonumber(ARGV[3]), cancelled = tonumber(ARGV[3])}
@@ -349,6 +360,7 @@ struct Scripts {
     stats: Script,
     queue_set: Script,
     prune: Script,
+    lead: Script,
 }
 
 impl Scripts {
@@ -365,6 +377,7 @@ impl Scripts {
             stats: script(STATS),
             queue_set: script(QUEUE_SET),
             prune: script(PRUNE),
+            lead: script(LEAD),
         }
     }
 }
@@ -985,6 +998,27 @@ impl Backend for RedisBackend {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn lead(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+        _now: DateTime<Utc>,
+    ) -> Result<bool, QueueError> {
+        let mut connection = self.connection.clone();
+        let led: i64 = self
+            .scripts
+            .lead
+            .arg(&self.prefix)
+            .arg(name)
+            .arg(holder)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(led == 1)
     }
 
     async fn wakeups(&self) -> Result<Wakeups, QueueError> {

@@ -146,7 +146,8 @@ impl Runner {
     /// successful ones in one batch: the throughput path, two round trips per batch.
     pub async fn run_batch(&self, limit: u32) -> Result<BatchReport, QueueError> {
         let jobs = self.claim_batch(limit).await?;
-        self.finish_batch(jobs).await
+        let running = jobs.len().max(1);
+        self.finish_batch(jobs, running).await
     }
 
     /// Claims up to `limit` jobs. With `finish_batch`, lets a caller claim the next batch
@@ -163,9 +164,13 @@ impl Runner {
         self.backend.claim(&claim).await
     }
 
-    /// Runs the handlers of claimed jobs concurrently and settles them, completing the
-    /// successful ones in one call.
-    pub async fn finish_batch(&self, jobs: Vec<JobRow>) -> Result<BatchReport, QueueError> {
+    /// Runs the handlers of claimed jobs, at most `max_running` at once, and settles them,
+    /// completing the successful ones in one call.
+    pub async fn finish_batch(
+        &self,
+        jobs: Vec<JobRow>,
+        max_running: usize,
+    ) -> Result<BatchReport, QueueError> {
         let mut report = BatchReport {
             claimed: jobs.len(),
             ..BatchReport::default()
@@ -173,13 +178,20 @@ impl Runner {
         if jobs.is_empty() {
             return Ok(report);
         }
-        let outcomes = futures_util::future::join_all(jobs.iter().map(|job| async move {
-            match self.registry.get(job.kind.as_str()) {
-                Some(handler) => handler.run(job).await,
-                None => Outcome::Fatal(format!("no handler for job kind {:?}", job.kind.as_str())),
-            }
-        }))
-        .await;
+        // In waves of `max_running`: simple, and a wave of fast handlers finishes together.
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+        for wave in jobs.chunks(max_running.max(1)) {
+            let wave_outcomes = futures_util::future::join_all(wave.iter().map(|job| async move {
+                match self.registry.get(job.kind.as_str()) {
+                    Some(handler) => handler.run(job).await,
+                    None => {
+                        Outcome::Fatal(format!("no handler for job kind {:?}", job.kind.as_str()))
+                    }
+                }
+            }))
+            .await;
+            outcomes.extend(wave_outcomes);
+        }
         let now = Utc::now();
         let mut finishes = Vec::with_capacity(jobs.len());
         for (job, outcome) in jobs.iter().zip(outcomes) {

@@ -707,6 +707,39 @@ async fn enqueues_wake_listeners(harness: &Harness) {
     }
 }
 
+async fn one_leader_at_a_time(harness: &Harness) {
+    let backend = &harness.backend;
+    let ttl = Duration::from_millis(300);
+    let now = Utc::now();
+    assert!(backend.lead("maintenance", "a", ttl, now).await.unwrap());
+    assert!(
+        !backend.lead("maintenance", "b", ttl, now).await.unwrap(),
+        "a holds it"
+    );
+    assert!(
+        backend.lead("maintenance", "a", ttl, now).await.unwrap(),
+        "the holder renews"
+    );
+    assert!(
+        backend.lead("other", "b", ttl, now).await.unwrap(),
+        "names are independent"
+    );
+    // The holder stops renewing: after the ttl, someone else takes over.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+    assert!(
+        backend
+            .lead("maintenance", "b", ttl, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !backend
+            .lead("maintenance", "a", ttl, Utc::now())
+            .await
+            .unwrap()
+    );
+}
+
 macro_rules! on_every_backend {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -735,4 +768,5 @@ on_every_backend!(
     stats_count_by_state_and_prune_keeps_the_newest,
     concurrent_claimers_never_share_a_job,
     enqueues_wake_listeners,
+    one_leader_at_a_time,
 );

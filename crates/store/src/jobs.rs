@@ -17,8 +17,8 @@ use domain::{JobState, Name};
 
 use crate::{
     AuditInsert, AuditRow, JobClaim, JobFail, JobFinish, JobInsert, JobInserted, JobLeaseExtend,
-    JobList, JobPrune, JobRescue, JobRow, JobSnooze, QueueStats, Store, StoreError, postgres,
-    sqlite,
+    JobList, JobPrune, JobRescue, JobRow, JobSnooze, LeaderAcquire, QueueStats, Store, StoreError,
+    postgres, sqlite,
 };
 
 macro_rules! on_dialect {
@@ -255,6 +255,16 @@ impl Store {
                 .fetch_one(&store.pool)
                 .await?,
         )
+    }
+
+    /// Takes or renews a leadership lease; true when `holder` leads until `until`.
+    pub async fn leader_acquire(&self, acquire: &LeaderAcquire) -> Result<bool, StoreError> {
+        if acquire.name.is_empty() || acquire.holder.is_empty() || acquire.until <= acquire.now {
+            return Err(StoreError::Invalid(
+                "a leadership lease needs a name, a holder and a future expiry".into(),
+            ));
+        }
+        on_dialect!(self, store => store.leader_acquire(acquire).await)
     }
 
     /// Begins a transaction for the caller's own writes and its jobs.

@@ -290,6 +290,16 @@ pub struct JobList {
     pub limit: u32,
 }
 
+/// Takes or renews the leadership `name` for `holder` until `until`, if nobody else holds it
+/// unexpired.
+#[derive(Debug, Clone)]
+pub struct LeaderAcquire {
+    pub name: String,
+    pub holder: String,
+    pub until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
 /// A queue's settings and how many jobs it holds in each state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueStats {

@@ -4,7 +4,8 @@
 //!
 //! - bulk enqueue: N no-op jobs in batches of 1,000;
 //! - single enqueue: one job per call, from C concurrent callers;
-//! - processed: a backlog of N jobs drained by runners that claim and complete in batches;
+//! - processed: a backlog of N jobs drained by runners that claim up to 500 jobs at once
+//!   (Redis: one batch of `concurrency`), run `concurrency` at a time, and complete in batches;
 //! - latency: enqueue-to-start at a steady 200 jobs/s, C idle runners woken by the queue;
 //! - recovery: jobs held by owners that die (stop extending, as after SIGKILL), until another
 //!   runner starts them, with the default lease and the maintenance rescue.
@@ -50,6 +51,9 @@ pub struct BenchQueue {
 }
 
 const BATCH: usize = 1_000;
+/// Jobs a fetcher claims at once in the throughput run (graphile-worker's local queue size
+/// in its benchmark).
+const PREFETCH: usize = 500;
 const STEADY_RATE: u32 = 200;
 const STEADY_SECONDS: u32 = 5;
 
@@ -244,15 +248,23 @@ async fn run(
         &format!("bulk enqueue: {enqueue_bulk_per_s:.0} jobs/s"),
     );
 
-    // Processed: drain the bulk backlog. Each fetcher claims its next batch while the
-    // previous one runs and completes (a prefetch of one batch), so round trips overlap.
-    // SQL backends do best with few large batches (a claim is one statement whatever its
-    // size); Redis, single-threaded but cheap per script, with a few fetchers in parallel.
+    // Processed: drain the bulk backlog. Fetchers claim up to PREFETCH jobs at once (as
+    // graphile-worker's local queue does) and run at most `concurrency` handlers at a time;
+    // each claims its next batch while the previous one runs and completes, so round trips
+    // overlap. SQL backends do best with one fetcher (a claim is one statement whatever its
+    // size); Redis, single-threaded but cheap per script, with a few in parallel.
     let fetchers: usize = match backend.name() {
         "redis" => concurrency.clamp(1, 4),
-        _ => concurrency.div_ceil(100).clamp(1, 4),
+        _ => 1,
     };
-    let per_fetch = u32::try_from(concurrency.div_ceil(fetchers).clamp(1, BATCH)).unwrap_or(1);
+    let running_per_fetcher = concurrency.div_ceil(fetchers).max(1);
+    // Redis does best with small scripts: a long claim script blocks its single thread.
+    let prefetch = if backend.name() == "redis" {
+        running_per_fetcher
+    } else {
+        PREFETCH.max(running_per_fetcher)
+    };
+    let per_fetch = u32::try_from(prefetch).unwrap_or(u32::MAX);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for n in 0..fetchers {
@@ -269,8 +281,10 @@ async fn run(
             let mut done = 0usize;
             let mut current = runner.claim_batch(per_fetch).await?;
             while !current.is_empty() {
-                let (report, next) =
-                    tokio::join!(runner.finish_batch(current), runner.claim_batch(per_fetch));
+                let (report, next) = tokio::join!(
+                    runner.finish_batch(current, running_per_fetcher),
+                    runner.claim_batch(per_fetch)
+                );
                 done += report?.done;
                 current = next?;
             }

@@ -123,6 +123,38 @@ pub async fn pause(settings: Settings, queue: &str, paused: bool) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+pub async fn limit(settings: Settings, queue: &str, limit: &str) -> anyhow::Result<ExitCode> {
+    let queue = name("queue name", queue)?;
+    let limit = match limit {
+        "none" => None,
+        text => match text.parse::<u32>() {
+            Ok(limit) if (1..=100_000).contains(&limit) => Some(limit),
+            _ => bail!("invalid limit {text:?}: a number from 1 to 100000, or none"),
+        },
+    };
+    let (store, backend) = open(&settings).await?;
+    match backend.set_concurrency(&queue, limit, Utc::now()).await {
+        Ok(()) => {}
+        Err(queue::QueueError::NotFound { .. }) => {
+            bail!("no queue named {queue} (see `coinsensei queues list`)")
+        }
+        Err(error) => return Err(error.into()),
+    }
+    audit(
+        &store,
+        "queue.limit",
+        format!("queue:{queue}"),
+        json!({"concurrency_limit": limit}),
+    )
+    .await;
+    store.close().await;
+    match limit {
+        Some(limit) => println!("queue {queue}: at most {limit} job(s) run at once"),
+        None => println!("queue {queue}: no concurrency limit"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `jobs enqueue` was asked to do.
 pub struct Enqueue {
     pub queue: String,

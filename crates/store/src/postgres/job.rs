@@ -11,7 +11,7 @@ use sqlx::{PgConnection, Postgres, Row};
 use super::{JOB_CHANNEL, PgStore};
 use crate::{
     JobClaim, JobFail, JobFinish, JobInsert, JobInserted, JobLeaseExtend, JobList, JobPrune,
-    JobRescue, JobRow, JobSnooze, QueueStats, StoreError, corrupt, truncate_error,
+    JobRescue, JobRow, JobSnooze, LeaderAcquire, QueueStats, StoreError, corrupt, truncate_error,
 };
 
 macro_rules! columns {
@@ -558,6 +558,24 @@ impl PgStore {
                 .await?;
         }
         Ok(result.rows_affected() > 0)
+    }
+}
+
+impl PgStore {
+    pub(crate) async fn leader_acquire(&self, acquire: &LeaderAcquire) -> Result<bool, StoreError> {
+        let holder: Option<String> = sqlx::query_scalar::<Postgres, String>(
+            "insert into leader (name, holder, expires_at) values ($1, $2, $3)
+             on conflict (name) do update set holder = excluded.holder, expires_at = excluded.expires_at
+             where leader.holder = excluded.holder or leader.expires_at < $4
+             returning holder",
+        )
+        .bind(&acquire.name)
+        .bind(&acquire.holder)
+        .bind(acquire.until)
+        .bind(acquire.now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(holder.is_some())
     }
 }
 

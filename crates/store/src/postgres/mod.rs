@@ -25,6 +25,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job queue",
         include_str!("../../migrations/postgres/0002_job_queue.sql"),
     ),
+    (
+        3,
+        "leader",
+        include_str!("../../migrations/postgres/0003_leader.sql"),
+    ),
 ];
 
 #[derive(Clone)]

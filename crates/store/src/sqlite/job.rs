@@ -10,7 +10,7 @@ use sqlx::{Row, Sqlite, SqliteConnection};
 use super::{SqliteStore, from_millis, to_millis};
 use crate::{
     JobClaim, JobFail, JobFinish, JobInsert, JobInserted, JobLeaseExtend, JobList, JobPrune,
-    JobRescue, JobRow, JobSnooze, QueueStats, StoreError, corrupt, truncate_error,
+    JobRescue, JobRow, JobSnooze, LeaderAcquire, QueueStats, StoreError, corrupt, truncate_error,
 };
 
 macro_rules! columns {
@@ -452,6 +452,24 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub(crate) async fn leader_acquire(&self, acquire: &LeaderAcquire) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let holder: Option<String> = sqlx::query_scalar::<Sqlite, String>(
+            "insert into leader (name, holder, expires_at) values (?1, ?2, ?3)
+             on conflict (name) do update set holder = excluded.holder, expires_at = excluded.expires_at
+             where leader.holder = excluded.holder or leader.expires_at < ?4
+             returning holder",
+        )
+        .bind(&acquire.name)
+        .bind(&acquire.holder)
+        .bind(to_millis(acquire.until))
+        .bind(to_millis(acquire.now))
+        .fetch_optional(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(holder.is_some())
     }
 
     pub(crate) async fn queue_update(

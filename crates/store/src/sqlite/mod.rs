@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "job queue",
         include_str!("../../migrations/sqlite/0002_job_queue.sql"),
     ),
+    (
+        3,
+        "leader",
+        include_str!("../../migrations/sqlite/0003_leader.sql"),
+    ),
 ];
 
 #[derive(Clone)]
