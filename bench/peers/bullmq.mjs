@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
-import { parseArgs, nowMs, percentile, sleep, round2, log } from './common.mjs';
+import { parseArgs, nowMs, percentile, sleep, log, report } from './common.mjs';
 
 const args = parseArgs();
 // BullMQ under native ESM takes a constructed client (it duplicates it for blocking calls).
@@ -91,18 +91,5 @@ for (const q of [bulk, single, latency, recovery]) {
   await q.obliterate({ force: true });
   await q.close();
 }
-console.log(JSON.stringify({
-  backend: 'bullmq',
-  jobs: args.jobs,
-  concurrency: args.concurrency,
-  enqueue_bulk_per_s: Math.round(enqueueBulk),
-  enqueue_single_per_s: Math.round(enqueueSingle),
-  processed_per_s: Math.round(processed),
-  latency_p50_ms: round2(percentile(latencies, 50)),
-  latency_p99_ms: round2(percentile(latencies, 99)),
-  recovery_p50_s: round2(percentile(samples, 50)),
-  recovery_p99_s: samples.length === args.recoveryTrials ? round2(percentile(samples, 99)) : null,
-  recovery_trials: args.recoveryTrials,
-  jobs_lost: args.recoveryTrials - samples.length,
-}));
+report('bullmq', args, { enqueueBulk, enqueueSingle, processed, latencies, samples });
 process.exit(0);

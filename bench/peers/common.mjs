@@ -34,3 +34,22 @@ export const round2 = (x) => (x === null ? null : Math.round(x * 100) / 100);
 export function log(message) {
   process.stderr.write(`${message}\n`);
 }
+
+/** Prints the one JSON line `cargo xtask bench queue` reads, with the keys of
+ * `coinsensei bench queue --json`. `jobs_lost` counts trials not recovered within the cap. */
+export function report(backend, args, { enqueueBulk, enqueueSingle, processed, latencies, samples }) {
+  console.log(JSON.stringify({
+    backend,
+    jobs: args.jobs,
+    concurrency: args.concurrency,
+    enqueue_bulk_per_s: Math.round(enqueueBulk),
+    enqueue_single_per_s: Math.round(enqueueSingle),
+    processed_per_s: Math.round(processed),
+    latency_p50_ms: round2(percentile(latencies, 50)),
+    latency_p99_ms: round2(percentile(latencies, 99)),
+    recovery_p50_s: round2(percentile(samples, 50)),
+    recovery_p99_s: samples.length === args.recoveryTrials ? round2(percentile(samples, 99)) : null,
+    recovery_trials: args.recoveryTrials,
+    jobs_lost: args.recoveryTrials - samples.length,
+  }));
+}

@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { run, makeWorkerUtils } from 'graphile-worker';
-import { parseArgs, nowMs, percentile, sleep, round2, log } from './common.mjs';
+import { parseArgs, nowMs, percentile, sleep, log, report } from './common.mjs';
 
 const args = parseArgs();
 const database = args.doomed ?? `peer_graphile_${process.pid}_${Date.now()}`;
@@ -105,18 +105,5 @@ log(`graphile-worker recovery: ${samples.length}/${args.recoveryTrials} within 1
 await utils.release();
 await admin.query(`drop database ${database} with (force)`);
 await admin.end();
-console.log(JSON.stringify({
-  backend: 'graphile-worker',
-  jobs: args.jobs,
-  concurrency: args.concurrency,
-  enqueue_bulk_per_s: Math.round(enqueueBulk),
-  enqueue_single_per_s: Math.round(enqueueSingle),
-  processed_per_s: Math.round(processed),
-  latency_p50_ms: round2(percentile(latencies, 50)),
-  latency_p99_ms: round2(percentile(latencies, 99)),
-  recovery_p50_s: round2(percentile(samples, 50)),
-  recovery_p99_s: samples.length === args.recoveryTrials ? round2(percentile(samples, 99)) : null,
-  recovery_trials: args.recoveryTrials,
-  jobs_lost: args.recoveryTrials - samples.length,
-}));
+report('graphile-worker', args, { enqueueBulk, enqueueSingle, processed, latencies, samples });
 process.exit(0);

@@ -475,6 +475,34 @@ fn decode_job(value: Value) -> Result<JobRow, QueueError> {
     })
 }
 
+/// A settling script's reply: `{'ok', job}`, `{'missing'}`, or a refusal with details.
+enum Reply {
+    Job(Box<JobRow>),
+    Refused(String, Vec<String>),
+}
+
+fn scripted_reply(reply: Value, id: i64) -> Result<Reply, QueueError> {
+    let mut items = array(reply)?.into_iter();
+    let status = items
+        .next()
+        .map(|value| text(&value))
+        .transpose()?
+        .unwrap_or_default();
+    match status.as_str() {
+        "ok" => Ok(Reply::Job(Box::new(decode_job(
+            items.next().ok_or_else(|| corrupt("reply without job"))?,
+        )?))),
+        "missing" => Err(QueueError::NotFound {
+            what: "job",
+            id: id.to_string(),
+        }),
+        _ => Ok(Reply::Refused(
+            status,
+            items.map(|value| text(&value)).collect::<Result<_, _>>()?,
+        )),
+    }
+}
+
 fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -576,34 +604,17 @@ impl RedisBackend {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let mut items = array(reply)?.into_iter();
-        let status = items
-            .next()
-            .map(|value| text(&value))
-            .transpose()?
-            .unwrap_or_default();
-        match status.as_str() {
-            "ok" => decode_job(items.next().ok_or_else(|| corrupt("settle without job"))?),
-            "missing" => Err(QueueError::NotFound {
-                what: "job",
-                id: id.to_string(),
-            }),
-            "stale" => {
-                let state = items
-                    .next()
-                    .map(|value| text(&value))
-                    .transpose()?
-                    .unwrap_or_default();
-                let held = items
-                    .next()
-                    .map(|value| text(&value))
-                    .transpose()?
-                    .unwrap_or_default();
+        match scripted_reply(reply, id)? {
+            Reply::Job(row) => Ok(*row),
+            Reply::Refused(status, details) if status == "stale" => {
+                let detail = |index: usize| details.get(index).map(String::as_str).unwrap_or("?");
                 Err(QueueError::Stale(format!(
-                    "job {id} is {state} under token {held}; the caller holds token {token}"
+                    "job {id} is {} under token {}; the caller holds token {token}",
+                    detail(0),
+                    detail(1)
                 )))
             }
-            other => Err(corrupt(other)),
+            Reply::Refused(status, _) => Err(corrupt(status)),
         }
     }
 
@@ -619,24 +630,10 @@ impl RedisBackend {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)?;
-        let mut items = array(reply)?.into_iter();
-        let status = items
-            .next()
-            .map(|value| text(&value))
-            .transpose()?
-            .unwrap_or_default();
-        match status.as_str() {
-            "ok" => decode_job(items.next().ok_or_else(|| corrupt("admin without job"))?),
-            "missing" => Err(QueueError::NotFound {
-                what: "job",
-                id: id.to_string(),
-            }),
-            "conflict" => {
-                let state = items
-                    .next()
-                    .map(|value| text(&value))
-                    .transpose()?
-                    .unwrap_or_default();
+        match scripted_reply(reply, id)? {
+            Reply::Job(row) => Ok(*row),
+            Reply::Refused(status, details) if status == "conflict" => {
+                let state = details.first().cloned().unwrap_or_default();
                 Err(QueueError::Conflict(match (mode, state.as_str()) {
                     (_, "unique") => format!(
                         "job {id} cannot be retried: another unfinished job holds its unique key"
@@ -649,7 +646,7 @@ impl RedisBackend {
                     ),
                 }))
             }
-            other => Err(corrupt(other)),
+            Reply::Refused(status, _) => Err(corrupt(status)),
         }
     }
 
