@@ -100,6 +100,23 @@ enum QueuesCommand {
     Pause { queue: String },
     /// Start jobs of a paused queue again.
     Resume { queue: String },
+    /// Set the retry policy of a queue's jobs that are enqueued without one (default: 3
+    /// attempts, exponential backoff from 2 s up to an hour).
+    Retry {
+        queue: String,
+        /// Runs in all before a job is dead-lettered.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        attempts: Option<u32>,
+        /// Seconds before the first retry; doubled after each failure.
+        #[arg(long, value_name = "SECONDS")]
+        backoff: Option<f64>,
+        /// Longest wait between two attempts, in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        backoff_max: Option<f64>,
+        /// Back to the defaults.
+        #[arg(long, conflicts_with_all = ["attempts", "backoff", "backoff_max"])]
+        default: bool,
+    },
     /// Limit how many jobs of a queue run at once across all workers (1 makes a serial
     /// lane, e.g. per hot wallet), or remove the limit with `none`.
     Limit {
@@ -334,6 +351,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 QueuesCommand::Resume { queue } => {
                     commands::queues::pause(settings, &queue, false).await
+                }
+                QueuesCommand::Retry {
+                    queue,
+                    attempts,
+                    backoff,
+                    backoff_max,
+                    default,
+                } => {
+                    commands::queues::retry_policy(
+                        settings,
+                        &queue,
+                        attempts,
+                        backoff,
+                        backoff_max,
+                        default,
+                    )
+                    .await
                 }
                 QueuesCommand::Limit { queue, limit } => {
                     commands::queues::limit(settings, &queue, &limit).await

@@ -241,6 +241,22 @@ async fn bad_queue_commands_change_nothing(backend: Backend) {
         (vec!["queues", "pause", "nope"], "no queue named nope"),
         (vec!["queues", "limit", "nope", "3"], "no queue named nope"),
         (
+            vec!["queues", "retry", "nope", "--attempts", "5"],
+            "no queue named nope",
+        ),
+        (
+            vec![
+                "queues",
+                "retry",
+                "tron.withdrawal",
+                "--backoff",
+                "10",
+                "--backoff-max",
+                "1",
+            ],
+            "backoff",
+        ),
+        (
             vec!["queues", "limit", "tron.withdrawal", "0"],
             "invalid limit",
         ),
@@ -319,6 +335,7 @@ async fn every_command_has_help() {
         &["queues", "list"],
         &["queues", "pause"],
         &["queues", "limit"],
+        &["queues", "retry"],
         &["bench", "queue"],
         &["jobs", "enqueue"],
         &["jobs", "list"],

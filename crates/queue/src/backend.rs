@@ -135,6 +135,13 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), QueueError>;
     async fn prune(&self, prune: &JobPrune) -> Result<u64, QueueError>;
     async fn wakeups(&self) -> Result<Wakeups, QueueError>;
+    /// Sets (or with `None` removes) the retry policy of a queue's jobs enqueued without one.
+    async fn set_retry(
+        &self,
+        queue: &Name,
+        retry: Option<domain::RetryPolicy>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError>;
     /// Takes or renews the leadership `name` for `holder` for `ttl`; true when it leads.
     async fn lead(
         &self,
@@ -253,6 +260,15 @@ impl Backend for SqlBackend {
         Ok(Wakeups {
             source: WakeSource::Feed(self.store.change_feed().await?),
         })
+    }
+
+    async fn set_retry(
+        &self,
+        queue: &Name,
+        retry: Option<domain::RetryPolicy>,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        Ok(self.store.queue_set_retry(queue, retry, now).await?)
     }
 
     async fn lead(

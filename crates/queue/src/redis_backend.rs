@@ -70,14 +70,20 @@ local function finish(q, k, id, state, now)
 end
 "#;
 
-/// ARGV: prefix, now, then 9 per job: queue kind args priority max_attempts base max unique_key run_at.
+/// ARGV: prefix, now, then 10 per job: queue kind args priority max_attempts base max unique_key
+/// run_at explicit ('0': the queue's own retry policy, when it has one, replaces the three).
 const ENQUEUE: &str = r#"
 local now = tonumber(ARGV[2])
 local out, woken = {}, {}
-local n = (#ARGV - 2) / 9
+local n = (#ARGV - 2) / 10
 for i = 0, n - 1 do
-  local b = 2 + i * 9
+  local b = 2 + i * 10
   local q, ukey, runat = ARGV[b + 1], ARGV[b + 8], tonumber(ARGV[b + 9])
+  local maxa, base, bmax = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+  if ARGV[b + 10] == '0' then
+    local policy = redis.call('HMGET', qk(q, 'meta'), 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
+    maxa, base, bmax = policy[1] or maxa, policy[2] or base, policy[3] or bmax
+  end
   local existing = false
   if ukey ~= '' then existing = redis.call('HGET', qk(q, 'unique'), ukey) end
   if existing then
@@ -86,8 +92,8 @@ for i = 0, n - 1 do
     local id = redis.call('INCR', P .. 'id')
     local k = jk(id)
     redis.call('HSET', k, 'id', id, 'queue', q, 'kind', ARGV[b + 2], 'args', ARGV[b + 3], 'state', 'available',
-      'priority', ARGV[b + 4], 'attempt', 0, 'max_attempts', ARGV[b + 5], 'backoff_base_ms', ARGV[b + 6],
-      'backoff_max_ms', ARGV[b + 7], 'run_at', runat, 'token', 0, 'errors', '[]', 'rescues', 0, 'created_at', now)
+      'priority', ARGV[b + 4], 'attempt', 0, 'max_attempts', maxa, 'backoff_base_ms', base,
+      'backoff_max_ms', bmax, 'run_at', runat, 'token', 0, 'errors', '[]', 'rescues', 0, 'created_at', now)
     if ukey ~= '' then
       redis.call('HSET', k, 'unique_key', ukey)
       redis.call('HSET', qk(q, 'unique'), ukey, id)
@@ -312,6 +318,18 @@ if field == 'paused' and value == '0' then redis.call('PUBLISH', P .. 'wake', q)
 return 1
 "#;
 
+/// ARGV: prefix, queue, max_attempts, backoff_base_ms, backoff_max_ms ('' removes the policy).
+const RETRY_SET: &str = r#"
+local q = ARGV[2]
+if redis.call('SISMEMBER', P .. 'queues', q) == 0 then return 0 end
+if ARGV[3] == '' then
+  redis.call('HDEL', qk(q, 'meta'), 'max_attempts', 'backoff_base_ms', 'backoff_max_ms')
+else
+  redis.call('HSET', qk(q, 'meta'), 'max_attempts', ARGV[3], 'backoff_base_ms', ARGV[4], 'backoff_max_ms', ARGV[5])
+end
+return 1
+"#;
+
 /// ARGV: prefix, name, holder, ttl_ms. Takes or renews a leadership lease.
 const LEAD: &str = r#"
 local key = P .. 'leader:' .. ARGV[2]
@@ -361,6 +379,7 @@ struct Scripts {
     queue_set: Script,
     prune: Script,
     lead: Script,
+    retry_set: Script,
 }
 
 impl Scripts {
@@ -378,6 +397,7 @@ impl Scripts {
             queue_set: script(QUEUE_SET),
             prune: script(PRUNE),
             lead: script(LEAD),
+            retry_set: script(RETRY_SET),
         }
     }
 }
@@ -693,17 +713,20 @@ impl Backend for RedisBackend {
         };
         let mut invocation = self.scripts.enqueue.prepare_invoke();
         invocation.arg(&self.prefix).arg(ms(first.now));
+        let default = domain::RetryPolicy::default();
         for job in jobs {
+            let retry = job.retry.unwrap_or(default);
             invocation
                 .arg(job.queue.as_str())
                 .arg(job.kind.as_str())
                 .arg(job.args.to_string())
                 .arg(job.priority)
-                .arg(job.retry.max_attempts)
-                .arg(millis(job.retry.backoff_base))
-                .arg(millis(job.retry.backoff_max))
+                .arg(retry.max_attempts)
+                .arg(millis(retry.backoff_base))
+                .arg(millis(retry.backoff_max))
                 .arg(job.unique_key.as_deref().unwrap_or(""))
-                .arg(ms(job.run_at));
+                .arg(ms(job.run_at))
+                .arg(if job.retry.is_some() { "1" } else { "0" });
         }
         let mut connection = self.connection.clone();
         let reply: Vec<i64> = invocation
@@ -995,6 +1018,39 @@ impl Backend for RedisBackend {
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
+    }
+
+    async fn set_retry(
+        &self,
+        queue: &Name,
+        retry: Option<domain::RetryPolicy>,
+        _now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        if let Some(retry) = &retry {
+            store::validate_retry(retry)?;
+        }
+        let mut connection = self.connection.clone();
+        let mut invocation = self.scripts.retry_set.prepare_invoke();
+        invocation.arg(&self.prefix).arg(queue.as_str());
+        match retry {
+            Some(retry) => invocation
+                .arg(retry.max_attempts)
+                .arg(millis(retry.backoff_base))
+                .arg(millis(retry.backoff_max)),
+            None => invocation.arg("").arg("").arg(""),
+        };
+        let found: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if found == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::NotFound {
+                what: "queue",
+                id: queue.to_string(),
+            })
+        }
     }
 
     async fn lead(

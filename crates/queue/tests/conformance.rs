@@ -85,7 +85,7 @@ fn job(queue: &str, now: DateTime<Utc>) -> JobInsert {
         args: serde_json::json!({"n": 1}),
         priority: 0,
         run_at: now,
-        retry: RetryPolicy::default(),
+        retry: None,
         unique_key: None,
         now,
     }
@@ -237,7 +237,10 @@ async fn bulk_enqueue_keeps_order_and_is_all_or_nothing(harness: &Harness) {
         Err(QueueError::Invalid(_))
     ));
     let mut one_bad = vec![job("big", at(0)), job("big", at(0))];
-    one_bad[1].retry.max_attempts = 0;
+    one_bad[1].retry = Some(RetryPolicy {
+        max_attempts: 0,
+        ..RetryPolicy::default()
+    });
     assert!(matches!(
         backend.enqueue_many(&one_bad).await,
         Err(QueueError::Invalid(_))
@@ -257,7 +260,10 @@ async fn bulk_enqueue_keeps_order_and_is_all_or_nothing(harness: &Harness) {
 async fn failures_retry_with_backoff_then_dead_letter(harness: &Harness) {
     let backend = &harness.backend;
     let mut insert = job("q", at(0));
-    insert.retry.max_attempts = 2;
+    insert.retry = Some(RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    });
     let id = backend.enqueue(&insert).await.unwrap().id;
     let first = backend
         .claim(&claim("q", "w1", 1, at(1)))
@@ -500,7 +506,10 @@ async fn expired_leases_are_rescued_and_stale_holders_refused(harness: &Harness)
 
     // A job rescued after its last attempt fails for good; a lost worker's leases go at once.
     let mut once = job("q", at(30));
-    once.retry.max_attempts = 1;
+    once.retry = Some(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
     let once = backend.enqueue(&once).await.unwrap().id;
     backend.claim(&claim("q", "w3", 1, at(30))).await.unwrap();
     let released = backend
@@ -707,6 +716,78 @@ async fn enqueues_wake_listeners(harness: &Harness) {
     }
 }
 
+async fn queues_have_their_own_retry_policy(harness: &Harness) {
+    let backend = &harness.backend;
+    let first = backend.enqueue(&job("q", at(0))).await.unwrap().id;
+    let row = backend.get(first).await.unwrap().unwrap();
+    assert_eq!(
+        (row.max_attempts, row.backoff_base_ms),
+        (3, 2_000),
+        "the seed's defaults"
+    );
+
+    let policy = RetryPolicy {
+        max_attempts: 5,
+        backoff_base: Duration::from_secs(10),
+        backoff_max: Duration::from_secs(60),
+    };
+    backend
+        .set_retry(&name("q"), Some(policy), at(1))
+        .await
+        .unwrap();
+    let second = backend.enqueue(&job("q", at(2))).await.unwrap().id;
+    let row = backend.get(second).await.unwrap().unwrap();
+    assert_eq!(
+        (row.max_attempts, row.backoff_base_ms, row.backoff_max_ms),
+        (5, 10_000, 60_000)
+    );
+    let bulk = backend
+        .enqueue_many(&[job("q", at(3)), job("q", at(3))])
+        .await
+        .unwrap();
+    for inserted in bulk {
+        assert_eq!(
+            backend
+                .get(inserted.id)
+                .await
+                .unwrap()
+                .unwrap()
+                .max_attempts,
+            5,
+            "bulk jobs too"
+        );
+    }
+    let mut explicit = job("q", at(4));
+    explicit.retry = Some(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    let explicit = backend.enqueue(&explicit).await.unwrap().id;
+    assert_eq!(
+        backend.get(explicit).await.unwrap().unwrap().max_attempts,
+        1,
+        "a job's own policy wins"
+    );
+    // Jobs already enqueued keep the policy they were given.
+    assert_eq!(backend.get(first).await.unwrap().unwrap().max_attempts, 3);
+
+    backend.set_retry(&name("q"), None, at(5)).await.unwrap();
+    let third = backend.enqueue(&job("q", at(6))).await.unwrap().id;
+    assert_eq!(backend.get(third).await.unwrap().unwrap().max_attempts, 3);
+    assert!(matches!(
+        backend.set_retry(&name("nope"), Some(policy), at(7)).await,
+        Err(QueueError::NotFound { .. })
+    ));
+    let bad = RetryPolicy {
+        max_attempts: 0,
+        ..RetryPolicy::default()
+    };
+    assert!(matches!(
+        backend.set_retry(&name("q"), Some(bad), at(7)).await,
+        Err(QueueError::Invalid(_))
+    ));
+}
+
 async fn one_leader_at_a_time(harness: &Harness) {
     let backend = &harness.backend;
     let ttl = Duration::from_millis(300);
@@ -769,4 +850,5 @@ on_every_backend!(
     concurrent_claimers_never_share_a_job,
     enqueues_wake_listeners,
     one_leader_at_a_time,
+    queues_have_their_own_retry_policy,
 );

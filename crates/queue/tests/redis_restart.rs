@@ -74,7 +74,7 @@ fn noop(queue: &Name) -> JobInsert {
         args: serde_json::json!({}),
         priority: 0,
         run_at: now,
-        retry: RetryPolicy::default(),
+        retry: Some(RetryPolicy::default()),
         unique_key: None,
         now,
     }

@@ -32,11 +32,11 @@ fn insert(kind: &str) -> JobInsert {
         args: serde_json::json!({"ms": 600}),
         priority: 0,
         run_at: now,
-        retry: RetryPolicy {
+        retry: Some(RetryPolicy {
             max_attempts: 2,
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(20),
-        },
+        }),
         unique_key: None,
         now,
     }

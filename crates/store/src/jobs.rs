@@ -13,7 +13,7 @@ use domain::limits::{
     JOB_ARGS_BYTES_MAX, JOB_ATTEMPTS_MAX, JOB_ENQUEUE_BATCH_MAX, JOB_UNIQUE_KEY_LEN_MAX,
     LIST_LIMIT_MAX,
 };
-use domain::{JobState, Name};
+use domain::{JobState, Name, RetryPolicy};
 
 use crate::{
     AuditInsert, AuditRow, JobClaim, JobFail, JobFinish, JobInsert, JobInserted, JobLeaseExtend,
@@ -32,11 +32,8 @@ macro_rules! on_dialect {
 
 pub(crate) fn validate_job_insert(insert: &JobInsert) -> Result<(), StoreError> {
     let invalid = |message: String| Err(StoreError::Invalid(message));
-    if !(1..=JOB_ATTEMPTS_MAX).contains(&insert.retry.max_attempts) {
-        return invalid(format!("max attempts must be 1 to {JOB_ATTEMPTS_MAX}"));
-    }
-    if insert.retry.backoff_base > insert.retry.backoff_max {
-        return invalid("backoff base must not exceed the backoff maximum".into());
+    if let Some(retry) = &insert.retry {
+        validate_retry(retry)?;
     }
     if let Some(key) = &insert.unique_key
         && !(1..=JOB_UNIQUE_KEY_LEN_MAX).contains(&key.len())
@@ -55,6 +52,43 @@ pub(crate) fn validate_job_insert(insert: &JobInsert) -> Result<(), StoreError> 
 }
 
 /// Checks a batch of jobs before anything is written (every backend calls it).
+/// A queue's stored policy (max attempts, backoff base and maximum in ms), each part falling
+/// back to the default.
+pub(crate) fn queue_policy(row: Option<(Option<i64>, Option<i64>, Option<i64>)>) -> RetryPolicy {
+    let default = RetryPolicy::default();
+    let Some((attempts, base, max)) = row else {
+        return default;
+    };
+    let ms = |value: Option<i64>, fallback: std::time::Duration| {
+        value
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(std::time::Duration::from_millis)
+            .unwrap_or(fallback)
+    };
+    RetryPolicy {
+        max_attempts: attempts
+            .and_then(|attempts| u32::try_from(attempts).ok())
+            .unwrap_or(default.max_attempts),
+        backoff_base: ms(base, default.backoff_base),
+        backoff_max: ms(max, default.backoff_max),
+    }
+}
+
+/// Checks a retry policy (a job's or a queue's).
+pub fn validate_retry(retry: &RetryPolicy) -> Result<(), StoreError> {
+    if !(1..=JOB_ATTEMPTS_MAX).contains(&retry.max_attempts) {
+        return Err(StoreError::Invalid(format!(
+            "max attempts must be 1 to {JOB_ATTEMPTS_MAX}"
+        )));
+    }
+    if retry.backoff_base > retry.backoff_max {
+        return Err(StoreError::Invalid(
+            "backoff base must not exceed the backoff maximum".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_job_batch(inserts: &[JobInsert]) -> Result<(), StoreError> {
     if inserts.len() > JOB_ENQUEUE_BATCH_MAX {
         return Err(StoreError::Invalid(format!(
@@ -265,6 +299,23 @@ impl Store {
             ));
         }
         on_dialect!(self, store => store.leader_acquire(acquire).await)
+    }
+
+    /// Sets (or with `None` removes) the retry policy of a queue's jobs enqueued without one.
+    pub async fn queue_set_retry(
+        &self,
+        name: &Name,
+        retry: Option<RetryPolicy>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(retry) = &retry {
+            validate_retry(retry)?;
+        }
+        let found = on_dialect!(self, store => store.queue_set_retry(name, retry, now).await)?;
+        found.then_some(()).ok_or_else(|| StoreError::NotFound {
+            what: "queue",
+            id: name.to_string(),
+        })
     }
 
     /// Begins a transaction for the caller's own writes and its jobs.

@@ -19,7 +19,7 @@ use domain::{DesiredState, WorkerId};
 
 pub use changes::ChangeFeed;
 pub use error::StoreError;
-pub use jobs::{StoreTx, validate_job_batch};
+pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.

@@ -204,7 +204,9 @@ pub struct JobInsert {
     pub args: serde_json::Value,
     pub priority: i16,
     pub run_at: DateTime<Utc>,
-    pub retry: RetryPolicy,
+    /// `None`: the queue's own policy (`queues retry`), else the defaults (3 attempts,
+    /// backoff from 2 s).
+    pub retry: Option<RetryPolicy>,
     /// While a job with this key is unfinished in the queue, enqueueing returns it instead.
     pub unique_key: Option<String>,
     pub now: DateTime<Utc>,

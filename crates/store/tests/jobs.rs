@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use domain::{JobState, Name, RetryPolicy};
+use domain::{JobState, Name};
 use store::{AuditInsert, AuditList, Change, JobInsert, Store};
 use testkit::{Backend, TestDb};
 
@@ -24,7 +24,7 @@ fn job(queue: &str, now: DateTime<Utc>) -> JobInsert {
         args: serde_json::json!({"n": 1}),
         priority: 0,
         run_at: now,
-        retry: RetryPolicy::default(),
+        retry: None,
         unique_key: None,
         now,
     }

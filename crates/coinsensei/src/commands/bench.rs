@@ -65,7 +65,7 @@ fn noop(queue: &Name, args: serde_json::Value) -> JobInsert {
         args,
         priority: 0,
         run_at: now,
-        retry: RetryPolicy::default(),
+        retry: Some(RetryPolicy::default()),
         unique_key: None,
         now,
     }

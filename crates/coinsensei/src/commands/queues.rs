@@ -155,6 +155,67 @@ pub async fn limit(settings: Settings, queue: &str, limit: &str) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
+/// `queues retry QUEUE`: the retry policy of the queue's jobs enqueued without one.
+pub async fn retry_policy(
+    settings: Settings,
+    queue: &str,
+    attempts: Option<u32>,
+    backoff: Option<f64>,
+    backoff_max: Option<f64>,
+    default: bool,
+) -> anyhow::Result<ExitCode> {
+    let queue = name("queue name", queue)?;
+    let policy = if default {
+        None
+    } else {
+        let mut policy = RetryPolicy::default();
+        if let Some(attempts) = attempts {
+            policy.max_attempts = attempts;
+        }
+        let seconds = |flag: &str, value: f64| -> anyhow::Result<Duration> {
+            if value.is_finite() && (0.0..=86_400.0).contains(&value) {
+                Ok(Duration::from_secs_f64(value))
+            } else {
+                bail!("{flag} must be between 0 and 86400 seconds")
+            }
+        };
+        if let Some(backoff) = backoff {
+            policy.backoff_base = seconds("--backoff", backoff)?;
+        }
+        if let Some(backoff_max) = backoff_max {
+            policy.backoff_max = seconds("--backoff-max", backoff_max)?;
+        }
+        store::validate_retry(&policy).map_err(|error| anyhow::anyhow!("{error}"))?;
+        Some(policy)
+    };
+    let (store, backend) = open(&settings).await?;
+    match backend.set_retry(&queue, policy, Utc::now()).await {
+        Ok(()) => {}
+        Err(queue::QueueError::NotFound { .. }) => {
+            bail!("no queue named {queue} (see `coinsensei queues list`)")
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let details = match policy {
+        Some(policy) => json!({
+            "max_attempts": policy.max_attempts,
+            "backoff_base_ms": policy.backoff_base.as_millis() as u64,
+            "backoff_max_ms": policy.backoff_max.as_millis() as u64,
+        }),
+        None => json!({"default": true}),
+    };
+    audit(&store, "queue.retry", format!("queue:{queue}"), details).await;
+    store.close().await;
+    match policy {
+        Some(policy) => println!(
+            "queue {queue}: new jobs get {} attempt(s), backoff from {:?} up to {:?}",
+            policy.max_attempts, policy.backoff_base, policy.backoff_max
+        ),
+        None => println!("queue {queue}: new jobs get the default retry policy"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `jobs enqueue` was asked to do.
 pub struct Enqueue {
     pub queue: String,
@@ -179,16 +240,20 @@ pub async fn enqueue(settings: Settings, request: Enqueue) -> anyhow::Result<Exi
         }
         Some(_) => bail!("--delay must be between 0 and 31536000 seconds"),
     };
-    let mut retry = RetryPolicy::default();
-    if let Some(attempts) = request.attempts {
-        if !(1..=domain::limits::JOB_ATTEMPTS_MAX).contains(&attempts) {
-            bail!(
-                "--attempts must be between 1 and {}",
-                domain::limits::JOB_ATTEMPTS_MAX
-            );
+    // Without --attempts the job takes its queue's policy (`queues retry`), else the defaults.
+    let retry = match request.attempts {
+        None => None,
+        Some(attempts) if (1..=domain::limits::JOB_ATTEMPTS_MAX).contains(&attempts) => {
+            Some(RetryPolicy {
+                max_attempts: attempts,
+                ..RetryPolicy::default()
+            })
         }
-        retry.max_attempts = attempts;
-    }
+        Some(_) => bail!(
+            "--attempts must be between 1 and {}",
+            domain::limits::JOB_ATTEMPTS_MAX
+        ),
+    };
     let insert = JobInsert {
         queue,
         kind,

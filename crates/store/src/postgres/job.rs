@@ -4,7 +4,7 @@
 //! commits.
 
 use chrono::{DateTime, Utc};
-use domain::{JobState, Name};
+use domain::{JobState, Name, RetryPolicy};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Row};
 
@@ -61,12 +61,32 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The retry policy a job gets: its own, else its queue's, else the defaults.
+async fn resolve_retry(
+    connection: &mut PgConnection,
+    insert: &JobInsert,
+) -> Result<RetryPolicy, StoreError> {
+    if let Some(retry) = insert.retry {
+        return Ok(retry);
+    }
+    let row: Option<(Option<i32>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "select max_attempts, backoff_base_ms, backoff_max_ms from queue where name = $1",
+    )
+    .bind(insert.queue.as_str())
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(crate::jobs::queue_policy(
+        row.map(|(a, b, c)| (a.map(i64::from), b, c)),
+    ))
+}
+
 /// Inserts one job on `connection` (the pool, or the caller's transaction).
 pub(crate) async fn insert_on(
     connection: &mut PgConnection,
     insert: &JobInsert,
 ) -> Result<JobInserted, StoreError> {
     crate::jobs::validate_job_insert(insert)?;
+    let retry = resolve_retry(connection, insert).await?;
     // A unique key whose job finishes between the insert and the lookup: try again.
     for _ in 0..3 {
         let inserted: Option<i64> = sqlx::query_scalar::<Postgres, i64>(
@@ -83,9 +103,9 @@ pub(crate) async fn insert_on(
         .bind(insert.kind.as_str())
         .bind(&insert.args)
         .bind(insert.priority)
-        .bind(i32::try_from(insert.retry.max_attempts).unwrap_or(i32::MAX))
-        .bind(millis(insert.retry.backoff_base))
-        .bind(millis(insert.retry.backoff_max))
+                .bind(i32::try_from(retry.max_attempts).unwrap_or(i32::MAX))
+        .bind(millis(retry.backoff_base))
+        .bind(millis(retry.backoff_max))
         .bind(insert.unique_key.as_deref())
         .bind(insert.now)
         .bind(insert.run_at)
@@ -132,6 +152,21 @@ impl PgStore {
             return Ok(Vec::new());
         };
         let mut transaction = self.pool.begin().await?;
+        let mut policies: Vec<RetryPolicy> = Vec::with_capacity(inserts.len());
+        let mut by_queue: std::collections::HashMap<&str, RetryPolicy> =
+            std::collections::HashMap::new();
+        for insert in inserts {
+            let policy = match (insert.retry, by_queue.get(insert.queue.as_str())) {
+                (Some(retry), _) => retry,
+                (None, Some(known)) => *known,
+                (None, None) => {
+                    let policy = resolve_retry(&mut transaction, insert).await?;
+                    by_queue.insert(insert.queue.as_str(), policy);
+                    policy
+                }
+            };
+            policies.push(policy);
+        }
         let ids: Vec<i64> = sqlx::query_scalar::<Postgres, i64>(
             "select nextval(pg_get_serial_sequence('job', 'id')) from generate_series(1, $1)",
         )
@@ -142,17 +177,17 @@ impl PgStore {
         let kinds: Vec<&str> = inserts.iter().map(|insert| insert.kind.as_str()).collect();
         let args: Vec<&serde_json::Value> = inserts.iter().map(|insert| &insert.args).collect();
         let priorities: Vec<i16> = inserts.iter().map(|insert| insert.priority).collect();
-        let max_attempts: Vec<i32> = inserts
+        let max_attempts: Vec<i32> = policies
             .iter()
-            .map(|insert| i32::try_from(insert.retry.max_attempts).unwrap_or(i32::MAX))
+            .map(|retry| i32::try_from(retry.max_attempts).unwrap_or(i32::MAX))
             .collect();
-        let backoff_base: Vec<i64> = inserts
+        let backoff_base: Vec<i64> = policies
             .iter()
-            .map(|insert| millis(insert.retry.backoff_base))
+            .map(|retry| millis(retry.backoff_base))
             .collect();
-        let backoff_max: Vec<i64> = inserts
+        let backoff_max: Vec<i64> = policies
             .iter()
-            .map(|insert| millis(insert.retry.backoff_max))
+            .map(|retry| millis(retry.backoff_max))
             .collect();
         let unique_keys: Vec<Option<&str>> = inserts
             .iter()
@@ -562,6 +597,25 @@ impl PgStore {
 }
 
 impl PgStore {
+    pub(crate) async fn queue_set_retry(
+        &self,
+        name: &Name,
+        retry: Option<RetryPolicy>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query::<Postgres>(
+            "update queue set max_attempts = $2, backoff_base_ms = $3, backoff_max_ms = $4, updated_at = $5 where name = $1",
+        )
+        .bind(name.as_str())
+        .bind(retry.map(|retry| i32::try_from(retry.max_attempts).unwrap_or(i32::MAX)))
+        .bind(retry.map(|retry| millis(retry.backoff_base)))
+        .bind(retry.map(|retry| millis(retry.backoff_max)))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
     pub(crate) async fn leader_acquire(&self, acquire: &LeaderAcquire) -> Result<bool, StoreError> {
         let holder: Option<String> = sqlx::query_scalar::<Postgres, String>(
             "insert into leader (name, holder, expires_at) values ($1, $2, $3)

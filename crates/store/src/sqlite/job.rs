@@ -3,7 +3,7 @@
 //! Commits that make jobs available ring the in-process signal.
 
 use chrono::{DateTime, Utc};
-use domain::{JobState, Name};
+use domain::{JobState, Name, RetryPolicy};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, SqliteConnection};
 
@@ -70,12 +70,30 @@ fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// The retry policy a job gets: its own, else its queue's, else the defaults.
+async fn resolve_retry(
+    connection: &mut SqliteConnection,
+    insert: &JobInsert,
+) -> Result<RetryPolicy, StoreError> {
+    if let Some(retry) = insert.retry {
+        return Ok(retry);
+    }
+    let row: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "select max_attempts, backoff_base_ms, backoff_max_ms from queue where name = ?1",
+    )
+    .bind(insert.queue.as_str())
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(crate::jobs::queue_policy(row))
+}
+
 /// Inserts one job on `connection`, which must be inside a write transaction.
 pub(crate) async fn insert_on(
     connection: &mut SqliteConnection,
     insert: &JobInsert,
 ) -> Result<JobInserted, StoreError> {
     crate::jobs::validate_job_insert(insert)?;
+    let retry = resolve_retry(connection, insert).await?;
     sqlx::query::<Sqlite>(
         "insert into queue (name, updated_at) values (?1, ?2) on conflict (name) do nothing",
     )
@@ -95,9 +113,9 @@ pub(crate) async fn insert_on(
     .bind(insert.kind.as_str())
     .bind(insert.args.to_string())
     .bind(insert.priority)
-    .bind(i64::from(insert.retry.max_attempts))
-    .bind(millis(insert.retry.backoff_base))
-    .bind(millis(insert.retry.backoff_max))
+        .bind(i64::from(retry.max_attempts))
+    .bind(millis(retry.backoff_base))
+    .bind(millis(retry.backoff_max))
     .bind(insert.unique_key.as_deref())
     .bind(to_millis(insert.run_at))
     .bind(to_millis(insert.now))
@@ -452,6 +470,27 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+
+    pub(crate) async fn queue_set_retry(
+        &self,
+        name: &Name,
+        retry: Option<RetryPolicy>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        let result = sqlx::query::<Sqlite>(
+            "update queue set max_attempts = ?2, backoff_base_ms = ?3, backoff_max_ms = ?4, updated_at = ?5 where name = ?1",
+        )
+        .bind(name.as_str())
+        .bind(retry.map(|retry| i64::from(retry.max_attempts)))
+        .bind(retry.map(|retry| millis(retry.backoff_base)))
+        .bind(retry.map(|retry| millis(retry.backoff_max)))
+        .bind(to_millis(now))
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(result.rows_affected() > 0)
     }
 
     pub(crate) async fn leader_acquire(&self, acquire: &LeaderAcquire) -> Result<bool, StoreError> {

@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "leader",
         include_str!("../../migrations/sqlite/0003_leader.sql"),
     ),
+    (
+        4,
+        "queue retry",
+        include_str!("../../migrations/sqlite/0004_queue_retry.sql"),
+    ),
 ];
 
 #[derive(Clone)]
