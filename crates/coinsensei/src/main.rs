@@ -56,9 +56,34 @@ enum Command {
     /// Enqueue, inspect, retry and discard jobs.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Create, list and revoke API tokens for the control plane.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Measure parts of the system on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Create a token and print it (once: only its hash is kept).
+    Create {
+        /// viewer (read), operator (also start/stop/restart, pause/resume, retry/discard) or
+        /// admin (also tokens and everything else).
+        #[arg(long)]
+        role: domain::Role,
+        /// Who or what the token is for, shown in lists and the audit log.
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never the tokens themselves).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token: it authenticates nothing from now on.
+    Revoke { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +286,7 @@ fn main() -> ExitCode {
         | Command::Workers(_)
         | Command::Queues(_)
         | Command::Jobs(_)
+        | Command::Tokens(_)
         | Command::Bench(_) => "warn",
     };
     init_logging(default_log);
@@ -391,6 +417,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recovery_trials,
             };
             commands::bench::queue(global.settings(None)?, request).await
+        }
+        Command::Tokens(command) => {
+            let settings = global.settings(None)?;
+            match command {
+                TokensCommand::Create { role, name } => {
+                    commands::tokens::create(settings, role, &name).await
+                }
+                TokensCommand::List { json } => commands::tokens::list(settings, json).await,
+                TokensCommand::Revoke { id } => commands::tokens::revoke(settings, id).await,
+            }
         }
         Command::Jobs(command) => {
             let settings = global.settings(None)?;

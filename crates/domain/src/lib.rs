@@ -8,12 +8,14 @@
 #[macro_use]
 pub mod enums;
 
+pub mod access;
 pub mod amount;
 pub mod asset;
 pub mod job;
 pub mod limits;
 pub mod worker;
 
+pub use access::Role;
 pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetCatalogue, AssetError, Chain, ParseChainError};
 pub use enums::ParseEnumError;

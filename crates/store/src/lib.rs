@@ -11,6 +11,7 @@ mod jobs;
 mod model;
 mod postgres;
 mod sqlite;
+mod tokens;
 
 use std::time::Duration;
 

@@ -319,3 +319,26 @@ pub struct QueueStats {
     /// When the longest-waiting job became available (its `run_at`).
     pub oldest_available_at: Option<DateTime<Utc>>,
 }
+
+/// An API token as listed: never the token itself, nor its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTokenRow {
+    pub id: i64,
+    pub name: String,
+    pub role: domain::Role,
+    /// The token's first characters, enough to recognise it.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTokenInsert {
+    pub name: String,
+    pub role: domain::Role,
+    /// Lowercase hex SHA-256 of the token.
+    pub token_hash: String,
+    pub prefix: String,
+    pub now: DateTime<Utc>,
+}

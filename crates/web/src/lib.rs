@@ -6,6 +6,8 @@
 //! - `GET /readyz`: the database answers and its schema is current; 503 with the reason
 //!   otherwise, so a load balancer stops sending traffic to an instance that cannot serve it.
 
+pub mod auth;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod migrate;
 pub mod queues;
 pub mod serve;
+pub mod tokens;
 pub mod up;
 pub mod worker;
 pub mod workers;

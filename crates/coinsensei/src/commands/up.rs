@@ -48,6 +48,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         "  workers        {} starting (see `coinsensei workers list`)",
         settings.workers.len()
     );
+    match store.api_token_list().await {
+        Ok(tokens) if tokens.iter().all(|token| token.revoked_at.is_some()) => println!(
+            "  first admin token: `coinsensei tokens create --role admin --name NAME` (shown once)"
+        ),
+        _ => {}
+    }
     println!("Press Ctrl-C to stop.");
 
     let served = super::control_plane(store.clone(), &settings, listener, cancel.clone()).await;

@@ -1,5 +1,6 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
+pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 mod worker;
@@ -34,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "queue retry",
         include_str!("../../migrations/postgres/0004_queue_retry.sql"),
+    ),
+    (
+        5,
+        "api token",
+        include_str!("../../migrations/postgres/0005_api_token.sql"),
     ),
 ];
 

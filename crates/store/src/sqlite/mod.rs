@@ -2,6 +2,7 @@
 //! timeout for the several processes of `coinsensei up`, and `begin immediate` for every
 //! write transaction so a read-then-write never fails on a lock upgrade.
 
+pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 mod worker;
@@ -39,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "queue retry",
         include_str!("../../migrations/sqlite/0004_queue_retry.sql"),
+    ),
+    (
+        5,
+        "api token",
+        include_str!("../../migrations/sqlite/0005_api_token.sql"),
     ),
 ];
 
