@@ -335,7 +335,7 @@ async fn every_command_has_help() {
         &["queues", "list"],
         &["queues", "pause"],
         &["queues", "limit"],
-                &["queues", "retry"],
+        &["queues", "retry"],
         &["tokens", "create"],
         &["tokens", "list"],
         &["tokens", "revoke"],

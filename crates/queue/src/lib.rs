@@ -18,7 +18,7 @@ pub use backend::{Backend, QueueError, SqlBackend, Wake, Wakeups};
 pub use handler::{Handler, Outcome, Registry};
 pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use redis_backend::RedisBackend;
-pub use runner::{BatchReport, Ran, Runner, RunnerConfig};
+pub use runner::{BatchReport, Claimed, Ran, Runner, RunnerConfig};
 pub use store::{JobInsert, JobInserted, JobRow, QueueStats};
 
 /// The queue a worker of `kind` on `chain` takes its jobs from, e.g. `tron.withdrawal`.

@@ -46,7 +46,8 @@ local function ready_remove(q, prio, id)
 end
 local function free_unique(q, k, id)
   local key = redis.call('HGET', k, 'unique_key')
-  if key and redis.call('HGET', qk(q, 'unique'), key) == tostring(id) then
+  local holder = key and redis.call('HGET', qk(q, 'unique'), key)
+  if holder and tonumber(holder) == tonumber(id) then
     redis.call('HDEL', qk(q, 'unique'), key)
   end
 end
@@ -85,7 +86,14 @@ for i = 0, n - 1 do
     maxa, base, bmax = policy[1] or maxa, policy[2] or base, policy[3] or bmax
   end
   local existing = false
-  if ukey ~= '' then existing = redis.call('HGET', qk(q, 'unique'), ukey) end
+  if ukey ~= '' then
+    existing = redis.call('HGET', qk(q, 'unique'), ukey)
+    -- Only an unfinished job holds its key; a stale entry is overwritten below.
+    if existing then
+      local state = redis.call('HGET', jk(existing), 'state')
+      if state ~= 'available' and state ~= 'running' then existing = false end
+    end
+  end
   if existing then
     out[#out + 1] = tonumber(existing); out[#out + 1] = 0
   else
@@ -149,22 +157,20 @@ end
 return out
 "#;
 
-/// ARGV: prefix, owner, lease_until.
+/// ARGV: prefix, owner, lease_until, then pairs of id, token: the jobs the owner still runs.
 const EXTEND: &str = r#"
 local owner, lease = ARGV[2], tonumber(ARGV[3])
 local n = 0
-for _, m in ipairs(redis.call('SMEMBERS', P .. 'owner:' .. owner)) do
-  local k = jk(m)
-  local state, holder, q = unpack(redis.call('HMGET', k, 'state', 'lease_owner', 'queue'))
-  if state == 'running' and holder == owner then
-    if tonumber(redis.call('HGET', k, 'lease_expires_at')) < lease then
-      redis.call('HSET', k, 'lease_expires_at', lease)
-      redis.call('ZADD', qk(q, 'running'), 'XX', lease, m)
-      redis.call('ZADD', P .. 'running', 'XX', lease, m)
-      n = n + 1
-    end
-  else
-    redis.call('SREM', P .. 'owner:' .. owner, m)
+for i = 4, #ARGV, 2 do
+  local k = jk(ARGV[i])
+  local state, holder, token, q, expires =
+    unpack(redis.call('HMGET', k, 'state', 'lease_owner', 'token', 'queue', 'lease_expires_at'))
+  if state == 'running' and holder == owner and token == ARGV[i + 1] and tonumber(expires) < lease then
+    local m = pad(ARGV[i])
+    redis.call('HSET', k, 'lease_expires_at', lease)
+    redis.call('ZADD', qk(q, 'running'), 'XX', lease, m)
+    redis.call('ZADD', P .. 'running', 'XX', lease, m)
+    n = n + 1
   end
 end
 return n
@@ -244,6 +250,9 @@ for _, m in ipairs(members) do
     out[#out + 1] = redis.call('HGETALL', k)
   elseif owner ~= '' then
     redis.call('SREM', P .. 'owner:' .. owner, m)
+  else
+    -- Not running any more (or gone): a stale entry must not fill the LIMIT window.
+    redis.call('ZREM', P .. 'running', m)
   end
 end
 for q, _ in pairs(woken) do redis.call('PUBLISH', P .. 'wake', q) end
@@ -341,10 +350,11 @@ end
 return 0
 "#;
 
-/// ARGV: prefix, keep_completed, keep_failed, finished_before ('' = none).
+/// ARGV: prefix, keep_completed, keep_failed, finished_before ('' = none), most to delete
+/// (a bounded script: Redis runs nothing else meanwhile).
 const PRUNE: &str = r#"
 local keep = {completed = tonumber(ARGV[2]), failed = tonumber(ARGV[3]), cancelled = tonumber(ARGV[3])}
-local before = ARGV[4]
+local before, limit = ARGV[4], tonumber(ARGV[5])
 local n = 0
 for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
   for state, kept in pairs(keep) do
@@ -358,6 +368,7 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
       for _, m in ipairs(redis.call('ZRANGEBYSCORE', zk, '-inf', '(' .. before)) do victims[m] = true end
     end
     for m, _ in pairs(victims) do
+      if n >= limit then return n end
       redis.call('ZREM', zk, m)
       redis.call('DEL', jk(m))
       n = n + 1
@@ -765,12 +776,19 @@ impl Backend for RedisBackend {
     }
 
     async fn extend_leases(&self, extend: &JobLeaseExtend) -> Result<u64, QueueError> {
-        let mut connection = self.connection.clone();
-        self.scripts
-            .extend
+        if extend.jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.scripts.extend.prepare_invoke();
+        invocation
             .arg(&self.prefix)
             .arg(&extend.owner)
-            .arg(ms(extend.lease_until))
+            .arg(ms(extend.lease_until));
+        for (id, token) in &extend.jobs {
+            invocation.arg(id).arg(token);
+        }
+        let mut connection = self.connection.clone();
+        invocation
             .invoke_async(&mut connection)
             .await
             .map_err(unavailable)
@@ -1003,21 +1021,31 @@ impl Backend for RedisBackend {
     }
 
     async fn prune(&self, prune: &JobPrune) -> Result<u64, QueueError> {
-        let mut connection = self.connection.clone();
-        self.scripts
-            .prune
-            .arg(&self.prefix)
-            .arg(prune.keep_completed)
-            .arg(prune.keep_failed)
-            .arg(
-                prune
-                    .finished_before
-                    .map(|at| ms(at).to_string())
-                    .unwrap_or_default(),
-            )
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)
+        /// Most jobs one prune script deletes; the loop below takes the rest.
+        const PRUNE_BATCH: u64 = 5_000;
+        let before = prune
+            .finished_before
+            .map(|at| ms(at).to_string())
+            .unwrap_or_default();
+        let mut total = 0;
+        loop {
+            let mut connection = self.connection.clone();
+            let pruned: u64 = self
+                .scripts
+                .prune
+                .arg(&self.prefix)
+                .arg(prune.keep_completed)
+                .arg(prune.keep_failed)
+                .arg(&before)
+                .arg(PRUNE_BATCH)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            total += pruned;
+            if pruned < PRUNE_BATCH {
+                return Ok(total);
+            }
+        }
     }
 
     async fn set_retry(

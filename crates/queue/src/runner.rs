@@ -2,7 +2,8 @@
 //! token. A refused settlement (the lease expired and someone else holds the job) is reported
 //! as lost, never retried: the current holder owns the job now.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -45,6 +46,39 @@ pub struct Runner {
     backend: Arc<dyn Backend>,
     registry: Registry,
     config: RunnerConfig,
+    /// The jobs this runner is running now, by id, with their claim tokens: the only leases
+    /// it extends. A job leaves the map however its run ends (settled, failed to settle,
+    /// panicked, aborted), so a job nobody runs any more is left to expire and be rescued.
+    held: Arc<Mutex<HashMap<i64, i64>>>,
+}
+
+/// Jobs claimed by a runner and not yet settled; dropping it stops their lease extension.
+pub struct Claimed {
+    pub jobs: Vec<JobRow>,
+    _held: Held,
+}
+
+impl Claimed {
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+struct Held {
+    held: Arc<Mutex<HashMap<i64, i64>>>,
+    ids: Vec<i64>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in &self.ids {
+            held.remove(id);
+        }
+    }
 }
 
 impl Runner {
@@ -53,6 +87,21 @@ impl Runner {
             backend,
             registry,
             config,
+            held: Arc::default(),
+        }
+    }
+
+    fn hold(&self, jobs: &[JobRow]) -> Held {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for job in jobs {
+            held.insert(job.id, job.token);
+        }
+        Held {
+            held: Arc::clone(&self.held),
+            ids: jobs.iter().map(|job| job.id).collect(),
         }
     }
 
@@ -77,6 +126,7 @@ impl Runner {
         let Some(job) = self.backend.claim(&claim).await?.into_iter().next() else {
             return Ok(Ran::Idle);
         };
+        let _held = self.hold(std::slice::from_ref(&job));
         let outcome = match self.registry.get(job.kind.as_str()) {
             Some(handler) => handler.run(&job).await,
             None => Outcome::Fatal(format!(
@@ -145,14 +195,14 @@ impl Runner {
     /// Claims up to `limit` jobs at once, runs their handlers concurrently and completes the
     /// successful ones in one batch: the throughput path, two round trips per batch.
     pub async fn run_batch(&self, limit: u32) -> Result<BatchReport, QueueError> {
-        let jobs = self.claim_batch(limit).await?;
-        let running = jobs.len().max(1);
-        self.finish_batch(jobs, running).await
+        let claimed = self.claim_batch(limit).await?;
+        let running = claimed.jobs.len().max(1);
+        self.finish_batch(claimed, running).await
     }
 
     /// Claims up to `limit` jobs. With `finish_batch`, lets a caller claim the next batch
     /// while the previous one completes.
-    pub async fn claim_batch(&self, limit: u32) -> Result<Vec<JobRow>, QueueError> {
+    pub async fn claim_batch(&self, limit: u32) -> Result<Claimed, QueueError> {
         let now = Utc::now();
         let claim = JobClaim {
             queue: self.config.queue.clone(),
@@ -161,16 +211,19 @@ impl Runner {
             lease_until: now + self.config.lease,
             now,
         };
-        self.backend.claim(&claim).await
+        let jobs = self.backend.claim(&claim).await?;
+        let held = self.hold(&jobs);
+        Ok(Claimed { jobs, _held: held })
     }
 
     /// Runs the handlers of claimed jobs, at most `max_running` at once, and settles them,
     /// completing the successful ones in one call.
     pub async fn finish_batch(
         &self,
-        jobs: Vec<JobRow>,
+        claimed: Claimed,
         max_running: usize,
     ) -> Result<BatchReport, QueueError> {
+        let jobs = &claimed.jobs;
         let mut report = BatchReport {
             claimed: jobs.len(),
             ..BatchReport::default()
@@ -216,11 +269,22 @@ impl Runner {
         Ok(report)
     }
 
-    /// Extends the leases of every job this runner's owner holds.
+    /// Extends the leases of the jobs this runner is running now.
     pub async fn extend_leases(&self) -> Result<u64, QueueError> {
+        let jobs: Vec<(i64, i64)> = {
+            let held = self
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.iter().map(|(id, token)| (*id, *token)).collect()
+        };
+        if jobs.is_empty() {
+            return Ok(0);
+        }
         let now = Utc::now();
         let extend = JobLeaseExtend {
             owner: self.config.owner.clone(),
+            jobs,
             lease_until: now + self.config.lease,
             now,
         };

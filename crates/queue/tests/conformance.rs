@@ -429,6 +429,7 @@ async fn expired_leases_are_rescued_and_stale_holders_refused(harness: &Harness)
     let extended = backend
         .extend_leases(&JobLeaseExtend {
             owner: "w1".into(),
+            jobs: vec![(held.id, held.token)],
             lease_until: at(20),
             now: at(5),
         })
@@ -439,6 +440,7 @@ async fn expired_leases_are_rescued_and_stale_holders_refused(harness: &Harness)
         backend
             .extend_leases(&JobLeaseExtend {
                 owner: "w9".into(),
+                jobs: vec![(held.id, held.token)],
                 lease_until: at(90),
                 now: at(5)
             })
@@ -788,6 +790,43 @@ async fn queues_have_their_own_retry_policy(harness: &Harness) {
     ));
 }
 
+async fn a_job_failed_by_rescue_frees_its_unique_key(harness: &Harness) {
+    let backend = &harness.backend;
+    let mut keyed = job("q", at(0));
+    keyed.unique_key = Some("withdrawal:42".into());
+    keyed.retry = Some(RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    });
+    let first = backend.enqueue(&keyed).await.unwrap().id;
+    let held = backend
+        .claim(&claim("q", "w1", 1, at(1)))
+        .await
+        .unwrap()
+        .remove(0);
+    // Only the jobs named are extended, and a wrong token extends nothing.
+    let wrong = JobLeaseExtend {
+        owner: "w1".into(),
+        jobs: vec![(held.id, held.token + 1)],
+        lease_until: at(90),
+        now: at(2),
+    };
+    assert_eq!(backend.extend_leases(&wrong).await.unwrap(), 0);
+    // Its worker dies on the last attempt: the rescue fails the job for good...
+    let rescued = backend
+        .rescue(&JobRescue {
+            owner: None,
+            limit: 10,
+            now: at(3600),
+        })
+        .await
+        .unwrap();
+    assert_eq!((rescued.len(), rescued[0].state), (1, JobState::Failed));
+    // ...and the key is free for a new job.
+    let again = backend.enqueue(&keyed).await.unwrap();
+    assert!(again.inserted && again.id != first, "{again:?}");
+}
+
 async fn one_leader_at_a_time(harness: &Harness) {
     let backend = &harness.backend;
     let ttl = Duration::from_millis(300);
@@ -851,4 +890,5 @@ on_every_backend!(
     enqueues_wake_listeners,
     one_leader_at_a_time,
     queues_have_their_own_retry_policy,
+    a_job_failed_by_rescue_frees_its_unique_key,
 );

@@ -174,7 +174,34 @@ async fn maintenance_prunes_beyond_the_kept_counts(db: Db) {
     assert_eq!((stats[0].completed, stats[0].failed), (2, 1));
 }
 
+async fn only_jobs_still_running_keep_their_lease(db: Db) {
+    let (_db, backend) = backend(db).await;
+    let runner = Arc::new(runner(&backend, "w1", Duration::from_secs(30)));
+    let mut slow = insert("sleep");
+    slow.args = serde_json::json!({"ms": 5_000});
+    backend.enqueue(&slow).await.unwrap();
+    let task = {
+        let runner = Arc::clone(&runner);
+        tokio::spawn(async move { runner.run_one().await })
+    };
+    testkit::wait_for("the job running", Duration::from_secs(5), || async {
+        (backend.stats(Utc::now()).await.unwrap().first()?.running == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        runner.extend_leases().await.unwrap(),
+        1,
+        "a running job is extended"
+    );
+    // The run is aborted (a drain timeout, a panic): its lease is no longer extended, so it
+    // expires and the job is rescued instead of being held forever.
+    task.abort();
+    let _ = task.await;
+    assert_eq!(runner.extend_leases().await.unwrap(), 0);
+}
+
 testkit::on_both_stores!(
+    only_jobs_still_running_keep_their_lease,
     each_outcome_settles_the_job,
     a_runner_whose_lease_was_taken_cannot_settle,
     maintenance_prunes_beyond_the_kept_counts,

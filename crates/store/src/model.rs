@@ -230,10 +230,14 @@ pub struct JobClaim {
     pub now: DateTime<Utc>,
 }
 
-/// Extends every lease `owner` holds to `lease_until`.
+/// Extends the leases of the jobs `owner` is running (by id and claim token) to
+/// `lease_until`. Only the jobs named: a job its holder lost track of (a panicked handler, an
+/// aborted task) is left to expire and be rescued.
 #[derive(Debug, Clone)]
 pub struct JobLeaseExtend {
     pub owner: String,
+    /// (job id, claim token) of each job to keep.
+    pub jobs: Vec<(i64, i64)>,
     pub lease_until: DateTime<Utc>,
     pub now: DateTime<Utc>,
 }

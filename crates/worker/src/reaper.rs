@@ -36,23 +36,11 @@ impl ReaperConfig {
 pub struct Reaper {
     store: Store,
     config: ReaperConfig,
-    queue: Option<std::sync::Arc<dyn queue::Backend>>,
 }
 
 impl Reaper {
     pub fn new(store: Store, config: ReaperConfig) -> Self {
-        Reaper {
-            store,
-            config,
-            queue: None,
-        }
-    }
-
-    /// Also releases the job leases of every worker marked lost, so its jobs run again
-    /// elsewhere now instead of when their leases expire.
-    pub fn with_queue(mut self, queue: std::sync::Arc<dyn queue::Backend>) -> Self {
-        self.queue = Some(queue);
-        self
+        Reaper { store, config }
     }
 
     /// One pass at time `now`: returns the workers it marked lost.
@@ -69,23 +57,9 @@ impl Reaper {
             })
             .await?;
         for worker in &reaped {
-            if let (Some(queue), Some(incarnation)) = (&self.queue, &worker.incarnation) {
-                let owner = crate::runtime::lease_owner(&worker.id, incarnation);
-                let rescue = store::JobRescue {
-                    owner: Some(owner),
-                    limit: domain::limits::JOB_RESCUE_BATCH_MAX,
-                    now,
-                };
-                match queue.rescue(&rescue).await {
-                    Ok(jobs) if !jobs.is_empty() => {
-                        tracing::warn!(worker = %worker.id, jobs = jobs.len(), "released the lost worker's jobs");
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::warn!(worker = %worker.id, %error, "could not release the lost worker's jobs; their leases expire instead")
-                    }
-                }
-            }
+            // Its job leases are left to expire rather than released here: a worker whose
+            // heartbeat stalled may still be running its jobs, and only lease expiry (which it
+            // would have prevented by extending them) proves it stopped.
             tracing::warn!(
                 worker = %worker.id,
                 last_heartbeat = ?worker.last_heartbeat,

@@ -89,8 +89,7 @@ pub async fn control_plane(
             settings.heartbeat_interval,
             settings.lost_after_intervals,
         ),
-    )
-    .with_queue(std::sync::Arc::clone(&backend));
+    );
     let reaper_task = tokio::spawn({
         let cancel = cancel.clone();
         async move { reaper.run(cancel).await }

@@ -251,14 +251,17 @@ impl PgStore {
 
     pub(crate) async fn job_claim(&self, claim: &JobClaim) -> Result<Vec<JobRow>, StoreError> {
         let limit = i64::from(claim.limit.min(domain::limits::JOB_CLAIM_BATCH_MAX));
-        // Fast path, one statement: queues without a pause or a concurrency limit.
+        // Fast path, one statement: queues without a pause or a concurrency limit. The share
+        // lock on the queue row makes a concurrent pause or limit wait for claims in flight,
+        // and claims after it see the new settings.
         let rows = sqlx::query::<Postgres>(concat!(
             "update job set state = 'running', attempt = attempt + 1, token = token + 1, lease_owner = $2,
                     lease_expires_at = $3, started_at = $4
              where id in (
                  select id from job
                  where queue = $1 and state = 'available' and run_at <= $4
-                   and not exists (select 1 from queue q where q.name = $1 and (q.paused or q.concurrency_limit is not null))
+                   and exists (select 1 from queue q where q.name = $1 and not q.paused
+                               and q.concurrency_limit is null for share)
                  order by priority, run_at, id
                  limit $5
                  for update skip locked)
@@ -319,11 +322,18 @@ impl PgStore {
         &self,
         extend: &JobLeaseExtend,
     ) -> Result<u64, StoreError> {
+        let ids: Vec<i64> = extend.jobs.iter().map(|(id, _)| *id).collect();
+        let tokens: Vec<i64> = extend.jobs.iter().map(|(_, token)| *token).collect();
         let result = sqlx::query::<Postgres>(
-            "update job set lease_expires_at = $2 where lease_owner = $1 and state = 'running' and lease_expires_at < $2",
+            "update job set lease_expires_at = $2
+             from unnest($3::int8[], $4::int8[]) as held(id, token)
+             where job.id = held.id and job.token = held.token and job.state = 'running'
+               and job.lease_owner = $1 and job.lease_expires_at < $2",
         )
         .bind(&extend.owner)
         .bind(extend.lease_until)
+        .bind(&ids)
+        .bind(&tokens)
         .execute(&self.pool)
         .await?;
         Ok(result.rows_affected())
@@ -507,7 +517,7 @@ impl PgStore {
 
     pub(crate) async fn job_prune(&self, prune: &JobPrune) -> Result<u64, StoreError> {
         let result = sqlx::query::<Postgres>(
-            "delete from job where id in (
+            "delete from job where state in ('completed', 'failed', 'cancelled') and id in (
                  select id from (
                      select id, state, finished_at,
                             row_number() over (partition by queue, state order by id desc) as rank

@@ -220,15 +220,22 @@ impl SqliteStore {
         extend: &JobLeaseExtend,
     ) -> Result<u64, StoreError> {
         let mut transaction = self.begin_write().await?;
-        let result = sqlx::query::<Sqlite>(
-            "update job set lease_expires_at = ?2 where lease_owner = ?1 and state = 'running' and lease_expires_at < ?2",
-        )
-        .bind(&extend.owner)
-        .bind(to_millis(extend.lease_until))
-        .execute(&mut *transaction)
-        .await?;
+        let mut extended = 0;
+        for (id, token) in &extend.jobs {
+            let result = sqlx::query::<Sqlite>(
+                "update job set lease_expires_at = ?2
+                 where id = ?3 and token = ?4 and state = 'running' and lease_owner = ?1 and lease_expires_at < ?2",
+            )
+            .bind(&extend.owner)
+            .bind(to_millis(extend.lease_until))
+            .bind(id)
+            .bind(token)
+            .execute(&mut *transaction)
+            .await?;
+            extended += result.rows_affected();
+        }
         transaction.commit().await?;
-        Ok(result.rows_affected())
+        Ok(extended)
     }
 
     pub(crate) async fn job_complete_many(
@@ -297,6 +304,7 @@ impl SqliteStore {
         .fetch_optional(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        self.ring();
         row.as_ref().map(decode).transpose()
     }
 
@@ -318,6 +326,7 @@ impl SqliteStore {
         .fetch_optional(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        self.ring();
         row.as_ref().map(decode).transpose()
     }
 
