@@ -6,6 +6,7 @@
 //! - `GET /readyz`: the database answers and its schema is current; 503 with the reason
 //!   otherwise, so a load balancer stops sending traffic to an instance that cannot serve it.
 
+pub mod api;
 pub mod auth;
 
 use std::net::SocketAddr;
@@ -25,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
-struct AppState {
-    store: Store,
+pub(crate) struct AppState {
+    pub(crate) store: Store,
 }
 
 /// The control plane's router.
@@ -34,6 +35,7 @@ pub fn router(store: Store) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(api::routes())
         .with_state(AppState { store })
 }
 

@@ -1,0 +1,235 @@
+//! The admin API's first slice through the router, on both stores: every route needs a
+//! token, roles decide who may act, errors are JSON 4xx, and each action is audited with the
+//! token that made it.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use chrono::Utc;
+use domain::{Chain, Role, WorkerId, WorkerKind};
+use serde_json::Value;
+use store::{ApiTokenInsert, AuditList, Store, WorkerRegister};
+use testkit::TestDb;
+use tower::ServiceExt;
+
+async fn call(
+    store: &Store,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = web::router(store.clone())
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn token(store: &Store, role: Role, name: &str) -> (i64, String) {
+    let token = web::auth::new_token();
+    let row = store
+        .api_token_insert(&ApiTokenInsert {
+            name: name.into(),
+            role,
+            token_hash: token.hash.clone(),
+            prefix: token.prefix.clone(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    (row.id, token.secret)
+}
+
+async fn register(store: &Store, id: &str, kind: WorkerKind, chain: Chain) {
+    store
+        .worker_register(&WorkerRegister {
+            id: WorkerId::new(id).unwrap(),
+            name: id.into(),
+            kind,
+            chain,
+            pid: Some(1),
+            host: Some("h".into()),
+            port: None,
+            version: None,
+            config: serde_json::json!({}),
+            incarnation: format!("inc-{id}"),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "{body}"
+    );
+}
+
+async fn workers_api_enforces_roles_and_audits(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    register(
+        &store,
+        "ethereum-deposit-1",
+        WorkerKind::Deposit,
+        Chain::Ethereum,
+    )
+    .await;
+    let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let (operator_id, operator) = token(&store, Role::Operator, "on-call").await;
+    let (revoked_id, revoked) = token(&store, Role::Admin, "old").await;
+    store
+        .api_token_revoke(revoked_id, Utc::now())
+        .await
+        .unwrap();
+
+    // No token, a wrong one, a revoked one: 401, and nothing else answers.
+    for token in [None, Some("cst_nope"), Some(revoked.as_str())] {
+        let (status, body) = call(&store, Method::GET, "/api/admin/workers", token).await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+        let (status, body) = call(
+            &store,
+            Method::POST,
+            "/api/admin/workers/tron-withdrawal-1/stop",
+            token,
+        )
+        .await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+
+    // A viewer reads.
+    let (status, body) = call(&store, Method::GET, "/api/admin/workers", Some(&viewer)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["workers"].as_array().unwrap().len(), 2);
+    let (_, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/workers?chain=tron&limit=10",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(body["workers"][0]["id"], "tron-withdrawal-1");
+    assert_eq!(body["workers"].as_array().unwrap().len(), 1);
+    for bad in [
+        "/api/admin/workers?chain=solana",
+        "/api/admin/workers?bogus=1",
+        "/api/admin/workers?limit=lots",
+    ] {
+        let (status, body) = call(&store, Method::GET, bad, Some(&viewer)).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid");
+    }
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/workers/tron-withdrawal-1",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        (status, body["type"].as_str()),
+        (StatusCode::OK, Some("withdrawal")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/workers/nope",
+        Some(&viewer),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    // ...but may not act, and the refusal changes nothing.
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/workers/tron-withdrawal-1/stop",
+        Some(&viewer),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let row = store
+        .worker_get(&WorkerId::new("tron-withdrawal-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.desired_state.as_str(), "running");
+
+    // An operator stops a worker: 202 with the new desired state, audited with the token.
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/workers/tron-withdrawal-1/stop",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(
+        (status, body["desired_state"].as_str()),
+        (StatusCode::ACCEPTED, Some("stopped")),
+        "{body}"
+    );
+    let audit = store
+        .audit_list(&AuditList {
+            action: Some("worker.stop".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].actor, format!("token:{operator_id}:on-call"));
+    // Meaningless or unknown: 409 with the reason, 404; nothing written.
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/workers/tron-withdrawal-1/stop",
+        Some(&operator),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already desired stopped")
+    );
+    for path in [
+        "/api/admin/workers/nope/stop",
+        "/api/admin/workers/tron-withdrawal-1/explode",
+        "/api/admin/workers/Bad%20Id/stop",
+    ] {
+        let (status, body) = call(&store, Method::POST, path, Some(&operator)).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    }
+    let all = store
+        .audit_list(&AuditList {
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "only the accepted action was recorded");
+}
+
+testkit::on_both_stores!(db: workers_api_enforces_roles_and_audits);
