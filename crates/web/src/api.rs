@@ -144,6 +144,306 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/admin/workers", get(list_workers))
         .route("/api/admin/workers/{id}", get(get_worker))
         .route("/api/admin/workers/{id}/{action}", post(control_worker))
+        .route("/api/admin/queues", get(list_queues))
+        .route("/api/admin/queues/{name}/{action}", post(control_queue))
+        .route("/api/admin/jobs", get(list_jobs))
+        .route("/api/admin/jobs/{id}", get(get_job))
+        .route("/api/admin/jobs/{id}/{action}", post(control_job))
+        .route("/api/admin/audit", get(list_audit))
+}
+
+impl From<queue::QueueError> for ApiError {
+    fn from(error: queue::QueueError) -> Self {
+        use queue::QueueError;
+        match error {
+            QueueError::NotFound { what, id } => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} {id} not found"),
+            ),
+            QueueError::Conflict(message) | QueueError::Stale(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            QueueError::Invalid(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+            }
+            QueueError::Unavailable(message) => {
+                tracing::warn!(error = %message, "admin api: queue unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the job queue is unavailable; try again",
+                )
+            }
+            QueueError::Backend(message) => {
+                tracing::error!(error = %message, "admin api: queue error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+fn bad_query(error: axum::extract::rejection::QueryRejection) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text())
+}
+
+fn name(what: &str, text: &str) -> Result<domain::Name, ApiError> {
+    domain::Name::new(text).map_err(|error| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what}: {error}"),
+        )
+    })
+}
+
+/// Records an operator's action on the queue; written after it (a crash in between loses the
+/// entry, never the effect).
+async fn audit(state: &AppState, caller: &Caller, action: &str, target: String, details: Value) {
+    let insert = store::AuditInsert {
+        actor: caller.actor(),
+        action: action.into(),
+        target,
+        details,
+        now: Utc::now(),
+    };
+    if let Err(error) = state.store.audit_insert(&insert).await {
+        tracing::warn!(%error, "admin api: the action took effect but its audit entry was not written");
+    }
+}
+
+fn job_json(job: &store::JobRow) -> Value {
+    json!({
+        "id": job.id,
+        "queue": job.queue.as_str(),
+        "kind": job.kind.as_str(),
+        "args": job.args,
+        "state": job.state.as_str(),
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "unique_key": job.unique_key,
+        "run_at": job.run_at.to_rfc3339(),
+        "lease_owner": job.lease_owner,
+        "rescues": job.rescues,
+        "errors": job.errors,
+        "created_at": job.created_at.to_rfc3339(),
+        "started_at": time(job.started_at),
+        "finished_at": time(job.finished_at),
+    })
+}
+
+async fn list_queues(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let now = Utc::now();
+    let stats = state.queue.stats(now).await?;
+    let queues: Vec<Value> = stats
+        .iter()
+        .map(|queue| {
+            json!({
+                "name": queue.name.as_str(),
+                "paused": queue.paused,
+                "concurrency_limit": queue.concurrency_limit,
+                "available": queue.available,
+                "scheduled": queue.scheduled,
+                "running": queue.running,
+                "completed": queue.completed,
+                "failed": queue.failed,
+                "cancelled": queue.cancelled,
+                "oldest_available_age_ms": queue.oldest_available_at.map(|at| (now - at).num_milliseconds().max(0)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"queues": queues})))
+}
+
+async fn control_queue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((queue, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no queue action {other:?}: pause or resume"),
+            ));
+        }
+    };
+    caller.require(Role::Operator)?;
+    let queue = name("queue", &queue)?;
+    state.queue.pause(&queue, paused, Utc::now()).await?;
+    audit(
+        &state,
+        &caller,
+        &format!("queue.{action}"),
+        format!("queue:{queue}"),
+        json!({}),
+    )
+    .await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"name": queue.as_str(), "paused": paused})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobQuery {
+    queue: Option<String>,
+    state: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let queue = query
+        .queue
+        .map(|queue| {
+            domain::Name::new(queue).map_err(|error| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.to_string())
+            })
+        })
+        .transpose()?;
+    let limit = query
+        .limit
+        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
+        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let jobs = state
+        .queue
+        .list(&store::JobList {
+            queue,
+            state: parse::<domain::JobState>("state", query.state)?,
+            before_id: query.before_id,
+            limit,
+        })
+        .await?;
+    let next = if jobs.len() == limit as usize {
+        jobs.last().map(|job| job.id)
+    } else {
+        None
+    };
+    Ok(Json(
+        json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "next_before_id": next}),
+    ))
+}
+
+fn job_id(text: &str) -> Result<i64, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job {text:?}"),
+        )
+    })
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let id = job_id(&id)?;
+    let job = state.queue.get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {id} not found"),
+        )
+    })?;
+    Ok(Json(job_json(&job)))
+}
+
+async fn control_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    if action != "retry" && action != "discard" {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no job action {action:?}: retry or discard"),
+        ));
+    }
+    caller.require(Role::Operator)?;
+    let id = job_id(&id)?;
+    let now = Utc::now();
+    let job = if action == "retry" {
+        state.queue.retry(id, now).await?
+    } else {
+        state.queue.discard(id, now).await?
+    };
+    audit(
+        &state,
+        &caller,
+        &format!("job.{action}"),
+        format!("job:{id}"),
+        json!({"queue": job.queue.as_str()}),
+    )
+    .await;
+    Ok((StatusCode::ACCEPTED, Json(job_json(&job))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn list_audit(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Role::Viewer)?;
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = query
+        .limit
+        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
+        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let entries = state
+        .store
+        .audit_list(&AuditList {
+            actor: query.actor,
+            action: query.action,
+            target: query.target,
+            before_id: query.before_id,
+            limit,
+        })
+        .await?;
+    let next = if entries.len() == limit as usize {
+        entries.last().map(|entry| entry.id)
+    } else {
+        None
+    };
+    let entries: Vec<Value> = entries
+        .iter()
+        .map(|entry| json!({"id": entry.id, "at": entry.at.to_rfc3339(), "actor": entry.actor, "action": entry.action, "target": entry.target, "details": entry.details}))
+        .collect();
+    Ok(Json(json!({"entries": entries, "next_before_id": next})))
 }
 
 #[derive(Debug, Deserialize)]

@@ -28,15 +28,16 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: Store,
+    pub(crate) queue: std::sync::Arc<dyn queue::Backend>,
 }
 
 /// The control plane's router.
-pub fn router(store: Store) -> Router {
+pub fn router(store: Store, queue: std::sync::Arc<dyn queue::Backend>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(api::routes())
-        .with_state(AppState { store })
+        .with_state(AppState { store, queue })
 }
 
 async fn healthz() -> Response {
@@ -83,11 +84,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn serve(
     listener: TcpListener,
     store: Store,
+    queue: std::sync::Arc<dyn queue::Backend>,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?address, "control plane listening");
-    axum::serve(listener, router(store))
+    axum::serve(listener, router(store, queue))
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }
@@ -99,6 +101,10 @@ mod tests {
     use axum::http::Request;
     use testkit::{Backend, TestDb};
     use tower::ServiceExt;
+
+    fn sql(store: &Store) -> std::sync::Arc<dyn queue::Backend> {
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone()))
+    }
 
     async fn get_json(router: Router, path: &str) -> (StatusCode, serde_json::Value) {
         let response = router
@@ -118,9 +124,9 @@ mod tests {
         let store = Store::connect(&db.url, &store::StoreOptions::default())
             .await
             .unwrap();
-        let (status, _) = get_json(router(store.clone()), "/healthz").await;
+        let (status, _) = get_json(router(store.clone(), sql(&store)), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
-        let (status, body) = get_json(router(store.clone()), "/readyz").await;
+        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body["reason"]
@@ -131,7 +137,7 @@ mod tests {
         );
 
         store.migrate().await.unwrap();
-        let (status, body) = get_json(router(store.clone()), "/readyz").await;
+        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let dialect = match db.backend {
             Backend::Postgres => "postgres",
@@ -141,9 +147,9 @@ mod tests {
 
         // The database goes away: still alive, no longer ready.
         store.close().await;
-        let (status, _) = get_json(router(store.clone()), "/healthz").await;
+        let (status, _) = get_json(router(store.clone(), sql(&store)), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
-        let (status, body) = get_json(router(store), "/readyz").await;
+        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body["reason"].as_str().unwrap().starts_with("database"),

@@ -21,10 +21,13 @@ async fn call(
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = web::router(store.clone())
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+    )
+    .oneshot(request.body(Body::empty()).unwrap())
+    .await
+    .unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
@@ -232,4 +235,153 @@ async fn workers_api_enforces_roles_and_audits(db: &TestDb) {
     assert_eq!(all.len(), 1, "only the accepted action was recorded");
 }
 
-testkit::on_both_stores!(db: workers_api_enforces_roles_and_audits);
+async fn queues_jobs_and_audit_through_the_api(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let (operator_id, operator) = token(&store, Role::Operator, "on-call").await;
+    let now = Utc::now();
+    let insert = store::JobInsert {
+        queue: domain::Name::new("tron.withdrawal").unwrap(),
+        kind: domain::Name::new("noop").unwrap(),
+        args: serde_json::json!({"n": 1}),
+        priority: 0,
+        run_at: now,
+        retry: Some(domain::RetryPolicy {
+            max_attempts: 1,
+            ..domain::RetryPolicy::default()
+        }),
+        unique_key: None,
+        now,
+    };
+    let id = store.job_insert(&insert).await.unwrap().id;
+    let claimed = store
+        .job_claim(&store::JobClaim {
+            queue: insert.queue.clone(),
+            owner: "w".into(),
+            limit: 1,
+            lease_until: now + std::time::Duration::from_secs(30),
+            now,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .job_fail(&store::JobFail {
+            id,
+            token: claimed.token,
+            error: "node timeout".into(),
+            retry_at: None,
+            now,
+        })
+        .await
+        .unwrap();
+
+    let (status, body) = call(&store, Method::GET, "/api/admin/queues", Some(&viewer)).await;
+    assert_eq!(
+        (status, body["queues"][0]["failed"].as_i64()),
+        (StatusCode::OK, Some(1)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/jobs?state=failed",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        (status, body["jobs"][0]["id"].as_i64()),
+        (StatusCode::OK, Some(id)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        &format!("/api/admin/jobs/{id}"),
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(
+        (status, body["errors"][0]["error"].as_str()),
+        (StatusCode::OK, Some("node timeout")),
+        "{body}"
+    );
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/jobs?state=lost",
+        Some(&viewer),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "invalid");
+
+    // A viewer cannot retry or pause; an operator can, and it is audited.
+    let retry = format!("/api/admin/jobs/{id}/retry");
+    let (status, body) = call(&store, Method::POST, &retry, Some(&viewer)).await;
+    assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    let (status, body) = call(&store, Method::POST, &retry, Some(&operator)).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::ACCEPTED, Some("available")),
+        "{body}"
+    );
+    let (status, body) = call(&store, Method::POST, &retry, Some(&operator)).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/jobs/424242/discard",
+        Some(&operator),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/queues/tron.withdrawal/pause",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(
+        (status, body["paused"].as_bool()),
+        (StatusCode::ACCEPTED, Some(true)),
+        "{body}"
+    );
+    let (status, body) = call(
+        &store,
+        Method::POST,
+        "/api/admin/queues/nope/pause",
+        Some(&operator),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+
+    let (status, body) = call(
+        &store,
+        Method::GET,
+        "/api/admin/audit?limit=10",
+        Some(&viewer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let actions: Vec<&str> = body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["queue.pause", "job.retry"],
+        "newest first, refused requests absent"
+    );
+    assert!(
+        body["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|entry| entry["actor"] == format!("token:{operator_id}:on-call"))
+    );
+}
+
+testkit::on_both_stores!(db: workers_api_enforces_roles_and_audits, queues_jobs_and_audit_through_the_api);

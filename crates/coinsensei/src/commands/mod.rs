@@ -94,12 +94,15 @@ pub async fn control_plane(
         let cancel = cancel.clone();
         async move { reaper.run(cancel).await }
     });
-    let maintenance = queue::Maintenance::new(backend, queue::MaintenanceConfig::default());
+    let maintenance = queue::Maintenance::new(
+        std::sync::Arc::clone(&backend),
+        queue::MaintenanceConfig::default(),
+    );
     let maintenance_task = tokio::spawn({
         let cancel = cancel.clone();
         async move { maintenance.run(cancel).await }
     });
-    let served = web::serve(listener, store, cancel.clone()).await;
+    let served = web::serve(listener, store, backend, cancel.clone()).await;
     cancel.cancel();
     let _ = reaper_task.await;
     let _ = maintenance_task.await;
