@@ -150,6 +150,75 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/admin/jobs/{id}", get(get_job))
         .route("/api/admin/jobs/{id}/{action}", post(control_job))
         .route("/api/admin/audit", get(list_audit))
+        .route("/api/admin/events", get(events))
+}
+
+/// Workers and queues as they are now: the first event of every stream, and what a client
+/// that reconnects gets instead of replaying (`Last-Event-ID` is not kept server-side).
+async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
+    let workers = state
+        .store
+        .worker_list(&WorkerList {
+            limit: domain::limits::LIST_LIMIT_MAX,
+            ..Default::default()
+        })
+        .await?;
+    let queues = state.queue.stats(Utc::now()).await?;
+    let queues: Vec<Value> = queues
+        .iter()
+        .map(|queue| json!({"name": queue.name.as_str(), "paused": queue.paused, "available": queue.available, "running": queue.running, "failed": queue.failed}))
+        .collect();
+    Ok(json!({"workers": workers.iter().map(worker_json).collect::<Vec<_>>(), "queues": queues}))
+}
+
+/// Server-sent events: a `snapshot` first, then a `worker` event for each worker change
+/// (Postgres NOTIFY), or a fresh `snapshot` when the store cannot say what changed (SQLite,
+/// reconnects) or jobs moved.
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    caller.require(Role::Viewer)?;
+    let feed = state.store.change_feed().await?;
+    let first = Event::default()
+        .event("snapshot")
+        .id("0")
+        .data(snapshot(&state).await?.to_string());
+    let stream = futures_util::stream::unfold(
+        (state, feed, Some(first), 1u64),
+        |(state, mut feed, pending, seq)| async move {
+            if let Some(event) = pending {
+                return Some((Ok(event), (state, feed, None, seq)));
+            }
+            loop {
+                let event = match feed.next().await? {
+                    store::Change::Worker(id) => match state.store.worker_get(&id).await {
+                        Ok(Some(row)) => Event::default()
+                            .event("worker")
+                            .data(worker_json(&row).to_string()),
+                        _ => continue,
+                    },
+                    store::Change::Job(_) | store::Change::Unknown => {
+                        match snapshot(&state).await {
+                            Ok(snapshot) => Event::default()
+                                .event("snapshot")
+                                .data(snapshot.to_string()),
+                            Err(_) => continue,
+                        }
+                    }
+                };
+                let event = event.id(seq.to_string());
+                return Some((Ok(event), (state, feed, None, seq + 1)));
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 impl From<queue::QueueError> for ApiError {

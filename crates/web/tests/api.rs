@@ -384,4 +384,69 @@ async fn queues_jobs_and_audit_through_the_api(db: &TestDb) {
     );
 }
 
-testkit::on_both_stores!(db: workers_api_enforces_roles_and_audits, queues_jobs_and_audit_through_the_api);
+/// A stop issued through the API reaches a subscribed event stream.
+async fn a_stop_reaches_the_event_stream(db: &TestDb) {
+    use futures_util::StreamExt;
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let (_, operator) = token(&store, Role::Operator, "on-call").await;
+    let (status, body) = call(&store, Method::GET, "/api/admin/events", None).await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let router = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+    );
+    let request = Request::get("/api/admin/events")
+        .header("authorization", format!("Bearer {viewer}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    seen.push_str(&String::from_utf8_lossy(&first));
+    assert!(
+        seen.contains("event: snapshot") && seen.contains("tron-withdrawal-1"),
+        "{seen}"
+    );
+
+    let (status, _) = call(
+        &store,
+        Method::POST,
+        "/api/admin/workers/tron-withdrawal-1/stop",
+        Some(&operator),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the stop reaches the stream within 5 s")
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&chunk).to_string();
+        if text.contains("\"desired_state\":\"stopped\"") {
+            break;
+        }
+    }
+}
+
+testkit::on_both_stores!(
+    db: workers_api_enforces_roles_and_audits,
+    queues_jobs_and_audit_through_the_api,
+    a_stop_reaches_the_event_stream
+);
