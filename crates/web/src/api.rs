@@ -8,11 +8,11 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use domain::{Chain, ControlAction, Role, WorkerId, WorkerKind, WorkerStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList, WorkerRow};
+use store::{ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList};
 
 use crate::AppState;
 
@@ -163,12 +163,12 @@ async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
             ..Default::default()
         })
         .await?;
-    let queues = state.queue.stats(Utc::now()).await?;
-    let queues: Vec<Value> = queues
-        .iter()
-        .map(|queue| json!({"name": queue.name.as_str(), "paused": queue.paused, "available": queue.available, "running": queue.running, "failed": queue.failed}))
-        .collect();
-    Ok(json!({"workers": workers.iter().map(worker_json).collect::<Vec<_>>(), "queues": queues}))
+    let now = Utc::now();
+    let queues = state.queue.stats(now).await?;
+    Ok(json!({
+        "workers": workers.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
+        "queues": queues.iter().map(|queue| crate::dto::queue(queue, now)).collect::<Vec<_>>(),
+    }))
 }
 
 /// Server-sent events: a `snapshot` first, then a `worker` event for each worker change
@@ -201,7 +201,7 @@ async fn events(
                     store::Change::Worker(id) => match state.store.worker_get(&id).await {
                         Ok(Some(row)) => Event::default()
                             .event("worker")
-                            .data(worker_json(&row).to_string()),
+                            .data(crate::dto::worker(&row, Utc::now()).to_string()),
                         _ => continue,
                     },
                     store::Change::Job(_) | store::Change::Unknown => {
@@ -285,27 +285,6 @@ async fn audit(state: &AppState, caller: &Caller, action: &str, target: String, 
     }
 }
 
-fn job_json(job: &store::JobRow) -> Value {
-    json!({
-        "id": job.id,
-        "queue": job.queue.as_str(),
-        "kind": job.kind.as_str(),
-        "args": job.args,
-        "state": job.state.as_str(),
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "unique_key": job.unique_key,
-        "run_at": job.run_at.to_rfc3339(),
-        "lease_owner": job.lease_owner,
-        "rescues": job.rescues,
-        "errors": job.errors,
-        "created_at": job.created_at.to_rfc3339(),
-        "started_at": time(job.started_at),
-        "finished_at": time(job.finished_at),
-    })
-}
-
 async fn list_queues(
     State(state): State<AppState>,
     caller: Caller,
@@ -315,20 +294,7 @@ async fn list_queues(
     let stats = state.queue.stats(now).await?;
     let queues: Vec<Value> = stats
         .iter()
-        .map(|queue| {
-            json!({
-                "name": queue.name.as_str(),
-                "paused": queue.paused,
-                "concurrency_limit": queue.concurrency_limit,
-                "available": queue.available,
-                "scheduled": queue.scheduled,
-                "running": queue.running,
-                "completed": queue.completed,
-                "failed": queue.failed,
-                "cancelled": queue.cancelled,
-                "oldest_available_age_ms": queue.oldest_available_at.map(|at| (now - at).num_milliseconds().max(0)),
-            })
-        })
+        .map(|queue| crate::dto::queue(queue, now))
         .collect();
     Ok(Json(json!({"queues": queues})))
 }
@@ -410,7 +376,7 @@ async fn list_jobs(
         None
     };
     Ok(Json(
-        json!({"jobs": jobs.iter().map(job_json).collect::<Vec<_>>(), "next_before_id": next}),
+        json!({"jobs": jobs.iter().map(crate::dto::job).collect::<Vec<_>>(), "next_before_id": next}),
     ))
 }
 
@@ -438,7 +404,7 @@ async fn get_job(
             format!("job {id} not found"),
         )
     })?;
-    Ok(Json(job_json(&job)))
+    Ok(Json(crate::dto::job(&job)))
 }
 
 async fn control_job(
@@ -469,7 +435,7 @@ async fn control_job(
         json!({"queue": job.queue.as_str()}),
     )
     .await;
-    Ok((StatusCode::ACCEPTED, Json(job_json(&job))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(crate::dto::job(&job))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -508,10 +474,7 @@ async fn list_audit(
     } else {
         None
     };
-    let entries: Vec<Value> = entries
-        .iter()
-        .map(|entry| json!({"id": entry.id, "at": entry.at.to_rfc3339(), "actor": entry.actor, "action": entry.action, "target": entry.target, "details": entry.details}))
-        .collect();
+    let entries: Vec<Value> = entries.iter().map(crate::dto::audit).collect();
     Ok(Json(json!({"entries": entries, "next_before_id": next})))
 }
 
@@ -540,35 +503,6 @@ where
         })
     })
     .transpose()
-}
-
-fn time(at: Option<DateTime<Utc>>) -> Value {
-    at.map(|at| Value::String(at.to_rfc3339()))
-        .unwrap_or(Value::Null)
-}
-
-/// The wire form of a worker: the keys of `coinsensei workers list --json`.
-fn worker_json(row: &WorkerRow) -> Value {
-    json!({
-        "id": row.id.as_str(),
-        "name": row.name,
-        "type": row.kind.as_str(),
-        "blockchain": row.chain.as_str(),
-        "status": row.status.as_str(),
-        "desired_state": row.desired_state.as_str(),
-        "pid": row.pid,
-        "host": row.host,
-        "version": row.version,
-        "generation": row.generation,
-        "applied_generation": row.applied_generation,
-        "last_heartbeat": time(row.last_heartbeat),
-        "last_error": row.last_error,
-        "rss_bytes": row.rss_bytes,
-        "in_flight": row.in_flight,
-        "processed_total": row.processed_total,
-        "failed_total": row.failed_total,
-        "started_at": time(row.started_at),
-    })
 }
 
 fn worker_id(id: String) -> Result<WorkerId, ApiError> {
@@ -600,7 +534,7 @@ async fn list_workers(
         })
         .await?;
     Ok(Json(json!({
-        "workers": rows.iter().map(worker_json).collect::<Vec<_>>(),
+        "workers": rows.iter().map(|row| crate::dto::worker(row, Utc::now())).collect::<Vec<_>>(),
         "limit": limit,
         "offset": offset,
     })))
@@ -628,11 +562,8 @@ async fn get_worker(
             ..Default::default()
         })
         .await?;
-    let mut body = worker_json(&row);
-    body["audit"] = audit
-        .iter()
-        .map(|entry| json!({"at": entry.at.to_rfc3339(), "actor": entry.actor, "action": entry.action, "details": entry.details}))
-        .collect();
+    let mut body = crate::dto::worker(&row, Utc::now());
+    body["audit"] = audit.iter().map(crate::dto::audit).collect();
     Ok(Json(body))
 }
 

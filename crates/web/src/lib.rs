@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dto;
 
 use std::net::SocketAddr;
 use std::time::Duration;

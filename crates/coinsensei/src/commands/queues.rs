@@ -4,10 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use domain::{JobState, Name, RetryPolicy};
 use serde_json::json;
-use store::{AuditInsert, JobInsert, JobList, JobRow, Store};
+use store::{AuditInsert, JobInsert, JobList, Store};
 
 use crate::config::Settings;
 
@@ -45,20 +45,7 @@ pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode>
     if as_json {
         let array: Vec<_> = stats
             .iter()
-            .map(|queue| {
-                json!({
-                    "name": queue.name.as_str(),
-                    "paused": queue.paused,
-                    "concurrency_limit": queue.concurrency_limit,
-                    "available": queue.available,
-                    "scheduled": queue.scheduled,
-                    "running": queue.running,
-                    "completed": queue.completed,
-                    "failed": queue.failed,
-                    "cancelled": queue.cancelled,
-                    "oldest_available_age_ms": queue.oldest_available_at.map(|at| (now - at).num_milliseconds().max(0)),
-                })
-            })
+            .map(|queue| web::dto::queue(queue, now))
             .collect();
         println!("{}", serde_json::to_string_pretty(&array)?);
         return Ok(ExitCode::SUCCESS);
@@ -278,29 +265,6 @@ pub async fn enqueue(settings: Settings, request: Enqueue) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn job_json(job: &JobRow) -> serde_json::Value {
-    let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339());
-    json!({
-        "id": job.id,
-        "queue": job.queue.as_str(),
-        "kind": job.kind.as_str(),
-        "args": job.args,
-        "state": job.state.as_str(),
-        "priority": job.priority,
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "unique_key": job.unique_key,
-        "run_at": job.run_at.to_rfc3339(),
-        "lease_owner": job.lease_owner,
-        "lease_expires_at": time(job.lease_expires_at),
-        "rescues": job.rescues,
-        "errors": job.errors,
-        "created_at": job.created_at.to_rfc3339(),
-        "started_at": time(job.started_at),
-        "finished_at": time(job.finished_at),
-    })
-}
-
 pub async fn jobs_list(
     settings: Settings,
     queue: Option<String>,
@@ -322,7 +286,7 @@ pub async fn jobs_list(
     if as_json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&jobs.iter().map(job_json).collect::<Vec<_>>())?
+            serde_json::to_string_pretty(&jobs.iter().map(web::dto::job).collect::<Vec<_>>())?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -373,7 +337,7 @@ pub async fn show(settings: Settings, id: i64) -> anyhow::Result<ExitCode> {
     let Some(job) = job else {
         bail!("no job with id {id} (see `coinsensei jobs list`)")
     };
-    println!("{}", serde_json::to_string_pretty(&job_json(&job))?);
+    println!("{}", serde_json::to_string_pretty(&web::dto::job(&job))?);
     Ok(ExitCode::SUCCESS)
 }
 

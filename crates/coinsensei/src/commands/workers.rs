@@ -7,7 +7,6 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use domain::limits::LIST_LIMIT_MAX;
 use domain::{Chain, ControlAction, DesiredState, WorkerId, WorkerKind, WorkerStatus};
-use serde_json::json;
 use store::{Change, Store, StoreError, WorkerControl, WorkerList, WorkerRow};
 
 use crate::config::Settings;
@@ -45,40 +44,12 @@ pub async fn list(
     store.close().await;
     let now = Utc::now();
     if as_json {
-        let array: Vec<_> = rows.iter().map(|row| row_json(row, now)).collect();
+        let array: Vec<_> = rows.iter().map(|row| web::dto::worker(row, now)).collect();
         println!("{}", serde_json::to_string_pretty(&array)?);
     } else {
         print!("{}", table(&rows, now));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The JSON shape other tools rely on (the CLI contract): keep existing keys stable.
-fn row_json(row: &WorkerRow, now: DateTime<Utc>) -> serde_json::Value {
-    json!({
-        "id": row.id.as_str(),
-        "name": row.name,
-        "type": row.kind.as_str(),
-        "blockchain": row.chain.as_str(),
-        "status": row.status.as_str(),
-        "desired_state": row.desired_state.as_str(),
-        "pid": row.pid,
-        "host": row.host,
-        "port": row.port,
-        "version": row.version,
-        "generation": row.generation,
-        "applied_generation": row.applied_generation,
-        "last_heartbeat": row.last_heartbeat.map(|at| at.to_rfc3339()),
-        "heartbeat_age_ms": row.last_heartbeat.map(|at| (now - at).num_milliseconds().max(0)),
-        "last_error": row.last_error,
-        "started_at": row.started_at.map(|at| at.to_rfc3339()),
-        "rss_bytes": row.rss_bytes,
-        "in_flight": row.in_flight,
-        "processed_total": row.processed_total,
-        "failed_total": row.failed_total,
-        "created_at": row.created_at.to_rfc3339(),
-        "updated_at": row.updated_at.to_rfc3339(),
-    })
 }
 
 /// "4s ago", "3m ago", "never".

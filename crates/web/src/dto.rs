@@ -1,0 +1,92 @@
+//! The JSON shapes of workers, queues, jobs and audit entries, shared by the admin API and
+//! the CLI's `--json` output so the two never drift. Domain types are not `Serialize`: the
+//! wire format is written here, by hand, once. Keys are a contract: add, never rename.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use store::{AuditRow, JobRow, QueueStats, WorkerRow};
+
+fn time(at: Option<DateTime<Utc>>) -> Value {
+    at.map(|at| Value::String(at.to_rfc3339()))
+        .unwrap_or(Value::Null)
+}
+
+fn age_ms(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Value {
+    at.map(|at| json!((now - at).num_milliseconds().max(0)))
+        .unwrap_or(Value::Null)
+}
+
+pub fn worker(row: &WorkerRow, now: DateTime<Utc>) -> Value {
+    json!({
+        "id": row.id.as_str(),
+        "name": row.name,
+        "type": row.kind.as_str(),
+        "blockchain": row.chain.as_str(),
+        "status": row.status.as_str(),
+        "desired_state": row.desired_state.as_str(),
+        "pid": row.pid,
+        "host": row.host,
+        "port": row.port,
+        "version": row.version,
+        "generation": row.generation,
+        "applied_generation": row.applied_generation,
+        "last_heartbeat": time(row.last_heartbeat),
+        "heartbeat_age_ms": age_ms(row.last_heartbeat, now),
+        "last_error": row.last_error,
+        "started_at": time(row.started_at),
+        "rss_bytes": row.rss_bytes,
+        "in_flight": row.in_flight,
+        "processed_total": row.processed_total,
+        "failed_total": row.failed_total,
+        "created_at": row.created_at.to_rfc3339(),
+        "updated_at": row.updated_at.to_rfc3339(),
+    })
+}
+
+pub fn queue(stats: &QueueStats, now: DateTime<Utc>) -> Value {
+    json!({
+        "name": stats.name.as_str(),
+        "paused": stats.paused,
+        "concurrency_limit": stats.concurrency_limit,
+        "available": stats.available,
+        "scheduled": stats.scheduled,
+        "running": stats.running,
+        "completed": stats.completed,
+        "failed": stats.failed,
+        "cancelled": stats.cancelled,
+        "oldest_available_age_ms": age_ms(stats.oldest_available_at, now),
+    })
+}
+
+pub fn job(job: &JobRow) -> Value {
+    json!({
+        "id": job.id,
+        "queue": job.queue.as_str(),
+        "kind": job.kind.as_str(),
+        "args": job.args,
+        "state": job.state.as_str(),
+        "priority": job.priority,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+        "unique_key": job.unique_key,
+        "run_at": job.run_at.to_rfc3339(),
+        "lease_owner": job.lease_owner,
+        "lease_expires_at": time(job.lease_expires_at),
+        "rescues": job.rescues,
+        "errors": job.errors,
+        "created_at": job.created_at.to_rfc3339(),
+        "started_at": time(job.started_at),
+        "finished_at": time(job.finished_at),
+    })
+}
+
+pub fn audit(entry: &AuditRow) -> Value {
+    json!({
+        "id": entry.id,
+        "at": entry.at.to_rfc3339(),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "details": entry.details,
+    })
+}
