@@ -33,6 +33,7 @@ const ENV_KEYS: &[&str] = &[
     "redis_prefix",
     "concurrency",
     "database_max_connections",
+    "metrics_public",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -57,6 +58,8 @@ pub struct RawConfig {
     pub redis_prefix: String,
     pub concurrency: u32,
     pub database_max_connections: u32,
+    /// Serve `/metrics` without a token (a Prometheus on a private network); default false.
+    pub metrics_public: bool,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
 }
@@ -84,6 +87,7 @@ impl Default for RawConfig {
             redis_prefix: "cs:".into(),
             concurrency: WORKER_CONCURRENCY_DEFAULT,
             database_max_connections: 4,
+            metrics_public: false,
             workers: None,
         }
     }
@@ -126,6 +130,7 @@ pub struct Settings {
     pub queue: QueueSettings,
     pub concurrency: u32,
     pub database_max_connections: u32,
+    pub metrics_public: bool,
     pub workers: Vec<WorkerEntry>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
@@ -304,6 +309,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         queue,
         concurrency,
         database_max_connections,
+        metrics_public: raw.metrics_public,
         workers,
         config_file: None,
     })

@@ -37,6 +37,9 @@ pub const WORKER_CONCURRENCY_MAX: u32 = 256;
 /// Longest a worker waits for one store call before treating the database as unavailable.
 pub const STORE_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Largest concurrency limit a queue can be given (`queues limit`).
+pub const QUEUE_CONCURRENCY_MAX: u32 = 100_000;
+
 /// Page size of lists unless the caller asks for another.
 pub const LIST_LIMIT_DEFAULT: u32 = 100;
 /// Largest page a list returns.

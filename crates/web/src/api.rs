@@ -1,20 +1,29 @@
-//! The admin API under `/api/admin/` (first slice: workers). Every route needs a bearer
-//! token; its role decides what it may do. Errors are JSON, `{"error": {"code", "message"}}`,
-//! a 4xx for anything the caller can fix, and never carry internals.
+//! The admin API under `/api/admin/`. Every route needs a bearer token, and its entry in
+//! [`route_table`] names the least role that may call it; the OpenAPI document
+//! (`openapi.json`, served at `/api/openapi.json`) is checked against that table by a test.
+//! Errors are JSON, `{"error": {"code", "message"}}`, a 4xx for anything the caller can fix,
+//! and never carry internals.
 
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
-use axum::http::request::Parts;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Extension, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use domain::{Chain, ControlAction, Role, WorkerId, WorkerKind, WorkerStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList};
+use store::{ApiTokenInsert, ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList};
 
 use crate::AppState;
+
+/// The OpenAPI 3.1 document of this API, written by hand beside the code it describes.
+pub const OPENAPI: &str = include_str!("../openapi.json");
 
 /// An API error: the status, a stable code for programs, and a message for people.
 #[derive(Debug)]
@@ -22,25 +31,41 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             Json(json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -81,7 +106,8 @@ impl From<StoreError> for ApiError {
     }
 }
 
-/// The caller, authenticated by `Authorization: Bearer TOKEN`.
+/// The caller, authenticated by `Authorization: Bearer TOKEN` and allowed the route's role.
+#[derive(Debug, Clone)]
 pub struct Caller(pub ApiTokenRow);
 
 impl Caller {
@@ -106,51 +132,211 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
+/// The client's address, when the server was started with connection info.
+fn client_of(request: &Request) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip())
+}
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let unauthorized =
-            |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| {
-                unauthorized("send Authorization: Bearer TOKEN (see `coinsensei tokens create`)")
-            })?;
-        let secret = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| unauthorized("the Authorization header must be Bearer TOKEN"))?;
-        match state
-            .store
-            .api_token_authenticate(&crate::auth::hash_token(secret.trim()), Utc::now())
-            .await?
-        {
-            Some(token) => Ok(Caller(token)),
-            None => {
-                tracing::warn!("admin api: rejected an unknown or revoked token");
-                Err(unauthorized("unknown or revoked token"))
-            }
-        }
+/// Finds the token a request carries. Failures are logged (with the client and the token's
+/// public prefix, never the token) and counted; a client that fails too often is refused
+/// with 429 before its token is looked up.
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+) -> Result<Caller, ApiError> {
+    let now = Instant::now();
+    if let Some(wait) = state.auth_failures.blocked(client, now) {
+        metrics::counter!("coinsensei_auth_failures_total", "reason" => "rate_limited")
+            .increment(1);
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed authentications from this address; wait and try again",
+        );
+        error.retry_after = Some(wait.as_secs().max(1));
+        return Err(error);
+    }
+    let fail = |reason: &'static str, prefix: &str, message: &str| {
+        state.auth_failures.record_failure(client, now);
+        metrics::counter!("coinsensei_auth_failures_total", "reason" => reason).increment(1);
+        tracing::warn!(client = ?client, reason, token_prefix = prefix, "admin api: authentication failed");
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    };
+    let Some(header) = headers.get(header::AUTHORIZATION) else {
+        return Err(fail(
+            "missing",
+            "",
+            "send Authorization: Bearer TOKEN (see `coinsensei tokens create`)",
+        ));
+    };
+    let secret = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            fail(
+                "malformed",
+                "",
+                "the Authorization header must be Bearer TOKEN",
+            )
+        })?;
+    // Only our own token shape is looked up; its first characters are public (`tokens list`).
+    let prefix: String = secret.chars().take(crate::auth::TOKEN_PREFIX_LEN).collect();
+    match state
+        .store
+        .api_token_authenticate(&crate::auth::hash_token(secret), Utc::now())
+        .await?
+    {
+        Some(token) => Ok(Caller(token)),
+        None => Err(fail("unknown", &prefix, "unknown or revoked token")),
     }
 }
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/admin/workers", get(list_workers))
-        .route("/api/admin/workers/{id}", get(get_worker))
-        .route("/api/admin/workers/{id}/{action}", post(control_worker))
-        .route("/api/admin/queues", get(list_queues))
-        .route("/api/admin/queues/{name}/{action}", post(control_queue))
-        .route("/api/admin/jobs", get(list_jobs))
-        .route("/api/admin/jobs/{id}", get(get_job))
-        .route("/api/admin/jobs/{id}/{action}", post(control_job))
-        .route("/api/admin/audit", get(list_audit))
-        .route("/api/admin/events", get(events))
+/// The route layer: authenticates, checks the route's role, and hands the caller on.
+async fn authorize(
+    State((state, role)): State<(AppState, Role)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client = client_of(&request);
+    let caller = match authenticate(&state, request.headers(), client).await {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = caller.require(role) {
+        tracing::info!(token = caller.0.id, role = %caller.0.role, needed = %role, path = %request.uri().path(), "admin api: role too low");
+        return error.into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+/// One route of the admin API: what the OpenAPI document and the role matrix are held to.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    /// The least role that may call it.
+    pub role: Role,
+}
+
+fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+    use Role::{Admin, Operator, Viewer};
+    let route = |method: Method, path: &'static str, role: Role| Route { method, path, role };
+    vec![
+        (
+            route(Method::GET, "/api/openapi.json", Viewer),
+            get(openapi),
+        ),
+        (
+            route(Method::GET, "/api/admin/workers", Viewer),
+            get(list_workers),
+        ),
+        (
+            route(Method::GET, "/api/admin/workers/{id}", Viewer),
+            get(get_worker),
+        ),
+        (
+            route(Method::POST, "/api/admin/workers/{id}/start", Operator),
+            worker_action(ControlAction::Start),
+        ),
+        (
+            route(Method::POST, "/api/admin/workers/{id}/stop", Operator),
+            worker_action(ControlAction::Stop),
+        ),
+        (
+            route(Method::POST, "/api/admin/workers/{id}/restart", Operator),
+            worker_action(ControlAction::Restart),
+        ),
+        (
+            route(Method::GET, "/api/admin/queues", Viewer),
+            get(list_queues),
+        ),
+        (
+            route(Method::POST, "/api/admin/queues/{name}/pause", Operator),
+            queue_pause(true),
+        ),
+        (
+            route(Method::POST, "/api/admin/queues/{name}/resume", Operator),
+            queue_pause(false),
+        ),
+        (
+            route(Method::POST, "/api/admin/queues/{name}/limit", Operator),
+            post(limit_queue),
+        ),
+        (
+            route(Method::GET, "/api/admin/jobs", Viewer),
+            get(list_jobs),
+        ),
+        (
+            route(Method::GET, "/api/admin/jobs/{id}", Viewer),
+            get(get_job),
+        ),
+        (
+            route(Method::POST, "/api/admin/jobs/{id}/retry", Operator),
+            job_action(JobAction::Retry),
+        ),
+        (
+            route(Method::POST, "/api/admin/jobs/{id}/discard", Operator),
+            job_action(JobAction::Discard),
+        ),
+        (
+            route(Method::GET, "/api/admin/audit", Viewer),
+            get(list_audit),
+        ),
+        (route(Method::GET, "/api/admin/events", Viewer), get(events)),
+        (
+            route(Method::GET, "/api/admin/tokens", Admin),
+            get(list_tokens),
+        ),
+        (
+            route(Method::POST, "/api/admin/tokens", Admin),
+            post(create_token),
+        ),
+        (
+            route(Method::POST, "/api/admin/tokens/{id}/revoke", Admin),
+            post(revoke_token),
+        ),
+    ]
+}
+
+/// Every route of the admin API with its method and least role.
+pub fn route_table() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (route, handler)| {
+            let guard = middleware::from_fn_with_state((state.clone(), route.role), authorize);
+            router.route(route.path, handler.route_layer(guard))
+        })
+}
+
+/// No such route: under `/api/` the caller must still be authenticated to learn that (so the
+/// API's shape is not probed without a token).
+pub(crate) async fn fallback(State(state): State<AppState>, request: Request) -> Response {
+    if request.uri().path().starts_with("/api/")
+        && let Err(error) = authenticate(&state, request.headers(), client_of(&request)).await
+    {
+        return error.into_response();
+    }
+    ApiError::not_found(format!(
+        "no route {} {}",
+        request.method(),
+        request.uri().path()
+    ))
+    .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Workers and queues as they are now: the first event of every stream, and what a client
@@ -169,56 +355,6 @@ async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
         "workers": workers.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
         "queues": queues.iter().map(|queue| crate::dto::queue(queue, now)).collect::<Vec<_>>(),
     }))
-}
-
-/// Server-sent events: a `snapshot` first, then a `worker` event for each worker change
-/// (Postgres NOTIFY), or a fresh `snapshot` when the store cannot say what changed (SQLite,
-/// reconnects) or jobs moved.
-async fn events(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
-    >,
-    ApiError,
-> {
-    use axum::response::sse::{Event, KeepAlive, Sse};
-    caller.require(Role::Viewer)?;
-    let feed = state.store.change_feed().await?;
-    let first = Event::default()
-        .event("snapshot")
-        .id("0")
-        .data(snapshot(&state).await?.to_string());
-    let stream = futures_util::stream::unfold(
-        (state, feed, Some(first), 1u64),
-        |(state, mut feed, pending, seq)| async move {
-            if let Some(event) = pending {
-                return Some((Ok(event), (state, feed, None, seq)));
-            }
-            loop {
-                let event = match feed.next().await? {
-                    store::Change::Worker(id) => match state.store.worker_get(&id).await {
-                        Ok(Some(row)) => Event::default()
-                            .event("worker")
-                            .data(crate::dto::worker(&row, Utc::now()).to_string()),
-                        _ => continue,
-                    },
-                    store::Change::Job(_) | store::Change::Unknown => {
-                        match snapshot(&state).await {
-                            Ok(snapshot) => Event::default()
-                                .event("snapshot")
-                                .data(snapshot.to_string()),
-                            Err(_) => continue,
-                        }
-                    }
-                };
-                let event = event.id(seq.to_string());
-                return Some((Ok(event), (state, feed, None, seq + 1)));
-            }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 impl From<queue::QueueError> for ApiError {
@@ -256,18 +392,29 @@ impl From<queue::QueueError> for ApiError {
     }
 }
 
-fn bad_query(error: axum::extract::rejection::QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text())
+fn bad_query(error: QueryRejection) -> ApiError {
+    ApiError::invalid(error.body_text())
+}
+
+/// A JSON body that did not parse: 400 (syntax), 415 (not JSON), 413 (too large), 422 (wrong
+/// fields or types), each with the parser's reason.
+fn bad_body(error: JsonRejection) -> ApiError {
+    let code = match error.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        _ => "invalid",
+    };
+    ApiError::new(error.status(), code, error.body_text())
+}
+
+fn limit_of(limit: Option<u32>) -> u32 {
+    limit
+        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
+        .clamp(1, domain::limits::LIST_LIMIT_MAX)
 }
 
 fn name(what: &str, text: &str) -> Result<domain::Name, ApiError> {
-    domain::Name::new(text).map_err(|error| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{what}: {error}"),
-        )
-    })
+    domain::Name::new(text).map_err(|error| ApiError::not_found(format!("{what}: {error}")))
 }
 
 /// Records an operator's action on the queue; written after it (a crash in between loses the
@@ -285,11 +432,7 @@ async fn audit(state: &AppState, caller: &Caller, action: &str, target: String, 
     }
 }
 
-async fn list_queues(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
+async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = Utc::now();
     let stats = state.queue.stats(now).await?;
     let queues: Vec<Value> = stats
@@ -299,36 +442,80 @@ async fn list_queues(
     Ok(Json(json!({"queues": queues})))
 }
 
-async fn control_queue(
+fn queue_pause(paused: bool) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              Path(queue): Path<String>| async move {
+            let queue = name("queue", &queue)?;
+            state.queue.pause(&queue, paused, Utc::now()).await?;
+            let action = if paused {
+                "queue.pause"
+            } else {
+                "queue.resume"
+            };
+            audit(&state, &caller, action, format!("queue:{queue}"), json!({})).await;
+            Ok::<_, ApiError>((
+                StatusCode::ACCEPTED,
+                Json(json!({"name": queue.as_str(), "paused": paused})),
+            ))
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitBody {
+    /// At most this many of the queue's jobs run at once; `null` removes the limit. Required:
+    /// `{}` is refused rather than read as "no limit".
+    #[serde(default, deserialize_with = "present")]
+    concurrency_limit: Option<Option<u32>>,
+}
+
+/// A field that may be `null` but must be there: missing is `None`, `null` is `Some(None)`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+async fn limit_queue(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((queue, action)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Path(queue): Path<String>,
+    body: Result<Json<LimitBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no queue action {other:?}: pause or resume"),
-            ));
-        }
-    };
-    caller.require(Role::Operator)?;
     let queue = name("queue", &queue)?;
-    state.queue.pause(&queue, paused, Utc::now()).await?;
+    let Json(body) = body.map_err(bad_body)?;
+    let max = domain::limits::QUEUE_CONCURRENCY_MAX;
+    let refuse = || {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            format!("concurrency_limit must be 1 to {max}, or null for no limit"),
+        )
+    };
+    let limit = body.concurrency_limit.ok_or_else(refuse)?;
+    if limit.is_some_and(|limit| !(1..=max).contains(&limit)) {
+        return Err(refuse());
+    }
+    state
+        .queue
+        .set_concurrency(&queue, limit, Utc::now())
+        .await?;
     audit(
         &state,
         &caller,
-        &format!("queue.{action}"),
+        "queue.limit",
         format!("queue:{queue}"),
-        json!({}),
+        json!({"concurrency_limit": limit}),
     )
     .await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"name": queue.as_str(), "paused": paused})),
+        Json(json!({"name": queue.as_str(), "concurrency_limit": limit})),
     )
         .into_response())
 }
@@ -344,23 +531,16 @@ struct JobQuery {
 
 async fn list_jobs(
     State(state): State<AppState>,
-    caller: Caller,
-    query: Result<Query<JobQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let Query(query) = query.map_err(bad_query)?;
     let queue = query
         .queue
         .map(|queue| {
-            domain::Name::new(queue).map_err(|error| {
-                ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.to_string())
-            })
+            domain::Name::new(queue).map_err(|error| ApiError::invalid(format!("queue: {error}")))
         })
         .transpose()?;
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let limit = limit_of(query.limit);
     let jobs = state
         .queue
         .list(&store::JobList {
@@ -381,61 +561,51 @@ async fn list_jobs(
 }
 
 fn job_id(text: &str) -> Result<i64, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no job {text:?}"),
-        )
-    })
+    text.parse()
+        .map_err(|_| ApiError::not_found(format!("no job {text:?}")))
 }
 
 async fn get_job(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let id = job_id(&id)?;
-    let job = state.queue.get(id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("job {id} not found"),
-        )
-    })?;
+    let job = state
+        .queue
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {id} not found")))?;
     Ok(Json(crate::dto::job(&job)))
 }
 
-async fn control_job(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((id, action)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    if action != "retry" && action != "discard" {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no job action {action:?}: retry or discard"),
-        ));
-    }
-    caller.require(Role::Operator)?;
-    let id = job_id(&id)?;
-    let now = Utc::now();
-    let job = if action == "retry" {
-        state.queue.retry(id, now).await?
-    } else {
-        state.queue.discard(id, now).await?
-    };
-    audit(
-        &state,
-        &caller,
-        &format!("job.{action}"),
-        format!("job:{id}"),
-        json!({"queue": job.queue.as_str()}),
+#[derive(Debug, Clone, Copy)]
+enum JobAction {
+    Retry,
+    Discard,
+}
+
+fn job_action(action: JobAction) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              Path(id): Path<String>| async move {
+            let id = job_id(&id)?;
+            let now = Utc::now();
+            let (job, name) = match action {
+                JobAction::Retry => (state.queue.retry(id, now).await?, "job.retry"),
+                JobAction::Discard => (state.queue.discard(id, now).await?, "job.discard"),
+            };
+            audit(
+                &state,
+                &caller,
+                name,
+                format!("job:{id}"),
+                json!({"queue": job.queue.as_str()}),
+            )
+            .await;
+            Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(crate::dto::job(&job))))
+        },
     )
-    .await;
-    Ok((StatusCode::ACCEPTED, Json(crate::dto::job(&job))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -450,15 +620,10 @@ struct AuditQuery {
 
 async fn list_audit(
     State(state): State<AppState>,
-    caller: Caller,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let Query(query) = query.map_err(bad_query)?;
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let limit = limit_of(query.limit);
     let entries = state
         .store
         .audit_list(&AuditList {
@@ -494,34 +659,22 @@ where
     T::Err: std::fmt::Display,
 {
     text.map(|text| {
-        text.parse::<T>().map_err(|error| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid",
-                format!("{what}: {error}"),
-            )
-        })
+        text.parse::<T>()
+            .map_err(|error| ApiError::invalid(format!("{what}: {error}")))
     })
     .transpose()
 }
 
 fn worker_id(id: String) -> Result<WorkerId, ApiError> {
-    WorkerId::new(id)
-        .map_err(|error| ApiError::new(StatusCode::NOT_FOUND, "not_found", error.to_string()))
+    WorkerId::new(id).map_err(|error| ApiError::not_found(error.to_string()))
 }
 
 async fn list_workers(
     State(state): State<AppState>,
-    caller: Caller,
-    query: Result<Query<WorkerQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<WorkerQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
-    let Query(query) = query
-        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text()))?;
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let Query(query) = query.map_err(bad_query)?;
+    let limit = limit_of(query.limit);
     let offset = query.offset.unwrap_or(0);
     let rows = state
         .store
@@ -533,8 +686,9 @@ async fn list_workers(
             offset,
         })
         .await?;
+    let now = Utc::now();
     Ok(Json(json!({
-        "workers": rows.iter().map(|row| crate::dto::worker(row, Utc::now())).collect::<Vec<_>>(),
+        "workers": rows.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
         "limit": limit,
         "offset": offset,
     })))
@@ -542,18 +696,14 @@ async fn list_workers(
 
 async fn get_worker(
     State(state): State<AppState>,
-    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Role::Viewer)?;
     let id = worker_id(id)?;
-    let row = state.store.worker_get(&id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("worker {id} not found"),
-        )
-    })?;
+    let row = state
+        .store
+        .worker_get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("worker {id} not found")))?;
     let audit = state
         .store
         .audit_list(&AuditList {
@@ -562,33 +712,337 @@ async fn get_worker(
             ..Default::default()
         })
         .await?;
-    let mut body = crate::dto::worker(&row, Utc::now());
+    let now = Utc::now();
+    let mut body = crate::dto::worker(&row, now);
+    body["health"] = crate::dto::worker_health(&row, now, state.options.heartbeat_interval);
     body["audit"] = audit.iter().map(crate::dto::audit).collect();
     Ok(Json(body))
 }
 
-async fn control_worker(
+fn worker_action(action: ControlAction) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>,
+              Extension(caller): Extension<Caller>,
+              Path(id): Path<String>| async move {
+            let id = worker_id(id)?;
+            let row = state
+                .store
+                .worker_control(&WorkerControl {
+                    id,
+                    action,
+                    actor: caller.actor(),
+                    now: Utc::now(),
+                })
+                .await?;
+            Ok::<_, ApiError>((
+                StatusCode::ACCEPTED,
+                Json(json!({
+                    "id": row.id.as_str(),
+                    "desired_state": row.desired_state.as_str(),
+                    "generation": row.generation,
+                })),
+            ))
+        },
+    )
+}
+
+async fn list_tokens(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let tokens = state.store.api_token_list().await?;
+    Ok(Json(
+        json!({"tokens": tokens.iter().map(crate::dto::token).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenBody {
+    name: String,
+    role: String,
+}
+
+/// Makes a token; the answer is the only place its secret ever appears.
+async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
-    Path((id, action)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let action: ControlAction = action
+    let Json(body) = body.map_err(bad_body)?;
+    let unprocessable =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+    let role: Role = body
+        .role
         .parse()
-        .map_err(|error| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{error}")))?;
-    caller.require(Role::Operator)?;
-    let id = worker_id(id)?;
+        .map_err(|error| unprocessable(format!("role: {error}")))?;
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 100 {
+        return Err(unprocessable("name must be 1 to 100 bytes".into()));
+    }
+    let token = crate::auth::new_token();
     let row = state
         .store
-        .worker_control(&WorkerControl {
-            id,
-            action,
-            actor: caller.actor(),
+        .api_token_insert(&ApiTokenInsert {
+            name: name.to_string(),
+            role,
+            token_hash: token.hash.clone(),
+            prefix: token.prefix.clone(),
             now: Utc::now(),
         })
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"id": row.id.as_str(), "desired_state": row.desired_state.as_str(), "generation": row.generation})),
+    audit(
+        &state,
+        &caller,
+        "token.create",
+        format!("token:{}", row.id),
+        json!({"name": row.name, "role": row.role.as_str(), "prefix": row.prefix}),
     )
-        .into_response())
+    .await;
+    let mut body = crate::dto::token(&row);
+    body["token"] = Value::String(token.secret);
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
+    let row = state.store.api_token_revoke(id, Utc::now()).await?;
+    audit(
+        &state,
+        &caller,
+        "token.revoke",
+        format!("token:{id}"),
+        json!({"name": row.name, "prefix": row.prefix}),
+    )
+    .await;
+    Ok(Json(crate::dto::token(&row)))
+}
+
+/// How often an event stream looks for what has no notification: heartbeats, queue stats,
+/// new audit entries, failed jobs.
+const EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Shortest gap between two snapshots sent because the store said "something changed".
+const SNAPSHOT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+type SseEvent = axum::response::sse::Event;
+
+/// What one event stream has already told its client.
+struct EventCursor {
+    state: AppState,
+    feed: store::ChangeFeed,
+    pending: std::collections::VecDeque<SseEvent>,
+    seq: u64,
+    poll: tokio::time::Interval,
+    debounce: tokio::time::Interval,
+    /// The store reported a change it could not name (SQLite, a Postgres reconnect).
+    dirty: bool,
+    heartbeats: std::collections::HashMap<String, Option<chrono::DateTime<Utc>>>,
+    queues: Value,
+    last_audit_id: i64,
+    /// The failed jobs already reported that are still among the newest failures.
+    failures_seen: std::collections::HashSet<i64>,
+}
+
+impl EventCursor {
+    fn push(&mut self, kind: &str, data: &Value) {
+        self.seq += 1;
+        self.pending.push_back(
+            SseEvent::default()
+                .event(kind)
+                .id(self.seq.to_string())
+                .data(data.to_string()),
+        );
+    }
+
+    /// Sends the full picture and remembers it as the baseline for what follows.
+    async fn snapshot(&mut self) -> Result<(), ApiError> {
+        let snapshot = snapshot(&self.state).await?;
+        self.heartbeats = snapshot["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|worker| {
+                let id = worker["id"].as_str().unwrap_or_default().to_string();
+                let at = worker["last_heartbeat"]
+                    .as_str()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .map(|at| at.with_timezone(&Utc));
+                (id, at)
+            })
+            .collect();
+        self.queues = snapshot["queues"].clone();
+        self.push("snapshot", &snapshot);
+        Ok(())
+    }
+
+    /// Everything that changed without a notification since the last poll.
+    async fn poll(&mut self) -> Result<(), ApiError> {
+        let now = Utc::now();
+        let workers = self
+            .state
+            .store
+            .worker_list(&WorkerList {
+                limit: domain::limits::LIST_LIMIT_MAX,
+                ..Default::default()
+            })
+            .await?;
+        let mut beats = Vec::new();
+        for row in &workers {
+            let previous = self
+                .heartbeats
+                .insert(row.id.as_str().to_string(), row.last_heartbeat);
+            if previous != Some(row.last_heartbeat) {
+                beats.push(crate::dto::worker(row, now));
+            }
+        }
+        if !beats.is_empty() {
+            self.push("heartbeats", &json!({"workers": beats}));
+        }
+        let queues: Value = self
+            .state
+            .queue
+            .stats(now)
+            .await?
+            .iter()
+            .map(|queue| crate::dto::queue(queue, now))
+            .collect();
+        if strip_ages(&queues) != strip_ages(&self.queues) {
+            self.push("queues", &json!({"queues": queues}));
+        }
+        self.queues = queues;
+        let entries = self
+            .state
+            .store
+            .audit_list(&AuditList {
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        let seen = self.last_audit_id;
+        for entry in entries.iter().rev().filter(|entry| entry.id > seen) {
+            self.push("audit", &crate::dto::audit(entry));
+        }
+        if let Some(newest) = entries.first() {
+            self.last_audit_id = self.last_audit_id.max(newest.id);
+        }
+        let failed = self
+            .state
+            .queue
+            .list(&store::JobList {
+                state: Some(domain::JobState::Failed),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        for job in failed.iter().rev() {
+            if !self.failures_seen.contains(&job.id) {
+                self.push("job_failed", &crate::dto::job(job));
+            }
+        }
+        self.failures_seen = failed.iter().map(|job| job.id).collect();
+        Ok(())
+    }
+}
+
+/// Queue stats without the ages that change every millisecond, to tell a real change.
+fn strip_ages(queues: &Value) -> Value {
+    let mut queues = queues.clone();
+    if let Some(array) = queues.as_array_mut() {
+        for queue in array {
+            if let Some(object) = queue.as_object_mut() {
+                object.remove("oldest_available_age_ms");
+            }
+        }
+    }
+    queues
+}
+
+/// Server-sent events. First a `snapshot` (workers and queues); then `worker` as soon as a
+/// worker's status or desired state changes (Postgres NOTIFY), a fresh `snapshot` when the
+/// store cannot say what changed (SQLite; at most every 250 ms), and once a second
+/// `heartbeats`, `queues` (when their counts moved), `audit` (new entries) and `job_failed`.
+/// A client that reconnects gets a fresh snapshot: ids are not replayed.
+async fn events(
+    State(state): State<AppState>,
+) -> Result<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{KeepAlive, Sse};
+    use tokio::time::MissedTickBehavior;
+    let feed = state.store.change_feed().await?;
+    let mut poll = tokio::time::interval(EVENT_POLL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut debounce = tokio::time::interval(SNAPSHOT_DEBOUNCE);
+    debounce.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let audit_head = state
+        .store
+        .audit_list(&AuditList {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let failed_head = state
+        .queue
+        .list(&store::JobList {
+            state: Some(domain::JobState::Failed),
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
+    let mut cursor = EventCursor {
+        state,
+        feed,
+        pending: Default::default(),
+        seq: 0,
+        poll,
+        debounce,
+        dirty: false,
+        heartbeats: Default::default(),
+        queues: Value::Null,
+        last_audit_id: audit_head.first().map_or(0, |entry| entry.id),
+        failures_seen: failed_head.iter().map(|job| job.id).collect(),
+    };
+    cursor.snapshot().await?;
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop_front() {
+                return Some((Ok(event), cursor));
+            }
+            let outcome = tokio::select! {
+                change = cursor.feed.next() => match change? {
+                    store::Change::Worker(id) => match cursor.state.store.worker_get(&id).await {
+                        Ok(Some(row)) => {
+                            cursor.heartbeats.insert(row.id.as_str().to_string(), row.last_heartbeat);
+                            cursor.push("worker", &crate::dto::worker(&row, Utc::now()));
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(ApiError::from(error)),
+                    },
+                    // Enqueues: the next poll shows the queue's new counts.
+                    store::Change::Job(_) => Ok(()),
+                    store::Change::Unknown => {
+                        cursor.dirty = true;
+                        Ok(())
+                    }
+                },
+                _ = cursor.debounce.tick(), if cursor.dirty => {
+                    cursor.dirty = false;
+                    cursor.snapshot().await
+                }
+                _ = cursor.poll.tick() => cursor.poll().await,
+            };
+            if let Err(error) = outcome {
+                // The database is away: keep the stream, say so, and try again next tick.
+                tracing::debug!(?error, "event stream: could not read the store");
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

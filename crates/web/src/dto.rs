@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use store::{AuditRow, JobRow, QueueStats, WorkerRow};
+use store::{ApiTokenRow, AuditRow, JobRow, QueueStats, WorkerRow};
 
 fn time(at: Option<DateTime<Utc>>) -> Value {
     at.map(|at| Value::String(at.to_rfc3339()))
@@ -40,6 +40,79 @@ pub fn worker(row: &WorkerRow, now: DateTime<Utc>) -> Value {
         "failed_total": row.failed_total,
         "created_at": row.created_at.to_rfc3339(),
         "updated_at": row.updated_at.to_rfc3339(),
+    })
+}
+
+/// A worker's health at a glance: each check passes or says why not; `healthy` when all
+/// pass. A heartbeat older than two intervals is stale (the reaper calls it lost after
+/// `lost_after_intervals`).
+pub fn worker_health(
+    row: &WorkerRow,
+    now: DateTime<Utc>,
+    heartbeat_interval: std::time::Duration,
+) -> Value {
+    use domain::{DesiredState, WorkerStatus};
+    let stale_after =
+        chrono::Duration::from_std(heartbeat_interval * 2).unwrap_or(chrono::Duration::MAX);
+    let heartbeat = match row.last_heartbeat {
+        None => (false, "no heartbeat yet".to_string()),
+        Some(at) => {
+            let age = (now - at).num_milliseconds().max(0);
+            if now - at > stale_after {
+                (
+                    false,
+                    format!(
+                        "last heartbeat {age} ms ago, over the {} ms allowed",
+                        stale_after.num_milliseconds()
+                    ),
+                )
+            } else {
+                (true, format!("last heartbeat {age} ms ago"))
+            }
+        }
+    };
+    let wanted = match row.desired_state {
+        DesiredState::Running => WorkerStatus::Running,
+        DesiredState::Stopped => WorkerStatus::Stopped,
+    };
+    let state = if row.status == wanted {
+        (true, format!("{} as desired", row.status))
+    } else {
+        (
+            false,
+            format!("{} but desired {}", row.status, row.desired_state),
+        )
+    };
+    let control = if row.applied_generation >= row.generation {
+        (
+            true,
+            format!("control generation {} applied", row.generation),
+        )
+    } else {
+        (
+            false,
+            format!(
+                "control generation {} not yet applied (at {})",
+                row.generation, row.applied_generation
+            ),
+        )
+    };
+    let error = match &row.last_error {
+        Some(message) if row.status == WorkerStatus::Error => (false, message.clone()),
+        _ => (true, "no current error".to_string()),
+    };
+    let checks = [
+        ("heartbeat", heartbeat),
+        ("state", state),
+        ("control", control),
+        ("error", error),
+    ];
+    json!({
+        "healthy": checks.iter().all(|(_, (ok, _))| *ok),
+        "checks": checks
+            .iter()
+            .map(|(name, (ok, detail))| json!({"name": name, "ok": ok, "detail": detail}))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -88,5 +161,18 @@ pub fn audit(entry: &AuditRow) -> Value {
         "action": entry.action,
         "target": entry.target,
         "details": entry.details,
+    })
+}
+
+/// A token as listed: never its secret nor its hash.
+pub fn token(token: &ApiTokenRow) -> Value {
+    json!({
+        "id": token.id,
+        "name": token.name,
+        "role": token.role.as_str(),
+        "prefix": token.prefix,
+        "created_at": token.created_at.to_rfc3339(),
+        "last_used_at": time(token.last_used_at),
+        "revoked_at": time(token.revoked_at),
     })
 }

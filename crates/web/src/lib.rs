@@ -1,20 +1,27 @@
-//! The control plane's HTTP surface. Today: liveness and readiness probes. The admin API and
-//! the dashboard (later issues) mount on the same router.
+//! The control plane's HTTP surface.
 //!
 //! - `GET /healthz`: the process is up and serving (no database round trip, so a database
 //!   outage does not get the control plane killed by its orchestrator).
 //! - `GET /readyz`: the database answers and its schema is current; 503 with the reason
 //!   otherwise, so a load balancer stops sending traffic to an instance that cannot serve it.
+//! - `GET /metrics`: Prometheus text format; behind a viewer token unless `metrics_public`.
+//! - `/api/admin/...`: the admin API ([`api`]), described by `GET /api/openapi.json`.
+//!
+//! Every error under the router is JSON, `{"error": {"code", "message"}}`, including the ones
+//! axum makes by itself (unknown route, wrong method, oversized body): [`json_errors`].
 
 pub mod api;
 pub mod auth;
 pub mod dto;
+pub mod metrics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -26,19 +33,129 @@ use tokio_util::sync::CancellationToken;
 /// How long a readiness probe waits for the database before it answers 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How the control plane's HTTP surface behaves; `Default` is what `coinsensei up` uses.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Serve `/metrics` without a token (for a Prometheus on a private network).
+    pub metrics_public: bool,
+    /// The longest a request may take to produce its response head; then 503 `timeout`.
+    pub request_timeout: Duration,
+    /// The largest request body accepted; larger ones get 413 `too_large`.
+    pub body_limit: usize,
+    /// Failed authentications allowed per client address per minute; then 429.
+    pub auth_failures_per_minute: u32,
+    /// The workers' heartbeat interval: a worker silent for two of them is reported stale in
+    /// its health summary.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        WebOptions {
+            metrics_public: false,
+            request_timeout: Duration::from_secs(10),
+            body_limit: 64 * 1024,
+            auth_failures_per_minute: 30,
+            heartbeat_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) store: Store,
-    pub(crate) queue: std::sync::Arc<dyn queue::Backend>,
+    pub(crate) queue: Arc<dyn queue::Backend>,
+    pub(crate) options: Arc<WebOptions>,
+    pub(crate) auth_failures: Arc<auth::FailureLimiter>,
 }
 
 /// The control plane's router.
-pub fn router(store: Store, queue: std::sync::Arc<dyn queue::Backend>) -> Router {
+pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions) -> Router {
+    let state = AppState {
+        store,
+        queue,
+        auth_failures: Arc::new(auth::FailureLimiter::new(options.auth_failures_per_minute)),
+        options: Arc::new(options.clone()),
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(api::routes())
-        .with_state(AppState { store, queue })
+        .route("/metrics", get(metrics::render))
+        .merge(api::routes(&state))
+        .fallback(api::fallback)
+        .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(DefaultBodyLimit::max(options.body_limit))
+        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(metrics::track))
+        .with_state(state)
+}
+
+/// Answers 503 `timeout` when a handler has not produced its response head in time. (An event
+/// stream's head comes at once; its body is not limited.)
+async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.options.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => api::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {limit:?}; try again"),
+        )
+        .into_response(),
+    }
+}
+
+/// Turns the errors axum writes as plain text (no route, wrong method, body too large, a body
+/// that is not JSON) into the API's JSON error shape, keeping the status and headers.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
+        .filter(|text| !text.trim().is_empty());
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        status if status.is_server_error() => "internal",
+        _ => "invalid",
+    };
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            format!("this route does not take that method; it takes {allowed}")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
+        _ => text.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("request refused")
+                .to_string()
+        }),
+    };
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 async fn healthz() -> Response {
@@ -85,12 +202,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn serve(
     listener: TcpListener,
     store: Store,
-    queue: std::sync::Arc<dyn queue::Backend>,
+    queue: Arc<dyn queue::Backend>,
+    options: &WebOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?address, "control plane listening");
-    axum::serve(listener, router(store, queue))
+    let app = router(store, queue, options).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
 }
@@ -125,9 +244,17 @@ mod tests {
         let store = Store::connect(&db.url, &store::StoreOptions::default())
             .await
             .unwrap();
-        let (status, _) = get_json(router(store.clone(), sql(&store)), "/healthz").await;
+        let (status, _) = get_json(
+            router(store.clone(), sql(&store), &WebOptions::default()),
+            "/healthz",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
+        let (status, body) = get_json(
+            router(store.clone(), sql(&store), &WebOptions::default()),
+            "/readyz",
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body["reason"]
@@ -138,7 +265,11 @@ mod tests {
         );
 
         store.migrate().await.unwrap();
-        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
+        let (status, body) = get_json(
+            router(store.clone(), sql(&store), &WebOptions::default()),
+            "/readyz",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         let dialect = match db.backend {
             Backend::Postgres => "postgres",
@@ -148,9 +279,17 @@ mod tests {
 
         // The database goes away: still alive, no longer ready.
         store.close().await;
-        let (status, _) = get_json(router(store.clone(), sql(&store)), "/healthz").await;
+        let (status, _) = get_json(
+            router(store.clone(), sql(&store), &WebOptions::default()),
+            "/healthz",
+        )
+        .await;
         assert_eq!(status, StatusCode::OK);
-        let (status, body) = get_json(router(store.clone(), sql(&store)), "/readyz").await;
+        let (status, body) = get_json(
+            router(store.clone(), sql(&store), &WebOptions::default()),
+            "/readyz",
+        )
+        .await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body["reason"].as_str().unwrap().starts_with("database"),

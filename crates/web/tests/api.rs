@@ -24,6 +24,7 @@ async fn call(
     let response = web::router(
         store.clone(),
         std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &web::WebOptions::default(),
     )
     .oneshot(request.body(Body::empty()).unwrap())
     .await
@@ -403,6 +404,7 @@ async fn a_stop_reaches_the_event_stream(db: &TestDb) {
     let router = web::router(
         store.clone(),
         std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &web::WebOptions::default(),
     );
     let request = Request::get("/api/admin/events")
         .header("authorization", format!("Bearer {viewer}"))

@@ -102,7 +102,12 @@ pub async fn control_plane(
         let cancel = cancel.clone();
         async move { maintenance.run(cancel).await }
     });
-    let served = web::serve(listener, store, backend, cancel.clone()).await;
+    let options = web::WebOptions {
+        metrics_public: settings.metrics_public,
+        heartbeat_interval: settings.heartbeat_interval,
+        ..web::WebOptions::default()
+    };
+    let served = web::serve(listener, store, backend, &options, cancel.clone()).await;
     cancel.cancel();
     let _ = reaper_task.await;
     let _ = maintenance_task.await;

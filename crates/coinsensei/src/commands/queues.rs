@@ -115,8 +115,13 @@ pub async fn limit(settings: Settings, queue: &str, limit: &str) -> anyhow::Resu
     let limit = match limit {
         "none" => None,
         text => match text.parse::<u32>() {
-            Ok(limit) if (1..=100_000).contains(&limit) => Some(limit),
-            _ => bail!("invalid limit {text:?}: a number from 1 to 100000, or none"),
+            Ok(limit) if (1..=domain::limits::QUEUE_CONCURRENCY_MAX).contains(&limit) => {
+                Some(limit)
+            }
+            _ => bail!(
+                "invalid limit {text:?}: a number from 1 to {}, or none",
+                domain::limits::QUEUE_CONCURRENCY_MAX
+            ),
         },
     };
     let (store, backend) = open(&settings).await?;

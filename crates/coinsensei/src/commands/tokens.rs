@@ -53,20 +53,7 @@ pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode>
     store.close().await;
     let now = Utc::now();
     if as_json {
-        let array: Vec<_> = tokens
-            .iter()
-            .map(|token| {
-                json!({
-                    "id": token.id,
-                    "name": token.name,
-                    "role": token.role.as_str(),
-                    "prefix": token.prefix,
-                    "created_at": token.created_at.to_rfc3339(),
-                    "last_used_at": token.last_used_at.map(|at| at.to_rfc3339()),
-                    "revoked_at": token.revoked_at.map(|at| at.to_rfc3339()),
-                })
-            })
-            .collect();
+        let array: Vec<_> = tokens.iter().map(web::dto::token).collect();
         println!("{}", serde_json::to_string_pretty(&array)?);
         return Ok(ExitCode::SUCCESS);
     }

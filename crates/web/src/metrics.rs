@@ -1,0 +1,176 @@
+//! `GET /metrics` in the Prometheus text format, by `metrics-exporter-prometheus`.
+//!
+//! Two kinds of series:
+//! - counted in this process as requests pass: `coinsensei_http_requests_total` and
+//!   `coinsensei_http_request_duration_seconds` (by route, method and status),
+//!   `coinsensei_auth_failures_total` (by reason);
+//! - read from the database at each scrape, so every control-plane replica reports the whole
+//!   fleet: `coinsensei_workers` (by chain, type and status, zeros included), per worker
+//!   `coinsensei_worker_heartbeat_age_seconds`, `coinsensei_worker_rss_bytes`,
+//!   `coinsensei_worker_in_flight`, and per queue `coinsensei_queue_jobs` (by state),
+//!   `coinsensei_queue_oldest_available_age_seconds` and `coinsensei_queue_paused`: what
+//!   autoscaling on queue depth reads.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use domain::{Chain, Role, WorkerKind, WorkerStatus};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use store::WorkerList;
+
+use crate::AppState;
+use crate::api::ApiError;
+
+/// Request latency buckets, in seconds: 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// The process's recorder: installed once, on first use. If another recorder is already
+/// installed (an embedding program's), ours still renders what we set on it directly.
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full("coinsensei_http_request_duration_seconds".into()),
+                LATENCY_BUCKETS,
+            )
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only ours");
+        }
+        handle
+    })
+}
+
+/// Counts every request and its latency, labelled by its route template (never the raw path,
+/// which would make a series per worker id).
+pub(crate) async fn track(request: Request, next: Next) -> Response {
+    // Make sure the recorder exists before the first request is counted.
+    let _ = handle();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("coinsensei_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("coinsensei_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed());
+    response
+}
+
+/// The scrape: refreshes the fleet's series from the database, then renders everything.
+pub(crate) async fn render(State(state): State<AppState>, request: Request) -> Response {
+    if !state.options.metrics_public {
+        let client = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        let caller = match crate::api::authenticate(&state, request.headers(), client).await {
+            Ok(caller) => caller,
+            Err(error) => return error.into_response(),
+        };
+        // Every role reads; there is nothing below viewer.
+        debug_assert!(caller.0.role.allows(Role::Viewer));
+    }
+    if let Err(error) = refresh(&state).await {
+        return error.into_response();
+    }
+    let handle = handle();
+    handle.run_upkeep();
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::float_arithmetic,
+    reason = "gauges are f64 by the Prometheus format; counts far below 2^53"
+)]
+async fn refresh(state: &AppState) -> Result<(), ApiError> {
+    let now = Utc::now();
+    let mut workers = Vec::new();
+    loop {
+        let page = state
+            .store
+            .worker_list(&WorkerList {
+                limit: domain::limits::LIST_LIMIT_MAX,
+                offset: u32::try_from(workers.len()).unwrap_or(u32::MAX),
+                ..Default::default()
+            })
+            .await?;
+        let last = page.len() < domain::limits::LIST_LIMIT_MAX as usize;
+        workers.extend(page);
+        if last {
+            break;
+        }
+    }
+    for chain in Chain::ALL {
+        for &kind in WorkerKind::ALL {
+            for &status in WorkerStatus::ALL {
+                let count = workers
+                    .iter()
+                    .filter(|row| row.chain == chain && row.kind == kind && row.status == status)
+                    .count();
+                metrics::gauge!("coinsensei_workers", "chain" => chain.as_str(), "type" => kind.as_str(), "status" => status.as_str())
+                    .set(count as f64);
+            }
+        }
+    }
+    for row in &workers {
+        let id = row.id.as_str().to_string();
+        if let Some(at) = row.last_heartbeat {
+            let age = (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!("coinsensei_worker_heartbeat_age_seconds", "worker" => id.clone())
+                .set(age);
+        }
+        if let Some(rss) = row.rss_bytes {
+            metrics::gauge!("coinsensei_worker_rss_bytes", "worker" => id.clone()).set(rss as f64);
+        }
+        metrics::gauge!("coinsensei_worker_in_flight", "worker" => id).set(row.in_flight as f64);
+    }
+    for queue in state.queue.stats(now).await? {
+        let name = queue.name.as_str().to_string();
+        for (job_state, count) in [
+            ("available", queue.available),
+            ("scheduled", queue.scheduled),
+            ("running", queue.running),
+            ("completed", queue.completed),
+            ("failed", queue.failed),
+            ("cancelled", queue.cancelled),
+        ] {
+            metrics::gauge!("coinsensei_queue_jobs", "queue" => name.clone(), "state" => job_state)
+                .set(count as f64);
+        }
+        let oldest = queue.oldest_available_at.map_or(0.0, |at| {
+            (now - at).num_milliseconds().max(0) as f64 / 1000.0
+        });
+        metrics::gauge!("coinsensei_queue_oldest_available_age_seconds", "queue" => name.clone())
+            .set(oldest);
+        metrics::gauge!("coinsensei_queue_paused", "queue" => name).set(if queue.paused {
+            1.0
+        } else {
+            0.0
+        });
+    }
+    Ok(())
+}
