@@ -48,14 +48,11 @@ enum Command {
     /// Apply database migrations and exit.
     Migrate,
     /// List and control workers.
-    #[command(subcommand)]
-    Workers(WorkersCommand),
+    Workers(WorkersArgs),
     /// List, pause and resume job queues.
-    #[command(subcommand)]
-    Queues(QueuesCommand),
+    Queues(QueuesArgs),
     /// Enqueue, inspect, retry and discard jobs.
-    #[command(subcommand)]
-    Jobs(JobsCommand),
+    Jobs(JobsArgs),
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -111,6 +108,49 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Where an operator command acts: the configured database, or a remote control plane.
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Act through the admin API of the control plane at URL (http:// or https://) instead
+    /// of on the database; the API token comes from COINSENSEI_TOKEN, and the audit log
+    /// names that token.
+    #[arg(long, global = true, value_name = "URL", env = "COINSENSEI_SERVER")]
+    server: Option<String>,
+}
+
+impl ServerArgs {
+    fn remote(&self) -> anyhow::Result<Option<commands::remote::Remote>> {
+        self.server
+            .as_deref()
+            .map(commands::remote::Remote::new)
+            .transpose()
+    }
+}
+
+#[derive(Debug, Args)]
+struct WorkersArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: WorkersCommand,
+}
+
+#[derive(Debug, Args)]
+struct QueuesArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: QueuesCommand,
+}
+
+#[derive(Debug, Args)]
+struct JobsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: JobsCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,21 +394,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             commands::worker::run(settings, args.kind, args.chain, args.id, args.supervised).await
         }
         Command::Migrate => commands::migrate::run(global.settings(None)?).await,
-        Command::Workers(command) => match command {
-            WorkersCommand::List(args) => {
-                let settings = global.settings(None)?;
-                let filter = commands::workers::ListFilter {
-                    chain: args.chain,
-                    kind: args.kind,
-                    status: args.status,
-                };
-                commands::workers::list(settings, filter, args.json).await
+        Command::Workers(WorkersArgs { server, command }) => {
+            let remote = server.remote()?;
+            match command {
+                WorkersCommand::List(args) => {
+                    let filter = commands::workers::ListFilter {
+                        chain: args.chain,
+                        kind: args.kind,
+                        status: args.status,
+                    };
+                    match remote {
+                        Some(remote) => {
+                            commands::workers::list_remote(&remote, filter, args.json).await
+                        }
+                        None => {
+                            commands::workers::list(global.settings(None)?, filter, args.json).await
+                        }
+                    }
+                }
+                WorkersCommand::Start(args) => {
+                    control(&global, remote, args, ControlAction::Start).await
+                }
+                WorkersCommand::Stop(args) => {
+                    control(&global, remote, args, ControlAction::Stop).await
+                }
+                WorkersCommand::Restart(args) => {
+                    control(&global, remote, args, ControlAction::Restart).await
+                }
             }
-            WorkersCommand::Start(args) => control(&global, args, ControlAction::Start).await,
-            WorkersCommand::Stop(args) => control(&global, args, ControlAction::Stop).await,
-            WorkersCommand::Restart(args) => control(&global, args, ControlAction::Restart).await,
-        },
-        Command::Queues(command) => {
+        }
+        Command::Queues(QueuesArgs { server, command }) => {
+            if let Some(remote) = server.remote()? {
+                use commands::queues::remote as queues;
+                return match command {
+                    QueuesCommand::List { json } => queues::list(&remote, json).await,
+                    QueuesCommand::Pause { queue } => queues::pause(&remote, &queue, true).await,
+                    QueuesCommand::Resume { queue } => queues::pause(&remote, &queue, false).await,
+                    QueuesCommand::Limit { queue, limit } => {
+                        queues::limit(&remote, &queue, &limit).await
+                    }
+                    QueuesCommand::Retry { .. } => {
+                        Err(commands::remote::local_only("queues retry"))
+                    }
+                };
+            }
             let settings = global.settings(None)?;
             match command {
                 QueuesCommand::List { json } => commands::queues::list(settings, json).await,
@@ -428,7 +497,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TokensCommand::Revoke { id } => commands::tokens::revoke(settings, id).await,
             }
         }
-        Command::Jobs(command) => {
+        Command::Jobs(JobsArgs { server, command }) => {
+            if let Some(remote) = server.remote()? {
+                use commands::queues::remote as jobs;
+                return match command {
+                    JobsCommand::List {
+                        queue,
+                        state,
+                        limit,
+                        json,
+                    } => jobs::jobs_list(&remote, queue, state, limit, json).await,
+                    JobsCommand::Show { id } => jobs::show(&remote, id).await,
+                    JobsCommand::Retry { id } => jobs::retry_or_discard(&remote, id, true).await,
+                    JobsCommand::Discard { id } => jobs::retry_or_discard(&remote, id, false).await,
+                    JobsCommand::Enqueue(_) => Err(commands::remote::local_only("jobs enqueue")),
+                };
+            }
             let settings = global.settings(None)?;
             match command {
                 JobsCommand::Enqueue(args) => {
@@ -463,10 +547,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn control(
     global: &Global,
+    remote: Option<commands::remote::Remote>,
     args: ControlArgs,
     action: ControlAction,
 ) -> anyhow::Result<ExitCode> {
-    let settings = global.settings(None)?;
     let wait = if args.wait {
         if !args.timeout.is_finite() || args.timeout <= 0.0 || args.timeout > 86_400.0 {
             anyhow::bail!("--timeout must be between 0 and 86400 seconds");
@@ -475,7 +559,10 @@ async fn control(
     } else {
         None
     };
-    commands::workers::control(settings, &args.id, action, wait).await
+    match remote {
+        Some(remote) => commands::workers::control_remote(&remote, &args.id, action, wait).await,
+        None => commands::workers::control(global.settings(None)?, &args.id, action, wait).await,
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod migrate;
 pub mod queues;
+pub mod remote;
 pub mod serve;
 pub mod tokens;
 pub mod up;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use domain::{JobState, Name, RetryPolicy};
-use serde_json::json;
+use serde_json::{Value, json};
 use store::{AuditInsert, JobInsert, JobList, Store};
 
 use crate::config::Settings;
@@ -42,15 +42,19 @@ pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode>
     let now = Utc::now();
     let stats = queue.stats(now).await?;
     store.close().await;
+    let queues: Vec<Value> = stats
+        .iter()
+        .map(|queue| web::dto::queue(queue, now))
+        .collect();
+    print_queues(&queues, as_json)
+}
+
+fn print_queues(queues: &[Value], as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
-        let array: Vec<_> = stats
-            .iter()
-            .map(|queue| web::dto::queue(queue, now))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&array)?);
+        println!("{}", serde_json::to_string_pretty(queues)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if stats.is_empty() {
+    if queues.is_empty() {
         println!(
             "no queues yet (a queue appears with its first job: `coinsensei jobs enqueue --help`)"
         );
@@ -60,22 +64,27 @@ pub async fn list(settings: Settings, as_json: bool) -> anyhow::Result<ExitCode>
         "{:<28} {:<8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9}  OLDEST WAITING",
         "QUEUE", "STATE", "AVAILABLE", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED",
     );
-    for queue in &stats {
-        let state = if queue.paused { "paused" } else { "active" };
-        let oldest = match queue.oldest_available_at {
-            Some(at) => super::workers::age(Some(at), now),
+    let count = |value: &Value| value.as_i64().unwrap_or_default();
+    for queue in queues {
+        let state = if queue["paused"].as_bool() == Some(true) {
+            "paused"
+        } else {
+            "active"
+        };
+        let oldest = match queue["oldest_available_age_ms"].as_i64() {
+            Some(ms) => super::workers::age_ms(Some(ms)),
             None => "-".into(),
         };
         println!(
             "{:<28} {:<8} {:>9} {:>9} {:>7} {:>9} {:>6} {:>9}  {}",
-            queue.name.as_str(),
+            queue["name"].as_str().unwrap_or("?"),
             state,
-            queue.available,
-            queue.scheduled,
-            queue.running,
-            queue.completed,
-            queue.failed,
-            queue.cancelled,
+            count(&queue["available"]),
+            count(&queue["scheduled"]),
+            count(&queue["running"]),
+            count(&queue["completed"]),
+            count(&queue["failed"]),
+            count(&queue["cancelled"]),
             oldest
         );
     }
@@ -99,6 +108,11 @@ pub async fn pause(settings: Settings, queue: &str, paused: bool) -> anyhow::Res
     };
     audit(&store, action, format!("queue:{queue}"), json!({})).await;
     store.close().await;
+    print_paused(&queue, paused);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_paused(queue: &Name, paused: bool) {
     println!(
         "queue {queue} {}",
         if paused {
@@ -107,23 +121,30 @@ pub async fn pause(settings: Settings, queue: &str, paused: bool) -> anyhow::Res
             "resumed"
         }
     );
-    Ok(ExitCode::SUCCESS)
+}
+
+/// `N` (1 to the maximum) or `none`.
+fn parse_limit(text: &str) -> anyhow::Result<Option<u32>> {
+    let max = domain::limits::QUEUE_CONCURRENCY_MAX;
+    match text {
+        "none" => Ok(None),
+        text => match text.parse::<u32>() {
+            Ok(limit) if (1..=max).contains(&limit) => Ok(Some(limit)),
+            _ => bail!("invalid limit {text:?}: a number from 1 to {max}, or none"),
+        },
+    }
+}
+
+fn print_limit(queue: &Name, limit: Option<u32>) {
+    match limit {
+        Some(limit) => println!("queue {queue}: at most {limit} job(s) run at once"),
+        None => println!("queue {queue}: no concurrency limit"),
+    }
 }
 
 pub async fn limit(settings: Settings, queue: &str, limit: &str) -> anyhow::Result<ExitCode> {
     let queue = name("queue name", queue)?;
-    let limit = match limit {
-        "none" => None,
-        text => match text.parse::<u32>() {
-            Ok(limit) if (1..=domain::limits::QUEUE_CONCURRENCY_MAX).contains(&limit) => {
-                Some(limit)
-            }
-            _ => bail!(
-                "invalid limit {text:?}: a number from 1 to {}, or none",
-                domain::limits::QUEUE_CONCURRENCY_MAX
-            ),
-        },
-    };
+    let limit = parse_limit(limit)?;
     let (store, backend) = open(&settings).await?;
     match backend.set_concurrency(&queue, limit, Utc::now()).await {
         Ok(()) => {}
@@ -140,10 +161,7 @@ pub async fn limit(settings: Settings, queue: &str, limit: &str) -> anyhow::Resu
     )
     .await;
     store.close().await;
-    match limit {
-        Some(limit) => println!("queue {queue}: at most {limit} job(s) run at once"),
-        None => println!("queue {queue}: no concurrency limit"),
-    }
+    print_limit(&queue, limit);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -288,11 +306,13 @@ pub async fn jobs_list(
         })
         .await?;
     store.close().await;
+    let jobs: Vec<Value> = jobs.iter().map(web::dto::job).collect();
+    print_jobs(&jobs, as_json)
+}
+
+fn print_jobs(jobs: &[Value], as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&jobs.iter().map(web::dto::job).collect::<Vec<_>>())?
-        );
+        println!("{}", serde_json::to_string_pretty(jobs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if jobs.is_empty() {
@@ -304,9 +324,8 @@ pub async fn jobs_list(
         "{:>10}  {:<24} {:<16} {:<10} {:>7}  {:<12} LAST ERROR",
         "ID", "QUEUE", "KIND", "STATE", "ATTEMPT", "CREATED"
     );
-    for job in &jobs {
-        let last_error = job
-            .errors
+    for job in jobs {
+        let last_error = job["errors"]
             .as_array()
             .and_then(|errors| errors.last())
             .and_then(|error| error["error"].as_str())
@@ -320,15 +339,19 @@ pub async fn jobs_list(
                     .collect::<String>()
             })
             .unwrap_or_else(|| "-".into());
+        let created = job["created_at"]
+            .as_str()
+            .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+            .map(|at| at.with_timezone(&Utc));
         println!(
             "{:>10}  {:<24} {:<16} {:<10} {:>3}/{:<3}  {:<12} {}",
-            job.id,
-            job.queue.as_str(),
-            job.kind.as_str(),
-            job.state.as_str(),
-            job.attempt,
-            job.max_attempts,
-            super::workers::age(Some(job.created_at), now),
+            job["id"].as_i64().unwrap_or_default(),
+            job["queue"].as_str().unwrap_or("?"),
+            job["kind"].as_str().unwrap_or("?"),
+            job["state"].as_str().unwrap_or("?"),
+            job["attempt"].as_i64().unwrap_or_default(),
+            job["max_attempts"].as_i64().unwrap_or_default(),
+            super::workers::age(created, now),
             last_error
         );
     }
@@ -379,4 +402,87 @@ pub async fn retry_or_discard(
     store.close().await;
     println!("job {id} is now {}", job.state);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The remote forms of the queue and job commands (`--server URL`).
+pub mod remote {
+    use std::process::ExitCode;
+
+    use anyhow::bail;
+    use domain::JobState;
+    use serde_json::json;
+
+    use crate::commands::remote::Remote;
+
+    pub async fn list(remote: &Remote, as_json: bool) -> anyhow::Result<ExitCode> {
+        let answer = remote.get(&["api", "admin", "queues"], &[]).await?;
+        let queues = answer["queues"].as_array().cloned().unwrap_or_default();
+        super::print_queues(&queues, as_json)
+    }
+
+    pub async fn pause(remote: &Remote, queue: &str, paused: bool) -> anyhow::Result<ExitCode> {
+        let queue = super::name("queue name", queue)?;
+        let action = if paused { "pause" } else { "resume" };
+        remote
+            .post(&["api", "admin", "queues", queue.as_str(), action], None)
+            .await?;
+        super::print_paused(&queue, paused);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn limit(remote: &Remote, queue: &str, limit: &str) -> anyhow::Result<ExitCode> {
+        let queue = super::name("queue name", queue)?;
+        let limit = super::parse_limit(limit)?;
+        remote
+            .post(
+                &["api", "admin", "queues", queue.as_str(), "limit"],
+                Some(&json!({"concurrency_limit": limit})),
+            )
+            .await?;
+        super::print_limit(&queue, limit);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn jobs_list(
+        remote: &Remote,
+        queue: Option<String>,
+        state: Option<JobState>,
+        limit: u32,
+        as_json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let mut query = vec![("limit", limit.to_string())];
+        if let Some(queue) = queue {
+            query.push(("queue", super::name("--queue", &queue)?.to_string()));
+        }
+        if let Some(state) = state {
+            query.push(("state", state.to_string()));
+        }
+        let answer = remote.get(&["api", "admin", "jobs"], &query).await?;
+        let jobs = answer["jobs"].as_array().cloned().unwrap_or_default();
+        super::print_jobs(&jobs, as_json)
+    }
+
+    pub async fn show(remote: &Remote, id: i64) -> anyhow::Result<ExitCode> {
+        let job = remote
+            .get(&["api", "admin", "jobs", &id.to_string()], &[])
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&job)?);
+        Ok(ExitCode::SUCCESS)
+    }
+
+    pub async fn retry_or_discard(
+        remote: &Remote,
+        id: i64,
+        retry: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let action = if retry { "retry" } else { "discard" };
+        let job = remote
+            .post(&["api", "admin", "jobs", &id.to_string(), action], None)
+            .await?;
+        let Some(state) = job["state"].as_str() else {
+            bail!("the control plane did not say the job's new state");
+        };
+        println!("job {id} is now {state}");
+        Ok(ExitCode::SUCCESS)
+    }
 }

@@ -3,12 +3,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, Utc};
 use domain::limits::LIST_LIMIT_MAX;
 use domain::{Chain, ControlAction, DesiredState, WorkerId, WorkerKind, WorkerStatus};
+use serde_json::Value;
 use store::{Change, Store, StoreError, WorkerControl, WorkerList, WorkerRow};
 
+use super::remote::{Refused, Remote};
 use crate::config::Settings;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,19 +45,64 @@ pub async fn list(
     }
     store.close().await;
     let now = Utc::now();
+    let workers: Vec<Value> = rows.iter().map(|row| web::dto::worker(row, now)).collect();
+    print_workers(&workers, as_json)
+}
+
+/// `workers list --server URL`: the same list from a remote control plane, page by page.
+pub async fn list_remote(
+    remote: &Remote,
+    filter: ListFilter,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut query = vec![("limit", LIST_LIMIT_MAX.to_string())];
+    if let Some(chain) = filter.chain {
+        query.push(("chain", chain.to_string()));
+    }
+    if let Some(kind) = filter.kind {
+        query.push(("type", kind.to_string()));
+    }
+    if let Some(status) = filter.status {
+        query.push(("status", status.to_string()));
+    }
+    let mut workers: Vec<Value> = Vec::new();
+    loop {
+        let mut page_query = query.clone();
+        page_query.push(("offset", workers.len().to_string()));
+        let page = remote
+            .get(&["api", "admin", "workers"], &page_query)
+            .await?;
+        let page = page["workers"]
+            .as_array()
+            .context("the control plane's worker list has no `workers`")?
+            .clone();
+        let done = page.len() < LIST_LIMIT_MAX as usize;
+        workers.extend(page);
+        if done {
+            break;
+        }
+    }
+    print_workers(&workers, as_json)
+}
+
+fn print_workers(workers: &[Value], as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
-        let array: Vec<_> = rows.iter().map(|row| web::dto::worker(row, now)).collect();
-        println!("{}", serde_json::to_string_pretty(&array)?);
+        println!("{}", serde_json::to_string_pretty(workers)?);
     } else {
-        print!("{}", table(&rows, now));
+        print!("{}", table(workers));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// "4s ago", "3m ago", "never".
 pub fn age(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
-    let Some(at) = at else { return "never".into() };
-    let seconds = (now - at).num_seconds().max(0);
+    age_ms(at.map(|at| (now - at).num_milliseconds()))
+}
+
+/// An age in milliseconds as "4s ago", "3m ago"; "never" for none.
+pub fn age_ms(ms: Option<i64>) -> String {
+    let Some(ms) = ms else { return "never".into() };
+    let seconds = ms.max(0) / 1000;
     match seconds {
         0..60 => format!("{seconds}s ago"),
         60..3600 => format!("{}m ago", seconds / 60),
@@ -64,8 +111,17 @@ pub fn age(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
     }
 }
 
-fn table(rows: &[WorkerRow], now: DateTime<Utc>) -> String {
-    if rows.is_empty() {
+/// A text field of a `web::dto` object, or "-".
+fn text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn table(workers: &[Value]) -> String {
+    if workers.is_empty() {
         return "no workers registered (start some with `coinsensei up` or `coinsensei worker`)\n"
             .into();
     }
@@ -80,22 +136,20 @@ fn table(rows: &[WorkerRow], now: DateTime<Utc>) -> String {
         "LAST SEEN",
         "LAST ERROR",
     ];
-    let lines: Vec<[String; 9]> = rows
+    let lines: Vec<[String; 9]> = workers
         .iter()
-        .map(|row| {
+        .map(|worker| {
             [
-                row.id.to_string(),
-                row.chain.to_string(),
-                row.kind.to_string(),
-                row.status.to_string(),
-                row.desired_state.to_string(),
-                row.pid
-                    .map(|pid| pid.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                row.host.clone().unwrap_or_else(|| "-".into()),
-                age(row.last_heartbeat, now),
-                row.last_error
-                    .as_deref()
+                text(&worker["id"]),
+                text(&worker["blockchain"]),
+                text(&worker["type"]),
+                text(&worker["status"]),
+                text(&worker["desired_state"]),
+                text(&worker["pid"]),
+                text(&worker["host"]),
+                age_ms(worker["heartbeat_age_ms"].as_i64()),
+                worker["last_error"]
+                    .as_str()
                     .map(one_line)
                     .unwrap_or_else(|| "-".into()),
             ]
@@ -190,16 +244,22 @@ pub async fn control(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether the worker's report shows that it obeyed `action` requested as `requested`.
-fn obeyed(row: &WorkerRow, requested: &WorkerRow, action: ControlAction) -> bool {
+/// Whether a worker reporting `status` with `applied_generation` (and wanting `desired`)
+/// has obeyed `action`, requested as control generation `requested`.
+fn obeyed(
+    status: WorkerStatus,
+    desired: DesiredState,
+    applied_generation: i64,
+    requested: i64,
+    action: ControlAction,
+) -> bool {
     match action {
-        ControlAction::Stop => row.status == WorkerStatus::Stopped,
-        ControlAction::Start => row.status == WorkerStatus::Running,
+        ControlAction::Stop => status == WorkerStatus::Stopped,
+        ControlAction::Start => status == WorkerStatus::Running,
         ControlAction::Restart => {
-            row.applied_generation >= requested.generation
-                && matches!(row.status, WorkerStatus::Running | WorkerStatus::Stopped)
-                && (row.status == WorkerStatus::Running)
-                    == (row.desired_state == DesiredState::Running)
+            applied_generation >= requested
+                && matches!(status, WorkerStatus::Running | WorkerStatus::Stopped)
+                && (status == WorkerStatus::Running) == (desired == DesiredState::Running)
         }
     }
 }
@@ -217,7 +277,13 @@ async fn wait_obeyed(
             .worker_get(&requested.id)
             .await?
             .context("the worker was deleted while waiting")?;
-        if obeyed(&row, requested, action) {
+        if obeyed(
+            row.status,
+            row.desired_state,
+            row.applied_generation,
+            requested.generation,
+            action,
+        ) {
             return Ok(row);
         }
         if matches!(row.status, WorkerStatus::Lost | WorkerStatus::Offline) {
@@ -246,6 +312,64 @@ async fn wait_obeyed(
                 bail!("timed out after {timeout:?}: worker {} is still {} (the request stays recorded)", row.id, row.status)
             }
         }
+    }
+}
+
+/// `workers start|stop|restart ID --server URL`.
+pub async fn control_remote(
+    remote: &Remote,
+    id: &str,
+    action: ControlAction,
+    wait: Option<Duration>,
+) -> anyhow::Result<ExitCode> {
+    let id = WorkerId::new(id).context("invalid worker id")?;
+    let accepted = remote
+        .post(
+            &["api", "admin", "workers", id.as_str(), action.as_str()],
+            None,
+        )
+        .await
+        .map_err(|error| match error.downcast_ref::<Refused>() {
+            Some(refused) if refused.code == "conflict" => {
+                anyhow!("cannot {action} worker {id}: {}", refused.message)
+            }
+            _ => error,
+        })?;
+    let generation = accepted["generation"].as_i64().unwrap_or_default();
+    println!(
+        "{action} requested for worker {id}: desired state {}, generation {generation}",
+        text(&accepted["desired_state"])
+    );
+    let Some(timeout) = wait else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let worker = remote
+            .get(&["api", "admin", "workers", id.as_str()], &[])
+            .await?;
+        let status: WorkerStatus = text(&worker["status"])
+            .parse()
+            .context("the control plane sent an unknown status")?;
+        let desired: DesiredState = text(&worker["desired_state"])
+            .parse()
+            .context("the control plane sent an unknown desired state")?;
+        let applied = worker["applied_generation"].as_i64().unwrap_or_default();
+        if obeyed(status, desired, applied, generation, action) {
+            println!("worker {id} is {status}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if matches!(status, WorkerStatus::Lost | WorkerStatus::Offline) {
+            bail!(
+                "worker {id} is {status}: nothing runs to obey (the request stays recorded and applies when it comes back)"
+            );
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout:?}: worker {id} is still {status} (the request stays recorded)"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -1,0 +1,194 @@
+//! The operator commands against a remote control plane (`--server URL`, token from
+//! `COINSENSEI_TOKEN`): the real binary talks to a real `coinsensei serve` over HTTP, with no
+//! database configured on the client side, and the audit log names the token.
+
+mod common;
+
+use std::process::{Output, Stdio};
+
+use chrono::Utc;
+use common::*;
+use domain::{Chain, WorkerId, WorkerKind};
+use store::AuditList;
+use testkit::TestDb;
+
+/// Runs `coinsensei ARGS` with only a server and a token: no database URL, and a data
+/// directory that does not exist, so a command that fell back to the local path would fail.
+async fn remote(server: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut command = coinsensei(args);
+    command
+        .env("COINSENSEI_SERVER", server)
+        .env("COINSENSEI_DATA_DIR", "/nonexistent/coinsensei")
+        .stdin(Stdio::null());
+    if let Some(token) = token {
+        command.env("COINSENSEI_TOKEN", token);
+    }
+    command.output().await.expect("run coinsensei")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+async fn create_token(url: &str, role: &str, name: &str) -> String {
+    let output = run(url, &["tokens", "create", "--role", role, "--name", name]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_drive_a_remote_control_plane() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    store
+        .worker_register(&store::WorkerRegister {
+            id: WorkerId::new("tron-withdrawal-1").unwrap(),
+            name: "tron-withdrawal-1".into(),
+            kind: WorkerKind::Withdrawal,
+            chain: Chain::Tron,
+            pid: Some(1),
+            host: Some("h".into()),
+            port: None,
+            version: None,
+            config: serde_json::json!({}),
+            incarnation: "inc".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let operator = create_token(&db.url, "operator", "ops laptop").await;
+    let viewer = create_token(&db.url, "viewer", "wallboard").await;
+    let serve = Up::serve(&[], &[("COINSENSEI_DATABASE_URL", db.url.as_str())]).await;
+    let server = format!("http://{}", serve.address);
+
+    // Reads: the same table and JSON as the local commands.
+    let output = remote(&server, Some(&viewer), &["workers", "list"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("tron-withdrawal-1"),
+        "{}",
+        stdout(&output)
+    );
+    let output = remote(
+        &server,
+        Some(&viewer),
+        &["workers", "list", "--json", "--chain", "tron"],
+    )
+    .await;
+    let workers: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(workers[0]["id"], "tron-withdrawal-1");
+    let output = remote(&server, Some(&viewer), &["queues", "list", "--json"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let output = remote(&server, Some(&viewer), &["jobs", "list"]).await;
+    assert!(output.status.success() && stdout(&output).contains("no jobs match"));
+
+    // The flag wins over the environment.
+    let output = remote(
+        "http://127.0.0.1:9",
+        Some(&viewer),
+        &["workers", "list", "--server", &server],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    // A viewer may not act: the server's reason, exit 1, nothing written.
+    let output = remote(
+        &server,
+        Some(&viewer),
+        &["workers", "stop", "tron-withdrawal-1"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("needs the operator role"),
+        "{}",
+        stderr(&output)
+    );
+
+    // An operator stops the worker; the audit log names the operator's token.
+    let output = remote(
+        &server,
+        Some(&operator),
+        &["workers", "stop", "tron-withdrawal-1"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("desired state stopped"),
+        "{}",
+        stdout(&output)
+    );
+    let entries = store
+        .audit_list(&AuditList {
+            action: Some("worker.stop".into()),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert!(
+        entries[0].actor.ends_with(":ops laptop"),
+        "{}",
+        entries[0].actor
+    );
+    // Stopping it again is meaningless: the reason, exit 1.
+    let output = remote(
+        &server,
+        Some(&operator),
+        &["workers", "stop", "tron-withdrawal-1"],
+    )
+    .await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("already desired stopped"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(&server, Some(&operator), &["workers", "start", "nope"]).await;
+    assert!(
+        stderr(&output).contains("worker nope not found"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(&server, Some(&operator), &["jobs", "retry", "4242"]).await;
+    assert!(stderr(&output).contains("not found"), "{}", stderr(&output));
+
+    // Missing token, a bad URL, an unreachable server, a local-only command: clear errors.
+    let output = remote(&server, None, &["workers", "list"]).await;
+    assert!(
+        stderr(&output).contains("COINSENSEI_TOKEN"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote("ftp://example", Some(&viewer), &["workers", "list"]).await;
+    assert!(
+        stderr(&output).contains("not an http"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote("http://127.0.0.1:9", Some(&viewer), &["queues", "list"]).await;
+    assert!(
+        stderr(&output).contains("cannot reach the control plane"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(
+        &server,
+        Some(&operator),
+        &["jobs", "enqueue", "--queue", "q", "--kind", "noop"],
+    )
+    .await;
+    assert!(
+        stderr(&output).contains("no --server form"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(&server, Some("cst_wrong"), &["workers", "list"]).await;
+    assert!(
+        stderr(&output).contains("unknown or revoked token"),
+        "{}",
+        stderr(&output)
+    );
+    serve.stop().await;
+}
