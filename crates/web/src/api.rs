@@ -857,9 +857,15 @@ impl EventCursor {
         );
     }
 
-    /// Sends the full picture and remembers it as the baseline for what follows.
-    async fn snapshot(&mut self) -> Result<(), ApiError> {
+    /// Sends the full picture. The first one is also the baseline the polls compare with;
+    /// later ones leave it alone, so a heartbeat or queue change is always reported as such,
+    /// whether or not a snapshot went out in between.
+    async fn snapshot(&mut self, baseline: bool) -> Result<(), ApiError> {
         let snapshot = snapshot(&self.state).await?;
+        if !baseline {
+            self.push("snapshot", &snapshot);
+            return Ok(());
+        }
         self.heartbeats = snapshot["workers"]
             .as_array()
             .into_iter()
@@ -1008,7 +1014,7 @@ async fn events(
         last_audit_id: audit_head.first().map_or(0, |entry| entry.id),
         failures_seen: failed_head.iter().map(|job| job.id).collect(),
     };
-    cursor.snapshot().await?;
+    cursor.snapshot(true).await?;
     let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
         loop {
             if let Some(event) = cursor.pending.pop_front() {
@@ -1034,7 +1040,7 @@ async fn events(
                 },
                 _ = cursor.debounce.tick(), if cursor.dirty => {
                     cursor.dirty = false;
-                    cursor.snapshot().await
+                    cursor.snapshot(false).await
                 }
                 _ = cursor.poll.tick() => cursor.poll().await,
             };

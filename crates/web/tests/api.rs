@@ -447,8 +447,142 @@ async fn a_stop_reaches_the_event_stream(db: &TestDb) {
     }
 }
 
+/// Reads the stream until an event of one of `kinds` whose data satisfies `matches` arrives.
+async fn expect_event<S>(stream: &mut S, kinds: &[&str], matches: impl Fn(&Value) -> bool)
+where
+    S: futures_util::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin,
+{
+    use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut buffer = String::new();
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kinds:?} event within 5 s; got:\n{buffer}"))
+            .unwrap()
+            .unwrap();
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        // Events end with a blank line; look at each complete one.
+        while let Some(end) = buffer.find("\n\n") {
+            let event: String = buffer.drain(..end + 2).collect();
+            let name = event
+                .lines()
+                .find_map(|line| line.strip_prefix("event: "))
+                .unwrap_or_default();
+            let data: String = event
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .collect();
+            if kinds.contains(&name) && serde_json::from_str(&data).is_ok_and(|data| matches(&data))
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// Besides worker changes, the stream carries heartbeats, new audit entries and failed jobs.
+async fn the_event_stream_carries_heartbeats_audit_and_failures(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let router = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &web::WebOptions::default(),
+    );
+    let request = Request::get("/api/admin/events")
+        .header("authorization", format!("Bearer {viewer}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let mut stream = response.into_body().into_data_stream();
+    expect_event(&mut stream, &["snapshot"], |_| true).await;
+
+    store
+        .worker_heartbeat(&store::WorkerHeartbeat {
+            id: WorkerId::new("tron-withdrawal-1").unwrap(),
+            incarnation: "inc-tron-withdrawal-1".into(),
+            rss_bytes: Some(12_345_678),
+            in_flight: 2,
+            processed_total: 7,
+            failed_total: 1,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    expect_event(&mut stream, &["heartbeats"], |data| {
+        data["workers"][0]["rss_bytes"] == 12_345_678
+    })
+    .await;
+
+    store
+        .audit_insert(&store::AuditInsert {
+            actor: "cli:test".into(),
+            action: "queue.pause".into(),
+            target: "queue:tron.withdrawal".into(),
+            details: serde_json::json!({}),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    expect_event(&mut stream, &["audit"], |data| data["actor"] == "cli:test").await;
+
+    let now = Utc::now();
+    let insert = store::JobInsert {
+        queue: domain::Name::new("tron.withdrawal").unwrap(),
+        kind: domain::Name::new("noop").unwrap(),
+        args: serde_json::json!({}),
+        priority: 0,
+        run_at: now,
+        retry: Some(domain::RetryPolicy {
+            max_attempts: 1,
+            ..domain::RetryPolicy::default()
+        }),
+        unique_key: None,
+        now,
+    };
+    let id = store.job_insert(&insert).await.unwrap().id;
+    expect_event(&mut stream, &["queues"], |data| {
+        data["queues"][0]["available"] == 1
+    })
+    .await;
+    let claimed = store
+        .job_claim(&store::JobClaim {
+            queue: insert.queue.clone(),
+            owner: "w".into(),
+            limit: 1,
+            lease_until: now + std::time::Duration::from_secs(30),
+            now,
+        })
+        .await
+        .unwrap()
+        .remove(0);
+    store
+        .job_fail(&store::JobFail {
+            id,
+            token: claimed.token,
+            error: "node timeout".into(),
+            retry_at: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    expect_event(&mut stream, &["job_failed"], |data| {
+        data["id"] == id && data["errors"][0]["error"] == "node timeout"
+    })
+    .await;
+}
+
 testkit::on_both_stores!(
     db: workers_api_enforces_roles_and_audits,
     queues_jobs_and_audit_through_the_api,
-    a_stop_reaches_the_event_stream
+    a_stop_reaches_the_event_stream,
+    the_event_stream_carries_heartbeats_audit_and_failures
 );
