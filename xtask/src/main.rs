@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise.
-//! - `cargo xtask bench [control|queue]`: the figures the issues ask for, on real processes:
-//!   `control` (worker control latency, lost detection, RSS, time to ready; both stores) and
+//! - `cargo xtask bench [control|queue|api]`: the figures the issues ask for, on real
+//!   processes: `control` (worker control latency, lost detection, RSS, time to ready; both
+//!   stores), `api` (the admin API under a fixed request rate, and API → event stream
+//!   latency; both stores) and
 //!   `queue` (`coinsensei bench queue` on Postgres, SQLite and Redis beside BullMQ and
 //!   graphile-worker installed from npm, on the same Postgres and Redis). Default: both.
 
@@ -14,8 +16,10 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432; see README.md)
-  bench [control|queue] [--jobs N] [--concurrency C]
+  bench [control|queue|api] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
+          api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
+                   and API stop -> event stream latency
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)";
 
@@ -91,16 +95,17 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
-        Some("control") => ("control", &extra[1..]),
-        Some("queue") => ("queue", &extra[1..]),
+        Some(which @ ("control" | "queue" | "api")) => (which, &extra[1..]),
         _ => ("all", extra),
     };
-    if which != "queue" {
-        let mut command = cargo();
-        command.args(["bench", "--package", "coinsensei", "--bench", "control"]);
-        run(command)?;
+    for bench in ["control", "api"] {
+        if which == bench || which == "all" {
+            let mut command = cargo();
+            command.args(["bench", "--package", "coinsensei", "--bench", bench]);
+            run(command)?;
+        }
     }
-    if which != "control" {
+    if which == "queue" || which == "all" {
         bench_queue(rest)?;
     }
     Ok(())

@@ -672,7 +672,7 @@ fn worker_id(id: String) -> Result<WorkerId, ApiError> {
 async fn list_workers(
     State(state): State<AppState>,
     query: Result<Query<WorkerQuery>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
     let limit = limit_of(query.limit);
     let offset = query.offset.unwrap_or(0);
@@ -687,11 +687,22 @@ async fn list_workers(
         })
         .await?;
     let now = Utc::now();
-    Ok(Json(json!({
-        "workers": rows.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
-        "limit": limit,
-        "offset": offset,
-    })))
+    let workers: Vec<crate::dto::WorkerView<'_>> = rows
+        .iter()
+        .map(|row| crate::dto::WorkerView::new(row, now))
+        .collect();
+    #[derive(serde::Serialize)]
+    struct WorkerPage<'a> {
+        workers: Vec<crate::dto::WorkerView<'a>>,
+        limit: u32,
+        offset: u32,
+    }
+    Ok(Json(WorkerPage {
+        workers,
+        limit,
+        offset,
+    })
+    .into_response())
 }
 
 async fn get_worker(

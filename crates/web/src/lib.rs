@@ -209,6 +209,14 @@ pub async fn serve(
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?address, "control plane listening");
     let app = router(store, queue, options).into_make_service_with_connect_info::<SocketAddr>();
+    // Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one back until
+    // the client's delayed ACK of the previous one (about 40 ms).
+    let listener =
+        axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { cancel.cancelled().await })
         .await
