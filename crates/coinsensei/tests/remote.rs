@@ -161,6 +161,12 @@ async fn operator_commands_drive_a_remote_control_plane() {
         "{}",
         stderr(&output)
     );
+    let output = remote("http://192.0.2.1:9", Some(&viewer), &["queues", "list"]).await;
+    assert!(
+        stderr(&output).contains("token crosses the network unencrypted"),
+        "{}",
+        stderr(&output)
+    );
     let output = remote("ftp://example", Some(&viewer), &["workers", "list"]).await;
     assert!(
         stderr(&output).contains("not an http"),
@@ -184,9 +190,16 @@ async fn operator_commands_drive_a_remote_control_plane() {
         "{}",
         stderr(&output)
     );
-    let output = remote(&server, Some("cst_wrong"), &["workers", "list"]).await;
+    let wrong = format!("cst_{}", "ab".repeat(32));
+    let output = remote(&server, Some(&wrong), &["workers", "list"]).await;
     assert!(
         stderr(&output).contains("unknown or revoked token"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(&server, Some("cst_wrong"), &["workers", "list"]).await;
+    assert!(
+        stderr(&output).contains("not a CoinSensei token"),
         "{}",
         stderr(&output)
     );

@@ -108,11 +108,16 @@ impl From<StoreError> for ApiError {
 
 /// The caller, authenticated by `Authorization: Bearer TOKEN` and allowed the route's role.
 #[derive(Debug, Clone)]
-pub struct Caller(pub ApiTokenRow);
+pub struct Caller {
+    pub token: ApiTokenRow,
+    /// The stored form of the presented token, to check again that it is still valid (an
+    /// event stream does, every second). Never the secret itself.
+    token_hash: String,
+}
 
 impl Caller {
     fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.0.role.allows(role) {
+        if self.token.role.allows(role) {
             Ok(())
         } else {
             Err(ApiError::new(
@@ -120,7 +125,7 @@ impl Caller {
                 "forbidden",
                 format!(
                     "this needs the {role} role; the token {} is {}",
-                    self.0.prefix, self.0.role
+                    self.token.prefix, self.token.role
                 ),
             ))
         }
@@ -128,7 +133,16 @@ impl Caller {
 
     /// How the audit log names this caller.
     fn actor(&self) -> String {
-        format!("token:{}:{}", self.0.id, self.0.name)
+        format!("token:{}:{}", self.token.id, self.token.name)
+    }
+
+    /// Whether the token still authenticates (not revoked since).
+    pub(crate) async fn still_valid(&self, state: &AppState) -> Result<bool, ApiError> {
+        Ok(state
+            .store
+            .api_token_authenticate(&self.token_hash, Utc::now())
+            .await?
+            .is_some())
     }
 }
 
@@ -140,29 +154,31 @@ fn client_of(request: &Request) -> Option<IpAddr> {
         .map(|info| info.0.ip())
 }
 
-/// Finds the token a request carries. Failures are logged (with the client and the token's
-/// public prefix, never the token) and counted; a client that fails too often is refused
-/// with 429 before its token is looked up.
+/// Finds the token a request carries. Failures are logged (with the client and, for a
+/// well-formed token, its public prefix; never more of it) and counted per client address.
+/// A client over its limit gets 429 instead of 401 for a bad token, and a malformed one is
+/// refused without a lookup; a valid token always passes, so an attacker sharing an address
+/// (a proxy, a NAT) with the operators cannot lock them out.
 pub(crate) async fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     client: Option<IpAddr>,
 ) -> Result<Caller, ApiError> {
     let now = Instant::now();
-    if let Some(wait) = state.auth_failures.blocked(client, now) {
-        metrics::counter!("coinsensei_auth_failures_total", "reason" => "rate_limited")
-            .increment(1);
-        let mut error = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed authentications from this address; wait and try again",
-        );
-        error.retry_after = Some(wait.as_secs().max(1));
-        return Err(error);
-    }
+    let blocked = state.auth_failures.blocked(client, now);
     let fail = |reason: &'static str, prefix: &str, message: &str| {
         state.auth_failures.record_failure(client, now);
         metrics::counter!("coinsensei_auth_failures_total", "reason" => reason).increment(1);
+        if let Some(wait) = blocked {
+            tracing::debug!(client = ?client, reason, token_prefix = prefix, "admin api: authentication failed (rate limited)");
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address; wait and try again",
+            );
+            error.retry_after = Some(wait.as_secs().max(1));
+            return error;
+        }
         tracing::warn!(client = ?client, reason, token_prefix = prefix, "admin api: authentication failed");
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     };
@@ -185,15 +201,24 @@ pub(crate) async fn authenticate(
                 "the Authorization header must be Bearer TOKEN",
             )
         })?;
-    // Only our own token shape is looked up; its first characters are public (`tokens list`).
-    let prefix: String = secret.chars().take(crate::auth::TOKEN_PREFIX_LEN).collect();
+    // Only our own token shape is looked up, and only then is its (public) prefix logged: a
+    // secret of some other system pasted by mistake never reaches the logs.
+    if !crate::auth::is_token_shaped(secret) {
+        return Err(fail(
+            "malformed",
+            "",
+            "not a CoinSensei token (cst_ and 64 hex digits)",
+        ));
+    }
+    let prefix = &secret[..crate::auth::TOKEN_PREFIX_LEN];
+    let token_hash = crate::auth::hash_token(secret);
     match state
         .store
-        .api_token_authenticate(&crate::auth::hash_token(secret), Utc::now())
+        .api_token_authenticate(&token_hash, Utc::now())
         .await?
     {
-        Some(token) => Ok(Caller(token)),
-        None => Err(fail("unknown", &prefix, "unknown or revoked token")),
+        Some(token) => Ok(Caller { token, token_hash }),
+        None => Err(fail("unknown", prefix, "unknown or revoked token")),
     }
 }
 
@@ -209,11 +234,28 @@ async fn authorize(
         Err(error) => return error.into_response(),
     };
     if let Err(error) = caller.require(role) {
-        tracing::info!(token = caller.0.id, role = %caller.0.role, needed = %role, path = %request.uri().path(), "admin api: role too low");
+        tracing::info!(token = caller.token.id, role = %caller.token.role, needed = %role, path = %request.uri().path(), "admin api: role too low");
         return error.into_response();
     }
     request.extensions_mut().insert(caller);
     next.run(request).await
+}
+
+/// Runs the rest of the request in its own task, so dropping the request cannot cut a
+/// mutation off between its effect and its audit entry.
+async fn run_to_the_end(request: Request, next: Next) -> Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(%error, "admin api: an action's task failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response()
+        }
+    }
 }
 
 /// One route of the admin API: what the OpenAPI document and the role matrix are held to.
@@ -289,7 +331,10 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             route(Method::GET, "/api/admin/audit", Viewer),
             get(list_audit),
         ),
-        (route(Method::GET, "/api/admin/events", Viewer), get(events)),
+        (
+            route(Method::GET, "/api/admin/events", Viewer),
+            get(crate::events::events),
+        ),
         (
             route(Method::GET, "/api/admin/tokens", Admin),
             get(list_tokens),
@@ -315,7 +360,15 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .into_iter()
         .fold(Router::new(), |router, (route, handler)| {
             let guard = middleware::from_fn_with_state((state.clone(), route.role), authorize);
-            router.route(route.path, handler.route_layer(guard))
+            // An action and its audit entry finish together even if the request is dropped
+            // (a timeout, a client that hangs up).
+            let handler = if route.method == Method::POST {
+                handler.layer(middleware::from_fn(run_to_the_end))
+            } else {
+                handler
+            };
+            // `layer`, not `route_layer`: the method-not-allowed answer is guarded too.
+            router.route(route.path, handler.layer(guard))
         })
 }
 
@@ -337,24 +390,6 @@ pub(crate) async fn fallback(State(state): State<AppState>, request: Request) ->
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
-}
-
-/// Workers and queues as they are now: the first event of every stream, and what a client
-/// that reconnects gets instead of replaying (`Last-Event-ID` is not kept server-side).
-async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
-    let workers = state
-        .store
-        .worker_list(&WorkerList {
-            limit: domain::limits::LIST_LIMIT_MAX,
-            ..Default::default()
-        })
-        .await?;
-    let now = Utc::now();
-    let queues = state.queue.stats(now).await?;
-    Ok(json!({
-        "workers": workers.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
-        "queues": queues.iter().map(|queue| crate::dto::queue(queue, now)).collect::<Vec<_>>(),
-    }))
 }
 
 impl From<queue::QueueError> for ApiError {
@@ -428,7 +463,7 @@ async fn audit(state: &AppState, caller: &Caller, action: &str, target: String, 
         now: Utc::now(),
     };
     if let Err(error) = state.store.audit_insert(&insert).await {
-        tracing::warn!(%error, "admin api: the action took effect but its audit entry was not written");
+        tracing::error!(%error, action, "admin api: the action took effect but its audit entry was not written");
     }
 }
 
@@ -830,236 +865,4 @@ async fn revoke_token(
     )
     .await;
     Ok(Json(crate::dto::token(&row)))
-}
-
-/// How often an event stream looks for what has no notification: heartbeats, queue stats,
-/// new audit entries, failed jobs.
-const EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Shortest gap between two snapshots sent because the store said "something changed".
-const SNAPSHOT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
-
-type SseEvent = axum::response::sse::Event;
-
-/// What one event stream has already told its client.
-struct EventCursor {
-    state: AppState,
-    feed: store::ChangeFeed,
-    pending: std::collections::VecDeque<SseEvent>,
-    seq: u64,
-    poll: tokio::time::Interval,
-    debounce: tokio::time::Interval,
-    /// The store reported a change it could not name (SQLite, a Postgres reconnect).
-    dirty: bool,
-    heartbeats: std::collections::HashMap<String, Option<chrono::DateTime<Utc>>>,
-    queues: Value,
-    last_audit_id: i64,
-    /// The failed jobs already reported that are still among the newest failures.
-    failures_seen: std::collections::HashSet<i64>,
-}
-
-impl EventCursor {
-    fn push(&mut self, kind: &str, data: &Value) {
-        self.seq += 1;
-        self.pending.push_back(
-            SseEvent::default()
-                .event(kind)
-                .id(self.seq.to_string())
-                .data(data.to_string()),
-        );
-    }
-
-    /// Sends the full picture. The first one is also the baseline the polls compare with;
-    /// later ones leave it alone, so a heartbeat or queue change is always reported as such,
-    /// whether or not a snapshot went out in between.
-    async fn snapshot(&mut self, baseline: bool) -> Result<(), ApiError> {
-        let snapshot = snapshot(&self.state).await?;
-        if !baseline {
-            self.push("snapshot", &snapshot);
-            return Ok(());
-        }
-        self.heartbeats = snapshot["workers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|worker| {
-                let id = worker["id"].as_str().unwrap_or_default().to_string();
-                let at = worker["last_heartbeat"]
-                    .as_str()
-                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
-                    .map(|at| at.with_timezone(&Utc));
-                (id, at)
-            })
-            .collect();
-        self.queues = snapshot["queues"].clone();
-        self.push("snapshot", &snapshot);
-        Ok(())
-    }
-
-    /// Everything that changed without a notification since the last poll.
-    async fn poll(&mut self) -> Result<(), ApiError> {
-        let now = Utc::now();
-        let workers = self
-            .state
-            .store
-            .worker_list(&WorkerList {
-                limit: domain::limits::LIST_LIMIT_MAX,
-                ..Default::default()
-            })
-            .await?;
-        let mut beats = Vec::new();
-        for row in &workers {
-            let previous = self
-                .heartbeats
-                .insert(row.id.as_str().to_string(), row.last_heartbeat);
-            if previous != Some(row.last_heartbeat) {
-                beats.push(crate::dto::worker(row, now));
-            }
-        }
-        if !beats.is_empty() {
-            self.push("heartbeats", &json!({"workers": beats}));
-        }
-        let queues: Value = self
-            .state
-            .queue
-            .stats(now)
-            .await?
-            .iter()
-            .map(|queue| crate::dto::queue(queue, now))
-            .collect();
-        if strip_ages(&queues) != strip_ages(&self.queues) {
-            self.push("queues", &json!({"queues": queues}));
-        }
-        self.queues = queues;
-        let entries = self
-            .state
-            .store
-            .audit_list(&AuditList {
-                limit: 50,
-                ..Default::default()
-            })
-            .await?;
-        let seen = self.last_audit_id;
-        for entry in entries.iter().rev().filter(|entry| entry.id > seen) {
-            self.push("audit", &crate::dto::audit(entry));
-        }
-        if let Some(newest) = entries.first() {
-            self.last_audit_id = self.last_audit_id.max(newest.id);
-        }
-        let failed = self
-            .state
-            .queue
-            .list(&store::JobList {
-                state: Some(domain::JobState::Failed),
-                limit: 50,
-                ..Default::default()
-            })
-            .await?;
-        for job in failed.iter().rev() {
-            if !self.failures_seen.contains(&job.id) {
-                self.push("job_failed", &crate::dto::job(job));
-            }
-        }
-        self.failures_seen = failed.iter().map(|job| job.id).collect();
-        Ok(())
-    }
-}
-
-/// Queue stats without the ages that change every millisecond, to tell a real change.
-fn strip_ages(queues: &Value) -> Value {
-    let mut queues = queues.clone();
-    if let Some(array) = queues.as_array_mut() {
-        for queue in array {
-            if let Some(object) = queue.as_object_mut() {
-                object.remove("oldest_available_age_ms");
-            }
-        }
-    }
-    queues
-}
-
-/// Server-sent events. First a `snapshot` (workers and queues); then `worker` as soon as a
-/// worker's status or desired state changes (Postgres NOTIFY), a fresh `snapshot` when the
-/// store cannot say what changed (SQLite; at most every 250 ms), and once a second
-/// `heartbeats`, `queues` (when their counts moved), `audit` (new entries) and `job_failed`.
-/// A client that reconnects gets a fresh snapshot: ids are not replayed.
-async fn events(
-    State(state): State<AppState>,
-) -> Result<
-    axum::response::sse::Sse<
-        impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>,
-    >,
-    ApiError,
-> {
-    use axum::response::sse::{KeepAlive, Sse};
-    use tokio::time::MissedTickBehavior;
-    let feed = state.store.change_feed().await?;
-    let mut poll = tokio::time::interval(EVENT_POLL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut debounce = tokio::time::interval(SNAPSHOT_DEBOUNCE);
-    debounce.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let audit_head = state
-        .store
-        .audit_list(&AuditList {
-            limit: 1,
-            ..Default::default()
-        })
-        .await?;
-    let failed_head = state
-        .queue
-        .list(&store::JobList {
-            state: Some(domain::JobState::Failed),
-            limit: 50,
-            ..Default::default()
-        })
-        .await?;
-    let mut cursor = EventCursor {
-        state,
-        feed,
-        pending: Default::default(),
-        seq: 0,
-        poll,
-        debounce,
-        dirty: false,
-        heartbeats: Default::default(),
-        queues: Value::Null,
-        last_audit_id: audit_head.first().map_or(0, |entry| entry.id),
-        failures_seen: failed_head.iter().map(|job| job.id).collect(),
-    };
-    cursor.snapshot(true).await?;
-    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
-        loop {
-            if let Some(event) = cursor.pending.pop_front() {
-                return Some((Ok(event), cursor));
-            }
-            let outcome = tokio::select! {
-                change = cursor.feed.next() => match change? {
-                    store::Change::Worker(id) => match cursor.state.store.worker_get(&id).await {
-                        Ok(Some(row)) => {
-                            cursor.heartbeats.insert(row.id.as_str().to_string(), row.last_heartbeat);
-                            cursor.push("worker", &crate::dto::worker(&row, Utc::now()));
-                            Ok(())
-                        }
-                        Ok(None) => Ok(()),
-                        Err(error) => Err(ApiError::from(error)),
-                    },
-                    // Enqueues: the next poll shows the queue's new counts.
-                    store::Change::Job(_) => Ok(()),
-                    store::Change::Unknown => {
-                        cursor.dirty = true;
-                        Ok(())
-                    }
-                },
-                _ = cursor.debounce.tick(), if cursor.dirty => {
-                    cursor.dirty = false;
-                    cursor.snapshot(false).await
-                }
-                _ = cursor.poll.tick() => cursor.poll().await,
-            };
-            if let Err(error) = outcome {
-                // The database is away: keep the stream, say so, and try again next tick.
-                tracing::debug!(?error, "event stream: could not read the store");
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

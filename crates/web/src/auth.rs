@@ -37,6 +37,15 @@ pub fn new_token() -> NewToken {
     }
 }
 
+/// Whether `text` looks like one of our tokens: `cst_` and 64 lowercase hex digits.
+pub fn is_token_shaped(text: &str) -> bool {
+    text.len() == 68
+        && text.starts_with("cst_")
+        && text[4..]
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+}
+
 /// The stored form of a token.
 pub fn hash_token(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
@@ -70,8 +79,16 @@ impl FailureLimiter {
     }
 
     fn key(client: Option<IpAddr>) -> IpAddr {
-        // Without a peer address (in-process callers) every caller shares one window.
-        client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        match client {
+            // An IPv6 host usually holds a whole /64: count it as one client.
+            Some(IpAddr::V6(address)) => {
+                let bits = u128::from(address) & !((1u128 << 64) - 1);
+                IpAddr::V6(bits.into())
+            }
+            Some(address) => address,
+            // Without a peer address (in-process callers) every caller shares one window.
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        }
     }
 
     /// How long until `client` may try again, when it has used up its failures.
@@ -86,11 +103,16 @@ impl FailureLimiter {
     /// Counts one failed authentication by `client`.
     pub fn record_failure(&self, client: Option<IpAddr>, now: Instant) {
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        if windows.len() >= FAILURE_CLIENTS_MAX {
+        let mut key = Self::key(client);
+        if windows.len() >= FAILURE_CLIENTS_MAX && !windows.contains_key(&key) {
             windows
                 .retain(|_, (started, _)| now.saturating_duration_since(*started) < FAILURE_WINDOW);
+            // Still full: too many clients failing at once; newcomers share one window.
+            if windows.len() >= FAILURE_CLIENTS_MAX {
+                key = IpAddr::V4(Ipv4Addr::BROADCAST);
+            }
         }
-        let window = windows.entry(Self::key(client)).or_insert((now, 0));
+        let window = windows.entry(key).or_insert((now, 0));
         if now.saturating_duration_since(window.0) >= FAILURE_WINDOW {
             *window = (now, 0);
         }

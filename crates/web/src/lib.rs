@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod dto;
+pub mod events;
 pub mod metrics;
 
 use std::net::SocketAddr;
@@ -67,17 +68,19 @@ pub(crate) struct AppState {
     pub(crate) queue: Arc<dyn queue::Backend>,
     pub(crate) options: Arc<WebOptions>,
     pub(crate) auth_failures: Arc<auth::FailureLimiter>,
+    pub(crate) events: Arc<events::EventHub>,
 }
 
 /// The control plane's router.
 pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions) -> Router {
     let state = AppState {
+        events: events::EventHub::new(store.clone()),
         store,
         queue,
         auth_failures: Arc::new(auth::FailureLimiter::new(options.auth_failures_per_minute)),
         options: Arc::new(options.clone()),
     };
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
@@ -85,21 +88,35 @@ pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions
         .fallback(api::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(DefaultBodyLimit::max(options.body_limit))
-        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(metrics::track))
-        .with_state(state)
+        .with_state(state);
+    // `json_errors` goes around the whole router, outside the method routers (which add
+    // their `Allow` header on the way out).
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(json_errors))
 }
 
 /// Answers 503 `timeout` when a handler has not produced its response head in time. (An event
 /// stream's head comes at once; its body is not limited.)
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.options.request_timeout;
+    let reads = request.method() == axum::http::Method::GET;
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => api::ApiError::new(
+        Err(_) if reads => api::ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!("the request took longer than {limit:?}; try again"),
+        )
+        .into_response(),
+        // An action runs on to the end (and is audited) after its request gave up.
+        Err(_) => api::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {limit:?}; the action may still take effect: look before trying again"
+            ),
         )
         .into_response(),
     }
@@ -108,7 +125,12 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
 /// Turns the errors axum writes as plain text (no route, wrong method, body too large, a body
 /// that is not JSON) into the API's JSON error shape, keeping the status and headers.
 async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    // axum names a route's methods on any answer to a method it does not take; a caller
+    // refused for its token learns nothing of the route.
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().remove(header::ALLOW);
+    }
     let status = response.status();
     let is_json = response
         .headers()

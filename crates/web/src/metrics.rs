@@ -60,11 +60,21 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    // A fixed set: clients can invent methods, and each would be a series forever.
+    let method: &'static str = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("coinsensei_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+    metrics::counter!("coinsensei_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("coinsensei_http_request_duration_seconds", "route" => route, "method" => method)
         .record(started.elapsed());
@@ -83,7 +93,7 @@ pub(crate) async fn render(State(state): State<AppState>, request: Request) -> R
             Err(error) => return error.into_response(),
         };
         // Every role reads; there is nothing below viewer.
-        debug_assert!(caller.0.role.allows(Role::Viewer));
+        debug_assert!(caller.token.role.allows(Role::Viewer));
     }
     if let Err(error) = refresh(&state).await {
         return error.into_response();

@@ -580,8 +580,56 @@ async fn the_event_stream_carries_heartbeats_audit_and_failures(db: &TestDb) {
     .await;
 }
 
+/// A stream ends within a second of its token being revoked; streams are capped per process
+/// and share one change feed.
+async fn streams_end_on_revocation_and_are_capped(db: &TestDb) {
+    let store = db.store().await;
+    let (viewer_id, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let router = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &web::WebOptions::default(),
+    );
+    let open = |router: axum::Router, token: String| async move {
+        let request = Request::get("/api/admin/events")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        router.oneshot(request).await.unwrap()
+    };
+    let mut streams = Vec::new();
+    for _ in 0..web::events::EVENT_STREAMS_MAX {
+        let response = open(router.clone(), viewer.clone()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        streams.push(response.into_body().into_data_stream());
+    }
+    let response = open(router.clone(), viewer.clone()).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Closing one frees its slot.
+    drop(streams.pop());
+    let response = open(router.clone(), viewer.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    streams.push(response.into_body().into_data_stream());
+
+    store.api_token_revoke(viewer_id, Utc::now()).await.unwrap();
+    let mut stream = streams.pop().unwrap();
+    expect_event(&mut stream, &["error"], |data| {
+        data["code"] == "unauthorized"
+    })
+    .await;
+    use futures_util::StreamExt;
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ends after the revocation");
+}
+
 testkit::on_both_stores!(
-    db: workers_api_enforces_roles_and_audits,
+    db: streams_end_on_revocation_and_are_capped,
+    workers_api_enforces_roles_and_audits,
     queues_jobs_and_audit_through_the_api,
     a_stop_reaches_the_event_stream,
     the_event_stream_carries_heartbeats_audit_and_failures

@@ -40,6 +40,17 @@ impl Remote {
         if !base.username().is_empty() || base.password().is_some() {
             bail!("--server must not carry credentials; the token comes from {TOKEN_ENV}");
         }
+        let loopback = match base.host() {
+            Some(url::Host::Ipv4(address)) => address.is_loopback(),
+            Some(url::Host::Ipv6(address)) => address.is_loopback(),
+            Some(url::Host::Domain(name)) => name == "localhost",
+            None => false,
+        };
+        if base.scheme() == "http" && !loopback {
+            eprintln!(
+                "warning: {server} is plain http: the token crosses the network unencrypted (put the control plane behind TLS and use https://)"
+            );
+        }
         base.set_query(None);
         base.set_fragment(None);
         let token = std::env::var(TOKEN_ENV)

@@ -335,7 +335,9 @@ pub async fn control_remote(
             }
             _ => error,
         })?;
-    let generation = accepted["generation"].as_i64().unwrap_or_default();
+    let generation = accepted["generation"]
+        .as_i64()
+        .context("the control plane's answer has no `generation`")?;
     println!(
         "{action} requested for worker {id}: desired state {}, generation {generation}",
         text(&accepted["desired_state"])
@@ -345,16 +347,25 @@ pub async fn control_remote(
     };
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let worker = remote
-            .get(&["api", "admin", "workers", id.as_str()], &[])
-            .await?;
+        let worker = tokio::time::timeout_at(
+            deadline,
+            remote.get(&["api", "admin", "workers", id.as_str()], &[]),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "timed out after {timeout:?} waiting for worker {id} (the request stays recorded)"
+            )
+        })??;
         let status: WorkerStatus = text(&worker["status"])
             .parse()
             .context("the control plane sent an unknown status")?;
         let desired: DesiredState = text(&worker["desired_state"])
             .parse()
             .context("the control plane sent an unknown desired state")?;
-        let applied = worker["applied_generation"].as_i64().unwrap_or_default();
+        let applied = worker["applied_generation"]
+            .as_i64()
+            .context("the control plane's worker has no `applied_generation`")?;
         if obeyed(status, desired, applied, generation, action) {
             println!("worker {id} is {status}");
             return Ok(ExitCode::SUCCESS);

@@ -1,0 +1,406 @@
+//! `GET /api/admin/events`: server-sent events for dashboards and tools.
+//!
+//! One change feed per process (a Postgres LISTEN connection, or SQLite's data-version
+//! check) is shared by every stream through [`EventHub`]; the number of streams is capped so
+//! dashboards cannot take the database pool from the API. Each stream sends a `snapshot`
+//! first, then `worker` when a worker's status or desired state changes (Postgres NOTIFY), a
+//! fresh `snapshot` when the store cannot say what changed (SQLite; at most every 250 ms), and
+//! once a second `heartbeats`, `queues` (when counts moved), `audit` (new entries) and
+//! `job_failed` (`audit_gap` when over 1,000 entries came in a second). A stream whose token is revoked ends within a second; when the database is
+//! away the stream says so with an `error` event and carries on.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::extract::{Extension, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use store::{AuditList, Change, Store, WorkerList};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
+use tokio::task::JoinHandle;
+
+use crate::AppState;
+use crate::api::{ApiError, Caller};
+
+/// Event streams open at once per process; more get 503.
+pub const EVENT_STREAMS_MAX: usize = 32;
+/// Changes buffered per stream before it falls behind (and gets a snapshot instead).
+const CHANGE_BUFFER: usize = 1024;
+
+/// The process's one change feed, fanned out to every open stream.
+pub(crate) struct EventHub {
+    store: Store,
+    sender: broadcast::Sender<Change>,
+    forwarder: Mutex<Option<JoinHandle<()>>>,
+    streams: Arc<Semaphore>,
+}
+
+impl EventHub {
+    pub(crate) fn new(store: Store) -> Arc<EventHub> {
+        Arc::new(EventHub {
+            store,
+            sender: broadcast::channel(CHANGE_BUFFER).0,
+            forwarder: Mutex::new(None),
+            streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
+        })
+    }
+
+    fn running(&self) -> bool {
+        self.forwarder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|task| !task.is_finished())
+    }
+
+    /// A receiver of every change from now on: the feed is listening when this returns.
+    async fn subscribe(self: &Arc<Self>) -> Result<broadcast::Receiver<Change>, ApiError> {
+        let receiver = self.sender.subscribe();
+        if !self.running() {
+            let feed = self.store.change_feed().await?;
+            let mut forwarder = self
+                .forwarder
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if forwarder.as_ref().is_none_or(JoinHandle::is_finished) {
+                *forwarder = Some(tokio::spawn(forward(Arc::clone(self), feed)));
+            }
+        }
+        Ok(receiver)
+    }
+}
+
+/// Passes the feed's changes on until nobody listens or the store closes.
+async fn forward(hub: Arc<EventHub>, mut feed: store::ChangeFeed) {
+    while let Some(change) = feed.next().await {
+        if hub.sender.send(change).is_err() {
+            let mut forwarder = hub.forwarder.lock().unwrap_or_else(PoisonError::into_inner);
+            if hub.sender.receiver_count() == 0 {
+                *forwarder = None;
+                return;
+            }
+        }
+    }
+    *hub.forwarder.lock().unwrap_or_else(PoisonError::into_inner) = None;
+}
+
+/// Workers and queues as they are now: the first event of every stream, and what a client
+/// that reconnects gets instead of replaying (`Last-Event-ID` is not kept server-side).
+async fn snapshot(state: &AppState) -> Result<Value, ApiError> {
+    let workers = state
+        .store
+        .worker_list(&WorkerList {
+            limit: domain::limits::LIST_LIMIT_MAX,
+            ..Default::default()
+        })
+        .await?;
+    let now = Utc::now();
+    let queues = state.queue.stats(now).await?;
+    Ok(json!({
+        "workers": workers.iter().map(|row| crate::dto::worker(row, now)).collect::<Vec<_>>(),
+        "queues": queues.iter().map(|queue| crate::dto::queue(queue, now)).collect::<Vec<_>>(),
+    }))
+}
+
+/// How often an event stream looks for what has no notification: heartbeats, queue stats,
+/// new audit entries, failed jobs.
+const EVENT_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Shortest gap between two snapshots sent because the store said "something changed".
+const SNAPSHOT_DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
+type SseEvent = Event;
+
+/// What one event stream has already told its client.
+struct EventCursor {
+    state: AppState,
+    caller: Caller,
+    changes: broadcast::Receiver<Change>,
+    /// Held while the stream is open: one of the process's stream slots.
+    _slot: OwnedSemaphorePermit,
+    pending: VecDeque<SseEvent>,
+    /// The stream ends once `pending` is sent (the token was revoked).
+    closing: bool,
+    /// The last poll failed; the next success says so again.
+    failing: bool,
+    seq: u64,
+    poll: tokio::time::Interval,
+    debounce: tokio::time::Interval,
+    /// The store reported a change it could not name (SQLite, a Postgres reconnect).
+    dirty: bool,
+    heartbeats: HashMap<String, Option<DateTime<Utc>>>,
+    queues: Value,
+    last_audit_id: i64,
+    /// The failed jobs already reported that are still among the newest failures.
+    failures_seen: HashSet<i64>,
+}
+
+impl EventCursor {
+    fn push(&mut self, kind: &str, data: &Value) {
+        self.seq += 1;
+        self.pending.push_back(
+            SseEvent::default()
+                .event(kind)
+                .id(self.seq.to_string())
+                .data(data.to_string()),
+        );
+    }
+
+    /// Sends the full picture. The first one is also the baseline the polls compare with;
+    /// later ones leave it alone, so a heartbeat or queue change is always reported as such,
+    /// whether or not a snapshot went out in between.
+    async fn snapshot(&mut self, baseline: bool) -> Result<(), ApiError> {
+        let snapshot = snapshot(&self.state).await?;
+        if !baseline {
+            self.push("snapshot", &snapshot);
+            return Ok(());
+        }
+        self.heartbeats = snapshot["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|worker| {
+                let id = worker["id"].as_str().unwrap_or_default().to_string();
+                let at = worker["last_heartbeat"]
+                    .as_str()
+                    .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                    .map(|at| at.with_timezone(&Utc));
+                (id, at)
+            })
+            .collect();
+        self.queues = snapshot["queues"].clone();
+        self.push("snapshot", &snapshot);
+        Ok(())
+    }
+
+    /// Everything that changed without a notification since the last poll.
+    async fn poll(&mut self) -> Result<(), ApiError> {
+        if !self.caller.still_valid(&self.state).await? {
+            self.push(
+                "error",
+                &json!({"code": "unauthorized", "message": "the token was revoked"}),
+            );
+            self.closing = true;
+            return Ok(());
+        }
+        let now = Utc::now();
+        let workers = self
+            .state
+            .store
+            .worker_list(&WorkerList {
+                limit: domain::limits::LIST_LIMIT_MAX,
+                ..Default::default()
+            })
+            .await?;
+        let mut beats = Vec::new();
+        for row in &workers {
+            let previous = self
+                .heartbeats
+                .insert(row.id.as_str().to_string(), row.last_heartbeat);
+            if previous != Some(row.last_heartbeat) {
+                beats.push(crate::dto::worker(row, now));
+            }
+        }
+        if !beats.is_empty() {
+            self.push("heartbeats", &json!({"workers": beats}));
+        }
+        let queues: Value = self
+            .state
+            .queue
+            .stats(now)
+            .await?
+            .iter()
+            .map(|queue| crate::dto::queue(queue, now))
+            .collect();
+        if strip_ages(&queues) != strip_ages(&self.queues) {
+            self.push("queues", &json!({"queues": queues}));
+        }
+        self.queues = queues;
+        // New audit entries, oldest first; paged back to the last one sent (at most 1,000 a
+        // second: beyond that the client is told to reload).
+        let mut fresh = Vec::new();
+        let mut before_id = None;
+        loop {
+            let page = self
+                .state
+                .store
+                .audit_list(&AuditList {
+                    before_id,
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await?;
+            let reached =
+                page.len() < 100 || page.iter().any(|entry| entry.id <= self.last_audit_id);
+            before_id = page.last().map(|entry| entry.id);
+            fresh.extend(
+                page.into_iter()
+                    .filter(|entry| entry.id > self.last_audit_id),
+            );
+            if reached {
+                break;
+            }
+            if fresh.len() >= 1_000 {
+                // Older ones are skipped; the client can page `GET /api/admin/audit`.
+                self.push(
+                    "audit_gap",
+                    &json!({"message": "more than 1,000 audit entries in a second; older ones were skipped"}),
+                );
+                break;
+            }
+        }
+        for entry in fresh.iter().rev() {
+            self.push("audit", &crate::dto::audit(entry));
+        }
+        if let Some(newest) = fresh.first() {
+            self.last_audit_id = self.last_audit_id.max(newest.id);
+        }
+        let failed = self
+            .state
+            .queue
+            .list(&store::JobList {
+                state: Some(domain::JobState::Failed),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        for job in failed.iter().rev() {
+            if !self.failures_seen.contains(&job.id) {
+                self.push("job_failed", &crate::dto::job(job));
+            }
+        }
+        self.failures_seen = failed.iter().map(|job| job.id).collect();
+        Ok(())
+    }
+}
+
+/// Queue stats without the ages that change every millisecond, to tell a real change.
+fn strip_ages(queues: &Value) -> Value {
+    let mut queues = queues.clone();
+    if let Some(array) = queues.as_array_mut() {
+        for queue in array {
+            if let Some(object) = queue.as_object_mut() {
+                object.remove("oldest_available_age_ms");
+            }
+        }
+    }
+    queues
+}
+
+/// `GET /api/admin/events` (see the module's documentation).
+pub(crate) async fn events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<
+    Sse<impl futures_util::Stream<Item = Result<SseEvent, std::convert::Infallible>>>,
+    ApiError,
+> {
+    use tokio::time::MissedTickBehavior;
+    let slot = Arc::clone(&state.events.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "{EVENT_STREAMS_MAX} event streams are open already; close one or try later"
+                ),
+            )
+        })?;
+    // Subscribe before the snapshot, so no change between the two is missed.
+    let changes = state.events.subscribe().await?;
+    let mut poll = tokio::time::interval(EVENT_POLL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut debounce = tokio::time::interval(SNAPSHOT_DEBOUNCE);
+    debounce.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let audit_head = state
+        .store
+        .audit_list(&AuditList {
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let failed_head = state
+        .queue
+        .list(&store::JobList {
+            state: Some(domain::JobState::Failed),
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
+    let mut cursor = EventCursor {
+        state,
+        caller,
+        changes,
+        _slot: slot,
+        pending: VecDeque::new(),
+        closing: false,
+        failing: false,
+        seq: 0,
+        poll,
+        debounce,
+        dirty: false,
+        heartbeats: HashMap::new(),
+        queues: Value::Null,
+        last_audit_id: audit_head.first().map_or(0, |entry| entry.id),
+        failures_seen: failed_head.iter().map(|job| job.id).collect(),
+    };
+    cursor.snapshot(true).await?;
+    let stream = futures_util::stream::unfold(cursor, |mut cursor| async move {
+        loop {
+            if let Some(event) = cursor.pending.pop_front() {
+                return Some((Ok(event), cursor));
+            }
+            if cursor.closing {
+                return None;
+            }
+            let outcome = tokio::select! {
+                change = cursor.changes.recv() => match change {
+                    Ok(Change::Worker(id)) => match cursor.state.store.worker_get(&id).await {
+                        Ok(Some(row)) => {
+                            cursor.heartbeats.insert(row.id.as_str().to_string(), row.last_heartbeat);
+                            cursor.push("worker", &crate::dto::worker(&row, Utc::now()));
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(error) => Err(ApiError::from(error)),
+                    },
+                    // Enqueues: the next poll shows the queue's new counts.
+                    Ok(Change::Job(_)) => Ok(()),
+                    // The store could not say what changed, or this stream fell behind.
+                    Ok(Change::Unknown) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        cursor.dirty = true;
+                        Ok(())
+                    }
+                    // The store closed: the server is going away.
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = cursor.debounce.tick(), if cursor.dirty => {
+                    cursor.dirty = false;
+                    cursor.snapshot(false).await
+                }
+                _ = cursor.poll.tick() => cursor.poll().await,
+            };
+            match outcome {
+                Ok(()) if cursor.failing => {
+                    cursor.failing = false;
+                    cursor.dirty = true;
+                }
+                Ok(()) => {}
+                Err(error) => {
+                    // The database is away: say so once, keep the stream, try again next tick.
+                    tracing::debug!(?error, "event stream: could not read the store");
+                    if !cursor.failing {
+                        cursor.failing = true;
+                        cursor.push(
+                            "error",
+                            &json!({"code": "unavailable", "message": "the database is unavailable; events resume when it is back"}),
+                        );
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
