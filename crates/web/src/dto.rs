@@ -81,8 +81,8 @@ pub fn worker(row: &WorkerRow, now: DateTime<Utc>) -> Value {
     serde_json::to_value(WorkerView::new(row, now)).unwrap_or(Value::Null)
 }
 
-/// A worker's health at a glance: each check passes or says why not; `healthy` when all
-/// pass. A heartbeat older than two intervals is stale (the reaper calls it lost after
+/// A worker's health at a glance: each check passes or says why not; the state is
+/// `healthy` when all pass, `warning` when one fails, `unhealthy` when two or more do. A heartbeat older than two intervals is stale (the reaper calls it lost after
 /// `lost_after_intervals`).
 pub fn worker_health(
     row: &WorkerRow,
@@ -145,8 +145,14 @@ pub fn worker_health(
         ("control", control),
         ("error", error),
     ];
+    let failed = checks.iter().filter(|(_, (ok, _))| !*ok).count();
     json!({
-        "healthy": checks.iter().all(|(_, (ok, _))| *ok),
+        "state": match failed {
+            0 => "healthy",
+            1 => "warning",
+            _ => "unhealthy",
+        },
+        "healthy": failed == 0,
         "checks": checks
             .iter()
             .map(|(name, (ok, detail))| json!({"name": name, "ok": ok, "detail": detail}))
@@ -213,4 +219,64 @@ pub fn token(token: &ApiTokenRow) -> Value {
         "last_used_at": time(token.last_used_at),
         "revoked_at": time(token.revoked_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Chain, DesiredState, WorkerId, WorkerKind, WorkerStatus};
+
+    fn row(now: DateTime<Utc>) -> WorkerRow {
+        WorkerRow {
+            id: WorkerId::new("tron-withdrawal-1").unwrap(),
+            name: "tron-withdrawal-1".into(),
+            kind: WorkerKind::Withdrawal,
+            chain: Chain::Tron,
+            status: WorkerStatus::Running,
+            desired_state: DesiredState::Running,
+            pid: Some(1),
+            host: None,
+            port: None,
+            version: None,
+            config: json!({}),
+            incarnation: None,
+            generation: 2,
+            applied_generation: 2,
+            last_heartbeat: Some(now - chrono::Duration::seconds(1)),
+            last_error: None,
+            started_at: Some(now),
+            rss_bytes: None,
+            in_flight: 0,
+            processed_total: 0,
+            failed_total: 0,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn health_counts_failed_checks() {
+        let now = Utc::now();
+        let interval = std::time::Duration::from_secs(5);
+        let healthy = worker_health(&row(now), now, interval);
+        assert_eq!(healthy["state"], "healthy", "{healthy}");
+        let mut stale = row(now);
+        stale.last_heartbeat = Some(now - chrono::Duration::seconds(11));
+        let warning = worker_health(&stale, now, interval);
+        assert_eq!(warning["state"], "warning", "{warning}");
+        assert_eq!(warning["checks"][0]["ok"], false);
+        assert!(
+            warning["checks"][0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("11000 ms")
+        );
+        stale.status = WorkerStatus::Error;
+        stale.last_error = Some("node unreachable".into());
+        stale.applied_generation = 1;
+        let unhealthy = worker_health(&stale, now, interval);
+        assert_eq!(unhealthy["state"], "unhealthy", "{unhealthy}");
+        assert_eq!(unhealthy["healthy"], false);
+        assert_eq!(unhealthy["checks"][3]["detail"], "node unreachable");
+    }
 }

@@ -155,6 +155,12 @@ async fn workers_api_enforces_roles_and_audits(db: &TestDb) {
         (StatusCode::OK, Some("withdrawal")),
         "{body}"
     );
+    // Registered, fresh heartbeat, but still `starting` while desired running: one check
+    // fails, so a warning that says which.
+    assert_eq!(body["health"]["state"], "warning", "{body}");
+    assert_eq!(body["health"]["checks"][0]["ok"], true, "{body}");
+    assert_eq!(body["health"]["checks"][1]["name"], "state", "{body}");
+    assert_eq!(body["health"]["checks"][1]["ok"], false, "{body}");
     let (status, body) = call(
         &store,
         Method::GET,
