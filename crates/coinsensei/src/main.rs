@@ -56,6 +56,8 @@ enum Command {
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The HD keystore: make or import a mnemonic, show addresses and account public keys.
+    Keys(KeysArgs),
     /// Measure parts of the system on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -107,6 +109,59 @@ enum BenchCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct KeysArgs {
+    /// The keystore file (the mnemonic, encrypted with scrypt and XChaCha20-Poly1305).
+    #[arg(long, global = true, value_name = "FILE", env = "COINSENSEI_KEYSTORE")]
+    keystore: Option<PathBuf>,
+    /// A file holding the keystore's password (never a flag: flags show in `ps`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "COINSENSEI_KEYSTORE_PASSWORD_FILE"
+    )]
+    password_file: Option<PathBuf>,
+    /// The Bitcoin network (its coin type and address prefix); Ethereum and TRON keys are
+    /// the same on every network.
+    #[arg(
+        long,
+        global = true,
+        default_value = "mainnet",
+        value_name = "NETWORK",
+        env = "COINSENSEI_BITCOIN_NETWORK"
+    )]
+    network: chain::address::Network,
+    #[command(subcommand)]
+    command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a new 24-word mnemonic, write it encrypted to the keystore, and print it once.
+    Init,
+    /// Write an existing mnemonic (read from a file) encrypted to the keystore.
+    Import {
+        /// The file holding the mnemonic's words.
+        #[arg(long, value_name = "FILE")]
+        mnemonic_file: PathBuf,
+    },
+    /// Print the address of key INDEX on a chain (TRON m/44'/195'/0'/0/i, Ethereum
+    /// m/44'/60'/0'/0/i, Bitcoin m/84'/0'/0'/0/i).
+    Address {
+        #[arg(long)]
+        chain: Chain,
+        #[arg(long, value_name = "I", value_parser = clap::value_parser!(u32).range(0..(1 << 31)))]
+        index: u32,
+    },
+    /// Print a chain's account-level extended public key, from which deposit addresses
+    /// are derived without any secret.
+    Xpub {
+        #[arg(long)]
+        chain: Chain,
     },
 }
 
@@ -327,6 +382,7 @@ fn main() -> ExitCode {
         | Command::Queues(_)
         | Command::Jobs(_)
         | Command::Tokens(_)
+        | Command::Keys(_)
         | Command::Bench(_) => "warn",
     };
     init_logging(default_log);
@@ -486,6 +542,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recovery_trials,
             };
             commands::bench::queue(global.settings(None)?, request).await
+        }
+        Command::Keys(args) => {
+            let keystore = commands::keys::KeystoreArgs {
+                keystore: args.keystore,
+                password_file: args.password_file,
+                network: args.network,
+            };
+            match args.command {
+                KeysCommand::Init => commands::keys::init(&keystore),
+                KeysCommand::Import { mnemonic_file } => {
+                    commands::keys::import(&keystore, &mnemonic_file)
+                }
+                KeysCommand::Address { chain, index } => {
+                    commands::keys::address(&keystore, chain, index)
+                }
+                KeysCommand::Xpub { chain } => commands::keys::xpub(&keystore, chain),
+            }
         }
         Command::Tokens(command) => {
             let settings = global.settings(None)?;

@@ -1,0 +1,428 @@
+//! The only place private keys live.
+//!
+//! A BIP39 mnemonic (24 words; `bip39`) gives the seed; BIP32 (`bitcoin::bip32`, one
+//! implementation for all three chains) derives each chain's keys on its path:
+//!
+//! | chain    | account path (its xpub derives deposit addresses) | key `i`            |
+//! |----------|----------------------------------------------------|--------------------|
+//! | TRON     | m/44'/195'/0'                                      | account/0/i        |
+//! | Ethereum | m/44'/60'/0'                                       | account/0/i        |
+//! | Bitcoin  | m/84'/0'/0' (coin type 1' on test networks)        | account/0/i (P2WPKH) |
+//!
+//! Addresses: Ethereum is the last 20 bytes of keccak256 of the uncompressed public key
+//! (EIP-55 text); TRON is 0x41 and the same 20 bytes in base58check; Bitcoin is P2WPKH of the
+//! compressed key. [`Xpub`] derives the same addresses from the account's extended public key
+//! alone, so deposit address generation needs no secret.
+//!
+//! Secrets ([`Mnemonic`], [`InProcessSigner`]) have no `Display`, no `Serialize`, and a
+//! `Debug` that prints nothing secret; they are wiped from memory when dropped.
+
+pub mod keystore;
+
+use std::str::FromStr;
+
+use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub as BitcoinXpub};
+use bitcoin::secp256k1::{self, Message, Secp256k1};
+use chain::address::{Address, Network};
+use domain::Chain;
+use zeroize::{Zeroize, Zeroizing};
+
+/// What went wrong; never carries key material.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error("invalid mnemonic: {0}")]
+    Mnemonic(String),
+    #[error("key derivation failed: {0}")]
+    Derivation(String),
+    #[error("invalid extended public key: {0}")]
+    Xpub(String),
+    #[error("address index {0} is out of range (0 to 2^31 - 1)")]
+    Index(u32),
+    #[error(transparent)]
+    Keystore(#[from] keystore::KeystoreError),
+}
+
+/// A BIP39 mnemonic. Shown once, when made; wiped when dropped.
+pub struct Mnemonic(bip39::Mnemonic);
+
+impl std::fmt::Debug for Mnemonic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Mnemonic(..)")
+    }
+}
+
+impl Mnemonic {
+    /// A new 24-word mnemonic from 256 bits of the operating system's randomness.
+    pub fn generate() -> Mnemonic {
+        let mut entropy = Zeroizing::new([0u8; 32]);
+        rand::fill(&mut entropy[..]);
+        Mnemonic(
+            bip39::Mnemonic::from_entropy(&entropy[..])
+                .expect("32 bytes is a valid entropy length"),
+        )
+    }
+
+    /// Reads a mnemonic (English words, any case and spacing); the checksum word must match.
+    pub fn parse(phrase: &str) -> Result<Mnemonic, SignerError> {
+        let normalized = Zeroizing::new(
+            phrase
+                .split_whitespace()
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        bip39::Mnemonic::parse_in_normalized(bip39::Language::English, &normalized)
+            .map(Mnemonic)
+            // bip39's messages name a bad word's position, never the words themselves.
+            .map_err(|error| SignerError::Mnemonic(error.to_string()))
+    }
+
+    /// The words, for showing once to the operator who writes them down.
+    pub fn phrase(&self) -> Zeroizing<String> {
+        Zeroizing::new(self.0.words().collect::<Vec<_>>().join(" "))
+    }
+
+    pub fn word_count(&self) -> usize {
+        self.0.word_count()
+    }
+
+    fn seed(&self) -> Zeroizing<[u8; 64]> {
+        Zeroizing::new(self.0.to_seed_normalized(""))
+    }
+}
+
+impl Drop for Mnemonic {
+    fn drop(&mut self) {
+        // bip39 (with its `zeroize` feature) wipes the words; say it here too.
+        self.0.zeroize();
+    }
+}
+
+/// The account-level derivation path of `chain` on `network`.
+pub fn account_path(chain: Chain, network: Network) -> DerivationPath {
+    let text = match (chain, network) {
+        (Chain::Tron, _) => "m/44'/195'/0'",
+        (Chain::Ethereum, _) => "m/44'/60'/0'",
+        (Chain::Bitcoin, Network::Mainnet) => "m/84'/0'/0'",
+        (Chain::Bitcoin, _) => "m/84'/1'/0'",
+    };
+    DerivationPath::from_str(text).expect("the account paths are valid")
+}
+
+fn bip32_network(network: Network) -> bitcoin::NetworkKind {
+    match network {
+        Network::Mainnet => bitcoin::NetworkKind::Main,
+        _ => bitcoin::NetworkKind::Test,
+    }
+}
+
+fn receive_path(index: u32) -> Result<[ChildNumber; 2], SignerError> {
+    let index = ChildNumber::from_normal_idx(index).map_err(|_| SignerError::Index(index))?;
+    Ok([ChildNumber::Normal { index: 0 }, index])
+}
+
+/// The address of a public key on `chain`.
+fn address_of(
+    chain: Chain,
+    network: Network,
+    key: &secp256k1::PublicKey,
+) -> Result<Address, SignerError> {
+    let text = match chain {
+        Chain::Ethereum => {
+            let account = ethereum_account(key);
+            alloy_primitives::Address::from(account).to_checksum(None)
+        }
+        Chain::Tron => {
+            let mut bytes = vec![0x41u8];
+            bytes.extend_from_slice(&ethereum_account(key));
+            bs58::encode(bytes).with_check().into_string()
+        }
+        Chain::Bitcoin => {
+            let hrp = match network {
+                Network::Mainnet => bitcoin::KnownHrp::Mainnet,
+                Network::Testnet | Network::Signet => bitcoin::KnownHrp::Testnets,
+                Network::Regtest => bitcoin::KnownHrp::Regtest,
+            };
+            bitcoin::Address::p2wpkh(&bitcoin::CompressedPublicKey(*key), hrp).to_string()
+        }
+    };
+    Address::parse(chain, network, &text)
+        .map_err(|error| SignerError::Derivation(error.to_string()))
+}
+
+/// keccak256 of the uncompressed key without its 0x04 tag, last 20 bytes.
+fn ethereum_account(key: &secp256k1::PublicKey) -> [u8; 20] {
+    let uncompressed = key.serialize_uncompressed();
+    let hash = alloy_primitives::keccak256(&uncompressed[1..]);
+    let mut account = [0u8; 20];
+    account.copy_from_slice(&hash[12..]);
+    account
+}
+
+/// An account-level extended public key: derives deposit addresses without any secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Xpub {
+    chain: Chain,
+    network: Network,
+    key: BitcoinXpub,
+}
+
+impl Xpub {
+    /// Reads an xpub (or tpub) exported by [`InProcessSigner::xpub`].
+    pub fn parse(chain: Chain, network: Network, text: &str) -> Result<Xpub, SignerError> {
+        let key = BitcoinXpub::from_str(text.trim())
+            .map_err(|error| SignerError::Xpub(error.to_string()))?;
+        if key.network != bip32_network(network) {
+            return Err(SignerError::Xpub(format!(
+                "this key is for {:?} networks, not {network}",
+                key.network
+            )));
+        }
+        if key.depth != 3 {
+            return Err(SignerError::Xpub(format!(
+                "an account-level key has depth 3 (m/purpose'/coin'/account'); this one has {}",
+                key.depth
+            )));
+        }
+        Ok(Xpub {
+            chain,
+            network,
+            key,
+        })
+    }
+
+    /// The deposit address with index `index` (account/0/index).
+    pub fn address(&self, index: u32) -> Result<Address, SignerError> {
+        let secp = Secp256k1::verification_only();
+        let child = self
+            .key
+            .derive_pub(&secp, &receive_path(index)?)
+            .map_err(|error| SignerError::Derivation(error.to_string()))?;
+        address_of(self.chain, self.network, &child.public_key)
+    }
+}
+
+impl std::fmt::Display for Xpub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.key.fmt(f)
+    }
+}
+
+/// A 65-byte recoverable secp256k1 signature: r, s and the recovery id (0 or 1), as TRON
+/// transactions carry it (Ethereum adds its own offset to the last byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoverableSignature(pub [u8; 65]);
+
+/// What signs. In-process today ([`InProcessSigner`]); a separate signer process with its
+/// own policy check implements the same trait later, and nothing else changes.
+pub trait Signer: Send + Sync {
+    /// The address of key `index` on `chain`.
+    fn address(&self, chain: Chain, index: u32) -> Result<Address, SignerError>;
+    /// The account-level extended public key of `chain` (for deposit addresses).
+    fn xpub(&self, chain: Chain) -> Result<Xpub, SignerError>;
+    /// Signs a 32-byte digest (a TRON txid, an Ethereum signing hash) with key `index`.
+    fn sign_digest(
+        &self,
+        chain: Chain,
+        index: u32,
+        digest: [u8; 32],
+    ) -> Result<RecoverableSignature, SignerError>;
+}
+
+/// The seed in this process's memory (development, and the air-gapped `tx build`).
+pub struct InProcessSigner {
+    seed: Zeroizing<[u8; 64]>,
+    network: Network,
+    secp: Secp256k1<secp256k1::All>,
+}
+
+impl std::fmt::Debug for InProcessSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessSigner")
+            .field("network", &self.network)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A derived private key, wiped when dropped.
+struct PrivateKey(Xpriv);
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        self.0.private_key.non_secure_erase();
+    }
+}
+
+impl InProcessSigner {
+    pub fn new(mnemonic: &Mnemonic, network: Network) -> InProcessSigner {
+        InProcessSigner {
+            seed: mnemonic.seed(),
+            network,
+            secp: Secp256k1::new(),
+        }
+    }
+
+    fn derive(&self, path: &[ChildNumber]) -> Result<PrivateKey, SignerError> {
+        let master = PrivateKey(
+            Xpriv::new_master(bip32_network(self.network), &self.seed[..])
+                .map_err(|error| SignerError::Derivation(error.to_string()))?,
+        );
+        master
+            .0
+            .derive_priv(&self.secp, &path)
+            .map(PrivateKey)
+            .map_err(|error| SignerError::Derivation(error.to_string()))
+    }
+
+    fn key(&self, chain: Chain, index: u32) -> Result<PrivateKey, SignerError> {
+        let mut path: Vec<ChildNumber> = account_path(chain, self.network).into();
+        path.extend(receive_path(index)?);
+        self.derive(&path)
+    }
+}
+
+impl Signer for InProcessSigner {
+    fn address(&self, chain: Chain, index: u32) -> Result<Address, SignerError> {
+        let key = self.key(chain, index)?;
+        let public = secp256k1::PublicKey::from_secret_key(&self.secp, &key.0.private_key);
+        address_of(chain, self.network, &public)
+    }
+
+    fn xpub(&self, chain: Chain) -> Result<Xpub, SignerError> {
+        let path: Vec<ChildNumber> = account_path(chain, self.network).into();
+        let account = self.derive(&path)?;
+        Ok(Xpub {
+            chain,
+            network: self.network,
+            key: BitcoinXpub::from_priv(&self.secp, &account.0),
+        })
+    }
+
+    fn sign_digest(
+        &self,
+        chain: Chain,
+        index: u32,
+        digest: [u8; 32],
+    ) -> Result<RecoverableSignature, SignerError> {
+        let key = self.key(chain, index)?;
+        let signature = self
+            .secp
+            .sign_ecdsa_recoverable(&Message::from_digest(digest), &key.0.private_key);
+        let (id, compact) = signature.serialize_compact();
+        let mut bytes = [0u8; 65];
+        bytes[..64].copy_from_slice(&compact);
+        bytes[64] = u8::try_from(id.to_i32()).expect("a recovery id is 0 to 3");
+        Ok(RecoverableSignature(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mnemonic of anvil and hardhat's default accounts.
+    const TEST_JUNK: &str = "test test test test test test test test test test test junk";
+    /// BIP-84's own test vector mnemonic.
+    const ABANDON: &str = "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+
+    #[test]
+    fn published_vectors() {
+        let junk = InProcessSigner::new(&Mnemonic::parse(TEST_JUNK).unwrap(), Network::Mainnet);
+        // anvil's first two accounts.
+        assert_eq!(
+            junk.address(Chain::Ethereum, 0).unwrap().as_str(),
+            "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+        );
+        assert_eq!(
+            junk.address(Chain::Ethereum, 1).unwrap().as_str(),
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
+        );
+        // BIP-84: m/84'/0'/0'/0/0 and the account xpub.
+        let abandon = InProcessSigner::new(&Mnemonic::parse(ABANDON).unwrap(), Network::Mainnet);
+        assert_eq!(
+            abandon.address(Chain::Bitcoin, 0).unwrap().as_str(),
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
+        assert_eq!(
+            abandon.address(Chain::Bitcoin, 1).unwrap().as_str(),
+            "bc1qnjg0jd8228aq7egyzacy8cys3knf9xvrerkf9g"
+        );
+    }
+
+    #[test]
+    fn tron_and_ethereum_share_the_account_bytes_only_through_the_path() {
+        let signer = InProcessSigner::new(&Mnemonic::parse(TEST_JUNK).unwrap(), Network::Mainnet);
+        let tron = signer.address(Chain::Tron, 0).unwrap();
+        let ethereum = signer.address(Chain::Ethereum, 0).unwrap();
+        assert!(tron.as_str().starts_with('T'));
+        // Different coin types (195' and 60'), so different keys.
+        assert_ne!(
+            &tron.tron_bytes().unwrap()[1..],
+            &ethereum.ethereum_bytes().unwrap()[..]
+        );
+    }
+
+    #[test]
+    fn xpub_alone_derives_the_same_addresses() {
+        for network in [Network::Mainnet, Network::Regtest] {
+            let signer = InProcessSigner::new(&Mnemonic::generate(), network);
+            for chain in Chain::ALL {
+                let exported = signer.xpub(chain).unwrap().to_string();
+                let xpub = Xpub::parse(chain, network, &exported).unwrap();
+                for index in [0, 1, 7, 1_000_000] {
+                    assert_eq!(
+                        xpub.address(index).unwrap(),
+                        signer.address(chain, index).unwrap(),
+                        "{chain} {index} on {network}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signatures_recover_to_the_signing_address() {
+        let signer = InProcessSigner::new(&Mnemonic::parse(TEST_JUNK).unwrap(), Network::Mainnet);
+        let digest = *alloy_primitives::keccak256(b"coinsensei");
+        let signature = signer.sign_digest(Chain::Ethereum, 3, digest).unwrap();
+        let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
+        let recoverable =
+            secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id).unwrap();
+        let public = Secp256k1::new()
+            .recover_ecdsa(&Message::from_digest(digest), &recoverable)
+            .unwrap();
+        let recovered = address_of(Chain::Ethereum, Network::Mainnet, &public).unwrap();
+        assert_eq!(recovered, signer.address(Chain::Ethereum, 3).unwrap());
+    }
+
+    #[test]
+    fn bad_mnemonics_and_indexes_are_refused_without_echoing_words() {
+        let error = Mnemonic::parse("test test test test test test test test test test test test")
+            .unwrap_err();
+        assert!(!error.to_string().contains("test test"), "{error}");
+        assert!(Mnemonic::parse("not a mnemonic at all").is_err());
+        let signer = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet);
+        assert!(matches!(
+            signer.address(Chain::Tron, 1 << 31),
+            Err(SignerError::Index(_))
+        ));
+        let mnemonic = Mnemonic::generate();
+        let phrase = mnemonic.phrase();
+        assert_eq!(mnemonic.word_count(), 24);
+        let first_two: Vec<&str> = phrase.split(' ').take(2).collect();
+        assert!(!format!("{mnemonic:?} {signer:?}").contains(&first_two.join(" ")));
+        // Mixed case and extra spaces read the same.
+        let shouted = phrase.to_uppercase().replace(' ', "   ");
+        let again = Mnemonic::parse(&shouted).unwrap();
+        assert_eq!(
+            InProcessSigner::new(&again, Network::Mainnet)
+                .address(Chain::Ethereum, 0)
+                .unwrap(),
+            signer_for(&mnemonic).address(Chain::Ethereum, 0).unwrap()
+        );
+    }
+
+    fn signer_for(mnemonic: &Mnemonic) -> InProcessSigner {
+        InProcessSigner::new(mnemonic, Network::Mainnet)
+    }
+}
