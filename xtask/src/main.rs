@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
-  test    run every test of the workspace (needs Postgres on 127.0.0.1:5432; see README.md)
+  test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
+          the anvil devnet from npm into target/tools the first time; see README.md)
   bench [control|queue|api] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
@@ -70,13 +71,41 @@ fn has_nextest() -> bool {
         .is_ok_and(|status| status.success())
 }
 
+/// The Ethereum devnet the chain tests run against, pinned; installed from npm beside the
+/// build (`target/tools`) the first time, then reused.
+const ANVIL_PACKAGE: &str = "@foundry-rs/anvil-linux-amd64@1.7.1";
+
+fn anvil() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let tools = root.join("target/tools");
+    let binary = tools.join("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil");
+    if !binary.exists() {
+        std::fs::create_dir_all(&tools)?;
+        let mut command = Command::new("npm");
+        command
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&tools)
+            .arg(ANVIL_PACKAGE);
+        run(command).context("installing anvil from npm (needs node and npm)")?;
+    }
+    Ok(binary)
+}
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    let anvil = anvil()?;
+    let with_anvil = |mut command: Command| {
+        command.env("COINSENSEI_ANVIL", &anvil);
+        command
+    };
     if has_nextest() {
         let mut command = cargo();
         command
             .args(["nextest", "run", "--workspace", "--no-fail-fast"])
             .args(extra);
-        run(command)?;
+        run(with_anvil(command))?;
         // nextest does not run doctests.
         let mut command = cargo();
         command.args(["test", "--workspace", "--doc"]);
@@ -89,7 +118,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         command
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra);
-        run(command)
+        run(with_anvil(command))
     }
 }
 

@@ -1,0 +1,293 @@
+//! Ethereum through alloy, first slice: connect with a chain-id check, the head and the
+//! `finalized` block, native balances, and ETH transfers in three steps that never mix:
+//!
+//! 1. [`Ethereum::build_transfer`] makes an unsigned EIP-1559 transaction (no key involved);
+//! 2. [`sign`] has the [`Signer`] sign its signing hash and returns the raw bytes and the
+//!    txid, computed locally, so the caller stores them before anything is sent;
+//! 3. [`Ethereum::submit`] sends those bytes and says what the node answered; sending the same
+//!    bytes again (after a crash) is recognised as the same transaction, never a second one.
+//!
+//! Still to come (issue 6): ERC-20, the store-backed nonce allocator, replacement of stuck
+//! transactions, deposit scanning with reorg detection.
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::BlockNumberOrTag;
+use alloy::eips::eip2718::Encodable2718;
+use alloy::primitives::{Address as EthAddress, B256, Bytes, Signature, TxKind, U256};
+use alloy::providers::{Provider, RootProvider};
+use chain::address::Address;
+use chain::provider::{BlockRef, ChainError, SubmitOutcome, TxStatus};
+use domain::{Amount, Chain};
+use signer::Signer;
+
+/// Gas of a plain ETH transfer to an account without code.
+pub const TRANSFER_GAS: u64 = 21_000;
+
+/// A connection to one Ethereum node, checked to be on the expected chain.
+#[derive(Debug, Clone)]
+pub struct Ethereum {
+    provider: RootProvider,
+    chain_id: u64,
+}
+
+/// The node as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub chain_id: u64,
+    pub head: u64,
+    /// The `finalized` block, where the node reports one.
+    pub finalized: Option<u64>,
+}
+
+/// Fees for the next transaction, in wei per gas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeQuote {
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// An ETH transfer to build.
+#[derive(Debug, Clone)]
+pub struct Transfer {
+    pub to: Address,
+    pub value: Amount,
+    pub nonce: u64,
+    pub fees: FeeQuote,
+}
+
+/// An unsigned transaction: what will be signed, inspectable before it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsigned(TxEip1559);
+
+impl Unsigned {
+    pub fn nonce(&self) -> u64 {
+        self.0.nonce
+    }
+}
+
+/// A signed transaction: the exact bytes to broadcast and their txid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedTx {
+    pub raw: Vec<u8>,
+    pub txid: B256,
+}
+
+fn transport(error: impl std::fmt::Display) -> ChainError {
+    ChainError::retriable(format!("ethereum node: {error}"))
+}
+
+fn eth_address(address: &Address) -> Result<EthAddress, ChainError> {
+    address
+        .ethereum_bytes()
+        .map(EthAddress::from)
+        .ok_or_else(|| ChainError::permanent(format!("{address} is not an Ethereum address")))
+}
+
+impl Ethereum {
+    /// Connects to the node at `url`; with `expected_chain_id`, refuses a node on another
+    /// chain (a mainnet key must never sign for a testnet node's view, nor the reverse).
+    pub async fn connect(
+        url: &str,
+        expected_chain_id: Option<u64>,
+    ) -> Result<Ethereum, ChainError> {
+        // reqwest is built without a default TLS provider; ring is ours (idempotent).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let parsed = url
+            .parse()
+            .map_err(|error| ChainError::permanent(format!("RPC URL {url:?}: {error}")))?;
+        let provider = RootProvider::new_http(parsed);
+        let chain_id = provider.get_chain_id().await.map_err(transport)?;
+        if let Some(expected) = expected_chain_id
+            && expected != chain_id
+        {
+            return Err(ChainError::permanent(format!(
+                "the node is on chain {chain_id}, not the configured {expected}"
+            )));
+        }
+        Ok(Ethereum { provider, chain_id })
+    }
+
+    pub fn chain_id(&self) -> u64 {
+        self.chain_id
+    }
+
+    pub async fn status(&self) -> Result<Status, ChainError> {
+        let head = self.provider.get_block_number().await.map_err(transport)?;
+        let finalized = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Finalized)
+            .await
+            .map_err(transport)?
+            .map(|block| block.header.number);
+        Ok(Status {
+            chain_id: self.chain_id,
+            head,
+            finalized,
+        })
+    }
+
+    pub async fn block(&self, number: u64) -> Result<Option<BlockRef>, ChainError> {
+        Ok(self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .await
+            .map_err(transport)?
+            .map(|block| BlockRef {
+                number: block.header.number,
+                hash: block.header.hash.to_string(),
+                parent_hash: block.header.parent_hash.to_string(),
+            }))
+    }
+
+    /// The native balance, in wei.
+    pub async fn balance(&self, address: &Address) -> Result<Amount, ChainError> {
+        let wei = self
+            .provider
+            .get_balance(eth_address(address)?)
+            .await
+            .map_err(transport)?;
+        Ok(Amount::from_base_units(wei))
+    }
+
+    /// The next nonce the node expects from `address`, counting its pending transactions.
+    pub async fn pending_nonce(&self, address: &Address) -> Result<u64, ChainError> {
+        self.provider
+            .get_transaction_count(eth_address(address)?)
+            .pending()
+            .await
+            .map_err(transport)
+    }
+
+    /// Fees from the node's estimate, held under `cap` wei per gas (an error above it: paying
+    /// more than configured needs a person, not a retry).
+    pub async fn fees(&self, cap: u128) -> Result<FeeQuote, ChainError> {
+        let estimate = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(transport)?;
+        if estimate.max_fee_per_gas > cap {
+            return Err(ChainError::retriable(format!(
+                "the network asks {} wei per gas, over the cap of {cap}",
+                estimate.max_fee_per_gas
+            )));
+        }
+        Ok(FeeQuote {
+            max_fee_per_gas: estimate.max_fee_per_gas,
+            max_priority_fee_per_gas: estimate
+                .max_priority_fee_per_gas
+                .min(estimate.max_fee_per_gas),
+        })
+    }
+
+    /// An unsigned ETH transfer; nothing is sent, no key is touched.
+    pub fn build_transfer(&self, transfer: &Transfer) -> Result<Unsigned, ChainError> {
+        if transfer.value.is_zero() {
+            return Err(ChainError::permanent("a transfer of zero"));
+        }
+        Ok(Unsigned(TxEip1559 {
+            chain_id: self.chain_id,
+            nonce: transfer.nonce,
+            gas_limit: TRANSFER_GAS,
+            max_fee_per_gas: transfer.fees.max_fee_per_gas,
+            max_priority_fee_per_gas: transfer.fees.max_priority_fee_per_gas,
+            to: TxKind::Call(eth_address(&transfer.to)?),
+            value: transfer.value.base_units(),
+            access_list: Default::default(),
+            input: Bytes::new(),
+        }))
+    }
+
+    /// Sends signed bytes and says what the node made of them. A node that says the nonce is
+    /// used is asked whether this very transaction is the one that used it (a rebroadcast
+    /// after a crash): then it is `AlreadyKnown`, not a failure.
+    pub async fn submit(&self, signed: &SignedTx) -> SubmitOutcome {
+        match self.provider.send_raw_transaction(&signed.raw).await {
+            Ok(_) => SubmitOutcome::Accepted,
+            Err(error) => {
+                let message = error.to_string();
+                let lower = message.to_lowercase();
+                if lower.contains("already known") || lower.contains("already imported") {
+                    return SubmitOutcome::AlreadyKnown;
+                }
+                if lower.contains("nonce too low") {
+                    return match self.provider.get_transaction_by_hash(signed.txid).await {
+                        Ok(Some(_)) => SubmitOutcome::AlreadyKnown,
+                        Ok(None) => SubmitOutcome::Rejected {
+                            retriable: false,
+                            reason: message,
+                        },
+                        Err(lookup) => SubmitOutcome::Unknown {
+                            reason: format!("{message}; and looking it up failed: {lookup}"),
+                        },
+                    };
+                }
+                if error.as_error_resp().is_some() {
+                    // The node answered and refused: underpriced, insufficient funds, ...
+                    let retriable = lower.contains("underpriced")
+                        || lower.contains("insufficient funds")
+                        || lower.contains("fee cap less than block base fee");
+                    SubmitOutcome::Rejected {
+                        retriable,
+                        reason: message,
+                    }
+                } else {
+                    SubmitOutcome::Unknown { reason: message }
+                }
+            }
+        }
+    }
+
+    /// Where a transaction is, with its confirmations (head − block + 1).
+    pub async fn transaction_status(&self, txid: B256) -> Result<TxStatus, ChainError> {
+        if let Some(receipt) = self
+            .provider
+            .get_transaction_receipt(txid)
+            .await
+            .map_err(transport)?
+        {
+            let number = receipt
+                .block_number
+                .ok_or_else(|| transport("a receipt without a block number"))?;
+            let head = self.provider.get_block_number().await.map_err(transport)?;
+            let block = self
+                .block(number)
+                .await?
+                .ok_or_else(|| transport(format!("block {number} of a receipt is missing")))?;
+            return Ok(TxStatus::Included {
+                block,
+                success: receipt.status(),
+                confirmations: head.saturating_sub(number) + 1,
+            });
+        }
+        match self
+            .provider
+            .get_transaction_by_hash(txid)
+            .await
+            .map_err(transport)?
+        {
+            Some(_) => Ok(TxStatus::Pending),
+            None => Ok(TxStatus::NotFound),
+        }
+    }
+}
+
+/// Signs `unsigned` with key `index` of the signer: the raw bytes to send and their txid.
+pub fn sign(unsigned: Unsigned, signer: &dyn Signer, index: u32) -> Result<SignedTx, ChainError> {
+    let hash = unsigned.0.signature_hash();
+    let signature = signer
+        .sign_digest(Chain::Ethereum, index, hash.0)
+        .map_err(|error| ChainError::permanent(format!("signing: {error}")))?;
+    let bytes = signature.0;
+    let signature = Signature::new(
+        U256::from_be_slice(&bytes[..32]),
+        U256::from_be_slice(&bytes[32..64]),
+        bytes[64] == 1,
+    );
+    let envelope = TxEnvelope::from(unsigned.0.into_signed(signature));
+    let txid = *envelope.tx_hash();
+    Ok(SignedTx {
+        raw: envelope.encoded_2718(),
+        txid,
+    })
+}

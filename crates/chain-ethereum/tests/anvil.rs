@@ -1,0 +1,191 @@
+//! ETH transfers against a real devnet (anvil, installed by `cargo xtask test`): built
+//! without keys, signed by the signer, submitted; a rebroadcast of the same bytes (a crash
+//! between signing and sending) is the same transaction, paid once; a used nonce is refused
+//! for good; a node on another chain is refused.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use chain::address::Network;
+use chain::provider::{SubmitOutcome, TxStatus};
+use chain_ethereum::{Ethereum, FeeQuote, Transfer, sign};
+use domain::{Amount, Chain};
+use signer::{InProcessSigner, Mnemonic, Signer};
+
+/// anvil's funded accounts come from this mnemonic.
+const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
+
+struct Anvil {
+    _child: tokio::process::Child,
+    url: String,
+}
+
+impl Anvil {
+    async fn start() -> Anvil {
+        let binary = std::env::var("COINSENSEI_ANVIL").expect(
+            "COINSENSEI_ANVIL is not set: run the tests with `cargo xtask test`, which installs anvil",
+        );
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--silent",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start anvil");
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if Ethereum::connect(&url, None).await.is_ok() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "anvil did not answer within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Anvil { _child: child, url }
+    }
+}
+
+fn funded() -> InProcessSigner {
+    InProcessSigner::new(&Mnemonic::parse(ANVIL_MNEMONIC).unwrap(), Network::Mainnet)
+}
+
+fn eth(whole: u128) -> Amount {
+    Amount::from_u128(whole * 1_000_000_000_000_000_000)
+}
+
+async fn included(client: &Ethereum, txid: alloy::primitives::B256) -> TxStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = client.transaction_status(txid).await.unwrap();
+        if matches!(status, TxStatus::Included { .. }) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{txid} not mined: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn transfers_are_paid_once_whatever_is_resent() {
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let status = client.status().await.unwrap();
+    assert_eq!(status.chain_id, 31337);
+
+    let hot = funded();
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let to = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet)
+        .address(Chain::Ethereum, 0)
+        .unwrap();
+    assert!(client.balance(&to).await.unwrap().is_zero());
+    let fees: FeeQuote = client.fees(1_000_000_000_000).await.unwrap();
+    let nonce = client.pending_nonce(&from).await.unwrap();
+    let unsigned = client
+        .build_transfer(&Transfer {
+            to: to.clone(),
+            value: eth(3),
+            nonce,
+            fees,
+        })
+        .unwrap();
+    let signed = sign(unsigned, &hot, 0).unwrap();
+    // The caller stores `signed` here, before anything leaves the process. Then a crash: a
+    // new connection sends the stored bytes.
+    drop(client);
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+    let TxStatus::Included {
+        success,
+        confirmations,
+        block,
+    } = included(&client, signed.txid).await
+    else {
+        unreachable!()
+    };
+    assert!(success);
+    assert!(confirmations >= 1);
+    let parent = client.block(block.number - 1).await.unwrap().unwrap();
+    assert_eq!(
+        block.parent_hash, parent.hash,
+        "blocks chain by parent hash"
+    );
+    // The same bytes again (the worker did not know the first send went out): the same
+    // transaction, not a second payment.
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::AlreadyKnown);
+    assert_eq!(client.balance(&to).await.unwrap(), eth(3));
+
+    // Other bytes with the used nonce: refused for good, nothing paid.
+    let double = sign(
+        client
+            .build_transfer(&Transfer {
+                to: to.clone(),
+                value: eth(5),
+                nonce,
+                fees,
+            })
+            .unwrap(),
+        &hot,
+        0,
+    )
+    .unwrap();
+    assert_ne!(double.txid, signed.txid);
+    assert!(
+        matches!(
+            client.submit(&double).await,
+            SubmitOutcome::Rejected {
+                retriable: false,
+                ..
+            }
+        ),
+        "a second transaction on a used nonce must be refused"
+    );
+    assert_eq!(client.balance(&to).await.unwrap(), eth(3));
+    assert_eq!(
+        client.transaction_status(double.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+}
+
+#[tokio::test]
+async fn a_node_on_another_chain_is_refused_and_bad_input_is_caught() {
+    let anvil = Anvil::start().await;
+    let error = Ethereum::connect(&anvil.url, Some(1)).await.unwrap_err();
+    assert!(!error.retriable);
+    assert!(error.message.contains("31337"), "{error}");
+    let client = Ethereum::connect(&anvil.url, None).await.unwrap();
+    let hot = funded();
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let zero = client.build_transfer(&Transfer {
+        to: hot.address(Chain::Ethereum, 1).unwrap(),
+        value: Amount::from_u128(0),
+        nonce: 0,
+        fees,
+    });
+    assert!(zero.is_err());
+    let tron = hot.address(Chain::Tron, 0).unwrap();
+    assert!(
+        client.balance(&tron).await.is_err(),
+        "a TRON address is not an Ethereum one"
+    );
+    assert!(matches!(
+        client.fees(1).await,
+        Err(error) if error.message.contains("over the cap")
+    ));
+}
