@@ -24,10 +24,24 @@ use signer::Signer;
 pub const TRANSFER_GAS: u64 = 21_000;
 
 /// A connection to one Ethereum node, checked to be on the expected chain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ethereum {
     provider: RootProvider,
     chain_id: u64,
+    /// The endpoint as it may be shown: scheme, host and port only (providers put API keys
+    /// in the path or query).
+    shown: String,
+    /// The endpoint as the HTTP client prints it, to scrub from error messages.
+    secret: String,
+}
+
+impl std::fmt::Debug for Ethereum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ethereum")
+            .field("endpoint", &self.shown)
+            .field("chain_id", &self.chain_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The node as it is now.
@@ -76,6 +90,18 @@ fn transport(error: impl std::fmt::Display) -> ChainError {
     ChainError::retriable(format!("ethereum node: {error}"))
 }
 
+/// `scheme://host:port` of an endpoint, nothing that may be a credential.
+fn origin(url: &url::Url) -> String {
+    match url.port() {
+        Some(port) => format!(
+            "{}://{}:{port}",
+            url.scheme(),
+            url.host_str().unwrap_or("?")
+        ),
+        None => format!("{}://{}", url.scheme(), url.host_str().unwrap_or("?")),
+    }
+}
+
 fn eth_address(address: &Address) -> Result<EthAddress, ChainError> {
     address
         .ethereum_bytes()
@@ -92,19 +118,52 @@ impl Ethereum {
     ) -> Result<Ethereum, ChainError> {
         // reqwest is built without a default TLS provider; ring is ours (idempotent).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let parsed = url
+        let parsed: url::Url = url
             .parse()
-            .map_err(|error| ChainError::permanent(format!("RPC URL {url:?}: {error}")))?;
+            .map_err(|error| ChainError::permanent(format!("the RPC URL is not a URL: {error}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(ChainError::permanent(
+                "the RPC URL must be http:// or https://",
+            ));
+        }
+        let shown = origin(&parsed);
+        let secret = parsed.to_string();
         let provider = RootProvider::new_http(parsed);
-        let chain_id = provider.get_chain_id().await.map_err(transport)?;
+        let mut client = Ethereum {
+            provider,
+            chain_id: 0,
+            shown,
+            secret,
+        };
+        let chain_id = client
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|error| client.scrub(error))?;
         if let Some(expected) = expected_chain_id
             && expected != chain_id
         {
             return Err(ChainError::permanent(format!(
-                "the node is on chain {chain_id}, not the configured {expected}"
+                "the node at {} is on chain {chain_id}, not the configured {expected}",
+                client.shown
             )));
         }
-        Ok(Ethereum { provider, chain_id })
+        client.chain_id = chain_id;
+        Ok(client)
+    }
+
+    /// A transport error, worded without the endpoint's path or query.
+    fn scrub(&self, error: impl std::fmt::Display) -> ChainError {
+        let text = error
+            .to_string()
+            .replace(&self.secret, &self.shown)
+            .replace(self.secret.trim_end_matches('/'), &self.shown);
+        transport(text)
+    }
+
+    /// The endpoint as it may be shown (no path, no query).
+    pub fn endpoint(&self) -> &str {
+        &self.shown
     }
 
     pub fn chain_id(&self) -> u64 {
@@ -112,12 +171,16 @@ impl Ethereum {
     }
 
     pub async fn status(&self) -> Result<Status, ChainError> {
-        let head = self.provider.get_block_number().await.map_err(transport)?;
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(|error| self.scrub(error))?;
         let finalized = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Finalized)
             .await
-            .map_err(transport)?
+            .map_err(|error| self.scrub(error))?
             .map(|block| block.header.number);
         Ok(Status {
             chain_id: self.chain_id,
@@ -131,7 +194,7 @@ impl Ethereum {
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
             .await
-            .map_err(transport)?
+            .map_err(|error| self.scrub(error))?
             .map(|block| BlockRef {
                 number: block.header.number,
                 hash: block.header.hash.to_string(),
@@ -145,7 +208,7 @@ impl Ethereum {
             .provider
             .get_balance(eth_address(address)?)
             .await
-            .map_err(transport)?;
+            .map_err(|error| self.scrub(error))?;
         Ok(Amount::from_base_units(wei))
     }
 
@@ -155,7 +218,7 @@ impl Ethereum {
             .get_transaction_count(eth_address(address)?)
             .pending()
             .await
-            .map_err(transport)
+            .map_err(|error| self.scrub(error))
     }
 
     /// Fees from the node's estimate, held under `cap` wei per gas (an error above it: paying
@@ -165,7 +228,7 @@ impl Ethereum {
             .provider
             .estimate_eip1559_fees()
             .await
-            .map_err(transport)?;
+            .map_err(|error| self.scrub(error))?;
         if estimate.max_fee_per_gas > cap {
             return Err(ChainError::retriable(format!(
                 "the network asks {} wei per gas, over the cap of {cap}",
@@ -205,7 +268,7 @@ impl Ethereum {
         match self.provider.send_raw_transaction(&signed.raw).await {
             Ok(_) => SubmitOutcome::Accepted,
             Err(error) => {
-                let message = error.to_string();
+                let message = self.scrub(&error).message;
                 let lower = message.to_lowercase();
                 if lower.contains("already known") || lower.contains("already imported") {
                     return SubmitOutcome::AlreadyKnown;
@@ -244,12 +307,16 @@ impl Ethereum {
             .provider
             .get_transaction_receipt(txid)
             .await
-            .map_err(transport)?
+            .map_err(|error| self.scrub(error))?
         {
             let number = receipt
                 .block_number
                 .ok_or_else(|| transport("a receipt without a block number"))?;
-            let head = self.provider.get_block_number().await.map_err(transport)?;
+            let head = self
+                .provider
+                .get_block_number()
+                .await
+                .map_err(|error| self.scrub(error))?;
             let block = self
                 .block(number)
                 .await?
@@ -264,7 +331,7 @@ impl Ethereum {
             .provider
             .get_transaction_by_hash(txid)
             .await
-            .map_err(transport)?
+            .map_err(|error| self.scrub(error))?
         {
             Some(_) => Ok(TxStatus::Pending),
             None => Ok(TxStatus::NotFound),

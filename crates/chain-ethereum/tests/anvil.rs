@@ -3,7 +3,6 @@
 //! between signing and sending) is the same transaction, paid once; a used nonce is refused
 //! for good; a node on another chain is refused.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use chain::address::Network;
@@ -11,53 +10,10 @@ use chain::provider::{SubmitOutcome, TxStatus};
 use chain_ethereum::{Ethereum, FeeQuote, Transfer, sign};
 use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer};
+use testkit::Anvil;
 
 /// anvil's funded accounts come from this mnemonic.
 const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
-
-struct Anvil {
-    _child: tokio::process::Child,
-    url: String,
-}
-
-impl Anvil {
-    async fn start() -> Anvil {
-        let binary = std::env::var("COINSENSEI_ANVIL").expect(
-            "COINSENSEI_ANVIL is not set: run the tests with `cargo xtask test`, which installs anvil",
-        );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let child = tokio::process::Command::new(binary)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--silent",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start anvil");
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if Ethereum::connect(&url, None).await.is_ok() {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "anvil did not answer within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Anvil { _child: child, url }
-    }
-}
 
 fn funded() -> InProcessSigner {
     InProcessSigner::new(&Mnemonic::parse(ANVIL_MNEMONIC).unwrap(), Network::Mainnet)

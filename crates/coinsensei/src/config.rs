@@ -34,6 +34,8 @@ const ENV_KEYS: &[&str] = &[
     "concurrency",
     "database_max_connections",
     "metrics_public",
+    "ethereum_rpc_url",
+    "ethereum_chain_id",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -60,6 +62,12 @@ pub struct RawConfig {
     pub database_max_connections: u32,
     /// Serve `/metrics` without a token (a Prometheus on a private network); default false.
     pub metrics_public: bool,
+    /// The Ethereum node's JSON-RPC endpoint (http:// or https://); its path and query may
+    /// hold a provider's API key, so they are never shown.
+    pub ethereum_rpc_url: Option<String>,
+    /// The chain the node must be on (1 mainnet, 11155111 Sepolia, 31337 anvil); checked at
+    /// connection.
+    pub ethereum_chain_id: Option<u64>,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
 }
@@ -88,6 +96,8 @@ impl Default for RawConfig {
             concurrency: WORKER_CONCURRENCY_DEFAULT,
             database_max_connections: 4,
             metrics_public: false,
+            ethereum_rpc_url: None,
+            ethereum_chain_id: None,
             workers: None,
         }
     }
@@ -118,6 +128,13 @@ pub enum QueueSettings {
     },
 }
 
+/// Where the Ethereum node is.
+#[derive(Debug, Clone)]
+pub struct EthereumSettings {
+    pub rpc_url: String,
+    pub chain_id: Option<u64>,
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -131,6 +148,7 @@ pub struct Settings {
     pub concurrency: u32,
     pub database_max_connections: u32,
     pub metrics_public: bool,
+    pub ethereum: Option<EthereumSettings>,
     pub workers: Vec<WorkerEntry>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
@@ -310,6 +328,23 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         concurrency,
         database_max_connections,
         metrics_public: raw.metrics_public,
+        ethereum: match raw.ethereum_rpc_url {
+            None => None,
+            Some(url) => {
+                let parsed = url::Url::parse(&url).ok().filter(|parsed| {
+                    matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some()
+                });
+                if parsed.is_none() {
+                    bail!(
+                        "invalid configuration key `ethereum_rpc_url`: not an http:// or https:// URL"
+                    );
+                }
+                Some(EthereumSettings {
+                    rpc_url: url,
+                    chain_id: raw.ethereum_chain_id,
+                })
+            }
+        },
         workers,
         config_file: None,
     })

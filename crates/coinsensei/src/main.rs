@@ -58,6 +58,9 @@ enum Command {
     Tokens(TokensCommand),
     /// The HD keystore: make or import a mnemonic, show addresses and account public keys.
     Keys(KeysArgs),
+    /// Ask the configured chain node: status, balances.
+    #[command(subcommand)]
+    Chain(ChainCommand),
     /// Measure parts of the system on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -109,6 +112,25 @@ enum BenchCommand {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ChainCommand {
+    /// Whether the node answers, its chain id, head and finalized block.
+    Status {
+        #[arg(long)]
+        chain: Chain,
+    },
+    /// An address's balance, in the chain's unit and in base units.
+    Balance {
+        #[arg(long)]
+        chain: Chain,
+        #[arg(long)]
+        address: String,
+        /// The asset (default: the chain's native one).
+        #[arg(long, value_name = "SYMBOL")]
+        asset: Option<String>,
     },
 }
 
@@ -383,6 +405,7 @@ fn main() -> ExitCode {
         | Command::Jobs(_)
         | Command::Tokens(_)
         | Command::Keys(_)
+        | Command::Chain(_)
         | Command::Bench(_) => "warn",
     };
     init_logging(default_log);
@@ -413,6 +436,13 @@ fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_env("COINSENSEI_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // alloy's HTTP transport opens a span carrying the whole RPC URL, where providers put
+    // their API keys; held at info (whatever COINSENSEI_LOG says), the span is never made.
+    let filter = filter.add_directive(
+        "alloy_transport_http=info"
+            .parse()
+            .expect("a valid logging directive"),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -542,6 +572,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 recovery_trials,
             };
             commands::bench::queue(global.settings(None)?, request).await
+        }
+        Command::Chain(command) => {
+            let settings = global.settings(None)?;
+            match command {
+                ChainCommand::Status { chain } => commands::chain::status(settings, chain).await,
+                ChainCommand::Balance {
+                    chain,
+                    address,
+                    asset,
+                } => commands::chain::balance(settings, chain, &address, asset.as_deref()).await,
+            }
         }
         Command::Keys(args) => {
             let keystore = commands::keys::KeystoreArgs {

@@ -10,6 +10,9 @@ use sqlx::Connection;
 use store::{Store, StoreOptions};
 
 /// The server the Postgres tests use; `COINSENSEI_TEST_POSTGRES_URL` overrides it.
+pub mod anvil;
+pub use anvil::Anvil;
+
 pub fn postgres_admin_url() -> String {
     std::env::var("COINSENSEI_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())

@@ -1,6 +1,7 @@
 //! One module per command; shared connection handling here.
 
 pub mod bench;
+pub mod chain;
 pub mod keys;
 pub mod migrate;
 pub mod queues;
