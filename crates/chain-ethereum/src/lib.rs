@@ -7,8 +7,9 @@
 //! 3. [`Ethereum::submit`] sends those bytes and says what the node answered; sending the same
 //!    bytes again (after a crash) is recognised as the same transaction, never a second one.
 //!
-//! Still to come (issue 6): ERC-20, the store-backed nonce allocator, replacement of stuck
-//! transactions, deposit scanning with reorg detection.
+//! ERC-20: balances by `balanceOf`, transfers as `transfer(address,uint256)` calls with a gas
+//! estimate and a margin. Still to come (issue 6): the store-backed nonce allocator,
+//! replacement of stuck transactions, deposit scanning with reorg detection.
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::BlockNumberOrTag;
@@ -22,6 +23,26 @@ use signer::Signer;
 
 /// Gas of a plain ETH transfer to an account without code.
 pub const TRANSFER_GAS: u64 = 21_000;
+
+alloy::sol! {
+    /// The part of ERC-20 this system uses.
+    interface IERC20 {
+        function balanceOf(address owner) external view returns (uint256);
+        function transfer(address to, uint256 amount) external returns (bool);
+        event Transfer(address indexed from, address indexed to, uint256 value);
+    }
+}
+
+/// An ERC-20 transfer to build. `gas_limit` from [`Ethereum::estimate_token_transfer_gas`].
+#[derive(Debug, Clone)]
+pub struct TokenTransfer {
+    pub token: Address,
+    pub to: Address,
+    pub amount: Amount,
+    pub nonce: u64,
+    pub fees: FeeQuote,
+    pub gas_limit: u64,
+}
 
 /// A connection to one Ethereum node, checked to be on the expected chain.
 #[derive(Clone)]
@@ -259,6 +280,106 @@ impl Ethereum {
             access_list: Default::default(),
             input: Bytes::new(),
         }))
+    }
+
+    /// An ERC-20 balance, in the token's base units.
+    pub async fn token_balance(
+        &self,
+        token: &Address,
+        holder: &Address,
+    ) -> Result<Amount, ChainError> {
+        use alloy::sol_types::SolCall;
+        let call = IERC20::balanceOfCall {
+            owner: eth_address(holder)?,
+        };
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(eth_address(token)?)
+            .input(call.abi_encode().into());
+        let bytes = self
+            .provider
+            .call(request)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let balance = IERC20::balanceOfCall::abi_decode_returns(&bytes).map_err(|error| {
+            ChainError::permanent(format!(
+                "{token} did not answer balanceOf like an ERC-20: {error}"
+            ))
+        })?;
+        Ok(Amount::from_base_units(balance))
+    }
+
+    /// The gas a token transfer needs, from the node's estimate plus 20 % (the state can move
+    /// between the estimate and the block); an estimate that fails means the call would
+    /// revert (e.g. not enough tokens), said as such.
+    pub async fn estimate_token_transfer_gas(
+        &self,
+        from: &Address,
+        token: &Address,
+        to: &Address,
+        amount: Amount,
+    ) -> Result<u64, ChainError> {
+        use alloy::sol_types::SolCall;
+        let call = IERC20::transferCall {
+            to: eth_address(to)?,
+            amount: amount.base_units(),
+        };
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .from(eth_address(from)?)
+            .to(eth_address(token)?)
+            .input(call.abi_encode().into());
+        let gas = self.provider.estimate_gas(request).await.map_err(|error| {
+            let error = self.scrub(error);
+            if error.message.contains("revert") {
+                ChainError::permanent(format!("the transfer would revert: {}", error.message))
+            } else {
+                error
+            }
+        })?;
+        Ok(gas.saturating_add(gas / 5))
+    }
+
+    /// An unsigned ERC-20 `transfer` call.
+    pub fn build_token_transfer(&self, transfer: &TokenTransfer) -> Result<Unsigned, ChainError> {
+        use alloy::sol_types::SolCall;
+        if transfer.amount.is_zero() {
+            return Err(ChainError::permanent("a transfer of zero"));
+        }
+        let call = IERC20::transferCall {
+            to: eth_address(&transfer.to)?,
+            amount: transfer.amount.base_units(),
+        };
+        Ok(Unsigned(TxEip1559 {
+            chain_id: self.chain_id,
+            nonce: transfer.nonce,
+            gas_limit: transfer.gas_limit,
+            max_fee_per_gas: transfer.fees.max_fee_per_gas,
+            max_priority_fee_per_gas: transfer.fees.max_priority_fee_per_gas,
+            to: TxKind::Call(eth_address(&transfer.token)?),
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: call.abi_encode().into(),
+        }))
+    }
+
+    /// An unsigned contract creation (`code` and its constructor arguments).
+    pub fn build_contract_creation(
+        &self,
+        code: Vec<u8>,
+        nonce: u64,
+        fees: FeeQuote,
+        gas_limit: u64,
+    ) -> Unsigned {
+        Unsigned(TxEip1559 {
+            chain_id: self.chain_id,
+            nonce,
+            gas_limit,
+            max_fee_per_gas: fees.max_fee_per_gas,
+            max_priority_fee_per_gas: fees.max_priority_fee_per_gas,
+            to: TxKind::Create,
+            value: U256::ZERO,
+            access_list: Default::default(),
+            input: code.into(),
+        })
     }
 
     /// Sends signed bytes and says what the node made of them. A node that says the nonce is

@@ -1,0 +1,123 @@
+//! ERC-20 on anvil: the OpenZeppelin token of `fixtures/erc20` (compiled by solc-js from
+//! npm; `node build.mjs` rebuilds `TestToken.bin`) is deployed, read and transferred through
+//! the same build → sign → submit steps; a transfer that reverts is seen as a revert.
+
+use std::time::Duration;
+
+use alloy::primitives::B256;
+use chain::address::{Address, Network};
+use chain::provider::{SubmitOutcome, TxStatus};
+use chain_ethereum::{Ethereum, TokenTransfer, sign};
+use domain::{Amount, Chain};
+use signer::{InProcessSigner, Mnemonic, Signer};
+use testkit::Anvil;
+
+const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
+const TOKEN_BIN: &str = include_str!("../fixtures/erc20/TestToken.bin");
+/// One million tokens of six decimals.
+const SUPPLY: u128 = 1_000_000 * 1_000_000;
+
+async fn mined(client: &Ethereum, txid: B256) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let TxStatus::Included { success, .. } = client.transaction_status(txid).await.unwrap() {
+            return success;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{txid} not mined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn deploy(client: &Ethereum, hot: &InProcessSigner) -> Address {
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let mut code = alloy::primitives::hex::decode(TOKEN_BIN.trim()).unwrap();
+    code.extend_from_slice(&alloy::primitives::U256::from(SUPPLY).to_be_bytes::<32>());
+    let nonce = client.pending_nonce(&from).await.unwrap();
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let signed = sign(
+        client.build_contract_creation(code, nonce, fees, 3_000_000),
+        hot,
+        0,
+    )
+    .unwrap();
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+    assert!(mined(client, signed.txid).await, "the token deploys");
+    let creator = alloy::primitives::Address::from(from.ethereum_bytes().unwrap());
+    Address::parse(
+        Chain::Ethereum,
+        Network::Mainnet,
+        &creator.create(nonce).to_checksum(None),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn token_transfers_and_reverts() {
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = InProcessSigner::new(&Mnemonic::parse(ANVIL_MNEMONIC).unwrap(), Network::Mainnet);
+    let token = deploy(&client, &hot).await;
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    assert_eq!(
+        client.token_balance(&token, &from).await.unwrap(),
+        Amount::from_u128(SUPPLY)
+    );
+
+    let customer = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet)
+        .address(Chain::Ethereum, 0)
+        .unwrap();
+    let amount = Amount::parse_positive("1.5", 6).unwrap();
+    let gas = client
+        .estimate_token_transfer_gas(&from, &token, &customer, amount)
+        .await
+        .unwrap();
+    assert!((30_000..200_000).contains(&gas), "{gas}");
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let nonce = client.pending_nonce(&from).await.unwrap();
+    let transfer = TokenTransfer {
+        token: token.clone(),
+        to: customer.clone(),
+        amount,
+        nonce,
+        fees,
+        gas_limit: gas,
+    };
+    let signed = sign(client.build_token_transfer(&transfer).unwrap(), &hot, 0).unwrap();
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+    assert!(mined(&client, signed.txid).await);
+    assert_eq!(
+        client.token_balance(&token, &customer).await.unwrap(),
+        Amount::from_u128(1_500_000)
+    );
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::AlreadyKnown);
+    assert_eq!(
+        client.token_balance(&token, &customer).await.unwrap(),
+        Amount::from_u128(1_500_000)
+    );
+
+    // Account 1 has ETH for gas but no tokens: the estimate says the call would revert...
+    let empty = hot.address(Chain::Ethereum, 1).unwrap();
+    let error = client
+        .estimate_token_transfer_gas(&empty, &token, &customer, amount)
+        .await
+        .unwrap_err();
+    assert!(error.message.contains("revert"), "{error}");
+    // ...and sent anyway (a fixed gas limit), it is mined as a revert: fee paid, no tokens.
+    let reverting = TokenTransfer {
+        nonce: client.pending_nonce(&empty).await.unwrap(),
+        gas_limit: 100_000,
+        ..transfer
+    };
+    let signed = sign(client.build_token_transfer(&reverting).unwrap(), &hot, 1).unwrap();
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+    assert!(
+        !mined(&client, signed.txid).await,
+        "a revert is reported as one"
+    );
+    assert_eq!(
+        client.token_balance(&token, &customer).await.unwrap(),
+        Amount::from_u128(1_500_000)
+    );
+    // Not a token: balanceOf on an account without code answers nothing decodable.
+    assert!(client.token_balance(&customer, &from).await.is_err());
+}
