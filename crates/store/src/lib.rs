@@ -9,6 +9,7 @@ mod changes;
 mod error;
 mod jobs;
 mod model;
+mod nonces;
 mod postgres;
 mod sqlite;
 mod tokens;
@@ -22,6 +23,7 @@ pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
+pub use nonces::NonceReserve;
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
+pub(crate) mod nonce;
 mod worker;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -40,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "api token",
         include_str!("../../migrations/postgres/0005_api_token.sql"),
+    ),
+    (
+        6,
+        "nonce",
+        include_str!("../../migrations/postgres/0006_nonce.sql"),
     ),
 ];
 

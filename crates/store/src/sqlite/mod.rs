@@ -5,6 +5,7 @@
 pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
+pub(crate) mod nonce;
 mod worker;
 
 use std::str::FromStr;
@@ -45,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         5,
         "api token",
         include_str!("../../migrations/sqlite/0005_api_token.sql"),
+    ),
+    (
+        6,
+        "nonce",
+        include_str!("../../migrations/sqlite/0006_nonce.sql"),
     ),
 ];
 

@@ -1,0 +1,108 @@
+//! Nonce allocation for sending addresses: never two transactions with one nonce, and no gap
+//! left behind by a process that reserved a nonce and died before signing with it.
+//!
+//! `nonce_reserve` hands out, in one transaction under the address's counter lock, either the
+//! lowest expired unbound reservation at or above the node's pending count (a gap to fill) or
+//! the next fresh nonce (at least the node's pending count, so transactions sent from
+//! elsewhere are respected). `nonce_bind` records the txid signed with a reservation (only by
+//! its holder, before anyone else took it over); `nonce_release` gives back one that will not
+//! be used.
+
+use chrono::{DateTime, Utc};
+use domain::Chain;
+
+use crate::{Store, StoreError};
+
+macro_rules! on_dialect {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call,
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+/// A request for the next nonce of `address` on `chain`.
+#[derive(Debug, Clone)]
+pub struct NonceReserve {
+    pub chain: Chain,
+    /// The sending address in its canonical form.
+    pub address: String,
+    /// The node's count of the address's transactions, pending ones included.
+    pub node_pending: u64,
+    /// Who reserves (a worker id and incarnation): only it may bind or release.
+    pub holder: String,
+    /// Until when the reservation holds without a bound transaction.
+    pub lease_until: DateTime<Utc>,
+    pub now: DateTime<Utc>,
+}
+
+fn validate(address: &str, holder: &str) -> Result<(), StoreError> {
+    if address.is_empty() || address.len() > 100 {
+        return Err(StoreError::Invalid("an address is 1 to 100 bytes".into()));
+    }
+    if holder.is_empty() || holder.len() > 200 {
+        return Err(StoreError::Invalid("a holder is 1 to 200 bytes".into()));
+    }
+    Ok(())
+}
+
+pub(crate) fn to_i64(nonce: u64) -> Result<i64, StoreError> {
+    i64::try_from(nonce).map_err(|_| StoreError::Invalid(format!("nonce {nonce} is out of range")))
+}
+
+impl Store {
+    pub async fn nonce_reserve(&self, reserve: &NonceReserve) -> Result<u64, StoreError> {
+        validate(&reserve.address, &reserve.holder)?;
+        to_i64(reserve.node_pending)?;
+        if reserve.lease_until <= reserve.now {
+            return Err(StoreError::Invalid(
+                "a reservation must last a while".into(),
+            ));
+        }
+        on_dialect!(self, store => store.nonce_reserve(reserve).await)
+    }
+
+    /// Binds reservation `nonce` to the transaction signed with it. `Stale` when `holder` no
+    /// longer holds it (its lease ran out and the nonce went to someone else), or it is bound.
+    pub async fn nonce_bind(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: u64,
+        holder: &str,
+        txid: &str,
+    ) -> Result<(), StoreError> {
+        validate(address, holder)?;
+        if txid.is_empty() || txid.len() > 100 {
+            return Err(StoreError::Invalid("a txid is 1 to 100 bytes".into()));
+        }
+        let bound = on_dialect!(self, store => store.nonce_bind(chain, address, to_i64(nonce)?, holder, txid).await)?;
+        if bound {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "nonce {nonce} of {address} is not held by {holder} (bound, or taken over)"
+            )))
+        }
+    }
+
+    /// Gives back a reservation that will not be signed with: the next reservation gets it.
+    pub async fn nonce_release(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: u64,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        validate(address, holder)?;
+        let released = on_dialect!(self, store => store.nonce_release(chain, address, to_i64(nonce)?, holder).await)?;
+        if released {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "nonce {nonce} of {address} is not held by {holder} (bound, or taken over)"
+            )))
+        }
+    }
+}

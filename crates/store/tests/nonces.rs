@@ -1,0 +1,132 @@
+//! Nonce allocation on both stores: concurrent reservations get distinct, contiguous nonces;
+//! the node's count is respected; a reservation abandoned by a crash is handed out again
+//! (no gap), and its first holder can no longer bind it; bound nonces are never reused.
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::Chain;
+use store::{NonceReserve, StoreError};
+use testkit::TestDb;
+
+const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn reserve(holder: &str, node_pending: u64, now: i64) -> NonceReserve {
+    NonceReserve {
+        chain: Chain::Ethereum,
+        address: ADDRESS.into(),
+        node_pending,
+        holder: holder.into(),
+        lease_until: at(now + 30),
+        now: at(now),
+    }
+}
+
+async fn concurrent_reservations_are_distinct_and_contiguous(db: &TestDb) {
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for worker in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .nonce_reserve(&reserve(&format!("worker-{worker}"), 7, 0))
+                .await
+                .unwrap()
+        }));
+    }
+    let mut nonces = Vec::new();
+    for task in tasks {
+        nonces.push(task.await.unwrap());
+    }
+    nonces.sort_unstable();
+    assert_eq!(
+        nonces,
+        (7..57).collect::<Vec<u64>>(),
+        "no duplicate, no gap"
+    );
+    // Transactions sent from elsewhere moved the node past the counter: it is respected.
+    assert_eq!(
+        store.nonce_reserve(&reserve("w", 100, 0)).await.unwrap(),
+        100
+    );
+    assert_eq!(
+        store.nonce_reserve(&reserve("w", 90, 0)).await.unwrap(),
+        101
+    );
+}
+
+async fn an_abandoned_reservation_fills_its_gap(db: &TestDb) {
+    let store = db.store().await;
+    let bind = |nonce: u64, holder: &'static str, txid: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .nonce_bind(Chain::Ethereum, ADDRESS, nonce, holder, txid)
+                .await
+        }
+    };
+    let crashed = store.nonce_reserve(&reserve("a", 0, 0)).await.unwrap();
+    assert_eq!(crashed, 0);
+    // While a's lease holds, b gets the next one.
+    let next = store.nonce_reserve(&reserve("b", 0, 10)).await.unwrap();
+    assert_eq!(next, 1);
+    bind(1, "b", "0xbbb").await.unwrap();
+    // a died before signing; its lease runs out; c gets nonce 0 back: no gap.
+    let filled = store.nonce_reserve(&reserve("c", 0, 31)).await.unwrap();
+    assert_eq!(filled, 0);
+    assert!(
+        matches!(bind(0, "a", "0xaaa").await, Err(StoreError::Stale(_))),
+        "a lost it"
+    );
+    bind(0, "c", "0xccc").await.unwrap();
+    assert!(
+        matches!(bind(0, "c", "0xddd").await, Err(StoreError::Stale(_))),
+        "bound once"
+    );
+    // Bound nonces are never handed out again, whatever the leases.
+    assert_eq!(
+        store.nonce_reserve(&reserve("d", 0, 1_000)).await.unwrap(),
+        2
+    );
+    // A released reservation goes to the next caller at once.
+    store
+        .nonce_release(Chain::Ethereum, ADDRESS, 2, "d")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.nonce_reserve(&reserve("e", 0, 1_001)).await.unwrap(),
+        2
+    );
+    assert!(matches!(
+        store.nonce_release(Chain::Ethereum, ADDRESS, 2, "d").await,
+        Err(StoreError::Stale(_))
+    ));
+    // Bad input changes nothing.
+    let mut bad = reserve("", 0, 0);
+    assert!(matches!(
+        store.nonce_reserve(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    bad = reserve("f", u64::MAX, 0);
+    assert!(matches!(
+        store.nonce_reserve(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    bad = reserve("f", 0, 0);
+    bad.lease_until = bad.now;
+    assert!(matches!(
+        store.nonce_reserve(&bad).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store.nonce_reserve(&reserve("g", 0, 1_002)).await.unwrap(),
+        3
+    );
+}
+
+testkit::on_both_stores!(
+    db: concurrent_reservations_are_distinct_and_contiguous,
+    an_abandoned_reservation_fills_its_gap
+);
