@@ -17,10 +17,11 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet from npm into target/tools the first time; see README.md)
-  bench [control|queue|api] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
+          ethereum: key derivations/s; ETH and ERC-20 transfers signed and broadcast/s to anvil
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)";
 
@@ -124,9 +125,22 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
-        Some(which @ ("control" | "queue" | "api")) => (which, &extra[1..]),
+        Some(which @ ("control" | "queue" | "api" | "ethereum")) => (which, &extra[1..]),
         _ => ("all", extra),
     };
+    if which == "ethereum" || which == "all" {
+        let mut command = cargo();
+        command
+            .args([
+                "bench",
+                "--package",
+                "chain-ethereum",
+                "--bench",
+                "ethereum",
+            ])
+            .env("COINSENSEI_ANVIL", anvil()?);
+        run(command)?;
+    }
     for bench in ["control", "api"] {
         if which == bench || which == "all" {
             let mut command = cargo();
