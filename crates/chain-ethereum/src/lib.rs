@@ -100,6 +100,35 @@ impl Unsigned {
     }
 }
 
+/// The least raise of both fee caps a node accepts for a replacement: 10 % (geth's default
+/// `txpool.pricebump`), rounded up.
+pub fn bumped(fee: u128) -> u128 {
+    fee.saturating_add(fee.div_ceil(10))
+}
+
+impl Unsigned {
+    /// The same transaction (same nonce, recipient, value and data) with both fee caps raised
+    /// by at least 10 %, and to today's quote if that is higher: what replaces a stuck
+    /// transaction. Whichever of the two is mined, the payment happens once.
+    pub fn replacement(&self, quote: FeeQuote) -> Unsigned {
+        let mut tx = self.0.clone();
+        tx.max_priority_fee_per_gas =
+            bumped(tx.max_priority_fee_per_gas).max(quote.max_priority_fee_per_gas);
+        tx.max_fee_per_gas = bumped(tx.max_fee_per_gas)
+            .max(quote.max_fee_per_gas)
+            .max(tx.max_priority_fee_per_gas);
+        Unsigned(tx)
+    }
+
+    /// Both fee caps, as they will be signed.
+    pub fn fees(&self) -> FeeQuote {
+        FeeQuote {
+            max_fee_per_gas: self.0.max_fee_per_gas,
+            max_priority_fee_per_gas: self.0.max_priority_fee_per_gas,
+        }
+    }
+}
+
 /// A signed transaction: the exact bytes to broadcast and their txid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedTx {
@@ -478,4 +507,54 @@ pub fn sign(unsigned: Unsigned, signer: &dyn Signer, index: u32) -> Result<Signe
         raw: envelope.encoded_2718(),
         txid,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unsigned(max_fee: u128, priority: u128) -> Unsigned {
+        Unsigned(TxEip1559 {
+            chain_id: 1,
+            nonce: 4,
+            gas_limit: TRANSFER_GAS,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            to: TxKind::Call(EthAddress::ZERO),
+            value: U256::from(1),
+            access_list: Default::default(),
+            input: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn replacements_raise_both_caps_by_at_least_ten_percent() {
+        assert_eq!(bumped(100), 110);
+        assert_eq!(bumped(101), 112, "101 + ceil(10.1): never below 10 %");
+        assert_eq!(bumped(1), 2);
+        assert_eq!(bumped(u128::MAX), u128::MAX, "no overflow");
+        let low = FeeQuote {
+            max_fee_per_gas: 1,
+            max_priority_fee_per_gas: 1,
+        };
+        let replaced = unsigned(1_000, 10).replacement(low);
+        assert_eq!(replaced.nonce(), 4);
+        assert_eq!(
+            replaced.fees(),
+            FeeQuote {
+                max_fee_per_gas: 1_100,
+                max_priority_fee_per_gas: 11
+            }
+        );
+        // Today's quote wins when it is higher; the max fee never falls under the tip.
+        let high = FeeQuote {
+            max_fee_per_gas: 5_000,
+            max_priority_fee_per_gas: 6_000,
+        };
+        let replaced = unsigned(1_000, 10).replacement(high);
+        assert_eq!(replaced.fees().max_priority_fee_per_gas, 6_000);
+        assert_eq!(replaced.fees().max_fee_per_gas, 6_000);
+        assert_eq!(replaced.0.to, unsigned(1_000, 10).0.to);
+        assert_eq!(replaced.0.value, U256::from(1));
+    }
 }

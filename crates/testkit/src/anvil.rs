@@ -13,6 +13,11 @@ pub struct Anvil {
 
 impl Anvil {
     pub async fn start() -> Anvil {
+        Anvil::start_with(&[]).await
+    }
+
+    /// With extra arguments, e.g. `--no-mining` (blocks only on `evm_mine`).
+    pub async fn start_with(extra: &[&str]) -> Anvil {
         let binary = std::env::var("COINSENSEI_ANVIL").expect(
             "COINSENSEI_ANVIL is not set: run the tests with `cargo xtask test`, which installs anvil",
         );
@@ -28,6 +33,7 @@ impl Anvil {
                 &port.to_string(),
                 "--silent",
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
