@@ -28,6 +28,7 @@ alloy::sol! {
     /// The part of ERC-20 this system uses.
     interface IERC20 {
         function balanceOf(address owner) external view returns (uint256);
+        function decimals() external view returns (uint8);
         function transfer(address to, uint256 amount) external returns (bool);
         event Transfer(address indexed from, address indexed to, uint256 value);
     }
@@ -335,6 +336,24 @@ impl Ethereum {
             ))
         })?;
         Ok(Amount::from_base_units(balance))
+    }
+
+    /// A token's decimals, as its contract states them.
+    pub async fn token_decimals(&self, token: &Address) -> Result<u8, ChainError> {
+        use alloy::sol_types::SolCall;
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .to(eth_address(token)?)
+            .input(IERC20::decimalsCall {}.abi_encode().into());
+        let bytes = self
+            .provider
+            .call(request)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        IERC20::decimalsCall::abi_decode_returns(&bytes).map_err(|error| {
+            ChainError::permanent(format!(
+                "{token} did not answer decimals like an ERC-20: {error}"
+            ))
+        })
     }
 
     /// The gas a token transfer needs, from the node's estimate plus 20 % (the state can move

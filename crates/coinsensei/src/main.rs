@@ -128,9 +128,12 @@ enum ChainCommand {
         chain: Chain,
         #[arg(long)]
         address: String,
-        /// The asset (default: the chain's native one).
-        #[arg(long, value_name = "SYMBOL")]
+        /// An asset of the built-in mainnet catalogue, e.g. USDT (default: the native coin).
+        #[arg(long, value_name = "SYMBOL", conflicts_with = "token")]
         asset: Option<String>,
+        /// Any ERC-20 by its contract address (its decimals are read from it).
+        #[arg(long, value_name = "CONTRACT")]
+        token: Option<String>,
     },
 }
 
@@ -581,7 +584,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     chain,
                     address,
                     asset,
-                } => commands::chain::balance(settings, chain, &address, asset.as_deref()).await,
+                    token,
+                } => {
+                    let asset = match (&asset, &token) {
+                        (_, Some(token)) => commands::chain::Asset::Contract(token),
+                        (Some(symbol), None) => commands::chain::Asset::Symbol(symbol),
+                        (None, None) => commands::chain::Asset::Native,
+                    };
+                    commands::chain::balance(settings, chain, &address, asset).await
+                }
             }
         }
         Command::Keys(args) => {

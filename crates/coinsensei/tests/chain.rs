@@ -89,3 +89,107 @@ async fn the_rpc_key_never_shows() {
         stderr(&wrong)
     );
 }
+
+#[tokio::test]
+async fn token_balances_by_contract_and_by_catalogue_symbol() {
+    use chain::address::{Address, Network};
+    use chain_ethereum::{Ethereum, sign};
+    use domain::Chain;
+    use signer::{InProcessSigner, Mnemonic, Signer};
+
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = InProcessSigner::new(
+        &Mnemonic::parse("test test test test test test test test test test test junk").unwrap(),
+        Network::Mainnet,
+    );
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let mut code = alloy_primitives::hex::decode(
+        include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin").trim(),
+    )
+    .unwrap();
+    let mut supply = [0u8; 32];
+    supply[16..].copy_from_slice(&1_000_000_000_000u128.to_be_bytes());
+    code.extend_from_slice(&supply);
+    let nonce = client.pending_nonce(&from).await.unwrap();
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let signed = sign(
+        client.build_contract_creation(code, nonce, fees, 3_000_000),
+        &hot,
+        0,
+    )
+    .unwrap();
+    client.submit(&signed).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !matches!(
+        client.transaction_status(signed.txid).await.unwrap(),
+        chain::provider::TxStatus::Included { .. }
+    ) {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let token = contract_address(&from, nonce);
+    let balance = chain(
+        &anvil.url,
+        &[
+            "balance",
+            "--chain",
+            "ethereum",
+            "--address",
+            from.as_str(),
+            "--token",
+            token.as_str(),
+        ],
+    )
+    .await;
+    assert!(balance.status.success(), "{}", stderr(&balance));
+    assert_eq!(
+        out(&balance),
+        format!("1000000 (token {token}, 6 decimals; 1000000000000 base units)")
+    );
+    // USDT's mainnet contract has no code on a devnet: said, not a zero balance.
+    let usdt = chain(
+        &anvil.url,
+        &[
+            "balance",
+            "--chain",
+            "ethereum",
+            "--address",
+            from.as_str(),
+            "--asset",
+            "usdt",
+        ],
+    )
+    .await;
+    assert_eq!(usdt.status.code(), Some(1));
+    assert!(
+        stderr(&usdt).contains("did not answer decimals like an ERC-20"),
+        "{}",
+        stderr(&usdt)
+    );
+    let unknown = chain(
+        &anvil.url,
+        &[
+            "balance",
+            "--chain",
+            "ethereum",
+            "--address",
+            from.as_str(),
+            "--asset",
+            "DOGE",
+        ],
+    )
+    .await;
+    assert!(
+        stderr(&unknown).contains("no asset DOGE on ethereum"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    fn contract_address(from: &Address, nonce: u64) -> Address {
+        // keccak(rlp([sender, nonce]))[12..]
+        let sender = alloy_primitives::Address::from(from.ethereum_bytes().unwrap());
+        let created = sender.create(nonce).to_checksum(None);
+        Address::parse(Chain::Ethereum, Network::Mainnet, &created).unwrap()
+    }
+}

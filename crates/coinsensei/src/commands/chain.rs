@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use chain::address::{Address, Network};
 use chain_ethereum::Ethereum;
 use domain::Chain;
@@ -43,24 +43,54 @@ pub async fn status(settings: Settings, chain: Chain) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// Which balance: the native coin, an asset of the catalogue, or a token contract.
+pub enum Asset<'a> {
+    Native,
+    Symbol(&'a str),
+    Contract(&'a str),
+}
+
 pub async fn balance(
     settings: Settings,
     chain: Chain,
     address: &str,
-    asset: Option<&str>,
+    asset: Asset<'_>,
 ) -> anyhow::Result<ExitCode> {
     if chain != Chain::Ethereum {
         return Err(not_yet(chain));
     }
     // Validated before any connection: a typo is said as such, not as a node error.
     let address = Address::parse(chain, Network::Mainnet, address)?;
-    if let Some(asset) = asset
-        && !asset.eq_ignore_ascii_case("ETH")
-    {
-        bail!("token balances ({asset}) come with ERC-20 support; ETH only today");
-    }
+    let token = match asset {
+        Asset::Native => None,
+        Asset::Symbol(symbol) if symbol.eq_ignore_ascii_case(chain.native_symbol()) => None,
+        Asset::Symbol(symbol) => {
+            // The built-in catalogue holds mainnet contracts; on other networks use --token.
+            let catalogue = domain::AssetCatalogue::mainnet();
+            let asset = catalogue.get(chain, &symbol.to_uppercase())?;
+            let contract = asset
+                .contract
+                .as_deref()
+                .context("a token without a contract in the catalogue")?;
+            Some(Address::parse(chain, Network::Mainnet, contract)?)
+        }
+        Asset::Contract(contract) => Some(Address::parse(chain, Network::Mainnet, contract)?),
+    };
     let client = ethereum(&settings).await?;
-    let wei = client.balance(&address).await?;
-    println!("{} ETH ({} wei)", wei.format_decimal(18), wei.base_units());
+    match token {
+        None => {
+            let wei = client.balance(&address).await?;
+            println!("{} ETH ({} wei)", wei.format_decimal(18), wei.base_units());
+        }
+        Some(token) => {
+            let decimals = client.token_decimals(&token).await?;
+            let units = client.token_balance(&token, &address).await?;
+            println!(
+                "{} (token {token}, {decimals} decimals; {} base units)",
+                units.format_decimal(decimals),
+                units.base_units()
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
