@@ -101,6 +101,20 @@ impl Unsigned {
     }
 }
 
+/// A token credited to one of our addresses, from a `Transfer` log of an allowlisted token.
+/// `(txid, log_index)` identifies it for good; `block_hash` lets a reorg be noticed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenDeposit {
+    pub txid: B256,
+    pub log_index: u64,
+    pub block: u64,
+    pub block_hash: B256,
+    pub token: Address,
+    pub from: EthAddress,
+    pub to: Address,
+    pub amount: Amount,
+}
+
 /// The least raise of both fee caps a node accepts for a replacement: 10 % (geth's default
 /// `txpool.pricebump`), rounded up.
 pub fn bumped(fee: u128) -> u128 {
@@ -354,6 +368,71 @@ impl Ethereum {
                 "{token} did not answer decimals like an ERC-20: {error}"
             ))
         })
+    }
+
+    /// `Transfer` logs of the allowlisted `tokens` to any of `watch`, in blocks `from..=to`,
+    /// oldest first. Tokens not on the list are never looked at (anyone can deploy a contract
+    /// that emits `Transfer` events); recipients are filtered by the node (topic 2).
+    pub async fn token_deposits(
+        &self,
+        from: u64,
+        to: u64,
+        tokens: &[Address],
+        watch: &[Address],
+    ) -> Result<Vec<TokenDeposit>, ChainError> {
+        use alloy::sol_types::SolEvent;
+        if tokens.is_empty() || watch.is_empty() || from > to {
+            return Ok(Vec::new());
+        }
+        let contracts: Vec<EthAddress> =
+            tokens.iter().map(eth_address).collect::<Result<_, _>>()?;
+        let recipients: Vec<B256> = watch
+            .iter()
+            .map(|address| eth_address(address).map(|address| address.into_word()))
+            .collect::<Result<_, _>>()?;
+        let filter = alloy::rpc::types::Filter::new()
+            .from_block(from)
+            .to_block(to)
+            .address(contracts)
+            .event_signature(IERC20::Transfer::SIGNATURE_HASH)
+            .topic2(recipients);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let mut deposits = Vec::with_capacity(logs.len());
+        for log in logs {
+            if log.removed {
+                continue;
+            }
+            let decoded = IERC20::Transfer::decode_log(&log.inner).map_err(|error| {
+                ChainError::permanent(format!("a Transfer log that does not decode: {error}"))
+            })?;
+            let token = tokens
+                .iter()
+                .find(|token| token.ethereum_bytes() == Some(log.inner.address.into_array()))
+                .cloned()
+                .ok_or_else(|| ChainError::permanent("a log from a token not asked for"))?;
+            let to = watch
+                .iter()
+                .find(|address| address.ethereum_bytes() == Some(decoded.to.into_array()))
+                .cloned()
+                .ok_or_else(|| ChainError::permanent("a log to an address not asked for"))?;
+            let missing = || ChainError::retriable("a log without its block or transaction");
+            deposits.push(TokenDeposit {
+                txid: log.transaction_hash.ok_or_else(missing)?,
+                log_index: log.log_index.ok_or_else(missing)?,
+                block: log.block_number.ok_or_else(missing)?,
+                block_hash: log.block_hash.ok_or_else(missing)?,
+                token,
+                from: decoded.from,
+                to,
+                amount: Amount::from_base_units(decoded.value),
+            });
+        }
+        deposits.sort_by_key(|deposit| (deposit.block, deposit.log_index));
+        Ok(deposits)
     }
 
     /// The gas a token transfer needs, from the node's estimate plus 20 % (the state can move

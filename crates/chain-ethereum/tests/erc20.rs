@@ -121,3 +121,120 @@ async fn token_transfers_and_reverts() {
     // Not a token: balanceOf on an account without code answers nothing decodable.
     assert!(client.token_balance(&customer, &from).await.is_err());
 }
+
+/// Sends `amount` of `token` from key `index` to `to`; returns the txid once mined.
+async fn pay(
+    client: &Ethereum,
+    hot: &InProcessSigner,
+    token: &Address,
+    to: &Address,
+    amount: u128,
+) -> B256 {
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let amount = Amount::from_u128(amount);
+    let transfer = TokenTransfer {
+        token: token.clone(),
+        to: to.clone(),
+        amount,
+        nonce: client.pending_nonce(&from).await.unwrap(),
+        fees: client.fees(1_000_000_000_000).await.unwrap(),
+        gas_limit: client
+            .estimate_token_transfer_gas(&from, token, to, amount)
+            .await
+            .unwrap(),
+    };
+    let signed = sign(client.build_token_transfer(&transfer).unwrap(), hot, 0).unwrap();
+    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+    assert!(mined(client, signed.txid).await);
+    signed.txid
+}
+
+#[tokio::test]
+async fn deposits_come_from_allowlisted_tokens_to_watched_addresses_only() {
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = InProcessSigner::new(&Mnemonic::parse(ANVIL_MNEMONIC).unwrap(), Network::Mainnet);
+    let usdt = deploy(&client, &hot).await;
+    // Anyone can deploy a contract that emits Transfer events: this one is not on the list.
+    let rogue = deploy(&client, &hot).await;
+    let customers = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet);
+    let alice = customers.address(Chain::Ethereum, 0).unwrap();
+    let bob = customers.address(Chain::Ethereum, 1).unwrap();
+    let stranger = customers.address(Chain::Ethereum, 2).unwrap();
+    let first = client.status().await.unwrap().head;
+
+    let to_alice = pay(&client, &hot, &usdt, &alice, 2_500_000).await;
+    pay(&client, &hot, &rogue, &alice, 9_999_000_000).await;
+    pay(&client, &hot, &usdt, &stranger, 1_000_000).await;
+    let to_bob = pay(&client, &hot, &usdt, &bob, 42).await;
+    let head = client.status().await.unwrap().head;
+
+    let deposits = client
+        .token_deposits(
+            first,
+            head,
+            std::slice::from_ref(&usdt),
+            &[alice.clone(), bob.clone()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(deposits.len(), 2, "{deposits:#?}");
+    assert_eq!(
+        (
+            deposits[0].txid,
+            &deposits[0].to,
+            deposits[0].amount,
+            &deposits[0].token
+        ),
+        (to_alice, &alice, Amount::from_u128(2_500_000), &usdt)
+    );
+    assert_eq!(
+        (deposits[1].txid, &deposits[1].to, deposits[1].amount),
+        (to_bob, &bob, Amount::from_u128(42))
+    );
+    let sender = alloy::primitives::Address::from(
+        hot.address(Chain::Ethereum, 0)
+            .unwrap()
+            .ethereum_bytes()
+            .unwrap(),
+    );
+    assert_eq!(deposits[0].from, sender);
+    let block = client.block(deposits[0].block).await.unwrap().unwrap();
+    assert_eq!(
+        block.hash,
+        deposits[0].block_hash.to_string(),
+        "the block hash to notice a reorg by"
+    );
+    // Before the payments, an empty range, or nothing to watch: nothing.
+    assert!(
+        client
+            .token_deposits(
+                0,
+                first - 1,
+                std::slice::from_ref(&usdt),
+                std::slice::from_ref(&alice)
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        client
+            .token_deposits(
+                head,
+                head - 1,
+                std::slice::from_ref(&usdt),
+                std::slice::from_ref(&alice)
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        client
+            .token_deposits(first, head, &[usdt], &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
