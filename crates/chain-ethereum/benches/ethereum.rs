@@ -17,17 +17,19 @@
 )]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chain::address::{Address, Network};
-use chain::provider::{SubmitOutcome, TxStatus};
+use chain::provider::SubmitOutcome;
 use chain_ethereum::{Ethereum, FeeQuote, TokenTransfer, Transfer, Unsigned, sign};
 use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer, Xpub};
 use testkit::Anvil;
 
-const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
-const TOKEN_BIN: &str = include_str!("../fixtures/erc20/TestToken.bin");
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{ANVIL_MNEMONIC, deploy_token, mined};
+
 const IN_FLIGHT: usize = 64;
 
 fn derivations() {
@@ -53,18 +55,6 @@ fn derivations() {
         println!(
             "  {chain}: {from_seed:.0} addresses/s from the seed, {from_xpub:.0}/s from the xpub"
         );
-    }
-}
-
-async fn mined(client: &Ethereum, txid: alloy::primitives::B256) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let TxStatus::Included { success, .. } = client.transaction_status(txid).await.unwrap() {
-            assert!(success, "{txid} reverted");
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{txid} not mined");
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -142,31 +132,14 @@ fn main() {
             })
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, eth).await;
-        mined(&client, *txids.last().unwrap()).await;
         for txid in &txids {
-            mined(&client, *txid).await;
+            assert!(mined(&client, *txid).await, "{txid} reverted");
         }
         println!("  ETH transfers: {count} signed and broadcast at {rate:.0}/s (all mined)");
 
         // The token: deployed once, then transfers.
-        let mut code = alloy::primitives::hex::decode(TOKEN_BIN.trim()).unwrap();
-        code.extend_from_slice(&alloy::primitives::U256::from(u128::MAX).to_be_bytes::<32>());
-        let nonce = client.pending_nonce(&from).await.unwrap();
-        let deploy = sign(
-            client.build_contract_creation(code, nonce, fees, 3_000_000),
-            hot.as_ref(),
-            0,
-        )
-        .unwrap();
-        assert_eq!(client.submit(&deploy).await, SubmitOutcome::Accepted);
-        mined(&client, deploy.txid).await;
-        let creator = alloy::primitives::Address::from(from.ethereum_bytes().unwrap());
-        let token = Address::parse(
-            Chain::Ethereum,
-            Network::Mainnet,
-            &creator.create(nonce).to_checksum(None),
-        )
-        .unwrap();
+        let token = deploy_token(&client, &hot, u128::MAX).await;
+        let nonce = client.pending_nonce(&from).await.unwrap() - 1;
         let gas = client
             .estimate_token_transfer_gas(&from, &token, &to, Amount::from_u128(1))
             .await
@@ -189,7 +162,7 @@ fn main() {
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, erc20).await;
         for txid in &txids {
-            mined(&client, *txid).await;
+            assert!(mined(&client, *txid).await, "{txid} reverted");
         }
         println!("  ERC-20 transfers: {count} signed and broadcast at {rate:.0}/s (all mined)");
     });

@@ -3,8 +3,6 @@
 //! between signing and sending) is the same transaction, paid once; a used nonce is refused
 //! for good; a node on another chain is refused.
 
-use std::time::Duration;
-
 use chain::address::Network;
 use chain::provider::{SubmitOutcome, TxStatus};
 use chain_ethereum::{Ethereum, FeeQuote, Transfer, sign};
@@ -12,30 +10,11 @@ use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer};
 use testkit::Anvil;
 
-/// anvil's funded accounts come from this mnemonic.
-const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
-
-fn funded() -> InProcessSigner {
-    InProcessSigner::new(&Mnemonic::parse(ANVIL_MNEMONIC).unwrap(), Network::Mainnet)
-}
+mod common;
+use common::{funded, included};
 
 fn eth(whole: u128) -> Amount {
     Amount::from_u128(whole * 1_000_000_000_000_000_000)
-}
-
-async fn included(client: &Ethereum, txid: alloy::primitives::B256) -> TxStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = client.transaction_status(txid).await.unwrap();
-        if matches!(status, TxStatus::Included { .. }) {
-            return status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{txid} not mined: {status:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test]

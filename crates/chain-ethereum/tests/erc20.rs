@@ -2,53 +2,22 @@
 //! npm; `node build.mjs` rebuilds `TestToken.bin`) is deployed, read and transferred through
 //! the same build → sign → submit steps; a transfer that reverts is seen as a revert.
 
-use std::time::Duration;
-
 use alloy::primitives::B256;
 use chain::address::{Address, Network};
-use chain::provider::{SubmitOutcome, TxStatus};
+use chain::provider::SubmitOutcome;
 use chain_ethereum::{Ethereum, TokenTransfer, sign};
 use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer};
 use testkit::Anvil;
 
-const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
-const TOKEN_BIN: &str = include_str!("../fixtures/erc20/TestToken.bin");
+mod common;
+use common::{ANVIL_MNEMONIC, deploy_token, mined};
+
 /// One million tokens of six decimals.
 const SUPPLY: u128 = 1_000_000 * 1_000_000;
 
-async fn mined(client: &Ethereum, txid: B256) -> bool {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let TxStatus::Included { success, .. } = client.transaction_status(txid).await.unwrap() {
-            return success;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{txid} not mined");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn deploy(client: &Ethereum, hot: &InProcessSigner) -> Address {
-    let from = hot.address(Chain::Ethereum, 0).unwrap();
-    let mut code = alloy::primitives::hex::decode(TOKEN_BIN.trim()).unwrap();
-    code.extend_from_slice(&alloy::primitives::U256::from(SUPPLY).to_be_bytes::<32>());
-    let nonce = client.pending_nonce(&from).await.unwrap();
-    let fees = client.fees(1_000_000_000_000).await.unwrap();
-    let signed = sign(
-        client.build_contract_creation(code, nonce, fees, 3_000_000),
-        hot,
-        0,
-    )
-    .unwrap();
-    assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
-    assert!(mined(client, signed.txid).await, "the token deploys");
-    let creator = alloy::primitives::Address::from(from.ethereum_bytes().unwrap());
-    Address::parse(
-        Chain::Ethereum,
-        Network::Mainnet,
-        &creator.create(nonce).to_checksum(None),
-    )
-    .unwrap()
+    deploy_token(client, hot, SUPPLY).await
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chain::address::{Address, Network};
-use chain::provider::{SubmitOutcome, TxStatus};
+use chain::provider::SubmitOutcome;
 use chain_ethereum::{Ethereum, FeeQuote, Transfer, sign};
 use chrono::Utc;
 use domain::{Amount, Chain};
@@ -13,7 +13,8 @@ use signer::{InProcessSigner, Mnemonic, Signer};
 use store::NonceReserve;
 use testkit::{Anvil, Backend, TestDb};
 
-const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
+mod common;
+use common::{ANVIL_MNEMONIC, mined};
 
 /// Reserves a nonce, builds, signs, binds and submits one transfer.
 async fn send(
@@ -62,21 +63,8 @@ async fn send(
 }
 
 async fn all_mined(client: &Ethereum, txids: &[alloy::primitives::B256]) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     for txid in txids {
-        loop {
-            if let TxStatus::Included { success, .. } =
-                client.transaction_status(*txid).await.unwrap()
-            {
-                assert!(success);
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{txid} is not mined: a nonce gap holds it back"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert!(mined(client, *txid).await, "{txid} reverted");
     }
 }
 

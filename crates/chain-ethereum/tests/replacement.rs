@@ -11,7 +11,8 @@ use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer};
 use testkit::Anvil;
 
-const ANVIL_MNEMONIC: &str = "test test test test test test test test test test test junk";
+mod common;
+use common::ANVIL_MNEMONIC;
 
 #[tokio::test]
 async fn a_stuck_transaction_is_replaced_and_paid_once() {

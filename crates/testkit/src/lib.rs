@@ -196,3 +196,52 @@ macro_rules! on_both_stores {
         }
     };
 }
+
+/// Enqueues a one-attempt `noop` job on `queue` now; its id.
+pub async fn enqueue_one_shot(store: &store::Store, queue: &str) -> i64 {
+    let now = chrono::Utc::now();
+    store
+        .job_insert(&store::JobInsert {
+            queue: domain::Name::new(queue).expect("a valid queue name"),
+            kind: domain::Name::new("noop").expect("a valid kind"),
+            args: serde_json::json!({"n": 1}),
+            priority: 0,
+            run_at: now,
+            retry: Some(domain::RetryPolicy {
+                max_attempts: 1,
+                ..domain::RetryPolicy::default()
+            }),
+            unique_key: None,
+            now,
+        })
+        .await
+        .expect("enqueue")
+        .id
+}
+
+/// Claims the next job of `queue` (which must be `id`) and fails it for good with `error`.
+pub async fn fail_next_job(store: &store::Store, queue: &str, id: i64, error: &str) {
+    let now = chrono::Utc::now();
+    let claimed = store
+        .job_claim(&store::JobClaim {
+            queue: domain::Name::new(queue).expect("a valid queue name"),
+            owner: "testkit".into(),
+            limit: 1,
+            lease_until: now + std::time::Duration::from_secs(30),
+            now,
+        })
+        .await
+        .expect("claim")
+        .remove(0);
+    assert_eq!(claimed.id, id, "the job claimed is the one to fail");
+    store
+        .job_fail(&store::JobFail {
+            id,
+            token: claimed.token,
+            error: error.into(),
+            retry_at: None,
+            now,
+        })
+        .await
+        .expect("fail");
+}

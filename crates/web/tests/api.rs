@@ -246,42 +246,8 @@ async fn queues_jobs_and_audit_through_the_api(db: &TestDb) {
     let store = db.store().await;
     let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
     let (operator_id, operator) = token(&store, Role::Operator, "on-call").await;
-    let now = Utc::now();
-    let insert = store::JobInsert {
-        queue: domain::Name::new("tron.withdrawal").unwrap(),
-        kind: domain::Name::new("noop").unwrap(),
-        args: serde_json::json!({"n": 1}),
-        priority: 0,
-        run_at: now,
-        retry: Some(domain::RetryPolicy {
-            max_attempts: 1,
-            ..domain::RetryPolicy::default()
-        }),
-        unique_key: None,
-        now,
-    };
-    let id = store.job_insert(&insert).await.unwrap().id;
-    let claimed = store
-        .job_claim(&store::JobClaim {
-            queue: insert.queue.clone(),
-            owner: "w".into(),
-            limit: 1,
-            lease_until: now + std::time::Duration::from_secs(30),
-            now,
-        })
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .job_fail(&store::JobFail {
-            id,
-            token: claimed.token,
-            error: "node timeout".into(),
-            retry_at: None,
-            now,
-        })
-        .await
-        .unwrap();
+    let id = testkit::enqueue_one_shot(&store, "tron.withdrawal").await;
+    testkit::fail_next_job(&store, "tron.withdrawal", id, "node timeout").await;
 
     let (status, body) = call(&store, Method::GET, "/api/admin/queues", Some(&viewer)).await;
     assert_eq!(
@@ -540,46 +506,12 @@ async fn the_event_stream_carries_heartbeats_audit_and_failures(db: &TestDb) {
         .unwrap();
     expect_event(&mut stream, &["audit"], |data| data["actor"] == "cli:test").await;
 
-    let now = Utc::now();
-    let insert = store::JobInsert {
-        queue: domain::Name::new("tron.withdrawal").unwrap(),
-        kind: domain::Name::new("noop").unwrap(),
-        args: serde_json::json!({}),
-        priority: 0,
-        run_at: now,
-        retry: Some(domain::RetryPolicy {
-            max_attempts: 1,
-            ..domain::RetryPolicy::default()
-        }),
-        unique_key: None,
-        now,
-    };
-    let id = store.job_insert(&insert).await.unwrap().id;
+    let id = testkit::enqueue_one_shot(&store, "tron.withdrawal").await;
     expect_event(&mut stream, &["queues"], |data| {
         data["queues"][0]["available"] == 1
     })
     .await;
-    let claimed = store
-        .job_claim(&store::JobClaim {
-            queue: insert.queue.clone(),
-            owner: "w".into(),
-            limit: 1,
-            lease_until: now + std::time::Duration::from_secs(30),
-            now,
-        })
-        .await
-        .unwrap()
-        .remove(0);
-    store
-        .job_fail(&store::JobFail {
-            id,
-            token: claimed.token,
-            error: "node timeout".into(),
-            retry_at: None,
-            now: Utc::now(),
-        })
-        .await
-        .unwrap();
+    testkit::fail_next_job(&store, "tron.withdrawal", id, "node timeout").await;
     expect_event(&mut stream, &["job_failed"], |data| {
         data["id"] == id && data["errors"][0]["error"] == "node timeout"
     })

@@ -133,42 +133,8 @@ impl Fixture {
                 .await
                 .unwrap();
         }
-        let now = Utc::now();
-        let insert = store::JobInsert {
-            queue: domain::Name::new(QUEUE).unwrap(),
-            kind: domain::Name::new("noop").unwrap(),
-            args: json!({"n": 1}),
-            priority: 0,
-            run_at: now,
-            retry: Some(domain::RetryPolicy {
-                max_attempts: 1,
-                ..domain::RetryPolicy::default()
-            }),
-            unique_key: None,
-            now,
-        };
-        let job = store.job_insert(&insert).await.unwrap().id;
-        let claimed = store
-            .job_claim(&store::JobClaim {
-                queue: insert.queue.clone(),
-                owner: "w".into(),
-                limit: 1,
-                lease_until: now + std::time::Duration::from_secs(30),
-                now,
-            })
-            .await
-            .unwrap()
-            .remove(0);
-        store
-            .job_fail(&store::JobFail {
-                id: job,
-                token: claimed.token,
-                error: "node timeout".into(),
-                retry_at: None,
-                now,
-            })
-            .await
-            .unwrap();
+        let job = testkit::enqueue_one_shot(&store, QUEUE).await;
+        testkit::fail_next_job(&store, QUEUE, job, "node timeout").await;
         let mut tokens = Vec::new();
         for role in Role::ALL {
             let (id, secret) = token(&store, *role, &format!("{role}-token")).await;
