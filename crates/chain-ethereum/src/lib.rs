@@ -115,6 +115,17 @@ pub struct TokenDeposit {
     pub amount: Amount,
 }
 
+/// ETH sent to one of our addresses by a transaction of a block (internal transfers made by
+/// contracts are not in the block's transactions and are not credited here).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeDeposit {
+    pub txid: B256,
+    pub block: BlockRef,
+    pub from: EthAddress,
+    pub to: Address,
+    pub amount: Amount,
+}
+
 /// The least raise of both fee caps a node accepts for a replacement: 10 % (geth's default
 /// `txpool.pricebump`), rounded up.
 pub fn bumped(fee: u128) -> u128 {
@@ -433,6 +444,63 @@ impl Ethereum {
         }
         deposits.sort_by_key(|deposit| (deposit.block, deposit.log_index));
         Ok(deposits)
+    }
+
+    /// ETH paid to any of `watch` by the transactions of block `number` (None: no such block
+    /// yet), with the block's hash and parent for reorg detection. A transaction that reverted
+    /// moved nothing and is left out.
+    pub async fn native_deposits(
+        &self,
+        number: u64,
+        watch: &[Address],
+    ) -> Result<Option<Vec<NativeDeposit>>, ChainError> {
+        use alloy::consensus::Transaction as _;
+        use alloy::network::TransactionResponse as _;
+        let Some(block) = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .full()
+            .await
+            .map_err(|error| self.scrub(error))?
+        else {
+            return Ok(None);
+        };
+        let reference = BlockRef {
+            number: block.header.number,
+            hash: block.header.hash.to_string(),
+            parent_hash: block.header.parent_hash.to_string(),
+        };
+        let watched: Vec<[u8; 20]> = watch.iter().filter_map(Address::ethereum_bytes).collect();
+        let mut deposits = Vec::new();
+        for transaction in block.transactions.into_transactions() {
+            let Some(to) = transaction.to() else { continue };
+            if transaction.value().is_zero() || !watched.contains(&to.into_array()) {
+                continue;
+            }
+            let txid = transaction.tx_hash();
+            let succeeded = self
+                .provider
+                .get_transaction_receipt(txid)
+                .await
+                .map_err(|error| self.scrub(error))?
+                .is_some_and(|receipt| receipt.status());
+            if !succeeded {
+                continue;
+            }
+            let to = watch
+                .iter()
+                .find(|address| address.ethereum_bytes() == Some(to.into_array()))
+                .cloned()
+                .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
+            deposits.push(NativeDeposit {
+                txid,
+                block: reference.clone(),
+                from: transaction.from(),
+                to,
+                amount: Amount::from_base_units(transaction.value()),
+            });
+        }
+        Ok(Some(deposits))
     }
 
     /// The gas a token transfer needs, from the node's estimate plus 20 % (the state can move

@@ -124,3 +124,71 @@ async fn a_node_on_another_chain_is_refused_and_bad_input_is_caught() {
         Err(error) if error.message.contains("over the cap")
     ));
 }
+
+#[tokio::test]
+async fn native_deposits_are_read_from_block_transactions() {
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = funded();
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let customers = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet);
+    let alice = customers.address(Chain::Ethereum, 0).unwrap();
+    let stranger = customers.address(Chain::Ethereum, 1).unwrap();
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let mut blocks = Vec::new();
+    for (to, value) in [(&alice, eth(2)), (&stranger, eth(1))] {
+        let nonce = client.pending_nonce(&from).await.unwrap();
+        let signed = sign(
+            client
+                .build_transfer(&Transfer {
+                    to: to.clone(),
+                    value,
+                    nonce,
+                    fees,
+                })
+                .unwrap(),
+            &hot,
+            0,
+        )
+        .unwrap();
+        assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+        let TxStatus::Included { block, .. } = included(&client, signed.txid).await else {
+            unreachable!()
+        };
+        blocks.push((block, signed.txid));
+    }
+    let (block, txid) = &blocks[0];
+    let deposits = client
+        .native_deposits(block.number, std::slice::from_ref(&alice))
+        .await
+        .unwrap()
+        .expect("the block exists");
+    assert_eq!(deposits.len(), 1, "{deposits:#?}");
+    assert_eq!(
+        (deposits[0].txid, &deposits[0].to, deposits[0].amount),
+        (*txid, &alice, eth(2))
+    );
+    assert_eq!(deposits[0].from.to_checksum(None), from.as_str());
+    assert_eq!(
+        &deposits[0].block, block,
+        "with the block's hash and parent hash"
+    );
+    // The stranger's block credits nothing to the watched address.
+    let (other, _) = &blocks[1];
+    assert!(
+        client
+            .native_deposits(other.number, &[alice])
+            .await
+            .unwrap()
+            .unwrap()
+            .is_empty()
+    );
+    // A block that does not exist yet.
+    assert_eq!(
+        client
+            .native_deposits(other.number + 100, &[stranger])
+            .await
+            .unwrap(),
+        None
+    );
+}
