@@ -54,8 +54,12 @@ impl std::fmt::Debug for Mnemonic {
 impl Mnemonic {
     /// A new 24-word mnemonic from 256 bits of the operating system's randomness.
     pub fn generate() -> Mnemonic {
+        use rand::TryRngCore;
         let mut entropy = Zeroizing::new([0u8; 32]);
-        rand::fill(&mut entropy[..]);
+        // Straight from the operating system, not a user-space generator seeded from it.
+        rand::rngs::OsRng
+            .try_fill_bytes(&mut entropy[..])
+            .expect("the operating system's random source is available");
         Mnemonic(
             bip39::Mnemonic::from_entropy(&entropy[..])
                 .expect("32 bytes is a valid entropy length"),
