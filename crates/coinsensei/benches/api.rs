@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use common::*;
 use domain::{Chain, Role, WorkerId, WorkerKind};
-use store::{ApiTokenInsert, Store, WorkerRegister};
+use store::{Store, WorkerRegister};
 use testkit::{Backend, TestDb};
 
 const WORKERS: usize = 1_000;
@@ -77,18 +77,10 @@ fn worker_id(index: usize) -> String {
 }
 
 async fn token(store: &Store, role: Role) -> String {
-    let token = web::auth::new_token();
-    store
-        .api_token_insert(&ApiTokenInsert {
-            name: format!("bench-{role}"),
-            role,
-            token_hash: token.hash.clone(),
-            prefix: token.prefix.clone(),
-            now: Utc::now(),
-        })
+    web::auth::issue(store, &format!("bench-{role}"), role, Utc::now())
         .await
-        .unwrap();
-    token.secret
+        .unwrap()
+        .1
 }
 
 /// What a request of the load is: its method and path, from its sequence number.

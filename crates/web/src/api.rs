@@ -18,7 +18,7 @@ use chrono::Utc;
 use domain::{Chain, ControlAction, Role, WorkerId, WorkerKind, WorkerStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{ApiTokenInsert, ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList};
+use store::{ApiTokenRow, AuditList, StoreError, WorkerControl, WorkerList};
 
 use crate::AppState;
 
@@ -823,17 +823,7 @@ async fn create_token(
     if name.is_empty() || name.len() > 100 {
         return Err(unprocessable("name must be 1 to 100 bytes".into()));
     }
-    let token = crate::auth::new_token();
-    let row = state
-        .store
-        .api_token_insert(&ApiTokenInsert {
-            name: name.to_string(),
-            role,
-            token_hash: token.hash.clone(),
-            prefix: token.prefix.clone(),
-            now: Utc::now(),
-        })
-        .await?;
+    let (row, secret) = crate::auth::issue(&state.store, name, role, Utc::now()).await?;
     audit(
         &state,
         &caller,
@@ -843,7 +833,7 @@ async fn create_token(
     )
     .await;
     let mut body = crate::dto::token(&row);
-    body["token"] = Value::String(token.secret);
+    body["token"] = Value::String(secret);
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

@@ -46,6 +46,27 @@ pub fn is_token_shaped(text: &str) -> bool {
             .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
 }
 
+/// Makes a token named `name` with `role` and stores its hash: the stored row, and the
+/// secret to show once. The one way tokens are made (CLI, API, tests).
+pub async fn issue(
+    store: &store::Store,
+    name: &str,
+    role: domain::Role,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(store::ApiTokenRow, String), store::StoreError> {
+    let token = new_token();
+    let row = store
+        .api_token_insert(&store::ApiTokenInsert {
+            name: name.to_string(),
+            role,
+            token_hash: token.hash.clone(),
+            prefix: token.prefix.clone(),
+            now,
+        })
+        .await?;
+    Ok((row, token.secret))
+}
+
 /// The stored form of a token.
 pub fn hash_token(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))

@@ -7,7 +7,7 @@ use axum::http::{Method, Request, StatusCode};
 use chrono::Utc;
 use domain::{Chain, Role, WorkerId, WorkerKind};
 use serde_json::Value;
-use store::{ApiTokenInsert, AuditList, Store, WorkerRegister};
+use store::{AuditList, Store, WorkerRegister};
 use testkit::TestDb;
 use tower::ServiceExt;
 
@@ -40,18 +40,10 @@ async fn call(
 }
 
 async fn token(store: &Store, role: Role, name: &str) -> (i64, String) {
-    let token = web::auth::new_token();
-    let row = store
-        .api_token_insert(&ApiTokenInsert {
-            name: name.into(),
-            role,
-            token_hash: token.hash.clone(),
-            prefix: token.prefix.clone(),
-            now: Utc::now(),
-        })
+    let (row, secret) = web::auth::issue(store, name, role, Utc::now())
         .await
         .unwrap();
-    (row.id, token.secret)
+    (row.id, secret)
 }
 
 async fn register(store: &Store, id: &str, kind: WorkerKind, chain: Chain) {

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, Method, Request, StatusCode};
 use chrono::Utc;
 use domain::{Chain, Role, WorkerId, WorkerKind};
 use serde_json::{Value, json};
-use store::{ApiTokenInsert, AuditList, Store, WorkerRegister};
+use store::{AuditList, Store, WorkerRegister};
 use testkit::TestDb;
 use tower::ServiceExt;
 
@@ -221,18 +221,10 @@ impl Fixture {
 }
 
 async fn token(store: &Store, role: Role, name: &str) -> (i64, String) {
-    let token = web::auth::new_token();
-    let row = store
-        .api_token_insert(&ApiTokenInsert {
-            name: name.into(),
-            role,
-            token_hash: token.hash.clone(),
-            prefix: token.prefix.clone(),
-            now: Utc::now(),
-        })
+    let (row, secret) = web::auth::issue(store, name, role, Utc::now())
         .await
         .unwrap();
-    (row.id, token.secret)
+    (row.id, secret)
 }
 
 fn lenient() -> web::WebOptions {

@@ -7,7 +7,7 @@ use anyhow::bail;
 use chrono::Utc;
 use domain::Role;
 use serde_json::json;
-use store::{ApiTokenInsert, AuditInsert, StoreError};
+use store::{AuditInsert, StoreError};
 
 use crate::config::Settings;
 
@@ -17,17 +17,8 @@ pub async fn create(settings: Settings, role: Role, name: &str) -> anyhow::Resul
         bail!("--name must be 1 to 100 characters");
     }
     let store = super::connect_existing(&settings).await?;
-    let token = web::auth::new_token();
     let now = Utc::now();
-    let row = store
-        .api_token_insert(&ApiTokenInsert {
-            name: name.to_string(),
-            role,
-            token_hash: token.hash.clone(),
-            prefix: token.prefix.clone(),
-            now,
-        })
-        .await?;
+    let (row, secret) = web::auth::issue(&store, name, role, now).await?;
     let audit = AuditInsert {
         actor: super::workers::actor(),
         action: "token.create".into(),
@@ -43,7 +34,7 @@ pub async fn create(settings: Settings, role: Role, name: &str) -> anyhow::Resul
         "created {} token {} ({:?}); it is shown once, store it now:",
         row.role, row.id, row.name
     );
-    println!("{}", token.secret);
+    println!("{secret}");
     Ok(ExitCode::SUCCESS)
 }
 
