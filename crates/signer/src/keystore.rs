@@ -229,8 +229,27 @@ mod tests {
         let mnemonic = Mnemonic::generate();
         let phrase = mnemonic.phrase();
         let text = seal(&mnemonic, b"correct horse", FAST).unwrap();
-        for word in phrase.split(' ') {
-            assert!(!text.contains(&format!("\"{word}")), "no word in clear");
+        // No two neighbouring words in clear, and every value is either a fixed name or hex.
+        // (A single word can turn up by chance: the field `salt` is a BIP39 word, and so is
+        // `add`, which a hex string may start with.)
+        let words: Vec<&str> = phrase.split(' ').collect();
+        for pair in words.windows(2) {
+            assert!(!text.contains(&pair.join(" ")), "no words in clear");
+        }
+        let file: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (field, value) in file.as_object().unwrap() {
+            match (field.as_str(), value) {
+                ("version" | "kdf_params", _) => {}
+                ("kdf", value) => assert_eq!(value, "scrypt"),
+                ("cipher", value) => assert_eq!(value, "xchacha20poly1305"),
+                ("salt" | "nonce" | "ciphertext", serde_json::Value::String(value)) => {
+                    assert!(
+                        value.bytes().all(|b| b.is_ascii_hexdigit()),
+                        "{field} is hex"
+                    )
+                }
+                other => panic!("unexpected field {other:?}"),
+            }
         }
         let opened = open(&text, b"correct horse").unwrap();
         assert_eq!(*opened.phrase(), *phrase);
