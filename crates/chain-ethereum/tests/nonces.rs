@@ -55,6 +55,7 @@ async fn send(
             nonce,
             holder,
             &signed.txid.to_string(),
+            &signed.raw,
         )
         .await
         .unwrap();

@@ -11,6 +11,7 @@ mod jobs;
 mod model;
 mod nonces;
 mod postgres;
+mod scans;
 mod sqlite;
 mod tokens;
 
@@ -23,7 +24,11 @@ pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
-pub use nonces::NonceReserve;
+pub use nonces::{NonceReserve, RAW_TX_BYTES_MAX, UnminedNonce};
+pub use scans::{
+    DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
+    SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,
+};
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
 #[derive(Debug, Clone)]

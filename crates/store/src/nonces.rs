@@ -47,6 +47,39 @@ fn validate(address: &str, holder: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+fn validate_tx(txid: &str, raw: &[u8]) -> Result<(), StoreError> {
+    if txid.is_empty() || txid.len() > 100 {
+        return Err(StoreError::Invalid("a txid is 1 to 100 bytes".into()));
+    }
+    if raw.is_empty() || raw.len() > RAW_TX_BYTES_MAX {
+        return Err(StoreError::Invalid(format!(
+            "a signed transaction is 1 to {RAW_TX_BYTES_MAX} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The largest signed transaction kept (a node's own limit is 128 KiB).
+pub const RAW_TX_BYTES_MAX: usize = 128 * 1024;
+
+/// A nonce bound to a signed transaction the node has not mined yet (by its latest count).
+#[derive(Clone, PartialEq, Eq)]
+pub struct UnminedNonce {
+    pub nonce: u64,
+    pub txid: String,
+    pub raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for UnminedNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnminedNonce")
+            .field("nonce", &self.nonce)
+            .field("txid", &self.txid)
+            .field("bytes", &self.raw.len())
+            .finish()
+    }
+}
+
 pub(crate) fn to_i64(nonce: u64) -> Result<i64, StoreError> {
     i64::try_from(nonce).map_err(|_| StoreError::Invalid(format!("nonce {nonce} is out of range")))
 }
@@ -63,8 +96,10 @@ impl Store {
         on_dialect!(self, store => store.nonce_reserve(reserve).await)
     }
 
-    /// Binds reservation `nonce` to the transaction signed with it. `Stale` when `holder` no
-    /// longer holds it (its lease ran out and the nonce went to someone else), or it is bound.
+    /// Binds reservation `nonce` to the transaction signed with it, keeping its bytes (sent
+    /// again if the node drops it: [`Store::nonce_unmined`]). Call it before broadcasting.
+    /// `Stale` when `holder` no longer holds it (its lease ran out and the nonce went to
+    /// someone else), or it is bound.
     pub async fn nonce_bind(
         &self,
         chain: Chain,
@@ -72,12 +107,11 @@ impl Store {
         nonce: u64,
         holder: &str,
         txid: &str,
+        raw: &[u8],
     ) -> Result<(), StoreError> {
         validate(address, holder)?;
-        if txid.is_empty() || txid.len() > 100 {
-            return Err(StoreError::Invalid("a txid is 1 to 100 bytes".into()));
-        }
-        let bound = on_dialect!(self, store => store.nonce_bind(chain, address, to_i64(nonce)?, holder, txid).await)?;
+        validate_tx(txid, raw)?;
+        let bound = on_dialect!(self, store => store.nonce_bind(chain, address, to_i64(nonce)?, holder, txid, raw).await)?;
         if bound {
             Ok(())
         } else {
@@ -104,5 +138,52 @@ impl Store {
                 "nonce {nonce} of {address} is not held by {holder} (bound, or taken over)"
             )))
         }
+    }
+
+    /// Moves bound nonce `nonce` from `old_txid` to its replacement (same nonce, higher fees),
+    /// keeping the replacement's bytes. `Stale` when the nonce is not bound to `old_txid`.
+    pub async fn nonce_replace(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: u64,
+        old_txid: &str,
+        txid: &str,
+        raw: &[u8],
+    ) -> Result<(), StoreError> {
+        validate(address, "replacement")?;
+        validate_tx(txid, raw)?;
+        let replaced = on_dialect!(self, store => store.nonce_replace(chain, address, to_i64(nonce)?, old_txid, txid, raw).await)?;
+        if replaced {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "nonce {nonce} of {address} is not bound to {old_txid}"
+            )))
+        }
+    }
+
+    /// The bound nonces of `address` at or above the node's latest (mined) count, oldest
+    /// first, with their signed bytes: the transactions to look for, and to send again if
+    /// the node no longer knows them (a restarted node, an evicted transaction). Rows below
+    /// that count are used for good and are deleted.
+    pub async fn nonce_unmined(
+        &self,
+        chain: Chain,
+        address: &str,
+        node_latest: u64,
+    ) -> Result<Vec<UnminedNonce>, StoreError> {
+        validate(address, "reconcile")?;
+        let rows = on_dialect!(self, store => store.nonce_unmined(chain, address, to_i64(node_latest)?).await)?;
+        rows.into_iter()
+            .map(|(nonce, txid, raw)| {
+                Ok(UnminedNonce {
+                    nonce: u64::try_from(nonce)
+                        .map_err(|_| crate::corrupt("nonce_use.nonce", nonce))?,
+                    txid,
+                    raw,
+                })
+            })
+            .collect()
     }
 }

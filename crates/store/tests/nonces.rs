@@ -63,7 +63,14 @@ async fn an_abandoned_reservation_fills_its_gap(db: &TestDb) {
         let store = store.clone();
         async move {
             store
-                .nonce_bind(Chain::Ethereum, ADDRESS, nonce, holder, txid)
+                .nonce_bind(
+                    Chain::Ethereum,
+                    ADDRESS,
+                    nonce,
+                    holder,
+                    txid,
+                    txid.as_bytes(),
+                )
                 .await
         }
     };
@@ -126,7 +133,82 @@ async fn an_abandoned_reservation_fills_its_gap(db: &TestDb) {
     );
 }
 
+async fn bound_bytes_are_kept_until_mined_and_follow_replacements(db: &TestDb) {
+    let store = db.store().await;
+    for (holder, txid) in [("a", "0xa0"), ("b", "0xb1"), ("c", "0xc2")] {
+        let nonce = store.nonce_reserve(&reserve(holder, 0, 0)).await.unwrap();
+        store
+            .nonce_bind(
+                Chain::Ethereum,
+                ADDRESS,
+                nonce,
+                holder,
+                txid,
+                &[nonce as u8; 3],
+            )
+            .await
+            .unwrap();
+    }
+    // An unbound reservation is not a transaction to watch.
+    store.nonce_reserve(&reserve("d", 0, 0)).await.unwrap();
+    let unmined = store
+        .nonce_unmined(Chain::Ethereum, ADDRESS, 1)
+        .await
+        .unwrap();
+    let seen: Vec<(u64, &str, &[u8])> = unmined
+        .iter()
+        .map(|row| (row.nonce, row.txid.as_str(), row.raw.as_slice()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, "0xb1", &[1u8, 1, 1][..]), (2, "0xc2", &[2u8, 2, 2][..])],
+        "nonce 0 is mined: forgotten"
+    );
+    // A replacement takes the nonce over, bytes and all; only from the transaction it replaces.
+    store
+        .nonce_replace(Chain::Ethereum, ADDRESS, 2, "0xc2", "0xc2bis", b"faster")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .nonce_replace(Chain::Ethereum, ADDRESS, 2, "0xc2", "0xc2ter", b"again")
+            .await,
+        Err(StoreError::Stale(_))
+    ));
+    let unmined = store
+        .nonce_unmined(Chain::Ethereum, ADDRESS, 2)
+        .await
+        .unwrap();
+    assert_eq!(unmined.len(), 1);
+    assert_eq!(
+        (unmined[0].txid.as_str(), unmined[0].raw.as_slice()),
+        ("0xc2bis", &b"faster"[..])
+    );
+    // Bad input changes nothing.
+    assert!(matches!(
+        store
+            .nonce_bind(Chain::Ethereum, ADDRESS, 3, "d", "0xd3", &[])
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .nonce_bind(Chain::Ethereum, ADDRESS, 3, "d", "", b"x")
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store
+            .nonce_unmined(Chain::Ethereum, ADDRESS, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
 testkit::on_both_stores!(
     db: concurrent_reservations_are_distinct_and_contiguous,
-    an_abandoned_reservation_fills_its_gap
+    an_abandoned_reservation_fills_its_gap,
+    bound_bytes_are_kept_until_mined_and_follow_replacements
 );

@@ -4,6 +4,7 @@ pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
+mod scan;
 mod worker;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -46,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "nonce",
         include_str!("../../migrations/postgres/0006_nonce.sql"),
+    ),
+    (
+        7,
+        "chain scan",
+        include_str!("../../migrations/postgres/0007_chain_scan.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@ pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
+mod scan;
 mod worker;
 
 use std::str::FromStr;
@@ -51,6 +52,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "nonce",
         include_str!("../../migrations/sqlite/0006_nonce.sql"),
+    ),
+    (
+        7,
+        "chain scan",
+        include_str!("../../migrations/sqlite/0007_chain_scan.sql"),
     ),
 ];
 

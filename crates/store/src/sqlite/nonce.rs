@@ -93,9 +93,10 @@ impl SqliteStore {
         nonce: i64,
         holder: &str,
         txid: &str,
+        raw: &[u8],
     ) -> Result<bool, StoreError> {
         let done = sqlx::query::<Sqlite>(
-            "update nonce_use set txid = ?5
+            "update nonce_use set txid = ?5, raw = ?6
              where chain = ?1 and address = ?2 and nonce = ?3 and holder = ?4 and txid is null",
         )
         .bind(chain.as_str())
@@ -103,6 +104,7 @@ impl SqliteStore {
         .bind(nonce)
         .bind(holder)
         .bind(txid)
+        .bind(raw)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -126,5 +128,66 @@ impl SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn nonce_replace(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: i64,
+        old_txid: &str,
+        txid: &str,
+        raw: &[u8],
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query::<Sqlite>(
+            "update nonce_use set txid = ?5, raw = ?6
+             where chain = ?1 and address = ?2 and nonce = ?3 and txid = ?4",
+        )
+        .bind(chain.as_str())
+        .bind(address)
+        .bind(nonce)
+        .bind(old_txid)
+        .bind(txid)
+        .bind(raw)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub(crate) async fn nonce_unmined(
+        &self,
+        chain: Chain,
+        address: &str,
+        node_latest: i64,
+    ) -> Result<Vec<(i64, String, Vec<u8>)>, StoreError> {
+        let mut transaction = self.begin_write().await?;
+        // Below the node's mined count every nonce is used for good: nothing left to watch.
+        sqlx::query::<Sqlite>(
+            "delete from nonce_use where chain = ?1 and address = ?2 and nonce < ?3",
+        )
+        .bind(chain.as_str())
+        .bind(address)
+        .bind(node_latest)
+        .execute(&mut *transaction)
+        .await?;
+        let rows = sqlx::query::<Sqlite>(
+            "select nonce, txid, raw from nonce_use
+             where chain = ?1 and address = ?2 and txid is not null and raw is not null
+             order by nonce",
+        )
+        .bind(chain.as_str())
+        .bind(address)
+        .fetch_all(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("nonce")?,
+                    row.try_get("txid")?,
+                    row.try_get("raw")?,
+                ))
+            })
+            .collect()
     }
 }

@@ -1,0 +1,265 @@
+//! Block scanning and deposits (migration 0007): the blocks a scanner read, with their
+//! hashes, and the deposits found in them.
+//!
+//! The newest stored block is the scanner's cursor. [`Store::scan_commit`] appends a batch of
+//! blocks and its deposits in one transaction, only if the batch follows the stored chain (a
+//! compare-and-set on the newest block's hash: a scanner that read a different chain, or that
+//! another scanner overtook, is refused with `Stale`). [`Store::scan_rollback`] cuts the stored
+//! chain back to the fork point after a reorg and takes the deposits of the cut blocks with
+//! it. [`Store::deposits_credit`] credits what the confirmation policy allows.
+
+use chrono::{DateTime, Utc};
+use domain::{Amount, Chain};
+
+use crate::{Store, StoreError};
+
+macro_rules! on_dialect {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            Store::Postgres($store) => $call,
+            Store::Sqlite($store) => $call,
+        }
+    };
+}
+
+/// Blocks kept per chain behind the newest one: deeper than any confirmation policy, so a
+/// reorg's fork point is always found among them. Older rows are pruned as scanning goes on.
+pub const SCAN_BLOCKS_KEPT: u64 = 2_048;
+
+/// The most blocks one commit takes.
+pub const SCAN_COMMIT_BLOCKS_MAX: usize = 2_000;
+
+/// The most deposits one commit takes.
+pub const SCAN_COMMIT_DEPOSITS_MAX: usize = 10_000;
+
+/// A block as scanned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedBlock {
+    pub number: u64,
+    pub hash: String,
+    pub parent_hash: String,
+}
+
+/// A deposit found in a scanned block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositInsert {
+    pub txid: String,
+    /// `native`, or the token's contract address.
+    pub asset: String,
+    /// The log index of a token transfer, the output index on Bitcoin, 0 for a native payment.
+    pub position: u64,
+    pub address: String,
+    pub sender: Option<String>,
+    pub amount: Amount,
+    pub block_number: u64,
+    pub block_hash: String,
+}
+
+/// Where a deposit stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DepositState {
+    /// Seen in a block, not yet deep enough to credit.
+    Pending,
+    /// Deep enough by the chain's policy: the customer's balance may count it.
+    Credited,
+    /// Its block was reorganised away before it was credited.
+    Orphaned,
+    /// Its block was reorganised away after it was credited: a person must look.
+    Reversed,
+}
+
+impl DepositState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DepositState::Pending => "pending",
+            DepositState::Credited => "credited",
+            DepositState::Orphaned => "orphaned",
+            DepositState::Reversed => "reversed",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self, StoreError> {
+        Ok(match text {
+            "pending" => DepositState::Pending,
+            "credited" => DepositState::Credited,
+            "orphaned" => DepositState::Orphaned,
+            "reversed" => DepositState::Reversed,
+            other => return Err(crate::corrupt("deposit.state", other)),
+        })
+    }
+}
+
+/// A stored deposit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepositRow {
+    pub id: i64,
+    pub chain: Chain,
+    pub txid: String,
+    pub asset: String,
+    pub position: u64,
+    pub address: String,
+    pub sender: Option<String>,
+    pub amount: Amount,
+    pub block_number: u64,
+    pub block_hash: String,
+    pub state: DepositState,
+    pub seen_at: DateTime<Utc>,
+    pub credited_at: Option<DateTime<Utc>>,
+}
+
+/// What a rollback undid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollback {
+    pub blocks: u64,
+    /// Pending deposits whose block is gone.
+    pub orphaned: u64,
+    /// Credited deposits whose block is gone: each one needs a person.
+    pub reversed: u64,
+}
+
+fn text(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.len() > 100 {
+        return Err(StoreError::Invalid(format!("{what} is 1 to 100 bytes")));
+    }
+    Ok(())
+}
+
+pub(crate) fn to_i64(what: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{what} {value} is out of range")))
+}
+
+pub(crate) fn to_u64(what: &str, value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| crate::corrupt(what, value))
+}
+
+pub(crate) fn amount_text(amount: &Amount) -> String {
+    amount.base_units().to_string()
+}
+
+pub(crate) fn parse_amount(text: &str) -> Result<Amount, StoreError> {
+    Amount::parse_decimal(text, 0).map_err(|error| crate::corrupt("deposit.amount", error))
+}
+
+/// The batch is one chain of blocks, each deposit in one of them under the same hash.
+fn validate_batch(blocks: &[ScannedBlock], deposits: &[DepositInsert]) -> Result<(), StoreError> {
+    if blocks.is_empty() {
+        return Err(StoreError::Invalid("a scan commit needs blocks".into()));
+    }
+    if blocks.len() > SCAN_COMMIT_BLOCKS_MAX || deposits.len() > SCAN_COMMIT_DEPOSITS_MAX {
+        return Err(StoreError::Invalid(format!(
+            "a scan commit takes at most {SCAN_COMMIT_BLOCKS_MAX} blocks and \
+             {SCAN_COMMIT_DEPOSITS_MAX} deposits"
+        )));
+    }
+    for block in blocks {
+        to_i64("block number", block.number)?;
+        text("a block hash", &block.hash)?;
+        text("a parent hash", &block.parent_hash)?;
+    }
+    for pair in blocks.windows(2) {
+        if pair[1].number != pair[0].number + 1 || pair[1].parent_hash != pair[0].hash {
+            return Err(StoreError::Invalid(format!(
+                "block {} does not follow block {}",
+                pair[1].number, pair[0].number
+            )));
+        }
+    }
+    let first = blocks[0].number;
+    for deposit in deposits {
+        text("a txid", &deposit.txid)?;
+        text("an asset", &deposit.asset)?;
+        text("an address", &deposit.address)?;
+        if let Some(sender) = &deposit.sender {
+            text("a sender", sender)?;
+        }
+        to_i64("a position", deposit.position)?;
+        if deposit.amount.is_zero() {
+            return Err(StoreError::Invalid(format!(
+                "deposit {} is of zero",
+                deposit.txid
+            )));
+        }
+        let block = deposit
+            .block_number
+            .checked_sub(first)
+            .and_then(|offset| blocks.get(usize::try_from(offset).ok()?));
+        if block.is_none_or(|block| block.hash != deposit.block_hash) {
+            return Err(StoreError::Invalid(format!(
+                "deposit {} is not in a block of the batch",
+                deposit.txid
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The newest scanned block of `chain`: where scanning goes on from.
+    pub async fn scan_head(&self, chain: Chain) -> Result<Option<ScannedBlock>, StoreError> {
+        on_dialect!(self, store => store.scan_block(chain, None).await)
+    }
+
+    /// The stored block `number` of `chain`, if it is among the kept ones.
+    pub async fn scan_block(
+        &self,
+        chain: Chain,
+        number: u64,
+    ) -> Result<Option<ScannedBlock>, StoreError> {
+        let number = to_i64("block number", number)?;
+        on_dialect!(self, store => store.scan_block(chain, Some(number)).await)
+    }
+
+    /// Appends `blocks` (consecutive and chained) and the `deposits` in them, in one
+    /// transaction. `Stale` when the first block does not follow the newest stored one (its
+    /// number or its parent hash): the chain moved under the scanner, or another scanner
+    /// committed first. A deposit seen before is kept as it is, unless it was orphaned by a
+    /// reorg: then it is pending again, in its new block.
+    pub async fn scan_commit(
+        &self,
+        chain: Chain,
+        blocks: &[ScannedBlock],
+        deposits: &[DepositInsert],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        validate_batch(blocks, deposits)?;
+        on_dialect!(self, store => store.scan_commit(chain, blocks, deposits, now).await)
+    }
+
+    /// Cuts the stored chain of `chain` back to `keep_through` after a reorg: later blocks
+    /// are forgotten, their pending deposits orphaned and their credited ones reversed.
+    pub async fn scan_rollback(
+        &self,
+        chain: Chain,
+        keep_through: u64,
+    ) -> Result<Rollback, StoreError> {
+        let keep_through = to_i64("block number", keep_through)?;
+        on_dialect!(self, store => store.scan_rollback(chain, keep_through).await)
+    }
+
+    /// Credits the pending deposits of `chain` in blocks up to `through`; returns how many.
+    pub async fn deposits_credit(
+        &self,
+        chain: Chain,
+        through: u64,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let through = to_i64("block number", through)?;
+        on_dialect!(self, store => store.deposits_credit(chain, through, now).await)
+    }
+
+    /// Deposits of `chain`, newest first, in `state` if given.
+    pub async fn deposits_list(
+        &self,
+        chain: Chain,
+        state: Option<DepositState>,
+        limit: u32,
+    ) -> Result<Vec<DepositRow>, StoreError> {
+        if limit == 0 || limit > domain::limits::LIST_LIMIT_MAX {
+            return Err(StoreError::Invalid(format!(
+                "limit must be 1 to {}",
+                domain::limits::LIST_LIMIT_MAX
+            )));
+        }
+        on_dialect!(self, store => store.deposits_list(chain, state, limit).await)
+    }
+}
