@@ -1,6 +1,16 @@
 //! The provider contract's shared vocabulary (DESIGN.md §6). Building and signing are
 //! separate steps, so a signed transaction is stored before it leaves the process, and
 //! submitting says exactly what the node answered.
+//!
+//! The contract is three traits every adapter implements, after Coinbase's Mesh (Rosetta)
+//! construction API: [`ChainRead`] (tip, blocks, balances, transaction status, a scan of
+//! blocks for deposits), [`ChainBuild`] (metadata, build, the payloads to sign, combine,
+//! parse: no key anywhere), and [`ChainSubmit`]. Signing is the signer's: it signs the
+//! payloads' digests and nothing else, so it can live in another process.
+
+use domain::{Amount, Chain};
+
+use crate::address::Address;
 
 /// What a node said to a signed transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,4 +73,216 @@ pub enum TxStatus {
         success: bool,
         confirmations: u64,
     },
+}
+
+/// What is moved: the chain's own coin, or a token by its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Asset {
+    Native,
+    Token(Address),
+}
+
+impl std::fmt::Display for Asset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Asset::Native => f.write_str("native"),
+            Asset::Token(contract) => write!(f, "token {contract}"),
+        }
+    }
+}
+
+/// The head of the chain and the newest block that cannot be reorganised away (Ethereum's
+/// `finalized`, TRON's solidified block; None where the node reports none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tip {
+    pub head: u64,
+    pub finalized: Option<u64>,
+}
+
+/// A payment to make: from key `from_index` of the signer (whose address is `from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payment {
+    pub from_index: u32,
+    pub from: Address,
+    pub to: Address,
+    pub asset: Asset,
+    pub amount: Amount,
+}
+
+/// What a signed transaction says it does, read back from its bytes (the signer recovered
+/// from the signature): checked against the [`Payment`] before it is stored or sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub from: Address,
+    pub to: Address,
+    pub asset: Asset,
+    pub amount: Amount,
+    /// The account sequence it uses (an Ethereum nonce), where the chain has one.
+    pub sequence: Option<u64>,
+}
+
+impl Parsed {
+    /// Whether these bytes do what `payment` asked, and nothing else.
+    pub fn matches(&self, payment: &Payment) -> bool {
+        self.from == payment.from
+            && self.to == payment.to
+            && self.asset == payment.asset
+            && self.amount == payment.amount
+    }
+}
+
+/// A signed transaction: the exact bytes to broadcast and their txid, computed locally.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedTransaction {
+    pub txid: String,
+    pub raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for SignedTransaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignedTransaction")
+            .field("txid", &self.txid)
+            .field("bytes", &self.raw.len())
+            .finish()
+    }
+}
+
+/// A 32-byte digest the signer signs with key `index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SigningPayload {
+    pub index: u32,
+    pub digest: [u8; 32],
+}
+
+/// Funds that arrived at a watched address. `(txid, asset, position)` names it for good
+/// (position: the log index of a token transfer, 0 for a native payment by a transaction);
+/// `block` says where, so a reorg that takes the block away takes the deposit with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deposit {
+    pub txid: String,
+    pub position: u64,
+    pub block: BlockRef,
+    pub asset: Asset,
+    /// The sender, where the chain has one.
+    pub from: Option<String>,
+    pub to: Address,
+    pub amount: Amount,
+}
+
+/// The addresses whose deposits are wanted and the tokens that count: a token not on the list
+/// is never credited, whatever its events say (anyone can deploy a contract that emits them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchSet {
+    pub addresses: Vec<Address>,
+    pub tokens: Vec<Address>,
+}
+
+/// Blocks `from..=to` as a scan read them: every block (number, hash, parent hash), in order
+/// and chained, and the deposits in them, each naming the hash of the block it is in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScanBatch {
+    pub blocks: Vec<BlockRef>,
+    pub deposits: Vec<Deposit>,
+}
+
+impl ScanBatch {
+    /// Checks what every adapter promises: the blocks are consecutive from `from`, each one's
+    /// parent is the one before, and every deposit is in one of them under the same hash. A
+    /// reorg while the batch was read breaks one of these, and the batch is read again.
+    pub fn check(&self, from: u64) -> Result<(), ChainError> {
+        for (offset, block) in self.blocks.iter().enumerate() {
+            if block.number != from + offset as u64 {
+                return Err(ChainError::retriable(format!(
+                    "block {} where {} was expected",
+                    block.number,
+                    from + offset as u64
+                )));
+            }
+        }
+        for pair in self.blocks.windows(2) {
+            if pair[1].parent_hash != pair[0].hash {
+                return Err(ChainError::retriable(format!(
+                    "block {} does not follow {} (a reorg while reading)",
+                    pair[1].number, pair[0].number
+                )));
+            }
+        }
+        for deposit in &self.deposits {
+            let inside = deposit
+                .block
+                .number
+                .checked_sub(from)
+                .and_then(|offset| self.blocks.get(usize::try_from(offset).ok()?));
+            if inside.is_none_or(|block| block.hash != deposit.block.hash) {
+                return Err(ChainError::retriable(format!(
+                    "deposit {} names block {} {}, not the one read",
+                    deposit.txid, deposit.block.number, deposit.block.hash
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The read side: what the chain says, no keys, no writes.
+pub trait ChainRead: Send + Sync {
+    fn chain(&self) -> Chain;
+    fn tip(&self) -> impl Future<Output = Result<Tip, ChainError>> + Send;
+    /// Block `number` of the chain as the node sees it now; None past the head.
+    fn block(
+        &self,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<BlockRef>, ChainError>> + Send;
+    fn balance(
+        &self,
+        address: &Address,
+        asset: &Asset,
+    ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
+    fn transaction(&self, txid: &str) -> impl Future<Output = Result<TxStatus, ChainError>> + Send;
+    /// Blocks `from..=to` and the deposits to `watch` in them; `to` at most the head.
+    fn scan(
+        &self,
+        from: u64,
+        to: u64,
+        watch: &WatchSet,
+    ) -> impl Future<Output = Result<ScanBatch, ChainError>> + Send;
+}
+
+/// The build side: transactions made without a key, signed elsewhere over their payloads,
+/// combined with the signatures, and read back.
+pub trait ChainBuild: ChainRead {
+    /// What building needs from the chain now (fees, the node's nonce, a reference block).
+    type Metadata: Clone + std::fmt::Debug + Send + Sync;
+    type Unsigned: Clone + std::fmt::Debug + Send + Sync;
+
+    fn metadata(
+        &self,
+        payment: &Payment,
+    ) -> impl Future<Output = Result<Self::Metadata, ChainError>> + Send;
+    /// The most the payment can cost in fees, in the native coin's base units.
+    fn max_fee(&self, metadata: &Self::Metadata) -> Amount;
+    /// The account sequence (Ethereum nonce) the metadata carries, where the chain has one:
+    /// the node's next. The caller may set another one from its allocator before building.
+    fn sequence(&self, metadata: &Self::Metadata) -> Option<u64>;
+    fn set_sequence(&self, metadata: &mut Self::Metadata, sequence: u64);
+    fn build(
+        &self,
+        payment: &Payment,
+        metadata: &Self::Metadata,
+    ) -> Result<Self::Unsigned, ChainError>;
+    /// The digests to sign, with the key each one needs.
+    fn payloads(&self, unsigned: &Self::Unsigned) -> Vec<SigningPayload>;
+    /// The transaction with its signatures (65 bytes each, recoverable, in payload order).
+    fn combine(
+        &self,
+        unsigned: Self::Unsigned,
+        signatures: &[[u8; 65]],
+    ) -> Result<SignedTransaction, ChainError>;
+    /// What signed bytes do, read from the bytes alone.
+    fn parse(&self, signed: &SignedTransaction) -> Result<Parsed, ChainError>;
+}
+
+/// The submit side: signed bytes out, and exactly what the node said.
+pub trait ChainSubmit: Send + Sync {
+    fn submit(&self, signed: &SignedTransaction) -> impl Future<Output = SubmitOutcome> + Send;
 }
