@@ -8,8 +8,14 @@
 //!    bytes again (after a crash) is recognised as the same transaction, never a second one.
 //!
 //! ERC-20: balances by `balanceOf`, transfers as `transfer(address,uint256)` calls with a gas
-//! estimate and a margin. Still to come (issue 6): the store-backed nonce allocator,
-//! replacement of stuck transactions, deposit scanning with reorg detection.
+//! estimate and a margin; deposits from the `Transfer` logs of allowlisted tokens only.
+//! Stuck transactions are replaced with the same nonce and both fee caps raised by at least
+//! 10 % ([`Unsigned::replacement`]).
+//!
+//! The provider contract ([`chain::provider`]) is implemented in `contract.rs`: a block scan
+//! that asks for blocks in JSON-RPC batches and for token logs over ranges, so the wallet's
+//! scanner reads thousands of blocks a second; build / payloads / combine / parse, with the
+//! signer recovered from the bytes when they are read back.
 
 use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
 use alloy::eips::BlockNumberOrTag;
@@ -20,6 +26,16 @@ use chain::address::Address;
 use chain::provider::{BlockRef, ChainError, SubmitOutcome, TxStatus};
 use domain::{Amount, Chain};
 use signer::Signer;
+
+mod contract;
+pub use contract::{
+    ADDRESSES_PER_FILTER, BLOCKS_PER_REQUEST, LOG_RANGE_BLOCKS_MAX, Metadata, Prepared,
+    REQUESTS_IN_FLIGHT,
+};
+
+/// The default cap on the fee per gas, in wei (500 gwei): a quote above it is refused until
+/// the network calms down or an operator raises the cap.
+pub const DEFAULT_FEE_CAP: u128 = 500_000_000_000;
 
 /// Gas of a plain ETH transfer to an account without code.
 pub const TRANSFER_GAS: u64 = 21_000;
@@ -50,6 +66,8 @@ pub struct TokenTransfer {
 pub struct Ethereum {
     provider: RootProvider,
     chain_id: u64,
+    /// The most a transaction built through the provider contract may pay per gas.
+    fee_cap: u128,
     /// The endpoint as it may be shown: scheme, host and port only (providers put API keys
     /// in the path or query).
     shown: String,
@@ -208,6 +226,7 @@ impl Ethereum {
         let mut client = Ethereum {
             provider,
             chain_id: 0,
+            fee_cap: DEFAULT_FEE_CAP,
             shown,
             secret,
         };
@@ -244,6 +263,12 @@ impl Ethereum {
 
     pub fn chain_id(&self) -> u64 {
         self.chain_id
+    }
+
+    /// The cap on the fee per gas of payments built through [`chain::provider::ChainBuild`].
+    pub fn with_fee_cap(mut self, cap: u128) -> Ethereum {
+        self.fee_cap = cap;
+        self
     }
 
     pub async fn status(&self) -> Result<Status, ChainError> {
@@ -661,7 +686,11 @@ pub fn sign(unsigned: Unsigned, signer: &dyn Signer, index: u32) -> Result<Signe
     let signature = signer
         .sign_digest(Chain::Ethereum, index, hash.0)
         .map_err(|error| ChainError::permanent(format!("signing: {error}")))?;
-    let bytes = signature.0;
+    Ok(attach(unsigned, &signature.0))
+}
+
+/// The transaction with its 65-byte recoverable signature over its signing hash.
+pub(crate) fn attach(unsigned: Unsigned, bytes: &[u8; 65]) -> SignedTx {
     let signature = Signature::new(
         U256::from_be_slice(&bytes[..32]),
         U256::from_be_slice(&bytes[32..64]),
@@ -669,10 +698,10 @@ pub fn sign(unsigned: Unsigned, signer: &dyn Signer, index: u32) -> Result<Signe
     );
     let envelope = TxEnvelope::from(unsigned.0.into_signed(signature));
     let txid = *envelope.tx_hash();
-    Ok(SignedTx {
+    SignedTx {
         raw: envelope.encoded_2718(),
         txid,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -99,6 +99,14 @@ pub struct Tip {
     pub finalized: Option<u64>,
 }
 
+/// How many transactions of an account the chain has: mined, and mined or waiting in the
+/// node's pool. Both are the next nonce from their point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountSequence {
+    pub mined: u64,
+    pub pending: u64,
+}
+
 /// A payment to make: from key `from_index` of the signer (whose address is `from`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Payment {
@@ -239,6 +247,12 @@ pub trait ChainRead: Send + Sync {
         asset: &Asset,
     ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
     fn transaction(&self, txid: &str) -> impl Future<Output = Result<TxStatus, ChainError>> + Send;
+    /// The account's transaction counts, where the chain numbers them (Ethereum nonces);
+    /// None on chains without account sequences.
+    fn account_sequence(
+        &self,
+        address: &Address,
+    ) -> impl Future<Output = Result<Option<AccountSequence>, ChainError>> + Send;
     /// Blocks `from..=to` and the deposits to `watch` in them; `to` at most the head.
     fn scan(
         &self,

@@ -186,4 +186,25 @@ impl Store {
             })
             .collect()
     }
+
+    /// Frees bound nonce `nonce` of a transaction the node refused for good (it can never be
+    /// mined): the next reservation gets the nonce, so no gap stays behind. Only for a
+    /// definite refusal; a transaction that may be out somewhere keeps its nonce.
+    pub async fn nonce_unbind(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: u64,
+        txid: &str,
+    ) -> Result<(), StoreError> {
+        validate(address, "unbind")?;
+        let freed = on_dialect!(self, store => store.nonce_unbind(chain, address, to_i64(nonce)?, txid).await)?;
+        if freed {
+            Ok(())
+        } else {
+            Err(StoreError::Stale(format!(
+                "nonce {nonce} of {address} is not bound to {txid}"
+            )))
+        }
+    }
 }

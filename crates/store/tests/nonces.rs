@@ -184,6 +184,26 @@ async fn bound_bytes_are_kept_until_mined_and_follow_replacements(db: &TestDb) {
         (unmined[0].txid.as_str(), unmined[0].raw.as_slice()),
         ("0xc2bis", &b"faster"[..])
     );
+    // A transaction refused for good gives its nonce back: the next reservation fills it.
+    store
+        .nonce_unbind(Chain::Ethereum, ADDRESS, 2, "0xc2bis")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .nonce_unbind(Chain::Ethereum, ADDRESS, 2, "0xc2bis")
+            .await,
+        Err(StoreError::Stale(_))
+    ));
+    assert_eq!(
+        store.nonce_reserve(&reserve("e", 2, 1)).await.unwrap(),
+        2,
+        "the freed nonce first"
+    );
+    store
+        .nonce_bind(Chain::Ethereum, ADDRESS, 2, "e", "0xe2", b"again")
+        .await
+        .unwrap();
     // Bad input changes nothing.
     assert!(matches!(
         store
@@ -197,14 +217,12 @@ async fn bound_bytes_are_kept_until_mined_and_follow_replacements(db: &TestDb) {
             .await,
         Err(StoreError::Invalid(_))
     ));
-    assert_eq!(
-        store
-            .nonce_unmined(Chain::Ethereum, ADDRESS, 0)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    let unmined = store
+        .nonce_unmined(Chain::Ethereum, ADDRESS, 0)
+        .await
+        .unwrap();
+    assert_eq!(unmined.len(), 1);
+    assert_eq!(unmined[0].txid, "0xe2");
 }
 
 testkit::on_both_stores!(

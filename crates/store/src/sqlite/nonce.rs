@@ -190,4 +190,24 @@ impl SqliteStore {
             })
             .collect()
     }
+
+    pub(crate) async fn nonce_unbind(
+        &self,
+        chain: Chain,
+        address: &str,
+        nonce: i64,
+        txid: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query::<Sqlite>(
+            "update nonce_use set txid = null, raw = null, reserved_until = 0
+             where chain = ?1 and address = ?2 and nonce = ?3 and txid = ?4",
+        )
+        .bind(chain.as_str())
+        .bind(address)
+        .bind(nonce)
+        .bind(txid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 }

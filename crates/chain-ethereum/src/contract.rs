@@ -1,0 +1,473 @@
+//! The provider contract ([`chain::provider`]) on Ethereum: reads, a batched block scan,
+//! build / payloads / combine / parse, and submit, over the inherent methods of [`Ethereum`].
+
+use std::collections::HashSet;
+
+use alloy::consensus::transaction::SignerRecoverable;
+use alloy::consensus::{SignableTransaction, Transaction as _, TxEnvelope};
+use alloy::eips::BlockNumberOrTag;
+use alloy::eips::eip2718::Decodable2718;
+use alloy::network::TransactionResponse as _;
+use alloy::primitives::{Address as EthAddress, B256, TxKind};
+use alloy::providers::Provider;
+use alloy::rpc::types::Block;
+use chain::address::Address;
+use chain::provider::{
+    AccountSequence, Asset, BlockRef, ChainBuild, ChainError, ChainRead, ChainSubmit, Deposit,
+    Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload, SubmitOutcome, Tip, TxStatus,
+    WatchSet,
+};
+use domain::{Amount, Chain};
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::{Ethereum, FeeQuote, IERC20, SignedTx, TRANSFER_GAS, Unsigned, attach, eth_address};
+
+/// Blocks asked for in one JSON-RPC batch request.
+pub const BLOCKS_PER_REQUEST: u64 = 50;
+
+/// Batch requests in flight at once during a scan.
+pub const REQUESTS_IN_FLIGHT: usize = 4;
+
+/// Blocks per `eth_getLogs` call (providers refuse wide ranges: 1,000 to 10,000 blocks).
+pub const LOG_RANGE_BLOCKS_MAX: u64 = 1_000;
+
+/// Watched addresses per `eth_getLogs` filter (providers bound a filter's size).
+pub const ADDRESSES_PER_FILTER: usize = 500;
+
+/// What building a payment needs from the node now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metadata {
+    /// The node's next nonce for the sender (pending included), or the allocator's.
+    pub nonce: u64,
+    pub fees: FeeQuote,
+    /// The node's gas estimate plus the margin.
+    pub gas_limit: u64,
+}
+
+/// An unsigned transaction and the key that must sign it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub tx: Unsigned,
+    pub key: u32,
+}
+
+fn txid_text(txid: B256) -> String {
+    txid.to_string()
+}
+
+fn parse_txid(txid: &str) -> Result<B256, ChainError> {
+    txid.parse()
+        .map_err(|_| ChainError::permanent(format!("{txid:?} is not an Ethereum txid")))
+}
+
+fn block_ref(block: &Block) -> BlockRef {
+    BlockRef {
+        number: block.header.number,
+        hash: block.header.hash.to_string(),
+        parent_hash: block.header.parent_hash.to_string(),
+    }
+}
+
+impl Ethereum {
+    /// Blocks `from..=to`, in order, each in full (`full`: with its transactions) or with
+    /// transaction hashes only; a block past the head is a retriable error.
+    async fn blocks(&self, from: u64, to: u64, full: bool) -> Result<Vec<Block>, ChainError> {
+        let starts: Vec<u64> = (from..=to).step_by(BLOCKS_PER_REQUEST as usize).collect();
+        let batches: Vec<Vec<Block>> = futures_util::stream::iter(starts)
+            .map(|start| {
+                let end = to.min(start + BLOCKS_PER_REQUEST - 1);
+                self.block_batch(start, end, full)
+            })
+            .buffered(REQUESTS_IN_FLIGHT)
+            .try_collect()
+            .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    async fn block_batch(&self, from: u64, to: u64, full: bool) -> Result<Vec<Block>, ChainError> {
+        let client = self.provider.client();
+        let mut batch = alloy::rpc::client::BatchRequest::new(client);
+        let mut waiters = Vec::new();
+        for number in from..=to {
+            waiters.push(
+                batch
+                    .add_call::<_, Option<Block>>(
+                        "eth_getBlockByNumber",
+                        &(BlockNumberOrTag::Number(number), full),
+                    )
+                    .map_err(|error| self.scrub(error))?,
+            );
+        }
+        batch.send().await.map_err(|error| self.scrub(error))?;
+        let mut blocks = Vec::with_capacity(waiters.len());
+        for (number, waiter) in (from..=to).zip(waiters) {
+            let block = waiter
+                .await
+                .map_err(|error| self.scrub(error))?
+                .ok_or_else(|| {
+                    ChainError::retriable(format!("block {number} is not on the node yet"))
+                })?;
+            blocks.push(block);
+        }
+        Ok(blocks)
+    }
+
+    /// ETH paid to `watch` by the transactions of `blocks` (full blocks), reverted ones left
+    /// out (their receipts are asked for in one batch).
+    async fn native_in(
+        &self,
+        blocks: &[Block],
+        watch: &[Address],
+    ) -> Result<Vec<Deposit>, ChainError> {
+        let watched: HashSet<[u8; 20]> = watch.iter().filter_map(Address::ethereum_bytes).collect();
+        let mut hits = Vec::new();
+        for block in blocks {
+            for transaction in block.transactions.txns() {
+                let Some(to) = transaction.to() else { continue };
+                if transaction.value().is_zero() || !watched.contains(&to.into_array()) {
+                    continue;
+                }
+                hits.push((block_ref(block), transaction.clone(), to));
+            }
+        }
+        if hits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.provider.client();
+        let mut batch = alloy::rpc::client::BatchRequest::new(client);
+        let mut waiters = Vec::new();
+        for (_, transaction, _) in &hits {
+            waiters.push(
+                batch
+                    .add_call::<_, Option<alloy::rpc::types::TransactionReceipt>>(
+                        "eth_getTransactionReceipt",
+                        &(transaction.tx_hash(),),
+                    )
+                    .map_err(|error| self.scrub(error))?,
+            );
+        }
+        batch.send().await.map_err(|error| self.scrub(error))?;
+        let mut deposits = Vec::new();
+        for ((block, transaction, to), waiter) in hits.into_iter().zip(waiters) {
+            let receipt = waiter.await.map_err(|error| self.scrub(error))?;
+            if !receipt.is_some_and(|receipt| receipt.status()) {
+                continue;
+            }
+            let to = watch
+                .iter()
+                .find(|address| address.ethereum_bytes() == Some(to.into_array()))
+                .cloned()
+                .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
+            deposits.push(Deposit {
+                txid: txid_text(transaction.tx_hash()),
+                position: 0,
+                block,
+                asset: Asset::Native,
+                from: Some(transaction.from().to_checksum(None)),
+                to,
+                amount: Amount::from_base_units(transaction.value()),
+            });
+        }
+        Ok(deposits)
+    }
+
+    /// Token deposits in `from..=to`, in log ranges and address chunks the node accepts.
+    async fn tokens_in(
+        &self,
+        from: u64,
+        to: u64,
+        watch: &WatchSet,
+        blocks: &[BlockRef],
+    ) -> Result<Vec<Deposit>, ChainError> {
+        let mut deposits = Vec::new();
+        if watch.tokens.is_empty() || watch.addresses.is_empty() {
+            return Ok(deposits);
+        }
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start + LOG_RANGE_BLOCKS_MAX - 1);
+            for chunk in watch.addresses.chunks(ADDRESSES_PER_FILTER) {
+                for found in self
+                    .token_deposits(start, end, &watch.tokens, chunk)
+                    .await?
+                {
+                    let block = usize::try_from(found.block - from)
+                        .ok()
+                        .and_then(|offset| blocks.get(offset))
+                        .cloned()
+                        .ok_or_else(|| ChainError::retriable("a log outside the scanned range"))?;
+                    if block.hash != found.block_hash.to_string() {
+                        return Err(ChainError::retriable(format!(
+                            "a log of block {} under another hash (a reorg while reading)",
+                            found.block
+                        )));
+                    }
+                    deposits.push(Deposit {
+                        txid: txid_text(found.txid),
+                        position: found.log_index,
+                        block,
+                        asset: Asset::Token(found.token),
+                        from: Some(found.from.to_checksum(None)),
+                        to: found.to,
+                        amount: found.amount,
+                    });
+                }
+            }
+            start = end + 1;
+        }
+        Ok(deposits)
+    }
+
+    /// Gas for a plain ETH payment: the node's estimate with a 20 % margin (a contract wallet
+    /// spends more than 21,000 to receive), never under 21,000.
+    async fn estimate_native_gas(
+        &self,
+        from: &Address,
+        to: &Address,
+        amount: Amount,
+    ) -> Result<u64, ChainError> {
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .from(eth_address(from)?)
+            .to(eth_address(to)?)
+            .value(amount.base_units());
+        let gas = self
+            .provider
+            .estimate_gas(request)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        Ok(if gas <= TRANSFER_GAS {
+            TRANSFER_GAS
+        } else {
+            gas.saturating_add(gas / 5)
+        })
+    }
+}
+
+impl ChainRead for Ethereum {
+    fn chain(&self) -> Chain {
+        Chain::Ethereum
+    }
+
+    async fn tip(&self) -> Result<Tip, ChainError> {
+        let status = self.status().await?;
+        Ok(Tip {
+            head: status.head,
+            finalized: status.finalized,
+        })
+    }
+
+    async fn block(&self, number: u64) -> Result<Option<BlockRef>, ChainError> {
+        Ethereum::block(self, number).await
+    }
+
+    async fn balance(&self, address: &Address, asset: &Asset) -> Result<Amount, ChainError> {
+        match asset {
+            Asset::Native => Ethereum::balance(self, address).await,
+            Asset::Token(token) => self.token_balance(token, address).await,
+        }
+    }
+
+    async fn transaction(&self, txid: &str) -> Result<TxStatus, ChainError> {
+        self.transaction_status(parse_txid(txid)?).await
+    }
+
+    async fn account_sequence(
+        &self,
+        address: &Address,
+    ) -> Result<Option<AccountSequence>, ChainError> {
+        let account = eth_address(address)?;
+        let mined = self
+            .provider
+            .get_transaction_count(account)
+            .latest()
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let pending = self.pending_nonce(address).await?;
+        Ok(Some(AccountSequence { mined, pending }))
+    }
+
+    async fn scan(&self, from: u64, to: u64, watch: &WatchSet) -> Result<ScanBatch, ChainError> {
+        if from > to {
+            return Err(ChainError::permanent(format!(
+                "an empty range {from}..={to}"
+            )));
+        }
+        let full = !watch.addresses.is_empty();
+        let blocks = self.blocks(from, to, full).await?;
+        let refs: Vec<BlockRef> = blocks.iter().map(block_ref).collect();
+        let mut deposits = self.native_in(&blocks, &watch.addresses).await?;
+        deposits.extend(self.tokens_in(from, to, watch, &refs).await?);
+        deposits.sort_by_key(|deposit| (deposit.block.number, deposit.position));
+        let batch = ScanBatch {
+            blocks: refs,
+            deposits,
+        };
+        batch.check(from)?;
+        Ok(batch)
+    }
+}
+
+impl ChainBuild for Ethereum {
+    type Metadata = Metadata;
+    type Unsigned = Prepared;
+
+    async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
+        let nonce = self.pending_nonce(&payment.from).await?;
+        let fees = self.fees(self.fee_cap).await?;
+        let gas_limit = match &payment.asset {
+            Asset::Native => {
+                self.estimate_native_gas(&payment.from, &payment.to, payment.amount)
+                    .await?
+            }
+            Asset::Token(token) => {
+                self.estimate_token_transfer_gas(&payment.from, token, &payment.to, payment.amount)
+                    .await?
+            }
+        };
+        Ok(Metadata {
+            nonce,
+            fees,
+            gas_limit,
+        })
+    }
+
+    fn max_fee(&self, metadata: &Metadata) -> Amount {
+        Amount::from_u128(
+            u128::from(metadata.gas_limit).saturating_mul(metadata.fees.max_fee_per_gas),
+        )
+    }
+
+    fn sequence(&self, metadata: &Metadata) -> Option<u64> {
+        Some(metadata.nonce)
+    }
+
+    fn set_sequence(&self, metadata: &mut Metadata, sequence: u64) {
+        metadata.nonce = sequence;
+    }
+
+    fn build(&self, payment: &Payment, metadata: &Metadata) -> Result<Prepared, ChainError> {
+        for address in [&payment.from, &payment.to] {
+            if address.chain() != Chain::Ethereum {
+                return Err(ChainError::permanent(format!(
+                    "{address} is not an Ethereum address"
+                )));
+            }
+        }
+        let mut tx = match &payment.asset {
+            Asset::Native => self.build_transfer(&crate::Transfer {
+                to: payment.to.clone(),
+                value: payment.amount,
+                nonce: metadata.nonce,
+                fees: metadata.fees,
+            })?,
+            Asset::Token(token) => self.build_token_transfer(&crate::TokenTransfer {
+                token: token.clone(),
+                to: payment.to.clone(),
+                amount: payment.amount,
+                nonce: metadata.nonce,
+                fees: metadata.fees,
+                gas_limit: metadata.gas_limit,
+            })?,
+        };
+        tx.0.gas_limit = metadata.gas_limit.max(tx.0.gas_limit);
+        Ok(Prepared {
+            tx,
+            key: payment.from_index,
+        })
+    }
+
+    fn payloads(&self, unsigned: &Prepared) -> Vec<SigningPayload> {
+        vec![SigningPayload {
+            index: unsigned.key,
+            digest: unsigned.tx.0.signature_hash().0,
+        }]
+    }
+
+    fn combine(
+        &self,
+        unsigned: Prepared,
+        signatures: &[[u8; 65]],
+    ) -> Result<SignedTransaction, ChainError> {
+        let [signature] = signatures else {
+            return Err(ChainError::permanent(format!(
+                "an Ethereum transaction takes one signature, not {}",
+                signatures.len()
+            )));
+        };
+        let SignedTx { raw, txid } = attach(unsigned.tx, signature);
+        Ok(SignedTransaction {
+            txid: txid_text(txid),
+            raw,
+        })
+    }
+
+    fn parse(&self, signed: &SignedTransaction) -> Result<Parsed, ChainError> {
+        use alloy::sol_types::SolCall;
+        let bad = |why: String| ChainError::permanent(format!("not a transaction of ours: {why}"));
+        let envelope = TxEnvelope::decode_2718(&mut signed.raw.as_slice())
+            .map_err(|error| bad(error.to_string()))?;
+        if txid_text(*envelope.tx_hash()) != signed.txid {
+            return Err(bad(format!("its hash is not {}", signed.txid)));
+        }
+        if envelope.chain_id() != Some(self.chain_id) {
+            return Err(bad(format!("it is for chain {:?}", envelope.chain_id())));
+        }
+        let from = envelope
+            .recover_signer()
+            .map_err(|error| bad(error.to_string()))?;
+        let TxKind::Call(callee) = envelope.kind() else {
+            return Err(bad("it creates a contract".into()));
+        };
+        let address = |bytes: EthAddress| {
+            Address::parse(
+                Chain::Ethereum,
+                chain::address::Network::Mainnet,
+                &bytes.to_checksum(None),
+            )
+            .map_err(|error| bad(error.to_string()))
+        };
+        let input = envelope.input();
+        let (to, asset, amount) = if input.is_empty() {
+            (address(callee)?, Asset::Native, envelope.value())
+        } else {
+            if !envelope.value().is_zero() {
+                return Err(bad("it sends ETH with a call".into()));
+            }
+            let call = IERC20::transferCall::abi_decode(input)
+                .map_err(|_| bad("its call is not an ERC-20 transfer".into()))?;
+            (
+                address(call.to)?,
+                Asset::Token(address(callee)?),
+                call.amount,
+            )
+        };
+        Ok(Parsed {
+            from: address(from)?,
+            to,
+            asset,
+            amount: Amount::from_base_units(amount),
+            sequence: Some(envelope.nonce()),
+        })
+    }
+}
+
+impl ChainSubmit for Ethereum {
+    async fn submit(&self, signed: &SignedTransaction) -> SubmitOutcome {
+        match parse_txid(&signed.txid) {
+            Ok(txid) => {
+                Ethereum::submit(
+                    self,
+                    &SignedTx {
+                        raw: signed.raw.clone(),
+                        txid,
+                    },
+                )
+                .await
+            }
+            Err(error) => SubmitOutcome::Rejected {
+                retriable: false,
+                reason: error.message,
+            },
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! What the workers do with any chain, written once over the provider contract
+//! ([`chain::provider`]) instead of once per chain:
+//!
+//! - [`Wallet`]: the seed's operations (`createWallet`, `getBalance`, `getTokenBalance`,
+//!   `sendTransaction`, `sendToken`, `getTransaction`, `estimateFee`), with the seed's
+//!   sign-and-send split into its safe steps: metadata, a nonce from the store's allocator,
+//!   build, sign the payloads, combine, read the bytes back and check them against the
+//!   payment, **store them**, and only then broadcast (DESIGN.md §2.2);
+//! - [`scanner::Scanner`]: deposits by block scan, each block stored with its hash, reorgs
+//!   found by parent hash and rolled back, credits by the confirmation policy;
+//! - [`conformance`]: the checks every chain adapter passes on a live node.
+
+pub mod conformance;
+pub mod scanner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chain::address::Address;
+use chain::provider::{
+    Asset, ChainBuild, ChainError, ChainSubmit, Payment, SubmitOutcome, TxStatus,
+};
+use chrono::Utc;
+use domain::Amount;
+use signer::{Signer, SignerError};
+use store::{NonceReserve, Store, StoreError};
+
+/// How long a reserved nonce is held for its holder before it can be handed out again: well
+/// over the time from reservation to the signed bytes being stored.
+pub const NONCE_LEASE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("signer: {0}")]
+    Signer(#[from] SignerError),
+    #[error("invalid payment: {0}")]
+    Invalid(String),
+    /// The signed bytes do not do what was asked: nothing was stored or sent.
+    #[error("the signed transaction does not match the payment: {0}")]
+    Mismatch(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl WalletError {
+    /// Whether the same call may succeed later.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            WalletError::Chain(error) => error.retriable,
+            WalletError::Store(error) => error.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A payment that went out (or may have): its txid, the nonce it holds, and what the node
+/// said. Whatever the outcome, the signed bytes are stored under the nonce first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub txid: String,
+    pub sequence: Option<u64>,
+    pub outcome: SubmitOutcome,
+}
+
+/// What [`Wallet::reconcile`] found among an address's unmined transactions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Known to the node (in its pool or mined since).
+    pub known: usize,
+    /// Dropped by the node, sent again byte for byte: (nonce, txid, outcome).
+    pub rebroadcast: Vec<(u64, String, SubmitOutcome)>,
+}
+
+/// The seed's wallet operations on one chain.
+pub struct Wallet<P> {
+    provider: P,
+    signer: Arc<dyn Signer>,
+    store: Store,
+    /// Who holds this wallet's nonce reservations (a worker id and incarnation).
+    holder: String,
+}
+
+impl<P> std::fmt::Debug for Wallet<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wallet")
+            .field("holder", &self.holder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ChainBuild + ChainSubmit> Wallet<P> {
+    pub fn new(
+        provider: P,
+        signer: Arc<dyn Signer>,
+        store: Store,
+        holder: impl Into<String>,
+    ) -> Self {
+        Wallet {
+            provider,
+            signer,
+            store,
+            holder: holder.into(),
+        }
+    }
+
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
+    /// `createWallet(index)`: the address of key `index` (a deposit address, or a hot wallet).
+    pub fn create_wallet(&self, index: u32) -> Result<Address, WalletError> {
+        Ok(self.signer.address(self.provider.chain(), index)?)
+    }
+
+    /// `getBalance(address, token?)`: the native balance, or a token's with `token`.
+    pub async fn get_balance(
+        &self,
+        address: &Address,
+        token: Option<&Address>,
+    ) -> Result<Amount, WalletError> {
+        let asset = token.map_or(Asset::Native, |token| Asset::Token(token.clone()));
+        self.check_address(address)?;
+        Ok(self.provider.balance(address, &asset).await?)
+    }
+
+    /// `getTokenBalance(address, token)`.
+    pub async fn get_token_balance(
+        &self,
+        address: &Address,
+        token: &Address,
+    ) -> Result<Amount, WalletError> {
+        self.get_balance(address, Some(token)).await
+    }
+
+    /// `getTransaction(txid)`: where it is, with confirmations once in a block.
+    pub async fn get_transaction(&self, txid: &str) -> Result<TxStatus, WalletError> {
+        Ok(self.provider.transaction(txid).await?)
+    }
+
+    /// `estimateFee`: the most `payment` can cost in fees, in the native coin's base units.
+    pub async fn estimate_fee(&self, payment: &Payment) -> Result<Amount, WalletError> {
+        self.check_payment(payment)?;
+        let metadata = self.provider.metadata(payment).await?;
+        Ok(self.provider.max_fee(&metadata))
+    }
+
+    /// `sendTransaction(from index, to, amount)`: the native coin.
+    pub async fn send_transaction(
+        &self,
+        from_index: u32,
+        to: &Address,
+        amount: Amount,
+    ) -> Result<Sent, WalletError> {
+        let payment = self.payment(from_index, to, Asset::Native, amount)?;
+        self.send(&payment).await
+    }
+
+    /// `sendToken(from index, token, to, amount)`: `amount` in the token's base units.
+    pub async fn send_token(
+        &self,
+        from_index: u32,
+        token: &Address,
+        to: &Address,
+        amount: Amount,
+    ) -> Result<Sent, WalletError> {
+        let payment = self.payment(from_index, to, Asset::Token(token.clone()), amount)?;
+        self.send(&payment).await
+    }
+
+    fn payment(
+        &self,
+        from_index: u32,
+        to: &Address,
+        asset: Asset,
+        amount: Amount,
+    ) -> Result<Payment, WalletError> {
+        Ok(Payment {
+            from_index,
+            from: self.create_wallet(from_index)?,
+            to: to.clone(),
+            asset,
+            amount,
+        })
+    }
+
+    fn check_address(&self, address: &Address) -> Result<(), WalletError> {
+        if address.chain() != self.provider.chain() {
+            return Err(WalletError::Invalid(format!(
+                "{address} is a {} address, not {}",
+                address.chain(),
+                self.provider.chain()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_payment(&self, payment: &Payment) -> Result<(), WalletError> {
+        self.check_address(&payment.to)?;
+        self.check_address(&payment.from)?;
+        if let Asset::Token(token) = &payment.asset {
+            self.check_address(token)?;
+        }
+        if payment.amount.is_zero() {
+            return Err(WalletError::Invalid("an amount of zero".into()));
+        }
+        if payment.to == payment.from {
+            return Err(WalletError::Invalid("a payment to its own sender".into()));
+        }
+        let key = self.create_wallet(payment.from_index)?;
+        if key != payment.from {
+            return Err(WalletError::Invalid(format!(
+                "key {} is {key}, not {}",
+                payment.from_index, payment.from
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes `payment`: reserve a nonce, build, sign, check the bytes against the payment,
+    /// store them under the nonce, broadcast. A failure before the bytes are stored gives the
+    /// nonce back; a definite refusal by the node frees it; anything else keeps it bound to
+    /// the stored bytes, which [`Wallet::reconcile`] sends again if the node drops them.
+    pub async fn send(&self, payment: &Payment) -> Result<Sent, WalletError> {
+        self.check_payment(payment)?;
+        let chain = self.provider.chain();
+        let mut metadata = self.provider.metadata(payment).await?;
+        let Some(node_pending) = self.provider.sequence(&metadata) else {
+            return Err(WalletError::Unsupported(format!(
+                "{chain} payments are recorded by the withdrawal attempts, not by nonces: \
+                 this wallet does not send on {chain} yet"
+            )));
+        };
+        let from = payment.from.as_str();
+        let now = Utc::now();
+        let nonce = self
+            .store
+            .nonce_reserve(&NonceReserve {
+                chain,
+                address: from.to_string(),
+                node_pending,
+                holder: self.holder.clone(),
+                lease_until: now + NONCE_LEASE,
+                now,
+            })
+            .await?;
+        self.provider.set_sequence(&mut metadata, nonce);
+        let signed = match self.sign(payment, &metadata, nonce) {
+            Ok(signed) => signed,
+            Err(error) => {
+                if let Err(release) = self
+                    .store
+                    .nonce_release(chain, from, nonce, &self.holder)
+                    .await
+                {
+                    tracing::warn!(%chain, from, nonce, error = %release, "could not give a nonce back");
+                }
+                return Err(error);
+            }
+        };
+        // Persist, then broadcast.
+        self.store
+            .nonce_bind(chain, from, nonce, &self.holder, &signed.txid, &signed.raw)
+            .await?;
+        let outcome = self.provider.submit(&signed).await;
+        if let SubmitOutcome::Rejected {
+            retriable: false,
+            reason,
+        } = &outcome
+        {
+            tracing::warn!(%chain, from, nonce, txid = %signed.txid, reason, "the node refused a payment for good; its nonce is freed");
+            self.store
+                .nonce_unbind(chain, from, nonce, &signed.txid)
+                .await?;
+        }
+        Ok(Sent {
+            txid: signed.txid,
+            sequence: Some(nonce),
+            outcome,
+        })
+    }
+
+    fn sign(
+        &self,
+        payment: &Payment,
+        metadata: &P::Metadata,
+        nonce: u64,
+    ) -> Result<chain::provider::SignedTransaction, WalletError> {
+        let chain = self.provider.chain();
+        let unsigned = self.provider.build(payment, metadata)?;
+        let mut signatures = Vec::new();
+        for payload in self.provider.payloads(&unsigned) {
+            signatures.push(
+                self.signer
+                    .sign_digest(chain, payload.index, payload.digest)?
+                    .0,
+            );
+        }
+        let signed = self.provider.combine(unsigned, &signatures)?;
+        let parsed = self.provider.parse(&signed)?;
+        if !parsed.matches(payment) || parsed.sequence != Some(nonce) {
+            return Err(WalletError::Mismatch(format!(
+                "asked {} {} from {} to {} with nonce {nonce}; the bytes say {} {} from {} to {} \
+                 with nonce {:?}",
+                payment.amount.base_units(),
+                payment.asset,
+                payment.from,
+                payment.to,
+                parsed.amount.base_units(),
+                parsed.asset,
+                parsed.from,
+                parsed.to,
+                parsed.sequence
+            )));
+        }
+        Ok(signed)
+    }
+
+    /// Looks at the transactions of key `from_index` that hold nonces the chain has not mined
+    /// yet: one the node no longer knows (a restarted node, an evicted transaction, a crash
+    /// between storing and broadcasting) is sent again, the same bytes, so its nonce does not
+    /// become a gap that stalls every later payment.
+    pub async fn reconcile(&self, from_index: u32) -> Result<Reconciled, WalletError> {
+        let chain = self.provider.chain();
+        let from = self.create_wallet(from_index)?;
+        let Some(sequence) = self.provider.account_sequence(&from).await? else {
+            return Ok(Reconciled::default());
+        };
+        let mut report = Reconciled::default();
+        for unmined in self
+            .store
+            .nonce_unmined(chain, from.as_str(), sequence.mined)
+            .await?
+        {
+            match self.provider.transaction(&unmined.txid).await? {
+                TxStatus::NotFound => {
+                    let signed = chain::provider::SignedTransaction {
+                        txid: unmined.txid.clone(),
+                        raw: unmined.raw,
+                    };
+                    let outcome = self.provider.submit(&signed).await;
+                    tracing::info!(%chain, from = %from, nonce = unmined.nonce, txid = %unmined.txid, ?outcome, "sent a dropped transaction again");
+                    report
+                        .rebroadcast
+                        .push((unmined.nonce, unmined.txid, outcome));
+                }
+                TxStatus::Pending | TxStatus::Included { .. } => report.known += 1,
+            }
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,300 @@
+//! Deposits by block scan.
+//!
+//! Each [`Scanner::step`] reads the next range of blocks after the newest stored one (at most
+//! [`ScanPolicy::batch_blocks`], never past the head), checks that the range follows the
+//! stored chain by its first block's parent hash, and commits the blocks and their deposits
+//! in one store transaction. A range that does not follow means a reorg: the scanner walks
+//! back over the stored blocks to the newest one the node still has under the same hash, and
+//! rolls the store back to it (the cut blocks' deposits are orphaned, or reversed if they had
+//! been credited, which is logged as an error for a person to look at); the next step scans
+//! the new branch. Then deposits deep enough by the [`ScanPolicy`] are credited.
+//!
+//! A scanner that crashes anywhere loses nothing: the store holds the cursor, a commit is all
+//! or nothing, and a range read twice finds the same deposits under the same keys.
+
+use chain::provider::{ChainRead, Tip, WatchSet};
+use chrono::Utc;
+use store::{
+    DepositInsert, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX, ScannedBlock, Store,
+};
+
+use crate::WalletError;
+
+/// When to scan from and when to credit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanPolicy {
+    /// The first block to scan when nothing is stored yet (the block the deposit addresses
+    /// were first handed out in; earlier blocks cannot hold deposits).
+    pub start: u64,
+    /// Blocks read and committed per step.
+    pub batch_blocks: u64,
+    /// A deposit is credited once its block has this many confirmations (the block itself
+    /// counts as one)...
+    pub confirmations: u64,
+    /// ...or once the node reports its block final, whichever comes first.
+    pub credit_finalized: bool,
+}
+
+impl ScanPolicy {
+    /// Ethereum: 12 confirmations or the `finalized` block; 500 blocks per step.
+    pub fn ethereum(start: u64) -> ScanPolicy {
+        ScanPolicy {
+            start,
+            batch_blocks: 500,
+            confirmations: 12,
+            credit_finalized: true,
+        }
+    }
+
+    /// The newest block whose deposits may be credited at `tip`; None while none may.
+    pub fn credit_through(&self, tip: Tip) -> Option<u64> {
+        let by_depth = (tip.head + 1).checked_sub(self.confirmations.max(1));
+        let by_finality = tip.finalized.filter(|_| self.credit_finalized);
+        by_depth.max(by_finality)
+    }
+
+    fn check(&self) -> Result<(), WalletError> {
+        if self.batch_blocks == 0 || self.batch_blocks > SCAN_COMMIT_BLOCKS_MAX as u64 {
+            return Err(WalletError::Invalid(format!(
+                "a scan step reads 1 to {SCAN_COMMIT_BLOCKS_MAX} blocks"
+            )));
+        }
+        if self.confirmations == 0 || self.confirmations > SCAN_BLOCKS_KEPT {
+            return Err(WalletError::Invalid(format!(
+                "confirmations must be 1 to {SCAN_BLOCKS_KEPT} (the blocks kept for reorgs)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Blocks `from..=to` stored with their deposits; `credited` deposits credited.
+    Scanned {
+        from: u64,
+        to: u64,
+        deposits: usize,
+        credited: u64,
+    },
+    /// A reorg: the stored chain was cut back to `fork` (the newest block both agree on).
+    Reorg { fork: u64, rollback: Rollback },
+    /// Nothing new on the chain; `credited` deposits credited.
+    Idle { credited: u64 },
+}
+
+/// A deposit scanner for one chain.
+pub struct Scanner<P> {
+    provider: P,
+    store: Store,
+    policy: ScanPolicy,
+    watch: WatchSet,
+}
+
+impl<P> std::fmt::Debug for Scanner<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner")
+            .field("policy", &self.policy)
+            .field("watched", &self.watch.addresses.len())
+            .field("tokens", &self.watch.tokens.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ChainRead> Scanner<P> {
+    pub fn new(
+        provider: P,
+        store: Store,
+        policy: ScanPolicy,
+        watch: WatchSet,
+    ) -> Result<Self, WalletError> {
+        policy.check()?;
+        let chain = provider.chain();
+        for address in watch.addresses.iter().chain(&watch.tokens) {
+            if address.chain() != chain {
+                return Err(WalletError::Invalid(format!(
+                    "{address} is a {} address, not {chain}",
+                    address.chain()
+                )));
+            }
+        }
+        Ok(Scanner {
+            provider,
+            store,
+            policy,
+            watch,
+        })
+    }
+
+    pub fn provider(&self) -> &P {
+        &self.provider
+    }
+
+    /// Reads, checks and stores the next range; rolls back on a reorg; credits.
+    pub async fn step(&self) -> Result<Step, WalletError> {
+        let chain = self.provider.chain();
+        let tip = self.provider.tip().await?;
+        let stored = self.store.scan_head(chain).await?;
+        let next = stored
+            .as_ref()
+            .map_or(self.policy.start, |block| block.number + 1);
+        if next > tip.head {
+            let credited = self.credit(tip).await?;
+            return Ok(Step::Idle { credited });
+        }
+        let to = tip.head.min(next + self.policy.batch_blocks - 1);
+        let batch = self.provider.scan(next, to, &self.watch).await?;
+        batch.check(next)?;
+        if let (Some(stored), Some(first)) = (&stored, batch.blocks.first())
+            && first.parent_hash != stored.hash
+        {
+            return self.roll_back(stored.number).await;
+        }
+        let blocks: Vec<ScannedBlock> = batch
+            .blocks
+            .iter()
+            .map(|block| ScannedBlock {
+                number: block.number,
+                hash: block.hash.clone(),
+                parent_hash: block.parent_hash.clone(),
+            })
+            .collect();
+        let deposits: Vec<DepositInsert> = batch
+            .deposits
+            .iter()
+            .map(|deposit| DepositInsert {
+                txid: deposit.txid.clone(),
+                asset: match &deposit.asset {
+                    chain::provider::Asset::Native => "native".into(),
+                    chain::provider::Asset::Token(contract) => contract.to_string(),
+                },
+                position: deposit.position,
+                address: deposit.to.to_string(),
+                sender: deposit.from.clone(),
+                amount: deposit.amount,
+                block_number: deposit.block.number,
+                block_hash: deposit.block.hash.clone(),
+            })
+            .collect();
+        self.store
+            .scan_commit(chain, &blocks, &deposits, Utc::now())
+            .await?;
+        let credited = self.credit(tip).await?;
+        Ok(Step::Scanned {
+            from: next,
+            to,
+            deposits: deposits.len(),
+            credited,
+        })
+    }
+
+    /// Steps until the stored chain reaches `target` (or the head, if lower); the steps taken.
+    pub async fn catch_up(&self, target: u64) -> Result<Vec<Step>, WalletError> {
+        let mut steps = Vec::new();
+        loop {
+            let step = self.step().await?;
+            let done = match &step {
+                Step::Scanned { to, .. } => *to >= target,
+                Step::Idle { .. } => true,
+                Step::Reorg { .. } => false,
+            };
+            steps.push(step);
+            if done {
+                return Ok(steps);
+            }
+        }
+    }
+
+    async fn credit(&self, tip: Tip) -> Result<u64, WalletError> {
+        let Some(through) = self.policy.credit_through(tip) else {
+            return Ok(0);
+        };
+        Ok(self
+            .store
+            .deposits_credit(self.provider.chain(), through, Utc::now())
+            .await?)
+    }
+
+    /// Finds the newest stored block the node still has under the same hash, at or below
+    /// `from`, and cuts the stored chain back to it.
+    async fn roll_back(&self, from: u64) -> Result<Step, WalletError> {
+        let chain = self.provider.chain();
+        let mut number = from;
+        loop {
+            let Some(stored) = self.store.scan_block(chain, number).await? else {
+                return Err(WalletError::Unsupported(format!(
+                    "a {chain} reorg deeper than the {SCAN_BLOCKS_KEPT} blocks kept: no stored \
+                     block at {number} to compare; a person must look before scanning goes on"
+                )));
+            };
+            let node = self.provider.block(number).await?;
+            if node.is_some_and(|block| block.hash == stored.hash) {
+                break;
+            }
+            number = number.checked_sub(1).ok_or_else(|| {
+                WalletError::Unsupported(format!("{chain}: no common block with the node"))
+            })?;
+        }
+        let rollback = self.store.scan_rollback(chain, number).await?;
+        if rollback.reversed > 0 {
+            tracing::error!(%chain, fork = number, reversed = rollback.reversed, "a reorg took away credited deposits: look at the reversed deposits");
+        } else {
+            tracing::warn!(%chain, fork = number, blocks = rollback.blocks, orphaned = rollback.orphaned, "reorg: the stored chain was cut back");
+        }
+        Ok(Step::Reorg {
+            fork: number,
+            rollback,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credits_by_depth_or_finality() {
+        let policy = ScanPolicy::ethereum(0);
+        let tip = |head, finalized| Tip { head, finalized };
+        assert_eq!(policy.credit_through(tip(5, None)), None, "not 12 deep yet");
+        assert_eq!(policy.credit_through(tip(11, None)), Some(0));
+        assert_eq!(policy.credit_through(tip(100, None)), Some(89));
+        assert_eq!(policy.credit_through(tip(100, Some(95))), Some(95));
+        assert_eq!(policy.credit_through(tip(100, Some(10))), Some(89));
+        let no_finality = ScanPolicy {
+            credit_finalized: false,
+            ..policy
+        };
+        assert_eq!(no_finality.credit_through(tip(100, Some(95))), Some(89));
+        let one = ScanPolicy {
+            confirmations: 1,
+            ..policy
+        };
+        assert_eq!(one.credit_through(tip(7, None)), Some(7));
+        assert!(
+            ScanPolicy {
+                batch_blocks: 0,
+                ..policy
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            ScanPolicy {
+                confirmations: 0,
+                ..policy
+            }
+            .check()
+            .is_err()
+        );
+        assert!(
+            ScanPolicy {
+                confirmations: SCAN_BLOCKS_KEPT + 1,
+                ..policy
+            }
+            .check()
+            .is_err()
+        );
+    }
+}
