@@ -6,9 +6,14 @@
 //!   pipelined nonces (64 in flight), counted until the node accepted the last one; every one
 //!   is then checked mined.
 //!
+//! - deposit scanning: blocks per second through the wallet's scanner (read, check, store
+//!   with deposits, credit) over blocks each holding an ERC-20 transfer, half of them to
+//!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone.
+//!
 //! Run with `cargo xtask bench ethereum` (installs anvil), or with COINSENSEI_ANVIL set:
 //! `cargo bench -p chain-ethereum --bench ethereum`. COINSENSEI_BENCH_TRANSFERS sets the count
-//! (default 2000).
+//! of transfers (default 2000), COINSENSEI_BENCH_SCAN_BLOCKS the blocks scanned (default
+//! 10000).
 
 #![allow(
     clippy::float_arithmetic,
@@ -20,11 +25,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chain::address::{Address, Network};
-use chain::provider::SubmitOutcome;
+use chain::provider::{ChainRead, SubmitOutcome, WatchSet};
 use chain_ethereum::{Ethereum, FeeQuote, TokenTransfer, Transfer, Unsigned, sign};
 use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer, Xpub};
-use testkit::Anvil;
+use testkit::{Anvil, Backend, TestDb};
+use wallet::scanner::{ScanPolicy, Scanner, Step};
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -88,11 +94,134 @@ async fn pipelined(
     (rate, txids)
 }
 
-fn main() {
-    let count: u64 = std::env::var("COINSENSEI_BENCH_TRANSFERS")
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|text| text.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(default)
+}
+
+/// `blocks` blocks of ERC-20 traffic (one transfer each, to 100 recipients), then scanned
+/// by the wallet's scanner on each store, and by the adapter alone.
+async fn scanning(
+    anvil: &Anvil,
+    client: &Ethereum,
+    hot: &Arc<InProcessSigner>,
+    token: &Address,
+    blocks: u64,
+) {
+    use alloy::providers::Provider;
+    let node = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(
+        anvil.url.parse().unwrap(),
+    );
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let recipients: Vec<Address> = (100..200)
+        .map(|index| hot.address(Chain::Ethereum, index).unwrap())
+        .collect();
+    // Gas for a recipient that never held the token (its balance slot is new), and a fee
+    // cap far above anything anvil's base fee reaches.
+    let gas = client
+        .estimate_token_transfer_gas(&from, token, &recipients[0], Amount::from_u128(1))
+        .await
+        .unwrap();
+    let quote = client.fees(1_000_000_000_000).await.unwrap();
+    let fees = FeeQuote {
+        max_fee_per_gas: 1_000_000_000_000,
+        ..quote
+    };
+    let first = client.tip().await.unwrap().head + 1;
+    let start = client.pending_nonce(&from).await.unwrap();
+    // One transfer per block: anvil's automine would put several in one.
+    let _: serde_json::Value = node
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    for nonce in start..start + blocks {
+        let unsigned = client
+            .build_token_transfer(&TokenTransfer {
+                token: token.clone(),
+                to: recipients[(nonce % 100) as usize].clone(),
+                amount: Amount::from_u128(1),
+                nonce,
+                fees,
+                gas_limit: gas,
+            })
+            .unwrap();
+        let signed = sign(unsigned, hot.as_ref(), 0).unwrap();
+        assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+        let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
+    }
+    let sequence = client.account_sequence(&from).await.unwrap().unwrap();
+    assert_eq!(sequence.mined, start + blocks, "every transfer is mined");
+    println!(
+        "  {blocks} blocks of ERC-20 traffic made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let last = client.tip().await.unwrap().head;
+    let count = last - first + 1;
+    assert_eq!(count, blocks, "one transfer per block");
+    let watch = WatchSet {
+        addresses: recipients[..50].to_vec(),
+        tokens: vec![token.clone()],
+    };
+    println!(
+        "  deposit scan of {count} blocks ({first}..={last}), each with an ERC-20 transfer, \
+         half of them to the 50 watched addresses:"
+    );
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let db = TestDb::new(backend).await;
+        let scanner = Scanner::new(
+            client.clone(),
+            db.store().await,
+            ScanPolicy {
+                start: first,
+                batch_blocks: 500,
+                confirmations: 12,
+                credit_finalized: false,
+            },
+            watch.clone(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let steps = scanner.catch_up(last).await.unwrap();
+        let elapsed = started.elapsed().as_secs_f64();
+        let found: usize = steps
+            .iter()
+            .map(|step| match step {
+                Step::Scanned { deposits, .. } => *deposits,
+                _ => 0,
+            })
+            .sum();
+        assert!(
+            found as u64 >= count / 2 - 1,
+            "{found} deposits in {count} blocks"
+        );
+        println!(
+            "    scanner on {backend:?}: {:.0} blocks/s ({found} deposits stored, {} steps, \
+             {elapsed:.2} s)",
+            count as f64 / elapsed,
+            steps.len()
+        );
+    }
+    let started = Instant::now();
+    let mut found = 0;
+    let mut from = first;
+    while from <= last {
+        let to = last.min(from + 499);
+        found += client.scan(from, to, &watch).await.unwrap().deposits.len();
+        from = to + 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "    the adapter's scan alone: {:.0} blocks/s ({found} deposits)",
+        count as f64 / elapsed
+    );
+}
+
+fn main() {
+    let count = env_count("COINSENSEI_BENCH_TRANSFERS", 2_000);
+    let scan_blocks = env_count("COINSENSEI_BENCH_SCAN_BLOCKS", 10_000);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -145,6 +274,7 @@ fn main() {
             .await
             .unwrap();
         let start = nonce + 1;
+        let token_for_scan = token.clone();
         let erc20 = {
             let client = client.clone();
             Arc::new(move |nonce| {
@@ -165,5 +295,7 @@ fn main() {
             assert!(mined(&client, *txid).await, "{txid} reverted");
         }
         println!("  ERC-20 transfers: {count} signed and broadcast at {rate:.0}/s (all mined)");
+
+        scanning(&anvil, &client, &hot, &token_for_scan, scan_blocks).await;
     });
 }

@@ -2,8 +2,9 @@
 //! watched address are stored with their blocks and credited at the configured depth; a
 //! reorg (anvil's snapshot and revert) is found by parent hash, the stored chain is cut back
 //! to the fork, the deposit of the abandoned branch is orphaned and the new branch's is
-//! credited in its place. And the nonce reconciliation: a transaction the node dropped is
-//! sent again from its stored bytes, so its nonce does not stall later payments.
+//! credited in its place. And the nonce reconciliation: a transaction the node dropped, or
+//! one stored by a process that died before broadcasting it, is sent again from its stored
+//! bytes (same txid, paid once), so its nonce does not stall later payments.
 
 use std::sync::Arc;
 
@@ -290,5 +291,90 @@ async fn a_dropped_transaction_is_sent_again_from_its_stored_bytes() {
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A sender that stored its signed bytes under the nonce and died before broadcasting: the
+/// reconciliation after the restart sends those very bytes, and the payment happens once.
+#[tokio::test]
+async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
+    use chain::provider::{Asset, ChainBuild, Payment};
+    let anvil = Anvil::start().await;
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = Arc::new(funded());
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let carol = hot.address(Chain::Ethereum, 13).unwrap();
+    let payment = Payment {
+        from_index: 0,
+        from: from.clone(),
+        to: carol.clone(),
+        asset: Asset::Native,
+        amount: Amount::from_u128(42),
+    };
+    // The first process: reserve, build, sign, store; then it dies.
+    let mut metadata = client.metadata(&payment).await.unwrap();
+    let now = chrono::Utc::now();
+    let nonce = store
+        .nonce_reserve(&store::NonceReserve {
+            chain: Chain::Ethereum,
+            address: from.to_string(),
+            node_pending: metadata.nonce,
+            holder: "first-process".into(),
+            lease_until: now + std::time::Duration::from_secs(60),
+            now,
+        })
+        .await
+        .unwrap();
+    client.set_sequence(&mut metadata, nonce);
+    let unsigned = client.build(&payment, &metadata).unwrap();
+    let signatures: Vec<[u8; 65]> = client
+        .payloads(&unsigned)
+        .iter()
+        .map(|payload| {
+            hot.sign_digest(Chain::Ethereum, payload.index, payload.digest)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let signed = client.combine(unsigned, &signatures).unwrap();
+    store
+        .nonce_bind(
+            Chain::Ethereum,
+            from.as_str(),
+            nonce,
+            "first-process",
+            &signed.txid,
+            &signed.raw,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        client.transaction(&signed.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+
+    // The next process reconciles before it sends anything.
+    let wallet = Wallet::new(client.clone(), hot.clone(), store.clone(), "second-process");
+    let reconciled = wallet.reconcile(0).await.unwrap();
+    assert_eq!(
+        reconciled.rebroadcast,
+        vec![(nonce, signed.txid.clone(), SubmitOutcome::Accepted)]
+    );
+    let next = wallet
+        .send_transaction(0, &carol, Amount::from_u128(8))
+        .await
+        .unwrap();
+    assert_eq!(next.sequence, Some(nonce + 1), "no gap, no reuse");
+    for txid in [&signed.txid, &next.txid] {
+        wallet::conformance::included(&client, txid, std::time::Duration::from_secs(30)).await;
+    }
+    assert_eq!(
+        ChainRead::balance(&client, &carol, &Asset::Native)
+            .await
+            .unwrap(),
+        Amount::from_u128(50),
+        "each payment once"
     );
 }
