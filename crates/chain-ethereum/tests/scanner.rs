@@ -17,10 +17,14 @@ use signer::Signer;
 use store::{DepositState, Store};
 use testkit::{Anvil, Backend, TestDb};
 use wallet::Wallet;
+use wallet::conformance::included;
 use wallet::scanner::{ScanPolicy, Scanner, Step};
 
 mod common;
 use common::{deploy_token, funded};
+
+/// The longest a transaction takes to be mined on anvil.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn node(anvil: &Anvil) -> RootProvider {
     RootProvider::new_http(anvil.url.parse().unwrap())
@@ -94,6 +98,7 @@ async fn scans_credits_and_survives_a_reorg(backend: Backend) {
         .send_transaction(0, &alice, Amount::from_u128(1_000))
         .await
         .unwrap();
+    included(&client, &first.txid, WAIT).await;
     mine(&anvil, 4).await;
     let steps = scanner.catch_up(start + 4).await.unwrap();
     assert!(steps.len() >= 2, "{steps:?}");
@@ -116,6 +121,7 @@ async fn scans_credits_and_survives_a_reorg(backend: Backend) {
         .send_token(0, &token, &alice, Amount::from_u128(77))
         .await
         .unwrap();
+    included(&client, &doomed.txid, WAIT).await;
     scanner.catch_up(start + 5).await.unwrap();
     let seen = deposits(&store).await;
     assert_eq!(seen.len(), 2);
@@ -170,14 +176,9 @@ async fn scans_credits_and_survives_a_reorg(backend: Backend) {
     let block_of = |txid: String| {
         let client = client.clone();
         async move {
-            match client.transaction(&txid).await.unwrap() {
-                TxStatus::Included {
-                    block,
-                    success: true,
-                    ..
-                } => block.number,
-                other => panic!("{txid}: {other:?}"),
-            }
+            let (block, success) = included(&client, &txid, WAIT).await;
+            assert!(success, "{txid}");
+            block.number
         }
     };
     let relanded = block_of(doomed.txid.clone()).await;
@@ -368,7 +369,7 @@ async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
         .unwrap();
     assert_eq!(next.sequence, Some(nonce + 1), "no gap, no reuse");
     for txid in [&signed.txid, &next.txid] {
-        wallet::conformance::included(&client, txid, std::time::Duration::from_secs(30)).await;
+        included(&client, txid, WAIT).await;
     }
     assert_eq!(
         ChainRead::balance(&client, &carol, &Asset::Native)
