@@ -11,6 +11,7 @@ mod jobs;
 mod model;
 mod nonces;
 mod postgres;
+mod sessions;
 mod sqlite;
 mod tokens;
 
@@ -24,6 +25,7 @@ pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
 pub use nonces::NonceReserve;
+pub use sessions::{SessionInsert, SessionRow};
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@ pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
+pub(crate) mod session;
 mod worker;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -46,6 +47,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "nonce",
         include_str!("../../migrations/postgres/0006_nonce.sql"),
+    ),
+    // 0007 is taken by another branch; numbers need not be contiguous.
+    (
+        8,
+        "sessions",
+        include_str!("../../migrations/postgres/0008_sessions.sql"),
     ),
 ];
 

@@ -6,6 +6,7 @@ pub(crate) mod api_token;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
+pub(crate) mod session;
 mod worker;
 
 use std::str::FromStr;
@@ -51,6 +52,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         6,
         "nonce",
         include_str!("../../migrations/sqlite/0006_nonce.sql"),
+    ),
+    // 0007 is taken by another branch; numbers need not be contiguous.
+    (
+        8,
+        "sessions",
+        include_str!("../../migrations/sqlite/0008_sessions.sql"),
     ),
 ];
 
