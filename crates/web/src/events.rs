@@ -359,6 +359,8 @@ pub(crate) async fn events(
                 return None;
             }
             let outcome = tokio::select! {
+                // The server is shutting down: end, so it need not wait for this client.
+                () = cursor.state.shutdown.cancelled() => return None,
                 change = cursor.changes.recv() => match change {
                     Ok(Change::Worker(id)) => match cursor.state.store.worker_get(&id).await {
                         Ok(Some(row)) => {

@@ -74,10 +74,23 @@ pub(crate) struct AppState {
     pub(crate) auth_failures: Arc<auth::FailureLimiter>,
     pub(crate) events: Arc<events::EventHub>,
     pub(crate) history: Arc<dashboard::history::History>,
+    /// Fires when the server shuts down: event streams end then, or the graceful shutdown
+    /// would wait for them forever.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// The control plane's router.
 pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions) -> Router {
+    router_until(store, queue, options, CancellationToken::new())
+}
+
+/// The router, whose event streams end when `shutdown` fires.
+fn router_until(
+    store: Store,
+    queue: Arc<dyn queue::Backend>,
+    options: &WebOptions,
+    shutdown: CancellationToken,
+) -> Router {
     let state = AppState {
         events: events::EventHub::new(store.clone()),
         store,
@@ -85,6 +98,7 @@ pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions
         auth_failures: Arc::new(auth::FailureLimiter::new(options.auth_failures_per_minute)),
         options: Arc::new(options.clone()),
         history: Arc::default(),
+        shutdown,
     };
     let routes = Router::new()
         .route("/healthz", get(healthz))
@@ -241,7 +255,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?address, "control plane listening");
-    let app = router(store, queue, options).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router_until(store, queue, options, cancel.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
     // Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one back until
     // the client's delayed ACK of the previous one (about 40 ms).
     let listener =

@@ -317,6 +317,8 @@ pub(crate) async fn live(
                     return None;
                 }
                 let outcome = tokio::select! {
+                    // The server is shutting down: end, so it need not wait for this page.
+                    () = stream.state.shutdown.cancelled() => return None,
                     change = changes.recv() => match change {
                         Ok(Change::Job(_)) if stream.page != Page::Queues => Ok(()),
                         Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
