@@ -137,6 +137,8 @@ try {
     await page.getByRole("heading", { name: "Health" }).waitFor();
     await page.locator("#health td.ok").first().waitFor({ timeout: WAIT });
     await page.locator(".chart canvas").first().waitFor({ timeout: WAIT });
+    // The charts fill as the control plane samples (every heartbeat: 1 s here).
+    await page.waitForFunction(() => Number(document.querySelector("[data-charts]")?.dataset.points) >= 3, null, { timeout: WAIT });
     check((await page.locator("table.audit").textContent()).includes("worker.stop"), "the audit trail shows the stop");
     await page.screenshot({ path: join(artifacts, "worker.png"), fullPage: true });
 

@@ -1,6 +1,6 @@
 //! What the dashboard's charts draw: a short history of each worker (heartbeat age, memory,
 //! processed and failed jobs) and each queue (depth, finished jobs, wait), sampled in memory
-//! every [`HISTORY_INTERVAL`] by one task per process, started by the first dashboard page
+//! every heartbeat interval by one task per process, started by the first dashboard page
 //! that is looked at. Kept in memory on purpose: it is a picture of the last half hour for
 //! the operator looking now, not a record; Prometheus (`/metrics`) keeps the long history.
 
@@ -12,10 +12,11 @@ use chrono::Utc;
 use serde::Serialize;
 use store::{Store, WorkerList};
 
-/// How often the history is sampled.
-pub const HISTORY_INTERVAL: Duration = Duration::from_secs(5);
-/// Samples kept per worker and per queue: half an hour at the interval above.
+/// Samples kept per worker and per queue: half an hour at the default heartbeat interval
+/// (5 s), the pace the history is sampled at.
 pub const HISTORY_SAMPLES_MAX: usize = 360;
+/// The shortest sampling interval, whatever the heartbeat interval.
+const HISTORY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// Workers and queues followed at most; more are not charted.
 const HISTORY_SERIES_MAX: usize = 1_000;
 
@@ -67,14 +68,19 @@ fn push<T>(series: &mut VecDeque<T>, sample: T) {
 
 impl History {
     /// Starts the sampler unless it runs already.
-    pub(crate) fn ensure_running(self: &Arc<Self>, store: Store, queue: Arc<dyn queue::Backend>) {
+    pub(crate) fn ensure_running(
+        self: &Arc<Self>,
+        store: Store,
+        queue: Arc<dyn queue::Backend>,
+        interval: Duration,
+    ) {
         let mut sampler = self.sampler.lock().unwrap_or_else(PoisonError::into_inner);
         if sampler.as_ref().is_some_and(|task| !task.is_finished()) {
             return;
         }
         let history = Arc::clone(self);
         *sampler = Some(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HISTORY_INTERVAL);
+            let mut tick = tokio::time::interval(interval.max(HISTORY_INTERVAL_MIN));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

@@ -36,6 +36,9 @@ pub(crate) struct Layout {
     pub(crate) live_url: String,
     pub(crate) assets: &'static assets::Urls,
     pub(crate) charts: bool,
+    /// How often the charts' history is sampled, for people ("5 s").
+    pub(crate) sampled_every: String,
+    pub(crate) samples_max: usize,
 }
 
 impl Layout {
@@ -50,6 +53,8 @@ impl Layout {
             live_url: live,
             assets: assets::urls(),
             charts: false,
+            sampled_every: String::new(),
+            samples_max: super::history::HISTORY_SAMPLES_MAX,
         }
     }
 }
@@ -483,9 +488,11 @@ pub(crate) async fn worker_page(
             format!("worker {id} not found"),
         )
     })?;
-    state
-        .history
-        .ensure_running(state.store.clone(), state.queue.clone());
+    state.history.ensure_running(
+        state.store.clone(),
+        state.queue.clone(),
+        state.options.heartbeat_interval,
+    );
     let audit = state
         .store
         .audit_list(&AuditList {
@@ -498,6 +505,7 @@ pub(crate) async fn worker_page(
     let live = format!("/live?page=worker&id={id}&at={}", now.timestamp_millis());
     let mut layout = Layout::new(&session, row.name.clone(), "workers", live);
     layout.charts = true;
+    layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&WorkerPage {
         layout,
         card: Card::new(&row, &session, now),
@@ -655,14 +663,17 @@ pub(crate) async fn queues_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> Result<Response, DashError> {
-    state
-        .history
-        .ensure_running(state.store.clone(), state.queue.clone());
+    state.history.ensure_running(
+        state.store.clone(),
+        state.queue.clone(),
+        state.options.heartbeat_interval,
+    );
     let queues = queue_lines(&state).await?;
     let jobs = failed_jobs(&state).await?;
     let live = format!("/live?page=queues&at={}", Utc::now().timestamp_millis());
     let mut layout = Layout::new(&session, "Queues", "queues", live);
     layout.charts = true;
+    layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&QueuesPage {
         layout,
         queues,
