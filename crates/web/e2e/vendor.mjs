@@ -9,6 +9,8 @@ const here = dirname(fileURLToPath(import.meta.url));
 const target = join(here, "..", "assets", "vendor");
 const files = [
   ["htmx.org/dist/htmx.min.js", "htmx.min.js"],
+  // htmx ships it gzipped too: served as is to browsers that take gzip (a third of the size).
+  ["htmx.org/dist/htmx.min.js.gz", "htmx.min.js.gz"],
   ["htmx-ext-sse/dist/sse.min.js", "htmx-sse.min.js"],
   ["uplot/dist/uPlot.iife.min.js", "uPlot.iife.min.js"],
   ["uplot/dist/uPlot.min.css", "uPlot.min.css"],

@@ -2,7 +2,8 @@
 //! and uPlot (`assets/vendor`, copied from npm by `e2e/vendor.mjs` at the versions
 //! `e2e/package-lock.json` pins), and our own small stylesheet and script. Each is served at
 //! `/assets/HASH/NAME`, where HASH is the start of its SHA-256: the URL changes whenever the
-//! content does, so browsers may cache it for a year.
+//! content does, so browsers may cache it for a year. htmx, the largest, is also embedded as
+//! the gzip file its npm package ships, and sent as such to browsers that accept gzip.
 
 use std::sync::OnceLock;
 
@@ -18,8 +19,16 @@ struct Asset {
     name: &'static str,
     content_type: &'static str,
     bytes: &'static [u8],
+    /// The same content gzipped, when we have it.
+    gzip: Option<&'static [u8]>,
     hash: String,
 }
+
+/// Gzipped forms of some files, as their npm packages ship them beside the file itself.
+const GZIPPED: &[(&str, &[u8])] = &[(
+    "htmx.min.js",
+    include_bytes!("../../assets/vendor/htmx.min.js.gz"),
+)];
 
 const FILES: &[(&str, &str, &[u8])] = &[
     (
@@ -66,6 +75,10 @@ fn assets() -> &'static [Asset] {
                     name,
                     content_type,
                     bytes,
+                    gzip: GZIPPED
+                        .iter()
+                        .find(|(gzipped, _)| gzipped == name)
+                        .map(|(_, bytes)| *bytes),
                     hash: hash[..HASH_LEN].to_string(),
                 }
             })
@@ -110,7 +123,10 @@ pub(crate) fn urls() -> &'static Urls {
 /// `GET /assets/{hash}/{name}`: the file, cached for a year (the hash pins its content). A
 /// stale hash (a page from before an upgrade) is 404, never the wrong content under a
 /// cacheable URL.
-pub(crate) async fn serve(Path((hash, name)): Path<(String, String)>) -> Response {
+pub(crate) async fn serve(
+    Path((hash, name)): Path<(String, String)>,
+    request_headers: axum::http::HeaderMap,
+) -> Response {
     let Some(asset) = assets()
         .iter()
         .find(|asset| asset.name == name && asset.hash == hash)
@@ -122,8 +138,25 @@ pub(crate) async fn serve(Path((hash, name)): Path<(String, String)>) -> Respons
         )
             .into_response();
     };
-    let mut response = asset.bytes.into_response();
+    let takes_gzip = request_headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("gzip"));
+    let mut response = match asset.gzip {
+        Some(gzip) if takes_gzip => {
+            let mut response = gzip.into_response();
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            response
+        }
+        _ => asset.bytes.into_response(),
+    };
     let headers = response.headers_mut();
+    if asset.gzip.is_some() {
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.content_type),
