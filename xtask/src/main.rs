@@ -1,11 +1,15 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
-//!   installed (each test in its own process, in parallel), `cargo test` otherwise.
+//!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
+//!   what the tests drive first: anvil and playwright-core from npm (pinned, into
+//!   `target/tools`), and Debian's chromium with apt-get when it is missing.
 //! - `cargo xtask bench [control|queue|api]`: the figures the issues ask for, on real
 //!   processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
 //!   latency; both stores) and
+//!   `dashboard` (click Stop -> badge `stopped` in headless Chromium, and the workers page's
+//!   bytes with 100 workers), and
 //!   `queue` (`coinsensei bench queue` on Postgres, SQLite and Redis beside BullMQ and
 //!   graphile-worker installed from npm, on the same Postgres and Redis). Default: both.
 
@@ -17,11 +21,13 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet from npm into target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
           ethereum: key derivations/s; ETH and ERC-20 transfers signed and broadcast/s to anvil
+          dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
+                   25 clicks) and the bytes of the workers page with 100 workers
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)";
 
@@ -95,10 +101,69 @@ fn anvil() -> anyhow::Result<std::path::PathBuf> {
     Ok(binary)
 }
 
+/// Debian's Chromium, for the dashboard's browser test; installed with apt-get when missing
+/// (CI runs as root). `COINSENSEI_CHROMIUM` names another browser binary instead.
+fn chromium() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("COINSENSEI_CHROMIUM") {
+        return Ok(path.into());
+    }
+    let binary = std::path::PathBuf::from("/usr/bin/chromium");
+    if !binary.exists() {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run(update).context("apt-get update, to install chromium (needs root)")?;
+        let mut install = Command::new("apt-get");
+        install
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "chromium",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(install).context("installing chromium with apt-get (needs root)")?;
+    }
+    Ok(binary)
+}
+
+/// The dashboard test's npm packages (playwright-core, which drives Chromium), pinned by
+/// `crates/web/e2e/package-lock.json`, installed into `target/tools/e2e` when the lock file
+/// changed; its `node_modules`.
+fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let source = root.join("crates/web/e2e");
+    let tools = root.join("target/tools/e2e");
+    let lock = std::fs::read(source.join("package-lock.json"))
+        .context("reading crates/web/e2e/package-lock.json")?;
+    let installed = std::fs::read(tools.join("package-lock.json")).ok();
+    let modules = tools.join("node_modules");
+    if installed.as_deref() != Some(lock.as_slice()) || !modules.join("playwright-core").exists() {
+        std::fs::create_dir_all(&tools)?;
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(source.join(file), tools.join(file))?;
+        }
+        let mut install = Command::new("npm");
+        install
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&tools);
+        run(install).context("installing playwright-core from npm (needs node and npm)")?;
+    }
+    Ok(modules)
+}
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
+    let chromium = chromium()?;
+    let e2e = e2e_tools()?;
     let with_anvil = |mut command: Command| {
-        command.env("COINSENSEI_ANVIL", &anvil);
+        command
+            .env("COINSENSEI_ANVIL", &anvil)
+            .env("COINSENSEI_CHROMIUM", &chromium)
+            .env("COINSENSEI_E2E_NODE_MODULES", &e2e);
         command
     };
     if has_nextest() {
@@ -125,7 +190,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
-        Some(which @ ("control" | "queue" | "api" | "ethereum")) => (which, &extra[1..]),
+        Some(which @ ("control" | "queue" | "api" | "ethereum" | "dashboard")) => {
+            (which, &extra[1..])
+        }
         _ => ("all", extra),
     };
     if which == "ethereum" || which == "all" {
@@ -141,10 +208,15 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .env("COINSENSEI_ANVIL", anvil()?);
         run(command)?;
     }
-    for bench in ["control", "api"] {
+    for bench in ["control", "api", "dashboard"] {
         if which == bench || which == "all" {
             let mut command = cargo();
             command.args(["bench", "--package", "coinsensei", "--bench", bench]);
+            if bench == "dashboard" {
+                command
+                    .env("COINSENSEI_CHROMIUM", chromium()?)
+                    .env("COINSENSEI_E2E_NODE_MODULES", e2e_tools()?);
+            }
             run(command)?;
         }
     }

@@ -12,6 +12,7 @@ mod model;
 mod nonces;
 mod postgres;
 mod scans;
+mod sessions;
 mod sqlite;
 mod tokens;
 
@@ -29,6 +30,7 @@ pub use scans::{
     DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,
 };
+pub use sessions::{SessionInsert, SessionRow};
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
 #[derive(Debug, Clone)]

@@ -28,9 +28,9 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 /// An API error: the status, a stable code for programs, and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     retry_after: Option<u64>,
 }
 
@@ -133,7 +133,7 @@ impl Caller {
 
     /// How the audit log names this caller.
     fn actor(&self) -> String {
-        format!("token:{}:{}", self.token.id, self.token.name)
+        actor_of(&self.token)
     }
 
     /// Whether the token still authenticates (not revoked since).
@@ -146,8 +146,13 @@ impl Caller {
     }
 }
 
+/// How the audit log names whoever acts with `token`, through the API or the dashboard.
+pub(crate) fn actor_of(token: &ApiTokenRow) -> String {
+    format!("token:{}:{}", token.id, token.name)
+}
+
 /// The client's address, when the server was started with connection info.
-fn client_of(request: &Request) -> Option<IpAddr> {
+pub(crate) fn client_of(request: &Request) -> Option<IpAddr> {
     request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -243,7 +248,7 @@ async fn authorize(
 
 /// Runs the rest of the request in its own task, so dropping the request cannot cut a
 /// mutation off between its effect and its audit entry.
-async fn run_to_the_end(request: Request, next: Next) -> Response {
+pub(crate) async fn run_to_the_end(request: Request, next: Next) -> Response {
     match tokio::spawn(next.run(request)).await {
         Ok(response) => response,
         Err(error) => {
@@ -454,9 +459,9 @@ fn name(what: &str, text: &str) -> Result<domain::Name, ApiError> {
 
 /// Records an operator's action on the queue; written after it (a crash in between loses the
 /// entry, never the effect).
-async fn audit(state: &AppState, caller: &Caller, action: &str, target: String, details: Value) {
+async fn audit(state: &AppState, actor: &str, action: &str, target: String, details: Value) {
     let insert = store::AuditInsert {
-        actor: caller.actor(),
+        actor: actor.to_string(),
         action: action.into(),
         target,
         details,
@@ -477,19 +482,30 @@ async fn list_queues(State(state): State<AppState>) -> Result<Json<Value>, ApiEr
     Ok(Json(json!({"queues": queues})))
 }
 
+/// Pauses or resumes a queue and audits it: the one way, for the API and the dashboard.
+pub(crate) async fn pause_queue(
+    state: &AppState,
+    actor: &str,
+    queue: &str,
+    paused: bool,
+) -> Result<domain::Name, ApiError> {
+    let queue = name("queue", queue)?;
+    state.queue.pause(&queue, paused, Utc::now()).await?;
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
+    audit(state, actor, action, format!("queue:{queue}"), json!({})).await;
+    Ok(queue)
+}
+
 fn queue_pause(paused: bool) -> MethodRouter<AppState> {
     post(
         move |State(state): State<AppState>,
               Extension(caller): Extension<Caller>,
               Path(queue): Path<String>| async move {
-            let queue = name("queue", &queue)?;
-            state.queue.pause(&queue, paused, Utc::now()).await?;
-            let action = if paused {
-                "queue.pause"
-            } else {
-                "queue.resume"
-            };
-            audit(&state, &caller, action, format!("queue:{queue}"), json!({})).await;
+            let queue = pause_queue(&state, &caller.actor(), &queue, paused).await?;
             Ok::<_, ApiError>((
                 StatusCode::ACCEPTED,
                 Json(json!({"name": queue.as_str(), "paused": paused})),
@@ -542,7 +558,7 @@ async fn limit_queue(
         .await?;
     audit(
         &state,
-        &caller,
+        &caller.actor(),
         "queue.limit",
         format!("queue:{queue}"),
         json!({"concurrency_limit": limit}),
@@ -614,9 +630,34 @@ async fn get_job(
 }
 
 #[derive(Debug, Clone, Copy)]
-enum JobAction {
+pub(crate) enum JobAction {
     Retry,
     Discard,
+}
+
+/// Retries or discards a failed job and audits it: the one way, for the API and the
+/// dashboard.
+pub(crate) async fn act_on_job(
+    state: &AppState,
+    actor: &str,
+    id: &str,
+    action: JobAction,
+) -> Result<store::JobRow, ApiError> {
+    let id = job_id(id)?;
+    let now = Utc::now();
+    let (job, name) = match action {
+        JobAction::Retry => (state.queue.retry(id, now).await?, "job.retry"),
+        JobAction::Discard => (state.queue.discard(id, now).await?, "job.discard"),
+    };
+    audit(
+        state,
+        actor,
+        name,
+        format!("job:{id}"),
+        json!({"queue": job.queue.as_str()}),
+    )
+    .await;
+    Ok(job)
 }
 
 fn job_action(action: JobAction) -> MethodRouter<AppState> {
@@ -624,20 +665,7 @@ fn job_action(action: JobAction) -> MethodRouter<AppState> {
         move |State(state): State<AppState>,
               Extension(caller): Extension<Caller>,
               Path(id): Path<String>| async move {
-            let id = job_id(&id)?;
-            let now = Utc::now();
-            let (job, name) = match action {
-                JobAction::Retry => (state.queue.retry(id, now).await?, "job.retry"),
-                JobAction::Discard => (state.queue.discard(id, now).await?, "job.discard"),
-            };
-            audit(
-                &state,
-                &caller,
-                name,
-                format!("job:{id}"),
-                json!({"queue": job.queue.as_str()}),
-            )
-            .await;
+            let job = act_on_job(&state, &caller.actor(), &id, action).await?;
             Ok::<_, ApiError>((StatusCode::ACCEPTED, Json(crate::dto::job(&job))))
         },
     )
@@ -700,7 +728,7 @@ where
     .transpose()
 }
 
-fn worker_id(id: String) -> Result<WorkerId, ApiError> {
+pub(crate) fn worker_id(id: String) -> Result<WorkerId, ApiError> {
     WorkerId::new(id).map_err(|error| ApiError::not_found(error.to_string()))
 }
 
@@ -765,21 +793,32 @@ async fn get_worker(
     Ok(Json(body))
 }
 
+/// Starts, stops or restarts a worker (its desired state and the audit entry, in one store
+/// transaction): the one way, for the API and the dashboard.
+pub(crate) async fn control_worker(
+    state: &AppState,
+    actor: &str,
+    id: String,
+    action: ControlAction,
+) -> Result<store::WorkerRow, ApiError> {
+    let id = worker_id(id)?;
+    Ok(state
+        .store
+        .worker_control(&WorkerControl {
+            id,
+            action,
+            actor: actor.to_string(),
+            now: Utc::now(),
+        })
+        .await?)
+}
+
 fn worker_action(action: ControlAction) -> MethodRouter<AppState> {
     post(
         move |State(state): State<AppState>,
               Extension(caller): Extension<Caller>,
               Path(id): Path<String>| async move {
-            let id = worker_id(id)?;
-            let row = state
-                .store
-                .worker_control(&WorkerControl {
-                    id,
-                    action,
-                    actor: caller.actor(),
-                    now: Utc::now(),
-                })
-                .await?;
+            let row = control_worker(&state, &caller.actor(), id, action).await?;
             Ok::<_, ApiError>((
                 StatusCode::ACCEPTED,
                 Json(json!({
@@ -826,7 +865,7 @@ async fn create_token(
     let (row, secret) = crate::auth::issue(&state.store, name, role, Utc::now()).await?;
     audit(
         &state,
-        &caller,
+        &caller.actor(),
         "token.create",
         format!("token:{}", row.id),
         json!({"name": row.name, "role": row.role.as_str(), "prefix": row.prefix}),
@@ -848,7 +887,7 @@ async fn revoke_token(
     let row = state.store.api_token_revoke(id, Utc::now()).await?;
     audit(
         &state,
-        &caller,
+        &caller.actor(),
         "token.revoke",
         format!("token:{id}"),
         json!({"name": row.name, "prefix": row.prefix}),

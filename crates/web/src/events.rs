@@ -34,7 +34,8 @@ pub(crate) struct EventHub {
     store: Store,
     sender: broadcast::Sender<Change>,
     forwarder: Mutex<Option<JoinHandle<()>>>,
-    streams: Arc<Semaphore>,
+    /// Slots for open streams, shared by the API's event streams and the dashboard's.
+    pub(crate) streams: Arc<Semaphore>,
 }
 
 impl EventHub {
@@ -56,7 +57,9 @@ impl EventHub {
     }
 
     /// A receiver of every change from now on: the feed is listening when this returns.
-    async fn subscribe(self: &Arc<Self>) -> Result<broadcast::Receiver<Change>, ApiError> {
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+    ) -> Result<broadcast::Receiver<Change>, ApiError> {
         let receiver = self.sender.subscribe();
         if !self.running() {
             let feed = self.store.change_feed().await?;
@@ -356,6 +359,8 @@ pub(crate) async fn events(
                 return None;
             }
             let outcome = tokio::select! {
+                // The server is shutting down: end, so it need not wait for this client.
+                () = cursor.state.shutdown.cancelled() => return None,
                 change = cursor.changes.recv() => match change {
                     Ok(Change::Worker(id)) => match cursor.state.store.worker_get(&id).await {
                         Ok(Some(row)) => {

@@ -6,12 +6,16 @@
 //!   otherwise, so a load balancer stops sending traffic to an instance that cannot serve it.
 //! - `GET /metrics`: Prometheus text format; behind a viewer token unless `metrics_public`.
 //! - `/api/admin/...`: the admin API ([`api`]), described by `GET /api/openapi.json`.
+//! - `/`, `/login`, `/workers/...`, `/queues`, `/audit`, `/live`, `/assets/...`: the operator
+//!   dashboard ([`dashboard`]), server-rendered HTML behind a session cookie.
 //!
 //! Every error under the router is JSON, `{"error": {"code", "message"}}`, including the ones
-//! axum makes by itself (unknown route, wrong method, oversized body): [`json_errors`].
+//! axum makes by itself (unknown route, wrong method, oversized body): [`json_errors`]. The
+//! dashboard's own error pages are HTML and pass through as they are.
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod dto;
 pub mod events;
 pub mod metrics;
@@ -69,22 +73,39 @@ pub(crate) struct AppState {
     pub(crate) options: Arc<WebOptions>,
     pub(crate) auth_failures: Arc<auth::FailureLimiter>,
     pub(crate) events: Arc<events::EventHub>,
+    pub(crate) history: Arc<dashboard::history::History>,
+    /// Fires when the server shuts down: event streams end then, or the graceful shutdown
+    /// would wait for them forever.
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// The control plane's router.
 pub fn router(store: Store, queue: Arc<dyn queue::Backend>, options: &WebOptions) -> Router {
+    router_until(store, queue, options, CancellationToken::new())
+}
+
+/// The router, whose event streams end when `shutdown` fires.
+fn router_until(
+    store: Store,
+    queue: Arc<dyn queue::Backend>,
+    options: &WebOptions,
+    shutdown: CancellationToken,
+) -> Router {
     let state = AppState {
         events: events::EventHub::new(store.clone()),
         store,
         queue,
         auth_failures: Arc::new(auth::FailureLimiter::new(options.auth_failures_per_minute)),
         options: Arc::new(options.clone()),
+        history: Arc::default(),
+        shutdown,
     };
     let routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::render))
         .merge(api::routes(&state))
+        .merge(dashboard::routes(&state))
         .fallback(api::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
         .layer(DefaultBodyLimit::max(options.body_limit))
@@ -132,11 +153,15 @@ async fn json_errors(request: Request, next: Next) -> Response {
         response.headers_mut().remove(header::ALLOW);
     }
     let status = response.status();
-    let is_json = response
+    // JSON already, or one of the dashboard's HTML answers (written for people, on purpose).
+    let is_json_or_page = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|value| {
+            value.as_bytes().starts_with(b"application/json")
+                || value.as_bytes().starts_with(b"text/html")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || is_json_or_page {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -230,7 +255,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let address: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(address = ?address, "control plane listening");
-    let app = router(store, queue, options).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router_until(store, queue, options, cancel.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
     // Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one back until
     // the client's delayed ACK of the previous one (about 40 ms).
     let listener =

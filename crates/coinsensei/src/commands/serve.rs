@@ -18,6 +18,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
         started.elapsed().as_millis()
     );
     println!("  control plane  http://{address}  (/healthz, /readyz)");
+    println!("  dashboard      http://{address}/  (log in with an API token)");
     println!("  database       {}", redact_url(&settings.database_url));
     println!("Press Ctrl-C to stop.");
     super::control_plane(store.clone(), &settings, listener, cancel).await?;

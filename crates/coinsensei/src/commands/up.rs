@@ -43,6 +43,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
 
     println!("coinsensei is up in {} ms", started.elapsed().as_millis());
     println!("  control plane  http://{address}  (/healthz, /readyz)");
+    println!("  dashboard      http://{address}/  (log in with an API token)");
     println!("  database       {}", redact_url(&settings.database_url));
     println!(
         "  workers        {} starting (see `coinsensei workers list`)",

@@ -14,6 +14,8 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coinsensei");
 
+pub mod browser;
+
 /// A `coinsensei` command with none of the caller's `COINSENSEI_*` settings leaking in.
 pub fn coinsensei<I, S>(args: I) -> Command
 where
@@ -93,7 +95,12 @@ impl Up {
     }
 
     async fn start_command(command: &str, args: &[&str], env: &[(&str, &str)]) -> Up {
-        let mut command = coinsensei([command, "--listen", "127.0.0.1:0"].iter().chain(args));
+        Up::start_at(command, "127.0.0.1:0", args, env).await
+    }
+
+    /// Starts `command` (`up` or `serve`) listening on `listen`.
+    pub async fn start_at(command: &str, listen: &str, args: &[&str], env: &[(&str, &str)]) -> Up {
+        let mut command = coinsensei([command, "--listen", listen].iter().chain(args));
         command
             .envs(env.iter().copied())
             .stdin(Stdio::null())

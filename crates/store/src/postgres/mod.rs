@@ -5,6 +5,7 @@ pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
 mod scan;
+pub(crate) mod session;
 mod worker;
 
 use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
@@ -52,6 +53,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "chain scan",
         include_str!("../../migrations/postgres/0007_chain_scan.sql"),
+    ),
+    (
+        8,
+        "sessions",
+        include_str!("../../migrations/postgres/0008_sessions.sql"),
     ),
 ];
 

@@ -7,6 +7,7 @@ pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
 mod scan;
+pub(crate) mod session;
 mod worker;
 
 use std::str::FromStr;
@@ -57,6 +58,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         7,
         "chain scan",
         include_str!("../../migrations/sqlite/0007_chain_scan.sql"),
+    ),
+    (
+        8,
+        "sessions",
+        include_str!("../../migrations/sqlite/0008_sessions.sql"),
     ),
 ];
 

@@ -1,0 +1,202 @@
+// The dashboard in a real browser: headless Chromium (Debian's), driven by playwright-core,
+// against a real `coinsensei up` that the Rust side started (crates/coinsensei/tests/
+// dashboard.rs for the test, benches/dashboard.rs for the figures). Exits non-zero on the
+// first failed check. Prints one JSON line with what it measured.
+//
+// Environment: BASE_URL, OPERATOR_TOKEN, VIEWER_TOKEN, WORKER (a running worker's id),
+// FAILED_JOB (a failed job's id), ARTIFACTS (where screenshots go), CHROMIUM (the browser),
+// NODE_MODULES (where playwright-core is installed), MODE (`test` or `bench`), CLICKS (bench).
+// In test mode, the script prints `RESTART` and waits for a line on stdin once the server
+// has been restarted, to check that the page reconnects by itself.
+
+import { createRequire } from "node:module";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const env = (name, fallback) => {
+  const value = process.env[name] ?? fallback;
+  if (value === undefined) throw new Error(`set ${name}`);
+  return value;
+};
+const require = createRequire(join(env("NODE_MODULES"), "noop.js"));
+const { chromium } = require("playwright-core");
+
+const base = env("BASE_URL");
+const mode = env("MODE", "test");
+const artifacts = env("ARTIFACTS");
+const worker = env("WORKER", "tron-withdrawal-1");
+mkdirSync(artifacts, { recursive: true });
+
+const WAIT = 15_000;
+const check = (ok, message) => {
+  if (!ok) throw new Error(`check failed: ${message}`);
+};
+const stdinLines = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => stdinLines.once("line", resolve));
+
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM", "/usr/bin/chromium"),
+  headless: true,
+  args: [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+  ],
+});
+const result = {};
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const page = await context.newPage();
+  const pageErrors = [];
+  page.on("pageerror", (error) => pageErrors.push(String(error)));
+
+  const login = async (token) => {
+    await page.goto(`${base}/`);
+    check(new URL(page.url()).pathname === "/login", `not logged in goes to /login, got ${page.url()}`);
+    await page.getByLabel("API token").fill(token);
+    await button("Log in").click();
+    await page.waitForURL(`${base}/`);
+    await page.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+  };
+  const button = (name) => page.getByRole("button", { name, exact: true });
+  const badge = (id) => page.locator(`#w-${id} .badge`);
+  const waitBadge = (id, status) =>
+    page.waitForFunction(
+      ([id, status]) => document.querySelector(`#w-${id} .badge`)?.textContent === status,
+      [id, status],
+      { timeout: WAIT, polling: "raf" },
+    );
+
+  if (mode === "bench") {
+    // Bytes for the workers page: everything the browser fetched to show it (the event
+    // stream excepted: it never finishes), as sent on the wire (headers included).
+    const cdp = await context.newCDPSession(page);
+    await cdp.send("Network.enable");
+    await cdp.send("Network.setCacheDisabled", { cacheDisabled: true });
+    await login(env("OPERATOR_TOKEN"));
+    const bytes = new Map();
+    cdp.on("Network.loadingFinished", (event) => bytes.set(event.requestId, event.encodedDataLength));
+    await page.reload();
+    await page.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+    await page.waitForLoadState("networkidle").catch(() => {});
+    result.workers_on_page = await page.locator("article.card").count();
+    result.workers_page_bytes = [...bytes.values()].reduce((a, b) => a + b, 0);
+    result.workers_page_requests = bytes.size;
+    await cdp.send("Network.setCacheDisabled", { cacheDisabled: false });
+
+    // Click Stop -> the badge says `stopped`, then Start -> `running`, CLICKS times.
+    await waitBadge(worker, "running");
+    const clicks = Number(env("CLICKS", "25"));
+    const latencies = [];
+    for (let i = 0; i < clicks; i++) {
+      const started = await page.evaluate(() => performance.now());
+      await button(`Stop ${worker}`).click();
+      await waitBadge(worker, "stopped");
+      const ended = await page.evaluate(() => performance.now());
+      latencies.push(ended - started);
+      await button(`Start ${worker}`).click();
+      await waitBadge(worker, "running");
+    }
+    latencies.sort((a, b) => a - b);
+    const pct = (p) => latencies[Math.min(latencies.length - 1, Math.ceil((p / 100) * latencies.length) - 1)];
+    result.clicks = clicks;
+    result.stop_to_stopped_ms = { p50: pct(50), p99: pct(99), max: latencies.at(-1), min: latencies[0] };
+  } else {
+    // Log in as an operator and see the workers, live.
+    await login(env("OPERATOR_TOKEN"));
+    await page.screenshot({ path: join(artifacts, "login-then-workers.png") });
+    await waitBadge(worker, "running");
+    check(await page.locator("article.card").count() >= 2, "the workers are listed");
+    const card = page.locator(`#w-${worker}`);
+    check((await card.locator(".meta").textContent()).includes("•"), "chain • type");
+    check(await button(`Start ${worker}`).isDisabled(), "Start is disabled on a running worker");
+    // A marker that a reload would wipe out.
+    await page.evaluate(() => { window.notReloaded = true; });
+
+    // Stop it: the badge turns `stopped` without a reload; Stop is then disabled.
+    await button(`Stop ${worker}`).click();
+    await waitBadge(worker, "stopped");
+    check(await page.evaluate(() => window.notReloaded === true), "no reload");
+    check(await button(`Stop ${worker}`).isDisabled(), "Stop is disabled once stopped");
+    await page.screenshot({ path: join(artifacts, "workers.png") });
+
+    // Start it again.
+    await button(`Start ${worker}`).click();
+    await waitBadge(worker, "running");
+    check(await page.evaluate(() => window.notReloaded === true), "no reload");
+
+    // Filters.
+    await page.getByLabel("Status").selectOption("stopped");
+    await page.waitForURL(/status=stopped/);
+    check(await page.locator("article.card").count() === 0, "no stopped worker now");
+    await page.goto(`${base}/`);
+
+    // The worker's page: health, charts, audit trail.
+    await page.getByRole("link", { name: worker, exact: true }).click();
+    await page.waitForURL(`${base}/workers/${worker}`);
+    await page.getByRole("heading", { name: "Health" }).waitFor();
+    await page.locator("#health td.ok").first().waitFor({ timeout: WAIT });
+    await page.locator(".chart canvas").first().waitFor({ timeout: WAIT });
+    // The charts fill as the control plane samples (every heartbeat: 1 s here).
+    await page.waitForFunction(() => Number(document.querySelector("[data-charts]")?.dataset.points) >= 3, null, { timeout: WAIT });
+    check((await page.locator("table.audit").textContent()).includes("worker.stop"), "the audit trail shows the stop");
+    await page.screenshot({ path: join(artifacts, "worker.png"), fullPage: true });
+
+    // Queues: find the failed job and retry it.
+    await page.getByRole("link", { name: "Queues" }).click();
+    const job = env("FAILED_JOB");
+    const row = page.locator(`#job-${job}`);
+    await row.waitFor();
+    check((await row.textContent()).includes("connection refused"), "the job's error is shown");
+    await page.screenshot({ path: join(artifacts, "queues.png"), fullPage: true });
+    await button(`Retry job ${job}`).click();
+    await row.waitFor({ state: "detached", timeout: WAIT });
+
+    // The audit log names the token for each action.
+    await page.getByRole("link", { name: "Audit log" }).click();
+    const log = await page.locator("table.audit").textContent();
+    for (const action of ["worker.stop", "worker.start", "job.retry"]) check(log.includes(action), `${action} in the audit log`);
+    check(log.includes(":e2e-operator"), "the actor is the token");
+    await page.screenshot({ path: join(artifacts, "audit.png"), fullPage: true });
+
+    // On a phone.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${base}/`);
+    await page.screenshot({ path: join(artifacts, "workers-phone.png"), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+
+    // The control plane restarts: the page reconnects by itself and shows what is true.
+    await page.evaluate(() => { window.notReloaded = true; });
+    process.stdout.write("RESTART\n");
+    await page.locator("#live[data-state=lost]").waitFor({ timeout: WAIT });
+    await nextLine();
+    await page.locator("#live[data-state=live]").waitFor({ timeout: 30_000 });
+    await waitBadge(worker, "running");
+    check(await page.evaluate(() => window.notReloaded === true), "reconnected without a reload");
+    await button(`Stop ${worker}`).click();
+    await waitBadge(worker, "stopped");
+    await button(`Start ${worker}`).click();
+    await waitBadge(worker, "running");
+
+    // Log out; a viewer sees no enabled control, and the server refuses one anyway.
+    await button("Log out").click();
+    await page.waitForURL(`${base}/login`);
+    await login(env("VIEWER_TOKEN"));
+    for (const action of ["Start", "Stop", "Restart"]) {
+      check(await button(`${action} ${worker}`).isDisabled(), `${action} disabled for a viewer`);
+    }
+    const refused = await page.evaluate(async (worker) => {
+      const csrf = JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRF-Token"];
+      const answer = await fetch(`/workers/${worker}/stop`, { method: "POST", headers: { "X-CSRF-Token": csrf, "HX-Request": "true" } });
+      return [answer.status, await answer.text()];
+    }, worker);
+    check(refused[0] === 403 && refused[1].includes("operator role"), `the server refuses a viewer: ${refused}`);
+    await page.screenshot({ path: join(artifacts, "viewer.png") });
+    check(pageErrors.length === 0, `no script errors in the pages: ${pageErrors}`);
+    result.checks = "passed";
+  }
+} finally {
+  await browser.close();
+  stdinLines.close();
+}
+process.stdout.write(JSON.stringify(result) + "\n");

@@ -1,0 +1,355 @@
+//! `GET /live?page=...`: one server-sent event stream per open page, carrying HTML fragments
+//! that htmx's SSE extension swaps into the elements whose `sse-swap` names the event
+//! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`), plus `history` (JSON for the
+//! charts) and `session-ended`.
+//!
+//! It shares the process's change feed ([`crate::events::EventHub`]) and its stream slots with
+//! the API's event stream. A change (a Postgres NOTIFY; on SQLite, "something changed")
+//! makes it look again within [`LOOK_DEBOUNCE`]; otherwise it looks once a second, for what
+//! has no notification (heartbeats, queue counts, audit entries). Each look compares what the
+//! page shows with what it showed and sends only what differs. A reconnecting page (the
+//! control plane restarted) asks for `resync` and gets everything again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::Deserialize;
+use store::{AuditList, Change, WorkerList};
+use tokio::sync::broadcast;
+
+use super::pages::{
+    AuditRows, Card, CardFragment, Entry, FailedRows, Health, HealthFragment, QueueRows,
+};
+use super::{DashError, Session};
+use crate::AppState;
+
+/// Shortest gap between two looks caused by changes.
+const LOOK_DEBOUNCE: Duration = Duration::from_millis(50);
+/// How often a stream looks when nothing is notified, and checks its session.
+const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// What the browser waits before reconnecting a dropped stream.
+const RECONNECT_AFTER: Duration = Duration::from_secs(1);
+/// A card updated this long before the page was rendered may have changed after it: the
+/// first look sends it anyway.
+const RENDER_MARGIN_MS: i64 = 2_000;
+/// New audit entries sent per look at most (a burst beyond it shows on reload).
+const AUDIT_PER_LOOK_MAX: u32 = 100;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LiveQuery {
+    page: String,
+    id: Option<String>,
+    /// When the page was rendered (Unix milliseconds).
+    at: Option<i64>,
+    /// The newest audit entry the page shows.
+    after: Option<i64>,
+    /// Send everything: the page lost its stream and may have missed anything.
+    resync: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Page {
+    Workers,
+    Worker,
+    Queues,
+    Audit,
+    None,
+}
+
+struct Stream {
+    state: AppState,
+    session: Session,
+    page: Page,
+    worker: Option<domain::WorkerId>,
+    /// What each event last carried (a fingerprint or the HTML itself).
+    shown: HashMap<String, String>,
+    /// Items changed before this (Unix ms) are already on the page (the first look only).
+    rendered_at: Option<DateTime<Utc>>,
+    last_audit_id: i64,
+    history_taken: u64,
+    pending: Vec<Event>,
+    closing: bool,
+    /// The reconnect delay goes with the first event.
+    retry_sent: bool,
+}
+
+impl Stream {
+    fn send(&mut self, name: &str, data: String) {
+        let mut event = Event::default().event(name).data(data);
+        if !self.retry_sent {
+            self.retry_sent = true;
+            event = event.retry(RECONNECT_AFTER);
+        }
+        self.pending.push(event);
+    }
+
+    /// Sends `data()` as event `name` if `key` differs from what was sent last.
+    fn send_if_changed(
+        &mut self,
+        name: String,
+        key: String,
+        data: impl FnOnce() -> Result<String, askama::Error>,
+    ) -> Result<(), DashError> {
+        if self.shown.get(&name) == Some(&key) {
+            return Ok(());
+        }
+        let html = data().map_err(|error| {
+            tracing::error!(%error, "dashboard: a fragment did not render");
+            DashError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+        })?;
+        self.send(&name, html);
+        self.shown.insert(name, key);
+        Ok(())
+    }
+
+    async fn look(&mut self) -> Result<(), DashError> {
+        let now = Utc::now();
+        match self.page {
+            Page::Workers => {
+                let rows = self
+                    .state
+                    .store
+                    .worker_list(&WorkerList {
+                        limit: domain::limits::LIST_LIMIT_MAX,
+                        ..Default::default()
+                    })
+                    .await?;
+                for row in &rows {
+                    self.card(row, now)?;
+                }
+            }
+            Page::Worker => {
+                let Some(id) = self.worker.clone() else {
+                    return Ok(());
+                };
+                if let Some(row) = self.state.store.worker_get(&id).await? {
+                    self.card(&row, now)?;
+                    let health = Health::of(&self.state, &row, now);
+                    let key = format!(
+                        "{}|{:?}",
+                        health.state,
+                        health
+                            .checks
+                            .iter()
+                            .map(|check| check.ok)
+                            .collect::<Vec<_>>()
+                    );
+                    self.send_if_changed("health".into(), key, || {
+                        HealthFragment { health: &health }.render()
+                    })?;
+                }
+                self.history(|history| history.worker_json(id.as_str()));
+            }
+            Page::Queues => {
+                let queues = super::pages::queue_lines(&self.state).await?;
+                let may_act = self.session.allows(domain::Role::Operator);
+                let html = QueueRows {
+                    queues: &queues,
+                    may_act,
+                }
+                .render()
+                .unwrap_or_default();
+                // The oldest job's age is in the rows and changes every second, which is what
+                // an operator watching a backlog wants to see.
+                self.send_if_changed("queues".into(), html.clone(), || Ok(html))?;
+                let jobs = super::pages::failed_jobs(&self.state).await?;
+                let html = FailedRows {
+                    jobs: &jobs,
+                    may_act,
+                }
+                .render()
+                .unwrap_or_default();
+                self.send_if_changed("failed".into(), html.clone(), || Ok(html))?;
+                self.history(super::history::History::queues_json);
+            }
+            Page::Audit => {
+                let rows = self
+                    .state
+                    .store
+                    .audit_list(&AuditList {
+                        limit: AUDIT_PER_LOOK_MAX,
+                        ..Default::default()
+                    })
+                    .await?;
+                let fresh: Vec<Entry> = rows
+                    .iter()
+                    .filter(|row| row.id > self.last_audit_id)
+                    .map(Entry::new)
+                    .collect();
+                if let Some(newest) = fresh.first() {
+                    self.last_audit_id = newest.id;
+                    let html = AuditRows { entries: &fresh }.render().unwrap_or_default();
+                    self.send("audit", html);
+                }
+            }
+            Page::None => {}
+        }
+        self.rendered_at = None;
+        Ok(())
+    }
+
+    fn card(&mut self, row: &store::WorkerRow, now: DateTime<Utc>) -> Result<(), DashError> {
+        let name = format!("w-{}", row.id);
+        let key = Card::fingerprint(row);
+        let on_page_already = self.rendered_at.is_some_and(|at| {
+            row.updated_at < at - chrono::Duration::milliseconds(RENDER_MARGIN_MS)
+        });
+        if on_page_already {
+            self.shown.insert(name, key);
+            return Ok(());
+        }
+        let card = Card::new(row, &self.session, now);
+        self.send_if_changed(name, key, || CardFragment { card: &card }.render())
+    }
+
+    /// Sends the chart history when a new sample was taken.
+    fn history(&mut self, json: impl FnOnce(&super::history::History) -> String) {
+        let taken = self.state.history.taken();
+        if taken != self.history_taken {
+            self.history_taken = taken;
+            let data = json(&self.state.history);
+            self.send("history", data);
+        }
+    }
+}
+
+/// `GET /live` (see the module's documentation).
+pub(crate) async fn live(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<LiveQuery>, QueryRejection>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, DashError>
+{
+    use tokio::time::MissedTickBehavior;
+    let Query(query) = query
+        .map_err(|error| DashError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text()))?;
+    let page = match query.page.as_str() {
+        "workers" => Page::Workers,
+        "worker" => Page::Worker,
+        "queues" => Page::Queues,
+        "audit" => Page::Audit,
+        "none" => Page::None,
+        other => {
+            return Err(DashError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("no live page {other:?}: workers, worker, queues, audit or none"),
+            ));
+        }
+    };
+    let worker = match (page, query.id) {
+        (Page::Worker, Some(id)) => Some(crate::api::worker_id(id)?),
+        (Page::Worker, None) => {
+            return Err(DashError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "page=worker needs id=WORKER",
+            ));
+        }
+        _ => None,
+    };
+    let slot = Arc::clone(&state.events.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            DashError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "too many live pages are open; close one or try later",
+            )
+        })?;
+    // Subscribe before the first look, so no change in between is missed.
+    let changes = state.events.subscribe().await?;
+    let rendered_at = match (query.resync, query.at) {
+        (None, Some(at)) => Utc.timestamp_millis_opt(at).single(),
+        _ => None,
+    };
+    let mut stream = Stream {
+        state,
+        session,
+        page,
+        worker,
+        shown: HashMap::new(),
+        rendered_at,
+        last_audit_id: query.after.unwrap_or(i64::MAX),
+        history_taken: 0,
+        pending: Vec::new(),
+        closing: false,
+        retry_sent: false,
+    };
+    if page == Page::Audit && query.resync.is_some() {
+        // The page's newest entry is unknown after a gap: send the newest page's worth.
+        stream.last_audit_id = 0;
+    }
+    stream.history_taken = stream.state.history.taken();
+    // A page without charts still gets its first `history` on a reconnect.
+    if query.resync.is_some() {
+        stream.history_taken = u64::MAX;
+    }
+    // The first event carries the reconnect delay and tells the page it is live.
+    stream.send("ready", String::new());
+    stream.look().await?;
+    let mut poll = tokio::time::interval(LOOK_INTERVAL);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut debounce = tokio::time::interval(LOOK_DEBOUNCE);
+    debounce.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let state = (stream, changes, poll, debounce, false, slot);
+    let events = futures_util::stream::unfold(
+        state,
+        |(mut stream, mut changes, mut poll, mut debounce, mut dirty, slot)| async move {
+            loop {
+                if !stream.pending.is_empty() {
+                    let event = stream.pending.remove(0);
+                    return Some((Ok(event), (stream, changes, poll, debounce, dirty, slot)));
+                }
+                if stream.closing {
+                    return None;
+                }
+                let outcome = tokio::select! {
+                    // The server is shutting down: end, so it need not wait for this page.
+                    () = stream.state.shutdown.cancelled() => return None,
+                    change = changes.recv() => match change {
+                        Ok(Change::Job(_)) if stream.page != Page::Queues => Ok(()),
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            dirty = true;
+                            Ok(())
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = debounce.tick(), if dirty => {
+                        dirty = false;
+                        stream.look().await
+                    }
+                    _ = poll.tick() => {
+                        match stream.state.store.session_authenticate(&stream.session.id_hash, Utc::now()).await {
+                            Ok(Some(_)) => stream.look().await,
+                            Ok(None) => {
+                                stream.send("session-ended", "/login".into());
+                                stream.closing = true;
+                                Ok(())
+                            }
+                            Err(error) => Err(DashError::from(error)),
+                        }
+                    }
+                };
+                if let Err(error) = outcome {
+                    // The database is away: the page keeps what it shows; the next look
+                    // catches up.
+                    tracing::debug!(?error, "dashboard live: could not look");
+                }
+            }
+        },
+    );
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,778 @@
+//! The dashboard's pages and actions: each page is one askama template over the same layout
+//! (`templates/base.html`); each action calls the admin API's own operation (same store call,
+//! same audit entry) and answers with the fragment that changed, which htmx swaps in place.
+
+use askama::Template;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::{Chain, ControlAction, DesiredState, JobState, Role, WorkerKind, WorkerStatus};
+use serde::Deserialize;
+use store::{AuditList, AuditRow, JobList, JobRow, QueueStats, WorkerList, WorkerRow};
+
+use super::{DashError, Session, assets, is_htmx};
+use crate::AppState;
+use crate::api::{ApiError, JobAction};
+
+/// Workers shown on one page at most (the store's list limit).
+const WORKERS_PAGE_MAX: u32 = domain::limits::LIST_LIMIT_MAX;
+/// Audit entries per page, and on a worker's page.
+const AUDIT_PAGE: u32 = 50;
+const WORKER_AUDIT: u32 = 20;
+/// Failed jobs listed on the queues page (the newest).
+const FAILED_JOBS_SHOWN: u32 = 50;
+
+/// What every page's layout needs.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub(crate) title: String,
+    pub(crate) nav: &'static str,
+    pub(crate) user: String,
+    pub(crate) role: &'static str,
+    pub(crate) csrf: String,
+    pub(crate) now_ms: i64,
+    pub(crate) live_url: String,
+    pub(crate) assets: &'static assets::Urls,
+    pub(crate) charts: bool,
+    /// How often the charts' history is sampled, for people ("5 s").
+    pub(crate) sampled_every: String,
+    pub(crate) samples_max: usize,
+}
+
+impl Layout {
+    fn new(session: &Session, title: impl Into<String>, nav: &'static str, live: String) -> Self {
+        Layout {
+            title: title.into(),
+            nav,
+            user: session.token.name.clone(),
+            role: session.token.role.as_str(),
+            csrf: session.csrf.clone(),
+            now_ms: Utc::now().timestamp_millis(),
+            live_url: live,
+            assets: assets::urls(),
+            charts: false,
+            sampled_every: String::new(),
+            samples_max: super::history::HISTORY_SAMPLES_MAX,
+        }
+    }
+}
+
+fn html(template: &impl Template) -> Result<Response, DashError> {
+    let body = template.render().map_err(|error| {
+        tracing::error!(%error, "dashboard: a template did not render");
+        DashError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Template)]
+#[template(path = "flash.html")]
+struct Flash<'a> {
+    message: &'a str,
+    error: bool,
+}
+
+/// A message for the `#flash` area.
+pub(crate) fn render_flash(message: &str, error: bool) -> String {
+    Flash { message, error }
+        .render()
+        .unwrap_or_else(|_| "error".into())
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login<'a> {
+    css: &'a str,
+    message: Option<&'a str>,
+}
+
+pub(crate) async fn login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, DashError> {
+    if super::find_session(&state, &headers).await?.is_some() {
+        return Ok(super::see_other("/"));
+    }
+    let mut response = html(&Login {
+        css: &assets::urls().css,
+        message: None,
+    })?;
+    super::protect(response.headers_mut());
+    Ok(response)
+}
+
+/// The login page again, with why the login failed.
+pub(crate) fn login_failed(status: StatusCode, message: &str) -> Response {
+    let page = Login {
+        css: &assets::urls().css,
+        message: Some(message),
+    };
+    let mut response = match html(&page) {
+        Ok(response) => response,
+        Err(error) => return error.into_response(),
+    };
+    *response.status_mut() = status;
+    super::protect(response.headers_mut());
+    response
+}
+
+// ---------------------------------------------------------------- workers
+
+/// A worker card's content (the seed's card: name, chain • type, status badge, last seen,
+/// Start / Stop / Restart, last error).
+#[derive(Debug)]
+pub(crate) struct Card {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) chain: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) status: &'static str,
+    /// What the worker is on its way to, when it is not there yet ("stopping", ...).
+    pub(crate) pending: Option<&'static str>,
+    pub(crate) last_heartbeat: Option<String>,
+    pub(crate) seen_ago: String,
+    pub(crate) last_error: Option<String>,
+    pub(crate) start: bool,
+    pub(crate) stop: bool,
+    pub(crate) restart: bool,
+    /// Why the controls are disabled for this operator, if they are.
+    pub(crate) locked: Option<String>,
+}
+
+/// "3 s", "4 min", "2 h", "5 d": how long ago, for people.
+pub(crate) fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let seconds = (now - at).num_seconds().max(0);
+    match seconds {
+        0..60 => format!("{seconds} s"),
+        60..3_600 => format!("{} min", seconds / 60),
+        3_600..86_400 => format!("{} h", seconds / 3_600),
+        _ => format!("{} d", seconds / 86_400),
+    }
+}
+
+impl Card {
+    pub(crate) fn new(row: &WorkerRow, session: &Session, now: DateTime<Utc>) -> Card {
+        let allowed = |action: ControlAction| {
+            action.decide(row.desired_state, row.status).is_ok()
+                // Starting a worker that is already on its way to running means nothing.
+                && !(action == ControlAction::Start && row.status == WorkerStatus::Running)
+        };
+        let pending = match (row.desired_state, row.status) {
+            (DesiredState::Stopped, status)
+                if status.is_alive() && status != WorkerStatus::Stopped =>
+            {
+                Some("stopping")
+            }
+            (DesiredState::Running, WorkerStatus::Stopped) => Some("starting"),
+            _ if row.applied_generation < row.generation && row.status.is_alive() => {
+                Some("restarting")
+            }
+            _ => None,
+        };
+        let may_act = session.allows(Role::Operator);
+        Card {
+            id: row.id.as_str().to_string(),
+            name: row.name.clone(),
+            chain: row.chain.as_str(),
+            kind: row.kind.as_str(),
+            status: row.status.as_str(),
+            pending,
+            last_heartbeat: row.last_heartbeat.map(|at| at.to_rfc3339()),
+            seen_ago: row
+                .last_heartbeat
+                .map(|at| ago(at, now))
+                .unwrap_or_default(),
+            last_error: row.last_error.clone(),
+            start: may_act && allowed(ControlAction::Start),
+            stop: may_act && allowed(ControlAction::Stop),
+            restart: may_act && allowed(ControlAction::Restart),
+            locked: (!may_act).then(|| {
+                format!(
+                    "you are logged in as a {}: controls need the operator role",
+                    session.token.role
+                )
+            }),
+        }
+    }
+
+    /// What the card shows, minus the time that passes: the live stream sends a card again
+    /// only when this changes.
+    pub(crate) fn fingerprint(row: &WorkerRow) -> String {
+        format!(
+            "{}|{}|{}|{}|{}|{:?}|{:?}|{}",
+            row.status,
+            row.desired_state,
+            row.generation,
+            row.applied_generation,
+            row.name,
+            row.last_heartbeat,
+            row.last_error,
+            row.updated_at
+        )
+    }
+}
+
+#[derive(Template)]
+#[template(path = "worker_card.html")]
+pub(crate) struct CardFragment<'a> {
+    pub(crate) card: &'a Card,
+}
+
+/// One filter's choices, each with whether it is selected.
+#[derive(Debug)]
+pub(crate) struct Filter {
+    pub(crate) name: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) options: Vec<(&'static str, bool)>,
+}
+
+#[derive(Template)]
+#[template(path = "workers.html")]
+struct WorkersPage {
+    layout: Layout,
+    filters: Vec<Filter>,
+    cards: Vec<Card>,
+    filtered: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WorkerFilter {
+    chain: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    status: Option<String>,
+}
+
+/// An empty form field means "all".
+fn choice<T: std::str::FromStr>(what: &str, text: Option<&str>) -> Result<Option<T>, DashError>
+where
+    T::Err: std::fmt::Display,
+{
+    match text.map(str::trim).filter(|text| !text.is_empty()) {
+        None => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|error| {
+            DashError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("{what}: {error}"),
+            )
+        }),
+    }
+}
+
+fn bad_query(error: QueryRejection) -> DashError {
+    DashError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text())
+}
+
+/// `GET /`: the worker cards, filtered by chain, type and status.
+pub(crate) async fn workers_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<WorkerFilter>, QueryRejection>,
+) -> Result<Response, DashError> {
+    let Query(filter) = query.map_err(bad_query)?;
+    let chain: Option<Chain> = choice("chain", filter.chain.as_deref())?;
+    let kind: Option<WorkerKind> = choice("type", filter.kind.as_deref())?;
+    let status: Option<WorkerStatus> = choice("status", filter.status.as_deref())?;
+    let rows = state
+        .store
+        .worker_list(&WorkerList {
+            chain,
+            kind,
+            status,
+            limit: WORKERS_PAGE_MAX,
+            offset: 0,
+        })
+        .await?;
+    let now = Utc::now();
+    let cards = rows
+        .iter()
+        .map(|row| Card::new(row, &session, now))
+        .collect();
+    let filters = vec![
+        Filter {
+            name: "chain",
+            label: "Chain",
+            options: Chain::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == chain))
+                .collect(),
+        },
+        Filter {
+            name: "type",
+            label: "Type",
+            options: WorkerKind::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == kind))
+                .collect(),
+        },
+        Filter {
+            name: "status",
+            label: "Status",
+            options: WorkerStatus::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == status))
+                .collect(),
+        },
+    ];
+    let live = format!("/live?page=workers&at={}", now.timestamp_millis());
+    html(&WorkersPage {
+        layout: Layout::new(&session, "Workers", "workers", live),
+        filters,
+        cards,
+        filtered: chain.is_some() || kind.is_some() || status.is_some(),
+    })
+}
+
+/// `POST /workers/{id}/{start|stop|restart}`: the API's control operation; answers with the
+/// card as it is now (its desired state changed; its status follows on the live stream).
+pub(crate) async fn worker_action(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    action: ControlAction,
+) -> Result<Response, DashError> {
+    let row = crate::api::control_worker(&state, &session.actor(), id, action).await?;
+    if !is_htmx(&headers) {
+        return Ok(back(&headers));
+    }
+    let card = Card::new(&row, &session, Utc::now());
+    html(&CardFragment { card: &card })
+}
+
+/// After a plain form post (no htmx): back to the page it came from.
+fn back(headers: &HeaderMap) -> Response {
+    let path = headers
+        .get(header::REFERER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|referer| {
+            let rest = referer
+                .strip_prefix("http://")
+                .or_else(|| referer.strip_prefix("https://"))?;
+            rest.find('/').map(|slash| rest[slash..].to_string())
+        })
+        .filter(|path| path.starts_with('/') && !path.starts_with("//"))
+        .unwrap_or_else(|| "/".to_string());
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(value) = HeaderValue::from_str(&path) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+// ---------------------------------------------------------------- worker detail
+
+/// One health check, as the admin API reports it.
+#[derive(Debug)]
+pub(crate) struct Check {
+    pub(crate) name: String,
+    pub(crate) ok: bool,
+    pub(crate) detail: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Health {
+    pub(crate) state: String,
+    pub(crate) checks: Vec<Check>,
+}
+
+impl Health {
+    pub(crate) fn of(state: &AppState, row: &WorkerRow, now: DateTime<Utc>) -> Health {
+        let value = crate::dto::worker_health(row, now, state.options.heartbeat_interval);
+        let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_string();
+        Health {
+            state: text(&value["state"]),
+            checks: value["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|check| Check {
+                    name: text(&check["name"]),
+                    ok: check["ok"].as_bool().unwrap_or(false),
+                    detail: text(&check["detail"]),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "health.html")]
+pub(crate) struct HealthFragment<'a> {
+    pub(crate) health: &'a Health,
+}
+
+/// An audit entry for a table row.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) id: i64,
+    pub(crate) at: String,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) details: String,
+}
+
+impl Entry {
+    pub(crate) fn new(row: &AuditRow) -> Entry {
+        Entry {
+            id: row.id,
+            at: row.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            actor: row.actor.clone(),
+            action: row.action.clone(),
+            target: row.target.clone(),
+            details: if row
+                .details
+                .as_object()
+                .is_some_and(|object| object.is_empty())
+            {
+                String::new()
+            } else {
+                row.details.to_string()
+            },
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit_rows.html")]
+pub(crate) struct AuditRows<'a> {
+    pub(crate) entries: &'a [Entry],
+}
+
+#[derive(Template)]
+#[template(path = "worker.html")]
+struct WorkerPage {
+    layout: Layout,
+    card: Card,
+    health: Health,
+    entries: Vec<Entry>,
+    history: String,
+    pid: String,
+    host: String,
+    version: String,
+    rss: String,
+    in_flight: i64,
+    processed: i64,
+    failed: i64,
+}
+
+/// `GET /workers/{id}`: the card, health checks, charts and the worker's audit trail.
+pub(crate) async fn worker_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, DashError> {
+    let id = crate::api::worker_id(id)?;
+    let row = state.store.worker_get(&id).await?.ok_or_else(|| {
+        DashError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("worker {id} not found"),
+        )
+    })?;
+    state.history.ensure_running(
+        state.store.clone(),
+        state.queue.clone(),
+        state.options.heartbeat_interval,
+    );
+    let audit = state
+        .store
+        .audit_list(&AuditList {
+            target: Some(format!("worker:{id}")),
+            limit: WORKER_AUDIT,
+            ..Default::default()
+        })
+        .await?;
+    let now = Utc::now();
+    let live = format!("/live?page=worker&id={id}&at={}", now.timestamp_millis());
+    let mut layout = Layout::new(&session, row.name.clone(), "workers", live);
+    layout.charts = true;
+    layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
+    html(&WorkerPage {
+        layout,
+        card: Card::new(&row, &session, now),
+        health: Health::of(&state, &row, now),
+        entries: audit.iter().map(Entry::new).collect(),
+        history: state.history.worker_json(id.as_str()),
+        pid: row.pid.map(|pid| pid.to_string()).unwrap_or_default(),
+        host: row.host.clone().unwrap_or_default(),
+        version: row.version.clone().unwrap_or_default(),
+        rss: row
+            .rss_bytes
+            .map(|bytes| format!("{} MiB", bytes / (1024 * 1024)))
+            .unwrap_or_default(),
+        in_flight: row.in_flight,
+        processed: row.processed_total,
+        failed: row.failed_total,
+    })
+}
+
+// ---------------------------------------------------------------- queues
+
+#[derive(Debug)]
+pub(crate) struct QueueLine {
+    pub(crate) name: String,
+    pub(crate) paused: bool,
+    pub(crate) limit: String,
+    pub(crate) available: i64,
+    pub(crate) scheduled: i64,
+    pub(crate) running: i64,
+    pub(crate) completed: i64,
+    pub(crate) failed: i64,
+    pub(crate) oldest: String,
+}
+
+impl QueueLine {
+    pub(crate) fn new(stats: &QueueStats, now: DateTime<Utc>) -> QueueLine {
+        QueueLine {
+            name: stats.name.as_str().to_string(),
+            paused: stats.paused,
+            limit: stats
+                .concurrency_limit
+                .map(|limit| limit.to_string())
+                .unwrap_or_else(|| "none".into()),
+            available: stats.available,
+            scheduled: stats.scheduled,
+            running: stats.running,
+            completed: stats.completed,
+            failed: stats.failed,
+            oldest: stats
+                .oldest_available_at
+                .map(|at| ago(at, now))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "queue_rows.html")]
+pub(crate) struct QueueRows<'a> {
+    pub(crate) queues: &'a [QueueLine],
+    pub(crate) may_act: bool,
+}
+
+/// A failed job with its error history.
+#[derive(Debug)]
+pub(crate) struct FailedJob {
+    pub(crate) id: i64,
+    pub(crate) queue: String,
+    pub(crate) kind: String,
+    pub(crate) attempts: String,
+    pub(crate) finished: String,
+    pub(crate) last_error: String,
+    pub(crate) errors: Vec<String>,
+}
+
+impl FailedJob {
+    pub(crate) fn new(job: &JobRow) -> FailedJob {
+        let errors: Vec<String> = job
+            .errors
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|error| {
+                let at = error["at"].as_str().unwrap_or_default();
+                let attempt = &error["attempt"];
+                let message = error["error"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| error.to_string());
+                format!("attempt {attempt} at {at}: {message}")
+            })
+            .collect();
+        let last_error = job
+            .errors
+            .as_array()
+            .and_then(|errors| errors.last())
+            .and_then(|error| error["error"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        FailedJob {
+            id: job.id,
+            queue: job.queue.as_str().to_string(),
+            kind: job.kind.as_str().to_string(),
+            attempts: format!("{}/{}", job.attempt, job.max_attempts),
+            finished: job
+                .finished_at
+                .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+            last_error,
+            errors,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "failed_rows.html")]
+pub(crate) struct FailedRows<'a> {
+    pub(crate) jobs: &'a [FailedJob],
+    pub(crate) may_act: bool,
+}
+
+#[derive(Template)]
+#[template(path = "queues.html")]
+struct QueuesPage {
+    layout: Layout,
+    queues: Vec<QueueLine>,
+    jobs: Vec<FailedJob>,
+    may_act: bool,
+    history: String,
+}
+
+pub(crate) async fn failed_jobs(state: &AppState) -> Result<Vec<FailedJob>, DashError> {
+    let jobs = state
+        .queue
+        .list(&JobList {
+            state: Some(JobState::Failed),
+            limit: FAILED_JOBS_SHOWN,
+            ..Default::default()
+        })
+        .await?;
+    Ok(jobs.iter().map(FailedJob::new).collect())
+}
+
+pub(crate) async fn queue_lines(state: &AppState) -> Result<Vec<QueueLine>, DashError> {
+    let now = Utc::now();
+    let stats = state.queue.stats(now).await?;
+    Ok(stats
+        .iter()
+        .map(|stats| QueueLine::new(stats, now))
+        .collect())
+}
+
+/// `GET /queues`: depth by state, charts, pause / resume; failed jobs with retry / discard.
+pub(crate) async fn queues_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Response, DashError> {
+    state.history.ensure_running(
+        state.store.clone(),
+        state.queue.clone(),
+        state.options.heartbeat_interval,
+    );
+    let queues = queue_lines(&state).await?;
+    let jobs = failed_jobs(&state).await?;
+    let live = format!("/live?page=queues&at={}", Utc::now().timestamp_millis());
+    let mut layout = Layout::new(&session, "Queues", "queues", live);
+    layout.charts = true;
+    layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
+    html(&QueuesPage {
+        layout,
+        queues,
+        jobs,
+        may_act: session.allows(Role::Operator),
+        history: state.history.queues_json(),
+    })
+}
+
+/// `POST /queues/{name}/{pause|resume}`: answers with the queue table as it is now.
+pub(crate) async fn queue_action(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    paused: bool,
+) -> Result<Response, DashError> {
+    crate::api::pause_queue(&state, &session.actor(), &name, paused).await?;
+    if !is_htmx(&headers) {
+        return Ok(back(&headers));
+    }
+    let queues = queue_lines(&state).await?;
+    html(&QueueRows {
+        queues: &queues,
+        may_act: session.allows(Role::Operator),
+    })
+}
+
+/// `POST /jobs/{id}/{retry|discard}`: answers with the failed-jobs table as it is now.
+pub(crate) async fn job_action(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    action: JobAction,
+) -> Result<Response, DashError> {
+    crate::api::act_on_job(&state, &session.actor(), &id, action).await?;
+    if !is_htmx(&headers) {
+        return Ok(back(&headers));
+    }
+    let jobs = failed_jobs(&state).await?;
+    html(&FailedRows {
+        jobs: &jobs,
+        may_act: session.allows(Role::Operator),
+    })
+}
+
+// ---------------------------------------------------------------- audit
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    layout: Layout,
+    entries: Vec<Entry>,
+    first_page: bool,
+    older: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditQuery {
+    before_id: Option<i64>,
+}
+
+/// `GET /audit`: the newest entries first, fifty a page; new ones appear live on the first.
+pub(crate) async fn audit_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let rows = state
+        .store
+        .audit_list(&AuditList {
+            before_id: query.before_id,
+            limit: AUDIT_PAGE,
+            ..Default::default()
+        })
+        .await?;
+    let older = (rows.len() == AUDIT_PAGE as usize)
+        .then(|| rows.last().map(|row| row.id))
+        .flatten();
+    let newest = rows.first().map_or(0, |row| row.id);
+    let live = if query.before_id.is_none() {
+        format!("/live?page=audit&after={newest}")
+    } else {
+        // An older page does not change: its stream only keeps the connection indicator.
+        "/live?page=none".to_string()
+    };
+    html(&AuditPage {
+        layout: Layout::new(&session, "Audit log", "audit", live),
+        entries: rows.iter().map(Entry::new).collect(),
+        first_page: query.before_id.is_none(),
+        older,
+    })
+}
+
+impl From<DashError> for ApiError {
+    fn from(error: DashError) -> Self {
+        error.0
+    }
+}

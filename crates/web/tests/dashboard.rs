@@ -1,0 +1,631 @@
+//! The dashboard through the router, on both stores: every page renders what the store holds;
+//! login trades a token for a session cookie; every POST needs this origin and the session's
+//! CSRF token; roles are enforced by the server; actions write the API's audit entries;
+//! logout and revocation end sessions; assets are embedded and cacheable. (The browser test,
+//! `crates/coinsensei/tests/dashboard.rs`, drives the same pages in Chromium.)
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use chrono::Utc;
+use domain::{Chain, DesiredState, Role, WorkerId, WorkerKind};
+use store::{AuditList, Store, WorkerRegister};
+use testkit::TestDb;
+use tower::ServiceExt;
+
+const HOST: &str = "127.0.0.1:8080";
+const ORIGIN: &str = "http://127.0.0.1:8080";
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: String,
+}
+
+fn router(store: &Store) -> axum::Router {
+    web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &web::WebOptions::default(),
+    )
+}
+
+async fn send(store: &Store, request: Request<Body>) -> Answer {
+    let response = router(store).oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = axum::body::to_bytes(response.into_body(), 4 << 20)
+        .await
+        .unwrap();
+    Answer {
+        status,
+        headers,
+        body: String::from_utf8(bytes.to_vec()).unwrap(),
+    }
+}
+
+async fn get(store: &Store, path: &str, cookie: Option<&str>) -> Answer {
+    let mut request = Request::get(path).header(header::HOST, HOST);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    send(store, request.body(Body::empty()).unwrap()).await
+}
+
+/// A POST as htmx sends it: this origin, the CSRF header, the session cookie.
+async fn post(
+    store: &Store,
+    path: &str,
+    cookie: Option<&str>,
+    csrf: Option<&str>,
+    origin: Option<&str>,
+) -> Answer {
+    let mut request = Request::post(path)
+        .header(header::HOST, HOST)
+        .header("hx-request", "true");
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    if let Some(csrf) = csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    send(store, request.body(Body::empty()).unwrap()).await
+}
+
+async fn login_form(store: &Store, token: &str, origin: Option<&str>) -> Answer {
+    let mut request = Request::post("/login")
+        .header(header::HOST, HOST)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(origin) = origin {
+        request = request.header(header::ORIGIN, origin);
+    }
+    send(
+        store,
+        request.body(Body::from(format!("token={token}"))).unwrap(),
+    )
+    .await
+}
+
+/// Logs in with `token`: the cookie to send back, and the page's CSRF token.
+async fn login(store: &Store, token: &str) -> (String, String) {
+    let answer = login_form(store, token, Some(ORIGIN)).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    assert_eq!(answer.headers[header::LOCATION], "/");
+    let set_cookie = answer.headers[header::SET_COOKIE].to_str().unwrap();
+    for part in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(part), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    assert!(
+        !set_cookie.contains(token),
+        "the cookie is a session id, not the token"
+    );
+    let page = get(store, "/", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let csrf = page
+        .body
+        .split("\"X-CSRF-Token\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the page carries its CSRF token")
+        .to_string();
+    assert_eq!(csrf.len(), 64);
+    (cookie, csrf)
+}
+
+async fn register(store: &Store, id: &str, kind: WorkerKind, chain: Chain) {
+    store
+        .worker_register(&WorkerRegister {
+            id: WorkerId::new(id).unwrap(),
+            name: id.into(),
+            kind,
+            chain,
+            pid: Some(7),
+            host: Some("box".into()),
+            port: None,
+            version: Some("0.1.0".into()),
+            config: serde_json::json!({}),
+            incarnation: format!("inc-{id}"),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+}
+
+async fn desired(store: &Store, id: &str) -> DesiredState {
+    store
+        .worker_get(&WorkerId::new(id).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .desired_state
+}
+
+async fn pages_render_and_actions_are_guarded(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    register(
+        &store,
+        "ethereum-deposit-1",
+        WorkerKind::Deposit,
+        Chain::Ethereum,
+    )
+    .await;
+    let (operator_row, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+
+    // Not logged in: pages send the browser to the login page; htmx is told to go there.
+    let answer = get(&store, "/", None).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers[header::LOCATION], "/login");
+    let answer = post(
+        &store,
+        "/workers/tron-withdrawal-1/stop",
+        None,
+        None,
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(answer.headers["hx-redirect"], "/login");
+    let login_page = get(&store, "/login", None).await;
+    assert_eq!(login_page.status, StatusCode::OK);
+    assert!(
+        login_page
+            .body
+            .contains(r#"<input id="token" name="token" type="password""#)
+    );
+    assert!(
+        login_page.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+
+    // Bad logins: a clear message, no cookie.
+    for (token, origin, status, says) in [
+        (
+            "cst_nope",
+            Some(ORIGIN),
+            StatusCode::UNAUTHORIZED,
+            "not a CoinSensei token",
+        ),
+        (
+            &*format!("cst_{}", "0".repeat(64)),
+            Some(ORIGIN),
+            StatusCode::UNAUTHORIZED,
+            "unknown or revoked token",
+        ),
+        (
+            &*operator,
+            Some("http://evil.example"),
+            StatusCode::FORBIDDEN,
+            "another site",
+        ),
+        (&*operator, None, StatusCode::FORBIDDEN, "no Origin"),
+    ] {
+        let answer = login_form(&store, token, origin).await;
+        assert_eq!(answer.status, status, "{}", answer.body);
+        assert!(answer.body.contains(says), "{}", answer.body);
+        assert!(!answer.headers.contains_key(header::SET_COOKIE));
+    }
+
+    let (cookie, csrf) = login(&store, &operator).await;
+
+    // The workers page: the seed's cards.
+    let page = get(&store, "/", Some(&cookie)).await;
+    assert_eq!(page.headers[header::CACHE_CONTROL], "no-store");
+    for expected in [
+        r#"<article id="w-tron-withdrawal-1" class="card" sse-swap="w-tron-withdrawal-1" hx-target="this">"#,
+        "tron • withdrawal",
+        "ethereum • deposit",
+        r#"<span class="badge starting" data-status="starting">starting</span>"#,
+        r#"aria-label="Stop tron-withdrawal-1">Stop</button>"#,
+        "on-call · operator",
+        "2 workers",
+    ] {
+        assert!(page.body.contains(expected), "{expected} in {}", page.body);
+    }
+    // Desired running and not alive-and-stoppable-yet: Start is meaningless, Stop is not.
+    assert!(
+        page.body
+            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/start" disabled"#),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" aria-label"#),
+        "{}",
+        page.body
+    );
+    // Filters.
+    let tron = get(&store, "/?chain=tron&type=&status=", Some(&cookie)).await;
+    assert!(
+        tron.body.contains("w-tron-withdrawal-1") && !tron.body.contains("w-ethereum-deposit-1")
+    );
+    assert!(tron.body.contains("<option selected>tron</option>"));
+    let bad = get(&store, "/?chain=solana", Some(&cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("unknown chain"), "{}", bad.body);
+
+    // Stop without the CSRF token, with a wrong one, or from another origin: refused, and
+    // nothing changes.
+    for (csrf, origin) in [
+        (None, Some(ORIGIN)),
+        (Some("0".repeat(64)), Some(ORIGIN)),
+        (Some(csrf.clone()), Some("http://evil.example")),
+        (Some(csrf.clone()), None),
+    ] {
+        let answer = post(
+            &store,
+            "/workers/tron-withdrawal-1/stop",
+            Some(&cookie),
+            csrf.as_deref(),
+            origin,
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+        assert_eq!(answer.headers["hx-retarget"], "#flash");
+        assert_eq!(
+            desired(&store, "tron-withdrawal-1").await,
+            DesiredState::Running
+        );
+    }
+
+    // Stop, as the API does it: desired state and an audit entry naming the token.
+    let answer = post(
+        &store,
+        "/workers/tron-withdrawal-1/stop",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert!(answer.body.contains("stopping…"), "{}", answer.body);
+    assert!(
+        answer
+            .body
+            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" disabled"#),
+        "{}",
+        answer.body
+    );
+    assert_eq!(
+        desired(&store, "tron-withdrawal-1").await,
+        DesiredState::Stopped
+    );
+    let audit = store
+        .audit_list(&AuditList {
+            target: Some("worker:tron-withdrawal-1".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit[0].action, "worker.stop");
+    assert_eq!(audit[0].actor, format!("token:{}:on-call", operator_row.id));
+    // Again: the store refuses (already desired stopped), shown in the flash area.
+    let again = post(
+        &store,
+        "/workers/tron-withdrawal-1/stop",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(
+        again.body.contains("already desired stopped"),
+        "{}",
+        again.body
+    );
+    let missing = post(
+        &store,
+        "/workers/nobody/stop",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Worker detail: card, health checks, audit trail.
+    let detail = get(&store, "/workers/tron-withdrawal-1", Some(&cookie)).await;
+    assert_eq!(detail.status, StatusCode::OK, "{}", detail.body);
+    for expected in [
+        "<h2 id=\"health-title\">Health</h2>",
+        "<td>heartbeat</td>",
+        "starting but desired stopped",
+        "worker.stop",
+        "token:",
+        r#"data-series="memory""#,
+        r#"<script type="application/json" id="history">"#,
+    ] {
+        assert!(
+            detail.body.contains(expected),
+            "{expected} in {}",
+            detail.body
+        );
+    }
+    assert_eq!(
+        get(&store, "/workers/nobody", Some(&cookie)).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Queues: a failed job with its errors; retry it from the dashboard.
+    let job = testkit::enqueue_one_shot(&store, "payouts").await;
+    testkit::fail_next_job(
+        &store,
+        "payouts",
+        job,
+        "node unreachable: connection refused",
+    )
+    .await;
+    let queues = get(&store, "/queues", Some(&cookie)).await;
+    assert_eq!(queues.status, StatusCode::OK, "{}", queues.body);
+    for expected in [
+        r#"<tr id="q-payouts"><th scope="row">payouts</th>"#,
+        &format!(r#"<tr id="job-{job}">"#),
+        "node unreachable: connection refused",
+        &format!(r#"aria-label="Retry job {job}">Retry</button>"#),
+        r#"aria-label="Pause queue payouts">Pause</button>"#,
+        r#"data-series="throughput""#,
+    ] {
+        assert!(
+            queues.body.contains(expected),
+            "{expected} in {}",
+            queues.body
+        );
+    }
+    let retried = post(
+        &store,
+        &format!("/jobs/{job}/retry"),
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert!(
+        !retried.body.contains(&format!("job-{job}")),
+        "no longer failed: {}",
+        retried.body
+    );
+    let paused = post(
+        &store,
+        "/queues/payouts/pause",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert!(
+        paused.body.contains("Resume queue payouts"),
+        "{}",
+        paused.body
+    );
+
+    // The audit log shows all of it, newest first.
+    let log = get(&store, "/audit", Some(&cookie)).await;
+    assert_eq!(log.status, StatusCode::OK);
+    let pause_at = log.body.find("queue.pause").expect("queue.pause listed");
+    let retry_at = log.body.find("job.retry").expect("job.retry listed");
+    let stop_at = log.body.find("worker.stop").expect("worker.stop listed");
+    assert!(pause_at < retry_at && retry_at < stop_at, "{}", log.body);
+    assert_eq!(
+        get(&store, "/audit?before_id=x", Some(&cookie))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // A viewer sees the controls disabled, and the server refuses them anyway.
+    let (viewer_cookie, viewer_csrf) = login(&store, &viewer).await;
+    let page = get(&store, "/", Some(&viewer_cookie)).await;
+    assert!(page.body.contains("wallboard · viewer"));
+    assert!(
+        !page.body.contains(r#"/stop" aria-label"#),
+        "no enabled Stop: {}",
+        page.body
+    );
+    assert!(page.body.contains("controls need the operator role"));
+    let refused = post(
+        &store,
+        "/workers/ethereum-deposit-1/stop",
+        Some(&viewer_cookie),
+        Some(&viewer_csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(
+        refused.body.contains("needs the operator role"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        desired(&store, "ethereum-deposit-1").await,
+        DesiredState::Running
+    );
+    // One session's CSRF token does not pass for another.
+    let crossed = post(
+        &store,
+        "/workers/ethereum-deposit-1/stop",
+        Some(&cookie),
+        Some(&viewer_csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(crossed.status, StatusCode::FORBIDDEN);
+
+    // Logout ends the session: its cookie opens nothing afterwards.
+    let out = post(
+        &store,
+        "/logout",
+        Some(&viewer_cookie),
+        Some(&viewer_csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(out.headers["hx-redirect"], "/login");
+    assert!(
+        out.headers[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        get(&store, "/", Some(&viewer_cookie)).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Revoking the token ends its sessions.
+    store
+        .api_token_revoke(operator_row.id, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&store, "/", Some(&cookie)).await.status,
+        StatusCode::SEE_OTHER
+    );
+}
+
+async fn assets_are_embedded_and_cacheable(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let page = get(&store, "/", Some(&cookie)).await;
+    let htmx = page
+        .body
+        .split('"')
+        .find(|part| part.starts_with("/assets/") && part.ends_with("/htmx.min.js"))
+        .expect("the page links htmx")
+        .to_string();
+    let answer = get(&store, &htmx, None).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.body.starts_with("var htmx="),
+        "{}",
+        &answer.body[..40]
+    );
+    assert_eq!(
+        answer.headers[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    assert!(
+        answer.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(!answer.headers.contains_key(header::CONTENT_ENCODING));
+    // Gzip for browsers that take it: a third of the size.
+    let gzipped = router(&store)
+        .oneshot(
+            Request::get(&htmx)
+                .header(header::HOST, HOST)
+                .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()[header::CONTENT_ENCODING], "gzip");
+    assert_eq!(gzipped.headers()[header::VARY], "accept-encoding");
+    let bytes = axum::body::to_bytes(gzipped.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
+    assert!(bytes.len() * 2 < answer.body.len(), "{} bytes", bytes.len());
+    assert_eq!(
+        get(&store, "/assets/000000000000/htmx.min.js", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND,
+        "a stale hash never gets the current file"
+    );
+}
+
+async fn live_stream_sends_cards_that_change(db: &TestDb) {
+    use futures_util::StreamExt;
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &operator).await;
+    let at = Utc::now().timestamp_millis() + 60_000;
+    let response = router(&store)
+        .oneshot(
+            Request::get(format!("/live?page=workers&at={at}"))
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, &cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    let mut read_until = async |needle: &str, seen: &mut String| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !seen.contains(needle) {
+                let chunk = body.next().await.expect("the stream goes on").unwrap();
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} within 10 s; got {seen}"));
+    };
+    read_until("event: ready", &mut seen).await;
+    // The card is already on the page (rendered "after" its last change): not sent again.
+    assert!(!seen.contains("event: w-tron-withdrawal-1"), "{seen}");
+    store
+        .worker_control(&store::WorkerControl {
+            id: WorkerId::new("tron-withdrawal-1").unwrap(),
+            action: domain::ControlAction::Stop,
+            actor: "test".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    read_until("stopping…", &mut seen).await;
+    assert!(seen.contains("event: w-tron-withdrawal-1"), "{seen}");
+
+    let bad = get(&store, "/live?page=nothing", Some(&cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("no live page"), "{}", bad.body);
+}
+
+testkit::on_both_stores!(db:
+    pages_render_and_actions_are_guarded,
+    assets_are_embedded_and_cacheable,
+    live_stream_sends_cards_that_change,
+);
