@@ -94,6 +94,26 @@ async fn pipelined(
     (rate, txids)
 }
 
+/// Mines until the node holds no pending transaction of `from`. anvil's automine mines a
+/// block when a transaction arrives; one that arrived ahead of its nonce waits in the pool
+/// until something else is mined, and the last of a pipelined run may wait for ever.
+async fn flush(anvil: &Anvil, client: &Ethereum, from: &Address) {
+    use alloy::providers::Provider;
+    let node = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(
+        anvil.url.parse().unwrap(),
+    );
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let sequence = client.account_sequence(from).await.unwrap().unwrap();
+        if sequence.mined == sequence.pending {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still pending: {sequence:?}");
+        let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -261,6 +281,7 @@ fn main() {
             })
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, eth).await;
+        flush(&anvil, &client, &from).await;
         for txid in &txids {
             assert!(mined(&client, *txid).await, "{txid} reverted");
         }
@@ -291,6 +312,7 @@ fn main() {
             })
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, erc20).await;
+        flush(&anvil, &client, &from).await;
         for txid in &txids {
             assert!(mined(&client, *txid).await, "{txid} reverted");
         }
