@@ -135,6 +135,28 @@ enum ChainCommand {
         #[arg(long, value_name = "CONTRACT")]
         token: Option<String>,
     },
+    /// Deposits to the given addresses in a range of blocks, as the deposit scanner reads
+    /// them (native payments, and the Transfer events of the given tokens only), with their
+    /// confirmations. Reads only; changes nothing.
+    Deposits {
+        #[arg(long)]
+        chain: Chain,
+        /// A watched address; repeat for several.
+        #[arg(long = "address", value_name = "ADDR", required = true)]
+        addresses: Vec<String>,
+        /// An allowlisted token contract; repeat for several (without: native deposits only).
+        #[arg(long = "token", value_name = "CONTRACT")]
+        tokens: Vec<String>,
+        /// The first block to read.
+        #[arg(long)]
+        from: u64,
+        /// The last block to read (default: the head).
+        #[arg(long)]
+        to: Option<u64>,
+        /// One JSON array instead of lines (amounts in base units, as strings).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -592,6 +614,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         (None, None) => commands::chain::Asset::Native,
                     };
                     commands::chain::balance(settings, chain, &address, asset).await
+                }
+                ChainCommand::Deposits {
+                    chain,
+                    addresses,
+                    tokens,
+                    from,
+                    to,
+                    json,
+                } => {
+                    let request = commands::chain::DepositsRequest {
+                        chain,
+                        addresses,
+                        tokens,
+                        from,
+                        to,
+                        as_json: json,
+                    };
+                    commands::chain::deposits(settings, request).await
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! `coinsensei chain status|balance` against a real devnet; bad addresses are refused before
-//! any connection; an RPC URL's path (where providers put API keys) never shows.
+//! `coinsensei chain status|balance|deposits` against a real devnet; bad addresses are refused
+//! before any connection; an RPC URL's path (where providers put API keys) never shows.
 
 mod common;
 
@@ -191,5 +191,123 @@ async fn token_balances_by_contract_and_by_catalogue_symbol() {
         let sender = alloy_primitives::Address::from(from.ethereum_bytes().unwrap());
         let created = sender.create(nonce).to_checksum(None);
         Address::parse(Chain::Ethereum, Network::Mainnet, &created).unwrap()
+    }
+}
+
+#[tokio::test]
+async fn deposits_in_a_range_of_blocks() {
+    use chain::address::Network;
+    use chain::provider::{SubmitOutcome, TxStatus};
+    use chain_ethereum::{Ethereum, Transfer, sign};
+    use domain::{Amount, Chain};
+    use signer::{InProcessSigner, Mnemonic, Signer};
+
+    let anvil = Anvil::start().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = InProcessSigner::new(
+        &Mnemonic::parse("test test test test test test test test test test test junk").unwrap(),
+        Network::Mainnet,
+    );
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let watched = hot.address(Chain::Ethereum, 21).unwrap();
+    let other = hot.address(Chain::Ethereum, 22).unwrap();
+    let fees = client.fees(1_000_000_000_000).await.unwrap();
+    let mut txids = Vec::new();
+    for (nonce, to) in [(0, &watched), (1, &other)] {
+        let signed = sign(
+            client
+                .build_transfer(&Transfer {
+                    to: to.clone(),
+                    value: Amount::from_u128(1_500_000_000_000_000_000),
+                    nonce,
+                    fees,
+                })
+                .unwrap(),
+            &hot,
+            0,
+        )
+        .unwrap();
+        assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
+        txids.push(signed.txid);
+    }
+    for txid in &txids {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !matches!(
+            client.transaction_status(*txid).await.unwrap(),
+            TxStatus::Included { .. }
+        ) {
+            assert!(tokio::time::Instant::now() < deadline);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    let listed = chain(
+        &anvil.url,
+        &[
+            "deposits",
+            "--chain",
+            "ethereum",
+            "--address",
+            watched.as_str(),
+            "--from",
+            "0",
+        ],
+    )
+    .await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let text = out(&listed);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains(&format!("1.5 ETH to {watched} in {}", txids[0])),
+        "{text}"
+    );
+    assert!(
+        !text.contains(other.as_str()),
+        "an unwatched address: {text}"
+    );
+
+    let json = chain(
+        &anvil.url,
+        &[
+            "deposits",
+            "--chain",
+            "ethereum",
+            "--address",
+            watched.as_str(),
+            "--address",
+            other.as_str(),
+            "--from",
+            "0",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(json.status.success(), "{}", stderr(&json));
+    let rows: serde_json::Value = serde_json::from_str(&out(&json)).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["amount"], "1500000000000000000");
+    assert_eq!(rows[1]["to"], other.as_str());
+    assert!(rows[0]["confirmations"].as_u64().unwrap() >= 2);
+
+    // Bad input: said, exit 1, before or instead of any scan.
+    for (args, expected) in [
+        (
+            vec!["--address", "0x123", "--from", "0"],
+            "invalid ethereum address",
+        ),
+        (
+            vec!["--address", watched.as_str(), "--from", "5", "--to", "2"],
+            "is before --from",
+        ),
+        (
+            vec!["--address", watched.as_str(), "--from", "999999"],
+            "past the node's head",
+        ),
+    ] {
+        let mut all = vec!["deposits", "--chain", "ethereum"];
+        all.extend(args);
+        let refused = chain(&anvil.url, &all).await;
+        assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+        assert!(stderr(&refused).contains(expected), "{}", stderr(&refused));
     }
 }

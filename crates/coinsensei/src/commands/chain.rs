@@ -1,5 +1,5 @@
-//! `coinsensei chain status|balance`: what the configured node says. Ethereum today; TRON and
-//! Bitcoin come with their adapters.
+//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum today;
+//! TRON and Bitcoin come with their adapters.
 
 use std::process::ExitCode;
 
@@ -91,6 +91,130 @@ pub async fn balance(
                 units.base_units()
             );
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The widest range `chain deposits` reads in one call.
+pub const DEPOSITS_RANGE_MAX: u64 = 100_000;
+
+/// Blocks read per scan call (and between progress lines).
+const DEPOSITS_STEP: u64 = 500;
+
+pub struct DepositsRequest {
+    pub chain: Chain,
+    pub addresses: Vec<String>,
+    pub tokens: Vec<String>,
+    pub from: u64,
+    pub to: Option<u64>,
+    pub as_json: bool,
+}
+
+pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::Result<ExitCode> {
+    use chain::provider::{Asset, ChainRead, WatchSet};
+    let chain = request.chain;
+    if chain != Chain::Ethereum {
+        return Err(not_yet(chain));
+    }
+    // Everything is validated before any connection.
+    let parse = |text: &String| Address::parse(chain, Network::Mainnet, text);
+    let watch = WatchSet {
+        addresses: request
+            .addresses
+            .iter()
+            .map(parse)
+            .collect::<Result<_, _>>()?,
+        tokens: request.tokens.iter().map(parse).collect::<Result<_, _>>()?,
+    };
+    if let Some(to) = request.to {
+        anyhow::ensure!(
+            to >= request.from,
+            "--to {to} is before --from {}",
+            request.from
+        );
+    }
+    let client = ethereum(&settings).await?;
+    let tip = client.tip().await?;
+    let to = request.to.unwrap_or(tip.head);
+    anyhow::ensure!(
+        to <= tip.head,
+        "--to {to} is past the node's head ({})",
+        tip.head
+    );
+    anyhow::ensure!(
+        request.from <= to,
+        "--from {} is past the node's head ({})",
+        request.from,
+        tip.head
+    );
+    let blocks = to - request.from + 1;
+    anyhow::ensure!(
+        blocks <= DEPOSITS_RANGE_MAX,
+        "{blocks} blocks asked for; at most {DEPOSITS_RANGE_MAX} per call"
+    );
+    let mut found = Vec::new();
+    let mut start = request.from;
+    while start <= to {
+        let end = to.min(start + DEPOSITS_STEP - 1);
+        found.extend(client.scan(start, end, &watch).await?.deposits);
+        if blocks > 4 * DEPOSITS_STEP {
+            eprintln!(
+                "read {} of {blocks} blocks, {} deposits so far",
+                end - request.from + 1,
+                found.len()
+            );
+        }
+        start = end + 1;
+    }
+    let mut decimals = std::collections::HashMap::new();
+    for token in &watch.tokens {
+        decimals.insert(token.clone(), client.token_decimals(token).await?);
+    }
+    let confirmations = |number: u64| tip.head.saturating_sub(number) + 1;
+    if request.as_json {
+        let rows: Vec<serde_json::Value> = found
+            .iter()
+            .map(|deposit| {
+                serde_json::json!({
+                    "block": deposit.block.number,
+                    "block_hash": deposit.block.hash,
+                    "confirmations": confirmations(deposit.block.number),
+                    "txid": deposit.txid,
+                    "position": deposit.position,
+                    "asset": match &deposit.asset {
+                        Asset::Native => "ETH".to_string(),
+                        Asset::Token(contract) => contract.to_string(),
+                    },
+                    "to": deposit.to.to_string(),
+                    "from": deposit.from,
+                    "amount": deposit.amount.base_units().to_string(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if found.is_empty() {
+        println!("no deposits in blocks {}..={to}", request.from);
+    }
+    for deposit in &found {
+        let amount = match &deposit.asset {
+            Asset::Native => format!("{} ETH", deposit.amount.format_decimal(18)),
+            Asset::Token(contract) => format!(
+                "{} of token {contract}",
+                deposit
+                    .amount
+                    .format_decimal(decimals.get(contract).copied().unwrap_or(0))
+            ),
+        };
+        println!(
+            "block {} ({} confirmations) {} to {} in {}",
+            deposit.block.number,
+            confirmations(deposit.block.number),
+            amount,
+            deposit.to,
+            deposit.txid
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
