@@ -208,7 +208,6 @@ async fn deposits_in_a_range_of_blocks() {
         &Mnemonic::parse("test test test test test test test test test test test junk").unwrap(),
         Network::Mainnet,
     );
-    let from = hot.address(Chain::Ethereum, 0).unwrap();
     let watched = hot.address(Chain::Ethereum, 21).unwrap();
     let other = hot.address(Chain::Ethereum, 22).unwrap();
     let fees = client.fees(1_000_000_000_000).await.unwrap();
