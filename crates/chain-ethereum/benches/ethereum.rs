@@ -3,9 +3,8 @@
 //! - key derivations per second: from the seed (`InProcessSigner::address`) and from the
 //!   account xpub alone (`Xpub::address`);
 //! - ETH and ERC-20 transfers built, signed and broadcast per second from one sender with
-//!   pipelined nonces (64 in flight), counted until the node accepted the last one; every one
-//!   is then checked mined.
-//!
+//!   pipelined nonces (64 in flight, none waiting for another to be mined), counted until the
+//!   node accepted the last one; then blocks are mined until every one is in, successful;
 //! - deposit scanning: blocks per second through the wallet's scanner (read, check, store
 //!   with deposits, credit) over blocks each holding an ERC-20 transfer, half of them to
 //!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone.
@@ -26,17 +25,17 @@ use std::time::Instant;
 
 use chain::address::{Address, Network};
 use chain::provider::{ChainRead, SubmitOutcome, WatchSet};
-use chain_ethereum::{Ethereum, FeeQuote, TokenTransfer, Transfer, Unsigned, sign};
+use chain_ethereum::{Ethereum, FeeQuote, SignedTx, TokenTransfer, Transfer, Unsigned, sign};
 use domain::{Amount, Chain};
 use signer::{InProcessSigner, Mnemonic, Signer, Xpub};
 use testkit::{Anvil, Backend, TestDb};
 use wallet::scanner::{ScanPolicy, Scanner, Step};
 
+const IN_FLIGHT: usize = 64;
+
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{ANVIL_MNEMONIC, deploy_token, mined};
-
-const IN_FLIGHT: usize = 64;
+use common::{ANVIL_MNEMONIC, deploy_token};
 
 fn derivations() {
     let signer = InProcessSigner::new(&Mnemonic::generate(), Network::Mainnet);
@@ -64,14 +63,16 @@ fn derivations() {
     }
 }
 
-/// Signs and broadcasts `count` transactions made by `make(nonce)`, `IN_FLIGHT` at a time.
+/// Signs and broadcasts `count` transactions made by `make(nonce)`, `IN_FLIGHT` at a time,
+/// none waiting for another to be mined (anvil runs without automine here: the pool takes
+/// them all, in whatever order they arrive, and blocks are mined afterwards).
 async fn pipelined(
     client: &Ethereum,
     hot: &Arc<InProcessSigner>,
     start: u64,
     count: u64,
     make: Arc<dyn Fn(u64) -> Unsigned + Send + Sync>,
-) -> (f64, Vec<alloy::primitives::B256>) {
+) -> (f64, Vec<SignedTx>) {
     let semaphore = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -83,34 +84,76 @@ async fn pipelined(
             let outcome = client.submit(&signed).await;
             drop(permit);
             assert_eq!(outcome, SubmitOutcome::Accepted, "nonce {nonce}");
-            signed.txid
+            signed
         }));
     }
-    let mut txids = Vec::new();
+    let mut sent = Vec::new();
     for task in tasks {
-        txids.push(task.await.unwrap());
+        sent.push(task.await.unwrap());
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    (rate, txids)
+    (rate, sent)
 }
 
-/// Mines until the node holds no pending transaction of `from`. anvil's automine mines a
-/// block when a transaction arrives; one that arrived ahead of its nonce waits in the pool
-/// until something else is mined, and the last of a pipelined run may wait for ever.
-async fn flush(anvil: &Anvil, client: &Ethereum, from: &Address) {
-    use alloy::providers::Provider;
-    let node = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(
-        anvil.url.parse().unwrap(),
-    );
-    let deadline = Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        let sequence = client.account_sequence(from).await.unwrap().unwrap();
-        if sequence.mined == sequence.pending {
-            return;
+/// anvil started without automine, and its test methods.
+struct Devnet {
+    _anvil: Anvil,
+    client: Ethereum,
+    node: alloy::providers::RootProvider,
+}
+
+impl Devnet {
+    async fn start() -> Devnet {
+        let anvil = Anvil::start_with(&["--no-mining"]).await;
+        let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+        let node = alloy::providers::RootProvider::new_http(anvil.url.parse().unwrap());
+        Devnet {
+            _anvil: anvil,
+            client,
+            node,
         }
-        assert!(Instant::now() < deadline, "still pending: {sequence:?}");
-        let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    async fn call(&self, method: &'static str, params: serde_json::Value) {
+        use alloy::providers::Provider;
+        let _: serde_json::Value = self.node.raw_request(method.into(), params).await.unwrap();
+    }
+
+    async fn mine(&self) {
+        self.call("evm_mine", serde_json::json!([])).await;
+    }
+
+    /// The test token, deployed with automine on for the while.
+    async fn token(&self, hot: &InProcessSigner) -> Address {
+        self.call("evm_setAutomine", serde_json::json!([true]))
+            .await;
+        let token = deploy_token(&self.client, hot, u128::MAX).await;
+        self.call("evm_setAutomine", serde_json::json!([false]))
+            .await;
+        token
+    }
+}
+
+/// Mines until every one of `sent` is in a block; each must have succeeded.
+async fn all_mined(devnet: &Devnet, sent: &[SignedTx]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(120);
+    for signed in sent {
+        loop {
+            match devnet.client.transaction_status(signed.txid).await.unwrap() {
+                chain::provider::TxStatus::Included { success, .. } => {
+                    assert!(success, "{} reverted", signed.txid);
+                    break;
+                }
+                status => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "{} not mined: {status:?}",
+                        signed.txid
+                    );
+                    devnet.mine().await;
+                }
+            }
+        }
     }
 }
 
@@ -123,17 +166,8 @@ fn env_count(name: &str, default: u64) -> u64 {
 
 /// `blocks` blocks of ERC-20 traffic (one transfer each, to 100 recipients), then scanned
 /// by the wallet's scanner on each store, and by the adapter alone.
-async fn scanning(
-    anvil: &Anvil,
-    client: &Ethereum,
-    hot: &Arc<InProcessSigner>,
-    token: &Address,
-    blocks: u64,
-) {
-    use alloy::providers::Provider;
-    let node = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(
-        anvil.url.parse().unwrap(),
-    );
+async fn scanning(devnet: &Devnet, hot: &Arc<InProcessSigner>, token: &Address, blocks: u64) {
+    let client = &devnet.client;
     let from = hot.address(Chain::Ethereum, 0).unwrap();
     let recipients: Vec<Address> = (100..200)
         .map(|index| hot.address(Chain::Ethereum, index).unwrap())
@@ -151,11 +185,6 @@ async fn scanning(
     };
     let first = client.tip().await.unwrap().head + 1;
     let start = client.pending_nonce(&from).await.unwrap();
-    // One transfer per block: anvil's automine would put several in one.
-    let _: serde_json::Value = node
-        .raw_request("evm_setAutomine".into(), (false,))
-        .await
-        .unwrap();
     let started = Instant::now();
     for nonce in start..start + blocks {
         let unsigned = client
@@ -170,7 +199,8 @@ async fn scanning(
             .unwrap();
         let signed = sign(unsigned, hot.as_ref(), 0).unwrap();
         assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
-        let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
+        // A block of its own.
+        devnet.mine().await;
     }
     let sequence = client.account_sequence(&from).await.unwrap().unwrap();
     assert_eq!(sequence.mined, start + blocks, "every transfer is mined");
@@ -180,14 +210,16 @@ async fn scanning(
     );
     let last = client.tip().await.unwrap().head;
     let count = last - first + 1;
+    let sequence = client.account_sequence(&from).await.unwrap().unwrap();
+    assert_eq!(sequence.mined, start + blocks, "every transfer is mined");
     assert_eq!(count, blocks, "one transfer per block");
     let watch = WatchSet {
         addresses: recipients[..50].to_vec(),
         tokens: vec![token.clone()],
     };
     println!(
-        "  deposit scan of {count} blocks ({first}..={last}), each with an ERC-20 transfer, \
-         half of them to the 50 watched addresses:"
+        "  deposit scan of {count} blocks ({first}..={last}), each holding an ERC-20 \
+         transfer, half of them to the 50 watched addresses:"
     );
     for backend in [Backend::Postgres, Backend::Sqlite] {
         let db = TestDb::new(backend).await;
@@ -250,8 +282,8 @@ fn main() {
     runtime.block_on(async {
         println!("coinsensei Ethereum benchmark (release build, anvil on this machine)");
         derivations();
-        let anvil = Anvil::start().await;
-        let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+        let devnet = Devnet::start().await;
+        let client = devnet.client.clone();
         let hot = Arc::new(InProcessSigner::new(
             &Mnemonic::parse(ANVIL_MNEMONIC).unwrap(),
             Network::Mainnet,
@@ -259,9 +291,9 @@ fn main() {
         let from = hot.address(Chain::Ethereum, 0).unwrap();
         let to: Address = hot.address(Chain::Ethereum, 7).unwrap();
         let fees: FeeQuote = client.fees(1_000_000_000_000).await.unwrap();
-        // Room for base-fee growth over thousands of blocks.
+        // Room for the base fee's growth over full blocks.
         let fees = FeeQuote {
-            max_fee_per_gas: fees.max_fee_per_gas * 4,
+            max_fee_per_gas: fees.max_fee_per_gas * 100,
             ..fees
         };
 
@@ -281,21 +313,17 @@ fn main() {
             })
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, eth).await;
-        flush(&anvil, &client, &from).await;
-        for txid in &txids {
-            assert!(mined(&client, *txid).await, "{txid} reverted");
-        }
+        all_mined(&devnet, &txids).await;
         println!("  ETH transfers: {count} signed and broadcast at {rate:.0}/s (all mined)");
 
         // The token: deployed once, then transfers.
-        let token = deploy_token(&client, &hot, u128::MAX).await;
+        let token = devnet.token(&hot).await;
         let nonce = client.pending_nonce(&from).await.unwrap() - 1;
         let gas = client
             .estimate_token_transfer_gas(&from, &token, &to, Amount::from_u128(1))
             .await
             .unwrap();
         let start = nonce + 1;
-        let token_for_scan = token.clone();
         let erc20 = {
             let client = client.clone();
             Arc::new(move |nonce| {
@@ -312,12 +340,13 @@ fn main() {
             })
         };
         let (rate, txids) = pipelined(&client, &hot, start, count, erc20).await;
-        flush(&anvil, &client, &from).await;
-        for txid in &txids {
-            assert!(mined(&client, *txid).await, "{txid} reverted");
-        }
+        all_mined(&devnet, &txids).await;
         println!("  ERC-20 transfers: {count} signed and broadcast at {rate:.0}/s (all mined)");
 
-        scanning(&anvil, &client, &hot, &token_for_scan, scan_blocks).await;
+        // Scanning on a devnet of its own, from block 1.
+        drop(devnet);
+        let devnet = Devnet::start().await;
+        let token = devnet.token(&hot).await;
+        scanning(&devnet, &hot, &token, scan_blocks).await;
     });
 }

@@ -5,6 +5,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 /// A running anvil with anvil's default funded accounts (mnemonic "test test ... junk").
 pub struct Anvil {
     _child: tokio::process::Child,
@@ -21,39 +23,34 @@ impl Anvil {
         let binary = std::env::var("COINSENSEI_ANVIL").expect(
             "COINSENSEI_ANVIL is not set: run the tests with `cargo xtask test`, which installs anvil",
         );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-            listener.local_addr().expect("its address").port()
-        };
-        let child = tokio::process::Command::new(&binary)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--silent",
-            ])
+        // anvil picks its own free port and says which: no window in which two tests could
+        // be handed the same port (and one talk to the other's devnet).
+        let mut child = tokio::process::Command::new(&binary)
+            .args(["--host", "127.0.0.1", "--port", "0"])
             .args(extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start anvil at {binary}: {error}"));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "anvil did not listen within 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let stdout = child.stdout.take().expect("anvil's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(line) = lines.next_line().await.expect("anvil's output") {
+                if let Some(address) = line.trim().strip_prefix("Listening on ") {
+                    return address.to_string();
+                }
+            }
+            panic!("anvil exited before listening");
+        })
+        .await
+        .expect("anvil did not listen within 20 s");
+        // anvil logs every call; keep reading so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Anvil {
             _child: child,
-            url: format!("http://127.0.0.1:{port}"),
+            url: format!("http://{listening}"),
         }
     }
 }
