@@ -624,7 +624,71 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
     assert!(bad.body.contains("no live page"), "{}", bad.body);
 }
 
+/// Reads the stream until `needle` shows, for at most 10 s.
+async fn read_until(body: &mut axum::body::BodyDataStream, needle: &str, seen: &mut String) {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !seen.contains(needle) {
+            let chunk = body.next().await.expect("the stream goes on").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} within 10 s; got {seen}"));
+}
+
+/// Opens `/live?QUERY` with `cookie` on `router` (one router, as in a process: each has its
+/// own change feed, which holds a database connection).
+async fn live(router: &axum::Router, query: &str, cookie: &str) -> axum::response::Response {
+    router
+        .clone()
+        .oneshot(
+            Request::get(format!("/live?{query}"))
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn live_stream_takes_any_render_time(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let router = router(&store);
+    // Render times no page has: chrono's limits and beyond. The stream does not believe them
+    // and sends every card, as after a reconnect.
+    for at in [
+        i64::MIN,
+        i64::MIN / 1000,
+        chrono::DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+        chrono::DateTime::<Utc>::MIN_UTC.timestamp_millis() + 1_000,
+        chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+        i64::MAX,
+    ] {
+        let response = live(&router, &format!("page=workers&at={at}"), &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK, "at={at}");
+        let mut body = response.into_body().into_data_stream();
+        let mut seen = String::new();
+        read_until(&mut body, "event: w-tron-withdrawal-1", &mut seen).await;
+    }
+    let response = live(&router, "page=workers&at=soon", &cookie).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
 testkit::on_both_stores!(db:
+    live_stream_takes_any_render_time,
     pages_render_and_actions_are_guarded,
     assets_are_embedded_and_cacheable,
     live_stream_sends_cards_that_change,

@@ -41,6 +41,9 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 const RENDER_MARGIN_MS: i64 = 2_000;
 /// New audit entries sent per look at most (a burst beyond it shows on reload).
 const AUDIT_PER_LOOK_MAX: u32 = 100;
+/// A page's render time (`at`) further than this from now is not believed: the stream then
+/// sends every card, as after a reconnect.
+const RENDERED_AT_SKEW_MAX: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,9 +206,10 @@ impl Stream {
     fn card(&mut self, row: &store::WorkerRow, now: DateTime<Utc>) -> Result<(), DashError> {
         let name = format!("w-{}", row.id);
         let key = Card::fingerprint(row);
-        let on_page_already = self.rendered_at.is_some_and(|at| {
-            row.updated_at < at - chrono::Duration::milliseconds(RENDER_MARGIN_MS)
-        });
+        let on_page_already = self
+            .rendered_at
+            .and_then(|at| at.checked_sub_signed(chrono::TimeDelta::milliseconds(RENDER_MARGIN_MS)))
+            .is_some_and(|at| row.updated_at < at);
         if on_page_already {
             self.shown.insert(name, key);
             return Ok(());
@@ -223,6 +227,14 @@ impl Stream {
             self.send("history", data);
         }
     }
+}
+
+/// When the page was rendered, if `at` (Unix milliseconds, from the query string, so anything)
+/// is a time within [`RENDERED_AT_SKEW_MAX`] of `now`; otherwise unknown.
+fn rendered_at(at: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let at = Utc.timestamp_millis_opt(at).single()?;
+    let skew = at.signed_duration_since(now).abs();
+    (skew <= RENDERED_AT_SKEW_MAX).then_some(at)
 }
 
 /// `GET /live` (see the module's documentation).
@@ -272,7 +284,7 @@ pub(crate) async fn live(
     // Subscribe before the first look, so no change in between is missed.
     let changes = state.events.subscribe().await?;
     let rendered_at = match (query.resync, query.at) {
-        (None, Some(at)) => Utc.timestamp_millis_opt(at).single(),
+        (None, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
     let mut stream = Stream {
@@ -352,4 +364,33 @@ pub(crate) async fn live(
         },
     );
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_times_far_from_now_are_not_believed() {
+        let now = Utc::now();
+        let ms = now.timestamp_millis();
+        assert_eq!(
+            rendered_at(ms, now).map(|at| at.timestamp_millis()),
+            Some(ms)
+        );
+        assert!(rendered_at(ms - 60_000, now).is_some());
+        for far in [
+            i64::MIN,
+            i64::MIN / 1000,
+            i64::MIN / 1000 + 1_000,
+            DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+            DateTime::<Utc>::MIN_UTC.timestamp_millis() + 1_000,
+            DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+            0,
+            ms + 2 * 86_400_000,
+            i64::MAX,
+        ] {
+            assert_eq!(rendered_at(far, now), None, "{far}");
+        }
+    }
 }
