@@ -85,10 +85,36 @@
     });
   }
 
+  // What the charts draw: the page's history, then each `history` event's new samples
+  // appended (or all of it again when `reset`), at most data-samples-max per series.
+  var history = null;
+  function samplesMax() {
+    var box = document.querySelector("[data-charts]");
+    return (box && Number(box.dataset.samplesMax)) || 360;
+  }
+  function appendSamples(old, fresh) {
+    var all = (old || []).concat(fresh || []);
+    return all.slice(Math.max(0, all.length - samplesMax()));
+  }
+  function applyHistory(update) {
+    if (update.reset || history === null) {
+      history = update.data;
+    } else if (Array.isArray(history)) {
+      history = appendSamples(history, update.data);
+    } else {
+      var next = {};
+      Object.keys(update.data).forEach(function (name) {
+        next[name] = appendSamples(history[name], update.data[name]);
+      });
+      history = next;
+    }
+    drawCharts(history);
+  }
+
   function loadHistory() {
     var script = document.getElementById("history");
     if (!script) return;
-    try { drawCharts(JSON.parse(script.textContent)); } catch (e) { /* no history yet */ }
+    try { applyHistory({ reset: true, data: JSON.parse(script.textContent) }); } catch (e) { /* no history yet */ }
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -110,7 +136,7 @@
     if (source && !source.coinsenseiListening) {
       source.coinsenseiListening = true;
       source.addEventListener("history", function (message) {
-        try { drawCharts(JSON.parse(message.data)); } catch (e) { /* ignore a bad sample */ }
+        try { applyHistory(JSON.parse(message.data)); } catch (e) { /* ignore a bad sample */ }
       });
       source.addEventListener("session-ended", function () { window.location.assign("/login"); });
     }

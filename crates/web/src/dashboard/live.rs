@@ -78,6 +78,8 @@ struct Stream {
     rendered_at: Option<DateTime<Utc>>,
     last_audit_id: i64,
     history_taken: u64,
+    /// What the page's charts were last sent.
+    history_cursor: super::history::HistoryCursor,
     pending: Vec<Event>,
     closing: bool,
     /// The reconnect delay goes with the first event.
@@ -153,7 +155,7 @@ impl Stream {
                         HealthFragment { health: &health }.render()
                     })?;
                 }
-                self.history(|history| history.worker_json(id.as_str()));
+                self.history();
             }
             Page::Queues => {
                 let queues = super::pages::queue_lines(&self.state).await?;
@@ -175,7 +177,7 @@ impl Stream {
                 .render()
                 .unwrap_or_default();
                 self.send_if_changed("failed".into(), html.clone(), || Ok(html))?;
-                self.history(super::history::History::queues_json);
+                self.history();
             }
             Page::Audit => {
                 let rows = self
@@ -218,14 +220,29 @@ impl Stream {
         self.send_if_changed(name, key, || CardFragment { card: &card }.render())
     }
 
-    /// Sends the chart history when a new sample was taken.
-    fn history(&mut self, json: impl FnOnce(&super::history::History) -> String) {
-        let taken = self.state.history.taken();
-        if taken != self.history_taken {
-            self.history_taken = taken;
-            let data = json(&self.state.history);
-            self.send("history", data);
+    /// Sends the chart history when a new sample was taken: all of it the first time, then
+    /// the new samples. Keeps the sampler running while a page with charts is open.
+    fn history(&mut self) {
+        let state = &self.state;
+        state.history.ensure_running(
+            state.store.clone(),
+            state.queue.clone(),
+            state.options.heartbeat_interval,
+            state.shutdown.clone(),
+        );
+        let taken = state.history.taken();
+        if taken == self.history_taken {
+            return;
         }
+        self.history_taken = taken;
+        let data = match (self.page, &self.worker) {
+            (Page::Worker, Some(id)) => state
+                .history
+                .worker_update(id.as_str(), &mut self.history_cursor),
+            (Page::Queues, _) => state.history.queues_update(&mut self.history_cursor),
+            _ => return,
+        };
+        self.send("history", data);
     }
 }
 
@@ -296,6 +313,7 @@ pub(crate) async fn live(
         rendered_at,
         last_audit_id: query.after.unwrap_or(i64::MAX),
         history_taken: 0,
+        history_cursor: Default::default(),
         pending: Vec::new(),
         closing: false,
         retry_sent: false,
@@ -303,11 +321,6 @@ pub(crate) async fn live(
     if page == Page::Audit && query.resync.is_some() {
         // The page's newest entry is unknown after a gap: send the newest page's worth.
         stream.last_audit_id = 0;
-    }
-    stream.history_taken = stream.state.history.taken();
-    // A page without charts still gets its first `history` on a reconnect.
-    if query.resync.is_some() {
-        stream.history_taken = u64::MAX;
     }
     // The first event carries the reconnect delay and tells the page it is live.
     stream.send("ready", String::new());

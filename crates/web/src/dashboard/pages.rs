@@ -39,6 +39,7 @@ pub(crate) struct Layout {
     /// How often the charts' history is sampled, for people ("5 s").
     pub(crate) sampled_every: String,
     pub(crate) samples_max: usize,
+    pub(crate) queues_charted: usize,
 }
 
 impl Layout {
@@ -54,7 +55,8 @@ impl Layout {
             assets: assets::urls(),
             charts: false,
             sampled_every: String::new(),
-            samples_max: super::history::HISTORY_SAMPLES_MAX,
+            samples_max: domain::limits::HISTORY_SAMPLES_MAX,
+            queues_charted: domain::limits::HISTORY_QUEUES_CHARTED_MAX,
         }
     }
 }
@@ -492,6 +494,7 @@ pub(crate) async fn worker_page(
         state.store.clone(),
         state.queue.clone(),
         state.options.heartbeat_interval,
+        state.shutdown.clone(),
     );
     let audit = state
         .store
@@ -667,6 +670,7 @@ pub(crate) async fn queues_page(
         state.store.clone(),
         state.queue.clone(),
         state.options.heartbeat_interval,
+        state.shutdown.clone(),
     );
     let queues = queue_lines(&state).await?;
     let jobs = failed_jobs(&state).await?;
