@@ -687,7 +687,73 @@ async fn live_stream_takes_any_render_time(db: &TestDb) {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
+async fn audit_stream_resumes_after_the_last_event_id(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let mut ids = Vec::new();
+    for action in ["test.one", "test.two", "test.three"] {
+        let row = store
+            .audit_insert(&store::AuditInsert {
+                actor: "test".into(),
+                action: action.into(),
+                target: "nothing".into(),
+                details: serde_json::json!({}),
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+        ids.push(row.id);
+    }
+    let router = router(&store);
+    let open = async |query: String, last_event_id: Option<&str>| {
+        let mut request = Request::get(format!("/live?{query}"))
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, &cookie);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    };
+
+    // A page showing up to `test.two` gets `test.three`, with its id for a reconnect.
+    let response = open(format!("page=audit&after={}", ids[1]), None).await;
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "test.three", &mut seen).await;
+    assert!(seen.contains(&format!("id: {}\n", ids[1])), "ready: {seen}");
+    assert!(seen.contains(&format!("id: {}\n", ids[2])), "audit: {seen}");
+    assert!(!seen.contains("test.two"), "{seen}");
+
+    // The browser reconnects to the page's first URL (after = the newest row it had at
+    // first) with the id of the last event it got: entries after that one only.
+    let response = open(
+        format!("page=audit&after={}", ids[2]),
+        Some(&ids[0].to_string()),
+    )
+    .await;
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "test.three", &mut seen).await;
+    assert!(
+        seen.contains("test.two") && !seen.contains("test.one"),
+        "{seen}"
+    );
+    assert_eq!(seen.matches("event: audit").count(), 1, "{seen}");
+
+    // An id this server never sent: refused, clearly.
+    let response = open("page=audit&after=0".into(), Some("nope")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
 testkit::on_both_stores!(db:
+    audit_stream_resumes_after_the_last_event_id,
     live_stream_takes_any_render_time,
     pages_render_and_actions_are_guarded,
     assets_are_embedded_and_cacheable,

@@ -7,8 +7,13 @@
 //! the API's event stream. A change (a Postgres NOTIFY; on SQLite, "something changed")
 //! makes it look again within [`LOOK_DEBOUNCE`]; otherwise it looks once a second, for what
 //! has no notification (heartbeats, queue counts, audit entries). Each look compares what the
-//! page shows with what it showed and sends only what differs. A reconnecting page (the
-//! control plane restarted) asks for `resync` and gets everything again.
+//! page shows with what it showed and sends only what differs.
+//!
+//! Reconnects: the first event (`ready`) and every `audit` event carry an SSE `id`, the newest
+//! audit entry the page has (0 on other pages). The browser's own reconnect sends it back as
+//! `Last-Event-ID`: the new stream then sends every card again (the page may have missed
+//! changes) and audit entries after that id only. When the browser gives up and the page
+//! opens a new stream itself, it asks for `resync=1` with `after` set to its newest row.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use std::time::Duration;
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
@@ -54,7 +59,7 @@ pub(crate) struct LiveQuery {
     at: Option<i64>,
     /// The newest audit entry the page shows.
     after: Option<i64>,
-    /// Send everything: the page lost its stream and may have missed anything.
+    /// Send every card: the page lost its stream and may have missed anything.
     resync: Option<u8>,
 }
 
@@ -88,7 +93,15 @@ struct Stream {
 
 impl Stream {
     fn send(&mut self, name: &str, data: String) {
-        let mut event = Event::default().event(name).data(data);
+        self.send_event(Event::default().event(name).data(data));
+    }
+
+    /// Sends `data` as event `name` with the SSE id `id` (what a reconnect sends back).
+    fn send_with_id(&mut self, name: &str, data: String, id: i64) {
+        self.send_event(Event::default().event(name).data(data).id(id.to_string()));
+    }
+
+    fn send_event(&mut self, mut event: Event) {
         if !self.retry_sent {
             self.retry_sent = true;
             event = event.retry(RECONNECT_AFTER);
@@ -196,7 +209,7 @@ impl Stream {
                 if let Some(newest) = fresh.first() {
                     self.last_audit_id = newest.id;
                     let html = AuditRows { entries: &fresh }.render().unwrap_or_default();
-                    self.send("audit", html);
+                    self.send_with_id("audit", html, newest.id);
                 }
             }
             Page::None => {}
@@ -258,6 +271,7 @@ fn rendered_at(at: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
 pub(crate) async fn live(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
+    headers: HeaderMap,
     query: Result<Query<LiveQuery>, QueryRejection>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, DashError>
 {
@@ -300,8 +314,27 @@ pub(crate) async fn live(
         })?;
     // Subscribe before the first look, so no change in between is missed.
     let changes = state.events.subscribe().await?;
-    let rendered_at = match (query.resync, query.at) {
-        (None, Some(at)) => rendered_at(at, Utc::now()),
+    // The browser reconnecting by itself names the newest audit entry the page has.
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    DashError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "Last-Event-ID is not an event id of this server; reload the page",
+                    )
+                })?,
+        ),
+    };
+    let reconnect = query.resync.is_some() || last_event_id.is_some();
+    let rendered_at = match (reconnect, query.at) {
+        (false, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
     let mut stream = Stream {
@@ -311,19 +344,19 @@ pub(crate) async fn live(
         worker,
         shown: HashMap::new(),
         rendered_at,
-        last_audit_id: query.after.unwrap_or(i64::MAX),
+        last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),
         history_taken: 0,
         history_cursor: Default::default(),
         pending: Vec::new(),
         closing: false,
         retry_sent: false,
     };
-    if page == Page::Audit && query.resync.is_some() {
-        // The page's newest entry is unknown after a gap: send the newest page's worth.
-        stream.last_audit_id = 0;
-    }
     // The first event carries the reconnect delay and tells the page it is live.
-    stream.send("ready", String::new());
+    let ready_id = match page {
+        Page::Audit => stream.last_audit_id.clamp(0, i64::MAX),
+        _ => 0,
+    };
+    stream.send_with_id("ready", String::new(), ready_id);
     stream.look().await?;
     let mut poll = tokio::time::interval(LOOK_INTERVAL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
