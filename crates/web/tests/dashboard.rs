@@ -240,14 +240,16 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     }
     // Desired running and not alive-and-stoppable-yet: Start is meaningless, Stop is not.
     assert!(
-        page.body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/start" disabled"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/start" disabled"#
+        ),
         "{}",
         page.body
     );
     assert!(
-        page.body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" aria-label"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" aria-label"#
+        ),
         "{}",
         page.body
     );
@@ -294,14 +296,18 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert!(answer.body.contains("stopping…"), "{}", answer.body);
+    // The answer is empty: the page's live stream brings the card (so an answer that arrives
+    // late cannot put an older card over a newer one).
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+    assert!(answer.body.is_empty());
+    let page = get(&store, "/", Some(&cookie)).await;
+    assert!(page.body.contains("stopping…"), "{}", page.body);
     assert!(
-        answer
-            .body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" disabled"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" disabled"#
+        ),
         "{}",
-        answer.body
+        page.body
     );
     assert_eq!(
         desired(&store, "tron-withdrawal-1").await,
@@ -341,6 +347,34 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     )
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Restart: while the worker has not applied it, Restart is disabled and a second one
+    // (a double click, a stale page) is refused, so it cannot restart twice.
+    let restart = "/workers/ethereum-deposit-1/restart";
+    let first = post(&store, restart, Some(&cookie), Some(&csrf), Some(ORIGIN)).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.body);
+    let page = get(&store, "/", Some(&cookie)).await;
+    assert!(
+        page.body.contains(&format!(
+            r#"<button hx-disabled-elt="this" hx-post="{restart}" disabled"#
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("restarting…"), "{}", page.body);
+    let second = post(&store, restart, Some(&cookie), Some(&csrf), Some(ORIGIN)).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(
+        second.body.contains("restarting already"),
+        "{}",
+        second.body
+    );
+    let row = store
+        .worker_get(&WorkerId::new("ethereum-deposit-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.generation, 1, "restarted once");
 
     // Worker detail: card, health checks, audit trail.
     let detail = get(&store, "/workers/tron-withdrawal-1", Some(&cookie)).await;
@@ -398,11 +432,12 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.status, StatusCode::NO_CONTENT, "{}", retried.body);
+    let queues = get(&store, "/queues", Some(&cookie)).await;
     assert!(
-        !retried.body.contains(&format!("job-{job}")),
+        !queues.body.contains(&format!("job-{job}")),
         "no longer failed: {}",
-        retried.body
+        queues.body
     );
     let paused = post(
         &store,
@@ -412,11 +447,12 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.status, StatusCode::NO_CONTENT, "{}", paused.body);
+    let queues = get(&store, "/queues", Some(&cookie)).await;
     assert!(
-        paused.body.contains("Resume queue payouts"),
+        queues.body.contains("Resume queue payouts"),
         "{}",
-        paused.body
+        queues.body
     );
 
     // The audit log shows all of it, newest first.
