@@ -788,7 +788,57 @@ async fn audit_stream_resumes_after_the_last_event_id(db: &TestDb) {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
+async fn a_session_has_a_few_live_pages_and_the_api_keeps_its_streams(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let router = router(&store);
+    let max = domain::limits::DASHBOARD_STREAMS_PER_SESSION_MAX;
+    let mut open = Vec::new();
+    for _ in 0..max {
+        let response = live(&router, "page=none", &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    // One tab too many: refused, clearly.
+    let refused = live(&router, "page=none", &cookie).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let bytes = axum::body::to_bytes(refused.into_body(), 4096)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("live dashboard pages are open in this session"),
+        "{bytes:?}"
+    );
+    // Another session of the same operator, and the API's event stream, are not affected.
+    let (other, _) = login(&store, &viewer).await;
+    assert_eq!(
+        live(&router, "page=none", &other).await.status(),
+        StatusCode::OK
+    );
+    let api = router
+        .clone()
+        .oneshot(
+            Request::get("/api/admin/events")
+                .header(header::AUTHORIZATION, format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    // A page closes: its place is free again.
+    drop(open.pop());
+    assert_eq!(
+        live(&router, "page=none", &cookie).await.status(),
+        StatusCode::OK
+    );
+}
+
 testkit::on_both_stores!(db:
+    a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
     audit_stream_resumes_after_the_last_event_id,
     live_stream_takes_any_render_time,
     pages_render_and_actions_are_guarded,

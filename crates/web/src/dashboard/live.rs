@@ -3,8 +3,9 @@
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`), plus `history` (JSON for the
 //! charts) and `session-ended`.
 //!
-//! It shares the process's change feed ([`crate::events::EventHub`]) and its stream slots with
-//! the API's event stream. A change (a Postgres NOTIFY; on SQLite, "something changed")
+//! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
+//! stream, but not its slots: the dashboard has its own, and a session may hold
+//! [`DASHBOARD_STREAMS_PER_SESSION_MAX`] of them. A change (a Postgres NOTIFY; on SQLite, "something changed")
 //! makes it look again within [`LOOK_DEBOUNCE`]; otherwise it looks once a second, for what
 //! has no notification (heartbeats, queue counts, audit entries). Each look compares what the
 //! page shows with what it showed and sends only what differs.
@@ -16,7 +17,6 @@
 //! opens a new stream itself, it asks for `resync=1` with `after` set to its newest row.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
@@ -34,6 +34,8 @@ use super::pages::{
 };
 use super::{DashError, Session};
 use crate::AppState;
+use crate::events::StreamRefusal;
+use domain::limits::{DASHBOARD_AUDIT_PER_LOOK_MAX, DASHBOARD_STREAMS_PER_SESSION_MAX};
 
 /// Shortest gap between two looks caused by changes.
 const LOOK_DEBOUNCE: Duration = Duration::from_millis(50);
@@ -44,8 +46,6 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A card updated this long before the page was rendered may have changed after it: the
 /// first look sends it anyway.
 const RENDER_MARGIN_MS: i64 = 2_000;
-/// New audit entries sent per look at most (a burst beyond it shows on reload).
-const AUDIT_PER_LOOK_MAX: u32 = 100;
 /// A page's render time (`at`) further than this from now is not believed: the stream then
 /// sends every card, as after a reconnect.
 const RENDERED_AT_SKEW_MAX: chrono::TimeDelta = chrono::TimeDelta::days(1);
@@ -197,7 +197,7 @@ impl Stream {
                     .state
                     .store
                     .audit_list(&AuditList {
-                        limit: AUDIT_PER_LOOK_MAX,
+                        limit: DASHBOARD_AUDIT_PER_LOOK_MAX,
                         ..Default::default()
                     })
                     .await?;
@@ -303,14 +303,22 @@ pub(crate) async fn live(
         }
         _ => None,
     };
-    let slot = Arc::clone(&state.events.streams)
-        .try_acquire_owned()
-        .map_err(|_| {
-            DashError::new(
+    let slot = state
+        .events
+        .open_dashboard_stream(&session.id_hash)
+        .map_err(|refusal| match refusal {
+            StreamRefusal::SessionFull => DashError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "{DASHBOARD_STREAMS_PER_SESSION_MAX} live dashboard pages are open in this session; close one"
+                ),
+            ),
+            StreamRefusal::Full => DashError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "too many live pages are open; close one or try later",
-            )
+            ),
         })?;
     // Subscribe before the first look, so no change in between is missed.
     let changes = state.events.subscribe().await?;

@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use chrono::Utc;
+use domain::limits::DASHBOARD_FORM_BYTES_MAX;
 use domain::{ControlAction, Role};
 use sha2::{Digest, Sha256};
 use store::{ApiTokenRow, SessionInsert, StoreError};
@@ -47,8 +48,6 @@ pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
 const SESSION_COOKIE: &str = "cs_session";
 /// The header htmx sends the CSRF token in (set once on `<body hx-headers>`).
 const CSRF_HEADER: &str = "x-csrf-token";
-/// The largest form the dashboard reads (its forms hold a token or nothing).
-const FORM_BYTES_MAX: usize = 16 * 1024;
 
 /// A logged-in browser: the token it acts as, and its CSRF token.
 #[derive(Debug, Clone)]
@@ -315,7 +314,9 @@ async fn csrf_field(request: &mut Request) -> Option<String> {
         csrf: Option<String>,
     }
     let body = std::mem::take(request.body_mut());
-    let bytes = axum::body::to_bytes(body, FORM_BYTES_MAX).await.ok()?;
+    let bytes = axum::body::to_bytes(body, DASHBOARD_FORM_BYTES_MAX)
+        .await
+        .ok()?;
     let field = serde_urlencoded::from_bytes::<Fields>(&bytes)
         .ok()
         .and_then(|fields| fields.csrf);
@@ -456,7 +457,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
     if let Err(error) = check_origin(&headers) {
         return pages::login_failed(StatusCode::FORBIDDEN, &error.0.message);
     }
-    let bytes = match axum::body::to_bytes(request.into_body(), FORM_BYTES_MAX).await {
+    let bytes = match axum::body::to_bytes(request.into_body(), DASHBOARD_FORM_BYTES_MAX).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return pages::login_failed(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large");
