@@ -52,6 +52,11 @@ pub struct WebOptions {
     /// The workers' heartbeat interval: a worker silent for two of them is reported stale in
     /// its health summary.
     pub heartbeat_interval: Duration,
+    /// The origin browsers reach the dashboard at (`https://ops.example.com`, scheme and host
+    /// and a port if not the default), when a reverse proxy in front rewrites `Host`. When
+    /// set, dashboard POSTs must come from it and it decides whether cookies are `Secure`;
+    /// when not, a POST's origin must name the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for WebOptions {
@@ -62,6 +67,7 @@ impl Default for WebOptions {
             body_limit: 64 * 1024,
             auth_failures_per_minute: 30,
             heartbeat_interval: Duration::from_secs(5),
+            public_url: None,
         }
     }
 }

@@ -837,7 +837,57 @@ async fn a_session_has_a_few_live_pages_and_the_api_keeps_its_streams(db: &TestD
     );
 }
 
+async fn behind_a_proxy_the_public_url_is_the_origin(db: &TestDb) {
+    let store = db.store().await;
+    let (_, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let options = web::WebOptions {
+        public_url: Some("https://ops.example.com".into()),
+        ..web::WebOptions::default()
+    };
+    let proxied = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &options,
+    );
+    // The proxy rewrote Host to the upstream's address; the browser's origin is the public one.
+    let login = |origin: &'static str, router: axum::Router| {
+        let token = operator.clone();
+        async move {
+            router
+                .oneshot(
+                    Request::post("/login")
+                        .header(header::HOST, "10.0.0.5:8080")
+                        .header(header::ORIGIN, origin)
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(Body::from(format!("token={token}")))
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let answer = login("https://ops.example.com", proxied.clone()).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let set_cookie = answer.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    assert_eq!(
+        login("http://10.0.0.5:8080", proxied).await.status(),
+        StatusCode::FORBIDDEN,
+        "only the public origin"
+    );
+    // Without public_url, the same request is refused: its origin is not its Host.
+    assert_eq!(
+        login("https://ops.example.com", router(&store))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
 testkit::on_both_stores!(db:
+    behind_a_proxy_the_public_url_is_the_origin,
     a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
     audit_stream_resumes_after_the_last_event_id,
     live_stream_takes_any_render_time,

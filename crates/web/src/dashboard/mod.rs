@@ -11,7 +11,8 @@
 //!   Login goes through the API's own authentication, so failed attempts are counted and
 //!   rate limited per client address the same way, and the token is never logged.
 //! - **CSRF**: every POST must come from this origin (`Origin`, or `Referer` when a browser
-//!   sends no `Origin`) and, once logged in, carry the session's CSRF token (the
+//!   sends no `Origin`; the configured `public_url`, else the request's `Host`) and, once
+//!   logged in, carry the session's CSRF token (the
 //!   `X-CSRF-Token` header htmx sends, or a `csrf` form field). The CSRF token is a hash of
 //!   the session id, so it is never stored and dies with the session.
 //! - **Roles**: each action needs the role its admin API route needs (looked up in
@@ -174,9 +175,19 @@ fn session_cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `scheme://authority` of an `Origin` or `Referer` value, lowercased.
+fn origin_of(source: &str) -> Option<String> {
+    let (scheme, rest) = source.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    ((scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && !authority.is_empty())
+    .then(|| format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
 /// Refuses a POST that does not come from a page of this server: its `Origin` (or, when the
-/// browser sends none, its `Referer`) must name the host it was sent to.
-fn check_origin(headers: &HeaderMap) -> Result<(), DashError> {
+/// browser sends none, its `Referer`) must be `public_url` when one is configured (a proxy in
+/// front may rewrite `Host`), else name the host the request was sent to.
+fn check_origin(headers: &HeaderMap, public_url: Option<&str>) -> Result<(), DashError> {
     let refuse = |why: &str| {
         DashError::new(
             StatusCode::FORBIDDEN,
@@ -184,23 +195,38 @@ fn check_origin(headers: &HeaderMap) -> Result<(), DashError> {
             format!("refused: {why}; reload the dashboard and try again"),
         )
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| refuse("the request names no host"))?;
     let source = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| refuse("the request says not where it comes from (no Origin)"))?;
-    let authority = source
-        .strip_prefix("http://")
-        .or_else(|| source.strip_prefix("https://"))
-        .map(|rest| rest.split('/').next().unwrap_or_default());
-    if authority == Some(host) {
+    let origin = origin_of(source);
+    let allowed = match public_url {
+        Some(public_url) => origin.as_deref() == Some(public_url.to_ascii_lowercase().as_str()),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| refuse("the request names no host"))?;
+            origin
+                .as_deref()
+                .and_then(|origin| origin.split_once("://"))
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        }
+    };
+    if allowed {
         Ok(())
     } else {
         Err(refuse("it comes from another site"))
+    }
+}
+
+/// Whether the session cookie must be `Secure`: `public_url` is https, or (without one) the
+/// request came in over https.
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    match &state.options.public_url {
+        Some(public_url) => public_url.starts_with("https://"),
+        None => over_https(headers),
     }
 }
 
@@ -266,7 +292,7 @@ async fn guard(
         Err(error) => return error.into_response(),
     };
     if request.method() == Method::POST {
-        if let Err(error) = check_origin(request.headers()) {
+        if let Err(error) = check_origin(request.headers(), state.options.public_url.as_deref()) {
             return error.into_response();
         }
         let presented = request
@@ -454,7 +480,7 @@ struct LoginForm {
 async fn login(State(state): State<AppState>, request: Request) -> Response {
     let headers = request.headers().clone();
     let client = crate::api::client_of(&request);
-    if let Err(error) = check_origin(&headers) {
+    if let Err(error) = check_origin(&headers, state.options.public_url.as_deref()) {
         return pages::login_failed(StatusCode::FORBIDDEN, &error.0.message);
     }
     let bytes = match axum::body::to_bytes(request.into_body(), DASHBOARD_FORM_BYTES_MAX).await {
@@ -499,7 +525,7 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
     let mut response = see_other("/");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&secret, SESSION_LIFETIME, over_https(&headers)),
+        session_cookie(&secret, SESSION_LIFETIME, secure(&state, &headers)),
     );
     response
 }
@@ -522,7 +548,7 @@ async fn logout(
     };
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", Duration::ZERO, over_https(&headers)),
+        session_cookie("", Duration::ZERO, secure(&state, &headers)),
     );
     Ok(response)
 }
@@ -550,6 +576,7 @@ mod tests {
 
         let mut post = HeaderMap::new();
         post.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        let check_origin = |headers: &HeaderMap| check_origin(headers, None);
         assert!(check_origin(&post).is_err(), "no origin at all");
         post.insert(
             header::ORIGIN,
@@ -572,6 +599,32 @@ mod tests {
             HeaderValue::from_static("http://127.0.0.1:8080.evil.example/"),
         );
         assert!(check_origin(&post).is_err());
+
+        // Behind a proxy that rewrites Host, the configured public URL is the origin.
+        let public = Some("https://ops.example.com");
+        let mut proxied = HeaderMap::new();
+        proxied.insert(header::HOST, HeaderValue::from_static("10.0.0.5:8080"));
+        proxied.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://ops.example.com"),
+        );
+        assert!(super::check_origin(&proxied, public).is_ok());
+        assert!(super::check_origin(&proxied, None).is_err(), "Host differs");
+        for other in [
+            "http://ops.example.com",
+            "https://ops.example.com:8443",
+            "https://ops.example.com.evil.example",
+            "https://evil.example",
+        ] {
+            proxied.insert(header::ORIGIN, HeaderValue::from_static(other));
+            assert!(super::check_origin(&proxied, public).is_err(), "{other}");
+        }
+        proxied.remove(header::ORIGIN);
+        proxied.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://ops.example.com/queues?x=1"),
+        );
+        assert!(super::check_origin(&proxied, public).is_ok(), "Referer");
 
         let cookie = session_cookie("css_abc", SESSION_LIFETIME, false);
         let text = cookie.to_str().unwrap();
