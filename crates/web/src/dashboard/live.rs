@@ -41,6 +41,9 @@ use domain::limits::{DASHBOARD_AUDIT_PER_LOOK_MAX, DASHBOARD_STREAMS_PER_SESSION
 const LOOK_DEBOUNCE: Duration = Duration::from_millis(50);
 /// How often a stream looks when nothing is notified, and checks its session.
 const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle stream writes a comment: a write is how a closed page is noticed (and
+/// its slot freed), so this bounds how long a closed tab counts against its session.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// What the browser waits before reconnecting a dropped stream.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A card updated this long before the page was rendered may have changed after it: the
@@ -93,12 +96,17 @@ struct Stream {
 
 impl Stream {
     fn send(&mut self, name: &str, data: String) {
-        self.send_event(Event::default().event(name).data(data));
+        self.send_event(Event::default().event(name).data(non_empty(data)));
     }
 
     /// Sends `data` as event `name` with the SSE id `id` (what a reconnect sends back).
     fn send_with_id(&mut self, name: &str, data: String, id: i64) {
-        self.send_event(Event::default().event(name).data(data).id(id.to_string()));
+        self.send_event(
+            Event::default()
+                .event(name)
+                .data(non_empty(data))
+                .id(id.to_string()),
+        );
     }
 
     fn send_event(&mut self, mut event: Event) {
@@ -259,6 +267,12 @@ impl Stream {
     }
 }
 
+/// A browser drops an event whose data is empty (the SSE rules), so an emptied table (the last
+/// failed job retried) would never reach the page: it is sent as one space instead.
+fn non_empty(data: String) -> String {
+    if data.is_empty() { " ".into() } else { data }
+}
+
 /// When the page was rendered, if `at` (Unix milliseconds, from the query string, so anything)
 /// is a time within [`RENDERED_AT_SKEW_MAX`] of `now`; otherwise unknown.
 fn rendered_at(at: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -417,7 +431,8 @@ pub(crate) async fn live(
             }
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    // A closed tab is noticed at the next write: a comment every second frees its slot soon.
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL)))
 }
 
 #[cfg(test)]
