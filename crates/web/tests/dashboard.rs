@@ -170,6 +170,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     let answer = get(&store, "/", None).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
     assert_eq!(answer.headers[header::LOCATION], "/login");
+    assert_eq!(answer.headers[header::CACHE_CONTROL], "no-store");
     let answer = post(
         &store,
         "/workers/tron-withdrawal-1/stop",
@@ -221,6 +222,40 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         assert!(answer.body.contains(says), "{}", answer.body);
         assert!(!answer.headers.contains_key(header::SET_COOKIE));
     }
+
+    // Logging in again from the same browser ends the session it had.
+    let (first, _) = login(&store, &operator).await;
+    let again = send(
+        &store,
+        Request::post("/login")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::COOKIE, &first)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={operator}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert!(again.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    assert_eq!(
+        get(&store, "/", Some(&first)).await.status,
+        StatusCode::SEE_OTHER,
+        "the old session is over"
+    );
+    let logins = store
+        .audit_list(&AuditList {
+            action: Some("session.login".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logins.len(), 2);
+    assert_eq!(
+        logins[0].actor,
+        format!("token:{}:on-call", operator_row.id)
+    );
 
     let (cookie, csrf) = login(&store, &operator).await;
 
@@ -518,6 +553,20 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     )
     .await;
     assert_eq!(out.headers["hx-redirect"], "/login");
+    let logouts = store
+        .audit_list(&AuditList {
+            action: Some("session.logout".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logouts.len(), 1);
+    assert!(
+        logouts[0].actor.ends_with(":wallboard"),
+        "{}",
+        logouts[0].actor
+    );
     assert!(
         out.headers[header::SET_COOKIE]
             .to_str()
@@ -589,6 +638,23 @@ async fn assets_are_embedded_and_cacheable(db: &TestDb) {
         .unwrap();
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
     assert!(bytes.len() * 2 < answer.body.len(), "{} bytes", bytes.len());
+    // It is exactly the file it stands for.
+    let mut inflated = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut inflated)
+        .unwrap();
+    assert!(inflated == answer.body, "the .gz inflates to the .js");
+    // A browser that refuses gzip (q=0) gets the plain file.
+    let refused = router(&store)
+        .oneshot(
+            Request::get(&htmx)
+                .header(header::HOST, HOST)
+                .header(header::ACCEPT_ENCODING, "gzip;q=0, br")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!refused.headers().contains_key(header::CONTENT_ENCODING));
     assert_eq!(
         get(&store, "/assets/000000000000/htmx.min.js", None)
             .await

@@ -5,9 +5,12 @@
 //!
 //! Security, in one place:
 //! - **Login** trades an API token for a session: 256 random bits in the `cs_session` cookie
-//!   (HttpOnly, SameSite=Strict, Path=/, Secure behind https), stored only as its SHA-256
+//!   (HttpOnly, SameSite=Strict, Path=/; behind https Secure and named `__Host-cs_session`),
+//!   stored only as its SHA-256
 //!   (`dashboard_session`). A session acts as its token: same name in the audit log, same
-//!   role, and it ends when the token is revoked, at logout, or after [`SESSION_LIFETIME`].
+//!   role, and it ends when the token is revoked, at logout, at a new login from the same
+//!   browser, or after [`SESSION_LIFETIME`]. Logins and logouts are audited
+//!   (`session.login`, `session.logout`).
 //!   Login goes through the API's own authentication, so failed attempts are counted and
 //!   rate limited per client address the same way, and the token is never logged.
 //! - **CSRF**: every POST must come from this origin (`Origin`, or `Referer` when a browser
@@ -45,8 +48,11 @@ use crate::api::{ApiError, JobAction};
 
 /// How long a dashboard session lasts from login; then the operator logs in again.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-/// The session cookie's name.
+/// The session cookie's name over plain http.
 const SESSION_COOKIE: &str = "cs_session";
+/// Its name when `Secure`: the `__Host-` prefix makes browsers refuse it unless it is Secure,
+/// for this host only (no `Domain`) and `Path=/`, so no other site or subdomain can plant one.
+const SESSION_COOKIE_SECURE: &str = "__Host-cs_session";
 /// The header htmx sends the CSRF token in (set once on `<body hx-headers>`).
 const CSRF_HEADER: &str = "x-csrf-token";
 
@@ -156,6 +162,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// The session id the request's cookie carries (the `__Host-` one first).
+fn session_secret(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE_SECURE).or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
 /// Whether the request came in over https (directly, or as a proxy in front of us says).
 fn over_https(headers: &HeaderMap) -> bool {
     headers
@@ -167,9 +178,13 @@ fn over_https(headers: &HeaderMap) -> bool {
 }
 
 fn session_cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
+    let (name, secure) = if secure {
+        (SESSION_COOKIE_SECURE, "; Secure")
+    } else {
+        (SESSION_COOKIE, "")
+    };
     let text = format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         max_age.as_secs()
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -232,7 +247,7 @@ fn secure(state: &AppState, headers: &HeaderMap) -> bool {
 
 /// Finds the request's session, if its cookie names a live one.
 async fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, DashError> {
-    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+    let Some(secret) = session_secret(headers) else {
         return Ok(None);
     };
     let id_hash = session_hash(secret);
@@ -280,13 +295,20 @@ fn see_other(location: &'static str) -> Response {
 }
 
 /// The route layer of every page and action: a live session, the route's role, and for a
-/// POST the origin and CSRF checks. Hands the session on as an extension.
+/// POST the origin and CSRF checks. Hands the session on as an extension. Every answer,
+/// refusals included, carries the pages' protective headers.
 async fn guard(
     State((state, role)): State<(AppState, Role)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let session = match find_session(&state, request.headers()).await {
+    let mut response = guard_checks(&state, role, request, next).await;
+    protect(response.headers_mut());
+    response
+}
+
+async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: Next) -> Response {
+    let session = match find_session(state, request.headers()).await {
         Ok(Some(session)) => session,
         Ok(None) => return to_login(request.headers()),
         Err(error) => return error.into_response(),
@@ -328,9 +350,7 @@ async fn guard(
         .into_response();
     }
     request.extensions_mut().insert(session);
-    let mut response = next.run(request).await;
-    protect(response.headers_mut());
-    response
+    next.run(request).await
 }
 
 /// The `csrf` field of a urlencoded form body; the body is put back for the handler.
@@ -470,9 +490,17 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/assets/{version}/{file}", get(assets::serve))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct LoginForm {
     token: String,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm")
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /login`: the token is checked by the API's own authentication (counted and rate
@@ -507,8 +535,22 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
     }
     let caller = match crate::api::authenticate(&state, &bearer, client).await {
         Ok(caller) => caller,
-        Err(error) => return pages::login_failed(error.status, &error.message),
+        Err(error) => {
+            let mut response = pages::login_failed(error.status, &error.message);
+            if let Some(seconds) = error.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return response;
+        }
     };
+    // A browser logging in again leaves its old session behind: end it.
+    if let Some(old) = session_secret(&headers)
+        && let Err(error) = state.store.session_delete(&session_hash(old)).await
+    {
+        tracing::warn!(%error, "dashboard: could not end the session replaced by a login");
+    }
     let secret = format!("css_{}", hex(&rand::random::<[u8; 32]>()));
     let now = Utc::now();
     let insert = SessionInsert {
@@ -522,11 +564,21 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         return pages::login_failed(error.status, &error.message);
     }
     tracing::info!(token = caller.token.id, name = %caller.token.name, "dashboard: logged in");
+    let actor = crate::api::actor_of(&caller.token);
+    crate::api::audit(
+        &state,
+        &actor,
+        "session.login",
+        format!("token:{}", caller.token.id),
+        serde_json::json!({}),
+    )
+    .await;
     let mut response = see_other("/");
     response.headers_mut().insert(
         header::SET_COOKIE,
         session_cookie(&secret, SESSION_LIFETIME, secure(&state, &headers)),
     );
+    protect(response.headers_mut());
     response
 }
 
@@ -537,6 +589,14 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, DashError> {
     state.store.session_delete(&session.id_hash).await?;
+    crate::api::audit(
+        &state,
+        &session.actor(),
+        "session.logout",
+        format!("token:{}", session.token.id),
+        serde_json::json!({}),
+    )
+    .await;
     let mut response = if is_htmx(&headers) {
         let mut response = StatusCode::NO_CONTENT.into_response();
         response
@@ -632,12 +692,15 @@ mod tests {
             assert!(text.contains(part), "{text}");
         }
         assert!(!text.contains("Secure"));
-        assert!(
-            session_cookie("x", SESSION_LIFETIME, true)
-                .to_str()
-                .unwrap()
-                .ends_with("; Secure")
+        let secure = session_cookie("x", SESSION_LIFETIME, true);
+        let secure = secure.to_str().unwrap();
+        assert!(secure.starts_with("__Host-cs_session=x;") && secure.ends_with("; Secure"));
+        let mut both = HeaderMap::new();
+        both.insert(
+            header::COOKIE,
+            HeaderValue::from_static("cs_session=plain; __Host-cs_session=strong"),
         );
+        assert_eq!(session_secret(&both), Some("strong"));
     }
 
     #[test]
