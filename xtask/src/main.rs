@@ -2,8 +2,10 @@
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
-//!   what the tests drive first: anvil and playwright-core from npm (pinned, into
-//!   `target/tools`), and Debian's chromium with apt-get when it is missing.
+//!   what the tests drive first: anvil from npm (pinned, into `target/tools`) and, when the
+//!   selected tests include the dashboard's browser test (a full run does; `-p web` does
+//!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
+//!   (`COINSENSEI_CHROMIUM` names another browser binary).
 //! - `cargo xtask bench [control|queue|api]`: the figures the issues ask for, on real
 //!   processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
@@ -101,35 +103,70 @@ fn anvil() -> anyhow::Result<std::path::PathBuf> {
     Ok(binary)
 }
 
-/// Debian's Chromium, for the dashboard's browser test; installed with apt-get when missing
-/// (CI runs as root). `COINSENSEI_CHROMIUM` names another browser binary instead.
+/// Whether `program` can be run (it answers `--version`).
+fn has(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+/// The browser for the dashboard's browser test: `COINSENSEI_CHROMIUM` when set (it must
+/// exist), else Debian's `/usr/bin/chromium`, installed with apt-get when missing (CI runs as
+/// root).
 fn chromium() -> anyhow::Result<std::path::PathBuf> {
+    const HINT: &str = "or set COINSENSEI_CHROMIUM to a Chromium binary";
     if let Some(path) = std::env::var_os("COINSENSEI_CHROMIUM") {
-        return Ok(path.into());
+        let path = std::path::PathBuf::from(path);
+        if !path.exists() {
+            bail!(
+                "COINSENSEI_CHROMIUM names {}, which does not exist: set it to a Chromium binary",
+                path.display()
+            );
+        }
+        return Ok(path);
     }
     let binary = std::path::PathBuf::from("/usr/bin/chromium");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    if !has("apt-get") {
+        bail!(
+            "the dashboard's browser test needs Chromium: {} is missing and there is no apt-get to install it; install Chromium, {HINT}",
+            binary.display()
+        );
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run(update)
+        .with_context(|| format!("apt-get update, to install chromium (needs root; {HINT})"))?;
+    let mut install = Command::new("apt-get");
+    install
+        .args([
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "chromium",
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    run(install)
+        .with_context(|| format!("installing chromium with apt-get (needs root; {HINT})"))?;
     if !binary.exists() {
-        let mut update = Command::new("apt-get");
-        update.args(["update", "-qq"]);
-        run(update).context("apt-get update, to install chromium (needs root)")?;
-        let mut install = Command::new("apt-get");
-        install
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "chromium",
-            ])
-            .env("DEBIAN_FRONTEND", "noninteractive");
-        run(install).context("installing chromium with apt-get (needs root)")?;
+        bail!(
+            "apt-get installed chromium, but {} is still missing: {HINT}",
+            binary.display()
+        );
     }
     Ok(binary)
 }
 
 /// The dashboard test's npm packages (playwright-core, which drives Chromium), pinned by
 /// `crates/web/e2e/package-lock.json`, installed into `target/tools/e2e` when the lock file
-/// changed; its `node_modules`.
+/// changed; its `node_modules`. A stamp (the lock file it installed) is written only after
+/// `npm ci` succeeded, so a failed install is tried again next time.
 fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -137,12 +174,19 @@ fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
         .to_path_buf();
     let source = root.join("crates/web/e2e");
     let tools = root.join("target/tools/e2e");
+    let stamp = tools.join("installed-package-lock.json");
     let lock = std::fs::read(source.join("package-lock.json"))
         .context("reading crates/web/e2e/package-lock.json")?;
-    let installed = std::fs::read(tools.join("package-lock.json")).ok();
+    let installed = std::fs::read(&stamp).ok();
     let modules = tools.join("node_modules");
     if installed.as_deref() != Some(lock.as_slice()) || !modules.join("playwright-core").exists() {
+        if !has("npm") {
+            bail!(
+                "the dashboard's browser test needs playwright-core from npm, and npm is not installed: install node and npm"
+            );
+        }
         std::fs::create_dir_all(&tools)?;
+        let _ = std::fs::remove_file(&stamp);
         for file in ["package.json", "package-lock.json"] {
             std::fs::copy(source.join(file), tools.join(file))?;
         }
@@ -151,19 +195,45 @@ fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&tools);
         run(install).context("installing playwright-core from npm (needs node and npm)")?;
+        std::fs::write(&stamp, &lock).context("writing the npm install stamp")?;
     }
     Ok(modules)
 }
 
+/// Whether the tests `extra` selects include the dashboard's browser test (in the
+/// `coinsensei` package): a full run does; one narrowed to other packages (`-p web`) does
+/// not, and then needs neither Chromium nor npm.
+fn browser_test_selected(extra: &[String]) -> bool {
+    let mut packages = Vec::new();
+    let mut args = extra.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-p" || arg == "--package" {
+            packages.extend(args.next().cloned());
+        } else if let Some(package) = arg.strip_prefix("--package=") {
+            packages.push(package.to_string());
+        } else if let Some(package) = arg.strip_prefix("-p").filter(|rest| !rest.is_empty()) {
+            packages.push(package.to_string());
+        }
+    }
+    packages.is_empty() || packages.iter().any(|package| package == "coinsensei")
+}
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
-    let chromium = chromium()?;
-    let e2e = e2e_tools()?;
+    // The browser and its driver only when the browser test runs; when it does (CI, the
+    // default full run) a missing one is an error, never a skipped test.
+    let browser = if browser_test_selected(extra) {
+        Some((chromium()?, e2e_tools()?))
+    } else {
+        None
+    };
     let with_anvil = |mut command: Command| {
-        command
-            .env("COINSENSEI_ANVIL", &anvil)
-            .env("COINSENSEI_CHROMIUM", &chromium)
-            .env("COINSENSEI_E2E_NODE_MODULES", &e2e);
+        command.env("COINSENSEI_ANVIL", &anvil);
+        if let Some((chromium, e2e)) = &browser {
+            command
+                .env("COINSENSEI_CHROMIUM", chromium)
+                .env("COINSENSEI_E2E_NODE_MODULES", e2e);
+        }
         command
     };
     if has_nextest() {
@@ -374,4 +444,28 @@ fn print_queue_table(results: &[serde_json::Value]) {
         );
     }
     println!("(ratios above 1 mean CoinSensei is ahead: rates ours/peer, times peer/ours)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::browser_test_selected;
+
+    #[test]
+    fn the_browser_is_needed_when_the_browser_test_may_run() {
+        let args =
+            |text: &str| -> Vec<String> { text.split_whitespace().map(String::from).collect() };
+        assert!(browser_test_selected(&[]), "a full run");
+        assert!(browser_test_selected(&args(
+            "-p coinsensei -E binary(dashboard)"
+        )));
+        assert!(browser_test_selected(&args("--package=coinsensei")));
+        assert!(
+            browser_test_selected(&args("-E test(login)")),
+            "not narrowed by package"
+        );
+        assert!(!browser_test_selected(&args("-p web")));
+        assert!(!browser_test_selected(&args(
+            "-p web --package store -pdomain"
+        )));
+    }
 }

@@ -34,6 +34,7 @@ const ENV_KEYS: &[&str] = &[
     "concurrency",
     "database_max_connections",
     "metrics_public",
+    "public_url",
     "ethereum_rpc_url",
     "ethereum_chain_id",
 ];
@@ -62,6 +63,10 @@ pub struct RawConfig {
     pub database_max_connections: u32,
     /// Serve `/metrics` without a token (a Prometheus on a private network); default false.
     pub metrics_public: bool,
+    /// The URL browsers reach the dashboard at (`https://ops.example.com`), when a reverse
+    /// proxy in front rewrites `Host`: dashboard POSTs must come from this origin, and https
+    /// here makes the session cookie `Secure`. Default: none (the request's `Host` is the origin).
+    pub public_url: Option<String>,
     /// The Ethereum node's JSON-RPC endpoint (http:// or https://); its path and query may
     /// hold a provider's API key, so they are never shown.
     pub ethereum_rpc_url: Option<String>,
@@ -96,6 +101,7 @@ impl Default for RawConfig {
             concurrency: WORKER_CONCURRENCY_DEFAULT,
             database_max_connections: 4,
             metrics_public: false,
+            public_url: None,
             ethereum_rpc_url: None,
             ethereum_chain_id: None,
             workers: None,
@@ -148,6 +154,8 @@ pub struct Settings {
     pub concurrency: u32,
     pub database_max_connections: u32,
     pub metrics_public: bool,
+    /// The dashboard's public origin (`scheme://host[:port]`), when configured.
+    pub public_url: Option<String>,
     pub ethereum: Option<EthereumSettings>,
     pub workers: Vec<WorkerEntry>,
     /// The file the settings came from, passed on to child processes.
@@ -328,6 +336,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         concurrency,
         database_max_connections,
         metrics_public: raw.metrics_public,
+        public_url: raw.public_url.as_deref().map(public_origin).transpose()?,
         ethereum: match raw.ethereum_rpc_url {
             None => None,
             Some(url) => {
@@ -348,6 +357,30 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         workers,
         config_file: None,
     })
+}
+
+/// The origin of `public_url`: http(s), a host, no credentials, path, query or fragment.
+fn public_origin(text: &str) -> anyhow::Result<String> {
+    let invalid = |why: &str| {
+        anyhow::anyhow!(
+            "invalid configuration key `public_url`: {text:?} {why}; expected the URL browsers use, like https://ops.example.com"
+        )
+    };
+    let url = url::Url::parse(text).map_err(|_| invalid("is not a URL"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid("is not an http:// or https:// URL with a host"));
+    }
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.path() != "/"
+        || url.query().is_some()
+        || url.fragment().is_some()
+    {
+        return Err(invalid(
+            "has more than a scheme, host and port (the dashboard is served at /)",
+        ));
+    }
+    Ok(url.origin().ascii_serialization())
 }
 
 fn workers(entries: Vec<RawWorker>) -> anyhow::Result<Vec<WorkerEntry>> {
@@ -406,6 +439,31 @@ mod tests {
         assert_eq!(settings.heartbeat_interval, Duration::from_secs(5));
         assert_eq!(settings.workers.len(), worker::SUPPORTED.len());
         assert_eq!(settings.workers[0].id.as_str(), "tron-withdrawal-1");
+    }
+
+    #[test]
+    fn public_url_is_an_origin() {
+        assert_eq!(load_toml("").unwrap().public_url, None);
+        for (text, origin) in [
+            ("https://ops.example.com", "https://ops.example.com"),
+            ("https://OPS.example.com:443/", "https://ops.example.com"),
+            ("http://10.0.0.5:8080", "http://10.0.0.5:8080"),
+        ] {
+            let settings = load_toml(&format!("public_url = {text:?}")).unwrap();
+            assert_eq!(settings.public_url.as_deref(), Some(origin), "{text}");
+        }
+        for bad in [
+            "ops.example.com",
+            "ftp://ops.example.com",
+            "https://ops.example.com/dashboard",
+            "https://user:pw@ops.example.com",
+            "https://ops.example.com/?x=1",
+        ] {
+            let error = load_toml(&format!("public_url = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("`public_url`"), "{bad}: {error}");
+        }
     }
 
     #[test]

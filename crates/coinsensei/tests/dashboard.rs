@@ -2,7 +2,9 @@
 //! worker processes): log in, see the workers, stop one and watch its badge turn `stopped`
 //! without a reload, start it again, filter, open its page (health, charts, audit trail),
 //! retry a failed job, read the audit log, restart the control plane and watch the page
-//! reconnect by itself, log out, and check that a viewer cannot act. The browser side is
+//! reconnect by itself and show a change made while it was away (an audit log tab too, each
+//! entry once), log out, check that a viewer cannot act, and that a page whose token is
+//! revoked goes to the login page. Console errors and CSP violations fail it. The browser side is
 //! `crates/web/e2e/dashboard.mjs`; screenshots go to `target/dashboard-e2e/test/`.
 
 mod common;
@@ -55,6 +57,9 @@ async fn dashboard_in_chromium() {
     let (_, viewer) = web::auth::issue(&store, "e2e-viewer", Role::Viewer, Utc::now())
         .await
         .unwrap();
+    let (revoked_row, revoked) = web::auth::issue(&store, "e2e-revoked", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
     // A queue no worker reads, so the job stays failed until the browser retries it.
     let job = testkit::enqueue_one_shot(&store, "reports").await;
     testkit::fail_next_job(
@@ -69,6 +74,7 @@ async fn dashboard_in_chromium() {
         ("BASE_URL", format!("http://{listen}")),
         ("OPERATOR_TOKEN", operator),
         ("VIEWER_TOKEN", viewer),
+        ("REVOKED_TOKEN", revoked),
         ("WORKER", worker.into()),
         ("FAILED_JOB", job.to_string()),
         ("ARTIFACTS", artifacts("test").display().to_string()),
@@ -81,9 +87,25 @@ async fn dashboard_in_chromium() {
                 // The control plane goes away and comes back on the same address.
                 let status = up.take().expect("up is running").stop().await;
                 assert!(status.success(), "up stopped cleanly: {status}");
+                // A change while the control plane is away: the page must show it after.
+                store
+                    .worker_control(&store::WorkerControl {
+                        id: domain::WorkerId::new("ethereum-deposit-1").unwrap(),
+                        action: domain::ControlAction::Stop,
+                        actor: "e2e".into(),
+                        now: Utc::now(),
+                    })
+                    .await
+                    .unwrap();
                 up = Some(Up::start_at("up", &listen, &args, &env).await);
                 wait_running(&db.url, worker).await;
                 script.stdin.write_all(b"restarted\n").await.unwrap();
+            } else if line == "REVOKE" {
+                store
+                    .api_token_revoke(revoked_row.id, Utc::now())
+                    .await
+                    .unwrap();
+                script.stdin.write_all(b"revoked\n").await.unwrap();
             } else if line.starts_with('{') {
                 result = Some(line);
             }

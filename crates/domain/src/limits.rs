@@ -84,3 +84,28 @@ pub const JOB_LEASE_MIN: Duration = Duration::from_millis(300);
 pub const JOB_LEASE_MAX: Duration = Duration::from_secs(3600);
 /// Most expired leases one rescue pass takes back.
 pub const JOB_RESCUE_BATCH_MAX: u32 = 1_000;
+
+/// Samples the dashboard's charts keep per worker and per queue: half an hour at the default
+/// heartbeat interval (5 s), the pace the history is sampled at.
+pub const HISTORY_SAMPLES_MAX: usize = 360;
+/// The shortest interval between two chart samples, whatever the heartbeat interval.
+pub const HISTORY_INTERVAL_MIN: Duration = Duration::from_secs(1);
+/// Workers and queues the chart history follows at most, together (queues first); more are
+/// not charted.
+pub const HISTORY_SERIES_MAX: usize = 1_000;
+/// Queues one page's charts draw at most: the deepest ones.
+pub const HISTORY_QUEUES_CHARTED_MAX: usize = 10;
+/// The chart sampler stops (and forgets its history) when no page with charts has been
+/// looked at for this long; the next one starts it again.
+pub const HISTORY_IDLE_STOP: Duration = Duration::from_secs(10 * 60);
+
+/// Live dashboard pages (event streams) open at once per process, apart from the admin API's
+/// own event streams, so dashboard tabs never take the API consumers' slots.
+pub const DASHBOARD_STREAMS_MAX: usize = 32;
+/// Live dashboard pages one session may have open at once; one more is refused (429).
+pub const DASHBOARD_STREAMS_PER_SESSION_MAX: usize = 4;
+/// The largest form the dashboard reads (its forms hold a token or nothing).
+pub const DASHBOARD_FORM_BYTES_MAX: usize = 16 * 1024;
+/// New audit entries one look of a live audit page sends at most (a burst beyond it shows
+/// on reload).
+pub const DASHBOARD_AUDIT_PER_LOOK_MAX: u32 = 100;

@@ -90,10 +90,13 @@ pub struct ControlRefusal(pub String);
 
 impl ControlAction {
     /// Decides what `self` means for a worker that is desired `desired` and reports `status`.
+    /// `restart_pending`: an earlier restart has not been applied yet (its generation is above
+    /// the one the worker reports), so another would only restart it twice.
     pub fn decide(
         self,
         desired: DesiredState,
         status: WorkerStatus,
+        restart_pending: bool,
     ) -> Result<ControlDecision, ControlRefusal> {
         match self {
             ControlAction::Start if desired == DesiredState::Running => Err(ControlRefusal(
@@ -113,6 +116,9 @@ impl ControlAction {
             ControlAction::Restart if !status.is_alive() => Err(ControlRefusal(format!(
                 "worker is {status}: no process is there to restart; start its process (or its supervisor) first"
             ))),
+            ControlAction::Restart if restart_pending => Err(ControlRefusal(
+                "worker is restarting already; wait for it to come back".into(),
+            )),
             ControlAction::Restart => Ok(ControlDecision {
                 desired_state: DesiredState::Running,
                 bump_generation: true,
@@ -217,7 +223,7 @@ mod tests {
         ];
         for (action, desired, status, expected) in cases {
             assert_eq!(
-                action.decide(desired, status),
+                action.decide(desired, status, false),
                 expected,
                 "{action} when {desired}/{status}"
             );
@@ -232,10 +238,17 @@ mod tests {
         ];
         for (action, desired, status) in refused {
             assert!(
-                action.decide(desired, status).is_err(),
+                action.decide(desired, status, false).is_err(),
                 "{action} when {desired}/{status}"
             );
         }
+        // A restart not applied yet: another is refused; stop and start still mean something.
+        assert!(Restart.decide(D::Running, Running, true).is_err());
+        assert!(Restart.decide(D::Running, Starting, true).is_err());
+        assert_eq!(
+            Stop.decide(D::Running, Running, true),
+            go(D::Stopped, false)
+        );
     }
 
     #[test]

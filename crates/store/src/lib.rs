@@ -225,7 +225,10 @@ impl Store {
                     id: control.id.to_string(),
                 });
             };
-            let decision = control.action.decide(row.desired_state, row.status)?;
+            let restart_pending = row.applied_generation < row.generation;
+            let decision = control
+                .action
+                .decide(row.desired_state, row.status, restart_pending)?;
             let written =
                 dispatch!(self, store => store.worker_control(control, &row, decision).await)?;
             if let Some(row) = written {

@@ -1,6 +1,7 @@
 // The dashboard's own script, loaded after htmx and its SSE extension. It keeps the "last
 // seen ... ago" times ticking, shows whether the live stream is connected, asks for
-// everything again after a reconnect, auto-submits the filters, and draws the charts.
+// everything again after a reconnect, adds live audit rows once each, auto-submits the
+// filters, and draws the charts.
 (function () {
   "use strict";
   // The server's clock as the page saw it, so "ago" does not depend on the browser's clock.
@@ -85,10 +86,36 @@
     });
   }
 
+  // What the charts draw: the page's history, then each `history` event's new samples
+  // appended (or all of it again when `reset`), at most data-samples-max per series.
+  var history = null;
+  function samplesMax() {
+    var box = document.querySelector("[data-charts]");
+    return (box && Number(box.dataset.samplesMax)) || 360;
+  }
+  function appendSamples(old, fresh) {
+    var all = (old || []).concat(fresh || []);
+    return all.slice(Math.max(0, all.length - samplesMax()));
+  }
+  function applyHistory(update) {
+    if (update.reset || history === null) {
+      history = update.data;
+    } else if (Array.isArray(history)) {
+      history = appendSamples(history, update.data);
+    } else {
+      var next = {};
+      Object.keys(update.data).forEach(function (name) {
+        next[name] = appendSamples(history[name], update.data[name]);
+      });
+      history = next;
+    }
+    drawCharts(history);
+  }
+
   function loadHistory() {
     var script = document.getElementById("history");
     if (!script) return;
-    try { drawCharts(JSON.parse(script.textContent)); } catch (e) { /* no history yet */ }
+    try { applyHistory({ reset: true, data: JSON.parse(script.textContent) }); } catch (e) { /* no history yet */ }
   }
 
   document.addEventListener("DOMContentLoaded", function () {
@@ -102,7 +129,6 @@
     });
   });
 
-  document.body && document.body.addEventListener("htmx:afterSwap", tick);
   document.addEventListener("htmx:afterSwap", tick);
   document.addEventListener("htmx:sseOpen", function (event) {
     setLive("live", "live");
@@ -110,17 +136,51 @@
     if (source && !source.coinsenseiListening) {
       source.coinsenseiListening = true;
       source.addEventListener("history", function (message) {
-        try { drawCharts(JSON.parse(message.data)); } catch (e) { /* ignore a bad sample */ }
+        try { applyHistory(JSON.parse(message.data)); } catch (e) { /* ignore a bad sample */ }
       });
       source.addEventListener("session-ended", function () { window.location.assign("/login"); });
     }
   });
-  document.addEventListener("htmx:sseError", function (event) {
+  // The newest audit entry on the page (0 when none).
+  function newestAudit() {
+    var row = document.querySelector("#audit-rows tr[id^='audit-']");
+    return row ? Number(row.id.slice(6)) || 0 : 0;
+  }
+
+  document.addEventListener("htmx:sseError", function () {
     setLive("lost", "reconnecting");
-    // The reconnect asks for everything: the page may have missed changes meanwhile.
+    // The browser reconnects by itself with Last-Event-ID; if it gives up, htmx opens a new
+    // stream from this attribute: it asks for every card again (`resync`) and for the audit
+    // entries after the newest one shown, since the page may have missed changes meanwhile.
     var main = document.getElementById("main");
     var url = main && main.getAttribute("sse-connect");
-    if (url && url.indexOf("resync=1") < 0) main.setAttribute("sse-connect", url + "&resync=1");
+    if (!url) return;
+    var parts = url.split("?");
+    var params = new URLSearchParams(parts[1] || "");
+    params.delete("at");
+    params.set("resync", "1");
+    if (params.has("after")) params.set("after", String(newestAudit()));
+    main.setAttribute("sse-connect", parts[0] + "?" + params.toString());
+  });
+
+  // New audit rows go on top, each once: a row whose id the page shows already is skipped
+  // (a reconnect may send an entry again). The live table keeps its newest rows only.
+  var AUDIT_ROWS_SHOWN_MAX = 500;
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var message = event.detail;
+    var body = event.target;
+    if (!message || message.type !== "audit" || !body || body.id !== "audit-rows") return;
+    event.preventDefault();
+    var template = document.createElement("template");
+    template.innerHTML = message.data;
+    var first = body.firstChild;
+    template.content.querySelectorAll("tr[id]").forEach(function (row) {
+      if (!document.getElementById(row.id)) body.insertBefore(row, first);
+    });
+    var rows = body.querySelectorAll("tr");
+    for (var i = AUDIT_ROWS_SHOWN_MAX; i < rows.length; i++) rows[i].remove();
+    var empty = document.querySelector("p.empty");
+    if (empty && rows.length) empty.remove();
   });
   document.addEventListener("htmx:afterRequest", function (event) {
     if (event.detail.successful) {

@@ -7,7 +7,10 @@
 // FAILED_JOB (a failed job's id), ARTIFACTS (where screenshots go), CHROMIUM (the browser),
 // NODE_MODULES (where playwright-core is installed), MODE (`test` or `bench`), CLICKS (bench).
 // In test mode, the script prints `RESTART` and waits for a line on stdin once the server
-// has been restarted, to check that the page reconnects by itself.
+// has been restarted (and, while it was down, `ethereum-deposit-1` was stopped through the
+// store), to check that the page reconnects by itself and shows what changed meanwhile; and
+// it prints `REVOKE` and waits for a line once REVOKED_TOKEN has been revoked, to check that
+// an open page goes to the login page.
 
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
@@ -29,6 +32,9 @@ const worker = env("WORKER", "tron-withdrawal-1");
 mkdirSync(artifacts, { recursive: true });
 
 const WAIT = 15_000;
+// A change shows in an open page within a second (DESIGN.md §7); a little slack for a
+// loaded machine.
+const FAST = 1_500;
 const check = (ok, message) => {
   if (!ok) throw new Error(`check failed: ${message}`);
 };
@@ -46,9 +52,28 @@ const browser = await chromium.launch({
 const result = {};
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-  const page = await context.newPage();
+  // Script errors, console errors and Content-Security-Policy violations fail the test.
+  // Failed loads are expected only while the server is down or refuses on purpose.
   const pageErrors = [];
-  page.on("pageerror", (error) => pageErrors.push(String(error)));
+  let failedLoadsExpected = false;
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (event) => {
+      console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI}`);
+    });
+  });
+  const watch = (page) => {
+    page.on("pageerror", (error) => pageErrors.push(String(error)));
+    page.on("console", (message) => {
+      if (message.type() !== "error") return;
+      const text = message.text();
+      // (htmx logs a failed event stream as the bare error event, "[object Event]".)
+      const failedLoad = /Failed to load resource|ERR_CONNECTION_REFUSED|EventSource|MIME type|^\[object Event\]$/.test(text);
+      if (failedLoad && failedLoadsExpected) return;
+      pageErrors.push(`console: ${text}`);
+    });
+  };
+  const page = await context.newPage();
+  watch(page);
 
   const login = async (token) => {
     await page.goto(`${base}/`);
@@ -60,11 +85,11 @@ try {
   };
   const button = (name) => page.getByRole("button", { name, exact: true });
   const badge = (id) => page.locator(`#w-${id} .badge`);
-  const waitBadge = (id, status) =>
+  const waitBadge = (id, status, timeout = WAIT) =>
     page.waitForFunction(
       ([id, status]) => document.querySelector(`#w-${id} .badge`)?.textContent === status,
       [id, status],
-      { timeout: WAIT, polling: "raf" },
+      { timeout, polling: "raf" },
     );
 
   if (mode === "bench") {
@@ -113,22 +138,26 @@ try {
     // A marker that a reload would wipe out.
     await page.evaluate(() => { window.notReloaded = true; });
 
-    // Stop it: the badge turns `stopped` without a reload; Stop is then disabled.
+    // Stop it: the badge turns `stopped` without a reload, within a second or so; Stop is
+    // then disabled.
     await button(`Stop ${worker}`).click();
-    await waitBadge(worker, "stopped");
+    await waitBadge(worker, "stopped", FAST);
     check(await page.evaluate(() => window.notReloaded === true), "no reload");
     check(await button(`Stop ${worker}`).isDisabled(), "Stop is disabled once stopped");
     await page.screenshot({ path: join(artifacts, "workers.png") });
 
     // Start it again.
     await button(`Start ${worker}`).click();
-    await waitBadge(worker, "running");
+    await waitBadge(worker, "running", FAST);
     check(await page.evaluate(() => window.notReloaded === true), "no reload");
 
     // Filters.
     await page.getByLabel("Status").selectOption("stopped");
     await page.waitForURL(/status=stopped/);
     check(await page.locator("article.card").count() === 0, "no stopped worker now");
+    await page.getByLabel("Status").selectOption("running");
+    await page.waitForURL(/status=running/);
+    check(await page.locator("article.card").count() >= 2, "both workers run");
     await page.goto(`${base}/`);
 
     // The worker's page: health, charts, audit trail.
@@ -165,18 +194,48 @@ try {
     await page.screenshot({ path: join(artifacts, "workers-phone.png"), fullPage: true });
     await page.setViewportSize({ width: 1280, height: 800 });
 
-    // The control plane restarts: the page reconnects by itself and shows what is true.
+    // The control plane restarts, and while it is down the other worker is stopped: the
+    // workers page and an audit log tab reconnect by themselves and show what is true, the
+    // audit log with each entry once.
+    const other = "ethereum-deposit-1";
+    const auditTab = await context.newPage();
+    watch(auditTab);
+    await auditTab.goto(`${base}/audit`);
+    await auditTab.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+    await page.bringToFront();
     await page.evaluate(() => { window.notReloaded = true; });
+    await auditTab.evaluate(() => { window.notReloaded = true; });
+    failedLoadsExpected = true;
     process.stdout.write("RESTART\n");
     await page.locator("#live[data-state=lost]").waitFor({ timeout: WAIT });
     await nextLine();
     await page.locator("#live[data-state=live]").waitFor({ timeout: 30_000 });
+    await auditTab.locator("#live[data-state=live]").waitFor({ timeout: 30_000 });
     await waitBadge(worker, "running");
+    await waitBadge(other, "stopped");
+    failedLoadsExpected = false;
     check(await page.evaluate(() => window.notReloaded === true), "reconnected without a reload");
+    // (A tab in the background gets no animation frames: poll it by time.)
+    await auditTab.waitForFunction(
+      (other) => [...document.querySelectorAll("#audit-rows tr")].some((row) => row.textContent.includes("worker.stop") && row.textContent.includes(`worker:${other}`)),
+      other,
+      { timeout: WAIT, polling: 100 },
+    );
+    check(await auditTab.evaluate(() => window.notReloaded === true), "the audit tab reconnected without a reload");
+    await page.bringToFront();
     await button(`Stop ${worker}`).click();
-    await waitBadge(worker, "stopped");
+    await waitBadge(worker, "stopped", FAST);
     await button(`Start ${worker}`).click();
-    await waitBadge(worker, "running");
+    await waitBadge(worker, "running", FAST);
+    // The stop and start just made show in the audit tab, live, and no entry shows twice.
+    await auditTab.waitForFunction(
+      () => document.querySelectorAll("#audit-rows tr").length > 0 && document.querySelector("#audit-rows tr").textContent.includes("worker.start"),
+      null,
+      { timeout: WAIT, polling: 100 },
+    );
+    const auditIds = await auditTab.$$eval("#audit-rows tr", (rows) => rows.map((row) => row.id));
+    check(new Set(auditIds).size === auditIds.length, `no audit entry twice: ${auditIds}`);
+    await auditTab.close();
 
     // Log out; a viewer sees no enabled control, and the server refuses one anyway.
     await button("Log out").click();
@@ -185,14 +244,26 @@ try {
     for (const action of ["Start", "Stop", "Restart"]) {
       check(await button(`${action} ${worker}`).isDisabled(), `${action} disabled for a viewer`);
     }
+    failedLoadsExpected = true;
     const refused = await page.evaluate(async (worker) => {
       const csrf = JSON.parse(document.body.getAttribute("hx-headers"))["X-CSRF-Token"];
       const answer = await fetch(`/workers/${worker}/stop`, { method: "POST", headers: { "X-CSRF-Token": csrf, "HX-Request": "true" } });
       return [answer.status, await answer.text()];
     }, worker);
     check(refused[0] === 403 && refused[1].includes("operator role"), `the server refuses a viewer: ${refused}`);
+    failedLoadsExpected = false;
     await page.screenshot({ path: join(artifacts, "viewer.png") });
-    check(pageErrors.length === 0, `no script errors in the pages: ${pageErrors}`);
+
+    // The token of an open page is revoked: the page goes to the login page by itself.
+    await button("Log out").click();
+    await page.waitForURL(`${base}/login`);
+    await login(env("REVOKED_TOKEN"));
+    failedLoadsExpected = true;
+    process.stdout.write("REVOKE\n");
+    await nextLine();
+    await page.waitForURL(`${base}/login`, { timeout: 5_000 });
+    failedLoadsExpected = false;
+    check(pageErrors.length === 0, `no script or console errors, no CSP violations in the pages: ${pageErrors}`);
     result.checks = "passed";
   }
 } finally {

@@ -31,7 +31,8 @@ pub struct ApiError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
-    retry_after: Option<u64>,
+    /// Seconds for a `Retry-After` header (a rate-limited caller).
+    pub(crate) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -459,7 +460,13 @@ fn name(what: &str, text: &str) -> Result<domain::Name, ApiError> {
 
 /// Records an operator's action on the queue; written after it (a crash in between loses the
 /// entry, never the effect).
-async fn audit(state: &AppState, actor: &str, action: &str, target: String, details: Value) {
+pub(crate) async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    target: String,
+    details: Value,
+) {
     let insert = store::AuditInsert {
         actor: actor.to_string(),
         action: action.into(),

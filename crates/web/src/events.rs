@@ -2,7 +2,8 @@
 //!
 //! One change feed per process (a Postgres LISTEN connection, or SQLite's data-version
 //! check) is shared by every stream through [`EventHub`]; the number of streams is capped so
-//! dashboards cannot take the database pool from the API. Each stream sends a `snapshot`
+//! dashboards cannot take the database pool from the API. The dashboard's live pages have
+//! slots of their own ([`EventHub::open_dashboard_stream`]), so they never take the API's. Each stream sends a `snapshot`
 //! first, then `worker` when a worker's status or desired state changes (Postgres NOTIFY), a
 //! fresh `snapshot` when the store cannot say what changed (SQLite; at most every 250 ms), and
 //! once a second `heartbeats`, `queues` (when counts moved), `audit` (new entries) and
@@ -21,6 +22,8 @@ use store::{AuditList, Change, Store, WorkerList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
+use domain::limits::{DASHBOARD_STREAMS_MAX, DASHBOARD_STREAMS_PER_SESSION_MAX};
+
 use crate::AppState;
 use crate::api::{ApiError, Caller};
 
@@ -34,8 +37,43 @@ pub(crate) struct EventHub {
     store: Store,
     sender: broadcast::Sender<Change>,
     forwarder: Mutex<Option<JoinHandle<()>>>,
-    /// Slots for open streams, shared by the API's event streams and the dashboard's.
+    /// Slots for the API's open event streams.
     pub(crate) streams: Arc<Semaphore>,
+    /// Slots for the dashboard's live pages, apart from the API's.
+    pub(crate) dashboard_streams: Arc<Semaphore>,
+    /// Live pages open per dashboard session (by the session's stored hash).
+    per_session: Mutex<HashMap<String, usize>>,
+}
+
+/// One open live page of a session; frees its place when the stream ends.
+pub(crate) struct SessionStream {
+    hub: Arc<EventHub>,
+    session: String,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Drop for SessionStream {
+    fn drop(&mut self) {
+        let mut open = self
+            .hub
+            .per_session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.session) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.session);
+            }
+        }
+    }
+}
+
+/// Why a live page could not open.
+pub(crate) enum StreamRefusal {
+    /// Every dashboard stream slot of the process is taken.
+    Full,
+    /// The session has [`DASHBOARD_STREAMS_PER_SESSION_MAX`] pages open already.
+    SessionFull,
 }
 
 impl EventHub {
@@ -45,6 +83,33 @@ impl EventHub {
             sender: broadcast::channel(CHANGE_BUFFER).0,
             forwarder: Mutex::new(None),
             streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
+            dashboard_streams: Arc::new(Semaphore::new(DASHBOARD_STREAMS_MAX)),
+            per_session: Mutex::default(),
+        })
+    }
+
+    /// A place for one more live page of `session` (its stored hash), within the session's
+    /// and the process's limits.
+    pub(crate) fn open_dashboard_stream(
+        self: &Arc<Self>,
+        session: &str,
+    ) -> Result<SessionStream, StreamRefusal> {
+        let mut open = self
+            .per_session
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = open.get(session).copied().unwrap_or(0);
+        if count >= DASHBOARD_STREAMS_PER_SESSION_MAX {
+            return Err(StreamRefusal::SessionFull);
+        }
+        let slot = Arc::clone(&self.dashboard_streams)
+            .try_acquire_owned()
+            .map_err(|_| StreamRefusal::Full)?;
+        open.insert(session.to_string(), count + 1);
+        Ok(SessionStream {
+            hub: Arc::clone(self),
+            session: session.to_string(),
+            _slot: slot,
         })
     }
 

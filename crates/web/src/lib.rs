@@ -52,6 +52,11 @@ pub struct WebOptions {
     /// The workers' heartbeat interval: a worker silent for two of them is reported stale in
     /// its health summary.
     pub heartbeat_interval: Duration,
+    /// The origin browsers reach the dashboard at (`https://ops.example.com`, scheme and host
+    /// and a port if not the default), when a reverse proxy in front rewrites `Host`. When
+    /// set, dashboard POSTs must come from it and it decides whether cookies are `Secure`;
+    /// when not, a POST's origin must name the request's `Host`.
+    pub public_url: Option<String>,
 }
 
 impl Default for WebOptions {
@@ -62,6 +67,7 @@ impl Default for WebOptions {
             body_limit: 64 * 1024,
             auth_failures_per_minute: 30,
             heartbeat_interval: Duration::from_secs(5),
+            public_url: None,
         }
     }
 }
@@ -118,28 +124,34 @@ fn router_until(
         .layer(middleware::from_fn(json_errors))
 }
 
-/// Answers 503 `timeout` when a handler has not produced its response head in time. (An event
+/// Answers 503 `timeout` when a handler has not produced its response head in time: JSON for
+/// the API, the dashboard's message (shown in its message area) for the dashboard. (An event
 /// stream's head comes at once; its body is not limited.)
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.options.request_timeout;
     let reads = request.method() == axum::http::Method::GET;
+    let path = request.uri().path();
+    let dashboard =
+        !(path.starts_with("/api/") || matches!(path, "/metrics" | "/healthz" | "/readyz"));
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
-        Err(_) if reads => api::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!("the request took longer than {limit:?}; try again"),
-        )
-        .into_response(),
-        // An action runs on to the end (and is audited) after its request gave up.
-        Err(_) => api::ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!(
-                "the request took longer than {limit:?}; the action may still take effect: look before trying again"
-            ),
-        )
-        .into_response(),
+        Err(_) => {
+            let message = if reads {
+                format!("the request took longer than {limit:?}; try again")
+            } else {
+                // An action runs on to the end (and is audited) after its request gave up.
+                format!(
+                    "the request took longer than {limit:?}; the action may still take effect: look before trying again"
+                )
+            };
+            if dashboard {
+                dashboard::DashError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
+                    .into_response()
+            } else {
+                api::ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", message)
+                    .into_response()
+            }
+        }
     }
 }
 

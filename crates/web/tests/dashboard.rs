@@ -170,6 +170,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     let answer = get(&store, "/", None).await;
     assert_eq!(answer.status, StatusCode::SEE_OTHER);
     assert_eq!(answer.headers[header::LOCATION], "/login");
+    assert_eq!(answer.headers[header::CACHE_CONTROL], "no-store");
     let answer = post(
         &store,
         "/workers/tron-withdrawal-1/stop",
@@ -222,6 +223,40 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         assert!(!answer.headers.contains_key(header::SET_COOKIE));
     }
 
+    // Logging in again from the same browser ends the session it had.
+    let (first, _) = login(&store, &operator).await;
+    let again = send(
+        &store,
+        Request::post("/login")
+            .header(header::HOST, HOST)
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::COOKIE, &first)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={operator}")))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert!(again.headers.contains_key(header::CONTENT_SECURITY_POLICY));
+    assert_eq!(
+        get(&store, "/", Some(&first)).await.status,
+        StatusCode::SEE_OTHER,
+        "the old session is over"
+    );
+    let logins = store
+        .audit_list(&AuditList {
+            action: Some("session.login".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logins.len(), 2);
+    assert_eq!(
+        logins[0].actor,
+        format!("token:{}:on-call", operator_row.id)
+    );
+
     let (cookie, csrf) = login(&store, &operator).await;
 
     // The workers page: the seed's cards.
@@ -240,14 +275,16 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     }
     // Desired running and not alive-and-stoppable-yet: Start is meaningless, Stop is not.
     assert!(
-        page.body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/start" disabled"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/start" disabled"#
+        ),
         "{}",
         page.body
     );
     assert!(
-        page.body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" aria-label"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" aria-label"#
+        ),
         "{}",
         page.body
     );
@@ -294,14 +331,18 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
-    assert!(answer.body.contains("stopping…"), "{}", answer.body);
+    // The answer is empty: the page's live stream brings the card (so an answer that arrives
+    // late cannot put an older card over a newer one).
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+    assert!(answer.body.is_empty());
+    let page = get(&store, "/", Some(&cookie)).await;
+    assert!(page.body.contains("stopping…"), "{}", page.body);
     assert!(
-        answer
-            .body
-            .contains(r#"<button hx-post="/workers/tron-withdrawal-1/stop" disabled"#),
+        page.body.contains(
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" disabled"#
+        ),
         "{}",
-        answer.body
+        page.body
     );
     assert_eq!(
         desired(&store, "tron-withdrawal-1").await,
@@ -341,6 +382,34 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     )
     .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // Restart: while the worker has not applied it, Restart is disabled and a second one
+    // (a double click, a stale page) is refused, so it cannot restart twice.
+    let restart = "/workers/ethereum-deposit-1/restart";
+    let first = post(&store, restart, Some(&cookie), Some(&csrf), Some(ORIGIN)).await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.body);
+    let page = get(&store, "/", Some(&cookie)).await;
+    assert!(
+        page.body.contains(&format!(
+            r#"<button hx-disabled-elt="this" hx-post="{restart}" disabled"#
+        )),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("restarting…"), "{}", page.body);
+    let second = post(&store, restart, Some(&cookie), Some(&csrf), Some(ORIGIN)).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+    assert!(
+        second.body.contains("restarting already"),
+        "{}",
+        second.body
+    );
+    let row = store
+        .worker_get(&WorkerId::new("ethereum-deposit-1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.generation, 1, "restarted once");
 
     // Worker detail: card, health checks, audit trail.
     let detail = get(&store, "/workers/tron-withdrawal-1", Some(&cookie)).await;
@@ -398,11 +467,12 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(retried.status, StatusCode::OK, "{}", retried.body);
+    assert_eq!(retried.status, StatusCode::NO_CONTENT, "{}", retried.body);
+    let queues = get(&store, "/queues", Some(&cookie)).await;
     assert!(
-        !retried.body.contains(&format!("job-{job}")),
+        !queues.body.contains(&format!("job-{job}")),
         "no longer failed: {}",
-        retried.body
+        queues.body
     );
     let paused = post(
         &store,
@@ -412,11 +482,12 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         Some(ORIGIN),
     )
     .await;
-    assert_eq!(paused.status, StatusCode::OK, "{}", paused.body);
+    assert_eq!(paused.status, StatusCode::NO_CONTENT, "{}", paused.body);
+    let queues = get(&store, "/queues", Some(&cookie)).await;
     assert!(
-        paused.body.contains("Resume queue payouts"),
+        queues.body.contains("Resume queue payouts"),
         "{}",
-        paused.body
+        queues.body
     );
 
     // The audit log shows all of it, newest first.
@@ -482,6 +553,20 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     )
     .await;
     assert_eq!(out.headers["hx-redirect"], "/login");
+    let logouts = store
+        .audit_list(&AuditList {
+            action: Some("session.logout".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(logouts.len(), 1);
+    assert!(
+        logouts[0].actor.ends_with(":wallboard"),
+        "{}",
+        logouts[0].actor
+    );
     assert!(
         out.headers[header::SET_COOKIE]
             .to_str()
@@ -553,6 +638,23 @@ async fn assets_are_embedded_and_cacheable(db: &TestDb) {
         .unwrap();
     assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip magic");
     assert!(bytes.len() * 2 < answer.body.len(), "{} bytes", bytes.len());
+    // It is exactly the file it stands for.
+    let mut inflated = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut inflated)
+        .unwrap();
+    assert!(inflated == answer.body, "the .gz inflates to the .js");
+    // A browser that refuses gzip (q=0) gets the plain file.
+    let refused = router(&store)
+        .oneshot(
+            Request::get(&htmx)
+                .header(header::HOST, HOST)
+                .header(header::ACCEPT_ENCODING, "gzip;q=0, br")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(!refused.headers().contains_key(header::CONTENT_ENCODING));
     assert_eq!(
         get(&store, "/assets/000000000000/htmx.min.js", None)
             .await
@@ -605,8 +707,6 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
         .unwrap_or_else(|_| panic!("no {needle:?} within 10 s; got {seen}"));
     };
     read_until("event: ready", &mut seen).await;
-    // The card is already on the page (rendered "after" its last change): not sent again.
-    assert!(!seen.contains("event: w-tron-withdrawal-1"), "{seen}");
     store
         .worker_control(&store::WorkerControl {
             id: WorkerId::new("tron-withdrawal-1").unwrap(),
@@ -617,14 +717,251 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
         .await
         .unwrap();
     read_until("stopping…", &mut seen).await;
-    assert!(seen.contains("event: w-tron-withdrawal-1"), "{seen}");
+    // The card was already on the page (rendered "after" its last change), so the first look
+    // did not send it: the one card event is the change, and it is sent once.
+    let cards: Vec<&str> = seen
+        .split("\n\n")
+        .filter(|event| event.contains("event: w-tron-withdrawal-1"))
+        .collect();
+    assert_eq!(cards.len(), 1, "{seen}");
+    assert!(cards[0].contains("stopping…"), "{seen}");
 
     let bad = get(&store, "/live?page=nothing", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("no live page"), "{}", bad.body);
 }
 
+/// Reads the stream until `needle` shows, for at most 10 s.
+async fn read_until(body: &mut axum::body::BodyDataStream, needle: &str, seen: &mut String) {
+    use futures_util::StreamExt;
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        while !seen.contains(needle) {
+            let chunk = body.next().await.expect("the stream goes on").unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} within 10 s; got {seen}"));
+}
+
+/// Opens `/live?QUERY` with `cookie` on `router` (one router, as in a process: each has its
+/// own change feed, which holds a database connection).
+async fn live(router: &axum::Router, query: &str, cookie: &str) -> axum::response::Response {
+    router
+        .clone()
+        .oneshot(
+            Request::get(format!("/live?{query}"))
+                .header(header::HOST, HOST)
+                .header(header::COOKIE, cookie)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+}
+
+async fn live_stream_takes_any_render_time(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let router = router(&store);
+    // Render times no page has: chrono's limits and beyond. The stream does not believe them
+    // and sends every card, as after a reconnect.
+    for at in [
+        i64::MIN,
+        i64::MIN / 1000,
+        chrono::DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+        chrono::DateTime::<Utc>::MIN_UTC.timestamp_millis() + 1_000,
+        chrono::DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+        i64::MAX,
+    ] {
+        let response = live(&router, &format!("page=workers&at={at}"), &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK, "at={at}");
+        let mut body = response.into_body().into_data_stream();
+        let mut seen = String::new();
+        read_until(&mut body, "event: w-tron-withdrawal-1", &mut seen).await;
+    }
+    let response = live(&router, "page=workers&at=soon", &cookie).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn audit_stream_resumes_after_the_last_event_id(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let mut ids = Vec::new();
+    for action in ["test.one", "test.two", "test.three"] {
+        let row = store
+            .audit_insert(&store::AuditInsert {
+                actor: "test".into(),
+                action: action.into(),
+                target: "nothing".into(),
+                details: serde_json::json!({}),
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+        ids.push(row.id);
+    }
+    let router = router(&store);
+    let open = async |query: String, last_event_id: Option<&str>| {
+        let mut request = Request::get(format!("/live?{query}"))
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, &cookie);
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        router
+            .clone()
+            .oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+    };
+
+    // A page showing up to `test.two` gets `test.three`, with its id for a reconnect.
+    let response = open(format!("page=audit&after={}", ids[1]), None).await;
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "test.three", &mut seen).await;
+    assert!(seen.contains(&format!("id: {}\n", ids[1])), "ready: {seen}");
+    assert!(seen.contains(&format!("id: {}\n", ids[2])), "audit: {seen}");
+    assert!(!seen.contains("test.two"), "{seen}");
+
+    // The browser reconnects to the page's first URL (after = the newest row it had at
+    // first) with the id of the last event it got: entries after that one only.
+    let response = open(
+        format!("page=audit&after={}", ids[2]),
+        Some(&ids[0].to_string()),
+    )
+    .await;
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "test.three", &mut seen).await;
+    assert!(
+        seen.contains("test.two") && !seen.contains("test.one"),
+        "{seen}"
+    );
+    assert_eq!(seen.matches("event: audit").count(), 1, "{seen}");
+
+    // An id this server never sent: refused, clearly.
+    let response = open("page=audit&after=0".into(), Some("nope")).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+async fn a_session_has_a_few_live_pages_and_the_api_keeps_its_streams(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let router = router(&store);
+    let max = domain::limits::DASHBOARD_STREAMS_PER_SESSION_MAX;
+    let mut open = Vec::new();
+    for _ in 0..max {
+        let response = live(&router, "page=none", &cookie).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    // One tab too many: refused, clearly.
+    let refused = live(&router, "page=none", &cookie).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let bytes = axum::body::to_bytes(refused.into_body(), 4096)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&bytes).contains("live dashboard pages are open in this session"),
+        "{bytes:?}"
+    );
+    // Another session of the same operator, and the API's event stream, are not affected.
+    let (other, _) = login(&store, &viewer).await;
+    assert_eq!(
+        live(&router, "page=none", &other).await.status(),
+        StatusCode::OK
+    );
+    let api = router
+        .clone()
+        .oneshot(
+            Request::get("/api/admin/events")
+                .header(header::AUTHORIZATION, format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::OK);
+    // A page closes: its place is free again.
+    drop(open.pop());
+    assert_eq!(
+        live(&router, "page=none", &cookie).await.status(),
+        StatusCode::OK
+    );
+}
+
+async fn behind_a_proxy_the_public_url_is_the_origin(db: &TestDb) {
+    let store = db.store().await;
+    let (_, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let options = web::WebOptions {
+        public_url: Some("https://ops.example.com".into()),
+        ..web::WebOptions::default()
+    };
+    let proxied = web::router(
+        store.clone(),
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone())),
+        &options,
+    );
+    // The proxy rewrote Host to the upstream's address; the browser's origin is the public one.
+    let login = |origin: &'static str, router: axum::Router| {
+        let token = operator.clone();
+        async move {
+            router
+                .oneshot(
+                    Request::post("/login")
+                        .header(header::HOST, "10.0.0.5:8080")
+                        .header(header::ORIGIN, origin)
+                        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                        .body(Body::from(format!("token={token}")))
+                        .unwrap(),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let answer = login("https://ops.example.com", proxied.clone()).await;
+    assert_eq!(answer.status(), StatusCode::SEE_OTHER);
+    let set_cookie = answer.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(set_cookie.contains("; Secure"), "{set_cookie}");
+    assert_eq!(
+        login("http://10.0.0.5:8080", proxied).await.status(),
+        StatusCode::FORBIDDEN,
+        "only the public origin"
+    );
+    // Without public_url, the same request is refused: its origin is not its Host.
+    assert_eq!(
+        login("https://ops.example.com", router(&store))
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+}
+
 testkit::on_both_stores!(db:
+    behind_a_proxy_the_public_url_is_the_origin,
+    a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
+    audit_stream_resumes_after_the_last_event_id,
+    live_stream_takes_any_render_time,
     pages_render_and_actions_are_guarded,
     assets_are_embedded_and_cacheable,
     live_stream_sends_cards_that_change,

@@ -108,6 +108,7 @@ pub async fn control_plane(
     let options = web::WebOptions {
         metrics_public: settings.metrics_public,
         heartbeat_interval: settings.heartbeat_interval,
+        public_url: settings.public_url.clone(),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;

@@ -120,6 +120,32 @@ pub(crate) fn urls() -> &'static Urls {
     })
 }
 
+/// Whether `Accept-Encoding` takes gzip: `gzip` (or `x-gzip`, or `*` when gzip is not named)
+/// with a quality above zero (`gzip;q=0` refuses it).
+fn takes_gzip(headers: &axum::http::HeaderMap) -> bool {
+    let mut star = None;
+    for item in headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+    {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|param| param.trim().split_once('='))
+            .find(|(key, _)| key.trim().eq_ignore_ascii_case("q"))
+            .map_or(Some(1.0), |(_, value)| value.trim().parse::<f32>().ok());
+        let accepted = quality.is_some_and(|quality| quality > 0.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => return accepted,
+            "*" => star = Some(accepted),
+            _ => {}
+        }
+    }
+    star.unwrap_or(false)
+}
+
 /// `GET /assets/{hash}/{name}`: the file, cached for a year (the hash pins its content). A
 /// stale hash (a page from before an upgrade) is 404, never the wrong content under a
 /// cacheable URL.
@@ -138,11 +164,7 @@ pub(crate) async fn serve(
         )
             .into_response();
     };
-    let takes_gzip = request_headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| value.contains("gzip"));
+    let takes_gzip = takes_gzip(&request_headers);
     let mut response = match asset.gzip {
         Some(gzip) if takes_gzip => {
             let mut response = gzip.into_response();
@@ -170,4 +192,27 @@ pub(crate) async fn serve(
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding_is_parsed() {
+        let takes = |value: &'static str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(value));
+            takes_gzip(&headers)
+        };
+        assert!(takes("gzip, deflate, br"));
+        assert!(takes("br;q=1.0, GZIP;q=0.5"));
+        assert!(takes("*"));
+        assert!(!takes("gzip;q=0"));
+        assert!(!takes("gzip; q=0.000, *"));
+        assert!(!takes("identity"));
+        assert!(!takes("br, *;q=0"));
+        assert!(!takes("gzipx"));
+        assert!(!takes_gzip(&axum::http::HeaderMap::new()));
+    }
 }

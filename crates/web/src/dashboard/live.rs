@@ -3,21 +3,26 @@
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`), plus `history` (JSON for the
 //! charts) and `session-ended`.
 //!
-//! It shares the process's change feed ([`crate::events::EventHub`]) and its stream slots with
-//! the API's event stream. A change (a Postgres NOTIFY; on SQLite, "something changed")
+//! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
+//! stream, but not its slots: the dashboard has its own, and a session may hold
+//! [`DASHBOARD_STREAMS_PER_SESSION_MAX`] of them. A change (a Postgres NOTIFY; on SQLite, "something changed")
 //! makes it look again within [`LOOK_DEBOUNCE`]; otherwise it looks once a second, for what
 //! has no notification (heartbeats, queue counts, audit entries). Each look compares what the
-//! page shows with what it showed and sends only what differs. A reconnecting page (the
-//! control plane restarted) asks for `resync` and gets everything again.
+//! page shows with what it showed and sends only what differs.
+//!
+//! Reconnects: the first event (`ready`) and every `audit` event carry an SSE `id`, the newest
+//! audit entry the page has (0 on other pages). The browser's own reconnect sends it back as
+//! `Last-Event-ID`: the new stream then sends every card again (the page may have missed
+//! changes) and audit entries after that id only. When the browser gives up and the page
+//! opens a new stream itself, it asks for `resync=1` with `after` set to its newest row.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Extension, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
@@ -29,18 +34,24 @@ use super::pages::{
 };
 use super::{DashError, Session};
 use crate::AppState;
+use crate::events::StreamRefusal;
+use domain::limits::{DASHBOARD_AUDIT_PER_LOOK_MAX, DASHBOARD_STREAMS_PER_SESSION_MAX};
 
 /// Shortest gap between two looks caused by changes.
 const LOOK_DEBOUNCE: Duration = Duration::from_millis(50);
 /// How often a stream looks when nothing is notified, and checks its session.
 const LOOK_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle stream writes a comment: a write is how a closed page is noticed (and
+/// its slot freed), so this bounds how long a closed tab counts against its session.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// What the browser waits before reconnecting a dropped stream.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// A card updated this long before the page was rendered may have changed after it: the
 /// first look sends it anyway.
 const RENDER_MARGIN_MS: i64 = 2_000;
-/// New audit entries sent per look at most (a burst beyond it shows on reload).
-const AUDIT_PER_LOOK_MAX: u32 = 100;
+/// A page's render time (`at`) further than this from now is not believed: the stream then
+/// sends every card, as after a reconnect.
+const RENDERED_AT_SKEW_MAX: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,7 +62,7 @@ pub(crate) struct LiveQuery {
     at: Option<i64>,
     /// The newest audit entry the page shows.
     after: Option<i64>,
-    /// Send everything: the page lost its stream and may have missed anything.
+    /// Send every card: the page lost its stream and may have missed anything.
     resync: Option<u8>,
 }
 
@@ -75,6 +86,8 @@ struct Stream {
     rendered_at: Option<DateTime<Utc>>,
     last_audit_id: i64,
     history_taken: u64,
+    /// What the page's charts were last sent.
+    history_cursor: super::history::HistoryCursor,
     pending: Vec<Event>,
     closing: bool,
     /// The reconnect delay goes with the first event.
@@ -83,7 +96,20 @@ struct Stream {
 
 impl Stream {
     fn send(&mut self, name: &str, data: String) {
-        let mut event = Event::default().event(name).data(data);
+        self.send_event(Event::default().event(name).data(non_empty(data)));
+    }
+
+    /// Sends `data` as event `name` with the SSE id `id` (what a reconnect sends back).
+    fn send_with_id(&mut self, name: &str, data: String, id: i64) {
+        self.send_event(
+            Event::default()
+                .event(name)
+                .data(non_empty(data))
+                .id(id.to_string()),
+        );
+    }
+
+    fn send_event(&mut self, mut event: Event) {
         if !self.retry_sent {
             self.retry_sent = true;
             event = event.retry(RECONNECT_AFTER);
@@ -150,7 +176,7 @@ impl Stream {
                         HealthFragment { health: &health }.render()
                     })?;
                 }
-                self.history(|history| history.worker_json(id.as_str()));
+                self.history();
             }
             Page::Queues => {
                 let queues = super::pages::queue_lines(&self.state).await?;
@@ -172,14 +198,14 @@ impl Stream {
                 .render()
                 .unwrap_or_default();
                 self.send_if_changed("failed".into(), html.clone(), || Ok(html))?;
-                self.history(super::history::History::queues_json);
+                self.history();
             }
             Page::Audit => {
                 let rows = self
                     .state
                     .store
                     .audit_list(&AuditList {
-                        limit: AUDIT_PER_LOOK_MAX,
+                        limit: DASHBOARD_AUDIT_PER_LOOK_MAX,
                         ..Default::default()
                     })
                     .await?;
@@ -191,7 +217,7 @@ impl Stream {
                 if let Some(newest) = fresh.first() {
                     self.last_audit_id = newest.id;
                     let html = AuditRows { entries: &fresh }.render().unwrap_or_default();
-                    self.send("audit", html);
+                    self.send_with_id("audit", html, newest.id);
                 }
             }
             Page::None => {}
@@ -203,9 +229,10 @@ impl Stream {
     fn card(&mut self, row: &store::WorkerRow, now: DateTime<Utc>) -> Result<(), DashError> {
         let name = format!("w-{}", row.id);
         let key = Card::fingerprint(row);
-        let on_page_already = self.rendered_at.is_some_and(|at| {
-            row.updated_at < at - chrono::Duration::milliseconds(RENDER_MARGIN_MS)
-        });
+        let on_page_already = self
+            .rendered_at
+            .and_then(|at| at.checked_sub_signed(chrono::TimeDelta::milliseconds(RENDER_MARGIN_MS)))
+            .is_some_and(|at| row.updated_at < at);
         if on_page_already {
             self.shown.insert(name, key);
             return Ok(());
@@ -214,21 +241,51 @@ impl Stream {
         self.send_if_changed(name, key, || CardFragment { card: &card }.render())
     }
 
-    /// Sends the chart history when a new sample was taken.
-    fn history(&mut self, json: impl FnOnce(&super::history::History) -> String) {
-        let taken = self.state.history.taken();
-        if taken != self.history_taken {
-            self.history_taken = taken;
-            let data = json(&self.state.history);
-            self.send("history", data);
+    /// Sends the chart history when a new sample was taken: all of it the first time, then
+    /// the new samples. Keeps the sampler running while a page with charts is open.
+    fn history(&mut self) {
+        let state = &self.state;
+        state.history.ensure_running(
+            state.store.clone(),
+            state.queue.clone(),
+            state.options.heartbeat_interval,
+            state.shutdown.clone(),
+        );
+        let taken = state.history.taken();
+        if taken == self.history_taken {
+            return;
         }
+        self.history_taken = taken;
+        let data = match (self.page, &self.worker) {
+            (Page::Worker, Some(id)) => state
+                .history
+                .worker_update(id.as_str(), &mut self.history_cursor),
+            (Page::Queues, _) => state.history.queues_update(&mut self.history_cursor),
+            _ => return,
+        };
+        self.send("history", data);
     }
+}
+
+/// A browser drops an event whose data is empty (the SSE rules), so an emptied table (the last
+/// failed job retried) would never reach the page: it is sent as one space instead.
+fn non_empty(data: String) -> String {
+    if data.is_empty() { " ".into() } else { data }
+}
+
+/// When the page was rendered, if `at` (Unix milliseconds, from the query string, so anything)
+/// is a time within [`RENDERED_AT_SKEW_MAX`] of `now`; otherwise unknown.
+fn rendered_at(at: i64, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let at = Utc.timestamp_millis_opt(at).single()?;
+    let skew = at.signed_duration_since(now).abs();
+    (skew <= RENDERED_AT_SKEW_MAX).then_some(at)
 }
 
 /// `GET /live` (see the module's documentation).
 pub(crate) async fn live(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
+    headers: HeaderMap,
     query: Result<Query<LiveQuery>, QueryRejection>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, DashError>
 {
@@ -260,19 +317,46 @@ pub(crate) async fn live(
         }
         _ => None,
     };
-    let slot = Arc::clone(&state.events.streams)
-        .try_acquire_owned()
-        .map_err(|_| {
-            DashError::new(
+    let slot = state
+        .events
+        .open_dashboard_stream(&session.id_hash)
+        .map_err(|refusal| match refusal {
+            StreamRefusal::SessionFull => DashError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "{DASHBOARD_STREAMS_PER_SESSION_MAX} live dashboard pages are open in this session; close one"
+                ),
+            ),
+            StreamRefusal::Full => DashError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "too many live pages are open; close one or try later",
-            )
+            ),
         })?;
     // Subscribe before the first look, so no change in between is missed.
     let changes = state.events.subscribe().await?;
-    let rendered_at = match (query.resync, query.at) {
-        (None, Some(at)) => Utc.timestamp_millis_opt(at).single(),
+    // The browser reconnecting by itself names the newest audit entry the page has.
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.parse::<i64>().ok())
+                .filter(|id| *id >= 0)
+                .ok_or_else(|| {
+                    DashError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid",
+                        "Last-Event-ID is not an event id of this server; reload the page",
+                    )
+                })?,
+        ),
+    };
+    let reconnect = query.resync.is_some() || last_event_id.is_some();
+    let rendered_at = match (reconnect, query.at) {
+        (false, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
     let mut stream = Stream {
@@ -282,23 +366,19 @@ pub(crate) async fn live(
         worker,
         shown: HashMap::new(),
         rendered_at,
-        last_audit_id: query.after.unwrap_or(i64::MAX),
+        last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),
         history_taken: 0,
+        history_cursor: Default::default(),
         pending: Vec::new(),
         closing: false,
         retry_sent: false,
     };
-    if page == Page::Audit && query.resync.is_some() {
-        // The page's newest entry is unknown after a gap: send the newest page's worth.
-        stream.last_audit_id = 0;
-    }
-    stream.history_taken = stream.state.history.taken();
-    // A page without charts still gets its first `history` on a reconnect.
-    if query.resync.is_some() {
-        stream.history_taken = u64::MAX;
-    }
     // The first event carries the reconnect delay and tells the page it is live.
-    stream.send("ready", String::new());
+    let ready_id = match page {
+        Page::Audit => stream.last_audit_id.clamp(0, i64::MAX),
+        _ => 0,
+    };
+    stream.send_with_id("ready", String::new(), ready_id);
     stream.look().await?;
     let mut poll = tokio::time::interval(LOOK_INTERVAL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -351,5 +431,35 @@ pub(crate) async fn live(
             }
         },
     );
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    // A closed tab is noticed at the next write: a comment every second frees its slot soon.
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_times_far_from_now_are_not_believed() {
+        let now = Utc::now();
+        let ms = now.timestamp_millis();
+        assert_eq!(
+            rendered_at(ms, now).map(|at| at.timestamp_millis()),
+            Some(ms)
+        );
+        assert!(rendered_at(ms - 60_000, now).is_some());
+        for far in [
+            i64::MIN,
+            i64::MIN / 1000,
+            i64::MIN / 1000 + 1_000,
+            DateTime::<Utc>::MIN_UTC.timestamp_millis(),
+            DateTime::<Utc>::MIN_UTC.timestamp_millis() + 1_000,
+            DateTime::<Utc>::MAX_UTC.timestamp_millis(),
+            0,
+            ms + 2 * 86_400_000,
+            i64::MAX,
+        ] {
+            assert_eq!(rendered_at(far, now), None, "{far}");
+        }
+    }
 }

@@ -5,13 +5,17 @@
 //!
 //! Security, in one place:
 //! - **Login** trades an API token for a session: 256 random bits in the `cs_session` cookie
-//!   (HttpOnly, SameSite=Strict, Path=/, Secure behind https), stored only as its SHA-256
+//!   (HttpOnly, SameSite=Strict, Path=/; behind https Secure and named `__Host-cs_session`),
+//!   stored only as its SHA-256
 //!   (`dashboard_session`). A session acts as its token: same name in the audit log, same
-//!   role, and it ends when the token is revoked, at logout, or after [`SESSION_LIFETIME`].
+//!   role, and it ends when the token is revoked, at logout, at a new login from the same
+//!   browser, or after [`SESSION_LIFETIME`]. Logins and logouts are audited
+//!   (`session.login`, `session.logout`).
 //!   Login goes through the API's own authentication, so failed attempts are counted and
 //!   rate limited per client address the same way, and the token is never logged.
 //! - **CSRF**: every POST must come from this origin (`Origin`, or `Referer` when a browser
-//!   sends no `Origin`) and, once logged in, carry the session's CSRF token (the
+//!   sends no `Origin`; the configured `public_url`, else the request's `Host`) and, once
+//!   logged in, carry the session's CSRF token (the
 //!   `X-CSRF-Token` header htmx sends, or a `csrf` form field). The CSRF token is a hash of
 //!   the session id, so it is never stored and dies with the session.
 //! - **Roles**: each action needs the role its admin API route needs (looked up in
@@ -34,6 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Extension, Router};
 use chrono::Utc;
+use domain::limits::DASHBOARD_FORM_BYTES_MAX;
 use domain::{ControlAction, Role};
 use sha2::{Digest, Sha256};
 use store::{ApiTokenRow, SessionInsert, StoreError};
@@ -43,12 +48,13 @@ use crate::api::{ApiError, JobAction};
 
 /// How long a dashboard session lasts from login; then the operator logs in again.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 60 * 60);
-/// The session cookie's name.
+/// The session cookie's name over plain http.
 const SESSION_COOKIE: &str = "cs_session";
+/// Its name when `Secure`: the `__Host-` prefix makes browsers refuse it unless it is Secure,
+/// for this host only (no `Domain`) and `Path=/`, so no other site or subdomain can plant one.
+const SESSION_COOKIE_SECURE: &str = "__Host-cs_session";
 /// The header htmx sends the CSRF token in (set once on `<body hx-headers>`).
 const CSRF_HEADER: &str = "x-csrf-token";
-/// The largest form the dashboard reads (its forms hold a token or nothing).
-const FORM_BYTES_MAX: usize = 16 * 1024;
 
 /// A logged-in browser: the token it acts as, and its CSRF token.
 #[derive(Debug, Clone)]
@@ -156,6 +162,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
+/// The session id the request's cookie carries (the `__Host-` one first).
+fn session_secret(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SESSION_COOKIE_SECURE).or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
 /// Whether the request came in over https (directly, or as a proxy in front of us says).
 fn over_https(headers: &HeaderMap) -> bool {
     headers
@@ -167,17 +178,31 @@ fn over_https(headers: &HeaderMap) -> bool {
 }
 
 fn session_cookie(value: &str, max_age: Duration, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
+    let (name, secure) = if secure {
+        (SESSION_COOKIE_SECURE, "; Secure")
+    } else {
+        (SESSION_COOKIE, "")
+    };
     let text = format!(
-        "{SESSION_COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        "{name}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
         max_age.as_secs()
     );
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// The `scheme://authority` of an `Origin` or `Referer` value, lowercased.
+fn origin_of(source: &str) -> Option<String> {
+    let (scheme, rest) = source.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    ((scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+        && !authority.is_empty())
+    .then(|| format!("{scheme}://{authority}").to_ascii_lowercase())
+}
+
 /// Refuses a POST that does not come from a page of this server: its `Origin` (or, when the
-/// browser sends none, its `Referer`) must name the host it was sent to.
-fn check_origin(headers: &HeaderMap) -> Result<(), DashError> {
+/// browser sends none, its `Referer`) must be `public_url` when one is configured (a proxy in
+/// front may rewrite `Host`), else name the host the request was sent to.
+fn check_origin(headers: &HeaderMap, public_url: Option<&str>) -> Result<(), DashError> {
     let refuse = |why: &str| {
         DashError::new(
             StatusCode::FORBIDDEN,
@@ -185,29 +210,44 @@ fn check_origin(headers: &HeaderMap) -> Result<(), DashError> {
             format!("refused: {why}; reload the dashboard and try again"),
         )
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|value| value.to_str().ok())
-        .ok_or_else(|| refuse("the request names no host"))?;
     let source = headers
         .get(header::ORIGIN)
         .or_else(|| headers.get(header::REFERER))
         .and_then(|value| value.to_str().ok())
         .ok_or_else(|| refuse("the request says not where it comes from (no Origin)"))?;
-    let authority = source
-        .strip_prefix("http://")
-        .or_else(|| source.strip_prefix("https://"))
-        .map(|rest| rest.split('/').next().unwrap_or_default());
-    if authority == Some(host) {
+    let origin = origin_of(source);
+    let allowed = match public_url {
+        Some(public_url) => origin.as_deref() == Some(public_url.to_ascii_lowercase().as_str()),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .ok_or_else(|| refuse("the request names no host"))?;
+            origin
+                .as_deref()
+                .and_then(|origin| origin.split_once("://"))
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+        }
+    };
+    if allowed {
         Ok(())
     } else {
         Err(refuse("it comes from another site"))
     }
 }
 
+/// Whether the session cookie must be `Secure`: `public_url` is https, or (without one) the
+/// request came in over https.
+fn secure(state: &AppState, headers: &HeaderMap) -> bool {
+    match &state.options.public_url {
+        Some(public_url) => public_url.starts_with("https://"),
+        None => over_https(headers),
+    }
+}
+
 /// Finds the request's session, if its cookie names a live one.
 async fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, DashError> {
-    let Some(secret) = cookie(headers, SESSION_COOKIE) else {
+    let Some(secret) = session_secret(headers) else {
         return Ok(None);
     };
     let id_hash = session_hash(secret);
@@ -255,19 +295,26 @@ fn see_other(location: &'static str) -> Response {
 }
 
 /// The route layer of every page and action: a live session, the route's role, and for a
-/// POST the origin and CSRF checks. Hands the session on as an extension.
+/// POST the origin and CSRF checks. Hands the session on as an extension. Every answer,
+/// refusals included, carries the pages' protective headers.
 async fn guard(
     State((state, role)): State<(AppState, Role)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
-    let session = match find_session(&state, request.headers()).await {
+    let mut response = guard_checks(&state, role, request, next).await;
+    protect(response.headers_mut());
+    response
+}
+
+async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: Next) -> Response {
+    let session = match find_session(state, request.headers()).await {
         Ok(Some(session)) => session,
         Ok(None) => return to_login(request.headers()),
         Err(error) => return error.into_response(),
     };
     if request.method() == Method::POST {
-        if let Err(error) = check_origin(request.headers()) {
+        if let Err(error) = check_origin(request.headers(), state.options.public_url.as_deref()) {
             return error.into_response();
         }
         let presented = request
@@ -303,9 +350,7 @@ async fn guard(
         .into_response();
     }
     request.extensions_mut().insert(session);
-    let mut response = next.run(request).await;
-    protect(response.headers_mut());
-    response
+    next.run(request).await
 }
 
 /// The `csrf` field of a urlencoded form body; the body is put back for the handler.
@@ -315,7 +360,9 @@ async fn csrf_field(request: &mut Request) -> Option<String> {
         csrf: Option<String>,
     }
     let body = std::mem::take(request.body_mut());
-    let bytes = axum::body::to_bytes(body, FORM_BYTES_MAX).await.ok()?;
+    let bytes = axum::body::to_bytes(body, DASHBOARD_FORM_BYTES_MAX)
+        .await
+        .ok()?;
     let field = serde_urlencoded::from_bytes::<Fields>(&bytes)
         .ok()
         .and_then(|fields| fields.csrf);
@@ -443,9 +490,17 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/assets/{version}/{file}", get(assets::serve))
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct LoginForm {
     token: String,
+}
+
+impl std::fmt::Debug for LoginForm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginForm")
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// `POST /login`: the token is checked by the API's own authentication (counted and rate
@@ -453,10 +508,10 @@ struct LoginForm {
 async fn login(State(state): State<AppState>, request: Request) -> Response {
     let headers = request.headers().clone();
     let client = crate::api::client_of(&request);
-    if let Err(error) = check_origin(&headers) {
+    if let Err(error) = check_origin(&headers, state.options.public_url.as_deref()) {
         return pages::login_failed(StatusCode::FORBIDDEN, &error.0.message);
     }
-    let bytes = match axum::body::to_bytes(request.into_body(), FORM_BYTES_MAX).await {
+    let bytes = match axum::body::to_bytes(request.into_body(), DASHBOARD_FORM_BYTES_MAX).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return pages::login_failed(StatusCode::PAYLOAD_TOO_LARGE, "the form is too large");
@@ -480,8 +535,22 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
     }
     let caller = match crate::api::authenticate(&state, &bearer, client).await {
         Ok(caller) => caller,
-        Err(error) => return pages::login_failed(error.status, &error.message),
+        Err(error) => {
+            let mut response = pages::login_failed(error.status, &error.message);
+            if let Some(seconds) = error.retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
+            return response;
+        }
     };
+    // A browser logging in again leaves its old session behind: end it.
+    if let Some(old) = session_secret(&headers)
+        && let Err(error) = state.store.session_delete(&session_hash(old)).await
+    {
+        tracing::warn!(%error, "dashboard: could not end the session replaced by a login");
+    }
     let secret = format!("css_{}", hex(&rand::random::<[u8; 32]>()));
     let now = Utc::now();
     let insert = SessionInsert {
@@ -495,11 +564,21 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         return pages::login_failed(error.status, &error.message);
     }
     tracing::info!(token = caller.token.id, name = %caller.token.name, "dashboard: logged in");
+    let actor = crate::api::actor_of(&caller.token);
+    crate::api::audit(
+        &state,
+        &actor,
+        "session.login",
+        format!("token:{}", caller.token.id),
+        serde_json::json!({}),
+    )
+    .await;
     let mut response = see_other("/");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie(&secret, SESSION_LIFETIME, over_https(&headers)),
+        session_cookie(&secret, SESSION_LIFETIME, secure(&state, &headers)),
     );
+    protect(response.headers_mut());
     response
 }
 
@@ -510,6 +589,14 @@ async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, DashError> {
     state.store.session_delete(&session.id_hash).await?;
+    crate::api::audit(
+        &state,
+        &session.actor(),
+        "session.logout",
+        format!("token:{}", session.token.id),
+        serde_json::json!({}),
+    )
+    .await;
     let mut response = if is_htmx(&headers) {
         let mut response = StatusCode::NO_CONTENT.into_response();
         response
@@ -521,7 +608,7 @@ async fn logout(
     };
     response.headers_mut().insert(
         header::SET_COOKIE,
-        session_cookie("", Duration::ZERO, over_https(&headers)),
+        session_cookie("", Duration::ZERO, secure(&state, &headers)),
     );
     Ok(response)
 }
@@ -549,6 +636,7 @@ mod tests {
 
         let mut post = HeaderMap::new();
         post.insert(header::HOST, HeaderValue::from_static("127.0.0.1:8080"));
+        let check_origin = |headers: &HeaderMap| check_origin(headers, None);
         assert!(check_origin(&post).is_err(), "no origin at all");
         post.insert(
             header::ORIGIN,
@@ -572,18 +660,47 @@ mod tests {
         );
         assert!(check_origin(&post).is_err());
 
+        // Behind a proxy that rewrites Host, the configured public URL is the origin.
+        let public = Some("https://ops.example.com");
+        let mut proxied = HeaderMap::new();
+        proxied.insert(header::HOST, HeaderValue::from_static("10.0.0.5:8080"));
+        proxied.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://ops.example.com"),
+        );
+        assert!(super::check_origin(&proxied, public).is_ok());
+        assert!(super::check_origin(&proxied, None).is_err(), "Host differs");
+        for other in [
+            "http://ops.example.com",
+            "https://ops.example.com:8443",
+            "https://ops.example.com.evil.example",
+            "https://evil.example",
+        ] {
+            proxied.insert(header::ORIGIN, HeaderValue::from_static(other));
+            assert!(super::check_origin(&proxied, public).is_err(), "{other}");
+        }
+        proxied.remove(header::ORIGIN);
+        proxied.insert(
+            header::REFERER,
+            HeaderValue::from_static("https://ops.example.com/queues?x=1"),
+        );
+        assert!(super::check_origin(&proxied, public).is_ok(), "Referer");
+
         let cookie = session_cookie("css_abc", SESSION_LIFETIME, false);
         let text = cookie.to_str().unwrap();
         for part in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
             assert!(text.contains(part), "{text}");
         }
         assert!(!text.contains("Secure"));
-        assert!(
-            session_cookie("x", SESSION_LIFETIME, true)
-                .to_str()
-                .unwrap()
-                .ends_with("; Secure")
+        let secure = session_cookie("x", SESSION_LIFETIME, true);
+        let secure = secure.to_str().unwrap();
+        assert!(secure.starts_with("__Host-cs_session=x;") && secure.ends_with("; Secure"));
+        let mut both = HeaderMap::new();
+        both.insert(
+            header::COOKIE,
+            HeaderValue::from_static("cs_session=plain; __Host-cs_session=strong"),
         );
+        assert_eq!(session_secret(&both), Some("strong"));
     }
 
     #[test]

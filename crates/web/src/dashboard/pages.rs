@@ -1,6 +1,6 @@
 //! The dashboard's pages and actions: each page is one askama template over the same layout
 //! (`templates/base.html`); each action calls the admin API's own operation (same store call,
-//! same audit entry) and answers with the fragment that changed, which htmx swaps in place.
+//! same audit entry) and answers with nothing: the page's live stream sends what changed.
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -39,6 +39,7 @@ pub(crate) struct Layout {
     /// How often the charts' history is sampled, for people ("5 s").
     pub(crate) sampled_every: String,
     pub(crate) samples_max: usize,
+    pub(crate) queues_charted: usize,
 }
 
 impl Layout {
@@ -54,7 +55,8 @@ impl Layout {
             assets: assets::urls(),
             charts: false,
             sampled_every: String::new(),
-            samples_max: super::history::HISTORY_SAMPLES_MAX,
+            samples_max: domain::limits::HISTORY_SAMPLES_MAX,
+            queues_charted: domain::limits::HISTORY_QUEUES_CHARTED_MAX,
         }
     }
 }
@@ -168,7 +170,13 @@ pub(crate) fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 impl Card {
     pub(crate) fn new(row: &WorkerRow, session: &Session, now: DateTime<Utc>) -> Card {
         let allowed = |action: ControlAction| {
-            action.decide(row.desired_state, row.status).is_ok()
+            action
+                .decide(
+                    row.desired_state,
+                    row.status,
+                    row.applied_generation < row.generation,
+                )
+                .is_ok()
                 // Starting a worker that is already on its way to running means nothing.
                 && !(action == ControlAction::Start && row.status == WorkerStatus::Running)
         };
@@ -340,8 +348,10 @@ pub(crate) async fn workers_page(
     })
 }
 
-/// `POST /workers/{id}/{start|stop|restart}`: the API's control operation; answers with the
-/// card as it is now (its desired state changed; its status follows on the live stream).
+/// `POST /workers/{id}/{start|stop|restart}`: the API's control operation. The answer to htmx
+/// is empty (204): the page's live stream sends the changed card within a look (about 50 ms
+/// after the store's notification). Answering with the card instead could put an older card
+/// over a newer one the stream had already swapped in, when the answer is slow.
 pub(crate) async fn worker_action(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -349,12 +359,18 @@ pub(crate) async fn worker_action(
     headers: HeaderMap,
     action: ControlAction,
 ) -> Result<Response, DashError> {
-    let row = crate::api::control_worker(&state, &session.actor(), id, action).await?;
-    if !is_htmx(&headers) {
-        return Ok(back(&headers));
+    crate::api::control_worker(&state, &session.actor(), id, action).await?;
+    Ok(done(&headers))
+}
+
+/// The answer to an action that took effect: nothing for htmx (the live stream shows the
+/// change), the page it came from for a plain form.
+fn done(headers: &HeaderMap) -> Response {
+    if is_htmx(headers) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        back(headers)
     }
-    let card = Card::new(&row, &session, Utc::now());
-    html(&CardFragment { card: &card })
 }
 
 /// After a plain form post (no htmx): back to the page it came from.
@@ -492,6 +508,7 @@ pub(crate) async fn worker_page(
         state.store.clone(),
         state.queue.clone(),
         state.options.heartbeat_interval,
+        state.shutdown.clone(),
     );
     let audit = state
         .store
@@ -667,6 +684,7 @@ pub(crate) async fn queues_page(
         state.store.clone(),
         state.queue.clone(),
         state.options.heartbeat_interval,
+        state.shutdown.clone(),
     );
     let queues = queue_lines(&state).await?;
     let jobs = failed_jobs(&state).await?;
@@ -683,7 +701,7 @@ pub(crate) async fn queues_page(
     })
 }
 
-/// `POST /queues/{name}/{pause|resume}`: answers with the queue table as it is now.
+/// `POST /queues/{name}/{pause|resume}`: the queue table follows on the live stream.
 pub(crate) async fn queue_action(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -692,17 +710,10 @@ pub(crate) async fn queue_action(
     paused: bool,
 ) -> Result<Response, DashError> {
     crate::api::pause_queue(&state, &session.actor(), &name, paused).await?;
-    if !is_htmx(&headers) {
-        return Ok(back(&headers));
-    }
-    let queues = queue_lines(&state).await?;
-    html(&QueueRows {
-        queues: &queues,
-        may_act: session.allows(Role::Operator),
-    })
+    Ok(done(&headers))
 }
 
-/// `POST /jobs/{id}/{retry|discard}`: answers with the failed-jobs table as it is now.
+/// `POST /jobs/{id}/{retry|discard}`: the failed-jobs table follows on the live stream.
 pub(crate) async fn job_action(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
@@ -711,14 +722,7 @@ pub(crate) async fn job_action(
     action: JobAction,
 ) -> Result<Response, DashError> {
     crate::api::act_on_job(&state, &session.actor(), &id, action).await?;
-    if !is_htmx(&headers) {
-        return Ok(back(&headers));
-    }
-    let jobs = failed_jobs(&state).await?;
-    html(&FailedRows {
-        jobs: &jobs,
-        may_act: session.allows(Role::Operator),
-    })
+    Ok(done(&headers))
 }
 
 // ---------------------------------------------------------------- audit
