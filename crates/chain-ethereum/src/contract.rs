@@ -20,7 +20,10 @@ use chain::provider::{
 use domain::{Amount, Chain};
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::{Ethereum, FeeQuote, IERC20, SignedTx, TRANSFER_GAS, Unsigned, attach, eth_address};
+use crate::{
+    Ethereum, FeeQuote, IERC20, NativeDeposit, SignedTx, TRANSFER_GAS, Unsigned, attach,
+    eth_address,
+};
 
 /// Blocks asked for in one JSON-RPC batch request.
 pub const BLOCKS_PER_REQUEST: u64 = 50;
@@ -114,11 +117,11 @@ impl Ethereum {
 
     /// ETH paid to `watch` by the transactions of `blocks` (full blocks), reverted ones left
     /// out (their receipts are asked for in one batch).
-    async fn native_in(
+    pub(crate) async fn native_in(
         &self,
         blocks: &[Block],
         watch: &[Address],
-    ) -> Result<Vec<Deposit>, ChainError> {
+    ) -> Result<Vec<NativeDeposit>, ChainError> {
         let watched: HashSet<[u8; 20]> = watch.iter().filter_map(Address::ethereum_bytes).collect();
         let mut hits = Vec::new();
         for block in blocks {
@@ -158,12 +161,10 @@ impl Ethereum {
                 .find(|address| address.ethereum_bytes() == Some(to.into_array()))
                 .cloned()
                 .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
-            deposits.push(Deposit {
-                txid: txid_text(transaction.tx_hash()),
-                position: 0,
+            deposits.push(NativeDeposit {
+                txid: transaction.tx_hash(),
                 block,
-                asset: Asset::Native,
-                from: Some(transaction.from().to_checksum(None)),
+                from: transaction.from(),
                 to,
                 amount: Amount::from_base_units(transaction.value()),
             });
@@ -295,7 +296,20 @@ impl ChainRead for Ethereum {
         let full = !watch.addresses.is_empty();
         let blocks = self.blocks(from, to, full).await?;
         let refs: Vec<BlockRef> = blocks.iter().map(block_ref).collect();
-        let mut deposits = self.native_in(&blocks, &watch.addresses).await?;
+        let mut deposits: Vec<Deposit> = self
+            .native_in(&blocks, &watch.addresses)
+            .await?
+            .into_iter()
+            .map(|found| Deposit {
+                txid: txid_text(found.txid),
+                position: 0,
+                block: found.block,
+                asset: Asset::Native,
+                from: Some(found.from.to_checksum(None)),
+                to: found.to,
+                amount: found.amount,
+            })
+            .collect();
         deposits.extend(self.tokens_in(from, to, watch, &refs).await?);
         deposits.sort_by_key(|deposit| (deposit.block.number, deposit.position));
         let batch = ScanBatch {

@@ -479,8 +479,6 @@ impl Ethereum {
         number: u64,
         watch: &[Address],
     ) -> Result<Option<Vec<NativeDeposit>>, ChainError> {
-        use alloy::consensus::Transaction as _;
-        use alloy::network::TransactionResponse as _;
         let Some(block) = self
             .provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
@@ -490,42 +488,9 @@ impl Ethereum {
         else {
             return Ok(None);
         };
-        let reference = BlockRef {
-            number: block.header.number,
-            hash: block.header.hash.to_string(),
-            parent_hash: block.header.parent_hash.to_string(),
-        };
-        let watched: Vec<[u8; 20]> = watch.iter().filter_map(Address::ethereum_bytes).collect();
-        let mut deposits = Vec::new();
-        for transaction in block.transactions.into_transactions() {
-            let Some(to) = transaction.to() else { continue };
-            if transaction.value().is_zero() || !watched.contains(&to.into_array()) {
-                continue;
-            }
-            let txid = transaction.tx_hash();
-            let succeeded = self
-                .provider
-                .get_transaction_receipt(txid)
-                .await
-                .map_err(|error| self.scrub(error))?
-                .is_some_and(|receipt| receipt.status());
-            if !succeeded {
-                continue;
-            }
-            let to = watch
-                .iter()
-                .find(|address| address.ethereum_bytes() == Some(to.into_array()))
-                .cloned()
-                .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
-            deposits.push(NativeDeposit {
-                txid,
-                block: reference.clone(),
-                from: transaction.from(),
-                to,
-                amount: Amount::from_base_units(transaction.value()),
-            });
-        }
-        Ok(Some(deposits))
+        Ok(Some(
+            self.native_in(std::slice::from_ref(&block), watch).await?,
+        ))
     }
 
     /// The gas a token transfer needs, from the node's estimate plus 20 % (the state can move

@@ -21,6 +21,32 @@ fn out(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
+/// A devnet, a client on it, and the signer holding its funded keys.
+async fn devnet() -> (Anvil, chain_ethereum::Ethereum, signer::InProcessSigner) {
+    let anvil = Anvil::start().await;
+    let client = chain_ethereum::Ethereum::connect(&anvil.url, Some(31337))
+        .await
+        .unwrap();
+    let hot = signer::InProcessSigner::new(
+        &signer::Mnemonic::parse("test test test test test test test test test test test junk")
+            .unwrap(),
+        chain::address::Network::Mainnet,
+    );
+    (anvil, client, hot)
+}
+
+/// Waits until `txid` is in a block.
+async fn included(client: &chain_ethereum::Ethereum, txid: alloy_primitives::B256) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !matches!(
+        client.transaction_status(txid).await.unwrap(),
+        chain::provider::TxStatus::Included { .. }
+    ) {
+        assert!(tokio::time::Instant::now() < deadline, "{txid} not mined");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn status_and_balance_from_the_node() {
     let anvil = Anvil::start().await;
@@ -93,16 +119,11 @@ async fn the_rpc_key_never_shows() {
 #[tokio::test]
 async fn token_balances_by_contract_and_by_catalogue_symbol() {
     use chain::address::{Address, Network};
-    use chain_ethereum::{Ethereum, sign};
+    use chain_ethereum::sign;
     use domain::Chain;
-    use signer::{InProcessSigner, Mnemonic, Signer};
+    use signer::Signer;
 
-    let anvil = Anvil::start().await;
-    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
-    let hot = InProcessSigner::new(
-        &Mnemonic::parse("test test test test test test test test test test test junk").unwrap(),
-        Network::Mainnet,
-    );
+    let (anvil, client, hot) = devnet().await;
     let from = hot.address(Chain::Ethereum, 0).unwrap();
     let mut code = alloy_primitives::hex::decode(
         include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin").trim(),
@@ -120,14 +141,7 @@ async fn token_balances_by_contract_and_by_catalogue_symbol() {
     )
     .unwrap();
     client.submit(&signed).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !matches!(
-        client.transaction_status(signed.txid).await.unwrap(),
-        chain::provider::TxStatus::Included { .. }
-    ) {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    included(&client, signed.txid).await;
     let token = contract_address(&from, nonce);
     let balance = chain(
         &anvil.url,
@@ -196,18 +210,12 @@ async fn token_balances_by_contract_and_by_catalogue_symbol() {
 
 #[tokio::test]
 async fn deposits_in_a_range_of_blocks() {
-    use chain::address::Network;
-    use chain::provider::{SubmitOutcome, TxStatus};
-    use chain_ethereum::{Ethereum, Transfer, sign};
+    use chain::provider::SubmitOutcome;
+    use chain_ethereum::{Transfer, sign};
     use domain::{Amount, Chain};
-    use signer::{InProcessSigner, Mnemonic, Signer};
+    use signer::Signer;
 
-    let anvil = Anvil::start().await;
-    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
-    let hot = InProcessSigner::new(
-        &Mnemonic::parse("test test test test test test test test test test test junk").unwrap(),
-        Network::Mainnet,
-    );
+    let (anvil, client, hot) = devnet().await;
     let watched = hot.address(Chain::Ethereum, 21).unwrap();
     let other = hot.address(Chain::Ethereum, 22).unwrap();
     let fees = client.fees(1_000_000_000_000).await.unwrap();
@@ -230,14 +238,7 @@ async fn deposits_in_a_range_of_blocks() {
         txids.push(signed.txid);
     }
     for txid in &txids {
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !matches!(
-            client.transaction_status(*txid).await.unwrap(),
-            TxStatus::Included { .. }
-        ) {
-            assert!(tokio::time::Instant::now() < deadline);
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        included(&client, *txid).await;
     }
     let listed = chain(
         &anvil.url,
