@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
-//!   what the tests drive first: anvil from npm (pinned, into `target/tools`) and, when the
+//!   what the tests drive first: anvil from npm (pinned, into `target/tools`), tronpy from
+//!   PyPI (pinned, into the venv `target/tools/tronpy`) for chain-tron's cross-check, and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
@@ -22,7 +23,8 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
-          the anvil devnet from npm into target/tools the first time; see README.md)
+          the anvil devnet from npm and tronpy from PyPI into target/tools the first time;
+          see README.md)
   bench [control|queue|api|ethereum|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
@@ -101,6 +103,41 @@ fn anvil() -> anyhow::Result<std::path::PathBuf> {
         run(command).context("installing anvil from npm (needs node and npm)")?;
     }
     Ok(binary)
+}
+
+/// tronpy, the independent implementation chain-tron's transactions are checked against,
+/// pinned with everything it pulls in by `crates/chain-tron/xcheck/requirements.txt` and
+/// installed into a venv beside the build (`target/tools/tronpy`) the first time or when the
+/// pins change. Returns the venv's python.
+fn tronpy() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let requirements = root.join("crates/chain-tron/xcheck/requirements.txt");
+    let venv = root.join("target/tools/tronpy");
+    let python = venv.join("bin/python");
+    let stamp = venv.join("requirements.installed");
+    let wanted = std::fs::read_to_string(&requirements).context("reading the tronpy pins")?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        let mut create = Command::new("python3");
+        create.args(["-m", "venv"]).arg(&venv);
+        run(create).context("creating the tronpy venv (needs python3 with venv)")?;
+        let mut install = Command::new(&python);
+        install
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements);
+        run(install).context("installing tronpy from PyPI")?;
+        std::fs::write(&stamp, &wanted).context("writing the tronpy install stamp")?;
+    }
+    Ok(python)
 }
 
 /// Whether `program` can be run (it answers `--version`).
@@ -220,6 +257,7 @@ fn browser_test_selected(extra: &[String]) -> bool {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
+    let tronpy = tronpy()?;
     // The browser and its driver only when the browser test runs; when it does (CI, the
     // default full run) a missing one is an error, never a skipped test.
     let browser = if browser_test_selected(extra) {
@@ -228,7 +266,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         None
     };
     let with_anvil = |mut command: Command| {
-        command.env("COINSENSEI_ANVIL", &anvil);
+        command
+            .env("COINSENSEI_ANVIL", &anvil)
+            .env("COINSENSEI_TRONPY", &tronpy);
         if let Some((chromium, e2e)) = &browser {
             command
                 .env("COINSENSEI_CHROMIUM", chromium)

@@ -1,0 +1,936 @@
+//! A java-tron full node's HTTP API (`/wallet/*` and the solidity endpoints
+//! `/walletsolidity/*`), and the provider contract on top of it.
+//!
+//! The node prints protobuf JSON without defaults (a zero, `false` or empty value is simply
+//! absent), so every field is optional with a default; numbers can exceed 2^53 and are read
+//! as integers, never through f64; errors come with status 200 and are told by their `code`,
+//! never by their (hex) message. The API key (`TRON-PRO-API-KEY`) is sent as a header and
+//! never printed: errors name the endpoint's origin only.
+
+use std::time::Duration;
+
+use chain::address::Address;
+use chain::provider::{
+    AccountSequence, Asset, BlockRef, ChainBuild, ChainError, ChainRead, ChainSubmit, Deposit,
+    Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload, SubmitOutcome, Tip, TxStatus,
+    WatchSet,
+};
+use domain::{Amount, Chain};
+use ruint::aliases::U256;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::death::{AttemptFate, attempt_fate};
+use crate::fee::{self, FeeEstimate, Prices, Resources};
+use crate::transaction::{self, RefBlock, Window};
+
+/// `Transfer(address,address,uint256)`.
+pub const TRANSFER_TOPIC: &str = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef";
+/// The default most a TRC-20 transfer may burn: 100 TRX.
+pub const FEE_LIMIT_CAP_DEFAULT: i64 = 100_000_000;
+/// How many times a read is tried before its error is returned.
+pub const READ_ATTEMPTS_MAX: u32 = 3;
+/// The first pause between tries; doubled each time, with jitter.
+pub const READ_BACKOFF_BASE: Duration = Duration::from_millis(200);
+/// The size of a signed TRC-20 transfer (with its 65-byte signature and protobuf framing),
+/// for the bandwidth estimate; TRX transfers are smaller.
+pub const TRC20_TRANSFER_BYTES: u64 = 345;
+pub const TRX_TRANSFER_BYTES: u64 = 268;
+
+/// How the client talks to the node and what it may build.
+#[derive(Clone)]
+pub struct Config {
+    pub url: url::Url,
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    /// The expiration set on built transactions, after their timestamp.
+    pub expiration: Duration,
+    /// The most a TRC-20 transfer may burn (its `fee_limit`), in sun.
+    pub fee_limit_cap: i64,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &origin(&self.url))
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("expiration", &self.expiration)
+            .field("fee_limit_cap", &self.fee_limit_cap)
+            .finish()
+    }
+}
+
+impl Config {
+    pub fn new(url: url::Url) -> Config {
+        Config {
+            url,
+            api_key: None,
+            timeout: Duration::from_secs(10),
+            expiration: Duration::from_millis(60_000),
+            fee_limit_cap: FEE_LIMIT_CAP_DEFAULT,
+        }
+    }
+}
+
+fn origin(url: &url::Url) -> String {
+    format!(
+        "{}://{}{}",
+        url.scheme(),
+        url.host_str().unwrap_or(""),
+        url.port()
+            .map(|port| format!(":{port}"))
+            .unwrap_or_default()
+    )
+}
+
+/// A connection to one full node.
+#[derive(Clone)]
+pub struct Tron {
+    http: reqwest::Client,
+    config: Config,
+    shown: String,
+}
+
+impl std::fmt::Debug for Tron {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tron")
+            .field("endpoint", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A block as the node prints it (header only is read).
+#[derive(Debug, Clone, Deserialize)]
+struct BlockJson {
+    #[serde(rename = "blockID", default)]
+    block_id: String,
+    #[serde(default)]
+    block_header: Option<HeaderJson>,
+    #[serde(default)]
+    transactions: Vec<TransactionJson>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct HeaderJson {
+    raw_data: HeaderRawJson,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct HeaderRawJson {
+    #[serde(default)]
+    number: u64,
+    #[serde(rename = "parentHash", default)]
+    parent_hash: String,
+    #[serde(default)]
+    timestamp: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TransactionJson {
+    #[serde(rename = "txID")]
+    txid: String,
+    #[serde(default)]
+    ret: Vec<Value>,
+    raw_data: Value,
+}
+
+/// A block's header, as the client uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub reference: BlockRef,
+    pub id: RefBlock,
+    pub timestamp: i64,
+}
+
+impl BlockJson {
+    fn header(&self) -> Result<Option<Header>, ChainError> {
+        let Some(header) = &self.block_header else {
+            return Ok(None);
+        };
+        let id = RefBlock::from_hex(&self.block_id)?;
+        Ok(Some(Header {
+            reference: BlockRef {
+                number: header.raw_data.number,
+                hash: self.block_id.clone(),
+                parent_hash: header.raw_data.parent_hash.clone(),
+            },
+            id,
+            timestamp: header.raw_data.timestamp,
+        }))
+    }
+}
+
+/// `TransactionInfo` (gettransactioninfobyid and ...byblocknum).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct TransactionInfo {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub fee: i64,
+    #[serde(rename = "blockNumber", default)]
+    pub block_number: u64,
+    #[serde(rename = "blockTimeStamp", default)]
+    pub block_time: i64,
+    #[serde(default)]
+    pub receipt: Receipt,
+    #[serde(default)]
+    pub log: Vec<Log>,
+    /// "FAILED" for a failed transaction; absent (SUCESS, the default) otherwise.
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Receipt {
+    /// "SUCCESS", "REVERT", "OUT_OF_ENERGY"...; absent on TRX transfers (DEFAULT).
+    #[serde(default)]
+    pub result: Option<String>,
+    #[serde(default)]
+    pub energy_usage_total: i64,
+    #[serde(default)]
+    pub net_fee: i64,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct Log {
+    /// The contract, 20 bytes hex without 41 (base58 when visible=true was asked).
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub topics: Vec<String>,
+    #[serde(default)]
+    pub data: String,
+}
+
+impl TransactionInfo {
+    /// Whether the transaction did what it said: no `result: FAILED`, and a contract call's
+    /// receipt says SUCCESS (a TRX transfer's receipt carries no result).
+    pub fn succeeded(&self) -> bool {
+        self.result.as_deref() != Some("FAILED")
+            && matches!(self.receipt.result.as_deref(), None | Some("SUCCESS"))
+    }
+}
+
+/// A broadcast answer.
+#[derive(Debug, Clone, Deserialize, Default)]
+struct BroadcastJson {
+    #[serde(default)]
+    result: bool,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// What the node's broadcast answer means. `code`s are java-tron's `response_code`.
+pub fn broadcast_outcome(body: &Value) -> SubmitOutcome {
+    let Ok(answer) = serde_json::from_value::<BroadcastJson>(body.clone()) else {
+        return SubmitOutcome::Unknown {
+            reason: "an answer that is not a broadcast result".into(),
+        };
+    };
+    if answer.result {
+        return SubmitOutcome::Accepted;
+    }
+    let message = answer
+        .message
+        .as_deref()
+        .map(|text| {
+            hex::decode(text)
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .unwrap_or_else(|| text.to_string())
+        })
+        .unwrap_or_default();
+    let code = answer.code.unwrap_or_default();
+    let reason = format!("{code}: {message}");
+    let rejected = |retriable| SubmitOutcome::Rejected {
+        retriable,
+        reason: reason.clone(),
+    };
+    match code.as_str() {
+        // This very transaction is in the node's pool or chain.
+        "DUP_TRANSACTION_ERROR" => SubmitOutcome::AlreadyKnown,
+        // The node is not taking transactions now; the same bytes may be taken later.
+        "SERVER_BUSY" | "NOT_ENOUGH_EFFECTIVE_CONNECTION" | "NO_CONNECTION" => rejected(true),
+        // Bandwidth recovers and TRX can be topped up before the expiration: the same bytes
+        // may pass later.
+        "BANDWITH_ERROR" => rejected(true),
+        // The reference block is not on this node's chain: a node still syncing to our
+        // (solidified) reference block; another node, or this one later, may take the bytes.
+        // If the chain really is another, the expiration ends the attempt anyway.
+        "TAPOS_ERROR" => rejected(true),
+        // These bytes can never be valid: expired, a bad signature, a call the chain refuses
+        // as built (no balance, no such contract): only a new attempt can pay, and only once
+        // the death rule allows it.
+        "TRANSACTION_EXPIRATION_ERROR"
+        | "SIGERROR"
+        | "CONTRACT_VALIDATE_ERROR"
+        | "CONTRACT_EXE_ERROR"
+        | "TOO_BIG_TRANSACTION_ERROR" => rejected(false),
+        // OTHER_ERROR and codes of later versions: the node may or may not have kept it.
+        _ => SubmitOutcome::Unknown { reason },
+    }
+}
+
+impl Tron {
+    /// A client for the node at `config.url` (nothing is asked yet).
+    pub fn new(config: Config) -> Result<Tron, ChainError> {
+        // Installing the process-wide provider fails harmlessly when one is installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = &config.api_key {
+            let mut value = reqwest::header::HeaderValue::from_str(key)
+                .map_err(|_| ChainError::permanent("the TRON API key is not a valid header"))?;
+            value.set_sensitive(true);
+            headers.insert("TRON-PRO-API-KEY", value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .default_headers(headers)
+            .build()
+            .map_err(|error| ChainError::permanent(format!("building the HTTP client: {error}")))?;
+        if config.fee_limit_cap <= 0 {
+            return Err(ChainError::permanent(
+                "the fee limit cap must be above zero",
+            ));
+        }
+        let expiration = i64::try_from(config.expiration.as_millis()).unwrap_or(i64::MAX);
+        if expiration <= 0 || expiration > transaction::EXPIRATION_MAX_MS {
+            return Err(ChainError::permanent(
+                "the expiration must be more than zero and at most 24 hours",
+            ));
+        }
+        Ok(Tron {
+            shown: origin(&config.url),
+            http,
+            config,
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.shown
+    }
+
+    /// One POST, answered with JSON; transport errors and 5xx are retriable, and the error
+    /// names the endpoint's origin only.
+    async fn post_once(&self, path: &str, body: &Value) -> Result<Value, ChainError> {
+        let url =
+            self.config.url.join(path).map_err(|error| {
+                ChainError::permanent(format!("bad endpoint path {path}: {error}"))
+            })?;
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|error| {
+                ChainError::retriable(format!("{} {path}: {}", self.shown, error.without_url()))
+            })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|error| {
+            ChainError::retriable(format!("{} {path}: {}", self.shown, error.without_url()))
+        })?;
+        if !status.is_success() {
+            let error = format!("{} {path}: HTTP {status}", self.shown);
+            return Err(if status.is_server_error() || status.as_u16() == 429 {
+                ChainError::retriable(error)
+            } else {
+                ChainError::permanent(error)
+            });
+        }
+        let value: Value = serde_json::from_str(&text).map_err(|error| {
+            ChainError::retriable(format!("{} {path}: not JSON: {error}", self.shown))
+        })?;
+        if let Some(error) = value.get("Error").and_then(Value::as_str) {
+            return Err(ChainError::permanent(format!(
+                "{} {path}: {error}",
+                self.shown
+            )));
+        }
+        Ok(value)
+    }
+
+    /// A read, tried again with backoff while its error is retriable.
+    async fn post(&self, path: &str, body: Value) -> Result<Value, ChainError> {
+        let mut pause = READ_BACKOFF_BASE;
+        let mut attempt = 1;
+        loop {
+            match self.post_once(path, &body).await {
+                Err(error) if error.retriable && attempt < READ_ATTEMPTS_MAX => {
+                    tracing::debug!(endpoint = %self.shown, path, attempt, error = %error, "retrying a TRON read");
+                    let jitter = Duration::from_millis(u64::from(rand_jitter()));
+                    tokio::time::sleep(pause + jitter).await;
+                    pause *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        value: Value,
+    ) -> Result<T, ChainError> {
+        serde_json::from_value(value).map_err(|error| {
+            ChainError::permanent(format!("{} {path}: unexpected answer: {error}", self.shown))
+        })
+    }
+
+    /// The head block's header.
+    pub async fn head(&self) -> Result<Header, ChainError> {
+        let block: BlockJson =
+            self.parse("now", self.post("wallet/getnowblock", json!({})).await?)?;
+        block
+            .header()?
+            .ok_or_else(|| ChainError::retriable("the node has no head block"))
+    }
+
+    /// The solidified head's header.
+    pub async fn solidified(&self) -> Result<Header, ChainError> {
+        let block: BlockJson = self.parse(
+            "solid",
+            self.post("walletsolidity/getnowblock", json!({})).await?,
+        )?;
+        block
+            .header()?
+            .ok_or_else(|| ChainError::retriable("the node has no solidified block"))
+    }
+
+    async fn block_json(&self, number: u64) -> Result<Option<BlockJson>, ChainError> {
+        let value = self
+            .post("wallet/getblockbynum", json!({ "num": number }))
+            .await?;
+        if value.as_object().is_some_and(|object| object.is_empty()) {
+            return Ok(None);
+        }
+        self.parse("getblockbynum", value).map(Some)
+    }
+
+    /// The account's TRX balance in sun and whether it exists on chain (an address that
+    /// never received TRX is not activated, and `getaccount` answers `{}`).
+    pub async fn account(&self, address: &Address) -> Result<(Amount, bool), ChainError> {
+        let value = self
+            .post(
+                "wallet/getaccount",
+                json!({ "address": address.as_str(), "visible": true }),
+            )
+            .await?;
+        let activated = value.as_object().is_some_and(|object| !object.is_empty());
+        let balance = value.get("balance").and_then(Value::as_u64).unwrap_or(0);
+        Ok((Amount::from_u128(u128::from(balance)), activated))
+    }
+
+    /// The account's free energy and bandwidth now.
+    pub async fn resources(&self, address: &Address) -> Result<Resources, ChainError> {
+        let value = self
+            .post(
+                "wallet/getaccountresource",
+                json!({ "address": address.as_str(), "visible": true }),
+            )
+            .await?;
+        let field = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0);
+        Ok(Resources {
+            energy_available: field("EnergyLimit").saturating_sub(field("EnergyUsed")),
+            bandwidth_available: field("freeNetLimit")
+                .saturating_sub(field("freeNetUsed"))
+                .saturating_add(field("NetLimit").saturating_sub(field("NetUsed"))),
+        })
+    }
+
+    /// The chain's prices, read from its parameters.
+    pub async fn prices(&self) -> Result<Prices, ChainError> {
+        let value = self.post("wallet/getchainparameters", json!({})).await?;
+        let parameters = value
+            .get("chainParameter")
+            .and_then(Value::as_array)
+            .ok_or_else(|| ChainError::permanent("getchainparameters without chainParameter"))?;
+        let find = |key: &str| -> Result<u64, ChainError> {
+            parameters
+                .iter()
+                .find(|entry| entry.get("key").and_then(Value::as_str) == Some(key))
+                // A zero value has no `value` key.
+                .map(|entry| entry.get("value").and_then(Value::as_u64).unwrap_or(0))
+                .ok_or_else(|| ChainError::permanent(format!("the chain parameters lack {key}")))
+        };
+        Ok(Prices {
+            energy: find("getEnergyFee")?,
+            bandwidth: find("getTransactionFee")?,
+            create_account: find("getCreateAccountFee")?,
+        })
+    }
+
+    /// Calls a contract without a transaction; returns the first result word and the energy.
+    async fn constant_call(
+        &self,
+        owner: &Address,
+        contract: &Address,
+        selector: &str,
+        parameter: String,
+    ) -> Result<(Vec<u8>, u64), ChainError> {
+        let value = self
+            .post(
+                "wallet/triggerconstantcontract",
+                json!({
+                    "owner_address": owner.as_str(),
+                    "contract_address": contract.as_str(),
+                    "function_selector": selector,
+                    "parameter": parameter,
+                    "visible": true,
+                }),
+            )
+            .await?;
+        if value.pointer("/result/result").and_then(Value::as_bool) != Some(true) {
+            return Err(ChainError::permanent(format!(
+                "{selector} on {contract} failed: {}",
+                value
+                    .pointer("/result/code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("no result")
+            )));
+        }
+        let result = value
+            .pointer("/constant_result/0")
+            .and_then(Value::as_str)
+            .and_then(|text| hex::decode(text).ok())
+            .unwrap_or_default();
+        let energy = value
+            .get("energy_used")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Ok((result, energy))
+    }
+
+    fn word_of(address: &Address) -> Result<String, ChainError> {
+        let bytes = address
+            .tron_bytes()
+            .ok_or_else(|| ChainError::permanent(format!("{address} is not a TRON address")))?;
+        Ok(format!("{:0>64}", hex::encode(&bytes[1..])))
+    }
+
+    /// A TRC-20 balance by `balanceOf`.
+    pub async fn token_balance(
+        &self,
+        token: &Address,
+        owner: &Address,
+    ) -> Result<Amount, ChainError> {
+        let (word, _) = self
+            .constant_call(owner, token, "balanceOf(address)", Self::word_of(owner)?)
+            .await?;
+        if word.len() != 32 {
+            return Err(ChainError::permanent(format!(
+                "balanceOf on {token} answered {} bytes",
+                word.len()
+            )));
+        }
+        Ok(Amount::from_base_units(U256::from_be_slice(&word)))
+    }
+
+    /// The energy a TRC-20 transfer needs now, by simulating it.
+    pub async fn transfer_energy(
+        &self,
+        payment: &Payment,
+        token: &Address,
+    ) -> Result<u64, ChainError> {
+        let amount = format!(
+            "{:0>64}",
+            hex::encode(payment.amount.base_units().to_be_bytes::<32>())
+        );
+        let parameter = format!("{}{amount}", Self::word_of(&payment.to)?);
+        let (_, energy) = self
+            .constant_call(&payment.from, token, "transfer(address,uint256)", parameter)
+            .await?;
+        Ok(energy)
+    }
+
+    async fn info(&self, api: &str, txid: &str) -> Result<Option<TransactionInfo>, ChainError> {
+        let value = self
+            .post(
+                &format!("{api}/gettransactioninfobyid"),
+                json!({ "value": txid }),
+            )
+            .await?;
+        if value.as_object().is_some_and(|object| object.is_empty()) {
+            return Ok(None);
+        }
+        self.parse("gettransactioninfobyid", value).map(Some)
+    }
+
+    /// What may be done about an attempt that expires at `expiration` (DESIGN.md §2.3).
+    pub async fn attempt_fate(
+        &self,
+        txid: &str,
+        expiration: i64,
+    ) -> Result<AttemptFate, ChainError> {
+        // The solidified head first: had the transaction entered a solidified block after
+        // the lookup, the head read after would make a live attempt look dead.
+        let solidified = self.solidified().await?;
+        let found = self.info("walletsolidity", txid).await?.is_some();
+        Ok(attempt_fate(found, expiration, solidified.timestamp))
+    }
+
+    /// The TransactionInfos of block `number` (a bare array; `[]` for an empty block).
+    pub async fn block_infos(&self, number: u64) -> Result<Vec<TransactionInfo>, ChainError> {
+        let value = self
+            .post(
+                "wallet/gettransactioninfobyblocknum",
+                json!({ "num": number }),
+            )
+            .await?;
+        if value.as_object().is_some_and(|object| object.is_empty()) {
+            return Ok(Vec::new());
+        }
+        self.parse("gettransactioninfobyblocknum", value)
+    }
+
+    /// The estimate for `payment` now.
+    pub async fn estimate(&self, payment: &Payment) -> Result<FeeEstimate, ChainError> {
+        let (prices, resources) = tokio::try_join!(self.prices(), self.resources(&payment.from))?;
+        match &payment.asset {
+            Asset::Native => {
+                let (_, activated) = self.account(&payment.to).await?;
+                Ok(fee::estimate(
+                    prices,
+                    resources,
+                    TRX_TRANSFER_BYTES,
+                    0,
+                    !activated,
+                ))
+            }
+            Asset::Token(token) => {
+                let energy = self.transfer_energy(payment, token).await?;
+                Ok(fee::estimate(
+                    prices,
+                    resources,
+                    TRC20_TRANSFER_BYTES,
+                    energy,
+                    false,
+                ))
+            }
+        }
+    }
+}
+
+fn rand_jitter() -> u16 {
+    // Jitter spreads retries of many workers; the low bits of the clock are enough for that.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    u16::try_from(nanos % 100).unwrap_or(0)
+}
+
+/// Token deposits to `watch` in a block's TransactionInfos: `Transfer` logs of allowlisted
+/// tokens, in transactions that succeeded.
+pub fn token_deposits(
+    block: &BlockRef,
+    infos: &[TransactionInfo],
+    watch: &WatchSet,
+) -> Result<Vec<Deposit>, ChainError> {
+    let mut deposits = Vec::new();
+    for info in infos.iter().filter(|info| info.succeeded()) {
+        for (position, log) in info.log.iter().enumerate() {
+            if log.topics.len() != 3 || !log.topics[0].eq_ignore_ascii_case(TRANSFER_TOPIC) {
+                continue;
+            }
+            let Some(token) = log_address(&log.address) else {
+                continue;
+            };
+            let Some(token) = watch
+                .tokens
+                .iter()
+                .find(|allowed| allowed.tron_bytes() == Some(token))
+            else {
+                continue;
+            };
+            let (Some(from), Some(to)) =
+                (topic_address(&log.topics[1]), topic_address(&log.topics[2]))
+            else {
+                continue;
+            };
+            let Some(to) = watch
+                .addresses
+                .iter()
+                .find(|address| address.tron_bytes() == Some(to))
+            else {
+                continue;
+            };
+            let data = hex::decode(&log.data).map_err(|_| {
+                ChainError::permanent(format!("a Transfer log of {} with bad data", info.id))
+            })?;
+            if data.len() != 32 {
+                continue;
+            }
+            deposits.push(Deposit {
+                txid: info.id.clone(),
+                position: position as u64,
+                block: block.clone(),
+                asset: Asset::Token(token.clone()),
+                from: Some(transaction::base58(&from)),
+                to: to.clone(),
+                amount: Amount::from_base_units(U256::from_be_slice(&data)),
+            });
+        }
+    }
+    Ok(deposits)
+}
+
+/// A log's contract: 20-byte hex without 41 (or 21 with it).
+fn log_address(text: &str) -> Option<[u8; 21]> {
+    let bytes = hex::decode(text).ok()?;
+    let mut address = [transaction::ADDRESS_PREFIX; 21];
+    match bytes.len() {
+        20 => address[1..].copy_from_slice(&bytes),
+        21 if bytes[0] == transaction::ADDRESS_PREFIX => address.copy_from_slice(&bytes),
+        _ => return None,
+    }
+    Some(address)
+}
+
+/// An indexed address topic: 12 zero bytes and the 20 address bytes.
+fn topic_address(text: &str) -> Option<[u8; 21]> {
+    let bytes = hex::decode(text).ok()?;
+    if bytes.len() != 32 || bytes[..12] != [0u8; 12] {
+        return None;
+    }
+    let mut address = [transaction::ADDRESS_PREFIX; 21];
+    address[1..].copy_from_slice(&bytes[12..]);
+    Some(address)
+}
+
+/// Native deposits to `watch` in a block's transactions: successful `TransferContract`s.
+fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<Deposit> {
+    let mut deposits = Vec::new();
+    for transaction in &json.transactions {
+        let ok = transaction
+            .ret
+            .first()
+            .and_then(|ret| ret.get("contractRet"))
+            .and_then(Value::as_str)
+            .is_none_or(|ret| ret == "SUCCESS");
+        let contract = &transaction.raw_data["contract"][0];
+        if !ok || contract["type"] != "TransferContract" {
+            continue;
+        }
+        let value = &contract["parameter"]["value"];
+        let Some(to) = value["to_address"]
+            .as_str()
+            .and_then(|text| hex::decode(text).ok())
+        else {
+            continue;
+        };
+        let Some(to) = watch
+            .addresses
+            .iter()
+            .find(|address| address.tron_bytes().map(|bytes| bytes.to_vec()) == Some(to.clone()))
+        else {
+            continue;
+        };
+        let Some(amount) = value["amount"].as_u64() else {
+            continue;
+        };
+        deposits.push(Deposit {
+            txid: transaction.txid.clone(),
+            position: 0,
+            block: block.clone(),
+            asset: Asset::Native,
+            from: value["owner_address"]
+                .as_str()
+                .and_then(|text| hex::decode(text).ok())
+                .and_then(|bytes| <[u8; 21]>::try_from(bytes).ok())
+                .map(|bytes| transaction::base58(&bytes)),
+            to: to.clone(),
+            amount: Amount::from_u128(u128::from(amount)),
+        });
+    }
+    deposits
+}
+
+/// What building a transfer needs now.
+#[derive(Debug, Clone)]
+pub struct Metadata {
+    pub window: Window,
+    pub estimate: FeeEstimate,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl ChainRead for Tron {
+    fn chain(&self) -> Chain {
+        Chain::Tron
+    }
+
+    async fn tip(&self) -> Result<Tip, ChainError> {
+        let (head, solidified) = tokio::try_join!(self.head(), self.solidified())?;
+        Ok(Tip {
+            head: head.reference.number,
+            finalized: Some(solidified.reference.number),
+        })
+    }
+
+    async fn block(&self, number: u64) -> Result<Option<BlockRef>, ChainError> {
+        Ok(match self.block_json(number).await? {
+            Some(json) => json.header()?.map(|header| header.reference),
+            None => None,
+        })
+    }
+
+    async fn balance(&self, address: &Address, asset: &Asset) -> Result<Amount, ChainError> {
+        match asset {
+            Asset::Native => Ok(self.account(address).await?.0),
+            Asset::Token(token) => self.token_balance(token, address).await,
+        }
+    }
+
+    async fn transaction(&self, txid: &str) -> Result<TxStatus, ChainError> {
+        let Some(info) = self.info("wallet", txid).await? else {
+            return Ok(TxStatus::NotFound);
+        };
+        if info.block_number == 0 {
+            return Ok(TxStatus::Pending);
+        }
+        let head = self.head().await?;
+        let block = self
+            .block(info.block_number)
+            .await?
+            .ok_or_else(|| ChainError::retriable("the transaction's block is not served"))?;
+        Ok(TxStatus::Included {
+            block,
+            success: info.succeeded(),
+            confirmations: head.reference.number.saturating_sub(info.block_number) + 1,
+        })
+    }
+
+    async fn account_sequence(
+        &self,
+        _address: &Address,
+    ) -> Result<Option<AccountSequence>, ChainError> {
+        // TRON has no account nonce: a transaction is unique by its raw data and expires.
+        Ok(None)
+    }
+
+    async fn scan(&self, from: u64, to: u64, watch: &WatchSet) -> Result<ScanBatch, ChainError> {
+        let mut batch = ScanBatch::default();
+        for number in from..=to {
+            let json = self.block_json(number).await?.ok_or_else(|| {
+                ChainError::retriable(format!("block {number} is not served yet"))
+            })?;
+            let header = json
+                .header()?
+                .ok_or_else(|| ChainError::retriable(format!("block {number} has no header")))?;
+            batch
+                .deposits
+                .extend(native_deposits(&header.reference, &json, watch));
+            if !watch.tokens.is_empty() {
+                let infos = self.block_infos(number).await?;
+                batch
+                    .deposits
+                    .extend(token_deposits(&header.reference, &infos, watch)?);
+            }
+            batch.blocks.push(header.reference);
+        }
+        batch.check(from)?;
+        Ok(batch)
+    }
+}
+
+impl ChainBuild for Tron {
+    type Metadata = Metadata;
+    type Unsigned = transaction::Unsigned;
+
+    async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
+        let (solidified, estimate) = tokio::try_join!(self.solidified(), self.estimate(payment))?;
+        let timestamp = now_ms();
+        let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
+        let fee_limit = match payment.asset {
+            Asset::Native => 0,
+            Asset::Token(_) => {
+                let needed = i64::try_from(estimate.burn).unwrap_or(i64::MAX);
+                if needed > self.config.fee_limit_cap {
+                    return Err(ChainError::retriable(format!(
+                        "the transfer would burn {needed} sun, above the cap of {} sun",
+                        self.config.fee_limit_cap
+                    )));
+                }
+                self.config.fee_limit_cap
+            }
+        };
+        Ok(Metadata {
+            window: Window {
+                ref_block: solidified.id,
+                timestamp,
+                expiration: timestamp + expiration,
+                fee_limit,
+            },
+            estimate,
+        })
+    }
+
+    fn max_fee(&self, metadata: &Metadata) -> Amount {
+        let limit = u128::try_from(metadata.window.fee_limit).unwrap_or(0);
+        Amount::from_u128(limit.max(u128::from(metadata.estimate.burn)))
+    }
+
+    fn sequence(&self, _metadata: &Metadata) -> Option<u64> {
+        None
+    }
+
+    fn set_sequence(&self, _metadata: &mut Metadata, _sequence: u64) {}
+
+    fn build(
+        &self,
+        payment: &Payment,
+        metadata: &Metadata,
+    ) -> Result<transaction::Unsigned, ChainError> {
+        transaction::build(payment, &metadata.window)
+    }
+
+    fn payloads(&self, unsigned: &transaction::Unsigned) -> Vec<SigningPayload> {
+        vec![unsigned.payload()]
+    }
+
+    fn combine(
+        &self,
+        unsigned: transaction::Unsigned,
+        signatures: &[[u8; 65]],
+    ) -> Result<SignedTransaction, ChainError> {
+        let [signature] = signatures else {
+            return Err(ChainError::permanent(format!(
+                "one signature expected, {} given",
+                signatures.len()
+            )));
+        };
+        transaction::attach(unsigned, signature)
+    }
+
+    fn parse(&self, signed: &SignedTransaction) -> Result<Parsed, ChainError> {
+        transaction::parse(signed).map(|decoded| decoded.parsed)
+    }
+}
+
+impl ChainSubmit for Tron {
+    async fn submit(&self, signed: &SignedTransaction) -> SubmitOutcome {
+        // Sent once: a retry is the caller's decision, with the same bytes.
+        match self
+            .post_once(
+                "wallet/broadcasthex",
+                &json!({ "transaction": hex::encode(&signed.raw) }),
+            )
+            .await
+        {
+            Ok(body) => broadcast_outcome(&body),
+            Err(error) => SubmitOutcome::Unknown {
+                reason: error.message,
+            },
+        }
+    }
+}

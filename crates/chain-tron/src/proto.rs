@@ -1,0 +1,106 @@
+//! The few protobuf messages of java-tron's `Tron.proto` and `contract/*.proto` that a transfer
+//! needs, written by hand with prost's derive. Field numbers and types are the protocol's;
+//! fields are declared in field-number order, which is the order prost and protoc-generated
+//! code (tronpy's `tron_pb2`, TronWeb's `protocol`) write them in, so the bytes agree.
+
+/// `Transaction.Contract.ContractType` values used here.
+pub const TRANSFER_CONTRACT: i32 = 1;
+pub const TRIGGER_SMART_CONTRACT: i32 = 31;
+
+/// The `type_url` of each contract in its `google.protobuf.Any`.
+pub const TRANSFER_TYPE_URL: &str = "type.googleapis.com/protocol.TransferContract";
+pub const TRIGGER_TYPE_URL: &str = "type.googleapis.com/protocol.TriggerSmartContract";
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Any {
+    #[prost(string, tag = "1")]
+    pub type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub value: Vec<u8>,
+}
+
+/// `Transaction.Contract`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Contract {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub parameter: Option<Any>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub provider: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub contract_name: Vec<u8>,
+    #[prost(int32, tag = "5")]
+    pub permission_id: i32,
+}
+
+/// `Transaction.raw`: what the txid hashes and the signature signs. `auths` (9) and
+/// `scripts` (12) are never set by this system and not modelled; a decoded transaction
+/// carrying them is refused by [`crate::transaction::parse`] through its re-encoding check.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Raw {
+    #[prost(bytes = "vec", tag = "1")]
+    pub ref_block_bytes: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub ref_block_num: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub ref_block_hash: Vec<u8>,
+    #[prost(int64, tag = "8")]
+    pub expiration: i64,
+    #[prost(bytes = "vec", tag = "10")]
+    pub data: Vec<u8>,
+    #[prost(message, repeated, tag = "11")]
+    pub contract: Vec<Contract>,
+    #[prost(int64, tag = "14")]
+    pub timestamp: i64,
+    #[prost(int64, tag = "18")]
+    pub fee_limit: i64,
+}
+
+/// `Transaction` as it is sent (`ret`, field 5, is the node's and never sent).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Transaction {
+    #[prost(message, optional, tag = "1")]
+    pub raw_data: Option<Raw>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub signature: Vec<Vec<u8>>,
+}
+
+/// The same wire format as [`Transaction`] with `raw_data` kept as bytes: the txid is the
+/// hash of exactly the bytes received, not of a re-encoding.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransactionBytes {
+    #[prost(bytes = "vec", tag = "1")]
+    pub raw_data: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub signature: Vec<Vec<u8>>,
+}
+
+/// `TransferContract` (TRX).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TransferContract {
+    #[prost(bytes = "vec", tag = "1")]
+    pub owner_address: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub to_address: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub amount: i64,
+}
+
+/// `TriggerSmartContract` (a contract call; TRC-20 `transfer` here).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TriggerSmartContract {
+    #[prost(bytes = "vec", tag = "1")]
+    pub owner_address: Vec<u8>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub contract_address: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub call_value: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub data: Vec<u8>,
+    #[prost(int64, tag = "5")]
+    pub call_token_value: i64,
+    #[prost(int64, tag = "6")]
+    pub token_id: i64,
+}

@@ -1,0 +1,191 @@
+//! The bytes this crate builds, against tronpy's for the same inputs (same key, reference
+//! block, timestamps, expiration, fee limit): raw_data, txid and signature must be equal.
+//!
+//! Two checks: the committed vectors (`xcheck/golden.json`, written by
+//! `xcheck/tronpy_vectors.py`, including the issue's two) are compared without any tool; and
+//! random cases (amounts up to int64 / uint256, addresses, keys, reference blocks, windows)
+//! are given to tronpy itself, which `cargo xtask test` installs into a venv and names in
+//! `COINSENSEI_TRONPY`. tronpy's signature comes from libsecp256k1 with RFC 6979 nonces, as
+//! ours does, so r‖s‖v are compared whole.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use chain::address::{Address, Network};
+use chain::provider::{Asset, Payment};
+use chain_tron::transaction::{self, RefBlock, Window};
+use common::KeySigner;
+use domain::{Amount, Chain};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use ruint::aliases::U256;
+use serde_json::{Value, json};
+
+fn tron(text: &str) -> Address {
+    Address::parse(Chain::Tron, Network::Mainnet, text).unwrap()
+}
+
+/// Ours for a case: (owner, raw_data_hex, txid, signature).
+fn ours(case: &Value) -> (String, String, String, String) {
+    let signer = KeySigner::from_hex(case["key"].as_str().unwrap());
+    let asset = match case["contract"].as_str() {
+        None => Asset::Native,
+        Some(contract) => Asset::Token(tron(contract)),
+    };
+    let payment = Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: tron(case["to"].as_str().unwrap()),
+        asset,
+        amount: Amount::from_base_units(case["amount"].as_str().unwrap().parse().unwrap()),
+    };
+    let window = Window {
+        ref_block: RefBlock::from_hex(case["ref_block_id"].as_str().unwrap()).unwrap(),
+        timestamp: case["timestamp"].as_i64().unwrap(),
+        expiration: case["expiration"].as_i64().unwrap(),
+        fee_limit: case["fee_limit"].as_i64().unwrap(),
+    };
+    let unsigned = transaction::build(&payment, &window).unwrap();
+    let raw_data_hex = hex::encode(unsigned.raw_data());
+    let signed = transaction::sign(unsigned, &signer).unwrap();
+    // The signed bytes read back to the same payment, signed by the owner.
+    let decoded = transaction::parse(&signed).unwrap();
+    assert!(
+        decoded.parsed.matches(&payment),
+        "{decoded:?} vs {payment:?}"
+    );
+    let envelope: chain_tron::proto::TransactionBytes =
+        prost::Message::decode(signed.raw.as_slice()).unwrap();
+    (
+        payment.from.to_string(),
+        raw_data_hex,
+        signed.txid,
+        hex::encode(&envelope.signature[0]),
+    )
+}
+
+fn compare(case: &Value, theirs: &Value) {
+    let (owner, raw, txid, signature) = ours(case);
+    let name = case["name"].as_str().unwrap_or("a random case");
+    assert_eq!(owner, theirs["owner"].as_str().unwrap(), "owner of {name}");
+    assert_eq!(
+        raw,
+        theirs["raw_data_hex"].as_str().unwrap(),
+        "raw_data of {name}: {case}"
+    );
+    assert_eq!(txid, theirs["txid"].as_str().unwrap(), "txid of {name}");
+    assert_eq!(
+        signature,
+        theirs["signature"].as_str().unwrap(),
+        "signature of {name}"
+    );
+}
+
+fn golden() -> Vec<Value> {
+    serde_json::from_str(include_str!("../xcheck/golden.json")).unwrap()
+}
+
+#[test]
+fn the_committed_tronpy_vectors_match() {
+    let cases = golden();
+    assert!(cases.len() >= 4);
+    for case in &cases {
+        compare(case, &case["tronpy"]);
+    }
+    // The issue's two vectors, by name, so they cannot drop out of the file unnoticed.
+    assert!(cases[0]["name"].as_str().unwrap().contains("issue"));
+    assert_eq!(
+        cases[1]["tronpy"]["txid"],
+        "1db1b146247167741edf18796d399e84f9daaf479c9dcac3551a58a422334827"
+    );
+}
+
+/// Runs tronpy over `cases` (a JSON array) and returns its answers.
+fn tronpy(cases: &Value) -> Vec<Value> {
+    let python = std::env::var("COINSENSEI_TRONPY").expect(
+        "COINSENSEI_TRONPY is not set: run the tests with `cargo xtask test`, which installs tronpy",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/xcheck/tronpy_vectors.py");
+    let mut child = Command::new(python)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running tronpy");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "tronpy failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn tronpy_itself_agrees_on_the_committed_vectors() {
+    let cases = golden();
+    let answers = tronpy(&Value::Array(cases.clone()));
+    for (case, answer) in cases.iter().zip(&answers) {
+        assert_eq!(&case["tronpy"], answer, "tronpy now answers otherwise");
+        compare(case, answer);
+    }
+}
+
+fn random_case() -> impl Strategy<Value = Value> {
+    (
+        any::<[u8; 32]>().prop_filter("a valid key", |key| {
+            secp256k1::SecretKey::from_slice(key).is_ok()
+        }),
+        any::<[u8; 20]>(),
+        prop::option::of(any::<[u8; 20]>()),
+        any::<[u8; 32]>(),
+        any::<[u8; 32]>(),
+        1_600_000_000_000i64..4_000_000_000_000,
+        1i64..=transaction::EXPIRATION_MAX_MS,
+        1i64..=15_000_000_000,
+    )
+        .prop_map(
+            |(key, to, contract, amount, ref_block, timestamp, lifetime, fee_limit)| {
+                let base58 = |bytes: [u8; 20]| {
+                    let mut address = [0x41u8; 21];
+                    address[1..].copy_from_slice(&bytes);
+                    transaction::base58(&address)
+                };
+                let amount = U256::from_be_bytes(amount);
+                let amount = match contract {
+                    // TRX amounts are int64, from 1.
+                    None => amount % U256::from(i64::MAX) + U256::from(1),
+                    Some(_) => amount.max(U256::from(1)),
+                };
+                json!({
+                    "key": hex::encode(key),
+                    "to": base58(to),
+                    "contract": contract.map(base58),
+                    "amount": amount.to_string(),
+                    "ref_block_id": hex::encode(ref_block),
+                    "timestamp": timestamp,
+                    "expiration": timestamp + lifetime,
+                    "fee_limit": fee_limit,
+                })
+            },
+        )
+}
+
+#[test]
+fn random_transfers_match_tronpy() {
+    let mut runner = TestRunner::default();
+    let strategy = random_case();
+    let cases: Vec<Value> = (0..200)
+        .map(|_| strategy.new_tree(&mut runner).unwrap().current())
+        .collect();
+    let answers = tronpy(&Value::Array(cases.clone()));
+    assert_eq!(answers.len(), cases.len());
+    for (case, answer) in cases.iter().zip(&answers) {
+        compare(case, answer);
+    }
+}
