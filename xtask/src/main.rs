@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
-//!   what the tests drive first: anvil from npm (pinned, into `target/tools`) and, when the
+//!   what the tests drive first: anvil from npm (pinned, into `target/tools`), bitcoind
+//!   (Debian's bitcoin-knots unpacked into `target/tools/bitcoind`) and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
@@ -22,7 +23,8 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
-          the anvil devnet from npm into target/tools the first time; see README.md)
+          the anvil devnet from npm and bitcoind (bitcoin-knots) into target/tools the first
+          time; see README.md)
   bench [control|queue|api|ethereum|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
@@ -101,6 +103,44 @@ fn anvil() -> anyhow::Result<std::path::PathBuf> {
         run(command).context("installing anvil from npm (needs node and npm)")?;
     }
     Ok(binary)
+}
+
+/// The Bitcoin node the chain-bitcoin tests run against: `COINSENSEI_BITCOIND` when set (it
+/// must exist), else Debian's bitcoin-knots unpacked into `target/tools/bitcoind` by
+/// `xtask/scripts/install-bitcoind.sh` the first time (about 40 s, 120 MB), then reused.
+fn bitcoind() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("COINSENSEI_BITCOIND") {
+        let path = std::path::PathBuf::from(path);
+        if !path.exists() {
+            bail!(
+                "COINSENSEI_BITCOIND names {}, which does not exist: set it to a bitcoind binary or unset it",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let tools = root.join("target/tools/bitcoind");
+    let mut command = Command::new("bash");
+    command
+        .arg(root.join("xtask/scripts/install-bitcoind.sh"))
+        .arg(&tools);
+    eprintln!("+ {command:?}");
+    let out = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running xtask/scripts/install-bitcoind.sh (needs bash)")?;
+    if !out.status.success() {
+        bail!(
+            "installing bitcoind failed ({}); see its message above, or set COINSENSEI_BITCOIND to a bitcoind binary",
+            out.status
+        );
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(std::path::PathBuf::from(path))
 }
 
 /// Whether `program` can be run (it answers `--version`).
@@ -220,6 +260,7 @@ fn browser_test_selected(extra: &[String]) -> bool {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
+    let bitcoind = bitcoind()?;
     // The browser and its driver only when the browser test runs; when it does (CI, the
     // default full run) a missing one is an error, never a skipped test.
     let browser = if browser_test_selected(extra) {
@@ -228,7 +269,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         None
     };
     let with_anvil = |mut command: Command| {
-        command.env("COINSENSEI_ANVIL", &anvil);
+        command
+            .env("COINSENSEI_ANVIL", &anvil)
+            .env("COINSENSEI_BITCOIND", &bitcoind);
         if let Some((chromium, e2e)) = &browser {
             command
                 .env("COINSENSEI_CHROMIUM", chromium)
