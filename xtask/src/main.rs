@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
 //!   what the tests drive first: anvil from npm (pinned, into `target/tools`), tronpy from
-//!   PyPI (pinned, into the venv `target/tools/tronpy`) for chain-tron's cross-check, and, when the
+//!   PyPI (pinned, into the venv `target/tools/tronpy`) for chain-tron's cross-check, bitcoind
+//!   (Debian's bitcoin-knots unpacked into `target/tools/bitcoind`) and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
@@ -23,8 +24,8 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
-          the anvil devnet from npm and tronpy from PyPI into target/tools the first time;
-          see README.md)
+          the anvil devnet from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
+          target/tools the first time; see README.md)
   bench [control|queue|api|ethereum|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
@@ -138,6 +139,44 @@ fn tronpy() -> anyhow::Result<std::path::PathBuf> {
         std::fs::write(&stamp, &wanted).context("writing the tronpy install stamp")?;
     }
     Ok(python)
+}
+
+/// The Bitcoin node the chain-bitcoin tests run against: `COINSENSEI_BITCOIND` when set (it
+/// must exist), else Debian's bitcoin-knots unpacked into `target/tools/bitcoind` by
+/// `xtask/scripts/install-bitcoind.sh` the first time (about 40 s, 120 MB), then reused.
+fn bitcoind() -> anyhow::Result<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("COINSENSEI_BITCOIND") {
+        let path = std::path::PathBuf::from(path);
+        if !path.exists() {
+            bail!(
+                "COINSENSEI_BITCOIND names {}, which does not exist: set it to a bitcoind binary or unset it",
+                path.display()
+            );
+        }
+        return Ok(path);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let tools = root.join("target/tools/bitcoind");
+    let mut command = Command::new("bash");
+    command
+        .arg(root.join("xtask/scripts/install-bitcoind.sh"))
+        .arg(&tools);
+    eprintln!("+ {command:?}");
+    let out = command
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running xtask/scripts/install-bitcoind.sh (needs bash)")?;
+    if !out.status.success() {
+        bail!(
+            "installing bitcoind failed ({}); see its message above, or set COINSENSEI_BITCOIND to a bitcoind binary",
+            out.status
+        );
+    }
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Ok(std::path::PathBuf::from(path))
 }
 
 /// Whether `program` can be run (it answers `--version`).
@@ -258,6 +297,7 @@ fn browser_test_selected(extra: &[String]) -> bool {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
     let tronpy = tronpy()?;
+    let bitcoind = bitcoind()?;
     // The browser and its driver only when the browser test runs; when it does (CI, the
     // default full run) a missing one is an error, never a skipped test.
     let browser = if browser_test_selected(extra) {
@@ -268,7 +308,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     let with_anvil = |mut command: Command| {
         command
             .env("COINSENSEI_ANVIL", &anvil)
-            .env("COINSENSEI_TRONPY", &tronpy);
+            .env("COINSENSEI_TRONPY", &tronpy)
+            .env("COINSENSEI_BITCOIND", &bitcoind);
         if let Some((chromium, e2e)) = &browser {
             command
                 .env("COINSENSEI_CHROMIUM", chromium)

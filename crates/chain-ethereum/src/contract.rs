@@ -392,6 +392,7 @@ impl ChainBuild for Ethereum {
 
     fn payloads(&self, unsigned: &Prepared) -> Vec<SigningPayload> {
         vec![SigningPayload {
+            keychain: chain::provider::Keychain::Receive,
             index: unsigned.key,
             digest: unsigned.tx.0.signature_hash().0,
         }]

@@ -131,6 +131,7 @@ impl Unsigned {
 
     pub fn payload(&self) -> SigningPayload {
         SigningPayload {
+            keychain: chain::provider::Keychain::Receive,
             index: self.index,
             digest: self.txid,
         }

@@ -155,9 +155,29 @@ impl std::fmt::Debug for SignedTransaction {
     }
 }
 
-/// A 32-byte digest the signer signs with key `index`.
+/// Which branch of the account a key is on (BIP44/84's fourth level): the receive keys
+/// (account/0/i, every chain) or Bitcoin's change keys (account/1/i).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Keychain {
+    #[default]
+    Receive,
+    Change,
+}
+
+impl Keychain {
+    /// The BIP32 child number of the branch.
+    pub fn branch(self) -> u32 {
+        match self {
+            Keychain::Receive => 0,
+            Keychain::Change => 1,
+        }
+    }
+}
+
+/// A 32-byte digest the signer signs with key `index` of `keychain`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SigningPayload {
+    pub keychain: Keychain,
     pub index: u32,
     pub digest: [u8; 32],
 }

@@ -7,7 +7,7 @@
 //! |----------|----------------------------------------------------|--------------------|
 //! | TRON     | m/44'/195'/0'                                      | account/0/i        |
 //! | Ethereum | m/44'/60'/0'                                       | account/0/i        |
-//! | Bitcoin  | m/84'/0'/0' (coin type 1' on test networks)        | account/0/i (P2WPKH) |
+//! | Bitcoin  | m/84'/0'/0' (coin type 1' on test networks)        | account/0/i (P2WPKH); change account/1/i |
 //!
 //! Addresses: Ethereum is the last 20 bytes of keccak256 of the uncompressed public key
 //! (EIP-55 text); TRON is 0x41 and the same 20 bytes in base58check; Bitcoin is P2WPKH of the
@@ -24,6 +24,7 @@ use std::str::FromStr;
 use bitcoin::bip32::{ChildNumber, DerivationPath, Xpriv, Xpub as BitcoinXpub};
 use bitcoin::secp256k1::{self, Message, Secp256k1};
 use chain::address::{Address, Network};
+pub use chain::provider::Keychain;
 use domain::Chain;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -120,9 +121,15 @@ fn bip32_network(network: Network) -> bitcoin::NetworkKind {
     }
 }
 
-fn receive_path(index: u32) -> Result<[ChildNumber; 2], SignerError> {
+/// account/branch/index: the receive keys on branch 0, Bitcoin's change keys on branch 1.
+fn key_path(keychain: Keychain, index: u32) -> Result<[ChildNumber; 2], SignerError> {
     let index = ChildNumber::from_normal_idx(index).map_err(|_| SignerError::Index(index))?;
-    Ok([ChildNumber::Normal { index: 0 }, index])
+    Ok([
+        ChildNumber::Normal {
+            index: keychain.branch(),
+        },
+        index,
+    ])
 }
 
 /// The address of a public key on `chain`.
@@ -197,12 +204,26 @@ impl Xpub {
 
     /// The deposit address with index `index` (account/0/index).
     pub fn address(&self, index: u32) -> Result<Address, SignerError> {
+        self.address_on(Keychain::Receive, index)
+    }
+
+    /// The address of key `index` on `keychain` (account/branch/index).
+    pub fn address_on(&self, keychain: Keychain, index: u32) -> Result<Address, SignerError> {
+        address_of(self.chain, self.network, &self.public_key(keychain, index)?)
+    }
+
+    /// The public key of key `index` on `keychain` (a Bitcoin input's witness carries it).
+    pub fn public_key(
+        &self,
+        keychain: Keychain,
+        index: u32,
+    ) -> Result<secp256k1::PublicKey, SignerError> {
         let secp = Secp256k1::verification_only();
         let child = self
             .key
-            .derive_pub(&secp, &receive_path(index)?)
+            .derive_pub(&secp, &key_path(keychain, index)?)
             .map_err(|error| SignerError::Derivation(error.to_string()))?;
-        address_of(self.chain, self.network, &child.public_key)
+        Ok(child.public_key)
     }
 }
 
@@ -228,6 +249,17 @@ pub trait Signer: Send + Sync {
     fn sign_digest(
         &self,
         chain: Chain,
+        index: u32,
+        digest: [u8; 32],
+    ) -> Result<RecoverableSignature, SignerError> {
+        self.sign_digest_on(chain, Keychain::Receive, index, digest)
+    }
+    /// Signs a digest with key `index` of `keychain` (a Bitcoin input spending change is
+    /// signed with a change key).
+    fn sign_digest_on(
+        &self,
+        chain: Chain,
+        keychain: Keychain,
         index: u32,
         digest: [u8; 32],
     ) -> Result<RecoverableSignature, SignerError>;
@@ -278,16 +310,16 @@ impl InProcessSigner {
             .map_err(|error| SignerError::Derivation(error.to_string()))
     }
 
-    fn key(&self, chain: Chain, index: u32) -> Result<PrivateKey, SignerError> {
+    fn key(&self, chain: Chain, keychain: Keychain, index: u32) -> Result<PrivateKey, SignerError> {
         let mut path: Vec<ChildNumber> = account_path(chain, self.network).into();
-        path.extend(receive_path(index)?);
+        path.extend(key_path(keychain, index)?);
         self.derive(&path)
     }
 }
 
 impl Signer for InProcessSigner {
     fn address(&self, chain: Chain, index: u32) -> Result<Address, SignerError> {
-        let key = self.key(chain, index)?;
+        let key = self.key(chain, Keychain::Receive, index)?;
         let public = secp256k1::PublicKey::from_secret_key(&self.secp, &key.0.private_key);
         address_of(chain, self.network, &public)
     }
@@ -302,13 +334,14 @@ impl Signer for InProcessSigner {
         })
     }
 
-    fn sign_digest(
+    fn sign_digest_on(
         &self,
         chain: Chain,
+        keychain: Keychain,
         index: u32,
         digest: [u8; 32],
     ) -> Result<RecoverableSignature, SignerError> {
-        let key = self.key(chain, index)?;
+        let key = self.key(chain, keychain, index)?;
         let signature = self
             .secp
             .sign_ecdsa_recoverable(&Message::from_digest(digest), &key.0.private_key);

@@ -12,6 +12,8 @@ use store::{Store, StoreOptions};
 /// The server the Postgres tests use; `COINSENSEI_TEST_POSTGRES_URL` overrides it.
 pub mod anvil;
 pub use anvil::Anvil;
+pub mod bitcoind;
+pub use bitcoind::Bitcoind;
 
 pub fn postgres_admin_url() -> String {
     std::env::var("COINSENSEI_TEST_POSTGRES_URL")

@@ -164,7 +164,7 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
         .map(|payload| {
             fixture
                 .signer
-                .sign_digest(chain, payload.index, payload.digest)
+                .sign_digest_on(chain, payload.keychain, payload.index, payload.digest)
                 .expect("sign")
                 .0
         })

@@ -295,7 +295,7 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
         for payload in self.provider.payloads(&unsigned) {
             signatures.push(
                 self.signer
-                    .sign_digest(chain, payload.index, payload.digest)?
+                    .sign_digest_on(chain, payload.keychain, payload.index, payload.digest)?
                     .0,
             );
         }

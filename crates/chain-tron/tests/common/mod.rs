@@ -37,9 +37,10 @@ impl Signer for KeySigner {
         ))
     }
 
-    fn sign_digest(
+    fn sign_digest_on(
         &self,
         _chain: Chain,
+        _keychain: signer::Keychain,
         _index: u32,
         digest: [u8; 32],
     ) -> Result<RecoverableSignature, SignerError> {

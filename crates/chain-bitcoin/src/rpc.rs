@@ -1,0 +1,149 @@
+//! Bitcoin Core's JSON-RPC over HTTP(S): basic authentication (user and password, or a
+//! node's cookie), a timeout per call, and retries with backoff for calls that only read.
+//! The credentials are never logged nor put in an error: `Debug` shows the URL without them.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+/// What a call got: no answer (`Transport`, may be retried), or the node's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcError {
+    #[error("no answer from the node: {0}")]
+    Transport(String),
+    #[error("node error {code}: {message}")]
+    Node { code: i64, message: String },
+}
+
+impl RpcError {
+    /// Whether asking again can help: no answer, or the node still warming up (-28).
+    pub fn retriable(&self) -> bool {
+        match self {
+            RpcError::Transport(_) => true,
+            RpcError::Node { code, .. } => *code == -28,
+        }
+    }
+}
+
+/// A JSON-RPC client of one node.
+#[derive(Clone)]
+pub struct Rpc {
+    http: reqwest::Client,
+    url: url::Url,
+    user: String,
+    password: String,
+    /// Attempts of a read call before its error is returned (1: no retry).
+    attempts: u32,
+}
+
+impl std::fmt::Debug for Rpc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rpc")
+            .field("url", &self.url.as_str())
+            .field("credentials", &"..")
+            .finish()
+    }
+}
+
+impl Rpc {
+    /// `url` must not carry credentials (they would show wherever the URL does); they are
+    /// given apart.
+    pub fn new(url: &str, user: &str, password: &str, timeout: Duration) -> Result<Rpc, String> {
+        let url = url::Url::parse(url).map_err(|error| format!("bitcoin RPC URL: {error}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "bitcoin RPC URL carries credentials: give them as rpc user and password instead"
+                    .into(),
+            );
+        }
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "bitcoin RPC URL scheme {:?}: http or https",
+                url.scheme()
+            ));
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|error| format!("HTTP client: {error}"))?;
+        Ok(Rpc {
+            http,
+            url,
+            user: user.to_string(),
+            password: password.to_string(),
+            attempts: 4,
+        })
+    }
+
+    /// From a cookie's text (`user:password`, as bitcoind writes to `.cookie`).
+    pub fn with_cookie(url: &str, cookie: &str, timeout: Duration) -> Result<Rpc, String> {
+        let (user, password) = cookie
+            .trim()
+            .split_once(':')
+            .ok_or("a cookie is user:password")?;
+        Rpc::new(url, user, password, timeout)
+    }
+
+    pub fn url(&self) -> &str {
+        self.url.as_str()
+    }
+
+    /// One call, once: for writes (`sendrawtransaction`), whose outcome the caller reads.
+    pub async fn call_once(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let body = json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
+        let response = self
+            .http
+            .post(self.url.clone())
+            .basic_auth(&self.user, Some(&self.password))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            // reqwest's message names the URL, which carries no credentials.
+            .map_err(|error| RpcError::Transport(error.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| RpcError::Transport(error.to_string()))?;
+        let value: Value = match serde_json::from_slice(&bytes) {
+            Ok(value) => value,
+            Err(_) if status == reqwest::StatusCode::UNAUTHORIZED => {
+                return Err(RpcError::Node {
+                    code: -401,
+                    message: "the node refused the RPC credentials".into(),
+                });
+            }
+            Err(_) => {
+                return Err(RpcError::Transport(format!(
+                    "HTTP {status} without a JSON-RPC answer"
+                )));
+            }
+        };
+        if let Some(error) = value.get("error").filter(|error| !error.is_null()) {
+            return Err(RpcError::Node {
+                code: error["code"].as_i64().unwrap_or(0),
+                message: error["message"].as_str().unwrap_or("").to_string(),
+            });
+        }
+        Ok(value.get("result").cloned().unwrap_or(Value::Null))
+    }
+
+    /// A read call, retried with backoff (100 ms, doubling) while the error is retriable.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let mut delay = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            match self.call_once(method, params.clone()).await {
+                Err(error) if error.retriable() && attempt < self.attempts => {
+                    tracing::debug!(method, %error, attempt, "bitcoin RPC retry");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}

@@ -1,0 +1,568 @@
+//! The Bitcoin adapter against a real regtest node (`testkit::Bitcoind`): funded by mining,
+//! payouts built, signed by the signer, checked by Bitcoin Core's script interpreter
+//! (`bitcoinconsensus`), submitted and mined.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bitcoin::consensus::encode;
+use chain::address::{Address, Network};
+use chain::provider::{
+    Asset, ChainRead, ChainSubmit, Keychain, SignedTransaction, SubmitOutcome, TxStatus, WatchSet,
+};
+use chain_bitcoin::batch::{Batcher, Pending};
+use chain_bitcoin::{Bitcoin, FeePolicy, Rpc, UnsignedPayout, UtxoSet};
+use domain::{Amount, Chain};
+use serde_json::json;
+use signer::{InProcessSigner, Mnemonic, Signer};
+use testkit::Bitcoind;
+
+const MNEMONIC: &str =
+    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
+/// Coinbase outputs are spendable after 100 blocks.
+const COINBASE_MATURITY: u64 = 100;
+
+struct Setup {
+    _node: Bitcoind,
+    bitcoin: Bitcoin,
+    signer: InProcessSigner,
+    utxos: UtxoSet,
+    applied: u64,
+}
+
+impl Setup {
+    async fn start() -> Setup {
+        let node = Bitcoind::start().await;
+        let signer = InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
+        let rpc = Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30)).unwrap();
+        let bitcoin = Bitcoin::connect(
+            rpc,
+            Network::Regtest,
+            signer.xpub(Chain::Bitcoin).unwrap(),
+            FeePolicy::default(),
+        )
+        .await
+        .unwrap();
+        let utxos = UtxoSet::new();
+        for index in 0..4 {
+            utxos.watch(
+                bitcoin.key_script(Keychain::Receive, index).unwrap(),
+                Keychain::Receive,
+                index,
+            );
+        }
+        for index in 0..200 {
+            utxos.watch(
+                bitcoin.key_script(Keychain::Change, index).unwrap(),
+                Keychain::Change,
+                index,
+            );
+        }
+        let mut setup = Setup {
+            _node: node,
+            bitcoin,
+            signer,
+            utxos,
+            applied: 0,
+        };
+        // Eleven mature coinbase outputs of 50 BTC to receive key 0.
+        let hot = setup.bitcoin.key_address(Keychain::Receive, 0).unwrap();
+        setup
+            .mine_to(COINBASE_MATURITY + 10, &hot.to_string())
+            .await;
+        setup
+    }
+
+    async fn mine_to(&mut self, blocks: u64, address: &str) {
+        self.bitcoin
+            .rpc()
+            .call("generatetoaddress", json!([blocks, address]))
+            .await
+            .unwrap();
+        self.sync().await;
+    }
+
+    /// Mines to an address that is not ours.
+    async fn mine(&mut self, blocks: u64) {
+        self.mine_to(blocks, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+            .await;
+    }
+
+    async fn sync(&mut self) {
+        let tip = self.bitcoin.tip().await.unwrap().head;
+        for height in self.applied + 1..=tip {
+            let block = self.bitcoin.raw_block(height).await.unwrap().unwrap();
+            self.utxos.apply_block(&block, height);
+        }
+        self.applied = tip;
+    }
+
+    async fn tip(&self) -> u64 {
+        self.bitcoin.tip().await.unwrap().head
+    }
+
+    fn sign(&self, payout: &UnsignedPayout) -> SignedTransaction {
+        let signatures: Vec<[u8; 65]> = self
+            .bitcoin
+            .payloads(payout)
+            .unwrap()
+            .iter()
+            .map(|payload| {
+                self.signer
+                    .sign_digest_on(
+                        Chain::Bitcoin,
+                        payload.keychain,
+                        payload.index,
+                        payload.digest,
+                    )
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let signed = self.bitcoin.combine(payout, &signatures).unwrap();
+        verify_with_core(payout, &signed);
+        signed
+    }
+
+    /// Selects, locks and builds for `payouts` at `rate`, change to `change`.
+    async fn build(
+        &self,
+        id: &str,
+        payouts: &[(Address, Amount)],
+        rate: u64,
+        change: u32,
+    ) -> UnsignedPayout {
+        let tip = self.tip().await;
+        self.utxos
+            .reserve(id, tip, COINBASE_MATURITY, |available| {
+                let payout = self
+                    .bitcoin
+                    .build_payout(payouts, available, rate, change)?;
+                let inputs = payout.inputs.clone();
+                Ok((payout, inputs))
+            })
+            .unwrap()
+    }
+}
+
+/// Every input checked by Bitcoin Core's own script interpreter.
+fn verify_with_core(payout: &UnsignedPayout, signed: &SignedTransaction) {
+    let tx: bitcoin::Transaction = encode::deserialize(&signed.raw).unwrap();
+    assert_eq!(tx.compute_txid().to_string(), signed.txid);
+    for (position, utxo) in payout.inputs.iter().enumerate() {
+        let script = {
+            let keychain = utxo.keychain;
+            let signer =
+                InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
+            let xpub = signer.xpub(Chain::Bitcoin).unwrap();
+            let key = xpub.public_key(keychain, utxo.index).unwrap();
+            bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(key).wpubkey_hash())
+        };
+        bitcoinconsensus::verify(script.as_bytes(), utxo.value, &signed.raw, None, position)
+            .unwrap_or_else(|error| panic!("input {position}: {error:?}"));
+        // And a wrong amount fails: the check can fail.
+        assert!(
+            bitcoinconsensus::verify(
+                script.as_bytes(),
+                utxo.value + 1,
+                &signed.raw,
+                None,
+                position
+            )
+            .is_err()
+        );
+    }
+}
+
+fn user(index: u32) -> Address {
+    // Addresses of another wallet (BIP84 receive keys of a second mnemonic).
+    let other = InProcessSigner::new(
+        &Mnemonic::parse(
+            "legal winner thank year wave sausage worth useful legal winner thank yellow",
+        )
+        .unwrap(),
+        Network::Regtest,
+    );
+    other.address(Chain::Bitcoin, index).unwrap()
+}
+
+async fn output_of(setup: &Setup, txid: &str, vout: usize) -> (String, u64, u64) {
+    let tx = setup
+        .bitcoin
+        .rpc()
+        .call("getrawtransaction", json!([txid, 1]))
+        .await
+        .unwrap();
+    let output = &tx["vout"][vout];
+    let sat =
+        chain_bitcoin::btc_text_to_sat(&output["value"].as_number().unwrap().to_string()).unwrap();
+    (
+        output["scriptPubKey"]["address"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        sat,
+        tx["confirmations"].as_u64().unwrap_or(0),
+    )
+}
+
+#[tokio::test]
+async fn pays_one_withdrawal_and_refuses_another_networks_address() {
+    let mut setup = Setup::start().await;
+    // Wrong network: a mainnet and a testnet address on regtest.
+    assert!(
+        setup
+            .bitcoin
+            .address("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq")
+            .is_err()
+    );
+    assert!(
+        setup
+            .bitcoin
+            .address("tb1qw508d6qejxtdg4y5r3zarvary0c5xw7kxpjzsx")
+            .is_err()
+    );
+
+    let to = user(0);
+    let payout = setup
+        .build("w1", &[(to.clone(), Amount::from_u128(12_345_678))], 5, 0)
+        .await;
+    assert_eq!(payout.inputs.len(), 1, "one 50 BTC output covers it");
+    assert!(payout.change.is_some());
+    assert!(
+        payout.fee >= 5 * payout.max_vsize() - 5,
+        "fee {} for {} vB",
+        payout.fee,
+        payout.max_vsize()
+    );
+    let signed = setup.sign(&payout);
+    assert_eq!(setup.bitcoin.test_accept(&signed).await.unwrap(), Ok(()));
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    // Bitcoin Core answers the txid again for a transaction already in its pool.
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    assert_eq!(
+        setup.bitcoin.transaction(&signed.txid).await.unwrap(),
+        TxStatus::Pending
+    );
+    setup.mine(1).await;
+    let (address, sat, confirmations) = output_of(&setup, &signed.txid, 0).await;
+    assert_eq!(
+        (address, sat, confirmations),
+        (to.to_string(), 12_345_678, 1)
+    );
+    assert!(matches!(
+        setup.bitcoin.transaction(&signed.txid).await.unwrap(),
+        TxStatus::Included {
+            confirmations: 1,
+            ..
+        }
+    ));
+    assert_eq!(
+        setup.bitcoin.balance(&to, &Asset::Native).await.unwrap(),
+        Amount::from_u128(12_345_678)
+    );
+    assert_eq!(
+        setup.bitcoin.submit(&signed).await,
+        SubmitOutcome::AlreadyKnown,
+        "already in the chain"
+    );
+    // The spent coinbase left the set; the change is ours.
+    let input = payout.inputs[0].outpoint;
+    assert!(
+        setup
+            .utxos
+            .all()
+            .iter()
+            .all(|(utxo, _)| utxo.outpoint != input)
+    );
+    assert!(
+        setup
+            .utxos
+            .all()
+            .iter()
+            .any(|(utxo, _)| utxo.keychain == Keychain::Change)
+    );
+}
+
+#[tokio::test]
+async fn fifty_withdrawals_in_two_batched_transactions_every_output_on_chain() {
+    let mut setup = Setup::start().await;
+    let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
+    let now = Instant::now();
+    for index in 0..50u32 {
+        batcher.push(
+            Pending {
+                id: format!("w{index}"),
+                to: user(index),
+                amount: Amount::from_u128(100_000 + u128::from(index)),
+            },
+            now,
+        );
+    }
+    let mut sent = Vec::new();
+    let mut change = 0;
+    while let Some(batch) = batcher.take(now) {
+        let payouts: Vec<(Address, Amount)> =
+            batch.iter().map(|p| (p.to.clone(), p.amount)).collect();
+        let payout = setup.build(&batch[0].id, &payouts, 3, change).await;
+        change += 1;
+        let signed = setup.sign(&payout);
+        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+        sent.push((signed, batch));
+    }
+    assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
+    setup.mine(1).await;
+    for (signed, batch) in &sent {
+        for (vout, pending) in batch.iter().enumerate() {
+            let (address, sat, confirmations) = output_of(&setup, &signed.txid, vout).await;
+            assert_eq!(address, pending.to.to_string(), "{}", pending.id);
+            assert_eq!(
+                u128::from(sat),
+                100_000 + pending.id[1..].parse::<u128>().unwrap()
+            );
+            assert_eq!(confirmations, 1);
+        }
+    }
+}
+
+#[tokio::test]
+async fn two_payouts_at_once_never_share_an_input() {
+    let setup = Arc::new(Setup::start().await);
+    let tip = setup.tip().await;
+    let mut handles = Vec::new();
+    for payout in 0..8u32 {
+        let setup = setup.clone();
+        handles.push(std::thread::spawn(move || {
+            setup
+                .utxos
+                .reserve(&format!("p{payout}"), tip, COINBASE_MATURITY, |available| {
+                    // Slow selection: the other threads wait on the mutex meanwhile.
+                    std::thread::sleep(Duration::from_millis(5));
+                    let payout = setup.bitcoin.build_payout(
+                        &[(user(payout), Amount::from_u128(40 * 100_000_000))],
+                        available,
+                        2,
+                        payout,
+                    )?;
+                    let inputs = payout.inputs.clone();
+                    Ok((payout, inputs))
+                })
+        }));
+    }
+    let payouts: Vec<UnsignedPayout> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap().unwrap())
+        .collect();
+    let mut inputs: Vec<_> = payouts
+        .iter()
+        .flat_map(|p| p.inputs.iter().map(|u| u.outpoint))
+        .collect();
+    let count = inputs.len();
+    inputs.sort();
+    inputs.dedup();
+    assert_eq!(inputs.len(), count, "an output in two payouts");
+    // Eleven mature outputs of 50 BTC (heights 1 to 11 at tip 110), eight taken: the last
+    // three pay 120 BTC, then nothing is left.
+    let tip = setup.tip().await;
+    let build = |id: &str, btc: u128, change: u32| {
+        setup
+            .utxos
+            .reserve(id, tip, COINBASE_MATURITY, |available| {
+                let payout = setup.bitcoin.build_payout(
+                    &[(user(9), Amount::from_u128(btc * 100_000_000))],
+                    available,
+                    2,
+                    change,
+                )?;
+                let inputs = payout.inputs.clone();
+                Ok((payout, inputs))
+            })
+    };
+    let ninth = build("p9", 120, 9).unwrap();
+    assert_eq!(ninth.inputs.len(), 3);
+    assert!(build("p10", 1, 10).is_err(), "every output is locked");
+    // The node takes all nine: no two spend one output.
+    for payout in payouts.iter().chain([&ninth]) {
+        let signed = setup.sign(payout);
+        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_payout_replaced_by_fee_exactly_one_version_confirms() {
+    let mut setup = Setup::start().await;
+    let payout = setup
+        .build("r1", &[(user(1), Amount::from_u128(50_000_000))], 1, 0)
+        .await;
+    let first = setup.sign(&payout);
+    assert_eq!(setup.bitcoin.submit(&first).await, SubmitOutcome::Accepted);
+    // The same inputs at a rate too close to the old one: BIP125 refuses it.
+    let mut too_low = payout.clone();
+    too_low.tx.output[payout.change.unwrap().1].value -= bitcoin::Amount::from_sat(1);
+    too_low.fee += 1;
+    let too_low = setup.sign(&too_low);
+    assert!(matches!(
+        setup.bitcoin.submit(&too_low).await,
+        SubmitOutcome::Rejected { retriable: true, ref reason } if reason.contains("insufficient fee")
+    ));
+    let bumped = setup.bitcoin.bump(&payout, 10).unwrap();
+    assert_eq!(bumped.inputs, payout.inputs);
+    assert!(bumped.fee >= 10 * bumped.max_vsize());
+    let second = setup.sign(&bumped);
+    assert_ne!(second.txid, first.txid);
+    assert_eq!(setup.bitcoin.submit(&second).await, SubmitOutcome::Accepted);
+    // The old version is out of the pool, and sending it again is a conflict it loses.
+    assert_eq!(
+        setup.bitcoin.transaction(&first.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    assert!(matches!(
+        setup.bitcoin.submit(&first).await,
+        SubmitOutcome::Rejected {
+            retriable: true,
+            ..
+        }
+    ));
+    setup.mine(1).await;
+    assert!(matches!(
+        setup.bitcoin.transaction(&second.txid).await.unwrap(),
+        TxStatus::Included { .. }
+    ));
+    assert_eq!(
+        setup.bitcoin.transaction(&first.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    // Now the first is dead for good: its inputs are spent by another transaction.
+    assert!(matches!(
+        setup.bitcoin.submit(&first).await,
+        SubmitOutcome::Rejected {
+            retriable: false,
+            ..
+        }
+    ));
+    let (address, sat, _) = output_of(&setup, &second.txid, 0).await;
+    assert_eq!((address, sat), (user(1).to_string(), 50_000_000));
+}
+
+#[tokio::test]
+async fn a_crash_between_signing_and_broadcasting_rebroadcasts_the_same_bytes_paid_once() {
+    let mut setup = Setup::start().await;
+    let payout = setup
+        .build("c1", &[(user(2), Amount::from_u128(70_000_000))], 2, 0)
+        .await;
+    let signed = setup.sign(&payout);
+    // Persisted, then the process dies before sending: what a restart reads back.
+    let stored = (signed.txid.clone(), signed.raw.clone());
+    drop(signed);
+    let restarted = SignedTransaction {
+        txid: stored.0.clone(),
+        raw: stored.1.clone(),
+    };
+    let outputs = setup.bitcoin.parse_outputs(&restarted).unwrap();
+    assert_eq!(outputs[0], (user(2), Amount::from_u128(70_000_000)));
+    assert_eq!(
+        setup.bitcoin.submit(&restarted).await,
+        SubmitOutcome::Accepted
+    );
+    // A second restart sends it again: the same txid, taken again (the pool has it).
+    assert_eq!(
+        setup.bitcoin.submit(&restarted).await,
+        SubmitOutcome::Accepted
+    );
+    setup.mine(1).await;
+    assert_eq!(
+        setup.bitcoin.submit(&restarted).await,
+        SubmitOutcome::AlreadyKnown
+    );
+    assert_eq!(
+        setup
+            .bitcoin
+            .balance(&user(2), &Asset::Native)
+            .await
+            .unwrap(),
+        Amount::from_u128(70_000_000),
+        "paid once"
+    );
+}
+
+#[tokio::test]
+async fn a_deposit_is_found_by_scan_counted_by_depth_and_gone_after_a_reorg() {
+    let mut setup = Setup::start().await;
+    let deposit_address = setup.bitcoin.key_address(Keychain::Receive, 3).unwrap();
+    let watch = WatchSet {
+        addresses: vec![deposit_address.clone()],
+        tokens: vec![],
+    };
+    let payout = setup
+        .build(
+            "d1",
+            &[(deposit_address.clone(), Amount::from_u128(25_000_000))],
+            2,
+            0,
+        )
+        .await;
+    let signed = setup.sign(&payout);
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    let before = setup.tip().await;
+    // At zero confirmations there is nothing to scan: the mempool is never read.
+    let empty = setup.bitcoin.scan(before, before, &watch).await.unwrap();
+    assert!(
+        empty
+            .deposits
+            .iter()
+            .all(|deposit| deposit.txid != signed.txid)
+    );
+    setup.mine(3).await;
+    let tip = setup.tip().await;
+    let batch = setup.bitcoin.scan(before + 1, tip, &watch).await.unwrap();
+    batch.check(before + 1).unwrap();
+    let found: Vec<_> = batch
+        .deposits
+        .iter()
+        .filter(|d| d.txid == signed.txid)
+        .collect();
+    assert_eq!(found.len(), 1);
+    let deposit = found[0];
+    assert_eq!(deposit.position, 0, "txid:vout");
+    assert_eq!(deposit.amount, Amount::from_u128(25_000_000));
+    assert_eq!(deposit.block.number, before + 1);
+    assert_eq!(
+        tip - deposit.block.number + 1,
+        3,
+        "confirmations: tip - height + 1"
+    );
+    // A reorg takes its block away: the parent hash of the new block at that height differs
+    // from the one stored, and the deposit is not in the new chain.
+    setup
+        .bitcoin
+        .rpc()
+        .call("invalidateblock", json!([deposit.block.hash]))
+        .await
+        .unwrap();
+    // The transaction went back to the pool: keep it out of the new blocks.
+    setup
+        .bitcoin
+        .rpc()
+        .call(
+            "prioritisetransaction",
+            json!([signed.txid, 0, -100_000_000]),
+        )
+        .await
+        .unwrap();
+    setup.mine(4).await;
+    let new_tip = setup.tip().await;
+    let rescan = setup
+        .bitcoin
+        .scan(before + 1, new_tip, &watch)
+        .await
+        .unwrap();
+    rescan.check(before + 1).unwrap();
+    assert_ne!(
+        rescan.blocks[0].hash, deposit.block.hash,
+        "the block is replaced"
+    );
+    assert!(
+        rescan.deposits.iter().all(|d| d.txid != signed.txid),
+        "the deposit is gone"
+    );
+}
