@@ -530,6 +530,29 @@ impl Tron {
         Ok(Amount::from_base_units(U256::from_be_slice(&word)))
     }
 
+    /// A TRC-20's `decimals()`, asked on behalf of `caller` (any account: the call is
+    /// constant). Refused: an answer that is not one word, or more than 77 decimals (10^78
+    /// does not fit 256 bits).
+    pub async fn token_decimals(
+        &self,
+        token: &Address,
+        caller: &Address,
+    ) -> Result<u8, ChainError> {
+        let (word, _) = self
+            .constant_call(caller, token, "decimals()", String::new())
+            .await?;
+        if word.len() != 32 {
+            return Err(ChainError::permanent(format!(
+                "decimals on {token} answered {} bytes",
+                word.len()
+            )));
+        }
+        u8::try_from(U256::from_be_slice(&word))
+            .ok()
+            .filter(|decimals| *decimals <= 77)
+            .ok_or_else(|| ChainError::permanent(format!("{token} claims absurd decimals")))
+    }
+
     /// The energy a TRC-20 transfer needs now, by simulating it.
     pub async fn transfer_energy(
         &self,
