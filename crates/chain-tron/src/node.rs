@@ -530,6 +530,29 @@ impl Tron {
         Ok(Amount::from_base_units(U256::from_be_slice(&word)))
     }
 
+    /// A TRC-20's `decimals()`, asked on behalf of `caller` (any account: the call is
+    /// constant). Refused: an answer that is not one word, or more than 77 decimals (10^78
+    /// does not fit 256 bits).
+    pub async fn token_decimals(
+        &self,
+        token: &Address,
+        caller: &Address,
+    ) -> Result<u8, ChainError> {
+        let (word, _) = self
+            .constant_call(caller, token, "decimals()", String::new())
+            .await?;
+        if word.len() != 32 {
+            return Err(ChainError::permanent(format!(
+                "decimals on {token} answered {} bytes",
+                word.len()
+            )));
+        }
+        u8::try_from(U256::from_be_slice(&word))
+            .ok()
+            .filter(|decimals| *decimals <= 77)
+            .ok_or_else(|| ChainError::permanent(format!("{token} claims absurd decimals")))
+    }
+
     /// The energy a TRC-20 transfer needs now, by simulating it.
     pub async fn transfer_energy(
         &self,
@@ -631,6 +654,10 @@ pub fn token_deposits(
     infos: &[TransactionInfo],
     watch: &WatchSet,
 ) -> Result<Vec<Deposit>, ChainError> {
+    // Addresses decoded once per block, not once per log: base58check decoding hashes twice,
+    // and a watch set can hold many thousands of deposit addresses.
+    let tokens = by_bytes(&watch.tokens);
+    let addresses = by_bytes(&watch.addresses);
     let mut deposits = Vec::new();
     for info in infos.iter().filter(|info| info.succeeded()) {
         for (position, log) in info.log.iter().enumerate() {
@@ -640,11 +667,7 @@ pub fn token_deposits(
             let Some(token) = log_address(&log.address) else {
                 continue;
             };
-            let Some(token) = watch
-                .tokens
-                .iter()
-                .find(|allowed| allowed.tron_bytes() == Some(token))
-            else {
+            let Some(token) = tokens.get(&token) else {
                 continue;
             };
             let (Some(from), Some(to)) =
@@ -652,11 +675,7 @@ pub fn token_deposits(
             else {
                 continue;
             };
-            let Some(to) = watch
-                .addresses
-                .iter()
-                .find(|address| address.tron_bytes() == Some(to))
-            else {
+            let Some(to) = addresses.get(&to) else {
                 continue;
             };
             let data = hex::decode(&log.data).map_err(|_| {
@@ -669,14 +688,22 @@ pub fn token_deposits(
                 txid: info.id.clone(),
                 position: position as u64,
                 block: block.clone(),
-                asset: Asset::Token(token.clone()),
+                asset: Asset::Token((*token).clone()),
                 from: Some(transaction::base58(&from)),
-                to: to.clone(),
+                to: (*to).clone(),
                 amount: Amount::from_base_units(U256::from_be_slice(&data)),
             });
         }
     }
     Ok(deposits)
+}
+
+/// The TRON addresses of `addresses` by their 21 bytes.
+fn by_bytes(addresses: &[Address]) -> std::collections::HashMap<[u8; 21], &Address> {
+    addresses
+        .iter()
+        .filter_map(|address| Some((address.tron_bytes()?, address)))
+        .collect()
 }
 
 /// A log's contract: 20-byte hex without 41 (or 21 with it).
@@ -704,6 +731,7 @@ fn topic_address(text: &str) -> Option<[u8; 21]> {
 
 /// Native deposits to `watch` in a block's transactions: successful `TransferContract`s.
 fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<Deposit> {
+    let addresses = by_bytes(&watch.addresses);
     let mut deposits = Vec::new();
     for transaction in &json.transactions {
         let ok = transaction
@@ -723,10 +751,9 @@ fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<
         else {
             continue;
         };
-        let Some(to) = watch
-            .addresses
-            .iter()
-            .find(|address| address.tron_bytes().map(|bytes| bytes.to_vec()) == Some(to.clone()))
+        let Some(to) = <[u8; 21]>::try_from(to)
+            .ok()
+            .and_then(|to| addresses.get(&to))
         else {
             continue;
         };
@@ -743,7 +770,7 @@ fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<
                 .and_then(|text| hex::decode(text).ok())
                 .and_then(|bytes| <[u8; 21]>::try_from(bytes).ok())
                 .map(|bytes| transaction::base58(&bytes)),
-            to: to.clone(),
+            to: (*to).clone(),
             amount: Amount::from_u128(u128::from(amount)),
         });
     }

@@ -79,7 +79,8 @@ pub struct Window {
 }
 
 impl Window {
-    fn check(&self) -> Result<(), ChainError> {
+    /// Refuses a window the network would refuse (checked again by [`build`]).
+    pub fn check(&self) -> Result<(), ChainError> {
         if self.timestamp <= 0 {
             return Err(ChainError::permanent("the timestamp must be positive"));
         }

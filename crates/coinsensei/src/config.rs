@@ -37,6 +37,9 @@ const ENV_KEYS: &[&str] = &[
     "public_url",
     "ethereum_rpc_url",
     "ethereum_chain_id",
+    "tron_rpc_url",
+    "tron_api_key",
+    "tron_fee_limit_max_sun",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -73,8 +76,26 @@ pub struct RawConfig {
     /// The chain the node must be on (1 mainnet, 11155111 Sepolia, 31337 anvil); checked at
     /// connection.
     pub ethereum_chain_id: Option<u64>,
+    /// The TRON full node's HTTP API (http:// or https://, e.g. https://api.trongrid.io);
+    /// its `/walletsolidity/*` endpoints must be served at the same origin.
+    pub tron_rpc_url: Option<String>,
+    /// The API key sent as `TRON-PRO-API-KEY` (TronGrid); never shown.
+    pub tron_api_key: Option<Secret>,
+    /// The most TRX (in sun) a TRC-20 transfer may burn: the `fee_limit` set on it.
+    pub tron_fee_limit_max_sun: i64,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
+}
+
+/// A configured secret: read like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +125,9 @@ impl Default for RawConfig {
             public_url: None,
             ethereum_rpc_url: None,
             ethereum_chain_id: None,
+            tron_rpc_url: None,
+            tron_api_key: None,
+            tron_fee_limit_max_sun: chain_tron::node::FEE_LIMIT_CAP_DEFAULT,
             workers: None,
         }
     }
@@ -141,6 +165,87 @@ pub struct EthereumSettings {
     pub chain_id: Option<u64>,
 }
 
+/// The TRON node and what transfers built for TRON may burn.
+#[derive(Clone)]
+pub struct TronSettings {
+    /// Absent when no node is configured: `tx build` needs none.
+    pub rpc_url: Option<url::Url>,
+    pub api_key: Option<Secret>,
+    pub fee_limit_max_sun: i64,
+}
+
+impl std::fmt::Debug for TronSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL's path and query may carry a key too: the origin only.
+        f.debug_struct("TronSettings")
+            .field(
+                "rpc_url",
+                &self
+                    .rpc_url
+                    .as_ref()
+                    .map(|url| url.origin().ascii_serialization()),
+            )
+            .field("api_key", &self.api_key)
+            .field("fee_limit_max_sun", &self.fee_limit_max_sun)
+            .finish()
+    }
+}
+
+impl TronSettings {
+    /// The client configuration for the node, or what to set when there is none.
+    pub fn node(&self) -> anyhow::Result<chain_tron::Config> {
+        let url = self
+            .rpc_url
+            .clone()
+            .context("no TRON node configured: set tron_rpc_url (COINSENSEI_TRON_RPC_URL)")?;
+        let mut config = chain_tron::Config::new(url);
+        config.api_key = self.api_key.as_ref().map(|key| key.0.clone());
+        config.fee_limit_cap = self.fee_limit_max_sun;
+        Ok(config)
+    }
+}
+
+/// The highest `tron_fee_limit_max_sun`: the network's own maximum fee limit, 15,000 TRX.
+pub const TRON_FEE_LIMIT_MAX_SUN: i64 = 15_000_000_000;
+
+fn tron(raw: &RawConfig) -> anyhow::Result<TronSettings> {
+    let rpc_url = match &raw.tron_rpc_url {
+        None => None,
+        Some(text) => {
+            let mut url = url::Url::parse(text)
+                .ok()
+                .filter(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+                .context(
+                    "invalid configuration key `tron_rpc_url`: not an http:// or https:// URL",
+                )?;
+            // Endpoints are joined to the URL: a path is a directory.
+            if !url.path().ends_with('/') {
+                let path = format!("{}/", url.path());
+                url.set_path(&path);
+            }
+            Some(url)
+        }
+    };
+    if let Some(key) = &raw.tron_api_key
+        && (key.0.is_empty() || !key.0.bytes().all(|byte| byte.is_ascii_graphic()))
+    {
+        bail!(
+            "invalid configuration key `tron_api_key`: empty or not printable ASCII (the key is not shown)"
+        );
+    }
+    if raw.tron_fee_limit_max_sun <= 0 || raw.tron_fee_limit_max_sun > TRON_FEE_LIMIT_MAX_SUN {
+        bail!(
+            "invalid configuration key `tron_fee_limit_max_sun`: {} is out of range; expected 1 to {TRON_FEE_LIMIT_MAX_SUN} sun",
+            raw.tron_fee_limit_max_sun
+        );
+    }
+    Ok(TronSettings {
+        rpc_url,
+        api_key: raw.tron_api_key.clone(),
+        fee_limit_max_sun: raw.tron_fee_limit_max_sun,
+    })
+}
+
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -157,6 +262,7 @@ pub struct Settings {
     /// The dashboard's public origin (`scheme://host[:port]`), when configured.
     pub public_url: Option<String>,
     pub ethereum: Option<EthereumSettings>,
+    pub tron: TronSettings,
     pub workers: Vec<WorkerEntry>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
@@ -240,6 +346,7 @@ fn within(key: &str, value: u32, min: u32, max: u32) -> anyhow::Result<u32> {
 }
 
 fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+    let tron = tron(&raw)?;
     let listen: SocketAddr = raw.listen.parse().with_context(|| {
         format!(
             "invalid configuration key `listen`: {:?} is not an address like 127.0.0.1:8080",
@@ -354,6 +461,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
                 })
             }
         },
+        tron,
         workers,
         config_file: None,
     })
@@ -490,6 +598,13 @@ mod tests {
             ("database_max_connections = 1", "database_max_connections"),
             ("databse_url = \"sqlite://x\"", "databse_url"),
             ("database_url = \"mysql://x\"", "database_url"),
+            ("tron_rpc_url = \"api.trongrid.io\"", "tron_rpc_url"),
+            ("tron_api_key = \"\"", "tron_api_key"),
+            ("tron_fee_limit_max_sun = 0", "tron_fee_limit_max_sun"),
+            (
+                "tron_fee_limit_max_sun = 15000000001",
+                "tron_fee_limit_max_sun",
+            ),
             (
                 "[[workers]]\nkind = \"withdrawal\"\nchain = \"solana\"",
                 "workers[0].chain",
@@ -502,6 +617,27 @@ mod tests {
             let error = format!("{:#}", load_toml(text).unwrap_err());
             assert!(error.contains(key), "{text:?} gave {error:?}");
         }
+    }
+
+    #[test]
+    fn the_tron_api_key_is_never_shown() {
+        let settings = load_toml(
+            "tron_rpc_url = \"https://api.trongrid.io/jsonrpc?key=in-the-url\"\ntron_api_key = \"key-3f2a-secret\"",
+        )
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("key-3f2a-secret"), "{shown}");
+        assert!(!shown.contains("in-the-url"), "{shown}");
+        let node = settings.tron.node().unwrap();
+        assert_eq!(node.api_key.as_deref(), Some("key-3f2a-secret"));
+        assert_eq!(node.url.path(), "/jsonrpc/");
+        assert_eq!(node.fee_limit_cap, 100_000_000);
+        let error = format!(
+            "{:#}",
+            load_toml("tron_api_key = \"bad key-3f2a\"").unwrap_err()
+        );
+        assert!(!error.contains("key-3f2a"), "{error}");
+        assert!(load_toml("").unwrap().tron.node().is_err());
     }
 
     #[test]

@@ -61,6 +61,9 @@ enum Command {
     /// Ask the configured chain node: status, balances.
     #[command(subcommand)]
     Chain(ChainCommand),
+    /// Build and sign a transaction offline, for air-gapped machines: no node is asked,
+    /// nothing is sent.
+    Tx(TxArgs),
     /// Measure parts of the system on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -131,7 +134,7 @@ enum ChainCommand {
         /// An asset of the built-in mainnet catalogue, e.g. USDT (default: the native coin).
         #[arg(long, value_name = "SYMBOL", conflicts_with = "token")]
         asset: Option<String>,
-        /// Any ERC-20 by its contract address (its decimals are read from it).
+        /// Any ERC-20 or TRC-20 by its contract address (its decimals are read from it).
         #[arg(long, value_name = "CONTRACT")]
         token: Option<String>,
     },
@@ -210,6 +213,68 @@ enum KeysCommand {
         #[arg(long)]
         chain: Chain,
     },
+}
+
+#[derive(Debug, Args)]
+struct TxArgs {
+    /// The keystore file holding the signing keys (as for `keys`).
+    #[arg(long, global = true, value_name = "FILE", env = "COINSENSEI_KEYSTORE")]
+    keystore: Option<PathBuf>,
+    /// A file holding the keystore's password (never a flag: flags show in `ps`).
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "COINSENSEI_KEYSTORE_PASSWORD_FILE"
+    )]
+    password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: TxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCommand {
+    /// Build and sign a transfer from key INDEX, offline, and print its raw_data_hex, txid
+    /// and signature (TRON only: TRX or a TRC-20 of the catalogue, e.g. USDT).
+    Build(TxBuildArgs),
+}
+
+#[derive(Debug, Args)]
+struct TxBuildArgs {
+    /// The chain (tron).
+    #[arg(long)]
+    chain: Chain,
+    /// The sending key's index (TRON m/44'/195'/0'/0/I).
+    #[arg(long, value_name = "I", value_parser = clap::value_parser!(u32).range(0..(1 << 31)))]
+    index: u32,
+    /// The recipient (base58check, T...).
+    #[arg(long, value_name = "ADDR")]
+    to: String,
+    /// TRX, or a token of the built-in mainnet catalogue (USDT).
+    #[arg(long, value_name = "SYMBOL")]
+    asset: String,
+    /// The amount in the asset's unit, as a decimal (1.5 TRX is 1500000 sun); at most the
+    /// asset's decimals.
+    #[arg(long, value_name = "DECIMAL", allow_hyphen_values = true)]
+    amount: String,
+    /// The reference block's id (64 hex digits, `blockID` of a recent solidified block read
+    /// on an online machine); the transaction is valid only on the chain holding it.
+    #[arg(long, value_name = "HEX")]
+    ref_block_id: String,
+    /// The transaction's timestamp, in milliseconds since the epoch.
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    timestamp: i64,
+    /// When the transaction expires, in milliseconds since the epoch: after --timestamp and
+    /// at most 24 hours after it (60,000 ms after is usual).
+    #[arg(long, value_name = "MS", allow_negative_numbers = true)]
+    expiration: i64,
+    /// The most TRX, in sun, a TRC-20 transfer may burn for energy (required for tokens,
+    /// refused for TRX; at most tron_fee_limit_max_sun).
+    #[arg(long, value_name = "SUN", allow_negative_numbers = true)]
+    fee_limit: Option<i64>,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Where an operator command acts: the configured database, or a remote control plane.
@@ -431,6 +496,7 @@ fn main() -> ExitCode {
         | Command::Tokens(_)
         | Command::Keys(_)
         | Command::Chain(_)
+        | Command::Tx(_)
         | Command::Bench(_) => "warn",
     };
     init_logging(default_log);
@@ -634,6 +700,31 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     commands::chain::deposits(settings, request).await
                 }
             }
+        }
+        Command::Tx(TxArgs {
+            keystore,
+            password_file,
+            command: TxCommand::Build(args),
+        }) => {
+            let keystore = commands::keys::KeystoreArgs {
+                keystore,
+                password_file,
+                // TRON keys are the same on every network.
+                network: chain::address::Network::Mainnet,
+            };
+            let request = commands::tx::TxBuild {
+                chain: args.chain,
+                index: args.index,
+                to: args.to,
+                asset: args.asset,
+                amount: args.amount,
+                ref_block_id: args.ref_block_id,
+                timestamp: args.timestamp,
+                expiration: args.expiration,
+                fee_limit: args.fee_limit,
+                as_json: args.json,
+            };
+            commands::tx::build(&global.settings(None)?, &keystore, request)
         }
         Command::Keys(args) => {
             let keystore = commands::keys::KeystoreArgs {

@@ -86,8 +86,12 @@ async fn status_and_balance_from_the_node() {
     .await;
     assert_eq!(typo.status.code(), Some(1));
     assert!(stderr(&typo).contains("EIP-55"), "{}", stderr(&typo));
-    let tron = chain(&anvil.url, &["status", "--chain", "tron"]).await;
-    assert!(stderr(&tron).contains("not built yet"), "{}", stderr(&tron));
+    let bitcoin = chain(&anvil.url, &["status", "--chain", "bitcoin"]).await;
+    assert!(
+        stderr(&bitcoin).contains("not built yet"),
+        "{}",
+        stderr(&bitcoin)
+    );
 }
 
 #[tokio::test]

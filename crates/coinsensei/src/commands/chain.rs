@@ -1,11 +1,12 @@
-//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum today;
-//! TRON and Bitcoin come with their adapters.
+//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum
+//! (all three) and TRON (status and balance); Bitcoin comes with its adapter.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use chain::address::{Address, Network};
 use chain_ethereum::Ethereum;
+use chain_tron::Tron;
 use domain::Chain;
 
 use crate::config::Settings;
@@ -17,11 +18,26 @@ async fn ethereum(settings: &Settings) -> anyhow::Result<Ethereum> {
     Ok(Ethereum::connect(&config.rpc_url, config.chain_id).await?)
 }
 
+fn tron(settings: &Settings) -> anyhow::Result<Tron> {
+    Ok(Tron::new(settings.tron.node()?)?)
+}
+
 fn not_yet(chain: Chain) -> anyhow::Error {
-    anyhow::anyhow!("the {chain} adapter is not built yet; only ethereum answers today")
+    anyhow::anyhow!("the {chain} adapter is not built yet; ethereum and tron answer today")
 }
 
 pub async fn status(settings: Settings, chain: Chain) -> anyhow::Result<ExitCode> {
+    if chain == Chain::Tron {
+        let client = tron(&settings)?;
+        let (head, solidified) = tokio::try_join!(client.head(), client.solidified())?;
+        let (head, solidified) = (head.reference.number, solidified.reference.number);
+        println!(
+            "tron node {}: reachable, head {head}, solidified {solidified} ({} blocks behind the head)",
+            client.endpoint(),
+            head.saturating_sub(solidified)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if chain != Chain::Ethereum {
         return Err(not_yet(chain));
     }
@@ -56,11 +72,13 @@ pub async fn balance(
     address: &str,
     asset: Asset<'_>,
 ) -> anyhow::Result<ExitCode> {
-    if chain != Chain::Ethereum {
+    if chain == Chain::Bitcoin {
         return Err(not_yet(chain));
     }
     // Validated before any connection: a typo is said as such, not as a node error.
     let address = Address::parse(chain, Network::Mainnet, address)?;
+    // The catalogue's decimals for a listed token; otherwise the contract is asked.
+    let mut listed_decimals = None;
     let token = match asset {
         Asset::Native => None,
         Asset::Symbol(symbol) if symbol.eq_ignore_ascii_case(chain.native_symbol()) => None,
@@ -72,10 +90,14 @@ pub async fn balance(
                 .contract
                 .as_deref()
                 .context("a token without a contract in the catalogue")?;
+            listed_decimals = Some(asset.decimals);
             Some(Address::parse(chain, Network::Mainnet, contract)?)
         }
         Asset::Contract(contract) => Some(Address::parse(chain, Network::Mainnet, contract)?),
     };
+    if chain == Chain::Tron {
+        return tron_balance(&settings, &address, token, listed_decimals).await;
+    }
     let client = ethereum(&settings).await?;
     match token {
         None => {
@@ -85,6 +107,43 @@ pub async fn balance(
         Some(token) => {
             let decimals = client.token_decimals(&token).await?;
             let units = client.token_balance(&token, &address).await?;
+            println!(
+                "{} (token {token}, {decimals} decimals; {} base units)",
+                units.format_decimal(decimals),
+                units.base_units()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tron_balance(
+    settings: &Settings,
+    address: &Address,
+    token: Option<Address>,
+    listed_decimals: Option<u8>,
+) -> anyhow::Result<ExitCode> {
+    let client = tron(settings)?;
+    match token {
+        None => {
+            let (sun, activated) = client.account(address).await?;
+            let note = if activated {
+                ""
+            } else {
+                " (not activated: it never received TRX)"
+            };
+            println!(
+                "{} TRX ({} sun){note}",
+                sun.format_decimal(6),
+                sun.base_units()
+            );
+        }
+        Some(token) => {
+            let decimals = match listed_decimals {
+                Some(decimals) => decimals,
+                None => client.token_decimals(&token, address).await?,
+            };
+            let units = client.token_balance(&token, address).await?;
             println!(
                 "{} (token {token}, {decimals} decimals; {} base units)",
                 units.format_decimal(decimals),
@@ -114,7 +173,7 @@ pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::R
     use chain::provider::{Asset, ChainRead, WatchSet};
     let chain = request.chain;
     if chain != Chain::Ethereum {
-        return Err(not_yet(chain));
+        anyhow::bail!("chain deposits reads ethereum only today, not {chain}");
     }
     // Everything is validated before any connection.
     let parse = |text: &String| Address::parse(chain, Network::Mainnet, text);

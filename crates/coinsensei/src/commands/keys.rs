@@ -47,7 +47,7 @@ impl KeystoreArgs {
         Ok(bytes)
     }
 
-    fn signer(&self) -> anyhow::Result<InProcessSigner> {
+    pub fn signer(&self) -> anyhow::Result<InProcessSigner> {
         let path = self.path()?;
         let mnemonic = keystore::load(path, &self.password()?)?;
         Ok(InProcessSigner::new(&mnemonic, self.network))

@@ -8,6 +8,7 @@ pub mod queues;
 pub mod remote;
 pub mod serve;
 pub mod tokens;
+pub mod tx;
 pub mod up;
 pub mod worker;
 pub mod workers;
