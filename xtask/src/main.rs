@@ -8,15 +8,16 @@
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
-//! - `cargo xtask bench [control|queue|api|ethereum|tron|dashboard]`: the figures the issues
-//!   ask for (`tron`: transfers built and signed per second, deposit log parsing), on real
-//!   processes: `control` (worker control latency, lost detection, RSS, time to ready; both
+//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard]`: the figures
+//!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
+//!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
-//!   latency; both stores) and
+//!   latency; both stores), `ethereum` (on anvil), `bitcoin` (on a regtest bitcoind: batched
+//!   vs one-by-one payouts, build + sign of 100 outputs, deposit scan speed),
 //!   `dashboard` (click Stop -> badge `stopped` in headless Chromium, and the workers page's
 //!   bytes with 100 workers), and
 //!   `queue` (`coinsensei bench queue` on Postgres, SQLite and Redis beside BullMQ and
-//!   graphile-worker installed from npm, on the same Postgres and Redis). Default: both.
+//!   graphile-worker installed from npm, on the same Postgres and Redis). Default: all.
 
 use std::process::{Command, ExitCode};
 
@@ -27,13 +28,15 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum|tron|dashboard] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|tron|bitcoin|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
           ethereum: key derivations/s; ETH and ERC-20 transfers signed and broadcast/s to anvil
           tron:    TRC-20 and TRX transfers built and signed/s on one core; deposit log
                    parsing in blocks/s over recorded gettransactioninfobyblocknum bodies
+          bitcoin: 100 withdrawals batched vs one by one (fee per withdrawal), build + sign of a
+                   100-output transaction, deposit scan blocks/s over 1,000 regtest blocks
           dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
                    25 clicks) and the bytes of the workers page with 100 workers
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
@@ -344,9 +347,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
-        Some(which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "dashboard")) => {
-            (which, &extra[1..])
-        }
+        Some(
+            which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"),
+        ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
     if which == "ethereum" || which == "all" {
@@ -365,6 +368,13 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
     if which == "tron" || which == "all" {
         let mut command = cargo();
         command.args(["bench", "--package", "chain-tron", "--bench", "tron"]);
+        run(command)?;
+    }
+    if which == "bitcoin" || which == "all" {
+        let mut command = cargo();
+        command
+            .args(["bench", "--package", "chain-bitcoin", "--bench", "bitcoin"])
+            .env("COINSENSEI_BITCOIND", bitcoind()?);
         run(command)?;
     }
     for bench in ["control", "api", "dashboard"] {

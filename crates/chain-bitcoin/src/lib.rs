@@ -183,23 +183,7 @@ impl Bitcoin {
         fees: FeePolicy,
     ) -> Result<Self, ChainError> {
         let this = Bitcoin::new(rpc, network, xpub, fees)?;
-        let info = this
-            .rpc
-            .call("getblockchaininfo", json!([]))
-            .await
-            .map_err(chain_error)?;
-        let expected = match network {
-            Network::Mainnet => "main",
-            Network::Testnet => "test",
-            Network::Signet => "signet",
-            Network::Regtest => "regtest",
-        };
-        let chain = info["chain"].as_str().unwrap_or("");
-        if chain != expected {
-            return Err(ChainError::permanent(format!(
-                "the bitcoin node is on {chain:?}, the configuration says {network}"
-            )));
-        }
+        node_status(&this.rpc).await?.require(network)?;
         Ok(this)
     }
 
@@ -682,19 +666,7 @@ impl ChainRead for Bitcoin {
             return Err(ChainError::permanent("Bitcoin has no tokens here"));
         }
         self.script_of(address)?;
-        let answer = self
-            .rpc
-            .call(
-                "scantxoutset",
-                json!(["start", [format!("addr({address})")]]),
-            )
-            .await
-            .map_err(chain_error)?;
-        let total = answer["total_amount"]
-            .as_number()
-            .and_then(|amount| btc_text_to_sat(&amount.to_string()))
-            .ok_or_else(|| ChainError::retriable("scantxoutset: no total_amount"))?;
-        Ok(Amount::from_u128(u128::from(total)))
+        address_balance(&self.rpc, address).await
     }
 
     /// Needs the node's `-txindex` for transactions already mined.
@@ -837,6 +809,94 @@ impl ChainSubmit for Bitcoin {
             }
         }
     }
+}
+
+/// What the node says of itself (`getblockchaininfo`), for `chain status` and the network
+/// check at connection; needs no keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Bitcoin Core's name of its network: main, test, testnet4, signet, regtest.
+    pub chain: String,
+    /// The height of the best validated block, and its hash.
+    pub blocks: u64,
+    pub best_hash: String,
+    /// The height of the best header known (ahead of `blocks` while syncing).
+    pub headers: u64,
+    /// The node's own estimate of its sync progress, as it printed it (a ratio, 0 to 1;
+    /// shown, never computed with).
+    pub verification_progress: String,
+    pub initial_block_download: bool,
+}
+
+impl NodeStatus {
+    /// Bitcoin Core's name of `network`.
+    pub fn chain_name(network: Network) -> &'static str {
+        match network {
+            Network::Mainnet => "main",
+            Network::Testnet => "test",
+            Network::Signet => "signet",
+            Network::Regtest => "regtest",
+        }
+    }
+
+    /// An error unless the node is on `network`.
+    pub fn require(&self, network: Network) -> Result<(), ChainError> {
+        if self.chain != NodeStatus::chain_name(network) {
+            return Err(ChainError::permanent(format!(
+                "the bitcoin node is on {:?}, the configuration says {network}",
+                self.chain
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Asks the node how it is (`getblockchaininfo`).
+pub async fn node_status(rpc: &Rpc) -> Result<NodeStatus, ChainError> {
+    let info = rpc
+        .call("getblockchaininfo", json!([]))
+        .await
+        .map_err(chain_error)?;
+    let missing = |field: &str| ChainError::retriable(format!("getblockchaininfo: no {field}"));
+    Ok(NodeStatus {
+        chain: info["chain"]
+            .as_str()
+            .ok_or_else(|| missing("chain"))?
+            .to_string(),
+        blocks: info["blocks"].as_u64().ok_or_else(|| missing("blocks"))?,
+        best_hash: info["bestblockhash"]
+            .as_str()
+            .ok_or_else(|| missing("bestblockhash"))?
+            .to_string(),
+        headers: info["headers"].as_u64().ok_or_else(|| missing("headers"))?,
+        verification_progress: info["verificationprogress"]
+            .as_number()
+            .map_or_else(|| "unknown".to_string(), ToString::to_string),
+        initial_block_download: info["initialblockdownload"].as_bool().unwrap_or(false),
+    })
+}
+
+/// The satoshi held by `address` in the node's UTXO set (`scantxoutset`: every unspent
+/// output, immature coinbase outputs included; no mempool). Needs no keys; the caller has
+/// checked the address is of the node's network.
+pub async fn address_balance(rpc: &Rpc, address: &Address) -> Result<Amount, ChainError> {
+    if address.chain() != Chain::Bitcoin {
+        return Err(ChainError::permanent(format!(
+            "{address} is not a Bitcoin address"
+        )));
+    }
+    let answer = rpc
+        .call(
+            "scantxoutset",
+            json!(["start", [format!("addr({address})")]]),
+        )
+        .await
+        .map_err(chain_error)?;
+    let total = answer["total_amount"]
+        .as_number()
+        .and_then(|amount| btc_text_to_sat(&amount.to_string()))
+        .ok_or_else(|| ChainError::retriable("scantxoutset: no total_amount"))?;
+    Ok(Amount::from_u128(u128::from(total)))
 }
 
 /// How long a call may take before it counts as no answer.

@@ -40,6 +40,10 @@ const ENV_KEYS: &[&str] = &[
     "tron_rpc_url",
     "tron_api_key",
     "tron_fee_limit_max_sun",
+    "bitcoin_rpc_url",
+    "bitcoin_rpc_cookie_file",
+    "bitcoin_rpc_user",
+    "bitcoin_rpc_password",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -83,6 +87,15 @@ pub struct RawConfig {
     pub tron_api_key: Option<Secret>,
     /// The most TRX (in sun) a TRC-20 transfer may burn: the `fee_limit` set on it.
     pub tron_fee_limit_max_sun: i64,
+    /// Bitcoin Core's JSON-RPC endpoint (http:// or https://, without credentials in it);
+    /// the node's network must be the one `--network` (COINSENSEI_BITCOIN_NETWORK) names.
+    pub bitcoin_rpc_url: Option<String>,
+    /// The node's cookie file (`DATADIR/.cookie`, rewritten at each start), read at each
+    /// connection; or else `bitcoin_rpc_user` with `bitcoin_rpc_password` (rpcauth).
+    pub bitcoin_rpc_cookie_file: Option<PathBuf>,
+    pub bitcoin_rpc_user: Option<String>,
+    /// Never shown: not in messages, logs nor `Debug`.
+    pub bitcoin_rpc_password: Option<String>,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
 }
@@ -128,6 +141,10 @@ impl Default for RawConfig {
             tron_rpc_url: None,
             tron_api_key: None,
             tron_fee_limit_max_sun: chain_tron::node::FEE_LIMIT_CAP_DEFAULT,
+            bitcoin_rpc_url: None,
+            bitcoin_rpc_cookie_file: None,
+            bitcoin_rpc_user: None,
+            bitcoin_rpc_password: None,
             workers: None,
         }
     }
@@ -187,6 +204,32 @@ impl std::fmt::Debug for TronSettings {
             )
             .field("api_key", &self.api_key)
             .field("fee_limit_max_sun", &self.fee_limit_max_sun)
+            .finish()
+    }
+}
+
+/// Where the Bitcoin node is and how to authenticate to it.
+#[derive(Clone)]
+pub struct BitcoinSettings {
+    pub rpc_url: String,
+    pub credentials: BitcoinCredentials,
+}
+
+#[derive(Clone)]
+pub enum BitcoinCredentials {
+    CookieFile(PathBuf),
+    UserPassword { user: String, password: String },
+}
+
+impl std::fmt::Debug for BitcoinSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let credentials = match &self.credentials {
+            BitcoinCredentials::CookieFile(path) => format!("cookie file {}", path.display()),
+            BitcoinCredentials::UserPassword { user, .. } => format!("user {user}, password .."),
+        };
+        f.debug_struct("BitcoinSettings")
+            .field("rpc_url", &self.rpc_url)
+            .field("credentials", &credentials)
             .finish()
     }
 }
@@ -263,6 +306,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub ethereum: Option<EthereumSettings>,
     pub tron: TronSettings,
+    pub bitcoin: Option<BitcoinSettings>,
     pub workers: Vec<WorkerEntry>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
@@ -422,6 +466,12 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         }
         None => format!("sqlite://{}", raw.data_dir.join("coinsensei.db").display()),
     };
+    let bitcoin = bitcoin(
+        raw.bitcoin_rpc_url,
+        raw.bitcoin_rpc_cookie_file,
+        raw.bitcoin_rpc_user,
+        raw.bitcoin_rpc_password,
+    )?;
     let workers = match raw.workers {
         None => worker::SUPPORTED
             .iter()
@@ -462,9 +512,58 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             }
         },
         tron,
+        bitcoin,
         workers,
         config_file: None,
     })
+}
+
+/// The Bitcoin node's settings: a URL without credentials, and either a cookie file or a user
+/// with a password (never both, never half).
+fn bitcoin(
+    url: Option<String>,
+    cookie_file: Option<PathBuf>,
+    user: Option<String>,
+    password: Option<String>,
+) -> anyhow::Result<Option<BitcoinSettings>> {
+    let Some(url) = url else {
+        if cookie_file.is_some() || user.is_some() || password.is_some() {
+            bail!(
+                "invalid configuration key `bitcoin_rpc_url`: missing, while the node's credentials are set"
+            );
+        }
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(&url)
+        .ok()
+        .filter(|parsed| matches!(parsed.scheme(), "http" | "https") && parsed.host().is_some());
+    let Some(parsed) = parsed else {
+        bail!("invalid configuration key `bitcoin_rpc_url`: not an http:// or https:// URL");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        bail!(
+            "invalid configuration key `bitcoin_rpc_url`: it carries credentials; give them as bitcoin_rpc_cookie_file or bitcoin_rpc_user and bitcoin_rpc_password instead"
+        );
+    }
+    let credentials = match (cookie_file, user, password) {
+        (Some(path), None, None) => BitcoinCredentials::CookieFile(path),
+        (None, Some(user), Some(password)) if !user.is_empty() && !password.is_empty() => {
+            BitcoinCredentials::UserPassword { user, password }
+        }
+        (Some(_), _, _) => bail!(
+            "invalid configuration key `bitcoin_rpc_cookie_file`: set either it or bitcoin_rpc_user and bitcoin_rpc_password, not both"
+        ),
+        (None, None, None) => bail!(
+            "invalid configuration key `bitcoin_rpc_url`: no credentials; set bitcoin_rpc_cookie_file or bitcoin_rpc_user and bitcoin_rpc_password"
+        ),
+        (None, _, _) => bail!(
+            "invalid configuration key `bitcoin_rpc_user`: a user and a password, both not empty, go together"
+        ),
+    };
+    Ok(Some(BitcoinSettings {
+        rpc_url: url,
+        credentials,
+    }))
 }
 
 /// The origin of `public_url`: http(s), a host, no credentials, path, query or fragment.
@@ -638,6 +737,57 @@ mod tests {
         );
         assert!(!error.contains("key-3f2a"), "{error}");
         assert!(load_toml("").unwrap().tron.node().is_err());
+    }
+
+    #[test]
+    fn bitcoin_credentials_are_a_cookie_or_a_user_with_a_password_and_never_shown() {
+        let settings = load_toml(
+            "bitcoin_rpc_url = \"http://127.0.0.1:8332\"\nbitcoin_rpc_user = \"ops\"\nbitcoin_rpc_password = \"hunter2-secret\"",
+        )
+        .unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2-secret"));
+        assert!(matches!(
+            settings.bitcoin.unwrap().credentials,
+            BitcoinCredentials::UserPassword { .. }
+        ));
+        let cookie = load_toml(
+            "bitcoin_rpc_url = \"http://127.0.0.1:8332\"\nbitcoin_rpc_cookie_file = \"/n/.cookie\"",
+        )
+        .unwrap();
+        assert!(matches!(
+            cookie.bitcoin.unwrap().credentials,
+            BitcoinCredentials::CookieFile(_)
+        ));
+        for (text, key) in [
+            (
+                "bitcoin_rpc_url = \"http://u:hunter2-secret@127.0.0.1:8332\"\nbitcoin_rpc_cookie_file = \"/c\"",
+                "carries credentials",
+            ),
+            (
+                "bitcoin_rpc_url = \"127.0.0.1:8332\"\nbitcoin_rpc_cookie_file = \"/c\"",
+                "`bitcoin_rpc_url`",
+            ),
+            (
+                "bitcoin_rpc_url = \"http://127.0.0.1:8332\"",
+                "no credentials",
+            ),
+            (
+                "bitcoin_rpc_url = \"http://127.0.0.1:8332\"\nbitcoin_rpc_user = \"ops\"",
+                "`bitcoin_rpc_user`",
+            ),
+            (
+                "bitcoin_rpc_url = \"http://127.0.0.1:8332\"\nbitcoin_rpc_cookie_file = \"/c\"\nbitcoin_rpc_user = \"ops\"\nbitcoin_rpc_password = \"p\"",
+                "not both",
+            ),
+            (
+                "bitcoin_rpc_password = \"hunter2-secret\"",
+                "`bitcoin_rpc_url`",
+            ),
+        ] {
+            let error = format!("{:#}", load_toml(text).unwrap_err());
+            assert!(error.contains(key), "{text:?} gave {error:?}");
+            assert!(!error.contains("hunter2-secret"), "{error}");
+        }
     }
 
     #[test]

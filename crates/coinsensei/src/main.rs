@@ -59,8 +59,7 @@ enum Command {
     /// The HD keystore: make or import a mnemonic, show addresses and account public keys.
     Keys(KeysArgs),
     /// Ask the configured chain node: status, balances.
-    #[command(subcommand)]
-    Chain(ChainCommand),
+    Chain(ChainArgs),
     /// Build and sign a transaction offline, for air-gapped machines: no node is asked,
     /// nothing is sent.
     Tx(TxArgs),
@@ -116,6 +115,22 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+struct ChainArgs {
+    /// The Bitcoin network the node must be on and addresses must belong to (Ethereum
+    /// reads its chain id from ethereum_chain_id instead).
+    #[arg(
+        long,
+        global = true,
+        default_value = "mainnet",
+        value_name = "NETWORK",
+        env = "COINSENSEI_BITCOIN_NETWORK"
+    )]
+    network: chain::address::Network,
+    #[command(subcommand)]
+    command: ChainCommand,
 }
 
 #[derive(Debug, Subcommand)]
@@ -664,10 +679,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             commands::bench::queue(global.settings(None)?, request).await
         }
-        Command::Chain(command) => {
+        Command::Chain(ChainArgs { network, command }) => {
             let settings = global.settings(None)?;
             match command {
-                ChainCommand::Status { chain } => commands::chain::status(settings, chain).await,
+                ChainCommand::Status { chain } => {
+                    commands::chain::status(settings, chain, network).await
+                }
                 ChainCommand::Balance {
                     chain,
                     address,
@@ -679,7 +696,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         (Some(symbol), None) => commands::chain::Asset::Symbol(symbol),
                         (None, None) => commands::chain::Asset::Native,
                     };
-                    commands::chain::balance(settings, chain, &address, asset).await
+                    commands::chain::balance(settings, chain, network, &address, asset).await
                 }
                 ChainCommand::Deposits {
                     chain,

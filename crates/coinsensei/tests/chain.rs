@@ -86,12 +86,6 @@ async fn status_and_balance_from_the_node() {
     .await;
     assert_eq!(typo.status.code(), Some(1));
     assert!(stderr(&typo).contains("EIP-55"), "{}", stderr(&typo));
-    let bitcoin = chain(&anvil.url, &["status", "--chain", "bitcoin"]).await;
-    assert!(
-        stderr(&bitcoin).contains("not built yet"),
-        "{}",
-        stderr(&bitcoin)
-    );
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
-//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum
-//! (all three) and TRON (status and balance); Bitcoin comes with its adapter.
+//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum (all
+//! three), TRON (status and balance, through its full node's HTTP API) and Bitcoin (status
+//! and balance, through Bitcoin Core's JSON-RPC, on the `--network` configured).
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ use chain_ethereum::Ethereum;
 use chain_tron::Tron;
 use domain::Chain;
 
-use crate::config::Settings;
+use crate::config::{BitcoinCredentials, Settings};
 
 async fn ethereum(settings: &Settings) -> anyhow::Result<Ethereum> {
     let config = settings.ethereum.as_ref().context(
@@ -22,11 +23,68 @@ fn tron(settings: &Settings) -> anyhow::Result<Tron> {
     Ok(Tron::new(settings.tron.node()?)?)
 }
 
-fn not_yet(chain: Chain) -> anyhow::Error {
-    anyhow::anyhow!("the {chain} adapter is not built yet; ethereum and tron answer today")
+/// A client of the configured Bitcoin node, its credentials read now (a cookie file is
+/// rewritten at each start of the node).
+fn bitcoin_rpc(settings: &Settings) -> anyhow::Result<chain_bitcoin::Rpc> {
+    let config = settings.bitcoin.as_ref().context(
+        "no Bitcoin node configured: set bitcoin_rpc_url (COINSENSEI_BITCOIN_RPC_URL) and bitcoin_rpc_cookie_file or bitcoin_rpc_user and bitcoin_rpc_password",
+    )?;
+    let timeout = chain_bitcoin::DEFAULT_RPC_TIMEOUT;
+    let rpc = match &config.credentials {
+        BitcoinCredentials::CookieFile(path) => {
+            let cookie = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "reading the bitcoin node's cookie file {} (is the node running, and is bitcoin_rpc_cookie_file right?)",
+                    path.display()
+                )
+            })?;
+            chain_bitcoin::Rpc::with_cookie(&config.rpc_url, &cookie, timeout)
+        }
+        BitcoinCredentials::UserPassword { user, password } => {
+            chain_bitcoin::Rpc::new(&config.rpc_url, user, password, timeout)
+        }
+    };
+    rpc.map_err(|error| anyhow::anyhow!(error))
 }
 
-pub async fn status(settings: Settings, chain: Chain) -> anyhow::Result<ExitCode> {
+/// The node's status, after checking it is on `network`.
+async fn bitcoin_status(
+    rpc: &chain_bitcoin::Rpc,
+    network: Network,
+) -> anyhow::Result<chain_bitcoin::NodeStatus> {
+    let status = chain_bitcoin::node_status(rpc)
+        .await
+        .with_context(|| format!("asking the bitcoin node at {}", rpc.url()))?;
+    status.require(network)?;
+    Ok(status)
+}
+
+pub async fn status(
+    settings: Settings,
+    chain: Chain,
+    network: Network,
+) -> anyhow::Result<ExitCode> {
+    if chain == Chain::Bitcoin {
+        let rpc = bitcoin_rpc(&settings)?;
+        let status = bitcoin_status(&rpc, network).await?;
+        // Headers ahead of blocks: the node still downloads or validates blocks.
+        let behind = status.headers.saturating_sub(status.blocks);
+        let download = if status.initial_block_download {
+            ", in initial block download"
+        } else {
+            ""
+        };
+        println!(
+            "bitcoin node {}: reachable, network {network}, tip {} {}, headers {} ({behind} \
+             blocks ahead), verification progress {}{download}",
+            rpc.url(),
+            status.blocks,
+            status.best_hash,
+            status.headers,
+            status.verification_progress
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if chain == Chain::Tron {
         let client = tron(&settings)?;
         let (head, solidified) = tokio::try_join!(client.head(), client.solidified())?;
@@ -37,9 +95,6 @@ pub async fn status(settings: Settings, chain: Chain) -> anyhow::Result<ExitCode
             head.saturating_sub(solidified)
         );
         return Ok(ExitCode::SUCCESS);
-    }
-    if chain != Chain::Ethereum {
-        return Err(not_yet(chain));
     }
     let client = ethereum(&settings).await?;
     let status = client.status().await?;
@@ -69,11 +124,31 @@ pub enum Asset<'a> {
 pub async fn balance(
     settings: Settings,
     chain: Chain,
+    network: Network,
     address: &str,
     asset: Asset<'_>,
 ) -> anyhow::Result<ExitCode> {
     if chain == Chain::Bitcoin {
-        return Err(not_yet(chain));
+        // Validated before any connection: another network's address is refused as such.
+        let address = Address::parse(chain, network, address)?;
+        match asset {
+            Asset::Native => {}
+            Asset::Symbol(symbol) if symbol.eq_ignore_ascii_case("BTC") => {}
+            Asset::Symbol(_) | Asset::Contract(_) => {
+                anyhow::bail!("bitcoin has no tokens here: drop --asset and --token")
+            }
+        }
+        let rpc = bitcoin_rpc(&settings)?;
+        bitcoin_status(&rpc, network).await?;
+        let sat = chain_bitcoin::address_balance(&rpc, &address)
+            .await
+            .context("reading the balance from the node's UTXO set (scantxoutset)")?;
+        println!(
+            "{} BTC ({} satoshi)",
+            sat.format_decimal(8),
+            sat.base_units()
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     // Validated before any connection: a typo is said as such, not as a node error.
     let address = Address::parse(chain, Network::Mainnet, address)?;
