@@ -6,7 +6,7 @@
 //!   transaction itself) and once with the `InProcessSigner` the workers use (which derives
 //!   the BIP32 key for every signature).
 //! - Deposit log parsing in blocks per second: `gettransactioninfobyblocknum` bodies made
-//!   from the recorded responses in `/work/shared/fixtures/tron` (ids, addresses and amounts
+//!   from the recorded responses in `crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources (ids, addresses and amounts
 //!   varied; 300 transactions a block, about a mainnet block's), read exactly as the scan
 //!   reads them: text to JSON value, value to `TransactionInfo`s, `token_deposits` against a
 //!   watch set of 1,000 addresses and USDT.
@@ -25,7 +25,7 @@ use domain::{Amount, Chain};
 use serde_json::{Value, json};
 use signer::Signer;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/tron");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/recorded");
 const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
 const TRANSACTIONS_PER_BLOCK: usize = 300;
 const DISTINCT_BLOCKS: usize = 200;

@@ -1,6 +1,6 @@
 //! The client and the provider contract against a fake full node (no TRON node can run
 //! here). The fake answers with the real response shapes recorded in
-//! `/work/shared/fixtures/tron` (loaded and adapted: numbers, ids and balances changed, keys
+//! `crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources (loaded and adapted: numbers, ids and balances changed, keys
 //! and layout kept), keeps a small ledger, checks the signature of every broadcast
 //! transaction against the account it spends from, and answers with the node's own error
 //! codes (duplicate, expired, bad signature).
@@ -25,7 +25,7 @@ use common::KeySigner;
 use domain::{Amount, Chain};
 use serde_json::{Value, json};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/tron");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/recorded");
 const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
 const RECIPIENT: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
 /// Block 0's time: the fake chain's head (block 100 at the start) is now, as the transactions'

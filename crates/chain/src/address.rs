@@ -280,7 +280,7 @@ mod tests {
         }
     }
 
-    /// Pairs seen in real node responses (`../shared/fixtures/tron`): the base58 form in one
+    /// Pairs seen in real node responses (`crates/chain-tron/fixtures/recorded`): the base58 form in one
     /// body, the hex form of the same account in another.
     const TRON_PAIRS: &[(&str, &str)] = &[
         // wallet_broadcasttransaction.success_local_node.request.json /

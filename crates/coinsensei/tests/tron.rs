@@ -1,5 +1,5 @@
 //! `coinsensei chain status|balance --chain tron` against a small node serving the recorded
-//! TRON API answers (`/work/shared/fixtures/tron`; no TRON node can run here), and the offline
+//! TRON API answers (`crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources; no TRON node can run here), and the offline
 //! `tx build` byte for byte against tronpy's committed vectors (`crates/chain-tron/xcheck/
 //! golden.json`, the ones made from the test mnemonic's keys), with no connection opened and
 //! no key material in anything it prints or logs.
@@ -18,7 +18,7 @@ use axum::routing::post;
 use common::*;
 use serde_json::{Value, json};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/fixtures/tron");
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../chain-tron/fixtures/recorded");
 const GOLDEN: &str = include_str!("../../chain-tron/xcheck/golden.json");
 const API_KEY: &str = "tron-key-5d1c9e";
 const HOLDER: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
