@@ -583,11 +583,13 @@ impl Bitcoin {
             .collect()
     }
 
-    async fn known(&self, txid: &str) -> bool {
-        matches!(
-            self.transaction(txid).await,
-            Ok(TxStatus::Pending | TxStatus::Included { .. })
-        )
+    /// Whether the node has `txid` (pool or chain); None when it could not say.
+    async fn known(&self, txid: &str) -> Option<bool> {
+        match self.transaction(txid).await {
+            Ok(TxStatus::Pending | TxStatus::Included { .. }) => Some(true),
+            Ok(TxStatus::NotFound) => Some(false),
+            Err(_) => None,
+        }
     }
 }
 
@@ -770,21 +772,22 @@ impl ChainSubmit for Bitcoin {
                     || lower.contains("already in block chain")
                     || lower.contains("txn-already-in-mempool")
                     || lower.contains("txn-already-known")
+                    || lower.contains("txn-same-nonwitness-data-in-mempool")
                     || lower.contains("already in utxo set")
                 {
                     SubmitOutcome::AlreadyKnown
                 } else if lower.contains("missing inputs") || lower.contains("missingorspent") {
                     // This very transaction, mined with its outputs spent since, looks the
-                    // same as inputs spent by another one: ask.
-                    if self.known(&signed.txid).await {
-                        SubmitOutcome::AlreadyKnown
-                    } else {
-                        SubmitOutcome::Rejected {
-                            retriable: false,
+                    // same as inputs spent by another one; so do parents the node does not
+                    // know (a reorg, a node still syncing), and our own replacement. Only
+                    // knowing who spent each input proves this attempt dead: not a refusal.
+                    match self.known(&signed.txid).await {
+                        Some(true) => SubmitOutcome::AlreadyKnown,
+                        _ => SubmitOutcome::Unknown {
                             reason: format!(
-                                "inputs missing or spent by another transaction: {message}"
+                                "inputs missing or spent, by this transaction or another: {message}"
                             ),
-                        }
+                        },
                     }
                 } else if lower.contains("insufficient fee")
                     || lower.contains("min relay fee not met")
@@ -792,19 +795,33 @@ impl ChainSubmit for Bitcoin {
                     || lower.contains("txn-mempool-conflict")
                     || lower.contains("mempool full")
                     || lower.contains("too-long-mempool-chain")
+                    || lower.contains("too many potential replacements")
+                    || lower.contains("non-final")
                     || code == -28
                 {
                     // The same bytes may go in later: the conflicting transaction may leave
-                    // the pool, the pool's floor may fall.
+                    // the pool, the pool's floor may fall, the lock time may pass.
                     SubmitOutcome::Rejected {
                         retriable: true,
                         reason: message,
                     }
-                } else {
+                } else if code == -22
+                    || lower.contains("mandatory-script-verify-flag")
+                    || lower.contains("bad-txns")
+                    || lower.contains("bad-witness")
+                    || lower.contains("dust")
+                    || lower.contains("tx-size")
+                {
+                    // Bytes that can never be valid (undecodable, a script or signature that
+                    // fails, a rule broken by the transaction itself): they cannot have landed.
                     SubmitOutcome::Rejected {
                         retriable: false,
                         reason: message,
                     }
+                } else {
+                    // Anything else (an internal error, an authentication failure after the
+                    // node restarted, a message of a later version): it may or may not be out.
+                    SubmitOutcome::Unknown { reason: message }
                 }
             }
         }

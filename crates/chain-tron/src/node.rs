@@ -261,14 +261,16 @@ pub fn broadcast_outcome(body: &Value) -> SubmitOutcome {
         // (solidified) reference block; another node, or this one later, may take the bytes.
         // If the chain really is another, the expiration ends the attempt anyway.
         "TAPOS_ERROR" => rejected(true),
-        // These bytes can never be valid: expired, a bad signature, a call the chain refuses
-        // as built (no balance, no such contract): only a new attempt can pay, and only once
-        // the death rule allows it.
-        "TRANSACTION_EXPIRATION_ERROR"
-        | "SIGERROR"
-        | "CONTRACT_VALIDATE_ERROR"
-        | "CONTRACT_EXE_ERROR"
-        | "TOO_BIG_TRANSACTION_ERROR" => rejected(false),
+        // A refusal that depends on the account's state (no balance yet, not enough energy):
+        // the same bytes may pass once it changes, before they expire.
+        "CONTRACT_VALIDATE_ERROR" | "CONTRACT_EXE_ERROR" => rejected(true),
+        // Expired bytes are never taken again, but java-tron checks the expiration before it
+        // looks for a duplicate: these very bytes may be on chain already. Only the attempt
+        // death rule (`attempt_fate`) may call the attempt dead.
+        "TRANSACTION_EXPIRATION_ERROR" => SubmitOutcome::Unknown { reason },
+        // These bytes can never be valid (a signature that is not the sender's, a size the
+        // chain refuses), so they cannot have landed either.
+        "SIGERROR" | "TOO_BIG_TRANSACTION_ERROR" => rejected(false),
         // OTHER_ERROR and codes of later versions: the node may or may not have kept it.
         _ => SubmitOutcome::Unknown { reason },
     }

@@ -459,7 +459,7 @@ async fn the_node_refusals_map_to_outcomes_and_expired_attempts_die() {
     // Expired against the node's head.
     let expired = sign(window(block_time(100) - 120_000), &payment);
     assert!(
-        matches!(tron.submit(&expired).await, SubmitOutcome::Rejected { retriable: false, ref reason } if reason.contains("TRANSACTION_EXPIRATION_ERROR"))
+        matches!(tron.submit(&expired).await, SubmitOutcome::Unknown { ref reason } if reason.contains("TRANSACTION_EXPIRATION_ERROR"))
     );
     // A reference block the node does not have.
     let foreign = Window {
@@ -475,7 +475,7 @@ async fn the_node_refusals_map_to_outcomes_and_expired_attempts_die() {
         ..payment.clone()
     };
     assert!(
-        matches!(tron.submit(&sign(window(block_time(100)), &too_much)).await, SubmitOutcome::Rejected { retriable: false, ref reason } if reason.contains("CONTRACT_VALIDATE_ERROR"))
+        matches!(tron.submit(&sign(window(block_time(100)), &too_much)).await, SubmitOutcome::Rejected { retriable: true, ref reason } if reason.contains("CONTRACT_VALIDATE_ERROR"))
     );
     // A signature by another key.
     let good = sign(window(block_time(100)), &payment);
@@ -518,8 +518,8 @@ async fn the_node_refusals_map_to_outcomes_and_expired_attempts_die() {
 fn every_broadcast_fixture_maps_to_an_outcome() {
     let expected = [
         ("bandwith_error", "retriable"),
-        ("contract_validate_error", "permanent"),
-        ("contract_validate_error_balance_2020", "permanent"),
+        ("contract_validate_error", "retriable"),
+        ("contract_validate_error_balance_2020", "retriable"),
         ("not_enough_effective_connection", "retriable"),
         ("sigerror", "permanent"),
         ("sigerror_2021", "permanent"),
@@ -528,7 +528,7 @@ fn every_broadcast_fixture_maps_to_an_outcome() {
         ("success_shasta_trx", "accepted"),
         ("tapos_error", "retriable"),
         ("tapos_error_shasta_2023", "retriable"),
-        ("transaction_expiration_error", "permanent"),
+        ("transaction_expiration_error", "unknown"),
     ];
     for (case, kind) in expected {
         let outcome = broadcast_outcome(&fixture(&format!(
@@ -542,6 +542,7 @@ fn every_broadcast_fixture_maps_to_an_outcome() {
             SubmitOutcome::Rejected {
                 retriable: false, ..
             } => "permanent",
+            SubmitOutcome::Unknown { .. } => "unknown",
             other => panic!("{case}: {other:?}"),
         };
         assert_eq!(got, kind, "{case}");
