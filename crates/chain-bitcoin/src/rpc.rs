@@ -30,6 +30,9 @@ impl RpcError {
 pub struct Rpc {
     http: reqwest::Client,
     url: url::Url,
+    /// The URL as it may be shown: scheme, host and port (a provider's key may sit in the
+    /// path or query).
+    shown: String,
     user: String,
     password: String,
     /// Attempts of a read call before its error is returned (1: no retry).
@@ -39,7 +42,7 @@ pub struct Rpc {
 impl std::fmt::Debug for Rpc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Rpc")
-            .field("url", &self.url.as_str())
+            .field("url", &self.shown)
             .field("credentials", &"..")
             .finish()
     }
@@ -67,9 +70,11 @@ impl Rpc {
             .timeout(timeout)
             .build()
             .map_err(|error| format!("HTTP client: {error}"))?;
+        let shown = url.origin().ascii_serialization();
         Ok(Rpc {
             http,
             url,
+            shown,
             user: user.to_string(),
             password: password.to_string(),
             attempts: 4,
@@ -85,8 +90,9 @@ impl Rpc {
         Rpc::new(url, user, password, timeout)
     }
 
+    /// The node's origin, fit to show (no path, no query).
     pub fn url(&self) -> &str {
-        self.url.as_str()
+        &self.shown
     }
 
     /// One call, once: for writes (`sendrawtransaction`), whose outcome the caller reads.
@@ -100,13 +106,14 @@ impl Rpc {
             .body(body.to_string())
             .send()
             .await
-            // reqwest's message names the URL, which carries no credentials.
-            .map_err(|error| RpcError::Transport(error.to_string()))?;
+            // reqwest's message would name the whole URL: the origin only.
+            .map_err(|error| {
+                RpcError::Transport(format!("{}: {}", self.shown, error.without_url()))
+            })?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|error| RpcError::Transport(error.to_string()))?;
+        let bytes = response.bytes().await.map_err(|error| {
+            RpcError::Transport(format!("{}: {}", self.shown, error.without_url()))
+        })?;
         let value: Value = match serde_json::from_slice(&bytes) {
             Ok(value) => value,
             Err(_) if status == reqwest::StatusCode::UNAUTHORIZED => {
@@ -145,5 +152,29 @@ impl Rpc {
                 other => return other,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A provider's key in the URL's path or query never shows: not in `Debug`, not in the
+    /// shown URL, not in a transport error.
+    #[tokio::test]
+    async fn the_url_path_and_query_never_show() {
+        let rpc = Rpc::new(
+            "http://127.0.0.1:9/v2/path-secret?apikey=query-secret",
+            "user",
+            "password-secret",
+            Duration::from_millis(500),
+        )
+        .unwrap();
+        let error = rpc.call_once("getblockcount", json!([])).await.unwrap_err();
+        let shown = format!("{rpc:?} {} {error:?} {error}", rpc.url());
+        for secret in ["path-secret", "query-secret", "password-secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("127.0.0.1:9"), "the host is shown: {shown}");
     }
 }

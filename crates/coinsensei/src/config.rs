@@ -95,7 +95,7 @@ pub struct RawConfig {
     pub bitcoin_rpc_cookie_file: Option<PathBuf>,
     pub bitcoin_rpc_user: Option<String>,
     /// Never shown: not in messages, logs nor `Debug`.
-    pub bitcoin_rpc_password: Option<String>,
+    pub bitcoin_rpc_password: Option<Secret>,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
 }
@@ -227,8 +227,12 @@ impl std::fmt::Debug for BitcoinSettings {
             BitcoinCredentials::CookieFile(path) => format!("cookie file {}", path.display()),
             BitcoinCredentials::UserPassword { user, .. } => format!("user {user}, password .."),
         };
+        // A provider's key may sit in the URL's path or query: the origin only.
+        let origin = url::Url::parse(&self.rpc_url)
+            .map(|url| url.origin().ascii_serialization())
+            .unwrap_or_else(|_| "?".into());
         f.debug_struct("BitcoinSettings")
-            .field("rpc_url", &self.rpc_url)
+            .field("rpc_url", &origin)
             .field("credentials", &credentials)
             .finish()
     }
@@ -470,7 +474,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         raw.bitcoin_rpc_url,
         raw.bitcoin_rpc_cookie_file,
         raw.bitcoin_rpc_user,
-        raw.bitcoin_rpc_password,
+        raw.bitcoin_rpc_password.map(|secret| secret.0),
     )?;
     let workers = match raw.workers {
         None => worker::SUPPORTED

@@ -45,7 +45,7 @@ async fn status_and_balance_from_a_regtest_node() {
     assert_eq!(
         out(&status),
         format!(
-            "bitcoin node {}/: reachable, network regtest, tip 0 {genesis}, headers 0 (0 blocks \
+            "bitcoin node {}: reachable, network regtest, tip 0 {genesis}, headers 0 (0 blocks \
              ahead), verification progress 1, in initial block download",
             node.url
         )
