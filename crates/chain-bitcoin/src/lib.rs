@@ -256,9 +256,20 @@ impl Bitcoin {
             .call("estimatesmartfee", json!([self.fees.target_blocks]))
             .await
             .map_err(chain_error)?;
-        let per_kvb = estimate["feerate"]
-            .as_number()
-            .and_then(|rate| btc_text_to_sat(&rate.to_string()));
+        // No `feerate` (the node has no estimate yet, e.g. on regtest): the floor. One that
+        // does not read as whole satoshi is an error, never a silent floor.
+        let per_kvb = match estimate.get("feerate") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(rate) => Some(
+                rate.as_number()
+                    .and_then(|rate| btc_text_to_sat(&rate.to_string()))
+                    .ok_or_else(|| {
+                        ChainError::retriable(format!(
+                            "estimatesmartfee answered a fee rate that is not whole satoshi: {rate}"
+                        ))
+                    })?,
+            ),
+        };
         Ok(per_kvb
             .map_or(self.fees.floor_sat_vb, |sat_kvb| sat_kvb.div_ceil(1000))
             .clamp(self.fees.floor_sat_vb, self.fees.cap_sat_vb))
