@@ -18,7 +18,10 @@ use axum::routing::post;
 use common::*;
 use serde_json::{Value, json};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../chain-tron/fixtures/recorded");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../chain-tron/fixtures/recorded"
+);
 const GOLDEN: &str = include_str!("../../chain-tron/xcheck/golden.json");
 const API_KEY: &str = "tron-key-5d1c9e";
 const HOLDER: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
