@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
 //!   what the tests drive first: anvil from npm (pinned, into `target/tools`), tronpy from
-//!   PyPI (pinned, into the venv `target/tools/tronpy`) for chain-tron's cross-check, bitcoind
+//!   PyPI (pinned, into the venv `target/tools/tronpy`) and TronWeb from npm (pinned, into
+//!   `target/tools/tronweb`) for chain-tron's cross-check, bitcoind
 //!   (Debian's bitcoin-knots unpacked into `target/tools/bitcoind`) and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
@@ -26,7 +27,7 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
-          the anvil devnet from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
+          the anvil devnet and TronWeb from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
   bench [control|queue|api|ethereum|tron|bitcoin|dashboard] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
@@ -282,6 +283,43 @@ fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
     Ok(modules)
 }
 
+/// TronWeb, chain-tron's second independent implementation (`xcheck/tronweb_vectors.mjs`),
+/// pinned by `crates/chain-tron/xcheck/package-lock.json`, installed with `npm ci` into
+/// `target/tools/tronweb` when the lock file changed; its `node_modules`. As for the e2e
+/// tools, the stamp (the lock file it installed) is written only after `npm ci` succeeded.
+fn tronweb() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let source = root.join("crates/chain-tron/xcheck");
+    let tools = root.join("target/tools/tronweb");
+    let stamp = tools.join("installed-package-lock.json");
+    let lock = std::fs::read(source.join("package-lock.json"))
+        .context("reading crates/chain-tron/xcheck/package-lock.json")?;
+    let installed = std::fs::read(&stamp).ok();
+    let modules = tools.join("node_modules");
+    if installed.as_deref() != Some(lock.as_slice()) || !modules.join("tronweb").exists() {
+        if !has("npm") {
+            bail!(
+                "chain-tron's cross-check needs TronWeb from npm, and npm is not installed: install node and npm"
+            );
+        }
+        std::fs::create_dir_all(&tools)?;
+        let _ = std::fs::remove_file(&stamp);
+        for file in ["package.json", "package-lock.json"] {
+            std::fs::copy(source.join(file), tools.join(file))?;
+        }
+        let mut install = Command::new("npm");
+        install
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&tools);
+        run(install).context("installing TronWeb from npm (needs node and npm)")?;
+        std::fs::write(&stamp, &lock).context("writing the TronWeb install stamp")?;
+    }
+    Ok(modules)
+}
+
 /// Whether the tests `extra` selects include the dashboard's browser test (in the
 /// `coinsensei` package): a full run does; one narrowed to other packages (`-p web`) does
 /// not, and then needs neither Chromium nor npm.
@@ -303,6 +341,7 @@ fn browser_test_selected(extra: &[String]) -> bool {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
     let tronpy = tronpy()?;
+    let tronweb = tronweb()?;
     let bitcoind = bitcoind()?;
     // The browser and its driver only when the browser test runs; when it does (CI, the
     // default full run) a missing one is an error, never a skipped test.
@@ -315,6 +354,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         command
             .env("COINSENSEI_ANVIL", &anvil)
             .env("COINSENSEI_TRONPY", &tronpy)
+            .env("COINSENSEI_TRONWEB", &tronweb)
             .env("COINSENSEI_BITCOIND", &bitcoind);
         if let Some((chromium, e2e)) = &browser {
             command

@@ -7,6 +7,12 @@
 //! are given to tronpy itself, which `cargo xtask test` installs into a venv and names in
 //! `COINSENSEI_TRONPY`. tronpy's signature comes from libsecp256k1 with RFC 6979 nonces, as
 //! ours does, so r‖s‖v are compared whole.
+//!
+//! A second independent implementation, TronWeb (`xcheck/tronweb_vectors.mjs`, pinned by
+//! `xcheck/package-lock.json`, installed by `cargo xtask test` into `target/tools/tronweb`
+//! and named in `COINSENSEI_TRONWEB`), builds every committed vector offline with its own
+//! protobuf and signer; its bytes, txid and signature must equal the golden ones. TronWeb
+//! writes v as 27 + recovery id; the crate accepts both, so v is compared modulo 27.
 
 mod common;
 
@@ -188,4 +194,89 @@ fn random_transfers_match_tronpy() {
     for (case, answer) in cases.iter().zip(&answers) {
         compare(case, answer);
     }
+}
+
+/// Runs TronWeb (`node xcheck/tronweb_vectors.mjs`) over `cases` and returns its answers.
+fn tronweb(cases: &Value) -> Vec<Value> {
+    let modules = std::env::var("COINSENSEI_TRONWEB").expect(
+        "COINSENSEI_TRONWEB is not set: run the tests with `cargo xtask test`, which installs TronWeb",
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/xcheck/tronweb_vectors.mjs");
+    let mut child = Command::new("node")
+        .arg(script)
+        .env("COINSENSEI_TRONWEB", modules)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running node (TronWeb)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(cases.to_string().as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "TronWeb failed");
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A signature as r‖s and the recovery id (v = 0/1 or 27/28).
+fn split_signature(hex_signature: &str) -> (Vec<u8>, u8) {
+    let bytes = hex::decode(hex_signature).unwrap();
+    assert_eq!(bytes.len(), 65, "a 65-byte signature: {hex_signature}");
+    (bytes[..64].to_vec(), bytes[64] % 27)
+}
+
+#[test]
+fn tronweb_agrees_on_the_committed_vectors() {
+    let cases = golden();
+    let answers = tronweb(&Value::Array(cases.clone()));
+    assert_eq!(answers.len(), cases.len());
+    let mut compared = 0;
+    for (case, answer) in cases.iter().zip(&answers) {
+        let name = case["name"].as_str().unwrap();
+        let golden = &case["tronpy"];
+        let amount: U256 = case["amount"].as_str().unwrap().parse().unwrap();
+        // TronWeb's int64 fields are JS numbers: a TRX amount above 2^53 - 1 cannot reach
+        // its protobuf unrounded, and the script says so instead of answering other bytes.
+        if case["contract"].is_null() && amount > U256::from((1u64 << 53) - 1) {
+            let error = answer["error"].as_str().unwrap_or_default();
+            assert!(
+                error.contains("above 2^53 - 1"),
+                "{name}: TronWeb cannot take this amount exactly, yet answered {answer}"
+            );
+            continue;
+        }
+        assert!(answer.get("error").is_none(), "{name}: {answer}");
+        assert_eq!(answer["owner"], golden["owner"], "owner of {name}");
+        assert_eq!(
+            answer["raw_data_hex"], golden["raw_data_hex"],
+            "raw_data of {name}"
+        );
+        assert_eq!(answer["txid"], golden["txid"], "txid of {name}");
+        assert_eq!(
+            split_signature(answer["signature"].as_str().unwrap()),
+            split_signature(golden["signature"].as_str().unwrap()),
+            "signature of {name}"
+        );
+        // And therefore ours.
+        let (owner, raw, txid, signature) = ours(case);
+        assert_eq!(
+            (owner.as_str(), raw.as_str(), txid.as_str()),
+            (
+                answer["owner"].as_str().unwrap(),
+                answer["raw_data_hex"].as_str().unwrap(),
+                answer["txid"].as_str().unwrap()
+            ),
+            "{name}"
+        );
+        assert_eq!(
+            split_signature(&signature),
+            split_signature(answer["signature"].as_str().unwrap()),
+            "signature of {name}"
+        );
+        compared += 1;
+    }
+    // All but the one TRX amount above 2^53 (int64's maximum), including the two.
+    assert_eq!(compared, cases.len() - 1);
 }
