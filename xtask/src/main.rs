@@ -246,78 +246,70 @@ fn chromium() -> anyhow::Result<std::path::PathBuf> {
     Ok(binary)
 }
 
-/// The dashboard test's npm packages (playwright-core, which drives Chromium), pinned by
-/// `crates/web/e2e/package-lock.json`, installed into `target/tools/e2e` when the lock file
-/// changed; its `node_modules`. A stamp (the lock file it installed) is written only after
-/// `npm ci` succeeded, so a failed install is tried again next time.
-fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
+/// Installs the npm packages pinned by `SOURCE/package-lock.json` (`source`, relative to the
+/// workspace) with `npm ci` into `target/tools/NAME` when the lock file changed, or when
+/// `package` is missing; their `node_modules`. A stamp (the lock file it installed) is
+/// written only after `npm ci` succeeded, so a failed install is tried again next time.
+/// `purpose` says who needs them, for the error messages.
+fn npm_tools(
+    source: &str,
+    name: &str,
+    package: &str,
+    purpose: &str,
+) -> anyhow::Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask lives in the workspace")?
         .to_path_buf();
-    let source = root.join("crates/web/e2e");
-    let tools = root.join("target/tools/e2e");
+    let source_dir = root.join(source);
+    let tools = root.join("target/tools").join(name);
     let stamp = tools.join("installed-package-lock.json");
-    let lock = std::fs::read(source.join("package-lock.json"))
-        .context("reading crates/web/e2e/package-lock.json")?;
+    let lock = std::fs::read(source_dir.join("package-lock.json"))
+        .with_context(|| format!("reading {source}/package-lock.json"))?;
     let installed = std::fs::read(&stamp).ok();
     let modules = tools.join("node_modules");
-    if installed.as_deref() != Some(lock.as_slice()) || !modules.join("playwright-core").exists() {
+    if installed.as_deref() != Some(lock.as_slice()) || !modules.join(package).exists() {
         if !has("npm") {
             bail!(
-                "the dashboard's browser test needs playwright-core from npm, and npm is not installed: install node and npm"
+                "{purpose} needs {package} from npm, and npm is not installed: install node and npm"
             );
         }
         std::fs::create_dir_all(&tools)?;
         let _ = std::fs::remove_file(&stamp);
         for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), tools.join(file))?;
+            std::fs::copy(source_dir.join(file), tools.join(file))?;
         }
         let mut install = Command::new("npm");
         install
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&tools);
-        run(install).context("installing playwright-core from npm (needs node and npm)")?;
+        run(install)
+            .with_context(|| format!("installing {package} from npm (needs node and npm)"))?;
         std::fs::write(&stamp, &lock).context("writing the npm install stamp")?;
     }
     Ok(modules)
 }
 
+/// The dashboard test's npm packages (playwright-core, which drives Chromium), pinned by
+/// `crates/web/e2e/package-lock.json`.
+fn e2e_tools() -> anyhow::Result<std::path::PathBuf> {
+    npm_tools(
+        "crates/web/e2e",
+        "e2e",
+        "playwright-core",
+        "the dashboard's browser test",
+    )
+}
+
 /// TronWeb, chain-tron's second independent implementation (`xcheck/tronweb_vectors.mjs`),
-/// pinned by `crates/chain-tron/xcheck/package-lock.json`, installed with `npm ci` into
-/// `target/tools/tronweb` when the lock file changed; its `node_modules`. As for the e2e
-/// tools, the stamp (the lock file it installed) is written only after `npm ci` succeeded.
+/// pinned by `crates/chain-tron/xcheck/package-lock.json`.
 fn tronweb() -> anyhow::Result<std::path::PathBuf> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("xtask lives in the workspace")?
-        .to_path_buf();
-    let source = root.join("crates/chain-tron/xcheck");
-    let tools = root.join("target/tools/tronweb");
-    let stamp = tools.join("installed-package-lock.json");
-    let lock = std::fs::read(source.join("package-lock.json"))
-        .context("reading crates/chain-tron/xcheck/package-lock.json")?;
-    let installed = std::fs::read(&stamp).ok();
-    let modules = tools.join("node_modules");
-    if installed.as_deref() != Some(lock.as_slice()) || !modules.join("tronweb").exists() {
-        if !has("npm") {
-            bail!(
-                "chain-tron's cross-check needs TronWeb from npm, and npm is not installed: install node and npm"
-            );
-        }
-        std::fs::create_dir_all(&tools)?;
-        let _ = std::fs::remove_file(&stamp);
-        for file in ["package.json", "package-lock.json"] {
-            std::fs::copy(source.join(file), tools.join(file))?;
-        }
-        let mut install = Command::new("npm");
-        install
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&tools);
-        run(install).context("installing TronWeb from npm (needs node and npm)")?;
-        std::fs::write(&stamp, &lock).context("writing the TronWeb install stamp")?;
-    }
-    Ok(modules)
+    npm_tools(
+        "crates/chain-tron/xcheck",
+        "tronweb",
+        "tronweb",
+        "chain-tron's cross-check",
+    )
 }
 
 /// Whether the tests `extra` selects include the dashboard's browser test (in the
