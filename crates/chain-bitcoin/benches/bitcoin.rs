@@ -71,23 +71,10 @@ impl Bench {
     }
 
     fn sign(&self, payout: &UnsignedPayout) -> SignedTransaction {
-        let signatures: Vec<[u8; 65]> = self
-            .bitcoin
-            .payloads(payout)
-            .unwrap()
-            .iter()
-            .map(|payload| {
-                self.signer
-                    .sign_digest_on(
-                        Chain::Bitcoin,
-                        payload.keychain,
-                        payload.index,
-                        payload.digest,
-                    )
-                    .unwrap()
-                    .0
-            })
-            .collect();
+        let signatures = self
+            .signer
+            .sign_payloads(Chain::Bitcoin, &self.bitcoin.payloads(payout).unwrap())
+            .unwrap();
         self.bitcoin.combine(payout, &signatures).unwrap()
     }
 

@@ -102,23 +102,10 @@ impl Setup {
     }
 
     fn sign(&self, payout: &UnsignedPayout) -> SignedTransaction {
-        let signatures: Vec<[u8; 65]> = self
-            .bitcoin
-            .payloads(payout)
-            .unwrap()
-            .iter()
-            .map(|payload| {
-                self.signer
-                    .sign_digest_on(
-                        Chain::Bitcoin,
-                        payload.keychain,
-                        payload.index,
-                        payload.digest,
-                    )
-                    .unwrap()
-                    .0
-            })
-            .collect();
+        let signatures = self
+            .signer
+            .sign_payloads(Chain::Bitcoin, &self.bitcoin.payloads(payout).unwrap())
+            .unwrap();
         let signed = self.bitcoin.combine(payout, &signatures).unwrap();
         verify_with_core(payout, &signed);
         signed

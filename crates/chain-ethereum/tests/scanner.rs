@@ -330,15 +330,9 @@ async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
         .unwrap();
     client.set_sequence(&mut metadata, nonce);
     let unsigned = client.build(&payment, &metadata).unwrap();
-    let signatures: Vec<[u8; 65]> = client
-        .payloads(&unsigned)
-        .iter()
-        .map(|payload| {
-            hot.sign_digest(Chain::Ethereum, payload.index, payload.digest)
-                .unwrap()
-                .0
-        })
-        .collect();
+    let signatures = hot
+        .sign_payloads(Chain::Ethereum, &client.payloads(&unsigned))
+        .unwrap();
     let signed = client.combine(unsigned, &signatures).unwrap();
     store
         .nonce_bind(

@@ -263,6 +263,21 @@ pub trait Signer: Send + Sync {
         index: u32,
         digest: [u8; 32],
     ) -> Result<RecoverableSignature, SignerError>;
+    /// Signs each of a transaction's payloads with the key it names: the signatures its
+    /// adapter's `combine` takes, in payload order.
+    fn sign_payloads(
+        &self,
+        chain: Chain,
+        payloads: &[chain::provider::SigningPayload],
+    ) -> Result<Vec<[u8; 65]>, SignerError> {
+        payloads
+            .iter()
+            .map(|payload| {
+                self.sign_digest_on(chain, payload.keychain, payload.index, payload.digest)
+                    .map(|signature| signature.0)
+            })
+            .collect()
+    }
 }
 
 /// The seed in this process's memory (development, and the air-gapped `tx build`).

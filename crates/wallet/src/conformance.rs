@@ -159,16 +159,10 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
         provider.combine(unsigned.clone(), &[]).is_err(),
         "combining without signatures fails"
     );
-    let signatures: Vec<[u8; 65]> = payloads
-        .iter()
-        .map(|payload| {
-            fixture
-                .signer
-                .sign_digest_on(chain, payload.keychain, payload.index, payload.digest)
-                .expect("sign")
-                .0
-        })
-        .collect();
+    let signatures = fixture
+        .signer
+        .sign_payloads(chain, &payloads)
+        .expect("sign");
     let signed = provider.combine(unsigned, &signatures).expect("combine");
     let parsed = provider.parse(&signed).expect("parse");
     assert!(parsed.matches(&payment), "{parsed:?} is not {payment:?}");

@@ -291,14 +291,9 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
     ) -> Result<chain::provider::SignedTransaction, WalletError> {
         let chain = self.provider.chain();
         let unsigned = self.provider.build(payment, metadata)?;
-        let mut signatures = Vec::new();
-        for payload in self.provider.payloads(&unsigned) {
-            signatures.push(
-                self.signer
-                    .sign_digest_on(chain, payload.keychain, payload.index, payload.digest)?
-                    .0,
-            );
-        }
+        let signatures = self
+            .signer
+            .sign_payloads(chain, &self.provider.payloads(&unsigned))?;
         let signed = self.provider.combine(unsigned, &signatures)?;
         let parsed = self.provider.parse(&signed)?;
         if !parsed.matches(payment) || parsed.sequence != Some(nonce) {
