@@ -19,7 +19,10 @@ pub struct Prices {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Resources {
     pub energy_available: u64,
-    pub bandwidth_available: u64,
+    /// Bandwidth from TRX staked for it (`NetLimit - NetUsed`).
+    pub staked_bandwidth: u64,
+    /// The daily free bandwidth left (`freeNetLimit - freeNetUsed`).
+    pub free_bandwidth: u64,
 }
 
 /// What one transfer needs and what it burns.
@@ -43,9 +46,11 @@ pub fn estimate(
     let energy_burn = energy
         .saturating_sub(resources.energy_available)
         .saturating_mul(prices.energy);
-    // Bandwidth is used whole: either the account has enough for the transaction, or the
-    // whole size is burned.
-    let bandwidth_burn = if resources.bandwidth_available >= size {
+    // Bandwidth comes from one source, whole (java-tron's BandwidthProcessor.consume:
+    // useAccountNet, else useFreeNet, else useTransactionFee): staked bandwidth if it covers
+    // the whole size, else free bandwidth if that does, else the whole size is burned. The
+    // two are never added up.
+    let bandwidth_burn = if resources.staked_bandwidth >= size || resources.free_bandwidth >= size {
         0
     } else {
         size.saturating_mul(prices.bandwidth)
@@ -84,7 +89,8 @@ mod tests {
         // Staked energy and free bandwidth cover what they can.
         let staked = Resources {
             energy_available: 60_000,
-            bandwidth_available: 600,
+            staked_bandwidth: 0,
+            free_bandwidth: 600,
         };
         assert_eq!(estimate(PRICES, staked, 345, 64_285, false).burn, 428_500);
         // A TRX transfer that activates its recipient pays the creation fee.
@@ -94,7 +100,8 @@ mod tests {
                 PRICES,
                 Resources {
                     energy_available: 0,
-                    bandwidth_available: 100
+                    staked_bandwidth: 0,
+                    free_bandwidth: 100
                 },
                 268,
                 0,
@@ -103,5 +110,26 @@ mod tests {
             .burn,
             268_000
         );
+        // Staked and free bandwidth that each fall short are not added up: the whole size
+        // is burned (200 + 200 bytes would cover 345, but no one source does).
+        let split = Resources {
+            energy_available: 0,
+            staked_bandwidth: 200,
+            free_bandwidth: 200,
+        };
+        assert_eq!(estimate(PRICES, split, 345, 0, false).burn, 345_000);
+        // Either one alone that covers it is enough.
+        for (staked, free) in [(345, 0), (0, 345), (1_000, 10)] {
+            let resources = Resources {
+                energy_available: 0,
+                staked_bandwidth: staked,
+                free_bandwidth: free,
+            };
+            assert_eq!(
+                estimate(PRICES, resources, 345, 0, false).burn,
+                0,
+                "{staked} {free}"
+            );
+        }
     }
 }
