@@ -997,6 +997,11 @@ impl ChainRead for Tron {
     }
 
     async fn transaction(&self, txid: &str) -> Result<TxStatus, ChainError> {
+        if txid.len() != 64 || !txid.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(ChainError::permanent(format!(
+                "{txid:?} is not a TRON txid (64 hex digits)"
+            )));
+        }
         let Some(info) = self.info("wallet", txid).await? else {
             return Ok(TxStatus::NotFound);
         };
@@ -1105,8 +1110,12 @@ impl ChainBuild for Tron {
     type Unsigned = transaction::Unsigned;
 
     async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
-        let (solidified, estimate) = tokio::try_join!(self.solidified(), self.estimate(payment))?;
-        let timestamp = now_ms();
+        let (head, solidified, estimate) =
+            tokio::try_join!(self.head(), self.solidified(), self.estimate(payment))?;
+        // The node judges the expiration against its head block's time: counted from the
+        // later of this clock and that time, a clock behind the chain cannot make bytes that
+        // are expired when they arrive.
+        let timestamp = now_ms().max(head.timestamp);
         let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
         let fee_limit = match payment.asset {
             Asset::Native => 0,

@@ -81,6 +81,9 @@ pub struct Ledger {
     /// The solidity node's transaction index lags: `walletsolidity/gettransactioninfobyid`
     /// answers `{}` whatever its blocks hold.
     pub unindexed: bool,
+    /// Broadcasts never reach the node (it answers 503): the process that sent them might as
+    /// well have crashed before sending.
+    pub broadcasts_down: bool,
     /// A block the solidity node leaves out of its `getblockbylimitnext` pages.
     pub hidden: Option<u64>,
     /// How many times each path was asked.
@@ -306,9 +309,13 @@ async fn handle(
     State(ledger): State<Shared>,
     path: axum::http::Uri,
     Json(body): Json<Value>,
-) -> Json<Value> {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let mut ledger = ledger.lock().unwrap();
     *ledger.calls.entry(path.path().to_string()).or_default() += 1;
+    if ledger.broadcasts_down && path.path() == "/wallet/broadcasthex" {
+        return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
     let account_hex = |body: &Value| hex21(&addr(body["address"].as_str().unwrap()));
     let answer = match path.path() {
         "/wallet/getnowblock" => ledger.block(ledger.head),
@@ -393,7 +400,7 @@ async fn handle(
         }
         other => panic!("the fake node has no {other}"),
     };
-    Json(answer)
+    Json(answer).into_response()
 }
 
 /// Serves `ledger` on a local port; a client for it (with an API key) and the shared ledger.
@@ -414,4 +421,23 @@ pub async fn serve(ledger: Ledger) -> (String, Shared) {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, shared)
+}
+
+/// Mines a block whenever the clock reaches the next block's time (every 3 s, the fake chain
+/// keeping to real time), for tests that wait for inclusion as on a real chain.
+pub fn spawn_miner(ledger: Shared) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            let now = i64::try_from(now).unwrap();
+            let mut ledger = ledger.lock().unwrap();
+            while block_time(ledger.head + 1) <= now {
+                ledger.mine();
+            }
+        }
+    });
 }
