@@ -696,16 +696,22 @@ impl Tron {
     /// expiration, MayLand before. A node that cannot show that is an error, never Dead.
     pub async fn attempt_fate_of(&self, raw: &[u8]) -> Result<AttemptFate, ChainError> {
         let decoded = transaction::decode(raw)?;
-        self.fate_of(&decoded.txid, decoded.ref_block_bytes, decoded.expiration)
-            .await
+        self.fate_of(
+            &decoded.txid,
+            decoded.ref_block_bytes,
+            decoded.ref_block_hash,
+            decoded.expiration,
+        )
+        .await
     }
 
     /// [`Tron::attempt_fate_of`] from what the bytes say: the txid, the reference block's
-    /// `ref_block_bytes` and the expiration (ms).
+    /// `ref_block_bytes` and `ref_block_hash`, and the expiration (ms).
     pub async fn fate_of(
         &self,
         txid: &str,
         ref_block_bytes: [u8; 2],
+        ref_block_hash: [u8; 8],
         expiration: i64,
     ) -> Result<AttemptFate, ChainError> {
         let not_proven = |error: NotProven| ChainError::retriable(format!("{txid}: {error}"));
@@ -746,6 +752,15 @@ impl Tron {
                     ))
                 })?;
             block = self.solid_block(reference).await?;
+        }
+        // The block found must be the reference block itself (its id's bytes 8..16): a block
+        // with the same low bits 65,536 blocks later would leave the blocks between them
+        // unread. Ours are solidified blocks, so this holds for every attempt we make.
+        let hash = hex::decode(&block.id).ok();
+        if hash.as_deref().and_then(|id| id.get(8..16)) != Some(ref_block_hash.as_slice()) {
+            return Err(not_proven(NotProven(format!(
+                "its reference block is not solidified block {reference}"
+            ))));
         }
         let mut proof = Proof::new(txid, expiration, &block);
         // Blocks R+1.. up to the first one at or past the expiration, a page at a time; the
@@ -1192,8 +1207,13 @@ impl ChainAttempts for Tron {
 
     async fn attempt_fate(&self, signed: &SignedTransaction) -> Result<AttemptFate, ChainError> {
         let decoded = transaction::parse(signed)?;
-        self.fate_of(&decoded.txid, decoded.ref_block_bytes, decoded.expiration)
-            .await
+        self.fate_of(
+            &decoded.txid,
+            decoded.ref_block_bytes,
+            decoded.ref_block_hash,
+            decoded.expiration,
+        )
+        .await
     }
 }
 

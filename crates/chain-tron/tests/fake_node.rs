@@ -387,6 +387,19 @@ async fn a_scan_that_cannot_read_every_candidate_block_proves_nothing() {
     ledger.lock().unwrap().hidden = Some(110);
     let error = tron.attempt_fate_of(&signed.raw).await.unwrap_err();
     assert!(error.retriable, "{error}");
+    // A transaction whose reference block is not on this chain (the same low bits, another
+    // hash): the blocks after it cannot be told apart from a later namesake's, not proven.
+    let mut foreign_id = hex::decode(block_id(100 - SOLIDIFIED_LAG)).unwrap();
+    foreign_id[8..16].copy_from_slice(&[0x11; 8]);
+    let foreign = Window {
+        ref_block: RefBlock::from_hex(&hex::encode(&foreign_id)).unwrap(),
+        ..window
+    };
+    let foreign =
+        transaction::sign(transaction::build(&payment, &foreign).unwrap(), &signer).unwrap();
+    ledger.lock().unwrap().hidden = None;
+    let error = tron.attempt_fate_of(&foreign.raw).await.unwrap_err();
+    assert!(error.message.contains("reference block"), "{error}");
     // A missing block past the last candidate changes nothing.
     ledger.lock().unwrap().hidden = Some(250);
     assert_eq!(
