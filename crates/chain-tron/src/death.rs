@@ -202,18 +202,22 @@ mod tests {
         proof.finish(head)
     }
 
+    /// A name, the blocks fed, the solidified head (the last block fed when None), and the
+    /// fate (`Err(())`: not proven).
+    type Case = (
+        &'static str,
+        Vec<SolidBlock>,
+        Option<(u64, i64)>,
+        Result<AttemptFate, ()>,
+    );
+
     #[test]
     fn dead_only_once_every_block_up_to_the_first_past_the_expiration_is_read() {
         // Block 120 is at the expiration exactly: its parent (119) is before it, so 120 may
         // still hold the transaction; nothing after 120 can.
         let blocks = chain(25);
         assert_eq!(blocks[19].timestamp, EXPIRATION);
-        let cases: Vec<(
-            &str,
-            Vec<SolidBlock>,
-            Option<(u64, i64)>,
-            Result<AttemptFate, ()>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "nothing solidified after the reference",
                 vec![],
