@@ -99,7 +99,19 @@ async fn a_crash_between_store_and_broadcast_is_finished_by_reconcile(db: &TestD
         "{report:?}"
     );
     ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
-    let report = wallet.reconcile_attempts(None).await.unwrap();
+    // Two reconcilers at once (two worker processes): the attempt is settled once, and the
+    // one that finds it settled already is not failed by it.
+    let other = Wallet::new(
+        wallet.provider().clone(),
+        Arc::new(KeySigner::from_hex(&format!("{:0>64}", "11"))),
+        store.clone(),
+        "tron-test-2",
+    );
+    let (one, two) = tokio::join!(
+        wallet.reconcile_attempts(None),
+        other.reconcile_attempts(None)
+    );
+    let report: Vec<Settled> = one.unwrap().into_iter().chain(two.unwrap()).collect();
     assert!(
         matches!(&report[..], [Settled::Landed { success: true, txid, .. }] if *txid == paid.txid),
         "{report:?}"

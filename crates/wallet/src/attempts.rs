@@ -124,7 +124,10 @@ impl<P: ChainAttempts> Wallet<P> {
             let txid = attempt.txid;
             match self.provider.attempt_fate(&signed).await {
                 Ok(AttemptFate::Landed { block, success }) => {
-                    self.store.attempt_landed(chain, &txid, Utc::now()).await?;
+                    if settled_elsewhere(self.store.attempt_landed(chain, &txid, Utc::now()).await)?
+                    {
+                        continue;
+                    }
                     if !success {
                         tracing::warn!(%chain, payout, txid, block, "an attempt landed but failed: the payout needs an operator");
                     }
@@ -136,7 +139,9 @@ impl<P: ChainAttempts> Wallet<P> {
                     });
                 }
                 Ok(AttemptFate::Dead) => {
-                    self.store.attempt_dead(chain, &txid, Utc::now()).await?;
+                    if settled_elsewhere(self.store.attempt_dead(chain, &txid, Utc::now()).await)? {
+                        continue;
+                    }
                     tracing::info!(%chain, payout, txid, "an attempt is provably dead");
                     report.push(Settled::Dead { payout, txid });
                 }
@@ -160,5 +165,18 @@ impl<P: ChainAttempts> Wallet<P> {
             }
         }
         Ok(report)
+    }
+}
+
+/// Whether settling failed only because the attempt is no longer Live: another reconciler
+/// settled it first (or it was replaced), which is not this one's error.
+fn settled_elsewhere(result: Result<(), store::StoreError>) -> Result<bool, WalletError> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(store::StoreError::Stale(reason)) => {
+            tracing::debug!(reason, "an attempt was settled elsewhere first");
+            Ok(true)
+        }
+        Err(error) => Err(error.into()),
     }
 }
