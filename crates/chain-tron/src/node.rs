@@ -568,6 +568,8 @@ impl Tron {
             energy: find("getEnergyFee")?,
             bandwidth: find("getTransactionFee")?,
             create_account: find("getCreateAccountFee")?,
+            create_account_in_contract: find("getCreateNewAccountFeeInSystemContract")?,
+            create_account_bandwidth_rate: find("getCreateNewAccountBandwidthRate")?,
         })
     }
 

@@ -150,9 +150,10 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
     };
     let metadata = tron.metadata(&trx).await.unwrap();
     assert_eq!(metadata.window.fee_limit, 0);
-    // 159 free bytes left (600 - 441), fewer than the transfer's 268: all burned at the
-    // chain's price, plus Nile's account-creation fee.
-    assert_eq!(metadata.estimate.burn, 268 * 1_000 + 100_000);
+    // Activating its recipient: no staked bandwidth, so Nile's account-creation fee for the
+    // bandwidth (free bandwidth never pays for a creation), plus the transfer's own creation
+    // fee: 1.1 TRX, as the recorded mainnet receipt of such a transfer.
+    assert_eq!(metadata.estimate.burn, 100_000 + 1_000_000);
     let (signed, _) = send(&tron, &signer, &trx).await;
     assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
     ledger.lock().unwrap().mine();

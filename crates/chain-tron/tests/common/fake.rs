@@ -350,19 +350,23 @@ async fn handle(
         "/wallet/getaccountresource" => fixture("wallet_getaccountresource.nile.json"),
         "/wallet/getchainparameters" => {
             let mut parameters = fixture("wallet_getchainparameters.nile_first8_truncated.json");
-            // The truncated Nile list lacks the energy price: taken from the mainnet list.
-            let energy =
-                fixture("wallet_getchainparameters.mainnet_2022_chainParameter_array_only.json")
+            // The truncated Nile list lacks the energy price and the account-creation
+            // bandwidth rate: taken from the mainnet list.
+            let mainnet =
+                fixture("wallet_getchainparameters.mainnet_2022_chainParameter_array_only.json");
+            for key in ["getEnergyFee", "getCreateNewAccountBandwidthRate"] {
+                let entry = mainnet
                     .as_array()
                     .unwrap()
                     .iter()
-                    .find(|entry| entry["key"] == "getEnergyFee")
+                    .find(|entry| entry["key"] == key)
                     .cloned()
                     .unwrap();
-            parameters["chainParameter"]
-                .as_array_mut()
-                .unwrap()
-                .push(energy);
+                parameters["chainParameter"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(entry);
+            }
             parameters
         }
         "/wallet/triggerconstantcontract" => match body["function_selector"].as_str().unwrap() {
