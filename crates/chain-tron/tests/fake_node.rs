@@ -360,6 +360,45 @@ async fn an_attempt_in_a_solidified_block_at_its_expiration_is_landed_even_unind
     ));
 }
 
+/// A TRC-20 transfer that ran out of energy is in its block all the same: Landed, with
+/// `success: false` from its receipt (the quick lookup) or from its block's `contractRet`
+/// (the block scan, when the index answers `{}`); the payout it was for was not paid.
+#[tokio::test]
+async fn an_attempt_that_landed_but_failed_is_landed_without_success() {
+    let signer = KeySigner::from_hex(&format!("{:0>64}", "5"));
+    let (tron, ledger) = fake_node(funded(&signer)).await;
+    ledger.lock().unwrap().fail_tokens = true;
+    let payment = Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: addr(RECIPIENT),
+        asset: Asset::Token(addr(USDT)),
+        amount: Amount::from_u128(2_500_000),
+    };
+    let (signed, _) = send(&tron, &signer, &payment).await;
+    assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    assert!(matches!(
+        tron.transaction(&signed.txid).await.unwrap(),
+        TxStatus::Included { success: false, .. }
+    ));
+    let failed = AttemptFate::Landed {
+        block: 101,
+        success: false,
+    };
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), failed);
+    // Past its expiration, with the index lagging: the block says the same.
+    ledger.lock().unwrap().unindexed = true;
+    ledger.lock().unwrap().mine_n(30);
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), failed);
+    assert_eq!(
+        tron.balance(&addr(RECIPIENT), &Asset::Token(addr(USDT)))
+            .await
+            .unwrap(),
+        Amount::ZERO
+    );
+}
+
 /// A solidity node that serves a page with a block missing proves nothing: an error, never
 /// Dead. And a solidified head past the expiration with blocks it cannot serve is the same.
 #[tokio::test]

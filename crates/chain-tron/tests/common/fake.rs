@@ -81,6 +81,11 @@ pub struct Ledger {
     /// The solidity node's transaction index lags: `walletsolidity/gettransactioninfobyid`
     /// answers `{}` whatever its blocks hold.
     pub unindexed: bool,
+    /// TRC-20 transfers mined from now on run out of energy: in their block with
+    /// `contractRet: OUT_OF_ENERGY`, no balance moved, no log.
+    pub fail_tokens: bool,
+    /// The transactions that failed so.
+    pub failed: std::collections::HashSet<String>,
     /// Broadcasts never reach the node (it answers 503): the process that sent them might as
     /// well have crashed before sending.
     pub broadcasts_down: bool,
@@ -94,7 +99,7 @@ pub struct Ledger {
 
 /// A transaction entry of a block, in the recorded mainnet block's shape (its signature is
 /// the template's: the fake checks signatures at broadcast, not here).
-fn block_transaction(txid: &str, decoded: &transaction::Decoded) -> Value {
+fn block_transaction(txid: &str, decoded: &transaction::Decoded, failed: bool) -> Value {
     let template = fixture("wallet_getblockbynum.mainnet_transfer_and_usdt_abridged.json");
     let parsed = &decoded.parsed;
     let mut entry = match &parsed.asset {
@@ -121,6 +126,9 @@ fn block_transaction(txid: &str, decoded: &transaction::Decoded) -> Value {
         }
     };
     entry["txID"] = json!(txid);
+    if failed {
+        entry["ret"][0]["contractRet"] = json!("OUT_OF_ENERGY");
+    }
     let raw = &mut entry["raw_data"];
     raw["ref_block_bytes"] = json!(hex::encode(decoded.ref_block_bytes));
     raw["ref_block_hash"] = json!(hex::encode(decoded.ref_block_hash));
@@ -155,7 +163,9 @@ impl Ledger {
             block["transactions"] = json!(
                 transactions
                     .iter()
-                    .map(|(txid, decoded)| block_transaction(txid, decoded))
+                    .map(|(txid, decoded)| {
+                        block_transaction(txid, decoded, self.failed.contains(txid))
+                    })
                     .collect::<Vec<_>>()
             );
         }
@@ -180,6 +190,15 @@ impl Ledger {
                 Asset::Native => {
                     *self.trx.get_mut(&from).unwrap() -= u64::try_from(amount).unwrap();
                     *self.trx.entry(to).or_default() += u64::try_from(amount).unwrap();
+                }
+                Asset::Token(_) if self.fail_tokens => {
+                    let mut info =
+                        fixture("wallet_gettransactioninfobyid.mainnet_usdt_out_of_energy.json");
+                    info["id"] = json!(txid);
+                    info["blockNumber"] = json!(self.head);
+                    info["blockTimeStamp"] = json!(block_time(self.head));
+                    self.infos.entry(self.head).or_default().push(info);
+                    self.failed.insert(txid.clone());
                 }
                 Asset::Token(token) => {
                     *self.usdt.get_mut(&from).unwrap() -= amount;
@@ -219,7 +238,11 @@ impl Ledger {
         }
         match self.included.get(txid) {
             Some(&number) if !solid || number <= self.solidified() => {
-                let mut info = fixture("wallet_gettransactioninfobyid.mainnet_trx_transfer.json");
+                let mut info = fixture(if self.failed.contains(txid) {
+                    "wallet_gettransactioninfobyid.mainnet_usdt_out_of_energy.json"
+                } else {
+                    "wallet_gettransactioninfobyid.mainnet_trx_transfer.json"
+                });
                 info["id"] = json!(txid);
                 info["blockNumber"] = json!(number);
                 info["blockTimeStamp"] = json!(block_time(number));
