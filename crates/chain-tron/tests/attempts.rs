@@ -211,6 +211,31 @@ async fn a_new_attempt_only_once_the_old_one_is_dead(db: &TestDb) {
     assert_eq!(ledger.lock().unwrap().accepted, 1);
 }
 
+/// An attempt that landed but failed (a TRC-20 out of energy) is settled Landed with
+/// `success: false`: the payout was not paid, and it is not paid again blindly either (the
+/// store refuses a new attempt while a Landed one exists): that is for an operator.
+async fn a_landed_failure_is_reported_and_not_retried(db: &TestDb) {
+    let (wallet, ledger, store, payment) = setup(db, "14").await;
+    ledger.lock().unwrap().fail_tokens = true;
+    let paid = wallet.pay(PAYOUT, &payment).await.unwrap();
+    assert_eq!(paid.outcome, SubmitOutcome::Accepted);
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    let report = wallet.reconcile_attempts(None).await.unwrap();
+    assert!(
+        matches!(&report[..], [Settled::Landed { success: false, txid, .. }] if *txid == paid.txid),
+        "{report:?}"
+    );
+    assert_eq!(
+        states(&store).await,
+        vec![(paid.txid, AttemptState::Landed)]
+    );
+    assert!(matches!(
+        wallet.pay(PAYOUT, &payment).await,
+        Err(WalletError::Store(StoreError::Conflict(_)))
+    ));
+    assert_eq!(recipient_usdt(&ledger), 0);
+}
+
 /// Bad input stores and sends nothing.
 async fn bad_payouts_and_payments_are_refused(db: &TestDb) {
     let (wallet, ledger, store, payment) = setup(db, "13").await;
@@ -236,5 +261,6 @@ async fn bad_payouts_and_payments_are_refused(db: &TestDb) {
 testkit::on_both_stores!(
     db: a_crash_between_store_and_broadcast_is_finished_by_reconcile,
     a_new_attempt_only_once_the_old_one_is_dead,
+    a_landed_failure_is_reported_and_not_retried,
     bad_payouts_and_payments_are_refused,
 );
