@@ -47,6 +47,10 @@ pub struct SolidBlock {
     pub transactions: Vec<(String, bool)>,
 }
 
+/// How many 65,536-block cycles the death rule steps back looking for an attempt's
+/// reference block (64 cycles: about 145 days of blocks).
+pub const REF_BLOCK_CYCLES_BACK_MAX: u32 = 64;
+
 /// The number of the latest block at or below `at_or_below` whose low 16 bits are
 /// `ref_block_bytes` (the only candidate for the reference block among the 65,536 blocks up
 /// to it); None when there is none.

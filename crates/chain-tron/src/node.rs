@@ -127,6 +127,9 @@ struct HeaderRawJson {
     parent_hash: String,
     #[serde(default)]
     timestamp: i64,
+    /// The Merkle root of the block's transactions: 32 zero bytes for a block without any.
+    #[serde(rename = "txTrieRoot", default)]
+    tx_trie_root: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -171,6 +174,21 @@ impl SolidBlockJson {
         let header = self
             .block_header
             .ok_or_else(|| ChainError::retriable("a solidified block without its header"))?;
+        // A block printed without transactions must be one without any: its transaction root
+        // says so. A node or proxy that leaves them out would otherwise make an attempt in
+        // that block look absent, and so dead.
+        let empty_root = header.raw_data.tx_trie_root.len() == 64
+            && header
+                .raw_data
+                .tx_trie_root
+                .bytes()
+                .all(|digit| digit == b'0');
+        if self.transactions.is_empty() && !empty_root {
+            return Err(ChainError::retriable(format!(
+                "solidified block {} is printed without transactions, but its txTrieRoot says it has some: the node (or a proxy) leaves them out",
+                header.raw_data.number
+            )));
+        }
         Ok(SolidBlock {
             number: header.raw_data.number,
             id: self.block_id,
@@ -745,9 +763,15 @@ impl Tron {
             ))
         })?;
         let mut block = self.solid_block(reference).await?;
-        if block.timestamp >= expiration {
+        // Blocks with the same low bits at or past the expiration cannot be it (it was made
+        // before its expiration): step back a cycle at a time, a bounded number of times (a
+        // reconcile that comes back after a long outage may be several cycles late).
+        let mut cycles = 0;
+        while block.timestamp >= expiration {
+            cycles += 1;
             reference = reference
                 .checked_sub(death::REF_BLOCK_CYCLE)
+                .filter(|_| cycles <= death::REF_BLOCK_CYCLES_BACK_MAX)
                 .ok_or_else(|| {
                     not_proven(NotProven(
                         "no solidified block matches its reference".into(),
@@ -1083,9 +1107,10 @@ impl ChainRead for Tron {
             blocks
                 .iter()
                 .filter(|block| {
-                    block.transactions.iter().any(|transaction| {
-                        transaction.raw_data["contract"][0]["type"] == "TriggerSmartContract"
-                    })
+                    block
+                        .transactions
+                        .iter()
+                        .any(|transaction| is_contract_call(transaction))
                 })
                 .filter_map(|block| {
                     block
@@ -1111,6 +1136,7 @@ impl ChainRead for Tron {
                 .deposits
                 .extend(native_deposits(&header.reference, json, watch));
             if let Some(infos) = infos.remove(&header.reference.number) {
+                let infos = infos_of_block(json, header.reference.number, infos)?;
                 batch
                     .deposits
                     .extend(token_deposits(&header.reference, &infos, watch)?);
@@ -1120,6 +1146,49 @@ impl ChainRead for Tron {
         batch.check(from)?;
         Ok(batch)
     }
+}
+
+/// The contract types whose transactions can emit logs (a TRC-20 `Transfer` can also come
+/// from a constructor).
+const CONTRACT_CALLS: [&str; 2] = ["TriggerSmartContract", "CreateSmartContract"];
+
+fn is_contract_call(transaction: &TransactionJson) -> bool {
+    transaction.raw_data["contract"][0]["type"]
+        .as_str()
+        .is_some_and(|kind| CONTRACT_CALLS.contains(&kind))
+}
+
+/// How far ahead of this clock the node's head block may be before building is refused: a
+/// node far in the future would make bytes that stay "may land" (and block their payout)
+/// until the real chain catches up with that time.
+const HEAD_AHEAD_MAX_MS: i64 = 3_600_000;
+
+/// The TransactionInfos of `block` that belong to it: every contract call in it must have
+/// one (a node whose index lags answers `[]` or a part: retried, never skipped), and an
+/// info for a transaction that is not in the block read is left out.
+fn infos_of_block(
+    block: &BlockJson,
+    number: u64,
+    infos: Vec<TransactionInfo>,
+) -> Result<Vec<TransactionInfo>, ChainError> {
+    let ids: std::collections::HashSet<&str> = infos.iter().map(|info| info.id.as_str()).collect();
+    if let Some(missing) = block.transactions.iter().find(|transaction| {
+        is_contract_call(transaction) && !ids.contains(transaction.txid.as_str())
+    }) {
+        return Err(ChainError::retriable(format!(
+            "the node has no transaction info yet for {} in block {number}: its index lags",
+            missing.txid
+        )));
+    }
+    let in_block: std::collections::HashSet<&str> = block
+        .transactions
+        .iter()
+        .map(|transaction| transaction.txid.as_str())
+        .collect();
+    Ok(infos
+        .into_iter()
+        .filter(|info| in_block.contains(info.id.as_str()))
+        .collect())
 }
 
 impl ChainBuild for Tron {
@@ -1132,7 +1201,15 @@ impl ChainBuild for Tron {
         // The node judges the expiration against its head block's time: counted from the
         // later of this clock and that time, a clock behind the chain cannot make bytes that
         // are expired when they arrive.
-        let timestamp = now_ms().max(head.timestamp);
+        let now = now_ms();
+        if head.timestamp > now.saturating_add(HEAD_AHEAD_MAX_MS) {
+            // Bytes expiring after a made-up time would stay "may land" for as long.
+            return Err(ChainError::retriable(format!(
+                "the node's head block is {} s ahead of this clock: check the node (or this machine's clock)",
+                (head.timestamp - now) / 1_000
+            )));
+        }
+        let timestamp = now.max(head.timestamp);
         let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
         let fee_limit = match payment.asset {
             Asset::Native => 0,
@@ -1151,7 +1228,9 @@ impl ChainBuild for Tron {
             window: Window {
                 ref_block: solidified.id,
                 timestamp,
-                expiration: timestamp + expiration,
+                expiration: timestamp
+                    .checked_add(expiration)
+                    .ok_or_else(|| ChainError::permanent("the expiration is out of range"))?,
                 fee_limit,
             },
             estimate,

@@ -346,6 +346,15 @@ async fn an_attempt_in_a_solidified_block_at_its_expiration_is_landed_even_unind
         block: 101,
         success: true,
     };
+    // A node that prints its blocks without their transactions proves nothing: its block 101
+    // says (by its transaction root) that it has some.
+    ledger.lock().unwrap().elide_transactions = true;
+    let error = tron.attempt_fate_of(&signed.raw).await.unwrap_err();
+    assert!(
+        error.retriable && error.message.contains("txTrieRoot"),
+        "{error}"
+    );
+    ledger.lock().unwrap().elide_transactions = false;
     assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), landed);
     ledger.lock().unwrap().mine_n(50);
     assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), landed);
@@ -442,6 +451,14 @@ async fn a_scan_that_cannot_read_every_candidate_block_proves_nothing() {
     assert!(error.message.contains("reference block"), "{error}");
     // A missing block past the last candidate changes nothing.
     ledger.lock().unwrap().hidden = Some(250);
+    assert_eq!(
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
+        AttemptFate::Dead
+    );
+    // Reconciled only after a long outage: the solidified head is three 65,536-block cycles
+    // on, so three later blocks share the reference block's low bits; the rule steps back to
+    // the reference block itself and proves the attempt dead all the same.
+    ledger.lock().unwrap().head = 100 + 3 * 65_536 + 40;
     assert_eq!(
         tron.attempt_fate_of(&signed.raw).await.unwrap(),
         AttemptFate::Dead

@@ -42,6 +42,8 @@ fn out(output: &Output) -> String {
 struct Seen {
     paths: Vec<String>,
     keys: Vec<String>,
+    /// The node's TransactionInfo index lags: `gettransactioninfobyblocknum` answers `[]`.
+    infos_lag: bool,
 }
 
 type Shared = Arc<Mutex<Seen>>;
@@ -118,9 +120,17 @@ async fn handle(
                 body["num"], DEPOSIT_BLOCK,
                 "infos only for blocks with contract calls"
             );
-            json!([fixture(
-                "wallet_gettransactioninfobyid.mainnet_usdt_transfer_success.json"
-            )])
+            if seen.infos_lag {
+                return Json(json!([]));
+            }
+            // The recorded USDT info, as the info of the block's own contract call (the
+            // client keeps only infos of transactions in the block it read).
+            let mut info =
+                fixture("wallet_gettransactioninfobyid.mainnet_usdt_transfer_success.json");
+            let block = block(DEPOSIT_BLOCK);
+            info["id"] = block["transactions"][1]["txID"].clone();
+            info["blockNumber"] = json!(DEPOSIT_BLOCK);
+            json!([info])
         }
         other => panic!("the node has no {other}"),
     };
@@ -303,6 +313,13 @@ async fn deposits_from_the_node_trx_and_allowlisted_tokens_only() {
             .iter()
             .any(|path| path.contains("gettransactioninfobyblocknum"))
     );
+    // A node whose index has not caught up with the block's contract calls: an error that
+    // says so, never a block read as having no token deposits.
+    seen.lock().unwrap().infos_lag = true;
+    let output = chain(&url, &args(&["--token", USDT, "--json"])).await;
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("index lags"), "{output:?}");
+    seen.lock().unwrap().infos_lag = false;
     // Bad input: refused before any connection.
     let before = seen.lock().unwrap().paths.len();
     let output = chain(

@@ -54,9 +54,12 @@ pub fn hex21(address: &Address) -> String {
     hex::encode(address.tron_bytes().unwrap())
 }
 
+/// Block `number`'s id: its number, then bytes that differ from block to block (as a real
+/// hash does), so a block 65,536 later with the same low bits has another `ref_block_hash`.
 pub fn block_id(number: u64) -> String {
     let mut id = [0x5au8; 32];
     id[..8].copy_from_slice(&number.to_be_bytes());
+    id[8..16].copy_from_slice(&number.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
     hex::encode(id)
 }
 
@@ -91,6 +94,9 @@ pub struct Ledger {
     pub broadcasts_down: bool,
     /// A block the solidity node leaves out of its `getblockbylimitnext` pages.
     pub hidden: Option<u64>,
+    /// Blocks are printed without their transactions (their `txTrieRoot` still says they
+    /// have some), as a node or proxy that trims its answers would.
+    pub elide_transactions: bool,
     /// How many times each path was asked.
     pub calls: HashMap<String, u64>,
     /// Broadcasts the node took (not duplicates).
@@ -159,7 +165,12 @@ impl Ledger {
         raw["number"] = json!(number);
         raw["parentHash"] = json!(block_id(number.saturating_sub(1)));
         raw["timestamp"] = json!(block_time(number));
-        if let Some(transactions) = self.blocks.get(&number).filter(|list| !list.is_empty()) {
+        let transactions = self.blocks.get(&number).filter(|list| !list.is_empty());
+        if transactions.is_none() {
+            // java-tron's root of no transactions.
+            raw["txTrieRoot"] = json!("0".repeat(64));
+        }
+        if let Some(transactions) = transactions.filter(|_| !self.elide_transactions) {
             block["transactions"] = json!(
                 transactions
                     .iter()
