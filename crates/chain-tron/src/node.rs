@@ -1106,12 +1106,7 @@ impl ChainRead for Tron {
         } else {
             blocks
                 .iter()
-                .filter(|block| {
-                    block
-                        .transactions
-                        .iter()
-                        .any(|transaction| is_contract_call(transaction))
-                })
+                .filter(|block| block.transactions.iter().any(is_contract_call))
                 .filter_map(|block| {
                     block
                         .block_header
