@@ -88,13 +88,10 @@ impl Setup {
             .await;
     }
 
-    async fn sync(&mut self) {
-        let tip = self.bitcoin.tip().await.unwrap().head;
-        for height in self.applied + 1..=tip {
-            let block = self.bitcoin.raw_block(height).await.unwrap().unwrap();
-            self.utxos.apply_block(&block, height);
-        }
-        self.applied = tip;
+    async fn sync(&mut self) -> chain_bitcoin::utxo::Synced {
+        let synced = self.utxos.sync(&self.bitcoin, 1, 10_000).await.unwrap();
+        self.applied = self.utxos.last().unwrap().0;
+        synced
     }
 
     async fn tip(&self) -> u64 {
@@ -277,23 +274,25 @@ async fn fifty_withdrawals_in_two_batched_transactions_every_output_on_chain() {
     let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
     let now = Instant::now();
     for index in 0..50u32 {
-        batcher.push(
-            Pending {
-                id: format!("w{index}"),
-                to: user(index),
-                amount: Amount::from_u128(100_000 + u128::from(index)),
-            },
-            now,
-        );
+        let pending = Pending {
+            id: format!("w{index}"),
+            to: user(index),
+            amount: Amount::from_u128(100_000 + u128::from(index)),
+        };
+        assert!(batcher.push(pending.clone(), now).unwrap());
+        // A job delivered twice pushes the same withdrawal twice: paid once.
+        assert!(!batcher.push(pending, now).unwrap());
     }
     let mut sent = Vec::new();
     let mut change = 0;
-    while let Some(batch) = batcher.take(now) {
+    while let Some(taken) = batcher.take(now) {
+        let batch = taken.withdrawals.clone();
         let payouts: Vec<(Address, Amount)> =
             batch.iter().map(|p| (p.to.clone(), p.amount)).collect();
         let payout = setup.build(&batch[0].id, &payouts, 3, change).await;
         change += 1;
         let signed = setup.sign(&payout);
+        batcher.commit(&taken.key).unwrap();
         assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
         sent.push((signed, batch));
     }
@@ -551,4 +550,64 @@ async fn a_deposit_is_found_by_scan_counted_by_depth_and_gone_after_a_reorg() {
         rescan.deposits.iter().all(|d| d.txid != signed.txid),
         "the deposit is gone"
     );
+}
+
+/// The wallet's unspent outputs follow a reorg: the block holding a payout is invalidated,
+/// the set sees the new branch does not chain onto it, undoes it: the change output created
+/// in it disappears, the coin spent in it comes back (locked again by its payout).
+#[tokio::test]
+async fn a_reorg_undoes_the_outputs_a_removed_block_created_and_spent() {
+    let mut setup = Setup::start().await;
+    let payout = setup
+        .build("u1", &[(user(4), Amount::from_u128(30_000_000))], 2, 7)
+        .await;
+    let spent = payout.inputs[0].outpoint;
+    let signed = setup.sign(&payout);
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    setup.mine(1).await;
+    let change = bitcoin::OutPoint {
+        txid: signed.txid.parse().unwrap(),
+        vout: payout.change.unwrap().1 as u32,
+    };
+    assert!(setup.utxos.contains(&change), "the change is ours");
+    assert!(!setup.utxos.contains(&spent), "the coin is spent");
+    let removed = setup.applied;
+    let removed_hash = setup.utxos.block_hash(removed).unwrap();
+    setup
+        .bitcoin
+        .rpc()
+        .call("invalidateblock", json!([removed_hash.to_string()]))
+        .await
+        .unwrap();
+    // Keep the payout out of the new branch (it went back to the pool).
+    setup
+        .bitcoin
+        .rpc()
+        .call(
+            "prioritisetransaction",
+            json!([signed.txid, 0, -100_000_000]),
+        )
+        .await
+        .unwrap();
+    setup.mine(2).await;
+    let synced = setup.utxos.last().unwrap();
+    assert_eq!(synced.0, removed + 1, "the new branch is applied");
+    assert_ne!(setup.utxos.block_hash(removed), Some(removed_hash));
+    assert!(
+        !setup.utxos.contains(&change),
+        "the change created in the removed block is gone"
+    );
+    assert!(
+        setup.utxos.contains(&spent),
+        "the coin spent in the removed block is back"
+    );
+    assert_eq!(setup.utxos.holder(&spent).as_deref(), Some("u1"));
+    // A block that does not chain onto the set is refused, changing nothing.
+    let stale = setup
+        .bitcoin
+        .block_by_hash(&removed_hash.to_string())
+        .await
+        .unwrap();
+    assert!(setup.utxos.apply_block(&stale, removed + 2).is_err());
+    assert!(setup.utxos.contains(&spent));
 }
