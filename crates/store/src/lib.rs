@@ -5,6 +5,7 @@
 //! Every state change is a compare-and-set on the previous state (DESIGN.md §2.4), and every
 //! operator action is written together with its audit entry in one transaction.
 
+mod attempts;
 mod changes;
 mod error;
 mod jobs;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use domain::limits::{LIST_LIMIT_MAX, REAP_BATCH_MAX};
 use domain::{DesiredState, WorkerId};
 
+pub use attempts::{ATTEMPT_INPUTS_MAX, Attempt, AttemptNew, AttemptState, Outpoint};
 pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};

@@ -1,6 +1,7 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
 pub(crate) mod api_token;
+mod attempt;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
@@ -58,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "sessions",
         include_str!("../../migrations/postgres/0008_sessions.sql"),
+    ),
+    (
+        9,
+        "payout attempts",
+        include_str!("../../migrations/postgres/0009_payout_attempt.sql"),
     ),
 ];
 

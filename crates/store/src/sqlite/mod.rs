@@ -3,6 +3,7 @@
 //! write transaction so a read-then-write never fails on a lock upgrade.
 
 pub(crate) mod api_token;
+mod attempt;
 pub(crate) mod audit;
 pub(crate) mod job;
 pub(crate) mod nonce;
@@ -63,6 +64,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         "sessions",
         include_str!("../../migrations/sqlite/0008_sessions.sql"),
+    ),
+    (
+        9,
+        "payout attempts",
+        include_str!("../../migrations/sqlite/0009_payout_attempt.sql"),
     ),
 ];
 

@@ -1,0 +1,41 @@
+-- Payout attempts and output reservations; see the Postgres migration of the same number.
+-- Times are integer milliseconds. Never edit this file once applied.
+
+create table payout_attempt (
+    chain      text not null,
+    txid       text not null check (length(txid) between 1 and 100),
+    payout     text not null check (length(payout) between 1 and 200),
+    sender     text not null check (length(sender) between 1 and 100),
+    raw        blob not null check (length(raw) between 1 and 131072),
+    expires_at integer check (expires_at is null or expires_at >= 0),
+    replaces   text check (replaces is null or replaces <> txid),
+    state      text not null check (state in ('live', 'landed', 'dead', 'replaced')),
+    created_at integer not null,
+    settled_at integer,
+    primary key (chain, txid)
+) strict;
+
+create index payout_attempt_payout on payout_attempt (chain, payout);
+create index payout_attempt_live on payout_attempt (chain, sender, created_at) where state = 'live';
+
+create table attempt_input (
+    chain        text not null,
+    attempt_txid text not null,
+    txid         text not null check (length(txid) between 1 and 100),
+    vout         integer not null check (vout between 0 and 4294967295),
+    primary key (chain, attempt_txid, txid, vout),
+    foreign key (chain, attempt_txid) references payout_attempt (chain, txid) on delete cascade
+) strict;
+
+create index attempt_input_outpoint on attempt_input (chain, txid, vout);
+
+create table utxo_reservation (
+    chain       text not null,
+    txid        text not null check (length(txid) between 1 and 100),
+    vout        integer not null check (vout between 0 and 4294967295),
+    payout      text not null check (length(payout) between 1 and 200),
+    reserved_at integer not null,
+    primary key (chain, txid, vout)
+) strict;
+
+create index utxo_reservation_payout on utxo_reservation (chain, payout);

@@ -1,0 +1,333 @@
+//! Payout attempts on Postgres: a transaction-scoped advisory lock per payout serialises its
+//! attempts; output reservations rely on their primary key (a second payout's insert waits
+//! for the first's transaction and then finds its row).
+
+use chrono::{DateTime, Utc};
+use domain::Chain;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+
+use super::PgStore;
+use crate::StoreError;
+use crate::attempts::{Attempt, AttemptNew, AttemptState, Outpoint, check_store, vout};
+
+async fn lock_payout(
+    transaction: &mut Transaction<'static, Postgres>,
+    chain: Chain,
+    payout: &str,
+) -> Result<(), StoreError> {
+    sqlx::query::<Postgres>(
+        "select pg_advisory_xact_lock(hashtextextended('payout_attempt:' || $1 || ':' || $2, 0))",
+    )
+    .bind(chain.as_str())
+    .bind(payout)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+/// Releases the payout's reservations that no live or landed attempt of it spends.
+async fn release_unused(
+    transaction: &mut Transaction<'static, Postgres>,
+    chain: Chain,
+    payout: &str,
+) -> Result<(), StoreError> {
+    sqlx::query::<Postgres>(
+        "delete from utxo_reservation r
+         where r.chain = $1 and r.payout = $2 and not exists (
+             select 1 from attempt_input i
+             join payout_attempt a on a.chain = i.chain and a.txid = i.attempt_txid
+             where i.chain = r.chain and i.txid = r.txid and i.vout = r.vout
+               and a.payout = r.payout and a.state in ('live', 'landed'))",
+    )
+    .bind(chain.as_str())
+    .bind(payout)
+    .execute(&mut **transaction)
+    .await?;
+    Ok(())
+}
+
+fn attempt(row: &PgRow) -> Result<Attempt, StoreError> {
+    let chain: String = row.try_get("chain")?;
+    let state: String = row.try_get("state")?;
+    Ok(Attempt {
+        chain: chain
+            .parse()
+            .map_err(|error| crate::corrupt("payout_attempt.chain", error))?,
+        payout: row.try_get("payout")?,
+        sender: row.try_get("sender")?,
+        txid: row.try_get("txid")?,
+        raw: row.try_get("raw")?,
+        expires_at: row.try_get("expires_at")?,
+        inputs: Vec::new(),
+        replaces: row.try_get("replaces")?,
+        state: AttemptState::parse(&state)?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+impl PgStore {
+    pub(crate) async fn attempt_store(&self, new: &AttemptNew<'_>) -> Result<(), StoreError> {
+        let chain = new.chain.as_str();
+        let mut transaction = self.pool.begin().await?;
+        lock_payout(&mut transaction, new.chain, new.payout).await?;
+        let same_txid = sqlx::query::<Postgres>(
+            "select payout, raw from payout_attempt where chain = $1 and txid = $2",
+        )
+        .bind(chain)
+        .bind(new.txid)
+        .fetch_optional(&mut *transaction)
+        .await?
+        .map(|row| Ok::<_, StoreError>((row.try_get("payout")?, row.try_get("raw")?)))
+        .transpose()?;
+        let holding = sqlx::query::<Postgres>(
+            "select txid, state from payout_attempt
+             where chain = $1 and payout = $2 and state in ('live', 'landed')
+             order by created_at, txid",
+        )
+        .bind(chain)
+        .bind(new.payout)
+        .fetch_all(&mut *transaction)
+        .await?
+        .iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok((row.try_get("txid")?, AttemptState::parse(&state)?))
+        })
+        .collect::<Result<Vec<(String, AttemptState)>, StoreError>>()?;
+        let replaced_inputs = match new.replaces {
+            Some(replaces) => Some(
+                self.attempt_inputs(&mut transaction, new.chain, replaces)
+                    .await?,
+            ),
+            None => None,
+        };
+        if !check_store(new, same_txid, &holding, replaced_inputs.as_deref())? {
+            return Ok(());
+        }
+        sqlx::query::<Postgres>(
+            "insert into payout_attempt
+                 (chain, txid, payout, sender, raw, expires_at, replaces, state, created_at)
+             values ($1, $2, $3, $4, $5, $6, $7, 'live', $8)",
+        )
+        .bind(chain)
+        .bind(new.txid)
+        .bind(new.payout)
+        .bind(new.sender)
+        .bind(new.raw)
+        .bind(new.expires_at)
+        .bind(new.replaces)
+        .bind(new.now)
+        .execute(&mut *transaction)
+        .await?;
+        // One order for every writer: two payouts reserving overlapping outputs then wait on
+        // each other instead of deadlocking.
+        let mut inputs = new.inputs.to_vec();
+        inputs.sort();
+        for chunk in inputs.chunks(500) {
+            let mut insert = QueryBuilder::<Postgres>::new(
+                "insert into attempt_input (chain, attempt_txid, txid, vout) ",
+            );
+            insert.push_values(chunk, |mut row, input| {
+                row.push_bind(chain)
+                    .push_bind(new.txid)
+                    .push_bind(&input.txid)
+                    .push_bind(i64::from(input.vout));
+            });
+            insert.build().execute(&mut *transaction).await?;
+            let mut reserve = QueryBuilder::<Postgres>::new(
+                "insert into utxo_reservation (chain, txid, vout, payout, reserved_at) ",
+            );
+            reserve.push_values(chunk, |mut row, input| {
+                row.push_bind(chain)
+                    .push_bind(&input.txid)
+                    .push_bind(i64::from(input.vout))
+                    .push_bind(new.payout)
+                    .push_bind(new.now);
+            });
+            reserve.push(" on conflict (chain, txid, vout) do nothing");
+            reserve.build().execute(&mut *transaction).await?;
+        }
+        // Each input must now be reserved for this payout: a row of another payout (committed
+        // before ours, or waited for by the insert above) means it is spoken for.
+        if !new.inputs.is_empty() {
+            let taken = sqlx::query::<Postgres>(
+                "select r.txid, r.vout, r.payout from utxo_reservation r
+                 join attempt_input i on i.chain = r.chain and i.txid = r.txid and i.vout = r.vout
+                 where i.chain = $1 and i.attempt_txid = $2 and r.payout <> $3
+                 order by r.txid, r.vout limit 1",
+            )
+            .bind(chain)
+            .bind(new.txid)
+            .bind(new.payout)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if let Some(row) = taken {
+                let txid: String = row.try_get("txid")?;
+                let output: i64 = row.try_get("vout")?;
+                let payout: String = row.try_get("payout")?;
+                return Err(StoreError::Conflict(format!(
+                    "output {txid}:{output} is reserved by payout {payout}"
+                )));
+            }
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    async fn attempt_inputs(
+        &self,
+        transaction: &mut Transaction<'static, Postgres>,
+        chain: Chain,
+        txid: &str,
+    ) -> Result<Vec<Outpoint>, StoreError> {
+        sqlx::query::<Postgres>(
+            "select txid, vout from attempt_input where chain = $1 and attempt_txid = $2
+             order by txid, vout",
+        )
+        .bind(chain.as_str())
+        .bind(txid)
+        .fetch_all(&mut **transaction)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Outpoint {
+                txid: row.try_get("txid")?,
+                vout: vout(row.try_get("vout")?)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn with_inputs(&self, mut attempts: Vec<Attempt>) -> Result<Vec<Attempt>, StoreError> {
+        if attempts.is_empty() {
+            return Ok(attempts);
+        }
+        let chain = attempts[0].chain;
+        let txids: Vec<String> = attempts.iter().map(|a| a.txid.clone()).collect();
+        let rows = sqlx::query::<Postgres>(
+            "select attempt_txid, txid, vout from attempt_input
+             where chain = $1 and attempt_txid = any($2) order by attempt_txid, txid, vout",
+        )
+        .bind(chain.as_str())
+        .bind(&txids)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let owner: String = row.try_get("attempt_txid")?;
+            let input = Outpoint {
+                txid: row.try_get("txid")?,
+                vout: vout(row.try_get("vout")?)?,
+            };
+            if let Some(attempt) = attempts.iter_mut().find(|a| a.txid == owner) {
+                attempt.inputs.push(input);
+            }
+        }
+        Ok(attempts)
+    }
+
+    pub(crate) async fn attempts_live(
+        &self,
+        chain: Chain,
+        sender: Option<&str>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query::<Postgres>(
+            "select * from payout_attempt
+             where chain = $1 and state = 'live' and ($2::text is null or sender = $2)
+             order by created_at, txid limit 10000",
+        )
+        .bind(chain.as_str())
+        .bind(sender)
+        .fetch_all(&self.pool)
+        .await?;
+        let attempts = rows.iter().map(attempt).collect::<Result<Vec<_>, _>>()?;
+        self.with_inputs(attempts).await
+    }
+
+    pub(crate) async fn attempts_of(
+        &self,
+        chain: Chain,
+        payout: &str,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query::<Postgres>(
+            "select * from payout_attempt where chain = $1 and payout = $2
+             order by created_at, txid",
+        )
+        .bind(chain.as_str())
+        .bind(payout)
+        .fetch_all(&self.pool)
+        .await?;
+        let attempts = rows.iter().map(attempt).collect::<Result<Vec<_>, _>>()?;
+        self.with_inputs(attempts).await
+    }
+
+    pub(crate) async fn attempt_settle(
+        &self,
+        chain: Chain,
+        txid: &str,
+        to: AttemptState,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let payout: Option<String> =
+            sqlx::query_scalar("select payout from payout_attempt where chain = $1 and txid = $2")
+                .bind(chain.as_str())
+                .bind(txid)
+                .fetch_optional(&mut *transaction)
+                .await?;
+        let Some(payout) = payout else {
+            return Ok(false);
+        };
+        lock_payout(&mut transaction, chain, &payout).await?;
+        let done = sqlx::query::<Postgres>(
+            "update payout_attempt set state = $3, settled_at = $4
+             where chain = $1 and txid = $2 and state = 'live'",
+        )
+        .bind(chain.as_str())
+        .bind(txid)
+        .bind(to.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if to == AttemptState::Landed {
+            sqlx::query::<Postgres>(
+                "update payout_attempt set state = 'replaced', settled_at = $3
+                 where chain = $1 and payout = $2 and state = 'live'",
+            )
+            .bind(chain.as_str())
+            .bind(&payout)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        release_unused(&mut transaction, chain, &payout).await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn utxo_reserved(
+        &self,
+        chain: Chain,
+    ) -> Result<Vec<(Outpoint, String)>, StoreError> {
+        sqlx::query::<Postgres>(
+            "select txid, vout, payout from utxo_reservation where chain = $1 order by txid, vout",
+        )
+        .bind(chain.as_str())
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                Outpoint {
+                    txid: row.try_get("txid")?,
+                    vout: vout(row.try_get("vout")?)?,
+                },
+                row.try_get("payout")?,
+            ))
+        })
+        .collect()
+    }
+}
