@@ -4,24 +4,33 @@
 //! - **Keys**: receive keys m/84'/c'/0'/0/i and change keys m/84'/c'/0'/1/i (c = 1 on test
 //!   networks) are the signer's; this adapter holds only the account xpub, from which it derives
 //!   every address and the public key each input's witness carries.
-//! - **Unspent outputs** are tracked from raw blocks ([`UtxoSet`]), never asked of a node
-//!   wallet, and each is locked by the payout that selected it, under one mutex, so two
-//!   payouts never spend one output.
+//! - **Unspent outputs** are tracked from raw blocks ([`UtxoSet`], undone block by block on
+//!   a reorg), never asked of a node wallet. Across processes each output is reserved for
+//!   one payout by the store, atomically with the payout's attempt ([`payout::Payer`], over
+//!   `chain::attempts::AttemptLog`, which the wallet implements with the store), so two
+//!   payouts never spend one output and nothing is broadcast before it is stored.
 //! - **Build** ([`Bitcoin::build_payout`]): coin selection that prefers one input and no change,
 //!   then the largest outputs first; change to a fresh change address, dropped into the fee
 //!   when it would be dust; the fee is the rate (sat/vB) times the virtual size of the
-//!   transaction with its witnesses at their largest, so the signed one never pays less.
+//!   transaction with its witnesses at their largest, so the signed one never pays less;
+//!   every amount and sum checked, and refused above the 21 million BTC that can exist.
 //!   Every input signals BIP125 replaceability; [`Bitcoin::bump`] replaces a stuck payout
 //!   with the same inputs and outputs and a higher fee (taken from the change).
 //! - **Sign**: one BIP143 digest per input ([`Bitcoin::payloads`]), signed by the signer with
 //!   the input's key; [`Bitcoin::combine`] checks every signature against its key and digest,
-//!   makes it DER with SIGHASH_ALL and computes the txid locally.
+//!   makes it DER with SIGHASH_ALL and computes the txid locally, then checks the fee
+//!   against the real size and the cap ([`Bitcoin::check_fee`]).
 //! - **Read**: tip, blocks (raw, decoded here, so amounts are integers; the parent hash shows
 //!   reorgs), deposits by block scan keyed `txid:vout`, fee estimates with a floor and a cap.
-//! - **Submit**: `sendrawtransaction`, its answer mapped to [`SubmitOutcome`].
+//! - **Submit**: `sendrawtransaction` with `maxfeerate` at the cap, its answer mapped to
+//!   [`SubmitOutcome`].
+//!
+//! Bitcoin does not implement the provider contract's `ChainBuild` (one `Payment`: one
+//! sender, one recipient): a payout spends many keys' coins and pays many withdrawals, and
+//! its inputs are what the store locks; see docs/bitcoin.md.
 
 pub mod batch;
-
+pub mod payout;
 pub mod rpc;
 pub mod utxo;
 

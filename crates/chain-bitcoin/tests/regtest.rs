@@ -1,23 +1,20 @@
 //! The Bitcoin adapter against a real regtest node (`testkit::Bitcoind`): funded by mining,
 //! payouts built, signed by the signer, checked by Bitcoin Core's script interpreter
-//! (`bitcoinconsensus`), submitted and mined.
+//! (`bitcoinconsensus`), submitted and mined; the node's answers to replacements; the
+//! wallet's outputs through a reorg. The payouts recorded in the store (reservations across
+//! processes, a crash before broadcasting, replacement by fee, dead attempts) are in
+//! `payouts.rs`; deposits credited by the wallet's scanner in `scanner.rs`.
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chain::address::Address;
-use chain::provider::{
-    Asset, ChainRead, ChainSubmit, Keychain, SignedTransaction, SubmitOutcome, TxStatus, WatchSet,
-};
+use chain::provider::{Asset, ChainRead, ChainSubmit, Keychain, SubmitOutcome, TxStatus, WatchSet};
 use chain_bitcoin::batch::{Batcher, Pending};
-use chain_bitcoin::{Bitcoin, FeePolicy, Rpc, UnsignedPayout, UtxoSet};
 use common::*;
-use domain::{Amount, Chain};
+use domain::Amount;
 use serde_json::json;
-use signer::{InProcessSigner, Mnemonic, Signer};
-use testkit::Bitcoind;
 
 #[tokio::test]
 async fn pays_one_withdrawal_and_refuses_another_networks_address() {
@@ -141,70 +138,7 @@ async fn fifty_withdrawals_in_two_batched_transactions_every_output_on_chain() {
 }
 
 #[tokio::test]
-async fn two_payouts_at_once_never_share_an_input() {
-    let setup = Arc::new(Setup::start().await);
-    let tip = setup.tip().await;
-    let mut handles = Vec::new();
-    for payout in 0..8u32 {
-        let setup = setup.clone();
-        handles.push(std::thread::spawn(move || {
-            setup
-                .utxos
-                .reserve(&format!("p{payout}"), tip, COINBASE_MATURITY, |available| {
-                    // Slow selection: the other threads wait on the mutex meanwhile.
-                    std::thread::sleep(Duration::from_millis(5));
-                    let payout = setup.bitcoin.build_payout(
-                        &[(user(payout), Amount::from_u128(40 * 100_000_000))],
-                        available,
-                        2,
-                        payout,
-                    )?;
-                    let inputs = payout.inputs.clone();
-                    Ok((payout, inputs))
-                })
-        }));
-    }
-    let payouts: Vec<UnsignedPayout> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().unwrap())
-        .collect();
-    let mut inputs: Vec<_> = payouts
-        .iter()
-        .flat_map(|p| p.inputs.iter().map(|u| u.outpoint))
-        .collect();
-    let count = inputs.len();
-    inputs.sort();
-    inputs.dedup();
-    assert_eq!(inputs.len(), count, "an output in two payouts");
-    // Eleven mature outputs of 50 BTC (heights 1 to 11 at tip 110), eight taken: the last
-    // three pay 120 BTC, then nothing is left.
-    let tip = setup.tip().await;
-    let build = |id: &str, btc: u128, change: u32| {
-        setup
-            .utxos
-            .reserve(id, tip, COINBASE_MATURITY, |available| {
-                let payout = setup.bitcoin.build_payout(
-                    &[(user(9), Amount::from_u128(btc * 100_000_000))],
-                    available,
-                    2,
-                    change,
-                )?;
-                let inputs = payout.inputs.clone();
-                Ok((payout, inputs))
-            })
-    };
-    let ninth = build("p9", 120, 9).unwrap();
-    assert_eq!(ninth.inputs.len(), 3);
-    assert!(build("p10", 1, 10).is_err(), "every output is locked");
-    // The node takes all nine: no two spend one output.
-    for payout in payouts.iter().chain([&ninth]) {
-        let signed = setup.sign(payout);
-        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
-    }
-}
-
-#[tokio::test]
-async fn a_stuck_payout_replaced_by_fee_exactly_one_version_confirms() {
+async fn a_replacement_follows_bip125_and_the_replaced_bytes_are_refused_after() {
     let mut setup = Setup::start().await;
     let payout = setup
         .build("r1", &[(user(1), Amount::from_u128(50_000_000))], 1, 0)
@@ -256,47 +190,6 @@ async fn a_stuck_payout_replaced_by_fee_exactly_one_version_confirms() {
     ));
     let (address, sat, _) = output_of(&setup, &second.txid, 0).await;
     assert_eq!((address, sat), (user(1).to_string(), 50_000_000));
-}
-
-#[tokio::test]
-async fn a_crash_between_signing_and_broadcasting_rebroadcasts_the_same_bytes_paid_once() {
-    let mut setup = Setup::start().await;
-    let payout = setup
-        .build("c1", &[(user(2), Amount::from_u128(70_000_000))], 2, 0)
-        .await;
-    let signed = setup.sign(&payout);
-    // Persisted, then the process dies before sending: what a restart reads back.
-    let stored = (signed.txid.clone(), signed.raw.clone());
-    drop(signed);
-    let restarted = SignedTransaction {
-        txid: stored.0.clone(),
-        raw: stored.1.clone(),
-    };
-    let outputs = setup.bitcoin.parse_outputs(&restarted).unwrap();
-    assert_eq!(outputs[0], (user(2), Amount::from_u128(70_000_000)));
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::Accepted
-    );
-    // A second restart sends it again: the same txid, taken again (the pool has it).
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::Accepted
-    );
-    setup.mine(1).await;
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::AlreadyKnown
-    );
-    assert_eq!(
-        setup
-            .bitcoin
-            .balance(&user(2), &Asset::Native)
-            .await
-            .unwrap(),
-        Amount::from_u128(70_000_000),
-        "paid once"
-    );
 }
 
 #[tokio::test]

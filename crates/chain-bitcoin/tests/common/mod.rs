@@ -19,6 +19,38 @@ pub const MNEMONIC: &str =
 /// Coinbase outputs are spendable after 100 blocks.
 pub const COINBASE_MATURITY: u64 = 100;
 
+/// An empty set watching the wallet's receive keys 0..4 and change keys 0..200.
+pub fn wallet_utxos(bitcoin: &Bitcoin) -> UtxoSet {
+    let utxos = UtxoSet::new();
+    for index in 0..4 {
+        utxos.watch(
+            bitcoin.key_script(Keychain::Receive, index).unwrap(),
+            Keychain::Receive,
+            index,
+        );
+    }
+    for index in 0..200 {
+        utxos.watch(
+            bitcoin.key_script(Keychain::Change, index).unwrap(),
+            Keychain::Change,
+            index,
+        );
+    }
+    utxos
+}
+
+/// Mines `blocks` to an address that is not ours (no set is synced).
+pub async fn mine_elsewhere(bitcoin: &Bitcoin, blocks: u64) {
+    bitcoin
+        .rpc()
+        .call("generatetoaddress", json!([blocks, ELSEWHERE]))
+        .await
+        .unwrap();
+}
+
+/// An address of no wallet here (BIP173's regtest example).
+pub const ELSEWHERE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
 pub struct Setup {
     pub node: Bitcoind,
     pub bitcoin: Bitcoin,
@@ -40,21 +72,7 @@ impl Setup {
         )
         .await
         .unwrap();
-        let utxos = UtxoSet::new();
-        for index in 0..4 {
-            utxos.watch(
-                bitcoin.key_script(Keychain::Receive, index).unwrap(),
-                Keychain::Receive,
-                index,
-            );
-        }
-        for index in 0..200 {
-            utxos.watch(
-                bitcoin.key_script(Keychain::Change, index).unwrap(),
-                Keychain::Change,
-                index,
-            );
-        }
+        let utxos = wallet_utxos(&bitcoin);
         let mut setup = Setup {
             node,
             bitcoin,
