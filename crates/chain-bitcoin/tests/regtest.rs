@@ -333,3 +333,27 @@ async fn a_reorg_undoes_the_outputs_a_removed_block_created_and_spent() {
     assert!(setup.utxos.apply_block(&stale, removed + 2).is_err());
     assert!(setup.utxos.contains(&spent));
 }
+
+/// A node that keeps no transaction index is refused at connection, saying what to do.
+#[tokio::test]
+async fn a_node_without_a_transaction_index_is_refused_at_connect() {
+    use chain::address::Network;
+    use chain_bitcoin::{Bitcoin, FeePolicy, Rpc};
+    use signer::{InProcessSigner, Mnemonic, Signer};
+    let node = testkit::Bitcoind::start_with(&["-txindex=0"]).await;
+    let rpc = Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30)).unwrap();
+    let signer = InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
+    let error = Bitcoin::connect(
+        rpc,
+        Network::Regtest,
+        signer.xpub(domain::Chain::Bitcoin).unwrap(),
+        FeePolicy::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!error.retriable);
+    assert!(
+        error.message.contains("start it with -txindex=1"),
+        "{error}"
+    );
+}
