@@ -35,6 +35,8 @@ use crate::{Bitcoin, RpcError, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_o
 
 /// How many times a payout selects again after another took one of its coins.
 pub const SELECT_TRIES_MAX: u32 = 8;
+/// The most payouts one [`Payer::reconcile`] settles (the rest wait for the next call).
+pub const RECONCILE_PAYOUTS_MAX: usize = 500;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
@@ -101,6 +103,8 @@ pub struct Reconciled {
     pub rebroadcast: Vec<(String, SubmitOutcome)>,
     /// Payouts with an attempt in the pool, or in a block not deep enough yet.
     pub waiting: usize,
+    /// Payouts with live attempts left for the next call ([`RECONCILE_PAYOUTS_MAX`]).
+    pub left: usize,
 }
 
 /// One wallet's payouts: its adapter, its unspent outputs, the attempt log and the signer.
@@ -166,10 +170,22 @@ impl<L: AttemptLog> Payer<'_, L> {
             .signer
             .sign_payloads(Chain::Bitcoin, &self.bitcoin.payloads(unsigned)?)?;
         let signed = self.bitcoin.combine(unsigned, &signatures)?;
+        // Read back from the bytes: exactly the outputs asked, in order, then at most the
+        // change, to this wallet's change key.
         let paid = self.bitcoin.parse_outputs(&signed)?;
-        if paid.get(..outputs.len()) != Some(outputs) {
+        let change = match unsigned.change {
+            Some((index, _)) => Some(self.bitcoin.key_address(Keychain::Change, index)?),
+            None => None,
+        };
+        let rest = paid.get(outputs.len()..).unwrap_or_default();
+        let change_ok = match (rest, &change) {
+            ([], None) => true,
+            ([(to, _)], Some(change)) => to == change,
+            _ => false,
+        };
+        if paid.get(..outputs.len()) != Some(outputs) || !change_ok {
             return Err(PayoutError::Mismatch(format!(
-                "asked {outputs:?}, the bytes pay {paid:?}"
+                "asked {outputs:?} with change to {change:?}, the bytes pay {paid:?}"
             )));
         }
         Ok(signed)
@@ -345,6 +361,13 @@ impl<L: AttemptLog> Payer<'_, L> {
             .rev()
             .find(|attempt| attempt.state == AttemptState::Live)
             .ok_or_else(|| PayoutError::Refused(format!("payout {payout} has no live attempt")))?;
+        // Already in a block (not reconciled yet): a replacement could never land.
+        if let TxStatus::Included { .. } = self.bitcoin.transaction(&current.txid).await? {
+            return Err(PayoutError::Refused(format!(
+                "payout {payout}: {} is in a block already, nothing to bump",
+                current.txid
+            )));
+        }
         let unsigned = self.unsigned_of(current)?;
         let paid_before = self.bitcoin.parse_outputs(&SignedTransaction {
             txid: current.txid.clone(),
@@ -409,11 +432,16 @@ impl<L: AttemptLog> Payer<'_, L> {
     pub async fn reconcile(&self) -> Result<Reconciled, PayoutError> {
         let mut report = Reconciled::default();
         let live = self.log.live(Chain::Bitcoin, Some(self.sender)).await?;
+        let mut payouts = Vec::new();
         let mut seen = HashSet::new();
         for attempt in &live {
-            if seen.insert(attempt.payout.clone()) {
-                self.settle(&attempt.payout, &mut report).await?;
+            if seen.insert(attempt.payout.as_str()) {
+                payouts.push(attempt.payout.as_str());
             }
+        }
+        report.left = payouts.len().saturating_sub(RECONCILE_PAYOUTS_MAX);
+        for payout in payouts.into_iter().take(RECONCILE_PAYOUTS_MAX) {
+            self.settle(payout, &mut report).await?;
         }
         Ok(report)
     }

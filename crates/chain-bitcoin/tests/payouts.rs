@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Barrier;
 
@@ -14,6 +15,7 @@ use chain::address::Address;
 use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptState, Outpoint};
 use chain::provider::{Asset, ChainRead, ChainSubmit, SubmitOutcome, TxStatus};
 use chain_bitcoin::UtxoSet;
+use chain_bitcoin::batch::{Batcher, Pending};
 use chain_bitcoin::payout::{Paid, Payer, PayoutError, Prepared, Reconciled};
 use common::*;
 use domain::{Amount, Chain};
@@ -327,7 +329,92 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
     assert_eq!(balance(&setup, &to).await, Amount::from_u128(60_000_000));
 }
 
+/// Fifty withdrawals (each pushed twice, as a job delivered twice would) leave the batcher
+/// as two batches of 25, each recorded under its batch key and committed only once stored;
+/// two transactions pay every output. A restart that queues the same withdrawals gets the
+/// same batch keys, and the store says they are paid: nothing is built again.
+async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let withdrawals: Vec<Pending> = (0..50u32)
+        .map(|index| Pending {
+            id: format!("w{index}"),
+            to: user(index),
+            amount: Amount::from_u128(100_000 + u128::from(index)),
+        })
+        .collect();
+    let queue = |batcher: &mut Batcher, now| {
+        for pending in &withdrawals {
+            batcher.push(pending.clone(), now).unwrap();
+            assert!(!batcher.push(pending.clone(), now).unwrap(), "held once");
+        }
+    };
+    let now = Instant::now();
+    let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
+    queue(&mut batcher, now);
+    let mut sent = Vec::new();
+    let mut change = 0;
+    while let Some(batch) = batcher.take(now) {
+        let outputs: Vec<(Address, Amount)> = batch
+            .withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect();
+        change += 1;
+        match payer.pay(&batch.key, &outputs, 3, change).await {
+            Ok(paid) => {
+                batcher.commit(&batch.key).unwrap();
+                assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
+                sent.push((paid.txid, batch));
+            }
+            Err(error) => {
+                batcher.putback(&batch.key).unwrap();
+                panic!("{error}");
+            }
+        }
+    }
+    assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
+    assert!(batcher.is_empty() && batcher.out() == 0);
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    assert_eq!(payer.reconcile().await.unwrap().landed.len(), 2);
+    for (txid, batch) in &sent {
+        for (vout, pending) in batch.withdrawals.iter().enumerate() {
+            let (address, sat, confirmations) = output_of(&setup, txid, vout).await;
+            assert_eq!(
+                (address, Amount::from_u128(u128::from(sat)), confirmations),
+                (pending.to.to_string(), pending.amount, 1),
+                "{}",
+                pending.id
+            );
+        }
+    }
+    // A restart queues the same withdrawals again (its queue is rebuilt): the same keys,
+    // already landed in the store, so nothing new is built or sent.
+    let mut restarted = Batcher::new(25, Duration::from_secs(30)).unwrap();
+    queue(&mut restarted, now);
+    for (txid, _) in &sent {
+        let batch = restarted.take(now).unwrap();
+        let outputs: Vec<(Address, Amount)> = batch
+            .withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect();
+        let paid = payer.pay(&batch.key, &outputs, 3, 90).await.unwrap();
+        assert_eq!((&paid.txid, paid.outcome, paid.selections), (txid, None, 0));
+        restarted.commit(&batch.key).unwrap();
+    }
+    for pending in &withdrawals {
+        assert_eq!(
+            balance(&setup, &pending.to).await,
+            pending.amount,
+            "paid once"
+        );
+    }
+}
+
 testkit::on_both_stores!(db:
+    fifty_withdrawals_in_two_recorded_batches_paid_once,
     two_processes_paying_at_once_never_share_an_input,
     a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid,
     a_payout_replaced_by_fee_lands_exactly_one_version,

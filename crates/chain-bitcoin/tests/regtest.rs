@@ -3,15 +3,14 @@
 //! (`bitcoinconsensus`), submitted and mined; the node's answers to replacements; the
 //! wallet's outputs through a reorg. The payouts recorded in the store (reservations across
 //! processes, a crash before broadcasting, replacement by fee, dead attempts) are in
-//! `payouts.rs`; deposits credited by the wallet's scanner in `scanner.rs`.
+//! `payouts.rs` (batched payouts too); deposits credited by the wallet's scanner in
+//! `scanner.rs`.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use chain::address::Address;
 use chain::provider::{Asset, ChainRead, ChainSubmit, Keychain, SubmitOutcome, TxStatus, WatchSet};
-use chain_bitcoin::batch::{Batcher, Pending};
 use common::*;
 use domain::Amount;
 use serde_json::json;
@@ -92,49 +91,6 @@ async fn pays_one_withdrawal_and_refuses_another_networks_address() {
             .iter()
             .any(|(utxo, _)| utxo.keychain == Keychain::Change)
     );
-}
-
-#[tokio::test]
-async fn fifty_withdrawals_in_two_batched_transactions_every_output_on_chain() {
-    let mut setup = Setup::start().await;
-    let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
-    let now = Instant::now();
-    for index in 0..50u32 {
-        let pending = Pending {
-            id: format!("w{index}"),
-            to: user(index),
-            amount: Amount::from_u128(100_000 + u128::from(index)),
-        };
-        assert!(batcher.push(pending.clone(), now).unwrap());
-        // A job delivered twice pushes the same withdrawal twice: paid once.
-        assert!(!batcher.push(pending, now).unwrap());
-    }
-    let mut sent = Vec::new();
-    let mut change = 0;
-    while let Some(taken) = batcher.take(now) {
-        let batch = taken.withdrawals.clone();
-        let payouts: Vec<(Address, Amount)> =
-            batch.iter().map(|p| (p.to.clone(), p.amount)).collect();
-        let payout = setup.build(&batch[0].id, &payouts, 3, change).await;
-        change += 1;
-        let signed = setup.sign(&payout);
-        batcher.commit(&taken.key).unwrap();
-        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
-        sent.push((signed, batch));
-    }
-    assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
-    setup.mine(1).await;
-    for (signed, batch) in &sent {
-        for (vout, pending) in batch.iter().enumerate() {
-            let (address, sat, confirmations) = output_of(&setup, &signed.txid, vout).await;
-            assert_eq!(address, pending.to.to_string(), "{}", pending.id);
-            assert_eq!(
-                u128::from(sat),
-                100_000 + pending.id[1..].parse::<u128>().unwrap()
-            );
-            assert_eq!(confirmations, 1);
-        }
-    }
 }
 
 #[tokio::test]
