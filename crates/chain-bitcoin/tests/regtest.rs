@@ -313,3 +313,51 @@ async fn a_node_without_a_transaction_index_is_refused_at_connect() {
         "{error}"
     );
 }
+
+/// The cap travels with the bytes as `maxfeerate`: bytes paying more than this adapter's
+/// cap (signed under a higher one) are refused by the node itself, by testmempoolaccept and
+/// by sendrawtransaction (retriable: the same bytes pass under a higher cap).
+#[tokio::test]
+async fn the_node_refuses_bytes_paying_above_the_cap() {
+    use chain::address::Network;
+    use chain_bitcoin::{Bitcoin, FeePolicy, Rpc};
+    use signer::Signer;
+    let setup = Setup::start().await;
+    let payout = setup
+        .build("m1", &[(user(6), Amount::from_u128(10_000_000))], 20, 0)
+        .await;
+    let signed = setup.sign(&payout);
+    let strict = Bitcoin::connect(
+        Rpc::with_cookie(
+            &setup.node.url,
+            &setup.node.cookie(),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+        Network::Regtest,
+        setup.signer.xpub(domain::Chain::Bitcoin).unwrap(),
+        FeePolicy {
+            target_blocks: 6,
+            floor_sat_vb: 1,
+            cap_sat_vb: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        strict.check_fee(&signed, &payout.inputs).is_err(),
+        "above its cap"
+    );
+    let refusal = strict.test_accept(&signed).await.unwrap().unwrap_err();
+    assert!(refusal.contains("max-fee-exceeded"), "{refusal}");
+    assert!(matches!(
+        strict.submit(&signed).await,
+        SubmitOutcome::Rejected { retriable: true, ref reason } if reason.contains("maximum")
+    ));
+    assert_eq!(
+        setup.bitcoin.transaction(&signed.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    // Under the usual cap the same bytes go.
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+}
