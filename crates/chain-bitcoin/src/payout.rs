@@ -14,8 +14,8 @@
 //! [`Payer::reconcile`] settles every live attempt from the log alone (a fresh process after
 //! a crash needs nothing else): an attempt of the payout in a block deep enough is Landed
 //! (its siblings become Replaced); one in the pool is left alone; when the node knows none
-//! of them, an attempt whose input was spent in a block by another transaction is Dead, and
-//! the others are sent again, byte for byte.
+//! of them, an attempt whose input was spent by another transaction in a block deep enough
+//! (`settle_confirmations`) is Dead, and the others are sent again, byte for byte.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -31,7 +31,7 @@ use domain::{Amount, Chain};
 use serde_json::json;
 use signer::{Signer, SignerError};
 
-use crate::{Bitcoin, RpcError, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of};
+use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of};
 
 /// How many times a payout selects again after another took one of its coins.
 pub const SELECT_TRIES_MAX: u32 = 8;
@@ -117,8 +117,11 @@ pub struct Payer<'a, L> {
     pub sender: &'a str,
     /// Confirmations a coin needs before it is spent (coinbase outputs need 100).
     pub min_confirmations: u64,
-    /// Confirmations an attempt's block needs before the attempt is Landed.
-    pub landed_confirmations: u64,
+    /// Confirmations a block needs before what it holds settles an attempt: the attempt in
+    /// it is Landed, or an input spent in it by another transaction makes the attempt Dead
+    /// (a shallower block may still be reorged away, and the attempt land after all).
+    /// The caller keeps `utxos` synced with the node (`UtxoSet::sync`).
+    pub settle_confirmations: u64,
 }
 
 impl<L> std::fmt::Debug for Payer<'_, L> {
@@ -402,10 +405,13 @@ impl<L: AttemptLog> Payer<'_, L> {
         })
     }
 
-    /// Whether `outpoint` was spent in a block: the node's UTXO set (without the pool) lacks
-    /// it while the transaction that created it is in a block. An output whose creator is
-    /// unconfirmed (a reorg) is not proven spent.
-    async fn spent_in_a_block(&self, outpoint: &Outpoint) -> Result<bool, PayoutError> {
+    /// Whether `outpoint` was spent in a block at least `settle_confirmations` deep: the
+    /// wallet's outputs say which block spent it, and the node's UTXO set (without the pool)
+    /// agrees it is spent. None while it is spent in a shallower block (wait and see).
+    async fn spent_deep(&self, outpoint: &Outpoint, tip: u64) -> Result<Option<bool>, PayoutError> {
+        let Some(spent_at) = chain_outpoint(outpoint).and_then(|o| self.utxos.spent_at(&o)) else {
+            return Ok(Some(false));
+        };
         let unspent = self
             .bitcoin
             .rpc()
@@ -413,19 +419,15 @@ impl<L: AttemptLog> Payer<'_, L> {
             .await
             .map_err(chain_error)?;
         if !unspent.is_null() {
-            return Ok(false);
+            // The node's chain has it unspent: our view is behind a reorg.
+            return Ok(Some(false));
         }
-        let creator = match self
-            .bitcoin
-            .rpc()
-            .call("getrawtransaction", json!([outpoint.txid, 1]))
-            .await
-        {
-            Ok(creator) => creator,
-            Err(RpcError::Node { code: -5, .. }) => return Ok(false),
-            Err(error) => return Err(chain_error(error).into()),
-        };
-        Ok(creator["confirmations"].as_u64().unwrap_or(0) >= 1)
+        let confirmations = tip.saturating_add(1).saturating_sub(spent_at);
+        Ok(if confirmations >= self.settle_confirmations {
+            Some(true)
+        } else {
+            None
+        })
     }
 
     /// Settles every live attempt of this wallet (see the module's documentation).
@@ -458,7 +460,7 @@ impl<L: AttemptLog> Payer<'_, L> {
         for attempt in &live {
             match self.bitcoin.transaction(&attempt.txid).await? {
                 TxStatus::Included { confirmations, .. }
-                    if confirmations >= self.landed_confirmations =>
+                    if confirmations >= self.settle_confirmations =>
                 {
                     self.log.landed(Chain::Bitcoin, &attempt.txid).await?;
                     tracing::info!(payout, txid = %attempt.txid, "bitcoin payout landed");
@@ -473,15 +475,24 @@ impl<L: AttemptLog> Payer<'_, L> {
             report.waiting += 1;
             return Ok(());
         }
-        // The node knows none of them: each is dead if an input was spent in a block (by
-        // none of them: none is in a block), else it is sent again, newest first.
+        // The node knows none of them: each is dead if an input was spent in a block deep
+        // enough (by none of them: none is in a block), else it is sent again, newest first.
+        let tip = self.bitcoin.tip().await?.head;
         let mut alive = Vec::new();
         for attempt in &live {
             let mut dead = false;
             for input in &attempt.inputs {
-                if self.spent_in_a_block(input).await? {
-                    dead = true;
-                    break;
+                match self.spent_deep(input, tip).await? {
+                    Some(true) => {
+                        dead = true;
+                        break;
+                    }
+                    Some(false) => {}
+                    None => {
+                        // Spent in a block too shallow to settle on: wait.
+                        report.waiting += 1;
+                        return Ok(());
+                    }
                 }
             }
             if dead {

@@ -56,6 +56,8 @@ struct Inner {
     applied: BTreeMap<u64, Undo>,
     /// The newest block applied: (height, hash); kept when undo records are pruned.
     last: Option<(u64, BlockHash)>,
+    /// The height of the block that spent each of our outputs, while its undo record is kept.
+    spent_at: HashMap<OutPoint, u64>,
 }
 
 /// See the module's documentation.
@@ -129,6 +131,7 @@ impl UtxoSet {
             for input in &tx.input {
                 if let Some((utxo, at)) = inner.unspent.remove(&input.previous_output) {
                     let holder = inner.locks.remove(&input.previous_output);
+                    inner.spent_at.insert(input.previous_output, height);
                     undo.spent.push((utxo, at, holder));
                 }
             }
@@ -153,7 +156,11 @@ impl UtxoSet {
         inner.last = Some((height, undo.hash));
         inner.applied.insert(height, undo);
         while inner.applied.len() as u64 > UNDO_BLOCKS_KEPT {
-            inner.applied.pop_first();
+            if let Some((_, pruned)) = inner.applied.pop_first() {
+                for (utxo, _, _) in &pruned.spent {
+                    inner.spent_at.remove(&utxo.outpoint);
+                }
+            }
         }
         Ok(())
     }
@@ -192,6 +199,7 @@ impl UtxoSet {
                 inner.locks.remove(outpoint);
             }
             for (utxo, spent_height, holder) in undo.spent.into_iter().rev() {
+                inner.spent_at.remove(&utxo.outpoint);
                 inner.unspent.insert(utxo.outpoint, (utxo, spent_height));
                 if let Some(holder) = holder {
                     inner.locks.insert(utxo.outpoint, holder);
@@ -269,6 +277,12 @@ impl UtxoSet {
     /// Every unspent output, locked or not, with the height of its block.
     pub fn all(&self) -> Vec<(Utxo, u64)> {
         self.lock().unspent.values().copied().collect()
+    }
+
+    /// The height of the block that spent our output `outpoint` (within the blocks whose undo
+    /// records are kept); None while it is unspent, unknown, or spent longer ago.
+    pub fn spent_at(&self, outpoint: &OutPoint) -> Option<u64> {
+        self.lock().spent_at.get(outpoint).copied()
     }
 
     /// The unspent output at `outpoint`, if the wallet has it.
@@ -429,12 +443,14 @@ mod tests {
         set.apply_block(&b2, 2).unwrap();
         assert!(set.contains(&change) && !set.contains(&funded));
         assert_eq!(set.holder(&funded), None, "spent: the lock went with it");
+        assert_eq!(set.spent_at(&funded), Some(2));
         // Block 2 disconnected: the change is gone, the funding output back, locked again
         // by its payout (its transaction is back in the pool, not abandoned).
         assert_eq!(set.undo_to(1).unwrap(), 1);
         assert!(!set.contains(&change));
         assert!(set.contains(&funded));
         assert_eq!(set.holder(&funded).as_deref(), Some("p1"));
+        assert_eq!(set.spent_at(&funded), None, "unspent again");
         assert_eq!(set.last(), Some((1, b1.block_hash())));
         assert_eq!(set.undo_to(5).unwrap(), 0, "nothing above 5");
         // The other branch applies on the fork.

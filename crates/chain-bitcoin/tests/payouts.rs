@@ -90,7 +90,7 @@ impl Process {
             signer: &setup.signer,
             sender: "hot",
             min_confirmations: COINBASE_MATURITY,
-            landed_confirmations: 1,
+            settle_confirmations: 1,
         }
     }
 }
@@ -275,7 +275,11 @@ async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
 async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
     let setup = Setup::start().await;
     let process = Process::start(&setup, db).await;
-    let payer = process.payer(&setup);
+    // Settled two blocks deep: a spend in the tip block alone may still be reorged away.
+    let payer = Payer {
+        settle_confirmations: 2,
+        ..process.payer(&setup)
+    };
     let to = user(3);
     let Prepared::New { signed, inputs, .. } = payer
         .prepare("x1", &pays(&to, 60_000_000), 2, 0)
@@ -301,7 +305,18 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
     // In the pool only: not proven dead; the stored bytes conflict and are not taken.
     let report = payer.reconcile().await.unwrap();
     assert!(report.dead.is_empty(), "{report:?}");
+    assert!(matches!(
+        report.rebroadcast.as_slice(),
+        [(txid, SubmitOutcome::Rejected { retriable: true, .. })] if *txid == signed.txid
+    ));
+    // In a block one deep: not yet.
     mine_elsewhere(&setup.bitcoin, 1).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!((report.dead.len(), report.waiting), (0, 1), "{report:?}");
+    // Two deep: dead.
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
     let report = payer.reconcile().await.unwrap();
     assert_eq!(report.dead, vec![signed.txid.clone()], "{report:?}");
     assert_eq!(
@@ -317,14 +332,11 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
             .is_empty(),
         "its reservation is released"
     );
-    // Every earlier attempt is provably dead: a new one is built (from a fresh view of the
-    // outputs), and it lands.
-    let fresh = Process::start(&setup, db).await;
-    let payer = fresh.payer(&setup);
+    // Every earlier attempt is provably dead: a new one is built, and it lands.
     let again = payer.pay("x1", &pays(&to, 60_000_000), 2, 1).await.unwrap();
     assert_eq!(again.outcome, Some(SubmitOutcome::Accepted));
     assert_ne!(again.txid, signed.txid);
-    mine_elsewhere(&setup.bitcoin, 1).await;
+    mine_elsewhere(&setup.bitcoin, 2).await;
     assert_eq!(payer.reconcile().await.unwrap().landed, vec![again.txid]);
     assert_eq!(balance(&setup, &to).await, Amount::from_u128(60_000_000));
 }
