@@ -1,6 +1,7 @@
 //! The dashboard end to end, in headless Chromium against a real `coinsensei up` (SQLite, real
 //! worker processes): log in, see the workers, stop one and watch its badge turn `stopped`
-//! without a reload, start it again, filter, open its page (health, charts, audit trail),
+//! without a reload, start it again, filter (the lists follow a worker into and out of a
+//! status filter, live), open its page (health, charts, audit trail),
 //! retry a failed job, read the audit log, restart the control plane and watch the page
 //! reconnect by itself and show a change made while it was away (an audit log tab too, each
 //! entry once), log out, check that a viewer cannot act, and that a page whose token is

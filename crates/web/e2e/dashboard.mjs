@@ -151,13 +151,36 @@ try {
     await waitBadge(worker, "running", FAST);
     check(await page.evaluate(() => window.notReloaded === true), "no reload");
 
-    // Filters.
+    // Filters, kept by the live stream: a worker that enters a filter appears and one that
+    // leaves it goes, with the count, without a reload.
+    const shownCount = async (tab) => Number((await tab.locator("p.count").textContent()).split(" ")[0]);
     await page.getByLabel("Status").selectOption("stopped");
     await page.waitForURL(/status=stopped/);
+    await page.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
     check(await page.locator("article.card").count() === 0, "no stopped worker now");
-    await page.getByLabel("Status").selectOption("running");
-    await page.waitForURL(/status=running/);
-    check(await page.locator("article.card").count() >= 2, "both workers run");
+    await page.evaluate(() => { window.notReloaded = true; });
+    const second = await context.newPage();
+    watch(second);
+    await second.goto(`${base}/?status=running`);
+    await second.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+    const running = await second.locator("article.card").count();
+    check(running >= 2 && (await shownCount(second)) === running, "both workers run, and are counted");
+    await second.getByRole("button", { name: `Stop ${worker}`, exact: true }).click();
+    await second.locator(`#w-${worker}`).waitFor({ state: "detached", timeout: FAST });
+    check((await shownCount(second)) === running - 1, "the count follows");
+    await page.bringToFront();
+    await waitBadge(worker, "stopped", FAST);
+    check((await shownCount(page)) === 1, "the stopped worker is counted");
+    await button(`Start ${worker}`).click();
+    await page.locator(`#w-${worker}`).waitFor({ state: "detached", timeout: FAST });
+    await page.locator("p.empty").waitFor({ timeout: FAST });
+    check(await page.evaluate(() => window.notReloaded === true), "no reload");
+    await second.bringToFront();
+    await second.locator(`#w-${worker} .badge`).waitFor({ timeout: FAST });
+    // The card came back whole: its buttons act again.
+    check(await second.getByRole("button", { name: `Start ${worker}`, exact: true }).isDisabled(), "Start disabled again");
+    await second.close();
+    await page.bringToFront();
     await page.goto(`${base}/`);
 
     // The worker's page: health, charts, audit trail.

@@ -678,10 +678,12 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
         .await
         .unwrap();
     let (cookie, _) = login(&store, &operator).await;
+    let page = get(&store, "/", Some(&cookie)).await;
+    let roster = live_query(&page.body)["roster"].clone();
     let at = Utc::now().timestamp_millis() + 60_000;
     let response = router(&store)
         .oneshot(
-            Request::get(format!("/live?page=workers&at={at}"))
+            Request::get(format!("/live?page=workers&at={at}&roster={roster}"))
                 .header(header::HOST, HOST)
                 .header(header::COOKIE, &cookie)
                 .body(Body::empty())
@@ -717,8 +719,10 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
         .await
         .unwrap();
     read_until("stopping…", &mut seen).await;
-    // The card was already on the page (rendered "after" its last change), so the first look
-    // did not send it: the one card event is the change, and it is sent once.
+    // The card was already on the page (rendered "after" its last change, with the workers
+    // the stream lists), so the first look did not send it: the one card event is the change,
+    // and it is sent once, alone.
+    assert!(!seen.contains("event: cards"), "{seen}");
     let cards: Vec<&str> = seen
         .split("\n\n")
         .filter(|event| event.contains("event: w-tron-withdrawal-1"))
@@ -729,6 +733,75 @@ async fn live_stream_sends_cards_that_change(db: &TestDb) {
     let bad = get(&store, "/live?page=nothing", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("no live page"), "{}", bad.body);
+}
+
+/// The query of the live stream a page opens (its `sse-connect`), by parameter.
+fn live_query(html: &str) -> std::collections::HashMap<String, String> {
+    let start =
+        html.find("sse-connect=\"/live?").expect("a live page") + "sse-connect=\"/live?".len();
+    let end = start + html[start..].find('"').unwrap();
+    html[start..end]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&")
+        .split('&')
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap();
+            (name.to_string(), value.to_string())
+        })
+        .collect()
+}
+
+async fn live_workers_follow_the_page_filters(db: &TestDb) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let page = get(&store, "/?chain=tron&type=", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let query = live_query(&page.body);
+    assert_eq!(query["chain"], "tron");
+    assert!(!query.contains_key("type"), "an empty filter is no filter");
+    let router = router(&store);
+    let response = live(
+        &router,
+        &format!(
+            "page=workers&at={}&chain=tron&roster={}",
+            Utc::now().timestamp_millis() + 60_000,
+            query["roster"]
+        ),
+        &cookie,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "event: ready", &mut seen).await;
+    // A worker of another chain registers: not this page's business.
+    register(
+        &store,
+        "ethereum-deposit-1",
+        WorkerKind::Deposit,
+        Chain::Ethereum,
+    )
+    .await;
+    // One of this page's chain: the list comes again, with it, and counted.
+    register(&store, "tron-deposit-1", WorkerKind::Deposit, Chain::Tron).await;
+    read_until(&mut body, "event: cards", &mut seen).await;
+    read_until(&mut body, "2 workers</p>", &mut seen).await;
+    assert!(seen.contains("id=\"w-tron-deposit-1\""), "{seen}");
+    assert!(seen.contains("id=\"w-tron-withdrawal-1\""), "{seen}");
+    assert!(!seen.contains("ethereum-deposit-1"), "{seen}");
+    // A bad filter is refused like on the page.
+    let bad = live(&router, "page=workers&chain=dogecoin", &cookie).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
 /// Reads the stream until `needle` shows, for at most 10 s.
@@ -788,7 +861,8 @@ async fn live_stream_takes_any_render_time(db: &TestDb) {
         assert_eq!(response.status(), StatusCode::OK, "at={at}");
         let mut body = response.into_body().into_data_stream();
         let mut seen = String::new();
-        read_until(&mut body, "event: w-tron-withdrawal-1", &mut seen).await;
+        read_until(&mut body, "event: cards", &mut seen).await;
+        read_until(&mut body, "id=\"w-tron-withdrawal-1\"", &mut seen).await;
     }
     let response = live(&router, "page=workers&at=soon", &cookie).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -965,4 +1039,5 @@ testkit::on_both_stores!(db:
     pages_render_and_actions_are_guarded,
     assets_are_embedded_and_cacheable,
     live_stream_sends_cards_that_change,
+    live_workers_follow_the_page_filters,
 );

@@ -30,7 +30,8 @@ use store::{AuditList, Change, WorkerList};
 use tokio::sync::broadcast;
 
 use super::pages::{
-    AuditRows, Card, CardFragment, Entry, FailedRows, Health, HealthFragment, QueueRows,
+    AuditRows, Card, CardFragment, CardsFragment, Entry, FailedRows, Health, HealthFragment,
+    QueueRows,
 };
 use super::{DashError, Session};
 use crate::AppState;
@@ -64,6 +65,13 @@ pub(crate) struct LiveQuery {
     after: Option<i64>,
     /// Send every card: the page lost its stream and may have missed anything.
     resync: Option<u8>,
+    /// The workers page's filters, as on the page's own address.
+    chain: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    status: Option<String>,
+    /// Which workers the page was rendered with ([`super::pages::roster`]).
+    roster: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +88,8 @@ struct Stream {
     session: Session,
     page: Page,
     worker: Option<domain::WorkerId>,
+    /// The workers page's filters.
+    workers: WorkerList,
     /// What each event last carried (a fingerprint or the HTML itself).
     shown: HashMap<String, String>,
     /// Items changed before this (Unix ms) are already on the page (the first look only).
@@ -144,16 +154,33 @@ impl Stream {
         let now = Utc::now();
         match self.page {
             Page::Workers => {
-                let rows = self
-                    .state
-                    .store
-                    .worker_list(&WorkerList {
-                        limit: domain::limits::LIST_LIMIT_MAX,
-                        ..Default::default()
-                    })
-                    .await?;
-                for row in &rows {
-                    self.card(row, now)?;
+                let rows = self.state.store.worker_list(&self.workers).await?;
+                let roster = super::pages::roster(&rows);
+                if self.shown.get("cards") == Some(&roster) {
+                    for row in &rows {
+                        self.card(row, now)?;
+                    }
+                } else {
+                    // A worker came or went (registered, or into or out of a filter): the
+                    // whole list again, and each card is then what the page shows.
+                    let cards: Vec<Card> = rows
+                        .iter()
+                        .map(|row| Card::new(row, &self.session, now))
+                        .collect();
+                    let filtered = self.workers.chain.is_some()
+                        || self.workers.kind.is_some()
+                        || self.workers.status.is_some();
+                    self.send_if_changed("cards".into(), roster, || {
+                        CardsFragment {
+                            cards: &cards,
+                            filtered,
+                        }
+                        .render()
+                    })?;
+                    for row in &rows {
+                        self.shown
+                            .insert(format!("w-{}", row.id), Card::fingerprint(row));
+                    }
                 }
             }
             Page::Worker => {
@@ -359,12 +386,24 @@ pub(crate) async fn live(
         (false, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
+    let workers = super::pages::WorkerFilter {
+        chain: query.chain,
+        kind: query.kind,
+        status: query.status,
+    }
+    .list()?;
+    // The page shows the workers it was rendered with, unless it may have missed a change.
+    let mut shown = HashMap::new();
+    if let (Some(roster), Some(_)) = (query.roster, rendered_at) {
+        shown.insert("cards".to_string(), roster);
+    }
     let mut stream = Stream {
         state,
         session,
         page,
         worker,
-        shown: HashMap::new(),
+        workers,
+        shown,
         rendered_at,
         last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),
         history_taken: 0,

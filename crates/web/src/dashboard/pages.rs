@@ -249,6 +249,26 @@ pub(crate) struct Filter {
     pub(crate) options: Vec<(&'static str, bool)>,
 }
 
+/// The worker cards with their count: what the live stream sends again, whole, when the set
+/// of workers matching the page's filters changes (one registered, one that left a filter).
+#[derive(Template)]
+#[template(path = "worker_cards.html")]
+pub(crate) struct CardsFragment<'a> {
+    pub(crate) cards: &'a [Card],
+    pub(crate) filtered: bool,
+}
+
+/// A short fingerprint of which workers a list shows, in order.
+pub(crate) fn roster(rows: &[WorkerRow]) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    for row in rows {
+        hash.update(row.id.as_str().as_bytes());
+        hash.update(b"\n");
+    }
+    crate::auth::hex(&hash.finalize()[..8])
+}
+
 #[derive(Template)]
 #[template(path = "workers.html")]
 struct WorkersPage {
@@ -261,10 +281,23 @@ struct WorkersPage {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WorkerFilter {
-    chain: Option<String>,
+    pub(crate) chain: Option<String>,
     #[serde(rename = "type")]
-    kind: Option<String>,
-    status: Option<String>,
+    pub(crate) kind: Option<String>,
+    pub(crate) status: Option<String>,
+}
+
+impl WorkerFilter {
+    /// The store's list for these filters, or a clear error for a bad one.
+    pub(crate) fn list(&self) -> Result<WorkerList, DashError> {
+        Ok(WorkerList {
+            chain: choice("chain", self.chain.as_deref())?,
+            kind: choice("type", self.kind.as_deref())?,
+            status: choice("status", self.status.as_deref())?,
+            limit: WORKERS_PAGE_MAX,
+            offset: 0,
+        })
+    }
 }
 
 /// An empty form field means "all".
@@ -295,19 +328,9 @@ pub(crate) async fn workers_page(
     query: Result<Query<WorkerFilter>, QueryRejection>,
 ) -> Result<Response, DashError> {
     let Query(filter) = query.map_err(bad_query)?;
-    let chain: Option<Chain> = choice("chain", filter.chain.as_deref())?;
-    let kind: Option<WorkerKind> = choice("type", filter.kind.as_deref())?;
-    let status: Option<WorkerStatus> = choice("status", filter.status.as_deref())?;
-    let rows = state
-        .store
-        .worker_list(&WorkerList {
-            chain,
-            kind,
-            status,
-            limit: WORKERS_PAGE_MAX,
-            offset: 0,
-        })
-        .await?;
+    let list = filter.list()?;
+    let (chain, kind, status) = (list.chain, list.kind, list.status);
+    let rows = state.store.worker_list(&list).await?;
     let now = Utc::now();
     let cards = rows
         .iter()
@@ -339,7 +362,21 @@ pub(crate) async fn workers_page(
                 .collect(),
         },
     ];
-    let live = format!("/live?page=workers&at={}", now.timestamp_millis());
+    // The stream lists the same workers, and knows which the page shows.
+    let mut live = format!(
+        "/live?page=workers&at={}&roster={}",
+        now.timestamp_millis(),
+        roster(&rows)
+    );
+    for (name, value) in [
+        ("chain", chain.map(|each| each.as_str())),
+        ("type", kind.map(|each| each.as_str())),
+        ("status", status.map(|each| each.as_str())),
+    ] {
+        if let Some(value) = value {
+            live.push_str(&format!("&{name}={value}"));
+        }
+    }
     html(&WorkersPage {
         layout: Layout::new(&session, "Workers", "workers", live),
         filters,
