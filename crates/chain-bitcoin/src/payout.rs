@@ -146,6 +146,19 @@ fn chain_outpoint(outpoint: &Outpoint) -> Option<OutPoint> {
     })
 }
 
+/// Ok(true) when this call settled the attempt, Ok(false) when another process had (Stale:
+/// two reconcilers may run at once).
+fn settled(result: Result<(), AttemptError>) -> Result<bool, PayoutError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(AttemptError::Stale(reason)) => {
+            tracing::debug!(reason, "attempt settled by another process");
+            Ok(false)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 impl<L: AttemptLog> Payer<'_, L> {
     /// The payout's attempt that may still land or has: the newest live one, or the landed one.
     async fn standing(&self, payout: &str) -> Result<Option<Attempt>, PayoutError> {
@@ -462,9 +475,11 @@ impl<L: AttemptLog> Payer<'_, L> {
                 TxStatus::Included { confirmations, .. }
                     if confirmations >= self.settle_confirmations =>
                 {
-                    self.log.landed(Chain::Bitcoin, &attempt.txid).await?;
-                    tracing::info!(payout, txid = %attempt.txid, "bitcoin payout landed");
-                    report.landed.push(attempt.txid.clone());
+                    // Stale: another process settled it first; nothing left to do here.
+                    if settled(self.log.landed(Chain::Bitcoin, &attempt.txid).await)? {
+                        tracing::info!(payout, txid = %attempt.txid, "bitcoin payout landed");
+                        report.landed.push(attempt.txid.clone());
+                    }
                     return Ok(());
                 }
                 TxStatus::Included { .. } | TxStatus::Pending => waiting = true,
@@ -504,9 +519,10 @@ impl<L: AttemptLog> Payer<'_, L> {
                         return Ok(());
                     }
                 }
-                self.log.dead(Chain::Bitcoin, &attempt.txid).await?;
-                tracing::warn!(payout, txid = %attempt.txid, "bitcoin payout attempt dead: an input was spent by another transaction");
-                report.dead.push(attempt.txid.clone());
+                if settled(self.log.dead(Chain::Bitcoin, &attempt.txid).await)? {
+                    tracing::warn!(payout, txid = %attempt.txid, "bitcoin payout attempt dead: an input was spent by another transaction");
+                    report.dead.push(attempt.txid.clone());
+                }
             } else {
                 alive.push(attempt);
             }
