@@ -20,7 +20,7 @@ use chain_bitcoin::payout::{Paid, Payer, PayoutError, Prepared, Reconciled};
 use common::*;
 use domain::{Amount, Chain};
 use testkit::TestDb;
-use wallet::attempts::StoreAttempts;
+use wallet::attempt_log::StoreAttempts;
 
 const BTC: u128 = 100_000_000;
 

@@ -2,7 +2,7 @@
 //! a log of payout attempts that locks their inputs (DESIGN.md §2.2 and §2.3).
 //!
 //! Chain adapters never depend on the store (STYLE.md: chain SDKs never touch the database);
-//! the wallet implements [`AttemptLog`] over `store::Store` (`wallet::attempts`), and an
+//! the wallet implements [`AttemptLog`] over `store::Store` (`wallet::attempt_log`), and an
 //! adapter's payout flow (chain-bitcoin's `payout.rs`) is written against this trait. The
 //! operations mirror the store's `attempt_*` and `utxo_reserved`.
 

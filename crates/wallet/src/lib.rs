@@ -9,10 +9,10 @@
 //! - [`scanner::Scanner`]: deposits by block scan, each block stored with its hash, reorgs
 //!   found by parent hash and rolled back, credits by the confirmation policy;
 //! - [`conformance`]: the checks every chain adapter passes on a live node;
-//! - [`attempts::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
+//! - [`attempt_log::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
 //!   store's payout attempts and output reservations.
 
-pub mod attempts;
+pub mod attempt_log;
 pub mod conformance;
 pub mod scanner;
 
