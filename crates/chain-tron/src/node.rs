@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use chain::address::Address;
 use chain::provider::{
-    AccountSequence, Asset, BlockRef, ChainBuild, ChainError, ChainRead, ChainSubmit, Deposit,
-    Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload, SubmitOutcome, Tip, TxStatus,
-    WatchSet,
+    AccountSequence, Asset, BlockRef, ChainAttempts, ChainBuild, ChainError, ChainRead,
+    ChainSubmit, Deposit, Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload,
+    SubmitOutcome, Tip, TxStatus, WatchSet,
 };
 use domain::{Amount, Chain};
 use ruint::aliases::U256;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::death::{AttemptFate, attempt_fate};
+use crate::death::{self, AttemptFate, NotProven, Proof, SolidBlock};
 use crate::fee::{self, FeeEstimate, Prices, Resources};
 use crate::transaction::{self, RefBlock, Window};
 
@@ -36,6 +36,9 @@ pub const READ_BACKOFF_BASE: Duration = Duration::from_millis(200);
 /// for the bandwidth estimate; TRX transfers are smaller.
 pub const TRC20_TRANSFER_BYTES: u64 = 345;
 pub const TRX_TRANSFER_BYTES: u64 = 268;
+/// How many requests a scan has in flight at once (pages of blocks, then blocks'
+/// TransactionInfos).
+pub const SCAN_CONCURRENCY: usize = 4;
 
 /// How the client talks to the node and what it may build.
 #[derive(Clone)]
@@ -133,6 +136,63 @@ struct TransactionJson {
     #[serde(default)]
     ret: Vec<Value>,
     raw_data: Value,
+}
+
+/// A block as the death rule reads it: header, and each transaction's id and result only.
+#[derive(Debug, Clone, Deserialize)]
+struct SolidBlockJson {
+    #[serde(rename = "blockID", default)]
+    block_id: String,
+    #[serde(default)]
+    block_header: Option<HeaderJson>,
+    #[serde(default)]
+    transactions: Vec<TxidJson>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct TxidJson {
+    #[serde(rename = "txID")]
+    txid: String,
+    #[serde(default)]
+    ret: Vec<Value>,
+}
+
+/// Whether a block's transaction entry says it succeeded: `ret[0].contractRet` SUCCESS, or
+/// absent (the default is not printed).
+fn contract_ret_ok(ret: &[Value]) -> bool {
+    ret.first()
+        .and_then(|ret| ret.get("contractRet"))
+        .and_then(Value::as_str)
+        .is_none_or(|ret| ret == "SUCCESS")
+}
+
+impl SolidBlockJson {
+    fn solid(self) -> Result<SolidBlock, ChainError> {
+        let header = self
+            .block_header
+            .ok_or_else(|| ChainError::retriable("a solidified block without its header"))?;
+        Ok(SolidBlock {
+            number: header.raw_data.number,
+            id: self.block_id,
+            parent_hash: header.raw_data.parent_hash,
+            timestamp: header.raw_data.timestamp,
+            transactions: self
+                .transactions
+                .into_iter()
+                .map(|transaction| {
+                    let ok = contract_ret_ok(&transaction.ret);
+                    (transaction.txid, ok)
+                })
+                .collect(),
+        })
+    }
+}
+
+/// `getblockbylimitnext`'s answer: `{"block": [...]}`, or `{}` for none.
+#[derive(Debug, Clone, Deserialize)]
+struct BlockListJson<T> {
+    #[serde(default = "Vec::new")]
+    block: Vec<T>,
 }
 
 /// A block's header, as the client uses it.
@@ -413,6 +473,52 @@ impl Tron {
         self.parse("getblockbynum", value).map(Some)
     }
 
+    /// Blocks `start..end` (at most [`death::PAGE_BLOCKS`]) of `api` ("wallet" or
+    /// "walletsolidity") in one call, checked to be exactly those, in order.
+    async fn block_range<T: serde::de::DeserializeOwned>(
+        &self,
+        api: &str,
+        start: u64,
+        end: u64,
+        number_of: impl Fn(&T) -> Option<u64>,
+    ) -> Result<Vec<T>, ChainError> {
+        debug_assert!(end > start && end - start <= death::PAGE_BLOCKS);
+        let path = format!("{api}/getblockbylimitnext");
+        let value = self
+            .post(&path, json!({ "startNum": start, "endNum": end }))
+            .await?;
+        let list: BlockListJson<T> = self.parse(&path, value)?;
+        let numbers: Vec<Option<u64>> = list.block.iter().map(&number_of).collect();
+        if numbers.iter().copied().ne((start..end).map(Some)) {
+            return Err(ChainError::retriable(format!(
+                "{path} {start}..{end} answered {} blocks, not each of those in order",
+                numbers.len()
+            )));
+        }
+        Ok(list.block)
+    }
+
+    /// One solidified block, as the death rule reads it.
+    async fn solid_block(&self, number: u64) -> Result<SolidBlock, ChainError> {
+        let value = self
+            .post("walletsolidity/getblockbynum", json!({ "num": number }))
+            .await?;
+        if value.as_object().is_some_and(|object| object.is_empty()) {
+            return Err(ChainError::retriable(format!(
+                "solidified block {number} is not served"
+            )));
+        }
+        let block: SolidBlockJson = self.parse("walletsolidity/getblockbynum", value)?;
+        let block = block.solid()?;
+        if block.number != number {
+            return Err(ChainError::retriable(format!(
+                "block {} where {number} was asked",
+                block.number
+            )));
+        }
+        Ok(block)
+    }
+
     /// The account's TRX balance in sun and whether it exists on chain (an address that
     /// never received TRX is not activated, and `getaccount` answers `{}`).
     pub async fn account(&self, address: &Address) -> Result<(Amount, bool), ChainError> {
@@ -438,9 +544,8 @@ impl Tron {
         let field = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0);
         Ok(Resources {
             energy_available: field("EnergyLimit").saturating_sub(field("EnergyUsed")),
-            bandwidth_available: field("freeNetLimit")
-                .saturating_sub(field("freeNetUsed"))
-                .saturating_add(field("NetLimit").saturating_sub(field("NetUsed"))),
+            staked_bandwidth: field("NetLimit").saturating_sub(field("NetUsed")),
+            free_bandwidth: field("freeNetLimit").saturating_sub(field("freeNetUsed")),
         })
     }
 
@@ -463,6 +568,8 @@ impl Tron {
             energy: find("getEnergyFee")?,
             bandwidth: find("getTransactionFee")?,
             create_account: find("getCreateAccountFee")?,
+            create_account_in_contract: find("getCreateNewAccountFeeInSystemContract")?,
+            create_account_bandwidth_rate: find("getCreateNewAccountBandwidthRate")?,
         })
     }
 
@@ -585,17 +692,108 @@ impl Tron {
         self.parse("gettransactioninfobyid", value).map(Some)
     }
 
-    /// What may be done about an attempt that expires at `expiration` (DESIGN.md §2.3).
-    pub async fn attempt_fate(
+    /// What may be done about the attempt whose signed bytes are `raw` (DESIGN.md §2.3 and
+    /// `death.rs`): Landed once a solidified block holds it, Dead only once every solidified
+    /// block that could hold it has been read without it and the solidified chain is past its
+    /// expiration, MayLand before. A node that cannot show that is an error, never Dead.
+    pub async fn attempt_fate_of(&self, raw: &[u8]) -> Result<AttemptFate, ChainError> {
+        let decoded = transaction::decode(raw)?;
+        self.fate_of(
+            &decoded.txid,
+            decoded.ref_block_bytes,
+            decoded.ref_block_hash,
+            decoded.expiration,
+        )
+        .await
+    }
+
+    /// [`Tron::attempt_fate_of`] from what the bytes say: the txid, the reference block's
+    /// `ref_block_bytes` and `ref_block_hash`, and the expiration (ms).
+    pub async fn fate_of(
         &self,
         txid: &str,
+        ref_block_bytes: [u8; 2],
+        ref_block_hash: [u8; 8],
         expiration: i64,
     ) -> Result<AttemptFate, ChainError> {
+        let not_proven = |error: NotProven| ChainError::retriable(format!("{txid}: {error}"));
         // The solidified head first: had the transaction entered a solidified block after
-        // the lookup, the head read after would make a live attempt look dead.
+        // the lookups below, a head read after them could make a live attempt look dead.
         let solidified = self.solidified().await?;
-        let found = self.info("walletsolidity", txid).await?.is_some();
-        Ok(attempt_fate(found, expiration, solidified.timestamp))
+        let head = solidified.reference.number;
+        // The node's transaction index: a quick yes. Its `{}` means "not (yet) indexed" as
+        // much as "absent", so a no is only taken from the blocks themselves.
+        if let Some(info) = self.info("walletsolidity", txid).await?
+            && info.block_number > 0
+            && info.block_number <= head
+        {
+            return Ok(AttemptFate::Landed {
+                block: info.block_number,
+                success: info.succeeded(),
+            });
+        }
+        if solidified.timestamp < expiration {
+            // A solidified block yet to come may hold it.
+            return Ok(AttemptFate::MayLand);
+        }
+        // The reference block R: the latest solidified block with its low 16 bits, unless
+        // that one is already at or past the expiration (nothing after it can hold the
+        // transaction); then the one 65,536 blocks before.
+        let mut reference = death::ref_block_number(ref_block_bytes, head).ok_or_else(|| {
+            not_proven(NotProven(
+                "no solidified block matches its reference".into(),
+            ))
+        })?;
+        let mut block = self.solid_block(reference).await?;
+        if block.timestamp >= expiration {
+            reference = reference
+                .checked_sub(death::REF_BLOCK_CYCLE)
+                .ok_or_else(|| {
+                    not_proven(NotProven(
+                        "no solidified block matches its reference".into(),
+                    ))
+                })?;
+            block = self.solid_block(reference).await?;
+        }
+        // The block found must be the reference block itself (its id's bytes 8..16): a block
+        // with the same low bits 65,536 blocks later would leave the blocks between them
+        // unread. Ours are solidified blocks, so this holds for every attempt we make.
+        let hash = hex::decode(&block.id).ok();
+        if hash.as_deref().and_then(|id| id.get(8..16)) != Some(ref_block_hash.as_slice()) {
+            return Err(not_proven(NotProven(format!(
+                "its reference block is not solidified block {reference}"
+            ))));
+        }
+        let mut proof = Proof::new(txid, expiration, &block);
+        // Blocks R+1.. up to the first one at or past the expiration, a page at a time; the
+        // proof bounds the count.
+        while proof.next() <= head {
+            let start = proof.next();
+            let end = start
+                .saturating_add(death::PAGE_BLOCKS)
+                .min(head.saturating_add(1));
+            let page: Vec<SolidBlockJson> = self
+                .block_range("walletsolidity", start, end, |block: &SolidBlockJson| {
+                    block
+                        .block_header
+                        .as_ref()
+                        .map(|header| header.raw_data.number)
+                })
+                .await?;
+            let mut verdict = None;
+            for block in page {
+                verdict = proof.feed(&block.solid()?).map_err(not_proven)?;
+                if verdict.is_some() {
+                    break;
+                }
+            }
+            if let Some(verdict) = verdict {
+                return Ok(verdict);
+            }
+        }
+        proof
+            .finish((head, solidified.timestamp))
+            .map_err(not_proven)
     }
 
     /// The TransactionInfos of block `number` (a bare array; `[]` for an empty block).
@@ -736,12 +934,7 @@ fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<
     let addresses = by_bytes(&watch.addresses);
     let mut deposits = Vec::new();
     for transaction in &json.transactions {
-        let ok = transaction
-            .ret
-            .first()
-            .and_then(|ret| ret.get("contractRet"))
-            .and_then(Value::as_str)
-            .is_none_or(|ret| ret == "SUCCESS");
+        let ok = contract_ret_ok(&transaction.ret);
         let contract = &transaction.raw_data["contract"][0];
         if !ok || contract["type"] != "TransferContract" {
             continue;
@@ -821,6 +1014,11 @@ impl ChainRead for Tron {
     }
 
     async fn transaction(&self, txid: &str) -> Result<TxStatus, ChainError> {
+        if txid.len() != 64 || !txid.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+            return Err(ChainError::permanent(format!(
+                "{txid:?} is not a TRON txid (64 hex digits)"
+            )));
+        }
         let Some(info) = self.info("wallet", txid).await? else {
             return Ok(TxStatus::NotFound);
         };
@@ -848,19 +1046,71 @@ impl ChainRead for Tron {
     }
 
     async fn scan(&self, from: u64, to: u64, watch: &WatchSet) -> Result<ScanBatch, ChainError> {
+        use futures_util::{StreamExt, TryStreamExt};
         let mut batch = ScanBatch::default();
-        for number in from..=to {
-            let json = self.block_json(number).await?.ok_or_else(|| {
-                ChainError::retriable(format!("block {number} is not served yet"))
-            })?;
+        if from > to {
+            return Ok(batch);
+        }
+        // The blocks, a page of 100 in one call, a few pages at a time.
+        let pages: Vec<(u64, u64)> = (from..=to)
+            .step_by(usize::try_from(death::PAGE_BLOCKS).unwrap_or(100))
+            .map(|start| {
+                (
+                    start,
+                    start
+                        .saturating_add(death::PAGE_BLOCKS)
+                        .min(to.saturating_add(1)),
+                )
+            })
+            .collect();
+        let blocks: Vec<BlockJson> = futures_util::stream::iter(pages)
+            .map(|(start, end)| {
+                self.block_range("wallet", start, end, |block: &BlockJson| {
+                    block
+                        .block_header
+                        .as_ref()
+                        .map(|header| header.raw_data.number)
+                })
+            })
+            .buffered(SCAN_CONCURRENCY)
+            .try_concat()
+            .await?;
+        // Token transfers come from contract calls only: the TransactionInfos (with their
+        // logs) of the blocks that have one, a few blocks at a time.
+        let with_calls: Vec<u64> = if watch.tokens.is_empty() {
+            Vec::new()
+        } else {
+            blocks
+                .iter()
+                .filter(|block| {
+                    block.transactions.iter().any(|transaction| {
+                        transaction.raw_data["contract"][0]["type"] == "TriggerSmartContract"
+                    })
+                })
+                .filter_map(|block| {
+                    block
+                        .block_header
+                        .as_ref()
+                        .map(|header| header.raw_data.number)
+                })
+                .collect()
+        };
+        let mut infos: std::collections::HashMap<u64, Vec<TransactionInfo>> =
+            futures_util::stream::iter(with_calls)
+                .map(|number| async move {
+                    Ok::<_, ChainError>((number, self.block_infos(number).await?))
+                })
+                .buffered(SCAN_CONCURRENCY)
+                .try_collect()
+                .await?;
+        for json in &blocks {
             let header = json
                 .header()?
-                .ok_or_else(|| ChainError::retriable(format!("block {number} has no header")))?;
+                .ok_or_else(|| ChainError::retriable("a block without its header in a scan"))?;
             batch
                 .deposits
-                .extend(native_deposits(&header.reference, &json, watch));
-            if !watch.tokens.is_empty() {
-                let infos = self.block_infos(number).await?;
+                .extend(native_deposits(&header.reference, json, watch));
+            if let Some(infos) = infos.remove(&header.reference.number) {
                 batch
                     .deposits
                     .extend(token_deposits(&header.reference, &infos, watch)?);
@@ -877,8 +1127,12 @@ impl ChainBuild for Tron {
     type Unsigned = transaction::Unsigned;
 
     async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
-        let (solidified, estimate) = tokio::try_join!(self.solidified(), self.estimate(payment))?;
-        let timestamp = now_ms();
+        let (head, solidified, estimate) =
+            tokio::try_join!(self.head(), self.solidified(), self.estimate(payment))?;
+        // The node judges the expiration against its head block's time: counted from the
+        // later of this clock and that time, a clock behind the chain cannot make bytes that
+        // are expired when they arrive.
+        let timestamp = now_ms().max(head.timestamp);
         let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
         let fee_limit = match payment.asset {
             Asset::Native => 0,
@@ -941,8 +1195,27 @@ impl ChainBuild for Tron {
         transaction::attach(unsigned, signature)
     }
 
+    /// The bytes read back; a TRC-20 call whose `fee_limit` is above the configured cap is
+    /// refused (it could burn more than the operator allows).
     fn parse(&self, signed: &SignedTransaction) -> Result<Parsed, ChainError> {
-        transaction::parse(signed).map(|decoded| decoded.parsed)
+        transaction::parse_capped(signed, self.config.fee_limit_cap).map(|decoded| decoded.parsed)
+    }
+}
+
+impl ChainAttempts for Tron {
+    fn expires_at(&self, signed: &SignedTransaction) -> Result<Option<i64>, ChainError> {
+        Ok(Some(transaction::parse(signed)?.expiration))
+    }
+
+    async fn attempt_fate(&self, signed: &SignedTransaction) -> Result<AttemptFate, ChainError> {
+        let decoded = transaction::parse(signed)?;
+        self.fate_of(
+            &decoded.txid,
+            decoded.ref_block_bytes,
+            decoded.ref_block_hash,
+            decoded.expiration,
+        )
+        .await
     }
 }
 

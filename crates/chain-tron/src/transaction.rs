@@ -426,6 +426,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ChainError> {
     })
 }
 
+/// [`parse`], and a TRC-20 call's `fee_limit` at most `fee_limit_cap` (sun): refused above
+/// it, as bytes that could burn more than allowed.
+pub fn parse_capped(signed: &SignedTransaction, fee_limit_cap: i64) -> Result<Decoded, ChainError> {
+    let decoded = parse(signed)?;
+    if decoded.fee_limit > fee_limit_cap {
+        return Err(ChainError::permanent(format!(
+            "the fee limit {} sun is above the cap of {fee_limit_cap} sun",
+            decoded.fee_limit
+        )));
+    }
+    Ok(decoded)
+}
+
 /// [`decode`], checked against the txid the signed transaction claims.
 pub fn parse(signed: &SignedTransaction) -> Result<Decoded, ChainError> {
     let decoded = decode(&signed.raw)?;
@@ -603,5 +616,19 @@ mod tests {
         longer.extend_from_slice(&[0x12, 0x41]);
         longer.extend_from_slice(&signature);
         assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_fee_limit_above_the_cap_is_refused() {
+        let payment = payment(Asset::Token(tron(USDT)), 2_500_000);
+        let unsigned = build(&payment, &window()).unwrap();
+        let signature = key_one_signature(unsigned.txid());
+        let signed = attach(unsigned, &signature).unwrap();
+        // The window's fee limit is 30 TRX.
+        assert!(parse_capped(&signed, 30_000_000).is_ok());
+        assert!(parse_capped(&signed, 100_000_000).is_ok());
+        let error = parse_capped(&signed, 29_999_999).unwrap_err();
+        assert!(error.message.contains("above the cap"), "{error}");
+        assert!(!error.retriable);
     }
 }

@@ -1,19 +1,8 @@
-//! The client and the provider contract against a fake full node (no TRON node can run
-//! here). The fake answers with the real response shapes recorded in
-//! `crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources (loaded and adapted: numbers, ids and balances changed, keys
-//! and layout kept), keeps a small ledger, checks the signature of every broadcast
-//! transaction against the account it spends from, and answers with the node's own error
-//! codes (duplicate, expired, bad signature).
+//! The client and the provider contract against the fake full node of `common::fake`
+//! (recorded real response shapes, a small ledger, the node's own error codes in its order).
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use axum::extract::State;
-use axum::routing::post;
-use axum::{Json, Router};
-use chain::address::{Address, Network};
 use chain::provider::{
     Asset, ChainBuild, ChainRead, ChainSubmit, Payment, SubmitOutcome, TxStatus, WatchSet,
 };
@@ -22,286 +11,15 @@ use chain_tron::node::{TransactionInfo, broadcast_outcome};
 use chain_tron::transaction::{self, RefBlock, Window};
 use chain_tron::{Config, Tron};
 use common::KeySigner;
-use domain::{Amount, Chain};
-use serde_json::{Value, json};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/recorded");
-const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
-const RECIPIENT: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
-/// Block 0's time: the fake chain's head (block 100 at the start) is now, as the transactions'
-/// timestamps come from the clock.
-fn genesis_ms() -> i64 {
-    static GENESIS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *GENESIS.get_or_init(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        i64::try_from(now.as_millis()).unwrap() - 300_000
-    })
-}
-const SOLIDIFIED_LAG: u64 = 19;
-
-fn fixture(name: &str) -> Value {
-    let path = format!("{FIXTURES}/{name}");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{path}: {error}"))
-}
-
-fn addr(text: &str) -> Address {
-    Address::parse(Chain::Tron, Network::Mainnet, text).unwrap()
-}
-
-fn hex21(address: &Address) -> String {
-    hex::encode(address.tron_bytes().unwrap())
-}
-
-#[derive(Default)]
-struct Ledger {
-    head: u64,
-    /// TRX balances by 21-byte hex address.
-    trx: HashMap<String, u64>,
-    usdt: HashMap<String, u128>,
-    /// Broadcast, not yet in a block.
-    pool: Vec<(String, transaction::Decoded)>,
-    /// Included transactions: txid → block number.
-    included: HashMap<String, u64>,
-    /// Token transfers by block, for gettransactioninfobyblocknum.
-    infos: HashMap<u64, Vec<Value>>,
-}
-
-fn block_id(number: u64) -> String {
-    let mut id = [0x5au8; 32];
-    id[..8].copy_from_slice(&number.to_be_bytes());
-    hex::encode(id)
-}
-
-fn block_time(number: u64) -> i64 {
-    genesis_ms() + i64::try_from(number).unwrap() * 3_000
-}
-
-/// A block in the node's shape (the Nile header fixture with its numbers replaced).
-fn block(number: u64) -> Value {
-    let mut block = fixture("wallet_getnowblock.nile_header_transactions_elided.json");
-    block["blockID"] = json!(block_id(number));
-    let raw = &mut block["block_header"]["raw_data"];
-    raw["number"] = json!(number);
-    raw["parentHash"] = json!(block_id(number.saturating_sub(1)));
-    raw["timestamp"] = json!(block_time(number));
-    block
-}
-
-impl Ledger {
-    /// Puts the pool into a new head block.
-    fn mine(&mut self) {
-        self.head += 1;
-        for (txid, decoded) in std::mem::take(&mut self.pool) {
-            self.included.insert(txid.clone(), self.head);
-            let from = hex21(&decoded.parsed.from);
-            let to = hex21(&decoded.parsed.to);
-            let amount = u128::try_from(decoded.parsed.amount.base_units()).unwrap();
-            match &decoded.parsed.asset {
-                Asset::Native => {
-                    *self.trx.get_mut(&from).unwrap() -= u64::try_from(amount).unwrap();
-                    *self.trx.entry(to).or_default() += u64::try_from(amount).unwrap();
-                }
-                Asset::Token(token) => {
-                    *self.usdt.get_mut(&from).unwrap() -= amount;
-                    *self.usdt.entry(to.clone()).or_default() += amount;
-                    let mut info =
-                        fixture("wallet_gettransactioninfobyid.mainnet_usdt_transfer_success.json");
-                    info["id"] = json!(txid);
-                    info["blockNumber"] = json!(self.head);
-                    info["blockTimeStamp"] = json!(block_time(self.head));
-                    info["contract_address"] = json!(hex21(token));
-                    let log = &mut info["log"][0];
-                    log["address"] = json!(&hex21(token)[2..]);
-                    log["topics"][1] = json!(format!("{:0>64}", &from[2..]));
-                    log["topics"][2] = json!(format!("{:0>64}", &to[2..]));
-                    log["data"] = json!(format!("{amount:064x}"));
-                    self.infos.entry(self.head).or_default().push(info);
-                }
-            }
-        }
-    }
-
-    fn solidified(&self) -> u64 {
-        self.head.saturating_sub(SOLIDIFIED_LAG)
-    }
-
-    fn info(&self, txid: &str, solid: bool) -> Value {
-        match self.included.get(txid) {
-            Some(&number) if !solid || number <= self.solidified() => {
-                let mut info = fixture("wallet_gettransactioninfobyid.mainnet_trx_transfer.json");
-                info["id"] = json!(txid);
-                info["blockNumber"] = json!(number);
-                info["blockTimeStamp"] = json!(block_time(number));
-                info
-            }
-            _ => json!({}),
-        }
-    }
-}
-
-type Shared = Arc<Mutex<Ledger>>;
-
-fn broadcast(ledger: &mut Ledger, hex_bytes: &str) -> Value {
-    let bytes = hex::decode(hex_bytes).unwrap();
-    let decoded = match transaction::decode(&bytes) {
-        Ok(decoded) => decoded,
-        Err(_) => return fixture("wallet_broadcasttransaction.sigerror.json"),
-    };
-    let txid = decoded.txid.clone();
-    let answer = |mut body: Value| {
-        body["txid"] = json!(txid);
-        body
-    };
-    if ledger.included.contains_key(&txid) || ledger.pool.iter().any(|(id, _)| *id == txid) {
-        // Derived from java-tron's Wallet.broadcastTransaction (no recorded body exists).
-        return answer(
-            json!({"code": "DUP_TRANSACTION_ERROR", "message": hex::encode("Dup transaction.")}),
-        );
-    }
-    if decoded.expiration <= block_time(ledger.head) {
-        return answer(fixture(
-            "wallet_broadcasttransaction.transaction_expiration_error.json",
-        ));
-    }
-
-    let known = (0..=ledger.head).rev().take(65_536).any(|number| {
-        let id = RefBlock::from_hex(&block_id(number)).unwrap();
-        id.ref_block_bytes() == decoded.ref_block_bytes
-            && id.ref_block_hash() == decoded.ref_block_hash
-    });
-
-    if !known {
-        return answer(fixture("wallet_broadcasttransaction.tapos_error.json"));
-    }
-    let from = hex21(&decoded.parsed.from);
-    let amount = u128::try_from(decoded.parsed.amount.base_units()).unwrap();
-    let enough = match decoded.parsed.asset {
-        Asset::Native => u128::from(ledger.trx.get(&from).copied().unwrap_or(0)) >= amount,
-        Asset::Token(_) => ledger.usdt.get(&from).copied().unwrap_or(0) >= amount,
-    };
-    if !enough {
-        return answer(fixture(
-            "wallet_broadcasttransaction.contract_validate_error.json",
-        ));
-    }
-    ledger.pool.push((txid.clone(), decoded));
-    answer(fixture(
-        "wallet_broadcasttransaction.success_shasta_trx.json",
-    ))
-}
-
-async fn handle(
-    State(ledger): State<Shared>,
-    path: axum::http::Uri,
-    Json(body): Json<Value>,
-) -> Json<Value> {
-    let mut ledger = ledger.lock().unwrap();
-    let account_hex = |body: &Value| hex21(&addr(body["address"].as_str().unwrap()));
-    let answer = match path.path() {
-        "/wallet/getnowblock" => block(ledger.head),
-        "/walletsolidity/getnowblock" => block(ledger.solidified()),
-        "/wallet/getblockbynum" => {
-            let number = body["num"].as_u64().unwrap();
-            if number <= ledger.head {
-                block(number)
-            } else {
-                json!({})
-            }
-        }
-        "/wallet/getaccount" => {
-            let address = account_hex(&body);
-            match ledger.trx.get(&address) {
-                None => fixture("wallet_getaccount.unactivated_empty.json"),
-                Some(&balance) => {
-                    let mut account = fixture("wallet_getaccount.local_node_visible_true.json");
-                    account["address"] = body["address"].clone();
-                    account["balance"] = json!(balance);
-                    account
-                }
-            }
-        }
-        "/wallet/getaccountresource" => fixture("wallet_getaccountresource.nile.json"),
-        "/wallet/getchainparameters" => {
-            let mut parameters = fixture("wallet_getchainparameters.nile_first8_truncated.json");
-            // The truncated Nile list lacks the energy price: taken from the mainnet list.
-            let energy =
-                fixture("wallet_getchainparameters.mainnet_2022_chainParameter_array_only.json")
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .find(|entry| entry["key"] == "getEnergyFee")
-                    .cloned()
-                    .unwrap();
-            parameters["chainParameter"]
-                .as_array_mut()
-                .unwrap()
-                .push(energy);
-            parameters
-        }
-        "/wallet/triggerconstantcontract" => match body["function_selector"].as_str().unwrap() {
-            "balanceOf(address)" => {
-                let owner = format!("41{}", &body["parameter"].as_str().unwrap()[24..]);
-                let balance = ledger.usdt.get(&owner).copied().unwrap_or(0);
-                let mut answer = fixture("wallet_triggerconstantcontract.nile_usdt_balanceOf.json");
-                answer["constant_result"][0] = json!(format!("{balance:064x}"));
-                answer
-            }
-            _ => {
-                let to = format!("41{}", &body["parameter"].as_str().unwrap()[24..64]);
-                let mut answer =
-                    fixture("wallet_triggerconstantcontract.transfer_estimate_energy_used.json");
-                // A first-time holder costs about twice: its balance slot is created.
-                if !ledger.usdt.contains_key(&to) {
-                    answer["energy_used"] = json!(2 * answer["energy_used"].as_u64().unwrap());
-                }
-                answer
-            }
-        },
-        "/wallet/broadcasthex" => broadcast(&mut ledger, body["transaction"].as_str().unwrap()),
-        "/wallet/gettransactioninfobyid" => ledger.info(body["value"].as_str().unwrap(), false),
-        "/walletsolidity/gettransactioninfobyid" => {
-            ledger.info(body["value"].as_str().unwrap(), true)
-        }
-        "/wallet/gettransactioninfobyblocknum" => {
-            json!(
-                ledger
-                    .infos
-                    .get(&body["num"].as_u64().unwrap())
-                    .cloned()
-                    .unwrap_or_default()
-            )
-        }
-        other => panic!("the fake node has no {other}"),
-    };
-    Json(answer)
-}
-
-async fn fake_node(ledger: Ledger) -> (Tron, Shared) {
-    let shared = Arc::new(Mutex::new(ledger));
-    let app = Router::new()
-        .fallback(post(handle))
-        .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let mut config = Config::new(url.parse().unwrap());
-    config.api_key = Some("secret-api-key-123".into());
-    (Tron::new(config).unwrap(), shared)
-}
+use common::fake::{
+    FIXTURES, Ledger, RECIPIENT, SOLIDIFIED_LAG, USDT, addr, block_id, block_time, fake_node,
+    fixture,
+};
+use domain::Amount;
+use serde_json::json;
 
 fn funded(signer: &KeySigner) -> Ledger {
-    let mut ledger = Ledger {
-        head: 100,
-        ..Ledger::default()
-    };
-    ledger.trx.insert(hex21(&signer.tron_address()), 50_000_000);
-    ledger
-        .usdt
-        .insert(hex21(&signer.tron_address()), 10_000_000);
-    ledger
+    Ledger::funded(&signer.tron_address())
 }
 
 async fn send(
@@ -354,6 +72,7 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
     assert_eq!(metadata.window.ref_block.number(), 100 - SOLIDIFIED_LAG);
 
     let (signed, expiration) = send(&tron, &signer, &payment).await;
+    assert!(expiration > block_time(100));
     assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
     assert_eq!(tron.submit(&signed).await, SubmitOutcome::AlreadyKnown);
     assert_eq!(
@@ -361,7 +80,7 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
         TxStatus::NotFound
     );
     assert_eq!(
-        tron.attempt_fate(&signed.txid, expiration).await.unwrap(),
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
         AttemptFate::MayLand
     );
     ledger.lock().unwrap().mine();
@@ -380,17 +99,21 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
     );
     // Included but not solidified yet: it may still land (it has), not dead.
     assert_eq!(
-        tron.attempt_fate(&signed.txid, expiration).await.unwrap(),
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
         AttemptFate::MayLand
     );
     for _ in 0..SOLIDIFIED_LAG {
         ledger.lock().unwrap().mine();
     }
     assert_eq!(
-        tron.attempt_fate(&signed.txid, expiration).await.unwrap(),
-        AttemptFate::Landed
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
+        AttemptFate::Landed {
+            block: 101,
+            success: true
+        }
     );
 
+    let first_txid = signed.txid.clone();
     // The deposit shows in a scan, from the Transfer log of the allowlisted token only.
     let watch = WatchSet {
         addresses: vec![addr(RECIPIENT)],
@@ -427,11 +150,77 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
     };
     let metadata = tron.metadata(&trx).await.unwrap();
     assert_eq!(metadata.window.fee_limit, 0);
-    // 159 free bytes left (600 - 441), fewer than the transfer's 268: all burned at the
-    // chain's price, plus Nile's account-creation fee.
-    assert_eq!(metadata.estimate.burn, 268 * 1_000 + 100_000);
+    // Activating its recipient: no staked bandwidth, so Nile's account-creation fee for the
+    // bandwidth (free bandwidth never pays for a creation), plus the transfer's own creation
+    // fee: 1.1 TRX, as the recorded mainnet receipt of such a transfer.
+    assert_eq!(metadata.estimate.burn, 100_000 + 1_000_000);
     let (signed, _) = send(&tron, &signer, &trx).await;
     assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
+    ledger.lock().unwrap().mine();
+    let head = ledger.lock().unwrap().head;
+
+    // The TRX deposit is found in its block by a scan over more than one page of blocks
+    // (getblockbylimitnext answers 100 at most), for the watched address only.
+    let trx_to = addr("TUoHaVjx7n5xz8LwPRDckgFrDWhMhuSuJM");
+    let watch = WatchSet {
+        addresses: vec![trx_to.clone(), addr(RECIPIENT)],
+        tokens: vec![addr(USDT)],
+    };
+    ledger.lock().unwrap().calls.clear();
+    let batch = tron.scan(1, head, &watch).await.unwrap();
+    assert_eq!(batch.blocks.len(), usize::try_from(head).unwrap());
+    // Blocks come a page of 100 per call, and TransactionInfos only for the blocks with a
+    // contract call (101 here).
+    let calls = ledger.lock().unwrap().calls.clone();
+    assert_eq!(calls.get("/wallet/getblockbynum"), None, "{calls:?}");
+    assert_eq!(calls["/wallet/getblockbylimitnext"], 2, "{calls:?}");
+    assert_eq!(
+        calls["/wallet/gettransactioninfobyblocknum"], 1,
+        "{calls:?}"
+    );
+    let found: Vec<_> = batch
+        .deposits
+        .iter()
+        .map(|deposit| {
+            (
+                deposit.txid.as_str(),
+                deposit.block.number,
+                deposit.asset.clone(),
+                deposit.to.clone(),
+                deposit.amount,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            (
+                first_txid.as_str(),
+                101,
+                usdt.clone(),
+                addr(RECIPIENT),
+                Amount::from_u128(2_500_000)
+            ),
+            (
+                signed.txid.as_str(),
+                head,
+                Asset::Native,
+                trx_to,
+                Amount::from_u128(1_000_000)
+            ),
+        ]
+    );
+    let not_watched = WatchSet {
+        addresses: vec![addr(RECIPIENT)],
+        tokens: vec![],
+    };
+    assert!(
+        tron.scan(head, head, &not_watched)
+            .await
+            .unwrap()
+            .deposits
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -490,26 +279,171 @@ async fn the_node_refusals_map_to_outcomes_and_expired_attempts_die() {
         matches!(tron.submit(&forged).await, SubmitOutcome::Rejected { retriable: false, ref reason } if reason.contains("SIGERROR"))
     );
 
-    // An attempt that never reached the node: alive until the solidified head passes its
-    // expiration, then dead.
+    // An attempt that never reached the node: alive until the solidified chain reaches its
+    // expiration (block 120 is at it exactly: block 121's parent is, so 121 cannot take it,
+    // and 120 is the last block that could), then dead, proven from blocks 82..=120.
     let lost = sign(window(block_time(100)), &payment);
     let expiration = block_time(100) + 60_000;
+    assert_eq!(expiration, block_time(120));
     assert_eq!(
-        tron.attempt_fate(&lost.txid, expiration).await.unwrap(),
+        tron.attempt_fate_of(&lost.raw).await.unwrap(),
         AttemptFate::MayLand
     );
-    // 60 s is 20 blocks; the solidified head lags 19 behind.
-    for _ in 0..(20 + SOLIDIFIED_LAG) {
-        ledger.lock().unwrap().mine();
-    }
-    assert_eq!(ledger.lock().unwrap().solidified(), 120);
+    // The solidified head lags 19 behind.
+    ledger.lock().unwrap().mine_n(19 + SOLIDIFIED_LAG);
+    assert_eq!(ledger.lock().unwrap().solidified(), 119);
     assert_eq!(
-        tron.attempt_fate(&lost.txid, expiration).await.unwrap(),
+        tron.attempt_fate_of(&lost.raw).await.unwrap(),
         AttemptFate::MayLand
     );
     ledger.lock().unwrap().mine();
     assert_eq!(
-        tron.attempt_fate(&lost.txid, expiration).await.unwrap(),
+        tron.attempt_fate_of(&lost.raw).await.unwrap(),
+        AttemptFate::Dead
+    );
+    // The proof read the solidified blocks after the reference block (81) in one page.
+    let calls = ledger.lock().unwrap().calls.clone();
+    assert_eq!(calls["/walletsolidity/getblockbylimitnext"], 1, "{calls:?}");
+    assert_eq!(calls["/walletsolidity/getblockbynum"], 1, "{calls:?}");
+}
+
+/// An attempt that lands in the last block that could take it (the first one at its
+/// expiration), while the solidity node's transaction index answers `{}`: the blocks show it
+/// Landed, never Dead. With the index, the quick lookup says the same.
+#[tokio::test]
+async fn an_attempt_in_a_solidified_block_at_its_expiration_is_landed_even_unindexed() {
+    let signer = KeySigner::from_hex(&format!("{:0>64}", "3"));
+    let (tron, ledger) = fake_node(funded(&signer)).await;
+    ledger.lock().unwrap().unindexed = true;
+    let payment = Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: addr(RECIPIENT),
+        asset: Asset::Native,
+        amount: Amount::from_u128(1_000_000),
+    };
+    // Expires between block 100 (the head) and 101: 101 is the first block at or past its
+    // expiration, and the last that may hold it (its parent, 100, is before it).
+    let window = Window {
+        ref_block: RefBlock::from_hex(&block_id(100 - SOLIDIFIED_LAG)).unwrap(),
+        timestamp: block_time(100) - 57_000,
+        expiration: block_time(101) - 1_000,
+        fee_limit: 0,
+    };
+    let signed =
+        transaction::sign(transaction::build(&payment, &window).unwrap(), &signer).unwrap();
+    assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
+    ledger.lock().unwrap().mine();
+    assert_eq!(ledger.lock().unwrap().included[&signed.txid], 101);
+    // Not solidified yet.
+    assert_eq!(
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
+        AttemptFate::MayLand
+    );
+    // The solidified head reaches 101, past the expiration; the index says `{}`.
+    ledger.lock().unwrap().mine_n(SOLIDIFIED_LAG);
+    let landed = AttemptFate::Landed {
+        block: 101,
+        success: true,
+    };
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), landed);
+    ledger.lock().unwrap().mine_n(50);
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), landed);
+    ledger.lock().unwrap().unindexed = false;
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), landed);
+    // Sending the landed, expired bytes again: java-tron checks the expiration before
+    // duplicates, so the node says expired, not duplicate; the outcome is Unknown, and only
+    // the death rule (Landed here) decides.
+    assert!(matches!(
+        tron.submit(&signed).await,
+        SubmitOutcome::Unknown { ref reason } if reason.contains("TRANSACTION_EXPIRATION_ERROR")
+    ));
+}
+
+/// A TRC-20 transfer that ran out of energy is in its block all the same: Landed, with
+/// `success: false` from its receipt (the quick lookup) or from its block's `contractRet`
+/// (the block scan, when the index answers `{}`); the payout it was for was not paid.
+#[tokio::test]
+async fn an_attempt_that_landed_but_failed_is_landed_without_success() {
+    let signer = KeySigner::from_hex(&format!("{:0>64}", "5"));
+    let (tron, ledger) = fake_node(funded(&signer)).await;
+    ledger.lock().unwrap().fail_tokens = true;
+    let payment = Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: addr(RECIPIENT),
+        asset: Asset::Token(addr(USDT)),
+        amount: Amount::from_u128(2_500_000),
+    };
+    let (signed, _) = send(&tron, &signer, &payment).await;
+    assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    assert!(matches!(
+        tron.transaction(&signed.txid).await.unwrap(),
+        TxStatus::Included { success: false, .. }
+    ));
+    let failed = AttemptFate::Landed {
+        block: 101,
+        success: false,
+    };
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), failed);
+    // Past its expiration, with the index lagging: the block says the same.
+    ledger.lock().unwrap().unindexed = true;
+    ledger.lock().unwrap().mine_n(30);
+    assert_eq!(tron.attempt_fate_of(&signed.raw).await.unwrap(), failed);
+    assert_eq!(
+        tron.balance(&addr(RECIPIENT), &Asset::Token(addr(USDT)))
+            .await
+            .unwrap(),
+        Amount::ZERO
+    );
+}
+
+/// A solidity node that serves a page with a block missing proves nothing: an error, never
+/// Dead. And a solidified head past the expiration with blocks it cannot serve is the same.
+#[tokio::test]
+async fn a_scan_that_cannot_read_every_candidate_block_proves_nothing() {
+    let signer = KeySigner::from_hex(&format!("{:0>64}", "4"));
+    let (tron, ledger) = fake_node(funded(&signer)).await;
+    let payment = Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: addr(RECIPIENT),
+        asset: Asset::Native,
+        amount: Amount::from_u128(1_000_000),
+    };
+    let window = Window {
+        ref_block: RefBlock::from_hex(&block_id(100 - SOLIDIFIED_LAG)).unwrap(),
+        timestamp: block_time(100),
+        expiration: block_time(100) + 60_000,
+        fee_limit: 0,
+    };
+    let signed =
+        transaction::sign(transaction::build(&payment, &window).unwrap(), &signer).unwrap();
+    // Never broadcast; the chain moves well past the expiration.
+    ledger.lock().unwrap().mine_n(200);
+    // A solidity node whose page lacks block 110 (between the reference block, 81, and the
+    // expiration, block 120): not proven, a retriable error.
+    ledger.lock().unwrap().hidden = Some(110);
+    let error = tron.attempt_fate_of(&signed.raw).await.unwrap_err();
+    assert!(error.retriable, "{error}");
+    // A transaction whose reference block is not on this chain (the same low bits, another
+    // hash): the blocks after it cannot be told apart from a later namesake's, not proven.
+    let mut foreign_id = hex::decode(block_id(100 - SOLIDIFIED_LAG)).unwrap();
+    foreign_id[8..16].copy_from_slice(&[0x11; 8]);
+    let foreign = Window {
+        ref_block: RefBlock::from_hex(&hex::encode(&foreign_id)).unwrap(),
+        ..window
+    };
+    let foreign =
+        transaction::sign(transaction::build(&payment, &foreign).unwrap(), &signer).unwrap();
+    ledger.lock().unwrap().hidden = None;
+    let error = tron.attempt_fate_of(&foreign.raw).await.unwrap_err();
+    assert!(error.message.contains("reference block"), "{error}");
+    // A missing block past the last candidate changes nothing.
+    ledger.lock().unwrap().hidden = Some(250);
+    assert_eq!(
+        tron.attempt_fate_of(&signed.raw).await.unwrap(),
         AttemptFate::Dead
     );
 }

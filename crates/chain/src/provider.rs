@@ -316,6 +316,33 @@ pub trait ChainBuild: ChainRead {
     fn parse(&self, signed: &SignedTransaction) -> Result<Parsed, ChainError>;
 }
 
+/// What may be done about one stored attempt (a signed transaction that pays a payout),
+/// by the chain's death rule (DESIGN.md §2.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptFate {
+    /// It is in a final block (TRON: solidified); `success` is what its receipt says.
+    Landed { block: u64, success: bool },
+    /// It may still land: only the very same bytes may be broadcast again.
+    MayLand,
+    /// It can provably never land: a new attempt for its payout is allowed.
+    Dead,
+}
+
+/// A chain whose payments are recorded as attempts (signed bytes stored under a payout key
+/// before they are broadcast) rather than by account nonces: what the attempt machinery in
+/// the wallet needs from it. The chain crate implements its own death rule here and never
+/// sees the store.
+pub trait ChainAttempts: ChainBuild + ChainSubmit {
+    /// When the bytes stop being valid, where the chain says (TRON `raw_data.expiration`, ms).
+    fn expires_at(&self, signed: &SignedTransaction) -> Result<Option<i64>, ChainError>;
+    /// The attempt's fate now. An answer the node cannot back with the final chain is an
+    /// error or `MayLand`, never `Dead`.
+    fn attempt_fate(
+        &self,
+        signed: &SignedTransaction,
+    ) -> impl Future<Output = Result<AttemptFate, ChainError>> + Send;
+}
+
 /// The submit side: signed bytes out, and exactly what the node said.
 pub trait ChainSubmit: Send + Sync {
     fn submit(&self, signed: &SignedTransaction) -> impl Future<Output = SubmitOutcome> + Send;

@@ -46,12 +46,28 @@ struct Seen {
 
 type Shared = Arc<Mutex<Seen>>;
 
-fn block(number: u64) -> Value {
-    let mut block = fixture("wallet_getnowblock.nile_header_transactions_elided.json");
+fn block_id(number: u64) -> String {
     let mut id = [0x5au8; 32];
     id[..8].copy_from_slice(&number.to_be_bytes());
-    block["blockID"] = json!(hex::encode(id));
-    block["block_header"]["raw_data"]["number"] = json!(number);
+    hex::encode(id)
+}
+
+/// The block holding the recorded mainnet block's two transactions (a TRX transfer of 1 sun
+/// to `THj9L6EiYceGY2Pwo8dJ4UowhfK1JQi9aK` and a USDT call), whose TransactionInfo carries
+/// the recorded USDT Transfer log (3.5 USDT to `TUikLT3nTTjTkXPAuC4xUGj84vfSERCWRn`).
+const DEPOSIT_BLOCK: u64 = 70_000_005;
+
+fn block(number: u64) -> Value {
+    let mut block = fixture("wallet_getnowblock.nile_header_transactions_elided.json");
+    block["blockID"] = json!(block_id(number));
+    let raw = &mut block["block_header"]["raw_data"];
+    raw["number"] = json!(number);
+    raw["parentHash"] = json!(block_id(number - 1));
+    if number == DEPOSIT_BLOCK {
+        block["transactions"] =
+            fixture("wallet_getblockbynum.mainnet_transfer_and_usdt_abridged.json")["transactions"]
+                .clone();
+    }
     block
 }
 
@@ -85,6 +101,26 @@ async fn handle(
             };
             answer["constant_result"][0] = json!(format!("{word:064x}"));
             answer
+        }
+        "/wallet/getblockbylimitnext" => {
+            let (start, end) = (
+                body["startNum"].as_u64().unwrap(),
+                body["endNum"].as_u64().unwrap(),
+            );
+            assert!(end > start && end - start <= 100);
+            let mut answer =
+                fixture("wallet_getblockbylimitnext.nile_first_block_transactions_elided.json");
+            answer["block"] = json!((start..end).map(block).collect::<Vec<_>>());
+            answer
+        }
+        "/wallet/gettransactioninfobyblocknum" => {
+            assert_eq!(
+                body["num"], DEPOSIT_BLOCK,
+                "infos only for blocks with contract calls"
+            );
+            json!([fixture(
+                "wallet_gettransactioninfobyid.mainnet_usdt_transfer_success.json"
+            )])
         }
         other => panic!("the node has no {other}"),
     };
@@ -191,6 +227,119 @@ async fn status_and_balances_from_the_node() {
     for output in [&status, &trx, &usdt, &token] {
         assert!(!out(output).contains(API_KEY) && !stderr(output).contains(API_KEY));
     }
+}
+
+#[tokio::test]
+async fn deposits_from_the_node_trx_and_allowlisted_tokens_only() {
+    let (url, seen) = node().await;
+    let trx_to = "THj9L6EiYceGY2Pwo8dJ4UowhfK1JQi9aK";
+    let usdt_to = "TUikLT3nTTjTkXPAuC4xUGj84vfSERCWRn";
+    let range = ["--from", "70000004", "--to", "70000006"];
+    let args = |extra: &[&'static str]| {
+        let mut args = vec![
+            "deposits",
+            "--chain",
+            "tron",
+            "--address",
+            trx_to,
+            "--address",
+            usdt_to,
+        ];
+        args.extend_from_slice(&range);
+        args.extend_from_slice(extra);
+        args
+    };
+    let output = chain(&url, &args(&["--token", USDT, "--json"])).await;
+    assert!(output.status.success(), "{output:?}");
+    let rows: Value = serde_json::from_str(&out(&output)).unwrap();
+    let rows: Vec<(u64, String, String, String, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (
+                row["block"].as_u64().unwrap(),
+                row["asset"].as_str().unwrap().to_string(),
+                row["to"].as_str().unwrap().to_string(),
+                row["amount"].as_str().unwrap().to_string(),
+                row["confirmations"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (DEPOSIT_BLOCK, "TRX".into(), trx_to.into(), "1".into(), 15),
+            (
+                DEPOSIT_BLOCK,
+                USDT.into(),
+                usdt_to.into(),
+                "3500000".into(),
+                15
+            ),
+        ]
+    );
+    // Lines, with the token's decimals asked of the contract (the test node says 18).
+    let output = chain(&url, &args(&["--token", USDT])).await;
+    assert!(output.status.success(), "{output:?}");
+    let text = out(&output);
+    assert!(
+        text.contains("0.000001 TRX to THj9L6EiYceGY2Pwo8dJ4UowhfK1JQi9aK"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("of token {USDT} to {usdt_to}")),
+        "{text}"
+    );
+    // Without the token on the list, its Transfer logs are not deposits (and no
+    // TransactionInfos are asked).
+    let before = seen.lock().unwrap().paths.len();
+    let output = chain(&url, &args(&["--json"])).await;
+    assert!(output.status.success(), "{output:?}");
+    let rows: Value = serde_json::from_str(&out(&output)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows}");
+    assert!(
+        !seen.lock().unwrap().paths[before..]
+            .iter()
+            .any(|path| path.contains("gettransactioninfobyblocknum"))
+    );
+    // Bad input: refused before any connection.
+    let before = seen.lock().unwrap().paths.len();
+    let output = chain(
+        &url,
+        &[
+            "deposits",
+            "--chain",
+            "tron",
+            "--address",
+            "TNotAnAddress",
+            "--from",
+            "1",
+        ],
+    )
+    .await;
+    assert!(!output.status.success());
+    let output = chain(
+        &url,
+        &[
+            "deposits",
+            "--chain",
+            "tron",
+            "--address",
+            trx_to,
+            "--from",
+            "9",
+            "--to",
+            "8",
+        ],
+    )
+    .await;
+    assert!(!output.status.success());
+    assert_eq!(
+        seen.lock().unwrap().paths.len(),
+        before,
+        "no request for bad input"
+    );
 }
 
 #[tokio::test]

@@ -3,21 +3,24 @@
 //! node sees (same txid), sending the same bytes twice is one payment, a scan finds what was
 //! paid, in the right block, and bad input is refused without anything sent.
 //!
-//! An adapter's test calls [`run`] with a [`Fixture`]: a signer with a funded key, a store
-//! for the nonce allocator, and what to pay. It panics with the failed check's reason.
+//! An adapter's test calls [`run`] (chains with nonces) or [`run_attempts`] (chains whose
+//! payments are stored attempts, TRON) with a [`Fixture`]: a signer with a funded key, a
+//! store for the nonce allocator or the attempts, and what to pay. It panics with the failed
+//! check's reason. The checks are the same for both; only how the wallet pays differs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chain::address::Address;
 use chain::provider::{
-    Asset, BlockRef, ChainBuild, ChainSubmit, Payment, SignedTransaction, SubmitOutcome, TxStatus,
-    WatchSet,
+    Asset, BlockRef, ChainAttempts, ChainBuild, ChainSubmit, Payment, SignedTransaction,
+    SubmitOutcome, TxStatus, WatchSet,
 };
 use domain::Amount;
 use signer::Signer;
 use store::Store;
 
+use crate::attempts::Settled;
 use crate::{Wallet, WalletError};
 
 /// What the suite needs from the test that runs it.
@@ -76,8 +79,141 @@ pub async fn included<P: ChainBuild>(
     }
 }
 
-/// Runs every check against `provider`.
+/// How the suite pays through the wallet: by the store's nonces (Ethereum) or by stored
+/// attempts under payout keys (TRON). The checks are the same; only the entry point and what
+/// "nothing was sent" looks like differ.
+pub trait Pays<P>: Send + Sync {
+    /// Pays `payment` through `wallet`: its txid and what the node said.
+    fn pay(
+        &self,
+        wallet: &Wallet<P>,
+        payment: &Payment,
+    ) -> impl Future<Output = Result<(String, SubmitOutcome), WalletError>> + Send;
+    /// Asserts the wallet's own reconcile finds nothing the node dropped.
+    fn nothing_dropped(
+        &self,
+        wallet: &Wallet<P>,
+        from_index: u32,
+    ) -> impl Future<Output = ()> + Send;
+    /// What the chain and the store say the sender has sent: unchanged by refused input.
+    fn footprint(&self, wallet: &Wallet<P>, from: &Address) -> impl Future<Output = String> + Send;
+}
+
+/// Payments by nonces from the store's allocator ([`Wallet::send`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ByNonces;
+
+impl<P: ChainBuild + ChainSubmit> Pays<P> for ByNonces {
+    async fn pay(
+        &self,
+        wallet: &Wallet<P>,
+        payment: &Payment,
+    ) -> Result<(String, SubmitOutcome), WalletError> {
+        // The seed's operations (sendTransaction, sendToken); a payment whose key is not its
+        // sender can only be put to `send` itself.
+        let sent = if wallet.create_wallet(payment.from_index).ok().as_ref() != Some(&payment.from)
+        {
+            wallet.send(payment).await?
+        } else {
+            match &payment.asset {
+                Asset::Native => {
+                    wallet
+                        .send_transaction(payment.from_index, &payment.to, payment.amount)
+                        .await?
+                }
+                Asset::Token(token) => {
+                    wallet
+                        .send_token(payment.from_index, token, &payment.to, payment.amount)
+                        .await?
+                }
+            }
+        };
+        Ok((sent.txid, sent.outcome))
+    }
+
+    async fn nothing_dropped(&self, wallet: &Wallet<P>, from_index: u32) {
+        let reconciled = wallet.reconcile(from_index).await.expect("reconcile");
+        assert!(
+            reconciled.rebroadcast.is_empty(),
+            "nothing was dropped: {reconciled:?}"
+        );
+    }
+
+    async fn footprint(&self, wallet: &Wallet<P>, from: &Address) -> String {
+        let sequence = wallet
+            .provider()
+            .account_sequence(from)
+            .await
+            .expect("sequence");
+        format!("{sequence:?}")
+    }
+}
+
+/// Payments by attempts stored under payout keys ([`Wallet::pay`]), for chains without
+/// nonces; each payment gets its own payout key.
+#[derive(Debug, Default)]
+pub struct ByAttempts {
+    payouts: std::sync::atomic::AtomicU32,
+}
+
+impl<P: ChainAttempts> Pays<P> for ByAttempts {
+    async fn pay(
+        &self,
+        wallet: &Wallet<P>,
+        payment: &Payment,
+    ) -> Result<(String, SubmitOutcome), WalletError> {
+        let n = self
+            .payouts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let paid = wallet.pay(&format!("conformance-{n}"), payment).await?;
+        Ok((paid.txid, paid.outcome))
+    }
+
+    async fn nothing_dropped(&self, wallet: &Wallet<P>, _from_index: u32) {
+        // Each live attempt is either settled or known to the node already; one the node
+        // took again (Accepted) had been dropped.
+        for settled in wallet.reconcile_attempts(None).await.expect("reconcile") {
+            assert!(
+                matches!(
+                    settled,
+                    Settled::Landed { success: true, .. }
+                        | Settled::Rebroadcast {
+                            outcome: SubmitOutcome::AlreadyKnown,
+                            ..
+                        }
+                ),
+                "nothing was dropped: {settled:?}"
+            );
+        }
+    }
+
+    async fn footprint(&self, wallet: &Wallet<P>, from: &Address) -> String {
+        let live = wallet
+            .store
+            .attempts_live(wallet.provider().chain(), Some(from.as_str()))
+            .await
+            .expect("live attempts");
+        let txids: Vec<String> = live.into_iter().map(|attempt| attempt.txid).collect();
+        format!("{txids:?}")
+    }
+}
+
+/// Runs every check against `provider`, paying through the store's nonces.
 pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixture) {
+    run_with(provider, fixture, ByNonces).await;
+}
+
+/// Runs every check against `provider`, a chain without nonces, paying by stored attempts.
+pub async fn run_attempts<P: ChainAttempts + Clone>(provider: P, fixture: Fixture) {
+    run_with(provider, fixture, ByAttempts::default()).await;
+}
+
+/// Runs every check against `provider`, paying through the wallet as `pays` does.
+pub async fn run_with<P: ChainBuild + ChainSubmit + Clone, M: Pays<P>>(
+    provider: P,
+    fixture: Fixture,
+    pays: M,
+) {
     let chain = provider.chain();
     let wallet = Wallet::new(
         provider.clone(),
@@ -234,16 +370,14 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
         "nothing for addresses nobody watches"
     );
 
-    // The seed's operations through the wallet, with the store's nonces.
-    let sent = wallet
-        .send_transaction(fixture.funded, &to, fixture.native_amount)
-        .await
-        .expect("sendTransaction");
-    assert_eq!(sent.outcome, SubmitOutcome::Accepted);
-    let (_, success) = included(&provider, &sent.txid, fixture.inclusion_timeout).await;
+    // The seed's operations through the wallet (sendTransaction, sendToken: by the store's
+    // nonces or by stored attempts, as the chain pays).
+    let (sent_txid, outcome) = pays.pay(&wallet, &payment).await.expect("sendTransaction");
+    assert_eq!(outcome, SubmitOutcome::Accepted);
+    let (_, success) = included(&provider, &sent_txid, fixture.inclusion_timeout).await;
     assert!(success);
     match wallet
-        .get_transaction(&sent.txid)
+        .get_transaction(&sent_txid)
         .await
         .expect("getTransaction")
     {
@@ -257,12 +391,14 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
             .get_token_balance(&to, token)
             .await
             .expect("getTokenBalance");
-        let sent = wallet
-            .send_token(fixture.funded, token, &to, *amount)
-            .await
-            .expect("sendToken");
-        assert_eq!(sent.outcome, SubmitOutcome::Accepted);
-        let (block, success) = included(&provider, &sent.txid, fixture.inclusion_timeout).await;
+        let token_payment = Payment {
+            asset: Asset::Token(token.clone()),
+            amount: *amount,
+            ..payment.clone()
+        };
+        let (sent_txid, outcome) = pays.pay(&wallet, &token_payment).await.expect("sendToken");
+        assert_eq!(outcome, SubmitOutcome::Accepted);
+        let (block, success) = included(&provider, &sent_txid, fixture.inclusion_timeout).await;
         assert!(success);
         let after = wallet
             .get_balance(&to, Some(token))
@@ -277,7 +413,7 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
             found
                 .deposits
                 .iter()
-                .any(|deposit| deposit.txid == sent.txid
+                .any(|deposit| deposit.txid == sent_txid
                     && deposit.asset == Asset::Token(token.clone())
                     && deposit.amount == *amount
                     && deposit.to == to),
@@ -299,20 +435,28 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
             "a token not on the list is never a deposit"
         );
     }
-    let reconciled = wallet.reconcile(fixture.funded).await.expect("reconcile");
-    assert!(
-        reconciled.rebroadcast.is_empty(),
-        "nothing was dropped: {reconciled:?}"
-    );
+    pays.nothing_dropped(&wallet, fixture.funded).await;
 
     // Bad input: refused, nothing sent.
-    let sequence_before = provider.account_sequence(&from).await.expect("sequence");
-    let zero = wallet
-        .send_transaction(fixture.funded, &to, Amount::from_u128(0))
+    let footprint = pays.footprint(&wallet, &from).await;
+    let zero = pays
+        .pay(
+            &wallet,
+            &Payment {
+                amount: Amount::from_u128(0),
+                ..payment.clone()
+            },
+        )
         .await;
     assert!(matches!(zero, Err(WalletError::Invalid(_))), "{zero:?}");
-    let to_self = wallet
-        .send_transaction(fixture.funded, &from, fixture.native_amount)
+    let to_self = pays
+        .pay(
+            &wallet,
+            &Payment {
+                to: from.clone(),
+                ..payment.clone()
+            },
+        )
         .await;
     assert!(
         matches!(to_self, Err(WalletError::Invalid(_))),
@@ -320,13 +464,14 @@ pub async fn run<P: ChainBuild + ChainSubmit + Clone>(provider: P, fixture: Fixt
     );
     let mut stranger = payment.clone();
     stranger.from_index = fixture.recipient;
-    assert!(matches!(
-        wallet.send(&stranger).await,
-        Err(WalletError::Invalid(_))
-    ));
+    let stranger = pays.pay(&wallet, &stranger).await;
+    assert!(
+        matches!(stranger, Err(WalletError::Invalid(_))),
+        "{stranger:?}"
+    );
     assert_eq!(
-        provider.account_sequence(&from).await.expect("sequence"),
-        sequence_before,
+        pays.footprint(&wallet, &from).await,
+        footprint,
         "nothing left the process"
     );
     match provider.transaction(&unknown_txid(&signed)).await {

@@ -8,11 +8,16 @@
 //!   payment, **store them**, and only then broadcast (DESIGN.md §2.2);
 //! - [`scanner::Scanner`]: deposits by block scan, each block stored with its hash, reorgs
 //!   found by parent hash and rolled back, credits by the confirmation policy;
-//! - [`conformance`]: the checks every chain adapter passes on a live node;
+//! - [`attempts`]: payments on chains without nonces (TRON): [`Wallet::pay`] stores each
+//!   payout's signed bytes as an attempt before broadcasting them, and
+//!   [`Wallet::reconcile_attempts`] settles attempts by the chain's death rule or sends the
+//!   same bytes again;
 //! - [`attempt_log::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
-//!   store's payout attempts and output reservations.
+//!   store's payout attempts and output reservations (Bitcoin's `Payer` records through it);
+//! - [`conformance`]: the checks every chain adapter passes on a live node.
 
 pub mod attempt_log;
+pub mod attempts;
 pub mod conformance;
 pub mod scanner;
 
@@ -233,8 +238,8 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
         let mut metadata = self.provider.metadata(payment).await?;
         let Some(node_pending) = self.provider.sequence(&metadata) else {
             return Err(WalletError::Unsupported(format!(
-                "{chain} payments are recorded by the withdrawal attempts, not by nonces: \
-                 this wallet does not send on {chain} yet"
+                "{chain} has no account nonces: its payments are attempts stored under a \
+                 payout key, made by `Wallet::pay(payout, payment)`"
             )));
         };
         let from = payment.from.as_str();
@@ -251,7 +256,7 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
             })
             .await?;
         self.provider.set_sequence(&mut metadata, nonce);
-        let signed = match self.sign(payment, &metadata, nonce) {
+        let signed = match self.sign_checked(payment, &metadata, Some(nonce)) {
             Ok(signed) => signed,
             Err(error) => {
                 if let Err(release) = self
@@ -286,11 +291,13 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
         })
     }
 
-    fn sign(
+    /// Builds, signs and reads back `payment`: the signed bytes, once they say exactly the
+    /// payment (and use `nonce`, where the chain has nonces).
+    fn sign_checked(
         &self,
         payment: &Payment,
         metadata: &P::Metadata,
-        nonce: u64,
+        nonce: Option<u64>,
     ) -> Result<chain::provider::SignedTransaction, WalletError> {
         let chain = self.provider.chain();
         let unsigned = self.provider.build(payment, metadata)?;
@@ -299,10 +306,10 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
             .sign_payloads(chain, &self.provider.payloads(&unsigned))?;
         let signed = self.provider.combine(unsigned, &signatures)?;
         let parsed = self.provider.parse(&signed)?;
-        if !parsed.matches(payment) || parsed.sequence != Some(nonce) {
+        if !parsed.matches(payment) || parsed.sequence != nonce {
             return Err(WalletError::Mismatch(format!(
-                "asked {} {} from {} to {} with nonce {nonce}; the bytes say {} {} from {} to {} \
-                 with nonce {:?}",
+                "asked {} {} from {} to {} with nonce {nonce:?}; the bytes say {} {} from {} to \
+                 {} with nonce {:?}",
                 payment.amount.base_units(),
                 payment.asset,
                 payment.from,

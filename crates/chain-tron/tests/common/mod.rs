@@ -53,3 +53,5 @@ impl Signer for KeySigner {
         Ok(RecoverableSignature(bytes))
     }
 }
+
+pub mod fake;

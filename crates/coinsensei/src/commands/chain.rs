@@ -1,6 +1,6 @@
-//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum (all
-//! three), TRON (status and balance, through its full node's HTTP API) and Bitcoin (all
-//! three, through Bitcoin Core's JSON-RPC, on the `--network` configured).
+//! `coinsensei chain status|balance|deposits`: what the configured node says. Ethereum,
+//! TRON (through its full node's HTTP API) and Bitcoin (through Bitcoin Core's JSON-RPC, on
+//! the `--network` configured), all three commands each.
 
 use std::process::ExitCode;
 
@@ -247,13 +247,10 @@ pub struct DepositsRequest {
 }
 
 pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::Result<ExitCode> {
-    use chain::provider::{Asset, ChainRead, WatchSet};
+    use chain::provider::WatchSet;
     let chain = request.chain;
     if chain == Chain::Bitcoin {
         return bitcoin_deposits(&settings, &request).await;
-    }
-    if chain != Chain::Ethereum {
-        anyhow::bail!("chain deposits reads ethereum and bitcoin only today, not {chain}");
     }
     // Everything is validated before any connection.
     let parse = |text: &String| Address::parse(chain, Network::Mainnet, text);
@@ -272,15 +269,43 @@ pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::R
             request.from
         );
     }
-    let client = ethereum(&settings).await?;
+    let mut decimals = std::collections::HashMap::new();
+    let (found, head) = if chain == Chain::Tron {
+        let client = tron(&settings)?;
+        let scanned = scan_range(&client, &request, &watch).await?;
+        // `decimals()` is a constant call: asked on behalf of the first watched address.
+        if let Some(caller) = watch.addresses.first() {
+            for token in &watch.tokens {
+                decimals.insert(token.clone(), client.token_decimals(token, caller).await?);
+            }
+        }
+        scanned
+    } else {
+        let client = ethereum(&settings).await?;
+        let scanned = scan_range(&client, &request, &watch).await?;
+        for token in &watch.tokens {
+            decimals.insert(token.clone(), client.token_decimals(token).await?);
+        }
+        scanned
+    };
+    print_deposits(chain, &request, &found, head, &decimals)
+}
+
+/// The deposits to `watch` in the request's blocks (up to the head by default), read in steps;
+/// and the head they were counted against.
+async fn scan_range<C: chain::provider::ChainRead>(
+    client: &C,
+    request: &DepositsRequest,
+    watch: &chain::provider::WatchSet,
+) -> anyhow::Result<(Vec<chain::provider::Deposit>, u64)> {
     let tip = client.tip().await?;
     let to = request.to.unwrap_or(tip.head);
-    let blocks = check_range(&request, to, tip.head)?;
+    let blocks = check_range(request, to, tip.head)?;
     let mut found = Vec::new();
     let mut start = request.from;
     while start <= to {
         let end = to.min(start + DEPOSITS_STEP - 1);
-        found.extend(client.scan(start, end, &watch).await?.deposits);
+        found.extend(client.scan(start, end, watch).await?.deposits);
         if blocks > 4 * DEPOSITS_STEP {
             eprintln!(
                 "read {} of {blocks} blocks, {} deposits so far",
@@ -290,11 +315,24 @@ pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::R
         }
         start = end + 1;
     }
-    let mut decimals = std::collections::HashMap::new();
-    for token in &watch.tokens {
-        decimals.insert(token.clone(), client.token_decimals(token).await?);
-    }
-    let confirmations = |number: u64| tip.head.saturating_sub(number) + 1;
+    Ok((found, tip.head))
+}
+
+fn print_deposits(
+    chain: Chain,
+    request: &DepositsRequest,
+    found: &[chain::provider::Deposit],
+    head: u64,
+    decimals: &std::collections::HashMap<Address, u8>,
+) -> anyhow::Result<ExitCode> {
+    use chain::provider::Asset;
+    let symbol = chain.native_symbol();
+    let native_decimals = match chain {
+        Chain::Tron => 6,
+        _ => 18,
+    };
+    let to = request.to.unwrap_or(head);
+    let confirmations = |number: u64| head.saturating_sub(number) + 1;
     if request.as_json {
         let rows: Vec<serde_json::Value> = found
             .iter()
@@ -306,7 +344,7 @@ pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::R
                     "txid": deposit.txid,
                     "position": deposit.position,
                     "asset": match &deposit.asset {
-                        Asset::Native => "ETH".to_string(),
+                        Asset::Native => symbol.to_string(),
                         Asset::Token(contract) => contract.to_string(),
                     },
                     "to": deposit.to.to_string(),
@@ -321,9 +359,12 @@ pub async fn deposits(settings: Settings, request: DepositsRequest) -> anyhow::R
     if found.is_empty() {
         println!("no deposits in blocks {}..={to}", request.from);
     }
-    for deposit in &found {
+    for deposit in found {
         let amount = match &deposit.asset {
-            Asset::Native => format!("{} ETH", deposit.amount.format_decimal(18)),
+            Asset::Native => format!(
+                "{} {symbol}",
+                deposit.amount.format_decimal(native_decimals)
+            ),
             Asset::Token(contract) => format!(
                 "{} of token {contract}",
                 deposit

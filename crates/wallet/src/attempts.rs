@@ -1,0 +1,182 @@
+//! Payments recorded as attempts (TRON today), for chains without account nonces: each
+//! payout (a withdrawal id, the caller's idempotency key) is paid by signed bytes stored under
+//! it **before** they are broadcast (DESIGN.md §2.2), and a new attempt for the same payout
+//! is only made once every earlier one is provably dead (§2.3; the store refuses it
+//! otherwise). The chain says when an attempt is dead through
+//! [`chain::provider::ChainAttempts`]; this module never needs to know how.
+//!
+//! - [`Wallet::pay`]: metadata → build → sign → read the bytes back and compare them with the
+//!   payment → `attempt_store` → broadcast. A crash anywhere after the store leaves a Live
+//!   attempt that [`Wallet::reconcile_attempts`] finishes; a crash before leaves nothing.
+//! - [`Wallet::reconcile_attempts`]: each Live attempt is settled Landed or Dead by the
+//!   chain's death rule, or, while it may still land, broadcast again, the very same bytes.
+
+use chain::address::Address;
+use chain::provider::{AttemptFate, ChainAttempts, Payment, SignedTransaction, SubmitOutcome};
+use chrono::Utc;
+use store::AttemptNew;
+
+use crate::{Wallet, WalletError};
+
+/// The most Live attempts one reconcile looks at (the oldest first); the rest wait for the
+/// next round.
+pub const RECONCILE_ATTEMPTS_MAX: usize = 200;
+/// The longest payout key the store takes, in bytes.
+pub const PAYOUT_KEY_MAX: usize = 200;
+
+/// A payment that went out (or may have): its attempt's txid and what the node said. Whatever
+/// the outcome, the bytes were stored first; an outcome other than Accepted or AlreadyKnown
+/// is for [`Wallet::reconcile_attempts`] to settle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paid {
+    pub txid: String,
+    pub outcome: SubmitOutcome,
+}
+
+/// What [`Wallet::reconcile_attempts`] did with one Live attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// In a final block: marked Landed. `success` false means it landed without paying (a
+    /// TRC-20 call out of energy): the payout needs an operator, never a blind new attempt.
+    Landed {
+        payout: String,
+        txid: String,
+        block: u64,
+        success: bool,
+    },
+    /// Provably never to land: marked Dead; the payout may be paid by a new attempt.
+    Dead { payout: String, txid: String },
+    /// May still land: the same bytes broadcast again.
+    Rebroadcast {
+        payout: String,
+        txid: String,
+        outcome: SubmitOutcome,
+    },
+    /// The chain could not say (a node error, a proof it could not complete): left Live.
+    Undecided {
+        payout: String,
+        txid: String,
+        reason: String,
+    },
+}
+
+impl<P: ChainAttempts> Wallet<P> {
+    /// Pays `payment` for `payout`: builds and signs it, checks the signed bytes say exactly
+    /// the payment, stores them as the payout's attempt, then broadcasts them.
+    ///
+    /// Refused without anything stored or sent: bad input (`Invalid`), bytes that do not
+    /// match (`Mismatch`), and a payout that already has a Live or Landed attempt (the
+    /// store's `Conflict`: a second attempt only once the first is dead).
+    pub async fn pay(&self, payout: &str, payment: &Payment) -> Result<Paid, WalletError> {
+        self.check_payment(payment)?;
+        if payout.is_empty() || payout.len() > PAYOUT_KEY_MAX {
+            return Err(WalletError::Invalid(format!(
+                "a payout key of 1 to {PAYOUT_KEY_MAX} bytes, not {}",
+                payout.len()
+            )));
+        }
+        let chain = self.provider.chain();
+        let metadata = self.provider.metadata(payment).await?;
+        let signed = self.sign_checked(payment, &metadata, None)?;
+        let expires_at = self.provider.expires_at(&signed)?;
+        // Persist, then broadcast.
+        self.store
+            .attempt_store(&AttemptNew {
+                chain,
+                payout,
+                sender: payment.from.as_str(),
+                txid: &signed.txid,
+                raw: &signed.raw,
+                expires_at,
+                inputs: &[],
+                replaces: None,
+                now: Utc::now(),
+            })
+            .await?;
+        let outcome = self.provider.submit(&signed).await;
+        tracing::info!(%chain, payout, txid = %signed.txid, ?outcome, "paid by a stored attempt");
+        Ok(Paid {
+            txid: signed.txid,
+            outcome,
+        })
+    }
+
+    /// Settles the Live attempts of this chain (of `sender` only when given), the oldest
+    /// first, at most [`RECONCILE_ATTEMPTS_MAX`]: Landed and Dead are recorded; an attempt
+    /// that may still land is broadcast again, the stored bytes byte for byte. One attempt the
+    /// chain cannot judge now does not stop the others.
+    pub async fn reconcile_attempts(
+        &self,
+        sender: Option<&Address>,
+    ) -> Result<Vec<Settled>, WalletError> {
+        let chain = self.provider.chain();
+        let live = self
+            .store
+            .attempts_live(chain, sender.map(Address::as_str))
+            .await?;
+        let mut report = Vec::new();
+        for attempt in live.into_iter().take(RECONCILE_ATTEMPTS_MAX) {
+            let signed = SignedTransaction {
+                txid: attempt.txid.clone(),
+                raw: attempt.raw,
+            };
+            let payout = attempt.payout;
+            let txid = attempt.txid;
+            match self.provider.attempt_fate(&signed).await {
+                Ok(AttemptFate::Landed { block, success }) => {
+                    if settled_elsewhere(self.store.attempt_landed(chain, &txid, Utc::now()).await)?
+                    {
+                        continue;
+                    }
+                    if !success {
+                        tracing::warn!(%chain, payout, txid, block, "an attempt landed but failed: the payout needs an operator");
+                    }
+                    report.push(Settled::Landed {
+                        payout,
+                        txid,
+                        block,
+                        success,
+                    });
+                }
+                Ok(AttemptFate::Dead) => {
+                    if settled_elsewhere(self.store.attempt_dead(chain, &txid, Utc::now()).await)? {
+                        continue;
+                    }
+                    tracing::info!(%chain, payout, txid, "an attempt is provably dead");
+                    report.push(Settled::Dead { payout, txid });
+                }
+                Ok(AttemptFate::MayLand) => {
+                    let outcome = self.provider.submit(&signed).await;
+                    tracing::debug!(%chain, payout, txid, ?outcome, "sent a live attempt again");
+                    report.push(Settled::Rebroadcast {
+                        payout,
+                        txid,
+                        outcome,
+                    });
+                }
+                Err(error) => {
+                    tracing::warn!(%chain, payout, txid, error = %error, "an attempt's fate is not known yet");
+                    report.push(Settled::Undecided {
+                        payout,
+                        txid,
+                        reason: error.message,
+                    });
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Whether settling failed only because the attempt is no longer Live: another reconciler
+/// settled it first (or it was replaced), which is not this one's error.
+fn settled_elsewhere(result: Result<(), store::StoreError>) -> Result<bool, WalletError> {
+    match result {
+        Ok(()) => Ok(false),
+        Err(store::StoreError::Stale(reason)) => {
+            tracing::debug!(reason, "an attempt was settled elsewhere first");
+            Ok(true)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
