@@ -146,6 +146,33 @@ fn chain_outpoint(outpoint: &Outpoint) -> Option<OutPoint> {
     })
 }
 
+/// Read back from the signed bytes: they pay exactly `outputs`, in order, then at most
+/// change to this wallet's change key `change` (and none without one).
+pub fn check_outputs(
+    bitcoin: &Bitcoin,
+    signed: &SignedTransaction,
+    outputs: &[(Address, Amount)],
+    change: Option<u32>,
+) -> Result<(), PayoutError> {
+    let paid = bitcoin.parse_outputs(signed)?;
+    let change = match change {
+        Some(index) => Some(bitcoin.key_address(Keychain::Change, index)?),
+        None => None,
+    };
+    let rest = paid.get(outputs.len()..).unwrap_or_default();
+    let change_ok = match (rest, &change) {
+        ([], None) => true,
+        ([(to, _)], Some(change)) => to == change,
+        _ => false,
+    };
+    if paid.get(..outputs.len()) != Some(outputs) || !change_ok {
+        return Err(PayoutError::Mismatch(format!(
+            "asked {outputs:?} with change to {change:?}, the bytes pay {paid:?}"
+        )));
+    }
+    Ok(())
+}
+
 /// Ok(true) when this call settled the attempt, Ok(false) when another process had (Stale:
 /// two reconcilers may run at once).
 fn settled(result: Result<(), AttemptError>) -> Result<bool, PayoutError> {
@@ -186,24 +213,12 @@ impl<L: AttemptLog> Payer<'_, L> {
             .signer
             .sign_payloads(Chain::Bitcoin, &self.bitcoin.payloads(unsigned)?)?;
         let signed = self.bitcoin.combine(unsigned, &signatures)?;
-        // Read back from the bytes: exactly the outputs asked, in order, then at most the
-        // change, to this wallet's change key.
-        let paid = self.bitcoin.parse_outputs(&signed)?;
-        let change = match unsigned.change {
-            Some((index, _)) => Some(self.bitcoin.key_address(Keychain::Change, index)?),
-            None => None,
-        };
-        let rest = paid.get(outputs.len()..).unwrap_or_default();
-        let change_ok = match (rest, &change) {
-            ([], None) => true,
-            ([(to, _)], Some(change)) => to == change,
-            _ => false,
-        };
-        if paid.get(..outputs.len()) != Some(outputs) || !change_ok {
-            return Err(PayoutError::Mismatch(format!(
-                "asked {outputs:?} with change to {change:?}, the bytes pay {paid:?}"
-            )));
-        }
+        check_outputs(
+            self.bitcoin,
+            &signed,
+            outputs,
+            unsigned.change.map(|(index, _)| index),
+        )?;
         Ok(signed)
     }
 
@@ -544,5 +559,76 @@ impl<L: AttemptLog> Payer<'_, L> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FeePolicy, Rpc};
+    use bitcoin::hashes::Hash;
+    use chain::address::Network;
+    use signer::{InProcessSigner, Mnemonic};
+
+    #[test]
+    fn the_signed_bytes_must_pay_exactly_what_was_asked_and_change_to_our_key() {
+        let signer = InProcessSigner::new(
+            &Mnemonic::parse(
+                "abandon abandon abandon abandon abandon abandon abandon abandon abandon \
+                 abandon abandon about",
+            )
+            .unwrap(),
+            Network::Regtest,
+        );
+        let rpc = Rpc::new(
+            "http://127.0.0.1:9",
+            "u",
+            "p",
+            std::time::Duration::from_secs(1),
+        )
+        .unwrap();
+        let bitcoin = Bitcoin::new(
+            rpc,
+            Network::Regtest,
+            signer.xpub(Chain::Bitcoin).unwrap(),
+            FeePolicy::default(),
+        )
+        .unwrap();
+        let coin = Utxo {
+            outpoint: OutPoint {
+                txid: Txid::from_byte_array([1; 32]),
+                vout: 0,
+            },
+            value: 1_000_000,
+            keychain: Keychain::Receive,
+            index: 0,
+        };
+        let to = |index| signer.address(Chain::Bitcoin, index).unwrap();
+        let asked = vec![(to(7), Amount::from_u128(100_000))];
+        let unsigned = bitcoin.build_payout(&asked, &[coin], 2, 3).unwrap();
+        let signatures = signer
+            .sign_payloads(Chain::Bitcoin, &bitcoin.payloads(&unsigned).unwrap())
+            .unwrap();
+        let signed = bitcoin.combine(&unsigned, &signatures).unwrap();
+        assert!(check_outputs(&bitcoin, &signed, &asked, Some(3)).is_ok());
+        let mismatch = |outputs: &[(Address, Amount)], change| {
+            matches!(
+                check_outputs(&bitcoin, &signed, outputs, change),
+                Err(PayoutError::Mismatch(_))
+            )
+        };
+        assert!(
+            mismatch(&[(to(8), Amount::from_u128(100_000))], Some(3)),
+            "another recipient"
+        );
+        assert!(
+            mismatch(&[(to(7), Amount::from_u128(100_001))], Some(3)),
+            "another amount"
+        );
+        assert!(mismatch(&asked, Some(4)), "change to another key");
+        assert!(mismatch(&asked, None), "change not asked for");
+        assert!(mismatch(&[], Some(3)), "an output not asked for");
+        let twice = [asked.clone(), asked.clone()].concat();
+        assert!(mismatch(&twice, Some(3)), "fewer outputs than asked");
     }
 }
