@@ -61,7 +61,7 @@ impl Bench {
         let tip = self.bitcoin.tip().await.unwrap().head;
         for height in self.applied + 1..=tip {
             let block = self.bitcoin.raw_block(height).await.unwrap().unwrap();
-            self.utxos.apply_block(&block, height);
+            self.utxos.apply_block(&block, height).unwrap();
         }
         self.applied = tip;
     }

@@ -137,27 +137,95 @@ impl Rpc {
         Ok(value.get("result").cloned().unwrap_or(Value::Null))
     }
 
-    /// A read call, retried with backoff (100 ms, doubling) while the error is retriable.
+    /// A read call, retried while the error is retriable: at most `attempts` calls, with
+    /// exponential backoff and full jitter between them ([`retry_delay`]).
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let mut delay = Duration::from_millis(100);
         let mut attempt = 1;
         loop {
             match self.call_once(method, params.clone()).await {
                 Err(error) if error.retriable() && attempt < self.attempts => {
-                    tracing::debug!(method, %error, attempt, "bitcoin RPC retry");
+                    let delay = retry_delay(attempt, jitter());
+                    tracing::debug!(method, %error, attempt, ?delay, "bitcoin RPC retry");
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
                     attempt += 1;
                 }
                 other => return other,
             }
         }
     }
+
+    /// The same client, making at most `attempts` calls per read (1 to [`RPC_ATTEMPTS_MAX`]).
+    pub fn with_attempts(mut self, attempts: u32) -> Result<Rpc, String> {
+        if attempts == 0 || attempts > RPC_ATTEMPTS_MAX {
+            return Err(format!(
+                "bitcoin RPC attempts: 1 to {RPC_ATTEMPTS_MAX}, not {attempts}"
+            ));
+        }
+        self.attempts = attempts;
+        Ok(self)
+    }
+}
+
+/// The most calls a read makes before its error is returned.
+pub const RPC_ATTEMPTS_MAX: u32 = 10;
+/// The first retry's delay, doubled after each retry...
+pub const RPC_RETRY_BASE: Duration = Duration::from_millis(100);
+/// ...up to this.
+pub const RPC_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// The pause after failed attempt `attempt` (1-based): the exponential ceiling
+/// `RPC_RETRY_BASE × 2^(attempt-1)`, capped at `RPC_RETRY_MAX`, moved by `jitter_permille`
+/// (0 to 1000, drawn at random by the caller: [`jitter`]) into [ceiling/2, ceiling], so
+/// clients that failed together do not retry together.
+pub fn retry_delay(attempt: u32, jitter_permille: u32) -> Duration {
+    let ceiling = RPC_RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
+        .min(RPC_RETRY_MAX);
+    ceiling / 2 + ceiling * jitter_permille.min(1000) / 2000
+}
+
+/// A random jitter for [`retry_delay`], 0 to 1000.
+pub fn jitter() -> u32 {
+    rand::random_range(0..=1000)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter_and_a_ceiling() {
+        assert_eq!(retry_delay(1, 0), Duration::from_millis(50));
+        assert_eq!(retry_delay(1, 1000), Duration::from_millis(100));
+        assert_eq!(retry_delay(2, 0), Duration::from_millis(100));
+        assert_eq!(retry_delay(3, 500), Duration::from_millis(300));
+        // The ceiling holds for any attempt, however large, and any jitter.
+        assert_eq!(retry_delay(30, 0), RPC_RETRY_MAX / 2);
+        assert_eq!(retry_delay(u32::MAX, u32::MAX), RPC_RETRY_MAX);
+        // Two clients with different draws wait differently.
+        assert_ne!(retry_delay(4, 100), retry_delay(4, 900));
+        assert!((0..100).all(|_| jitter() <= 1000));
+        let rpc = Rpc::new("http://127.0.0.1:9", "u", "p", Duration::from_secs(1)).unwrap();
+        assert!(rpc.clone().with_attempts(0).is_err());
+        assert!(rpc.clone().with_attempts(RPC_ATTEMPTS_MAX + 1).is_err());
+        assert!(rpc.with_attempts(3).is_ok());
+    }
+
+    /// A read against a closed port is tried `attempts` times, then its error returned.
+    #[tokio::test]
+    async fn a_read_is_retried_a_bounded_number_of_times() {
+        let rpc = Rpc::new("http://127.0.0.1:9", "u", "p", Duration::from_millis(200))
+            .unwrap()
+            .with_attempts(3)
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = rpc.call("getblockcount", json!([])).await.unwrap_err();
+        assert!(matches!(error, RpcError::Transport(_)));
+        // Two pauses: at least 50 + 100 ms, at most 100 + 200 ms plus the refused connects.
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
 
     /// A provider's key in the URL's path or query never shows: not in `Debug`, not in the
     /// shown URL, not in a transport error.

@@ -1,19 +1,30 @@
-//! The wallet's unspent outputs, tracked from raw blocks (no node wallet), each locked by the
-//! payout that selected it.
+//! The wallet's unspent outputs, tracked from raw blocks (no node wallet), each lockable by
+//! the payout that selected it, and safe across reorgs.
 //!
 //! [`UtxoSet::apply_block`] adds the outputs paying a known key and removes the outputs a
-//! block spends. [`UtxoSet::reserve`] selects and locks under one mutex: two payouts built at
-//! the same time never get the same output. A lock is released when its payout is abandoned
-//! ([`UtxoSet::release`]), and the output leaves the set when the block spending it is applied.
+//! block spends, keeping an undo record per block; it refuses a block that does not chain
+//! onto the last one applied (its parent hash), which is how a reorg shows.
+//! [`UtxoSet::undo_to`] disconnects the blocks above a height, newest first: the outputs
+//! they created leave the set, the outputs they spent come back (with the locks they had).
+//! [`UtxoSet::sync`] does both against a node: walks back to the newest block the node
+//! still has, undoes to it, and applies the new branch.
 //!
-//! Held in memory: a process rebuilds it by applying the blocks since the wallet's first one,
-//! and the locks of payouts in flight from their stored transactions.
+//! [`UtxoSet::reserve`] selects and locks under one mutex: two payouts built in one process
+//! at the same time never get the same output. Across processes, the store's reservations
+//! decide (`utxo_reserved` / `attempt_store`; see `payout.rs`).
+//!
+//! Held in memory: a process rebuilds it by applying the blocks since the wallet's first one.
+//! Undo records are kept for the last [`UNDO_BLOCKS_KEPT`] blocks; a deeper reorg is an
+//! error for a person to look at.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use bitcoin::{Block, OutPoint, ScriptBuf};
+use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf};
 use chain::provider::{ChainError, Keychain};
+
+/// How many blocks' undo records are kept (a reorg deeper than this cannot be undone).
+pub const UNDO_BLOCKS_KEPT: u64 = 1_000;
 
 /// An output the wallet can spend, and the key that spends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,17 +36,43 @@ pub struct Utxo {
     pub index: u32,
 }
 
+/// What applying one block changed, to disconnect it.
+#[derive(Debug, Clone)]
+struct Undo {
+    hash: BlockHash,
+    parent: BlockHash,
+    /// Outputs of ours it spent: the output, its height, and who held it.
+    spent: Vec<(Utxo, u64, Option<String>)>,
+    /// Outputs of ours it created.
+    created: Vec<OutPoint>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     keys: HashMap<ScriptBuf, (Keychain, u32)>,
     unspent: BTreeMap<OutPoint, (Utxo, u64)>,
     locks: HashMap<OutPoint, String>,
+    /// Applied blocks by height, the newest last (at most UNDO_BLOCKS_KEPT).
+    applied: BTreeMap<u64, Undo>,
+    /// The newest block applied: (height, hash); kept when undo records are pruned.
+    last: Option<(u64, BlockHash)>,
+    /// The height of the block that spent each of our outputs, while its undo record is kept.
+    spent_at: HashMap<OutPoint, u64>,
 }
 
 /// See the module's documentation.
 #[derive(Debug, Default)]
 pub struct UtxoSet {
     inner: Mutex<Inner>,
+}
+
+/// What [`UtxoSet::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Synced {
+    /// Blocks disconnected by a reorg (0 without one).
+    pub undone: u64,
+    /// Blocks applied.
+    pub applied: u64,
 }
 
 impl UtxoSet {
@@ -54,22 +91,57 @@ impl UtxoSet {
         self.lock().keys.insert(script, (keychain, index));
     }
 
+    /// The newest block applied: (height, hash).
+    pub fn last(&self) -> Option<(u64, BlockHash)> {
+        self.lock().last
+    }
+
+    /// The hash of the applied block at `height`, while its undo record is kept.
+    pub fn block_hash(&self, height: u64) -> Option<BlockHash> {
+        self.lock().applied.get(&height).map(|undo| undo.hash)
+    }
+
     /// Applies block `height`: its outputs to known keys are added, the outputs it spends
-    /// removed (with their locks: the payout is in a block).
-    pub fn apply_block(&self, block: &Block, height: u64) {
+    /// removed (with their locks: the payout is in a block). Refused, changing nothing, when
+    /// it does not chain onto the last block applied: another height than the next, or
+    /// another parent than its hash (a reorg: [`UtxoSet::undo_to`] the fork first).
+    pub fn apply_block(&self, block: &Block, height: u64) -> Result<(), ChainError> {
         let mut inner = self.lock();
+        if let Some((last_height, last_hash)) = inner.last {
+            if Some(height) != last_height.checked_add(1) {
+                return Err(ChainError::permanent(format!(
+                    "block {height} does not follow block {last_height}, the last applied"
+                )));
+            }
+            if block.header.prev_blockhash != last_hash {
+                return Err(ChainError::retriable(format!(
+                    "block {height} builds on {}, not on {last_hash} (the block applied at \
+                     {last_height}): a reorg",
+                    block.header.prev_blockhash
+                )));
+            }
+        }
+        let mut undo = Undo {
+            hash: block.block_hash(),
+            parent: block.header.prev_blockhash,
+            spent: Vec::new(),
+            created: Vec::new(),
+        };
         for tx in &block.txdata {
             for input in &tx.input {
-                inner.unspent.remove(&input.previous_output);
-                inner.locks.remove(&input.previous_output);
+                if let Some((utxo, at)) = inner.unspent.remove(&input.previous_output) {
+                    let holder = inner.locks.remove(&input.previous_output);
+                    inner.spent_at.insert(input.previous_output, height);
+                    undo.spent.push((utxo, at, holder));
+                }
             }
             let txid = tx.compute_txid();
             for (vout, output) in tx.output.iter().enumerate() {
                 if let Some(&(keychain, index)) = inner.keys.get(&output.script_pubkey) {
-                    let outpoint = OutPoint {
-                        txid,
-                        vout: u32::try_from(vout).expect("a block has fewer than 2^32 outputs"),
+                    let Ok(vout) = u32::try_from(vout) else {
+                        continue;
                     };
+                    let outpoint = OutPoint { txid, vout };
                     let utxo = Utxo {
                         outpoint,
                         value: output.value.to_sat(),
@@ -77,9 +149,129 @@ impl UtxoSet {
                         index,
                     };
                     inner.unspent.insert(outpoint, (utxo, height));
+                    undo.created.push(outpoint);
                 }
             }
         }
+        inner.last = Some((height, undo.hash));
+        inner.applied.insert(height, undo);
+        while inner.applied.len() as u64 > UNDO_BLOCKS_KEPT {
+            if let Some((_, pruned)) = inner.applied.pop_first() {
+                for (utxo, _, _) in &pruned.spent {
+                    inner.spent_at.remove(&utxo.outpoint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Disconnects every applied block above `height`, newest first: the outputs they
+    /// created leave the set (with any lock), the outputs they spent come back (with the
+    /// lock they had). Refused, changing nothing, when an undo record is missing (a reorg
+    /// deeper than [`UNDO_BLOCKS_KEPT`]). Returns the blocks disconnected.
+    pub fn undo_to(&self, height: u64) -> Result<u64, ChainError> {
+        let mut inner = self.lock();
+        let Some((last_height, _)) = inner.last else {
+            return Ok(0);
+        };
+        if last_height <= height {
+            return Ok(0);
+        }
+        let oldest_kept = inner.applied.keys().next().copied().unwrap_or(last_height);
+        if height.saturating_add(1) < oldest_kept {
+            return Err(ChainError::permanent(format!(
+                "cannot undo to block {height}: undo records go back to {oldest_kept} only (a \
+                 reorg deeper than {UNDO_BLOCKS_KEPT} blocks): rebuild the set from the chain"
+            )));
+        }
+        let mut undone = 0;
+        while let Some((&at, _)) = inner.applied.last_key_value() {
+            if at <= height {
+                break;
+            }
+            let Some((_, undo)) = inner.applied.pop_last() else {
+                break;
+            };
+            // The block below is now the last: its hash is this one's parent.
+            inner.last = at.checked_sub(1).map(|below| (below, undo.parent));
+            for outpoint in &undo.created {
+                inner.unspent.remove(outpoint);
+                inner.locks.remove(outpoint);
+            }
+            for (utxo, spent_height, holder) in undo.spent.into_iter().rev() {
+                inner.spent_at.remove(&utxo.outpoint);
+                inner.unspent.insert(utxo.outpoint, (utxo, spent_height));
+                if let Some(holder) = holder {
+                    inner.locks.insert(utxo.outpoint, holder);
+                }
+            }
+            undone += 1;
+        }
+        Ok(undone)
+    }
+
+    /// Brings the set to the node's best chain: applies the blocks after the last one, and
+    /// on a reorg walks back (at most the undo records kept) to the newest block the node
+    /// still has under the same hash, disconnects above it and applies the new branch.
+    /// `at_most` bounds the blocks applied in one call.
+    pub async fn sync(
+        &self,
+        bitcoin: &crate::Bitcoin,
+        start: u64,
+        at_most: u64,
+    ) -> Result<Synced, ChainError> {
+        use chain::provider::ChainRead;
+        let mut synced = Synced::default();
+        let tip = bitcoin.tip().await?.head;
+        let mut next = self.last().map_or(start, |(height, _)| height + 1);
+        while next <= tip && synced.applied < at_most {
+            let Some(block) = bitcoin.raw_block(next).await? else {
+                break;
+            };
+            match self.apply_block(&block, next) {
+                Ok(()) => {
+                    synced.applied += 1;
+                    next += 1;
+                }
+                Err(error) if error.retriable && synced.undone == 0 => {
+                    let fork = self.fork_point(bitcoin).await?;
+                    synced.undone = self.undo_to(fork)?;
+                    tracing::warn!(
+                        fork,
+                        undone = synced.undone,
+                        "bitcoin reorg: unspent outputs rolled back"
+                    );
+                    next = fork + 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(synced)
+    }
+
+    /// The newest applied height whose hash the node still has there.
+    async fn fork_point(&self, bitcoin: &crate::Bitcoin) -> Result<u64, ChainError> {
+        use chain::provider::ChainRead;
+        let heights: Vec<(u64, BlockHash)> = {
+            let inner = self.lock();
+            inner
+                .applied
+                .iter()
+                .rev()
+                .map(|(&height, undo)| (height, undo.hash))
+                .collect()
+        };
+        for (height, hash) in heights {
+            if let Some(block) = bitcoin.block(height).await?
+                && block.hash == hash.to_string()
+            {
+                return Ok(height);
+            }
+        }
+        Err(ChainError::permanent(format!(
+            "no block of the last {UNDO_BLOCKS_KEPT} applied is on the node's chain: rebuild \
+             the unspent outputs from the chain"
+        )))
     }
 
     /// Every unspent output, locked or not, with the height of its block.
@@ -87,15 +279,41 @@ impl UtxoSet {
         self.lock().unspent.values().copied().collect()
     }
 
+    /// The height of the block that spent our output `outpoint` (within the blocks whose undo
+    /// records are kept); None while it is unspent, unknown, or spent longer ago.
+    pub fn spent_at(&self, outpoint: &OutPoint) -> Option<u64> {
+        self.lock().spent_at.get(outpoint).copied()
+    }
+
+    /// The unspent output at `outpoint`, if the wallet has it.
+    pub fn get(&self, outpoint: &OutPoint) -> Option<Utxo> {
+        self.lock().unspent.get(outpoint).map(|(utxo, _)| *utxo)
+    }
+
+    /// The key that spends outputs paying `script`, if it is one of the wallet's.
+    pub fn key_of(&self, script: &ScriptBuf) -> Option<(Keychain, u32)> {
+        self.lock().keys.get(script).copied()
+    }
+
+    /// Whether `outpoint` is an unspent output of the wallet.
+    pub fn contains(&self, outpoint: &OutPoint) -> bool {
+        self.lock().unspent.contains_key(outpoint)
+    }
+
     /// The outputs no payout holds, confirmed by at least `min_confirmations` at `tip`
     /// (coinbase outputs need 100 by consensus: the caller passes 100 for them if it mines).
     pub fn available(&self, tip: u64, min_confirmations: u64) -> Vec<Utxo> {
         let inner = self.lock();
+        Self::available_in(&inner, tip, min_confirmations)
+    }
+
+    fn available_in(inner: &Inner, tip: u64, min_confirmations: u64) -> Vec<Utxo> {
         inner
             .unspent
             .values()
             .filter(|(utxo, height)| {
-                !inner.locks.contains_key(&utxo.outpoint) && tip + 1 >= height + min_confirmations
+                !inner.locks.contains_key(&utxo.outpoint)
+                    && tip.saturating_add(1) >= height.saturating_add(min_confirmations)
             })
             .map(|(utxo, _)| *utxo)
             .collect()
@@ -111,14 +329,7 @@ impl UtxoSet {
         select: impl FnOnce(&[Utxo]) -> Result<(T, Vec<Utxo>), ChainError>,
     ) -> Result<T, ChainError> {
         let mut inner = self.lock();
-        let available: Vec<Utxo> = inner
-            .unspent
-            .values()
-            .filter(|(utxo, height)| {
-                !inner.locks.contains_key(&utxo.outpoint) && tip + 1 >= height + min_confirmations
-            })
-            .map(|(utxo, _)| *utxo)
-            .collect();
+        let available = Self::available_in(&inner, tip, min_confirmations);
         let (built, chosen) = select(&available)?;
         for utxo in &chosen {
             if inner.locks.contains_key(&utxo.outpoint)
@@ -147,5 +358,125 @@ impl UtxoSet {
         let before = inner.locks.len();
         inner.locks.retain(|_, holder| holder != payout);
         before - inner.locks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bitcoin::block::{Header, Version as BlockVersion};
+    use bitcoin::hashes::Hash;
+    use bitcoin::{
+        Amount, CompactTarget, Sequence, Transaction, TxIn, TxMerkleNode, TxOut, Witness,
+        absolute::LockTime, transaction::Version,
+    };
+
+    fn script(n: u8) -> ScriptBuf {
+        ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([n; 20]))
+    }
+
+    fn tx(spends: &[OutPoint], pays: &[(u8, u64)], nonce: u32) -> Transaction {
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::from_consensus(nonce),
+            input: spends
+                .iter()
+                .map(|outpoint| TxIn {
+                    previous_output: *outpoint,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::MAX,
+                    witness: Witness::new(),
+                })
+                .collect(),
+            output: pays
+                .iter()
+                .map(|(n, value)| TxOut {
+                    value: Amount::from_sat(*value),
+                    script_pubkey: script(*n),
+                })
+                .collect(),
+        }
+    }
+
+    fn block(parent: BlockHash, txdata: Vec<Transaction>, nonce: u32) -> Block {
+        Block {
+            header: Header {
+                version: BlockVersion::TWO,
+                prev_blockhash: parent,
+                merkle_root: TxMerkleNode::all_zeros(),
+                time: 0,
+                bits: CompactTarget::from_consensus(0),
+                nonce,
+            },
+            txdata,
+        }
+    }
+
+    #[test]
+    fn a_block_that_does_not_chain_is_refused_and_undo_restores_the_set() {
+        let set = UtxoSet::new();
+        set.watch(script(1), Keychain::Receive, 0);
+        set.watch(script(2), Keychain::Change, 0);
+        let funding = tx(&[], &[(1, 50_000), (9, 1)], 0);
+        let funded = OutPoint {
+            txid: funding.compute_txid(),
+            vout: 0,
+        };
+        let b1 = block(BlockHash::all_zeros(), vec![funding], 1);
+        set.apply_block(&b1, 1).unwrap();
+        assert_eq!(set.all().len(), 1);
+        // A payout spends the funding output and pays change to us, in block 2.
+        set.reserve("p1", 2, 1, |available| Ok(((), available.to_vec())))
+            .unwrap();
+        let payout = tx(&[funded], &[(9, 30_000), (2, 19_000)], 0);
+        let change = OutPoint {
+            txid: payout.compute_txid(),
+            vout: 1,
+        };
+        let b2 = block(b1.block_hash(), vec![payout], 2);
+        // Another height, or another parent, is refused and changes nothing.
+        assert!(set.apply_block(&b2, 3).is_err());
+        let orphan = block(BlockHash::from_byte_array([7; 32]), vec![], 9);
+        let refused = set.apply_block(&orphan, 2).unwrap_err();
+        assert!(refused.retriable, "a reorg: {refused}");
+        assert_eq!(set.last(), Some((1, b1.block_hash())));
+        set.apply_block(&b2, 2).unwrap();
+        assert!(set.contains(&change) && !set.contains(&funded));
+        assert_eq!(set.holder(&funded), None, "spent: the lock went with it");
+        assert_eq!(set.spent_at(&funded), Some(2));
+        // Block 2 disconnected: the change is gone, the funding output back, locked again
+        // by its payout (its transaction is back in the pool, not abandoned).
+        assert_eq!(set.undo_to(1).unwrap(), 1);
+        assert!(!set.contains(&change));
+        assert!(set.contains(&funded));
+        assert_eq!(set.holder(&funded).as_deref(), Some("p1"));
+        assert_eq!(set.spent_at(&funded), None, "unspent again");
+        assert_eq!(set.last(), Some((1, b1.block_hash())));
+        assert_eq!(set.undo_to(5).unwrap(), 0, "nothing above 5");
+        // The other branch applies on the fork.
+        let other = block(b1.block_hash(), vec![], 3);
+        set.apply_block(&other, 2).unwrap();
+        assert_eq!(set.block_hash(2), Some(other.block_hash()));
+        assert_eq!(set.undo_to(0).unwrap(), 2);
+        assert!(set.all().is_empty());
+    }
+
+    #[test]
+    fn undo_records_are_bounded_and_a_deeper_reorg_is_refused() {
+        let set = UtxoSet::new();
+        let mut parent = BlockHash::all_zeros();
+        for height in 1..=UNDO_BLOCKS_KEPT + 5 {
+            let b = block(parent, vec![], height as u32);
+            set.apply_block(&b, height).unwrap();
+            parent = b.block_hash();
+        }
+        assert_eq!(set.block_hash(5), None, "pruned");
+        assert!(set.undo_to(4).is_err());
+        assert_eq!(set.last().unwrap().0, UNDO_BLOCKS_KEPT + 5);
+        let hash_6 = set.block_hash(6).unwrap();
+        assert_eq!(set.undo_to(5).unwrap(), UNDO_BLOCKS_KEPT);
+        assert_eq!(set.last().unwrap().0, 5);
+        // A block on the undone block 6 is refused: the last applied is 5.
+        assert!(set.apply_block(&block(hash_6, vec![], 99), 6).is_err());
     }
 }

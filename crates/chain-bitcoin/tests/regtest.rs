@@ -1,197 +1,19 @@
 //! The Bitcoin adapter against a real regtest node (`testkit::Bitcoind`): funded by mining,
 //! payouts built, signed by the signer, checked by Bitcoin Core's script interpreter
-//! (`bitcoinconsensus`), submitted and mined.
+//! (`bitcoinconsensus`), submitted and mined; the node's answers to replacements; the
+//! wallet's outputs through a reorg. The payouts recorded in the store (reservations across
+//! processes, a crash before broadcasting, replacement by fee, dead attempts) are in
+//! `payouts.rs` (batched payouts too); deposits credited by the wallet's scanner in
+//! `scanner.rs`.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use bitcoin::consensus::encode;
-use chain::address::{Address, Network};
-use chain::provider::{
-    Asset, ChainRead, ChainSubmit, Keychain, SignedTransaction, SubmitOutcome, TxStatus, WatchSet,
-};
-use chain_bitcoin::batch::{Batcher, Pending};
-use chain_bitcoin::{Bitcoin, FeePolicy, Rpc, UnsignedPayout, UtxoSet};
-use domain::{Amount, Chain};
+use std::time::Duration;
+
+use chain::provider::{Asset, ChainRead, ChainSubmit, Keychain, SubmitOutcome, TxStatus, WatchSet};
+use common::*;
+use domain::Amount;
 use serde_json::json;
-use signer::{InProcessSigner, Mnemonic, Signer};
-use testkit::Bitcoind;
-
-const MNEMONIC: &str =
-    "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-/// Coinbase outputs are spendable after 100 blocks.
-const COINBASE_MATURITY: u64 = 100;
-
-struct Setup {
-    _node: Bitcoind,
-    bitcoin: Bitcoin,
-    signer: InProcessSigner,
-    utxos: UtxoSet,
-    applied: u64,
-}
-
-impl Setup {
-    async fn start() -> Setup {
-        let node = Bitcoind::start().await;
-        let signer = InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
-        let rpc = Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30)).unwrap();
-        let bitcoin = Bitcoin::connect(
-            rpc,
-            Network::Regtest,
-            signer.xpub(Chain::Bitcoin).unwrap(),
-            FeePolicy::default(),
-        )
-        .await
-        .unwrap();
-        let utxos = UtxoSet::new();
-        for index in 0..4 {
-            utxos.watch(
-                bitcoin.key_script(Keychain::Receive, index).unwrap(),
-                Keychain::Receive,
-                index,
-            );
-        }
-        for index in 0..200 {
-            utxos.watch(
-                bitcoin.key_script(Keychain::Change, index).unwrap(),
-                Keychain::Change,
-                index,
-            );
-        }
-        let mut setup = Setup {
-            _node: node,
-            bitcoin,
-            signer,
-            utxos,
-            applied: 0,
-        };
-        // Eleven mature coinbase outputs of 50 BTC to receive key 0.
-        let hot = setup.bitcoin.key_address(Keychain::Receive, 0).unwrap();
-        setup
-            .mine_to(COINBASE_MATURITY + 10, &hot.to_string())
-            .await;
-        setup
-    }
-
-    async fn mine_to(&mut self, blocks: u64, address: &str) {
-        self.bitcoin
-            .rpc()
-            .call("generatetoaddress", json!([blocks, address]))
-            .await
-            .unwrap();
-        self.sync().await;
-    }
-
-    /// Mines to an address that is not ours.
-    async fn mine(&mut self, blocks: u64) {
-        self.mine_to(blocks, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
-            .await;
-    }
-
-    async fn sync(&mut self) {
-        let tip = self.bitcoin.tip().await.unwrap().head;
-        for height in self.applied + 1..=tip {
-            let block = self.bitcoin.raw_block(height).await.unwrap().unwrap();
-            self.utxos.apply_block(&block, height);
-        }
-        self.applied = tip;
-    }
-
-    async fn tip(&self) -> u64 {
-        self.bitcoin.tip().await.unwrap().head
-    }
-
-    fn sign(&self, payout: &UnsignedPayout) -> SignedTransaction {
-        let signatures = self
-            .signer
-            .sign_payloads(Chain::Bitcoin, &self.bitcoin.payloads(payout).unwrap())
-            .unwrap();
-        let signed = self.bitcoin.combine(payout, &signatures).unwrap();
-        verify_with_core(payout, &signed);
-        signed
-    }
-
-    /// Selects, locks and builds for `payouts` at `rate`, change to `change`.
-    async fn build(
-        &self,
-        id: &str,
-        payouts: &[(Address, Amount)],
-        rate: u64,
-        change: u32,
-    ) -> UnsignedPayout {
-        let tip = self.tip().await;
-        self.utxos
-            .reserve(id, tip, COINBASE_MATURITY, |available| {
-                let payout = self
-                    .bitcoin
-                    .build_payout(payouts, available, rate, change)?;
-                let inputs = payout.inputs.clone();
-                Ok((payout, inputs))
-            })
-            .unwrap()
-    }
-}
-
-/// Every input checked by Bitcoin Core's own script interpreter.
-fn verify_with_core(payout: &UnsignedPayout, signed: &SignedTransaction) {
-    let tx: bitcoin::Transaction = encode::deserialize(&signed.raw).unwrap();
-    assert_eq!(tx.compute_txid().to_string(), signed.txid);
-    for (position, utxo) in payout.inputs.iter().enumerate() {
-        let script = {
-            let keychain = utxo.keychain;
-            let signer =
-                InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
-            let xpub = signer.xpub(Chain::Bitcoin).unwrap();
-            let key = xpub.public_key(keychain, utxo.index).unwrap();
-            bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::CompressedPublicKey(key).wpubkey_hash())
-        };
-        bitcoinconsensus::verify(script.as_bytes(), utxo.value, &signed.raw, None, position)
-            .unwrap_or_else(|error| panic!("input {position}: {error:?}"));
-        // And a wrong amount fails: the check can fail.
-        assert!(
-            bitcoinconsensus::verify(
-                script.as_bytes(),
-                utxo.value + 1,
-                &signed.raw,
-                None,
-                position
-            )
-            .is_err()
-        );
-    }
-}
-
-fn user(index: u32) -> Address {
-    // Addresses of another wallet (BIP84 receive keys of a second mnemonic).
-    let other = InProcessSigner::new(
-        &Mnemonic::parse(
-            "legal winner thank year wave sausage worth useful legal winner thank yellow",
-        )
-        .unwrap(),
-        Network::Regtest,
-    );
-    other.address(Chain::Bitcoin, index).unwrap()
-}
-
-async fn output_of(setup: &Setup, txid: &str, vout: usize) -> (String, u64, u64) {
-    let tx = setup
-        .bitcoin
-        .rpc()
-        .call("getrawtransaction", json!([txid, 1]))
-        .await
-        .unwrap();
-    let output = &tx["vout"][vout];
-    let sat =
-        chain_bitcoin::btc_text_to_sat(&output["value"].as_number().unwrap().to_string()).unwrap();
-    (
-        output["scriptPubKey"]["address"]
-            .as_str()
-            .unwrap()
-            .to_string(),
-        sat,
-        tx["confirmations"].as_u64().unwrap_or(0),
-    )
-}
 
 #[tokio::test]
 async fn pays_one_withdrawal_and_refuses_another_networks_address() {
@@ -272,111 +94,7 @@ async fn pays_one_withdrawal_and_refuses_another_networks_address() {
 }
 
 #[tokio::test]
-async fn fifty_withdrawals_in_two_batched_transactions_every_output_on_chain() {
-    let mut setup = Setup::start().await;
-    let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
-    let now = Instant::now();
-    for index in 0..50u32 {
-        batcher.push(
-            Pending {
-                id: format!("w{index}"),
-                to: user(index),
-                amount: Amount::from_u128(100_000 + u128::from(index)),
-            },
-            now,
-        );
-    }
-    let mut sent = Vec::new();
-    let mut change = 0;
-    while let Some(batch) = batcher.take(now) {
-        let payouts: Vec<(Address, Amount)> =
-            batch.iter().map(|p| (p.to.clone(), p.amount)).collect();
-        let payout = setup.build(&batch[0].id, &payouts, 3, change).await;
-        change += 1;
-        let signed = setup.sign(&payout);
-        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
-        sent.push((signed, batch));
-    }
-    assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
-    setup.mine(1).await;
-    for (signed, batch) in &sent {
-        for (vout, pending) in batch.iter().enumerate() {
-            let (address, sat, confirmations) = output_of(&setup, &signed.txid, vout).await;
-            assert_eq!(address, pending.to.to_string(), "{}", pending.id);
-            assert_eq!(
-                u128::from(sat),
-                100_000 + pending.id[1..].parse::<u128>().unwrap()
-            );
-            assert_eq!(confirmations, 1);
-        }
-    }
-}
-
-#[tokio::test]
-async fn two_payouts_at_once_never_share_an_input() {
-    let setup = Arc::new(Setup::start().await);
-    let tip = setup.tip().await;
-    let mut handles = Vec::new();
-    for payout in 0..8u32 {
-        let setup = setup.clone();
-        handles.push(std::thread::spawn(move || {
-            setup
-                .utxos
-                .reserve(&format!("p{payout}"), tip, COINBASE_MATURITY, |available| {
-                    // Slow selection: the other threads wait on the mutex meanwhile.
-                    std::thread::sleep(Duration::from_millis(5));
-                    let payout = setup.bitcoin.build_payout(
-                        &[(user(payout), Amount::from_u128(40 * 100_000_000))],
-                        available,
-                        2,
-                        payout,
-                    )?;
-                    let inputs = payout.inputs.clone();
-                    Ok((payout, inputs))
-                })
-        }));
-    }
-    let payouts: Vec<UnsignedPayout> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap().unwrap())
-        .collect();
-    let mut inputs: Vec<_> = payouts
-        .iter()
-        .flat_map(|p| p.inputs.iter().map(|u| u.outpoint))
-        .collect();
-    let count = inputs.len();
-    inputs.sort();
-    inputs.dedup();
-    assert_eq!(inputs.len(), count, "an output in two payouts");
-    // Eleven mature outputs of 50 BTC (heights 1 to 11 at tip 110), eight taken: the last
-    // three pay 120 BTC, then nothing is left.
-    let tip = setup.tip().await;
-    let build = |id: &str, btc: u128, change: u32| {
-        setup
-            .utxos
-            .reserve(id, tip, COINBASE_MATURITY, |available| {
-                let payout = setup.bitcoin.build_payout(
-                    &[(user(9), Amount::from_u128(btc * 100_000_000))],
-                    available,
-                    2,
-                    change,
-                )?;
-                let inputs = payout.inputs.clone();
-                Ok((payout, inputs))
-            })
-    };
-    let ninth = build("p9", 120, 9).unwrap();
-    assert_eq!(ninth.inputs.len(), 3);
-    assert!(build("p10", 1, 10).is_err(), "every output is locked");
-    // The node takes all nine: no two spend one output.
-    for payout in payouts.iter().chain([&ninth]) {
-        let signed = setup.sign(payout);
-        assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
-    }
-}
-
-#[tokio::test]
-async fn a_stuck_payout_replaced_by_fee_exactly_one_version_confirms() {
+async fn a_replacement_follows_bip125_and_the_replaced_bytes_are_refused_after() {
     let mut setup = Setup::start().await;
     let payout = setup
         .build("r1", &[(user(1), Amount::from_u128(50_000_000))], 1, 0)
@@ -428,47 +146,6 @@ async fn a_stuck_payout_replaced_by_fee_exactly_one_version_confirms() {
     ));
     let (address, sat, _) = output_of(&setup, &second.txid, 0).await;
     assert_eq!((address, sat), (user(1).to_string(), 50_000_000));
-}
-
-#[tokio::test]
-async fn a_crash_between_signing_and_broadcasting_rebroadcasts_the_same_bytes_paid_once() {
-    let mut setup = Setup::start().await;
-    let payout = setup
-        .build("c1", &[(user(2), Amount::from_u128(70_000_000))], 2, 0)
-        .await;
-    let signed = setup.sign(&payout);
-    // Persisted, then the process dies before sending: what a restart reads back.
-    let stored = (signed.txid.clone(), signed.raw.clone());
-    drop(signed);
-    let restarted = SignedTransaction {
-        txid: stored.0.clone(),
-        raw: stored.1.clone(),
-    };
-    let outputs = setup.bitcoin.parse_outputs(&restarted).unwrap();
-    assert_eq!(outputs[0], (user(2), Amount::from_u128(70_000_000)));
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::Accepted
-    );
-    // A second restart sends it again: the same txid, taken again (the pool has it).
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::Accepted
-    );
-    setup.mine(1).await;
-    assert_eq!(
-        setup.bitcoin.submit(&restarted).await,
-        SubmitOutcome::AlreadyKnown
-    );
-    assert_eq!(
-        setup
-            .bitcoin
-            .balance(&user(2), &Asset::Native)
-            .await
-            .unwrap(),
-        Amount::from_u128(70_000_000),
-        "paid once"
-    );
 }
 
 #[tokio::test]
@@ -551,4 +228,136 @@ async fn a_deposit_is_found_by_scan_counted_by_depth_and_gone_after_a_reorg() {
         rescan.deposits.iter().all(|d| d.txid != signed.txid),
         "the deposit is gone"
     );
+}
+
+/// The wallet's unspent outputs follow a reorg: the block holding a payout is invalidated,
+/// the set sees the new branch does not chain onto it, undoes it: the change output created
+/// in it disappears, the coin spent in it comes back (locked again by its payout).
+#[tokio::test]
+async fn a_reorg_undoes_the_outputs_a_removed_block_created_and_spent() {
+    let mut setup = Setup::start().await;
+    let payout = setup
+        .build("u1", &[(user(4), Amount::from_u128(30_000_000))], 2, 7)
+        .await;
+    let spent = payout.inputs[0].outpoint;
+    let signed = setup.sign(&payout);
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
+    setup.mine(1).await;
+    let change = bitcoin::OutPoint {
+        txid: signed.txid.parse().unwrap(),
+        vout: payout.change.unwrap().1 as u32,
+    };
+    assert!(setup.utxos.contains(&change), "the change is ours");
+    assert!(!setup.utxos.contains(&spent), "the coin is spent");
+    let removed = setup.applied;
+    let removed_hash = setup.utxos.block_hash(removed).unwrap();
+    setup
+        .bitcoin
+        .rpc()
+        .call("invalidateblock", json!([removed_hash.to_string()]))
+        .await
+        .unwrap();
+    // Keep the payout out of the new branch (it went back to the pool).
+    setup
+        .bitcoin
+        .rpc()
+        .call(
+            "prioritisetransaction",
+            json!([signed.txid, 0, -100_000_000]),
+        )
+        .await
+        .unwrap();
+    setup.mine(2).await;
+    let synced = setup.utxos.last().unwrap();
+    assert_eq!(synced.0, removed + 1, "the new branch is applied");
+    assert_ne!(setup.utxos.block_hash(removed), Some(removed_hash));
+    assert!(
+        !setup.utxos.contains(&change),
+        "the change created in the removed block is gone"
+    );
+    assert!(
+        setup.utxos.contains(&spent),
+        "the coin spent in the removed block is back"
+    );
+    assert_eq!(setup.utxos.holder(&spent).as_deref(), Some("u1"));
+    // A block that does not chain onto the set is refused, changing nothing.
+    let stale = setup
+        .bitcoin
+        .block_by_hash(&removed_hash.to_string())
+        .await
+        .unwrap();
+    assert!(setup.utxos.apply_block(&stale, removed + 2).is_err());
+    assert!(setup.utxos.contains(&spent));
+}
+
+/// A node that keeps no transaction index is refused at connection, saying what to do.
+#[tokio::test]
+async fn a_node_without_a_transaction_index_is_refused_at_connect() {
+    use chain::address::Network;
+    use chain_bitcoin::{Bitcoin, FeePolicy, Rpc};
+    use signer::{InProcessSigner, Mnemonic, Signer};
+    let node = testkit::Bitcoind::start_with(&["-txindex=0"]).await;
+    let rpc = Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30)).unwrap();
+    let signer = InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
+    let error = Bitcoin::connect(
+        rpc,
+        Network::Regtest,
+        signer.xpub(domain::Chain::Bitcoin).unwrap(),
+        FeePolicy::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(!error.retriable);
+    assert!(
+        error.message.contains("start it with -txindex=1"),
+        "{error}"
+    );
+}
+
+/// The cap travels with the bytes as `maxfeerate`: bytes paying more than this adapter's
+/// cap (signed under a higher one) are refused by the node itself, by testmempoolaccept and
+/// by sendrawtransaction (retriable: the same bytes pass under a higher cap).
+#[tokio::test]
+async fn the_node_refuses_bytes_paying_above_the_cap() {
+    use chain::address::Network;
+    use chain_bitcoin::{Bitcoin, FeePolicy, Rpc};
+    use signer::Signer;
+    let setup = Setup::start().await;
+    let payout = setup
+        .build("m1", &[(user(6), Amount::from_u128(10_000_000))], 20, 0)
+        .await;
+    let signed = setup.sign(&payout);
+    let strict = Bitcoin::connect(
+        Rpc::with_cookie(
+            &setup.node.url,
+            &setup.node.cookie(),
+            Duration::from_secs(30),
+        )
+        .unwrap(),
+        Network::Regtest,
+        setup.signer.xpub(domain::Chain::Bitcoin).unwrap(),
+        FeePolicy {
+            target_blocks: 6,
+            floor_sat_vb: 1,
+            cap_sat_vb: 10,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        strict.check_fee(&signed, &payout.inputs).is_err(),
+        "above its cap"
+    );
+    let refusal = strict.test_accept(&signed).await.unwrap().unwrap_err();
+    assert!(refusal.contains("max-fee-exceeded"), "{refusal}");
+    assert!(matches!(
+        strict.submit(&signed).await,
+        SubmitOutcome::Rejected { retriable: true, ref reason } if reason.contains("maximum")
+    ));
+    assert_eq!(
+        setup.bitcoin.transaction(&signed.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    // Under the usual cap the same bytes go.
+    assert_eq!(setup.bitcoin.submit(&signed).await, SubmitOutcome::Accepted);
 }

@@ -154,8 +154,9 @@ enum ChainCommand {
         token: Option<String>,
     },
     /// Deposits to the given addresses in a range of blocks, as the deposit scanner reads
-    /// them (native payments, and the Transfer events of the given tokens only), with their
-    /// confirmations. Reads only; changes nothing.
+    /// them (native payments, and the Transfer events of the given tokens only; on Bitcoin
+    /// every output paying an address, keyed txid:vout), with their confirmations. Reads
+    /// only; changes nothing.
     Deposits {
         #[arg(long)]
         chain: Chain,
@@ -708,6 +709,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } => {
                     let request = commands::chain::DepositsRequest {
                         chain,
+                        network,
                         addresses,
                         tokens,
                         from,

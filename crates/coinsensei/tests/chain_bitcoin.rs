@@ -216,3 +216,107 @@ async fn bad_addresses_and_settings_are_refused_before_any_connection() {
         stderr(&output)
     );
 }
+
+/// `chain deposits --chain bitcoin`: the outputs paying an address in a range of blocks
+/// (here the coinbase outputs of blocks mined to it), keyed txid:vout, with confirmations
+/// tip − height + 1, as lines and as JSON; bad ranges and addresses refused.
+#[tokio::test]
+async fn deposits_by_block_range_from_a_regtest_node() {
+    let node = Bitcoind::start().await;
+    let cookie = cookie_file(&node);
+    let env = [
+        ("COINSENSEI_BITCOIN_RPC_URL", node.url.as_str()),
+        ("COINSENSEI_BITCOIN_RPC_COOKIE_FILE", cookie.as_str()),
+        ("COINSENSEI_BITCOIN_NETWORK", "regtest"),
+    ];
+    use signer::Signer;
+    // An address of this test: BIP84 receive key 0 of the all-abandon mnemonic on regtest.
+    let watched = signer::InProcessSigner::new(
+        &signer::Mnemonic::parse(
+            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon \
+             abandon about",
+        )
+        .unwrap(),
+        chain::address::Network::Regtest,
+    )
+    .address(domain::Chain::Bitcoin, 0)
+    .unwrap()
+    .to_string();
+    let watched = watched.as_str();
+    node.cli(&["generatetoaddress", "2", MINED_TO]).await;
+    node.cli(&["generatetoaddress", "3", watched]).await;
+    node.cli(&["generatetoaddress", "1", MINED_TO]).await;
+    let deposits = |args: &'static [&'static str]| async move {
+        let mut all = vec!["deposits", "--chain", "bitcoin", "--address", watched];
+        all.extend_from_slice(args);
+        chain(&env, &all).await
+    };
+    let lines = deposits(&["--from", "1"]).await;
+    assert!(lines.status.success(), "{}", stderr(&lines));
+    let text = out(&lines);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for (row, height) in rows.iter().zip(3u64..=5) {
+        let hash = node.cli(&["getblockhash", &height.to_string()]).await;
+        let block = node.cli(&["getblock", &hash]).await;
+        let block: serde_json::Value = serde_json::from_str(&block).unwrap();
+        let coinbase = block["tx"][0].as_str().unwrap();
+        assert_eq!(
+            *row,
+            format!(
+                "block {height} ({} confirmations) 50 BTC (5000000000 satoshi) to {watched} in \
+                 {coinbase}:0",
+                6 - height + 1
+            )
+        );
+    }
+    // A range without them, and JSON.
+    let none = deposits(&["--from", "1", "--to", "2"]).await;
+    assert!(none.status.success(), "{}", stderr(&none));
+    assert_eq!(out(&none), "no deposits in blocks 1..=2");
+    let json = deposits(&["--from", "4", "--to", "4", "--json"]).await;
+    assert!(json.status.success(), "{}", stderr(&json));
+    let rows: serde_json::Value = serde_json::from_str(&out(&json)).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(rows[0]["block"], 4);
+    assert_eq!(rows[0]["confirmations"], 3);
+    assert_eq!(rows[0]["position"], 0);
+    assert_eq!(rows[0]["amount"], "5000000000");
+    assert_eq!(rows[0]["asset"], "BTC");
+    assert_eq!(rows[0]["to"], watched);
+    // Past the head, backwards, another network's address, a token: refused, saying why.
+    let past = deposits(&["--from", "1", "--to", "7"]).await;
+    assert_eq!(past.status.code(), Some(1));
+    assert!(
+        stderr(&past).contains("past the node's head (6)"),
+        "{}",
+        stderr(&past)
+    );
+    let backwards = deposits(&["--from", "3", "--to", "2"]).await;
+    assert_eq!(backwards.status.code(), Some(1));
+    assert!(
+        stderr(&backwards).contains("before --from"),
+        "{}",
+        stderr(&backwards)
+    );
+    let mainnet = chain(
+        &env,
+        &[
+            "deposits",
+            "--chain",
+            "bitcoin",
+            "--address",
+            "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+            "--from",
+            "1",
+        ],
+    )
+    .await;
+    assert_eq!(mainnet.status.code(), Some(1));
+    assert!(out(&mainnet).is_empty());
+    assert!(
+        stderr(&mainnet).contains("an address for mainnet"),
+        "{}",
+        stderr(&mainnet)
+    );
+}

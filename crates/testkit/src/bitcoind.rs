@@ -24,6 +24,12 @@ pub struct Bitcoind {
 
 impl Bitcoind {
     pub async fn start() -> Bitcoind {
+        Bitcoind::start_with(&[]).await
+    }
+
+    /// A node with `extra` arguments after the usual ones (a later argument wins, e.g.
+    /// `-txindex=0`).
+    pub async fn start_with(extra: &[&str]) -> Bitcoind {
         let binary = PathBuf::from(std::env::var("COINSENSEI_BITCOIND").expect(
             "COINSENSEI_BITCOIND is not set: run the tests with `cargo xtask test`, which installs bitcoind",
         ));
@@ -54,6 +60,7 @@ impl Bitcoind {
                     "-printtoconsole=0",
                     "-rpcworkqueue=64",
                 ])
+                .args(extra)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

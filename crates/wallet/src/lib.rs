@@ -12,8 +12,11 @@
 //!   payout's signed bytes as an attempt before broadcasting them, and
 //!   [`Wallet::reconcile_attempts`] settles attempts by the chain's death rule or sends the
 //!   same bytes again;
+//! - [`attempt_log::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
+//!   store's payout attempts and output reservations (Bitcoin's `Payer` records through it);
 //! - [`conformance`]: the checks every chain adapter passes on a live node.
 
+pub mod attempt_log;
 pub mod attempts;
 pub mod conformance;
 pub mod scanner;

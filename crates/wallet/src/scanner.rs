@@ -46,6 +46,17 @@ impl ScanPolicy {
         }
     }
 
+    /// Bitcoin: `confirmations` deep (no finality: only depth counts; 6 is usual, 1 to
+    /// `SCAN_BLOCKS_KEPT`), 100 blocks per step (a Bitcoin block is read whole).
+    pub fn bitcoin(start: u64, confirmations: u64) -> ScanPolicy {
+        ScanPolicy {
+            start,
+            batch_blocks: 100,
+            confirmations,
+            credit_finalized: false,
+        }
+    }
+
     /// The newest block whose deposits may be credited at `tip`; None while none may.
     pub fn credit_through(&self, tip: Tip) -> Option<u64> {
         let by_depth = (tip.head + 1).checked_sub(self.confirmations.max(1));

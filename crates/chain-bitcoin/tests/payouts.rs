@@ -1,0 +1,444 @@
+//! Payouts recorded in the store before they are broadcast (DESIGN.md §2.2) and settled from
+//! the store alone (§2.3), on a regtest node and both stores: each "process" is its own
+//! `Store` handle on one database, its own unspent-output set and its own `Payer`.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Barrier;
+
+use chain::address::Address;
+use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptState, Outpoint};
+use chain::provider::{Asset, ChainRead, ChainSubmit, SubmitOutcome, TxStatus};
+use chain_bitcoin::UtxoSet;
+use chain_bitcoin::batch::{Batcher, Pending};
+use chain_bitcoin::payout::{Paid, Payer, PayoutError, Prepared, Reconciled};
+use common::*;
+use domain::{Amount, Chain};
+use testkit::TestDb;
+use wallet::attempt_log::StoreAttempts;
+
+const BTC: u128 = 100_000_000;
+
+/// The store's attempt log, with the first `reserved` read of each process held until
+/// both processes have read: both then select among the same outputs, so the race on the
+/// store's reservations happens every run, not by chance. Every call goes to the store.
+struct Gated {
+    store: StoreAttempts,
+    barrier: Option<(Arc<Barrier>, AtomicBool)>,
+}
+
+impl AttemptLog for Gated {
+    async fn reserved(&self, chain: Chain) -> Result<Vec<(Outpoint, String)>, AttemptError> {
+        let reserved = self.store.reserved(chain).await;
+        if let Some((barrier, first)) = &self.barrier
+            && first.swap(false, Ordering::SeqCst)
+        {
+            barrier.wait().await;
+        }
+        reserved
+    }
+    async fn record(&self, new: &AttemptNew<'_>) -> Result<(), AttemptError> {
+        self.store.record(new).await
+    }
+    async fn live(&self, chain: Chain, sender: Option<&str>) -> Result<Vec<Attempt>, AttemptError> {
+        self.store.live(chain, sender).await
+    }
+    async fn attempts_of(&self, chain: Chain, payout: &str) -> Result<Vec<Attempt>, AttemptError> {
+        self.store.attempts_of(chain, payout).await
+    }
+    async fn landed(&self, chain: Chain, txid: &str) -> Result<(), AttemptError> {
+        self.store.landed(chain, txid).await
+    }
+    async fn dead(&self, chain: Chain, txid: &str) -> Result<(), AttemptError> {
+        self.store.dead(chain, txid).await
+    }
+}
+
+/// One process: its own store handle and its own view of the wallet's outputs.
+struct Process {
+    log: Gated,
+    utxos: UtxoSet,
+}
+
+impl Process {
+    async fn start(setup: &Setup, db: &TestDb) -> Process {
+        Process::gated(setup, db, None).await
+    }
+
+    async fn gated(setup: &Setup, db: &TestDb, barrier: Option<Arc<Barrier>>) -> Process {
+        let utxos = wallet_utxos(&setup.bitcoin);
+        utxos.sync(&setup.bitcoin, 1, 10_000).await.unwrap();
+        Process {
+            log: Gated {
+                store: StoreAttempts::new(db.store().await),
+                barrier: barrier.map(|barrier| (barrier, AtomicBool::new(true))),
+            },
+            utxos,
+        }
+    }
+
+    fn payer<'a>(&'a self, setup: &'a Setup) -> Payer<'a, Gated> {
+        Payer {
+            bitcoin: &setup.bitcoin,
+            utxos: &self.utxos,
+            log: &self.log,
+            signer: &setup.signer,
+            sender: "hot",
+            min_confirmations: COINBASE_MATURITY,
+            settle_confirmations: 1,
+        }
+    }
+}
+
+fn pays(to: &Address, sat: u128) -> Vec<(Address, Amount)> {
+    vec![(to.clone(), Amount::from_u128(sat))]
+}
+
+async fn balance(setup: &Setup, address: &Address) -> Amount {
+    setup
+        .bitcoin
+        .balance(address, &Asset::Native)
+        .await
+        .unwrap()
+}
+
+async fn states(log: &Gated, payout: &str) -> Vec<(String, AttemptState)> {
+    log.attempts_of(Chain::Bitcoin, payout)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|attempt| (attempt.txid, attempt.state))
+        .collect()
+}
+
+/// Pays withdrawals `name`0..4 of 40 BTC to users `first`.., one after the other.
+async fn pay_four(payer: &Payer<'_, Gated>, name: &str, first: u32) -> Vec<Paid> {
+    let mut paid = Vec::new();
+    for i in 0..4 {
+        let to = user(first + i);
+        paid.push(
+            payer
+                .pay(&format!("{name}{i}"), &pays(&to, 40 * BTC), 2, first + i)
+                .await
+                .unwrap(),
+        );
+    }
+    paid
+}
+
+/// Two processes pay four withdrawals each at the same time from the same coins: every
+/// attempt is recorded with its inputs before it is sent, no input is in two of them, the
+/// node takes all eight, and each withdrawal is paid once.
+async fn two_processes_paying_at_once_never_share_an_input(db: &TestDb) {
+    let setup = Setup::start().await;
+    let barrier = Arc::new(Barrier::new(2));
+    let (a, b) = (
+        Process::gated(&setup, db, Some(barrier.clone())).await,
+        Process::gated(&setup, db, Some(barrier)).await,
+    );
+    let (payer_a, payer_b) = (a.payer(&setup), b.payer(&setup));
+    let (paid_a, paid_b) = tokio::join!(pay_four(&payer_a, "a", 0), pay_four(&payer_b, "b", 10));
+    for paid in paid_a.iter().chain(&paid_b) {
+        assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted), "{paid:?}");
+    }
+    // Both first payouts selected the same output; the store gave it to one, and the other
+    // selected again (more than once if the winner's next payout took its next choice).
+    let firsts = (paid_a[0].selections, paid_b[0].selections);
+    assert_eq!(firsts.0.min(firsts.1), 1, "{paid_a:?} {paid_b:?}");
+    assert!(firsts.0.max(firsts.1) >= 2, "{paid_a:?} {paid_b:?}");
+    let live = a.log.live(Chain::Bitcoin, Some("hot")).await.unwrap();
+    assert_eq!(live.len(), 8);
+    let inputs: Vec<&Outpoint> = live.iter().flat_map(|attempt| &attempt.inputs).collect();
+    let distinct: HashSet<&Outpoint> = inputs.iter().copied().collect();
+    assert_eq!(distinct.len(), inputs.len(), "an input in two attempts");
+    let reserved = b.log.reserved(Chain::Bitcoin).await.unwrap();
+    assert_eq!(reserved.len(), inputs.len(), "every input reserved, once");
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    // Both reconcile at once: each attempt is settled Landed once, by one of them (the
+    // other finds it settled and goes on).
+    let (report_a, report_b) = tokio::join!(payer_a.reconcile(), payer_b.reconcile());
+    let (report_a, report_b) = (report_a.unwrap(), report_b.unwrap());
+    let mut landed: Vec<&String> = report_a.landed.iter().chain(&report_b.landed).collect();
+    landed.sort();
+    landed.dedup();
+    assert_eq!(
+        (landed.len(), report_a.landed.len() + report_b.landed.len()),
+        (8, 8),
+        "{report_a:?} {report_b:?}"
+    );
+    assert_eq!(payer_a.reconcile().await.unwrap(), Reconciled::default());
+    for i in (0..4).chain(10..14) {
+        assert_eq!(balance(&setup, &user(i)).await, Amount::from_u128(40 * BTC));
+    }
+}
+
+/// Stored, then the process dies before sending: a fresh process, from the store and the
+/// chain alone, sends the same bytes (same txid); paying the payout again builds nothing
+/// new; it lands once.
+async fn a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid(db: &TestDb) {
+    let setup = Setup::start().await;
+    let to = user(2);
+    let stored = {
+        let crashed = Process::start(&setup, db).await;
+        let prepared = crashed
+            .payer(&setup)
+            .prepare("c1", &pays(&to, 70_000_000), 2, 0)
+            .await
+            .unwrap();
+        let Prepared::New { signed, .. } = prepared else {
+            panic!("a new attempt: {prepared:?}");
+        };
+        signed.txid
+        // The process ends here: its store handle, its outputs and its payer are gone.
+    };
+    assert_eq!(
+        setup.bitcoin.transaction(&stored).await.unwrap(),
+        TxStatus::NotFound,
+        "never sent"
+    );
+    let fresh = Process::start(&setup, db).await;
+    let payer = fresh.payer(&setup);
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(
+        report.rebroadcast,
+        vec![(stored.clone(), SubmitOutcome::Accepted)]
+    );
+    assert_eq!(
+        payer.pay("c1", &pays(&to, 70_000_000), 2, 1).await.unwrap(),
+        Paid {
+            txid: stored.clone(),
+            outcome: None,
+            selections: 0
+        },
+        "the payout has a live attempt: nothing new is built"
+    );
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    assert_eq!(
+        payer.reconcile().await.unwrap().landed,
+        vec![stored.clone()]
+    );
+    assert_eq!(
+        states(&fresh.log, "c1").await,
+        vec![(stored, AttemptState::Landed)]
+    );
+    assert_eq!(
+        balance(&setup, &to).await,
+        Amount::from_u128(70_000_000),
+        "paid once"
+    );
+    assert_eq!(payer.reconcile().await.unwrap(), Reconciled::default());
+}
+
+/// A stuck payout replaced by fee: the replacement is recorded with `replaces` before it
+/// is sent; exactly one version confirms, and the store says Landed for it and Replaced
+/// for the other.
+async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let to = user(1);
+    let first = payer.pay("r1", &pays(&to, 50_000_000), 1, 0).await.unwrap();
+    assert_eq!(first.outcome, Some(SubmitOutcome::Accepted));
+    let second = payer.bump("r1", 10).await.unwrap();
+    assert_eq!(second.outcome, Some(SubmitOutcome::Accepted));
+    assert_ne!(second.txid, first.txid);
+    let attempts = process.log.attempts_of(Chain::Bitcoin, "r1").await.unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[1].replaces.as_deref(), Some(first.txid.as_str()));
+    assert_eq!(attempts[1].inputs, attempts[0].inputs, "the same inputs");
+    // The old version left the pool; the store keeps both live until one lands.
+    assert_eq!(
+        setup.bitcoin.transaction(&first.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    assert_eq!(payer.reconcile().await.unwrap().waiting, 1);
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    assert_eq!(
+        payer.reconcile().await.unwrap().landed,
+        vec![second.txid.clone()]
+    );
+    assert_eq!(
+        states(&process.log, "r1").await,
+        vec![
+            (first.txid.clone(), AttemptState::Replaced),
+            (second.txid.clone(), AttemptState::Landed)
+        ]
+    );
+    assert_eq!(
+        setup.bitcoin.transaction(&first.txid).await.unwrap(),
+        TxStatus::NotFound
+    );
+    assert_eq!(balance(&setup, &to).await, Amount::from_u128(50_000_000));
+    assert!(matches!(
+        payer.bump("r1", 20).await,
+        Err(PayoutError::Refused(_))
+    ));
+}
+
+/// An attempt whose input another transaction spent in a block is Dead, its reservation
+/// released; only then may the payout be attempted again.
+async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    // Settled two blocks deep: a spend in the tip block alone may still be reorged away.
+    let payer = Payer {
+        settle_confirmations: 2,
+        ..process.payer(&setup)
+    };
+    let to = user(3);
+    let Prepared::New { signed, inputs, .. } = payer
+        .prepare("x1", &pays(&to, 60_000_000), 2, 0)
+        .await
+        .unwrap()
+    else {
+        panic!("a new attempt");
+    };
+    // Something outside the log (an operator's sweep with the same keys) spends its coin.
+    let coin = process
+        .utxos
+        .get(&bitcoin::OutPoint {
+            txid: inputs[0].txid.parse().unwrap(),
+            vout: inputs[0].vout,
+        })
+        .unwrap();
+    let sweep = setup
+        .bitcoin
+        .build_payout(&pays(&user(5), BTC), &[coin], 2, 50)
+        .unwrap();
+    let sweep = setup.sign(&sweep);
+    assert_eq!(setup.bitcoin.submit(&sweep).await, SubmitOutcome::Accepted);
+    // In the pool only: not proven dead; the stored bytes conflict and are not taken.
+    let report = payer.reconcile().await.unwrap();
+    assert!(report.dead.is_empty(), "{report:?}");
+    assert!(matches!(
+        report.rebroadcast.as_slice(),
+        [(txid, SubmitOutcome::Rejected { retriable: true, .. })] if *txid == signed.txid
+    ));
+    // In a block one deep: not yet.
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!((report.dead.len(), report.waiting), (0, 1), "{report:?}");
+    // Two deep: dead.
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(report.dead, vec![signed.txid.clone()], "{report:?}");
+    assert_eq!(
+        states(&process.log, "x1").await,
+        vec![(signed.txid.clone(), AttemptState::Dead)]
+    );
+    assert!(
+        process
+            .log
+            .reserved(Chain::Bitcoin)
+            .await
+            .unwrap()
+            .is_empty(),
+        "its reservation is released"
+    );
+    // Every earlier attempt is provably dead: a new one is built, and it lands.
+    let again = payer.pay("x1", &pays(&to, 60_000_000), 2, 1).await.unwrap();
+    assert_eq!(again.outcome, Some(SubmitOutcome::Accepted));
+    assert_ne!(again.txid, signed.txid);
+    mine_elsewhere(&setup.bitcoin, 2).await;
+    assert_eq!(payer.reconcile().await.unwrap().landed, vec![again.txid]);
+    assert_eq!(balance(&setup, &to).await, Amount::from_u128(60_000_000));
+}
+
+/// Fifty withdrawals (each pushed twice, as a job delivered twice would) leave the batcher
+/// as two batches of 25, each recorded under its batch key and committed only once stored;
+/// two transactions pay every output. A restart that queues the same withdrawals gets the
+/// same batch keys, and the store says they are paid: nothing is built again.
+async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let withdrawals: Vec<Pending> = (0..50u32)
+        .map(|index| Pending {
+            id: format!("w{index}"),
+            to: user(index),
+            amount: Amount::from_u128(100_000 + u128::from(index)),
+        })
+        .collect();
+    let queue = |batcher: &mut Batcher, now| {
+        for pending in &withdrawals {
+            batcher.push(pending.clone(), now).unwrap();
+            assert!(!batcher.push(pending.clone(), now).unwrap(), "held once");
+        }
+    };
+    let now = Instant::now();
+    let mut batcher = Batcher::new(25, Duration::from_secs(30)).unwrap();
+    queue(&mut batcher, now);
+    let mut sent = Vec::new();
+    let mut change = 0;
+    while let Some(batch) = batcher.take(now) {
+        let outputs: Vec<(Address, Amount)> = batch
+            .withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect();
+        change += 1;
+        match payer.pay(&batch.key, &outputs, 3, change).await {
+            Ok(paid) => {
+                batcher.commit(&batch.key).unwrap();
+                assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
+                sent.push((paid.txid, batch));
+            }
+            Err(error) => {
+                batcher.putback(&batch.key).unwrap();
+                panic!("{error}");
+            }
+        }
+    }
+    assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
+    assert!(batcher.is_empty() && batcher.out() == 0);
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    assert_eq!(payer.reconcile().await.unwrap().landed.len(), 2);
+    for (txid, batch) in &sent {
+        for (vout, pending) in batch.withdrawals.iter().enumerate() {
+            let (address, sat, confirmations) = output_of(&setup, txid, vout).await;
+            assert_eq!(
+                (address, Amount::from_u128(u128::from(sat)), confirmations),
+                (pending.to.to_string(), pending.amount, 1),
+                "{}",
+                pending.id
+            );
+        }
+    }
+    // A restart queues the same withdrawals again (its queue is rebuilt): the same keys,
+    // already landed in the store, so nothing new is built or sent.
+    let mut restarted = Batcher::new(25, Duration::from_secs(30)).unwrap();
+    queue(&mut restarted, now);
+    for (txid, _) in &sent {
+        let batch = restarted.take(now).unwrap();
+        let outputs: Vec<(Address, Amount)> = batch
+            .withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect();
+        let paid = payer.pay(&batch.key, &outputs, 3, 90).await.unwrap();
+        assert_eq!((&paid.txid, paid.outcome, paid.selections), (txid, None, 0));
+        restarted.commit(&batch.key).unwrap();
+    }
+    for pending in &withdrawals {
+        assert_eq!(
+            balance(&setup, &pending.to).await,
+            pending.amount,
+            "paid once"
+        );
+    }
+}
+
+testkit::on_both_stores!(db:
+    fifty_withdrawals_in_two_recorded_batches_paid_once,
+    two_processes_paying_at_once_never_share_an_input,
+    a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid,
+    a_payout_replaced_by_fee_lands_exactly_one_version,
+    an_attempt_whose_input_is_spent_elsewhere_is_dead,
+);
