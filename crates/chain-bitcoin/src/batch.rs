@@ -5,9 +5,14 @@
 //! A withdrawal id is held once: pushed again while it waits or while its batch is being
 //! paid, it is ignored. [`Batcher::take`] hands a batch out without forgetting it: the
 //! caller [`Batcher::commit`]s it once its transaction is stored (DESIGN.md §2.2), or
-//! [`Batcher::putback`]s it when building, signing or storing failed, and its withdrawals
-//! go back to the front of the queue with their original waiting times. A crash in between
-//! loses nothing either: the queue is rebuilt from the store's pending withdrawals.
+//! [`Batcher::putback`]s it when building, signing or storing failed: the very same batch
+//! (same withdrawals, same key) is offered again first, even if more withdrawals arrived
+//! meanwhile, so a store whose answer was lost sees the same payout again. When the store
+//! says some of its withdrawals are paid by another payout already (a batch rebuilt
+//! differently after a crash), [`Batcher::drop_paid`] lets them go and offers the rest.
+//! The store holds each withdrawal for one payout (`payout_member`), so even a batch
+//! formed differently can never pay a withdrawal twice. A crash loses nothing either: the
+//! queue is rebuilt from the store's pending withdrawals.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -34,6 +39,14 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// The ids of its withdrawals, in order: the payout's members in the store.
+    pub fn ids(&self) -> Vec<String> {
+        self.withdrawals
+            .iter()
+            .map(|pending| pending.id.clone())
+            .collect()
+    }
+
     /// `"batch-"` and the first 32 hex digits of SHA-256 over the ids, each followed by a
     /// newline (ids are the caller's and may be long; the key fits the store's 200 bytes).
     pub fn key_of(withdrawals: &[Pending]) -> String {
@@ -66,7 +79,9 @@ pub struct Batcher {
     queue: VecDeque<(Pending, Instant)>,
     /// Batches handed out by `take`, by key, with their withdrawals' times.
     out: HashMap<String, Vec<(Pending, Instant)>>,
-    /// Every id queued or out.
+    /// Batches put back: offered again first, exactly as they were.
+    retry: VecDeque<(String, Vec<(Pending, Instant)>)>,
+    /// Every id queued, out or put back.
     ids: HashSet<String>,
 }
 
@@ -98,6 +113,7 @@ impl Batcher {
             max_pending,
             queue: VecDeque::new(),
             out: HashMap::new(),
+            retry: VecDeque::new(),
             ids: HashSet::new(),
         })
     }
@@ -115,13 +131,18 @@ impl Batcher {
         Ok(true)
     }
 
-    /// Withdrawals waiting (not counting those out in batches).
+    /// Withdrawals waiting, put-back batches included (not counting those out in batches).
     pub fn len(&self) -> usize {
         self.queue.len()
+            + self
+                .retry
+                .iter()
+                .map(|(_, taken)| taken.len())
+                .sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.len() == 0
     }
 
     /// Batches out: taken, neither committed nor put back.
@@ -133,6 +154,11 @@ impl Batcher {
     /// waited long enough; None while neither. Its withdrawals stay held (a push of one of
     /// them is still ignored) until the batch is committed or put back.
     pub fn take(&mut self, now: Instant) -> Option<Batch> {
+        if let Some((key, taken)) = self.retry.pop_front() {
+            let withdrawals = taken.iter().map(|(pending, _)| pending.clone()).collect();
+            self.out.insert(key.clone(), taken);
+            return Some(Batch { key, withdrawals });
+        }
         let oldest = self.queue.front()?.1;
         if self.queue.len() < self.max_outputs && now.duration_since(oldest) < self.max_wait {
             return None;
@@ -157,15 +183,34 @@ impl Batcher {
         Ok(())
     }
 
-    /// The batch `key` was not paid: its withdrawals go back to the front of the queue, in
-    /// their order, with the times they were first queued.
+    /// The batch `key` was not paid (or its storing may have failed): the next `take` offers
+    /// the very same batch again, before anything else.
     pub fn putback(&mut self, key: &str) -> Result<(), BatchError> {
         let taken = self
             .out
             .remove(key)
             .ok_or_else(|| BatchError::UnknownBatch(key.to_string()))?;
-        for entry in taken.into_iter().rev() {
-            self.queue.push_front(entry);
+        self.retry.push_front((key.to_string(), taken));
+        Ok(())
+    }
+
+    /// Some withdrawals of batch `key` are paid by another payout already (the store said
+    /// so): they are let go, and the rest of the batch is offered again first, as a new batch.
+    pub fn drop_paid(&mut self, key: &str, paid: &[String]) -> Result<(), BatchError> {
+        let taken = self
+            .out
+            .remove(key)
+            .ok_or_else(|| BatchError::UnknownBatch(key.to_string()))?;
+        let (gone, rest): (Vec<_>, Vec<_>) = taken
+            .into_iter()
+            .partition(|(pending, _)| paid.contains(&pending.id));
+        for (pending, _) in gone {
+            self.ids.remove(&pending.id);
+        }
+        if !rest.is_empty() {
+            let withdrawals: Vec<Pending> =
+                rest.iter().map(|(pending, _)| pending.clone()).collect();
+            self.retry.push_front((Batch::key_of(&withdrawals), rest));
         }
         Ok(())
     }
@@ -267,6 +312,60 @@ mod tests {
         assert_eq!(last.withdrawals, vec![pending(2)]);
         assert_ne!(last.key, batch.key);
         assert!(batcher.putback("batch-unknown").is_err());
+    }
+
+    #[test]
+    fn a_partial_batch_put_back_is_offered_again_unchanged_when_more_arrive() {
+        let start = Instant::now();
+        let wait = Duration::from_secs(60);
+        let mut batcher = Batcher::new(25, wait).unwrap();
+        for id in 0..10 {
+            batcher.push(pending(id), start).unwrap();
+        }
+        let partial = batcher.take(start + wait).unwrap();
+        assert_eq!(partial.withdrawals.len(), 10);
+        // Storing it failed (maybe only its answer was lost); twenty more arrive meanwhile.
+        batcher.putback(&partial.key).unwrap();
+        for id in 10..30 {
+            batcher.push(pending(id), start + wait).unwrap();
+        }
+        assert_eq!(batcher.len(), 30);
+        let again = batcher.take(start + wait).unwrap();
+        assert_eq!(
+            again, partial,
+            "the same ten, the same key: the same payout in the store"
+        );
+        commit(&mut batcher, &again);
+        assert_eq!(
+            batcher.take(start + wait),
+            None,
+            "the twenty have not waited"
+        );
+        assert_eq!(
+            batcher.take(start + wait + wait).unwrap().withdrawals.len(),
+            20
+        );
+    }
+
+    #[test]
+    fn withdrawals_paid_elsewhere_are_let_go_and_the_rest_offered_again() {
+        let start = Instant::now();
+        let mut batcher = Batcher::new(4, Duration::ZERO).unwrap();
+        for id in 0..4 {
+            batcher.push(pending(id), start).unwrap();
+        }
+        let batch = batcher.take(start).unwrap();
+        batcher
+            .drop_paid(&batch.key, &["1".to_string(), "3".to_string()])
+            .unwrap();
+        let rest = batcher.take(start).unwrap();
+        let ids: Vec<&str> = rest.withdrawals.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["0", "2"]);
+        assert_ne!(rest.key, batch.key);
+        // The ones paid elsewhere are no longer held here.
+        assert!(batcher.push(pending(1), start).unwrap());
+        assert!(!batcher.push(pending(2), start).unwrap(), "still out");
+        assert!(batcher.drop_paid("batch-unknown", &[]).is_err());
     }
 
     #[test]

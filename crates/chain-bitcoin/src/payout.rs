@@ -35,6 +35,8 @@ use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of};
 
 /// How many times a payout selects again after another took one of its coins.
 pub const SELECT_TRIES_MAX: u32 = 8;
+/// How many times the same attempt is recorded when the log fails in a way worth retrying.
+pub const RECORD_TRIES_MAX: u32 = 4;
 /// The most payouts one [`Payer::reconcile`] settles (the rest wait for the next call).
 pub const RECONCILE_PAYOUTS_MAX: usize = 500;
 
@@ -222,11 +224,32 @@ impl<L: AttemptLog> Payer<'_, L> {
         Ok(signed)
     }
 
+    /// Records `new`, again with the same bytes when the log failed in a way worth retrying:
+    /// the first try may have been stored with only its answer lost, and recording the very
+    /// same attempt again is a no-op. Giving up then would let the caller rebuild the payout
+    /// differently while the stored bytes may still be broadcast by a reconcile.
+    async fn record(&self, new: &AttemptNew<'_>) -> Result<(), AttemptError> {
+        let mut tries = 1;
+        loop {
+            match self.log.record(new).await {
+                Err(error) if error.retriable() && tries < RECORD_TRIES_MAX => {
+                    tracing::warn!(payout = new.payout, txid = new.txid, %error, tries, "recording the attempt failed: trying again with the same bytes");
+                    tokio::time::sleep(crate::rpc::retry_delay(tries, crate::rpc::jitter())).await;
+                    tries += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Builds, signs and records an attempt for `payout` without sending it (see the
-    /// module's documentation).
+    /// module's documentation). `members` are the withdrawals it pays: one already paid by
+    /// another payout that may land is refused with [`AttemptError::Claimed`], nothing
+    /// recorded (pay the others without it).
     pub async fn prepare(
         &self,
         payout: &str,
+        members: &[String],
         outputs: &[(Address, Amount)],
         fee_rate_sat_vb: u64,
         change_index: u32,
@@ -259,7 +282,6 @@ impl<L: AttemptLog> Payer<'_, L> {
                 .map(|utxo| log_outpoint(&utxo.outpoint))
                 .collect();
             let recorded = self
-                .log
                 .record(&AttemptNew {
                     chain: Chain::Bitcoin,
                     payout,
@@ -267,6 +289,7 @@ impl<L: AttemptLog> Payer<'_, L> {
                     txid: &signed.txid,
                     raw: &signed.raw,
                     inputs: &inputs,
+                    members,
                     replaces: None,
                 })
                 .await;
@@ -305,12 +328,13 @@ impl<L: AttemptLog> Payer<'_, L> {
     pub async fn pay(
         &self,
         payout: &str,
+        members: &[String],
         outputs: &[(Address, Amount)],
         fee_rate_sat_vb: u64,
         change_index: u32,
     ) -> Result<Paid, PayoutError> {
         match self
-            .prepare(payout, outputs, fee_rate_sat_vb, change_index)
+            .prepare(payout, members, outputs, fee_rate_sat_vb, change_index)
             .await?
         {
             Prepared::New {
@@ -413,17 +437,18 @@ impl<L: AttemptLog> Payer<'_, L> {
         let bumped = self.bitcoin.bump(&unsigned, fee_rate_sat_vb)?;
         let signed = self.sign(&bumped, &outputs)?;
         let inputs: Vec<Outpoint> = current.inputs.clone();
-        self.log
-            .record(&AttemptNew {
-                chain: Chain::Bitcoin,
-                payout,
-                sender: self.sender,
-                txid: &signed.txid,
-                raw: &signed.raw,
-                inputs: &inputs,
-                replaces: Some(&current.txid),
-            })
-            .await?;
+        self.record(&AttemptNew {
+            chain: Chain::Bitcoin,
+            payout,
+            sender: self.sender,
+            txid: &signed.txid,
+            raw: &signed.raw,
+            inputs: &inputs,
+            // The payout holds its withdrawals already.
+            members: &[],
+            replaces: Some(&current.txid),
+        })
+        .await?;
         let outcome = self.bitcoin.submit(&signed).await;
         tracing::info!(payout, txid = %signed.txid, replaces = %current.txid, ?outcome, "bitcoin payout bumped");
         Ok(Paid {

@@ -123,7 +123,13 @@ async fn pay_four(payer: &Payer<'_, Gated>, name: &str, first: u32) -> Vec<Paid>
         let to = user(first + i);
         paid.push(
             payer
-                .pay(&format!("{name}{i}"), &pays(&to, 40 * BTC), 2, first + i)
+                .pay(
+                    &format!("{name}{i}"),
+                    &[],
+                    &pays(&to, 40 * BTC),
+                    2,
+                    first + i,
+                )
                 .await
                 .unwrap(),
         );
@@ -187,7 +193,7 @@ async fn a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid(db:
         let crashed = Process::start(&setup, db).await;
         let prepared = crashed
             .payer(&setup)
-            .prepare("c1", &pays(&to, 70_000_000), 2, 0)
+            .prepare("c1", &[], &pays(&to, 70_000_000), 2, 0)
             .await
             .unwrap();
         let Prepared::New { signed, .. } = prepared else {
@@ -209,7 +215,10 @@ async fn a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid(db:
         vec![(stored.clone(), SubmitOutcome::Accepted)]
     );
     assert_eq!(
-        payer.pay("c1", &pays(&to, 70_000_000), 2, 1).await.unwrap(),
+        payer
+            .pay("c1", &[], &pays(&to, 70_000_000), 2, 1)
+            .await
+            .unwrap(),
         Paid {
             txid: stored.clone(),
             outcome: None,
@@ -242,7 +251,10 @@ async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
     let process = Process::start(&setup, db).await;
     let payer = process.payer(&setup);
     let to = user(1);
-    let first = payer.pay("r1", &pays(&to, 50_000_000), 1, 0).await.unwrap();
+    let first = payer
+        .pay("r1", &[], &pays(&to, 50_000_000), 1, 0)
+        .await
+        .unwrap();
     assert_eq!(first.outcome, Some(SubmitOutcome::Accepted));
     let second = payer.bump("r1", 10).await.unwrap();
     assert_eq!(second.outcome, Some(SubmitOutcome::Accepted));
@@ -292,7 +304,7 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
     };
     let to = user(3);
     let Prepared::New { signed, inputs, .. } = payer
-        .prepare("x1", &pays(&to, 60_000_000), 2, 0)
+        .prepare("x1", &[], &pays(&to, 60_000_000), 2, 0)
         .await
         .unwrap()
     else {
@@ -343,7 +355,10 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
         "its reservation is released"
     );
     // Every earlier attempt is provably dead: a new one is built, and it lands.
-    let again = payer.pay("x1", &pays(&to, 60_000_000), 2, 1).await.unwrap();
+    let again = payer
+        .pay("x1", &[], &pays(&to, 60_000_000), 2, 1)
+        .await
+        .unwrap();
     assert_eq!(again.outcome, Some(SubmitOutcome::Accepted));
     assert_ne!(again.txid, signed.txid);
     mine_elsewhere(&setup.bitcoin, 2).await;
@@ -384,7 +399,10 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
             .map(|pending| (pending.to.clone(), pending.amount))
             .collect();
         change += 1;
-        match payer.pay(&batch.key, &outputs, 3, change).await {
+        match payer
+            .pay(&batch.key, &batch.ids(), &outputs, 3, change)
+            .await
+        {
             Ok(paid) => {
                 batcher.commit(&batch.key).unwrap();
                 assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
@@ -422,10 +440,36 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
             .iter()
             .map(|pending| (pending.to.clone(), pending.amount))
             .collect();
-        let paid = payer.pay(&batch.key, &outputs, 3, 90).await.unwrap();
+        let paid = payer
+            .pay(&batch.key, &batch.ids(), &outputs, 3, 90)
+            .await
+            .unwrap();
         assert_eq!((&paid.txid, paid.outcome, paid.selections), (txid, None, 0));
         restarted.commit(&batch.key).unwrap();
     }
+    // A restart that groups them differently (20 a batch): every batch holds withdrawals the
+    // store has in a payout already, so each is refused as claimed and let go; nothing new is
+    // built or sent.
+    let mut regrouped = Batcher::new(20, Duration::from_secs(30)).unwrap();
+    queue(&mut regrouped, now);
+    let mut claimed = 0;
+    while let Some(batch) = regrouped.take(now + Duration::from_secs(30)) {
+        let outputs: Vec<(Address, Amount)> = batch
+            .withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect();
+        match payer.pay(&batch.key, &batch.ids(), &outputs, 3, 91).await {
+            Err(PayoutError::Log(AttemptError::Claimed { member, payout })) => {
+                assert!(sent.iter().any(|(_, paid)| paid.key == payout), "{payout}");
+                regrouped.drop_paid(&batch.key, &[member]).unwrap();
+                claimed += 1;
+            }
+            other => panic!("a regrouped batch must be refused: {other:?}"),
+        }
+    }
+    assert_eq!(claimed, 50, "each withdrawal let go once");
+    assert!(regrouped.is_empty() && regrouped.out() == 0);
     for pending in &withdrawals {
         assert_eq!(
             balance(&setup, &pending.to).await,

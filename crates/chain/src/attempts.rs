@@ -29,6 +29,9 @@ pub struct AttemptNew<'a> {
     pub raw: &'a [u8],
     /// The outputs it spends: locked for `payout` in the same transaction as the record.
     pub inputs: &'a [Outpoint],
+    /// The withdrawals it pays (a batch pays many): each held for `payout` while it may
+    /// land, so a withdrawal taken into another batch too is refused.
+    pub members: &'a [String],
     /// The payout's live attempt this one replaces by fee (it shares an input with it).
     pub replaces: Option<&'a str>,
 }
@@ -67,6 +70,10 @@ pub enum AttemptError {
     /// The attempt named is not live (any more).
     #[error("stale: {0}")]
     Stale(String),
+    /// A withdrawal of the new attempt is paid by another payout that may land (or did):
+    /// nothing was recorded; follow that payout, and pay the others without it.
+    #[error("{member} is paid by payout {payout} already")]
+    Claimed { member: String, payout: String },
     /// The log could not be reached or failed; `retriable` says whether to try again.
     #[error("attempt log: {message}")]
     Failed { retriable: bool, message: String },

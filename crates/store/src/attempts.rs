@@ -34,6 +34,9 @@ macro_rules! on_dialect {
 /// The most inputs one attempt may spend (a standard transaction of 100 kvB holds fewer).
 pub const ATTEMPT_INPUTS_MAX: usize = 2_000;
 
+/// The most withdrawals one payout pays.
+pub const ATTEMPT_MEMBERS_MAX: usize = 2_000;
+
 /// An output of a previous transaction.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Outpoint {
@@ -62,6 +65,9 @@ pub struct AttemptNew<'a> {
     pub expires_at: Option<i64>,
     /// The outputs it spends (Bitcoin), reserved for `payout`.
     pub inputs: &'a [Outpoint],
+    /// The withdrawals it pays when a payout pays several (a Bitcoin batch): each is held
+    /// for `payout` while it may land, so no other payout can pay it too.
+    pub members: &'a [String],
     /// The txid of the payout's live attempt that this one replaces by fee.
     pub replaces: Option<&'a str>,
     pub now: DateTime<Utc>,
@@ -75,6 +81,7 @@ impl std::fmt::Debug for AttemptNew<'_> {
             .field("txid", &self.txid)
             .field("bytes", &self.raw.len())
             .field("inputs", &self.inputs.len())
+            .field("members", &self.members.len())
             .field("replaces", &self.replaces)
             .finish_non_exhaustive()
     }
@@ -186,6 +193,22 @@ fn validate(new: &AttemptNew<'_>) -> Result<(), StoreError> {
     for input in &inputs {
         validate_key("txid", &input.txid, 100)?;
     }
+    if new.members.len() > ATTEMPT_MEMBERS_MAX {
+        return Err(StoreError::Invalid(format!(
+            "a payout pays at most {ATTEMPT_MEMBERS_MAX} withdrawals"
+        )));
+    }
+    let mut members: Vec<&String> = new.members.iter().collect();
+    members.sort();
+    for member in &members {
+        validate_key("withdrawal id", member, 200)?;
+    }
+    if let Some(pair) = members.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(StoreError::Invalid(format!(
+            "withdrawal {} is paid twice by one payout",
+            pair[0]
+        )));
+    }
     if new.replaces.is_some() && new.inputs.is_empty() {
         return Err(StoreError::Invalid(
             "only an attempt that spends outputs can replace another".into(),
@@ -200,6 +223,7 @@ impl Store {
     /// - `Conflict` while the payout has a live or landed attempt and `new` replaces none (a
     ///   new attempt needs every earlier one proved dead), or when an input is reserved by
     ///   another payout, or the txid is stored for something else;
+    /// - `Claimed` when one of its `members` is paid by another payout that may still land;
     /// - `Stale` when `replaces` is not a live attempt of the payout, or `new` spends none of
     ///   its inputs (a replacement must conflict with what it replaces).
     ///

@@ -24,6 +24,10 @@ pub enum StoreError {
     /// A compare-and-set lost: the row is no longer in the state the caller expected.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A withdrawal (`member`) is paid by another payout that may still land: the new
+    /// attempt was refused, and that payout is the one to follow.
+    #[error("{member} is paid by payout {payout} already")]
+    Claimed { member: String, payout: String },
     /// The caller's claim on a job is no longer current (its lease expired and someone else
     /// holds it, or it was finished): the change was refused.
     #[error("stale claim: {0}")]

@@ -22,7 +22,9 @@ use std::time::Duration;
 use domain::limits::{LIST_LIMIT_MAX, REAP_BATCH_MAX};
 use domain::{DesiredState, WorkerId};
 
-pub use attempts::{ATTEMPT_INPUTS_MAX, Attempt, AttemptNew, AttemptState, Outpoint};
+pub use attempts::{
+    ATTEMPT_INPUTS_MAX, ATTEMPT_MEMBERS_MAX, Attempt, AttemptNew, AttemptState, Outpoint,
+};
 pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};

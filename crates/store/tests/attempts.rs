@@ -34,6 +34,7 @@ fn attempt<'a>(
         raw,
         expires_at: None,
         inputs,
+        members: &[],
         replaces: None,
         now: at(0),
     }
@@ -490,8 +491,76 @@ async fn bad_attempts_change_nothing(db: &TestDb) {
     assert!(reserved(&store).await.is_empty());
 }
 
+async fn a_withdrawal_is_paid_by_one_payout_at_a_time(db: &TestDb) {
+    let store = db.store().await;
+    let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+    let (first, overlapping, third) = (ids(&["w1", "w2"]), ids(&["w3", "w2"]), ids(&["w3"]));
+    let (o1, o2, o3) = ([out("1", 0)], [out("2", 0)], [out("3", 0)]);
+    let batch = |payout: &'static str, txid: &'static str, inputs, members| AttemptNew {
+        members,
+        ..attempt(Chain::Bitcoin, payout, txid, txid.as_bytes(), inputs)
+    };
+    store
+        .attempt_store(&batch("batch-1", "t1", &o1, &first))
+        .await
+        .unwrap();
+    // A batch formed otherwise (after a restart) that holds w2 too: refused, nothing written.
+    let error = store
+        .attempt_store(&batch("batch-2", "t2", &o2, &overlapping))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::Claimed { ref member, ref payout } if member == "w2" && payout == "batch-1"),
+        "{error}"
+    );
+    assert!(
+        store
+            .attempts_of(Chain::Bitcoin, "batch-2")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        reserved(&store).await.len(),
+        1,
+        "its output is not reserved"
+    );
+    store
+        .attempt_store(&batch("batch-2", "t2", &o2, &third))
+        .await
+        .unwrap();
+    // batch-1's transaction can never land: its withdrawals may be paid by another payout.
+    store
+        .attempt_dead(Chain::Bitcoin, "t1", at(9))
+        .await
+        .unwrap();
+    store
+        .attempt_store(&batch("batch-3", "t3", &o3, &first))
+        .await
+        .unwrap();
+    // Landed is for good: w3 stays with batch-2.
+    store
+        .attempt_landed(Chain::Bitcoin, "t2", at(10))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .attempt_store(&batch("batch-4", "t4", &o1, &third))
+            .await,
+        Err(StoreError::Claimed { .. })
+    ));
+    let twice = ids(&["w9", "w9"]);
+    assert!(matches!(
+        store
+            .attempt_store(&batch("batch-5", "t5", &o1, &twice))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 testkit::on_both_stores!(
     db:
+    a_withdrawal_is_paid_by_one_payout_at_a_time,
     one_live_attempt_per_payout_until_it_is_proved_dead,
     outputs_are_reserved_for_one_payout_and_replacements_conflict,
     racing_processes_never_share_an_output,

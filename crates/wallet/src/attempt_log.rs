@@ -34,6 +34,7 @@ fn log_error(error: StoreError) -> AttemptError {
     match error {
         StoreError::Conflict(reason) => AttemptError::Conflict(reason),
         StoreError::Stale(reason) => AttemptError::Stale(reason),
+        StoreError::Claimed { member, payout } => AttemptError::Claimed { member, payout },
         other => AttemptError::Failed {
             retriable: other.is_transient(),
             message: other.to_string(),
@@ -95,6 +96,7 @@ impl AttemptLog for StoreAttempts {
                 raw: new.raw,
                 expires_at: None,
                 inputs: &inputs,
+                members: new.members,
                 replaces: new.replaces,
                 now: Utc::now(),
             })

@@ -89,6 +89,8 @@ impl<P: ChainAttempts> Wallet<P> {
                 raw: &signed.raw,
                 expires_at,
                 inputs: &[],
+                // The payout is the withdrawal itself.
+                members: &[],
                 replaces: None,
                 now: Utc::now(),
             })

@@ -2,7 +2,8 @@
 -- `nonce_use`): every signed transaction that pays a payout (a withdrawal, or a Bitcoin batch)
 -- is stored here before it is broadcast, and a new one is stored only when every earlier one
 -- is provably dead (DESIGN.md §2.2 and §2.3). `utxo_reservation` locks each Bitcoin output to
--- the one payout whose attempts spend it, so two payouts never spend one output.
+-- the one payout whose attempts spend it, so two payouts never spend one output;
+-- `payout_member` does the same for the withdrawals a payout pays.
 -- Never edit this file once applied.
 
 create table payout_attempt (
@@ -43,3 +44,15 @@ create table utxo_reservation (
 );
 
 create index utxo_reservation_payout on utxo_reservation (chain, payout);
+
+-- The withdrawals a payout pays (a Bitcoin batch pays many): each belongs to one payout while
+-- that payout may land, so a withdrawal taken into two batches is refused.
+create table payout_member (
+    chain      text not null,
+    member     text not null check (length(member) between 1 and 200),
+    payout     text not null check (length(payout) between 1 and 200),
+    claimed_at timestamptz not null,
+    primary key (chain, member)
+);
+
+create index payout_member_payout on payout_member (chain, payout);

@@ -39,3 +39,15 @@ create table utxo_reservation (
 ) strict;
 
 create index utxo_reservation_payout on utxo_reservation (chain, payout);
+
+-- The withdrawals a payout pays (a Bitcoin batch pays many): each belongs to one payout while
+-- that payout may land, so a withdrawal taken into two batches is refused.
+create table payout_member (
+    chain      text not null,
+    member     text not null check (length(member) between 1 and 200),
+    payout     text not null check (length(payout) between 1 and 200),
+    claimed_at integer not null,
+    primary key (chain, member)
+) strict;
+
+create index payout_member_payout on payout_member (chain, payout);

@@ -28,6 +28,17 @@ async fn release_unused(
     .bind(payout)
     .execute(&mut **transaction)
     .await?;
+    sqlx::query::<Sqlite>(
+        "delete from payout_member
+         where chain = ?1 and payout = ?2 and not exists (
+             select 1 from payout_attempt a
+             where a.chain = payout_member.chain and a.payout = payout_member.payout
+               and a.state in ('live', 'landed'))",
+    )
+    .bind(chain.as_str())
+    .bind(payout)
+    .execute(&mut **transaction)
+    .await?;
     Ok(())
 }
 
@@ -150,6 +161,41 @@ impl SqliteStore {
                 return Err(StoreError::Conflict(format!(
                     "output {txid}:{output} is reserved by payout {payout}"
                 )));
+            }
+        }
+        // Each withdrawal it pays must be this payout's alone, the same way.
+        let mut members = new.members.to_vec();
+        members.sort();
+        for chunk in members.chunks(500) {
+            let mut claim = QueryBuilder::<Sqlite>::new(
+                "insert into payout_member (chain, member, payout, claimed_at) ",
+            );
+            claim.push_values(chunk, |mut row, member| {
+                row.push_bind(chain)
+                    .push_bind(member)
+                    .push_bind(new.payout)
+                    .push_bind(to_millis(new.now));
+            });
+            claim.push(" on conflict (chain, member) do nothing");
+            claim.build().execute(&mut *transaction).await?;
+            let mut taken = QueryBuilder::<Sqlite>::new(
+                "select member, payout from payout_member where chain = ",
+            );
+            taken
+                .push_bind(chain)
+                .push(" and payout <> ")
+                .push_bind(new.payout);
+            taken.push(" and member in (");
+            let mut list = taken.separated(", ");
+            for member in chunk {
+                list.push_bind(member);
+            }
+            taken.push(") order by member limit 1");
+            if let Some(row) = taken.build().fetch_optional(&mut *transaction).await? {
+                return Err(StoreError::Claimed {
+                    member: row.try_get("member")?,
+                    payout: row.try_get("payout")?,
+                });
             }
         }
         transaction.commit().await?;
