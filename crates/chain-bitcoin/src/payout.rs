@@ -437,7 +437,7 @@ impl<L: AttemptLog> Payer<'_, L> {
     /// wallet's outputs say which block spent it, and the node's UTXO set (without the pool)
     /// agrees it is spent. None while it is spent in a shallower block (wait and see).
     async fn spent_deep(&self, outpoint: &Outpoint, tip: u64) -> Result<Option<bool>, PayoutError> {
-        let Some(spent_at) = chain_outpoint(outpoint).and_then(|o| self.utxos.spent_at(&o)) else {
+        let Some(spent_at) = chain_outpoint(outpoint).and_then(|o| self.utxos.spent_at(&o)).map(|spend| spend.height) else {
             return Ok(Some(false));
         };
         let unspent = self
