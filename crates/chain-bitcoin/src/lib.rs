@@ -1615,7 +1615,13 @@ mod tests {
         ] {
             let answer = not_found_or_error(error);
             assert!(
-                matches!(answer, Err(ChainError { retriable: true, .. })),
+                matches!(
+                    answer,
+                    Err(ChainError {
+                        retriable: true,
+                        ..
+                    })
+                ),
                 "{what}: {answer:?}"
             );
         }
