@@ -1202,9 +1202,9 @@ fn script_on(network: Network, address: &Address) -> Result<ScriptBuf, ChainErro
 }
 
 /// Refuses a node without a synced transaction index (`-txindex`): a mined payout's status
-/// (`getrawtransaction` of a txid in a block, what reconciliation asks to tell a landed
-/// attempt from a dead one) is only answered by a node that indexes every transaction. A
-/// node still building its index is a retriable error.
+/// (`getrawtransaction` of a txid in a block, what reconciliation and `bump` ask) is only
+/// answered by a node that indexes every transaction. A node still building its index is a
+/// retriable error. (Death is never proven by the index: see `payout::fate`.)
 pub async fn require_txindex(rpc: &Rpc) -> Result<(), ChainError> {
     let info = rpc
         .call("getindexinfo", json!(["txindex"]))
