@@ -25,7 +25,7 @@ use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use bitcoin::consensus::encode;
-use bitcoin::{OutPoint, Transaction, Txid, Witness};
+use bitcoin::{OutPoint, ScriptBuf, Transaction, Txid, Witness};
 use chain::address::Address;
 use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptState, Outpoint};
 use chain::provider::{
@@ -41,6 +41,8 @@ use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of, utxo::S
 pub const SELECT_TRIES_MAX: u32 = 8;
 /// The most payouts one [`Payer::reconcile`] settles (the rest wait for the next call).
 pub const RECONCILE_PAYOUTS_MAX: usize = 500;
+/// The most replacements by fee of one payout ([`Payer::bump`]); past it a person looks.
+pub const BUMPS_MAX: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
@@ -306,6 +308,21 @@ pub fn check_outputs(
     Ok(())
 }
 
+/// The change of a recorded attempt's transaction: its last output, when that pays one of
+/// the wallet's change keys (`key_of`). Every attempt pays the outputs asked, in order, then
+/// at most change (`check_outputs`): an output to a change key anywhere else is a
+/// recipient's, and a bump must never take its fee from it.
+pub fn change_of(
+    tx: &Transaction,
+    key_of: impl Fn(&ScriptBuf) -> Option<(Keychain, u32)>,
+) -> Option<(u32, usize)> {
+    let vout = tx.output.len().checked_sub(1)?;
+    match key_of(&tx.output.get(vout)?.script_pubkey) {
+        Some((Keychain::Change, index)) => Some((index, vout)),
+        _ => None,
+    }
+}
+
 /// Ok(true) when this call settled the attempt, Ok(false) when another process had (Stale:
 /// two reconcilers may run at once).
 fn settled(result: Result<(), AttemptError>) -> Result<bool, PayoutError> {
@@ -466,7 +483,7 @@ impl<L: AttemptLog> Payer<'_, L> {
     }
 
     /// The unsigned form of a recorded attempt: its bytes without witnesses, its inputs from
-    /// the wallet's unspent outputs, its change found by the change keys.
+    /// the wallet's unspent outputs, its change the last output when it pays a change key.
     fn unsigned_of(&self, attempt: &Attempt) -> Result<UnsignedPayout, PayoutError> {
         let mut tx: Transaction = encode::deserialize(&attempt.raw).map_err(|error| {
             ChainError::permanent(format!(
@@ -490,12 +507,7 @@ impl<L: AttemptLog> Payer<'_, L> {
                 })
             })
             .collect::<Result<Vec<Utxo>, _>>()?;
-        let change = tx.output.iter().enumerate().find_map(|(vout, output)| {
-            match self.utxos.key_of(&output.script_pubkey) {
-                Some((Keychain::Change, index)) => Some((index, vout)),
-                _ => None,
-            }
-        });
+        let change = change_of(&tx, |script| self.utxos.key_of(script));
         let fee = fee_of(&inputs, &tx)?;
         let mut unsigned = UnsignedPayout {
             tx,
@@ -510,8 +522,19 @@ impl<L: AttemptLog> Payer<'_, L> {
 
     /// Replaces the payout's newest live attempt by fee (BIP125: same inputs, the fee from
     /// the change, at least `fee_rate_sat_vb`), recorded with `replaces`, then broadcast.
+    /// At most [`BUMPS_MAX`] times per payout.
     pub async fn bump(&self, payout: &str, fee_rate_sat_vb: u64) -> Result<Paid, PayoutError> {
         let attempts = self.log.attempts_of(Chain::Bitcoin, payout).await?;
+        let bumps = attempts
+            .iter()
+            .filter(|attempt| attempt.replaces.is_some())
+            .count();
+        if bumps >= BUMPS_MAX {
+            return Err(PayoutError::Refused(format!(
+                "payout {payout} was replaced by fee {bumps} times already (at most \
+                 {BUMPS_MAX}): a person looks"
+            )));
+        }
         if attempts
             .iter()
             .any(|attempt| attempt.state == AttemptState::Landed)
@@ -850,6 +873,35 @@ mod tests {
                 .collect();
             assert_eq!(fate(&attempts, &status, &inputs, 3), expected, "{name}");
         }
+    }
+
+    #[test]
+    fn the_change_is_the_last_output_to_a_change_key_never_a_recipients() {
+        use bitcoin::{Amount as Sat, TxOut, absolute::LockTime, transaction::Version};
+        let script = |n: u8| ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([n; 20]));
+        let key_of = |script: &ScriptBuf| match script.as_bytes().get(2) {
+            Some(5) => Some((Keychain::Change, 5)),
+            Some(3) => Some((Keychain::Change, 3)),
+            Some(1) => Some((Keychain::Receive, 1)),
+            _ => None,
+        };
+        let tx = |outputs: &[u8]| Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![],
+            output: outputs
+                .iter()
+                .map(|&n| TxOut {
+                    value: Sat::from_sat(1_000),
+                    script_pubkey: script(n),
+                })
+                .collect(),
+        };
+        // A withdrawal to our own change key 5, another recipient, then change to key 3.
+        assert_eq!(change_of(&tx(&[5, 9, 3]), key_of), Some((3, 2)));
+        assert_eq!(change_of(&tx(&[5, 9]), key_of), None, "a recipient's");
+        assert_eq!(change_of(&tx(&[9, 1]), key_of), None, "a receive key");
+        assert_eq!(change_of(&tx(&[]), key_of), None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptStat
 use chain::provider::{Asset, ChainRead, ChainSubmit, SubmitOutcome, TxStatus};
 use chain_bitcoin::UtxoSet;
 use chain_bitcoin::batch::{Batcher, Pending};
-use chain_bitcoin::payout::{Paid, Payer, PayoutError, Prepared, Reconciled};
+use chain_bitcoin::payout::{BUMPS_MAX, Paid, Payer, PayoutError, Prepared, Reconciled};
 use common::*;
 use domain::{Amount, Chain};
 use testkit::TestDb;
@@ -278,6 +278,33 @@ async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
         payer.bump("r1", 20).await,
         Err(PayoutError::Refused(_))
     ));
+}
+
+/// A payout is replaced by fee at most BUMPS_MAX times; then bump refuses, saying why.
+async fn a_payout_is_bumped_a_bounded_number_of_times(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let paid = payer
+        .pay("b1", &pays(&user(11), 30_000_000), 1, 0)
+        .await
+        .unwrap();
+    assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
+    for rate in 2..2 + BUMPS_MAX as u64 {
+        let bumped = payer.bump("b1", rate).await.unwrap();
+        assert_eq!(bumped.outcome, Some(SubmitOutcome::Accepted), "rate {rate}");
+    }
+    let refused = payer.bump("b1", 50).await;
+    assert!(
+        matches!(&refused, Err(PayoutError::Refused(reason)) if reason.contains("at most")),
+        "{refused:?}"
+    );
+    let attempts = process.log.attempts_of(Chain::Bitcoin, "b1").await.unwrap();
+    assert_eq!(
+        attempts.len(),
+        1 + BUMPS_MAX,
+        "nothing recorded by the refusal"
+    );
 }
 
 /// An attempt whose input another transaction spent in a block is Dead, its reservation
@@ -561,4 +588,5 @@ testkit::on_both_stores!(db:
     an_attempt_whose_input_is_spent_elsewhere_is_dead,
     a_landed_attempt_the_node_cannot_find_by_txid_is_landed_not_dead,
     a_same_height_reorg_declares_nothing_dead_until_the_outputs_are_synced,
+    a_payout_is_bumped_a_bounded_number_of_times,
 );
