@@ -810,6 +810,16 @@ mod tests {
         }
     }
 
+    /// A case of the table: its name, the payout's attempts, what the node says of them by
+    /// txid, what the chain shows of their inputs (by vout of one coin), the fate expected.
+    type Case = (
+        &'static str,
+        Vec<Attempt>,
+        Vec<(&'static str, Option<TxStatus>)>,
+        Vec<(u32, InputSeen)>,
+        Fate,
+    );
+
     /// Settled 3 deep. Attempts "a" (the first) and "b" (its replacement, same input 0);
     /// "x" is a transaction that is none of the payout's.
     #[test]
@@ -818,7 +828,7 @@ mod tests {
         let not_found = Some(TxStatus::NotFound);
         let unknown = None;
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Attempt>, Vec<(&str, Option<TxStatus>)>, Vec<(u32, InputSeen)>, Fate)> = vec![
+        let cases: Vec<Case> = vec![
             ("the index shows it deep",
              vec![attempt("a", &[0], Live)], vec![("a", included(3))], vec![], Fate::Landed("a".into())),
             ("the index shows it in a block too shallow",
