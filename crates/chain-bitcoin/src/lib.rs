@@ -209,6 +209,27 @@ fn chain_error(error: RpcError) -> ChainError {
     }
 }
 
+/// What a `getrawtransaction` error says. NotFound only for Bitcoin Core's answer of a node
+/// whose transaction index is built: "No such mempool or blockchain transaction". The same
+/// code -5 also comes from a node still building its index ("No such mempool transaction.
+/// Blockchain transactions are still in the process of being indexed") or keeping none
+/// ("... Use -txindex ..."): the transaction may well be in a block, so that is a retriable
+/// error, never NotFound (a mined payout must never look lost).
+pub fn not_found_or_error(error: RpcError) -> Result<TxStatus, ChainError> {
+    match &error {
+        RpcError::Node { code: -5, message }
+            if message.contains("No such mempool or blockchain transaction") =>
+        {
+            Ok(TxStatus::NotFound)
+        }
+        RpcError::Node { code: -5, message } => Err(ChainError::retriable(format!(
+            "the node cannot say whether it has the transaction (its index is not ready?): \
+             {message}"
+        ))),
+        _ => Err(chain_error(error)),
+    }
+}
+
 /// BTC as the node prints it (a JSON number, read by serde_json as the nearest double and
 /// written back as the shortest text that reads as the same double, which is the node's own
 /// decimal below 10^15 satoshi) to satoshi, by integer arithmetic on that text.
@@ -883,8 +904,7 @@ impl ChainRead for Bitcoin {
         Txid::from_str(txid).map_err(|error| ChainError::permanent(format!("txid: {error}")))?;
         let answer = match self.rpc.call("getrawtransaction", json!([txid, 1])).await {
             Ok(answer) => answer,
-            Err(RpcError::Node { code: -5, .. }) => return Ok(TxStatus::NotFound),
-            Err(error) => return Err(chain_error(error)),
+            Err(error) => return not_found_or_error(error),
         };
         let Some(block_hash) = answer["blockhash"].as_str() else {
             return Ok(TxStatus::Pending);
@@ -1182,9 +1202,9 @@ fn script_on(network: Network, address: &Address) -> Result<ScriptBuf, ChainErro
 }
 
 /// Refuses a node without a synced transaction index (`-txindex`): a mined payout's status
-/// (`getrawtransaction` of a txid in a block, what reconciliation asks to tell a landed
-/// attempt from a dead one) is only answered by a node that indexes every transaction. A
-/// node still building its index is a retriable error.
+/// (`getrawtransaction` of a txid in a block, what reconciliation and `bump` ask) is only
+/// answered by a node that indexes every transaction. A node still building its index is a
+/// retriable error. (Death is never proven by the index: see `payout::fate`.)
 pub async fn require_txindex(rpc: &Rpc) -> Result<(), ChainError> {
     let info = rpc
         .call("getindexinfo", json!(["txindex"]))
@@ -1554,6 +1574,56 @@ mod tests {
             };
             assert!(bitcoin.parse_outputs(&short).is_err(), "{cut}");
             assert!(bitcoin.check_fee(&short, &payout.inputs).is_err(), "{cut}");
+        }
+    }
+
+    #[test]
+    fn only_the_indexed_nodes_answer_is_not_found() {
+        let node = |code, message: &str| RpcError::Node {
+            code,
+            message: message.to_string(),
+        };
+        assert_eq!(
+            not_found_or_error(node(
+                -5,
+                "No such mempool or blockchain transaction. Use gettransaction for wallet \
+                 transactions."
+            )),
+            Ok(TxStatus::NotFound)
+        );
+        for (error, what) in [
+            (
+                node(
+                    -5,
+                    "No such mempool transaction. Blockchain transactions are still in the \
+                     process of being indexed. Use gettransaction for wallet transactions.",
+                ),
+                "an index being built",
+            ),
+            (
+                node(
+                    -5,
+                    "No such mempool transaction. Use -txindex or provide a block hash to \
+                     enable blockchain transaction queries. Use gettransaction for wallet \
+                     transactions.",
+                ),
+                "no index",
+            ),
+            (node(-5, ""), "an unknown message"),
+            (node(-28, "Loading block index..."), "warming up"),
+            (RpcError::Transport("timeout".into()), "no answer"),
+        ] {
+            let answer = not_found_or_error(error);
+            assert!(
+                matches!(
+                    answer,
+                    Err(ChainError {
+                        retriable: true,
+                        ..
+                    })
+                ),
+                "{what}: {answer:?}"
+            );
         }
     }
 

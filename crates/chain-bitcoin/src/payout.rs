@@ -11,17 +11,21 @@
 //! recorded bytes. [`Payer::bump`] records a BIP125 replacement (same inputs, higher fee)
 //! under the same payout with `replaces`, then broadcasts it.
 //!
-//! [`Payer::reconcile`] settles every live attempt from the log alone (a fresh process after
-//! a crash needs nothing else): an attempt of the payout in a block deep enough is Landed
-//! (its siblings become Replaced); one in the pool is left alone; when the node knows none
-//! of them, an attempt whose input was spent by another transaction in a block deep enough
-//! (`settle_confirmations`) is Dead, and the others are sent again, byte for byte.
+//! [`Payer::reconcile`] settles every live attempt from the log and the chain (a fresh process
+//! after a crash needs nothing else), as [`fate`] decides from every attempt of the payout
+//! and who spent their inputs: an attempt of the payout in a block deep enough is Landed
+//! (its siblings become Replaced), whether the node's transaction index says so or the
+//! wallet's outputs show one of the payout's attempts spent an input; one in the pool, or in
+//! a block not deep enough, is left alone; an attempt an input of which was spent, in a
+//! block `settle_confirmations` deep on the node's chain, by a transaction that is none of
+//! the payout's attempts is Dead; the others are sent again, byte for byte. The transaction
+//! index never proves death: a node whose index lags answers "not found" for a mined one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 
 use bitcoin::consensus::encode;
-use bitcoin::{OutPoint, Transaction, Txid, Witness};
+use bitcoin::{OutPoint, ScriptBuf, Transaction, Txid, Witness};
 use chain::address::Address;
 use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptState, Outpoint};
 use chain::provider::{
@@ -31,7 +35,7 @@ use domain::{Amount, Chain};
 use serde_json::json;
 use signer::{Signer, SignerError};
 
-use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of};
+use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of, utxo::Spend};
 
 /// How many times a payout selects again after another took one of its coins.
 pub const SELECT_TRIES_MAX: u32 = 8;
@@ -39,6 +43,8 @@ pub const SELECT_TRIES_MAX: u32 = 8;
 pub const RECORD_TRIES_MAX: u32 = 4;
 /// The most payouts one [`Payer::reconcile`] settles (the rest wait for the next call).
 pub const RECONCILE_PAYOUTS_MAX: usize = 500;
+/// The most replacements by fee of one payout ([`Payer::bump`]); past it a person looks.
+pub const BUMPS_MAX: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
@@ -107,6 +113,135 @@ pub struct Reconciled {
     pub waiting: usize,
     /// Payouts with live attempts left for the next call ([`RECONCILE_PAYOUTS_MAX`]).
     pub left: usize,
+    /// Payouts the chain shows paid by an attempt the log does not hold live (see
+    /// [`Fate::Held`]): left alone, for a person.
+    pub held: Vec<String>,
+}
+
+/// What the node's chain shows of one input of a live attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputSeen {
+    /// No spend of it is known: unspent, or spent longer ago than the wallet's outputs
+    /// remember. Proves nothing either way.
+    NotSpent,
+    /// Spent by `spender` in a block of the node's best chain, `confirmations` deep.
+    Spent { spender: String, confirmations: u64 },
+    /// The wallet's outputs say it was spent, but not provably on the node's best chain
+    /// (they are not synced to the node's tip, the node's block at that height is another
+    /// one, or the node has the output unspent): proves nothing, settles nothing.
+    Unproven,
+}
+
+/// What [`fate`] decides for one payout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// This live attempt is in a block deep enough: Landed, its siblings Replaced.
+    Landed(String),
+    /// Nothing settles yet: an attempt in the pool or in a block not deep enough, an input
+    /// spent in a block not deep enough, or a spend not proven on the node's chain.
+    Wait,
+    /// These live attempts can never land (`dead`); the others are sent again, in this
+    /// order (newest first), until the node takes one.
+    Settle {
+        dead: Vec<String>,
+        resend: Vec<String>,
+    },
+    /// An input was spent by an attempt of the payout that is not live (Landed, Replaced or
+    /// Dead in the log): the payout is paid, yet the log says otherwise. Nothing is settled
+    /// nor sent; a person looks.
+    Held(String),
+}
+
+/// Decides a payout's fate from every one of its attempts (all states, oldest first, as
+/// `attempts_of` gives them), what the node says of each live one by txid (None: it could
+/// not say, e.g. its index is still being built), and what the chain shows of each input of
+/// the live attempts. An attempt is Dead only when one of its inputs was spent deep enough
+/// by a transaction that is none of the payout's attempts: the transaction index is never
+/// needed to prove death, and a spend by one of the payout's own attempts lands that one.
+pub fn fate(
+    attempts: &[Attempt],
+    status: &HashMap<String, Option<TxStatus>>,
+    inputs: &HashMap<Outpoint, InputSeen>,
+    settle_confirmations: u64,
+) -> Fate {
+    let live: Vec<&Attempt> = attempts
+        .iter()
+        .filter(|attempt| attempt.state == AttemptState::Live)
+        .collect();
+    let seen = |attempt: &Attempt| {
+        attempt
+            .inputs
+            .iter()
+            .map(|input| inputs.get(input).unwrap_or(&InputSeen::NotSpent))
+            .collect::<Vec<_>>()
+    };
+    // In a block deep enough, by the node's index.
+    for attempt in &live {
+        if let Some(Some(TxStatus::Included { confirmations, .. })) = status.get(&attempt.txid)
+            && *confirmations >= settle_confirmations
+        {
+            return Fate::Landed(attempt.txid.clone());
+        }
+    }
+    // An input spent by one of the payout's own attempts: that one is in a block.
+    let mut wait = false;
+    let mut held = None;
+    for attempt in &live {
+        for input in seen(attempt) {
+            let InputSeen::Spent {
+                spender,
+                confirmations,
+            } = input
+            else {
+                continue;
+            };
+            let Some(ours) = attempts.iter().find(|other| other.txid == *spender) else {
+                continue;
+            };
+            if ours.state != AttemptState::Live {
+                held = Some(ours.txid.clone());
+            } else if *confirmations >= settle_confirmations {
+                return Fate::Landed(ours.txid.clone());
+            } else {
+                wait = true;
+            }
+        }
+    }
+    if let Some(txid) = held {
+        return Fate::Held(txid);
+    }
+    for attempt in &live {
+        match status.get(&attempt.txid) {
+            Some(Some(TxStatus::Pending | TxStatus::Included { .. })) => wait = true,
+            Some(Some(TxStatus::NotFound) | None) | None => {}
+        }
+        for input in seen(attempt) {
+            match input {
+                InputSeen::Unproven => wait = true,
+                InputSeen::Spent { confirmations, .. } if *confirmations < settle_confirmations => {
+                    wait = true;
+                }
+                InputSeen::Spent { .. } | InputSeen::NotSpent => {}
+            }
+        }
+    }
+    if wait {
+        return Fate::Wait;
+    }
+    // Every spend left is by another transaction, deep enough.
+    let (dead, alive): (Vec<&Attempt>, Vec<&Attempt>) = live.iter().partition(|attempt| {
+        seen(attempt)
+            .iter()
+            .any(|input| matches!(input, InputSeen::Spent { .. }))
+    });
+    Fate::Settle {
+        dead: dead.iter().map(|attempt| attempt.txid.clone()).collect(),
+        resend: alive
+            .iter()
+            .rev()
+            .map(|attempt| attempt.txid.clone())
+            .collect(),
+    }
 }
 
 /// One wallet's payouts: its adapter, its unspent outputs, the attempt log and the signer.
@@ -173,6 +308,21 @@ pub fn check_outputs(
         )));
     }
     Ok(())
+}
+
+/// The change of a recorded attempt's transaction: its last output, when that pays one of
+/// the wallet's change keys (`key_of`). Every attempt pays the outputs asked, in order, then
+/// at most change (`check_outputs`): an output to a change key anywhere else is a
+/// recipient's, and a bump must never take its fee from it.
+pub fn change_of(
+    tx: &Transaction,
+    key_of: impl Fn(&ScriptBuf) -> Option<(Keychain, u32)>,
+) -> Option<(u32, usize)> {
+    let vout = tx.output.len().checked_sub(1)?;
+    match key_of(&tx.output.get(vout)?.script_pubkey) {
+        Some((Keychain::Change, index)) => Some((index, vout)),
+        _ => None,
+    }
 }
 
 /// Ok(true) when this call settled the attempt, Ok(false) when another process had (Stale:
@@ -357,7 +507,7 @@ impl<L: AttemptLog> Payer<'_, L> {
     }
 
     /// The unsigned form of a recorded attempt: its bytes without witnesses, its inputs from
-    /// the wallet's unspent outputs, its change found by the change keys.
+    /// the wallet's unspent outputs, its change the last output when it pays a change key.
     fn unsigned_of(&self, attempt: &Attempt) -> Result<UnsignedPayout, PayoutError> {
         let mut tx: Transaction = encode::deserialize(&attempt.raw).map_err(|error| {
             ChainError::permanent(format!(
@@ -381,12 +531,7 @@ impl<L: AttemptLog> Payer<'_, L> {
                 })
             })
             .collect::<Result<Vec<Utxo>, _>>()?;
-        let change = tx.output.iter().enumerate().find_map(|(vout, output)| {
-            match self.utxos.key_of(&output.script_pubkey) {
-                Some((Keychain::Change, index)) => Some((index, vout)),
-                _ => None,
-            }
-        });
+        let change = change_of(&tx, |script| self.utxos.key_of(script));
         let fee = fee_of(&inputs, &tx)?;
         let mut unsigned = UnsignedPayout {
             tx,
@@ -401,8 +546,19 @@ impl<L: AttemptLog> Payer<'_, L> {
 
     /// Replaces the payout's newest live attempt by fee (BIP125: same inputs, the fee from
     /// the change, at least `fee_rate_sat_vb`), recorded with `replaces`, then broadcast.
+    /// At most [`BUMPS_MAX`] times per payout.
     pub async fn bump(&self, payout: &str, fee_rate_sat_vb: u64) -> Result<Paid, PayoutError> {
         let attempts = self.log.attempts_of(Chain::Bitcoin, payout).await?;
+        let bumps = attempts
+            .iter()
+            .filter(|attempt| attempt.replaces.is_some())
+            .count();
+        if bumps >= BUMPS_MAX {
+            return Err(PayoutError::Refused(format!(
+                "payout {payout} was replaced by fee {bumps} times already (at most \
+                 {BUMPS_MAX}): a person looks"
+            )));
+        }
         if attempts
             .iter()
             .any(|attempt| attempt.state == AttemptState::Landed)
@@ -458,13 +614,34 @@ impl<L: AttemptLog> Payer<'_, L> {
         })
     }
 
-    /// Whether `outpoint` was spent in a block at least `settle_confirmations` deep: the
-    /// wallet's outputs say which block spent it, and the node's UTXO set (without the pool)
-    /// agrees it is spent. None while it is spent in a shallower block (wait and see).
-    async fn spent_deep(&self, outpoint: &Outpoint, tip: u64) -> Result<Option<bool>, PayoutError> {
-        let Some(spent_at) = chain_outpoint(outpoint).and_then(|o| self.utxos.spent_at(&o)) else {
-            return Ok(Some(false));
+    /// What the node's chain shows of `outpoint` (see [`InputSeen`]): the wallet's outputs
+    /// say who spent it and in which block; that block must be the node's at that height, the
+    /// outputs synced to the node's tip (`tip`: their last block is the node's best), and
+    /// the node's UTXO set (without the pool) must have it spent.
+    async fn input_seen(
+        &self,
+        outpoint: &Outpoint,
+        tip: Option<u64>,
+    ) -> Result<InputSeen, PayoutError> {
+        let Some(Spend {
+            height,
+            spender,
+            block,
+        }) = chain_outpoint(outpoint).and_then(|o| self.utxos.spent_at(&o))
+        else {
+            return Ok(InputSeen::NotSpent);
         };
+        let Some(tip) = tip else {
+            return Ok(InputSeen::Unproven);
+        };
+        let on_chain = self
+            .bitcoin
+            .block(height)
+            .await?
+            .is_some_and(|node| node.hash == block.to_string());
+        if !on_chain || height > tip {
+            return Ok(InputSeen::Unproven);
+        }
         let unspent = self
             .bitcoin
             .rpc()
@@ -473,14 +650,28 @@ impl<L: AttemptLog> Payer<'_, L> {
             .map_err(chain_error)?;
         if !unspent.is_null() {
             // The node's chain has it unspent: our view is behind a reorg.
-            return Ok(Some(false));
+            return Ok(InputSeen::Unproven);
         }
-        let confirmations = tip.saturating_add(1).saturating_sub(spent_at);
-        Ok(if confirmations >= self.settle_confirmations {
-            Some(true)
-        } else {
-            None
+        Ok(InputSeen::Spent {
+            spender: spender.to_string(),
+            confirmations: tip.saturating_add(1).saturating_sub(height),
         })
+    }
+
+    /// The height of the wallet outputs' last block when it is the node's best block (their
+    /// spends are then on the node's chain, and as deep as they say); None otherwise (not
+    /// synced yet, or the node moved to another branch: `UtxoSet::sync` first).
+    async fn synced_tip(&self) -> Result<Option<u64>, PayoutError> {
+        let Some((height, hash)) = self.utxos.last() else {
+            return Ok(None);
+        };
+        let best = self
+            .bitcoin
+            .rpc()
+            .call("getbestblockhash", json!([]))
+            .await
+            .map_err(chain_error)?;
+        Ok((best.as_str() == Some(hash.to_string().as_str())).then_some(height))
     }
 
     /// Settles every live attempt of this wallet (see the module's documentation).
@@ -502,85 +693,88 @@ impl<L: AttemptLog> Payer<'_, L> {
     }
 
     async fn settle(&self, payout: &str, report: &mut Reconciled) -> Result<(), PayoutError> {
-        let live: Vec<Attempt> = self
-            .log
-            .attempts_of(Chain::Bitcoin, payout)
-            .await?
-            .into_iter()
+        let attempts = self.log.attempts_of(Chain::Bitcoin, payout).await?;
+        let live: Vec<&Attempt> = attempts
+            .iter()
             .filter(|attempt| attempt.state == AttemptState::Live)
             .collect();
-        let mut waiting = false;
-        for attempt in &live {
-            match self.bitcoin.transaction(&attempt.txid).await? {
-                TxStatus::Included { confirmations, .. }
-                    if confirmations >= self.settle_confirmations =>
-                {
-                    // Stale: another process settled it first; nothing left to do here.
-                    if settled(self.log.landed(Chain::Bitcoin, &attempt.txid).await)? {
-                        tracing::info!(payout, txid = %attempt.txid, "bitcoin payout landed");
-                        report.landed.push(attempt.txid.clone());
-                    }
-                    return Ok(());
-                }
-                TxStatus::Included { .. } | TxStatus::Pending => waiting = true,
-                TxStatus::NotFound => {}
-            }
-        }
-        if waiting {
-            report.waiting += 1;
+        if live.is_empty() {
             return Ok(());
         }
-        // The node knows none of them: each is dead if an input was spent in a block deep
-        // enough (by none of them: none is in a block), else it is sent again, newest first.
-        let tip = self.bitcoin.tip().await?.head;
-        let mut alive = Vec::new();
+        let mut status = HashMap::new();
         for attempt in &live {
-            let mut dead = false;
+            let seen = match self.bitcoin.transaction(&attempt.txid).await {
+                Ok(seen) => Some(seen),
+                // The node cannot say (its index is being built): the wallet's outputs
+                // still can.
+                Err(error) if error.retriable => {
+                    tracing::warn!(payout, txid = %attempt.txid, %error, "bitcoin payout attempt: the node cannot say where it is");
+                    None
+                }
+                Err(error) => return Err(error.into()),
+            };
+            status.insert(attempt.txid.clone(), seen);
+        }
+        let mut inputs = HashMap::new();
+        let mut tip = None;
+        for attempt in &live {
             for input in &attempt.inputs {
-                match self.spent_deep(input, tip).await? {
-                    Some(true) => {
-                        dead = true;
-                        break;
-                    }
-                    Some(false) => {}
-                    None => {
-                        // Spent in a block too shallow to settle on: wait.
-                        report.waiting += 1;
-                        return Ok(());
-                    }
+                if inputs.contains_key(input) {
+                    continue;
                 }
-            }
-            if dead {
-                // Spent in a block: look once more that no attempt of the payout got there
-                // meanwhile (then the next round lands it).
-                for sibling in &live {
-                    if self.bitcoin.transaction(&sibling.txid).await? != TxStatus::NotFound {
-                        report.waiting += 1;
-                        return Ok(());
-                    }
+                if tip.is_none()
+                    && chain_outpoint(input).is_some_and(|o| self.utxos.spent_at(&o).is_some())
+                {
+                    tip = Some(self.synced_tip().await?);
                 }
-                if settled(self.log.dead(Chain::Bitcoin, &attempt.txid).await)? {
-                    tracing::warn!(payout, txid = %attempt.txid, "bitcoin payout attempt dead: an input was spent by another transaction");
-                    report.dead.push(attempt.txid.clone());
-                }
-            } else {
-                alive.push(attempt);
+                let seen = self.input_seen(input, tip.flatten()).await?;
+                inputs.insert(input.clone(), seen);
             }
         }
-        for attempt in alive.into_iter().rev() {
-            let signed = SignedTransaction {
-                txid: attempt.txid.clone(),
-                raw: attempt.raw.clone(),
-            };
-            let outcome = self.bitcoin.submit(&signed).await;
-            tracing::info!(payout, txid = %attempt.txid, ?outcome, "bitcoin payout sent again");
-            let taken = matches!(
-                outcome,
-                SubmitOutcome::Accepted | SubmitOutcome::AlreadyKnown
-            );
-            report.rebroadcast.push((attempt.txid.clone(), outcome));
-            if taken {
-                break;
+        match fate(&attempts, &status, &inputs, self.settle_confirmations) {
+            Fate::Landed(txid) => {
+                // Stale: another process settled it first; nothing left to do here.
+                if settled(self.log.landed(Chain::Bitcoin, &txid).await)? {
+                    tracing::info!(payout, %txid, "bitcoin payout landed");
+                    report.landed.push(txid);
+                }
+            }
+            Fate::Wait => report.waiting += 1,
+            Fate::Held(txid) => {
+                tracing::error!(
+                    payout,
+                    %txid,
+                    "bitcoin payout: an input was spent by an attempt the log does not hold \
+                     live; left alone for a person"
+                );
+                report.held.push(payout.to_string());
+            }
+            Fate::Settle { dead, resend } => {
+                for txid in dead {
+                    if settled(self.log.dead(Chain::Bitcoin, &txid).await)? {
+                        tracing::warn!(payout, %txid, "bitcoin payout attempt dead: an input was spent by another transaction");
+                        report.dead.push(txid);
+                    }
+                }
+                for txid in resend {
+                    let Some(attempt) = live.iter().find(|attempt| attempt.txid == txid) else {
+                        continue;
+                    };
+                    let signed = SignedTransaction {
+                        txid: attempt.txid.clone(),
+                        raw: attempt.raw.clone(),
+                    };
+                    let outcome = self.bitcoin.submit(&signed).await;
+                    tracing::info!(payout, %txid, ?outcome, "bitcoin payout sent again");
+                    let taken = matches!(
+                        outcome,
+                        SubmitOutcome::Accepted | SubmitOutcome::AlreadyKnown
+                    );
+                    report.rebroadcast.push((txid, outcome));
+                    if taken {
+                        break;
+                    }
+                }
             }
         }
         Ok(())
@@ -594,6 +788,156 @@ mod tests {
     use bitcoin::hashes::Hash;
     use chain::address::Network;
     use signer::{InProcessSigner, Mnemonic};
+
+    fn attempt(txid: &str, inputs: &[u32], state: AttemptState) -> Attempt {
+        Attempt {
+            payout: "p".into(),
+            sender: "hot".into(),
+            txid: txid.into(),
+            raw: vec![],
+            inputs: inputs.iter().map(|&vout| coin(vout)).collect(),
+            replaces: None,
+            state,
+        }
+    }
+
+    fn coin(vout: u32) -> Outpoint {
+        Outpoint {
+            txid: "c".repeat(64),
+            vout,
+        }
+    }
+
+    fn included(confirmations: u64) -> Option<TxStatus> {
+        Some(TxStatus::Included {
+            block: chain::provider::BlockRef {
+                number: 1,
+                hash: "h".into(),
+                parent_hash: "g".into(),
+            },
+            success: true,
+            confirmations,
+        })
+    }
+
+    fn spent(by: &str, confirmations: u64) -> InputSeen {
+        InputSeen::Spent {
+            spender: by.into(),
+            confirmations,
+        }
+    }
+
+    fn settle(dead: &[&str], resend: &[&str]) -> Fate {
+        let own = |txids: &[&str]| txids.iter().map(ToString::to_string).collect();
+        Fate::Settle {
+            dead: own(dead),
+            resend: own(resend),
+        }
+    }
+
+    /// A case of the table: its name, the payout's attempts, what the node says of them by
+    /// txid, what the chain shows of their inputs (by vout of one coin), the fate expected.
+    type Case = (
+        &'static str,
+        Vec<Attempt>,
+        Vec<(&'static str, Option<TxStatus>)>,
+        Vec<(u32, InputSeen)>,
+        Fate,
+    );
+
+    /// Settled 3 deep. Attempts "a" (the first) and "b" (its replacement, same input 0);
+    /// "x" is a transaction that is none of the payout's.
+    #[test]
+    fn an_attempt_is_dead_only_when_another_transaction_spent_its_input_deep_enough() {
+        use AttemptState::{Dead, Landed, Live, Replaced};
+        let not_found = Some(TxStatus::NotFound);
+        let unknown = None;
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("the index shows it deep",
+             vec![attempt("a", &[0], Live)], vec![("a", included(3))], vec![], Fate::Landed("a".into())),
+            ("the index shows it in a block too shallow",
+             vec![attempt("a", &[0], Live)], vec![("a", included(2))], vec![(0, spent("a", 2))], Fate::Wait),
+            ("in the pool",
+             vec![attempt("a", &[0], Live)], vec![("a", Some(TxStatus::Pending))], vec![], Fate::Wait),
+            // The review's case: the index is rebuilding (not found, or cannot say), the
+            // attempt's own input is spent deep: by itself, so it landed.
+            ("the index lags, the attempt spent its own input",
+             vec![attempt("a", &[0], Live)], vec![("a", not_found.clone())], vec![(0, spent("a", 5))], Fate::Landed("a".into())),
+            ("the index cannot say, the attempt spent its own input",
+             vec![attempt("a", &[0], Live)], vec![("a", unknown.clone())], vec![(0, spent("a", 3))], Fate::Landed("a".into())),
+            ("the replacement spent the input: it landed",
+             vec![attempt("a", &[0], Live), attempt("b", &[0], Live)], vec![("a", not_found.clone()), ("b", not_found.clone())], vec![(0, spent("b", 3))], Fate::Landed("b".into())),
+            ("the first version spent the input: it landed",
+             vec![attempt("a", &[0], Live), attempt("b", &[0], Live)], vec![("a", unknown.clone()), ("b", not_found.clone())], vec![(0, spent("a", 4))], Fate::Landed("a".into())),
+            ("ours, too shallow",
+             vec![attempt("a", &[0], Live), attempt("b", &[0], Live)], vec![("a", not_found.clone()), ("b", not_found.clone())], vec![(0, spent("b", 2))], Fate::Wait),
+            ("another transaction, deep enough: both dead",
+             vec![attempt("a", &[0], Live), attempt("b", &[0], Live)], vec![("a", not_found.clone()), ("b", unknown.clone())], vec![(0, spent("x", 3))], settle(&["a", "b"], &[])),
+            ("another transaction, too shallow",
+             vec![attempt("a", &[0], Live)], vec![("a", not_found.clone())], vec![(0, spent("x", 2))], Fate::Wait),
+            ("another transaction deep on one input, ours shallow on the other",
+             vec![attempt("a", &[0, 1], Live)], vec![("a", not_found.clone())], vec![(0, spent("x", 9)), (1, spent("a", 1))], Fate::Wait),
+            ("another transaction deep, a sibling in the pool",
+             vec![attempt("a", &[0], Live), attempt("b", &[1], Live)], vec![("a", not_found.clone()), ("b", Some(TxStatus::Pending))], vec![(0, spent("x", 3))], Fate::Wait),
+            ("a spend not proven on the node's chain",
+             vec![attempt("a", &[0], Live)], vec![("a", not_found.clone())], vec![(0, InputSeen::Unproven)], Fate::Wait),
+            ("nothing spent, nothing known: sent again, newest first",
+             vec![attempt("a", &[0], Live), attempt("b", &[0], Live)], vec![("a", not_found.clone()), ("b", unknown.clone())], vec![(0, InputSeen::NotSpent)], settle(&[], &["b", "a"])),
+            ("one dead by another transaction, another with other inputs sent again",
+             vec![attempt("a", &[0], Live), attempt("b", &[1], Live)], vec![("a", not_found.clone()), ("b", not_found.clone())], vec![(0, spent("x", 3))], settle(&["a"], &["b"])),
+            // Spent by an attempt the log no longer holds live: the payout is paid whatever
+            // the log says; never dead, never sent again.
+            ("spent by a replaced attempt",
+             vec![attempt("a", &[0], Replaced), attempt("b", &[0], Live)], vec![("b", not_found.clone())], vec![(0, spent("a", 3))], Fate::Held("a".into())),
+            ("spent by an attempt marked dead",
+             vec![attempt("a", &[0], Dead), attempt("b", &[0], Live)], vec![("b", not_found.clone())], vec![(0, spent("a", 30))], Fate::Held("a".into())),
+            ("spent by the landed attempt",
+             vec![attempt("a", &[0], Landed), attempt("b", &[0], Live)], vec![("b", unknown.clone())], vec![(0, spent("a", 1))], Fate::Held("a".into())),
+            ("no live attempt",
+             vec![attempt("a", &[0], Landed)], vec![], vec![(0, spent("a", 3))], settle(&[], &[])),
+        ];
+        for (name, attempts, status, inputs, expected) in cases {
+            let status = status
+                .into_iter()
+                .map(|(txid, seen)| (txid.to_string(), seen))
+                .collect();
+            let inputs = inputs
+                .into_iter()
+                .map(|(vout, seen)| (coin(vout), seen))
+                .collect();
+            assert_eq!(fate(&attempts, &status, &inputs, 3), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_change_is_the_last_output_to_a_change_key_never_a_recipients() {
+        use bitcoin::{Amount as Sat, TxOut, absolute::LockTime, transaction::Version};
+        let script = |n: u8| ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([n; 20]));
+        let key_of = |script: &ScriptBuf| match script.as_bytes().get(2) {
+            Some(5) => Some((Keychain::Change, 5)),
+            Some(3) => Some((Keychain::Change, 3)),
+            Some(1) => Some((Keychain::Receive, 1)),
+            _ => None,
+        };
+        let tx = |outputs: &[u8]| Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: vec![],
+            output: outputs
+                .iter()
+                .map(|&n| TxOut {
+                    value: Sat::from_sat(1_000),
+                    script_pubkey: script(n),
+                })
+                .collect(),
+        };
+        // A withdrawal to our own change key 5, another recipient, then change to key 3.
+        assert_eq!(change_of(&tx(&[5, 9, 3]), key_of), Some((3, 2)));
+        assert_eq!(change_of(&tx(&[5, 9]), key_of), None, "a recipient's");
+        assert_eq!(change_of(&tx(&[9, 1]), key_of), None, "a receive key");
+        assert_eq!(change_of(&tx(&[]), key_of), None);
+    }
 
     #[test]
     fn the_signed_bytes_must_pay_exactly_what_was_asked_and_change_to_our_key() {

@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf};
+use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf, Txid};
 use chain::provider::{ChainError, Keychain};
 
 /// How many blocks' undo records are kept (a reorg deeper than this cannot be undone).
@@ -36,6 +36,16 @@ pub struct Utxo {
     pub index: u32,
 }
 
+/// Which transaction spent one of our outputs, and in which block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Spend {
+    pub height: u64,
+    /// The spending transaction.
+    pub spender: Txid,
+    /// The block that holds it (compare with the node's block at `height`: same branch?).
+    pub block: BlockHash,
+}
+
 /// What applying one block changed, to disconnect it.
 #[derive(Debug, Clone)]
 struct Undo {
@@ -43,8 +53,10 @@ struct Undo {
     parent: BlockHash,
     /// Outputs of ours it spent: the output, its height, and who held it.
     spent: Vec<(Utxo, u64, Option<String>)>,
-    /// Outputs of ours it created.
+    /// Outputs of ours it created (and did not spend itself).
     created: Vec<OutPoint>,
+    /// Outputs of ours it created and spent: never in the set before or after it.
+    created_and_spent: Vec<OutPoint>,
 }
 
 #[derive(Debug, Default)]
@@ -56,8 +68,8 @@ struct Inner {
     applied: BTreeMap<u64, Undo>,
     /// The newest block applied: (height, hash); kept when undo records are pruned.
     last: Option<(u64, BlockHash)>,
-    /// The height of the block that spent each of our outputs, while its undo record is kept.
-    spent_at: HashMap<OutPoint, u64>,
+    /// Who spent each of our outputs, and where, while the block's undo record is kept.
+    spent_at: HashMap<OutPoint, Spend>,
 }
 
 /// See the module's documentation.
@@ -102,7 +114,9 @@ impl UtxoSet {
     }
 
     /// Applies block `height`: its outputs to known keys are added, the outputs it spends
-    /// removed (with their locks: the payout is in a block). Refused, changing nothing, when
+    /// removed (with their locks: the payout is in a block), each spend recorded with its
+    /// spender ([`UtxoSet::spent_at`]). An output created and spent in the same block is
+    /// only recorded as spent: disconnecting the block leaves it out. Refused, changing nothing, when
     /// it does not chain onto the last block applied: another height than the next, or
     /// another parent than its hash (a reorg: [`UtxoSet::undo_to`] the fork first).
     pub fn apply_block(&self, block: &Block, height: u64) -> Result<(), ChainError> {
@@ -121,21 +135,37 @@ impl UtxoSet {
                 )));
             }
         }
+        let hash = block.block_hash();
         let mut undo = Undo {
-            hash: block.block_hash(),
+            hash,
             parent: block.header.prev_blockhash,
             spent: Vec::new(),
             created: Vec::new(),
+            created_and_spent: Vec::new(),
         };
         for tx in &block.txdata {
+            let txid = tx.compute_txid();
             for input in &tx.input {
-                if let Some((utxo, at)) = inner.unspent.remove(&input.previous_output) {
-                    let holder = inner.locks.remove(&input.previous_output);
-                    inner.spent_at.insert(input.previous_output, height);
-                    undo.spent.push((utxo, at, holder));
+                let spent = input.previous_output;
+                if let Some((utxo, at)) = inner.unspent.remove(&spent) {
+                    let holder = inner.locks.remove(&spent);
+                    inner.spent_at.insert(
+                        spent,
+                        Spend {
+                            height,
+                            spender: txid,
+                            block: hash,
+                        },
+                    );
+                    if let Some(position) = undo.created.iter().position(|made| *made == spent) {
+                        // Created earlier in this block: it was never in the set before it.
+                        undo.created.swap_remove(position);
+                        undo.created_and_spent.push(spent);
+                    } else {
+                        undo.spent.push((utxo, at, holder));
+                    }
                 }
             }
-            let txid = tx.compute_txid();
             for (vout, output) in tx.output.iter().enumerate() {
                 if let Some(&(keychain, index)) = inner.keys.get(&output.script_pubkey) {
                     let Ok(vout) = u32::try_from(vout) else {
@@ -159,6 +189,9 @@ impl UtxoSet {
             if let Some((_, pruned)) = inner.applied.pop_first() {
                 for (utxo, _, _) in &pruned.spent {
                     inner.spent_at.remove(&utxo.outpoint);
+                }
+                for outpoint in &pruned.created_and_spent {
+                    inner.spent_at.remove(outpoint);
                 }
             }
         }
@@ -198,6 +231,10 @@ impl UtxoSet {
                 inner.unspent.remove(outpoint);
                 inner.locks.remove(outpoint);
             }
+            for outpoint in &undo.created_and_spent {
+                inner.spent_at.remove(outpoint);
+                inner.locks.remove(outpoint);
+            }
             for (utxo, spent_height, holder) in undo.spent.into_iter().rev() {
                 inner.spent_at.remove(&utxo.outpoint);
                 inner.unspent.insert(utxo.outpoint, (utxo, spent_height));
@@ -213,6 +250,9 @@ impl UtxoSet {
     /// Brings the set to the node's best chain: applies the blocks after the last one, and
     /// on a reorg walks back (at most the undo records kept) to the newest block the node
     /// still has under the same hash, disconnects above it and applies the new branch.
+    /// A reorg shows by a block that does not chain onto the last one applied, and also by
+    /// the node's block at the last height applied being another one (a new branch of the
+    /// same height, or a shorter one, sends no block above it).
     /// `at_most` bounds the blocks applied in one call.
     pub async fn sync(
         &self,
@@ -223,6 +263,21 @@ impl UtxoSet {
         use chain::provider::ChainRead;
         let mut synced = Synced::default();
         let tip = bitcoin.tip().await?.head;
+        if let Some((last_height, last_hash)) = self.last() {
+            let same = match bitcoin.block(last_height).await? {
+                Some(block) => block.hash == last_hash.to_string(),
+                None => false,
+            };
+            if !same {
+                let fork = self.fork_point(bitcoin).await?;
+                synced.undone = self.undo_to(fork)?;
+                tracing::warn!(
+                    fork,
+                    undone = synced.undone,
+                    "bitcoin reorg: unspent outputs rolled back"
+                );
+            }
+        }
         let mut next = self.last().map_or(start, |(height, _)| height + 1);
         while next <= tip && synced.applied < at_most {
             let Some(block) = bitcoin.raw_block(next).await? else {
@@ -279,9 +334,9 @@ impl UtxoSet {
         self.lock().unspent.values().copied().collect()
     }
 
-    /// The height of the block that spent our output `outpoint` (within the blocks whose undo
+    /// Who spent our output `outpoint` and in which block (within the blocks whose undo
     /// records are kept); None while it is unspent, unknown, or spent longer ago.
-    pub fn spent_at(&self, outpoint: &OutPoint) -> Option<u64> {
+    pub fn spent_at(&self, outpoint: &OutPoint) -> Option<Spend> {
         self.lock().spent_at.get(outpoint).copied()
     }
 
@@ -443,7 +498,14 @@ mod tests {
         set.apply_block(&b2, 2).unwrap();
         assert!(set.contains(&change) && !set.contains(&funded));
         assert_eq!(set.holder(&funded), None, "spent: the lock went with it");
-        assert_eq!(set.spent_at(&funded), Some(2));
+        assert_eq!(
+            set.spent_at(&funded),
+            Some(Spend {
+                height: 2,
+                spender: change.txid,
+                block: b2.block_hash(),
+            })
+        );
         // Block 2 disconnected: the change is gone, the funding output back, locked again
         // by its payout (its transaction is back in the pool, not abandoned).
         assert_eq!(set.undo_to(1).unwrap(), 1);
@@ -459,6 +521,42 @@ mod tests {
         assert_eq!(set.block_hash(2), Some(other.block_hash()));
         assert_eq!(set.undo_to(0).unwrap(), 2);
         assert!(set.all().is_empty());
+    }
+
+    #[test]
+    fn an_output_created_and_spent_in_one_block_is_not_resurrected_by_undo() {
+        let set = UtxoSet::new();
+        set.watch(script(1), Keychain::Receive, 0);
+        set.watch(script(2), Keychain::Change, 0);
+        let b1 = block(BlockHash::all_zeros(), vec![], 1);
+        set.apply_block(&b1, 1).unwrap();
+        // Block 2: a parent pays us, a child spends that output and pays us change.
+        let parent = tx(&[], &[(1, 50_000)], 0);
+        let made = OutPoint {
+            txid: parent.compute_txid(),
+            vout: 0,
+        };
+        let child = tx(&[made], &[(9, 30_000), (2, 19_000)], 0);
+        let change = OutPoint {
+            txid: child.compute_txid(),
+            vout: 1,
+        };
+        let b2 = block(b1.block_hash(), vec![parent, child], 2);
+        set.apply_block(&b2, 2).unwrap();
+        assert!(!set.contains(&made) && set.contains(&change));
+        assert_eq!(
+            set.spent_at(&made),
+            Some(Spend {
+                height: 2,
+                spender: change.txid,
+                block: b2.block_hash(),
+            })
+        );
+        // Disconnected: neither the parent's output nor the change is ours any more.
+        assert_eq!(set.undo_to(1).unwrap(), 1);
+        assert!(set.all().is_empty(), "{:?}", set.all());
+        assert_eq!(set.spent_at(&made), None);
+        assert_eq!(set.last(), Some((1, b1.block_hash())));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptStat
 use chain::provider::{Asset, ChainRead, ChainSubmit, SubmitOutcome, TxStatus};
 use chain_bitcoin::UtxoSet;
 use chain_bitcoin::batch::{Batcher, Pending};
-use chain_bitcoin::payout::{Paid, Payer, PayoutError, Prepared, Reconciled};
+use chain_bitcoin::payout::{BUMPS_MAX, Paid, Payer, PayoutError, Prepared, Reconciled};
 use common::*;
 use domain::{Amount, Chain};
 use testkit::TestDb;
@@ -292,6 +292,33 @@ async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
     ));
 }
 
+/// A payout is replaced by fee at most BUMPS_MAX times; then bump refuses, saying why.
+async fn a_payout_is_bumped_a_bounded_number_of_times(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let paid = payer
+        .pay("b1", &pays(&user(11), 30_000_000), 1, 0)
+        .await
+        .unwrap();
+    assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
+    for rate in 2..2 + BUMPS_MAX as u64 {
+        let bumped = payer.bump("b1", rate).await.unwrap();
+        assert_eq!(bumped.outcome, Some(SubmitOutcome::Accepted), "rate {rate}");
+    }
+    let refused = payer.bump("b1", 50).await;
+    assert!(
+        matches!(&refused, Err(PayoutError::Refused(reason)) if reason.contains("at most")),
+        "{refused:?}"
+    );
+    let attempts = process.log.attempts_of(Chain::Bitcoin, "b1").await.unwrap();
+    assert_eq!(
+        attempts.len(),
+        1 + BUMPS_MAX,
+        "nothing recorded by the refusal"
+    );
+}
+
 /// An attempt whose input another transaction spent in a block is Dead, its reservation
 /// released; only then may the payout be attempted again.
 async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
@@ -364,6 +391,124 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
     mine_elsewhere(&setup.bitcoin, 2).await;
     assert_eq!(payer.reconcile().await.unwrap().landed, vec![again.txid]);
     assert_eq!(balance(&setup, &to).await, Amount::from_u128(60_000_000));
+}
+
+/// The review's double payment: a node whose index cannot find a mined transaction by txid
+/// (rebuilding it; here none is kept) answers "no such transaction" for the landed attempt,
+/// whose own input is spent deep. That is no proof of death: the wallet's outputs say the
+/// attempt itself spent it, so it is Landed, and paying the payout again builds nothing.
+async fn a_landed_attempt_the_node_cannot_find_by_txid_is_landed_not_dead(db: &TestDb) {
+    let setup = Setup::start_without_index().await;
+    let process = Process::start(&setup, db).await;
+    let payer = Payer {
+        settle_confirmations: 2,
+        ..process.payer(&setup)
+    };
+    let to = user(7);
+    let paid = payer.pay("i1", &pays(&to, 80_000_000), 2, 0).await.unwrap();
+    assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
+    mine_elsewhere(&setup.bitcoin, 2).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    // The node cannot say: not "not found" (a retriable error).
+    let unknown = setup.bitcoin.transaction(&paid.txid).await.unwrap_err();
+    assert!(unknown.retriable, "{unknown}");
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(
+        (report.landed, report.dead),
+        (vec![paid.txid.clone()], vec![]),
+        "landed, never dead"
+    );
+    assert_eq!(
+        states(&process.log, "i1").await,
+        vec![(paid.txid.clone(), AttemptState::Landed)]
+    );
+    let again = payer.pay("i1", &pays(&to, 80_000_000), 2, 1).await.unwrap();
+    assert_eq!((again.txid, again.outcome), (paid.txid, None));
+    mine_elsewhere(&setup.bitcoin, 1).await;
+    assert_eq!(
+        balance(&setup, &to).await,
+        Amount::from_u128(80_000_000),
+        "paid once"
+    );
+}
+
+/// A reorg to another branch of the same height moves the spend of an attempt's input from
+/// a deep block to a shallow one. Until the wallet's outputs follow the node (their last
+/// block is not the node's best), no spend they remember proves anything: nothing is Dead.
+/// Synced, the spend is one block deep: still nothing; deep enough: Dead.
+async fn a_same_height_reorg_declares_nothing_dead_until_the_outputs_are_synced(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = Payer {
+        settle_confirmations: 3,
+        ..process.payer(&setup)
+    };
+    let Prepared::New { signed, inputs, .. } = payer
+        .prepare("s1", &pays(&user(8), 60_000_000), 2, 0)
+        .await
+        .unwrap()
+    else {
+        panic!("a new attempt");
+    };
+    // Something outside the log spends its coin, in block `fork`, then two more blocks.
+    let coin = process
+        .utxos
+        .get(&bitcoin::OutPoint {
+            txid: inputs[0].txid.parse().unwrap(),
+            vout: inputs[0].vout,
+        })
+        .unwrap();
+    let sweep = setup
+        .bitcoin
+        .build_payout(&pays(&user(9), BTC), &[coin], 2, 51)
+        .unwrap();
+    let sweep = setup.sign(&sweep);
+    assert_eq!(setup.bitcoin.submit(&sweep).await, SubmitOutcome::Accepted);
+    let generate = |txids: Vec<String>| {
+        let rpc = setup.bitcoin.rpc();
+        async move {
+            rpc.call("generateblock", serde_json::json!([ELSEWHERE, txids]))
+                .await
+                .unwrap();
+        }
+    };
+    generate(vec![sweep.txid.clone()]).await;
+    let fork = setup.bitcoin.tip().await.unwrap().head;
+    generate(vec![]).await;
+    generate(vec![]).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    assert_eq!(process.utxos.last().unwrap().0, fork + 2);
+    // The node moves to another branch of the same height: the sweep in its last block.
+    let fork_hash = process.utxos.block_hash(fork).unwrap();
+    setup
+        .bitcoin
+        .rpc()
+        .call(
+            "invalidateblock",
+            serde_json::json!([fork_hash.to_string()]),
+        )
+        .await
+        .unwrap();
+    generate(vec![]).await;
+    generate(vec![]).await;
+    generate(vec![sweep.txid.clone()]).await;
+    assert_eq!(setup.bitcoin.tip().await.unwrap().head, fork + 2);
+    // Not synced: the spend they remember (three deep, on the old branch) proves nothing.
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!((report.dead.len(), report.waiting), (0, 1), "{report:?}");
+    // Synced: the reorg is seen though no block is above the last one applied.
+    let synced = process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    assert_eq!((synced.undone, synced.applied), (3, 3));
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(
+        (report.dead.len(), report.waiting),
+        (0, 1),
+        "one deep: {report:?}"
+    );
+    mine_elsewhere(&setup.bitcoin, 2).await;
+    process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(report.dead, vec![signed.txid.clone()], "{report:?}");
 }
 
 /// Fifty withdrawals (each pushed twice, as a job delivered twice would) leave the batcher
@@ -485,4 +630,7 @@ testkit::on_both_stores!(db:
     a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid,
     a_payout_replaced_by_fee_lands_exactly_one_version,
     an_attempt_whose_input_is_spent_elsewhere_is_dead,
+    a_landed_attempt_the_node_cannot_find_by_txid_is_landed_not_dead,
+    a_same_height_reorg_declares_nothing_dead_until_the_outputs_are_synced,
+    a_payout_is_bumped_a_bounded_number_of_times,
 );

@@ -61,17 +61,27 @@ pub struct Setup {
 
 impl Setup {
     pub async fn start() -> Setup {
-        let node = Bitcoind::start().await;
+        Setup::on(Bitcoind::start().await, true).await
+    }
+
+    /// On a node that keeps no transaction index (`getrawtransaction` finds no mined
+    /// transaction, as while a node rebuilds its index), through `Bitcoin::new`: `connect`
+    /// would refuse it.
+    pub async fn start_without_index() -> Setup {
+        Setup::on(Bitcoind::start_with(&["-txindex=0"]).await, false).await
+    }
+
+    async fn on(node: Bitcoind, connect: bool) -> Setup {
         let signer = InProcessSigner::new(&Mnemonic::parse(MNEMONIC).unwrap(), Network::Regtest);
         let rpc = Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30)).unwrap();
-        let bitcoin = Bitcoin::connect(
-            rpc,
-            Network::Regtest,
-            signer.xpub(Chain::Bitcoin).unwrap(),
-            FeePolicy::default(),
-        )
-        .await
-        .unwrap();
+        let xpub = signer.xpub(Chain::Bitcoin).unwrap();
+        let bitcoin = if connect {
+            Bitcoin::connect(rpc, Network::Regtest, xpub, FeePolicy::default())
+                .await
+                .unwrap()
+        } else {
+            Bitcoin::new(rpc, Network::Regtest, xpub, FeePolicy::default()).unwrap()
+        };
         let utxos = wallet_utxos(&bitcoin);
         let mut setup = Setup {
             node,
