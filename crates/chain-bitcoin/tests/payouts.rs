@@ -298,7 +298,7 @@ async fn a_payout_is_bumped_a_bounded_number_of_times(db: &TestDb) {
     let process = Process::start(&setup, db).await;
     let payer = process.payer(&setup);
     let paid = payer
-        .pay("b1", &pays(&user(11), 30_000_000), 1, 0)
+        .pay("b1", &[], &pays(&user(11), 30_000_000), 1, 0)
         .await
         .unwrap();
     assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
@@ -405,7 +405,10 @@ async fn a_landed_attempt_the_node_cannot_find_by_txid_is_landed_not_dead(db: &T
         ..process.payer(&setup)
     };
     let to = user(7);
-    let paid = payer.pay("i1", &pays(&to, 80_000_000), 2, 0).await.unwrap();
+    let paid = payer
+        .pay("i1", &[], &pays(&to, 80_000_000), 2, 0)
+        .await
+        .unwrap();
     assert_eq!(paid.outcome, Some(SubmitOutcome::Accepted));
     mine_elsewhere(&setup.bitcoin, 2).await;
     process.utxos.sync(&setup.bitcoin, 1, 100).await.unwrap();
@@ -422,7 +425,10 @@ async fn a_landed_attempt_the_node_cannot_find_by_txid_is_landed_not_dead(db: &T
         states(&process.log, "i1").await,
         vec![(paid.txid.clone(), AttemptState::Landed)]
     );
-    let again = payer.pay("i1", &pays(&to, 80_000_000), 2, 1).await.unwrap();
+    let again = payer
+        .pay("i1", &[], &pays(&to, 80_000_000), 2, 1)
+        .await
+        .unwrap();
     assert_eq!((again.txid, again.outcome), (paid.txid, None));
     mine_elsewhere(&setup.bitcoin, 1).await;
     assert_eq!(
@@ -444,7 +450,7 @@ async fn a_same_height_reorg_declares_nothing_dead_until_the_outputs_are_synced(
         ..process.payer(&setup)
     };
     let Prepared::New { signed, inputs, .. } = payer
-        .prepare("s1", &pays(&user(8), 60_000_000), 2, 0)
+        .prepare("s1", &[], &pays(&user(8), 60_000_000), 2, 0)
         .await
         .unwrap()
     else {
