@@ -196,6 +196,9 @@ impl Batcher {
 
     /// Some withdrawals of batch `key` are paid by another payout already (the store said
     /// so): they are let go, and the rest of the batch is offered again first, as a new batch.
+    /// "Paid by another payout" means that payout may still land, not that it did: the
+    /// caller keeps such a withdrawal pending in its own records until that payout is
+    /// settled, and queues it again should the payout be settled dead.
     pub fn drop_paid(&mut self, key: &str, paid: &[String]) -> Result<(), BatchError> {
         let taken = self
             .out

@@ -362,7 +362,8 @@ impl Bitcoin {
             .map_err(|error| ChainError::permanent(error.to_string()))
     }
 
-    fn script_of(&self, address: &Address) -> Result<ScriptBuf, ChainError> {
+    /// The output script of `address` (of this network; another network's is refused).
+    pub fn script_of(&self, address: &Address) -> Result<ScriptBuf, ChainError> {
         script_on(self.network, address)
     }
 

@@ -393,9 +393,11 @@ impl<L: AttemptLog> Payer<'_, L> {
     }
 
     /// Builds, signs and records an attempt for `payout` without sending it (see the
-    /// module's documentation). `members` are the withdrawals it pays: one already paid by
-    /// another payout that may land is refused with [`AttemptError::Claimed`], nothing
-    /// recorded (pay the others without it).
+    /// module's documentation). `members` are the withdrawals it pays (empty: the payout is
+    /// one withdrawal, and its key is that withdrawal's id): one already paid by another
+    /// payout that may land is refused with [`AttemptError::Claimed`], nothing recorded (pay
+    /// the others without it). An output to one of the wallet's own keys is refused: an
+    /// internal transfer is not a withdrawal, and a bump could take it for change.
     pub async fn prepare(
         &self,
         payout: &str,
@@ -404,6 +406,20 @@ impl<L: AttemptLog> Payer<'_, L> {
         fee_rate_sat_vb: u64,
         change_index: u32,
     ) -> Result<Prepared, PayoutError> {
+        for (to, _) in outputs {
+            if self.utxos.key_of(&self.bitcoin.script_of(to)?).is_some() {
+                return Err(PayoutError::Refused(format!(
+                    "{to} is this wallet's own address: a payout pays out"
+                )));
+            }
+        }
+        // A payout of one withdrawal holds it under its own key.
+        let alone = [payout.to_string()];
+        let members = if members.is_empty() {
+            &alone[..]
+        } else {
+            members
+        };
         if let Some(existing) = self.standing(payout).await? {
             return Ok(Prepared::Existing(existing));
         }

@@ -13,7 +13,7 @@ use tokio::sync::Barrier;
 
 use chain::address::Address;
 use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptState, Outpoint};
-use chain::provider::{Asset, ChainRead, ChainSubmit, SubmitOutcome, TxStatus};
+use chain::provider::{Asset, ChainRead, ChainSubmit, Keychain, SubmitOutcome, TxStatus};
 use chain_bitcoin::UtxoSet;
 use chain_bitcoin::batch::{Batcher, Pending};
 use chain_bitcoin::payout::{BUMPS_MAX, Paid, Payer, PayoutError, Prepared, Reconciled};
@@ -241,6 +241,21 @@ async fn a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid(db:
         "paid once"
     );
     assert_eq!(payer.reconcile().await.unwrap(), Reconciled::default());
+    // Paid alone, the withdrawal is held under its own id: a batch holding it too is
+    // refused, nothing recorded.
+    let batch = ["w-other".to_string(), "c1".to_string()];
+    assert!(matches!(
+        payer.pay("batch-x", &batch, &pays(&user(3), 10_000_000), 2, 2).await,
+        Err(PayoutError::Log(AttemptError::Claimed { ref member, ref payout })) if member == "c1" && payout == "c1"
+    ));
+    assert!(states(&fresh.log, "batch-x").await.is_empty());
+    // A payout to the wallet's own change address is refused before anything is built.
+    let own = setup.bitcoin.key_address(Keychain::Change, 9).unwrap();
+    assert!(matches!(
+        payer.pay("own", &[], &pays(&own, 10_000_000), 2, 3).await,
+        Err(PayoutError::Refused(ref reason)) if reason.contains("own address")
+    ));
+    assert!(states(&fresh.log, "own").await.is_empty());
 }
 
 /// A stuck payout replaced by fee: the replacement is recorded with `replaces` before it
