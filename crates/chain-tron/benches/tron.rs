@@ -3,8 +3,8 @@
 //! - TRC-20 (and TRX) transfers built and signed per second: `transaction::build` then
 //!   `transaction::sign` (which also recovers the signer from the signature before
 //!   accepting it), in a plain loop on this thread; once with a raw key (the cost of the
-//!   transaction itself) and once with the `InProcessSigner` the workers use (which derives
-//!   the BIP32 key for every signature).
+//!   transaction itself) and once with the `InProcessSigner` the workers use (which keeps
+//!   each keychain's key and derives one BIP32 level for every signature).
 //! - Deposit log parsing in blocks per second: `gettransactioninfobyblocknum` bodies made
 //!   from the recorded responses in `crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources (ids, addresses and amounts
 //!   varied; 300 transactions a block, about a mainnet block's), read exactly as the scan
@@ -127,7 +127,7 @@ fn main() {
     // Warm up, then measure.
     transfers(&raw_key, &usdt, 500);
     println!(
-        "TRC-20 transfers built and signed: {:.0}/s (raw key), {:.0}/s (InProcessSigner, BIP32 derivation per signature)",
+        "TRC-20 transfers built and signed: {:.0}/s (raw key), {:.0}/s (InProcessSigner, one BIP32 level per signature)",
         transfers(&raw_key, &usdt, 20_000),
         transfers(&hd, &usdt, 5_000)
     );

@@ -285,6 +285,10 @@ pub struct InProcessSigner {
     seed: Zeroizing<[u8; 64]>,
     network: Network,
     secp: Secp256k1<secp256k1::All>,
+    /// Each chain's keychain keys (m/purpose'/coin'/0'/branch), derived once: a signature
+    /// then derives one level, not six from the seed. As secret as the seed, and wiped with
+    /// the signer.
+    keychains: std::sync::Mutex<std::collections::HashMap<(Chain, u32), PrivateKey>>,
 }
 
 impl std::fmt::Debug for InProcessSigner {
@@ -310,6 +314,7 @@ impl InProcessSigner {
             seed: mnemonic.seed(),
             network,
             secp: Secp256k1::new(),
+            keychains: std::sync::Mutex::default(),
         }
     }
 
@@ -326,9 +331,24 @@ impl InProcessSigner {
     }
 
     fn key(&self, chain: Chain, keychain: Keychain, index: u32) -> Result<PrivateKey, SignerError> {
-        let mut path: Vec<ChildNumber> = account_path(chain, self.network).into();
-        path.extend(key_path(keychain, index)?);
-        self.derive(&path)
+        let [branch, child] = key_path(keychain, index)?;
+        let mut keychains = self
+            .keychains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let parent = match keychains.entry((chain, keychain.branch())) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let mut path: Vec<ChildNumber> = account_path(chain, self.network).into();
+                path.push(branch);
+                entry.insert(self.derive(&path)?)
+            }
+        };
+        parent
+            .0
+            .derive_priv(&self.secp, &[child])
+            .map(PrivateKey)
+            .map_err(|error| SignerError::Derivation(error.to_string()))
     }
 }
 
