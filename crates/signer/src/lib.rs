@@ -468,6 +468,43 @@ mod tests {
     }
 
     #[test]
+    fn signatures_with_cached_keychains_come_from_the_key_the_xpub_names() {
+        let signer = InProcessSigner::new(&Mnemonic::parse(TEST_JUNK).unwrap(), Network::Testnet);
+        let digest = *alloy_primitives::keccak256(b"cached");
+        // Interleaved chains, keychains and indexes: each signature from its own key, as the
+        // account xpub (derived from the seed, without the cache) says.
+        for (chain, keychain, index) in [
+            (Chain::Tron, Keychain::Receive, 0),
+            (Chain::Bitcoin, Keychain::Change, 2),
+            (Chain::Tron, Keychain::Receive, 7),
+            (Chain::Bitcoin, Keychain::Receive, 2),
+            (Chain::Ethereum, Keychain::Receive, 3),
+            (Chain::Bitcoin, Keychain::Change, 2),
+            (Chain::Tron, Keychain::Receive, 0),
+        ] {
+            let signature = signer
+                .sign_digest_on(chain, keychain, index, digest)
+                .unwrap();
+            let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
+            let recoverable =
+                secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
+                    .unwrap();
+            let public = Secp256k1::new()
+                .recover_ecdsa(&Message::from_digest(digest), &recoverable)
+                .unwrap();
+            assert_eq!(
+                address_of(chain, Network::Testnet, &public).unwrap(),
+                signer
+                    .xpub(chain)
+                    .unwrap()
+                    .address_on(keychain, index)
+                    .unwrap(),
+                "{chain} {keychain:?} {index}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_mnemonics_and_indexes_are_refused_without_echoing_words() {
         let error = Mnemonic::parse("test test test test test test test test test test test test")
             .unwrap_err();
