@@ -752,18 +752,7 @@ fn live_query(html: &str) -> std::collections::HashMap<String, String> {
 }
 
 async fn live_workers_follow_the_page_filters(db: &TestDb) {
-    let store = db.store().await;
-    register(
-        &store,
-        "tron-withdrawal-1",
-        WorkerKind::Withdrawal,
-        Chain::Tron,
-    )
-    .await;
-    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
-        .await
-        .unwrap();
-    let (cookie, _) = login(&store, &viewer).await;
+    let (store, cookie) = wallboard_with_a_worker(db).await;
     let page = get(&store, "/?chain=tron&type=", Some(&cookie)).await;
     assert_eq!(page.status, StatusCode::OK);
     let query = live_query(&page.body);
@@ -804,6 +793,23 @@ async fn live_workers_follow_the_page_filters(db: &TestDb) {
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A store with worker `tron-withdrawal-1` registered, and a viewer's session cookie.
+async fn wallboard_with_a_worker(db: &TestDb) -> (Store, String) {
+    let store = db.store().await;
+    register(
+        &store,
+        "tron-withdrawal-1",
+        WorkerKind::Withdrawal,
+        Chain::Tron,
+    )
+    .await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    (store, cookie)
+}
+
 /// Reads the stream until `needle` shows, for at most 10 s.
 async fn read_until(body: &mut axum::body::BodyDataStream, needle: &str, seen: &mut String) {
     use futures_util::StreamExt;
@@ -834,18 +840,7 @@ async fn live(router: &axum::Router, query: &str, cookie: &str) -> axum::respons
 }
 
 async fn live_stream_takes_any_render_time(db: &TestDb) {
-    let store = db.store().await;
-    register(
-        &store,
-        "tron-withdrawal-1",
-        WorkerKind::Withdrawal,
-        Chain::Tron,
-    )
-    .await;
-    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
-        .await
-        .unwrap();
-    let (cookie, _) = login(&store, &viewer).await;
+    let (store, cookie) = wallboard_with_a_worker(db).await;
     let router = router(&store);
     // Render times no page has: chrono's limits and beyond. The stream does not believe them
     // and sends every card, as after a reconnect.
