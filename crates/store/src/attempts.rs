@@ -34,6 +34,10 @@ macro_rules! on_dialect {
 /// The most inputs one attempt may spend (a standard transaction of 100 kvB holds fewer).
 pub const ATTEMPT_INPUTS_MAX: usize = 2_000;
 
+/// The most live attempts one [`Store::attempts_live`] returns (the oldest first): a
+/// reconciler that finds this many settles them and asks again.
+pub const ATTEMPTS_LIVE_MAX: usize = 10_000;
+
 /// The most withdrawals one payout pays.
 pub const ATTEMPT_MEMBERS_MAX: usize = 2_000;
 
@@ -235,7 +239,8 @@ impl Store {
     }
 
     /// The live attempts of `chain` (of `sender` only, when given), oldest first, with their
-    /// bytes and inputs: what a reconciler sends again or settles.
+    /// bytes and inputs: what a reconciler sends again or settles. At most
+    /// [`ATTEMPTS_LIVE_MAX`].
     pub async fn attempts_live(
         &self,
         chain: Chain,

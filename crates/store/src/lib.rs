@@ -23,7 +23,8 @@ use domain::limits::{LIST_LIMIT_MAX, REAP_BATCH_MAX};
 use domain::{DesiredState, WorkerId};
 
 pub use attempts::{
-    ATTEMPT_INPUTS_MAX, ATTEMPT_MEMBERS_MAX, Attempt, AttemptNew, AttemptState, Outpoint,
+    ATTEMPT_INPUTS_MAX, ATTEMPT_MEMBERS_MAX, ATTEMPTS_LIVE_MAX, Attempt, AttemptNew, AttemptState,
+    Outpoint,
 };
 pub use changes::ChangeFeed;
 pub use error::StoreError;

@@ -279,10 +279,11 @@ impl PgStore {
         let rows = sqlx::query::<Postgres>(
             "select * from payout_attempt
              where chain = $1 and state = 'live' and ($2::text is null or sender = $2)
-             order by created_at, txid limit 10000",
+             order by created_at, txid limit $3",
         )
         .bind(chain.as_str())
         .bind(sender)
+        .bind(crate::attempts::ATTEMPTS_LIVE_MAX as i64)
         .fetch_all(&self.pool)
         .await?;
         let attempts = rows.iter().map(attempt).collect::<Result<Vec<_>, _>>()?;
