@@ -39,6 +39,14 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// What it pays, in order: one output per withdrawal.
+    pub fn outputs(&self) -> Vec<(Address, Amount)> {
+        self.withdrawals
+            .iter()
+            .map(|pending| (pending.to.clone(), pending.amount))
+            .collect()
+    }
+
     /// The ids of its withdrawals, in order: the payout's members in the store.
     pub fn ids(&self) -> Vec<String> {
         self.withdrawals

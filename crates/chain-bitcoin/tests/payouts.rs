@@ -559,11 +559,7 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
     let mut sent = Vec::new();
     let mut change = 0;
     while let Some(batch) = batcher.take(now) {
-        let outputs: Vec<(Address, Amount)> = batch
-            .withdrawals
-            .iter()
-            .map(|pending| (pending.to.clone(), pending.amount))
-            .collect();
+        let outputs = batch.outputs();
         change += 1;
         match payer
             .pay(&batch.key, &batch.ids(), &outputs, 3, change)
@@ -601,11 +597,7 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
     queue(&mut restarted, now);
     for (txid, _) in &sent {
         let batch = restarted.take(now).unwrap();
-        let outputs: Vec<(Address, Amount)> = batch
-            .withdrawals
-            .iter()
-            .map(|pending| (pending.to.clone(), pending.amount))
-            .collect();
+        let outputs = batch.outputs();
         let paid = payer
             .pay(&batch.key, &batch.ids(), &outputs, 3, 90)
             .await
@@ -620,11 +612,7 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
     queue(&mut regrouped, now);
     let mut claimed = 0;
     while let Some(batch) = regrouped.take(now + Duration::from_secs(30)) {
-        let outputs: Vec<(Address, Amount)> = batch
-            .withdrawals
-            .iter()
-            .map(|pending| (pending.to.clone(), pending.amount))
-            .collect();
+        let outputs = batch.outputs();
         match payer.pay(&batch.key, &batch.ids(), &outputs, 3, 91).await {
             Err(PayoutError::Log(AttemptError::Claimed { member, payout })) => {
                 assert!(sent.iter().any(|(_, paid)| paid.key == payout), "{payout}");

@@ -329,7 +329,8 @@ fn print_deposits(
     let symbol = chain.native_symbol();
     let native_decimals = match chain {
         Chain::Tron => 6,
-        _ => 18,
+        Chain::Bitcoin => 8,
+        Chain::Ethereum => 18,
     };
     let to = request.to.unwrap_or(head);
     let confirmations = |number: u64| head.saturating_sub(number) + 1;
@@ -360,6 +361,20 @@ fn print_deposits(
         println!("no deposits in blocks {}..={to}", request.from);
     }
     for deposit in found {
+        if chain == Chain::Bitcoin {
+            // An output: its amount in satoshi too, and its txid:vout.
+            println!(
+                "block {} ({} confirmations) {} BTC ({} satoshi) to {} in {}:{}",
+                deposit.block.number,
+                confirmations(deposit.block.number),
+                deposit.amount.format_decimal(8),
+                deposit.amount.base_units(),
+                deposit.to,
+                deposit.txid,
+                deposit.position
+            );
+            continue;
+        }
         let amount = match &deposit.asset {
             Asset::Native => format!(
                 "{} {symbol}",
@@ -435,14 +450,23 @@ async fn bitcoin_deposits(
         tokens: Vec::new(),
     };
     let mut found = Vec::new();
+    let mut previous: Option<String> = None;
     let mut start = request.from;
     while start <= to {
         let end = to.min(start + DEPOSITS_STEP - 1);
         let batch = chain_bitcoin::scan_deposits(&rpc, network, start, end, &watch)
             .await
             .with_context(|| format!("reading blocks {start}..={end} from the bitcoin node"))?;
-        // The blocks must chain: a reorg while reading shows as a broken link.
+        // The blocks must chain, within a step and onto the step before: a reorg while
+        // reading shows as a broken link.
         batch.check(start)?;
+        if let (Some(last), Some(first)) = (&previous, batch.blocks.first()) {
+            anyhow::ensure!(
+                first.parent_hash == *last,
+                "block {start} does not follow the block read before it: the chain reorganised while reading; run the command again"
+            );
+        }
+        previous = batch.blocks.last().map(|block| block.hash.clone());
         found.extend(batch.deposits);
         if blocks > 4 * DEPOSITS_STEP {
             eprintln!(
@@ -453,41 +477,11 @@ async fn bitcoin_deposits(
         }
         start = end + 1;
     }
-    let confirmations = |number: u64| head.saturating_sub(number) + 1;
-    if request.as_json {
-        let rows: Vec<serde_json::Value> = found
-            .iter()
-            .map(|deposit| {
-                serde_json::json!({
-                    "block": deposit.block.number,
-                    "block_hash": deposit.block.hash,
-                    "confirmations": confirmations(deposit.block.number),
-                    "txid": deposit.txid,
-                    "position": deposit.position,
-                    "asset": "BTC",
-                    "to": deposit.to.to_string(),
-                    "from": deposit.from,
-                    "amount": deposit.amount.base_units().to_string(),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if found.is_empty() {
-        println!("no deposits in blocks {}..={to}", request.from);
-    }
-    for deposit in &found {
-        println!(
-            "block {} ({} confirmations) {} BTC ({} satoshi) to {} in {}:{}",
-            deposit.block.number,
-            confirmations(deposit.block.number),
-            deposit.amount.format_decimal(8),
-            deposit.amount.base_units(),
-            deposit.to,
-            deposit.txid,
-            deposit.position
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    print_deposits(
+        Chain::Bitcoin,
+        request,
+        &found,
+        head,
+        &std::collections::HashMap::new(),
+    )
 }
