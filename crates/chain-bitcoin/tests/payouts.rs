@@ -353,19 +353,7 @@ async fn an_attempt_whose_input_is_spent_elsewhere_is_dead(db: &TestDb) {
         panic!("a new attempt");
     };
     // Something outside the log (an operator's sweep with the same keys) spends its coin.
-    let coin = process
-        .utxos
-        .get(&bitcoin::OutPoint {
-            txid: inputs[0].txid.parse().unwrap(),
-            vout: inputs[0].vout,
-        })
-        .unwrap();
-    let sweep = setup
-        .bitcoin
-        .build_payout(&pays(&user(5), BTC), &[coin], 2, 50)
-        .unwrap();
-    let sweep = setup.sign(&sweep);
-    assert_eq!(setup.bitcoin.submit(&sweep).await, SubmitOutcome::Accepted);
+    sweep_outside_the_log(&setup, &process, &inputs[0], &user(5), 50).await;
     // In the pool only: not proven dead; the stored bytes conflict and are not taken.
     let report = payer.reconcile().await.unwrap();
     assert!(report.dead.is_empty(), "{report:?}");
@@ -472,19 +460,7 @@ async fn a_same_height_reorg_declares_nothing_dead_until_the_outputs_are_synced(
         panic!("a new attempt");
     };
     // Something outside the log spends its coin, in block `fork`, then two more blocks.
-    let coin = process
-        .utxos
-        .get(&bitcoin::OutPoint {
-            txid: inputs[0].txid.parse().unwrap(),
-            vout: inputs[0].vout,
-        })
-        .unwrap();
-    let sweep = setup
-        .bitcoin
-        .build_payout(&pays(&user(9), BTC), &[coin], 2, 51)
-        .unwrap();
-    let sweep = setup.sign(&sweep);
-    assert_eq!(setup.bitcoin.submit(&sweep).await, SubmitOutcome::Accepted);
+    let sweep = sweep_outside_the_log(&setup, &process, &inputs[0], &user(9), 51).await;
     let generate = |txids: Vec<String>| {
         let rpc = setup.bitcoin.rpc();
         async move {
@@ -631,6 +607,31 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
             "paid once"
         );
     }
+}
+
+/// Spends `input` (a coin of a recorded attempt) by a transaction outside the log, as an
+/// operator's sweep with the same keys would, paying `to` 1 BTC with change `change`; sent.
+async fn sweep_outside_the_log(
+    setup: &Setup,
+    process: &Process,
+    input: &Outpoint,
+    to: &Address,
+    change: u32,
+) -> chain::provider::SignedTransaction {
+    let coin = process
+        .utxos
+        .get(&bitcoin::OutPoint {
+            txid: input.txid.parse().unwrap(),
+            vout: input.vout,
+        })
+        .unwrap();
+    let sweep = setup
+        .bitcoin
+        .build_payout(&pays(to, BTC), &[coin], 2, change)
+        .unwrap();
+    let sweep = setup.sign(&sweep);
+    assert_eq!(setup.bitcoin.submit(&sweep).await, SubmitOutcome::Accepted);
+    sweep
 }
 
 testkit::on_both_stores!(db:
