@@ -22,6 +22,17 @@ fn funded(signer: &KeySigner) -> Ledger {
     Ledger::funded(&signer.tron_address())
 }
 
+/// 1 TRX from key 0 of `signer` to the recipient.
+fn one_trx(signer: &KeySigner) -> Payment {
+    Payment {
+        from_index: 0,
+        from: signer.tron_address(),
+        to: addr(RECIPIENT),
+        asset: Asset::Native,
+        amount: Amount::from_u128(1_000_000),
+    }
+}
+
 async fn send(
     tron: &Tron,
     signer: &KeySigner,
@@ -227,13 +238,7 @@ async fn trx_and_usdt_transfers_flow_through_the_node() {
 async fn the_node_refusals_map_to_outcomes_and_expired_attempts_die() {
     let signer = KeySigner::from_hex(&format!("{:0>64}", "2"));
     let (tron, ledger) = fake_node(funded(&signer)).await;
-    let payment = Payment {
-        from_index: 0,
-        from: signer.tron_address(),
-        to: addr(RECIPIENT),
-        asset: Asset::Native,
-        amount: Amount::from_u128(1_000_000),
-    };
+    let payment = one_trx(&signer);
     let solid = RefBlock::from_hex(&block_id(100 - SOLIDIFIED_LAG)).unwrap();
     let window = |timestamp: i64| Window {
         ref_block: solid,
@@ -315,13 +320,7 @@ async fn an_attempt_in_a_solidified_block_at_its_expiration_is_landed_even_unind
     let signer = KeySigner::from_hex(&format!("{:0>64}", "3"));
     let (tron, ledger) = fake_node(funded(&signer)).await;
     ledger.lock().unwrap().unindexed = true;
-    let payment = Payment {
-        from_index: 0,
-        from: signer.tron_address(),
-        to: addr(RECIPIENT),
-        asset: Asset::Native,
-        amount: Amount::from_u128(1_000_000),
-    };
+    let payment = one_trx(&signer);
     // Expires between block 100 (the head) and 101: 101 is the first block at or past its
     // expiration, and the last that may hold it (its parent, 100, is before it).
     let window = Window {
@@ -414,13 +413,7 @@ async fn an_attempt_that_landed_but_failed_is_landed_without_success() {
 async fn a_scan_that_cannot_read_every_candidate_block_proves_nothing() {
     let signer = KeySigner::from_hex(&format!("{:0>64}", "4"));
     let (tron, ledger) = fake_node(funded(&signer)).await;
-    let payment = Payment {
-        from_index: 0,
-        from: signer.tron_address(),
-        to: addr(RECIPIENT),
-        asset: Asset::Native,
-        amount: Amount::from_u128(1_000_000),
-    };
+    let payment = one_trx(&signer);
     let window = Window {
         ref_block: RefBlock::from_hex(&block_id(100 - SOLIDIFIED_LAG)).unwrap(),
         timestamp: block_time(100),
