@@ -38,6 +38,9 @@ pub enum StoreError {
     /// An operator's action that would mean nothing now.
     #[error("{0}")]
     Refused(#[from] ControlRefusal),
+    /// An idempotency key used before with another request: nothing was changed.
+    #[error("idempotency key {0:?} was used before with another request")]
+    KeyReused(String),
     #[error("invalid input: {0}")]
     Invalid(String),
     /// A row holds a value the code does not know: a newer schema, or a manual edit.

@@ -16,6 +16,7 @@ mod scans;
 mod sessions;
 mod sqlite;
 mod tokens;
+mod withdrawals;
 
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub use scans::{
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,
 };
 pub use sessions::{SessionInsert, SessionRow};
+pub use withdrawals::{
+    WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,
+    WithdrawalTransition, payout_key,
+};
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.
 #[derive(Debug, Clone)]

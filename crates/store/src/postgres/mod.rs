@@ -65,6 +65,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payout attempts",
         include_str!("../../migrations/postgres/0009_payout_attempt.sql"),
     ),
+    (
+        10,
+        "withdrawal",
+        include_str!("../../migrations/postgres/0010_withdrawal.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -160,5 +165,26 @@ async fn listen(mut listener: PgListener, sender: ChangeSender) {
         if !sender.send(change) {
             return;
         }
+    }
+}
+
+/// What the shared SQL of `crate::shared` needs to know of Postgres: its connection and row
+/// types, and how a time is written and read (`timestamptz`).
+pub(crate) mod dialect {
+    use chrono::{DateTime, Utc};
+    use sqlx::Row;
+    use sqlx::postgres::PgRow;
+
+    use crate::StoreError;
+
+    pub(crate) use super::audit::insert_on as audit_insert_on;
+    pub(crate) use super::job::insert_on as job_insert_on;
+
+    pub(crate) fn time(at: DateTime<Utc>) -> DateTime<Utc> {
+        at
+    }
+
+    pub(crate) fn read_time(row: &PgRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(row.try_get(column)?)
     }
 }

@@ -70,11 +70,16 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payout attempts",
         include_str!("../../migrations/sqlite/0009_payout_attempt.sql"),
     ),
+    (
+        10,
+        "withdrawal",
+        include_str!("../../migrations/sqlite/0010_withdrawal.sql"),
+    ),
 ];
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     connect_options: SqliteConnectOptions,
     change_poll_interval: Duration,
     /// Rung after a commit that made jobs available, so this process's feeds look at once
@@ -211,4 +216,25 @@ async fn data_version(connection: &mut SqliteConnection) -> Result<i64, StoreErr
     Ok(sqlx::query_scalar("pragma data_version")
         .fetch_one(connection)
         .await?)
+}
+
+/// What the shared SQL of `crate::shared` needs to know of SQLite: its connection and row
+/// types, and how a time is written and read (integer milliseconds).
+pub(crate) mod dialect {
+    use chrono::{DateTime, Utc};
+    use sqlx::Row;
+    use sqlx::sqlite::SqliteRow;
+
+    use crate::StoreError;
+
+    pub(crate) use super::audit::insert_on as audit_insert_on;
+    pub(crate) use super::job::insert_on as job_insert_on;
+
+    pub(crate) fn time(at: DateTime<Utc>) -> i64 {
+        super::to_millis(at)
+    }
+
+    pub(crate) fn read_time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        super::from_millis(row.try_get(column)?)
+    }
 }

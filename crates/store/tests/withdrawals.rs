@@ -1,0 +1,432 @@
+//! The withdrawal table on both stores: idempotent creation with its job and audit entry in
+//! one transaction, compare-and-set moves along the state table only, cancel only before
+//! anything may be signed, listing and paging, and bad input that changes nothing.
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::{Chain, JobState, Name, WithdrawalState};
+use store::{
+    AuditList, JobList, Store, StoreError, WithdrawalCreate, WithdrawalCreated, WithdrawalList,
+    WithdrawalScan, WithdrawalTransition,
+};
+use testkit::TestDb;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn request(key: &str, hash: char) -> WithdrawalCreate {
+    WithdrawalCreate {
+        idempotency_key: key.into(),
+        request_hash: hash.to_string().repeat(64),
+        reference: "user:7/w:1".into(),
+        chain: Chain::Tron,
+        asset: "USDT".into(),
+        destination: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+        amount: "1500000".into(),
+        actor: "token:1:backend".into(),
+        job: Some((
+            Name::new("tron.withdrawal").unwrap(),
+            Name::new("withdrawal.pay").unwrap(),
+        )),
+        now: at(0),
+    }
+}
+
+async fn jobs(store: &Store) -> Vec<store::JobRow> {
+    store
+        .job_list(&JobList {
+            queue: Some(Name::new("tron.withdrawal").unwrap()),
+            state: None,
+            before_id: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+}
+
+async fn created_with_its_job_once_per_key(db: &TestDb) {
+    let store = db.store().await;
+    let created = store.withdrawal_create(&request("k-1", 'a')).await.unwrap();
+    let WithdrawalCreated::Created(row) = &created else {
+        panic!("{created:?}");
+    };
+    assert_eq!(row.state, WithdrawalState::Pending);
+    assert_eq!(row.amount, "1500000");
+    assert_eq!(row.created_at, at(0));
+    assert_eq!(row.payout_key(), format!("withdrawal:{}", row.id));
+    let queued = jobs(&store).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].args, serde_json::json!({"withdrawal_id": row.id}));
+    assert_eq!(queued[0].state, JobState::Available);
+    // The same key and request again: the same withdrawal, and no second job.
+    let again = store.withdrawal_create(&request("k-1", 'a')).await.unwrap();
+    assert_eq!(again, WithdrawalCreated::Existing(row.clone()));
+    assert_eq!(jobs(&store).await.len(), 1);
+    // The same key with another request: refused, nothing changed.
+    let error = store
+        .withdrawal_create(&request("k-1", 'b'))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::KeyReused(key) if key == "k-1"),
+        "{error}"
+    );
+    assert_eq!(jobs(&store).await.len(), 1);
+    let audit = store
+        .audit_list(&AuditList {
+            target: Some(row.payout_key()),
+            limit: 10,
+            ..AuditList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].action, "withdrawal.create");
+    assert_eq!(audit[0].actor, "token:1:backend");
+}
+
+async fn racing_creates_with_one_key_store_one(db: &TestDb) {
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.withdrawal_create(&request("race", 'c')).await
+        }));
+    }
+    let mut created = 0;
+    let mut ids = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            WithdrawalCreated::Created(row) => {
+                created += 1;
+                ids.push(row.id);
+            }
+            WithdrawalCreated::Existing(row) => ids.push(row.id),
+        }
+    }
+    assert_eq!(created, 1);
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(jobs(&store).await.len(), 1);
+}
+
+async fn moves_follow_the_table_as_compare_and_set(db: &TestDb) {
+    let store = db.store().await;
+    let id = store
+        .withdrawal_create(&request("k-2", 'a'))
+        .await
+        .unwrap()
+        .row()
+        .id;
+    let take = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Pending,
+        WithdrawalState::Processing,
+        "worker:tron-withdrawal-1",
+        at(1),
+    );
+    store.withdrawal_transition(&take).await.unwrap();
+    // A second payer taking it loses the compare-and-set.
+    let error = store.withdrawal_transition(&take).await.unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(message) if message.contains("is processing, not pending")),
+        "{error}"
+    );
+    // Not in the table: refused before anything is read.
+    let skip = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Processing,
+        WithdrawalState::Completed,
+        "worker:x",
+        at(2),
+    );
+    assert!(matches!(
+        store.withdrawal_transition(&skip).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let mut sent = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Processing,
+        WithdrawalState::Broadcast,
+        "worker:x",
+        at(3),
+    );
+    sent.txid = Some("ab".repeat(32));
+    let row = store.withdrawal_transition(&sent).await.unwrap();
+    assert_eq!(row.txid.as_deref(), Some(&*"ab".repeat(32)));
+    // Seen in a block, then a reorg takes it back to broadcast, keeping the txid.
+    let mut seen = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Broadcast,
+        WithdrawalState::Confirming,
+        "worker:x",
+        at(4),
+    );
+    seen.block_height = Some(100);
+    seen.confirmations = Some(1);
+    store.withdrawal_transition(&seen).await.unwrap();
+    let back = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Confirming,
+        WithdrawalState::Broadcast,
+        "worker:x",
+        at(5),
+    );
+    let row = store.withdrawal_transition(&back).await.unwrap();
+    assert_eq!(row.state, WithdrawalState::Broadcast);
+    assert!(row.txid.is_some());
+    // An update in place (confirmations) writes no audit entry; moves do.
+    let mut count = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Broadcast,
+        WithdrawalState::Broadcast,
+        "worker:x",
+        at(6),
+    );
+    count.confirmations = Some(0);
+    store.withdrawal_transition(&count).await.unwrap();
+    let mut done = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Broadcast,
+        WithdrawalState::Completed,
+        "worker:x",
+        at(7),
+    );
+    done.block_height = Some(101);
+    done.confirmations = Some(20);
+    done.fee = Some("345000".into());
+    let row = store.withdrawal_transition(&done).await.unwrap();
+    assert_eq!(
+        (
+            row.state,
+            row.block_height,
+            row.confirmations,
+            row.fee.as_deref()
+        ),
+        (WithdrawalState::Completed, Some(101), 20, Some("345000"))
+    );
+    assert_eq!(row.updated_at, at(7));
+    let audit = store
+        .audit_list(&AuditList {
+            target: Some(row.payout_key()),
+            limit: 20,
+            ..AuditList::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit
+        .iter()
+        .rev()
+        .map(|entry| entry.action.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "withdrawal.create",
+            "withdrawal.processing",
+            "withdrawal.broadcast",
+            "withdrawal.confirming",
+            "withdrawal.broadcast",
+            "withdrawal.completed"
+        ]
+    );
+    // A final state stays final.
+    let reopen = WithdrawalTransition::new(
+        id,
+        WithdrawalState::Completed,
+        WithdrawalState::Broadcast,
+        "worker:x",
+        at(8),
+    );
+    assert!(matches!(
+        store.withdrawal_transition(&reopen).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let missing = WithdrawalTransition::new(
+        id + 1000,
+        WithdrawalState::Pending,
+        WithdrawalState::Processing,
+        "worker:x",
+        at(8),
+    );
+    assert!(matches!(
+        store.withdrawal_transition(&missing).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn cancel_only_before_anything_may_be_signed(db: &TestDb) {
+    let store = db.store().await;
+    let first = store.withdrawal_create(&request("c-1", 'a')).await.unwrap();
+    let second = store.withdrawal_create(&request("c-2", 'b')).await.unwrap();
+    let canceled = store
+        .withdrawal_cancel(first.row().id, "token:1:backend", at(1))
+        .await
+        .unwrap();
+    assert_eq!(canceled.state, WithdrawalState::Canceled);
+    assert!(
+        canceled
+            .error
+            .unwrap()
+            .contains("canceled by token:1:backend")
+    );
+    let again = store
+        .withdrawal_cancel(first.row().id, "token:1:backend", at(2))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("canceled already"), "{again}");
+    store
+        .withdrawal_transition(&WithdrawalTransition::new(
+            second.row().id,
+            WithdrawalState::Pending,
+            WithdrawalState::Processing,
+            "worker:x",
+            at(2),
+        ))
+        .await
+        .unwrap();
+    let late = store
+        .withdrawal_cancel(second.row().id, "token:1:backend", at(3))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&late, StoreError::Conflict(message) if message.contains("may have been signed")),
+        "{late}"
+    );
+    assert_eq!(
+        store
+            .withdrawal_get(second.row().id)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        WithdrawalState::Processing
+    );
+    assert!(matches!(
+        store
+            .withdrawal_cancel(999_999, "token:1:backend", at(3))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn lists_filter_and_page(db: &TestDb) {
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let mut create = request(&format!("l-{n}"), 'a');
+        create.reference = format!("user:{}", n % 2);
+        if n == 4 {
+            create.chain = Chain::Ethereum;
+            create.asset = "ETH".into();
+            create.destination = "0x52908400098527886E0F7030069857D2E4169EE7".into();
+        }
+        ids.push(store.withdrawal_create(&create).await.unwrap().row().id);
+    }
+    let all = store
+        .withdrawal_list(&WithdrawalList {
+            limit: 100,
+            ..WithdrawalList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|row| row.id).collect::<Vec<_>>(),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    let page = store
+        .withdrawal_list(&WithdrawalList {
+            before_id: Some(ids[3]),
+            limit: 2,
+            ..WithdrawalList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|row| row.id).collect::<Vec<_>>(),
+        [ids[2], ids[1]]
+    );
+    let of_user = store
+        .withdrawal_list(&WithdrawalList {
+            reference: Some("user:1".into()),
+            chain: Some(Chain::Tron),
+            state: Some(WithdrawalState::Pending),
+            limit: 100,
+            ..WithdrawalList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        of_user.iter().map(|row| row.id).collect::<Vec<_>>(),
+        [ids[3], ids[1]]
+    );
+    let scan = store
+        .withdrawal_scan(&WithdrawalScan {
+            chain: Chain::Tron,
+            states: vec![WithdrawalState::Pending, WithdrawalState::Broadcast],
+            after_id: ids[0],
+            limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        scan.iter().map(|row| row.id).collect::<Vec<_>>(),
+        [ids[1], ids[2]]
+    );
+    let (counts, oldest) = store.withdrawal_counts().await.unwrap();
+    assert!(counts.contains(&(Chain::Tron, WithdrawalState::Pending, 4)));
+    assert!(counts.contains(&(Chain::Ethereum, WithdrawalState::Pending, 1)));
+    assert_eq!(oldest, Some(at(0)));
+}
+
+async fn bad_requests_change_nothing(db: &TestDb) {
+    let store = db.store().await;
+    let cases: Vec<(&str, Box<dyn Fn(&mut WithdrawalCreate)>)> = vec![
+        ("empty key", Box::new(|c| c.idempotency_key.clear())),
+        (
+            "control in key",
+            Box::new(|c| c.idempotency_key = "a\nb".into()),
+        ),
+        (
+            "long key",
+            Box::new(|c| c.idempotency_key = "k".repeat(101)),
+        ),
+        (
+            "NUL in reference",
+            Box::new(|c| c.reference = "a\0b".into()),
+        ),
+        ("leading zero", Box::new(|c| c.amount = "01".into())),
+        ("sign", Box::new(|c| c.amount = "-1".into())),
+        ("decimals", Box::new(|c| c.amount = "1.5".into())),
+        ("too wide", Box::new(|c| c.amount = "9".repeat(79))),
+        ("hash", Box::new(|c| c.request_hash = "zz".into())),
+    ];
+    for (what, change) in cases {
+        let mut create = request("bad", 'a');
+        change(&mut create);
+        let error = store.withdrawal_create(&create).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{what}: {error}");
+    }
+    assert!(
+        store
+            .withdrawal_list(&WithdrawalList {
+                limit: 10,
+                ..WithdrawalList::default()
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(jobs(&store).await.is_empty());
+}
+
+testkit::on_both_stores!(
+    db:
+    created_with_its_job_once_per_key,
+    racing_creates_with_one_key_store_one,
+    moves_follow_the_table_as_compare_and_set,
+    cancel_only_before_anything_may_be_signed,
+    lists_filter_and_page,
+    bad_requests_change_nothing,
+);
