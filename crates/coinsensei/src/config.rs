@@ -44,6 +44,18 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_rpc_cookie_file",
     "bitcoin_rpc_user",
     "bitcoin_rpc_password",
+    "bitcoin_network",
+    "keystore",
+    "keystore_password_file",
+    "tron_hot_wallet_index",
+    "ethereum_hot_wallet_index",
+    "bitcoin_hot_wallet_index",
+    "ethereum_confirmations",
+    "bitcoin_confirmations",
+    "ethereum_replace_after",
+    "bitcoin_batch_max",
+    "bitcoin_batch_wait",
+    "bitcoin_bump_after",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -98,6 +110,45 @@ pub struct RawConfig {
     pub bitcoin_rpc_password: Option<Secret>,
     /// The workers `coinsensei up` runs; default one per supported kind × chain.
     pub workers: Option<Vec<RawWorker>>,
+    /// The Bitcoin network addresses and the node must be on: mainnet (default), testnet,
+    /// signet or regtest.
+    pub bitcoin_network: String,
+    /// Assets to add to (or replace in) the built-in mainnet catalogue: a test network's
+    /// token contracts, say. `[[assets]] chain = "ethereum", symbol = "USDT", decimals = 6,
+    /// contract = "0x..."`.
+    pub assets: Option<Vec<RawAsset>>,
+    /// The encrypted keystore the withdrawal workers sign with (`coinsensei keys create`).
+    pub keystore: Option<PathBuf>,
+    /// A file holding the keystore's password (never the password itself in configuration).
+    pub keystore_password_file: Option<PathBuf>,
+    /// The keystore index of each chain's hot wallet, which pays withdrawals (default 0).
+    pub tron_hot_wallet_index: u32,
+    pub ethereum_hot_wallet_index: u32,
+    pub bitcoin_hot_wallet_index: u32,
+    /// Blocks on top of an Ethereum withdrawal's block before it is completed (default 12);
+    /// a block at or below the node's `finalized` block counts as confirmed too.
+    pub ethereum_confirmations: u64,
+    /// Confirmations of a Bitcoin payout before its withdrawals are completed (default 3).
+    pub bitcoin_confirmations: u64,
+    /// Seconds an Ethereum transaction may wait unmined before it is replaced with fees
+    /// raised by at least 10 % (default 120).
+    pub ethereum_replace_after: f64,
+    /// Withdrawals per Bitcoin transaction at most (default 25).
+    pub bitcoin_batch_max: u32,
+    /// Seconds a Bitcoin withdrawal may wait for others to batch with (default 30).
+    pub bitcoin_batch_wait: f64,
+    /// Seconds a Bitcoin payout may stay unconfirmed before its fee is bumped (default 600).
+    pub bitcoin_bump_after: f64,
+}
+
+/// An asset of the configuration's `[[assets]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAsset {
+    pub chain: String,
+    pub symbol: String,
+    pub decimals: u8,
+    pub contract: Option<String>,
 }
 
 /// A configured secret: read like a string, never shown by `Debug`.
@@ -146,6 +197,19 @@ impl Default for RawConfig {
             bitcoin_rpc_user: None,
             bitcoin_rpc_password: None,
             workers: None,
+            bitcoin_network: "mainnet".into(),
+            assets: None,
+            keystore: None,
+            keystore_password_file: None,
+            tron_hot_wallet_index: 0,
+            ethereum_hot_wallet_index: 0,
+            bitcoin_hot_wallet_index: 0,
+            ethereum_confirmations: 12,
+            bitcoin_confirmations: 3,
+            ethereum_replace_after: 120.0,
+            bitcoin_batch_max: 25,
+            bitcoin_batch_wait: 30.0,
+            bitcoin_bump_after: 600.0,
         }
     }
 }
@@ -312,6 +376,8 @@ pub struct Settings {
     pub tron: TronSettings,
     pub bitcoin: Option<BitcoinSettings>,
     pub workers: Vec<WorkerEntry>,
+    /// What withdrawals are paid with and checked against.
+    pub withdrawals: WithdrawalSettings,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
 }
@@ -395,6 +461,7 @@ fn within(key: &str, value: u32, min: u32, max: u32) -> anyhow::Result<u32> {
 
 fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
     let tron = tron(&raw)?;
+    let withdrawals = withdrawal_settings(&raw)?;
     let listen: SocketAddr = raw.listen.parse().with_context(|| {
         format!(
             "invalid configuration key `listen`: {:?} is not an address like 127.0.0.1:8080",
@@ -518,6 +585,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         tron,
         bitcoin,
         workers,
+        withdrawals,
         config_file: None,
     })
 }
@@ -811,5 +879,125 @@ mod tests {
         )
         .unwrap_err();
         assert!(error.to_string().contains("appears twice"), "{error}");
+    }
+}
+
+/// What the withdrawal workers pay with and the intake checks requests against.
+#[derive(Debug, Clone)]
+pub struct WithdrawalSettings {
+    pub catalogue: domain::AssetCatalogue,
+    pub bitcoin_network: chain::address::Network,
+    pub keystore: Option<PathBuf>,
+    pub keystore_password_file: Option<PathBuf>,
+    pub hot_wallet_index: [(Chain, u32); 3],
+    pub ethereum_confirmations: u64,
+    pub bitcoin_confirmations: u64,
+    pub ethereum_replace_after: Duration,
+    pub bitcoin_batch_max: u32,
+    pub bitcoin_batch_wait: Duration,
+    pub bitcoin_bump_after: Duration,
+}
+
+impl WithdrawalSettings {
+    pub fn hot_wallet_index(&self, chain: Chain) -> u32 {
+        self.hot_wallet_index
+            .iter()
+            .find(|(of, _)| *of == chain)
+            .map_or(0, |(_, index)| *index)
+    }
+}
+
+/// The largest keystore index a hot wallet may have (BIP32's non-hardened range).
+const HOT_WALLET_INDEX_MAX: u32 = (1 << 31) - 1;
+
+fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
+    let bitcoin_network: chain::address::Network =
+        raw.bitcoin_network.parse().map_err(|error: String| {
+            anyhow::anyhow!("invalid configuration key `bitcoin_network`: {error}")
+        })?;
+    let mut assets = domain::AssetCatalogue::mainnet().assets().to_vec();
+    for (index, entry) in raw.assets.iter().flatten().enumerate() {
+        let key = format!("assets[{index}]");
+        let chain: Chain = entry
+            .chain
+            .parse()
+            .with_context(|| format!("invalid configuration key `{key}.chain`"))?;
+        if let Some(contract) = &entry.contract {
+            chain::address::Address::parse(chain, bitcoin_network, contract)
+                .with_context(|| format!("invalid configuration key `{key}.contract`"))?;
+        }
+        assets.retain(|asset| !(asset.chain == chain && asset.symbol == entry.symbol));
+        assets.push(domain::Asset {
+            symbol: entry.symbol.clone(),
+            chain,
+            decimals: entry.decimals,
+            contract: entry.contract.clone(),
+        });
+    }
+    let catalogue = domain::AssetCatalogue::new(assets)
+        .map_err(|error| anyhow::anyhow!("invalid configuration key `assets`: {error}"))?;
+    for (key, index) in [
+        ("tron_hot_wallet_index", raw.tron_hot_wallet_index),
+        ("ethereum_hot_wallet_index", raw.ethereum_hot_wallet_index),
+        ("bitcoin_hot_wallet_index", raw.bitcoin_hot_wallet_index),
+    ] {
+        within(key, index, 0, HOT_WALLET_INDEX_MAX)?;
+    }
+    if !(1..=1000).contains(&raw.ethereum_confirmations) {
+        bail!(
+            "invalid configuration key `ethereum_confirmations`: {} is out of range; expected 1 to 1000",
+            raw.ethereum_confirmations
+        );
+    }
+    if !(1..=1000).contains(&raw.bitcoin_confirmations) {
+        bail!(
+            "invalid configuration key `bitcoin_confirmations`: {} is out of range; expected 1 to 1000 (never 0)",
+            raw.bitcoin_confirmations
+        );
+    }
+    Ok(WithdrawalSettings {
+        catalogue,
+        bitcoin_network,
+        keystore: raw.keystore.clone(),
+        keystore_password_file: raw.keystore_password_file.clone(),
+        hot_wallet_index: [
+            (Chain::Tron, raw.tron_hot_wallet_index),
+            (Chain::Ethereum, raw.ethereum_hot_wallet_index),
+            (Chain::Bitcoin, raw.bitcoin_hot_wallet_index),
+        ],
+        ethereum_confirmations: raw.ethereum_confirmations,
+        bitcoin_confirmations: raw.bitcoin_confirmations,
+        ethereum_replace_after: seconds(
+            "ethereum_replace_after",
+            raw.ethereum_replace_after,
+            Duration::from_secs(5),
+            Duration::from_secs(86_400),
+        )?,
+        bitcoin_batch_max: within("bitcoin_batch_max", raw.bitcoin_batch_max, 1, 500)?,
+        bitcoin_batch_wait: seconds(
+            "bitcoin_batch_wait",
+            raw.bitcoin_batch_wait,
+            Duration::ZERO,
+            Duration::from_secs(86_400),
+        )?,
+        bitcoin_bump_after: seconds(
+            "bitcoin_bump_after",
+            raw.bitcoin_bump_after,
+            Duration::from_secs(10),
+            Duration::from_secs(7 * 86_400),
+        )?,
+    })
+}
+
+impl Settings {
+    /// What withdrawal requests are checked against. Our own hot wallets are added where the
+    /// keystore can be read without its password: not here (the intake never opens the
+    /// keystore), so the workers refuse a payment to the sender themselves.
+    pub fn intake(&self) -> web::withdrawals::Intake {
+        web::withdrawals::Intake {
+            catalogue: self.withdrawals.catalogue.clone(),
+            bitcoin_network: self.withdrawals.bitcoin_network,
+            own_addresses: std::collections::HashSet::new(),
+        }
     }
 }

@@ -53,6 +53,9 @@ enum Command {
     Queues(QueuesArgs),
     /// Enqueue, inspect, retry and discard jobs.
     Jobs(JobsArgs),
+    /// Create, list, show and cancel withdrawals (what the exchange's backend does through
+    /// /api/v1/withdrawals).
+    Withdrawals(WithdrawalsArgs),
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -72,8 +75,9 @@ enum Command {
 enum TokensCommand {
     /// Create a token and print it (once: only its hash is kept).
     Create {
-        /// viewer (read), operator (also start/stop/restart, pause/resume, retry/discard) or
-        /// admin (also tokens and everything else).
+        /// viewer (read), operator (also start/stop/restart, pause/resume, retry/discard),
+        /// admin (also tokens and everything else) or service (the exchange's backend:
+        /// create, read and cancel withdrawals, nothing else).
         #[arg(long)]
         role: domain::Role,
         /// Who or what the token is for, shown in lists and the audit log.
@@ -329,6 +333,75 @@ struct QueuesArgs {
 }
 
 #[derive(Debug, Args)]
+struct WithdrawalsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: WithdrawalsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum WithdrawalsCommand {
+    /// Ask for a withdrawal: checked (chain, asset, address for the configured network,
+    /// amount, reference), stored with the job that pays it, and printed.
+    Create {
+        /// tron, ethereum or bitcoin.
+        #[arg(long)]
+        chain: String,
+        /// An asset of the configured catalogue: TRX, USDT, ETH, BTC, ...
+        #[arg(long)]
+        asset: String,
+        /// The destination address on that chain.
+        #[arg(long)]
+        to: String,
+        /// A decimal amount in the asset's unit, e.g. 12.5 (not base units).
+        #[arg(long)]
+        amount: String,
+        /// The exchange's own id for it (e.g. user:7/withdrawal:99), 1 to 200 characters.
+        #[arg(long)]
+        reference: String,
+        /// Names this withdrawal: the same key with the same request finds the same
+        /// withdrawal instead of paying twice. Default: a fresh random key (printed).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Print the withdrawal as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Withdrawals, newest first.
+    List {
+        /// Only this state: pending, processing, broadcast, confirming, completed, failed,
+        /// canceled, manual_review.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this chain.
+        #[arg(long)]
+        chain: Option<String>,
+        /// Only this reference.
+        #[arg(long)]
+        reference: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One withdrawal with its transaction and its history (the audit trail).
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a withdrawal that nothing was signed for yet (state pending).
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
 struct JobsArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -509,6 +582,7 @@ fn main() -> ExitCode {
         | Command::Workers(_)
         | Command::Queues(_)
         | Command::Jobs(_)
+        | Command::Withdrawals(_)
         | Command::Tokens(_)
         | Command::Keys(_)
         | Command::Chain(_)
@@ -760,6 +834,71 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     commands::keys::address(&keystore, chain, index)
                 }
                 KeysCommand::Xpub { chain } => commands::keys::xpub(&keystore, chain),
+            }
+        }
+        Command::Withdrawals(WithdrawalsArgs { server, command }) => {
+            use commands::withdrawals as w;
+            let create_of = |chain, asset, to, amount, reference, idempotency_key| w::Create {
+                chain,
+                asset,
+                to,
+                amount,
+                reference,
+                idempotency_key,
+            };
+            if let Some(remote) = server.remote()? {
+                return match command {
+                    WithdrawalsCommand::Create {
+                        chain,
+                        asset,
+                        to,
+                        amount,
+                        reference,
+                        idempotency_key,
+                        json,
+                    } => {
+                        let create =
+                            create_of(chain, asset, to, amount, reference, idempotency_key);
+                        w::remote::create(&remote, create, json).await
+                    }
+                    WithdrawalsCommand::List {
+                        state,
+                        chain,
+                        reference,
+                        limit,
+                        json,
+                    } => w::remote::list(&remote, state, chain, reference, limit, json).await,
+                    WithdrawalsCommand::Show { id, json } => {
+                        w::remote::show(&remote, id, json).await
+                    }
+                    WithdrawalsCommand::Cancel { id, json } => {
+                        w::remote::cancel(&remote, id, json).await
+                    }
+                };
+            }
+            let settings = global.settings(None)?;
+            match command {
+                WithdrawalsCommand::Create {
+                    chain,
+                    asset,
+                    to,
+                    amount,
+                    reference,
+                    idempotency_key,
+                    json,
+                } => {
+                    let create = create_of(chain, asset, to, amount, reference, idempotency_key);
+                    w::create(settings, create, json).await
+                }
+                WithdrawalsCommand::List {
+                    state,
+                    chain,
+                    reference,
+                    limit,
+                    json,
+                } => w::list(settings, state, chain, reference, limit, json).await,
+                WithdrawalsCommand::Show { id, json } => w::show(settings, id, json).await,
+                WithdrawalsCommand::Cancel { id, json } => w::cancel(settings, id, json).await,
             }
         }
         Command::Tokens(command) => {

@@ -382,7 +382,8 @@ async fn lists_filter_and_page(db: &TestDb) {
 
 async fn bad_requests_change_nothing(db: &TestDb) {
     let store = db.store().await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut WithdrawalCreate)>)> = vec![
+    type Change = Box<dyn Fn(&mut WithdrawalCreate)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("empty key", Box::new(|c| c.idempotency_key.clear())),
         (
             "control in key",

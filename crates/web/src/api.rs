@@ -87,6 +87,11 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
             }
+            StoreError::KeyReused(key) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                format!("idempotency key {key:?} was used before with another request"),
+            ),
             error if error.is_transient() => {
                 tracing::warn!(%error, "admin api: store unavailable");
                 ApiError::new(
@@ -117,15 +122,20 @@ pub struct Caller {
 }
 
 impl Caller {
-    fn require(&self, role: Role) -> Result<(), ApiError> {
-        if self.token.role.allows(role) {
+    fn require(&self, role: Role, service: bool) -> Result<(), ApiError> {
+        if self.token.role.allows_route(role, service) {
             Ok(())
         } else {
+            let needed = if service {
+                format!("the {role} role (or service)")
+            } else {
+                format!("the {role} role")
+            };
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 format!(
-                    "this needs the {role} role; the token {} is {}",
+                    "this needs {needed}; the token {} is {}",
                     self.token.prefix, self.token.role
                 ),
             ))
@@ -133,7 +143,7 @@ impl Caller {
     }
 
     /// How the audit log names this caller.
-    fn actor(&self) -> String {
+    pub(crate) fn actor(&self) -> String {
         actor_of(&self.token)
     }
 
@@ -230,7 +240,7 @@ pub(crate) async fn authenticate(
 
 /// The route layer: authenticates, checks the route's role, and hands the caller on.
 async fn authorize(
-    State((state, role)): State<(AppState, Role)>,
+    State((state, role, service)): State<(AppState, Role, bool)>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -239,7 +249,7 @@ async fn authorize(
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
-    if let Err(error) = caller.require(role) {
+    if let Err(error) = caller.require(role, service) {
         tracing::info!(token = caller.token.id, role = %caller.token.role, needed = %role, path = %request.uri().path(), "admin api: role too low");
         return error.into_response();
     }
@@ -271,12 +281,43 @@ pub struct Route {
     pub path: &'static str,
     /// The least role that may call it.
     pub role: Role,
+    /// Whether the exchange's backend (a `service` token) may call it too.
+    pub service: bool,
 }
 
 fn table() -> Vec<(Route, MethodRouter<AppState>)> {
     use Role::{Admin, Operator, Viewer};
-    let route = |method: Method, path: &'static str, role: Role| Route { method, path, role };
+    let route = |method: Method, path: &'static str, role: Role| Route {
+        method,
+        path,
+        role,
+        service: false,
+    };
+    // The exchange's backend's routes: a service token, and the operators' roles named.
+    let backend = |method: Method, path: &'static str, role: Role| Route {
+        method,
+        path,
+        role,
+        service: true,
+    };
+    use crate::withdrawals as w;
     vec![
+        (
+            backend(Method::POST, "/api/v1/withdrawals", Admin),
+            post(w::create_withdrawal),
+        ),
+        (
+            backend(Method::GET, "/api/v1/withdrawals", Viewer),
+            get(w::list_withdrawals),
+        ),
+        (
+            backend(Method::GET, "/api/v1/withdrawals/{id}", Viewer),
+            get(w::get_withdrawal),
+        ),
+        (
+            backend(Method::POST, "/api/v1/withdrawals/{id}/cancel", Admin),
+            post(w::cancel_withdrawal),
+        ),
         (
             route(Method::GET, "/api/openapi.json", Viewer),
             get(openapi),
@@ -365,7 +406,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     table()
         .into_iter()
         .fold(Router::new(), |router, (route, handler)| {
-            let guard = middleware::from_fn_with_state((state.clone(), route.role), authorize);
+            let guard = middleware::from_fn_with_state(
+                (state.clone(), route.role, route.service),
+                authorize,
+            );
             // An action and its audit entry finish together even if the request is dropped
             // (a timeout, a client that hangs up).
             let handler = if route.method == Method::POST {

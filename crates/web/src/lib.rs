@@ -19,6 +19,7 @@ pub mod dashboard;
 pub mod dto;
 pub mod events;
 pub mod metrics;
+pub mod withdrawals;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct WebOptions {
     /// set, dashboard POSTs must come from it and it decides whether cookies are `Secure`;
     /// when not, a POST's origin must name the request's `Host`.
     pub public_url: Option<String>,
+    /// What withdrawal requests are checked against (catalogue, network, our own addresses).
+    pub intake: Arc<withdrawals::Intake>,
 }
 
 impl Default for WebOptions {
@@ -68,6 +71,7 @@ impl Default for WebOptions {
             auth_failures_per_minute: 30,
             heartbeat_interval: Duration::from_secs(5),
             public_url: None,
+            intake: Arc::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ struct Call {
     path: String,
     token: Option<String>,
     content_type: Option<String>,
+    idempotency_key: Option<String>,
     body: Vec<u8>,
     client: Option<SocketAddr>,
 }
@@ -44,6 +45,7 @@ impl Call {
             path: path.into(),
             token: token.map(str::to_string),
             content_type: None,
+            idempotency_key: None,
             body: Vec::new(),
             client: None,
         }
@@ -71,6 +73,9 @@ async fn send(router: &Router, call: &Call) -> Answer {
     }
     if let Some(content_type) = &call.content_type {
         request = request.header("content-type", content_type);
+    }
+    if let Some(key) = &call.idempotency_key {
+        request = request.header("idempotency-key", key);
     }
     let mut request = request.body(Body::from(call.body.clone())).unwrap();
     if let Some(client) = call.client {
@@ -107,6 +112,7 @@ struct Fixture {
     tokens: Vec<(Role, i64, String)>,
     spare_token: i64,
     job: i64,
+    withdrawal: i64,
 }
 
 impl Fixture {
@@ -141,6 +147,24 @@ impl Fixture {
             tokens.push((*role, id, secret));
         }
         let (spare_token, _) = token(&store, Role::Viewer, "spare").await;
+        // A withdrawal to read and cancel (without a job: the fixture's queue holds one only).
+        let withdrawal = store
+            .withdrawal_create(&store::WithdrawalCreate {
+                idempotency_key: "fixture".into(),
+                request_hash: "0".repeat(64),
+                reference: "user:1".into(),
+                chain: Chain::Tron,
+                asset: "TRX".into(),
+                destination: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+                amount: "1500000".into(),
+                actor: "test".into(),
+                job: None,
+                now: Utc::now(),
+            })
+            .await
+            .unwrap()
+            .row()
+            .id;
         let backend: Arc<dyn queue::Backend> = Arc::new(queue::SqlBackend::new(store.clone()));
         let router = web::router(store.clone(), Arc::clone(&backend), &options);
         Fixture {
@@ -150,6 +174,7 @@ impl Fixture {
             tokens,
             spare_token,
             job,
+            withdrawal,
         }
     }
 
@@ -176,6 +201,8 @@ impl Fixture {
             self.job.to_string()
         } else if path.starts_with("/api/admin/tokens/") {
             self.spare_token.to_string()
+        } else if path.starts_with("/api/v1/withdrawals/") {
+            self.withdrawal.to_string()
         } else {
             WORKER.to_string()
         };
@@ -202,6 +229,14 @@ impl Fixture {
             .unwrap();
         let queues = self.backend.stats(Utc::now()).await.unwrap();
         let tokens = self.store.api_token_list().await.unwrap();
+        let withdrawals = self
+            .store
+            .withdrawal_list(&store::WithdrawalList {
+                limit: 1000,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         let audit = self
             .store
             .audit_list(&AuditList {
@@ -215,6 +250,7 @@ impl Fixture {
             "jobs": jobs.iter().map(|j| json!([j.id, j.state.as_str(), j.attempt])).collect::<Vec<_>>(),
             "queues": queues.iter().map(|q| json!([q.name.as_str(), q.paused, q.concurrency_limit, q.available, q.failed])).collect::<Vec<_>>(),
             "tokens": tokens.iter().map(|t| json!([t.id, t.revoked_at.is_some()])).collect::<Vec<_>>(),
+            "withdrawals": withdrawals.iter().map(|w| json!([w.id, w.state.as_str()])).collect::<Vec<_>>(),
             "audit_head": audit.first().map(|entry| entry.id),
         })
     }
@@ -240,6 +276,10 @@ fn body_for(path: &str) -> Option<Value> {
         Some(json!({"concurrency_limit": 3}))
     } else if path == "/api/admin/tokens" {
         Some(json!({"name": "made-by-test", "role": "viewer"}))
+    } else if path == "/api/v1/withdrawals" {
+        Some(
+            json!({"chain": "tron", "asset": "TRX", "to": "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7", "amount": "1.5", "reference": "user:1"}),
+        )
     } else {
         None
     }
@@ -295,6 +335,7 @@ fn the_document_lists_exactly_the_routes_with_their_roles() {
                         .as_str()
                         .unwrap_or("?")
                         .to_string(),
+                    operation["x-service-role"].as_bool().unwrap_or(false),
                 ));
                 assert!(
                     operation["responses"]["401"].is_object(),
@@ -303,13 +344,14 @@ fn the_document_lists_exactly_the_routes_with_their_roles() {
             }
         }
     }
-    let routed: BTreeSet<(String, String, String)> = web::api::route_table()
+    let routed: BTreeSet<(String, String, String, bool)> = web::api::route_table()
         .iter()
         .map(|route| {
             (
                 route.method.to_string(),
                 route.path.to_string(),
                 route.role.as_str().to_string(),
+                route.service,
             )
         })
         .collect();
@@ -340,6 +382,8 @@ async fn every_route_and_role(db: &TestDb) {
             if let Some(body) = body_for(route.path) {
                 call = call.json(&body);
             }
+            // Each accepted creation is a new withdrawal: a key of its own per call.
+            call.idempotency_key = Some(format!("{} {path} {caller:?}", route.method));
             let before = fixture.fingerprint().await;
             let answer = send(&fixture.router, &call).await;
             let after = fixture.fingerprint().await;
@@ -351,7 +395,7 @@ async fn every_route_and_role(db: &TestDb) {
             );
             match caller {
                 None => assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{context}"),
-                Some(role) if !role.allows(route.role) => {
+                Some(role) if !role.allows_route(route.role, route.service) => {
                     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{context}")
                 }
                 Some(_) => assert!(
@@ -479,6 +523,8 @@ async fn tokens_through_the_api(db: &TestDb) {
         .await
         .unwrap()
         .iter()
+        // The fixture's own withdrawal is not this test's.
+        .filter(|entry| entry.actor != "test")
         .map(|entry| format!("{} {}", entry.action, entry.actor))
         .collect();
     let admin_actor = format!("token:{}:admin-token", fixture.token_id(Role::Admin));
@@ -880,6 +926,8 @@ async fn generated_bad_requests(db: &TestDb) {
             path,
             token,
             content_type: content_type.map(str::to_string),
+            // Half the generated calls carry a key, so creation's body checks are reached.
+            idempotency_key: segment.len().is_multiple_of(2).then(|| segment.clone()),
             body,
             client: None,
         };

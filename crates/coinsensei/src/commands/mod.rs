@@ -10,6 +10,7 @@ pub mod serve;
 pub mod tokens;
 pub mod tx;
 pub mod up;
+pub mod withdrawals;
 pub mod worker;
 pub mod workers;
 
@@ -110,6 +111,7 @@ pub async fn control_plane(
         metrics_public: settings.metrics_public,
         heartbeat_interval: settings.heartbeat_interval,
         public_url: settings.public_url.clone(),
+        intake: std::sync::Arc::new(settings.intake()),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;

@@ -96,11 +96,28 @@ impl Remote {
     }
 
     pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.send(Method::GET, segments, query, None).await
+        Ok(self.send(Method::GET, segments, query, None, None).await?.1)
     }
 
     pub async fn post(&self, segments: &[&str], body: Option<&Value>) -> anyhow::Result<Value> {
-        self.send(Method::POST, segments, &[], body).await
+        Ok(self.send(Method::POST, segments, &[], body, None).await?.1)
+    }
+
+    /// A POST with an `Idempotency-Key`, answering the status too (201 created, 200 found).
+    pub async fn post_keyed(
+        &self,
+        segments: &[&str],
+        body: &Value,
+        idempotency_key: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(
+            Method::POST,
+            segments,
+            &[],
+            Some(body),
+            Some(idempotency_key),
+        )
+        .await
     }
 
     async fn send(
@@ -109,12 +126,16 @@ impl Remote {
         segments: &[&str],
         query: &[(&str, String)],
         body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = self.url(segments, query)?;
         let mut request = self
             .client
             .request(method, url.clone())
             .bearer_auth(&self.token);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -132,7 +153,7 @@ impl Remote {
             if value.is_null() {
                 bail!("the control plane at {} did not answer JSON", self.base);
             }
-            return Ok(value);
+            return Ok((status, value));
         }
         let message = value["error"]["message"]
             .as_str()

@@ -1,0 +1,566 @@
+//! Withdrawals for the exchange's backend: `POST /api/v1/withdrawals` (idempotent by the
+//! `Idempotency-Key` header), `GET /api/v1/withdrawals[/{id}]` and
+//! `POST /api/v1/withdrawals/{id}/cancel`.
+//!
+//! Everything a request says is checked here before anything is written: the chain, the
+//! asset against the configured catalogue (a token's contract comes from the catalogue, never
+//! from the request), the destination for the configured network (stored normalised, and
+//! never one of our own addresses), the amount as a decimal string in the asset's unit (no
+//! more decimals than it has, not zero, not negative, no overflow), the reference. The store
+//! then writes the row, its audit entry and its job in one transaction. The CLI's local
+//! `coinsensei withdrawals create` goes through [`create`] too, so both edges share one rule.
+
+use std::collections::HashSet;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chain::address::{Address, Network};
+use chrono::Utc;
+use domain::{Amount, AssetCatalogue, Chain, Name, WithdrawalState, WorkerKind};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use store::{
+    Store, StoreError, WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow,
+};
+
+use crate::AppState;
+use crate::api::{ApiError, Caller};
+
+/// The job kind that pays a withdrawal, in its chain's `withdrawal` queue.
+pub const PAY_JOB_KIND: &str = "withdrawal.pay";
+
+/// What a withdrawal request is checked against: the assets this deployment pays (per
+/// network: the token contracts of a test network differ from mainnet's), the Bitcoin
+/// network, and our own addresses (a withdrawal to one of them is refused: it would move
+/// money in a circle and hide a mistake).
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub catalogue: AssetCatalogue,
+    pub bitcoin_network: Network,
+    pub own_addresses: HashSet<(Chain, String)>,
+}
+
+impl Default for Intake {
+    fn default() -> Self {
+        Intake {
+            catalogue: AssetCatalogue::mainnet(),
+            bitcoin_network: Network::Mainnet,
+            own_addresses: HashSet::new(),
+        }
+    }
+}
+
+/// A request as the backend sends it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    pub chain: String,
+    pub asset: String,
+    pub to: String,
+    /// A decimal string in the asset's unit ("1.5" USDT).
+    pub amount: String,
+    pub reference: String,
+}
+
+/// Why a request was refused; nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IntakeError {
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error("idempotency key {0:?} was used before with another request")]
+    KeyReused(String),
+}
+
+/// A request checked and normalised: what is stored.
+struct Checked {
+    chain: Chain,
+    asset: String,
+    destination: String,
+    amount: Amount,
+    reference: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> IntakeError {
+    IntakeError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+impl Intake {
+    /// The decimals of `symbol` on `chain`.
+    pub fn decimals(&self, chain: Chain, symbol: &str) -> Option<u8> {
+        self.catalogue
+            .get(chain, symbol)
+            .ok()
+            .map(|asset| asset.decimals)
+    }
+
+    fn check(&self, request: &CreateRequest) -> Result<Checked, IntakeError> {
+        let chain: Chain = request
+            .chain
+            .parse()
+            .map_err(|error: domain::ParseChainError| invalid("chain", error.to_string()))?;
+        let asset = self
+            .catalogue
+            .get(chain, &request.asset)
+            .map_err(|error| invalid("asset", error.to_string()))?;
+        let amount = Amount::parse_positive(&request.amount, asset.decimals)
+            .map_err(|error| invalid("amount", error.to_string()))?;
+        let destination = Address::parse(chain, self.bitcoin_network, &request.to)
+            .map_err(|error| invalid("to", error.to_string()))?;
+        if self
+            .own_addresses
+            .contains(&(chain, destination.as_str().to_string()))
+        {
+            return Err(invalid(
+                "to",
+                format!("{destination} is one of our own addresses"),
+            ));
+        }
+        domain::withdrawal::check_reference(&request.reference)
+            .map_err(|error| invalid("reference", error.to_string()))?;
+        Ok(Checked {
+            chain,
+            asset: asset.symbol.clone(),
+            destination: destination.as_str().to_string(),
+            amount,
+            reference: request.reference.clone(),
+        })
+    }
+}
+
+/// The SHA-256 of a checked request: two requests that say the same thing (say "1.5" and
+/// "1.50") are the same request.
+fn request_hash(checked: &Checked) -> String {
+    let mut hasher = Sha256::new();
+    for part in [
+        checked.chain.as_str(),
+        &checked.asset,
+        &checked.destination,
+        &checked.amount.base_units().to_string(),
+        &checked.reference,
+    ] {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Creates a withdrawal (or finds the one this key created): the API's and the local CLI's
+/// one way. With a database queue its job is enqueued in the same transaction; with another
+/// queue it is enqueued after the commit (by its unique key, so again is harmless), and a
+/// withdrawal left without one is queued again by its chain's reconciler.
+pub async fn create(
+    store: &Store,
+    queue: &dyn queue::Backend,
+    intake: &Intake,
+    actor: &str,
+    idempotency_key: &str,
+    request: &CreateRequest,
+) -> Result<WithdrawalCreated, CreateError> {
+    domain::withdrawal::check_idempotency_key(idempotency_key)
+        .map_err(|error| CreateError::Intake(invalid("Idempotency-Key", error.to_string())))?;
+    let checked = intake.check(request).map_err(CreateError::Intake)?;
+    let queue_name = queue::queue_for(WorkerKind::Withdrawal, checked.chain);
+    let kind = Name::new(PAY_JOB_KIND).expect("a valid job kind");
+    let in_store = queue.name() != "redis";
+    let create = WithdrawalCreate {
+        idempotency_key: idempotency_key.to_string(),
+        request_hash: request_hash(&checked),
+        reference: checked.reference,
+        chain: checked.chain,
+        asset: checked.asset,
+        destination: checked.destination,
+        amount: checked.amount.base_units().to_string(),
+        actor: actor.to_string(),
+        job: in_store.then(|| (queue_name.clone(), kind.clone())),
+        now: Utc::now(),
+    };
+    let created = match store.withdrawal_create(&create).await {
+        Ok(created) => created,
+        Err(StoreError::KeyReused(key)) => {
+            return Err(CreateError::Intake(IntakeError::KeyReused(key)));
+        }
+        Err(error) => return Err(CreateError::Store(error)),
+    };
+    if !in_store && let WithdrawalCreated::Created(row) = &created {
+        let job = pay_job(row, queue_name, kind);
+        if let Err(error) = queue.enqueue(&job).await {
+            // Stored, not yet queued: the chain's reconciler queues it again.
+            tracing::warn!(withdrawal = row.id, %error, "a withdrawal was stored but its job not queued; the reconciler will queue it");
+        }
+    }
+    Ok(created)
+}
+
+/// The job that pays `row` (the same shape the store enqueues in its transaction).
+pub fn pay_job(row: &WithdrawalRow, queue: Name, kind: Name) -> store::JobInsert {
+    store::JobInsert {
+        queue,
+        kind,
+        args: json!({ "withdrawal_id": row.id }),
+        priority: 0,
+        run_at: row.created_at,
+        retry: None,
+        unique_key: Some(row.payout_key()),
+        now: Utc::now(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Intake(IntakeError),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<CreateError> for ApiError {
+    fn from(error: CreateError) -> Self {
+        match error {
+            CreateError::Intake(IntakeError::KeyReused(key)) => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                format!(
+                    "idempotency key {key:?} was used before with another request; use a new key for a new withdrawal"
+                ),
+            ),
+            CreateError::Intake(error @ IntakeError::Invalid { .. }) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid",
+                error.to_string(),
+            ),
+            CreateError::Store(error) => error.into(),
+        }
+    }
+}
+
+/// A withdrawal as the API and the CLI's `--json` show it; amounts in the asset's unit,
+/// formatted from base units with the catalogue's decimals.
+pub fn dto(row: &WithdrawalRow, intake: &Intake) -> Value {
+    let amount = match (
+        intake.decimals(row.chain, &row.asset),
+        row.amount.parse::<ruint::aliases::U256>(),
+    ) {
+        (Some(decimals), Ok(units)) => Amount::from_base_units(units).format_decimal(decimals),
+        // An asset no longer configured: the base units, said as such.
+        _ => format!("{} base units", row.amount),
+    };
+    json!({
+        "id": row.id,
+        "chain": row.chain.as_str(),
+        "asset": row.asset,
+        "to": row.destination,
+        "amount": amount,
+        "amount_base_units": row.amount,
+        "reference": row.reference,
+        "state": row.state.as_str(),
+        "txid": row.txid,
+        "block_height": row.block_height,
+        "confirmations": row.confirmations,
+        "fee_base_units": row.fee,
+        "error": row.error,
+        "idempotency_key": row.idempotency_key,
+        "created_at": row.created_at.to_rfc3339(),
+        "updated_at": row.updated_at.to_rfc3339(),
+    })
+}
+
+/// The `Idempotency-Key` header: required, 1 to 100 printable ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "send an Idempotency-Key header (1 to 100 printable ASCII characters) that names this withdrawal; the same key returns the same withdrawal",
+        )
+    };
+    let value = headers.get("idempotency-key").ok_or_else(missing)?;
+    let key = value.to_str().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "Idempotency-Key: printable ASCII only",
+        )
+    })?;
+    domain::withdrawal::check_idempotency_key(key).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("Idempotency-Key: {error}"),
+        )
+    })?;
+    Ok(key.to_string())
+}
+
+/// Reads a JSON object body into `T`: anything but an object (an array, say, which serde
+/// would otherwise read field by field) is refused.
+fn object_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
+    let is_json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| {
+            value
+                .split(';')
+                .next()
+                .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send Content-Type: application/json",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the body is not JSON: {error}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "the body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            error.to_string(),
+        )
+    })
+}
+
+pub(crate) async fn create_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let request: CreateRequest = object_body(&headers, &body)?;
+    let intake = &state.options.intake;
+    let created = create(
+        &state.store,
+        state.queue.as_ref(),
+        intake,
+        &caller.actor(),
+        &key,
+        &request,
+    )
+    .await?;
+    let status = match &created {
+        WithdrawalCreated::Created(row) => {
+            tracing::info!(withdrawal = row.id, chain = %row.chain, asset = %row.asset, "withdrawal accepted");
+            metrics::counter!("coinsensei_withdrawals_created_total", "chain" => row.chain.as_str())
+                .increment(1);
+            StatusCode::CREATED
+        }
+        WithdrawalCreated::Existing(_) => StatusCode::OK,
+    };
+    Ok((status, Json(dto(created.row(), intake))).into_response())
+}
+
+/// A withdrawal id: a canonical decimal integer, anything else names no withdrawal.
+fn withdrawal_id(text: &str) -> Result<i64, ApiError> {
+    let canonical = !text.is_empty()
+        && text.len() <= 18
+        && text.bytes().all(|byte| byte.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    text.parse().ok().filter(|_| canonical).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no withdrawal {text:?}"),
+        )
+    })
+}
+
+pub(crate) async fn get_withdrawal(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = withdrawal_id(&id)?;
+    let row = state.store.withdrawal_get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        )
+    })?;
+    Ok(Json(dto(&row, &state.options.intake)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    state: Option<String>,
+    chain: Option<String>,
+    reference: Option<String>,
+    before_id: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub(crate) async fn list_withdrawals(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query
+        .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text()))?;
+    let bad = |what: &str, error: &dyn std::fmt::Display| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("{what}: {error}"),
+        )
+    };
+    let limit = query
+        .limit
+        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
+        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let rows = state
+        .store
+        .withdrawal_list(&WithdrawalList {
+            state: query
+                .state
+                .map(|text| text.parse::<WithdrawalState>())
+                .transpose()
+                .map_err(|error| bad("state", &error))?,
+            chain: query
+                .chain
+                .map(|text| text.parse::<Chain>())
+                .transpose()
+                .map_err(|error| bad("chain", &error))?,
+            reference: query.reference,
+            before_id: query.before_id,
+            limit,
+        })
+        .await?;
+    let next = if rows.len() == limit as usize {
+        rows.last().map(|row| row.id)
+    } else {
+        None
+    };
+    let intake = &state.options.intake;
+    Ok(Json(json!({
+        "withdrawals": rows.iter().map(|row| dto(row, intake)).collect::<Vec<_>>(),
+        "next_before_id": next,
+    })))
+}
+
+pub(crate) async fn cancel_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = withdrawal_id(&id)?;
+    let row = state
+        .store
+        .withdrawal_cancel(id, &caller.actor(), Utc::now())
+        .await?;
+    tracing::info!(withdrawal = row.id, "withdrawal canceled");
+    Ok(Json(dto(&row, &state.options.intake)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(amount: &str, to: &str) -> CreateRequest {
+        CreateRequest {
+            chain: "tron".into(),
+            asset: "USDT".into(),
+            to: to.into(),
+            amount: amount.into(),
+            reference: "user:1".into(),
+        }
+    }
+
+    const TO: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+
+    #[test]
+    fn the_same_request_said_two_ways_hashes_alike() {
+        let intake = Intake::default();
+        let a = intake.check(&request("1.5", TO)).ok().unwrap();
+        let b = intake.check(&request("1.500000", TO)).ok().unwrap();
+        let c = intake.check(&request("1.500001", TO)).ok().unwrap();
+        assert_eq!(request_hash(&a), request_hash(&b));
+        assert_ne!(request_hash(&a), request_hash(&c));
+        assert_eq!(a.amount.base_units().to_string(), "1500000");
+    }
+
+    #[test]
+    fn bad_requests_name_their_field() {
+        let mut own = Intake::default();
+        own.own_addresses.insert((Chain::Tron, TO.to_string()));
+        for (intake, request, field) in [
+            (Intake::default(), request("1.0000001", TO), "amount"),
+            (Intake::default(), request("0", TO), "amount"),
+            (Intake::default(), request("-1", TO), "amount"),
+            (Intake::default(), request(&"9".repeat(90), TO), "amount"),
+            (
+                Intake::default(),
+                request("1", "0x52908400098527886E0F7030069857D2E4169EE7"),
+                "to",
+            ),
+            (
+                Intake::default(),
+                request("1", "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU8"),
+                "to",
+            ),
+            (own, request("1", TO), "to"),
+            (
+                Intake::default(),
+                CreateRequest {
+                    asset: "DOGE".into(),
+                    ..request("1", TO)
+                },
+                "asset",
+            ),
+            (
+                Intake::default(),
+                CreateRequest {
+                    chain: "solana".into(),
+                    ..request("1", TO)
+                },
+                "chain",
+            ),
+            (
+                Intake::default(),
+                CreateRequest {
+                    reference: "a\u{0}b".into(),
+                    ..request("1", TO)
+                },
+                "reference",
+            ),
+        ] {
+            match intake.check(&request) {
+                Err(IntakeError::Invalid { field: got, .. }) => {
+                    assert_eq!(got, field, "{request:?}")
+                }
+                Err(other) => panic!("{request:?}: {other}"),
+                Ok(_) => panic!("{request:?} was accepted"),
+            }
+        }
+    }
+}
