@@ -6,7 +6,6 @@ pub(crate) mod api_token;
 mod attempt;
 pub(crate) mod audit;
 pub(crate) mod job;
-pub(crate) mod nonce;
 mod scan;
 pub(crate) mod session;
 mod worker;
@@ -70,11 +69,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "payout attempts",
         include_str!("../../migrations/sqlite/0009_payout_attempt.sql"),
     ),
+    // Version 10 is the withdrawal table, from another branch.
+    (
+        11,
+        "nonce payout",
+        include_str!("../../migrations/sqlite/0011_nonce_payout.sql"),
+    ),
 ];
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     connect_options: SqliteConnectOptions,
     change_poll_interval: Duration,
     /// Rung after a commit that made jobs available, so this process's feeds look at once
