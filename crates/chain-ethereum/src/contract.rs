@@ -13,15 +13,15 @@ use alloy::providers::Provider;
 use alloy::rpc::types::Block;
 use chain::address::Address;
 use chain::provider::{
-    AccountSequence, Asset, BlockRef, ChainBuild, ChainError, ChainRead, ChainSubmit, Deposit,
-    Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload, SubmitOutcome, Tip, TxStatus,
-    WatchSet,
+    AccountSequence, Asset, BlockRef, ChainBuild, ChainError, ChainRead, ChainReplace, ChainSubmit,
+    Deposit, FeeCaps, Parsed, Payment, ScanBatch, SignedTransaction, SigningPayload, SubmitOutcome,
+    Tip, TxStatus, WatchSet,
 };
 use domain::{Amount, Chain};
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{
-    Ethereum, FeeQuote, IERC20, NativeDeposit, SignedTx, TRANSFER_GAS, Unsigned, attach,
+    Ethereum, FeeQuote, IERC20, NativeDeposit, SignedTx, TRANSFER_GAS, Unsigned, attach, bumped,
     eth_address,
 };
 
@@ -484,5 +484,74 @@ impl ChainSubmit for Ethereum {
                 reason: error.message,
             },
         }
+    }
+}
+
+impl Ethereum {
+    /// The EIP-1559 transaction inside signed bytes of ours, for this chain.
+    fn stored_eip1559(
+        &self,
+        signed: &SignedTransaction,
+    ) -> Result<alloy::consensus::TxEip1559, ChainError> {
+        let bad = |why: String| ChainError::permanent(format!("not a transaction of ours: {why}"));
+        let envelope = TxEnvelope::decode_2718(&mut signed.raw.as_slice())
+            .map_err(|error| bad(error.to_string()))?;
+        if envelope.chain_id() != Some(self.chain_id) {
+            return Err(bad(format!("it is for chain {:?}", envelope.chain_id())));
+        }
+        match envelope {
+            TxEnvelope::Eip1559(signed) => Ok(signed.tx().clone()),
+            _ => Err(bad("it is not an EIP-1559 transaction".into())),
+        }
+    }
+}
+
+impl ChainReplace for Ethereum {
+    fn fee_caps(&self, signed: &SignedTransaction) -> Result<FeeCaps, ChainError> {
+        let tx = self.stored_eip1559(signed)?;
+        Ok(FeeCaps {
+            max_fee_per_gas: tx.max_fee_per_gas,
+            max_priority_fee_per_gas: tx.max_priority_fee_per_gas,
+        })
+    }
+
+    async fn replacement(
+        &self,
+        signed: &SignedTransaction,
+        key: u32,
+        fee_cap: u128,
+    ) -> Result<Option<Prepared>, ChainError> {
+        let tx = self.stored_eip1559(signed)?;
+        let (old_max, old_tip) = (tx.max_fee_per_gas, tx.max_priority_fee_per_gas);
+        if bumped(old_max) > fee_cap {
+            return Ok(None);
+        }
+        let estimate = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let quote = FeeQuote {
+            max_fee_per_gas: estimate.max_fee_per_gas,
+            max_priority_fee_per_gas: estimate
+                .max_priority_fee_per_gas
+                .min(estimate.max_fee_per_gas),
+        };
+        let mut replacement = Unsigned(tx).replacement(quote);
+        // Today's quote may be over the cap; the minimum bump is not (checked above).
+        replacement.0.max_fee_per_gas = replacement.0.max_fee_per_gas.min(fee_cap);
+        replacement.0.max_priority_fee_per_gas = replacement
+            .0
+            .max_priority_fee_per_gas
+            .min(replacement.0.max_fee_per_gas);
+        if replacement.0.max_fee_per_gas < bumped(old_max)
+            || replacement.0.max_priority_fee_per_gas < bumped(old_tip)
+        {
+            return Ok(None);
+        }
+        Ok(Some(Prepared {
+            tx: replacement,
+            key,
+        }))
     }
 }

@@ -32,13 +32,15 @@ async fn send(
         .nonce_reserve(&NonceReserve {
             chain: Chain::Ethereum,
             address: from.to_string(),
+            payout: format!("payout-{holder}"),
             node_pending,
             holder: holder.into(),
             lease_until: now + Duration::from_secs(30),
             now,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .nonce;
     let unsigned = client
         .build_transfer(&Transfer {
             to: to.clone(),
@@ -49,14 +51,19 @@ async fn send(
         .unwrap();
     let signed = sign(unsigned, hot, 0).unwrap();
     store
-        .nonce_bind(
-            Chain::Ethereum,
-            from.as_str(),
+        .nonce_bind(&store::NonceBind {
+            chain: Chain::Ethereum,
+            address: from.to_string(),
             nonce,
-            holder,
-            &signed.txid.to_string(),
-            &signed.raw,
-        )
+            holder: holder.into(),
+            payout: format!("payout-{holder}"),
+            tx: store::NonceTxNew {
+                txid: signed.txid.to_string(),
+                raw: signed.raw.clone(),
+                fees: None,
+            },
+            now,
+        })
         .await
         .unwrap();
     assert_eq!(client.submit(&signed).await, SubmitOutcome::Accepted);
@@ -86,13 +93,15 @@ async fn concurrent_sends(backend: Backend) {
         .nonce_reserve(&NonceReserve {
             chain: Chain::Ethereum,
             address: from.to_string(),
+            payout: "payout-crashed".into(),
             node_pending: start,
             holder: "crashed".into(),
             lease_until: now + Duration::from_millis(200),
             now,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .nonce;
     assert_eq!(abandoned, start);
     tokio::time::sleep(Duration::from_millis(300)).await;
 

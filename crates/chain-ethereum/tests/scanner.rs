@@ -279,16 +279,27 @@ async fn a_dropped_transaction_is_sent_again_from_its_stored_bytes() {
             .unwrap(),
         Amount::from_u128(11)
     );
-    // Mined: nothing left to watch.
+    // Mined: nothing left to send again; settled by the transactions that were mined,
+    // nothing is left to watch.
     let reconciled = wallet.reconcile(0).await.unwrap();
     assert_eq!((reconciled.known, reconciled.rebroadcast.len()), (0, 0));
+    let policy = wallet::NonceSettlePolicy {
+        replace_after: std::time::Duration::from_secs(600),
+        fee_cap: 1_000_000_000_000,
+    };
+    for settled in wallet.settle_nonces(0, &policy).await.unwrap() {
+        assert!(
+            matches!(settled.result, Ok(wallet::NonceOutcome::Mined { .. })),
+            "{settled:?}"
+        );
+    }
     assert!(
         store
-            .nonce_unmined(
-                Chain::Ethereum,
-                hot.address(Chain::Ethereum, 0).unwrap().as_str(),
-                2
-            )
+            .nonce_unsettled(&store::NonceUnsettled {
+                chain: Chain::Ethereum,
+                address: hot.address(Chain::Ethereum, 0).unwrap().to_string(),
+                limit: 10,
+            })
             .await
             .unwrap()
             .is_empty()
@@ -321,13 +332,15 @@ async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
         .nonce_reserve(&store::NonceReserve {
             chain: Chain::Ethereum,
             address: from.to_string(),
+            payout: "withdrawal-1".into(),
             node_pending: metadata.nonce,
             holder: "first-process".into(),
             lease_until: now + std::time::Duration::from_secs(60),
             now,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .nonce;
     client.set_sequence(&mut metadata, nonce);
     let unsigned = client.build(&payment, &metadata).unwrap();
     let signatures = hot
@@ -335,14 +348,19 @@ async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
         .unwrap();
     let signed = client.combine(unsigned, &signatures).unwrap();
     store
-        .nonce_bind(
-            Chain::Ethereum,
-            from.as_str(),
+        .nonce_bind(&store::NonceBind {
+            chain: Chain::Ethereum,
+            address: from.to_string(),
             nonce,
-            "first-process",
-            &signed.txid,
-            &signed.raw,
-        )
+            holder: "first-process".into(),
+            payout: "withdrawal-1".into(),
+            tx: store::NonceTxNew {
+                txid: signed.txid.clone(),
+                raw: signed.raw.clone(),
+                fees: None,
+            },
+            now,
+        })
         .await
         .unwrap();
     assert_eq!(

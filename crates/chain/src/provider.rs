@@ -343,6 +343,32 @@ pub trait ChainAttempts: ChainBuild + ChainSubmit {
     ) -> impl Future<Output = Result<AttemptFate, ChainError>> + Send;
 }
 
+/// Both fee caps of a transaction on a chain with fee markets (Ethereum's EIP-1559), in the
+/// native coin's base units per gas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeeCaps {
+    pub max_fee_per_gas: u128,
+    pub max_priority_fee_per_gas: u128,
+}
+
+/// A chain whose payments hold account nonces and whose stuck transactions are replaced by
+/// another one on the same nonce with higher fees (Ethereum): what the wallet's nonce path
+/// ([`ChainBuild`] plus this) needs to price and replace a transaction it stored.
+pub trait ChainReplace: ChainBuild + ChainSubmit {
+    /// The fee caps the signed bytes carry.
+    fn fee_caps(&self, signed: &SignedTransaction) -> Result<FeeCaps, ChainError>;
+    /// The same transaction (same nonce, recipient, amount and data) with both fee caps
+    /// raised by at least the chain's minimum bump, and to today's quote if that is higher,
+    /// never above `fee_cap` per gas: `None` when even the minimum bump would pass the cap.
+    /// `key` is the signer's key index of the sender.
+    fn replacement(
+        &self,
+        signed: &SignedTransaction,
+        key: u32,
+        fee_cap: u128,
+    ) -> impl Future<Output = Result<Option<Self::Unsigned>, ChainError>> + Send;
+}
+
 /// The submit side: signed bytes out, and exactly what the node said.
 pub trait ChainSubmit: Send + Sync {
     fn submit(&self, signed: &SignedTransaction) -> impl Future<Output = SubmitOutcome> + Send;

@@ -31,7 +31,11 @@ pub use changes::ChangeFeed;
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
-pub use nonces::{NonceReserve, RAW_TX_BYTES_MAX, UnminedNonce};
+pub use nonces::{
+    NONCE_TXS_MAX, NONCES_UNSETTLED_MAX, NonceBind, NonceFees, NonceHeld, NonceReplace,
+    NonceReserve, NonceSettle, NonceSettlement, NonceTx, NonceTxNew, NonceUnsettled,
+    RAW_TX_BYTES_MAX,
+};
 pub use scans::{
     DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,

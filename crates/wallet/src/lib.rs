@@ -8,6 +8,10 @@
 //!   payment, **store them**, and only then broadcast (DESIGN.md §2.2);
 //! - [`scanner::Scanner`]: deposits by block scan, each block stored with its hash, reorgs
 //!   found by parent hash and rolled back, credits by the confirmation policy;
+//! - [`nonces`]: payments by account nonces (Ethereum), each nonce tied to its payout:
+//!   [`Wallet::pay_nonce`] pays a payout once whatever crashes, [`Wallet::settle_nonces`]
+//!   settles each nonce by which of its stored transactions was mined (or `Foreign`), sends
+//!   again what the node dropped and replaces what waits too long;
 //! - [`attempts`]: payments on chains without nonces (TRON): [`Wallet::pay`] stores each
 //!   payout's signed bytes as an attempt before broadcasting them, and
 //!   [`Wallet::reconcile_attempts`] settles attempts by the chain's death rule or sends the
@@ -19,6 +23,7 @@
 pub mod attempt_log;
 pub mod attempts;
 pub mod conformance;
+pub mod nonces;
 pub mod scanner;
 
 use std::sync::Arc;
@@ -28,10 +33,11 @@ use chain::address::Address;
 use chain::provider::{
     Asset, ChainBuild, ChainError, ChainSubmit, Payment, SubmitOutcome, TxStatus,
 };
-use chrono::Utc;
 use domain::Amount;
 use signer::{Signer, SignerError};
-use store::{NonceReserve, Store, StoreError};
+use store::{Store, StoreError};
+
+pub use nonces::{NONCES_SETTLE_MAX, NonceOutcome, NonceSettlePolicy, NonceSettled};
 
 /// How long a reserved nonce is held for its holder before it can be handed out again: well
 /// over the time from reservation to the signed bytes being stored.
@@ -52,6 +58,10 @@ pub enum WalletError {
     Mismatch(String),
     #[error("{0}")]
     Unsupported(String),
+    /// The payout's nonce was consumed by a transaction that is none of ours: whether it was
+    /// paid is for a person to find out (`manual_review`), never for a retry.
+    #[error("nonce {nonce} of payout {payout} was consumed by a transaction that is none of ours")]
+    NonceForeign { payout: String, nonce: u64 },
 }
 
 impl WalletError {
@@ -228,69 +238,6 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
         Ok(())
     }
 
-    /// Makes `payment`: reserve a nonce, build, sign, check the bytes against the payment,
-    /// store them under the nonce, broadcast. A failure before the bytes are stored gives the
-    /// nonce back; a definite refusal by the node frees it; anything else keeps it bound to
-    /// the stored bytes, which [`Wallet::reconcile`] sends again if the node drops them.
-    pub async fn send(&self, payment: &Payment) -> Result<Sent, WalletError> {
-        self.check_payment(payment)?;
-        let chain = self.provider.chain();
-        let mut metadata = self.provider.metadata(payment).await?;
-        let Some(node_pending) = self.provider.sequence(&metadata) else {
-            return Err(WalletError::Unsupported(format!(
-                "{chain} has no account nonces: its payments are attempts stored under a \
-                 payout key, made by `Wallet::pay(payout, payment)`"
-            )));
-        };
-        let from = payment.from.as_str();
-        let now = Utc::now();
-        let nonce = self
-            .store
-            .nonce_reserve(&NonceReserve {
-                chain,
-                address: from.to_string(),
-                node_pending,
-                holder: self.holder.clone(),
-                lease_until: now + NONCE_LEASE,
-                now,
-            })
-            .await?;
-        self.provider.set_sequence(&mut metadata, nonce);
-        let signed = match self.sign_checked(payment, &metadata, Some(nonce)) {
-            Ok(signed) => signed,
-            Err(error) => {
-                if let Err(release) = self
-                    .store
-                    .nonce_release(chain, from, nonce, &self.holder)
-                    .await
-                {
-                    tracing::warn!(%chain, from, nonce, error = %release, "could not give a nonce back");
-                }
-                return Err(error);
-            }
-        };
-        // Persist, then broadcast.
-        self.store
-            .nonce_bind(chain, from, nonce, &self.holder, &signed.txid, &signed.raw)
-            .await?;
-        let outcome = self.provider.submit(&signed).await;
-        if let SubmitOutcome::Rejected {
-            retriable: false,
-            reason,
-        } = &outcome
-        {
-            tracing::warn!(%chain, from, nonce, txid = %signed.txid, reason, "the node refused a payment for good; its nonce is freed");
-            self.store
-                .nonce_unbind(chain, from, nonce, &signed.txid)
-                .await?;
-        }
-        Ok(Sent {
-            txid: signed.txid,
-            sequence: Some(nonce),
-            outcome,
-        })
-    }
-
     /// Builds, signs and reads back `payment`: the signed bytes, once they say exactly the
     /// payment (and use `nonce`, where the chain has nonces).
     fn sign_checked(
@@ -322,39 +269,5 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
             )));
         }
         Ok(signed)
-    }
-
-    /// Looks at the transactions of key `from_index` that hold nonces the chain has not mined
-    /// yet: one the node no longer knows (a restarted node, an evicted transaction, a crash
-    /// between storing and broadcasting) is sent again, the same bytes, so its nonce does not
-    /// become a gap that stalls every later payment.
-    pub async fn reconcile(&self, from_index: u32) -> Result<Reconciled, WalletError> {
-        let chain = self.provider.chain();
-        let from = self.create_wallet(from_index)?;
-        let Some(sequence) = self.provider.account_sequence(&from).await? else {
-            return Ok(Reconciled::default());
-        };
-        let mut report = Reconciled::default();
-        for unmined in self
-            .store
-            .nonce_unmined(chain, from.as_str(), sequence.mined)
-            .await?
-        {
-            match self.provider.transaction(&unmined.txid).await? {
-                TxStatus::NotFound => {
-                    let signed = chain::provider::SignedTransaction {
-                        txid: unmined.txid.clone(),
-                        raw: unmined.raw,
-                    };
-                    let outcome = self.provider.submit(&signed).await;
-                    tracing::info!(%chain, from = %from, nonce = unmined.nonce, txid = %unmined.txid, ?outcome, "sent a dropped transaction again");
-                    report
-                        .rebroadcast
-                        .push((unmined.nonce, unmined.txid, outcome));
-                }
-                TxStatus::Pending | TxStatus::Included { .. } => report.known += 1,
-            }
-        }
-        Ok(report)
     }
 }

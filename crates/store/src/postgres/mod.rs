@@ -4,7 +4,6 @@ pub(crate) mod api_token;
 mod attempt;
 pub(crate) mod audit;
 pub(crate) mod job;
-pub(crate) mod nonce;
 mod scan;
 pub(crate) mod session;
 mod worker;
@@ -70,6 +69,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal",
         include_str!("../../migrations/postgres/0010_withdrawal.sql"),
     ),
+    (
+        11,
+        "nonce payout",
+        include_str!("../../migrations/postgres/0011_nonce_payout.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -92,6 +96,13 @@ impl PgStore {
                 source,
             })?;
         Ok(PgStore { pool })
+    }
+
+    /// A write transaction (rows are locked by the statements themselves).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
     }
 
     pub(crate) async fn migrate(&self) -> Result<(), StoreError> {

@@ -6,7 +6,6 @@ pub(crate) mod api_token;
 mod attempt;
 pub(crate) mod audit;
 pub(crate) mod job;
-pub(crate) mod nonce;
 mod scan;
 pub(crate) mod session;
 mod worker;
@@ -74,6 +73,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         10,
         "withdrawal",
         include_str!("../../migrations/sqlite/0010_withdrawal.sql"),
+    ),
+    (
+        11,
+        "nonce payout",
+        include_str!("../../migrations/sqlite/0011_nonce_payout.sql"),
     ),
 ];
 
