@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod payers;
 mod signals;
 
 use std::path::PathBuf;

@@ -54,8 +54,9 @@ impl WithdrawalState {
                 // short); refused before signing; or something a person must judge.
                 | (Processing, Broadcast | Pending | Failed | ManualReview)
                 // Seen in a block (short of the policy, or already deep enough); every
-                // attempt provably dead with no new one allowed; or undecidable.
-                | (Broadcast, Confirming | Completed | Failed | ManualReview)
+                // attempt provably dead (or refused for good): paid again, or with no new
+                // one allowed, failed; or undecidable.
+                | (Broadcast, Confirming | Completed | Processing | Failed | ManualReview)
                 // Deep enough; a reorg took the block away (back, never forward); landed but
                 // failed on chain.
                 | (Confirming, Completed | Broadcast | ManualReview)
@@ -126,6 +127,7 @@ mod tests {
             (Processing, ManualReview),
             (Broadcast, Confirming),
             (Broadcast, Completed),
+            (Broadcast, Processing),
             (Broadcast, Failed),
             (Broadcast, ManualReview),
             (Confirming, Completed),

@@ -25,6 +25,7 @@ pub mod attempts;
 pub mod conformance;
 pub mod nonces;
 pub mod scanner;
+pub mod withdrawals;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -66,12 +66,13 @@ pub struct SourceSettings {
     pub backend: Arc<dyn queue::Backend>,
     pub owner: String,
     pub lease: Duration,
+    /// The handlers the worker runs: the built-in kinds, and the chain's own (the binary
+    /// builds those: `withdrawal.pay` and `withdrawal.reconcile` for a withdrawal worker).
+    pub registry: queue::Registry,
 }
 
 /// Builds the job source for a worker: the queue named after its chain and kind
-/// (`tron.withdrawal`), with the handlers it runs. Today every worker runs the built-in
-/// `noop` kind; the chain issues register the real withdrawal, deposit and consolidation
-/// handlers here.
+/// (`tron.withdrawal`), with the handlers it runs.
 pub async fn build_job_source(
     spec: WorkerSpec,
     settings: SourceSettings,
@@ -82,7 +83,7 @@ pub async fn build_job_source(
         owner: settings.owner,
         lease: settings.lease,
     };
-    let source = QueueSource::open(settings.backend, queue::Registry::default(), config).await?;
+    let source = QueueSource::open(settings.backend, settings.registry, config).await?;
     Ok(Arc::new(source))
 }
 

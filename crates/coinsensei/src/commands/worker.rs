@@ -75,10 +75,12 @@ pub async fn run(
     let database_url = settings.database_url.clone();
     let lease = settings.job_lease;
     let queue_settings = settings.queue.clone();
+    let settings = Arc::new(settings);
     let build_source: SourceBuilder = Arc::new(move |context: SourceContext| {
         let database_url = database_url.clone();
         let options = source_options.clone();
         let queue_settings = queue_settings.clone();
+        let settings = Arc::clone(&settings);
         Box::pin(async move {
             let fault = |error: &dyn std::fmt::Display| WorkerFault(format!("job queue: {error}"));
             let backend: Arc<dyn queue::Backend> = match queue_settings {
@@ -94,10 +96,22 @@ pub async fn run(
                         .map_err(|error| fault(&error))?,
                 ),
             };
+            let registry = match spec.kind {
+                WorkerKind::Withdrawal => crate::payers::registry(
+                    &settings,
+                    spec.chain,
+                    &context.owner,
+                    Arc::clone(&backend),
+                )
+                .await
+                .map_err(WorkerFault)?,
+                _ => queue::Registry::default(),
+            };
             let settings = SourceSettings {
                 backend,
                 owner: context.owner,
                 lease,
+                registry,
             };
             worker::build_job_source(spec, settings).await
         })

@@ -1,0 +1,279 @@
+//! The withdrawal workers' job handlers: `withdrawal.pay` (one per withdrawal, queued with it)
+//! and `withdrawal.reconcile` (one per chain, a job that runs again every
+//! [`RECONCILE_INTERVAL`] by snoozing itself: being a job, it survives any worker's death,
+//! its lease rescued within seconds, and its unique key keeps it to one at a time).
+//!
+//! The logic lives in `wallet::withdrawals::WithdrawalPayer`; this file connects it to the
+//! configured node, the keystore and the queue. A worker whose chain has no node or no
+//! keystore configured still runs: its jobs wait (snoozed, with a warning that says what to
+//! configure) instead of failing, so configuring the node later pays them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chain_ethereum::Ethereum;
+use chain_tron::Tron;
+use chrono::Utc;
+use domain::{Chain, Name, WorkerKind};
+use queue::{Handler, Outcome, Registry};
+use store::{JobInsert, JobRow, Store};
+use wallet::Wallet;
+use wallet::nonces::NonceSettlePolicy;
+use wallet::withdrawals::{ConfirmationPolicy, PayOutcome, Reconciled, WithdrawalPayer};
+
+use crate::commands::keys::KeystoreArgs;
+use crate::config::Settings;
+
+/// How often a chain's withdrawals are reconciled.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
+/// The job kind of a chain's reconciler.
+pub const RECONCILE_JOB_KIND: &str = "withdrawal.reconcile";
+/// How long jobs wait while their chain is not configured.
+const UNCONFIGURED_WAIT: Duration = Duration::from_secs(30);
+/// The most an Ethereum replacement may pay per gas (1,000 gwei).
+const ETHEREUM_FEE_CAP_WEI: u128 = 1_000_000_000_000;
+
+/// What pays and settles one chain's withdrawals.
+#[async_trait]
+trait ChainPayer: Send + Sync {
+    async fn pay(&self, id: i64) -> PayOutcome;
+    async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError>;
+}
+
+struct TronPayer(WithdrawalPayer<Tron>);
+
+#[async_trait]
+impl ChainPayer for TronPayer {
+    async fn pay(&self, id: i64) -> PayOutcome {
+        self.0.pay(id).await
+    }
+
+    async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
+        self.0.reconcile_attempts().await
+    }
+}
+
+struct EthereumPayer(WithdrawalPayer<Ethereum>, NonceSettlePolicy);
+
+#[async_trait]
+impl ChainPayer for EthereumPayer {
+    async fn pay(&self, id: i64) -> PayOutcome {
+        self.0.pay_by_nonce(id).await
+    }
+
+    async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
+        self.0.reconcile_nonces(&self.1).await
+    }
+}
+
+/// Handles both job kinds for one chain; `payer` is `Err` with what to configure when the
+/// chain cannot be paid on.
+struct Withdrawals {
+    chain: Chain,
+    payer: Result<Arc<dyn ChainPayer>, String>,
+    backend: Arc<dyn queue::Backend>,
+    reconcile: bool,
+}
+
+#[async_trait]
+impl Handler for Withdrawals {
+    async fn run(&self, job: &JobRow) -> Outcome {
+        let payer = match &self.payer {
+            Ok(payer) => payer,
+            Err(missing) => {
+                tracing::warn!(chain = %self.chain, job = job.id, "withdrawals wait: {missing}");
+                return Outcome::Snooze(UNCONFIGURED_WAIT);
+            }
+        };
+        if self.reconcile {
+            return self.reconcile_round(payer.as_ref()).await;
+        }
+        let Some(id) = job
+            .args
+            .get("withdrawal_id")
+            .and_then(serde_json::Value::as_i64)
+        else {
+            return Outcome::Fatal("withdrawal.pay jobs need args {\"withdrawal_id\": ID}".into());
+        };
+        match payer.pay(id).await {
+            PayOutcome::Done => Outcome::Done,
+            PayOutcome::Wait(wait) => Outcome::Snooze(wait),
+            PayOutcome::Retry(error) => {
+                tracing::warn!(chain = %self.chain, withdrawal = id, %error, "paying a withdrawal failed; it is retried");
+                Outcome::Retry(error)
+            }
+        }
+    }
+}
+
+impl Withdrawals {
+    async fn reconcile_round(&self, payer: &dyn ChainPayer) -> Outcome {
+        let started = std::time::Instant::now();
+        match payer.reconcile().await {
+            Ok(report) => {
+                for error in &report.errors {
+                    tracing::warn!(chain = %self.chain, %error, "reconcile");
+                }
+                for id in &report.to_pay {
+                    if let Err(error) = self.backend.enqueue(&pay_job(self.chain, *id)).await {
+                        tracing::warn!(chain = %self.chain, withdrawal = id, %error, "could not queue a withdrawal to pay again");
+                    }
+                }
+                if !report.moved.is_empty() {
+                    tracing::info!(chain = %self.chain, moved = report.moved.len(), queued = report.to_pay.len(), "withdrawals reconciled");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(chain = %self.chain, %error, "a reconcile round failed; the next one tries again");
+            }
+        }
+        metrics::histogram!("coinsensei_withdrawal_reconcile_seconds", "chain" => self.chain.as_str())
+            .record(started.elapsed().as_secs_f64());
+        Outcome::Snooze(RECONCILE_INTERVAL)
+    }
+}
+
+fn queue_of(chain: Chain) -> Name {
+    queue::queue_for(WorkerKind::Withdrawal, chain)
+}
+
+/// The job that pays withdrawal `id` (the same as the intake's: one per withdrawal).
+fn pay_job(chain: Chain, id: i64) -> JobInsert {
+    let now = Utc::now();
+    JobInsert {
+        queue: queue_of(chain),
+        kind: Name::new(web::withdrawals::PAY_JOB_KIND).expect("a valid kind"),
+        args: serde_json::json!({ "withdrawal_id": id }),
+        priority: 0,
+        run_at: now,
+        retry: None,
+        unique_key: Some(store::payout_key(id)),
+        now,
+    }
+}
+
+/// The chain's reconciler job, queued once (its unique key keeps it single).
+fn reconcile_job(chain: Chain) -> JobInsert {
+    let now = Utc::now();
+    JobInsert {
+        queue: queue_of(chain),
+        kind: Name::new(RECONCILE_JOB_KIND).expect("a valid kind"),
+        args: serde_json::json!({}),
+        // Ahead of the payments waiting in the queue.
+        priority: -1,
+        run_at: now,
+        retry: None,
+        unique_key: Some(format!("withdrawal.reconcile:{chain}")),
+        now,
+    }
+}
+
+/// The handlers of a withdrawal worker on `chain`, connected to its node and keystore, with
+/// the chain's reconciler queued.
+pub async fn registry(
+    settings: &Settings,
+    chain: Chain,
+    holder: &str,
+    backend: Arc<dyn queue::Backend>,
+) -> Result<Registry, String> {
+    let payer = match connect(settings, chain, holder).await {
+        Ok(payer) => Ok(payer),
+        Err(error) => {
+            let message = format!("{error:#}");
+            tracing::warn!(%chain, "the withdrawal worker cannot pay yet: {message}");
+            Err(message)
+        }
+    };
+    if payer.is_ok() {
+        backend
+            .enqueue(&reconcile_job(chain))
+            .await
+            .map_err(|error| format!("queueing the {chain} reconciler: {error}"))?;
+    }
+    let mut registry = Registry::default();
+    for (kind, reconcile) in [
+        (web::withdrawals::PAY_JOB_KIND, false),
+        (RECONCILE_JOB_KIND, true),
+    ] {
+        registry.register(
+            kind,
+            Arc::new(Withdrawals {
+                chain,
+                payer: payer.clone(),
+                backend: Arc::clone(&backend),
+                reconcile,
+            }),
+        );
+    }
+    Ok(registry)
+}
+
+async fn connect(
+    settings: &Settings,
+    chain: Chain,
+    holder: &str,
+) -> anyhow::Result<Arc<dyn ChainPayer>> {
+    use anyhow::Context;
+    let config = &settings.withdrawals;
+    let keystore = KeystoreArgs {
+        keystore: config.keystore.clone(),
+        password_file: config.keystore_password_file.clone(),
+        network: config.bitcoin_network,
+    };
+    let store = Store::connect(
+        &settings.database_url,
+        &store::StoreOptions {
+            create_if_missing: false,
+            ..settings.store_options()
+        },
+    )
+    .await?;
+    let from_index = config.hot_wallet_index(chain);
+    let actor = format!("worker:{}", holder.split(':').next().unwrap_or(holder));
+    match chain {
+        Chain::Tron => {
+            let provider = Tron::new(settings.tron.node()?)?;
+            let signer: Arc<dyn signer::Signer> = Arc::new(keystore.signer()?);
+            let wallet = Wallet::new(provider, signer, store.clone(), holder);
+            Ok(Arc::new(TronPayer(WithdrawalPayer::new(
+                wallet,
+                store,
+                from_index,
+                actor,
+                config.catalogue.clone(),
+                config.bitcoin_network,
+                // A TRON attempt counts once it is in a solidified block.
+                ConfirmationPolicy { confirmations: 1 },
+            ))))
+        }
+        Chain::Ethereum => {
+            let node = settings.ethereum.as_ref().context(
+                "no Ethereum node configured: set ethereum_rpc_url (COINSENSEI_ETHEREUM_RPC_URL)",
+            )?;
+            let provider = Ethereum::connect(&node.rpc_url, node.chain_id).await?;
+            let signer: Arc<dyn signer::Signer> = Arc::new(keystore.signer()?);
+            let wallet = Wallet::new(provider, signer, store.clone(), holder);
+            Ok(Arc::new(EthereumPayer(
+                WithdrawalPayer::new(
+                    wallet,
+                    store,
+                    from_index,
+                    actor,
+                    config.catalogue.clone(),
+                    config.bitcoin_network,
+                    ConfirmationPolicy {
+                        confirmations: config.ethereum_confirmations,
+                    },
+                ),
+                NonceSettlePolicy {
+                    replace_after: config.ethereum_replace_after,
+                    fee_cap: ETHEREUM_FEE_CAP_WEI,
+                },
+            )))
+        }
+        Chain::Bitcoin => anyhow::bail!(
+            "Bitcoin withdrawals are not paid by this build yet (batched payouts come next)"
+        ),
+    }
+}

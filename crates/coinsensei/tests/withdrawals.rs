@@ -1,0 +1,212 @@
+//! Withdrawals end to end on real processes: `coinsensei up` with its Ethereum withdrawal
+//! worker against a private anvil, requests through `/api/v1/withdrawals` with a service
+//! token, the worker process SIGKILLed while it pays, and the chain read at the end: every
+//! recipient holds exactly its amount, every withdrawal is `completed`. On both stores.
+
+mod common;
+
+use std::time::Duration;
+
+use alloy_primitives::U256;
+use common::*;
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use testkit::{Anvil, Backend, TestDb, wait_for};
+
+const MNEMONIC: &str = "test test test test test test test test test test test junk";
+const WORKER: &str = "ethereum-withdrawal-1";
+
+/// Fresh recipients: addresses of a key nobody holds (derived from the hash of `n`).
+fn recipient(n: u32) -> String {
+    let digest = alloy_primitives::keccak256(format!("recipient-{n}"));
+    let address = alloy_primitives::Address::from_slice(&digest[..20]);
+    address.to_checksum(None)
+}
+
+async fn balance(client: &chain_ethereum::Ethereum, address: &str) -> U256 {
+    let address = chain::address::Address::parse(
+        domain::Chain::Ethereum,
+        chain::address::Network::Mainnet,
+        address,
+    )
+    .unwrap();
+    let amount = client
+        .balance(&address)
+        .await
+        .expect("balance from the node");
+    amount.base_units()
+}
+
+struct Api {
+    client: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/withdrawals", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/v1/withdrawals");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn list(&self, query: &str) -> Vec<Value> {
+        let response = self
+            .client
+            .get(format!(
+                "{}/api/v1/withdrawals?limit=1000{query}",
+                self.base
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /api/v1/withdrawals");
+        let body: Value = response.json().await.unwrap();
+        body["withdrawals"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let anvil = Anvil::start_with(&["--block-time", "1"]).await;
+    let dir = db.dir();
+    let keystore = dir.join("keystore.json");
+    let password = dir.join("password");
+    std::fs::write(&password, "correct horse battery staple\n").unwrap();
+    signer::keystore::create(
+        &keystore,
+        &signer::Mnemonic::parse(MNEMONIC).unwrap(),
+        b"correct horse battery staple",
+        signer::keystore::KdfParams::default(),
+    )
+    .unwrap();
+    let config = dir.join("coinsensei.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "heartbeat_interval = 0.5\njob_lease = 2\nconcurrency = 8\n\
+             ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
+             keystore = \"{}\"\nkeystore_password_file = \"{}\"\n\
+             [[workers]]\nkind = \"withdrawal\"\nchain = \"ethereum\"\n",
+            anvil.url,
+            keystore.display(),
+            password.display()
+        ),
+    )
+    .unwrap();
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let made = run(
+        &db.url,
+        &["tokens", "create", "--role", "service", "--name", "backend"],
+    )
+    .await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let token = String::from_utf8_lossy(&made.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("cst_"))
+        .expect("the token is printed")
+        .to_string();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let api = Api {
+        client: reqwest::Client::new(),
+        base: format!("http://{}", up.address),
+        token,
+    };
+    let client = chain_ethereum::Ethereum::connect(&anvil.url, Some(31337))
+        .await
+        .unwrap();
+
+    const COUNT: u32 = 24;
+    let mut expected = Vec::new();
+    for n in 0..COUNT {
+        let to = recipient(n);
+        // 0.001 ETH plus n wei: each recipient's amount is its own.
+        let amount = format!("0.001{:06}", n + 1);
+        let body = json!({"chain": "ethereum", "asset": "ETH", "to": to, "amount": amount, "reference": format!("user:{n}")});
+        let (status, created) = api.create(&format!("w-{n}"), &body).await;
+        assert_eq!(status, 201, "{created}");
+        // The backend's retry of the same request: the same withdrawal.
+        let (status, again) = api.create(&format!("w-{n}"), &body).await;
+        assert_eq!((status, &again["id"]), (200, &created["id"]));
+        expected.push((
+            to,
+            U256::from(1_000_000_000_000_000u64 + u64::from(n + 1) * 1_000_000_000),
+        ));
+        // Kill the worker process twice while the payments are under way; the supervisor
+        // starts it again, and its jobs are rescued.
+        if n == 8 || n == 16 {
+            let worker = wait_for("the worker running", Duration::from_secs(30), || async {
+                let workers = workers_json(&db.url).await;
+                find(&workers, WORKER)
+                    .filter(|worker| worker["status"] == "running" && worker["pid"].is_i64())
+                    .cloned()
+            })
+            .await;
+            signal(worker["pid"].as_i64().unwrap() as i32, Signal::SIGKILL);
+        }
+    }
+    let done = wait_for(
+        "every withdrawal completed",
+        Duration::from_secs(120),
+        || async {
+            let rows = api.list("").await;
+            let finished = rows
+                .iter()
+                .filter(|row| row["state"] == "completed")
+                .count();
+            (finished == COUNT as usize).then_some(rows)
+        },
+    )
+    .await;
+    for row in &done {
+        assert!(row["txid"].is_string(), "{row}");
+        assert!(row["confirmations"].as_i64() >= Some(2), "{row}");
+    }
+    // The chain, not the store: each recipient received its amount exactly once.
+    for (to, amount) in &expected {
+        assert_eq!(balance(&client, to).await, *amount, "{to}");
+    }
+    // And nothing more arrives later (no second payment in flight).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (to, amount) in &expected {
+        assert_eq!(balance(&client, to).await, *amount, "{to}");
+    }
+    // Cancel comes too late for a paid withdrawal.
+    let id = done[0]["id"].as_i64().unwrap();
+    let response = api
+        .client
+        .post(format!("{}/api/v1/withdrawals/{id}/cancel", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 409);
+    let shown = run(&db.url, &["withdrawals", "show", &id.to_string()]).await;
+    assert!(shown.status.success(), "{}", stderr(&shown));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("state: completed"), "{text}");
+    assert!(text.contains("withdrawal.broadcast"), "{text}");
+    assert!(up.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereum_withdrawals_postgres() {
+    ethereum_withdrawals_are_paid_once_through_kills(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereum_withdrawals_sqlite() {
+    ethereum_withdrawals_are_paid_once_through_kills(Backend::Sqlite).await;
+}
