@@ -9,6 +9,8 @@
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
+//! - `cargo xtask chaos withdrawals [--count N] [--no-faults]`: the suite's withdrawal chaos
+//!   test full-sized (1,000 by default) in release, printing its counts and figures.
 //! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard]`: the figures
 //!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
 //!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
@@ -24,7 +26,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
+const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
@@ -41,7 +43,12 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
           dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
                    25 clicks) and the bytes of the workers page with 100 workers
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
-                   (needs node and npm; writes target/bench-queue.json)";
+                   (needs node and npm; writes target/bench-queue.json)
+  chaos withdrawals [--count N] [--no-faults]
+          N withdrawals (default 1,000, ETH and an ERC-20) through `up` on a private anvil and
+          a private Postgres, the worker SIGKILLed every 1 to 5 s, Postgres and anvil restarted
+          once; the chain is read at the end (paid once, duplicates, lost) and the figures
+          printed (release build). --no-faults: the same without faults, for throughput";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -50,6 +57,7 @@ fn main() -> ExitCode {
     let result = match task.as_deref() {
         Some("test") => test(&rest),
         Some("bench") => bench(&rest),
+        Some("chaos") => chaos(&rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -375,6 +383,47 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(extra);
         run(with_anvil(command))
     }
+}
+
+/// `cargo xtask chaos withdrawals`: the suite's chaos test (`crates/coinsensei/tests/chaos.rs`)
+/// full-sized, in release, with its report printed.
+fn chaos(extra: &[String]) -> anyhow::Result<()> {
+    let mut args = extra.iter();
+    match args.next().map(String::as_str) {
+        Some("withdrawals") => {}
+        other => bail!("unknown chaos run {other:?}; expected `cargo xtask chaos withdrawals`"),
+    }
+    let mut count = "1000".to_string();
+    let mut faults = "1";
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--count" => {
+                count = args
+                    .next()
+                    .filter(|value| value.parse::<u64>().is_ok_and(|n| n > 0))
+                    .context("--count takes a positive number")?
+                    .clone();
+            }
+            "--no-faults" => faults = "0",
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    let mut command = cargo();
+    command
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "coinsensei",
+            "--test",
+            "chaos",
+            "--",
+            "--nocapture",
+        ])
+        .env("COINSENSEI_ANVIL", anvil()?)
+        .env("COINSENSEI_CHAOS_WITHDRAWALS", count)
+        .env("COINSENSEI_CHAOS_KILLS", faults);
+    run(command)
 }
 
 fn bench(extra: &[String]) -> anyhow::Result<()> {
