@@ -147,7 +147,7 @@ fn pay_job(chain: Chain, id: i64) -> JobInsert {
         args: serde_json::json!({ "withdrawal_id": id }),
         priority: 0,
         run_at: now,
-        retry: None,
+        retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(store::payout_key(id)),
         now,
     }
@@ -163,7 +163,7 @@ fn reconcile_job(chain: Chain) -> JobInsert {
         // Ahead of the payments waiting in the queue.
         priority: -1,
         run_at: now,
-        retry: None,
+        retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(format!("withdrawal.reconcile:{chain}")),
         now,
     }

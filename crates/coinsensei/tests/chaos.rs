@@ -428,13 +428,41 @@ async fn withdrawals_survive_kills_and_restarts() {
             }
         }
     };
-    let deadline = Duration::from_secs(120 + count);
-    let (completed, review) = wait_for("every withdrawal settled", deadline, || async {
-        let completed = list("completed").await?;
-        let review = list("manual_review").await?;
-        (completed.len() + review.len() == count as usize).then_some((completed, review))
-    })
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(120 + count);
+    let (completed, review) = loop {
+        let completed = list("completed").await.unwrap_or_default();
+        let review = list("manual_review").await.unwrap_or_default();
+        if completed.len() + review.len() == count as usize {
+            break (completed, review);
+        }
+        if Instant::now() > deadline {
+            // Say where the others are, and why, before failing.
+            for state in ["pending", "processing", "broadcast", "confirming", "failed"] {
+                let rows = list(state).await.unwrap_or_default();
+                println!("  still {state}: {}", rows.len());
+                for row in rows.iter().take(5) {
+                    println!(
+                        "    {} txid {} error {}",
+                        row["id"], row["txid"], row["error"]
+                    );
+                }
+            }
+            let jobs = run(
+                &database_url,
+                &["jobs", "list", "--queue", "ethereum.withdrawal", "--json"],
+            )
+            .await;
+            println!(
+                "  jobs: {}",
+                String::from_utf8_lossy(&jobs.stdout)
+                    .chars()
+                    .take(4000)
+                    .collect::<String>()
+            );
+            panic!("not every withdrawal settled in time");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     let settled_after = started.elapsed();
     stop.cancel();
     let killed = kills.await.unwrap();

@@ -66,6 +66,18 @@ impl WithdrawalState {
     }
 }
 
+/// The retry policy of the jobs that pay and reconcile withdrawals: a withdrawal's safety
+/// never rests on its job's attempts (every run first follows what is stored), so its job
+/// keeps trying through outages and restarts (a rescued run counts as an attempt): 100
+/// attempts, backing off from 1 s to at most a minute, over an hour and a half in all.
+pub fn job_retry() -> crate::RetryPolicy {
+    crate::RetryPolicy {
+        max_attempts: crate::limits::JOB_ATTEMPTS_MAX,
+        backoff_base: std::time::Duration::from_secs(1),
+        backoff_max: std::time::Duration::from_secs(60),
+    }
+}
+
 /// The longest idempotency key: 1 to this many printable ASCII characters.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 100;
 /// The longest `reference` (the exchange's own id of the withdrawal).

@@ -622,7 +622,7 @@ fn withdrawal_job(row: &WithdrawalRow, queue: &Name, kind: &Name) -> JobInsert {
         args: serde_json::json!({ "withdrawal_id": row.id }),
         priority: 0,
         run_at: row.created_at,
-        retry: None,
+        retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(row.payout_key()),
         now: row.created_at,
     }

@@ -45,7 +45,7 @@ pub const FUNDS_WAIT: Duration = Duration::from_secs(30);
 pub const SWEEP_MAX: u32 = 500;
 /// How long a `pending` or `processing` withdrawal may sit before a reconcile round hands it
 /// back to be paid (its job lost, dead-lettered, or never queued).
-pub const STALLED_AFTER: Duration = Duration::from_secs(120);
+pub const STALLED_AFTER: Duration = Duration::from_secs(60);
 
 /// What a pay run asks of its job.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -214,7 +214,7 @@ pub fn pay_job(row: &WithdrawalRow, queue: Name, kind: Name) -> store::JobInsert
         args: json!({ "withdrawal_id": row.id }),
         priority: 0,
         run_at: row.created_at,
-        retry: None,
+        retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(row.payout_key()),
         now: Utc::now(),
     }
