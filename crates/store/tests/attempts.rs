@@ -558,8 +558,55 @@ async fn a_withdrawal_is_paid_by_one_payout_at_a_time(db: &TestDb) {
     ));
 }
 
+/// A replacement must conflict with every live attempt of its payout, not only with the one
+/// it names: after A (o1) was bumped by B (o1, o2), a C that shares o2 with B but nothing
+/// with A could confirm beside A, and pay the batch twice.
+async fn a_replacement_conflicts_with_every_live_attempt(db: &TestDb) {
+    let store = db.store().await;
+    let (o1, o2, o3) = (out("1", 0), out("2", 0), out("3", 0));
+    let a_inputs = [o1.clone()];
+    store
+        .attempt_store(&attempt(Chain::Bitcoin, "batch-1", "A", b"A", &a_inputs))
+        .await
+        .unwrap();
+    let b_inputs = [o1.clone(), o2.clone()];
+    store
+        .attempt_store(&replacement("B", "A", &b_inputs))
+        .await
+        .unwrap();
+    let c_inputs = [o2.clone(), o3.clone()];
+    let error = store
+        .attempt_store(&replacement("C", "B", &c_inputs))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Stale(message) if message.contains(" A")),
+        "{error}"
+    );
+    let attempts = store.attempts_of(Chain::Bitcoin, "batch-1").await.unwrap();
+    assert_eq!(
+        states(&attempts),
+        [("A", AttemptState::Live), ("B", AttemptState::Live)],
+        "nothing written"
+    );
+    assert!(
+        !reserved(&store)
+            .await
+            .iter()
+            .any(|(outpoint, _)| *outpoint == o3),
+        "o3 not reserved"
+    );
+    // Spending an output of each live attempt conflicts with both: stored.
+    let d_inputs = [o1.clone(), o2.clone(), o3.clone()];
+    store
+        .attempt_store(&replacement("D", "B", &d_inputs))
+        .await
+        .unwrap();
+}
+
 testkit::on_both_stores!(
     db:
+    a_replacement_conflicts_with_every_live_attempt,
     a_withdrawal_is_paid_by_one_payout_at_a_time,
     one_live_attempt_per_payout_until_it_is_proved_dead,
     outputs_are_reserved_for_one_payout_and_replacements_conflict,

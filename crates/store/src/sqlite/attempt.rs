@@ -89,14 +89,20 @@ impl SqliteStore {
             Ok((row.try_get("txid")?, AttemptState::parse(&state)?))
         })
         .collect::<Result<Vec<(String, AttemptState)>, StoreError>>()?;
-        let replaced_inputs = match new.replaces {
-            Some(replaces) => Some(
-                self.attempt_inputs(&mut transaction, new.chain, replaces)
-                    .await?,
-            ),
-            None => None,
-        };
-        if !check_store(new, same_txid, &holding, replaced_inputs.as_deref())? {
+        // A replacement must conflict with every live attempt: their inputs (a payout has a
+        // few, bounded by the bumps a chain adapter makes).
+        let mut live_inputs = Vec::new();
+        if new.replaces.is_some() {
+            for (txid, state) in &holding {
+                if *state == AttemptState::Live {
+                    let inputs = self
+                        .attempt_inputs(&mut transaction, new.chain, txid)
+                        .await?;
+                    live_inputs.push((txid.clone(), inputs));
+                }
+            }
+        }
+        if !check_store(new, same_txid, &holding, &live_inputs)? {
             return Ok(());
         }
         sqlx::query::<Sqlite>(
