@@ -239,9 +239,11 @@ impl Store {
         on_dialect!(self, store => store.attempt_store(new).await)
     }
 
-    /// The live attempts of `chain` (of `sender` only, when given), oldest first, with their
-    /// bytes and inputs: what a reconciler sends again or settles. At most
-    /// [`ATTEMPTS_LIVE_MAX`].
+    /// The live attempts of `chain` (of `sender` only, when given), least recently checked
+    /// first ([`Store::attempt_checked`]; never checked before all, then oldest first), with
+    /// their bytes and inputs: what a reconciler sends again or settles. At most
+    /// [`ATTEMPTS_LIVE_MAX`]: attempts that stay undecided go to the back, so they never keep
+    /// newer ones from being looked at.
     pub async fn attempts_live(
         &self,
         chain: Chain,
@@ -251,6 +253,40 @@ impl Store {
             validate_key("sender", sender, 100)?;
         }
         on_dialect!(self, store => store.attempts_live(chain, sender).await)
+    }
+
+    /// Records that a reconciler looked at the live attempts of `payout` at `now`, decided or
+    /// not: the next [`Store::attempts_live`] puts them behind every attempt looked at less
+    /// recently.
+    pub async fn attempt_checked(
+        &self,
+        chain: Chain,
+        payout: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        validate_key("payout", payout, 200)?;
+        // One SQL text for both dialects; only the time's encoding differs.
+        const CHECKED: &str = "update payout_attempt set checked_at = $3
+             where chain = $1 and payout = $2 and state = 'live'";
+        match self {
+            Store::Postgres(store) => {
+                sqlx::query(CHECKED)
+                    .bind(chain.as_str())
+                    .bind(payout)
+                    .bind(now)
+                    .execute(&store.pool)
+                    .await?;
+            }
+            Store::Sqlite(store) => {
+                sqlx::query(CHECKED)
+                    .bind(chain.as_str())
+                    .bind(payout)
+                    .bind(crate::sqlite::to_millis(now))
+                    .execute(&store.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every attempt of `payout`, oldest first.

@@ -285,7 +285,7 @@ impl PgStore {
         let rows = sqlx::query::<Postgres>(
             "select * from payout_attempt
              where chain = $1 and state = 'live' and ($2::text is null or sender = $2)
-             order by created_at, txid limit $3",
+             order by checked_at is not null, checked_at, created_at, txid limit $3",
         )
         .bind(chain.as_str())
         .bind(sender)
