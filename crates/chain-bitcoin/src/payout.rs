@@ -41,10 +41,31 @@ use crate::{Bitcoin, UnsignedPayout, Utxo, UtxoSet, chain_error, fee_of, utxo::S
 pub const SELECT_TRIES_MAX: u32 = 8;
 /// How many times the same attempt is recorded when the log fails in a way worth retrying.
 pub const RECORD_TRIES_MAX: u32 = 4;
-/// The most payouts one [`Payer::reconcile`] settles (the rest wait for the next call).
+/// The most payouts one [`Payer::reconcile`] settles, the least recently checked first (the
+/// rest wait for the next call).
 pub const RECONCILE_PAYOUTS_MAX: usize = 500;
 /// The most replacements by fee of one payout ([`Payer::bump`]); past it a person looks.
 pub const BUMPS_MAX: usize = 10;
+/// The fewest confirmations `settle_confirmations` may be: a spend one block deep is undone
+/// by any single stale block (they happen on mainnet every few weeks), and an attempt
+/// declared dead on it could then confirm beside its replacement and pay twice. Two blocks
+/// deep, a natural reorg is rare enough that death may be proven; deployments configure more
+/// (3 by default in the withdrawal workers), never less.
+pub const SETTLE_CONFIRMATIONS_MIN: u64 = 2;
+
+/// Refuses a `settle_confirmations` below [`SETTLE_CONFIRMATIONS_MIN`], with the reason:
+/// for configuration checks, and [`Payer::reconcile`] calls it before settling anything.
+pub fn check_settle_confirmations(settle_confirmations: u64) -> Result<(), String> {
+    if settle_confirmations < SETTLE_CONFIRMATIONS_MIN {
+        return Err(format!(
+            "settle_confirmations is {settle_confirmations}, below the floor of \
+             {SETTLE_CONFIRMATIONS_MIN}: a spend that shallow can be reorganised away and the \
+             attempt it declared dead could still confirm; configure at least \
+             {SETTLE_CONFIRMATIONS_MIN}"
+        ));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayoutError {
@@ -116,6 +137,9 @@ pub struct Reconciled {
     /// Payouts the chain shows paid by an attempt the log does not hold live (see
     /// [`Fate::Held`]): left alone, for a person.
     pub held: Vec<String>,
+    /// Payouts whose settling failed this round, with the error (the others went on; these
+    /// are looked at again in a later round).
+    pub failed: Vec<(String, String)>,
 }
 
 /// What the node's chain shows of one input of a live attempt.
@@ -164,6 +188,8 @@ pub fn fate(
     inputs: &HashMap<Outpoint, InputSeen>,
     settle_confirmations: u64,
 ) -> Fate {
+    // Never shallower than the floor, whatever the caller passes.
+    let settle_confirmations = settle_confirmations.max(SETTLE_CONFIRMATIONS_MIN);
     let live: Vec<&Attempt> = attempts
         .iter()
         .filter(|attempt| attempt.state == AttemptState::Live)
@@ -257,6 +283,7 @@ pub struct Payer<'a, L> {
     /// Confirmations a block needs before what it holds settles an attempt: the attempt in
     /// it is Landed, or an input spent in it by another transaction makes the attempt Dead
     /// (a shallower block may still be reorged away, and the attempt land after all).
+    /// At least [`SETTLE_CONFIRMATIONS_MIN`]: [`Payer::reconcile`] refuses less.
     /// The caller keeps `utxos` synced with the node (`UtxoSet::sync`).
     pub settle_confirmations: u64,
 }
@@ -692,6 +719,7 @@ impl<L: AttemptLog> Payer<'_, L> {
 
     /// Settles every live attempt of this wallet (see the module's documentation).
     pub async fn reconcile(&self) -> Result<Reconciled, PayoutError> {
+        check_settle_confirmations(self.settle_confirmations).map_err(PayoutError::Refused)?;
         let mut report = Reconciled::default();
         let live = self.log.live(Chain::Bitcoin, Some(self.sender)).await?;
         let mut payouts = Vec::new();
@@ -703,7 +731,16 @@ impl<L: AttemptLog> Payer<'_, L> {
         }
         report.left = payouts.len().saturating_sub(RECONCILE_PAYOUTS_MAX);
         for payout in payouts.into_iter().take(RECONCILE_PAYOUTS_MAX) {
-            self.settle(payout, &mut report).await?;
+            // One payout's error is reported for it; the round goes on.
+            if let Err(error) = self.settle(payout, &mut report).await {
+                tracing::warn!(payout, %error, "bitcoin payout: settling failed; the round goes on");
+                report.failed.push((payout.to_string(), error.to_string()));
+            }
+            // Looked at, decided or not: the next round reads it after the payouts looked at
+            // less recently, so payouts that stay undecided never starve newer ones.
+            if let Err(error) = self.log.checked(Chain::Bitcoin, payout).await {
+                tracing::warn!(payout, %error, "bitcoin payout: could not record the check");
+            }
         }
         Ok(report)
     }
@@ -924,6 +961,34 @@ mod tests {
                 .collect();
             assert_eq!(fate(&attempts, &status, &inputs, 3), expected, "{name}");
         }
+    }
+
+    /// A caller asking for one confirmation still gets the floor: a spend by another
+    /// transaction one block deep proves nothing (a single stale block undoes it), and
+    /// neither does our own attempt one block deep land the payout; two deep does.
+    #[test]
+    fn a_one_block_deep_spend_proves_nothing_whatever_the_caller_asks() {
+        let not_found = Some(TxStatus::NotFound);
+        let one = |seen: InputSeen| {
+            let attempts = vec![attempt("a", &[0], AttemptState::Live)];
+            let status = HashMap::from([("a".to_string(), not_found.clone())]);
+            let inputs = HashMap::from([(coin(0), seen)]);
+            fate(&attempts, &status, &inputs, 1)
+        };
+        assert_eq!(one(spent("x", 1)), Fate::Wait);
+        assert_eq!(
+            one(spent("x", SETTLE_CONFIRMATIONS_MIN)),
+            settle(&["a"], &[])
+        );
+        assert_eq!(one(spent("a", 1)), Fate::Wait);
+        assert_eq!(one(spent("a", 2)), Fate::Landed("a".into()));
+        assert!(
+            check_settle_confirmations(1)
+                .unwrap_err()
+                .contains("at least 2")
+        );
+        assert!(check_settle_confirmations(0).is_err());
+        check_settle_confirmations(SETTLE_CONFIRMATIONS_MIN).unwrap();
     }
 
     #[test]

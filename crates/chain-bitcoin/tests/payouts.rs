@@ -16,7 +16,9 @@ use chain::attempts::{Attempt, AttemptError, AttemptLog, AttemptNew, AttemptStat
 use chain::provider::{Asset, ChainRead, ChainSubmit, Keychain, SubmitOutcome, TxStatus};
 use chain_bitcoin::UtxoSet;
 use chain_bitcoin::batch::{Batcher, Pending};
-use chain_bitcoin::payout::{BUMPS_MAX, Paid, Payer, PayoutError, Prepared, Reconciled};
+use chain_bitcoin::payout::{
+    BUMPS_MAX, Paid, Payer, PayoutError, Prepared, Reconciled, SETTLE_CONFIRMATIONS_MIN,
+};
 use common::*;
 use domain::{Amount, Chain};
 use testkit::TestDb;
@@ -30,6 +32,8 @@ const BTC: u128 = 100_000_000;
 struct Gated {
     store: StoreAttempts,
     barrier: Option<(Arc<Barrier>, AtomicBool)>,
+    /// A payout whose attempts cannot be read (the log fails for it alone).
+    failing: std::sync::Mutex<Option<String>>,
 }
 
 impl AttemptLog for Gated {
@@ -49,6 +53,12 @@ impl AttemptLog for Gated {
         self.store.live(chain, sender).await
     }
     async fn attempts_of(&self, chain: Chain, payout: &str) -> Result<Vec<Attempt>, AttemptError> {
+        if self.failing.lock().unwrap().as_deref() == Some(payout) {
+            return Err(AttemptError::Failed {
+                retriable: true,
+                message: format!("{payout} cannot be read"),
+            });
+        }
         self.store.attempts_of(chain, payout).await
     }
     async fn landed(&self, chain: Chain, txid: &str) -> Result<(), AttemptError> {
@@ -56,6 +66,9 @@ impl AttemptLog for Gated {
     }
     async fn dead(&self, chain: Chain, txid: &str) -> Result<(), AttemptError> {
         self.store.dead(chain, txid).await
+    }
+    async fn checked(&self, chain: Chain, payout: &str) -> Result<(), AttemptError> {
+        self.store.checked(chain, payout).await
     }
 }
 
@@ -77,6 +90,7 @@ impl Process {
             log: Gated {
                 store: StoreAttempts::new(db.store().await),
                 barrier: barrier.map(|barrier| (barrier, AtomicBool::new(true))),
+                failing: std::sync::Mutex::new(None),
             },
             utxos,
         }
@@ -90,7 +104,7 @@ impl Process {
             signer: &setup.signer,
             sender: "hot",
             min_confirmations: COINBASE_MATURITY,
-            settle_confirmations: 1,
+            settle_confirmations: SETTLE_CONFIRMATIONS_MIN,
         }
     }
 }
@@ -164,7 +178,7 @@ async fn two_processes_paying_at_once_never_share_an_input(db: &TestDb) {
     assert_eq!(distinct.len(), inputs.len(), "an input in two attempts");
     let reserved = b.log.reserved(Chain::Bitcoin).await.unwrap();
     assert_eq!(reserved.len(), inputs.len(), "every input reserved, once");
-    mine_elsewhere(&setup.bitcoin, 1).await;
+    mine_elsewhere(&setup.bitcoin, 2).await;
     // Both reconcile at once: each attempt is settled Landed once, by one of them (the
     // other finds it settled and goes on).
     let (report_a, report_b) = tokio::join!(payer_a.reconcile(), payer_b.reconcile());
@@ -226,7 +240,7 @@ async fn a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid(db:
         },
         "the payout has a live attempt: nothing new is built"
     );
-    mine_elsewhere(&setup.bitcoin, 1).await;
+    mine_elsewhere(&setup.bitcoin, 2).await;
     assert_eq!(
         payer.reconcile().await.unwrap().landed,
         vec![stored.clone()]
@@ -284,7 +298,7 @@ async fn a_payout_replaced_by_fee_lands_exactly_one_version(db: &TestDb) {
         TxStatus::NotFound
     );
     assert_eq!(payer.reconcile().await.unwrap().waiting, 1);
-    mine_elsewhere(&setup.bitcoin, 1).await;
+    mine_elsewhere(&setup.bitcoin, 2).await;
     assert_eq!(
         payer.reconcile().await.unwrap().landed,
         vec![second.txid.clone()]
@@ -554,14 +568,14 @@ async fn fifty_withdrawals_in_two_recorded_batches_paid_once(db: &TestDb) {
     }
     assert_eq!(sent.len(), 2, "50 withdrawals, 25 a transaction");
     assert!(batcher.is_empty() && batcher.out() == 0);
-    mine_elsewhere(&setup.bitcoin, 1).await;
+    mine_elsewhere(&setup.bitcoin, 2).await;
     assert_eq!(payer.reconcile().await.unwrap().landed.len(), 2);
     for (txid, batch) in &sent {
         for (vout, pending) in batch.withdrawals.iter().enumerate() {
             let (address, sat, confirmations) = output_of(&setup, txid, vout).await;
             assert_eq!(
                 (address, Amount::from_u128(u128::from(sat)), confirmations),
-                (pending.to.to_string(), pending.amount, 1),
+                (pending.to.to_string(), pending.amount, 2),
                 "{}",
                 pending.id
             );
@@ -634,7 +648,48 @@ async fn sweep_outside_the_log(
     sweep
 }
 
+/// A payout whose settling fails is reported for it, and the round goes on with the others;
+/// a `settle_confirmations` under the floor is refused before anything is settled.
+async fn one_failing_payout_does_not_stop_the_round(db: &TestDb) {
+    let setup = Setup::start().await;
+    let process = Process::start(&setup, db).await;
+    let payer = process.payer(&setup);
+    let first = payer
+        .pay("e1", &[], &pays(&user(21), 10_000_000), 2, 0)
+        .await
+        .unwrap();
+    let second = payer
+        .pay("e2", &[], &pays(&user(22), 10_000_000), 2, 1)
+        .await
+        .unwrap();
+    mine_elsewhere(&setup.bitcoin, 2).await;
+    let shallow = Payer {
+        settle_confirmations: 1,
+        ..process.payer(&setup)
+    };
+    let refused = shallow.reconcile().await;
+    assert!(
+        matches!(&refused, Err(PayoutError::Refused(reason)) if reason.contains("at least 2")),
+        "{refused:?}"
+    );
+    *process.log.failing.lock().unwrap() = Some("e1".into());
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!(report.landed, vec![second.txid.clone()], "{report:?}");
+    assert_eq!(
+        report
+            .failed
+            .iter()
+            .map(|(payout, _)| payout.as_str())
+            .collect::<Vec<_>>(),
+        ["e1"]
+    );
+    *process.log.failing.lock().unwrap() = None;
+    let report = payer.reconcile().await.unwrap();
+    assert_eq!((report.landed, report.failed), (vec![first.txid], vec![]));
+}
+
 testkit::on_both_stores!(db:
+    one_failing_payout_does_not_stop_the_round,
     fifty_withdrawals_in_two_recorded_batches_paid_once,
     two_processes_paying_at_once_never_share_an_input,
     a_crash_between_storing_and_broadcasting_rebroadcasts_the_same_txid,

@@ -5,7 +5,7 @@
 //! the replacement mined settles the payout with the replacement's txid, every txid kept; a
 //! nonce consumed by a transaction sent outside the wallet settles `Foreign`; 20 payouts in
 //! flight from one address take contiguous nonces (an abandoned reservation's gap filled) and
-//! are all mined.
+//! are all mined; two processes running one payout's job at once pay it once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -374,6 +374,58 @@ async fn a_nonce_consumed_by_a_foreign_transaction_settles_foreign() {
     );
     assert_eq!(balance(&client, &to).await, Amount::ZERO, "never paid");
     assert_eq!(balance(&client, &outsider).await, Amount::from_u128(5));
+}
+
+/// Two processes run the same payout's job at once (a lease that ran out while the first
+/// still worked): whatever the interleaving, one nonce and one transaction pay it; each
+/// process either finishes that transaction or is told to try again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_paying_one_payout_at_once_pay_it_once() {
+    let anvil = Anvil::start().await;
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = Arc::new(funded());
+    let from = hot.address(Chain::Ethereum, 0).unwrap();
+    let start = client.pending_nonce(&from).await.unwrap();
+    let rounds: u64 = 5;
+    let mut recipients = Vec::new();
+    for round in 0..rounds {
+        let to = fresh();
+        let payout = format!("race-{round}");
+        let (one, two) = (
+            wallet(&client, &hot, &store, "process-1"),
+            wallet(&client, &hot, &store, "process-2"),
+        );
+        let paid = payment(&from, &to);
+        let (first, second) =
+            tokio::join!(one.pay_nonce(&payout, &paid), two.pay_nonce(&payout, &paid));
+        let txids: Vec<String> = [&first, &second]
+            .into_iter()
+            .filter_map(|result| match result {
+                Ok(sent) => Some(sent.txid.clone()),
+                Err(error) => {
+                    assert!(error.is_retriable(), "{error}");
+                    None
+                }
+            })
+            .collect();
+        assert!(!txids.is_empty(), "{first:?} {second:?}");
+        assert!(txids.iter().all(|txid| *txid == txids[0]), "{txids:?}");
+        // The retry the worker makes finishes the same transaction.
+        let retry = one.pay_nonce(&payout, &paid).await.unwrap();
+        assert_eq!(retry.txid, txids[0]);
+        assert!(included(&client, &retry.txid, WAIT).await.1);
+        recipients.push(to);
+    }
+    assert_eq!(client.pending_nonce(&from).await.unwrap(), start + rounds);
+    for to in &recipients {
+        assert_eq!(
+            balance(&client, to).await,
+            Amount::from_u128(AMOUNT),
+            "paid once"
+        );
+    }
 }
 
 async fn pipelined(backend: Backend) {

@@ -298,6 +298,7 @@ async fn a_dropped_transaction_is_sent_again_from_its_stored_bytes() {
             .nonce_unsettled(&store::NonceUnsettled {
                 chain: Chain::Ethereum,
                 address: hot.address(Chain::Ethereum, 0).unwrap().to_string(),
+                from_nonce: 0,
                 limit: 10,
             })
             .await

@@ -258,8 +258,36 @@ async fn bad_payouts_and_payments_are_refused(db: &TestDb) {
     assert_eq!(ledger.lock().unwrap().accepted, 0);
 }
 
+/// An attempt looked at by a reconcile, decided or not, goes behind the attempts looked at
+/// less recently: one that stays undecided round after round never keeps newer ones from
+/// being looked at within the round's bound.
+async fn a_looked_at_attempt_goes_to_the_back(db: &TestDb) {
+    let (wallet, ledger, store, payment) = setup(db, "15").await;
+    ledger.lock().unwrap().broadcasts_down = true;
+    let old = wallet.pay("w-old", &payment).await.unwrap();
+    let report = wallet.reconcile_attempts(None).await.unwrap();
+    assert!(
+        matches!(&report[..], [Settled::Rebroadcast { txid, outcome: SubmitOutcome::Unknown { .. }, .. }] if *txid == old.txid),
+        "{report:?}"
+    );
+    let newer = Payment {
+        amount: Amount::from_u128(1_000_000),
+        ..payment
+    };
+    let new = wallet.pay("w-new", &newer).await.unwrap();
+    let live: Vec<String> = store
+        .attempts_live(domain::Chain::Tron, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|attempt| attempt.txid)
+        .collect();
+    assert_eq!(live, [new.txid, old.txid], "the one never looked at first");
+}
+
 testkit::on_both_stores!(
     db: a_crash_between_store_and_broadcast_is_finished_by_reconcile,
+    a_looked_at_attempt_goes_to_the_back,
     a_new_attempt_only_once_the_old_one_is_dead,
     a_landed_failure_is_reported_and_not_retried,
     bad_payouts_and_payments_are_refused,

@@ -101,7 +101,8 @@ pub trait AttemptLog: Send + Sync {
     /// Records `new` as live and locks its inputs, atomically; see [`AttemptError`].
     fn record(&self, new: &AttemptNew<'_>)
     -> impl Future<Output = Result<(), AttemptError>> + Send;
-    /// The live attempts of `chain` (of `sender` when given), oldest first.
+    /// The live attempts of `chain` (of `sender` when given), least recently checked first
+    /// (see [`AttemptLog::checked`]), then oldest first.
     fn live(
         &self,
         chain: Chain,
@@ -124,5 +125,13 @@ pub trait AttemptLog: Send + Sync {
         &self,
         chain: Chain,
         txid: &str,
+    ) -> impl Future<Output = Result<(), AttemptError>> + Send;
+    /// A reconciler looked at the live attempts of `payout` now, decided or not: they go
+    /// behind every live attempt looked at less recently, so undecided ones never keep
+    /// newer ones from being looked at.
+    fn checked(
+        &self,
+        chain: Chain,
+        payout: &str,
     ) -> impl Future<Output = Result<(), AttemptError>> + Send;
 }

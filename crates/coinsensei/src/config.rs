@@ -59,7 +59,8 @@ const ENV_KEYS: &[&str] = &[
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Not `Debug`: its URLs are as configured, secrets and all; print [`Settings`] instead.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB`; default `sqlite://DATA_DIR/coinsensei.db`.
@@ -228,8 +229,16 @@ pub struct WorkerEntry {
     pub spec: WorkerSpec,
 }
 
+/// `scheme://host[:port]` of an RPC endpoint, all that may be shown of it: providers put API
+/// keys in the userinfo, the path or the query.
+fn origin_only(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|url| url.origin().ascii_serialization())
+        .unwrap_or_else(|_| "<not a URL>".into())
+}
+
 /// Where the job queue lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum QueueSettings {
     /// In the configured database, so jobs commit together with the system's own data.
     Database,
@@ -239,11 +248,33 @@ pub enum QueueSettings {
     },
 }
 
+impl std::fmt::Debug for QueueSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueSettings::Database => f.write_str("Database"),
+            QueueSettings::Redis { url, prefix } => f
+                .debug_struct("Redis")
+                .field("url", &store::redact_url(url))
+                .field("prefix", prefix)
+                .finish(),
+        }
+    }
+}
+
 /// Where the Ethereum node is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EthereumSettings {
     pub rpc_url: String,
     pub chain_id: Option<u64>,
+}
+
+impl std::fmt::Debug for EthereumSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EthereumSettings")
+            .field("rpc_url", &origin_only(&self.rpc_url))
+            .field("chain_id", &self.chain_id)
+            .finish()
+    }
 }
 
 /// The TRON node and what transfers built for TRON may burn.
@@ -292,11 +323,8 @@ impl std::fmt::Debug for BitcoinSettings {
             BitcoinCredentials::UserPassword { user, .. } => format!("user {user}, password .."),
         };
         // A provider's key may sit in the URL's path or query: the origin only.
-        let origin = url::Url::parse(&self.rpc_url)
-            .map(|url| url.origin().ascii_serialization())
-            .unwrap_or_else(|_| "?".into());
         f.debug_struct("BitcoinSettings")
-            .field("rpc_url", &origin)
+            .field("rpc_url", &origin_only(&self.rpc_url))
             .field("credentials", &credentials)
             .finish()
     }
@@ -357,8 +385,9 @@ fn tron(raw: &RawConfig) -> anyhow::Result<TronSettings> {
     })
 }
 
-/// Validated configuration.
-#[derive(Debug, Clone)]
+/// Validated configuration. Its `Debug` shows no secret: the database and Redis URLs with
+/// their passwords replaced, RPC endpoints by their origin only, keys redacted.
+#[derive(Clone)]
 pub struct Settings {
     pub database_url: String,
     pub listen: SocketAddr,
@@ -380,6 +409,48 @@ pub struct Settings {
     pub withdrawals: WithdrawalSettings,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Taken apart field by field, so a new field cannot be left out (or in) unseen.
+        let Settings {
+            database_url,
+            listen,
+            heartbeat_interval,
+            lost_after_intervals,
+            drain_timeout,
+            job_lease,
+            queue,
+            concurrency,
+            database_max_connections,
+            metrics_public,
+            public_url,
+            ethereum,
+            tron,
+            bitcoin,
+            workers,
+            config_file,
+        } = self;
+        f.debug_struct("Settings")
+            .field("database_url", &store::redact_url(database_url))
+            .field("listen", listen)
+            .field("heartbeat_interval", heartbeat_interval)
+            .field("lost_after_intervals", lost_after_intervals)
+            .field("drain_timeout", drain_timeout)
+            .field("job_lease", job_lease)
+            .field("queue", queue)
+            .field("concurrency", concurrency)
+            .field("database_max_connections", database_max_connections)
+            .field("metrics_public", metrics_public)
+            .field("public_url", public_url)
+            .field("ethereum", ethereum)
+            .field("tron", tron)
+            .field("bitcoin", bitcoin)
+            .field("workers", workers)
+            .field("config_file", config_file)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -809,6 +880,64 @@ mod tests {
         );
         assert!(!error.contains("key-3f2a"), "{error}");
         assert!(load_toml("").unwrap().tron.node().is_err());
+    }
+
+    /// `Settings` are printed (`{:?}`) in logs and errors: no password, API key or
+    /// credential of any URL may show, wherever it sits (userinfo, path, query).
+    #[test]
+    fn settings_debug_shows_no_secret_of_any_url() {
+        let settings = load_toml(
+            r#"
+            database_url = "postgres://app:db-pass-1@db.internal:5432/coinsensei?sslpassword=db-pass-2"
+            queue_backend = "redis"
+            redis_url = "redis://default:redis-pass-3@cache.internal:6379/0"
+            ethereum_rpc_url = "https://eth-user:eth-pass-4@mainnet.infura.io/v3/eth-key-5?apikey=eth-key-6"
+            tron_rpc_url = "https://api.trongrid.io/tron-key-7/?key=tron-key-8"
+            tron_api_key = "tron-key-9"
+            bitcoin_rpc_url = "https://btc.example.com:8332/wallet/btc-key-10?token=btc-key-11"
+            bitcoin_rpc_user = "ops"
+            bitcoin_rpc_password = "btc-pass-12"
+            "#,
+        )
+        .unwrap();
+        let shown = format!("{settings:?} {settings:#?}");
+        for secret in [
+            "db-pass-1",
+            "db-pass-2",
+            "redis-pass-3",
+            "eth-user",
+            "eth-pass-4",
+            "eth-key-5",
+            "eth-key-6",
+            "tron-key-7",
+            "tron-key-8",
+            "tron-key-9",
+            "btc-key-10",
+            "btc-key-11",
+            "btc-pass-12",
+        ] {
+            assert!(!shown.contains(secret), "{secret} shown in {shown}");
+        }
+        // Still useful: where things are.
+        for place in [
+            "db.internal:5432/coinsensei",
+            "cache.internal:6379",
+            "https://mainnet.infura.io",
+            "https://api.trongrid.io",
+            "https://btc.example.com:8332",
+        ] {
+            assert!(shown.contains(place), "{place} missing from {shown}");
+        }
+        // What the program uses is untouched.
+        assert!(settings.database_url.contains("db-pass-1"));
+        assert!(
+            settings
+                .ethereum
+                .as_ref()
+                .unwrap()
+                .rpc_url
+                .contains("eth-key-5")
+        );
     }
 
     #[test]

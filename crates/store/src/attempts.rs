@@ -7,8 +7,8 @@
 //! nonce (TRON, Bitcoin):
 //!
 //! - [`Store::attempt_store`] refuses a new attempt while the payout has a live or landed one,
-//!   unless it names the live one it replaces by fee and spends one of its inputs (so the two
-//!   conflict on chain and at most one of them can confirm);
+//!   unless it names the live one it replaces by fee and spends an input of every live attempt
+//!   of the payout (so it conflicts on chain with each, and at most one of them can confirm);
 //! - inputs are reserved in the same transaction: an output reserved by another payout is a
 //!   `Conflict`, and nothing is written;
 //! - only [`Store::attempt_dead`] (the chain proved the attempt can never land) lets a payout
@@ -229,7 +229,8 @@ impl Store {
     ///   another payout, or the txid is stored for something else;
     /// - `Claimed` when one of its `members` is paid by another payout that may still land;
     /// - `Stale` when `replaces` is not a live attempt of the payout, or `new` spends none of
-    ///   its inputs (a replacement must conflict with what it replaces).
+    ///   the inputs of one of the payout's live attempts (a replacement must conflict with
+    ///   every attempt that may still confirm, not only the one it names).
     ///
     /// Storing the very same attempt again is a no-op, so a caller that lost the answer can
     /// simply call again.
@@ -238,9 +239,11 @@ impl Store {
         on_dialect!(self, store => store.attempt_store(new).await)
     }
 
-    /// The live attempts of `chain` (of `sender` only, when given), oldest first, with their
-    /// bytes and inputs: what a reconciler sends again or settles. At most
-    /// [`ATTEMPTS_LIVE_MAX`].
+    /// The live attempts of `chain` (of `sender` only, when given), least recently checked
+    /// first ([`Store::attempt_checked`]; never checked before all, then oldest first), with
+    /// their bytes and inputs: what a reconciler sends again or settles. At most
+    /// [`ATTEMPTS_LIVE_MAX`]: attempts that stay undecided go to the back, so they never keep
+    /// newer ones from being looked at.
     pub async fn attempts_live(
         &self,
         chain: Chain,
@@ -250,6 +253,40 @@ impl Store {
             validate_key("sender", sender, 100)?;
         }
         on_dialect!(self, store => store.attempts_live(chain, sender).await)
+    }
+
+    /// Records that a reconciler looked at the live attempts of `payout` at `now`, decided or
+    /// not: the next [`Store::attempts_live`] puts them behind every attempt looked at less
+    /// recently.
+    pub async fn attempt_checked(
+        &self,
+        chain: Chain,
+        payout: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        validate_key("payout", payout, 200)?;
+        // One SQL text for both dialects; only the time's encoding differs.
+        const CHECKED: &str = "update payout_attempt set checked_at = $3
+             where chain = $1 and payout = $2 and state = 'live'";
+        match self {
+            Store::Postgres(store) => {
+                sqlx::query(CHECKED)
+                    .bind(chain.as_str())
+                    .bind(payout)
+                    .bind(now)
+                    .execute(&store.pool)
+                    .await?;
+            }
+            Store::Sqlite(store) => {
+                sqlx::query(CHECKED)
+                    .bind(chain.as_str())
+                    .bind(payout)
+                    .bind(crate::sqlite::to_millis(now))
+                    .execute(&store.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     /// Every attempt of `payout`, oldest first.
@@ -315,12 +352,13 @@ impl Store {
     }
 }
 
-/// What `attempt_store` decides from the rows it read under the payout's lock.
+/// What `attempt_store` decides from the rows it read under the payout's lock. `live_inputs`
+/// are the inputs of each live attempt of the payout (read only for a replacement).
 pub(crate) fn check_store(
     new: &AttemptNew<'_>,
     same_txid: Option<(String, Vec<u8>)>,
     holding: &[(String, AttemptState)],
-    replaced_inputs: Option<&[Outpoint]>,
+    live_inputs: &[(String, Vec<Outpoint>)],
 ) -> Result<bool, StoreError> {
     if let Some((payout, raw)) = same_txid {
         if payout == new.payout && raw == new.raw {
@@ -351,19 +389,34 @@ pub(crate) fn check_store(
                     new.payout
                 )));
             }
-            if !holding.iter().any(|(txid, _)| txid == replaces) {
+            if !holding
+                .iter()
+                .any(|(txid, state)| txid == replaces && *state == AttemptState::Live)
+            {
                 return Err(StoreError::Stale(format!(
                     "{replaces} is not a live attempt of payout {}",
                     new.payout
                 )));
             }
-            let shares = replaced_inputs
-                .is_some_and(|inputs| inputs.iter().any(|input| new.inputs.contains(input)));
-            if !shares {
-                return Err(StoreError::Stale(format!(
-                    "{} spends none of the outputs of {replaces}: both could confirm",
-                    new.txid
-                )));
+            // Every live attempt may still confirm: the new one must spend an output of each,
+            // or it and one of them could both confirm. Sharing an input with the one it
+            // names is not enough once a payout has been bumped twice.
+            for (txid, _) in holding
+                .iter()
+                .filter(|(_, state)| *state == AttemptState::Live)
+            {
+                let shares = live_inputs
+                    .iter()
+                    .find(|(live, _)| live == txid)
+                    .is_some_and(|(_, inputs)| {
+                        inputs.iter().any(|input| new.inputs.contains(input))
+                    });
+                if !shares {
+                    return Err(StoreError::Stale(format!(
+                        "{} spends none of the outputs of live attempt {txid}: both could confirm",
+                        new.txid
+                    )));
+                }
             }
         }
     }

@@ -279,12 +279,14 @@ pub struct NonceSettle {
     pub now: DateTime<Utc>,
 }
 
-/// The bound, unsettled nonces of an address, lowest first, at most `limit`
-/// (clamped to [`NONCES_UNSETTLED_MAX`]).
+/// The bound, unsettled nonces of an address from `from_nonce` up, lowest first, at most
+/// `limit` (clamped to [`NONCES_UNSETTLED_MAX`]).
 #[derive(Debug, Clone)]
 pub struct NonceUnsettled {
     pub chain: Chain,
     pub address: String,
+    /// The lowest nonce wanted: 0 for all; the node's mined count for those still to mine.
+    pub from_nonce: u64,
     pub limit: usize,
 }
 
@@ -788,11 +790,13 @@ impl Store {
             let rows = sqlx::query::<Db>(sqlx::AssertSqlSafe(format!(
                 "select {HELD_COLUMNS} from nonce_use
                  where chain = $1 and address = $2 and txid is not null and outcome is null
+                   and nonce >= $4
                  order by nonce limit $3"
             )))
             .bind(chain)
             .bind(address)
             .bind(limit)
+            .bind(to_i64(unsettled.from_nonce)?)
             .fetch_all(&dialect.pool)
             .await?;
             let mut held = Vec::with_capacity(rows.len());

@@ -558,8 +558,111 @@ async fn a_withdrawal_is_paid_by_one_payout_at_a_time(db: &TestDb) {
     ));
 }
 
+/// A replacement must conflict with every live attempt of its payout, not only with the one
+/// it names: after A (o1) was bumped by B (o1, o2), a C that shares o2 with B but nothing
+/// with A could confirm beside A, and pay the batch twice.
+async fn a_replacement_conflicts_with_every_live_attempt(db: &TestDb) {
+    let store = db.store().await;
+    let (o1, o2, o3) = (out("1", 0), out("2", 0), out("3", 0));
+    let a_inputs = [o1.clone()];
+    store
+        .attempt_store(&attempt(Chain::Bitcoin, "batch-1", "A", b"A", &a_inputs))
+        .await
+        .unwrap();
+    let b_inputs = [o1.clone(), o2.clone()];
+    store
+        .attempt_store(&replacement("B", "A", &b_inputs))
+        .await
+        .unwrap();
+    let c_inputs = [o2.clone(), o3.clone()];
+    let error = store
+        .attempt_store(&replacement("C", "B", &c_inputs))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Stale(message) if message.contains(" A")),
+        "{error}"
+    );
+    let attempts = store.attempts_of(Chain::Bitcoin, "batch-1").await.unwrap();
+    assert_eq!(
+        states(&attempts),
+        [("A", AttemptState::Live), ("B", AttemptState::Live)],
+        "nothing written"
+    );
+    assert!(
+        !reserved(&store)
+            .await
+            .iter()
+            .any(|(outpoint, _)| *outpoint == o3),
+        "o3 not reserved"
+    );
+    // Spending an output of each live attempt conflicts with both: stored.
+    let d_inputs = [o1.clone(), o2.clone(), o3.clone()];
+    store
+        .attempt_store(&replacement("D", "B", &d_inputs))
+        .await
+        .unwrap();
+}
+
+/// Live attempts come least recently checked first: attempts that stay undecided round after
+/// round go to the back, so a bounded reconcile reaches newer ones too.
+async fn undecided_attempts_go_to_the_back(db: &TestDb) {
+    let store = db.store().await;
+    for (seconds, payout) in [(0, "w-1"), (1, "w-2"), (2, "w-3")] {
+        store
+            .attempt_store(&AttemptNew {
+                now: at(seconds),
+                ..attempt(Chain::Tron, payout, payout, payout.as_bytes(), &[])
+            })
+            .await
+            .unwrap();
+    }
+    let order = |store: Store| async move {
+        store
+            .attempts_live(Chain::Tron, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|attempt| attempt.payout)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        order(store.clone()).await,
+        ["w-1", "w-2", "w-3"],
+        "oldest first"
+    );
+    store
+        .attempt_checked(Chain::Tron, "w-1", at(10))
+        .await
+        .unwrap();
+    store
+        .attempt_checked(Chain::Tron, "w-2", at(11))
+        .await
+        .unwrap();
+    assert_eq!(
+        order(store.clone()).await,
+        ["w-3", "w-1", "w-2"],
+        "never checked first, then least recently checked"
+    );
+    store
+        .attempt_checked(Chain::Tron, "w-3", at(12))
+        .await
+        .unwrap();
+    store
+        .attempt_checked(Chain::Tron, "w-1", at(13))
+        .await
+        .unwrap();
+    assert_eq!(order(store.clone()).await, ["w-2", "w-3", "w-1"]);
+    assert!(matches!(
+        store.attempt_checked(Chain::Tron, "", at(14)).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
 testkit::on_both_stores!(
     db:
+    a_replacement_conflicts_with_every_live_attempt,
+    undecided_attempts_go_to_the_back,
     a_withdrawal_is_paid_by_one_payout_at_a_time,
     one_live_attempt_per_payout_until_it_is_proved_dead,
     outputs_are_reserved_for_one_payout_and_replacements_conflict,

@@ -248,10 +248,15 @@ fn mined(txid: &str) -> NonceSettlement {
 }
 
 async fn unsettled(store: &Store) -> Vec<(u64, Vec<String>)> {
+    unsettled_from(store, 0).await
+}
+
+async fn unsettled_from(store: &Store, from_nonce: u64) -> Vec<(u64, Vec<String>)> {
     store
         .nonce_unsettled(&NonceUnsettled {
             chain: Chain::Ethereum,
             address: ADDRESS.into(),
+            from_nonce,
             limit: 100,
         })
         .await
@@ -301,6 +306,11 @@ async fn every_txid_is_kept_and_a_nonce_settles_once(db: &TestDb) {
             (2, vec!["0xc2".into(), "0xc2bis".into(), "0xc2ter".into()]),
         ],
         "nothing dropped while undecided, every txid kept, oldest first"
+    );
+    assert_eq!(
+        unsettled_from(&store, 2).await,
+        vec![(2, vec!["0xc2".into(), "0xc2bis".into(), "0xc2ter".into()])],
+        "from a nonce up"
     );
     // Settled by the one that was mined (here the first, not the latest); once.
     assert!(

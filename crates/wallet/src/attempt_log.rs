@@ -139,4 +139,11 @@ impl AttemptLog for StoreAttempts {
             .await
             .map_err(log_error)
     }
+
+    async fn checked(&self, chain: Chain, payout: &str) -> Result<(), AttemptError> {
+        self.store
+            .attempt_checked(chain, payout, Utc::now())
+            .await
+            .map_err(log_error)
+    }
 }

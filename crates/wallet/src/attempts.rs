@@ -18,8 +18,8 @@ use store::AttemptNew;
 
 use crate::{Wallet, WalletError};
 
-/// The most Live attempts one reconcile looks at (the oldest first); the rest wait for the
-/// next round.
+/// The most Live attempts one reconcile looks at (the least recently checked first, see
+/// `Store::attempt_checked`); the rest wait for the next round.
 pub const RECONCILE_ATTEMPTS_MAX: usize = 200;
 /// The longest payout key the store takes, in bytes.
 pub const PAYOUT_KEY_MAX: usize = 200;
@@ -103,10 +103,12 @@ impl<P: ChainAttempts> Wallet<P> {
         })
     }
 
-    /// Settles the Live attempts of this chain (of `sender` only when given), the oldest
-    /// first, at most [`RECONCILE_ATTEMPTS_MAX`]: Landed and Dead are recorded; an attempt
-    /// that may still land is broadcast again, the stored bytes byte for byte. One attempt the
-    /// chain cannot judge now does not stop the others.
+    /// Settles the Live attempts of this chain (of `sender` only when given), the least
+    /// recently checked first, at most [`RECONCILE_ATTEMPTS_MAX`]: Landed and Dead are
+    /// recorded; an attempt that may still land is broadcast again, the stored bytes byte for
+    /// byte. Each attempt looked at is recorded as checked, so attempts that stay undecided go
+    /// to the back of the next round. One attempt the chain cannot judge, or whose settling
+    /// fails in the store, is reported `Undecided` and does not stop the others.
     pub async fn reconcile_attempts(
         &self,
         sender: Option<&Address>,
@@ -124,49 +126,76 @@ impl<P: ChainAttempts> Wallet<P> {
             };
             let payout = attempt.payout;
             let txid = attempt.txid;
-            match self.provider.attempt_fate(&signed).await {
-                Ok(AttemptFate::Landed { block, success }) => {
-                    if settled_elsewhere(self.store.attempt_landed(chain, &txid, Utc::now()).await)?
-                    {
-                        continue;
-                    }
-                    if !success {
-                        tracing::warn!(%chain, payout, txid, block, "an attempt landed but failed: the payout needs an operator");
-                    }
-                    report.push(Settled::Landed {
-                        payout,
-                        txid,
-                        block,
-                        success,
-                    });
-                }
-                Ok(AttemptFate::Dead) => {
-                    if settled_elsewhere(self.store.attempt_dead(chain, &txid, Utc::now()).await)? {
-                        continue;
-                    }
-                    tracing::info!(%chain, payout, txid, "an attempt is provably dead");
-                    report.push(Settled::Dead { payout, txid });
-                }
-                Ok(AttemptFate::MayLand) => {
-                    let outcome = self.provider.submit(&signed).await;
-                    tracing::debug!(%chain, payout, txid, ?outcome, "sent a live attempt again");
-                    report.push(Settled::Rebroadcast {
-                        payout,
-                        txid,
-                        outcome,
-                    });
-                }
+            let settled = self.settle_attempt(&signed, &payout, &txid).await;
+            if let Err(error) = self.store.attempt_checked(chain, &payout, Utc::now()).await {
+                tracing::warn!(%chain, payout, txid, %error, "could not record an attempt as checked");
+            }
+            match settled {
+                Ok(Some(settled)) => report.push(settled),
+                Ok(None) => {}
                 Err(error) => {
-                    tracing::warn!(%chain, payout, txid, error = %error, "an attempt's fate is not known yet");
+                    tracing::warn!(%chain, payout, txid, %error, "settling an attempt failed; the round goes on");
                     report.push(Settled::Undecided {
                         payout,
                         txid,
-                        reason: error.message,
+                        reason: error.to_string(),
                     });
                 }
             }
         }
         Ok(report)
+    }
+
+    /// One Live attempt's fate, recorded (None: another reconciler settled it first). An
+    /// error is the store's while recording; the chain's not knowing is `Undecided`.
+    async fn settle_attempt(
+        &self,
+        signed: &SignedTransaction,
+        payout: &str,
+        txid: &str,
+    ) -> Result<Option<Settled>, WalletError> {
+        let chain = self.provider.chain();
+        let (payout, txid) = (payout.to_string(), txid.to_string());
+        Ok(Some(match self.provider.attempt_fate(signed).await {
+            Ok(AttemptFate::Landed { block, success }) => {
+                if settled_elsewhere(self.store.attempt_landed(chain, &txid, Utc::now()).await)? {
+                    return Ok(None);
+                }
+                if !success {
+                    tracing::warn!(%chain, payout, txid, block, "an attempt landed but failed: the payout needs an operator");
+                }
+                Settled::Landed {
+                    payout,
+                    txid,
+                    block,
+                    success,
+                }
+            }
+            Ok(AttemptFate::Dead) => {
+                if settled_elsewhere(self.store.attempt_dead(chain, &txid, Utc::now()).await)? {
+                    return Ok(None);
+                }
+                tracing::info!(%chain, payout, txid, "an attempt is provably dead");
+                Settled::Dead { payout, txid }
+            }
+            Ok(AttemptFate::MayLand) => {
+                let outcome = self.provider.submit(signed).await;
+                tracing::debug!(%chain, payout, txid, ?outcome, "sent a live attempt again");
+                Settled::Rebroadcast {
+                    payout,
+                    txid,
+                    outcome,
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%chain, payout, txid, error = %error, "an attempt's fate is not known yet");
+                Settled::Undecided {
+                    payout,
+                    txid,
+                    reason: error.message,
+                }
+            }
+        }))
     }
 }
 

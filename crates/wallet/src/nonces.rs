@@ -311,6 +311,7 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
             .nonce_unsettled(&NonceUnsettled {
                 chain,
                 address: from.to_string(),
+                from_nonce: sequence.mined,
                 limit: NONCES_SETTLE_MAX,
             })
             .await?;
@@ -318,9 +319,6 @@ impl<P: ChainBuild + ChainSubmit> Wallet<P> {
             let Some(signed) = signed_of(&held) else {
                 continue;
             };
-            if held.nonce < sequence.mined {
-                continue;
-            }
             match self.provider.transaction(&signed.txid).await? {
                 TxStatus::NotFound => {
                     let outcome = self.provider.submit(&signed).await;
@@ -369,6 +367,7 @@ impl<P: ChainReplace> Wallet<P> {
             .nonce_unsettled(&NonceUnsettled {
                 chain,
                 address: from.to_string(),
+                from_nonce: 0,
                 limit: NONCES_SETTLE_MAX,
             })
             .await?;

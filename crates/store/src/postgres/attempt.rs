@@ -105,14 +105,20 @@ impl PgStore {
             Ok((row.try_get("txid")?, AttemptState::parse(&state)?))
         })
         .collect::<Result<Vec<(String, AttemptState)>, StoreError>>()?;
-        let replaced_inputs = match new.replaces {
-            Some(replaces) => Some(
-                self.attempt_inputs(&mut transaction, new.chain, replaces)
-                    .await?,
-            ),
-            None => None,
-        };
-        if !check_store(new, same_txid, &holding, replaced_inputs.as_deref())? {
+        // A replacement must conflict with every live attempt: their inputs (a payout has a
+        // few, bounded by the bumps a chain adapter makes).
+        let mut live_inputs = Vec::new();
+        if new.replaces.is_some() {
+            for (txid, state) in &holding {
+                if *state == AttemptState::Live {
+                    let inputs = self
+                        .attempt_inputs(&mut transaction, new.chain, txid)
+                        .await?;
+                    live_inputs.push((txid.clone(), inputs));
+                }
+            }
+        }
+        if !check_store(new, same_txid, &holding, &live_inputs)? {
             return Ok(());
         }
         sqlx::query::<Postgres>(
@@ -279,7 +285,7 @@ impl PgStore {
         let rows = sqlx::query::<Postgres>(
             "select * from payout_attempt
              where chain = $1 and state = 'live' and ($2::text is null or sender = $2)
-             order by created_at, txid limit $3",
+             order by checked_at is not null, checked_at, created_at, txid limit $3",
         )
         .bind(chain.as_str())
         .bind(sender)

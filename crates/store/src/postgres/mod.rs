@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "nonce payout",
         include_str!("../../migrations/postgres/0011_nonce_payout.sql"),
     ),
+    (
+        12,
+        "attempt checked",
+        include_str!("../../migrations/postgres/0012_attempt_checked.sql"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -79,6 +79,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "nonce payout",
         include_str!("../../migrations/sqlite/0011_nonce_payout.sql"),
     ),
+    (
+        12,
+        "attempt checked",
+        include_str!("../../migrations/sqlite/0012_attempt_checked.sql"),
+    ),
 ];
 
 #[derive(Clone)]
