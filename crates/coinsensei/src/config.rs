@@ -430,6 +430,7 @@ impl std::fmt::Debug for Settings {
             tron,
             bitcoin,
             workers,
+            withdrawals,
             config_file,
         } = self;
         f.debug_struct("Settings")
@@ -448,6 +449,7 @@ impl std::fmt::Debug for Settings {
             .field("tron", tron)
             .field("bitcoin", bitcoin)
             .field("workers", workers)
+            .field("withdrawals", withdrawals)
             .field("config_file", config_file)
             .finish()
     }

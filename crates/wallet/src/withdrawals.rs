@@ -555,11 +555,38 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
                 .await?;
                 Ok(PayOutcome::Done)
             }
-            Err(error @ (WalletError::Invalid(_) | WalletError::Mismatch(_))) => {
-                self.moved(&row, WithdrawalState::Failed, |t| {
-                    t.error = Some(format!("refused before anything was sent: {error}"));
-                })
+            Err(WalletError::NonceForeign { nonce, .. }) => {
+                let mut report = Reconciled::default();
+                self.to_review(
+                    &row,
+                    format!("nonce {nonce} of the hot wallet was consumed by a transaction that is none of ours: this withdrawal was not paid by it"),
+                    &mut report,
+                )
                 .await?;
+                Ok(PayOutcome::Done)
+            }
+            Err(error @ (WalletError::Invalid(_) | WalletError::Mismatch(_))) => {
+                // Refused before signing, or the payout holds bytes that are not this
+                // payment: the first was never paid, the second needs a person.
+                let bound = self
+                    .store
+                    .nonce_get(chain, &row.payout_key())
+                    .await?
+                    .is_some_and(|held| held.is_bound());
+                if bound {
+                    let mut report = Reconciled::default();
+                    self.to_review(
+                        &row,
+                        format!("its stored transaction does not match it: {error}"),
+                        &mut report,
+                    )
+                    .await?;
+                } else {
+                    self.moved(&row, WithdrawalState::Failed, |t| {
+                        t.error = Some(format!("refused before anything was sent: {error}"));
+                    })
+                    .await?;
+                }
                 Ok(PayOutcome::Done)
             }
             Err(error) => Err(error),
