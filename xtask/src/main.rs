@@ -44,11 +44,12 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments pass
                    25 clicks) and the bytes of the workers page with 100 workers
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)
-  chaos withdrawals [--count N] [--no-faults]
+  chaos withdrawals [--count N] [--no-faults] [--sqlite]
           N withdrawals (default 1,000, ETH and an ERC-20) through `up` on a private anvil and
           a private Postgres, the worker SIGKILLed every 1 to 5 s, Postgres and anvil restarted
           once; the chain is read at the end (paid once, duplicates, lost) and the figures
-          printed (release build). --no-faults: the same without faults, for throughput";
+          printed (release build). --no-faults: the same without faults, for throughput;
+          --sqlite: on the embedded store (no database restart)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -395,8 +396,10 @@ fn chaos(extra: &[String]) -> anyhow::Result<()> {
     }
     let mut count = "1000".to_string();
     let mut faults = "1";
+    let mut store = "postgres";
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--sqlite" => store = "sqlite",
             "--count" => {
                 count = args
                     .next()
@@ -422,7 +425,8 @@ fn chaos(extra: &[String]) -> anyhow::Result<()> {
         ])
         .env("COINSENSEI_ANVIL", anvil()?)
         .env("COINSENSEI_CHAOS_WITHDRAWALS", count)
-        .env("COINSENSEI_CHAOS_KILLS", faults);
+        .env("COINSENSEI_CHAOS_KILLS", faults)
+        .env("COINSENSEI_CHAOS_STORE", store);
     run(command)
 }
 

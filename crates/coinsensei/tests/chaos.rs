@@ -253,8 +253,10 @@ fn seconds_between(from: &str, to: &str) -> f64 {
 async fn withdrawals_survive_kills_and_restarts() {
     let count = env_number("COINSENSEI_CHAOS_WITHDRAWALS", 60);
     let chaos = env_number("COINSENSEI_CHAOS_KILLS", 1) != 0;
+    // `COINSENSEI_CHAOS_STORE=sqlite`: the embedded store instead (no database to restart).
+    let sqlite = std::env::var("COINSENSEI_CHAOS_STORE").is_ok_and(|store| store == "sqlite");
     let dir = tempfile_dir();
-    let postgres = Postgres::start_new(&dir.join("pg"));
+    let postgres = (!sqlite).then(|| Postgres::start_new(&dir.join("pg")));
     let mut devnet = Devnet::start(&dir).await;
     let hot = signer::InProcessSigner::new(
         &signer::Mnemonic::parse(MNEMONIC).unwrap(),
@@ -291,7 +293,10 @@ async fn withdrawals_survive_kills_and_restarts() {
         ),
     )
     .unwrap();
-    let database_url = postgres.url();
+    let database_url = match &postgres {
+        Some(postgres) => postgres.url(),
+        None => format!("sqlite://{}", dir.join("coinsensei.db").display()),
+    };
     let up = Up::start(
         &["--config", config.to_str().unwrap()],
         &[("COINSENSEI_DATABASE_URL", &database_url)],
@@ -395,7 +400,11 @@ async fn withdrawals_survive_kills_and_restarts() {
         .await;
         created_ids.push(created["id"].as_i64().unwrap());
         expected.insert(to, (usdt, units));
-        if chaos && !restarted_postgres && n >= count * 2 / 5 {
+        if chaos
+            && !restarted_postgres
+            && n >= count * 2 / 5
+            && let Some(postgres) = &postgres
+        {
             postgres.restart();
             restarted_postgres = true;
         }
@@ -535,7 +544,10 @@ async fn withdrawals_survive_kills_and_restarts() {
         }
     }
     to_broadcast.sort_by(f64::total_cmp);
-    println!("chaos withdrawals on anvil (ETH and ERC-20), Postgres, {count} withdrawals:");
+    let store = if sqlite { "SQLite" } else { "Postgres" };
+    println!(
+        "chaos withdrawals on anvil (ETH and ERC-20), {store}, {count} withdrawals, faults {chaos}:"
+    );
     println!(
         "  faults: {killed} worker SIGKILLs, Postgres restarted: {restarted_postgres}, anvil restarted: {restarted_anvil}"
     );
