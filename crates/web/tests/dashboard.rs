@@ -1,8 +1,9 @@
 //! The dashboard through the router, on both stores: every page renders what the store holds;
 //! login trades a token for a session cookie; every POST needs this origin and the session's
 //! CSRF token; roles are enforced by the server; actions write the API's audit entries;
-//! logout and revocation end sessions; assets are embedded and cacheable. (The browser test,
-//! `crates/coinsensei/tests/dashboard.rs`, drives the same pages in Chromium.)
+//! logout and revocation end sessions; a service token opens nothing; assets are embedded
+//! and cacheable. (The browser test, `crates/coinsensei/tests/dashboard.rs`, drives the same
+//! pages in Chromium.)
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
@@ -1026,7 +1027,59 @@ async fn behind_a_proxy_the_public_url_is_the_origin(db: &TestDb) {
     );
 }
 
+/// A `service` token (the exchange's backend's) opens no dashboard page: its login is refused
+/// with the reason and no session; a session it held from before is ended with the reason.
+async fn service_tokens_open_no_page(db: &TestDb) {
+    let store = db.store().await;
+    let (service_row, service) = web::auth::issue(&store, "backend", Role::Service, Utc::now())
+        .await
+        .unwrap();
+    let answer = login_form(&store, &service, Some(ORIGIN)).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(answer.headers.get(header::SET_COOKIE).is_none());
+    assert!(
+        answer.body.contains("this is a service token") && answer.body.contains("--role viewer"),
+        "{}",
+        answer.body
+    );
+    // A session made for it anyway (as logins did before they refused it).
+    let secret = "css_".to_string() + &"ab".repeat(32);
+    let id_hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    store
+        .session_insert(&store::SessionInsert {
+            id_hash: id_hash.clone(),
+            token_id: service_row.id,
+            now: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    let cookie = format!("cs_session={secret}");
+    let page = get(&store, "/queues", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        page.body.contains("this is a service token"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/login\">")
+    );
+    // The session is gone: the next request goes to the login page.
+    let again = get(&store, "/", Some(&cookie)).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(again.headers[header::LOCATION], "/login");
+}
+
 testkit::on_both_stores!(db:
+    service_tokens_open_no_page,
     behind_a_proxy_the_public_url_is_the_origin,
     a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
     audit_stream_resumes_after_the_last_event_id,
