@@ -499,6 +499,14 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/jobs/{id}/discard",
             action("/api/admin/jobs/{id}/discard", job(JobAction::Discard)),
         )
+        .route(
+            "/withdrawals",
+            guarded(Role::Viewer, get(pages::withdrawals_page)),
+        )
+        .route(
+            "/withdrawals/{id}",
+            guarded(Role::Viewer, get(pages::withdrawal_page)),
+        )
         .route("/audit", guarded(Role::Viewer, get(pages::audit_page)))
         .route("/live", guarded(Role::Viewer, get(live::live)))
         .route("/assets/{version}/{file}", get(assets::serve))
