@@ -5,7 +5,9 @@
 //! retry a failed job, read the audit log, restart the control plane and watch the page
 //! reconnect by itself and show a change made while it was away (an audit log tab too, each
 //! entry once), log out, check that a viewer cannot act, and that a page whose token is
-//! revoked goes to the login page. Console errors and CSP violations fail it. The browser side is
+//! revoked goes to the login page; the withdrawals page lists withdrawals made through the
+//! store in their states, and one that moves shows its new state without a reload.
+//! Console errors and CSP violations fail it. The browser side is
 //! `crates/web/e2e/dashboard.mjs`; screenshots go to `target/dashboard-e2e/test/`.
 
 mod common;
@@ -31,6 +33,121 @@ async fn wait_running(url: &str, id: &str) {
             .map(|_| ())
     })
     .await;
+}
+
+/// A withdrawal stored as the intake stores one, without a job (no worker here pays).
+async fn withdrawal(store: &store::Store, asset: &str, amount: &str, key: &str) -> i64 {
+    let chain = match asset {
+        "ETH" => domain::Chain::Ethereum,
+        "BTC" => domain::Chain::Bitcoin,
+        _ => domain::Chain::Tron,
+    };
+    let destination = match chain {
+        domain::Chain::Ethereum => "0x52908400098527886E0F7030069857D2E4169EE7",
+        domain::Chain::Bitcoin => "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4",
+        domain::Chain::Tron => "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7",
+    };
+    store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: key.into(),
+            request_hash: format!("{:0>64}", key.len()),
+            reference: format!("user:{key}"),
+            chain,
+            asset: asset.into(),
+            destination: destination.into(),
+            amount: amount.into(),
+            actor: "token:9:backend".into(),
+            job: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+        .row()
+        .id
+}
+
+/// Moves withdrawal `id` along `states` (each move audited), the last one with `error`.
+async fn walk(
+    store: &store::Store,
+    id: i64,
+    states: &[&str],
+    txid: Option<String>,
+    error: Option<&str>,
+) {
+    for pair in states.windows(2) {
+        let mut transition = store::WithdrawalTransition::new(
+            id,
+            pair[0].parse().unwrap(),
+            pair[1].parse().unwrap(),
+            "tron-withdrawal-1",
+            Utc::now(),
+        );
+        if pair[1] == "broadcast" {
+            transition.txid = txid.clone();
+        }
+        if pair[1] == "confirming" || pair[1] == "completed" {
+            transition.block_height = Some(68_512_230);
+            transition.confirmations = Some(if pair[1] == "completed" { 20 } else { 3 });
+        }
+        if pair[1] == states[states.len() - 1] {
+            transition.error = error.map(str::to_string);
+        }
+        store.withdrawal_transition(&transition).await.unwrap();
+    }
+}
+
+/// A few withdrawals in different states, the newest `pending` (the one the script watches
+/// move); returns its id.
+async fn withdrawals(store: &store::Store) -> i64 {
+    let txid = |byte: &str| Some(byte.repeat(32));
+    let paid = withdrawal(store, "USDT", "1250000000", "order-1").await;
+    walk(
+        store,
+        paid,
+        &[
+            "pending",
+            "processing",
+            "broadcast",
+            "confirming",
+            "completed",
+        ],
+        txid("3f"),
+        None,
+    )
+    .await;
+    let review = withdrawal(store, "ETH", "250000000000000000", "order-2").await;
+    walk(
+        store,
+        review,
+        &["pending", "processing", "broadcast", "manual_review"],
+        txid("9c"),
+        Some("the transaction landed but reverted on chain; look before paying again"),
+    )
+    .await;
+    let refused = withdrawal(store, "BTC", "150000", "order-3").await;
+    walk(
+        store,
+        refused,
+        &["pending", "failed"],
+        None,
+        Some("refused before signing: the destination is on another network"),
+    )
+    .await;
+    let confirming = withdrawal(store, "TRX", "75000000", "order-4").await;
+    walk(
+        store,
+        confirming,
+        &["pending", "processing", "broadcast", "confirming"],
+        txid("a1"),
+        None,
+    )
+    .await;
+    let canceled = withdrawal(store, "USDT", "5000000", "order-5").await;
+    store
+        .withdrawal_cancel(canceled, "token:9:backend", Utc::now())
+        .await
+        .unwrap();
+    withdrawal(store, "USDT", "42000000", "order-6").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +188,10 @@ async fn dashboard_in_chromium() {
     )
     .await;
 
+    let moving = withdrawals(&store).await;
+
     let mut script = start_script(&[
+        ("WITHDRAWAL", moving.to_string()),
         ("BASE_URL", format!("http://{listen}")),
         ("OPERATOR_TOKEN", operator),
         ("VIEWER_TOKEN", viewer),
@@ -101,6 +221,17 @@ async fn dashboard_in_chromium() {
                 up = Some(Up::start_at("up", &listen, &args, &env).await);
                 wait_running(&db.url, worker).await;
                 script.stdin.write_all(b"restarted\n").await.unwrap();
+            } else if line == "MOVE_WITHDRAWAL" {
+                // A payer takes the watched withdrawal and broadcasts it.
+                walk(
+                    &store,
+                    moving,
+                    &["pending", "processing", "broadcast"],
+                    Some("5e".repeat(32)),
+                    None,
+                )
+                .await;
+                script.stdin.write_all(b"moved\n").await.unwrap();
             } else if line == "REVOKE" {
                 store
                     .api_token_revoke(revoked_row.id, Utc::now())
@@ -128,6 +259,8 @@ async fn dashboard_in_chromium() {
         "queues.png",
         "audit.png",
         "viewer.png",
+        "withdrawals.png",
+        "withdrawal.png",
     ] {
         let path = artifacts("test").join(screenshot);
         assert!(

@@ -10,7 +10,9 @@
 // has been restarted (and, while it was down, `ethereum-deposit-1` was stopped through the
 // store), to check that the page reconnects by itself and shows what changed meanwhile; and
 // it prints `REVOKE` and waits for a line once REVOKED_TOKEN has been revoked, to check that
-// an open page goes to the login page.
+// an open page goes to the login page; and it prints `MOVE_WITHDRAWAL` and waits for a line
+// once withdrawal WITHDRAWAL (pending, the newest) has been moved to `broadcast` through the
+// store, to check that the withdrawals page shows the move without a reload.
 
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
@@ -210,6 +212,41 @@ try {
     for (const action of ["worker.stop", "worker.start", "job.retry"]) check(log.includes(action), `${action} in the audit log`);
     check(log.includes(":e2e-operator"), "the actor is the token");
     await page.screenshot({ path: join(artifacts, "audit.png"), fullPage: true });
+
+    // Withdrawals: listed newest first in their states, amounts in the asset's unit; one that
+    // a payer moves (through the store) shows its new state without a reload.
+    const moving = env("WITHDRAWAL");
+    await page.getByRole("link", { name: "Withdrawals" }).click();
+    await page.waitForURL(`${base}/withdrawals`);
+    await page.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+    const movingRow = page.locator(`#wd-${moving}`);
+    check(await movingRow.locator(".badge").textContent() === "pending", "the newest withdrawal is pending");
+    check((await page.locator("#withdrawals tbody tr").first().getAttribute("id")) === `wd-${moving}`, "newest first");
+    for (const state of ["completed", "manual_review", "failed", "confirming", "canceled"]) {
+      check(await page.locator(`#withdrawals .badge.${state}`).count() === 1, `a ${state} withdrawal is listed`);
+    }
+    check((await movingRow.textContent()).includes("42 USDT"), "the amount in the asset's unit");
+    await page.screenshot({ path: join(artifacts, "withdrawals.png"), fullPage: true });
+    await page.evaluate(() => { window.notReloaded = true; });
+    process.stdout.write("MOVE_WITHDRAWAL\n");
+    await nextLine();
+    await page.waitForFunction(
+      (id) => document.querySelector(`#wd-${id} .badge`)?.textContent === "broadcast",
+      moving,
+      { timeout: FAST, polling: "raf" },
+    );
+    check((await movingRow.locator("code[title]").last().getAttribute("title")) === "5e".repeat(32), "its txid is shown");
+    check(await page.evaluate(() => window.notReloaded === true), "the move showed without a reload");
+    // A filter, then the withdrawal's own page: its txid and its audit trail.
+    await page.getByLabel("State").selectOption("broadcast");
+    await page.waitForURL(/state=broadcast/);
+    check(await page.locator("#withdrawals tbody tr").count() === 1, "one broadcast withdrawal");
+    await page.getByRole("link", { name: moving, exact: true }).click();
+    await page.waitForURL(`${base}/withdrawals/${moving}`);
+    const detail = await page.locator("#withdrawal").textContent();
+    check(detail.includes("5e".repeat(32)), "the withdrawal's page shows its txid");
+    for (const action of ["withdrawal.create", "withdrawal.processing", "withdrawal.broadcast"]) check(detail.includes(action), `${action} in its audit trail`);
+    await page.screenshot({ path: join(artifacts, "withdrawal.png"), fullPage: true });
 
     // On a phone.
     await page.setViewportSize({ width: 390, height: 844 });

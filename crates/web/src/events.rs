@@ -7,7 +7,10 @@
 //! first, then `worker` when a worker's status or desired state changes (Postgres NOTIFY), a
 //! fresh `snapshot` when the store cannot say what changed (SQLite; at most every 250 ms), and
 //! once a second `heartbeats`, `queues` (when counts moved), `audit` (new entries) and
-//! `job_failed` (`audit_gap` when over 1,000 entries came in a second). A stream whose token is revoked ends within a second; when the database is
+//! `job_failed` (`audit_gap` when over 1,000 entries came in a second), and `withdrawal` (the
+//! withdrawal as `GET /api/v1/withdrawals/{id}` shows it, once per withdrawal whose audit trail
+//! grew since the last poll: every create and every move of state is audited, so none is
+//! missed; at most [`WITHDRAWAL_EVENTS_PER_POLL_MAX`] a poll, the most recently changed). A stream whose token is revoked ends within a second; when the database is
 //! away the stream says so with an `error` event and carries on.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -31,6 +34,9 @@ use crate::api::{ApiError, Caller};
 pub const EVENT_STREAMS_MAX: usize = 32;
 /// Changes buffered per stream before it falls behind (and gets a snapshot instead).
 const CHANGE_BUFFER: usize = 1024;
+/// Withdrawals sent per poll at most (the most recently changed; their `audit` events still
+/// name every move of the others).
+pub const WITHDRAWAL_EVENTS_PER_POLL_MAX: usize = 100;
 
 /// The process's one change feed, fanned out to every open stream.
 pub(crate) struct EventHub {
@@ -318,11 +324,23 @@ impl EventCursor {
                 break;
             }
         }
+        // Read before anything is sent: if the database fails here, the next poll sends these
+        // audit entries and withdrawals again rather than skipping the withdrawals.
+        let mut withdrawals = Vec::new();
+        for id in changed_withdrawals(&fresh).into_iter().rev() {
+            // Gone between the audit entry and now: nothing to show.
+            if let Some(row) = self.state.store.withdrawal_get(id).await? {
+                withdrawals.push(crate::withdrawals::dto(&row, &self.state.options.intake));
+            }
+        }
         for entry in fresh.iter().rev() {
             self.push("audit", &crate::dto::audit(entry));
         }
         if let Some(newest) = fresh.first() {
             self.last_audit_id = self.last_audit_id.max(newest.id);
+        }
+        for withdrawal in &withdrawals {
+            self.push("withdrawal", withdrawal);
         }
         let failed = self
             .state
@@ -341,6 +359,29 @@ impl EventCursor {
         self.failures_seen = failed.iter().map(|job| job.id).collect();
         Ok(())
     }
+}
+
+/// The withdrawals that new audit entries (newest first) say were created or moved, each
+/// once, the most recently changed first, at most [`WITHDRAWAL_EVENTS_PER_POLL_MAX`].
+fn changed_withdrawals(fresh: &[store::AuditRow]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for entry in fresh {
+        if ids.len() == WITHDRAWAL_EVENTS_PER_POLL_MAX {
+            break;
+        }
+        let id = entry
+            .action
+            .starts_with("withdrawal.")
+            .then(|| entry.target.strip_prefix("withdrawal:"))
+            .flatten()
+            .and_then(|id| id.parse::<i64>().ok());
+        if let Some(id) = id
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Queue stats without the ages that change every millisecond, to tell a real change.
@@ -473,4 +514,39 @@ pub(crate) async fn events(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, action: &str, target: &str) -> store::AuditRow {
+        store::AuditRow {
+            id,
+            at: Utc::now(),
+            actor: "test".into(),
+            action: action.into(),
+            target: target.into(),
+            details: json!({}),
+        }
+    }
+
+    #[test]
+    fn changed_withdrawals_are_named_once_newest_first_and_bounded() {
+        let fresh = [
+            entry(5, "withdrawal.completed", "withdrawal:2"),
+            entry(4, "worker.stop", "worker:tron-withdrawal-1"),
+            entry(3, "withdrawal.broadcast", "withdrawal:1"),
+            entry(2, "withdrawal.processing", "withdrawal:2"),
+            entry(1, "withdrawal.create", "withdrawal:x"),
+        ];
+        assert_eq!(changed_withdrawals(&fresh), vec![2, 1]);
+        let many: Vec<_> = (0..250)
+            .rev()
+            .map(|id| entry(id, "withdrawal.create", &format!("withdrawal:{id}")))
+            .collect();
+        let ids = changed_withdrawals(&many);
+        assert_eq!(ids.len(), WITHDRAWAL_EVENTS_PER_POLL_MAX);
+        assert_eq!(ids[0], 249, "the most recently changed first");
+    }
 }

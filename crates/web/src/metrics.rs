@@ -9,7 +9,10 @@
 //!   `coinsensei_worker_heartbeat_age_seconds`, `coinsensei_worker_rss_bytes`,
 //!   `coinsensei_worker_in_flight`, and per queue `coinsensei_queue_jobs` (by state),
 //!   `coinsensei_queue_oldest_available_age_seconds` and `coinsensei_queue_paused`: what
-//!   autoscaling on queue depth reads.
+//!   autoscaling on queue depth reads; `coinsensei_withdrawals` (by chain and state, zeros
+//!   included) and `coinsensei_withdrawal_oldest_unfinished_age_seconds` (the oldest
+//!   withdrawal not yet `completed`, `failed` or `canceled`, `manual_review` included; 0
+//!   when there is none): what an alert on stuck withdrawals reads.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -19,7 +22,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use domain::{Chain, Role, WorkerKind, WorkerStatus};
+use domain::{Chain, Role, WithdrawalState, WorkerKind, WorkerStatus};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use store::WorkerList;
 
@@ -92,8 +95,15 @@ pub(crate) async fn render(State(state): State<AppState>, request: Request) -> R
             Ok(caller) => caller,
             Err(error) => return error.into_response(),
         };
-        // Every role reads; there is nothing below viewer.
-        debug_assert!(caller.token.role.allows(Role::Viewer));
+        // Every operator role reads; the exchange's backend (`service`) is not an operator.
+        if !caller.token.role.allows(Role::Viewer) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a service token may use only the withdrawal operations; scrape /metrics with a viewer token",
+            )
+            .into_response();
+        }
     }
     if let Err(error) = refresh(&state).await {
         return error.into_response();
@@ -182,5 +192,22 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
             0.0
         });
     }
+    let (counts, oldest_unfinished) = state.store.withdrawal_counts().await?;
+    for chain in Chain::ALL {
+        for &withdrawal_state in WithdrawalState::ALL {
+            let count = counts
+                .iter()
+                .find(|(each_chain, each_state, _)| {
+                    *each_chain == chain && *each_state == withdrawal_state
+                })
+                .map_or(0, |(_, _, count)| *count);
+            metrics::gauge!("coinsensei_withdrawals", "chain" => chain.as_str(), "state" => withdrawal_state.as_str())
+                .set(count as f64);
+        }
+    }
+    let oldest = oldest_unfinished.map_or(0.0, |at| {
+        (now - at).num_milliseconds().max(0) as f64 / 1000.0
+    });
+    metrics::gauge!("coinsensei_withdrawal_oldest_unfinished_age_seconds").set(oldest);
     Ok(())
 }

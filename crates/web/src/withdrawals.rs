@@ -248,17 +248,22 @@ impl From<CreateError> for ApiError {
     }
 }
 
-/// A withdrawal as the API and the CLI's `--json` show it; amounts in the asset's unit,
-/// formatted from base units with the catalogue's decimals.
-pub fn dto(row: &WithdrawalRow, intake: &Intake) -> Value {
-    let amount = match (
+/// A withdrawal's amount in its asset's unit ("12.5"), formatted from base units with the
+/// catalogue's decimals; for an asset no longer configured, the base units, said as such.
+pub fn amount_text(row: &WithdrawalRow, intake: &Intake) -> String {
+    match (
         intake.decimals(row.chain, &row.asset),
         row.amount.parse::<ruint::aliases::U256>(),
     ) {
         (Some(decimals), Ok(units)) => Amount::from_base_units(units).format_decimal(decimals),
-        // An asset no longer configured: the base units, said as such.
         _ => format!("{} base units", row.amount),
-    };
+    }
+}
+
+/// A withdrawal as the API and the CLI's `--json` show it; amounts in the asset's unit,
+/// formatted from base units with the catalogue's decimals.
+pub fn dto(row: &WithdrawalRow, intake: &Intake) -> Value {
+    let amount = amount_text(row, intake);
     json!({
         "id": row.id,
         "chain": row.chain.as_str(),
@@ -382,7 +387,7 @@ pub(crate) async fn create_withdrawal(
 }
 
 /// A withdrawal id: a canonical decimal integer, anything else names no withdrawal.
-fn withdrawal_id(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn withdrawal_id(text: &str) -> Result<i64, ApiError> {
     let canonical = !text.is_empty()
         && text.len() <= 18
         && text.bytes().all(|byte| byte.is_ascii_digit())

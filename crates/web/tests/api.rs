@@ -1,6 +1,7 @@
 //! The admin API's first slice through the router, on both stores: every route needs a
 //! token, roles decide who may act, errors are JSON 4xx, and each action is audited with the
-//! token that made it.
+//! token that made it; the event stream carries worker, heartbeat, audit, failure and
+//! withdrawal events.
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -510,6 +511,81 @@ async fn the_event_stream_carries_heartbeats_audit_and_failures(db: &TestDb) {
     .await;
 }
 
+/// A withdrawal created or moved shows on the stream as a `withdrawal` event carrying the
+/// API's own shape (amount in the asset's unit, state, txid), within a poll.
+async fn the_event_stream_carries_withdrawals(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = token(&store, Role::Viewer, "dashboard").await;
+    let backend: std::sync::Arc<dyn queue::Backend> =
+        std::sync::Arc::new(queue::SqlBackend::new(store.clone()));
+    let router = web::router(
+        store.clone(),
+        std::sync::Arc::clone(&backend),
+        &web::WebOptions::default(),
+    );
+    let request = Request::get("/api/admin/events")
+        .header("authorization", format!("Bearer {viewer}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let mut stream = response.into_body().into_data_stream();
+    expect_event(&mut stream, &["snapshot"], |_| true).await;
+
+    let created = web::withdrawals::create(
+        &store,
+        backend.as_ref(),
+        &web::withdrawals::Intake::default(),
+        "token:1:backend",
+        "order-1",
+        &web::withdrawals::CreateRequest {
+            chain: "tron".into(),
+            asset: "USDT".into(),
+            to: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+            amount: "12.5".into(),
+            reference: "user:7/w:1".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let id = created.row().id;
+    expect_event(&mut stream, &["withdrawal"], |data| {
+        data["id"] == id && data["state"] == "pending" && data["amount"] == "12.5"
+    })
+    .await;
+
+    use domain::WithdrawalState::{Broadcast, Pending, Processing};
+    store
+        .withdrawal_transition(&store::WithdrawalTransition::new(
+            id,
+            Pending,
+            Processing,
+            "tron-withdrawal-1",
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
+    let mut broadcast = store::WithdrawalTransition::new(
+        id,
+        Processing,
+        Broadcast,
+        "tron-withdrawal-1",
+        Utc::now(),
+    );
+    broadcast.txid = Some("ab".repeat(32));
+    store.withdrawal_transition(&broadcast).await.unwrap();
+    expect_event(&mut stream, &["withdrawal"], |data| {
+        data["id"] == id && data["state"] == "broadcast" && data["txid"] == "ab".repeat(32)
+    })
+    .await;
+
+    // The event is documented, with the API's withdrawal schema.
+    let doc: Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+    assert_eq!(
+        doc["paths"]["/api/admin/events"]["get"]["x-events"]["withdrawal"]["$ref"],
+        "#/components/schemas/Withdrawal"
+    );
+}
+
 /// A stream ends within a second of its token being revoked; streams are capped per process
 /// and share one change feed.
 async fn streams_end_on_revocation_and_are_capped(db: &TestDb) {
@@ -562,5 +638,6 @@ testkit::on_both_stores!(
     workers_api_enforces_roles_and_audits,
     queues_jobs_and_audit_through_the_api,
     a_stop_reaches_the_event_stream,
-    the_event_stream_carries_heartbeats_audit_and_failures
+    the_event_stream_carries_heartbeats_audit_and_failures,
+    the_event_stream_carries_withdrawals
 );

@@ -584,11 +584,61 @@ async fn tokens_through_the_api(db: &TestDb) {
     assert_eq!(before, fixture.fingerprint().await);
 }
 
-/// `/metrics`: a viewer token by default, public when configured; the fleet from the database.
+/// `/metrics`: a viewer token by default (a service token is refused), public when
+/// configured; the fleet and the withdrawals from the database.
 async fn metrics_scrape(db: &TestDb) {
     let fixture = Fixture::new(db, lenient()).await;
     let anonymous = send(&fixture.router, &Call::new(Method::GET, "/metrics", None)).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let service = send(
+        &fixture.router,
+        &Call::new(Method::GET, "/metrics", Some(fixture.secret(Role::Service))),
+    )
+    .await;
+    assert_eq!(service.status, StatusCode::FORBIDDEN, "{}", service.body);
+    assert_documented(
+        &openapi(),
+        &Method::GET,
+        "/metrics",
+        service.status,
+        &service.body,
+    );
+    // The fixture's withdrawal is canceled; one more, older, moved on to `processing`, is the
+    // oldest unfinished one.
+    fixture
+        .store
+        .withdrawal_cancel(fixture.withdrawal, "test", Utc::now())
+        .await
+        .unwrap();
+    let moved = fixture
+        .store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: "metrics".into(),
+            request_hash: "1".repeat(64),
+            reference: "user:2".into(),
+            chain: Chain::Tron,
+            asset: "TRX".into(),
+            destination: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+            amount: "1".into(),
+            actor: "test".into(),
+            job: None,
+            now: Utc::now() - chrono::Duration::seconds(90),
+        })
+        .await
+        .unwrap()
+        .row()
+        .id;
+    fixture
+        .store
+        .withdrawal_transition(&store::WithdrawalTransition::new(
+            moved,
+            domain::WithdrawalState::Pending,
+            domain::WithdrawalState::Processing,
+            "test",
+            Utc::now(),
+        ))
+        .await
+        .unwrap();
     let scrape = send(
         &fixture.router,
         &Call::new(Method::GET, "/metrics", Some(fixture.secret(Role::Viewer))),
@@ -603,9 +653,21 @@ async fn metrics_scrape(db: &TestDb) {
         "coinsensei_queue_paused{queue=\"tron.withdrawal\"} 0",
         "coinsensei_auth_failures_total{reason=\"missing\"}",
         "coinsensei_http_request_duration_seconds_bucket{route=\"/metrics\",method=\"GET\",le=\"0.005\"}",
+        "coinsensei_withdrawals{chain=\"tron\",state=\"canceled\"} 1",
+        "coinsensei_withdrawals{chain=\"tron\",state=\"pending\"} 0",
+        "coinsensei_withdrawals{chain=\"tron\",state=\"processing\"} 1",
+        "coinsensei_withdrawals{chain=\"bitcoin\",state=\"manual_review\"} 0",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in\n{text}");
     }
+    // The oldest unfinished one was created 90 s ago.
+    let oldest: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("coinsensei_withdrawal_oldest_unfinished_age_seconds "))
+        .expect("the oldest unfinished withdrawal's age")
+        .parse()
+        .unwrap();
+    assert!((90.0..600.0).contains(&oldest), "{oldest}");
     let public = web::router(
         fixture.store.clone(),
         Arc::clone(&fixture.backend),

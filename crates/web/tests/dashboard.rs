@@ -1,13 +1,14 @@
 //! The dashboard through the router, on both stores: every page renders what the store holds;
 //! login trades a token for a session cookie; every POST needs this origin and the session's
 //! CSRF token; roles are enforced by the server; actions write the API's audit entries;
-//! logout and revocation end sessions; assets are embedded and cacheable. (The browser test,
-//! `crates/coinsensei/tests/dashboard.rs`, drives the same pages in Chromium.)
+//! logout and revocation end sessions; a service token opens nothing; assets are embedded
+//! and cacheable; the withdrawals pages show the store, filtered, paged and live. (The browser
+//! test, `crates/coinsensei/tests/dashboard.rs`, drives the same pages in Chromium.)
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use chrono::Utc;
-use domain::{Chain, DesiredState, Role, WorkerId, WorkerKind};
+use domain::{Chain, DesiredState, Role, WithdrawalState, WorkerId, WorkerKind};
 use store::{AuditList, Store, WorkerRegister};
 use testkit::TestDb;
 use tower::ServiceExt;
@@ -1026,7 +1027,361 @@ async fn behind_a_proxy_the_public_url_is_the_origin(db: &TestDb) {
     );
 }
 
+/// Creates a withdrawal through the API's own intake (the mainnet catalogue).
+async fn withdrawal(store: &Store, chain: &str, asset: &str, to: &str, amount: &str) -> i64 {
+    let backend = queue::SqlBackend::new(store.clone());
+    web::withdrawals::create(
+        store,
+        &backend,
+        &web::withdrawals::Intake::default(),
+        "token:1:backend",
+        &format!("{chain}-{asset}-{amount}"),
+        &web::withdrawals::CreateRequest {
+            chain: chain.into(),
+            asset: asset.into(),
+            to: to.into(),
+            amount: amount.into(),
+            reference: format!("user:7/{asset}"),
+        },
+    )
+    .await
+    .unwrap()
+    .row()
+    .id
+}
+
+/// Moves withdrawal `id` from `from` to `to`, with a txid, block and confirmations if given.
+async fn move_withdrawal(
+    store: &Store,
+    id: i64,
+    from: WithdrawalState,
+    to: WithdrawalState,
+    txid: Option<&str>,
+    block: Option<(i64, i64)>,
+    error: Option<&str>,
+) {
+    let mut transition =
+        store::WithdrawalTransition::new(id, from, to, "tron-withdrawal-1", Utc::now());
+    transition.txid = txid.map(str::to_string);
+    transition.block_height = block.map(|(height, _)| height);
+    transition.confirmations = block.map(|(_, confirmations)| confirmations);
+    transition.error = error.map(str::to_string);
+    store.withdrawal_transition(&transition).await.unwrap();
+}
+
+const TRON_TO: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+const ETHEREUM_TO: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
+const BITCOIN_TO: &str = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4";
+
+/// The withdrawals list and one withdrawal's page: what the store holds, filtered and paged,
+/// amounts in the asset's unit, every txid the audit trail names, canonical ids only.
+async fn withdrawal_pages_show_the_store(db: &TestDb) {
+    use WithdrawalState::*;
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let paid = withdrawal(&store, "tron", "USDT", TRON_TO, "12.5").await;
+    let refused = withdrawal(&store, "ethereum", "ETH", ETHEREUM_TO, "0.25").await;
+    let waiting = withdrawal(&store, "bitcoin", "BTC", BITCOIN_TO, "0.001").await;
+    let first_tx = "aa".repeat(32);
+    let second_tx = "bb".repeat(32);
+    // Paid on its second transaction: a reorg took the first one's block away.
+    move_withdrawal(&store, paid, Pending, Processing, None, None, None).await;
+    move_withdrawal(
+        &store,
+        paid,
+        Processing,
+        Broadcast,
+        Some(&first_tx),
+        None,
+        None,
+    )
+    .await;
+    move_withdrawal(
+        &store,
+        paid,
+        Broadcast,
+        Confirming,
+        None,
+        Some((100, 1)),
+        None,
+    )
+    .await;
+    move_withdrawal(
+        &store,
+        paid,
+        Confirming,
+        Broadcast,
+        Some(&second_tx),
+        None,
+        None,
+    )
+    .await;
+    move_withdrawal(
+        &store,
+        paid,
+        Broadcast,
+        Completed,
+        None,
+        Some((102, 19)),
+        None,
+    )
+    .await;
+    move_withdrawal(
+        &store,
+        refused,
+        Pending,
+        Failed,
+        None,
+        None,
+        Some("the hot wallet holds no ETH on this network"),
+    )
+    .await;
+
+    // Not logged in: to the login page.
+    let answer = get(&store, "/withdrawals", None).await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER);
+    assert_eq!(answer.headers[header::LOCATION], "/login");
+
+    let (cookie, _) = login(&store, &viewer).await;
+    let list = get(&store, "/withdrawals", Some(&cookie)).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    assert!(
+        list.body
+            .contains(r#"<a href="/withdrawals" aria-current="page">Withdrawals</a>"#),
+        "the nav names the page"
+    );
+    for expected in [
+        format!(r#"<a href="/withdrawals/{paid}">{paid}</a>"#),
+        r#"<span class="badge completed" data-status="completed">completed</span>"#.into(),
+        r#"<span class="badge failed" data-status="failed">failed</span>"#.into(),
+        r#"<span class="badge pending" data-status="pending">pending</span>"#.into(),
+        "12.5 USDT".into(),
+        "0.25 ETH".into(),
+        "0.001 BTC".into(),
+        // The txid, short, with the whole in its title.
+        format!(r#"<code title="{second_tx}">bbbbbbbb…bbbbbb</code>"#),
+        "19 conf.".into(),
+        // A reason shows under its badge.
+        "the hot wallet holds no ETH on this network</small>".into(),
+    ] {
+        assert!(list.body.contains(&expected), "{expected} in {}", list.body);
+    }
+    // Newest first.
+    let at = |id: i64| list.body.find(&format!("id=\"wd-{id}\"")).unwrap();
+    assert!(at(waiting) < at(refused) && at(refused) < at(paid));
+    assert_eq!(live_query(&list.body)["page"], "withdrawals");
+
+    // Filters: the page and its live stream.
+    let failed = get(&store, "/withdrawals?state=failed&chain=", Some(&cookie)).await;
+    assert_eq!(failed.status, StatusCode::OK);
+    assert!(failed.body.contains(&format!("id=\"wd-{refused}\"")));
+    assert!(!failed.body.contains(&format!("id=\"wd-{paid}\"")));
+    assert_eq!(live_query(&failed.body)["state"], "failed");
+    assert!(!live_query(&failed.body).contains_key("chain"));
+    let bitcoin = get(&store, "/withdrawals?chain=bitcoin", Some(&cookie)).await;
+    assert!(bitcoin.body.contains(&format!("id=\"wd-{waiting}\"")));
+    assert!(!bitcoin.body.contains(&format!("id=\"wd-{refused}\"")));
+    let none = get(&store, "/withdrawals?state=canceled", Some(&cookie)).await;
+    assert!(
+        none.body.contains("No withdrawals match these filters"),
+        "{}",
+        none.body
+    );
+    // An older page: below the id given, and no live list (new ones land on the first).
+    let older = get(
+        &store,
+        &format!("/withdrawals?before_id={waiting}"),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(older.status, StatusCode::OK);
+    assert!(!older.body.contains(&format!("id=\"wd-{waiting}\"")));
+    assert!(older.body.contains(&format!("id=\"wd-{paid}\"")));
+    assert_eq!(live_query(&older.body)["page"], "none");
+    for bad in [
+        "/withdrawals?state=lost",
+        "/withdrawals?chain=dogecoin",
+        "/withdrawals?before_id=x",
+        "/withdrawals?sort=amount",
+    ] {
+        let answer = get(&store, bad, Some(&cookie)).await;
+        assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert!(
+            answer.body.contains("class=\"flash error\""),
+            "{bad}: {}",
+            answer.body
+        );
+    }
+
+    // One withdrawal: every field, both txids with their blocks, the audit trail.
+    let page = get(&store, &format!("/withdrawals/{paid}"), Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for expected in [
+        format!("Withdrawal {paid}"),
+        "12.5 USDT".into(),
+        "12500000 base units".into(),
+        TRON_TO.into(),
+        "user:7/USDT".into(),
+        "tron-USDT-12.5".into(),
+        "token:1:backend".into(),
+        first_tx.clone(),
+        second_tx.clone(),
+        "<td>100</td>".into(),
+        "<td>102</td><td>19</td>".into(),
+        "(current)".into(),
+        "withdrawal.create".into(),
+        "withdrawal.confirming".into(),
+        "withdrawal.completed".into(),
+    ] {
+        assert!(page.body.contains(&expected), "{expected} in {}", page.body);
+    }
+    assert_eq!(live_query(&page.body)["id"], paid.to_string());
+    let reason = get(&store, &format!("/withdrawals/{refused}"), Some(&cookie)).await;
+    assert!(
+        reason
+            .body
+            .contains("the hot wallet holds no ETH on this network")
+    );
+    assert!(reason.body.contains("Nothing signed for it yet."));
+    // Ids are canonical decimals; anything else, or an unknown one, is 404.
+    for path in [
+        format!("/withdrawals/0{paid}"),
+        format!("/withdrawals/+{paid}"),
+        format!("/withdrawals/{paid}.0"),
+        "/withdrawals/abc".into(),
+        "/withdrawals/99999999".into(),
+        "/withdrawals/99999999999999999999999".into(),
+    ] {
+        let answer = get(&store, &path, Some(&cookie)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(answer.body.contains("class=\"flash error\""), "{path}");
+    }
+}
+
+/// The list's live stream sends the table again when a withdrawal shown changes (a new one,
+/// a move); one withdrawal's stream sends its page again.
+async fn live_withdrawals_follow_the_store(db: &TestDb) {
+    use WithdrawalState::*;
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let router = router(&store);
+    let response = live(&router, "page=withdrawals&chain=tron", &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut body, "event: withdrawals", &mut seen).await;
+    read_until(&mut body, "No withdrawals match these filters", &mut seen).await;
+
+    let id = withdrawal(&store, "tron", "USDT", TRON_TO, "3").await;
+    // Another chain's: not this page's business.
+    let other = withdrawal(&store, "ethereum", "ETH", ETHEREUM_TO, "1").await;
+    read_until(
+        &mut body,
+        &format!("id=\"wd-{id}\" data-state=\"pending\""),
+        &mut seen,
+    )
+    .await;
+    let detail = live(&router, &format!("page=withdrawal&id={id}"), &cookie).await;
+    assert_eq!(detail.status(), StatusCode::OK);
+    let mut detail = detail.into_body().into_data_stream();
+    let mut detail_seen = String::new();
+    read_until(&mut detail, "event: withdrawal", &mut detail_seen).await;
+
+    move_withdrawal(&store, id, Pending, Processing, None, None, None).await;
+    move_withdrawal(
+        &store,
+        id,
+        Processing,
+        Broadcast,
+        Some(&"cd".repeat(32)),
+        None,
+        None,
+    )
+    .await;
+    read_until(
+        &mut body,
+        &format!("id=\"wd-{id}\" data-state=\"broadcast\""),
+        &mut seen,
+    )
+    .await;
+    assert!(!seen.contains(&format!("wd-{other}\"")), "{seen}");
+    read_until(&mut detail, &"cd".repeat(32), &mut detail_seen).await;
+    read_until(&mut detail, "withdrawal.broadcast", &mut detail_seen).await;
+
+    for bad in [
+        "page=withdrawal",
+        "page=withdrawal&id=01",
+        "page=withdrawals&state=lost",
+    ] {
+        let answer = live(&router, bad, &cookie).await;
+        assert!(
+            answer.status().is_client_error(),
+            "{bad}: {}",
+            answer.status()
+        );
+    }
+}
+
+/// A `service` token (the exchange's backend's) opens no dashboard page: its login is refused
+/// with the reason and no session; a session it held from before is ended with the reason.
+async fn service_tokens_open_no_page(db: &TestDb) {
+    let store = db.store().await;
+    let (service_row, service) = web::auth::issue(&store, "backend", Role::Service, Utc::now())
+        .await
+        .unwrap();
+    let answer = login_form(&store, &service, Some(ORIGIN)).await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+    assert!(answer.headers.get(header::SET_COOKIE).is_none());
+    assert!(
+        answer.body.contains("this is a service token") && answer.body.contains("--role viewer"),
+        "{}",
+        answer.body
+    );
+    // A session made for it anyway (as logins did before they refused it).
+    let secret = "css_".to_string() + &"ab".repeat(32);
+    let id_hash: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
+    store
+        .session_insert(&store::SessionInsert {
+            id_hash: id_hash.clone(),
+            token_id: service_row.id,
+            now: Utc::now(),
+            expires_at: Utc::now() + chrono::Duration::hours(1),
+        })
+        .await
+        .unwrap();
+    let cookie = format!("cs_session={secret}");
+    let page = get(&store, "/queues", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        page.body.contains("this is a service token"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/login\">")
+    );
+    // The session is gone: the next request goes to the login page.
+    let again = get(&store, "/", Some(&cookie)).await;
+    assert_eq!(again.status, StatusCode::SEE_OTHER);
+    assert_eq!(again.headers[header::LOCATION], "/login");
+}
+
 testkit::on_both_stores!(db:
+    withdrawal_pages_show_the_store,
+    live_withdrawals_follow_the_store,
+    service_tokens_open_no_page,
     behind_a_proxy_the_public_url_is_the_origin,
     a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
     audit_stream_resumes_after_the_last_event_id,

@@ -1,6 +1,7 @@
 //! `GET /live?page=...`: one server-sent event stream per open page, carrying HTML fragments
 //! that htmx's SSE extension swaps into the elements whose `sse-swap` names the event
-//! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`), plus `history` (JSON for the
+//! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`, `withdrawals` the withdrawals
+//! list with its pager, `withdrawal` one withdrawal's page), plus `history` (JSON for the
 //! charts) and `session-ended`.
 //!
 //! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
@@ -26,12 +27,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Deserialize;
-use store::{AuditList, Change, WorkerList};
+use store::{AuditList, Change, WithdrawalList, WorkerList};
 use tokio::sync::broadcast;
 
 use super::pages::{
     AuditRows, Card, CardFragment, CardsFragment, Entry, FailedRows, Health, HealthFragment,
-    QueueRows,
+    QueueRows, WithdrawalDetailFragment, WithdrawalTableFragment,
 };
 use super::{DashError, Session};
 use crate::AppState;
@@ -72,6 +73,8 @@ pub(crate) struct LiveQuery {
     status: Option<String>,
     /// Which workers the page was rendered with ([`super::pages::roster`]).
     roster: Option<String>,
+    /// The withdrawals page's state filter (its chain filter is `chain`).
+    state: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,8 @@ enum Page {
     Worker,
     Queues,
     Audit,
+    Withdrawals,
+    Withdrawal,
     None,
 }
 
@@ -90,6 +95,9 @@ struct Stream {
     worker: Option<domain::WorkerId>,
     /// The workers page's filters.
     workers: WorkerList,
+    /// The withdrawals page's filters (its first page), or the withdrawal page's id.
+    withdrawals: WithdrawalList,
+    withdrawal: Option<i64>,
     /// What each event last carried (a fingerprint or the HTML itself).
     shown: HashMap<String, String>,
     /// Items changed before this (Unix ms) are already on the page (the first look only).
@@ -247,6 +255,26 @@ impl Stream {
                     self.send_with_id("audit", html, newest.id);
                 }
             }
+            Page::Withdrawals => {
+                // Any change to a row shown (a new withdrawal, a move, more confirmations)
+                // changes the HTML: the table is sent again, whole (fifty rows at most).
+                let table = super::pages::withdrawal_table(&self.state, &self.withdrawals).await?;
+                let html = WithdrawalTableFragment { table: &table }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("withdrawals".into(), html.clone(), || Ok(html))?;
+            }
+            Page::Withdrawal => {
+                let Some(id) = self.withdrawal else {
+                    return Ok(());
+                };
+                if let Some(detail) = super::pages::withdrawal_detail(&self.state, id).await? {
+                    let html = WithdrawalDetailFragment { detail: &detail }
+                        .render()
+                        .unwrap_or_default();
+                    self.send_if_changed("withdrawal".into(), html.clone(), || Ok(html))?;
+                }
+            }
             Page::None => {}
         }
         self.rendered_at = None;
@@ -324,25 +352,30 @@ pub(crate) async fn live(
         "worker" => Page::Worker,
         "queues" => Page::Queues,
         "audit" => Page::Audit,
+        "withdrawals" => Page::Withdrawals,
+        "withdrawal" => Page::Withdrawal,
         "none" => Page::None,
         other => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
-                format!("no live page {other:?}: workers, worker, queues, audit or none"),
+                format!(
+                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal or none"
+                ),
             ));
         }
     };
-    let worker = match (page, query.id) {
-        (Page::Worker, Some(id)) => Some(crate::api::worker_id(id)?),
-        (Page::Worker, None) => {
+    let (worker, withdrawal) = match (page, query.id) {
+        (Page::Worker, Some(id)) => (Some(crate::api::worker_id(id)?), None),
+        (Page::Withdrawal, Some(id)) => (None, Some(crate::withdrawals::withdrawal_id(&id)?)),
+        (Page::Worker | Page::Withdrawal, None) => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
-                "page=worker needs id=WORKER",
+                "page=worker and page=withdrawal need id=ID",
             ));
         }
-        _ => None,
+        _ => (None, None),
     };
     let slot = state
         .events
@@ -386,6 +419,13 @@ pub(crate) async fn live(
         (false, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
+    // The withdrawals page's live stream follows its first page only.
+    let withdrawals = super::pages::WithdrawalFilter {
+        state: query.state,
+        chain: query.chain.clone(),
+        before_id: None,
+    }
+    .list()?;
     let workers = super::pages::WorkerFilter {
         chain: query.chain,
         kind: query.kind,
@@ -403,6 +443,8 @@ pub(crate) async fn live(
         page,
         worker,
         workers,
+        withdrawals,
+        withdrawal,
         shown,
         rendered_at,
         last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),

@@ -56,6 +56,9 @@ const SESSION_COOKIE_SECURE: &str = "__Host-cs_session";
 /// The header htmx sends the CSRF token in (set once on `<body hx-headers>`).
 const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Why a `service` token opens no page: it is the exchange's backend's, not an operator's.
+const SERVICE_REFUSED: &str = "this is a service token: the exchange's backend uses it for /api/v1/withdrawals, and it cannot open the dashboard; log in with a viewer, operator or admin token (coinsensei tokens create --role viewer --name NAME)";
+
 /// A logged-in browser: the token it acts as, and its CSRF token.
 #[derive(Debug, Clone)]
 pub(crate) struct Session {
@@ -313,6 +316,17 @@ async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: 
         Ok(None) => return to_login(request.headers()),
         Err(error) => return error.into_response(),
     };
+    // A service token's session (from before logins refused it) ends here, with the reason.
+    if session.token.role == Role::Service {
+        if let Err(error) = state.store.session_delete(&session.id_hash).await {
+            tracing::warn!(%error, "dashboard: could not end a service token's session");
+        }
+        return if is_htmx(request.headers()) {
+            DashError::new(StatusCode::FORBIDDEN, "forbidden", SERVICE_REFUSED).into_response()
+        } else {
+            pages::login_failed(StatusCode::FORBIDDEN, SERVICE_REFUSED)
+        };
+    }
     if request.method() == Method::POST {
         if let Err(error) = check_origin(request.headers(), state.options.public_url.as_deref()) {
             return error.into_response();
@@ -485,6 +499,14 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/jobs/{id}/discard",
             action("/api/admin/jobs/{id}/discard", job(JobAction::Discard)),
         )
+        .route(
+            "/withdrawals",
+            guarded(Role::Viewer, get(pages::withdrawals_page)),
+        )
+        .route(
+            "/withdrawals/{id}",
+            guarded(Role::Viewer, get(pages::withdrawal_page)),
+        )
         .route("/audit", guarded(Role::Viewer, get(pages::audit_page)))
         .route("/live", guarded(Role::Viewer, get(live::live)))
         .route("/assets/{version}/{file}", get(assets::serve))
@@ -545,6 +567,11 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
             return response;
         }
     };
+    // The exchange's backend's token opens no page: refused here, before a session exists.
+    if caller.token.role == Role::Service {
+        tracing::info!(token = caller.token.id, name = %caller.token.name, "dashboard: a service token tried to log in");
+        return pages::login_failed(StatusCode::FORBIDDEN, SERVICE_REFUSED);
+    }
     // A browser logging in again leaves its old session behind: end it.
     if let Some(old) = session_secret(&headers)
         && let Err(error) = state.store.session_delete(&session_hash(old)).await

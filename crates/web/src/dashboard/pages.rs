@@ -8,9 +8,14 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::{Chain, ControlAction, DesiredState, JobState, Role, WorkerKind, WorkerStatus};
+use domain::{
+    Chain, ControlAction, DesiredState, JobState, Role, WithdrawalState, WorkerKind, WorkerStatus,
+};
 use serde::Deserialize;
-use store::{AuditList, AuditRow, JobList, JobRow, QueueStats, WorkerList, WorkerRow};
+use store::{
+    AuditList, AuditRow, JobList, JobRow, QueueStats, WithdrawalList, WithdrawalRow, WorkerList,
+    WorkerRow,
+};
 
 use super::{DashError, Session, assets, is_htmx};
 use crate::AppState;
@@ -23,6 +28,11 @@ const AUDIT_PAGE: u32 = 50;
 const WORKER_AUDIT: u32 = 20;
 /// Failed jobs listed on the queues page (the newest).
 const FAILED_JOBS_SHOWN: u32 = 50;
+/// Withdrawals per page of the list.
+pub(crate) const WITHDRAWALS_PAGE: u32 = 50;
+/// Audit entries read for one withdrawal's page: its whole trail in practice (a handful of
+/// moves, a few more with fee bumps); the newest ones if it ever had more.
+const WITHDRAWAL_AUDIT_MAX: u32 = 200;
 
 /// What every page's layout needs.
 #[derive(Debug)]
@@ -812,8 +822,376 @@ pub(crate) async fn audit_page(
     })
 }
 
+// ---------------------------------------------------------------- withdrawals
+
+/// The time a withdrawal page shows: to the second, in UTC.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A long hash or address cut to its ends ("3f2a9c…b71e04"); the page keeps the whole in a
+/// `title` and a copyable element.
+pub(crate) fn shorten(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= 16 {
+        return text.to_string();
+    }
+    let head: String = chars[..8].iter().collect();
+    let tail: String = chars[chars.len() - 6..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// A reason cut to what fits under a badge; the whole stays in the cell's `title`.
+fn cut(text: &str) -> String {
+    const SHOWN: usize = 48;
+    if text.chars().count() <= SHOWN {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(SHOWN - 1).collect::<String>())
+    }
+}
+
+/// One row of the withdrawals list.
+#[derive(Debug)]
+pub(crate) struct WithdrawalLine {
+    pub(crate) id: i64,
+    pub(crate) chain: &'static str,
+    pub(crate) asset: String,
+    pub(crate) amount: String,
+    pub(crate) to: String,
+    pub(crate) to_short: String,
+    pub(crate) reference: String,
+    pub(crate) state: &'static str,
+    /// Why it is where it is (failed, manual review, waiting for funds), cut for a table cell.
+    pub(crate) reason: Option<String>,
+    pub(crate) reason_short: String,
+    pub(crate) txid: Option<String>,
+    pub(crate) txid_short: String,
+    pub(crate) confirmations: i64,
+    pub(crate) created: String,
+    pub(crate) updated: String,
+}
+
+impl WithdrawalLine {
+    pub(crate) fn new(row: &WithdrawalRow, intake: &crate::withdrawals::Intake) -> Self {
+        WithdrawalLine {
+            id: row.id,
+            chain: row.chain.as_str(),
+            asset: row.asset.clone(),
+            amount: crate::withdrawals::amount_text(row, intake),
+            to: row.destination.clone(),
+            to_short: shorten(&row.destination),
+            reference: row.reference.clone(),
+            state: row.state.as_str(),
+            reason: row.error.clone(),
+            reason_short: row.error.as_deref().map(cut).unwrap_or_default(),
+            txid: row.txid.clone(),
+            txid_short: row.txid.as_deref().map(shorten).unwrap_or_default(),
+            confirmations: row.confirmations,
+            created: timestamp(row.created_at),
+            updated: timestamp(row.updated_at),
+        }
+    }
+}
+
+/// The page's filters, as on its address (`state`, `chain`) and where the page starts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WithdrawalFilter {
+    pub(crate) state: Option<String>,
+    pub(crate) chain: Option<String>,
+    pub(crate) before_id: Option<i64>,
+}
+
+impl WithdrawalFilter {
+    /// The store's list for these filters (one page), or a clear error for a bad one.
+    pub(crate) fn list(&self) -> Result<WithdrawalList, DashError> {
+        Ok(WithdrawalList {
+            state: choice("state", self.state.as_deref())?,
+            chain: choice("chain", self.chain.as_deref())?,
+            reference: None,
+            before_id: self.before_id,
+            limit: WITHDRAWALS_PAGE,
+        })
+    }
+}
+
+/// The filters as a query string (`state=failed&chain=tron&`), to carry on to the next page.
+fn withdrawal_query(list: &WithdrawalList) -> String {
+    let mut query = String::new();
+    if let Some(state) = list.state {
+        query.push_str(&format!("state={state}&"));
+    }
+    if let Some(chain) = list.chain {
+        query.push_str(&format!("chain={chain}&"));
+    }
+    query
+}
+
+/// The list of withdrawals with its pager: what the live stream sends again, whole, when any
+/// row of it changes (a new withdrawal, a move, more confirmations).
+#[derive(Debug)]
+pub(crate) struct WithdrawalTable {
+    pub(crate) lines: Vec<WithdrawalLine>,
+    pub(crate) filtered: bool,
+    pub(crate) first_page: bool,
+    /// The filters as a query string, for the pager's links.
+    pub(crate) query: String,
+    /// The next (older) page starts below this id.
+    pub(crate) older: Option<i64>,
+}
+
+#[derive(Template)]
+#[template(path = "withdrawal_table.html")]
+pub(crate) struct WithdrawalTableFragment<'a> {
+    pub(crate) table: &'a WithdrawalTable,
+}
+
+/// The list as the page shows it for `list` (its filters and page).
+pub(crate) async fn withdrawal_table(
+    state: &AppState,
+    list: &WithdrawalList,
+) -> Result<WithdrawalTable, DashError> {
+    let rows = state.store.withdrawal_list(list).await?;
+    let older = (rows.len() == list.limit as usize)
+        .then(|| rows.last().map(|row| row.id))
+        .flatten();
+    Ok(WithdrawalTable {
+        lines: rows
+            .iter()
+            .map(|row| WithdrawalLine::new(row, &state.options.intake))
+            .collect(),
+        filtered: list.state.is_some() || list.chain.is_some(),
+        first_page: list.before_id.is_none(),
+        query: withdrawal_query(list),
+        older,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "withdrawals.html")]
+struct WithdrawalsPage {
+    layout: Layout,
+    filters: Vec<Filter>,
+    filtered: bool,
+    table: WithdrawalTable,
+}
+
+/// `GET /withdrawals`: newest first, fifty a page, filtered by state and chain; the first
+/// page follows every change live.
+pub(crate) async fn withdrawals_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<WithdrawalFilter>, QueryRejection>,
+) -> Result<Response, DashError> {
+    let Query(filter) = query.map_err(bad_query)?;
+    let list = filter.list()?;
+    let table = withdrawal_table(&state, &list).await?;
+    let filters = vec![
+        Filter {
+            name: "state",
+            label: "State",
+            options: WithdrawalState::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == list.state))
+                .collect(),
+        },
+        Filter {
+            name: "chain",
+            label: "Chain",
+            options: Chain::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == list.chain))
+                .collect(),
+        },
+    ];
+    let live = if list.before_id.is_none() {
+        let mut live = "/live?page=withdrawals".to_string();
+        for (name, value) in [
+            ("state", list.state.map(WithdrawalState::as_str)),
+            ("chain", list.chain.map(Chain::as_str)),
+        ] {
+            if let Some(value) = value {
+                live.push_str(&format!("&{name}={value}"));
+            }
+        }
+        live
+    } else {
+        // An older page: new withdrawals land on the first; this one keeps the indicator.
+        "/live?page=none".to_string()
+    };
+    html(&WithdrawalsPage {
+        layout: Layout::new(&session, "Withdrawals", "withdrawals", live),
+        filters,
+        filtered: table.filtered,
+        table,
+    })
+}
+
+/// A transaction a withdrawal had, as its audit trail and row tell it.
+#[derive(Debug)]
+pub(crate) struct WithdrawalTx {
+    pub(crate) txid: String,
+    /// The state the withdrawal moved to when this txid was last seen.
+    pub(crate) state: String,
+    pub(crate) block_height: Option<i64>,
+    pub(crate) confirmations: Option<i64>,
+    pub(crate) first_seen: String,
+    /// The withdrawal's txid now (the latest attempt's, then the one that landed).
+    pub(crate) current: bool,
+}
+
+/// Every txid in `trail` (oldest first), each with what the last entry naming it said, and the
+/// row's own (fresher) figures for its current one.
+pub(crate) fn transactions(row: &WithdrawalRow, trail: &[AuditRow]) -> Vec<WithdrawalTx> {
+    let mut txs: Vec<WithdrawalTx> = Vec::new();
+    for entry in trail {
+        let Some(txid) = entry.details["txid"].as_str() else {
+            continue;
+        };
+        let state = entry.details["to"].as_str().unwrap_or_default().to_string();
+        let block_height = entry.details["block_height"].as_i64();
+        let confirmations = entry.details["confirmations"].as_i64();
+        match txs.iter_mut().find(|tx| tx.txid == txid) {
+            Some(tx) => {
+                tx.state = state;
+                tx.block_height = block_height;
+                tx.confirmations = confirmations;
+            }
+            None => txs.push(WithdrawalTx {
+                txid: txid.to_string(),
+                state,
+                block_height,
+                confirmations,
+                first_seen: timestamp(entry.at),
+                current: false,
+            }),
+        }
+    }
+    if let Some(txid) = &row.txid {
+        let now = match txs.iter_mut().find(|tx| &tx.txid == txid) {
+            Some(tx) => tx,
+            None => {
+                txs.push(WithdrawalTx {
+                    txid: txid.clone(),
+                    state: String::new(),
+                    block_height: None,
+                    confirmations: None,
+                    first_seen: String::new(),
+                    current: false,
+                });
+                txs.last_mut().expect("just pushed")
+            }
+        };
+        now.current = true;
+        now.state = row.state.as_str().to_string();
+        now.block_height = row.block_height;
+        now.confirmations = Some(row.confirmations);
+    }
+    txs
+}
+
+/// One withdrawal: its fields, transactions and audit trail; what the live stream sends
+/// again when any of it changes.
+#[derive(Debug)]
+pub(crate) struct WithdrawalDetail {
+    pub(crate) line: WithdrawalLine,
+    pub(crate) amount_base_units: String,
+    pub(crate) idempotency_key: String,
+    pub(crate) created_by: String,
+    pub(crate) block_height: Option<i64>,
+    pub(crate) fee: Option<String>,
+    pub(crate) error: Option<String>,
+    pub(crate) txs: Vec<WithdrawalTx>,
+    pub(crate) entries: Vec<Entry>,
+}
+
+#[derive(Template)]
+#[template(path = "withdrawal_detail.html")]
+pub(crate) struct WithdrawalDetailFragment<'a> {
+    pub(crate) detail: &'a WithdrawalDetail,
+}
+
+/// Withdrawal `id` as its page shows it, or `None` when there is no such withdrawal.
+pub(crate) async fn withdrawal_detail(
+    state: &AppState,
+    id: i64,
+) -> Result<Option<WithdrawalDetail>, DashError> {
+    let Some(row) = state.store.withdrawal_get(id).await? else {
+        return Ok(None);
+    };
+    let mut trail = state
+        .store
+        .audit_list(&AuditList {
+            target: Some(row.payout_key()),
+            limit: WITHDRAWAL_AUDIT_MAX,
+            ..Default::default()
+        })
+        .await?;
+    // Newest first from the store; the transactions are told oldest first.
+    trail.reverse();
+    let txs = transactions(&row, &trail);
+    trail.reverse();
+    Ok(Some(WithdrawalDetail {
+        line: WithdrawalLine::new(&row, &state.options.intake),
+        amount_base_units: row.amount.clone(),
+        idempotency_key: row.idempotency_key.clone(),
+        created_by: row.created_by.clone(),
+        block_height: row.block_height,
+        fee: row.fee.clone(),
+        error: row.error.clone(),
+        txs,
+        entries: trail.iter().map(Entry::new).collect(),
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "withdrawal.html")]
+struct WithdrawalPage {
+    layout: Layout,
+    detail: WithdrawalDetail,
+}
+
+/// `GET /withdrawals/{id}`: one withdrawal, live. A path that is not a canonical decimal id
+/// names no withdrawal (404), like the API's.
+pub(crate) async fn withdrawal_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, DashError> {
+    let id = crate::withdrawals::withdrawal_id(&id)?;
+    let detail = withdrawal_detail(&state, id).await?.ok_or_else(|| {
+        DashError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        )
+    })?;
+    let live = format!("/live?page=withdrawal&id={id}");
+    html(&WithdrawalPage {
+        layout: Layout::new(&session, format!("Withdrawal {id}"), "withdrawals", live),
+        detail,
+    })
+}
+
 impl From<DashError> for ApiError {
     fn from(error: DashError) -> Self {
         error.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_texts_are_cut_on_characters() {
+        assert_eq!(shorten("TLa2f6VPqDgRE67v"), "TLa2f6VPqDgRE67v");
+        assert_eq!(shorten(&"ab".repeat(32)), "abababab…ababab");
+        assert_eq!(cut("short"), "short");
+        let long = "é".repeat(100);
+        let shown = cut(&long);
+        assert_eq!(shown.chars().count(), 48);
+        assert!(shown.ends_with('…'));
     }
 }
