@@ -78,6 +78,10 @@ pub fn job_retry() -> crate::RetryPolicy {
     }
 }
 
+/// How the reason of a withdrawal waiting for its hot wallet to hold enough starts (the
+/// metric `coinsensei_withdrawals_waiting_for_funds` counts these).
+pub const WAITING_FOR_FUNDS: &str = "waiting for funds";
+
 /// The longest idempotency key: 1 to this many printable ASCII characters.
 pub const IDEMPOTENCY_KEY_LEN_MAX: usize = 100;
 /// The longest `reference` (the exchange's own id of the withdrawal).

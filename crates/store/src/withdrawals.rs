@@ -25,11 +25,13 @@ macro_rules! on_pool {
         match $store {
             Store::Postgres(store) => {
                 let $pool = &store.pool;
+                #[allow(unused_imports)]
                 use crate::postgres::dialect as $d;
                 $body
             }
             Store::Sqlite(store) => {
                 let $pool = &store.pool;
+                #[allow(unused_imports)]
                 use crate::sqlite::dialect as $d;
                 $body
             }
@@ -43,11 +45,13 @@ macro_rules! on_tx {
         match $tx {
             StoreTx::Postgres(transaction) => {
                 let $conn: &mut sqlx::PgConnection = &mut *transaction;
+                #[allow(unused_imports)]
                 use crate::postgres::dialect as $d;
                 $body
             }
             StoreTx::Sqlite(transaction, _) => {
                 let $conn: &mut sqlx::SqliteConnection = &mut *transaction;
+                #[allow(unused_imports)]
                 use crate::sqlite::dialect as $d;
                 $body
             }
@@ -498,6 +502,32 @@ impl Store {
                 None => None,
             };
             Ok((counts, oldest))
+        })
+    }
+
+    /// How many `pending` withdrawals per chain wait for their hot wallet to hold enough
+    /// (their reason starts with `domain::withdrawal::WAITING_FOR_FUNDS`).
+    pub async fn withdrawal_waiting_for_funds(&self) -> Result<Vec<(Chain, i64)>, StoreError> {
+        let pattern = format!("{}%", domain::withdrawal::WAITING_FOR_FUNDS);
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "select chain, count(*) as n from withdrawal
+                 where state = 'pending' and error like $1 group by chain",
+            )
+            .bind(&pattern)
+            .fetch_all(pool)
+            .await?;
+            let mut counts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let chain: String = row.try_get("chain")?;
+                counts.push((
+                    chain
+                        .parse()
+                        .map_err(|error| corrupt("withdrawal.chain", error))?,
+                    row.try_get::<i64, _>("n")?,
+                ));
+            }
+            Ok(counts)
         })
     }
 

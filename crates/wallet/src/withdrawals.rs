@@ -250,7 +250,8 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
         }
         if let Some((holds, needs)) = self.shortfall(&payment).await? {
             let reason = format!(
-                "waiting for funds: the hot wallet {} holds {} and needs {} (base units, fees included)",
+                "{}: the hot wallet {} holds {} and needs {} (base units, fees included)",
+                domain::withdrawal::WAITING_FOR_FUNDS,
                 payment.from,
                 holds.base_units(),
                 needs.base_units()

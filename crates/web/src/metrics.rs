@@ -209,5 +209,15 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         (now - at).num_milliseconds().max(0) as f64 / 1000.0
     });
     metrics::gauge!("coinsensei_withdrawal_oldest_unfinished_age_seconds").set(oldest);
+    // The alert for a hot wallet that cannot pay: withdrawals waiting for funds, per chain.
+    let waiting = state.store.withdrawal_waiting_for_funds().await?;
+    for chain in Chain::ALL {
+        let count = waiting
+            .iter()
+            .find(|(each, _)| *each == chain)
+            .map_or(0, |(_, count)| *count);
+        metrics::gauge!("coinsensei_withdrawals_waiting_for_funds", "chain" => chain.as_str())
+            .set(count as f64);
+    }
     Ok(())
 }

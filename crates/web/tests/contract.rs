@@ -639,6 +639,48 @@ async fn metrics_scrape(db: &TestDb) {
         ))
         .await
         .unwrap();
+    // A second one waits for its hot wallet: the alert's gauge counts it.
+    let short = fixture
+        .store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: "metrics-short".into(),
+            request_hash: "2".repeat(64),
+            reference: "user:3".into(),
+            chain: Chain::Tron,
+            asset: "TRX".into(),
+            destination: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+            amount: "1".into(),
+            actor: "test".into(),
+            job: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+        .row()
+        .id;
+    for (from, to, error) in [
+        (
+            domain::WithdrawalState::Pending,
+            domain::WithdrawalState::Processing,
+            None,
+        ),
+        (
+            domain::WithdrawalState::Processing,
+            domain::WithdrawalState::Pending,
+            Some(format!(
+                "{}: the hot wallet holds 0",
+                domain::withdrawal::WAITING_FOR_FUNDS
+            )),
+        ),
+    ] {
+        let mut transition = store::WithdrawalTransition::new(short, from, to, "test", Utc::now());
+        transition.error = error;
+        fixture
+            .store
+            .withdrawal_transition(&transition)
+            .await
+            .unwrap();
+    }
     let scrape = send(
         &fixture.router,
         &Call::new(Method::GET, "/metrics", Some(fixture.secret(Role::Viewer))),
@@ -654,7 +696,9 @@ async fn metrics_scrape(db: &TestDb) {
         "coinsensei_auth_failures_total{reason=\"missing\"}",
         "coinsensei_http_request_duration_seconds_bucket{route=\"/metrics\",method=\"GET\",le=\"0.005\"}",
         "coinsensei_withdrawals{chain=\"tron\",state=\"canceled\"} 1",
-        "coinsensei_withdrawals{chain=\"tron\",state=\"pending\"} 0",
+        "coinsensei_withdrawals{chain=\"tron\",state=\"pending\"} 1",
+        "coinsensei_withdrawals_waiting_for_funds{chain=\"tron\"} 1",
+        "coinsensei_withdrawals_waiting_for_funds{chain=\"ethereum\"} 0",
         "coinsensei_withdrawals{chain=\"tron\",state=\"processing\"} 1",
         "coinsensei_withdrawals{chain=\"bitcoin\",state=\"manual_review\"} 0",
     ] {
