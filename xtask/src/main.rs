@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
 //!
-//! - `cargo xtask test`: every test of the workspace (what CI runs). Uses cargo-nextest when
+//! - `cargo xtask test`: every test of the workspace (what CI runs), or of the packages named
+//!   with `-p` (`cargo xtask test -p web`; other arguments go to nextest). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
 //!   what the tests drive first: anvil from npm (pinned, into `target/tools`), tronpy from
 //!   PyPI (pinned, into the venv `target/tools/tronpy`) and TronWeb from npm (pinned, into
@@ -321,10 +322,8 @@ fn tronweb() -> anyhow::Result<std::path::PathBuf> {
     )
 }
 
-/// Whether the tests `extra` selects include the dashboard's browser test (in the
-/// `coinsensei` package): a full run does; one narrowed to other packages (`-p web`) does
-/// not, and then needs neither Chromium nor npm.
-fn browser_test_selected(extra: &[String]) -> bool {
+/// The packages `extra` names with `-p` / `--package` (none: the whole workspace).
+fn packages_selected(extra: &[String]) -> Vec<String> {
     let mut packages = Vec::new();
     let mut args = extra.iter();
     while let Some(arg) = args.next() {
@@ -336,7 +335,39 @@ fn browser_test_selected(extra: &[String]) -> bool {
             packages.push(package.to_string());
         }
     }
+    packages
+}
+
+/// Whether the tests `extra` selects include the dashboard's browser test (in the
+/// `coinsensei` package): a full run does; one narrowed to other packages (`-p web`) does
+/// not, and then needs neither Chromium nor npm.
+fn browser_test_selected(extra: &[String]) -> bool {
+    let packages = packages_selected(extra);
     packages.is_empty() || packages.iter().any(|package| package == "coinsensei")
+}
+
+/// What selects the packages to test: the whole workspace, unless `extra` names packages.
+/// (Cargo ignores `-p` next to `--workspace`: `-p web` would otherwise test everything.)
+fn scope(extra: &[String]) -> Vec<String> {
+    let packages = packages_selected(extra);
+    if packages.is_empty() {
+        vec!["--workspace".to_string()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// The same packages for the doctests (`cargo test --doc` takes no nextest filter).
+fn doc_scope(extra: &[String]) -> Vec<String> {
+    let packages = packages_selected(extra);
+    if packages.is_empty() {
+        vec!["--workspace".to_string()]
+    } else {
+        packages
+            .into_iter()
+            .flat_map(|package| ["-p".to_string(), package])
+            .collect()
+    }
 }
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
@@ -367,12 +398,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     if has_nextest() {
         let mut command = cargo();
         command
-            .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(["nextest", "run", "--no-fail-fast"])
+            .args(scope(extra))
             .args(extra);
         run(with_anvil(command))?;
         // nextest does not run doctests.
         let mut command = cargo();
-        command.args(["test", "--workspace", "--doc"]);
+        command.args(["test", "--doc"]).args(doc_scope(extra));
         run(command)
     } else {
         eprintln!(
@@ -380,7 +412,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         );
         let mut command = cargo();
         command
-            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(["test", "--no-fail-fast"])
+            .args(scope(extra))
             .args(extra);
         run(with_anvil(command))
     }
@@ -632,7 +665,7 @@ fn print_queue_table(results: &[serde_json::Value]) {
 
 #[cfg(test)]
 mod tests {
-    use super::browser_test_selected;
+    use super::{browser_test_selected, doc_scope, scope};
 
     #[test]
     fn the_browser_is_needed_when_the_browser_test_may_run() {
@@ -651,5 +684,19 @@ mod tests {
         assert!(!browser_test_selected(&args(
             "-p web --package store -pdomain"
         )));
+    }
+
+    #[test]
+    fn packages_named_narrow_the_run() {
+        let args =
+            |text: &str| -> Vec<String> { text.split_whitespace().map(String::from).collect() };
+        assert_eq!(scope(&[]), ["--workspace"]);
+        assert_eq!(scope(&args("-E test(login)")), ["--workspace"]);
+        assert!(scope(&args("-p web")).is_empty(), "not the whole workspace");
+        assert_eq!(doc_scope(&[]), ["--workspace"]);
+        assert_eq!(
+            doc_scope(&args("-p web --package=store -E test(x)")),
+            ["-p", "web", "-p", "store"]
+        );
     }
 }
