@@ -5,7 +5,8 @@
 //! store): every recipient received exactly its amount once, in fewer transactions than
 //! withdrawals. On both stores. And the crash healing alone: a withdrawal left `processing`
 //! while a stored batch holds it is moved to `broadcast` with that batch's txid and paid by
-//! it, never by a second transaction.
+//! it, never by a second transaction, then replaced by fee (RBF) while unconfirmed; and a hot
+//! wallet that cannot pay keeps the withdrawal `pending` with the reason until it is funded.
 
 mod common;
 
@@ -477,4 +478,83 @@ async fn crash_healing_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_healing_sqlite() {
     a_processing_withdrawal_held_by_a_stored_batch_is_not_paid_again(Backend::Sqlite).await;
+}
+
+/// A hot wallet that cannot pay: the withdrawal stays `pending` with the reason, never
+/// `failed`; funded later, it is paid.
+async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let node = Bitcoind::start().await;
+    // Blocks elsewhere only: the hot wallet holds nothing.
+    node.cli(&["generatetoaddress", "101", ELSEWHERE]).await;
+    let store = db.store().await;
+    let to = recipient(9);
+    let created = store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: "short-1".into(),
+            request_hash: "0".repeat(64),
+            reference: "user:9".into(),
+            chain: Chain::Bitcoin,
+            asset: "BTC".into(),
+            destination: to.to_string(),
+            amount: "250000".into(),
+            actor: "test".into(),
+            job: None,
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    let id = created.row().id;
+    let config = config(
+        &db,
+        &node,
+        "bitcoin_batch_max = 5\nbitcoin_batch_wait = 0\n",
+    );
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let waiting = wait_for("the reason shown", Duration::from_secs(60), || async {
+        let row = store.withdrawal_get(id).await.unwrap().unwrap();
+        row.error.is_some().then_some(row)
+    })
+    .await;
+    assert_eq!(waiting.state, WithdrawalState::Pending, "{waiting:?}");
+    assert!(
+        waiting
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("waiting for funds"),
+        "{waiting:?}"
+    );
+    // Still pending a few rounds later: it waits, it does not fail.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let row = store.withdrawal_get(id).await.unwrap().unwrap();
+    assert_eq!(row.state, WithdrawalState::Pending, "{row:?}");
+    fund(&node, 1).await;
+    let done = wait_for("completed", Duration::from_secs(90), || async {
+        node.cli(&["generatetoaddress", "1", ELSEWHERE]).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let row = store.withdrawal_get(id).await.unwrap().unwrap();
+        (row.state == WithdrawalState::Completed).then_some(row)
+    })
+    .await;
+    let payments = paid_on_chain(&node, std::slice::from_ref(&to)).await;
+    assert_eq!(
+        payments,
+        vec![(to.to_string(), done.txid.clone().unwrap(), 250_000)]
+    );
+    assert!(up.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_hot_wallet_postgres() {
+    a_short_hot_wallet_keeps_withdrawals_pending_until_funded(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_hot_wallet_sqlite() {
+    a_short_hot_wallet_keeps_withdrawals_pending_until_funded(Backend::Sqlite).await;
 }
