@@ -382,6 +382,12 @@ impl Bitcoin {
             .map_err(|error| ChainError::permanent(error.to_string()))
     }
 
+    /// The smallest amount, in satoshi, an output to `address` may carry (Bitcoin Core's dust
+    /// limit for its script); `build_payout` refuses less.
+    pub fn dust_of(&self, address: &Address) -> Result<u64, ChainError> {
+        Ok(self.script_of(address)?.minimal_non_dust().to_sat())
+    }
+
     /// The output script of key `index` on `keychain` (P2WPKH).
     pub fn key_script(&self, keychain: Keychain, index: u32) -> Result<ScriptBuf, ChainError> {
         Ok(ScriptBuf::new_p2wpkh(

@@ -587,6 +587,12 @@ impl<L: AttemptLog> Payer<'_, L> {
         Ok(unsigned)
     }
 
+    /// The fee rate (sat/vB, by its largest size) a live, unconfirmed attempt pays: its
+    /// inputs must still be unspent outputs of the wallet.
+    pub fn fee_rate_of(&self, attempt: &Attempt) -> Result<u64, PayoutError> {
+        Ok(self.unsigned_of(attempt)?.fee_rate_sat_vb)
+    }
+
     /// Replaces the payout's newest live attempt by fee (BIP125: same inputs, the fee from
     /// the change, at least `fee_rate_sat_vb`), recorded with `replaces`, then broadcast.
     /// At most [`BUMPS_MAX`] times per payout.

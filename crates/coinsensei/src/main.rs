@@ -1,6 +1,7 @@
 //! `coinsensei`: runs the system (`up`, `serve`, `worker`), manages its database (`migrate`)
 //! and drives its workers (`workers`). See `coinsensei --help`.
 
+mod bitcoin_payer;
 mod commands;
 mod config;
 mod payers;

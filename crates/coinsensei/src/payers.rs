@@ -67,6 +67,17 @@ impl ChainPayer for EthereumPayer {
     }
 }
 
+#[async_trait]
+impl ChainPayer for crate::bitcoin_payer::BitcoinWithdrawals {
+    async fn pay(&self, id: i64) -> PayOutcome {
+        crate::bitcoin_payer::BitcoinWithdrawals::pay(self, id).await
+    }
+
+    async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
+        self.round().await
+    }
+}
+
 /// Handles both job kinds for one chain; `payer` is `Err` with what to configure when the
 /// chain cannot be paid on.
 struct Withdrawals {
@@ -272,8 +283,35 @@ async fn connect(
                 },
             )))
         }
-        Chain::Bitcoin => anyhow::bail!(
-            "Bitcoin withdrawals are not paid by this build yet (batched payouts come next)"
-        ),
+        Chain::Bitcoin => {
+            let rpc = crate::commands::chain::bitcoin_rpc(settings)?;
+            let signer: Arc<dyn signer::Signer> = Arc::new(keystore.signer()?);
+            let bitcoin = chain_bitcoin::Bitcoin::connect(
+                rpc,
+                config.bitcoin_network,
+                signer.xpub(Chain::Bitcoin)?,
+                chain_bitcoin::FeePolicy::default(),
+            )
+            .await
+            .context("connecting to the bitcoin node")?;
+            let payer = crate::bitcoin_payer::BitcoinWithdrawals::new(
+                bitcoin,
+                store,
+                signer,
+                config.catalogue.clone(),
+                config.bitcoin_network,
+                actor,
+                crate::bitcoin_payer::Policy {
+                    confirmations: config.bitcoin_confirmations.max(1),
+                    batch_max: usize::try_from(config.bitcoin_batch_max.max(1)).unwrap_or(25),
+                    batch_wait: config.bitcoin_batch_wait,
+                    bump_after: config.bitcoin_bump_after,
+                    hot_index: from_index,
+                },
+            )
+            .await
+            .context("reading the hot wallet's outputs from the bitcoin node")?;
+            Ok(Arc::new(payer))
+        }
     }
 }

@@ -465,6 +465,41 @@ impl Store {
         })
     }
 
+    /// The payout that holds `member` (a withdrawal's payout key, `withdrawal:ID`) on `chain`
+    /// while that payout may land (`payout_member`, migration 0009), if any. A payout's
+    /// members are released only when none of its attempts is live or landed any more, so
+    /// `None` means no transaction that pays this withdrawal can land: a Bitcoin batcher that
+    /// finds a withdrawal `processing` after a crash may batch it again.
+    pub async fn payout_of_member(
+        &self,
+        chain: Chain,
+        member: &str,
+    ) -> Result<Option<String>, StoreError> {
+        if member.is_empty() || member.len() > 200 {
+            return Err(StoreError::Invalid(
+                "a withdrawal id is 1 to 200 bytes".into(),
+            ));
+        }
+        const SQL: &str = "select payout from payout_member where chain = $1 and member = $2";
+        let payout = match self {
+            Store::Postgres(store) => {
+                sqlx::query_scalar::<_, String>(SQL)
+                    .bind(chain.as_str())
+                    .bind(member)
+                    .fetch_optional(&store.pool)
+                    .await?
+            }
+            Store::Sqlite(store) => {
+                sqlx::query_scalar::<_, String>(SQL)
+                    .bind(chain.as_str())
+                    .bind(member)
+                    .fetch_optional(&store.pool)
+                    .await?
+            }
+        };
+        Ok(payout)
+    }
+
     /// How many withdrawals there are per (chain, state), and the oldest unfinished one's
     /// creation time, for the metrics.
     pub async fn withdrawal_counts(

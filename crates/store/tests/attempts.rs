@@ -525,15 +525,30 @@ async fn a_withdrawal_is_paid_by_one_payout_at_a_time(db: &TestDb) {
         1,
         "its output is not reserved"
     );
+    let holder = |member: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .payout_of_member(Chain::Bitcoin, member)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(holder("w2").await.as_deref(), Some("batch-1"));
+    assert_eq!(holder("w3").await, None, "refused: w3 is held by nothing");
     store
         .attempt_store(&batch("batch-2", "t2", &o2, &third))
         .await
         .unwrap();
+    assert_eq!(holder("w3").await.as_deref(), Some("batch-2"));
     // batch-1's transaction can never land: its withdrawals may be paid by another payout.
     store
         .attempt_dead(Chain::Bitcoin, "t1", at(9))
         .await
         .unwrap();
+    // Dead: its withdrawals are held by nothing (a batcher may batch them again).
+    assert_eq!(holder("w1").await, None);
+    assert_eq!(holder("w2").await, None);
     store
         .attempt_store(&batch("batch-3", "t3", &o3, &first))
         .await
@@ -543,6 +558,8 @@ async fn a_withdrawal_is_paid_by_one_payout_at_a_time(db: &TestDb) {
         .attempt_landed(Chain::Bitcoin, "t2", at(10))
         .await
         .unwrap();
+    assert_eq!(holder("w3").await.as_deref(), Some("batch-2"));
+    assert_eq!(holder("w1").await.as_deref(), Some("batch-3"));
     assert!(matches!(
         store
             .attempt_store(&batch("batch-4", "t4", &o1, &third))

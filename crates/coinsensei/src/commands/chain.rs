@@ -25,7 +25,7 @@ fn tron(settings: &Settings) -> anyhow::Result<Tron> {
 
 /// A client of the configured Bitcoin node, its credentials read now (a cookie file is
 /// rewritten at each start of the node).
-fn bitcoin_rpc(settings: &Settings) -> anyhow::Result<chain_bitcoin::Rpc> {
+pub(crate) fn bitcoin_rpc(settings: &Settings) -> anyhow::Result<chain_bitcoin::Rpc> {
     let config = settings.bitcoin.as_ref().context(
         "no Bitcoin node configured: set bitcoin_rpc_url (COINSENSEI_BITCOIN_RPC_URL) and bitcoin_rpc_cookie_file or bitcoin_rpc_user and bitcoin_rpc_password",
     )?;

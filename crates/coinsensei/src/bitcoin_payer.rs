@@ -1,0 +1,747 @@
+//! Bitcoin withdrawals: batched, paid by `chain_bitcoin::payout::Payer` in one transaction
+//! per batch, settled and bumped by RBF, all in one round that the chain's scheduled
+//! `withdrawal.reconcile` job runs (one at a time per chain; `payers.rs`). A Bitcoin
+//! `withdrawal.pay` job pays nothing by itself: it ends at once, and the round batches.
+//!
+//! A round, each step asking the store first, so that a process killed at any await is
+//! followed by a round that finishes its work and never pays a withdrawal twice:
+//!
+//! 1. the hot wallet's unspent outputs (`UtxoSet`, in memory, watching the hot wallet's
+//!    receive and change keys) are synced with the node;
+//! 2. `Payer::reconcile` settles the live attempts: Landed at `bitcoin_confirmations`, Dead
+//!    when an input was spent deep enough by another transaction, the others sent again;
+//! 3. every `processing`, `broadcast` and `confirming` withdrawal is swept by what the store
+//!    holds for it: the payout that holds it as a member (`payout_member`) and that payout's
+//!    attempts. `processing` and held by a live or landed payout (a crash after the batch
+//!    was recorded): `broadcast` with that payout's txid, never paid again. `processing` and
+//!    held by nothing (a crash before the batch was recorded): batched again. Landed:
+//!    `completed` (txid, block, confirmations). In a block short of the policy:
+//!    `confirming`. Held by nothing any more (every attempt proved dead, the store released
+//!    it): back to `processing` and batched again. A payout the chain shows paid by an
+//!    attempt the store does not hold live (`Reconciled::held`): `manual_review`;
+//! 4. a payout whose newest attempt has been unconfirmed for `bitcoin_bump_after` is
+//!    replaced by fee (`Payer::bump`: the node's estimate, and at least 10 % or 1 sat/vB
+//!    above the old rate, capped by the fee policy; at most `BUMPS_MAX` times);
+//! 5. batching: the withdrawals held by nothing and the `pending` ones, oldest first, once
+//!    `bitcoin_batch_max` wait or the oldest has waited `bitcoin_batch_wait`: each refused
+//!    one (below dust, another asset, one of our own addresses) -> `failed`; the others
+//!    `pending -> processing` (compare-and-set each: a cancel that came first wins) and
+//!    paid in ONE transaction whose payout is the batch (`Batch::key_of`) and whose members
+//!    are the withdrawals, then `processing -> broadcast` with its txid. The store refuses a
+//!    batch that holds a withdrawal another payout holds (`Claimed`): that one follows its
+//!    payout, the others are batched without it. When the hot wallet cannot pay, the
+//!    withdrawals stay `pending` with the reason in `error`, and wait.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use chain::address::{Address, Network};
+use chain::attempts::AttemptError;
+use chain::provider::{ChainError, ChainRead, Keychain, TxStatus};
+use chain_bitcoin::batch::{Batch, Pending};
+use chain_bitcoin::payout::{BUMPS_MAX, Payer, PayoutError};
+use chain_bitcoin::{Bitcoin, UtxoSet};
+use chrono::Utc;
+use domain::{Amount, AssetCatalogue, Chain, WithdrawalState};
+use signer::Signer;
+use store::{AttemptState, Store, StoreError, WithdrawalRow, WithdrawalScan, WithdrawalTransition};
+use wallet::WalletError;
+use wallet::attempt_log::StoreAttempts;
+use wallet::withdrawals::{PayOutcome, Reconciled};
+
+/// The attempts' sender: the hot wallet.
+const SENDER: &str = "hot";
+/// How many withdrawals one round looks at in each state at most.
+const SCAN_MAX: u32 = 500;
+/// The most blocks one sync applies (the rest next round).
+const SYNC_BLOCKS_MAX: u64 = 2_000;
+/// Confirmations a coin needs before it is spent. The hot wallet is funded by ordinary
+/// transactions; a coinbase output paid to it would need 100 (consensus), which this does not
+/// check: mature such coins before the worker sees them.
+const COIN_CONFIRMATIONS: u64 = 1;
+
+/// How the Bitcoin withdrawals are batched, confirmed and bumped (`WithdrawalSettings`).
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub confirmations: u64,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    pub bump_after: Duration,
+    /// The hot wallet's key index, on the receive keychain (its address) and on the change
+    /// keychain (its change).
+    pub hot_index: u32,
+}
+
+/// See the module's documentation.
+pub struct BitcoinWithdrawals {
+    bitcoin: Bitcoin,
+    utxos: UtxoSet,
+    log: StoreAttempts,
+    store: Store,
+    signer: std::sync::Arc<dyn Signer>,
+    catalogue: AssetCatalogue,
+    network: Network,
+    actor: String,
+    policy: Policy,
+    /// One round at a time in this process (the job's unique key does it across processes).
+    round: tokio::sync::Mutex<()>,
+}
+
+fn chain_error(error: impl std::fmt::Display) -> WalletError {
+    WalletError::Chain(ChainError::retriable(error.to_string()))
+}
+
+/// Whether a batch is due: full, or its oldest withdrawal has waited long enough.
+pub fn batch_due(waiting: usize, oldest_waited: Duration, policy: &Policy) -> bool {
+    waiting > 0 && (waiting >= policy.batch_max || oldest_waited >= policy.batch_wait)
+}
+
+/// The fee rate of a replacement: the node's estimate, and at least 10 % (1 sat/vB at least)
+/// above the rate it replaces; at most `cap`. None when that is no higher than `old`.
+pub fn bump_rate(old: u64, estimate: u64, cap: u64) -> Option<u64> {
+    let raised = old.saturating_add((old / 10).max(1));
+    let rate = raised.max(estimate).min(cap);
+    (rate > old).then_some(rate)
+}
+
+impl BitcoinWithdrawals {
+    #[allow(clippy::too_many_arguments)]
+    pub async fn new(
+        bitcoin: Bitcoin,
+        store: Store,
+        signer: std::sync::Arc<dyn Signer>,
+        catalogue: AssetCatalogue,
+        network: Network,
+        actor: String,
+        policy: Policy,
+    ) -> Result<Self, WalletError> {
+        let utxos = UtxoSet::new();
+        for keychain in [Keychain::Receive, Keychain::Change] {
+            utxos.watch(
+                bitcoin.key_script(keychain, policy.hot_index)?,
+                keychain,
+                policy.hot_index,
+            );
+        }
+        let this = BitcoinWithdrawals {
+            bitcoin,
+            utxos,
+            log: StoreAttempts::new(store.clone()),
+            store,
+            signer,
+            catalogue,
+            network,
+            actor,
+            policy,
+            round: tokio::sync::Mutex::new(()),
+        };
+        // The whole chain at the start (in steps), then each round what is new.
+        while this.sync().await? >= SYNC_BLOCKS_MAX {}
+        Ok(this)
+    }
+
+    async fn sync(&self) -> Result<u64, WalletError> {
+        let synced = self.utxos.sync(&self.bitcoin, 1, SYNC_BLOCKS_MAX).await?;
+        Ok(synced.applied)
+    }
+
+    fn payer(&self) -> Payer<'_, StoreAttempts> {
+        Payer {
+            bitcoin: &self.bitcoin,
+            utxos: &self.utxos,
+            log: &self.log,
+            signer: self.signer.as_ref(),
+            sender: SENDER,
+            min_confirmations: COIN_CONFIRMATIONS,
+            settle_confirmations: self.policy.confirmations,
+        }
+    }
+
+    /// A `withdrawal.pay` job: nothing to do alone (the round batches).
+    pub async fn pay(&self, id: i64) -> PayOutcome {
+        tracing::debug!(
+            withdrawal = id,
+            "bitcoin withdrawals are batched by the reconcile round"
+        );
+        PayOutcome::Done
+    }
+
+    async fn moved(
+        &self,
+        row: &WithdrawalRow,
+        to: WithdrawalState,
+        change: impl FnOnce(&mut WithdrawalTransition),
+    ) -> Result<WithdrawalRow, StoreError> {
+        let mut transition =
+            WithdrawalTransition::new(row.id, row.state, to, self.actor.clone(), Utc::now());
+        change(&mut transition);
+        let moved = self.store.withdrawal_transition(&transition).await?;
+        if row.state != to {
+            tracing::info!(withdrawal = row.id, from = %row.state, %to, txid = ?moved.txid, "withdrawal moved");
+            metrics::counter!("coinsensei_withdrawal_transitions_total", "chain" => "bitcoin", "to" => to.as_str()).increment(1);
+        }
+        Ok(moved)
+    }
+
+    async fn scan(&self, states: Vec<WithdrawalState>) -> Result<Vec<WithdrawalRow>, StoreError> {
+        self.store
+            .withdrawal_scan(&WithdrawalScan {
+                chain: Chain::Bitcoin,
+                states,
+                after_id: 0,
+                limit: SCAN_MAX,
+            })
+            .await
+    }
+
+    /// One round (see the module's documentation).
+    pub async fn round(&self) -> Result<Reconciled, WalletError> {
+        let _one = self.round.lock().await;
+        let mut report = Reconciled::default();
+        self.sync().await?;
+        let payer = self.payer();
+        let settled = payer.reconcile().await.map_err(chain_error)?;
+        let held: HashSet<String> = settled.held.into_iter().collect();
+        let mut free = Vec::new();
+        for row in self
+            .scan(vec![
+                WithdrawalState::Processing,
+                WithdrawalState::Broadcast,
+                WithdrawalState::Confirming,
+            ])
+            .await?
+        {
+            match self.sweep(&row, &held, &mut report).await {
+                Ok(Some(row)) => free.push(row),
+                Ok(None) => {}
+                Err(error) => report
+                    .errors
+                    .push(format!("withdrawal {}: {error}", row.id)),
+            }
+        }
+        if let Err(error) = self.bump_stale(&payer).await {
+            report.errors.push(format!("bumping: {error}"));
+        }
+        if let Err(error) = self.batch(&payer, free, &mut report).await {
+            report.errors.push(format!("batching: {error}"));
+        }
+        Ok(report)
+    }
+
+    /// The txid of the payout's landed attempt, else its newest live one.
+    async fn standing(&self, payout: &str) -> Result<Option<(String, bool)>, StoreError> {
+        let attempts = self.store.attempts_of(Chain::Bitcoin, payout).await?;
+        if let Some(landed) = attempts.iter().find(|a| a.state == AttemptState::Landed) {
+            return Ok(Some((landed.txid.clone(), true)));
+        }
+        Ok(attempts
+            .iter()
+            .rev()
+            .find(|a| a.state == AttemptState::Live)
+            .map(|a| (a.txid.clone(), false)))
+    }
+
+    /// Step 3 for one withdrawal; `Some(row)` when it is `processing` and held by nothing:
+    /// to be batched again.
+    async fn sweep(
+        &self,
+        row: &WithdrawalRow,
+        held: &HashSet<String>,
+        report: &mut Reconciled,
+    ) -> Result<Option<WithdrawalRow>, WalletError> {
+        let Some(payout) = self
+            .store
+            .payout_of_member(Chain::Bitcoin, &row.payout_key())
+            .await?
+        else {
+            // No transaction that pays it can land (none stored, or all proved dead).
+            return Ok(match row.state {
+                WithdrawalState::Processing => Some(row.clone()),
+                WithdrawalState::Broadcast => {
+                    let moved = self
+                        .moved(row, WithdrawalState::Processing, |t| {
+                            t.error = Some(
+                                "every transaction of its batch was proved dead (an input spent \
+                                 by another transaction): batched again"
+                                    .into(),
+                            );
+                        })
+                        .await?;
+                    report
+                        .moved
+                        .push((row.id, row.state, WithdrawalState::Processing));
+                    Some(moved)
+                }
+                WithdrawalState::Confirming => {
+                    // Back, never forward; the next round batches it again.
+                    self.moved(row, WithdrawalState::Broadcast, |t| {
+                        t.error = Some("its transaction left the chain".into());
+                    })
+                    .await?;
+                    report
+                        .moved
+                        .push((row.id, row.state, WithdrawalState::Broadcast));
+                    None
+                }
+                _ => None,
+            });
+        };
+        if held.contains(&payout) {
+            let reason = format!(
+                "batch {payout}: the chain shows it paid by a transaction the store does not \
+                 hold live; a person must decide"
+            );
+            tracing::error!(withdrawal = row.id, %reason, "a withdrawal needs a person");
+            self.moved(row, WithdrawalState::ManualReview, |t| {
+                t.error = Some(reason)
+            })
+            .await?;
+            report
+                .moved
+                .push((row.id, row.state, WithdrawalState::ManualReview));
+            return Ok(None);
+        }
+        let Some((txid, landed)) = self.standing(&payout).await? else {
+            // Settled meanwhile: the next round sees where.
+            return Ok(None);
+        };
+        let mut row = row.clone();
+        if row.state == WithdrawalState::Processing {
+            // A crash after its batch was recorded: that batch pays it, nothing else may.
+            let txid = txid.clone();
+            row = self
+                .moved(&row, WithdrawalState::Broadcast, |t| {
+                    t.txid = Some(txid);
+                    t.error = None;
+                })
+                .await?;
+            report.moved.push((
+                row.id,
+                WithdrawalState::Processing,
+                WithdrawalState::Broadcast,
+            ));
+        }
+        let status = self.bitcoin.transaction(&txid).await?;
+        match status {
+            TxStatus::Included {
+                block,
+                confirmations,
+                ..
+            } => {
+                let to = if landed && confirmations >= self.policy.confirmations {
+                    WithdrawalState::Completed
+                } else {
+                    WithdrawalState::Confirming
+                };
+                if row.state == to && i64::try_from(confirmations).ok() == Some(row.confirmations) {
+                    return Ok(None);
+                }
+                self.moved(&row, to, |t| {
+                    t.txid = Some(txid.clone());
+                    t.block_height = i64::try_from(block.number).ok();
+                    t.confirmations = i64::try_from(confirmations).ok();
+                    t.error = None;
+                })
+                .await?;
+                if row.state != to {
+                    report.moved.push((row.id, row.state, to));
+                }
+            }
+            TxStatus::Pending | TxStatus::NotFound => {
+                if row.state == WithdrawalState::Confirming {
+                    self.moved(&row, WithdrawalState::Broadcast, |t| {
+                        t.txid = Some(txid.clone());
+                        t.error = Some(format!("{txid} left the chain in a reorg"));
+                    })
+                    .await?;
+                    report
+                        .moved
+                        .push((row.id, row.state, WithdrawalState::Broadcast));
+                } else if row.txid.as_deref() != Some(txid.as_str()) {
+                    // Replaced by fee: show the newest.
+                    self.moved(&row, row.state, |t| t.txid = Some(txid.clone()))
+                        .await?;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Step 4: RBF for payouts unconfirmed too long.
+    async fn bump_stale(&self, payer: &Payer<'_, StoreAttempts>) -> Result<(), WalletError> {
+        let live = self
+            .store
+            .attempts_live(Chain::Bitcoin, Some(SENDER))
+            .await?;
+        let mut newest: HashMap<&str, &store::Attempt> = HashMap::new();
+        let mut bumps: HashMap<&str, usize> = HashMap::new();
+        for attempt in &live {
+            newest.insert(attempt.payout.as_str(), attempt);
+            if attempt.replaces.is_some() {
+                *bumps.entry(attempt.payout.as_str()).or_default() += 1;
+            }
+        }
+        let after = chrono::Duration::from_std(self.policy.bump_after).unwrap_or_default();
+        let now = Utc::now();
+        let mut estimate = None;
+        for (payout, attempt) in newest {
+            if now - attempt.created_at < after
+                || bumps.get(payout).copied().unwrap_or(0) >= BUMPS_MAX
+            {
+                continue;
+            }
+            if let TxStatus::Included { .. } = self.bitcoin.transaction(&attempt.txid).await? {
+                continue;
+            }
+            let estimated = match estimate {
+                Some(rate) => rate,
+                None => *estimate.insert(self.bitcoin.fee_rate().await?),
+            };
+            let current = chain::attempts::Attempt {
+                payout: attempt.payout.clone(),
+                sender: attempt.sender.clone(),
+                txid: attempt.txid.clone(),
+                raw: attempt.raw.clone(),
+                inputs: attempt
+                    .inputs
+                    .iter()
+                    .map(|o| chain::attempts::Outpoint {
+                        txid: o.txid.clone(),
+                        vout: o.vout,
+                    })
+                    .collect(),
+                replaces: attempt.replaces.clone(),
+                state: chain::attempts::AttemptState::Live,
+            };
+            let old = match payer.fee_rate_of(&current) {
+                Ok(rate) => rate,
+                Err(error) => {
+                    tracing::debug!(payout, %error, "cannot bump a bitcoin payout now");
+                    continue;
+                }
+            };
+            let Some(rate) = bump_rate(old, estimated, self.bitcoin.fee_policy().cap_sat_vb) else {
+                continue;
+            };
+            match payer.bump(payout, rate).await {
+                Ok(paid) => {
+                    tracing::info!(payout, old_rate = old, rate, txid = %paid.txid, "bitcoin payout bumped by fee");
+                    metrics::counter!("coinsensei_withdrawal_replacements_total", "chain" => "bitcoin").increment(1);
+                }
+                Err(error) => {
+                    tracing::warn!(payout, %error, "bumping a bitcoin payout failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What a withdrawal pays, or why it never can.
+    fn output_of(&self, row: &WithdrawalRow) -> Result<(Address, Amount), String> {
+        let asset = self
+            .catalogue
+            .get(Chain::Bitcoin, &row.asset)
+            .map_err(|error| error.to_string())?;
+        if asset.contract.is_some() {
+            return Err(format!("{} is not native bitcoin", row.asset));
+        }
+        let to = Address::parse(Chain::Bitcoin, self.network, &row.destination)
+            .map_err(|error| format!("destination: {error}"))?;
+        let sat: u128 = row
+            .amount
+            .parse()
+            .map_err(|_| format!("amount {:?}", row.amount))?;
+        let dust = self.bitcoin.dust_of(&to).map_err(|e| e.to_string())?;
+        if sat < u128::from(dust) {
+            return Err(format!(
+                "{sat} satoshi to {to} is below the dust limit ({dust} satoshi)"
+            ));
+        }
+        let script = self.bitcoin.script_of(&to).map_err(|e| e.to_string())?;
+        if self.utxos.key_of(&script).is_some() {
+            return Err(format!("{to} is the hot wallet's own address"));
+        }
+        Ok((to, Amount::from_u128(sat)))
+    }
+
+    /// What the hot wallet can spend now (satoshi): its confirmed outputs no payout holds.
+    async fn spendable(&self) -> Result<(u64, usize), WalletError> {
+        let reserved: HashSet<(String, u32)> = self
+            .store
+            .utxo_reserved(Chain::Bitcoin)
+            .await?
+            .into_iter()
+            .map(|(o, _)| (o.txid, o.vout))
+            .collect();
+        let tip = self.bitcoin.tip().await?.head;
+        let coins: Vec<u64> = self
+            .utxos
+            .available(tip, COIN_CONFIRMATIONS)
+            .into_iter()
+            .filter(|u| !reserved.contains(&(u.outpoint.txid.to_string(), u.outpoint.vout)))
+            .map(|u| u.value)
+            .collect();
+        Ok((coins.iter().sum(), coins.len()))
+    }
+
+    /// Step 5 (see the module's documentation).
+    async fn batch(
+        &self,
+        payer: &Payer<'_, StoreAttempts>,
+        free: Vec<WithdrawalRow>,
+        report: &mut Reconciled,
+    ) -> Result<(), WalletError> {
+        let pending = self.scan(vec![WithdrawalState::Pending]).await?;
+        let mut waiting: Vec<WithdrawalRow> = free.into_iter().chain(pending).collect();
+        waiting.sort_by_key(|row| row.id);
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let rate = self.bitcoin.fee_rate().await?;
+        while !waiting.is_empty() {
+            let oldest = waiting
+                .iter()
+                .map(|row| row.created_at)
+                .min()
+                .unwrap_or_else(Utc::now);
+            let waited = (Utc::now() - oldest).to_std().unwrap_or_default();
+            if !batch_due(waiting.len(), waited, &self.policy) {
+                return Ok(());
+            }
+            let rest = waiting.split_off(waiting.len().min(self.policy.batch_max));
+            let taken = std::mem::replace(&mut waiting, rest);
+            // Refused ones fail alone; the others go on.
+            let mut batch = Vec::new();
+            for row in taken {
+                match self.output_of(&row) {
+                    Ok(output) => batch.push((row, output)),
+                    Err(reason) => {
+                        let moved = self
+                            .moved(&row, WithdrawalState::Failed, |t| {
+                                t.error =
+                                    Some(format!("refused before anything was signed: {reason}"));
+                            })
+                            .await;
+                        match moved {
+                            Ok(_) => {
+                                report
+                                    .moved
+                                    .push((row.id, row.state, WithdrawalState::Failed))
+                            }
+                            Err(error) => report
+                                .errors
+                                .push(format!("withdrawal {}: {error}", row.id)),
+                        }
+                    }
+                }
+            }
+            // The hot wallet must cover the amounts and a fee that spends every coin it has.
+            let (spendable, coins) = self.spendable().await?;
+            let fee_room =
+                rate.saturating_mul(11 + 43 * (batch.len() as u64 + 1) + 68 * coins as u64);
+            let mut total: u64 = 0;
+            let mut fits = Vec::new();
+            let mut short = Vec::new();
+            for (row, output) in batch {
+                let sat = u64::try_from(output.1.base_units()).unwrap_or(u64::MAX);
+                if total.saturating_add(sat).saturating_add(fee_room) <= spendable {
+                    total += sat;
+                    fits.push((row, output));
+                } else {
+                    short.push(row);
+                }
+            }
+            if !short.is_empty() {
+                let reason = format!(
+                    "waiting for funds: the hot wallet can spend {spendable} satoshi now (its \
+                     confirmed outputs no payout holds); this withdrawal does not fit with the \
+                     others and the fee"
+                );
+                metrics::counter!("coinsensei_withdrawal_funds_short_total", "chain" => "bitcoin")
+                    .increment(short.len() as u64);
+                for row in &short {
+                    if row.error.as_deref() != Some(reason.as_str()) {
+                        tracing::warn!(withdrawal = row.id, %reason, "a withdrawal waits for the hot wallet");
+                        if let Err(error) = self
+                            .moved(row, row.state, |t| t.error = Some(reason.clone()))
+                            .await
+                        {
+                            report
+                                .errors
+                                .push(format!("withdrawal {}: {error}", row.id));
+                        }
+                    }
+                }
+            }
+            // Taken: pending -> processing, each a compare-and-set.
+            let mut members = Vec::new();
+            for (row, output) in fits {
+                if row.state == WithdrawalState::Processing {
+                    members.push((row, output));
+                    continue;
+                }
+                match self.moved(&row, WithdrawalState::Processing, |_| {}).await {
+                    Ok(taken) => members.push((taken, output)),
+                    // Canceled meanwhile: not ours to pay.
+                    Err(StoreError::Conflict(reason)) => {
+                        tracing::info!(withdrawal = row.id, reason, "left out of the batch");
+                    }
+                    Err(error) => report
+                        .errors
+                        .push(format!("withdrawal {}: {error}", row.id)),
+                }
+            }
+            self.pay_batch(payer, members, rate, report).await?;
+            if !short.is_empty() {
+                // The rest wait for funds too.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Pays `members` (all `processing`) in one transaction; a member another payout holds
+    /// follows that payout, the others are paid without it.
+    async fn pay_batch(
+        &self,
+        payer: &Payer<'_, StoreAttempts>,
+        mut members: Vec<(WithdrawalRow, (Address, Amount))>,
+        rate: u64,
+        report: &mut Reconciled,
+    ) -> Result<(), WalletError> {
+        while !members.is_empty() {
+            let pending: Vec<Pending> = members
+                .iter()
+                .map(|(row, (to, amount))| Pending {
+                    id: row.payout_key(),
+                    to: to.clone(),
+                    amount: *amount,
+                })
+                .collect();
+            let key = Batch::key_of(&pending);
+            let batch = Batch {
+                key: key.clone(),
+                withdrawals: pending,
+            };
+            let paid = payer
+                .pay(
+                    &key,
+                    &batch.ids(),
+                    &batch.outputs(),
+                    rate,
+                    self.policy.hot_index,
+                )
+                .await;
+            match paid {
+                Ok(paid) => {
+                    tracing::info!(batch = %key, txid = %paid.txid, withdrawals = members.len(), outcome = ?paid.outcome, "bitcoin batch paid");
+                    metrics::histogram!("coinsensei_bitcoin_batch_withdrawals")
+                        .record(members.len() as f64);
+                    for (row, _) in &members {
+                        match self
+                            .moved(row, WithdrawalState::Broadcast, |t| {
+                                t.txid = Some(paid.txid.clone());
+                                t.error = None;
+                            })
+                            .await
+                        {
+                            Ok(_) => {
+                                report
+                                    .moved
+                                    .push((row.id, row.state, WithdrawalState::Broadcast))
+                            }
+                            // The next round's sweep heals it from the store.
+                            Err(error) => report
+                                .errors
+                                .push(format!("withdrawal {}: {error}", row.id)),
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(PayoutError::Log(AttemptError::Claimed { member, payout })) => {
+                    tracing::warn!(%member, %payout, "a withdrawal of the batch is paid by another payout: it follows that one");
+                    let Some(at) = members
+                        .iter()
+                        .position(|(row, _)| row.payout_key() == member)
+                    else {
+                        return Err(chain_error(format!(
+                            "the store says {member} of batch {key} is claimed, but it is not in it"
+                        )));
+                    };
+                    let (row, _) = members.remove(at);
+                    if let Some((txid, _)) = self.standing(&payout).await? {
+                        self.moved(&row, WithdrawalState::Broadcast, |t| {
+                            t.txid = Some(txid);
+                            t.error = None;
+                        })
+                        .await?;
+                        report
+                            .moved
+                            .push((row.id, row.state, WithdrawalState::Broadcast));
+                    }
+                }
+                Err(PayoutError::Chain(error)) if !error.retriable => {
+                    // Built or checked before anything was recorded: nothing signed is
+                    // stored, they stay `processing` held by nothing and are batched again.
+                    let reason = format!("the batch could not be built: {error}");
+                    tracing::warn!(batch = %key, %reason, "bitcoin batch not paid");
+                    for (row, _) in &members {
+                        if let Err(error) = self
+                            .moved(row, row.state, |t| t.error = Some(reason.clone()))
+                            .await
+                        {
+                            report
+                                .errors
+                                .push(format!("withdrawal {}: {error}", row.id));
+                        }
+                    }
+                    return Ok(());
+                }
+                // Anything else (the store or the node away, the signer): the withdrawals
+                // stay `processing`; the next round finds whether the batch was recorded.
+                Err(error) => return Err(chain_error(format!("batch {key}: {error}"))),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            confirmations: 3,
+            batch_max: 25,
+            batch_wait: Duration::from_secs(30),
+            bump_after: Duration::from_secs(600),
+            hot_index: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_due_when_full_or_its_oldest_waited_long_enough() {
+        let policy = policy();
+        let s = Duration::from_secs;
+        assert!(!batch_due(0, s(3600), &policy), "nothing waits");
+        assert!(!batch_due(1, s(29), &policy));
+        assert!(!batch_due(24, s(0), &policy));
+        assert!(batch_due(25, s(0), &policy), "full");
+        assert!(batch_due(100, s(0), &policy));
+        assert!(batch_due(1, s(30), &policy), "waited long enough");
+    }
+
+    #[test]
+    fn a_bump_pays_the_estimate_and_at_least_ten_percent_or_one_more_capped() {
+        // +1 sat/vB at low rates, +10 % above 10.
+        assert_eq!(bump_rate(2, 2, 500), Some(3));
+        assert_eq!(bump_rate(2, 1, 500), Some(3));
+        assert_eq!(bump_rate(40, 41, 500), Some(44));
+        // The node's estimate when it is higher.
+        assert_eq!(bump_rate(2, 20, 500), Some(20));
+        // Capped; nothing above the cap.
+        assert_eq!(bump_rate(480, 600, 500), Some(500));
+        assert_eq!(bump_rate(500, 900, 500), None);
+    }
+}
