@@ -13,6 +13,7 @@ pub mod amount;
 pub mod asset;
 pub mod job;
 pub mod limits;
+pub mod text;
 pub mod worker;
 
 pub use access::Role;
@@ -20,6 +21,7 @@ pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetCatalogue, AssetError, Chain, ParseChainError};
 pub use enums::ParseEnumError;
 pub use job::{JobState, Name, NameError, RetryPolicy};
+pub use text::{Controls, TextError, canonical_id, check_text};
 pub use worker::{
     ControlAction, ControlDecision, ControlRefusal, DesiredState, WorkerId, WorkerIdError,
     WorkerKind, WorkerStatus,
