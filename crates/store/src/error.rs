@@ -6,15 +6,15 @@ use domain::ControlRefusal;
 pub enum StoreError {
     /// The database could not be reached or timed out: retry later.
     // The cause is in the message and not also a `source`: `{:#}` would print it twice.
-    #[error("database unavailable: {0}")]
+    #[error("database unavailable: {}", describe(.0))]
     Unavailable(sqlx::Error),
     /// Anything else the database said; not worth retrying blindly.
-    #[error("database error: {0}")]
+    #[error("database error: {}", describe(.0))]
     Database(sqlx::Error),
     /// The database did not answer within the caller's limit: retry later.
     #[error("database did not answer within {0:?}")]
     TimedOut(std::time::Duration),
-    #[error("cannot connect to the database at {url}: {error}")]
+    #[error("cannot connect to the database at {url}: {}", describe(error))]
     Connect { url: String, error: sqlx::Error },
     /// Nothing answers at the database's address (or the name does not resolve): said at
     /// once, rather than after the pool's acquire timeout as "pool timed out".
@@ -68,6 +68,19 @@ impl StoreError {
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
         StoreError::Migrate(error)
+    }
+}
+
+/// What the database said, as a sentence of ours: its message alone, without sqlx's "error
+/// returned from database:" and Postgres's "at line N" (a line of the server's own C source,
+/// which means nothing to an operator).
+fn describe(error: &sqlx::Error) -> String {
+    match error {
+        sqlx::Error::Database(database_error) => match database_error.code() {
+            Some(code) => format!("{} (code {code})", database_error.message()),
+            None => database_error.message().to_string(),
+        },
+        other => other.to_string(),
     }
 }
 
