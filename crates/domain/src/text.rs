@@ -87,7 +87,9 @@ mod tests {
 
     #[test]
     fn control_characters_are_refused_unless_the_field_takes_them() {
-        let cases: &[(&str, Controls, Option<(&str, usize)>)] = &[
+        // (text, what the field takes, the refused character and its offset if refused)
+        type Case<'a> = (&'a str, Controls, Option<(&'a str, usize)>);
+        let cases: &[Case] = &[
             ("plain name", Controls::None, None),
             ("ünïcode ✓", Controls::None, None),
             ("", Controls::None, None),
