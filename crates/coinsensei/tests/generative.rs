@@ -6,7 +6,8 @@
 //! The event stream (`GET /api/admin/events`) is left out: it never ends, and a checker
 //! reading it whole would only time out; its own tests are in `crates/web/tests/`.
 //!
-//! Bounded for CI: a fixed seed and a few examples per operation (`EXAMPLES_PER_OPERATION`).
+//! Bounded for CI: a fixed seed, no example database kept between runs, and a few examples
+//! per operation (`EXAMPLES_PER_OPERATION`; more for the two that take a body).
 
 mod common;
 
@@ -20,6 +21,10 @@ use testkit::{Backend, TestDb};
 /// Generated cases per operation and phase: enough to reach every status an operation
 /// documents, few enough to keep the run to about a minute per store.
 const EXAMPLES_PER_OPERATION: &str = "8";
+/// For the operations that take a JSON body, where a few cases rarely hold a NUL byte or a
+/// control character: at 30, seed 18 finds the Postgres NUL 500 of issue 18 when the text
+/// rule is taken out; at 8 it does not.
+const EXAMPLES_PER_BODY_OPERATION: &str = "40";
 /// The checks that need nothing but one request and its answer.
 const CHECKS: &str = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance";
 
@@ -37,7 +42,13 @@ fn openapi_document() -> PathBuf {
 
 /// Runs Schemathesis as `who` over the operations `filter` selects; fails the test with its
 /// report on any failed check.
-async fn check(address: std::net::SocketAddr, who: &str, secret: &str, filter: &[&str]) {
+async fn check(
+    address: std::net::SocketAddr,
+    who: &str,
+    secret: &str,
+    examples: &str,
+    filter: &[&str],
+) {
     let output = tokio::process::Command::new(schemathesis())
         .arg("run")
         .arg(openapi_document())
@@ -45,8 +56,10 @@ async fn check(address: std::net::SocketAddr, who: &str, secret: &str, filter: &
         .args(["--header", &format!("Authorization: Bearer {secret}")])
         .args(["--checks", CHECKS])
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", EXAMPLES_PER_OPERATION])
+        .args(["--max-examples", examples])
         .args(["--seed", "18"])
+        // No example database between runs: the same cases every run.
+        .args(["--generation-database", "none"])
         .args(["--workers", "2"])
         .args(["--request-timeout", "20"])
         .args(["--exclude-path", "/api/admin/events"])
@@ -123,13 +136,34 @@ async fn the_api_holds_against_generated_requests(backend: Backend) {
         } else {
             &[]
         };
-        check(serve.address, role.as_str(), secret, filter).await;
+        check(
+            serve.address,
+            role.as_str(),
+            secret,
+            EXAMPLES_PER_OPERATION,
+            filter,
+        )
+        .await;
     }
     let (_, admin) = &secrets[2];
     check(
         serve.address,
+        "admin (bodies)",
+        admin,
+        EXAMPLES_PER_BODY_OPERATION,
+        &[
+            "--include-operation-id",
+            "createToken",
+            "--include-operation-id",
+            "limitQueue",
+        ],
+    )
+    .await;
+    check(
+        serve.address,
         "admin (revocation)",
         admin,
+        EXAMPLES_PER_OPERATION,
         &["--include-operation-id", "revokeToken"],
     )
     .await;
