@@ -10,7 +10,7 @@
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
-//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard]`: the figures
+//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile]`: the figures
 //!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
 //!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
@@ -30,7 +30,7 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum|tron|bitcoin|dashboard] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
@@ -41,6 +41,9 @@ const USAGE: &str = "usage: cargo xtask <test|bench> [extra arguments passed on]
                    100-output transaction, deposit scan blocks/s over 1,000 regtest blocks
           dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
                    25 clicks) and the bytes of the workers page with 100 workers
+          hostile: /healthz and /readyz latency of one `up` with 1,000 to 4,000 idle or
+                   half-sent sockets open against it (COINSENSEI_BENCH_SOCKETS), the sockets it
+                   holds, and how soon it closes them
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)";
 
@@ -404,7 +407,8 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
         Some(
-            which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"),
+            which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"
+            | "hostile"),
         ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
@@ -433,7 +437,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .env("COINSENSEI_BITCOIND", bitcoind()?);
         run(command)?;
     }
-    for bench in ["control", "api", "dashboard"] {
+    for bench in ["control", "api", "dashboard", "hostile"] {
         if which == bench || which == "all" {
             let mut command = cargo();
             command.args(["bench", "--package", "coinsensei", "--bench", bench]);
