@@ -4,7 +4,8 @@
 //!   with `-p` (`cargo xtask test -p web`; other arguments go to nextest). Uses cargo-nextest when
 //!   installed (each test in its own process, in parallel), `cargo test` otherwise. Installs
 //!   what the tests drive first: anvil from npm (pinned, into `target/tools`), tronpy from
-//!   PyPI (pinned, into the venv `target/tools/tronpy`) and TronWeb from npm (pinned, into
+//!   PyPI (pinned, into the venv `target/tools/tronpy`), Schemathesis from PyPI (pinned, into
+//!   the venv `target/tools/schemathesis`, for the generative API test) and TronWeb from npm (pinned, into
 //!   `target/tools/tronweb`) for chain-tron's cross-check, bitcoind
 //!   (Debian's bitcoin-knots unpacked into `target/tools/bitcoind`) and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
@@ -12,7 +13,7 @@
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
 //! - `cargo xtask chaos withdrawals [--count N] [--no-faults]`: the suite's withdrawal chaos
 //!   test full-sized (1,000 by default) in release, printing its counts and figures.
-//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard]`: the figures
+//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile]`: the figures
 //!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
 //!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
@@ -30,9 +31,9 @@ use anyhow::{Context, bail};
 const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
-          the anvil devnet and TronWeb from npm, tronpy from PyPI and bitcoind (bitcoin-knots) into
+          the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum|tron|bitcoin|dashboard] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
@@ -43,6 +44,9 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments pass
                    100-output transaction, deposit scan blocks/s over 1,000 regtest blocks
           dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
                    25 clicks) and the bytes of the workers page with 100 workers
+          hostile: /healthz and /readyz latency of one `up` with 1,000 to 4,000 idle or
+                   half-sent sockets open against it (COINSENSEI_BENCH_SOCKETS), the sockets it
+                   holds, and how soon it closes them
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)
   chaos withdrawals [--count N] [--no-faults] [--sqlite]
@@ -128,19 +132,39 @@ fn anvil() -> anyhow::Result<std::path::PathBuf> {
 /// installed into a venv beside the build (`target/tools/tronpy`) the first time or when the
 /// pins change. Returns the venv's python.
 fn tronpy() -> anyhow::Result<std::path::PathBuf> {
+    Ok(python_tools("crates/chain-tron/xcheck/requirements.txt", "tronpy")?.join("bin/python"))
+}
+
+/// Schemathesis, the generative API checker `crates/coinsensei/tests/generative.rs` runs
+/// against a real `coinsensei serve`, pinned with everything it pulls in by
+/// `crates/coinsensei/tests/schemathesis/requirements.txt` into the venv
+/// `target/tools/schemathesis`. Returns its `st` command.
+fn schemathesis() -> anyhow::Result<std::path::PathBuf> {
+    Ok(python_tools(
+        "crates/coinsensei/tests/schemathesis/requirements.txt",
+        "schemathesis",
+    )?
+    .join("bin/st"))
+}
+
+/// A venv `target/tools/NAME` holding exactly the pins of `requirements` (relative to the
+/// workspace), made or remade when the pins change. Returns the venv's directory.
+fn python_tools(requirements: &str, name: &str) -> anyhow::Result<std::path::PathBuf> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("xtask lives in the workspace")?
         .to_path_buf();
-    let requirements = root.join("crates/chain-tron/xcheck/requirements.txt");
-    let venv = root.join("target/tools/tronpy");
+    let requirements = root.join(requirements);
+    let venv = root.join("target/tools").join(name);
     let python = venv.join("bin/python");
     let stamp = venv.join("requirements.installed");
-    let wanted = std::fs::read_to_string(&requirements).context("reading the tronpy pins")?;
+    let wanted = std::fs::read_to_string(&requirements)
+        .with_context(|| format!("reading the {name} pins"))?;
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         let mut create = Command::new("python3");
         create.args(["-m", "venv"]).arg(&venv);
-        run(create).context("creating the tronpy venv (needs python3 with venv)")?;
+        run(create)
+            .with_context(|| format!("creating the {name} venv (needs python3 with venv)"))?;
         let mut install = Command::new(&python);
         install
             .args([
@@ -152,10 +176,11 @@ fn tronpy() -> anyhow::Result<std::path::PathBuf> {
                 "-r",
             ])
             .arg(&requirements);
-        run(install).context("installing tronpy from PyPI")?;
-        std::fs::write(&stamp, &wanted).context("writing the tronpy install stamp")?;
+        run(install).with_context(|| format!("installing {name} from PyPI"))?;
+        std::fs::write(&stamp, &wanted)
+            .with_context(|| format!("writing the {name} install stamp"))?;
     }
-    Ok(python)
+    Ok(venv)
 }
 
 /// The Bitcoin node the chain-bitcoin tests run against: `COINSENSEI_BITCOIND` when set (it
@@ -373,6 +398,7 @@ fn doc_scope(extra: &[String]) -> Vec<String> {
 fn test(extra: &[String]) -> anyhow::Result<()> {
     let anvil = anvil()?;
     let tronpy = tronpy()?;
+    let schemathesis = schemathesis()?;
     let tronweb = tronweb()?;
     let bitcoind = bitcoind()?;
     // The browser and its driver only when the browser test runs; when it does (CI, the
@@ -386,6 +412,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         command
             .env("COINSENSEI_ANVIL", &anvil)
             .env("COINSENSEI_TRONPY", &tronpy)
+            .env("COINSENSEI_SCHEMATHESIS", &schemathesis)
             .env("COINSENSEI_TRONWEB", &tronweb)
             .env("COINSENSEI_BITCOIND", &bitcoind);
         if let Some((chromium, e2e)) = &browser {
@@ -466,7 +493,8 @@ fn chaos(extra: &[String]) -> anyhow::Result<()> {
 fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
         Some(
-            which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"),
+            which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"
+            | "hostile"),
         ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
@@ -495,7 +523,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .env("COINSENSEI_BITCOIND", bitcoind()?);
         run(command)?;
     }
-    for bench in ["control", "api", "dashboard"] {
+    for bench in ["control", "api", "dashboard", "hostile"] {
         if which == bench || which == "all" {
             let mut command = cargo();
             command.args(["bench", "--package", "coinsensei", "--bench", bench]);

@@ -137,7 +137,7 @@ async fn malformed_configuration_names_the_key() {
 #[tokio::test]
 async fn an_unreachable_database_is_named_without_its_password() {
     let url = "postgres://coinsensei:s3cret-pass@127.0.0.1:1/coinsensei";
-    // Each waits out the connect timeout; run them together.
+    // Refused at once (issue 18); run together all the same.
     let (a, b, c) = tokio::join!(
         run(url, &["workers", "list"]),
         run(url, &["migrate"]),
@@ -154,6 +154,50 @@ async fn an_unreachable_database_is_named_without_its_password() {
     let output = run("mysql://root:hunter2@localhost/x", &["migrate"]).await;
     assert_refused(&output, &["database_url"]);
     assert!(!stderr(&output).contains("hunter2"), "{}", stderr(&output));
+}
+
+/// Issue 18, case 9: what the CLI says when it cannot reach its database or keystore is one
+/// clear sentence: the refused address (at once, not "pool timed out" after the acquire
+/// timeout), no cause printed twice, no "at line N" of the server's own source.
+#[tokio::test]
+async fn connection_and_keystore_errors_read_as_one_sentence() {
+    let output = run("postgres://postgres@127.0.0.1:1/test", &["workers", "list"]).await;
+    assert_refused(&output, &["connection refused at 127.0.0.1:1"]);
+    assert!(
+        !stderr(&output).contains("pool timed out"),
+        "{}",
+        stderr(&output)
+    );
+    let missing = format!(
+        "{}/coinsensei_no_such_database",
+        testkit::postgres_admin_url().rsplit_once('/').unwrap().0
+    );
+    let output = run(&missing, &["workers", "list"]).await;
+    assert_refused(&output, &["coinsensei_no_such_database\" does not exist"]);
+    assert!(
+        !stderr(&output).contains(" at line "),
+        "{}",
+        stderr(&output)
+    );
+
+    let dir = std::env::temp_dir().join(format!("coinsensei-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let password = dir.join("password");
+    std::fs::write(&password, "correct horse").unwrap();
+    let output = coinsensei(["keys", "address", "--chain", "tron", "--index", "0"])
+        .env("COINSENSEI_KEYSTORE", dir.join("missing.json"))
+        .env("COINSENSEI_KEYSTORE_PASSWORD_FILE", &password)
+        .output()
+        .await
+        .unwrap();
+    let message = stderr(&output);
+    assert!(!output.status.success());
+    assert_eq!(
+        message.matches("No such file or directory").count(),
+        1,
+        "the cause once: {message}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

@@ -11,7 +11,10 @@
 //! chaos withdrawals` runs the full-sized one (1,000) and prints its report.
 //! `COINSENSEI_CHAOS_KILLS=0` turns the faults off, for a throughput figure.
 
-#![allow(clippy::float_arithmetic, reason = "percentiles and rates of the report; no money")]
+#![allow(
+    clippy::float_arithmetic,
+    reason = "percentiles and rates of the report; no money"
+)]
 
 mod common;
 

@@ -13,6 +13,7 @@ pub mod amount;
 pub mod asset;
 pub mod job;
 pub mod limits;
+pub mod text;
 pub mod withdrawal;
 pub mod worker;
 
@@ -21,6 +22,7 @@ pub use amount::{Amount, AmountError};
 pub use asset::{Asset, AssetCatalogue, AssetError, Chain, ParseChainError};
 pub use enums::ParseEnumError;
 pub use job::{JobState, Name, NameError, RetryPolicy};
+pub use text::{Controls, TextError, canonical_id, check_text};
 pub use withdrawal::WithdrawalState;
 pub use worker::{
     ControlAction, ControlDecision, ControlRefusal, DesiredState, WorkerId, WorkerIdError,

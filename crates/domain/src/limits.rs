@@ -109,3 +109,19 @@ pub const DASHBOARD_FORM_BYTES_MAX: usize = 16 * 1024;
 /// New audit entries one look of a live audit page sends at most (a burst beyond it shows
 /// on reload).
 pub const DASHBOARD_AUDIT_PER_LOOK_MAX: u32 = 100;
+
+/// Longest a client may take to send a request's head (request line and headers), and
+/// longest a kept-alive connection may sit idle before its next one; then it is closed.
+/// Both are one timer in hyper, started whenever a head is awaited.
+pub const HTTP_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a client may take to send a request's body once its head is in; then 408 and the
+/// connection is closed, before anything of the request is applied.
+pub const HTTP_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP connections open at once; more wait in the listen backlog until one closes.
+pub const HTTP_CONNECTIONS_MAX: usize = 4_096;
+/// File descriptors kept out of the HTTP connections' reach whatever the process's limit,
+/// for the database pool, the change feed, logs and the workers' own work.
+pub const HTTP_DESCRIPTORS_RESERVED: usize = 256;
+/// Event streams (API and live dashboard pages together) one token may hold open at once;
+/// one more is refused (429), so one client cannot take every stream slot of the process.
+pub const EVENT_STREAMS_PER_TOKEN_MAX: usize = 8;

@@ -24,11 +24,10 @@ pub enum KeystoreError {
     Decrypt,
     #[error("the keystore file is not valid: {0}")]
     Format(String),
-    #[error("keystore {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the cause is in the message, and `{:#}` would print a source
+    // a second time.
+    #[error("keystore {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("the password is empty")]
     EmptyPassword,
 }
@@ -189,9 +188,9 @@ pub fn create(
 ) -> Result<(), KeystoreError> {
     use std::io::Write;
     let text = seal(mnemonic, password, params)?;
-    let io = |source| KeystoreError::Io {
+    let io = |error| KeystoreError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
@@ -207,9 +206,9 @@ pub fn create(
 
 /// Reads and decrypts a keystore file.
 pub fn load(path: &Path, password: &[u8]) -> Result<Mnemonic, KeystoreError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeystoreError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| KeystoreError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     })?;
     open(&text, password)
 }

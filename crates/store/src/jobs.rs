@@ -42,6 +42,11 @@ pub(crate) fn validate_job_insert(insert: &JobInsert) -> Result<(), StoreError> 
             "unique key must be 1 to {JOB_UNIQUE_KEY_LEN_MAX} bytes"
         ));
     }
+    if crate::json_has_nul(&insert.args) {
+        return invalid(
+            "job args hold a NUL character (\\u0000), which no store takes; leave it out".into(),
+        );
+    }
     let args_len = insert.args.to_string().len();
     if args_len > JOB_ARGS_BYTES_MAX {
         return invalid(format!(

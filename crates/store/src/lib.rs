@@ -280,6 +280,16 @@ impl Store {
 
     /// Lists audit entries, newest first.
     pub async fn audit_list(&self, list: &AuditList) -> Result<Vec<AuditRow>, StoreError> {
+        for (name, value) in [
+            ("actor", &list.actor),
+            ("action", &list.action),
+            ("target", &list.target),
+        ] {
+            if let Some(value) = value {
+                domain::check_text(name, value, domain::Controls::None)
+                    .map_err(|error| StoreError::Invalid(error.to_string()))?;
+            }
+        }
         let mut list = list.clone();
         list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
         dispatch!(self, store => store.audit_list(&list).await)
@@ -298,8 +308,28 @@ pub(crate) fn validate_audit(insert: &AuditInsert) -> Result<(), StoreError> {
                 "audit {name} must be 1 to {AUDIT_FIELD_LEN_MAX} bytes"
             )));
         }
+        domain::check_text(name, value, domain::Controls::None)
+            .map_err(|error| StoreError::Invalid(format!("audit {error}")))?;
+    }
+    if json_has_nul(&insert.details) {
+        return Err(StoreError::Invalid(
+            "audit details hold a NUL character (\\u0000), which no store takes".into(),
+        ));
     }
     Ok(())
+}
+
+/// Whether a JSON value holds a NUL character in a string or a key: Postgres refuses it in
+/// `jsonb` (SQLite would keep it), so every store refuses it first and the two agree.
+pub(crate) fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(text) => text.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(fields) => fields
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_has_nul(value)),
+        _ => false,
+    }
 }
 
 /// Cuts an error message to the stored limit at a character boundary.

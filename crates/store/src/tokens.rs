@@ -32,6 +32,8 @@ impl Store {
                 "a token name is 1 to 100 characters".into(),
             ));
         }
+        domain::check_text("name", &insert.name, domain::Controls::None)
+            .map_err(|error| StoreError::Invalid(error.to_string()))?;
         on_dialect!(self, store => store.api_token_insert(insert).await)
     }
 

@@ -205,11 +205,13 @@ pub(crate) async fn authenticate(
             "send Authorization: Bearer TOKEN (see `coinsensei tokens create`)",
         ));
     };
+    // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` alike.
     let secret = header
         .to_str()
         .ok()
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|value| value.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim())
         .ok_or_else(|| {
             fail(
                 "malformed",
@@ -250,7 +252,7 @@ async fn authorize(
         Err(error) => return error.into_response(),
     };
     if let Err(error) = caller.require(role, service) {
-        tracing::info!(token = caller.token.id, role = %caller.token.role, needed = %role, path = %request.uri().path(), "admin api: role too low");
+        tracing::info!(token = caller.token.id, role = %caller.token.role, needed = %role, path = ?request.uri().path(), "admin api: role too low");
         return error.into_response();
     }
     request.extensions_mut().insert(caller);
@@ -492,6 +494,37 @@ fn bad_body(error: JsonRejection) -> ApiError {
     ApiError::new(error.status(), code, error.body_text())
 }
 
+/// A JSON body the API describes as an object. serde reads a struct from an array too (field
+/// by field, in order), so `[5]` would pass for `{"concurrency_limit": 5}`: anything but an
+/// object is refused (422) before it is read.
+fn object_body<T: serde::de::DeserializeOwned>(
+    body: Result<Json<Value>, JsonRejection>,
+) -> Result<T, ApiError> {
+    let Json(value) = body.map_err(bad_body)?;
+    let unprocessable =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+    if !value.is_object() {
+        return Err(unprocessable(
+            "the request body must be a JSON object".into(),
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|error| unprocessable(format!("the request body does not fit: {error}")))
+}
+
+/// A text field from the client under the one text rule ([`domain::check_text`]): 400
+/// naming the field.
+fn text_field(field: &str, value: &str, controls: domain::Controls) -> Result<(), ApiError> {
+    domain::check_text(field, value, controls).map_err(|error| ApiError::invalid(error.to_string()))
+}
+
+/// A row id from a path: canonical decimal only ([`domain::canonical_id`]), or 404.
+pub(crate) fn row_id(what: &str, text: &str) -> Result<i64, ApiError> {
+    domain::canonical_id(text).ok_or_else(|| {
+        ApiError::not_found(format!("no {what} {:?}", text.escape_debug().to_string()))
+    })
+}
+
 fn limit_of(limit: Option<u32>) -> u32 {
     limit
         .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
@@ -587,10 +620,10 @@ async fn limit_queue(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(queue): Path<String>,
-    body: Result<Json<LimitBody>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let queue = name("queue", &queue)?;
-    let Json(body) = body.map_err(bad_body)?;
+    let body: LimitBody = object_body(body)?;
     let max = domain::limits::QUEUE_CONCURRENCY_MAX;
     let refuse = || {
         ApiError::new(
@@ -663,8 +696,7 @@ async fn list_jobs(
 }
 
 fn job_id(text: &str) -> Result<i64, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::not_found(format!("no job {text:?}")))
+    row_id("job", text)
 }
 
 async fn get_job(
@@ -737,6 +769,15 @@ async fn list_audit(
     query: Result<Query<AuditQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query.map_err(bad_query)?;
+    for (field, value) in [
+        ("actor", &query.actor),
+        ("action", &query.action),
+        ("target", &query.target),
+    ] {
+        if let Some(value) = value {
+            text_field(field, value, domain::Controls::None)?;
+        }
+    }
     let limit = limit_of(query.limit);
     let entries = state
         .store
@@ -900,11 +941,14 @@ struct TokenBody {
 async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<TokenBody>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(bad_body)?;
+    let body: TokenBody = object_body(body)?;
     let unprocessable =
         |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+    // Before trimming: a name is refused for a newline at its end too.
+    domain::check_text("name", &body.name, domain::Controls::None)
+        .map_err(|error| unprocessable(error.to_string()))?;
     let role: Role = body
         .role
         .parse()
@@ -932,9 +976,7 @@ async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: i64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no token {id:?}")))?;
+    let id = row_id("token", &id)?;
     let row = state.store.api_token_revoke(id, Utc::now()).await?;
     audit(
         &state,

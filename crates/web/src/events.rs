@@ -3,7 +3,9 @@
 //! One change feed per process (a Postgres LISTEN connection, or SQLite's data-version
 //! check) is shared by every stream through [`EventHub`]; the number of streams is capped so
 //! dashboards cannot take the database pool from the API. The dashboard's live pages have
-//! slots of their own ([`EventHub::open_dashboard_stream`]), so they never take the API's. Each stream sends a `snapshot`
+//! slots of their own ([`EventHub::open_dashboard_stream`]), so they never take the API's; one
+//! token holds at most [`EVENT_STREAMS_PER_TOKEN_MAX`] streams of both kinds together (429
+//! naming the token beyond), so one client cannot take them all. Each stream sends a `snapshot`
 //! first, then `worker` when a worker's status or desired state changes (Postgres NOTIFY), a
 //! fresh `snapshot` when the store cannot say what changed (SQLite; at most every 250 ms), and
 //! once a second `heartbeats`, `queues` (when counts moved), `audit` (new entries) and
@@ -25,7 +27,9 @@ use store::{AuditList, Change, Store, WorkerList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
-use domain::limits::{DASHBOARD_STREAMS_MAX, DASHBOARD_STREAMS_PER_SESSION_MAX};
+use domain::limits::{
+    DASHBOARD_STREAMS_MAX, DASHBOARD_STREAMS_PER_SESSION_MAX, EVENT_STREAMS_PER_TOKEN_MAX,
+};
 
 use crate::AppState;
 use crate::api::{ApiError, Caller};
@@ -49,6 +53,30 @@ pub(crate) struct EventHub {
     pub(crate) dashboard_streams: Arc<Semaphore>,
     /// Live pages open per dashboard session (by the session's stored hash).
     per_session: Mutex<HashMap<String, usize>>,
+    /// Streams open per token (API streams and its sessions' live pages together).
+    per_token: Mutex<HashMap<i64, usize>>,
+}
+
+/// One open stream of a token; frees its place when the stream ends.
+pub(crate) struct TokenStream {
+    hub: Arc<EventHub>,
+    token: i64,
+}
+
+impl Drop for TokenStream {
+    fn drop(&mut self) {
+        let mut open = self
+            .hub
+            .per_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.token) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.token);
+            }
+        }
+    }
 }
 
 /// One open live page of a session; frees its place when the stream ends.
@@ -91,6 +119,35 @@ impl EventHub {
             streams: Arc::new(Semaphore::new(EVENT_STREAMS_MAX)),
             dashboard_streams: Arc::new(Semaphore::new(DASHBOARD_STREAMS_MAX)),
             per_session: Mutex::default(),
+            per_token: Mutex::default(),
+        })
+    }
+
+    /// A place for one more stream of `token`, within [`EVENT_STREAMS_PER_TOKEN_MAX`]: below
+    /// the process's caps, so one client cannot hold every slot and starve the operators.
+    pub(crate) fn open_token_stream(
+        self: &Arc<Self>,
+        token: &store::ApiTokenRow,
+    ) -> Result<TokenStream, ApiError> {
+        let mut open = self
+            .per_token
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(token.id).or_insert(0);
+        if *count >= EVENT_STREAMS_PER_TOKEN_MAX {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "the token {} ({:?}) holds {EVENT_STREAMS_PER_TOKEN_MAX} event streams already, the most one token may; close one of them",
+                    token.prefix, token.name
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(TokenStream {
+            hub: Arc::clone(self),
+            token: token.id,
         })
     }
 
@@ -193,6 +250,8 @@ struct EventCursor {
     changes: broadcast::Receiver<Change>,
     /// Held while the stream is open: one of the process's stream slots.
     _slot: OwnedSemaphorePermit,
+    /// Held while the stream is open: one of its token's stream slots.
+    _token_slot: TokenStream,
     pending: VecDeque<SseEvent>,
     /// The stream ends once `pending` is sent (the token was revoked).
     closing: bool,
@@ -406,6 +465,7 @@ pub(crate) async fn events(
     ApiError,
 > {
     use tokio::time::MissedTickBehavior;
+    let token_slot = state.events.open_token_stream(&caller.token)?;
     let slot = Arc::clone(&state.events.streams)
         .try_acquire_owned()
         .map_err(|_| {
@@ -443,6 +503,7 @@ pub(crate) async fn events(
         caller,
         changes,
         _slot: slot,
+        _token_slot: token_slot,
         pending: VecDeque::new(),
         closing: false,
         failing: false,

@@ -9,6 +9,12 @@
 //! - `/`, `/login`, `/workers/...`, `/queues`, `/audit`, `/live`, `/assets/...`: the operator
 //!   dashboard ([`dashboard`]), server-rendered HTML behind a session cookie.
 //!
+//! Every phase of a connection is bounded ([`serve`]): its request heads and the idle time
+//! between them ([`WebOptions::header_read_timeout`]), each body ([`WebOptions::body_read_timeout`]:
+//! 408 and the connection closed, before the request reaches a handler), each handler
+//! ([`WebOptions::request_timeout`]), and the number of connections open at once, below the
+//! process's descriptor limit so the database and the workers keep theirs.
+//!
 //! Every error under the router is JSON, `{"error": {"code", "message"}}`, including the ones
 //! axum makes by itself (unknown route, wrong method, oversized body): [`json_errors`]. The
 //! dashboard's own error pages are HTML and pass through as they are.
@@ -35,6 +41,7 @@ use serde_json::json;
 use store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::Layer;
 
 /// How long a readiness probe waits for the database before it answers 503.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -44,8 +51,18 @@ const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct WebOptions {
     /// Serve `/metrics` without a token (for a Prometheus on a private network).
     pub metrics_public: bool,
-    /// The longest a request may take to produce its response head; then 503 `timeout`.
+    /// The longest a handler may take to produce its response head once the request is read;
+    /// then 503 `timeout`.
     pub request_timeout: Duration,
+    /// The longest a client may take to send a request head, and a kept-alive connection
+    /// may stay idle; then the connection is closed.
+    pub header_read_timeout: Duration,
+    /// The longest a client may take to send a request body; then 408 `timeout` and the
+    /// connection is closed, with nothing of the request applied.
+    pub body_read_timeout: Duration,
+    /// HTTP connections open at once (lowered to the process's descriptor limit less
+    /// [`domain::limits::HTTP_DESCRIPTORS_RESERVED`]); more wait in the listen backlog.
+    pub connections_max: usize,
     /// The largest request body accepted; larger ones get 413 `too_large`.
     pub body_limit: usize,
     /// Failed authentications allowed per client address per minute; then 429.
@@ -67,6 +84,9 @@ impl Default for WebOptions {
         WebOptions {
             metrics_public: false,
             request_timeout: Duration::from_secs(10),
+            header_read_timeout: domain::limits::HTTP_HEADER_READ_TIMEOUT,
+            body_read_timeout: domain::limits::HTTP_BODY_READ_TIMEOUT,
+            connections_max: domain::limits::HTTP_CONNECTIONS_MAX,
             body_limit: 64 * 1024,
             auth_failures_per_minute: 30,
             heartbeat_interval: Duration::from_secs(5),
@@ -118,6 +138,7 @@ fn router_until(
         .merge(dashboard::routes(&state))
         .fallback(api::fallback)
         .layer(middleware::from_fn_with_state(state.clone(), time_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(DefaultBodyLimit::max(options.body_limit))
         .layer(middleware::from_fn(metrics::track))
         .with_state(state);
@@ -134,9 +155,7 @@ fn router_until(
 async fn time_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.options.request_timeout;
     let reads = request.method() == axum::http::Method::GET;
-    let path = request.uri().path();
-    let dashboard =
-        !(path.starts_with("/api/") || matches!(path, "/metrics" | "/healthz" | "/readyz"));
+    let dashboard = is_dashboard(request.uri().path());
     match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
@@ -157,6 +176,72 @@ async fn time_limit(State(state): State<AppState>, request: Request, next: Next)
             }
         }
     }
+}
+
+/// Whether `path` belongs to the dashboard (HTML errors) rather than the API (JSON errors).
+fn is_dashboard(path: &str) -> bool {
+    !(path.starts_with("/api/") || matches!(path, "/metrics" | "/healthz" | "/readyz"))
+}
+
+/// Reads the whole body before anything else sees the request, within
+/// [`WebOptions::body_read_timeout`] and [`WebOptions::body_limit`]. A body that does not
+/// arrive in time gets 408 and the connection is closed: no handler has run, so nothing was
+/// applied, and a client trickling bytes cannot hold a handler (or its database connection).
+async fn read_body(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let dashboard = is_dashboard(parts.uri.path());
+    let limit = state.options.body_limit;
+    let error = |status: StatusCode, code: &'static str, message: String| {
+        if dashboard {
+            dashboard::DashError::new(status, code, message).into_response()
+        } else {
+            api::ApiError::new(status, code, message).into_response()
+        }
+    };
+    let read = axum::body::to_bytes(body, limit);
+    let bytes = match tokio::time::timeout(state.options.body_read_timeout, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(read_error)) => {
+            let too_large = std::error::Error::source(&read_error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            let mut response = if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    "the request body is too large".into(),
+                )
+            } else {
+                tracing::debug!(error = %read_error, "could not read a request body");
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid",
+                    "the request body could not be read".into(),
+                )
+            };
+            // The rest of the body is still on the wire: the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        Err(_) => {
+            let waited = state.options.body_read_timeout;
+            tracing::info!(path = ?parts.uri.path(), "a request body did not arrive in time");
+            let mut response = error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                format!(
+                    "the request body did not arrive within {waited:?}; nothing was done: send it again"
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Turns the errors axum writes as plain text (no route, wrong method, body too large, a body
@@ -261,7 +346,28 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// How long the accept loop waits after the system refused it a connection (out of
+/// descriptors, say) before it tries again.
+const ACCEPT_RETRY_AFTER: Duration = Duration::from_millis(100);
+
+/// The connections [`serve`] holds at most: `configured`, lowered so that the process's
+/// descriptor limit keeps [`domain::limits::HTTP_DESCRIPTORS_RESERVED`] for everything else.
+pub fn connections_cap(configured: usize) -> usize {
+    let reserved = domain::limits::HTTP_DESCRIPTORS_RESERVED;
+    let descriptors = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| usize::try_from(soft).unwrap_or(usize::MAX))
+        .unwrap_or(usize::MAX);
+    configured.min(descriptors.saturating_sub(reserved)).max(1)
+}
+
 /// Serves the router on `listener` until `cancel` fires, then finishes open requests.
+///
+/// hyper's HTTP/1 connections, driven here rather than by `axum::serve`, which offers no
+/// header timeout: a head (the first, and each one after on a kept-alive connection) must
+/// arrive within [`WebOptions::header_read_timeout`], and no more than [`connections_cap`]
+/// connections are open at once. Past the cap the accept loop waits for one to close, and
+/// the kernel's backlog holds the newcomers; each held connection is closed within the
+/// header timeout once idle, so the wait is bounded.
 pub async fn serve(
     listener: TcpListener,
     store: Store,
@@ -269,21 +375,77 @@ pub async fn serve(
     options: &WebOptions,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
     let address: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(address = ?address, "control plane listening");
-    let app = router_until(store, queue, options, cancel.clone())
-        .into_make_service_with_connect_info::<SocketAddr>();
-    // Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one back until
-    // the client's delayed ACK of the previous one (about 40 ms).
-    let listener =
-        axum::serve::ListenerExt::tap_io(listener, |stream: &mut tokio::net::TcpStream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+    let connections_max = connections_cap(options.connections_max);
+    tracing::info!(address = ?address, connections_max, "control plane listening");
+    let router = router_until(store, queue, options, cancel.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(connections_max));
+    let connections = tokio_util::task::TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    loop {
+        let slot = tokio::select! {
+            () = cancel.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot accept a connection; trying again");
+                    tokio::time::sleep(ACCEPT_RETRY_AFTER).await;
+                    continue;
+                }
+            },
+        };
+        // Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one back
+        // until the client's delayed ACK of the previous one (about 40 ms).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        }
+        let service = hyper_util::service::TowerToHyperService::new(
+            tower::util::MapRequestLayer::new(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request
+                        .extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    request
+                },
+            )
+            .layer(router.clone()),
+        );
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let _slot = slot;
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    outcome = connection.as_mut() => {
+                        if let Err(error) = outcome {
+                            tracing::debug!(%error, "an HTTP connection ended with an error");
+                        }
+                        break;
+                    }
+                    () = cancel.cancelled(), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
             }
         });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { cancel.cancelled().await })
-        .await
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
 }
 
 #[cfg(test)]

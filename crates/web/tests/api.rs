@@ -603,13 +603,26 @@ async fn streams_end_on_revocation_and_are_capped(db: &TestDb) {
             .unwrap();
         router.oneshot(request).await.unwrap()
     };
+    // Several tokens, since one token holds only its share of the streams; the revoked
+    // viewer's come last.
+    let per_token = domain::limits::EVENT_STREAMS_PER_TOKEN_MAX;
+    let mut secrets = Vec::new();
+    for index in 0..web::events::EVENT_STREAMS_MAX.div_ceil(per_token) - 1 {
+        secrets.push(
+            token(&store, Role::Viewer, &format!("dashboard-{index}"))
+                .await
+                .1,
+        );
+    }
+    secrets.push(viewer.clone());
     let mut streams = Vec::new();
-    for _ in 0..web::events::EVENT_STREAMS_MAX {
-        let response = open(router.clone(), viewer.clone()).await;
+    for index in 0..web::events::EVENT_STREAMS_MAX {
+        let response = open(router.clone(), secrets[index / per_token].clone()).await;
         assert_eq!(response.status(), StatusCode::OK);
         streams.push(response.into_body().into_data_stream());
     }
-    let response = open(router.clone(), viewer.clone()).await;
+    let (_, fresh) = token(&store, Role::Viewer, "fresh").await;
+    let response = open(router.clone(), fresh).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     // Closing one frees its slot.
     drop(streams.pop());

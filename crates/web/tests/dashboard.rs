@@ -1378,10 +1378,78 @@ async fn service_tokens_open_no_page(db: &TestDb) {
     assert_eq!(again.headers[header::LOCATION], "/login");
 }
 
+/// Issue 18, cases 4 and 6 on the dashboard: `/jobs/+4/retry` names no job, and a token's
+/// live pages across its sessions count against its stream cap with its API streams.
+async fn dashboard_ids_have_one_spelling_and_streams_count_per_token(db: &TestDb) {
+    let store = db.store().await;
+    let (_, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let job = testkit::enqueue_one_shot(&store, "tron.withdrawal").await;
+    testkit::fail_next_job(&store, "tron.withdrawal", job, "boom").await;
+    let (cookie, csrf) = login(&store, &operator).await;
+    for path in [
+        format!("/jobs/+{job}/retry"),
+        format!("/jobs/0{job}/discard"),
+    ] {
+        let answer = post(&store, &path, Some(&cookie), Some(&csrf), Some(ORIGIN)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            answer.body
+        );
+    }
+    let row = store.job_get(job).await.unwrap().unwrap();
+    assert_eq!(
+        row.state,
+        domain::JobState::Failed,
+        "the job was not touched"
+    );
+
+    let router = router(&store);
+    let per_token = domain::limits::EVENT_STREAMS_PER_TOKEN_MAX;
+    let per_session = domain::limits::DASHBOARD_STREAMS_PER_SESSION_MAX;
+    let mut open = Vec::new();
+    let mut sessions = vec![cookie];
+    while open.len() < per_token {
+        if open.len() % per_session == 0 && !open.is_empty() {
+            sessions.push(login(&store, &operator).await.0);
+        }
+        let response = live(&router, "page=none", sessions.last().unwrap()).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    // A fresh session of the same token, and the token's API stream: both over its cap.
+    let (fresh, _) = login(&store, &operator).await;
+    let refused = live(&router, "page=none", &fresh).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let bytes = axum::body::to_bytes(refused.into_body(), 4096)
+        .await
+        .unwrap();
+    let prefix = &operator[..web::auth::TOKEN_PREFIX_LEN];
+    assert!(
+        String::from_utf8_lossy(&bytes).contains(prefix),
+        "the refusal names the token: {bytes:?}"
+    );
+    let api = router
+        .clone()
+        .oneshot(
+            Request::get("/api/admin/events")
+                .header(header::AUTHORIZATION, format!("Bearer {operator}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 testkit::on_both_stores!(db:
     withdrawal_pages_show_the_store,
     live_withdrawals_follow_the_store,
     service_tokens_open_no_page,
+    dashboard_ids_have_one_spelling_and_streams_count_per_token,
     behind_a_proxy_the_public_url_is_the_origin,
     a_session_has_a_few_live_pages_and_the_api_keeps_its_streams,
     audit_stream_resumes_after_the_last_event_id,

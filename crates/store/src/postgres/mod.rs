@@ -8,7 +8,8 @@ mod scan;
 pub(crate) mod session;
 mod worker;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 use crate::changes::{ChangeFeed, ChangeSender};
 use crate::{Change, StoreError, StoreOptions, redact_url};
@@ -91,15 +92,42 @@ impl PgStore {
         database_url: &str,
         options: &StoreOptions,
     ) -> Result<PgStore, StoreError> {
+        let connect_error = |error| StoreError::Connect {
+            url: redact_url(database_url),
+            error,
+        };
+        let connect_options: PgConnectOptions = database_url.parse().map_err(connect_error)?;
+        // One connection first: the pool retries a refused connection until its acquire
+        // timeout and then says only "pool timed out"; this says what is wrong, at once.
+        let first = tokio::time::timeout(
+            options.acquire_timeout,
+            PgConnection::connect_with(&connect_options),
+        )
+        .await;
+        match first {
+            Ok(Ok(connection)) => {
+                let _ = connection.close().await;
+            }
+            Ok(Err(sqlx::Error::Io(error))) => {
+                return Err(StoreError::Unreachable {
+                    address: format!(
+                        "{}:{}",
+                        connect_options.get_host(),
+                        connect_options.get_port()
+                    ),
+                    reason: crate::error::unreachable_reason(&error),
+                });
+            }
+            Ok(Err(error)) => return Err(connect_error(error)),
+            // Slow rather than refused: the pool below waits out its own timeout.
+            Err(_) => {}
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect(database_url)
+            .connect_with(connect_options)
             .await
-            .map_err(|source| StoreError::Connect {
-                url: redact_url(database_url),
-                source,
-            })?;
+            .map_err(connect_error)?;
         Ok(PgStore { pool })
     }
 

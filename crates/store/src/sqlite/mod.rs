@@ -109,9 +109,9 @@ impl SqliteStore {
         database_url: &str,
         options: &StoreOptions,
     ) -> Result<SqliteStore, StoreError> {
-        let connect_error = |source| StoreError::Connect {
+        let connect_error = |error| StoreError::Connect {
             url: redact_url(database_url),
-            source,
+            error,
         };
         let connect_options = SqliteConnectOptions::from_str(database_url)
             .map_err(connect_error)?

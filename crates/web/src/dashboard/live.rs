@@ -394,6 +394,14 @@ pub(crate) async fn live(
                 "too many live pages are open; close one or try later",
             ),
         })?;
+    // The token's own cap counts its API streams and every session's pages together.
+    let slot = (
+        slot,
+        state
+            .events
+            .open_token_stream(&session.token)
+            .map_err(DashError::from)?,
+    );
     // Subscribe before the first look, so no change in between is missed.
     let changes = state.events.subscribe().await?;
     // The browser reconnecting by itself names the newest audit entry the page has.

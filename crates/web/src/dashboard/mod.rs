@@ -342,7 +342,7 @@ async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: 
             None => csrf_field(&mut request).await,
         };
         if !presented.is_some_and(|token| same(&token, &session.csrf)) {
-            tracing::warn!(token = session.token.id, path = %request.uri().path(), "dashboard: missing or wrong CSRF token");
+            tracing::warn!(token = session.token.id, path = ?request.uri().path(), "dashboard: missing or wrong CSRF token");
             return DashError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
@@ -352,7 +352,7 @@ async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: 
         }
     }
     if !session.allows(role) {
-        tracing::info!(token = session.token.id, role = %session.token.role, needed = %role, path = %request.uri().path(), "dashboard: role too low");
+        tracing::info!(token = session.token.id, role = %session.token.role, needed = %role, path = ?request.uri().path(), "dashboard: role too low");
         return DashError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -590,7 +590,8 @@ async fn login(State(state): State<AppState>, request: Request) -> Response {
         let error = ApiError::from(error);
         return pages::login_failed(error.status, &error.message);
     }
-    tracing::info!(token = caller.token.id, name = %caller.token.name, "dashboard: logged in");
+    // Debug, not Display: a name from before names were checked is escaped, never printed raw.
+    tracing::info!(token = caller.token.id, name = ?caller.token.name, "dashboard: logged in");
     let actor = crate::api::actor_of(&caller.token);
     crate::api::audit(
         &state,
