@@ -60,7 +60,10 @@ async fn check(
         .args(["--seed", "18"])
         // No example database between runs: the same cases every run.
         .args(["--generation-database", "none"])
-        .args(["--workers", "2"])
+        // One worker: with threads, Python 3.11's ast.parse (Hypothesis describing its
+        // filters) can fail with "AST constructor recursion depth mismatch", a checker error
+        // that is no finding of ours.
+        .args(["--workers", "1"])
         .args(["--request-timeout", "20"])
         .args(["--exclude-path", "/api/admin/events"])
         .args(filter)
