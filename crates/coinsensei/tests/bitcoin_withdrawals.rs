@@ -21,7 +21,7 @@ use chain_bitcoin::{Bitcoin, FeePolicy, Rpc, UtxoSet};
 use common::*;
 use domain::{Amount, Chain, WithdrawalState};
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 use signer::{InProcessSigner, Mnemonic, Signer};
 use testkit::{Backend, Bitcoind, TestDb, wait_for};
 
@@ -33,40 +33,6 @@ const RECIPIENTS: &str =
 const WORKER: &str = "bitcoin-withdrawal-1";
 /// An address of no wallet here (BIP173's regtest example).
 const ELSEWHERE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
-
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/api/v1/withdrawals", self.base))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /api/v1/withdrawals");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn list(&self) -> Vec<Value> {
-        let response = self
-            .client
-            .get(format!("{}/api/v1/withdrawals?limit=1000", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("GET /api/v1/withdrawals");
-        let body: Value = response.json().await.unwrap();
-        body["withdrawals"].as_array().cloned().unwrap_or_default()
-    }
-}
 
 fn recipient(n: u32) -> Address {
     InProcessSigner::new(&Mnemonic::parse(RECIPIENTS).unwrap(), Network::Regtest)
@@ -128,16 +94,7 @@ async fn paid_on_chain(node: &Bitcoind, recipients: &[Address]) -> Vec<(String, 
 /// The config of `up` with a Bitcoin withdrawal worker on `node`.
 fn config(db: &TestDb, node: &Bitcoind, extra: &str) -> std::path::PathBuf {
     let dir = db.dir();
-    let keystore = dir.join("keystore.json");
-    let password = dir.join("password");
-    std::fs::write(&password, "correct horse battery staple\n").unwrap();
-    signer::keystore::create(
-        &keystore,
-        &Mnemonic::parse(MNEMONIC).unwrap(),
-        b"correct horse battery staple",
-        signer::keystore::KdfParams::default(),
-    )
-    .unwrap();
+    let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
     std::fs::write(
         &config,
@@ -145,36 +102,18 @@ fn config(db: &TestDb, node: &Bitcoind, extra: &str) -> std::path::PathBuf {
             "heartbeat_interval = 0.5\njob_lease = 2\nconcurrency = 8\n\
              bitcoin_rpc_url = \"{}\"\nbitcoin_rpc_cookie_file = \"{}\"\n\
              bitcoin_network = \"regtest\"\nbitcoin_confirmations = 2\n{extra}\
-             keystore = \"{}\"\nkeystore_password_file = \"{}\"\n\
+             {keystore}\
              [[workers]]\nkind = \"withdrawal\"\nchain = \"bitcoin\"\n",
             node.url,
             node.datadir.join("regtest/.cookie").display(),
-            keystore.display(),
-            password.display()
         ),
     )
     .unwrap();
     config
 }
 
-async fn service_api(db: &TestDb, up: &Up) -> Api {
-    let made = run(
-        &db.url,
-        &["tokens", "create", "--role", "service", "--name", "backend"],
-    )
-    .await;
-    assert!(made.status.success(), "{}", stderr(&made));
-    let token = String::from_utf8_lossy(&made.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .expect("the token is printed")
-        .to_string();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Api {
-        client: reqwest::Client::new(),
-        base: format!("http://{}", up.address),
-        token,
-    }
+async fn service_api(db: &TestDb, up: &Up) -> common::backend::Backend {
+    common::backend::Backend::new(&db.url, up).await
 }
 
 async fn kill_worker(db: &TestDb) {
@@ -236,7 +175,7 @@ async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Ba
     let mut mined = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     let rows = loop {
-        let rows = api.list().await;
+        let rows = api.list("").await;
         let state = |wanted: &str| rows.iter().filter(|row| row["state"] == wanted).count();
         if !killed && state("broadcast") + state("confirming") > 0 {
             kill_worker(&db).await;

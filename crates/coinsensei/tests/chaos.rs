@@ -272,16 +272,7 @@ async fn withdrawals_survive_kills_and_restarts() {
         .unwrap();
     let token = deploy_token(&client, &hot).await;
 
-    let keystore = dir.join("keystore.json");
-    let password = dir.join("password");
-    std::fs::write(&password, "chaos\n").unwrap();
-    signer::keystore::create(
-        &keystore,
-        &signer::Mnemonic::parse(MNEMONIC).unwrap(),
-        b"chaos",
-        signer::keystore::KdfParams::default(),
-    )
-    .unwrap();
+    let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
     std::fs::write(
         &config,
@@ -289,12 +280,10 @@ async fn withdrawals_survive_kills_and_restarts() {
             "heartbeat_interval = 0.5\njob_lease = 3\nconcurrency = 16\ndatabase_max_connections = 20\n\
              ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
              ethereum_replace_after = 30\n\
-             keystore = \"{}\"\nkeystore_password_file = \"{}\"\n\
+             {keystore}\
              [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n\
              [[workers]]\nkind = \"withdrawal\"\nchain = \"ethereum\"\n",
             devnet.url(),
-            keystore.display(),
-            password.display()
         ),
     )
     .unwrap();
@@ -307,22 +296,9 @@ async fn withdrawals_survive_kills_and_restarts() {
         &[("COINSENSEI_DATABASE_URL", &database_url)],
     )
     .await;
-    let made = run(
-        &database_url,
-        &["tokens", "create", "--role", "service", "--name", "backend"],
-    )
-    .await;
-    assert!(made.status.success(), "{}", stderr(&made));
-    let token_secret = String::from_utf8_lossy(&made.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .unwrap()
-        .to_string();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap();
+    let backend = common::backend::Backend::new(&database_url, &up).await;
+    let http = backend.client.clone();
+    let token_secret = backend.token.clone();
     let base = format!("http://{}", up.address);
 
     // The faults, while the requests go in and the payments go out.

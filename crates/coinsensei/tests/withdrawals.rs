@@ -10,7 +10,7 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use common::*;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{Anvil, Backend, TestDb, wait_for};
 
 const MNEMONIC: &str = "test test test test test test test test test test test junk";
@@ -37,68 +37,20 @@ async fn balance(client: &chain_ethereum::Ethereum, address: &str) -> U256 {
     amount.base_units()
 }
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Api {
-    async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/api/v1/withdrawals", self.base))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .send()
-            .await
-            .expect("POST /api/v1/withdrawals");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn list(&self, query: &str) -> Vec<Value> {
-        let response = self
-            .client
-            .get(format!(
-                "{}/api/v1/withdrawals?limit=1000{query}",
-                self.base
-            ))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .expect("GET /api/v1/withdrawals");
-        let body: Value = response.json().await.unwrap();
-        body["withdrawals"].as_array().cloned().unwrap_or_default()
-    }
-}
-
 async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
     let db = TestDb::new(backend).await;
     let anvil = Anvil::start_with(&["--block-time", "1"]).await;
     let dir = db.dir();
-    let keystore = dir.join("keystore.json");
-    let password = dir.join("password");
-    std::fs::write(&password, "correct horse battery staple\n").unwrap();
-    signer::keystore::create(
-        &keystore,
-        &signer::Mnemonic::parse(MNEMONIC).unwrap(),
-        b"correct horse battery staple",
-        signer::keystore::KdfParams::default(),
-    )
-    .unwrap();
+    let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
     std::fs::write(
         &config,
         format!(
             "heartbeat_interval = 0.5\njob_lease = 2\nconcurrency = 8\n\
              ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
-             keystore = \"{}\"\nkeystore_password_file = \"{}\"\n\
+             {keystore}\
              [[workers]]\nkind = \"withdrawal\"\nchain = \"ethereum\"\n",
             anvil.url,
-            keystore.display(),
-            password.display()
         ),
     )
     .unwrap();
@@ -107,23 +59,7 @@ async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
         &[("COINSENSEI_DATABASE_URL", &db.url)],
     )
     .await;
-    let made = run(
-        &db.url,
-        &["tokens", "create", "--role", "service", "--name", "backend"],
-    )
-    .await;
-    assert!(made.status.success(), "{}", stderr(&made));
-    let token = String::from_utf8_lossy(&made.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .expect("the token is printed")
-        .to_string();
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let api = Api {
-        client: reqwest::Client::new(),
-        base: format!("http://{}", up.address),
-        token,
-    };
+    let api = common::backend::Backend::new(&db.url, &up).await;
     let client = chain_ethereum::Ethereum::connect(&anvil.url, Some(31337))
         .await
         .unwrap();

@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coinsensei");
 
+pub mod backend;
 pub mod browser;
 
 /// A `coinsensei` command with none of the caller's `COINSENSEI_*` settings leaking in.

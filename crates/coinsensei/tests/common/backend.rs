@@ -1,0 +1,102 @@
+//! The exchange's backend as the withdrawal tests play it: a keystore for the workers, a
+//! `service` token, and `/api/v1/withdrawals` over HTTP.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{Up, run, stderr};
+
+/// The password of the tests' keystores.
+const PASSWORD: &str = "correct horse battery staple";
+
+/// A keystore holding `mnemonic` in `dir`, and the file with its password, as the
+/// configuration's `keystore` and `keystore_password_file` lines.
+pub fn keystore_lines(dir: &Path, mnemonic: &str) -> String {
+    let keystore: PathBuf = dir.join("keystore.json");
+    let password = dir.join("password");
+    std::fs::write(&password, format!("{PASSWORD}\n")).unwrap();
+    signer::keystore::create(
+        &keystore,
+        &signer::Mnemonic::parse(mnemonic).unwrap(),
+        PASSWORD.as_bytes(),
+        signer::keystore::KdfParams::default(),
+    )
+    .unwrap();
+    format!(
+        "keystore = \"{}\"\nkeystore_password_file = \"{}\"\n",
+        keystore.display(),
+        password.display()
+    )
+}
+
+/// The backend's client of a running `up`, with a fresh `service` token.
+pub struct Backend {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Backend {
+    pub async fn new(database_url: &str, up: &Up) -> Backend {
+        let made = run(
+            database_url,
+            &["tokens", "create", "--role", "service", "--name", "backend"],
+        )
+        .await;
+        assert!(made.status.success(), "{}", stderr(&made));
+        let token = String::from_utf8_lossy(&made.stdout)
+            .split_whitespace()
+            .find(|word| word.starts_with("cst_"))
+            .expect("the token is printed")
+            .to_string();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Backend {
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(15))
+                .build()
+                .unwrap(),
+            base: format!("http://{}", up.address),
+            token,
+        }
+    }
+
+    /// POST /api/v1/withdrawals with `key`: the status and the body.
+    pub async fn create(&self, key: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/withdrawals", self.base))
+            .bearer_auth(&self.token)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("POST /api/v1/withdrawals");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Every withdrawal matching `query` (`&state=…`), all pages.
+    pub async fn list(&self, query: &str) -> Vec<Value> {
+        let mut rows = Vec::new();
+        let mut before = String::new();
+        loop {
+            let response = self
+                .client
+                .get(format!(
+                    "{}/api/v1/withdrawals?limit=1000{query}{before}",
+                    self.base
+                ))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+                .expect("GET /api/v1/withdrawals");
+            let page: Value = response.json().await.unwrap();
+            rows.extend(page["withdrawals"].as_array().cloned().unwrap_or_default());
+            match page["next_before_id"].as_i64() {
+                Some(next) => before = format!("&before_id={next}"),
+                None => return rows,
+            }
+        }
+    }
+}
