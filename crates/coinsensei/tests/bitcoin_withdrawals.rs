@@ -20,7 +20,6 @@ use chain_bitcoin::payout::{Payer, Prepared};
 use chain_bitcoin::{Bitcoin, FeePolicy, Rpc, UtxoSet};
 use common::*;
 use domain::{Amount, Chain, WithdrawalState};
-use nix::sys::signal::Signal;
 use serde_json::json;
 use signer::{InProcessSigner, Mnemonic, Signer};
 use testkit::{Backend, Bitcoind, TestDb, wait_for};
@@ -116,17 +115,6 @@ async fn service_api(db: &TestDb, up: &Up) -> common::backend::Backend {
     common::backend::Backend::new(&db.url, up).await
 }
 
-async fn kill_worker(db: &TestDb) {
-    let worker = wait_for("the worker running", Duration::from_secs(30), || async {
-        let workers = workers_json(&db.url).await;
-        find(&workers, WORKER)
-            .filter(|worker| worker["status"] == "running" && worker["pid"].is_i64())
-            .cloned()
-    })
-    .await;
-    signal(worker["pid"].as_i64().unwrap() as i32, Signal::SIGKILL);
-}
-
 async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Backend) {
     let db = TestDb::new(backend).await;
     let node = Bitcoind::start().await;
@@ -145,6 +133,7 @@ async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Ba
     let started = Instant::now();
 
     const COUNT: u32 = 30;
+    let mut first_kill: Option<i64> = None;
     let mut expected = BTreeMap::new();
     for n in 0..COUNT {
         let to = recipient(n);
@@ -157,7 +146,7 @@ async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Ba
         assert_eq!((status, &again["id"]), (200, &created["id"]));
         expected.insert(to.to_string(), 100_000 + u128::from(n) + 1);
         if n == 12 {
-            kill_worker(&db).await;
+            first_kill = Some(kill_worker(&db.url, WORKER, None).await);
         }
     }
     // Below dust: refused before anything is signed, alone.
@@ -178,7 +167,7 @@ async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Ba
         let rows = api.list("").await;
         let state = |wanted: &str| rows.iter().filter(|row| row["state"] == wanted).count();
         if !killed && state("broadcast") + state("confirming") > 0 {
-            kill_worker(&db).await;
+            kill_worker(&db.url, WORKER, first_kill).await;
             killed = true;
         }
         if state("completed") == COUNT as usize {

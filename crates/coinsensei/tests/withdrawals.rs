@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use alloy_primitives::U256;
 use common::*;
-use nix::sys::signal::Signal;
 use serde_json::json;
 use testkit::{Anvil, Backend, TestDb, wait_for};
 
@@ -66,6 +65,7 @@ async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
 
     const COUNT: u32 = 24;
     let mut expected = Vec::new();
+    let mut killed: Option<i64> = None;
     for n in 0..COUNT {
         let to = recipient(n);
         // 0.001 ETH plus n wei: each recipient's amount is its own.
@@ -83,14 +83,7 @@ async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
         // Kill the worker process twice while the payments are under way; the supervisor
         // starts it again, and its jobs are rescued.
         if n == 8 || n == 16 {
-            let worker = wait_for("the worker running", Duration::from_secs(30), || async {
-                let workers = workers_json(&db.url).await;
-                find(&workers, WORKER)
-                    .filter(|worker| worker["status"] == "running" && worker["pid"].is_i64())
-                    .cloned()
-            })
-            .await;
-            signal(worker["pid"].as_i64().unwrap() as i32, Signal::SIGKILL);
+            killed = Some(kill_worker(&db.url, WORKER, killed).await);
         }
     }
     let done = wait_for(

@@ -371,6 +371,7 @@ fn the_event_stream_is_documented_as_a_stream() {
             "job_failed",
             "queues",
             "snapshot",
+            "withdrawal",
             "worker"
         ]
     );

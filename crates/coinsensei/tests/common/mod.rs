@@ -175,3 +175,26 @@ pub fn signal(pid: i32, signal: Signal) {
 pub fn find<'a>(workers: &'a [serde_json::Value], id: &str) -> Option<&'a serde_json::Value> {
     workers.iter().find(|worker| worker["id"] == id)
 }
+
+/// SIGKILLs the process of worker `id` once the registry shows it running under a pid other
+/// than `previous` (a process killed before, whose row may name it until its successor
+/// registers); returns the pid killed.
+pub async fn kill_worker(database_url: &str, id: &str, previous: Option<i64>) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker {id} never ran under a new pid"
+        );
+        let workers = workers_json(database_url).await;
+        if let Some(pid) = find(&workers, id)
+            .filter(|worker| worker["status"] == "running")
+            .and_then(|worker| worker["pid"].as_i64())
+            .filter(|pid| Some(*pid) != previous)
+            && kill(Pid::from_raw(pid as i32), Signal::SIGKILL).is_ok()
+        {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
