@@ -36,11 +36,14 @@ use store::{
 };
 
 use crate::attempts::Settled;
-use crate::nonces::{NonceOutcome, NonceSettlePolicy};
+use crate::nonces::{NONCES_SETTLE_MAX, NonceOutcome, NonceSettlePolicy};
 use crate::{Wallet, WalletError};
 
 /// How long a withdrawal waits before its job looks again when the hot wallet is short.
 pub const FUNDS_WAIT: Duration = Duration::from_secs(30);
+/// How many settle calls (of `NONCES_SETTLE_MAX` nonces each) one reconcile round makes at
+/// most, while every nonce it looks at settles.
+pub const SETTLE_CALLS_MAX: usize = 8;
 /// How many unfinished withdrawals one reconcile round sweeps at most.
 pub const SWEEP_MAX: u32 = 500;
 /// How long a `pending` or `processing` withdrawal may sit before a reconcile round hands it
@@ -603,13 +606,28 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
     ) -> Result<Reconciled, WalletError> {
         let chain = self.chain();
         let mut report = Reconciled::default();
-        for settled in self.wallet.settle_nonces(self.from_index, policy).await? {
-            match settled.result {
-                Ok(NonceOutcome::Foreign { .. }) | Ok(_) => {}
-                Err(error) => report.errors.push(format!(
-                    "{} nonce {}: {error}",
-                    settled.payout, settled.nonce
-                )),
+        // A settle call looks at the lowest NONCES_SETTLE_MAX unsettled nonces. While every
+        // one of them settled, the next ones are waiting behind: go on, a bounded number of
+        // times, so a busy hot wallet is settled at the pace it pays.
+        for _ in 0..SETTLE_CALLS_MAX {
+            let settled = self.wallet.settle_nonces(self.from_index, policy).await?;
+            let full = settled.len() == NONCES_SETTLE_MAX;
+            let mut all_settled = true;
+            for settled in settled {
+                match settled.result {
+                    Ok(NonceOutcome::Mined { .. } | NonceOutcome::Foreign { .. }) => {}
+                    Ok(_) => all_settled = false,
+                    Err(error) => {
+                        all_settled = false;
+                        report.errors.push(format!(
+                            "{} nonce {}: {error}",
+                            settled.payout, settled.nonce
+                        ));
+                    }
+                }
+            }
+            if !(full && all_settled) {
+                break;
             }
         }
         for row in self.unfinished().await? {
