@@ -3,7 +3,8 @@
 //! withdrawal row goes pending → processing → broadcast → completed with one transfer; a run
 //! repeated after a crash (at any point) finds what is stored and pays nothing twice; a
 //! canceled withdrawal is never paid; an expired attempt is proven dead and paid again, once;
-//! a transfer that lands but fails goes to manual review; a short hot wallet waits.
+//! a transfer that lands but fails goes to manual review; a short hot wallet waits; old
+//! unfinished withdrawals do not keep a round from newer ones.
 
 mod common;
 
@@ -245,6 +246,26 @@ async fn a_short_hot_wallet_waits(db: &TestDb) {
         .unwrap();
 }
 
+/// Old withdrawals that stay unfinished (here waiting for funds) fill a round's sweep; a newer
+/// one, paid, is still looked at and completed: rounds go round the list.
+async fn old_unfinished_withdrawals_do_not_starve_newer_ones(db: &TestDb) {
+    let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
+    let payer = payer.with_sweep_max(2);
+    for key in ["k-7a", "k-7b", "k-7c"] {
+        let id = withdrawal(&store, key, "TRX", "999999999999999").await;
+        assert!(matches!(payer.pay(id).await, PayOutcome::Wait(_)));
+    }
+    let id = withdrawal(&store, "k-7d", "USDT", "1000000").await;
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    for _ in 0..2 {
+        let report = payer.reconcile_attempts().await.unwrap();
+        assert!(report.errors.is_empty(), "{report:?}");
+    }
+    assert_eq!(state(&store, id).await.state, WithdrawalState::Completed);
+    assert_eq!(usdt_of_recipient(&ledger), 1_000_000);
+}
+
 testkit::on_both_stores!(
     db:
     a_withdrawal_is_paid_once_and_completed,
@@ -252,4 +273,5 @@ testkit::on_both_stores!(
     an_expired_attempt_is_paid_again_once,
     landed_but_failed_goes_to_manual_review,
     a_short_hot_wallet_waits,
+    old_unfinished_withdrawals_do_not_starve_newer_ones,
 );

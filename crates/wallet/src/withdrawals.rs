@@ -28,6 +28,8 @@ use chain::provider::{
     Asset, ChainAttempts, ChainBuild, ChainRead, ChainReplace, ChainSubmit, Payment, SubmitOutcome,
     TxStatus,
 };
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::Utc;
 use domain::{Amount, AssetCatalogue, Chain, WithdrawalState};
 use store::{
@@ -90,6 +92,12 @@ pub struct WithdrawalPayer<P> {
     catalogue: AssetCatalogue,
     network: Network,
     policy: ConfirmationPolicy,
+    /// How many unfinished withdrawals one round sweeps ([`SWEEP_MAX`] unless a test says).
+    sweep_max: u32,
+    /// Where the next round's sweep starts: rounds go round the unfinished withdrawals as a
+    /// ring, so a long list of old ones (waiting for funds, or a node's slow confirmations)
+    /// cannot keep the newer ones from ever being looked at.
+    sweep_after: AtomicI64,
 }
 
 impl<P> std::fmt::Debug for WithdrawalPayer<P> {
@@ -123,7 +131,16 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             catalogue,
             network,
             policy,
+            sweep_max: SWEEP_MAX,
+            sweep_after: AtomicI64::new(0),
         }
+    }
+
+    /// Sweeps at most `max` unfinished withdrawals a round (tests make the ring small).
+    #[must_use]
+    pub fn with_sweep_max(mut self, max: u32) -> Self {
+        self.sweep_max = max.max(1);
+        self
     }
 
     fn chain(&self) -> Chain {
@@ -321,21 +338,41 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
         Ok(())
     }
 
-    /// The unfinished withdrawals of this chain, oldest first, a round's worth.
+    /// The unfinished withdrawals of this chain, a round's worth: the next `sweep_max` of them
+    /// by id after where the last round stopped, going on from the oldest at the end.
     async fn unfinished(&self) -> Result<Vec<WithdrawalRow>, StoreError> {
-        self.store
-            .withdrawal_scan(&WithdrawalScan {
-                chain: self.chain(),
-                states: vec![
-                    WithdrawalState::Pending,
-                    WithdrawalState::Processing,
-                    WithdrawalState::Broadcast,
-                    WithdrawalState::Confirming,
-                ],
-                after_id: 0,
-                limit: SWEEP_MAX,
-            })
-            .await
+        let scan = |after_id, limit| WithdrawalScan {
+            chain: self.chain(),
+            states: vec![
+                WithdrawalState::Pending,
+                WithdrawalState::Processing,
+                WithdrawalState::Broadcast,
+                WithdrawalState::Confirming,
+            ],
+            after_id,
+            limit,
+        };
+        let start = self.sweep_after.load(Ordering::Relaxed);
+        let mut rows = self
+            .store
+            .withdrawal_scan(&scan(start, self.sweep_max))
+            .await?;
+        let mut full = rows.len() >= self.sweep_max as usize;
+        if !full && start > 0 {
+            // The end of the list: the rest of the round from its start, up to where this
+            // round began.
+            let left = self.sweep_max - u32::try_from(rows.len()).unwrap_or(0);
+            let head = self.store.withdrawal_scan(&scan(0, left)).await?;
+            full = head.len() >= left as usize;
+            rows.extend(head.into_iter().filter(|row| row.id <= start));
+        }
+        let next = if full {
+            rows.last().map_or(0, |row| row.id)
+        } else {
+            0
+        };
+        self.sweep_after.store(next, Ordering::Relaxed);
+        Ok(rows)
     }
 
     /// A `pending` or `processing` withdrawal left alone for a while: its job is to be
