@@ -571,3 +571,65 @@ async fn the_api_key_never_shows() {
     assert!(error.retriable);
     assert!(!format!("{error} {tron_client:?}").contains("secret-api-key-123"));
 }
+
+/// The simulation answers a request it cannot read as java-tron does (an `Error` member),
+/// says it is a simulation on every answer, and keeps serving; a transaction naming a block
+/// far back (more than 65,536) or never made fails TaPoS; two pooled transfers that together
+/// spend more than the account holds leave the second out of the block instead of stopping
+/// the node.
+#[tokio::test]
+async fn the_simulation_refuses_bad_requests_and_overdrafts_without_stopping() {
+    let signer = KeySigner::from_hex(&format!("{:0>64}", "3"));
+    let me = signer.tron_address();
+    let mut ledger = Ledger::default();
+    ledger.head = 100;
+    ledger.fund(&me, 1_500_000, 0);
+    let (url, ledger) = common::fake::serve(ledger).await;
+    let url: url::Url = url.parse().unwrap();
+    let tron = Tron::new(Config::new(url.clone())).unwrap();
+    let http = reqwest::Client::new();
+    for (path, body) in [
+        ("wallet/getaccount", json!({})),
+        ("wallet/getaccount", json!({"address": "not-an-address"})),
+        ("wallet/getblockbynum", json!({"num": "x"})),
+        ("wallet/broadcasthex", json!({"transaction": "zz"})),
+        (
+            "wallet/triggerconstantcontract",
+            json!({"function_selector": "balanceOf(address)", "parameter": "12"}),
+        ),
+    ] {
+        let response = http
+            .post(url.join(path).unwrap())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path} {body}");
+        assert_eq!(response.headers()[tron_sim::SIMULATION_HEADER], "tron-sim");
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            answer["Error"].is_string() || answer["code"].is_string(),
+            "{path} {body}: {answer}"
+        );
+    }
+    let unknown = http
+        .post(url.join("wallet/nosuchthing").unwrap())
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // Two transfers of 1 TRX from 1.5 TRX: both pass the broadcast check, one lands.
+    let mut first = one_trx(&signer);
+    first.amount = Amount::from_u128(1_000_000);
+    let mut second = first.clone();
+    second.amount = Amount::from_u128(1_000_001);
+    for payment in [&first, &second] {
+        let (signed, _) = send(&tron, &signer, payment).await;
+        assert_eq!(tron.submit(&signed).await, SubmitOutcome::Accepted);
+    }
+    ledger.lock().unwrap().mine();
+    let ledger = ledger.lock().unwrap();
+    assert_eq!(ledger.blocks[&101].len(), 1);
+    assert_eq!(ledger.trx[&common::fake::hex21(&me)], 500_000);
+}
