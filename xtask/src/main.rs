@@ -11,6 +11,8 @@
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
+//! - `cargo xtask devnet [up arguments]`: anvil and bitcoind installed, then `coinsensei up
+//!   --devnet` (throwaway chains, funded hot wallets, a first withdrawal to send).
 //! - `cargo xtask chaos withdrawals [--count N] [--no-faults]`: the suite's withdrawal chaos
 //!   test full-sized (1,000 by default) in release, printing its counts and figures.
 //! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile]`: the figures
@@ -28,7 +30,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments passed on]
+const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
@@ -49,6 +51,10 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos> [extra arguments pass
                    holds, and how soon it closes them
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)
+  devnet  `coinsensei up --devnet` with anvil and bitcoind installed first (as `test` does):
+          anvil, a regtest bitcoind and the TRON simulation, funded hot wallets, a withdrawal
+          worker per chain, and how to send a first withdrawal printed; extra arguments go to
+          `up` (e.g. --listen 127.0.0.1:9090)
   chaos withdrawals [--count N] [--no-faults] [--sqlite]
           N withdrawals (default 1,000, ETH and an ERC-20) through `up` on a private anvil and
           a private Postgres, the worker SIGKILLed every 1 to 5 s, Postgres and anvil restarted
@@ -64,6 +70,7 @@ fn main() -> ExitCode {
         Some("test") => test(&rest),
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
+        Some("devnet") => devnet(&rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -444,6 +451,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(extra);
         run(with_anvil(command))
     }
+}
+
+/// `cargo xtask devnet`: the tools installed, then `coinsensei up --devnet` (debug build, as
+/// the README's `cargo run -- up`).
+fn devnet(extra: &[String]) -> anyhow::Result<()> {
+    let mut command = cargo();
+    command
+        .args(["run", "-p", "coinsensei", "--", "up", "--devnet"])
+        .args(extra)
+        .env("COINSENSEI_ANVIL", anvil()?)
+        .env("COINSENSEI_BITCOIND", bitcoind()?);
+    run(command)
 }
 
 /// `cargo xtask chaos withdrawals`: the suite's chaos test (`crates/coinsensei/tests/chaos.rs`)

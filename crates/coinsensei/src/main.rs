@@ -505,6 +505,12 @@ struct UpArgs {
     /// Address of the control plane's HTTP endpoints.
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Against throwaway chains on this machine instead: anvil (Ethereum, with an ERC-20 as
+    /// USDT), a regtest bitcoind and the TRON simulation, hot wallets funded from the public
+    /// test mnemonic, everything in <data dir>/devnet (remade at every start). Prints how to
+    /// send a first withdrawal. `cargo xtask devnet` installs anvil and bitcoind first.
+    #[arg(long)]
+    devnet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -656,6 +662,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         data_dir: cli.data_dir,
     };
     match cli.command {
+        Command::Up(args) if args.devnet => {
+            commands::devnet::run(global.config.as_deref(), global.data_dir, args.listen).await
+        }
         Command::Up(args) => commands::up::run(global.settings(args.listen.as_ref())?).await,
         Command::Serve(args) => commands::serve::run(global.settings(args.listen.as_ref())?).await,
         Command::Worker(args) => {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chain;
+pub mod devnet;
 pub mod keys;
 pub mod migrate;
 pub mod queues;

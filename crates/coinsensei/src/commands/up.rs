@@ -14,6 +14,15 @@ use crate::config::{QueueSettings, Settings};
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
+    run_with(settings, |_| String::new()).await
+}
+
+/// `up`, with `more` printed after the banner once the control plane's address is known (the
+/// devnet's chains and first withdrawal).
+pub async fn run_with(
+    settings: Settings,
+    more: impl FnOnce(std::net::SocketAddr) -> String,
+) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let cancel = crate::signals::shutdown_token()?;
     // Bind first: a taken address fails before anything is written.
@@ -54,6 +63,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<ExitCode> {
             "  first admin token: `coinsensei tokens create --role admin --name NAME` (shown once)"
         ),
         _ => {}
+    }
+    let more = more(address);
+    if !more.is_empty() {
+        println!("{more}");
     }
     println!("Press Ctrl-C to stop.");
 

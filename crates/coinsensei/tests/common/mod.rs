@@ -82,6 +82,8 @@ pub fn write_config(
 pub struct Up {
     pub child: Child,
     pub address: SocketAddr,
+    /// What it printed after its address (the rest of its banner, then anything later).
+    pub printed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Up {
@@ -128,8 +130,20 @@ impl Up {
         .await
         .expect("coinsensei up printed its address within 30 s");
         // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Up { child, address }
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        tokio::spawn({
+            let printed = printed.clone();
+            async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    printed.lock().unwrap().push(line);
+                }
+            }
+        });
+        Up {
+            child,
+            address,
+            printed,
+        }
     }
 
     pub fn pid(&self) -> Pid {
