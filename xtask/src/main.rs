@@ -13,8 +13,9 @@
 //!   (`COINSENSEI_CHROMIUM` names another browser binary).
 //! - `cargo xtask devnet [up arguments]`: anvil and bitcoind installed, then `coinsensei up
 //!   --devnet` (throwaway chains, funded hot wallets, a first withdrawal to send).
-//! - `cargo xtask chaos withdrawals [--count N] [--no-faults]`: the suite's withdrawal chaos
-//!   test full-sized (1,000 by default) in release, printing its counts and figures.
+//! - `cargo xtask chaos withdrawals [--chain C] [--count N] [--no-faults]`: the suite's
+//!   withdrawal chaos test full-sized (1,000 on anvil, 300 on the TRON simulation, 200 on
+//!   regtest) in release, printing its counts and figures.
 //! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile]`: the figures
 //!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
 //!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
@@ -55,12 +56,13 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet> [extra argumen
           anvil, a regtest bitcoind and the TRON simulation, funded hot wallets, a withdrawal
           worker per chain, and how to send a first withdrawal printed; extra arguments go to
           `up` (e.g. --listen 127.0.0.1:9090)
-  chaos withdrawals [--count N] [--no-faults] [--sqlite]
-          N withdrawals (default 1,000, ETH and an ERC-20) through `up` on a private anvil and
-          a private Postgres, the worker SIGKILLed every 1 to 5 s, Postgres and anvil restarted
-          once; the chain is read at the end (paid once, duplicates, lost) and the figures
-          printed (release build). --no-faults: the same without faults, for throughput;
-          --sqlite: on the embedded store (no database restart)";
+  chaos withdrawals [--chain ethereum|tron|bitcoin] [--count N] [--no-faults] [--sqlite]
+          N withdrawals through `up` and a private Postgres, the worker SIGKILLed every 1 to
+          5 s, Postgres and the node restarted once; the chain is read at the end (paid once,
+          duplicates, lost) and the figures printed (release build). ethereum (default): 1,000
+          ETH and ERC-20 on a private anvil; tron: 300 TRX and USDT on the TRON simulation;
+          bitcoin: 200 batched on a private regtest bitcoind. --no-faults: the same without
+          faults, for throughput; --sqlite: on the embedded store (no database restart)";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -473,23 +475,42 @@ fn chaos(extra: &[String]) -> anyhow::Result<()> {
         Some("withdrawals") => {}
         other => bail!("unknown chaos run {other:?}; expected `cargo xtask chaos withdrawals`"),
     }
-    let mut count = "1000".to_string();
+    let mut count: Option<String> = None;
     let mut faults = "1";
     let mut store = "postgres";
+    let mut chain = "ethereum";
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--sqlite" => store = "sqlite",
+            "--chain" => {
+                chain = match args.next().map(String::as_str) {
+                    Some("ethereum") => "ethereum",
+                    Some("tron") => "tron",
+                    Some("bitcoin") => "bitcoin",
+                    other => bail!("--chain takes ethereum, tron or bitcoin, not {other:?}"),
+                };
+            }
             "--count" => {
-                count = args
-                    .next()
-                    .filter(|value| value.parse::<u64>().is_ok_and(|n| n > 0))
-                    .context("--count takes a positive number")?
-                    .clone();
+                count = Some(
+                    args.next()
+                        .filter(|value| value.parse::<u64>().is_ok_and(|n| n > 0))
+                        .context("--count takes a positive number")?
+                        .clone(),
+                );
             }
             "--no-faults" => faults = "0",
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
+    // The issue's sizes: 1,000 on anvil, 300 on the TRON simulation, 200 on regtest.
+    let count = count.unwrap_or_else(|| {
+        match chain {
+            "tron" => "300",
+            "bitcoin" => "200",
+            _ => "1000",
+        }
+        .to_string()
+    });
     let mut command = cargo();
     command
         .args([
@@ -501,8 +522,11 @@ fn chaos(extra: &[String]) -> anyhow::Result<()> {
             "chaos",
             "--",
             "--nocapture",
+            "--exact",
         ])
+        .arg(format!("{chain}_withdrawals_survive_kills_and_restarts"))
         .env("COINSENSEI_ANVIL", anvil()?)
+        .env("COINSENSEI_BITCOIND", bitcoind()?)
         .env("COINSENSEI_CHAOS_WITHDRAWALS", count)
         .env("COINSENSEI_CHAOS_KILLS", faults)
         .env("COINSENSEI_CHAOS_STORE", store);

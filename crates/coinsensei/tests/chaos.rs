@@ -1,15 +1,24 @@
-//! Withdrawals under chaos, on real processes: `coinsensei up` with its Ethereum withdrawal
-//! worker, a private Postgres (its own `initdb` data directory) and a private anvil, N
-//! withdrawals (ETH and an ERC-20 mixed, each to a fresh recipient) sent through
-//! `/api/v1/withdrawals` while the worker process is SIGKILLed every 1 to 5 s, Postgres is
-//! restarted once and anvil once (its mempool lost; its chain kept by `--state`). At the end
-//! it reads the chain, not the store: every recipient received exactly its amount once, none
-//! is lost, each withdrawal is `completed` or `manual_review` with a reason. It prints the
-//! counts and the figures (throughput, request → broadcast and → completed percentiles).
+//! Withdrawals under chaos, on real processes: `coinsensei up` with one chain's withdrawal
+//! worker, a private Postgres (its own `initdb` data directory) and the chain's node, N
+//! withdrawals (each to a fresh recipient) sent through `/api/v1/withdrawals` while the
+//! worker process is SIGKILLed every 1 to 5 s, Postgres is restarted once and the node once
+//! (its mempool lost, its chain kept). At the end it reads the chain, not the store: every
+//! recipient received exactly its amount once, none is lost, each withdrawal is `completed`
+//! or `manual_review` with a reason. It prints the counts and the figures (throughput,
+//! request → broadcast and → completed percentiles). One run per chain:
 //!
-//! The suite runs a CI-sized run (`COINSENSEI_CHAOS_WITHDRAWALS`, default 60); `cargo xtask
-//! chaos withdrawals` runs the full-sized one (1,000) and prints its report.
-//! `COINSENSEI_CHAOS_KILLS=0` turns the faults off, for a throughput figure.
+//! - Ethereum: a private anvil (a block a second, `--state` kept across its restart), ETH and
+//!   an ERC-20 mixed, from one hot wallet's nonces;
+//! - TRON: the TRON simulation (`tron-sim`; no TRON node can run here) served by the test,
+//!   TRX and USDT mixed, completed at the solidified block;
+//! - Bitcoin: a private regtest bitcoind (a block a second, stopped and started on its data
+//!   directory), batched.
+//!
+//! The suite runs CI-sized runs (`COINSENSEI_CHAOS_WITHDRAWALS`, default 60 on Ethereum, 40
+//! on TRON, 40 on Bitcoin); `cargo xtask chaos withdrawals [--chain C]` runs the full-sized
+//! ones (1,000, 300, 200) and prints their reports. `COINSENSEI_CHAOS_KILLS=0` turns the
+//! faults off, for a throughput figure; `COINSENSEI_CHAOS_STORE=sqlite` uses the embedded
+//! store (no database restart).
 
 #![allow(
     clippy::float_arithmetic,
@@ -35,7 +44,6 @@ use testkit::wait_for;
 use tokio::process::{Child, Command};
 
 const MNEMONIC: &str = "test test test test test test test test test test test junk";
-const WORKER: &str = "ethereum-withdrawal-1";
 const TOKEN_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin");
 
 fn free_port() -> u16 {
@@ -208,6 +216,307 @@ impl Devnet {
     }
 }
 
+/// A private regtest bitcoind on a fixed port and data directory, so it can be stopped and
+/// started again with its chain (its mempool is not kept), and a block mined every second.
+struct Regtest {
+    port: u16,
+    datadir: PathBuf,
+    child: Option<Child>,
+    miner: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Regtest {
+    async fn start(dir: &Path) -> Regtest {
+        let mut node = Regtest {
+            port: free_port(),
+            datadir: dir.join("bitcoind"),
+            child: None,
+            miner: None,
+        };
+        std::fs::create_dir_all(&node.datadir).unwrap();
+        node.spawn().await;
+        node
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn cookie_file(&self) -> PathBuf {
+        self.datadir.join("regtest/.cookie")
+    }
+
+    /// A client (the cookie changes at every start).
+    fn rpc(&self) -> chain_bitcoin::Rpc {
+        let cookie = std::fs::read_to_string(self.cookie_file()).unwrap();
+        chain_bitcoin::Rpc::with_cookie(&self.url(), &cookie, Duration::from_secs(30)).unwrap()
+    }
+
+    async fn spawn(&mut self) {
+        let binary =
+            std::env::var("COINSENSEI_BITCOIND").expect("COINSENSEI_BITCOIND (cargo xtask test)");
+        let child = Command::new(binary)
+            .arg("-regtest")
+            .arg(format!("-datadir={}", self.datadir.display()))
+            .arg(format!("-rpcport={}", self.port))
+            .args([
+                "-rpcbind=127.0.0.1",
+                "-rpcallowip=127.0.0.1",
+                "-listen=0",
+                "-dnsseed=0",
+                "-fixedseeds=0",
+                "-disablewallet=1",
+                "-txindex=1",
+                "-fallbackfee=0.0002",
+                "-persistmempool=0",
+                "-printtoconsole=0",
+                "-rpcworkqueue=64",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start bitcoind");
+        self.child = Some(child);
+        let cookie = self.cookie_file();
+        let url = self.url();
+        let rpc = wait_for("bitcoind answers", Duration::from_secs(60), || async {
+            let text = std::fs::read_to_string(&cookie).ok()?;
+            let rpc = chain_bitcoin::Rpc::with_cookie(&url, &text, Duration::from_secs(30)).ok()?;
+            rpc.call_once("getblockcount", json!([])).await.ok()?;
+            Some(rpc)
+        })
+        .await;
+        self.miner = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = rpc
+                    .call_once("generatetoaddress", json!([1, BITCOIN_ELSEWHERE]))
+                    .await;
+            }
+        }));
+    }
+
+    async fn restart(&mut self) {
+        if let Some(miner) = self.miner.take() {
+            miner.abort();
+        }
+        if let Some(mut child) = self.child.take() {
+            signal(child.id().unwrap() as i32, Signal::SIGTERM);
+            let _ = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        }
+        // The old cookie must not be read as the new one.
+        let _ = std::fs::remove_file(self.cookie_file());
+        self.spawn().await;
+    }
+}
+
+impl Drop for Regtest {
+    fn drop(&mut self) {
+        if let Some(miner) = self.miner.take() {
+            miner.abort();
+        }
+    }
+}
+
+/// Where regtest blocks go once the hot wallet is funded: BIP173's regtest example, nobody's.
+const BITCOIN_ELSEWHERE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+/// Whose addresses the Bitcoin recipients are (nobody here spends them).
+const BITCOIN_RECIPIENTS: &str =
+    "legal winner thank year wave sausage worth useful legal winner thank yellow";
+
+/// The chain a run pays on, with its node.
+enum Node {
+    Ethereum { devnet: Devnet, token: String },
+    Tron(tron_sim::Sim),
+    Bitcoin(Regtest),
+}
+
+/// One withdrawal a run asks for, and what its recipient must hold for it.
+struct Request {
+    asset: &'static str,
+    to: String,
+    amount: String,
+    units: u128,
+}
+
+impl Node {
+    async fn start(chain: Chain, dir: &Path, hot: &signer::InProcessSigner) -> Node {
+        match chain {
+            Chain::Ethereum => {
+                let devnet = Devnet::start(dir).await;
+                let client = chain_ethereum::Ethereum::connect(&devnet.url(), Some(31337))
+                    .await
+                    .unwrap();
+                let token = deploy_token(&client, hot).await;
+                Node::Ethereum { devnet, token }
+            }
+            Chain::Tron => {
+                let mut ledger = tron_sim::Ledger {
+                    head: 100,
+                    ..tron_sim::Ledger::default()
+                };
+                let me = hot.address(Chain::Tron, 0).unwrap();
+                ledger.fund(&me, 10_000_000_000_000, 10_000_000_000_000);
+                let sim = tron_sim::Sim::start(ledger, "127.0.0.1:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                // Kept for the whole run: it mines on the shared ledger across restarts.
+                std::mem::forget(sim.spawn_miner());
+                Node::Tron(sim)
+            }
+            Chain::Bitcoin => {
+                let node = Regtest::start(dir).await;
+                let me = hot.address(Chain::Bitcoin, 0).unwrap().to_string();
+                let rpc = node.rpc();
+                for (blocks, to) in [(5, me.as_str()), (101, BITCOIN_ELSEWHERE)] {
+                    rpc.call("generatetoaddress", json!([blocks, to]))
+                        .await
+                        .unwrap();
+                }
+                Node::Bitcoin(node)
+            }
+        }
+    }
+
+    fn chain(&self) -> Chain {
+        match self {
+            Node::Ethereum { .. } => Chain::Ethereum,
+            Node::Tron(_) => Chain::Tron,
+            Node::Bitcoin(_) => Chain::Bitcoin,
+        }
+    }
+
+    /// The configuration lines of the chain (top-level keys, then tables).
+    fn config(&self) -> String {
+        match self {
+            Node::Ethereum { devnet, token } => format!(
+                "ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
+                 ethereum_replace_after = 30\n\
+                 [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n",
+                devnet.url()
+            ),
+            Node::Tron(sim) => format!("tron_rpc_url = \"{}\"\n", sim.url),
+            Node::Bitcoin(node) => format!(
+                "bitcoin_rpc_url = \"{}\"\nbitcoin_rpc_cookie_file = \"{}\"\n\
+                 bitcoin_network = \"regtest\"\nbitcoin_confirmations = 2\n\
+                 bitcoin_batch_max = 25\nbitcoin_batch_wait = 2\nbitcoin_bump_after = 30\n",
+                node.url(),
+                node.cookie_file().display()
+            ),
+        }
+    }
+
+    /// Withdrawal `n`: its own fresh recipient and an amount of its own.
+    fn request(&self, n: u64) -> Request {
+        match self {
+            Node::Ethereum { .. } if n % 2 == 1 => Request {
+                asset: "USDT",
+                to: ethereum_recipient(n),
+                amount: format!("1.{:06}", n + 1),
+                units: 1_000_000 + u128::from(n) + 1,
+            },
+            Node::Ethereum { .. } => Request {
+                asset: "ETH",
+                to: ethereum_recipient(n),
+                amount: format!("0.001{:06}", n + 1),
+                units: 1_000_000_000_000_000 + (u128::from(n) + 1) * 1_000_000_000,
+            },
+            Node::Tron(_) => Request {
+                asset: if n % 2 == 1 { "USDT" } else { "TRX" },
+                to: tron_recipient(n),
+                amount: format!("1.{:06}", n + 1),
+                units: 1_000_000 + u128::from(n) + 1,
+            },
+            Node::Bitcoin(_) => Request {
+                asset: "BTC",
+                to: bitcoin_recipient(n).to_string(),
+                amount: format!("0.001{:05}", n + 1),
+                units: 100_000 + u128::from(n) + 1,
+            },
+        }
+    }
+
+    /// Stops the node (its mempool is lost, its chain kept) and starts it again.
+    async fn restart(&mut self) {
+        match self {
+            Node::Ethereum { devnet, .. } => devnet.restart().await,
+            Node::Tron(sim) => sim.restart().await.unwrap(),
+            Node::Bitcoin(node) => node.restart().await,
+        }
+    }
+
+    /// What each recipient holds of its asset, read from the chain.
+    async fn held(&self, requests: &[Request]) -> Vec<u128> {
+        match self {
+            Node::Ethereum { devnet, token } => {
+                let client = chain_ethereum::Ethereum::connect(&devnet.url(), Some(31337))
+                    .await
+                    .unwrap();
+                let token = Address::parse(Chain::Ethereum, Network::Mainnet, token).unwrap();
+                let mut held = Vec::new();
+                for request in requests {
+                    let to =
+                        Address::parse(Chain::Ethereum, Network::Mainnet, &request.to).unwrap();
+                    let amount = if request.asset == "USDT" {
+                        client.token_balance(&token, &to).await.unwrap()
+                    } else {
+                        client.balance(&to).await.unwrap()
+                    };
+                    held.push(amount.base_units().to::<u128>());
+                }
+                held
+            }
+            Node::Tron(sim) => {
+                let ledger = sim.ledger.lock().unwrap();
+                requests
+                    .iter()
+                    .map(|request| {
+                        let key = tron_sim::hex21(&tron_sim::addr(&request.to));
+                        if request.asset == "USDT" {
+                            ledger.usdt.get(&key).copied().unwrap_or(0)
+                        } else {
+                            u128::from(ledger.trx.get(&key).copied().unwrap_or(0))
+                        }
+                    })
+                    .collect()
+            }
+            Node::Bitcoin(node) => {
+                let rpc = node.rpc();
+                let tip = rpc
+                    .call("getblockcount", json!([]))
+                    .await
+                    .unwrap()
+                    .as_u64()
+                    .unwrap();
+                let addresses: Vec<Address> = requests
+                    .iter()
+                    .map(|request| {
+                        Address::parse(Chain::Bitcoin, Network::Regtest, &request.to).unwrap()
+                    })
+                    .collect();
+                let watch = chain::provider::WatchSet {
+                    addresses,
+                    tokens: vec![],
+                };
+                let paid = chain_bitcoin::scan_deposits(&rpc, Network::Regtest, 1, tip, &watch)
+                    .await
+                    .unwrap();
+                let mut by_address: HashMap<String, u128> = HashMap::new();
+                for deposit in paid.deposits {
+                    *by_address.entry(deposit.to.to_string()).or_default() +=
+                        deposit.amount.base_units().to::<u128>();
+                }
+                requests
+                    .iter()
+                    .map(|request| by_address.get(&request.to).copied().unwrap_or(0))
+                    .collect()
+            }
+        }
+    }
+}
+
 async fn deploy_token(client: &chain_ethereum::Ethereum, hot: &signer::InProcessSigner) -> String {
     let from = hot.address(Chain::Ethereum, 0).unwrap();
     let mut code = hex::decode(TOKEN_BIN.trim()).unwrap();
@@ -235,9 +544,27 @@ async fn deploy_token(client: &chain_ethereum::Ethereum, hot: &signer::InProcess
     token
 }
 
-fn recipient(n: u64) -> String {
+fn ethereum_recipient(n: u64) -> String {
     let digest = alloy_primitives::keccak256(format!("chaos-recipient-{n}-{}", std::process::id()));
     alloy_primitives::Address::from_slice(&digest[..20]).to_checksum(None)
+}
+
+fn tron_recipient(n: u64) -> String {
+    let digest = alloy_primitives::keccak256(format!("chaos-recipient-{n}-{}", std::process::id()));
+    let mut bytes = [0x41u8; 21];
+    bytes[1..].copy_from_slice(&digest[..20]);
+    chain_tron::transaction::address(&bytes)
+        .unwrap()
+        .to_string()
+}
+
+fn bitcoin_recipient(n: u64) -> Address {
+    signer::InProcessSigner::new(
+        &signer::Mnemonic::parse(BITCOIN_RECIPIENTS).unwrap(),
+        Network::Regtest,
+    )
+    .address(Chain::Bitcoin, u32::try_from(n).unwrap())
+    .unwrap()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -255,35 +582,50 @@ fn seconds_between(from: &str, to: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn withdrawals_survive_kills_and_restarts() {
-    let count = env_number("COINSENSEI_CHAOS_WITHDRAWALS", 60);
+async fn ethereum_withdrawals_survive_kills_and_restarts() {
+    withdrawals_survive_kills_and_restarts(Chain::Ethereum, 60).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tron_withdrawals_survive_kills_and_restarts() {
+    withdrawals_survive_kills_and_restarts(Chain::Tron, 40).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitcoin_withdrawals_survive_kills_and_restarts() {
+    withdrawals_survive_kills_and_restarts(Chain::Bitcoin, 40).await;
+}
+
+async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
+    let count = env_number("COINSENSEI_CHAOS_WITHDRAWALS", ci_count);
     let chaos = env_number("COINSENSEI_CHAOS_KILLS", 1) != 0;
     // `COINSENSEI_CHAOS_STORE=sqlite`: the embedded store instead (no database to restart).
     let sqlite = std::env::var("COINSENSEI_CHAOS_STORE").is_ok_and(|store| store == "sqlite");
-    let dir = tempfile_dir();
+    let dir = tempfile_dir(chain);
     let postgres = (!sqlite).then(|| Postgres::start_new(&dir.join("pg")));
-    let mut devnet = Devnet::start(&dir).await;
-    let hot = signer::InProcessSigner::new(
-        &signer::Mnemonic::parse(MNEMONIC).unwrap(),
-        Network::Mainnet,
-    );
-    let client = chain_ethereum::Ethereum::connect(&devnet.url(), Some(31337))
-        .await
-        .unwrap();
-    let token = deploy_token(&client, &hot).await;
+    let network = if chain == Chain::Bitcoin {
+        Network::Regtest
+    } else {
+        Network::Mainnet
+    };
+    let hot = signer::InProcessSigner::new(&signer::Mnemonic::parse(MNEMONIC).unwrap(), network);
+    let mut node = Node::start(chain, &dir, &hot).await;
+    let worker = format!("{chain}-withdrawal-1");
 
     let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
+    let chain_config = node.config();
+    // Top-level keys before the first table of the chain's lines.
+    let (keys, tables) = match chain_config.find("[[") {
+        Some(at) => chain_config.split_at(at),
+        None => (chain_config.as_str(), ""),
+    };
     std::fs::write(
         &config,
         format!(
             "heartbeat_interval = 0.5\njob_lease = 3\nconcurrency = 16\ndatabase_max_connections = 20\n\
-             ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
-             ethereum_replace_after = 30\n\
-             {keystore}\
-             [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n\
-             [[workers]]\nkind = \"withdrawal\"\nchain = \"ethereum\"\n",
-            devnet.url(),
+             {keys}{keystore}{tables}\
+             [[workers]]\nkind = \"withdrawal\"\nchain = \"{chain}\"\n",
         ),
     )
     .unwrap();
@@ -306,9 +648,10 @@ async fn withdrawals_survive_kills_and_restarts() {
     let kills = tokio::spawn({
         let stop = stop.clone();
         let database_url = database_url.clone();
+        let worker = worker.clone();
         async move {
             let mut killed = 0u32;
-            let mut seed = u64::from(std::process::id());
+            let mut seed = u64::from(std::process::id()) ^ chain as u64;
             while chaos && !stop.is_cancelled() {
                 seed = seed
                     .wrapping_mul(6364136223846793005)
@@ -322,7 +665,7 @@ async fn withdrawals_survive_kills_and_restarts() {
                 let Ok(workers) = serde_json::from_slice::<Vec<Value>>(&output.stdout) else {
                     continue;
                 };
-                if let Some(pid) = find(&workers, WORKER)
+                if let Some(pid) = find(&workers, &worker)
                     .filter(|worker| worker["status"] == "running")
                     .and_then(|worker| worker["pid"].as_i64())
                     && nix::sys::signal::kill(
@@ -339,27 +682,13 @@ async fn withdrawals_survive_kills_and_restarts() {
     });
 
     let started = Instant::now();
-    let mut expected: HashMap<String, (bool, U256)> = HashMap::new();
+    let mut requests = Vec::new();
     let mut created_ids = Vec::new();
     let mut restarted_postgres = false;
-    let mut restarted_anvil = false;
+    let mut restarted_node = false;
     for n in 0..count {
-        let to = recipient(n);
-        let usdt = n % 2 == 1;
-        let (asset, amount_text, units) = if usdt {
-            (
-                "USDT",
-                format!("1.{:06}", n + 1),
-                U256::from(1_000_000 + n + 1),
-            )
-        } else {
-            (
-                "ETH",
-                format!("0.001{:06}", n + 1),
-                U256::from(1_000_000_000_000_000u64 + (n + 1) * 1_000_000_000),
-            )
-        };
-        let body = json!({"chain": "ethereum", "asset": asset, "to": to, "amount": amount_text, "reference": format!("chaos:{n}")});
+        let request = node.request(n);
+        let body = json!({"chain": chain.as_str(), "asset": request.asset, "to": request.to, "amount": request.amount, "reference": format!("chaos:{n}")});
         // The backend retries until it has an answer: the same key, so never two withdrawals.
         let created = wait_for(
             "the withdrawal accepted",
@@ -380,7 +709,7 @@ async fn withdrawals_survive_kills_and_restarts() {
         )
         .await;
         created_ids.push(created["id"].as_i64().unwrap());
-        expected.insert(to, (usdt, units));
+        requests.push(request);
         if chaos
             && !restarted_postgres
             && n >= count * 2 / 5
@@ -389,9 +718,9 @@ async fn withdrawals_survive_kills_and_restarts() {
             postgres.restart();
             restarted_postgres = true;
         }
-        if chaos && !restarted_anvil && n >= count * 3 / 5 {
-            devnet.restart().await;
-            restarted_anvil = true;
+        if chaos && !restarted_node && n >= count * 3 / 5 {
+            node.restart().await;
+            restarted_node = true;
         }
     }
     let sent = started.elapsed();
@@ -439,7 +768,13 @@ async fn withdrawals_survive_kills_and_restarts() {
             }
             let jobs = run(
                 &database_url,
-                &["jobs", "list", "--queue", "ethereum.withdrawal", "--json"],
+                &[
+                    "jobs",
+                    "list",
+                    "--queue",
+                    &format!("{chain}.withdrawal"),
+                    "--json",
+                ],
             )
             .await;
             println!(
@@ -458,35 +793,25 @@ async fn withdrawals_survive_kills_and_restarts() {
     let killed = kills.await.unwrap();
 
     // The chain, not the store.
-    let client = chain_ethereum::Ethereum::connect(&devnet.url(), Some(31337))
-        .await
-        .unwrap();
-    let token_address = Address::parse(Chain::Ethereum, Network::Mainnet, &token).unwrap();
+    let held = node.held(&requests).await;
     let (mut paid_once, mut duplicates, mut lost) = (0, 0, 0);
     let mut wrong = Vec::new();
-    for (to, (usdt, units)) in &expected {
-        let address = Address::parse(Chain::Ethereum, Network::Mainnet, to).unwrap();
-        let held = if *usdt {
-            client
-                .token_balance(&token_address, &address)
-                .await
-                .unwrap()
-        } else {
-            client.balance(&address).await.unwrap()
-        }
-        .base_units();
-        let in_review = review.iter().any(|row| row["to"] == to.as_str());
-        if held == *units {
+    for (request, held) in requests.iter().zip(held) {
+        let in_review = review.iter().any(|row| row["to"] == request.to.as_str());
+        if held == request.units {
             paid_once += 1;
-        } else if held.is_zero() && in_review {
+        } else if held == 0 && in_review {
             // Not paid, and a person was told why.
-        } else if held.is_zero() {
+        } else if held == 0 {
             lost += 1;
         } else {
-            if held > *units {
+            if held > request.units {
                 duplicates += 1;
             }
-            wrong.push(format!("{to}: holds {held}, asked {units}"));
+            wrong.push(format!(
+                "{} {}: holds {held}, asked {}",
+                request.asset, request.to, request.units
+            ));
         }
     }
     let reasons: Vec<String> = review
@@ -526,11 +851,14 @@ async fn withdrawals_survive_kills_and_restarts() {
     }
     to_broadcast.sort_by(f64::total_cmp);
     let store = if sqlite { "SQLite" } else { "Postgres" };
+    let on = match node.chain() {
+        Chain::Ethereum => "anvil (ETH and ERC-20)",
+        Chain::Tron => "the TRON simulation (TRX and USDT)",
+        Chain::Bitcoin => "regtest bitcoind (BTC, batched)",
+    };
+    println!("chaos withdrawals on {on}, {store}, {count} withdrawals, faults {chaos}:");
     println!(
-        "chaos withdrawals on anvil (ETH and ERC-20), {store}, {count} withdrawals, faults {chaos}:"
-    );
-    println!(
-        "  faults: {killed} worker SIGKILLs, Postgres restarted: {restarted_postgres}, anvil restarted: {restarted_anvil}"
+        "  faults: {killed} worker SIGKILLs, Postgres restarted: {restarted_postgres}, node restarted: {restarted_node}"
     );
     println!(
         "  chain: paid exactly once {paid_once}, duplicates {duplicates}, lost {lost}, wrong amounts {}",
@@ -570,8 +898,8 @@ async fn withdrawals_survive_kills_and_restarts() {
 }
 
 /// A directory of this run's own, removed at the end unless the run failed.
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("coinsensei-chaos-{}", std::process::id()));
+fn tempfile_dir(chain: Chain) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("coinsensei-chaos-{chain}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
