@@ -15,6 +15,7 @@ use domain::limits::{
 };
 use domain::{JobState, Name, RetryPolicy};
 
+use crate::dialect::on_tx;
 use crate::{
     AuditInsert, AuditRow, JobClaim, JobFail, JobFinish, JobInsert, JobInserted, JobLeaseExtend,
     JobList, JobPrune, JobRescue, JobRow, JobSnooze, LeaderAcquire, QueueStats, Store, StoreError,
@@ -397,10 +398,7 @@ impl StoreTx {
 
     pub async fn audit_insert(&mut self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
         crate::validate_audit(insert)?;
-        match self {
-            StoreTx::Postgres(transaction) => postgres::audit::insert_on(transaction, insert).await,
-            StoreTx::Sqlite(transaction, _) => sqlite::audit::insert_on(transaction, insert).await,
-        }
+        on_tx!(self, |conn, d| d::audit_insert_on(conn, insert).await)
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

@@ -6,7 +6,9 @@
 //! operator action is written together with its audit entry in one transaction.
 
 mod attempts;
+mod audit;
 mod changes;
+mod dialect;
 mod error;
 mod jobs;
 mod model;
@@ -271,28 +273,6 @@ impl Store {
         let mut reap = reap.clone();
         reap.limit = reap.limit.clamp(1, REAP_BATCH_MAX);
         dispatch!(self, store => store.worker_reap(&reap).await)
-    }
-
-    pub async fn audit_insert(&self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
-        validate_audit(insert)?;
-        dispatch!(self, store => store.audit_insert(insert).await)
-    }
-
-    /// Lists audit entries, newest first.
-    pub async fn audit_list(&self, list: &AuditList) -> Result<Vec<AuditRow>, StoreError> {
-        for (name, value) in [
-            ("actor", &list.actor),
-            ("action", &list.action),
-            ("target", &list.target),
-        ] {
-            if let Some(value) = value {
-                domain::check_text(name, value, domain::Controls::None)
-                    .map_err(|error| StoreError::Invalid(error.to_string()))?;
-            }
-        }
-        let mut list = list.clone();
-        list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
-        dispatch!(self, store => store.audit_list(&list).await)
     }
 }
 

@@ -1,11 +1,8 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
-pub(crate) mod api_token;
 mod attempt;
-pub(crate) mod audit;
 pub(crate) mod job;
 mod scan;
-pub(crate) mod session;
 mod worker;
 
 use sqlx::Connection;
@@ -212,8 +209,9 @@ async fn listen(mut listener: PgListener, sender: ChangeSender) {
     }
 }
 
-/// What the shared SQL of `crate::shared` needs to know of Postgres: its connection and row
-/// types, and how a time is written and read (`timestamptz`).
+/// What the shared SQL (`crate::dialect`'s macros) needs to know of Postgres: its connection,
+/// how a time (`timestamptz`) and a JSON value (`jsonb`) are written and read, and the
+/// operations whose SQL is Postgres' own.
 pub(crate) mod dialect {
     use chrono::{DateTime, Utc};
     use sqlx::Row;
@@ -221,14 +219,31 @@ pub(crate) mod dialect {
 
     use crate::StoreError;
 
-    pub(crate) use super::audit::insert_on as audit_insert_on;
     pub(crate) use super::job::insert_on as job_insert_on;
+    pub(crate) use crate::audit::postgres::insert_on as audit_insert_on;
+
+    pub(crate) type Connection = sqlx::PgConnection;
 
     pub(crate) fn time(at: DateTime<Utc>) -> DateTime<Utc> {
         at
     }
 
     pub(crate) fn read_time(row: &PgRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        Ok(row.try_get(column)?)
+    }
+
+    pub(crate) fn read_time_opt(
+        row: &PgRow,
+        column: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row.try_get(column)?)
+    }
+
+    pub(crate) fn json(value: &serde_json::Value) -> &serde_json::Value {
+        value
+    }
+
+    pub(crate) fn read_json(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
         Ok(row.try_get(column)?)
     }
 }

@@ -4,7 +4,7 @@ use domain::{ControlDecision, WorkerId};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};
 
-use super::{PgStore, WORKER_CHANNEL, audit};
+use super::{PgStore, WORKER_CHANNEL};
 use crate::{
     AuditInsert, StoreError, WorkerControl, WorkerHeartbeat, WorkerList, WorkerReap,
     WorkerRegister, WorkerRow, WorkerStatusSet, control_details, corrupt, truncate_error,
@@ -191,7 +191,7 @@ impl PgStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let after = decode(&row)?;
-        audit::insert_on(
+        crate::audit::postgres::insert_on(
             &mut transaction,
             &AuditInsert {
                 actor: control.actor.clone(),
@@ -268,7 +268,7 @@ impl PgStore {
         for row in &rows {
             let worker = decode(row)?;
             let status_before: String = row.try_get("status_before")?;
-            audit::insert_on(
+            crate::audit::postgres::insert_on(
                 &mut transaction,
                 &crate::lost_audit(reap, &worker, &status_before),
             )

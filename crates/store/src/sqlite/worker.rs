@@ -4,7 +4,7 @@ use domain::{ControlDecision, WorkerId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite};
 
-use super::{SqliteStore, audit, from_millis, to_millis};
+use super::{SqliteStore, from_millis, to_millis};
 use crate::{
     AuditInsert, StoreError, WorkerControl, WorkerHeartbeat, WorkerList, WorkerReap,
     WorkerRegister, WorkerRow, WorkerStatusSet, control_details, corrupt, truncate_error,
@@ -197,7 +197,7 @@ impl SqliteStore {
         .await?;
         let Some(row) = row else { return Ok(None) };
         let after = decode(&row)?;
-        audit::insert_on(
+        crate::audit::sqlite::insert_on(
             &mut transaction,
             &AuditInsert {
                 actor: control.actor.clone(),
@@ -277,7 +277,7 @@ impl SqliteStore {
             .fetch_one(&mut *transaction)
             .await?;
             let worker = decode(&row)?;
-            audit::insert_on(
+            crate::audit::sqlite::insert_on(
                 &mut transaction,
                 &crate::lost_audit(reap, &worker, &status_before),
             )
