@@ -235,6 +235,8 @@ pub(crate) mod dialect {
     use crate::{StoreError, corrupt};
 
     pub(crate) use super::job::insert_on as job_insert_on;
+    pub(crate) use super::worker::notify as notify_worker;
+    pub(crate) use super::worker::reap_stale as worker_reap_stale;
     pub(crate) use crate::audit::sqlite::insert_on as audit_insert_on;
 
     pub(crate) type Connection = sqlx::SqliteConnection;
