@@ -2,7 +2,6 @@
 
 mod attempt;
 pub(crate) mod job;
-mod scan;
 mod worker;
 
 use sqlx::Connection;
@@ -224,6 +223,7 @@ pub(crate) mod dialect {
     pub(crate) use super::worker::reap_stale as worker_reap_stale;
     pub(crate) use crate::audit::postgres::insert_on as audit_insert_on;
 
+    pub(crate) type Db = sqlx::Postgres;
     pub(crate) type Connection = sqlx::PgConnection;
 
     pub(crate) fn time(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -247,5 +247,18 @@ pub(crate) mod dialect {
 
     pub(crate) fn read_json(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
         Ok(row.try_get(column)?)
+    }
+
+    /// Serialises the committers of one chain's scan until the transaction ends, so reading
+    /// the newest block and appending after it is a compare-and-set. Other chains go on.
+    pub(crate) async fn lock_chain_scan(
+        connection: &mut Connection,
+        chain: domain::Chain,
+    ) -> Result<(), StoreError> {
+        sqlx::query("select pg_advisory_xact_lock(hashtext('chain_block:' || $1))")
+            .bind(chain.as_str())
+            .execute(connection)
+            .await?;
+        Ok(())
     }
 }
