@@ -1,6 +1,5 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
-mod attempt;
 pub(crate) mod job;
 mod worker;
 
@@ -221,6 +220,10 @@ pub(crate) mod dialect {
     pub(crate) use super::job::insert_on as job_insert_on;
     pub(crate) use super::worker::notify as notify_worker;
     pub(crate) use super::worker::reap_stale as worker_reap_stale;
+    pub(crate) use crate::attempts::postgres::{
+        inputs_of as attempt_inputs_of, release_unused as attempt_release_unused,
+        with_inputs as attempts_with_inputs,
+    };
     pub(crate) use crate::audit::postgres::insert_on as audit_insert_on;
 
     pub(crate) type Db = sqlx::Postgres;
@@ -259,6 +262,23 @@ pub(crate) mod dialect {
             .bind(chain.as_str())
             .execute(connection)
             .await?;
+        Ok(())
+    }
+
+    /// Serialises the writers of one payout's attempts until the transaction ends (the
+    /// same key as ever, so processes of an older build take the same lock).
+    pub(crate) async fn lock_payout(
+        connection: &mut Connection,
+        chain: domain::Chain,
+        payout: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtextextended('payout_attempt:' || $1 || ':' || $2, 0))",
+        )
+        .bind(chain.as_str())
+        .bind(payout)
+        .execute(connection)
+        .await?;
         Ok(())
     }
 }

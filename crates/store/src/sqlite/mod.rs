@@ -2,7 +2,6 @@
 //! timeout for the several processes of `coinsensei up`, and `begin immediate` for every
 //! write transaction so a read-then-write never fails on a lock upgrade.
 
-mod attempt;
 pub(crate) mod job;
 mod worker;
 
@@ -236,6 +235,10 @@ pub(crate) mod dialect {
     pub(crate) use super::job::insert_on as job_insert_on;
     pub(crate) use super::worker::notify as notify_worker;
     pub(crate) use super::worker::reap_stale as worker_reap_stale;
+    pub(crate) use crate::attempts::sqlite::{
+        inputs_of as attempt_inputs_of, release_unused as attempt_release_unused,
+        with_inputs as attempts_with_inputs,
+    };
     pub(crate) use crate::audit::sqlite::insert_on as audit_insert_on;
 
     pub(crate) type Db = sqlx::Sqlite;
@@ -276,6 +279,15 @@ pub(crate) mod dialect {
     pub(crate) async fn lock_chain_scan(
         _connection: &mut Connection,
         _chain: domain::Chain,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Nothing to take: `begin immediate` serialises every SQLite writer already.
+    pub(crate) async fn lock_payout(
+        _connection: &mut Connection,
+        _chain: domain::Chain,
+        _payout: &str,
     ) -> Result<(), StoreError> {
         Ok(())
     }
