@@ -225,6 +225,7 @@ pub(crate) mod dialect {
         with_inputs as attempts_with_inputs,
     };
     pub(crate) use crate::audit::postgres::insert_on as audit_insert_on;
+    pub(crate) use crate::jobs::postgres::resolve_retry as job_resolve_retry;
 
     pub(crate) type Db = sqlx::Postgres;
     pub(crate) type Connection = sqlx::PgConnection;
@@ -246,6 +247,12 @@ pub(crate) mod dialect {
 
     pub(crate) fn json(value: &serde_json::Value) -> &serde_json::Value {
         value
+    }
+
+    /// SQL that appends the JSON object built of `object_args` (key, value, ...) to the
+    /// `jsonb` array in `array`.
+    pub(crate) fn json_array_push(array: &str, object_args: &str) -> String {
+        format!("{array} || jsonb_build_array(jsonb_build_object({object_args}))")
     }
 
     pub(crate) fn read_json(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {

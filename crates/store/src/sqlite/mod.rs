@@ -240,6 +240,7 @@ pub(crate) mod dialect {
         with_inputs as attempts_with_inputs,
     };
     pub(crate) use crate::audit::sqlite::insert_on as audit_insert_on;
+    pub(crate) use crate::jobs::sqlite::resolve_retry as job_resolve_retry;
 
     pub(crate) type Db = sqlx::Sqlite;
     pub(crate) type Connection = sqlx::SqliteConnection;
@@ -264,6 +265,12 @@ pub(crate) mod dialect {
     /// JSON is stored as its text (the migrations check `json_valid`).
     pub(crate) fn json(value: &serde_json::Value) -> String {
         value.to_string()
+    }
+
+    /// SQL that appends the JSON object built of `object_args` (key, value, ...) to the
+    /// JSON array (text) in `array`.
+    pub(crate) fn json_array_push(array: &str, object_args: &str) -> String {
+        format!("json_insert({array}, '$[#]', json_object({object_args}))")
     }
 
     pub(crate) fn read_json(
