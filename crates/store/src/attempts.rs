@@ -384,7 +384,7 @@ impl Store {
             if new.replaces.is_some() {
                 for (txid, state) in &holding {
                     if *state == AttemptState::Live {
-                        let inputs = d::attempt_inputs_of(&mut *conn, new.chain, txid).await?;
+                        let inputs = d::attempts::inputs_of(&mut *conn, new.chain, txid).await?;
                         live_inputs.push((txid.clone(), inputs));
                     }
                 }
@@ -526,7 +526,7 @@ impl Store {
             for row in &rows {
                 attempts.push(decode_attempt!(row, d));
             }
-            d::attempts_with_inputs(pool, attempts).await
+            d::attempts::with_inputs(pool, attempts).await
         })
     }
 
@@ -574,7 +574,7 @@ impl Store {
             for row in &rows {
                 attempts.push(decode_attempt!(row, d));
             }
-            d::attempts_with_inputs(pool, attempts).await
+            d::attempts::with_inputs(pool, attempts).await
         })
     }
 
@@ -648,7 +648,7 @@ impl Store {
                             .execute(&mut *conn)
                             .await?;
                         }
-                        d::attempt_release_unused(&mut *conn, chain, &payout).await?;
+                        d::attempts::release_unused(&mut *conn, chain, &payout).await?;
                         true
                     } else {
                         false

@@ -49,7 +49,7 @@ per_dialect! {
 impl Store {
     pub async fn audit_insert(&self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
         crate::validate_audit(insert)?;
-        Ok(on_write!(self, |conn, d| d::audit_insert_on(conn, insert).await?))
+        Ok(on_write!(self, |conn, d| d::audit::insert_on(conn, insert).await?))
     }
 
     /// Lists audit entries, newest first.

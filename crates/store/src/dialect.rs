@@ -55,13 +55,12 @@ macro_rules! on_write {
                 $body
             }
             $crate::Store::Sqlite(store) => {
-                let mut transaction = store.begin_write().await?;
-                let $conn: &mut sqlx::SqliteConnection = &mut transaction;
-                #[allow(unused_imports)]
-                use $crate::sqlite::dialect as $d;
-                let value = $body;
-                transaction.commit().await?;
-                value
+                $crate::dialect::write_tx_arm!(
+                    store,
+                    sqlite,
+                    sqlx::SqliteConnection,
+                    |$conn, $d| $body
+                )
             }
         }
     };
@@ -73,25 +72,37 @@ macro_rules! in_write_tx {
     ($store:expr, |$dialect_store:ident, $conn:ident, $d:ident| $body:expr) => {
         match $store {
             $crate::Store::Postgres($dialect_store) => {
-                let mut transaction = $dialect_store.begin_write().await?;
-                let $conn: &mut sqlx::PgConnection = &mut transaction;
-                #[allow(unused_imports)]
-                use $crate::postgres::dialect as $d;
-                let value = $body;
-                transaction.commit().await?;
-                value
+                $crate::dialect::write_tx_arm!(
+                    $dialect_store,
+                    postgres,
+                    sqlx::PgConnection,
+                    |$conn, $d| $body
+                )
             }
             $crate::Store::Sqlite($dialect_store) => {
-                let mut transaction = $dialect_store.begin_write().await?;
-                let $conn: &mut sqlx::SqliteConnection = &mut transaction;
-                #[allow(unused_imports)]
-                use $crate::sqlite::dialect as $d;
-                let value = $body;
-                transaction.commit().await?;
-                value
+                $crate::dialect::write_tx_arm!(
+                    $dialect_store,
+                    sqlite,
+                    sqlx::SqliteConnection,
+                    |$conn, $d| $body
+                )
             }
         }
     };
+}
+
+/// One dialect's arm of [`on_write!`] and [`in_write_tx!`]: `$body` on `$conn` inside
+/// `$store.begin_write()`, committed after `$body`.
+macro_rules! write_tx_arm {
+    ($store:ident, $dialect:ident, $connection:ty, |$conn:ident, $d:ident| $body:expr) => {{
+        let mut transaction = $store.begin_write().await?;
+        let $conn: &mut $connection = &mut transaction;
+        #[allow(unused_imports)]
+        use $crate::$dialect::dialect as $d;
+        let value = $body;
+        transaction.commit().await?;
+        value
+    }};
 }
 
 /// Runs `$body` on the connection of either dialect's open transaction.
@@ -136,4 +147,4 @@ macro_rules! per_dialect {
     };
 }
 
-pub(crate) use {in_write_tx, on_pool, on_tx, on_write, per_dialect};
+pub(crate) use {in_write_tx, on_pool, on_tx, on_write, per_dialect, write_tx_arm};

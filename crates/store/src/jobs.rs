@@ -72,7 +72,6 @@ macro_rules! decode_job {
         }
     }};
 }
-pub(crate) use decode_job;
 
 /// A duration as stored: whole milliseconds, saturating.
 pub(crate) fn millis(duration: std::time::Duration) -> i64 {
@@ -85,6 +84,29 @@ fn attempts_stored(retry: &RetryPolicy) -> i32 {
 }
 
 per_dialect! {
+    /// Runs `query`, a statement that returns [`job_columns!`], and reads the job it returns.
+    pub(crate) async fn fetch_job(
+        connection: &mut d::Connection,
+        query: sqlx::query::Query<'_, d::Db, <d::Db as sqlx::Database>::Arguments>,
+    ) -> Result<Option<JobRow>, StoreError> {
+        let row = query.fetch_optional(connection).await?;
+        Ok(match row {
+            Some(row) => Some(decode_job!(&row, d)),
+            None => None,
+        })
+    }
+
+    /// Reads rows of [`job_columns!`].
+    pub(crate) fn decode_all(
+        rows: &[<d::Db as sqlx::Database>::Row],
+    ) -> Result<Vec<JobRow>, StoreError> {
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            jobs.push(decode_job!(row, d));
+        }
+        Ok(jobs)
+    }
+
     /// The retry policy a job gets: its own, else its queue's, else the defaults.
     pub(crate) async fn resolve_retry(
         connection: &mut d::Connection,
@@ -271,19 +293,10 @@ impl Store {
     }
 
     pub async fn job_get(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        let query = concat!("select ", job_columns!(), " from job where id = $1");
         on_pool!(self, |pool, d| {
-            let row = sqlx::query(concat!(
-                "select ",
-                job_columns!(),
-                " from job where id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-            Ok(match row {
-                Some(row) => Some(decode_job!(&row, d)),
-                None => None,
-            })
+            let mut connection = pool.acquire().await?;
+            d::jobs::fetch_job(&mut connection, sqlx::query(query).bind(id)).await
         })
     }
 
@@ -305,11 +318,7 @@ impl Store {
             .bind(limit)
             .fetch_all(pool)
             .await?;
-            let mut jobs = Vec::with_capacity(rows.len());
-            for row in &rows {
-                jobs.push(decode_job!(row, d));
-            }
-            Ok(jobs)
+            d::jobs::decode_all(&rows)
         })
     }
 
@@ -600,7 +609,7 @@ impl Store {
         to: JobState,
     ) -> Result<Option<JobRow>, StoreError> {
         Ok(on_write!(self, |conn, d| {
-            let row = sqlx::query(concat!(
+            let query = sqlx::query(concat!(
                 "update job set state = $3, finished_at = $4, lease_owner = null,
                         lease_expires_at = null
                  where id = $1 and token = $2 and state = 'running'
@@ -610,13 +619,8 @@ impl Store {
             .bind(finish.id)
             .bind(finish.token)
             .bind(to.as_str())
-            .bind(d::time(finish.now))
-            .fetch_optional(&mut *conn)
-            .await?;
-            match row {
-                Some(row) => Some(decode_job!(&row, d)),
-                None => None,
-            }
+            .bind(d::time(finish.now));
+            d::jobs::fetch_job(&mut *conn, query).await?
         }))
     }
 
@@ -634,19 +638,17 @@ impl Store {
                  returning {}",
                 job_columns!()
             );
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(fail.id)
-                .bind(fail.token)
-                .bind(truncate_error(&fail.error))
-                .bind(fail.retry_at.map(d::time))
-                .bind(d::time(fail.now))
-                .bind(fail.now.to_rfc3339())
-                .fetch_optional(&mut *conn)
-                .await?;
-            match row {
-                Some(row) => Some(decode_job!(&row, d)),
-                None => None,
-            }
+            d::jobs::fetch_job(
+                &mut *conn,
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(fail.id)
+                    .bind(fail.token)
+                    .bind(truncate_error(&fail.error))
+                    .bind(fail.retry_at.map(d::time))
+                    .bind(d::time(fail.now))
+                    .bind(fail.now.to_rfc3339()),
+            )
+            .await?
         });
         self.jobs_ring();
         Ok(row)
@@ -654,22 +656,20 @@ impl Store {
 
     async fn job_snooze_row(&self, snooze: &JobSnooze) -> Result<Option<JobRow>, StoreError> {
         let row = on_write!(self, |conn, d| {
-            let row = sqlx::query(concat!(
-                "update job set state = 'available', run_at = $3, attempt = attempt - 1,
+            d::jobs::fetch_job(
+                &mut *conn,
+                sqlx::query(concat!(
+                    "update job set state = 'available', run_at = $3, attempt = attempt - 1,
                         lease_owner = null, lease_expires_at = null
                  where id = $1 and token = $2 and state = 'running'
                  returning ",
-                job_columns!()
-            ))
-            .bind(snooze.id)
-            .bind(snooze.token)
-            .bind(d::time(snooze.run_at))
-            .fetch_optional(&mut *conn)
-            .await?;
-            match row {
-                Some(row) => Some(decode_job!(&row, d)),
-                None => None,
-            }
+                    job_columns!()
+                ))
+                .bind(snooze.id)
+                .bind(snooze.token)
+                .bind(d::time(snooze.run_at)),
+            )
+            .await?
         });
         self.jobs_ring();
         Ok(row)
@@ -701,16 +701,14 @@ impl Store {
             job_columns!()
         );
         let row = on_write!(self, |conn, d| {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(to.as_str())
-                .bind(d::time(now))
-                .fetch_optional(&mut *conn)
-                .await?;
-            match row {
-                Some(row) => Some(decode_job!(&row, d)),
-                None => None,
-            }
+            d::jobs::fetch_job(
+                &mut *conn,
+                sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(to.as_str())
+                    .bind(d::time(now)),
+            )
+            .await?
         });
         if to == JobState::Available
             && let Some(row) = &row
@@ -794,7 +792,7 @@ impl StoreTx {
 
     pub async fn audit_insert(&mut self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
         crate::validate_audit(insert)?;
-        on_tx!(self, |conn, d| d::audit_insert_on(conn, insert).await)
+        on_tx!(self, |conn, d| d::audit::insert_on(conn, insert).await)
     }
 
     pub async fn commit(self) -> Result<(), StoreError> {

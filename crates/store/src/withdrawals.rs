@@ -318,7 +318,7 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
             let row = decode_withdrawal!(&row, d);
-            d::audit_insert_on(&mut *conn, &created_audit(&row)).await?;
+            d::audit::insert_on(&mut *conn, &created_audit(&row)).await?;
             if let Some((queue, kind)) = &create.job {
                 d::job_insert_on(&mut *conn, &withdrawal_job(&row, queue, kind)).await?;
             }
@@ -555,7 +555,7 @@ impl Store {
                 Some(row) => {
                     let row = decode_withdrawal!(&row, d);
                     if transition.from != transition.to {
-                        d::audit_insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
+                        d::audit::insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
                     }
                     Some(row)
                 }

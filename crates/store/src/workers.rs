@@ -275,7 +275,7 @@ impl Store {
                             ),
                             now: control.now,
                         };
-                        d::audit_insert_on(&mut *conn, &audit).await?;
+                        d::audit::insert_on(&mut *conn, &audit).await?;
                         d::notify_worker(&mut *conn, &control.id).await?;
                         Some(after)
                     }
@@ -344,7 +344,7 @@ impl Store {
             let mut workers = Vec::with_capacity(reaped.len());
             for (worker, status_before) in reaped {
                 let audit = crate::lost_audit(&reap, &worker, &status_before);
-                d::audit_insert_on(&mut *conn, &audit).await?;
+                d::audit::insert_on(&mut *conn, &audit).await?;
                 d::notify_worker(&mut *conn, &worker.id).await?;
                 workers.push(worker);
             }

@@ -10,20 +10,10 @@ use domain::RetryPolicy;
 use sqlx::{PgConnection, Postgres};
 
 use super::{JOB_CHANNEL, PgStore, dialect as d};
-use crate::jobs::{decode_job, job_columns, millis};
+use crate::jobs::{job_columns, millis};
 use crate::{
     JobClaim, JobFinish, JobInsert, JobInserted, JobLeaseExtend, JobRescue, JobRow, StoreError,
-    corrupt,
 };
-
-fn decode_all(rows: &[sqlx::postgres::PgRow]) -> Result<Vec<JobRow>, StoreError> {
-    use sqlx::Row;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        jobs.push(decode_job!(row, d));
-    }
-    Ok(jobs)
-}
 
 /// Inserts one job on `connection` (the pool, or the caller's transaction). Split from
 /// SQLite's because the queue row, the job and its NOTIFY are one statement, and without a
@@ -33,7 +23,7 @@ pub(crate) async fn insert_on(
     insert: &JobInsert,
 ) -> Result<JobInserted, StoreError> {
     crate::jobs::validate_job_insert(insert)?;
-    let retry = d::job_resolve_retry(connection, insert).await?;
+    let retry = d::jobs::resolve_retry(connection, insert).await?;
     // A unique key whose job finishes between the insert and the lookup: try again.
     for _ in 0..3 {
         let inserted: Option<i64> = sqlx::query_scalar::<Postgres, i64>(
@@ -108,7 +98,7 @@ impl PgStore {
                 (Some(retry), _) => retry,
                 (None, Some(known)) => *known,
                 (None, None) => {
-                    let policy = d::job_resolve_retry(&mut transaction, insert).await?;
+                    let policy = d::jobs::resolve_retry(&mut transaction, insert).await?;
                     by_queue.insert(insert.queue.as_str(), policy);
                     policy
                 }
@@ -226,7 +216,7 @@ impl PgStore {
         .fetch_all(&self.pool)
         .await?;
         if !rows.is_empty() {
-            return sorted(decode_all(&rows)?);
+            return sorted(d::jobs::decode_all(&rows)?);
         }
         // Slow path: a paused queue claims nothing; a limited one claims under its row lock.
         let mut transaction = self.pool.begin().await?;
@@ -265,7 +255,7 @@ impl PgStore {
         .fetch_all(&mut *transaction)
         .await?;
         transaction.commit().await?;
-        sorted(decode_all(&rows)?)
+        sorted(d::jobs::decode_all(&rows)?)
     }
 
     /// One statement over arrays (`unnest`), which SQLite cannot bind.
@@ -342,7 +332,7 @@ impl PgStore {
         .bind(rescue.now.to_rfc3339())
         .fetch_all(&self.pool)
         .await?;
-        decode_all(&rows)
+        d::jobs::decode_all(&rows)
     }
 }
 

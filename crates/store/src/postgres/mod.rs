@@ -217,15 +217,13 @@ pub(crate) mod dialect {
 
     use crate::StoreError;
 
+    // The functions written once in each table's module, as expanded for Postgres
+    // (`per_dialect!`), and the ones that are Postgres's own.
     pub(crate) use super::job::insert_on as job_insert_on;
-    pub(crate) use super::worker::notify as notify_worker;
-    pub(crate) use super::worker::reap_stale as worker_reap_stale;
-    pub(crate) use crate::attempts::postgres::{
-        inputs_of as attempt_inputs_of, release_unused as attempt_release_unused,
-        with_inputs as attempts_with_inputs,
+    pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
+    pub(crate) use crate::{
+        attempts::postgres as attempts, audit::postgres as audit, jobs::postgres as jobs,
     };
-    pub(crate) use crate::audit::postgres::insert_on as audit_insert_on;
-    pub(crate) use crate::jobs::postgres::resolve_retry as job_resolve_retry;
 
     pub(crate) type Db = sqlx::Postgres;
     pub(crate) type Connection = sqlx::PgConnection;

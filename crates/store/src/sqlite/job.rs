@@ -7,20 +7,10 @@
 use sqlx::{Sqlite, SqliteConnection};
 
 use super::{SqliteStore, dialect as d};
-use crate::jobs::{decode_job, job_columns, millis};
+use crate::jobs::{job_columns, millis};
 use crate::{
     JobClaim, JobFinish, JobInsert, JobInserted, JobLeaseExtend, JobRescue, JobRow, StoreError,
-    corrupt,
 };
-
-fn decode_all(rows: &[sqlx::sqlite::SqliteRow]) -> Result<Vec<JobRow>, StoreError> {
-    use sqlx::Row;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        jobs.push(decode_job!(row, d));
-    }
-    Ok(jobs)
-}
 
 /// Inserts one job on `connection`, which must be inside a write transaction. Split from
 /// Postgres' because the queue row and the job are two statements here, and under the write
@@ -30,7 +20,7 @@ pub(crate) async fn insert_on(
     insert: &JobInsert,
 ) -> Result<JobInserted, StoreError> {
     crate::jobs::validate_job_insert(insert)?;
-    let retry = d::job_resolve_retry(connection, insert).await?;
+    let retry = d::jobs::resolve_retry(connection, insert).await?;
     sqlx::query::<Sqlite>(
         "insert into queue (name, updated_at) values ($1, $2) on conflict (name) do nothing",
     )
@@ -153,7 +143,7 @@ impl SqliteStore {
             .fetch_all(&mut *transaction)
             .await?;
         transaction.commit().await?;
-        let mut jobs = decode_all(&rows)?;
+        let mut jobs = d::jobs::decode_all(&rows)?;
         jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
         Ok(jobs)
     }
@@ -234,6 +224,6 @@ impl SqliteStore {
         if !rows.is_empty() {
             self.ring();
         }
-        decode_all(&rows)
+        d::jobs::decode_all(&rows)
     }
 }

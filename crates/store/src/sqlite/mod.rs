@@ -232,15 +232,13 @@ pub(crate) mod dialect {
 
     use crate::{StoreError, corrupt};
 
+    // The functions written once in each table's module, as expanded for SQLite
+    // (`per_dialect!`), and the ones that are SQLite's own.
     pub(crate) use super::job::insert_on as job_insert_on;
-    pub(crate) use super::worker::notify as notify_worker;
-    pub(crate) use super::worker::reap_stale as worker_reap_stale;
-    pub(crate) use crate::attempts::sqlite::{
-        inputs_of as attempt_inputs_of, release_unused as attempt_release_unused,
-        with_inputs as attempts_with_inputs,
+    pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
+    pub(crate) use crate::{
+        attempts::sqlite as attempts, audit::sqlite as audit, jobs::sqlite as jobs,
     };
-    pub(crate) use crate::audit::sqlite::insert_on as audit_insert_on;
-    pub(crate) use crate::jobs::sqlite::resolve_retry as job_resolve_retry;
 
     pub(crate) type Db = sqlx::Sqlite;
     pub(crate) type Connection = sqlx::SqliteConnection;
