@@ -15,20 +15,135 @@
 //!   have a new attempt; [`Store::attempt_landed`] retires the payout's other live attempts.
 //!
 //! Every change is a compare-and-set on the attempt's state, serialised per payout (an
-//! advisory lock on Postgres, `begin immediate` on SQLite).
+//! advisory lock on Postgres, `begin immediate` on SQLite). That lock (`d::lock_payout`) is
+//! the one part written per dialect; all the SQL is one text for both (see `dialect.rs`).
+//! Output reservations rely on their primary key: on Postgres a second payout's insert waits
+//! for the first's transaction and then finds its row.
 
 use chrono::{DateTime, Utc};
 use domain::Chain;
+use sqlx::{QueryBuilder, Row};
 
+use crate::dialect::{in_write_tx, on_pool, per_dialect};
 use crate::{RAW_TX_BYTES_MAX, Store, StoreError};
 
-macro_rules! on_dialect {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($store) => $call,
-            Store::Sqlite($store) => $call,
+/// Reads a `payout_attempt` row (without its inputs) in either dialect.
+macro_rules! decode_attempt {
+    ($row:expr, $d:ident) => {{
+        let row = $row;
+        let chain: String = row.try_get("chain")?;
+        let state: String = row.try_get("state")?;
+        Attempt {
+            chain: chain
+                .parse()
+                .map_err(|error| crate::corrupt("payout_attempt.chain", error))?,
+            payout: row.try_get("payout")?,
+            sender: row.try_get("sender")?,
+            txid: row.try_get("txid")?,
+            raw: row.try_get("raw")?,
+            expires_at: row.try_get("expires_at")?,
+            inputs: Vec::new(),
+            replaces: row.try_get("replaces")?,
+            state: AttemptState::parse(&state)?,
+            created_at: $d::read_time(row, "created_at")?,
         }
-    };
+    }};
+}
+
+/// Attempts read from the pool at once when their inputs are looked up.
+const INPUTS_LOOKUP_CHUNK: usize = 500;
+
+per_dialect! {
+    /// Releases the payout's reservations that no live or landed attempt of it spends, and
+    /// its members when none of its attempts is live or landed any more.
+    pub(crate) async fn release_unused(
+        connection: &mut d::Connection,
+        chain: Chain,
+        payout: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "delete from utxo_reservation
+             where chain = $1 and payout = $2 and not exists (
+                 select 1 from attempt_input i
+                 join payout_attempt a on a.chain = i.chain and a.txid = i.attempt_txid
+                 where i.chain = utxo_reservation.chain and i.txid = utxo_reservation.txid
+                   and i.vout = utxo_reservation.vout and a.payout = utxo_reservation.payout
+                   and a.state in ('live', 'landed'))",
+        )
+        .bind(chain.as_str())
+        .bind(payout)
+        .execute(&mut *connection)
+        .await?;
+        sqlx::query(
+            "delete from payout_member
+             where chain = $1 and payout = $2 and not exists (
+                 select 1 from payout_attempt a
+                 where a.chain = payout_member.chain and a.payout = payout_member.payout
+                   and a.state in ('live', 'landed'))",
+        )
+        .bind(chain.as_str())
+        .bind(payout)
+        .execute(&mut *connection)
+        .await?;
+        Ok(())
+    }
+
+    /// The inputs of attempt `txid`, in order.
+    pub(crate) async fn inputs_of(
+        connection: &mut d::Connection,
+        chain: Chain,
+        txid: &str,
+    ) -> Result<Vec<Outpoint>, StoreError> {
+        sqlx::query(
+            "select txid, vout from attempt_input where chain = $1 and attempt_txid = $2
+             order by txid, vout",
+        )
+        .bind(chain.as_str())
+        .bind(txid)
+        .fetch_all(connection)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Outpoint {
+                txid: row.try_get("txid")?,
+                vout: vout(row.try_get("vout")?)?,
+            })
+        })
+        .collect()
+    }
+
+    /// Fills in the inputs of `attempts` (all of one chain), a chunk of attempts per query.
+    pub(crate) async fn with_inputs(
+        pool: &sqlx::Pool<d::Db>,
+        mut attempts: Vec<Attempt>,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let Some(chain) = attempts.first().map(|attempt| attempt.chain) else {
+            return Ok(attempts);
+        };
+        let txids: Vec<String> = attempts.iter().map(|a| a.txid.clone()).collect();
+        for chunk in txids.chunks(INPUTS_LOOKUP_CHUNK) {
+            let mut select = QueryBuilder::<d::Db>::new(
+                "select attempt_txid, txid, vout from attempt_input where chain = ",
+            );
+            select.push_bind(chain.as_str()).push(" and attempt_txid in (");
+            let mut list = select.separated(", ");
+            for txid in chunk {
+                list.push_bind(txid);
+            }
+            select.push(") order by attempt_txid, txid, vout");
+            for row in select.build().fetch_all(pool).await? {
+                let owner: String = row.try_get("attempt_txid")?;
+                let input = Outpoint {
+                    txid: row.try_get("txid")?,
+                    vout: vout(row.try_get("vout")?)?,
+                };
+                if let Some(attempt) = attempts.iter_mut().find(|a| a.txid == owner) {
+                    attempt.inputs.push(input);
+                }
+            }
+        }
+        Ok(attempts)
+    }
 }
 
 /// The most inputs one attempt may spend (a standard transaction of 100 kvB holds fewer).
@@ -236,7 +351,151 @@ impl Store {
     /// simply call again.
     pub async fn attempt_store(&self, new: &AttemptNew<'_>) -> Result<(), StoreError> {
         validate(new)?;
-        on_dialect!(self, store => store.attempt_store(new).await)
+        let chain = new.chain.as_str();
+        in_write_tx!(self, |store, conn, d| {
+            d::lock_payout(&mut *conn, new.chain, new.payout).await?;
+            let same_txid = sqlx::query(
+                "select payout, raw from payout_attempt where chain = $1 and txid = $2",
+            )
+            .bind(chain)
+            .bind(new.txid)
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|row| Ok::<_, StoreError>((row.try_get("payout")?, row.try_get("raw")?)))
+            .transpose()?;
+            let holding = sqlx::query(
+                "select txid, state from payout_attempt
+                 where chain = $1 and payout = $2 and state in ('live', 'landed')
+                 order by created_at, txid",
+            )
+            .bind(chain)
+            .bind(new.payout)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok((row.try_get("txid")?, AttemptState::parse(&state)?))
+            })
+            .collect::<Result<Vec<(String, AttemptState)>, StoreError>>()?;
+            // A replacement must conflict with every live attempt: their inputs (a payout has a
+            // few, bounded by the bumps a chain adapter makes).
+            let mut live_inputs = Vec::new();
+            if new.replaces.is_some() {
+                for (txid, state) in &holding {
+                    if *state == AttemptState::Live {
+                        let inputs = d::attempts::inputs_of(&mut *conn, new.chain, txid).await?;
+                        live_inputs.push((txid.clone(), inputs));
+                    }
+                }
+            }
+            if !check_store(new, same_txid, &holding, &live_inputs)? {
+                return Ok(());
+            }
+            sqlx::query(
+                "insert into payout_attempt
+                     (chain, txid, payout, sender, raw, expires_at, replaces, state, created_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, 'live', $8)",
+            )
+            .bind(chain)
+            .bind(new.txid)
+            .bind(new.payout)
+            .bind(new.sender)
+            .bind(new.raw)
+            .bind(new.expires_at)
+            .bind(new.replaces)
+            .bind(d::time(new.now))
+            .execute(&mut *conn)
+            .await?;
+            // One order for every writer: on Postgres two payouts reserving overlapping outputs
+            // then wait on each other instead of deadlocking.
+            let mut inputs = new.inputs.to_vec();
+            inputs.sort();
+            for chunk in inputs.chunks(500) {
+                let mut insert = QueryBuilder::<d::Db>::new(
+                    "insert into attempt_input (chain, attempt_txid, txid, vout) ",
+                );
+                insert.push_values(chunk, |mut row, input| {
+                    row.push_bind(chain)
+                        .push_bind(new.txid)
+                        .push_bind(&input.txid)
+                        .push_bind(i64::from(input.vout));
+                });
+                insert.build().execute(&mut *conn).await?;
+                let mut reserve = QueryBuilder::<d::Db>::new(
+                    "insert into utxo_reservation (chain, txid, vout, payout, reserved_at) ",
+                );
+                reserve.push_values(chunk, |mut row, input| {
+                    row.push_bind(chain)
+                        .push_bind(&input.txid)
+                        .push_bind(i64::from(input.vout))
+                        .push_bind(new.payout)
+                        .push_bind(d::time(new.now));
+                });
+                reserve.push(" on conflict (chain, txid, vout) do nothing");
+                reserve.build().execute(&mut *conn).await?;
+            }
+            // Each input must now be reserved for this payout: a row of another payout (committed
+            // before ours, or on Postgres waited for by the insert above) means it is spoken
+            // for.
+            if !new.inputs.is_empty() {
+                let taken = sqlx::query(
+                    "select r.txid, r.vout, r.payout from utxo_reservation r
+                     join attempt_input i on i.chain = r.chain and i.txid = r.txid and i.vout = r.vout
+                     where i.chain = $1 and i.attempt_txid = $2 and r.payout <> $3
+                     order by r.txid, r.vout limit 1",
+                )
+                .bind(chain)
+                .bind(new.txid)
+                .bind(new.payout)
+                .fetch_optional(&mut *conn)
+                .await?;
+                if let Some(row) = taken {
+                    let txid: String = row.try_get("txid")?;
+                    let output: i64 = row.try_get("vout")?;
+                    let payout: String = row.try_get("payout")?;
+                    return Err(StoreError::Conflict(format!(
+                        "output {txid}:{output} is reserved by payout {payout}"
+                    )));
+                }
+            }
+            // Each withdrawal it pays must be this payout's alone, the same way.
+            let mut members = new.members.to_vec();
+            members.sort();
+            for chunk in members.chunks(500) {
+                let mut claim = QueryBuilder::<d::Db>::new(
+                    "insert into payout_member (chain, member, payout, claimed_at) ",
+                );
+                claim.push_values(chunk, |mut row, member| {
+                    row.push_bind(chain)
+                        .push_bind(member)
+                        .push_bind(new.payout)
+                        .push_bind(d::time(new.now));
+                });
+                claim.push(" on conflict (chain, member) do nothing");
+                claim.build().execute(&mut *conn).await?;
+                let mut taken = QueryBuilder::<d::Db>::new(
+                    "select member, payout from payout_member where chain = ",
+                );
+                taken
+                    .push_bind(chain)
+                    .push(" and payout <> ")
+                    .push_bind(new.payout);
+                taken.push(" and member in (");
+                let mut list = taken.separated(", ");
+                for member in chunk {
+                    list.push_bind(member);
+                }
+                taken.push(") order by member limit 1");
+                if let Some(row) = taken.build().fetch_optional(&mut *conn).await? {
+                    return Err(StoreError::Claimed {
+                        member: row.try_get("member")?,
+                        payout: row.try_get("payout")?,
+                    });
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The live attempts of `chain` (of `sender` only, when given), least recently checked
@@ -252,7 +511,23 @@ impl Store {
         if let Some(sender) = sender {
             validate_key("sender", sender, 100)?;
         }
-        on_dialect!(self, store => store.attempts_live(chain, sender).await)
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(
+                "select * from payout_attempt
+                 where chain = $1 and state = 'live' and ($2 is null or sender = $2)
+                 order by checked_at is not null, checked_at, created_at, txid limit $3",
+            )
+            .bind(chain.as_str())
+            .bind(sender)
+            .bind(ATTEMPTS_LIVE_MAX as i64)
+            .fetch_all(pool)
+            .await?;
+            let mut attempts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                attempts.push(decode_attempt!(row, d));
+            }
+            d::attempts::with_inputs(pool, attempts).await
+        })
     }
 
     /// Records that a reconciler looked at the live attempts of `payout` at `now`, decided or
@@ -265,27 +540,17 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         validate_key("payout", payout, 200)?;
-        // One SQL text for both dialects; only the time's encoding differs.
-        const CHECKED: &str = "update payout_attempt set checked_at = $3
-             where chain = $1 and payout = $2 and state = 'live'";
-        match self {
-            Store::Postgres(store) => {
-                sqlx::query(CHECKED)
-                    .bind(chain.as_str())
-                    .bind(payout)
-                    .bind(now)
-                    .execute(&store.pool)
-                    .await?;
-            }
-            Store::Sqlite(store) => {
-                sqlx::query(CHECKED)
-                    .bind(chain.as_str())
-                    .bind(payout)
-                    .bind(crate::sqlite::to_millis(now))
-                    .execute(&store.pool)
-                    .await?;
-            }
-        }
+        on_pool!(self, |pool, d| {
+            sqlx::query(
+                "update payout_attempt set checked_at = $3
+                 where chain = $1 and payout = $2 and state = 'live'",
+            )
+            .bind(chain.as_str())
+            .bind(payout)
+            .bind(d::time(now))
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -296,7 +561,21 @@ impl Store {
         payout: &str,
     ) -> Result<Vec<Attempt>, StoreError> {
         validate_key("payout", payout, 200)?;
-        on_dialect!(self, store => store.attempts_of(chain, payout).await)
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(
+                "select * from payout_attempt where chain = $1 and payout = $2
+                 order by created_at, txid",
+            )
+            .bind(chain.as_str())
+            .bind(payout)
+            .fetch_all(pool)
+            .await?;
+            let mut attempts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                attempts.push(decode_attempt!(row, d));
+            }
+            d::attempts::with_inputs(pool, attempts).await
+        })
     }
 
     /// Live → landed: the attempt is in a block at the chain's confirmation policy. The
@@ -335,7 +614,48 @@ impl Store {
         to: AttemptState,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let settled = on_dialect!(self, store => store.attempt_settle(chain, txid, to, now).await)?;
+        let settled = in_write_tx!(self, |store, conn, d| {
+            let payout: Option<String> = sqlx::query_scalar(
+                "select payout from payout_attempt where chain = $1 and txid = $2",
+            )
+            .bind(chain.as_str())
+            .bind(txid)
+            .fetch_optional(&mut *conn)
+            .await?;
+            match payout {
+                None => false,
+                Some(payout) => {
+                    d::lock_payout(&mut *conn, chain, &payout).await?;
+                    let done = sqlx::query(
+                        "update payout_attempt set state = $3, settled_at = $4
+                         where chain = $1 and txid = $2 and state = 'live'",
+                    )
+                    .bind(chain.as_str())
+                    .bind(txid)
+                    .bind(to.as_str())
+                    .bind(d::time(now))
+                    .execute(&mut *conn)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        if to == AttemptState::Landed {
+                            sqlx::query(
+                                "update payout_attempt set state = 'replaced', settled_at = $3
+                                 where chain = $1 and payout = $2 and state = 'live'",
+                            )
+                            .bind(chain.as_str())
+                            .bind(&payout)
+                            .bind(d::time(now))
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                        d::attempts::release_unused(&mut *conn, chain, &payout).await?;
+                        true
+                    } else {
+                        false
+                    }
+                }
+            }
+        });
         if settled {
             Ok(())
         } else {
@@ -348,7 +668,26 @@ impl Store {
     /// The outputs reserved on `chain`, each with the payout it is reserved for: coin
     /// selection leaves them out.
     pub async fn utxo_reserved(&self, chain: Chain) -> Result<Vec<(Outpoint, String)>, StoreError> {
-        on_dialect!(self, store => store.utxo_reserved(chain).await)
+        on_pool!(self, |pool, _d| {
+            sqlx::query(
+                "select txid, vout, payout from utxo_reservation where chain = $1
+                 order by txid, vout",
+            )
+            .bind(chain.as_str())
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|row| {
+                Ok((
+                    Outpoint {
+                        txid: row.try_get("txid")?,
+                        vout: vout(row.try_get("vout")?)?,
+                    },
+                    row.try_get("payout")?,
+                ))
+            })
+            .collect()
+        })
     }
 }
 

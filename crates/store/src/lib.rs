@@ -6,7 +6,9 @@
 //! operator action is written together with its audit entry in one transaction.
 
 mod attempts;
+mod audit;
 mod changes;
+mod dialect;
 mod error;
 mod jobs;
 mod model;
@@ -17,11 +19,11 @@ mod sessions;
 mod sqlite;
 mod tokens;
 mod withdrawals;
+mod workers;
 
 use std::time::Duration;
 
-use domain::limits::{LIST_LIMIT_MAX, REAP_BATCH_MAX};
-use domain::{DesiredState, WorkerId};
+use domain::DesiredState;
 
 pub use attempts::{
     ATTEMPT_INPUTS_MAX, ATTEMPT_MEMBERS_MAX, ATTEMPTS_LIVE_MAX, Attempt, AttemptNew, AttemptState,
@@ -174,125 +176,6 @@ impl Store {
     /// a dedicated connection. Notifications only make things fast; readers re-read the rows.
     pub async fn change_feed(&self) -> Result<ChangeFeed, StoreError> {
         dispatch!(self, store => store.change_feed().await)
-    }
-
-    pub async fn worker_register(
-        &self,
-        register: &WorkerRegister,
-    ) -> Result<WorkerRow, StoreError> {
-        dispatch!(self, store => store.worker_register(register).await)
-    }
-
-    /// Records a heartbeat and returns the row, so the worker re-reads its desired state.
-    pub async fn worker_heartbeat(
-        &self,
-        heartbeat: &WorkerHeartbeat,
-    ) -> Result<WorkerRow, StoreError> {
-        dispatch!(self, store => store.worker_heartbeat(heartbeat).await)
-    }
-
-    /// Moves the worker's status from `from` to `to`, if that is an allowed transition and the
-    /// row still has status `from` and the caller's incarnation. With `from == to` it only
-    /// records `applied_generation` (a restart whose `starting` report was lost).
-    pub async fn worker_status_set(
-        &self,
-        status_set: &WorkerStatusSet,
-    ) -> Result<WorkerRow, StoreError> {
-        let records_generation =
-            status_set.from == status_set.to && status_set.applied_generation.is_some();
-        if !(status_set.from.can_transition(status_set.to) || records_generation) {
-            return Err(StoreError::Invalid(format!(
-                "worker status cannot move from {} to {}",
-                status_set.from, status_set.to
-            )));
-        }
-        let result = dispatch!(self, store => store.worker_status_set(status_set).await)?;
-        match result {
-            Some(row) => Ok(row),
-            None => match self.worker_get(&status_set.id).await? {
-                None => Err(StoreError::NotFound {
-                    what: "worker",
-                    id: status_set.id.to_string(),
-                }),
-                Some(row)
-                    if row.incarnation.as_deref() != Some(status_set.incarnation.as_str()) =>
-                {
-                    Err(StoreError::Superseded(status_set.id.to_string()))
-                }
-                Some(row) => Err(StoreError::Conflict(format!(
-                    "worker {} is {}, not {}",
-                    row.id, row.status, status_set.from
-                ))),
-            },
-        }
-    }
-
-    /// Applies an operator's start / stop / restart and writes its audit entry, atomically.
-    /// The decision is made on a read and written as a compare-and-set; a lost race is
-    /// retried a few times on fresh data.
-    pub async fn worker_control(&self, control: &WorkerControl) -> Result<WorkerRow, StoreError> {
-        const CAS_TRIES: usize = 5;
-        for _ in 0..CAS_TRIES {
-            let Some(row) = self.worker_get(&control.id).await? else {
-                return Err(StoreError::NotFound {
-                    what: "worker",
-                    id: control.id.to_string(),
-                });
-            };
-            let restart_pending = row.applied_generation < row.generation;
-            let decision = control
-                .action
-                .decide(row.desired_state, row.status, restart_pending)?;
-            let written =
-                dispatch!(self, store => store.worker_control(control, &row, decision).await)?;
-            if let Some(row) = written {
-                return Ok(row);
-            }
-        }
-        Err(StoreError::Conflict(format!(
-            "worker {} kept changing; try again",
-            control.id
-        )))
-    }
-
-    pub async fn worker_get(&self, id: &WorkerId) -> Result<Option<WorkerRow>, StoreError> {
-        dispatch!(self, store => store.worker_get(id).await)
-    }
-
-    /// Lists workers by id, filtered and paged.
-    pub async fn worker_list(&self, list: &WorkerList) -> Result<Vec<WorkerRow>, StoreError> {
-        let mut list = list.clone();
-        list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
-        dispatch!(self, store => store.worker_list(&list).await)
-    }
-
-    /// Marks workers with stale heartbeats `lost`, each with an audit entry; returns them.
-    pub async fn worker_reap(&self, reap: &WorkerReap) -> Result<Vec<WorkerRow>, StoreError> {
-        let mut reap = reap.clone();
-        reap.limit = reap.limit.clamp(1, REAP_BATCH_MAX);
-        dispatch!(self, store => store.worker_reap(&reap).await)
-    }
-
-    pub async fn audit_insert(&self, insert: &AuditInsert) -> Result<AuditRow, StoreError> {
-        validate_audit(insert)?;
-        dispatch!(self, store => store.audit_insert(insert).await)
-    }
-
-    /// Lists audit entries, newest first.
-    pub async fn audit_list(&self, list: &AuditList) -> Result<Vec<AuditRow>, StoreError> {
-        for (name, value) in [
-            ("actor", &list.actor),
-            ("action", &list.action),
-            ("target", &list.target),
-        ] {
-            if let Some(value) = value {
-                domain::check_text(name, value, domain::Controls::None)
-                    .map_err(|error| StoreError::Invalid(error.to_string()))?;
-            }
-        }
-        let mut list = list.clone();
-        list.limit = list.limit.clamp(1, LIST_LIMIT_MAX);
-        dispatch!(self, store => store.audit_list(&list).await)
     }
 }
 

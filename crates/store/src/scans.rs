@@ -7,19 +7,59 @@
 //! another scanner overtook, is refused with `Stale`). [`Store::scan_rollback`] cuts the stored
 //! chain back to the fork point after a reorg and takes the deposits of the cut blocks with
 //! it. [`Store::deposits_credit`] credits what the confirmation policy allows.
+//!
+//! One SQL text serves both dialects (see `dialect.rs`). Only how one committer per chain is
+//! ensured differs: Postgres takes a transaction-scoped advisory lock (`d::lock_chain_scan`),
+//! SQLite's `begin immediate` holds the database's write lock already.
 
 use chrono::{DateTime, Utc};
 use domain::{Amount, Chain};
+use sqlx::{QueryBuilder, Row};
 
+use crate::dialect::{in_write_tx, on_pool, on_write};
 use crate::{Store, StoreError};
 
-macro_rules! on_dialect {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($store) => $call,
-            Store::Sqlite($store) => $call,
+/// Reads a `chain_block` row (`number, hash, parent_hash`) in either dialect.
+macro_rules! decode_block {
+    ($row:expr) => {{
+        let row = $row;
+        ScannedBlock {
+            number: to_u64("chain_block.number", row.try_get("number")?)?,
+            hash: row.try_get("hash")?,
+            parent_hash: row.try_get("parent_hash")?,
         }
-    };
+    }};
+}
+
+/// The columns [`decode_deposit!`] reads.
+const DEPOSIT_COLUMNS: &str = "id, chain, txid, asset, position, address, sender, amount, \
+     block_number, block_hash, state, seen_at, credited_at";
+
+/// Reads a `deposit` row of [`DEPOSIT_COLUMNS`] in either dialect.
+macro_rules! decode_deposit {
+    ($row:expr, $d:ident) => {{
+        let row = $row;
+        let chain: String = row.try_get("chain")?;
+        let amount: String = row.try_get("amount")?;
+        let state: String = row.try_get("state")?;
+        DepositRow {
+            id: row.try_get("id")?,
+            chain: chain
+                .parse()
+                .map_err(|error| crate::corrupt("deposit.chain", error))?,
+            txid: row.try_get("txid")?,
+            asset: row.try_get("asset")?,
+            position: to_u64("deposit.position", row.try_get("position")?)?,
+            address: row.try_get("address")?,
+            sender: row.try_get("sender")?,
+            amount: parse_amount(&amount)?,
+            block_number: to_u64("deposit.block_number", row.try_get("block_number")?)?,
+            block_hash: row.try_get("block_hash")?,
+            state: DepositState::parse(&state)?,
+            seen_at: $d::read_time(row, "seen_at")?,
+            credited_at: $d::read_time_opt(row, "credited_at")?,
+        }
+    }};
 }
 
 /// Blocks kept per chain behind the newest one: deeper than any confirmation policy, so a
@@ -196,7 +236,7 @@ fn validate_batch(blocks: &[ScannedBlock], deposits: &[DepositInsert]) -> Result
 impl Store {
     /// The newest scanned block of `chain`: where scanning goes on from.
     pub async fn scan_head(&self, chain: Chain) -> Result<Option<ScannedBlock>, StoreError> {
-        on_dialect!(self, store => store.scan_block(chain, None).await)
+        self.scan_block_at(chain, None).await
     }
 
     /// The stored block `number` of `chain`, if it is among the kept ones.
@@ -206,7 +246,30 @@ impl Store {
         number: u64,
     ) -> Result<Option<ScannedBlock>, StoreError> {
         let number = to_i64("block number", number)?;
-        on_dialect!(self, store => store.scan_block(chain, Some(number)).await)
+        self.scan_block_at(chain, Some(number)).await
+    }
+
+    /// Block `number`, or the newest with None.
+    async fn scan_block_at(
+        &self,
+        chain: Chain,
+        number: Option<i64>,
+    ) -> Result<Option<ScannedBlock>, StoreError> {
+        on_pool!(self, |pool, _d| {
+            let row = sqlx::query(
+                "select number, hash, parent_hash from chain_block
+                 where chain = $1 and ($2 is null or number = $2)
+                 order by number desc limit 1",
+            )
+            .bind(chain.as_str())
+            .bind(number)
+            .fetch_optional(pool)
+            .await?;
+            Ok(match row {
+                Some(row) => Some(decode_block!(&row)),
+                None => None,
+            })
+        })
     }
 
     /// Appends `blocks` (consecutive and chained) and the `deposits` in them, in one
@@ -222,7 +285,73 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         validate_batch(blocks, deposits)?;
-        on_dialect!(self, store => store.scan_commit(chain, blocks, deposits, now).await)
+        in_write_tx!(self, |store, conn, d| {
+            // One committer per chain at a time; the check below is then a true
+            // compare-and-set.
+            d::lock_chain_scan(&mut *conn, chain).await?;
+            let newest = sqlx::query(
+                "select number, hash, parent_hash from chain_block
+                 where chain = $1 order by number desc limit 1",
+            )
+            .bind(chain.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+            let first = &blocks[0];
+            if let Some(newest) = newest {
+                let newest = decode_block!(&newest);
+                if newest.number + 1 != first.number || newest.hash != first.parent_hash {
+                    return Err(StoreError::Stale(format!(
+                        "block {} does not follow the stored block {} {}",
+                        first.number, newest.number, newest.hash
+                    )));
+                }
+            }
+            let mut insert = QueryBuilder::<d::Db>::new(
+                "insert into chain_block (chain, number, hash, parent_hash, scanned_at) ",
+            );
+            insert.push_values(blocks, |mut row, block| {
+                row.push_bind(chain.as_str())
+                    .push_bind(block.number as i64)
+                    .push_bind(&block.hash)
+                    .push_bind(&block.parent_hash)
+                    .push_bind(d::time(now));
+            });
+            insert.build().execute(&mut *conn).await?;
+            for chunk in deposits.chunks(1_000) {
+                let mut insert = QueryBuilder::<d::Db>::new(
+                    "insert into deposit (chain, txid, asset, position, address, sender, amount,
+                                          block_number, block_hash, state, seen_at) ",
+                );
+                // Numbers were range-checked by `validate_batch`.
+                insert.push_values(chunk, |mut row, deposit| {
+                    row.push_bind(chain.as_str())
+                        .push_bind(&deposit.txid)
+                        .push_bind(&deposit.asset)
+                        .push_bind(deposit.position as i64)
+                        .push_bind(&deposit.address)
+                        .push_bind(&deposit.sender)
+                        .push_bind(amount_text(&deposit.amount))
+                        .push_bind(deposit.block_number as i64)
+                        .push_bind(&deposit.block_hash)
+                        .push_bind("pending")
+                        .push_bind(d::time(now));
+                });
+                insert.push(
+                    " on conflict (chain, txid, asset, position) do update
+                      set block_number = excluded.block_number, block_hash = excluded.block_hash,
+                          state = 'pending', seen_at = excluded.seen_at
+                      where deposit.state = 'orphaned'",
+                );
+                insert.build().execute(&mut *conn).await?;
+            }
+            let newest = blocks[blocks.len() - 1].number;
+            sqlx::query("delete from chain_block where chain = $1 and number < $2")
+                .bind(chain.as_str())
+                .bind(newest.saturating_sub(SCAN_BLOCKS_KEPT) as i64)
+                .execute(&mut *conn)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Cuts the stored chain of `chain` back to `keep_through` after a reorg: later blocks
@@ -233,7 +362,37 @@ impl Store {
         keep_through: u64,
     ) -> Result<Rollback, StoreError> {
         let keep_through = to_i64("block number", keep_through)?;
-        on_dialect!(self, store => store.scan_rollback(chain, keep_through).await)
+        in_write_tx!(self, |store, conn, d| {
+            d::lock_chain_scan(&mut *conn, chain).await?;
+            let blocks = sqlx::query("delete from chain_block where chain = $1 and number > $2")
+                .bind(chain.as_str())
+                .bind(keep_through)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            let mut moved = [0u64; 2];
+            for (slot, (from, to)) in [("pending", "orphaned"), ("credited", "reversed")]
+                .into_iter()
+                .enumerate()
+            {
+                moved[slot] = sqlx::query(
+                    "update deposit set state = $4
+                     where chain = $1 and block_number > $2 and state = $3",
+                )
+                .bind(chain.as_str())
+                .bind(keep_through)
+                .bind(from)
+                .bind(to)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            }
+            Ok(Rollback {
+                blocks,
+                orphaned: moved[0],
+                reversed: moved[1],
+            })
+        })
     }
 
     /// Credits the pending deposits of `chain` in blocks up to `through`; returns how many.
@@ -244,7 +403,18 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let through = to_i64("block number", through)?;
-        on_dialect!(self, store => store.deposits_credit(chain, through, now).await)
+        Ok(on_write!(self, |conn, d| {
+            sqlx::query(
+                "update deposit set state = 'credited', credited_at = $3
+                 where chain = $1 and state = 'pending' and block_number <= $2",
+            )
+            .bind(chain.as_str())
+            .bind(through)
+            .bind(d::time(now))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected()
+        }))
     }
 
     /// Deposits of `chain`, newest first, in `state` if given.
@@ -260,6 +430,22 @@ impl Store {
                 domain::limits::LIST_LIMIT_MAX
             )));
         }
-        on_dialect!(self, store => store.deposits_list(chain, state, limit).await)
+        let sql = format!(
+            "select {DEPOSIT_COLUMNS} from deposit where chain = $1 and ($2 is null or state = $2)
+             order by id desc limit $3"
+        );
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(chain.as_str())
+                .bind(state.map(DepositState::as_str))
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            let mut deposits = Vec::with_capacity(rows.len());
+            for row in &rows {
+                deposits.push(decode_deposit!(row, d));
+            }
+            Ok(deposits)
+        })
     }
 }

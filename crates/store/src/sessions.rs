@@ -3,18 +3,15 @@
 //! acts as, and when it ends. A session authenticates only while its token is unrevoked, so
 //! revoking a token ends its sessions at their next request.
 
+//!
+//! One SQL text serves both dialects (see `dialect.rs`); only the encoding of times differs.
+
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 
-use crate::{ApiTokenRow, Store, StoreError};
-
-macro_rules! on_dialect {
-    ($self:ident, $store:ident => $call:expr) => {
-        match $self {
-            Store::Postgres($store) => $call,
-            Store::Sqlite($store) => $call,
-        }
-    };
-}
+use crate::dialect::{in_write_tx, on_pool, on_write};
+use crate::tokens::decode_token;
+use crate::{ApiTokenRow, Store, StoreError, corrupt};
 
 /// A new session for the token `token_id`.
 #[derive(Debug, Clone)]
@@ -54,7 +51,23 @@ impl Store {
                 "a session must end after it starts".into(),
             ));
         }
-        on_dialect!(self, store => store.session_insert(insert).await)
+        in_write_tx!(self, |store, conn, d| {
+            sqlx::query("delete from dashboard_session where expires_at <= $1")
+                .bind(d::time(insert.now))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query(
+                "insert into dashboard_session (id_hash, token_id, created_at, expires_at)
+                 values ($1, $2, $3, $4)",
+            )
+            .bind(&insert.id_hash)
+            .bind(insert.token_id)
+            .bind(d::time(insert.now))
+            .bind(d::time(insert.expires_at))
+            .execute(&mut *conn)
+            .await?;
+        });
+        Ok(())
     }
 
     /// The session with this id hash, if it has not expired and its token is not revoked.
@@ -66,7 +79,26 @@ impl Store {
         if check_hash(id_hash).is_err() {
             return Ok(None);
         }
-        on_dialect!(self, store => store.session_authenticate(id_hash, now).await)
+        on_pool!(self, |pool, d| {
+            let row = sqlx::query(
+                "select t.id, t.name, t.role, t.prefix, t.created_at, t.last_used_at, t.revoked_at,
+                        s.created_at as session_created_at, s.expires_at
+                 from dashboard_session s join api_token t on t.id = s.token_id
+                 where s.id_hash = $1 and s.expires_at > $2 and t.revoked_at is null",
+            )
+            .bind(id_hash)
+            .bind(d::time(now))
+            .fetch_optional(pool)
+            .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            Ok(Some(SessionRow {
+                token: decode_token!(&row, d),
+                created_at: d::read_time(&row, "session_created_at")?,
+                expires_at: d::read_time(&row, "expires_at")?,
+            }))
+        })
     }
 
     /// Ends a session (logout); whether there was one.
@@ -74,6 +106,13 @@ impl Store {
         if check_hash(id_hash).is_err() {
             return Ok(false);
         }
-        on_dialect!(self, store => store.session_delete(id_hash).await)
+        let deleted = on_write!(self, |conn, _d| {
+            sqlx::query("delete from dashboard_session where id_hash = $1")
+                .bind(id_hash)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted > 0)
     }
 }

@@ -3,8 +3,8 @@
 //! One SQL text serves both dialects here: Postgres and SQLite (through sqlx's `$N` binding)
 //! read the same placeholders, and the statements below need no locking, upsert or
 //! notification of their own. Only how a time is encoded differs (`timestamptz` against
-//! integer milliseconds), and each dialect's `dialect` module says that; the [`on_pool`] and
-//! [`on_tx`] macros expand one body for each (after Vaultwarden's `db_run!`).
+//! integer milliseconds), and each dialect's `dialect` module says that; the `on_pool!` and
+//! `on_tx!` macros of `dialect.rs` expand one body for each (after Vaultwarden's `db_run!`).
 //!
 //! - [`Store::withdrawal_create`]: idempotent by the backend's key. The row, its audit entry
 //!   and (with a database queue) the job that pays it commit together, so a withdrawal is
@@ -17,47 +17,8 @@ use domain::limits::LIST_LIMIT_MAX;
 use domain::{Chain, Name, WithdrawalState};
 use sqlx::Row;
 
-use crate::{AuditInsert, JobInsert, Store, StoreError, StoreTx, corrupt, truncate_error};
-
-/// Runs `$body` on the pool of either dialect, with `$d` naming that dialect's helpers.
-macro_rules! on_pool {
-    ($store:expr, |$pool:ident, $d:ident| $body:expr) => {
-        match $store {
-            Store::Postgres(store) => {
-                let $pool = &store.pool;
-                #[allow(unused_imports)]
-                use crate::postgres::dialect as $d;
-                $body
-            }
-            Store::Sqlite(store) => {
-                let $pool = &store.pool;
-                #[allow(unused_imports)]
-                use crate::sqlite::dialect as $d;
-                $body
-            }
-        }
-    };
-}
-
-/// Runs `$body` on the connection of either dialect's open transaction.
-macro_rules! on_tx {
-    ($tx:expr, |$conn:ident, $d:ident| $body:expr) => {
-        match $tx {
-            StoreTx::Postgres(transaction) => {
-                let $conn: &mut sqlx::PgConnection = &mut *transaction;
-                #[allow(unused_imports)]
-                use crate::postgres::dialect as $d;
-                $body
-            }
-            StoreTx::Sqlite(transaction, _) => {
-                let $conn: &mut sqlx::SqliteConnection = &mut *transaction;
-                #[allow(unused_imports)]
-                use crate::sqlite::dialect as $d;
-                $body
-            }
-        }
-    };
-}
+use crate::dialect::{on_pool, on_tx};
+use crate::{AuditInsert, JobInsert, Store, StoreError, corrupt, truncate_error};
 
 /// Reads a withdrawal row of either dialect.
 macro_rules! decode_withdrawal {
@@ -357,7 +318,7 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
             let row = decode_withdrawal!(&row, d);
-            d::audit_insert_on(&mut *conn, &created_audit(&row)).await?;
+            d::audit::insert_on(&mut *conn, &created_audit(&row)).await?;
             if let Some((queue, kind)) = &create.job {
                 d::job_insert_on(&mut *conn, &withdrawal_job(&row, queue, kind)).await?;
             }
@@ -480,24 +441,16 @@ impl Store {
                 "a withdrawal id is 1 to 200 bytes".into(),
             ));
         }
-        const SQL: &str = "select payout from payout_member where chain = $1 and member = $2";
-        let payout = match self {
-            Store::Postgres(store) => {
-                sqlx::query_scalar::<_, String>(SQL)
-                    .bind(chain.as_str())
-                    .bind(member)
-                    .fetch_optional(&store.pool)
-                    .await?
-            }
-            Store::Sqlite(store) => {
-                sqlx::query_scalar::<_, String>(SQL)
-                    .bind(chain.as_str())
-                    .bind(member)
-                    .fetch_optional(&store.pool)
-                    .await?
-            }
-        };
-        Ok(payout)
+        on_pool!(self, |pool, _d| {
+            sqlx::query_scalar::<_, String>(
+                "select payout from payout_member where chain = $1 and member = $2",
+            )
+            .bind(chain.as_str())
+            .bind(member)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(StoreError::from)
     }
 
     /// How many withdrawals there are per (chain, state), and the oldest unfinished one's
@@ -602,7 +555,7 @@ impl Store {
                 Some(row) => {
                     let row = decode_withdrawal!(&row, d);
                     if transition.from != transition.to {
-                        d::audit_insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
+                        d::audit::insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
                     }
                     Some(row)
                 }

@@ -1,11 +1,6 @@
 //! The Postgres dialect: connection, migrations, and the LISTEN/NOTIFY change feed.
 
-pub(crate) mod api_token;
-mod attempt;
-pub(crate) mod audit;
 pub(crate) mod job;
-mod scan;
-pub(crate) mod session;
 mod worker;
 
 use sqlx::Connection;
@@ -212,8 +207,9 @@ async fn listen(mut listener: PgListener, sender: ChangeSender) {
     }
 }
 
-/// What the shared SQL of `crate::shared` needs to know of Postgres: its connection and row
-/// types, and how a time is written and read (`timestamptz`).
+/// What the shared SQL (`crate::dialect`'s macros) needs to know of Postgres: its connection,
+/// how a time (`timestamptz`) and a JSON value (`jsonb`) are written and read, and the
+/// operations whose SQL is Postgres' own.
 pub(crate) mod dialect {
     use chrono::{DateTime, Utc};
     use sqlx::Row;
@@ -221,8 +217,16 @@ pub(crate) mod dialect {
 
     use crate::StoreError;
 
-    pub(crate) use super::audit::insert_on as audit_insert_on;
+    // The functions written once in each table's module, as expanded for Postgres
+    // (`per_dialect!`), and the ones that are Postgres's own.
     pub(crate) use super::job::insert_on as job_insert_on;
+    pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
+    pub(crate) use crate::{
+        attempts::postgres as attempts, audit::postgres as audit, jobs::postgres as jobs,
+    };
+
+    pub(crate) type Db = sqlx::Postgres;
+    pub(crate) type Connection = sqlx::PgConnection;
 
     pub(crate) fn time(at: DateTime<Utc>) -> DateTime<Utc> {
         at
@@ -230,5 +234,56 @@ pub(crate) mod dialect {
 
     pub(crate) fn read_time(row: &PgRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
         Ok(row.try_get(column)?)
+    }
+
+    pub(crate) fn read_time_opt(
+        row: &PgRow,
+        column: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row.try_get(column)?)
+    }
+
+    pub(crate) fn json(value: &serde_json::Value) -> &serde_json::Value {
+        value
+    }
+
+    /// SQL that appends the JSON object built of `object_args` (key, value, ...) to the
+    /// `jsonb` array in `array`.
+    pub(crate) fn json_array_push(array: &str, object_args: &str) -> String {
+        format!("{array} || jsonb_build_array(jsonb_build_object({object_args}))")
+    }
+
+    pub(crate) fn read_json(row: &PgRow, column: &str) -> Result<serde_json::Value, StoreError> {
+        Ok(row.try_get(column)?)
+    }
+
+    /// Serialises the committers of one chain's scan until the transaction ends, so reading
+    /// the newest block and appending after it is a compare-and-set. Other chains go on.
+    pub(crate) async fn lock_chain_scan(
+        connection: &mut Connection,
+        chain: domain::Chain,
+    ) -> Result<(), StoreError> {
+        sqlx::query("select pg_advisory_xact_lock(hashtext('chain_block:' || $1))")
+            .bind(chain.as_str())
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Serialises the writers of one payout's attempts until the transaction ends (the
+    /// same key as ever, so processes of an older build take the same lock).
+    pub(crate) async fn lock_payout(
+        connection: &mut Connection,
+        chain: domain::Chain,
+        payout: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtextextended('payout_attempt:' || $1 || ':' || $2, 0))",
+        )
+        .bind(chain.as_str())
+        .bind(payout)
+        .execute(connection)
+        .await?;
+        Ok(())
     }
 }

@@ -2,12 +2,7 @@
 //! timeout for the several processes of `coinsensei up`, and `begin immediate` for every
 //! write transaction so a read-then-write never fails on a lock upgrade.
 
-pub(crate) mod api_token;
-mod attempt;
-pub(crate) mod audit;
 pub(crate) mod job;
-mod scan;
-pub(crate) mod session;
 mod worker;
 
 use std::str::FromStr;
@@ -227,17 +222,26 @@ async fn data_version(connection: &mut SqliteConnection) -> Result<i64, StoreErr
         .await?)
 }
 
-/// What the shared SQL of `crate::shared` needs to know of SQLite: its connection and row
-/// types, and how a time is written and read (integer milliseconds).
+/// What the shared SQL (`crate::dialect`'s macros) needs to know of SQLite: its connection,
+/// how a time (integer milliseconds) and a JSON value (text) are written and read, and the
+/// operations that SQLite does differently or not at all.
 pub(crate) mod dialect {
     use chrono::{DateTime, Utc};
     use sqlx::Row;
     use sqlx::sqlite::SqliteRow;
 
-    use crate::StoreError;
+    use crate::{StoreError, corrupt};
 
-    pub(crate) use super::audit::insert_on as audit_insert_on;
+    // The functions written once in each table's module, as expanded for SQLite
+    // (`per_dialect!`), and the ones that are SQLite's own.
     pub(crate) use super::job::insert_on as job_insert_on;
+    pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
+    pub(crate) use crate::{
+        attempts::sqlite as attempts, audit::sqlite as audit, jobs::sqlite as jobs,
+    };
+
+    pub(crate) type Db = sqlx::Sqlite;
+    pub(crate) type Connection = sqlx::SqliteConnection;
 
     pub(crate) fn time(at: DateTime<Utc>) -> i64 {
         super::to_millis(at)
@@ -245,5 +249,51 @@ pub(crate) mod dialect {
 
     pub(crate) fn read_time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, StoreError> {
         super::from_millis(row.try_get(column)?)
+    }
+
+    pub(crate) fn read_time_opt(
+        row: &SqliteRow,
+        column: &str,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(super::from_millis)
+            .transpose()
+    }
+
+    /// JSON is stored as its text (the migrations check `json_valid`).
+    pub(crate) fn json(value: &serde_json::Value) -> String {
+        value.to_string()
+    }
+
+    /// SQL that appends the JSON object built of `object_args` (key, value, ...) to the
+    /// JSON array (text) in `array`.
+    pub(crate) fn json_array_push(array: &str, object_args: &str) -> String {
+        format!("json_insert({array}, '$[#]', json_object({object_args}))")
+    }
+
+    pub(crate) fn read_json(
+        row: &SqliteRow,
+        column: &str,
+    ) -> Result<serde_json::Value, StoreError> {
+        serde_json::from_str(&row.try_get::<String, _>(column)?)
+            .map_err(|error| corrupt(&format!("json in {column}"), error))
+    }
+
+    /// Nothing to take: every SQLite write transaction begins `immediate`, holding the
+    /// database's write lock, so one chain's committers are serialised already.
+    pub(crate) async fn lock_chain_scan(
+        _connection: &mut Connection,
+        _chain: domain::Chain,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Nothing to take: `begin immediate` serialises every SQLite writer already.
+    pub(crate) async fn lock_payout(
+        _connection: &mut Connection,
+        _chain: domain::Chain,
+        _payout: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
     }
 }
