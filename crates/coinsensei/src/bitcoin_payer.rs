@@ -464,6 +464,18 @@ impl BitcoinWithdrawals {
         Ok((to, Amount::from_u128(sat)))
     }
 
+    /// What the hot wallet can spend now, as ("BTC", its receive address, satoshi): the
+    /// figure operators watch (coins a live payout holds are not counted).
+    pub async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, WalletError> {
+        let address = self.signer.address(Chain::Bitcoin, self.policy.hot_index)?;
+        let (sat, _) = self.spendable().await?;
+        Ok(vec![(
+            "BTC".into(),
+            address.to_string(),
+            Amount::from_u128(u128::from(sat)),
+        )])
+    }
+
     /// What the hot wallet can spend now (satoshi): its confirmed outputs no payout holds.
     async fn spendable(&self) -> Result<(u64, usize), WalletError> {
         let reserved: HashSet<(String, u32)> = self

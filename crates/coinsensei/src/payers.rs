@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chain_ethereum::Ethereum;
 use chain_tron::Tron;
 use chrono::Utc;
-use domain::{Chain, Name, WorkerKind};
+use domain::{Amount, Chain, Name, WorkerKind};
 use queue::{Handler, Outcome, Registry};
 use store::{JobInsert, JobRow, Store};
 use wallet::Wallet;
@@ -29,6 +29,8 @@ use crate::config::Settings;
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(2);
 /// The job kind of a chain's reconciler.
 pub const RECONCILE_JOB_KIND: &str = "withdrawal.reconcile";
+/// How often the reconciler reads the hot wallet's balances for `/metrics`.
+const HOT_BALANCE_INTERVAL: Duration = Duration::from_secs(15);
 /// How long jobs wait while their chain is not configured.
 const UNCONFIGURED_WAIT: Duration = Duration::from_secs(30);
 /// The most an Ethereum replacement may pay per gas (1,000 gwei).
@@ -39,6 +41,8 @@ const ETHEREUM_FEE_CAP_WEI: u128 = 1_000_000_000_000;
 trait ChainPayer: Send + Sync {
     async fn pay(&self, id: i64) -> PayOutcome;
     async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError>;
+    /// (asset, hot wallet address, base units) per asset of the chain.
+    async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError>;
 }
 
 struct TronPayer(WithdrawalPayer<Tron>);
@@ -51,6 +55,10 @@ impl ChainPayer for TronPayer {
 
     async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
         self.0.reconcile_attempts().await
+    }
+
+    async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
+        self.0.hot_balances().await
     }
 }
 
@@ -65,6 +73,10 @@ impl ChainPayer for EthereumPayer {
     async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
         self.0.reconcile_nonces(&self.1).await
     }
+
+    async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
+        self.0.hot_balances().await
+    }
 }
 
 #[async_trait]
@@ -76,29 +88,35 @@ impl ChainPayer for crate::bitcoin_payer::BitcoinWithdrawals {
     async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError> {
         self.round().await
     }
+
+    async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
+        crate::bitcoin_payer::BitcoinWithdrawals::hot_balances(self).await
+    }
 }
 
 /// Handles both job kinds for one chain; `payer` is `Err` with what to configure when the
 /// chain cannot be paid on.
 struct Withdrawals {
     chain: Chain,
-    payer: Result<Arc<dyn ChainPayer>, String>,
+    payer: Result<(Arc<dyn ChainPayer>, Store), String>,
     backend: Arc<dyn queue::Backend>,
     reconcile: bool,
+    /// When the reconciler last read the hot wallet's balances.
+    balances_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[async_trait]
 impl Handler for Withdrawals {
     async fn run(&self, job: &JobRow) -> Outcome {
-        let payer = match &self.payer {
-            Ok(payer) => payer,
+        let (payer, store) = match &self.payer {
+            Ok(connected) => connected,
             Err(missing) => {
                 tracing::warn!(chain = %self.chain, job = job.id, "withdrawals wait: {missing}");
                 return Outcome::Snooze(UNCONFIGURED_WAIT);
             }
         };
         if self.reconcile {
-            return self.reconcile_round(payer.as_ref()).await;
+            return self.reconcile_round(payer.as_ref(), store).await;
         }
         let Some(id) = job
             .args
@@ -119,7 +137,7 @@ impl Handler for Withdrawals {
 }
 
 impl Withdrawals {
-    async fn reconcile_round(&self, payer: &dyn ChainPayer) -> Outcome {
+    async fn reconcile_round(&self, payer: &dyn ChainPayer, store: &Store) -> Outcome {
         let started = std::time::Instant::now();
         match payer.reconcile().await {
             Ok(report) => {
@@ -141,7 +159,43 @@ impl Withdrawals {
         }
         metrics::histogram!("coinsensei_withdrawal_reconcile_seconds", "chain" => self.chain.as_str())
             .record(started.elapsed().as_secs_f64());
+        self.record_balances(payer, store).await;
         Outcome::Snooze(RECONCILE_INTERVAL)
+    }
+
+    /// Every `HOT_BALANCE_INTERVAL`, what the hot wallet holds, read from the node and
+    /// written to the store (where `/metrics` and the health checks read it).
+    async fn record_balances(&self, payer: &dyn ChainPayer, store: &Store) {
+        {
+            let mut last = self
+                .balances_read
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < HOT_BALANCE_INTERVAL) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let balances = match payer.hot_balances().await {
+            Ok(balances) => balances,
+            Err(error) => {
+                tracing::warn!(chain = %self.chain, %error, "reading the hot wallet's balances");
+                return;
+            }
+        };
+        let now = Utc::now();
+        for (asset, address, units) in balances {
+            let row = store::HotWalletBalance {
+                chain: self.chain,
+                asset,
+                address,
+                units: units.base_units().to_string(),
+                checked_at: now,
+            };
+            if let Err(error) = store.hot_wallet_set(&row).await {
+                tracing::warn!(chain = %self.chain, %error, "recording the hot wallet's balance");
+            }
+        }
     }
 }
 
@@ -214,24 +268,19 @@ pub async fn registry(
                 payer: payer.clone(),
                 backend: Arc::clone(&backend),
                 reconcile,
+                balances_read: std::sync::Mutex::new(None),
             }),
         );
     }
     Ok(registry)
 }
 
+/// The chain's payer, and the store it writes to.
 async fn connect(
     settings: &Settings,
     chain: Chain,
     holder: &str,
-) -> anyhow::Result<Arc<dyn ChainPayer>> {
-    use anyhow::Context;
-    let config = &settings.withdrawals;
-    let keystore = KeystoreArgs {
-        keystore: config.keystore.clone(),
-        password_file: config.keystore_password_file.clone(),
-        network: config.bitcoin_network,
-    };
+) -> anyhow::Result<(Arc<dyn ChainPayer>, Store)> {
     let store = Store::connect(
         &settings.database_url,
         &store::StoreOptions {
@@ -240,6 +289,23 @@ async fn connect(
         },
     )
     .await?;
+    let payer = connect_payer(settings, chain, holder, store.clone()).await?;
+    Ok((payer, store))
+}
+
+async fn connect_payer(
+    settings: &Settings,
+    chain: Chain,
+    holder: &str,
+    store: Store,
+) -> anyhow::Result<Arc<dyn ChainPayer>> {
+    use anyhow::Context;
+    let config = &settings.withdrawals;
+    let keystore = KeystoreArgs {
+        keystore: config.keystore.clone(),
+        password_file: config.keystore_password_file.clone(),
+        network: config.bitcoin_network,
+    };
     let from_index = config.hot_wallet_index(chain);
     let actor = format!("worker:{}", holder.split(':').next().unwrap_or(holder));
     match chain {

@@ -127,7 +127,84 @@ async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
     let text = String::from_utf8_lossy(&shown.stdout);
     assert!(text.contains("state: completed"), "{text}");
     assert!(text.contains("withdrawal.broadcast"), "{text}");
+    metrics_show_the_pipeline(&db.url, &up, COUNT).await;
     assert!(up.stop().await.success());
+}
+
+/// `/metrics` after the run: every withdrawal's transaction counted, none left in a state,
+/// the completion times of all of them, and the hot wallet's balance as its worker read it.
+async fn metrics_show_the_pipeline(database_url: &str, up: &Up, count: u32) {
+    let made = run(
+        database_url,
+        &["tokens", "create", "--role", "viewer", "--name", "scraper"],
+    )
+    .await;
+    let token = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let scrape = || async {
+        reqwest::Client::new()
+            .get(format!("http://{}/metrics", up.address))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let value = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|number| number.parse().ok())
+    };
+    // The worker reads its balances every 15 s: wait for a reading.
+    let text = wait_for(
+        "the hot wallet's balance in /metrics",
+        Duration::from_secs(30),
+        || async {
+            let text = scrape().await;
+            value(
+                &text,
+                r#"coinsensei_hot_wallet_balance{chain="ethereum",asset="ETH"}"#,
+            )
+            .is_some()
+            .then_some(text)
+        },
+    )
+    .await;
+    // anvil's first account starts with 10,000 ETH; it pays out a little and some gas (the
+    // reading may come from before the payments).
+    let eth = value(
+        &text,
+        r#"coinsensei_hot_wallet_balance{chain="ethereum",asset="ETH"}"#,
+    )
+    .unwrap();
+    assert!(eth > 9.9e21 && eth <= 1e22, "{eth}");
+    let transactions = value(
+        &text,
+        r#"coinsensei_payout_transactions_total{chain="ethereum"}"#,
+    )
+    .unwrap();
+    assert!(transactions >= f64::from(count), "{transactions}");
+    assert_eq!(
+        value(
+            &text,
+            r#"coinsensei_withdrawal_completion_seconds_count{chain="ethereum"}"#
+        ),
+        Some(f64::from(count))
+    );
+    let p50 = value(
+        &text,
+        r#"coinsensei_withdrawal_completion_seconds{chain="ethereum",quantile="0.5"}"#,
+    )
+    .unwrap();
+    assert!(p50 > 0.0 && p50 < 120.0, "{p50}");
+    for state in ["pending", "processing", "broadcast", "confirming"] {
+        let series = format!(
+            r#"coinsensei_withdrawal_state_oldest_seconds{{chain="ethereum",state="{state}"}}"#
+        );
+        assert_eq!(value(&text, &series), Some(0.0), "{series}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod error;
 mod jobs;
 mod model;
 mod nonces;
+mod payout_stats;
 mod postgres;
 mod scans;
 mod sessions;
@@ -38,6 +39,7 @@ pub use nonces::{
     NonceReserve, NonceSettle, NonceSettlement, NonceTx, NonceTxNew, NonceUnsettled,
     RAW_TX_BYTES_MAX,
 };
+pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance};
 pub use scans::{
     DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,

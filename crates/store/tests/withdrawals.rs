@@ -1,12 +1,13 @@
 //! The withdrawal table on both stores: idempotent creation with its job and audit entry in
 //! one transaction, compare-and-set moves along the state table only, cancel only before
-//! anything may be signed, listing and paging, and bad input that changes nothing.
+//! anything may be signed, listing and paging, and bad input that changes nothing; and what
+//! `/metrics` reads of them: hot wallet balances, state ages, completion times.
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{Chain, JobState, Name, WithdrawalState};
 use store::{
-    AuditList, JobList, Store, StoreError, WithdrawalCreate, WithdrawalCreated, WithdrawalList,
-    WithdrawalScan, WithdrawalTransition,
+    AuditList, HotWalletBalance, JobList, Store, StoreError, WithdrawalCreate, WithdrawalCreated,
+    WithdrawalList, WithdrawalScan, WithdrawalTransition,
 };
 use testkit::TestDb;
 
@@ -422,6 +423,112 @@ async fn bad_requests_change_nothing(db: &TestDb) {
     assert!(jobs(&store).await.is_empty());
 }
 
+/// The hot wallet's balance: the last reading wins, per chain and asset; malformed readings
+/// are refused and change nothing.
+async fn hot_wallet_balances_keep_the_last_reading(db: &TestDb) {
+    let store = db.store().await;
+    let reading = |units: &str, seconds| HotWalletBalance {
+        chain: Chain::Tron,
+        asset: "USDT".into(),
+        address: "TWer2Ygk5TEheHp3TPuYeqxmB6SsGZmaL6".into(),
+        units: units.into(),
+        checked_at: at(seconds),
+    };
+    store.hot_wallet_set(&reading("1000000", 1)).await.unwrap();
+    store.hot_wallet_set(&reading("999", 2)).await.unwrap();
+    let mut trx = reading("5", 3);
+    trx.asset = "TRX".into();
+    store.hot_wallet_set(&trx).await.unwrap();
+    // Up to 2^256 - 1: 78 digits.
+    let mut eth = reading(&"9".repeat(78), 4);
+    eth.chain = Chain::Ethereum;
+    eth.asset = "ETH".into();
+    store.hot_wallet_set(&eth).await.unwrap();
+    for bad in ["", "12a", "-1", "1.5", &"9".repeat(79)] {
+        let error = store.hot_wallet_set(&reading(bad, 9)).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{bad:?}: {error}");
+    }
+    let mut nameless = reading("1", 9);
+    nameless.asset = String::new();
+    assert!(store.hot_wallet_set(&nameless).await.is_err());
+    let listed = store.hot_wallet_list().await.unwrap();
+    let seen: Vec<(Chain, &str, &str, DateTime<Utc>)> = listed
+        .iter()
+        .map(|row| {
+            (
+                row.chain,
+                row.asset.as_str(),
+                row.units.as_str(),
+                row.checked_at,
+            )
+        })
+        .collect();
+    let nines = "9".repeat(78);
+    assert_eq!(
+        seen,
+        vec![
+            (Chain::Ethereum, "ETH", nines.as_str(), at(4)),
+            (Chain::Tron, "TRX", "5", at(3)),
+            (Chain::Tron, "USDT", "999", at(2)),
+        ]
+    );
+}
+
+/// Where the withdrawals' time goes: when the longest-waiting one of each unfinished state
+/// got there, and request to `completed` of those completed since a time.
+async fn state_ages_and_completion_times(db: &TestDb) {
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for (n, seconds) in [(1, 0), (2, 5), (3, 10)] {
+        let mut create = request(&format!("t-{n}"), 'a');
+        create.now = at(seconds);
+        ids.push(store.withdrawal_create(&create).await.unwrap().row().id);
+    }
+    let path = [
+        WithdrawalState::Pending,
+        WithdrawalState::Processing,
+        WithdrawalState::Broadcast,
+        WithdrawalState::Completed,
+    ];
+    // The first goes all the way at 20 s, 30 s, 42 s; the second to broadcast at 25 s.
+    for (id, moves) in [(ids[0], vec![20, 30, 42]), (ids[1], vec![22, 25])] {
+        for (step, seconds) in moves.into_iter().enumerate() {
+            store
+                .withdrawal_transition(&WithdrawalTransition::new(
+                    id,
+                    path[step],
+                    path[step + 1],
+                    "worker:tron-withdrawal-1",
+                    at(seconds),
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let mut oldest = store.withdrawal_state_oldest().await.unwrap();
+    oldest.sort_by_key(|(_, state, _)| state.as_str());
+    assert_eq!(
+        oldest,
+        vec![
+            (Chain::Tron, WithdrawalState::Broadcast, at(25)),
+            (Chain::Tron, WithdrawalState::Pending, at(10)),
+        ]
+    );
+    assert_eq!(
+        store.withdrawal_completion_times(at(40)).await.unwrap(),
+        vec![(Chain::Tron, 42_000)]
+    );
+    assert!(
+        store
+            .withdrawal_completion_times(at(43))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // No payout transactions yet.
+    assert!(store.payout_transaction_counts().await.unwrap().is_empty());
+}
+
 testkit::on_both_stores!(
     db:
     created_with_its_job_once_per_key,
@@ -430,4 +537,6 @@ testkit::on_both_stores!(
     cancel_only_before_anything_may_be_signed,
     lists_filter_and_page,
     bad_requests_change_nothing,
+    hot_wallet_balances_keep_the_last_reading,
+    state_ages_and_completion_times,
 );

@@ -154,13 +154,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             .catalogue
             .get(row.chain, &row.asset)
             .map_err(|error| WalletError::Invalid(error.to_string()))?;
-        let asset = match &asset.contract {
-            None => Asset::Native,
-            Some(contract) => Asset::Token(
-                Address::parse(row.chain, self.network, contract)
-                    .map_err(|error| WalletError::Invalid(format!("token contract: {error}")))?,
-            ),
-        };
+        let asset = self.on_chain(asset)?;
         let units = row
             .amount
             .parse()
@@ -173,6 +167,44 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             asset,
             amount: Amount::from_base_units(units),
         })
+    }
+
+    /// A catalogue asset as the chain names it: native, or the token at its contract.
+    fn on_chain(&self, asset: &domain::Asset) -> Result<Asset, WalletError> {
+        Ok(match &asset.contract {
+            None => Asset::Native,
+            Some(contract) => Asset::Token(
+                Address::parse(asset.chain, self.network, contract)
+                    .map_err(|error| WalletError::Invalid(format!("token contract: {error}")))?,
+            ),
+        })
+    }
+
+    /// What the hot wallet holds of each of this chain's catalogue assets, read from the
+    /// node: (symbol, hot wallet address, base units). An asset the node cannot answer for
+    /// (a token with no contract on this network) is left out with a warning.
+    pub async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, WalletError> {
+        let chain = self.chain();
+        let from = self.wallet.create_wallet(self.from_index)?;
+        let mut balances = Vec::new();
+        for asset in self.catalogue.assets().iter().filter(|a| a.chain == chain) {
+            let held = match self.on_chain(asset) {
+                Ok(on_chain) => self
+                    .wallet
+                    .provider()
+                    .balance(&from, &on_chain)
+                    .await
+                    .map_err(WalletError::from),
+                Err(error) => Err(error),
+            };
+            match held {
+                Ok(held) => balances.push((asset.symbol.clone(), from.to_string(), held)),
+                Err(error) => {
+                    tracing::warn!(%chain, asset = %asset.symbol, %error, "the hot wallet's balance could not be read");
+                }
+            }
+        }
+        Ok(balances)
     }
 
     async fn moved(

@@ -12,7 +12,17 @@
 //!   autoscaling on queue depth reads; `coinsensei_withdrawals` (by chain and state, zeros
 //!   included) and `coinsensei_withdrawal_oldest_unfinished_age_seconds` (the oldest
 //!   withdrawal not yet `completed`, `failed` or `canceled`, `manual_review` included; 0
-//!   when there is none): what an alert on stuck withdrawals reads.
+//!   when there is none): what an alert on stuck withdrawals reads;
+//!   `coinsensei_withdrawal_state_oldest_seconds` (by chain and unfinished state: how long
+//!   the oldest withdrawal in that state has been there), `coinsensei_withdrawal_completion_seconds`
+//!   (a summary by chain: request to `completed` over the last hour's completed
+//!   withdrawals, quantiles 0.5, 0.9 and 0.99, with `_count`),
+//!   `coinsensei_payout_transactions_total` and `coinsensei_payout_replacements_total` (by
+//!   chain: transactions signed for payouts, and those beyond each payout's first: Ethereum
+//!   fee replacements, Bitcoin RBF bumps, TRON payments made again after a proven death),
+//!   and `coinsensei_hot_wallet_balance` with `coinsensei_hot_wallet_balance_age_seconds`
+//!   (by chain and asset, in the asset's base units, as the withdrawal worker last read it
+//!   from its node).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -219,5 +229,78 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         metrics::gauge!("coinsensei_withdrawals_waiting_for_funds", "chain" => chain.as_str())
             .set(count as f64);
     }
+    withdrawal_pipeline(state, now).await
+}
+
+/// Where the withdrawals' time goes, what their transactions cost in replacements, and what
+/// the hot wallets hold.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::float_arithmetic,
+    reason = "gauges are f64 by the Prometheus format; a balance far above 2^53 base units is shown approximately"
+)]
+async fn withdrawal_pipeline(state: &AppState, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+    let seconds = |at: chrono::DateTime<Utc>| (now - at).num_milliseconds().max(0) as f64 / 1000.0;
+    let oldest = state.store.withdrawal_state_oldest().await?;
+    for chain in Chain::ALL {
+        for &withdrawal_state in WithdrawalState::ALL {
+            if withdrawal_state.is_final() {
+                continue;
+            }
+            let age = oldest
+                .iter()
+                .find(|(each_chain, each_state, _)| {
+                    *each_chain == chain && *each_state == withdrawal_state
+                })
+                .map_or(0.0, |(_, _, at)| seconds(*at));
+            metrics::gauge!("coinsensei_withdrawal_state_oldest_seconds", "chain" => chain.as_str(), "state" => withdrawal_state.as_str())
+                .set(age);
+        }
+    }
+    let since = now - chrono::Duration::hours(1);
+    let durations = state.store.withdrawal_completion_times(since).await?;
+    for chain in Chain::ALL {
+        let mut times: Vec<f64> = durations
+            .iter()
+            .filter(|(each, _)| *each == chain)
+            .map(|(_, milliseconds)| *milliseconds as f64 / 1000.0)
+            .collect();
+        times.sort_by(f64::total_cmp);
+        for (label, quantile) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99)] {
+            metrics::gauge!("coinsensei_withdrawal_completion_seconds", "chain" => chain.as_str(), "quantile" => label)
+                .set(nearest_rank(&times, quantile));
+        }
+        metrics::gauge!("coinsensei_withdrawal_completion_seconds_count", "chain" => chain.as_str())
+            .set(times.len() as f64);
+    }
+    for (chain, transactions, replacements) in state.store.payout_transaction_counts().await? {
+        metrics::counter!("coinsensei_payout_transactions_total", "chain" => chain.as_str())
+            .absolute(u64::try_from(transactions).unwrap_or(0));
+        metrics::counter!("coinsensei_payout_replacements_total", "chain" => chain.as_str())
+            .absolute(u64::try_from(replacements).unwrap_or(0));
+    }
+    for balance in state.store.hot_wallet_list().await? {
+        let units = balance.units.parse::<f64>().unwrap_or(f64::NAN);
+        metrics::gauge!("coinsensei_hot_wallet_balance", "chain" => balance.chain.as_str(), "asset" => balance.asset.clone())
+            .set(units);
+        metrics::gauge!("coinsensei_hot_wallet_balance_age_seconds", "chain" => balance.chain.as_str(), "asset" => balance.asset)
+            .set(seconds(balance.checked_at));
+    }
     Ok(())
+}
+
+/// The nearest-rank quantile of sorted `values`; 0 when there are none.
+#[allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::float_arithmetic,
+    reason = "a rank among at most a few thousand values"
+)]
+fn nearest_rank(values: &[f64], quantile: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = (quantile * values.len() as f64).ceil() as usize;
+    values[rank.clamp(1, values.len()) - 1]
 }

@@ -75,6 +75,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "attempt checked",
         include_str!("../../migrations/postgres/0012_attempt_checked.sql"),
     ),
+    (
+        13,
+        "hot wallet balance",
+        include_str!("../../migrations/postgres/0013_hot_wallet_balance.sql"),
+    ),
 ];
 
 #[derive(Clone)]
