@@ -581,8 +581,10 @@ async fn the_api_key_never_shows() {
 async fn the_simulation_refuses_bad_requests_and_overdrafts_without_stopping() {
     let signer = KeySigner::from_hex(&format!("{:0>64}", "3"));
     let me = signer.tron_address();
-    let mut ledger = Ledger::default();
-    ledger.head = 100;
+    let mut ledger = Ledger {
+        head: 100,
+        ..Ledger::default()
+    };
     ledger.fund(&me, 1_500_000, 0);
     let (url, ledger) = common::fake::serve(ledger).await;
     let url: url::Url = url.parse().unwrap();
