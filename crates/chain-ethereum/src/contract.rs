@@ -272,6 +272,10 @@ impl ChainRead for Ethereum {
         self.transaction_status(parse_txid(txid)?).await
     }
 
+    async fn fee_paid(&self, txid: &str) -> Result<Option<Amount>, ChainError> {
+        self.fee_paid_by(parse_txid(txid)?).await
+    }
+
     async fn account_sequence(
         &self,
         address: &Address,

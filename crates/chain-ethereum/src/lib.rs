@@ -608,6 +608,19 @@ impl Ethereum {
     }
 
     /// Where a transaction is, with its confirmations (head − block + 1).
+    /// Gas used times the effective gas price, from the receipt; None without one.
+    pub async fn fee_paid_by(&self, txid: B256) -> Result<Option<Amount>, ChainError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(txid)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        Ok(receipt.map(|receipt| {
+            let fee = u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price);
+            Amount::from_u128(fee)
+        }))
+    }
+
     pub async fn transaction_status(&self, txid: B256) -> Result<TxStatus, ChainError> {
         if let Some(receipt) = self
             .provider

@@ -1061,6 +1061,16 @@ impl ChainRead for Tron {
         })
     }
 
+    /// The `fee` of the transaction's info (sun: bandwidth and energy burnt), once it is in
+    /// a block.
+    async fn fee_paid(&self, txid: &str) -> Result<Option<Amount>, ChainError> {
+        Ok(self
+            .info("wallet", txid)
+            .await?
+            .filter(|info| info.block_number > 0)
+            .map(|info| Amount::from_u128(u128::try_from(info.fee.max(0)).unwrap_or(0))))
+    }
+
     async fn account_sequence(
         &self,
         _address: &Address,

@@ -107,6 +107,8 @@ async fn a_withdrawal_is_paid_once_and_completed(db: &TestDb) {
     assert_eq!(row.state, WithdrawalState::Completed, "{row:?}");
     assert_eq!(row.txid.as_deref(), Some(txid.as_str()));
     assert!(row.block_height.is_some());
+    // Within the free bandwidth: the node's info has no fee, which is 0 sun.
+    assert_eq!(row.fee.as_deref(), Some("0"));
     assert_eq!(usdt_of_recipient(&ledger), 2_500_000);
     // Once more: nothing moves, nothing is paid.
     payer.reconcile_attempts().await.unwrap();
@@ -206,6 +208,8 @@ async fn landed_but_failed_goes_to_manual_review(db: &TestDb) {
     let row = state(&store, id).await;
     assert_eq!(row.state, WithdrawalState::ManualReview, "{row:?}");
     assert!(row.error.as_deref().unwrap().contains("failed on chain"));
+    // The energy it burnt, from the transaction's info (the recorded 16.5 TRX).
+    assert_eq!(row.fee.as_deref(), Some("16500120"));
     assert_eq!(payer.pay(id).await, PayOutcome::Done);
     assert_eq!(
         store

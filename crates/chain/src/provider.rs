@@ -267,6 +267,15 @@ pub trait ChainRead: Send + Sync {
         asset: &Asset,
     ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
     fn transaction(&self, txid: &str) -> impl Future<Output = Result<TxStatus, ChainError>> + Send;
+    /// The fee a transaction in a block paid, in the native coin's base units; None while it
+    /// is not in a block, or where the chain does not say (the default).
+    fn fee_paid(
+        &self,
+        txid: &str,
+    ) -> impl Future<Output = Result<Option<Amount>, ChainError>> + Send {
+        let _ = txid;
+        std::future::ready(Ok(None))
+    }
     /// The account's transaction counts, where the chain numbers them (Ethereum nonces);
     /// None on chains without account sequences.
     fn account_sequence(

@@ -102,6 +102,9 @@ async fn ethereum_withdrawals_are_paid_once_through_kills(backend: Backend) {
     for row in &done {
         assert!(row["txid"].is_string(), "{row}");
         assert!(row["confirmations"].as_i64() >= Some(2), "{row}");
+        // Gas used (21,000 for an ETH transfer) times the effective price, from the receipt.
+        let fee: u128 = row["fee_base_units"].as_str().unwrap().parse().unwrap();
+        assert!(fee >= 21_000, "{row}");
     }
     // The chain, not the store: each recipient received its amount exactly once.
     for (to, amount) in &expected {

@@ -352,11 +352,25 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
         } else {
             WithdrawalState::Confirming
         };
+        // What it cost, once it is final or needs a person (a failed transaction's fee is
+        // spent too); a node that cannot say leaves it unknown, never guessed.
+        let fee = if to == WithdrawalState::Confirming {
+            None
+        } else {
+            match self.wallet.provider().fee_paid(txid).await {
+                Ok(fee) => fee.map(|fee| fee.base_units().to_string()),
+                Err(error) => {
+                    tracing::warn!(withdrawal = row.id, %txid, %error, "the fee paid could not be read");
+                    None
+                }
+            }
+        };
         let moved = self
             .moved(row, to, |t| {
                 t.txid = Some(txid.to_string());
                 t.block_height = i64::try_from(block).ok();
                 t.confirmations = i64::try_from(confirmations).ok();
+                t.fee = fee;
                 if !success {
                     t.error = Some(format!(
                         "transaction {txid} landed in block {block} but failed on chain (reverted or out of energy): the fee is spent, the transfer did not happen; a person must decide"
