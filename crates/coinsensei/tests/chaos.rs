@@ -18,7 +18,8 @@
 //! on TRON, 40 on Bitcoin); `cargo xtask chaos withdrawals [--chain C]` runs the full-sized
 //! ones (1,000, 300, 200) and prints their reports. `COINSENSEI_CHAOS_KILLS=0` turns the
 //! faults off, for a throughput figure; `COINSENSEI_CHAOS_STORE=sqlite` uses the embedded
-//! store (no database restart).
+//! store (no database restart); `COINSENSEI_CHAOS_CLIENTS` (default 8) is how many clients
+//! of the backend send at once.
 
 #![allow(
     clippy::float_arithmetic,
@@ -686,29 +687,38 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
     let mut created_ids = Vec::new();
     let mut restarted_postgres = false;
     let mut restarted_node = false;
+    // The exchange's backend sends from several clients at once, each request retried with
+    // its key until it has an answer (the same key, so never two withdrawals).
+    let clients = env_number("COINSENSEI_CHAOS_CLIENTS", 8).max(1) as usize;
+    let intake = std::sync::Arc::new(tokio::sync::Semaphore::new(clients));
+    let mut sending = tokio::task::JoinSet::new();
     for n in 0..count {
         let request = node.request(n);
         let body = json!({"chain": chain.as_str(), "asset": request.asset, "to": request.to, "amount": request.amount, "reference": format!("chaos:{n}")});
-        // The backend retries until it has an answer: the same key, so never two withdrawals.
-        let created = wait_for(
-            "the withdrawal accepted",
-            Duration::from_secs(120),
-            || async {
-                let response = http
-                    .post(format!("{base}/api/v1/withdrawals"))
-                    .bearer_auth(&token_secret)
-                    .header("Idempotency-Key", format!("chaos-{n}"))
-                    .json(&body)
-                    .send()
-                    .await
-                    .ok()?;
-                let status = response.status().as_u16();
-                let value: Value = response.json().await.ok()?;
-                matches!(status, 200 | 201).then_some(value)
-            },
-        )
-        .await;
-        created_ids.push(created["id"].as_i64().unwrap());
+        let permit = intake.clone().acquire_owned().await.unwrap();
+        let (http, base, token_secret) = (http.clone(), base.clone(), token_secret.clone());
+        sending.spawn(async move {
+            let created = wait_for(
+                "the withdrawal accepted",
+                Duration::from_secs(120),
+                || async {
+                    let response = http
+                        .post(format!("{base}/api/v1/withdrawals"))
+                        .bearer_auth(&token_secret)
+                        .header("Idempotency-Key", format!("chaos-{n}"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok()?;
+                    let status = response.status().as_u16();
+                    let value: Value = response.json().await.ok()?;
+                    matches!(status, 200 | 201).then_some(value)
+                },
+            )
+            .await;
+            drop(permit);
+            created["id"].as_i64().unwrap()
+        });
         requests.push(request);
         if chaos
             && !restarted_postgres
@@ -723,6 +733,10 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
             restarted_node = true;
         }
     }
+    while let Some(id) = sending.join_next().await {
+        created_ids.push(id.unwrap());
+    }
+    created_ids.sort_unstable();
     let sent = started.elapsed();
 
     let list = |state: &'static str| {
@@ -873,7 +887,7 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
         println!("    manual_review {reason}");
     }
     println!(
-        "  requests sent in {:.1} s; all settled after {:.1} s: {:.0} withdrawals/hour end to end",
+        "  requests sent by {clients} clients in {:.1} s; all settled after {:.1} s: {:.0} withdrawals/hour end to end",
         sent.as_secs_f64(),
         settled_after.as_secs_f64(),
         count as f64 / settled_after.as_secs_f64() * 3600.0
