@@ -30,6 +30,23 @@
 //! its inputs are what the store locks; see docs/bitcoin.md.
 
 pub mod batch;
+
+/// How a private regtest node for tests and the devnet is run, after `-regtest`,
+/// `-datadir` and `-rpcport`: RPC on loopback only, no peers, no wallet (keys are ours),
+/// a transaction index (lookups by txid), a fallback fee, its own work queue.
+pub const REGTEST_NODE_ARGS: &[&str] = &[
+    "-rpcbind=127.0.0.1",
+    "-rpcallowip=127.0.0.1",
+    "-listen=0",
+    "-dnsseed=0",
+    "-fixedseeds=0",
+    "-disablewallet=1",
+    "-txindex=1",
+    "-fallbackfee=0.0002",
+    "-persistmempool=0",
+    "-printtoconsole=0",
+    "-rpcworkqueue=64",
+];
 pub mod payout;
 pub mod rpc;
 pub mod utxo;

@@ -427,18 +427,7 @@ async fn start_bitcoind(
         .arg("-regtest")
         .arg(format!("-datadir={}", datadir.display()))
         .arg(format!("-rpcport={port}"))
-        .args([
-            "-rpcbind=127.0.0.1",
-            "-rpcallowip=127.0.0.1",
-            "-listen=0",
-            "-dnsseed=0",
-            "-fixedseeds=0",
-            "-disablewallet=1",
-            "-txindex=1",
-            "-fallbackfee=0.0002",
-            "-printtoconsole=0",
-            "-rpcworkqueue=64",
-        ])
+        .args(chain_bitcoin::REGTEST_NODE_ARGS)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
