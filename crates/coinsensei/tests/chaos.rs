@@ -866,9 +866,14 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
         "  chain: paid exactly once {paid_once}, duplicates {duplicates}, lost {lost}, wrong amounts {}",
         wrong.len()
     );
+    let transactions: std::collections::HashSet<&str> = completed
+        .iter()
+        .filter_map(|row| row["txid"].as_str())
+        .collect();
     println!(
-        "  store: completed {}, manual_review {}",
+        "  store: completed {} (in {} transactions), manual_review {}",
         completed.len(),
+        transactions.len(),
         review.len()
     );
     for reason in &reasons {
