@@ -48,6 +48,11 @@ pub const FUNDS_WAIT: Duration = Duration::from_secs(30);
 pub const SETTLE_CALLS_MAX: usize = 8;
 /// How many unfinished withdrawals one reconcile round sweeps at most.
 pub const SWEEP_MAX: u32 = 500;
+/// How many of them it looks at, at once (each asks the node a few questions).
+pub const SWEEP_CONCURRENCY: usize = 16;
+/// How long a round reuses the node's tip instead of asking again: a tip this stale only
+/// counts fewer confirmations, never more.
+pub const TIP_REUSE: Duration = Duration::from_millis(500);
 /// How long a `pending` or `processing` withdrawal may sit before a reconcile round hands it
 /// back to be paid (its job lost, dead-lettered, or never queued).
 pub const STALLED_AFTER: Duration = Duration::from_secs(60);
@@ -98,6 +103,8 @@ pub struct WithdrawalPayer<P> {
     /// ring, so a long list of old ones (waiting for funds, or a node's slow confirmations)
     /// cannot keep the newer ones from ever being looked at.
     sweep_after: AtomicI64,
+    /// The node's tip as last asked, and when (see [`TIP_REUSE`]).
+    tip_seen: std::sync::Mutex<Option<(std::time::Instant, chain::provider::Tip)>>,
 }
 
 impl<P> std::fmt::Debug for WithdrawalPayer<P> {
@@ -133,6 +140,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             policy,
             sweep_max: SWEEP_MAX,
             sweep_after: AtomicI64::new(0),
+            tip_seen: std::sync::Mutex::new(None),
         }
     }
 
@@ -327,13 +335,33 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
                 success,
                 confirmations,
             } => {
-                let finalized = provider.tip().await?.finalized;
+                let finalized = self.tip().await?.finalized;
                 let is_final = confirmations >= self.policy.confirmations
                     || finalized.is_some_and(|height| block.number <= height);
                 Ok(Some((success, block.number, confirmations, is_final)))
             }
             TxStatus::Pending | TxStatus::NotFound => Ok(None),
         }
+    }
+
+    /// The node's tip, asked at most every [`TIP_REUSE`]: a round's withdrawals share it.
+    async fn tip(&self) -> Result<chain::provider::Tip, WalletError> {
+        let fresh = self
+            .tip_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .filter(|(at, _)| at.elapsed() < TIP_REUSE)
+            .map(|(_, tip)| tip);
+        if let Some(tip) = fresh {
+            return Ok(tip);
+        }
+        let tip = self.wallet.provider().tip().await?;
+        *self
+            .tip_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), tip));
+        Ok(tip)
     }
 
     /// Moves a withdrawal whose transaction `txid` is in a block: `completed` at the policy,
@@ -380,6 +408,32 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             .await?;
         if row.state != to {
             report.moved.push((row.id, row.state, moved.state));
+        }
+        Ok(())
+    }
+
+    /// Runs `sweep` over a round's worth of unfinished withdrawals, [`SWEEP_CONCURRENCY`] at
+    /// a time (each is its own compare-and-set), and gathers what each did into `report`; one
+    /// withdrawal's error is reported and the others go on.
+    async fn sweep_all<F, Fut>(&self, report: &mut Reconciled, sweep: F) -> Result<(), WalletError>
+    where
+        F: Fn(WithdrawalRow) -> Fut,
+        Fut: Future<Output = (WithdrawalRow, Reconciled, Result<(), WalletError>)>,
+    {
+        use futures_util::StreamExt;
+        let rows = self.unfinished().await?;
+        let mut swept = futures_util::stream::iter(rows)
+            .map(sweep)
+            .buffer_unordered(SWEEP_CONCURRENCY);
+        while let Some((row, part, result)) = swept.next().await {
+            report.moved.extend(part.moved);
+            report.to_pay.extend(part.to_pay);
+            report.errors.extend(part.errors);
+            if let Err(error) = result {
+                report
+                    .errors
+                    .push(format!("withdrawal {}: {error}", row.id));
+            }
         }
         Ok(())
     }
@@ -516,14 +570,12 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
                     .push(format!("{payout}: attempt {txid} undecided: {reason}"));
             }
         }
-        for row in self.unfinished().await? {
-            let result = self.sweep_attempts(chain, &row, &mut report).await;
-            if let Err(error) = result {
-                report
-                    .errors
-                    .push(format!("withdrawal {}: {error}", row.id));
-            }
-        }
+        self.sweep_all(&mut report, |row| async move {
+            let mut part = Reconciled::default();
+            let result = self.sweep_attempts(chain, &row, &mut part).await;
+            (row, part, result)
+        })
+        .await?;
         Ok(report)
     }
 
@@ -713,14 +765,12 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
                 break;
             }
         }
-        for row in self.unfinished().await? {
-            let result = self.sweep_nonce(chain, &row, &mut report).await;
-            if let Err(error) = result {
-                report
-                    .errors
-                    .push(format!("withdrawal {}: {error}", row.id));
-            }
-        }
+        self.sweep_all(&mut report, |row| async move {
+            let mut part = Reconciled::default();
+            let result = self.sweep_nonce(chain, &row, &mut part).await;
+            (row, part, result)
+        })
+        .await?;
         Ok(report)
     }
 
