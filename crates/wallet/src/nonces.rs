@@ -31,6 +31,8 @@ use crate::{NONCE_LEASE, Reconciled, Sent, Wallet, WalletError};
 /// chain mines an address's nonces in order, so the lowest undecided ones are the ones that
 /// can move); the rest wait for the next round.
 pub const NONCES_SETTLE_MAX: usize = 64;
+/// How many nonces a settle call looks at, at once.
+pub const SETTLE_CONCURRENCY: usize = 16;
 
 /// How [`Wallet::settle_nonces`] treats transactions that wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,20 +381,26 @@ impl<P: ChainReplace> Wallet<P> {
                 "{chain} has no account nonces"
             )));
         };
-        let mut report = Vec::with_capacity(unsettled.len());
-        for held in unsettled {
-            let result = self
-                .settle_nonce(from_index, &from, &held, sequence.mined, policy)
-                .await;
-            if let Err(error) = &result {
-                tracing::warn!(%chain, from = %from, payout = %held.payout, nonce = held.nonce, %error, "settling a nonce failed; the others go on");
-            }
-            report.push(NonceSettled {
-                payout: held.payout,
-                nonce: held.nonce,
-                result,
-            });
-        }
+        // Each nonce is settled on its own row: a few at a time, reported in nonce order.
+        use futures_util::StreamExt;
+        let from = &from;
+        let report = futures_util::stream::iter(unsettled)
+            .map(|held| async move {
+                let result = self
+                    .settle_nonce(from_index, from, &held, sequence.mined, policy)
+                    .await;
+                if let Err(error) = &result {
+                    tracing::warn!(%chain, from = %from, payout = %held.payout, nonce = held.nonce, %error, "settling a nonce failed; the others go on");
+                }
+                NonceSettled {
+                    payout: held.payout,
+                    nonce: held.nonce,
+                    result,
+                }
+            })
+            .buffered(SETTLE_CONCURRENCY)
+            .collect()
+            .await;
         Ok(report)
     }
 
