@@ -275,6 +275,48 @@ pub fn btc_text_to_sat(text: &str) -> Option<u64> {
     u64::try_from(value).ok()
 }
 
+impl Bitcoin {
+    /// A transaction in a block: the fee it paid (satoshi) and the scripts of its outputs, in
+    /// order, from `getrawtransaction` at verbosity 2 (the node's transaction index gives the
+    /// fee); None while it is not in a block.
+    pub async fn fee_and_outputs(
+        &self,
+        txid: &str,
+    ) -> Result<Option<(u64, Vec<ScriptBuf>)>, ChainError> {
+        Txid::from_str(txid).map_err(|error| ChainError::permanent(format!("txid: {error}")))?;
+        let answer = match self.rpc.call("getrawtransaction", json!([txid, 2])).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                // Not found, or an error to give back.
+                not_found_or_error(error)?;
+                return Ok(None);
+            }
+        };
+        if answer["blockhash"].as_str().is_none() {
+            return Ok(None);
+        }
+        let fee = answer["fee"]
+            .as_number()
+            .and_then(|fee| btc_text_to_sat(&fee.to_string()))
+            .ok_or_else(|| {
+                ChainError::retriable(format!(
+                    "getrawtransaction {txid}: no fee in satoshi ({})",
+                    answer["fee"]
+                ))
+            })?;
+        let mut scripts = Vec::new();
+        for output in answer["vout"].as_array().into_iter().flatten() {
+            let hex = output["scriptPubKey"]["hex"].as_str().unwrap_or_default();
+            scripts.push(ScriptBuf::from_hex(hex).map_err(|error| {
+                ChainError::retriable(format!(
+                    "getrawtransaction {txid}: an output script: {error}"
+                ))
+            })?);
+        }
+        Ok(Some((fee, scripts)))
+    }
+}
+
 /// A transaction with every input's witness at its largest P2WPKH size (a 72-byte DER
 /// signature with its sighash byte, and a 33-byte key), for sizing before signing.
 fn with_dummy_witnesses(tx: &Transaction) -> Transaction {
@@ -924,6 +966,14 @@ impl ChainRead for Bitcoin {
     }
 
     /// Needs the node's `-txindex` for transactions already mined.
+    /// The whole transaction's fee (a batch's, for all its withdrawals).
+    async fn fee_paid(&self, txid: &str) -> Result<Option<Amount>, ChainError> {
+        Ok(self
+            .fee_and_outputs(txid)
+            .await?
+            .map(|(fee, _)| Amount::from_u128(u128::from(fee))))
+    }
+
     async fn transaction(&self, txid: &str) -> Result<TxStatus, ChainError> {
         Txid::from_str(txid).map_err(|error| ChainError::permanent(format!("txid: {error}")))?;
         let answer = match self.rpc.call("getrawtransaction", json!([txid, 1])).await {

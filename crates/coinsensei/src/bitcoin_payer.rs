@@ -336,8 +336,14 @@ impl BitcoinWithdrawals {
                 if row.state == to && i64::try_from(confirmations).ok() == Some(row.confirmations) {
                     return Ok(None);
                 }
+                let fee = if to == WithdrawalState::Completed {
+                    self.fee_share(&txid).await
+                } else {
+                    None
+                };
                 self.moved(&row, to, |t| {
                     t.txid = Some(txid.clone());
+                    t.fee = fee;
                     t.block_height = i64::try_from(block.number).ok();
                     t.confirmations = i64::try_from(confirmations).ok();
                     t.error = None;
@@ -462,6 +468,25 @@ impl BitcoinWithdrawals {
             return Err(format!("{to} is the hot wallet's own address"));
         }
         Ok((to, Amount::from_u128(sat)))
+    }
+
+    /// A withdrawal's share of its batch's fee (satoshi): the transaction's fee divided
+    /// evenly among the outputs that pay someone else (the change is ours), rounded down.
+    /// None when the node cannot say; never guessed.
+    async fn fee_share(&self, txid: &str) -> Option<String> {
+        let (fee, scripts) = match self.bitcoin.fee_and_outputs(txid).await {
+            Ok(found) => found?,
+            Err(error) => {
+                tracing::warn!(%txid, %error, "the batch's fee could not be read");
+                return None;
+            }
+        };
+        let payees = scripts
+            .iter()
+            .filter(|script| self.utxos.key_of(script).is_none())
+            .count();
+        let payees = u64::try_from(payees).ok().filter(|n| *n > 0)?;
+        Some((fee / payees).to_string())
     }
 
     /// What the hot wallet can spend now, as ("BTC", its receive address, satoshi): the

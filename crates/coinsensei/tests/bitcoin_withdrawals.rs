@@ -206,6 +206,34 @@ async fn bitcoin_withdrawals_are_batched_and_paid_once_through_kills(backend: Ba
         assert!(row["txid"].is_string(), "{row}");
         assert!(row["confirmations"].as_i64() >= Some(2), "{row}");
     }
+    // Each withdrawal's share of its batch's fee: the node's fee for the transaction divided
+    // among the outputs that pay someone (the change is the hot wallet's), rounded down.
+    let rpc = rpc(&node);
+    let mut by_tx: HashMap<String, Vec<u64>> = HashMap::new();
+    for row in rows.iter().filter(|row| row["state"] == "completed") {
+        let share: u64 = row["fee_base_units"].as_str().unwrap().parse().unwrap();
+        by_tx
+            .entry(row["txid"].as_str().unwrap().to_string())
+            .or_default()
+            .push(share);
+    }
+    for (txid, shares) in &by_tx {
+        let answer = rpc
+            .call("getrawtransaction", json!([txid, 2]))
+            .await
+            .unwrap();
+        let fee = chain_bitcoin::btc_text_to_sat(&answer["fee"].to_string()).unwrap();
+        let outputs = answer["vout"].as_array().unwrap().len() as u64;
+        // Its withdrawals and at most one change output.
+        let payees = shares.len() as u64;
+        assert!(
+            outputs == payees || outputs == payees + 1,
+            "{txid}: {answer}"
+        );
+        for share in shares {
+            assert_eq!(*share, fee / payees, "{txid}");
+        }
+    }
 
     // The chain, not the store: each recipient received its amount exactly once.
     let recipients: Vec<Address> = (0..COUNT).map(recipient).chain([dust_to]).collect();
