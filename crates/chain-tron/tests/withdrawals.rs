@@ -197,6 +197,28 @@ async fn an_expired_attempt_is_paid_again_once(db: &TestDb) {
     assert_eq!(usdt_of_recipient(&ledger), 3_000_000);
 }
 
+/// A transfer the node never took, not yet expired: the round sends the same bytes again
+/// (counted for `/metrics`), and it completes with its first txid.
+async fn a_lost_broadcast_is_sent_again_and_counted(db: &TestDb) {
+    let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
+    let id = withdrawal(&store, "k-8", "USDT", "700000").await;
+    ledger.lock().unwrap().broadcasts_down = true;
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    let txid = state(&store, id).await.txid.unwrap();
+    ledger.lock().unwrap().broadcasts_down = false;
+    let report = payer.reconcile_attempts().await.unwrap();
+    assert_eq!(report.rebroadcasts, 1, "{report:?}");
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    let report = payer.reconcile_attempts().await.unwrap();
+    assert_eq!(report.rebroadcasts, 0, "{report:?}");
+    let row = state(&store, id).await;
+    assert_eq!(
+        (row.state, row.txid),
+        (WithdrawalState::Completed, Some(txid))
+    );
+    assert_eq!(usdt_of_recipient(&ledger), 700_000);
+}
+
 /// A TRC-20 transfer that lands but fails (out of energy): manual review, never paid again.
 async fn landed_but_failed_goes_to_manual_review(db: &TestDb) {
     let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
@@ -278,4 +300,5 @@ testkit::on_both_stores!(
     landed_but_failed_goes_to_manual_review,
     a_short_hot_wallet_waits,
     old_unfinished_withdrawals_do_not_starve_newer_ones,
+    a_lost_broadcast_is_sent_again_and_counted,
 );

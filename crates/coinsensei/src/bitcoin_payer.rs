@@ -201,6 +201,7 @@ impl BitcoinWithdrawals {
         self.sync().await?;
         let payer = self.payer();
         let settled = payer.reconcile().await.map_err(chain_error)?;
+        report.rebroadcasts = u64::try_from(settled.rebroadcast.len()).unwrap_or(u64::MAX);
         let held: HashSet<String> = settled.held.into_iter().collect();
         let mut free = Vec::new();
         for row in self

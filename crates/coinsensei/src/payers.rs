@@ -152,6 +152,13 @@ impl Withdrawals {
                 if !report.moved.is_empty() {
                     tracing::info!(chain = %self.chain, moved = report.moved.len(), queued = report.to_pay.len(), "withdrawals reconciled");
                 }
+                if report.rebroadcasts > 0
+                    && let Err(error) = store
+                        .payout_rebroadcasts_add(self.chain, report.rebroadcasts)
+                        .await
+                {
+                    tracing::warn!(chain = %self.chain, %error, "counting rebroadcasts");
+                }
             }
             Err(error) => {
                 tracing::warn!(chain = %self.chain, %error, "a reconcile round failed; the next one tries again");

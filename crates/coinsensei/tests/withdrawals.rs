@@ -189,6 +189,15 @@ async fn metrics_show_the_pipeline(database_url: &str, up: &Up, count: u32) {
     )
     .unwrap();
     assert!(transactions >= f64::from(count), "{transactions}");
+    // Sent again only when the node lost one: counted, whatever the number.
+    assert!(
+        value(
+            &text,
+            r#"coinsensei_payout_rebroadcasts_total{chain="ethereum"}"#
+        )
+        .is_some(),
+        "{text}"
+    );
     assert_eq!(
         value(
             &text,

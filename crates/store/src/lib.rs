@@ -39,7 +39,7 @@ pub use nonces::{
     NonceReserve, NonceSettle, NonceSettlement, NonceTx, NonceTxNew, NonceUnsettled,
     RAW_TX_BYTES_MAX,
 };
-pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance};
+pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
 pub use scans::{
     DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,

@@ -24,6 +24,18 @@ pub struct HotWalletBalance {
     pub checked_at: DateTime<Utc>,
 }
 
+/// What a chain's payouts have cost in transactions (see [`Store::payout_transaction_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayoutCounts {
+    pub chain: Chain,
+    /// Transactions signed for payouts.
+    pub transactions: i64,
+    /// Those beyond each payout's first.
+    pub replacements: i64,
+    /// Stored transactions sent again because the node no longer knew them.
+    pub rebroadcasts: i64,
+}
+
 /// The most completed withdrawals [`Store::withdrawal_completion_times`] reads.
 pub const COMPLETION_TIMES_MAX: i64 = 10_000;
 
@@ -87,35 +99,63 @@ impl Store {
         })
     }
 
-    /// Per chain: the transactions signed for payouts, and those beyond each payout's first
-    /// (an Ethereum nonce's fee replacements, a Bitcoin payout's RBF bumps, a TRON payout
-    /// paid again after its attempt was proven dead). Chains without any are left out.
-    pub async fn payout_transaction_counts(&self) -> Result<Vec<(Chain, i64, i64)>, StoreError> {
+    /// Counts `n` more stored transactions of `chain` sent again.
+    pub async fn payout_rebroadcasts_add(&self, chain: Chain, n: u64) -> Result<(), StoreError> {
+        let n = i64::try_from(n).map_err(|_| StoreError::Invalid(format!("{n} rebroadcasts")))?;
+        on_write!(self, |conn, _d| {
+            sqlx::query(
+                "insert into payout_counter (chain, kind, n) values ($1, 'rebroadcast', $2)
+                 on conflict (chain, kind) do update set n = payout_counter.n + excluded.n",
+            )
+            .bind(chain.as_str())
+            .bind(n)
+            .execute(&mut *conn)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// Per chain: the transactions signed for payouts, those beyond each payout's first (an
+    /// Ethereum nonce's fee replacements, a Bitcoin payout's RBF bumps, a TRON payout paid
+    /// again after its attempt was proven dead), and the rebroadcasts. Chains without any
+    /// are left out.
+    pub async fn payout_transaction_counts(&self) -> Result<Vec<PayoutCounts>, StoreError> {
         on_pool!(self, |pool, _d| {
             let rows = sqlx::query(
                 "select chain, count(*) as transactions,
-                        count(*) - count(distinct payout) as replacements
+                        count(*) - count(distinct payout) as replacements, 0 as rebroadcasts
                  from payout_attempt group by chain
                  union all
                  select chain, count(*) as transactions,
-                        sum(case when seq > 0 then 1 else 0 end) as replacements
-                 from nonce_tx group by chain",
+                        sum(case when seq > 0 then 1 else 0 end) as replacements,
+                        0 as rebroadcasts
+                 from nonce_tx group by chain
+                 union all
+                 select chain, 0 as transactions, 0 as replacements, n as rebroadcasts
+                 from payout_counter where kind = 'rebroadcast'",
             )
             .fetch_all(pool)
             .await?;
-            let mut counts: Vec<(Chain, i64, i64)> = Vec::new();
+            let mut counts: Vec<PayoutCounts> = Vec::new();
             for row in &rows {
                 let chain: String = row.try_get("chain")?;
                 let chain = chain_of(&chain, "payout chain")?;
-                let transactions: i64 = row.try_get("transactions")?;
-                let replacements: i64 = row.try_get("replacements")?;
-                match counts.iter_mut().find(|(each, _, _)| *each == chain) {
-                    Some(entry) => {
-                        entry.1 += transactions;
-                        entry.2 += replacements;
+                let index = match counts.iter().position(|each| each.chain == chain) {
+                    Some(index) => index,
+                    None => {
+                        counts.push(PayoutCounts {
+                            chain,
+                            transactions: 0,
+                            replacements: 0,
+                            rebroadcasts: 0,
+                        });
+                        counts.len() - 1
                     }
-                    None => counts.push((chain, transactions, replacements)),
-                }
+                };
+                let entry = &mut counts[index];
+                entry.transactions += row.try_get::<i64, _>("transactions")?;
+                entry.replacements += row.try_get::<i64, _>("replacements")?;
+                entry.rebroadcasts += row.try_get::<i64, _>("rebroadcasts")?;
             }
             Ok(counts)
         })

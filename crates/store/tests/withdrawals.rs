@@ -525,8 +525,19 @@ async fn state_ages_and_completion_times(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
-    // No payout transactions yet.
+    // No payout transactions yet; rebroadcasts add up per chain.
     assert!(store.payout_transaction_counts().await.unwrap().is_empty());
+    store.payout_rebroadcasts_add(Chain::Tron, 2).await.unwrap();
+    store.payout_rebroadcasts_add(Chain::Tron, 3).await.unwrap();
+    assert_eq!(
+        store.payout_transaction_counts().await.unwrap(),
+        vec![store::PayoutCounts {
+            chain: Chain::Tron,
+            transactions: 0,
+            replacements: 0,
+            rebroadcasts: 5,
+        }]
+    );
 }
 
 testkit::on_both_stores!(

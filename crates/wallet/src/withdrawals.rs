@@ -77,6 +77,8 @@ pub struct Reconciled {
     pub to_pay: Vec<i64>,
     /// Problems met on the way, one per withdrawal or transaction; the round went on.
     pub errors: Vec<String>,
+    /// Stored transactions sent again because the node no longer knew them.
+    pub rebroadcasts: u64,
 }
 
 /// How a chain's withdrawals are confirmed.
@@ -559,6 +561,9 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
         let chain = self.chain();
         let mut report = Reconciled::default();
         for settled in self.wallet.reconcile_attempts(None).await? {
+            if matches!(settled, Settled::Rebroadcast { .. }) {
+                report.rebroadcasts += 1;
+            }
             if let Settled::Undecided {
                 payout,
                 txid,
@@ -751,6 +756,10 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
             for settled in settled {
                 match settled.result {
                     Ok(NonceOutcome::Mined { .. } | NonceOutcome::Foreign { .. }) => {}
+                    Ok(NonceOutcome::Rebroadcast { .. }) => {
+                        report.rebroadcasts += 1;
+                        all_settled = false;
+                    }
                     Ok(_) => all_settled = false,
                     Err(error) => {
                         all_settled = false;

@@ -20,6 +20,7 @@
 //!   `coinsensei_payout_transactions_total` and `coinsensei_payout_replacements_total` (by
 //!   chain: transactions signed for payouts, and those beyond each payout's first: Ethereum
 //!   fee replacements, Bitcoin RBF bumps, TRON payments made again after a proven death),
+//!   `coinsensei_payout_rebroadcasts_total` (by chain: stored transactions sent again),
 //!   and `coinsensei_hot_wallet_balance` with `coinsensei_hot_wallet_balance_age_seconds`
 //!   (by chain and asset, in the asset's base units, as the withdrawal worker last read it
 //!   from its node).
@@ -273,11 +274,15 @@ async fn withdrawal_pipeline(state: &AppState, now: chrono::DateTime<Utc>) -> Re
         metrics::gauge!("coinsensei_withdrawal_completion_seconds_count", "chain" => chain.as_str())
             .set(times.len() as f64);
     }
-    for (chain, transactions, replacements) in state.store.payout_transaction_counts().await? {
-        metrics::counter!("coinsensei_payout_transactions_total", "chain" => chain.as_str())
-            .absolute(u64::try_from(transactions).unwrap_or(0));
-        metrics::counter!("coinsensei_payout_replacements_total", "chain" => chain.as_str())
-            .absolute(u64::try_from(replacements).unwrap_or(0));
+    for counts in state.store.payout_transaction_counts().await? {
+        let chain = counts.chain.as_str();
+        for (name, value) in [
+            ("coinsensei_payout_transactions_total", counts.transactions),
+            ("coinsensei_payout_replacements_total", counts.replacements),
+            ("coinsensei_payout_rebroadcasts_total", counts.rebroadcasts),
+        ] {
+            metrics::counter!(name, "chain" => chain).absolute(u64::try_from(value).unwrap_or(0));
+        }
     }
     for balance in state.store.hot_wallet_list().await? {
         let units = balance.units.parse::<f64>().unwrap_or(f64::NAN);

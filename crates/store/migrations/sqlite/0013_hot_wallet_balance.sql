@@ -15,3 +15,12 @@ create table hot_wallet_balance (
 
 -- The last hour's completed withdrawals, newest first, for `/metrics`' completion times.
 create index withdrawal_state_updated on withdrawal (state, updated_at);
+
+-- Payout events that leave no row of their own, counted per chain for `/metrics`: a
+-- `rebroadcast` is a stored transaction sent again because the node no longer knew it.
+create table payout_counter (
+    chain text not null check (chain in ('tron', 'ethereum', 'bitcoin')),
+    kind  text not null check (kind in ('rebroadcast')),
+    n     integer not null check (n >= 0),
+    primary key (chain, kind)
+) strict;
