@@ -120,6 +120,22 @@ pub async fn run(
     code
 }
 
+/// `text` as a TOML basic string (a path may hold a quote or a backslash).
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// `dir`, emptied: only a directory this command made (it holds `.devnet`) is ever removed.
 fn fresh_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     let marker = dir.join(".devnet");
@@ -237,35 +253,34 @@ impl Chains {
     /// The configuration `up` runs on: a withdrawal worker per chain that runs here.
     fn write_config(&self) -> anyhow::Result<PathBuf> {
         let dir = &self.dir;
-        let mut text = format!(
-            "# Written by `coinsensei up --devnet`; remade at every start.\n\
-             database_url = \"sqlite://{db}\"\n\
-             keystore = \"{dir}/keystore.json\"\n\
-             keystore_password_file = \"{dir}/password\"\n\
-             bitcoin_network = \"regtest\"\n\
-             tron_rpc_url = \"{tron}\"\n",
-            db = dir.join("coinsensei.db").display(),
-            dir = dir.display(),
-            tron = self.tron.url,
-        );
+        let path_in = |name: &str| quoted(&dir.join(name).display().to_string());
+        // Top-level keys first, then the tables.
+        let mut keys = vec![
+            format!(
+                "database_url = {}",
+                quoted(&format!("sqlite://{}", dir.join("coinsensei.db").display()))
+            ),
+            format!("keystore = {}", path_in("keystore.json")),
+            format!("keystore_password_file = {}", path_in("password")),
+            "bitcoin_network = \"regtest\"".to_string(),
+            format!("tron_rpc_url = {}", quoted(&self.tron.url)),
+        ];
+        let mut tables = Vec::new();
         if let Some((_, url, token)) = &self.anvil {
-            text.push_str(&format!(
-                "ethereum_rpc_url = \"{url}\"\nethereum_chain_id = 31337\n\
-                 [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n"
+            keys.push(format!("ethereum_rpc_url = {}", quoted(url)));
+            keys.push("ethereum_chain_id = 31337".into());
+            tables.push(format!(
+                "[[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = {}",
+                quoted(token)
             ));
         }
         if let Some((_, url, cookie)) = &self.bitcoind {
-            // Top-level keys must come before the first table.
-            text = text.replacen(
-                "tron_rpc_url",
-                &format!(
-                    "bitcoin_rpc_url = \"{url}\"\nbitcoin_rpc_cookie_file = \"{}\"\n\
-                     bitcoin_batch_wait = {}\ntron_rpc_url",
-                    cookie.display(),
-                    BITCOIN_BLOCK.as_secs()
-                ),
-                1,
-            );
+            keys.push(format!("bitcoin_rpc_url = {}", quoted(url)));
+            keys.push(format!(
+                "bitcoin_rpc_cookie_file = {}",
+                quoted(&cookie.display().to_string())
+            ));
+            keys.push(format!("bitcoin_batch_wait = {}", BITCOIN_BLOCK.as_secs()));
         }
         for (chain, runs) in [
             ("tron", true),
@@ -273,11 +288,16 @@ impl Chains {
             ("bitcoin", self.bitcoind.is_some()),
         ] {
             if runs {
-                text.push_str(&format!(
-                    "[[workers]]\nkind = \"withdrawal\"\nchain = \"{chain}\"\n"
+                tables.push(format!(
+                    "[[workers]]\nkind = \"withdrawal\"\nchain = \"{chain}\""
                 ));
             }
         }
+        let text = format!(
+            "# Written by `coinsensei up --devnet`; remade at every start.\n{}\n{}\n",
+            keys.join("\n"),
+            tables.join("\n")
+        );
         let path = dir.join("coinsensei.toml");
         std::fs::write(&path, text)?;
         Ok(path)
@@ -493,4 +513,29 @@ async fn tokens(settings: &Settings) -> anyhow::Result<Tokens> {
     let (_, admin) = web::auth::issue(&store, "devnet-admin", Role::Admin, now).await?;
     store.close().await;
     Ok(Tokens { service, admin })
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::providers::Format;
+
+    use super::quoted;
+
+    /// A path with a quote, a backslash or a control character reads back as itself.
+    #[test]
+    fn quoted_paths_read_back_as_written() {
+        for text in [
+            "/tmp/plain",
+            "/tmp/a \"b\"",
+            "C:\\data\\x",
+            "/tmp/tab\there",
+        ] {
+            let document = format!("key = {}\n", quoted(text));
+            let read: std::collections::HashMap<String, String> =
+                figment::Figment::from(figment::providers::Toml::string(&document))
+                    .extract()
+                    .unwrap();
+            assert_eq!(read["key"], text, "{document}");
+        }
+    }
 }
