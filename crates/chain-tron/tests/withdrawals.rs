@@ -61,6 +61,7 @@ async fn withdrawal(store: &Store, key: &str, asset: &str, amount: &str) -> i64 
             amount: amount.into(),
             actor: "token:1:backend".into(),
             job: None,
+            approval: false,
             now: Utc::now(),
         })
         .await

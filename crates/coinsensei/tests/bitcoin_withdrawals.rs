@@ -305,6 +305,7 @@ async fn a_processing_withdrawal_held_by_a_stored_batch_is_not_paid_again(backen
             amount: "150000".into(),
             actor: "test".into(),
             job: None,
+            approval: false,
             now: chrono::Utc::now(),
         })
         .await
@@ -456,6 +457,7 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
             amount: "250000".into(),
             actor: "test".into(),
             job: None,
+            approval: false,
             now: chrono::Utc::now(),
         })
         .await

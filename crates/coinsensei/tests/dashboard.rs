@@ -58,6 +58,7 @@ async fn withdrawal(store: &store::Store, asset: &str, amount: &str, key: &str) 
             amount: amount.into(),
             actor: "token:9:backend".into(),
             job: None,
+            approval: false,
             now: Utc::now(),
         })
         .await

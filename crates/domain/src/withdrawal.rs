@@ -10,6 +10,9 @@
 string_enum!(
     /// Where a withdrawal is.
     ///
+    /// - `approval`: above its asset's approval threshold, it waits for approvals from
+    ///   distinct operator tokens (never its creator's); nothing queued, nothing signed.
+    ///   Approved: `pending`, its job queued in the same transaction; rejected: `failed`.
     /// - `pending`: accepted and queued; nothing signed. The only state a cancel leaves.
     /// - `processing`: a payer has taken it and may sign from here on, so it can no longer be
     ///   canceled. A payer that finds the hot wallet short moves it back to `pending` (nothing
@@ -17,6 +20,7 @@ string_enum!(
     /// - `broadcast`: a signed transaction is stored and was sent; it may land.
     /// - `confirming`: in a block, short of the chain's confirmation policy.
     WithdrawalState, "withdrawal state", {
+        Approval => "approval",
         Pending => "pending",
         Processing => "processing",
         Broadcast => "broadcast",
@@ -40,7 +44,10 @@ impl WithdrawalState {
     /// Whether a transaction for it may have been signed (so it may be paid, and can never
     /// be canceled).
     pub fn may_be_signed(self) -> bool {
-        !matches!(self, WithdrawalState::Pending | WithdrawalState::Canceled)
+        !matches!(
+            self,
+            WithdrawalState::Approval | WithdrawalState::Pending | WithdrawalState::Canceled
+        )
     }
 
     /// Whether a withdrawal may move from `self` to `to`.
@@ -48,8 +55,10 @@ impl WithdrawalState {
         use WithdrawalState::*;
         matches!(
             (self, to),
+            // Approved (queued), rejected, or canceled by the backend meanwhile.
+            (Approval, Pending | Failed | Canceled)
             // A payer takes it; or it is canceled, or refused before anything is signed.
-            (Pending, Processing | Canceled | Failed)
+                | (Pending, Processing | Canceled | Failed)
                 // Signed and stored, then sent; or given back unsigned (the hot wallet is
                 // short); refused before signing; or something a person must judge.
                 | (Processing, Broadcast | Pending | Failed | ManualReview)
@@ -134,6 +143,9 @@ mod tests {
     #[test]
     fn transitions_are_exactly_the_table() {
         let allowed = [
+            (Approval, Pending),
+            (Approval, Failed),
+            (Approval, Canceled),
             (Pending, Processing),
             (Pending, Canceled),
             (Pending, Failed),

@@ -5,6 +5,7 @@
 //! Every state change is a compare-and-set on the previous state (DESIGN.md §2.4), and every
 //! operator action is written together with its audit entry in one transaction.
 
+mod approvals;
 mod attempts;
 mod audit;
 mod changes;
@@ -26,6 +27,7 @@ use std::time::Duration;
 
 use domain::DesiredState;
 
+pub use approvals::{Approval, DECISION_REASON_LEN_MAX, WithdrawalDecided, WithdrawalDecision};
 pub use attempts::{
     ATTEMPT_INPUTS_MAX, ATTEMPT_MEMBERS_MAX, ATTEMPTS_LIVE_MAX, Attempt, AttemptNew, AttemptState,
     Outpoint,

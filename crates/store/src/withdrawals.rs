@@ -26,20 +26,20 @@ macro_rules! decode_withdrawal {
         let row = $row;
         let chain: String = row.try_get("chain")?;
         let state: String = row.try_get("state")?;
-        WithdrawalRow {
+        $crate::WithdrawalRow {
             id: row.try_get("id")?,
             idempotency_key: row.try_get("idempotency_key")?,
             request_hash: row.try_get("request_hash")?,
             reference: row.try_get("reference")?,
             chain: chain
                 .parse()
-                .map_err(|error| corrupt("withdrawal.chain", error))?,
+                .map_err(|error| $crate::corrupt("withdrawal.chain", error))?,
             asset: row.try_get("asset")?,
             destination: row.try_get("destination")?,
             amount: row.try_get("amount")?,
             state: state
                 .parse()
-                .map_err(|error| corrupt("withdrawal.state", error))?,
+                .map_err(|error| $crate::corrupt("withdrawal.state", error))?,
             error: row.try_get("error")?,
             txid: row.try_get("txid")?,
             block_height: row.try_get("block_height")?,
@@ -51,8 +51,9 @@ macro_rules! decode_withdrawal {
         }
     }};
 }
+pub(crate) use decode_withdrawal;
 
-const COLUMNS: &str = "id, idempotency_key, request_hash, reference, chain, asset, destination, \
+pub(crate) const COLUMNS: &str = "id, idempotency_key, request_hash, reference, chain, asset, destination, \
      amount, state, error, txid, block_height, confirmations, fee, created_by, created_at, \
      updated_at";
 
@@ -113,6 +114,9 @@ pub struct WithdrawalCreate {
     /// The queue and job kind that pay it, enqueued in the same transaction (a database
     /// queue); `None` when the queue lives elsewhere (Redis), and the caller enqueues it.
     pub job: Option<(Name, Name)>,
+    /// Above its asset's approval threshold: stored in `approval`, its job queued only when
+    /// it is approved ([`Store::withdrawal_decide`]).
+    pub approval: bool,
     pub now: DateTime<Utc>,
 }
 
@@ -302,9 +306,14 @@ impl Store {
             let sql = format!(
                 "insert into withdrawal (idempotency_key, request_hash, reference, chain, asset,
                      destination, amount, state, created_by, created_at, updated_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, 'pending', $8, $9, $9)
+                 values ($1, $2, $3, $4, $5, $6, $7, $10, $8, $9, $9)
                  returning {COLUMNS}"
             );
+            let state = if create.approval {
+                WithdrawalState::Approval
+            } else {
+                WithdrawalState::Pending
+            };
             let row = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(&create.idempotency_key)
                 .bind(&create.request_hash)
@@ -315,12 +324,17 @@ impl Store {
                 .bind(&create.amount)
                 .bind(&create.actor)
                 .bind(d::time(create.now))
+                .bind(state.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
             let row = decode_withdrawal!(&row, d);
             d::audit::insert_on(&mut *conn, &created_audit(&row)).await?;
-            if let Some((queue, kind)) = &create.job {
-                d::job_insert_on(&mut *conn, &withdrawal_job(&row, queue, kind)).await?;
+            if let Some((queue, kind)) = create.job.as_ref().filter(|_| !create.approval) {
+                d::job_insert_on(
+                    &mut *conn,
+                    &withdrawal_job(&row, queue, kind, row.created_at),
+                )
+                .await?;
             }
             row
         });
@@ -596,6 +610,15 @@ impl Store {
             now,
         );
         cancel.error = Some(format!("canceled by {actor}"));
+        // Still waiting for its approvals, nothing was queued or signed either; the
+        // compare-and-set below holds whichever it is by then.
+        if self
+            .withdrawal_get(id)
+            .await?
+            .is_some_and(|row| row.state == WithdrawalState::Approval)
+        {
+            cancel.from = WithdrawalState::Approval;
+        }
         match self.withdrawal_transition(&cancel).await {
             Err(StoreError::Conflict(_)) => {
                 let Some(row) = self.withdrawal_get(id).await? else {
@@ -633,16 +656,21 @@ fn same_request(
 
 /// The job that pays `row`: one per withdrawal (its unique key), carrying only its id; the
 /// handler reads everything else from the row.
-fn withdrawal_job(row: &WithdrawalRow, queue: &Name, kind: &Name) -> JobInsert {
+pub(crate) fn withdrawal_job(
+    row: &WithdrawalRow,
+    queue: &Name,
+    kind: &Name,
+    now: DateTime<Utc>,
+) -> JobInsert {
     JobInsert {
         queue: queue.clone(),
         kind: kind.clone(),
         args: serde_json::json!({ "withdrawal_id": row.id }),
         priority: 0,
-        run_at: row.created_at,
+        run_at: now,
         retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(row.payout_key()),
-        now: row.created_at,
+        now,
     }
 }
 
@@ -663,7 +691,7 @@ fn created_audit(row: &WithdrawalRow) -> AuditInsert {
     }
 }
 
-fn moved_audit(transition: &WithdrawalTransition, row: &WithdrawalRow) -> AuditInsert {
+pub(crate) fn moved_audit(transition: &WithdrawalTransition, row: &WithdrawalRow) -> AuditInsert {
     AuditInsert {
         actor: transition.actor.clone(),
         action: format!("withdrawal.{}", transition.to),

@@ -1,13 +1,14 @@
 //! The withdrawal table on both stores: idempotent creation with its job and audit entry in
 //! one transaction, compare-and-set moves along the state table only, cancel only before
 //! anything may be signed, listing and paging, and bad input that changes nothing; and what
-//! `/metrics` reads of them: hot wallet balances, state ages, completion times.
+//! `/metrics` reads of them: hot wallet balances, state ages, completion times; and four
+//! eyes: approvals that release a held withdrawal once, rejections, and what is refused.
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{Chain, JobState, Name, WithdrawalState};
 use store::{
     AuditList, HotWalletBalance, JobList, Store, StoreError, WithdrawalCreate, WithdrawalCreated,
-    WithdrawalList, WithdrawalScan, WithdrawalTransition,
+    WithdrawalDecision, WithdrawalList, WithdrawalScan, WithdrawalTransition,
 };
 use testkit::TestDb;
 
@@ -29,6 +30,7 @@ fn request(key: &str, hash: char) -> WithdrawalCreate {
             Name::new("tron.withdrawal").unwrap(),
             Name::new("withdrawal.pay").unwrap(),
         )),
+        approval: false,
         now: at(0),
     }
 }
@@ -540,6 +542,170 @@ async fn state_ages_and_completion_times(db: &TestDb) {
     );
 }
 
+fn decision(id: i64, token_id: i64, approve: bool, reason: Option<&str>) -> WithdrawalDecision {
+    WithdrawalDecision {
+        id,
+        token_id,
+        actor: format!("token:{token_id}:operator-{token_id}"),
+        approve,
+        reason: reason.map(str::to_string),
+        required: 2,
+        job: Some((
+            Name::new("tron.withdrawal").unwrap(),
+            Name::new("withdrawal.pay").unwrap(),
+        )),
+        now: at(100),
+    }
+}
+
+/// Four eyes: held in `approval` with no job; never decided by its creator's token; the
+/// same token twice counts once; the second distinct approval releases it to `pending` and
+/// queues its job in the same transaction; a rejection fails it with the reason; bad
+/// decisions change nothing; a held one can still be canceled.
+async fn approvals_release_or_reject_held_withdrawals(db: &TestDb) {
+    let store = db.store().await;
+    let mut create = request("held-1", 'a');
+    create.approval = true;
+    let held = store
+        .withdrawal_create(&create)
+        .await
+        .unwrap()
+        .row()
+        .clone();
+    assert_eq!(held.state, WithdrawalState::Approval);
+    assert!(jobs(&store).await.is_empty(), "nothing queued while held");
+    // The creator is token 1 (`token:1:backend`).
+    let error = store
+        .withdrawal_decide(&decision(held.id, 1, true, None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::Conflict(m) if m.contains("creator")),
+        "{error}"
+    );
+    let first = store
+        .withdrawal_decide(&decision(held.id, 2, true, None))
+        .await
+        .unwrap();
+    assert_eq!(first.row.state, WithdrawalState::Approval);
+    assert_eq!(first.approvals.len(), 1);
+    let again = store
+        .withdrawal_decide(&decision(held.id, 2, true, None))
+        .await
+        .unwrap();
+    assert!(again.repeated);
+    assert_eq!(
+        (again.row.state, again.approvals.len()),
+        (WithdrawalState::Approval, 1)
+    );
+    // Token 2 cannot change its mind into a rejection either.
+    assert!(matches!(
+        store
+            .withdrawal_decide(&decision(held.id, 2, false, Some("no")))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(jobs(&store).await.is_empty());
+    let second = store
+        .withdrawal_decide(&decision(held.id, 3, true, None))
+        .await
+        .unwrap();
+    assert_eq!(second.row.state, WithdrawalState::Pending);
+    assert_eq!(second.approvals.len(), 2);
+    let queued = jobs(&store).await;
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].unique_key.as_deref(),
+        Some(held.payout_key().as_str())
+    );
+    // Released: no more decisions.
+    assert!(matches!(
+        store.withdrawal_decide(&decision(held.id, 4, true, None)).await,
+        Err(StoreError::Conflict(m)) if m.contains("not waiting for approval")
+    ));
+
+    let mut create = request("held-2", 'b');
+    create.approval = true;
+    let rejected = store.withdrawal_create(&create).await.unwrap().row().id;
+    for bad in [
+        decision(rejected, 2, false, None),
+        decision(rejected, 2, false, Some("  ")),
+        decision(rejected, 2, false, Some(&"x".repeat(501))),
+        decision(rejected, 2, false, Some("line\nbreak")),
+        WithdrawalDecision {
+            required: 0,
+            ..decision(rejected, 2, true, None)
+        },
+    ] {
+        let error = store.withdrawal_decide(&bad).await.unwrap_err();
+        assert!(matches!(error, StoreError::Invalid(_)), "{error}");
+    }
+    assert!(
+        store
+            .withdrawal_approvals(rejected)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let decided = store
+        .withdrawal_decide(&decision(
+            rejected,
+            2,
+            false,
+            Some("destination on a watch list"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(decided.row.state, WithdrawalState::Failed);
+    let reason = decided.row.error.unwrap();
+    assert!(
+        reason.contains("rejected by token:2") && reason.contains("watch list"),
+        "{reason}"
+    );
+    assert_eq!(
+        jobs(&store).await.len(),
+        1,
+        "a rejected one is never queued"
+    );
+
+    let mut create = request("held-3", 'c');
+    create.approval = true;
+    let canceled = store.withdrawal_create(&create).await.unwrap().row().id;
+    let row = store
+        .withdrawal_cancel(canceled, "token:1:backend", at(5))
+        .await
+        .unwrap();
+    assert_eq!(row.state, WithdrawalState::Canceled);
+    assert!(matches!(
+        store
+            .withdrawal_decide(&decision(999_999, 2, true, None))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+/// Two approvals at once: each sees the other, so the withdrawal is released once.
+async fn racing_approvals_release_once(db: &TestDb) {
+    let store = db.store().await;
+    for n in 0..5 {
+        let mut create = request(&format!("race-{n}"), 'a');
+        create.approval = true;
+        let id = store.withdrawal_create(&create).await.unwrap().row().id;
+        let (first, second) = (decision(id, 2, true, None), decision(id, 3, true, None));
+        let (a, b) = tokio::join!(
+            store.withdrawal_decide(&first),
+            store.withdrawal_decide(&second),
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let released = [&a, &b]
+            .iter()
+            .filter(|each| each.row.state == WithdrawalState::Pending)
+            .count();
+        assert_eq!(released, 1, "{a:?} {b:?}");
+    }
+    assert_eq!(jobs(&store).await.len(), 5);
+}
+
 testkit::on_both_stores!(
     db:
     created_with_its_job_once_per_key,
@@ -550,4 +716,6 @@ testkit::on_both_stores!(
     bad_requests_change_nothing,
     hot_wallet_balances_keep_the_last_reading,
     state_ages_and_completion_times,
+    approvals_release_or_reject_held_withdrawals,
+    racing_approvals_release_once,
 );

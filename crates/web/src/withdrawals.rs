@@ -187,6 +187,7 @@ pub async fn create(
         amount: checked.amount.base_units().to_string(),
         actor: actor.to_string(),
         job: in_store.then(|| (queue_name.clone(), kind.clone())),
+        approval: false,
         now: Utc::now(),
     };
     let created = match store.withdrawal_create(&create).await {

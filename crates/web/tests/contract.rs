@@ -159,6 +159,7 @@ impl Fixture {
                 amount: "1500000".into(),
                 actor: "test".into(),
                 job: None,
+                approval: false,
                 now: Utc::now(),
             })
             .await
@@ -622,6 +623,7 @@ async fn metrics_scrape(db: &TestDb) {
             amount: "1".into(),
             actor: "test".into(),
             job: None,
+            approval: false,
             now: Utc::now() - chrono::Duration::seconds(90),
         })
         .await
@@ -652,6 +654,7 @@ async fn metrics_scrape(db: &TestDb) {
             amount: "1".into(),
             actor: "test".into(),
             job: None,
+            approval: false,
             now: Utc::now(),
         })
         .await

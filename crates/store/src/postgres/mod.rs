@@ -80,6 +80,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hot wallet balance",
         include_str!("../../migrations/postgres/0013_hot_wallet_balance.sql"),
     ),
+    (
+        14,
+        "withdrawal approval",
+        include_str!("../../migrations/postgres/0014_withdrawal_approval.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -270,6 +275,19 @@ pub(crate) mod dialect {
     ) -> Result<(), StoreError> {
         sqlx::query("select pg_advisory_xact_lock(hashtext('chain_block:' || $1))")
             .bind(chain.as_str())
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Serialises the deciders of one withdrawal until the transaction ends (its row
+    /// locked), so two approvals counted at once see each other.
+    pub(crate) async fn lock_withdrawal(
+        connection: &mut Connection,
+        id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("select id from withdrawal where id = $1 for update")
+            .bind(id)
             .execute(connection)
             .await?;
         Ok(())

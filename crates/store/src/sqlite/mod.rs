@@ -84,6 +84,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "hot wallet balance",
         include_str!("../../migrations/sqlite/0013_hot_wallet_balance.sql"),
     ),
+    (
+        14,
+        "withdrawal approval",
+        include_str!("../../migrations/sqlite/0014_withdrawal_approval.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -294,6 +299,14 @@ pub(crate) mod dialect {
     }
 
     /// Nothing to take: `begin immediate` serialises every SQLite writer already.
+    /// Nothing to lock: a write transaction (`begin immediate`) already runs alone.
+    pub(crate) async fn lock_withdrawal(
+        _connection: &mut Connection,
+        _id: i64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     pub(crate) async fn lock_payout(
         _connection: &mut Connection,
         _chain: domain::Chain,
