@@ -56,6 +56,7 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_batch_max",
     "bitcoin_batch_wait",
     "bitcoin_bump_after",
+    "approvals_required",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -140,6 +141,23 @@ pub struct RawConfig {
     pub bitcoin_batch_wait: f64,
     /// Seconds a Bitcoin payout may stay unconfirmed before its fee is bumped (default 600).
     pub bitcoin_bump_after: f64,
+    /// Per-asset withdrawal rules: `[[withdrawal_policy]] chain = "ethereum", asset = "ETH",
+    /// min = "0.001", max = "50", approval_above = "5"` (decimals in the asset's unit).
+    pub withdrawal_policy: Option<Vec<RawPolicy>>,
+    /// Approvals from this many distinct operator tokens release a withdrawal held above its
+    /// asset's `approval_above` (default 2).
+    pub approvals_required: u32,
+}
+
+/// One asset's `[[withdrawal_policy]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub chain: String,
+    pub asset: String,
+    pub min: Option<String>,
+    pub max: Option<String>,
+    pub approval_above: Option<String>,
 }
 
 /// An asset of the configuration's `[[assets]]`.
@@ -200,6 +218,8 @@ impl Default for RawConfig {
             workers: None,
             bitcoin_network: "mainnet".into(),
             assets: None,
+            withdrawal_policy: None,
+            approvals_required: web::withdrawals::APPROVALS_REQUIRED_DEFAULT,
             keystore: None,
             keystore_password_file: None,
             tron_hot_wallet_index: 0,
@@ -784,6 +804,59 @@ mod tests {
     }
 
     #[test]
+    fn withdrawal_policies_are_checked_with_the_key_named() {
+        let settings = load_toml(
+            "approvals_required = 3\n\
+             [[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmin = \"0.001\"\nmax = \"50\"\napproval_above = \"5\"\n",
+        )
+        .unwrap();
+        let intake = settings.intake();
+        assert_eq!(intake.approvals_required, 3);
+        assert_eq!(intake.policies.len(), 1);
+        assert_eq!(
+            intake.policies[0]
+                .min
+                .as_ref()
+                .unwrap()
+                .base_units()
+                .to_string(),
+            "1000000000000000"
+        );
+        assert_eq!(load_toml("").unwrap().intake().approvals_required, 2);
+        for (text, expected) in [
+            ("approvals_required = 0", "`approvals_required`"),
+            ("approvals_required = 11", "`approvals_required`"),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmin = \"2\"\nmax = \"1\"",
+                "`withdrawal_policy[0]`: min is above max",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmax = \"-1\"",
+                "`withdrawal_policy[0].max`",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmin = \"0.0000000000000000001\"",
+                "`withdrawal_policy[0].min`",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"DOGE\"",
+                "`withdrawal_policy[0].asset`",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\n[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"",
+                "`withdrawal_policy[1]`",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmaximum = \"1\"",
+                "maximum",
+            ),
+        ] {
+            let error = format!("{:#}", load_toml(text).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn defaults_run_every_supported_worker_on_embedded_sqlite() {
         let settings = load_toml("").unwrap();
         assert_eq!(settings.database_url, "sqlite://.coinsensei/coinsensei.db");
@@ -1017,6 +1090,8 @@ mod tests {
 #[derive(Debug, Clone)]
 pub struct WithdrawalSettings {
     pub catalogue: domain::AssetCatalogue,
+    pub policies: Vec<web::withdrawals::AssetPolicy>,
+    pub approvals_required: u32,
     pub bitcoin_network: chain::address::Network,
     pub keystore: Option<PathBuf>,
     pub keystore_password_file: Option<PathBuf>,
@@ -1086,8 +1161,11 @@ fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
             raw.bitcoin_confirmations
         );
     }
+    let policies = policies(raw, &catalogue)?;
     Ok(WithdrawalSettings {
         catalogue,
+        policies,
+        approvals_required: within("approvals_required", raw.approvals_required, 1, 10)?,
         bitcoin_network,
         keystore: raw.keystore.clone(),
         keystore_password_file: raw.keystore_password_file.clone(),
@@ -1120,6 +1198,62 @@ fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
     })
 }
 
+/// The `[[withdrawal_policy]]` entries, checked against the catalogue: a known asset, each
+/// amount a positive decimal in its unit, min not above max, one entry per asset.
+fn policies(
+    raw: &RawConfig,
+    catalogue: &domain::AssetCatalogue,
+) -> anyhow::Result<Vec<web::withdrawals::AssetPolicy>> {
+    let mut policies: Vec<web::withdrawals::AssetPolicy> = Vec::new();
+    for (index, entry) in raw.withdrawal_policy.iter().flatten().enumerate() {
+        let key = format!("withdrawal_policy[{index}]");
+        let chain: Chain = entry
+            .chain
+            .parse()
+            .with_context(|| format!("invalid configuration key `{key}.chain`"))?;
+        let asset = catalogue
+            .get(chain, &entry.asset)
+            .with_context(|| format!("invalid configuration key `{key}.asset`"))?;
+        let amount = |field: &str,
+                      text: &Option<String>|
+         -> anyhow::Result<Option<domain::Amount>> {
+            text.as_deref()
+                .map(|text| {
+                    domain::Amount::parse_positive(text, asset.decimals).map_err(|error| {
+                        anyhow::anyhow!(
+                            "invalid configuration key `{key}.{field}`: {text:?}: {error} (a positive amount in {})",
+                            asset.symbol
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let policy = web::withdrawals::AssetPolicy {
+            chain,
+            asset: asset.symbol.clone(),
+            min: amount("min", &entry.min)?,
+            max: amount("max", &entry.max)?,
+            approval_above: amount("approval_above", &entry.approval_above)?,
+        };
+        if let (Some(min), Some(max)) = (&policy.min, &policy.max)
+            && min.base_units() > max.base_units()
+        {
+            bail!("invalid configuration key `{key}`: min is above max");
+        }
+        if policies
+            .iter()
+            .any(|each| each.chain == chain && each.asset == policy.asset)
+        {
+            bail!(
+                "invalid configuration key `{key}`: {chain}/{} has a withdrawal_policy already",
+                policy.asset
+            );
+        }
+        policies.push(policy);
+    }
+    Ok(policies)
+}
+
 impl Settings {
     /// What withdrawal requests are checked against. Our own hot wallets are added where the
     /// keystore can be read without its password: not here (the intake never opens the
@@ -1129,6 +1263,8 @@ impl Settings {
             catalogue: self.withdrawals.catalogue.clone(),
             bitcoin_network: self.withdrawals.bitcoin_network,
             own_addresses: std::collections::HashSet::new(),
+            policies: self.withdrawals.policies.clone(),
+            approvals_required: self.withdrawals.approvals_required,
         }
     }
 }

@@ -395,9 +395,29 @@ enum WithdrawalsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a withdrawal that nothing was signed for yet (state pending).
+    /// Cancel a withdrawal that nothing was signed for yet (state pending or approval).
     Cancel {
         id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a withdrawal held for approval (above its asset's `approval_above`), as the
+    /// operator token in COINSENSEI_TOKEN: `--server` only, since four eyes are counted by
+    /// token. Its creator's token can never approve; the same token twice counts once.
+    Approve {
+        id: i64,
+        /// Why, for the audit log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reject a withdrawal held for approval: it fails with the reason (`--server` only).
+    Reject {
+        id: i64,
+        /// Why (required; shown as the withdrawal's error).
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         json: bool,
     },
@@ -885,6 +905,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     WithdrawalsCommand::Cancel { id, json } => {
                         w::remote::cancel(&remote, id, json).await
                     }
+                    WithdrawalsCommand::Approve { id, reason, json } => {
+                        w::remote::decide(&remote, id, true, reason, json).await
+                    }
+                    WithdrawalsCommand::Reject { id, reason, json } => {
+                        w::remote::decide(&remote, id, false, Some(reason), json).await
+                    }
                 };
             }
             let settings = global.settings(None)?;
@@ -910,6 +936,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 } => w::list(settings, state, chain, reference, limit, json).await,
                 WithdrawalsCommand::Show { id, json } => w::show(settings, id, json).await,
                 WithdrawalsCommand::Cancel { id, json } => w::cancel(settings, id, json).await,
+                WithdrawalsCommand::Approve { .. } | WithdrawalsCommand::Reject { .. } => {
+                    Err(anyhow::anyhow!(
+                        "approvals are counted per operator token: run it with --server URL and the token in COINSENSEI_TOKEN"
+                    ))
+                }
             }
         }
         Command::Tokens(command) => {

@@ -320,6 +320,16 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             backend(Method::POST, "/api/v1/withdrawals/{id}/cancel", Admin),
             post(w::cancel_withdrawal),
         ),
+        // Four eyes: operators decide, never the backend (a stolen service token must not
+        // release what it asked for).
+        (
+            route(Method::POST, "/api/v1/withdrawals/{id}/approve", Operator),
+            post(w::approve_withdrawal),
+        ),
+        (
+            route(Method::POST, "/api/v1/withdrawals/{id}/reject", Operator),
+            post(w::reject_withdrawal),
+        ),
         (
             route(Method::GET, "/api/openapi.json", Viewer),
             get(openapi),

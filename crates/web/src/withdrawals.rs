@@ -43,6 +43,10 @@ pub struct Intake {
     pub catalogue: AssetCatalogue,
     pub bitcoin_network: Network,
     pub own_addresses: HashSet<(Chain, String)>,
+    /// Per-asset limits and approval thresholds (`[[withdrawal_policy]]`).
+    pub policies: Vec<AssetPolicy>,
+    /// How many distinct operator tokens must approve a withdrawal held for approval.
+    pub approvals_required: u32,
 }
 
 impl Default for Intake {
@@ -51,8 +55,25 @@ impl Default for Intake {
             catalogue: AssetCatalogue::mainnet(),
             bitcoin_network: Network::Mainnet,
             own_addresses: HashSet::new(),
+            policies: Vec::new(),
+            approvals_required: APPROVALS_REQUIRED_DEFAULT,
         }
     }
+}
+
+/// Approvals from this many distinct operator tokens release a held withdrawal, by default.
+pub const APPROVALS_REQUIRED_DEFAULT: u32 = 2;
+
+/// What one asset's withdrawals must keep to, in base units: a withdrawal below `min` or
+/// above `max` is refused at intake (nothing stored); one above `approval_above` is held for
+/// approvals from distinct operator tokens before anything is queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssetPolicy {
+    pub chain: Chain,
+    pub asset: String,
+    pub min: Option<Amount>,
+    pub max: Option<Amount>,
+    pub approval_above: Option<Amount>,
 }
 
 /// A request as the backend sends it.
@@ -77,6 +98,9 @@ pub enum IntakeError {
     },
     #[error("idempotency key {0:?} was used before with another request")]
     KeyReused(String),
+    /// Refused by a configured rule, named.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// A request checked and normalised: what is stored.
@@ -86,6 +110,8 @@ struct Checked {
     destination: String,
     amount: Amount,
     reference: String,
+    /// Above the asset's approval threshold.
+    needs_approval: bool,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> IntakeError {
@@ -128,12 +154,41 @@ impl Intake {
         }
         domain::withdrawal::check_reference(&request.reference)
             .map_err(|error| invalid("reference", error.to_string()))?;
+        let policy = self
+            .policies
+            .iter()
+            .find(|policy| policy.chain == chain && policy.asset == asset.symbol);
+        let shown =
+            |units: &Amount| format!("{} {}", units.format_decimal(asset.decimals), asset.symbol);
+        let units = amount.base_units();
+        if let Some(policy) = policy {
+            if let Some(min) = policy.min.as_ref().filter(|min| units < min.base_units()) {
+                return Err(IntakeError::Policy(format!(
+                    "{} is below the minimum withdrawal of {} (withdrawal_policy {chain}/{}: min)",
+                    shown(&amount),
+                    shown(min),
+                    asset.symbol
+                )));
+            }
+            if let Some(max) = policy.max.as_ref().filter(|max| units > max.base_units()) {
+                return Err(IntakeError::Policy(format!(
+                    "{} is above the maximum withdrawal of {} (withdrawal_policy {chain}/{}: max)",
+                    shown(&amount),
+                    shown(max),
+                    asset.symbol
+                )));
+            }
+        }
+        let needs_approval = policy
+            .and_then(|policy| policy.approval_above.as_ref())
+            .is_some_and(|threshold| units > threshold.base_units());
         Ok(Checked {
             chain,
             asset: asset.symbol.clone(),
             destination: destination.as_str().to_string(),
             amount,
             reference: request.reference.clone(),
+            needs_approval,
         })
     }
 }
@@ -187,7 +242,7 @@ pub async fn create(
         amount: checked.amount.base_units().to_string(),
         actor: actor.to_string(),
         job: in_store.then(|| (queue_name.clone(), kind.clone())),
-        approval: false,
+        approval: checked.needs_approval,
         now: Utc::now(),
     };
     let created = match store.withdrawal_create(&create).await {
@@ -197,7 +252,10 @@ pub async fn create(
         }
         Err(error) => return Err(CreateError::Store(error)),
     };
-    if !in_store && let WithdrawalCreated::Created(row) = &created {
+    if !in_store
+        && let WithdrawalCreated::Created(row) = &created
+        && row.state == WithdrawalState::Pending
+    {
         let job = pay_job(row, queue_name, kind);
         if let Err(error) = queue.enqueue(&job).await {
             // Stored, not yet queued: the chain's reconciler queues it again.
@@ -244,6 +302,9 @@ impl From<CreateError> for ApiError {
                 "invalid",
                 error.to_string(),
             ),
+            CreateError::Intake(IntakeError::Policy(message)) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "policy_refused", message)
+            }
             CreateError::Store(error) => error.into(),
         }
     }
@@ -486,6 +547,136 @@ pub(crate) async fn cancel_withdrawal(
         .await?;
     tracing::info!(withdrawal = row.id, "withdrawal canceled");
     Ok(Json(dto(&row, &state.options.intake)))
+}
+
+/// The body of an approve or reject: an optional reason (required to reject).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    pub reason: Option<String>,
+}
+
+/// Records one operator token's decision on a withdrawal held for approval: the API's and
+/// the CLI's one way. Released with a queue outside the store (Redis), its job is queued
+/// here, after the commit (by its unique key; the reconciler queues a lost one again).
+pub async fn decide(
+    store: &Store,
+    queue: &dyn queue::Backend,
+    intake: &Intake,
+    caller: &Caller,
+    id: i64,
+    approve: bool,
+    reason: Option<String>,
+) -> Result<store::WithdrawalDecided, ApiError> {
+    let in_store = queue.name() != "redis";
+    let row = store.withdrawal_get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        )
+    })?;
+    let job = (
+        queue::queue_for(WorkerKind::Withdrawal, row.chain),
+        Name::new(PAY_JOB_KIND).expect("a valid job kind"),
+    );
+    let decided = store
+        .withdrawal_decide(&store::WithdrawalDecision {
+            id,
+            token_id: caller.token.id,
+            actor: caller.actor(),
+            approve,
+            reason,
+            required: intake.approvals_required,
+            job: in_store.then(|| job.clone()),
+            now: Utc::now(),
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+            }
+            other => other.into(),
+        })?;
+    if !decided.repeated {
+        tracing::info!(withdrawal = id, token = caller.token.id, approve, state = %decided.row.state, "withdrawal decision");
+    }
+    if !in_store && !decided.repeated && decided.row.state == WithdrawalState::Pending {
+        let (queue_name, kind) = job;
+        if let Err(error) = queue
+            .enqueue(&pay_job(&decided.row, queue_name, kind))
+            .await
+        {
+            tracing::warn!(withdrawal = id, %error, "an approved withdrawal's job was not queued; the reconciler will queue it");
+        }
+    }
+    Ok(decided)
+}
+
+/// A decision's answer: the withdrawal, and every decision on it so far.
+pub fn decided_dto(decided: &store::WithdrawalDecided, intake: &Intake) -> Value {
+    let mut body = dto(&decided.row, intake);
+    body["approvals"] = json!(
+        decided
+            .approvals
+            .iter()
+            .map(|each| json!({
+                "token_id": each.token_id,
+                "actor": each.actor,
+                "decision": if each.approve { "approve" } else { "reject" },
+                "reason": each.reason,
+                "at": each.decided_at.to_rfc3339(),
+            }))
+            .collect::<Vec<_>>()
+    );
+    body
+}
+
+async fn decide_route(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+    approve: bool,
+) -> Result<Json<Value>, ApiError> {
+    let id = withdrawal_id(&id)?;
+    let request: DecisionRequest = if body.is_empty() {
+        DecisionRequest::default()
+    } else {
+        object_body(&headers, &body)?
+    };
+    let decided = decide(
+        &state.store,
+        state.queue.as_ref(),
+        &state.options.intake,
+        &caller,
+        id,
+        approve,
+        request.reason,
+    )
+    .await?;
+    Ok(Json(decided_dto(&decided, &state.options.intake)))
+}
+
+pub(crate) async fn approve_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    decide_route(state, caller, id, headers, body, true).await
+}
+
+pub(crate) async fn reject_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    decide_route(state, caller, id, headers, body, false).await
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ const TRON_TO: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
 
 struct Api {
     store: Store,
+    options: web::WebOptions,
 }
 
 impl Api {
@@ -41,7 +42,7 @@ impl Api {
         let response = web::router(
             self.store.clone(),
             std::sync::Arc::new(queue::SqlBackend::new(self.store.clone())),
-            &web::WebOptions::default(),
+            &self.options,
         )
         .oneshot(
             request
@@ -115,6 +116,7 @@ fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, code: &s
 async fn created_once_per_idempotency_key(db: &TestDb) {
     let api = Api {
         store: db.store().await,
+        options: web::WebOptions::default(),
     };
     let backend = token(&api.store, Role::Service, "backend").await;
     let (status, first) = api
@@ -238,6 +240,7 @@ async fn created_once_per_idempotency_key(db: &TestDb) {
 async fn bad_requests_store_and_enqueue_nothing(db: &TestDb) {
     let api = Api {
         store: db.store().await,
+        options: web::WebOptions::default(),
     };
     let backend = token(&api.store, Role::Service, "backend").await;
     let with = |field: &str, value: Value| {
@@ -343,6 +346,7 @@ async fn bad_requests_store_and_enqueue_nothing(db: &TestDb) {
 async fn cancel_only_while_pending(db: &TestDb) {
     let api = Api {
         store: db.store().await,
+        options: web::WebOptions::default(),
     };
     let backend = token(&api.store, Role::Service, "backend").await;
     let (_, first) = api.create(&backend, Some("c-1"), &usdt("1", "u:1")).await;
@@ -394,6 +398,7 @@ async fn cancel_only_while_pending(db: &TestDb) {
 async fn the_service_role_does_withdrawals_and_nothing_else(db: &TestDb) {
     let api = Api {
         store: db.store().await,
+        options: web::WebOptions::default(),
     };
     let backend = token(&api.store, Role::Service, "backend").await;
     let viewer = token(&api.store, Role::Viewer, "wallboard").await;
@@ -440,10 +445,141 @@ async fn the_service_role_does_withdrawals_and_nothing_else(db: &TestDb) {
     assert_eq!(api.stored().await, 1);
 }
 
+/// Policy and four eyes through the API: below the minimum or above the maximum is refused
+/// with the rule named and nothing stored; above the approval threshold it is held with
+/// nothing queued; the backend and viewers cannot decide; the creator's token cannot either;
+/// two distinct operator tokens release it (its job queued once); a rejection fails another
+/// with the reason.
+async fn policy_and_four_eyes(db: &TestDb) {
+    let mut intake = web::withdrawals::Intake::default();
+    let units = |text: &str| domain::Amount::parse_positive(text, 6).unwrap();
+    intake.policies = vec![web::withdrawals::AssetPolicy {
+        chain: domain::Chain::Tron,
+        asset: "USDT".into(),
+        min: Some(units("1")),
+        max: Some(units("1000")),
+        approval_above: Some(units("100")),
+    }];
+    let api = Api {
+        store: db.store().await,
+        options: web::WebOptions {
+            intake: std::sync::Arc::new(intake),
+            ..web::WebOptions::default()
+        },
+    };
+    let backend = token(&api.store, Role::Service, "backend").await;
+    let viewer = token(&api.store, Role::Viewer, "wallboard").await;
+    let alice = token(&api.store, Role::Admin, "alice").await;
+    let bob = token(&api.store, Role::Operator, "bob").await;
+    for (amount, rule) in [("0.5", "min"), ("1000.000001", "max")] {
+        let (status, body) = api
+            .create(&backend, Some(amount), &usdt(amount, "user:1"))
+            .await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "policy_refused",
+        );
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("tron/USDT: {rule}")), "{message}");
+    }
+    assert_eq!(api.stored().await, 0);
+    let (status, small) = api
+        .create(&backend, Some("small"), &usdt("100", "user:1"))
+        .await;
+    assert_eq!(
+        (status, small["state"].as_str()),
+        (StatusCode::CREATED, Some("pending"))
+    );
+    assert_eq!(api.jobs().await, 1);
+    let (status, held) = api
+        .create(&alice, Some("big"), &usdt("100.000001", "user:2"))
+        .await;
+    assert_eq!(
+        (status, held["state"].as_str()),
+        (StatusCode::CREATED, Some("approval"))
+    );
+    assert_eq!(api.jobs().await, 1, "nothing queued while held");
+    let approve = format!("/api/v1/withdrawals/{}/approve", held["id"]);
+    for who in [&backend, &viewer] {
+        let (status, body) = api.call(Method::POST, &approve, who, None, None).await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    }
+    // alice created it.
+    let (status, body) = api.call(Method::POST, &approve, &alice, None, None).await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &approve,
+            &bob,
+            None,
+            Some(r#"{"reason": "known customer"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "approval");
+    assert_eq!(body["approvals"].as_array().unwrap().len(), 1);
+    // bob again: counted once.
+    let (status, body) = api.call(Method::POST, &approve, &bob, None, None).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("approval"))
+    );
+    let carol = token(&api.store, Role::Operator, "carol").await;
+    let (status, body) = api.call(Method::POST, &approve, &carol, None, None).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("pending")),
+        "{body}"
+    );
+    assert_eq!(api.jobs().await, 2, "released: its job queued");
+
+    let (_, other) = api
+        .create(&backend, Some("big-2"), &usdt("500", "user:3"))
+        .await;
+    let reject = format!("/api/v1/withdrawals/{}/reject", other["id"]);
+    let (status, body) = api.call(Method::POST, &reject, &bob, None, None).await;
+    assert_error(status, &body, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &reject,
+            &bob,
+            None,
+            Some(r#"{"reason": "sanctioned address"}"#),
+        )
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("failed")),
+        "{body}"
+    );
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("sanctioned address")
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/api/v1/withdrawals/{}/approve", other["id"]),
+            &carol,
+            None,
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT, "conflict");
+    assert_eq!(api.jobs().await, 2);
+}
+
 testkit::on_both_stores!(
     db:
     created_once_per_idempotency_key,
     bad_requests_store_and_enqueue_nothing,
     cancel_only_while_pending,
     the_service_role_does_withdrawals_and_nothing_else,
+    policy_and_four_eyes,
 );

@@ -295,6 +295,37 @@ pub mod remote {
         print_show(&withdrawal, as_json)
     }
 
+    /// `withdrawals approve|reject ID` against the server, as the token in use.
+    pub async fn decide(
+        remote: &Remote,
+        id: i64,
+        approve: bool,
+        reason: Option<String>,
+        as_json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let text_id = id.to_string();
+        let action = if approve { "approve" } else { "reject" };
+        let body = serde_json::json!({ "reason": reason });
+        let withdrawal = remote
+            .post(&["api", "v1", "withdrawals", &text_id, action], Some(&body))
+            .await?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&withdrawal)?);
+        } else {
+            let approvals = withdrawal["approvals"].as_array().map_or(0, |all| {
+                all.iter()
+                    .filter(|each| each["decision"] == "approve")
+                    .count()
+            });
+            println!(
+                "withdrawal {id}: {}d; now {} ({approvals} approval(s))",
+                action,
+                text(&withdrawal, "state")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+
     pub async fn cancel(remote: &Remote, id: i64, as_json: bool) -> anyhow::Result<ExitCode> {
         let text_id = id.to_string();
         let withdrawal = remote
