@@ -205,3 +205,123 @@ async fn operator_commands_drive_a_remote_control_plane() {
     );
     serve.stop().await;
 }
+
+/// Four eyes from the command line: a withdrawal above its asset's `approval_above` waits in
+/// `approval`; `withdrawals approve` by two operator tokens against the server releases it
+/// (the audit log names both); `reject` needs a reason; the local form is refused, since
+/// approvals are counted per token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawals_are_approved_from_the_command_line() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let config = db.dir().join("policy.toml");
+    std::fs::write(
+        &config,
+        "[[withdrawal_policy]]\nchain = \"tron\"\nasset = \"USDT\"\napproval_above = \"100\"\n",
+    )
+    .unwrap();
+    let backend = create_token(&db.url, "service", "backend").await;
+    let alice = create_token(&db.url, "operator", "alice").await;
+    let bob = create_token(&db.url, "operator", "bob").await;
+    let serve = Up::serve(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", db.url.as_str())],
+    )
+    .await;
+    let server = format!("http://{}", serve.address);
+    let create = |key: &'static str, amount: &'static str| {
+        let (server, backend) = (server.clone(), backend.clone());
+        async move {
+            let output = remote(
+                &server,
+                Some(&backend),
+                &[
+                    "withdrawals",
+                    "create",
+                    "--chain",
+                    "tron",
+                    "--asset",
+                    "USDT",
+                    "--to",
+                    "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7",
+                    "--amount",
+                    amount,
+                    "--reference",
+                    "user:9",
+                    "--idempotency-key",
+                    key,
+                    "--json",
+                ],
+            )
+            .await;
+            assert!(output.status.success(), "{}", stderr(&output));
+            serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+        }
+    };
+    let held = create("big-1", "250").await;
+    assert_eq!(held["state"], "approval");
+    let id = held["id"].to_string();
+    let output = remote(&server, Some(&alice), &["withdrawals", "approve", &id]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("now approval (1 approval(s))"),
+        "{}",
+        stdout(&output)
+    );
+    let output = remote(
+        &server,
+        Some(&bob),
+        &[
+            "withdrawals",
+            "approve",
+            &id,
+            "--reason",
+            "called the customer",
+        ],
+    )
+    .await;
+    assert!(
+        stdout(&output).contains("now pending (2 approval(s))"),
+        "{}",
+        stdout(&output)
+    );
+    let audit = store
+        .audit_list(&AuditList {
+            target: Some(format!("withdrawal:{id}")),
+            limit: 20,
+            ..AuditList::default()
+        })
+        .await
+        .unwrap();
+    let approvers: Vec<&str> = audit
+        .iter()
+        .filter(|entry| entry.action == "withdrawal.approve")
+        .map(|entry| entry.actor.as_str())
+        .collect();
+    assert_eq!(approvers.len(), 2, "{audit:?}");
+    assert!(approvers.iter().any(|actor| actor.ends_with(":alice")));
+
+    let other = create("big-2", "300").await["id"].to_string();
+    let output = remote(&server, Some(&alice), &["withdrawals", "reject", &other]).await;
+    assert!(!output.status.success(), "a rejection needs --reason");
+    let output = run(&db.url, &["withdrawals", "approve", &other]).await;
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--server"), "{}", stderr(&output));
+    let output = remote(
+        &server,
+        Some(&alice),
+        &[
+            "withdrawals",
+            "reject",
+            &other,
+            "--reason",
+            "duplicate request",
+        ],
+    )
+    .await;
+    assert!(
+        stdout(&output).contains("now failed"),
+        "{}",
+        stdout(&output)
+    );
+}
