@@ -220,6 +220,26 @@ async fn a_lost_broadcast_is_sent_again_and_counted(db: &TestDb) {
     assert_eq!(usdt_of_recipient(&ledger), 700_000);
 }
 
+/// The hot wallet keeps its floor: a payment that would leave less waits for funds, with
+/// the floor in the reason, and one that leaves exactly the floor is paid.
+async fn the_hot_wallet_keeps_its_floor(db: &TestDb) {
+    let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
+    // 10 USDT held; keep 9.
+    let payer = payer.with_floors(vec![("USDT".into(), domain::Amount::from_u128(9_000_000))]);
+    let id = withdrawal(&store, "k-9", "USDT", "1000001").await;
+    assert!(matches!(payer.pay(id).await, PayOutcome::Wait(_)));
+    let row = state(&store, id).await;
+    assert_eq!(row.state, WithdrawalState::Pending);
+    let reason = row.error.unwrap();
+    assert!(reason.contains("keeping its floor of 9000000"), "{reason}");
+    let id = withdrawal(&store, "k-10", "USDT", "1000000").await;
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    payer.reconcile_attempts().await.unwrap();
+    assert_eq!(state(&store, id).await.state, WithdrawalState::Completed);
+    assert_eq!(usdt_of_recipient(&ledger), 1_000_000);
+}
+
 /// A TRC-20 transfer that lands but fails (out of energy): manual review, never paid again.
 async fn landed_but_failed_goes_to_manual_review(db: &TestDb) {
     let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
@@ -302,4 +322,5 @@ testkit::on_both_stores!(
     a_short_hot_wallet_waits,
     old_unfinished_withdrawals_do_not_starve_newer_ones,
     a_lost_broadcast_is_sent_again_and_counted,
+    the_hot_wallet_keeps_its_floor,
 );

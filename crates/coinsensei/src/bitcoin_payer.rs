@@ -70,6 +70,8 @@ pub struct Policy {
     /// The hot wallet's key index, on the receive keychain (its address) and on the change
     /// keychain (its change).
     pub hot_index: u32,
+    /// Satoshi the hot wallet keeps: a batch that would leave less waits for funds.
+    pub floor: u64,
 }
 
 /// See the module's documentation.
@@ -582,7 +584,11 @@ impl BitcoinWithdrawals {
             let mut short = Vec::new();
             for (row, output) in batch {
                 let sat = u64::try_from(output.1.base_units()).unwrap_or(u64::MAX);
-                if total.saturating_add(sat).saturating_add(fee_room) <= spendable {
+                let needs = total
+                    .saturating_add(sat)
+                    .saturating_add(fee_room)
+                    .saturating_add(self.policy.floor);
+                if needs <= spendable {
                     total += sat;
                     fits.push((row, output));
                 } else {
@@ -592,8 +598,9 @@ impl BitcoinWithdrawals {
             if !short.is_empty() {
                 let reason = format!(
                     "waiting for funds: the hot wallet can spend {spendable} satoshi now (its \
-                     confirmed outputs no payout holds); this withdrawal does not fit with the \
-                     others and the fee"
+                     confirmed outputs no payout holds) and keeps {} satoshi; this withdrawal \
+                     does not fit with the others and the fee",
+                    self.policy.floor
                 );
                 metrics::counter!("coinsensei_withdrawal_funds_short_total", "chain" => "bitcoin")
                     .increment(short.len() as u64);
@@ -755,6 +762,7 @@ mod tests {
             batch_wait: Duration::from_secs(30),
             bump_after: Duration::from_secs(600),
             hot_index: 0,
+            floor: 0,
         }
     }
 

@@ -142,7 +142,8 @@ pub struct RawConfig {
     /// Seconds a Bitcoin payout may stay unconfirmed before its fee is bumped (default 600).
     pub bitcoin_bump_after: f64,
     /// Per-asset withdrawal rules: `[[withdrawal_policy]] chain = "ethereum", asset = "ETH",
-    /// min = "0.001", max = "50", approval_above = "5"` (decimals in the asset's unit).
+    /// min = "0.001", max = "50", approval_above = "5", floor = "20"` (decimals in the
+    /// asset's unit).
     pub withdrawal_policy: Option<Vec<RawPolicy>>,
     /// Approvals from this many distinct operator tokens release a withdrawal held above its
     /// asset's `approval_above` (default 2).
@@ -158,6 +159,7 @@ pub struct RawPolicy {
     pub min: Option<String>,
     pub max: Option<String>,
     pub approval_above: Option<String>,
+    pub floor: Option<String>,
 }
 
 /// An asset of the configuration's `[[assets]]`.
@@ -1105,6 +1107,15 @@ pub struct WithdrawalSettings {
 }
 
 impl WithdrawalSettings {
+    /// What the hot wallet of `chain` keeps of each asset (symbol, base units).
+    pub fn floors(&self, chain: Chain) -> Vec<(String, domain::Amount)> {
+        self.policies
+            .iter()
+            .filter(|policy| policy.chain == chain)
+            .filter_map(|policy| Some((policy.asset.clone(), policy.floor?)))
+            .collect()
+    }
+
     pub fn hot_wallet_index(&self, chain: Chain) -> u32 {
         self.hot_wallet_index
             .iter()
@@ -1234,6 +1245,7 @@ fn policies(
             min: amount("min", &entry.min)?,
             max: amount("max", &entry.max)?,
             approval_above: amount("approval_above", &entry.approval_above)?,
+            floor: amount("floor", &entry.floor)?,
         };
         if let (Some(min), Some(max)) = (&policy.min, &policy.max)
             && min.base_units() > max.base_units()

@@ -320,16 +320,19 @@ async fn connect_payer(
             let provider = Tron::new(settings.tron.node()?)?;
             let signer: Arc<dyn signer::Signer> = Arc::new(keystore.signer()?);
             let wallet = Wallet::new(provider, signer, store.clone(), holder);
-            Ok(Arc::new(TronPayer(WithdrawalPayer::new(
-                wallet,
-                store,
-                from_index,
-                actor,
-                config.catalogue.clone(),
-                config.bitcoin_network,
-                // A TRON attempt counts once it is in a solidified block.
-                ConfirmationPolicy { confirmations: 1 },
-            ))))
+            Ok(Arc::new(TronPayer(
+                WithdrawalPayer::new(
+                    wallet,
+                    store,
+                    from_index,
+                    actor,
+                    config.catalogue.clone(),
+                    config.bitcoin_network,
+                    // A TRON attempt counts once it is in a solidified block.
+                    ConfirmationPolicy { confirmations: 1 },
+                )
+                .with_floors(config.floors(Chain::Tron)),
+            )))
         }
         Chain::Ethereum => {
             let node = settings.ethereum.as_ref().context(
@@ -349,7 +352,8 @@ async fn connect_payer(
                     ConfirmationPolicy {
                         confirmations: config.ethereum_confirmations,
                     },
-                ),
+                )
+                .with_floors(config.floors(Chain::Ethereum)),
                 NonceSettlePolicy {
                     replace_after: config.ethereum_replace_after,
                     fee_cap: ETHEREUM_FEE_CAP_WEI,
@@ -380,6 +384,13 @@ async fn connect_payer(
                     batch_wait: config.bitcoin_batch_wait,
                     bump_after: config.bitcoin_bump_after,
                     hot_index: from_index,
+                    floor: config
+                        .floors(Chain::Bitcoin)
+                        .iter()
+                        .find(|(asset, _)| asset == "BTC")
+                        .map_or(0, |(_, floor)| {
+                            u64::try_from(floor.base_units()).unwrap_or(u64::MAX)
+                        }),
                 },
             )
             .await

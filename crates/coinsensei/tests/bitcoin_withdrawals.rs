@@ -6,7 +6,8 @@
 //! withdrawals. On both stores. And the crash healing alone: a withdrawal left `processing`
 //! while a stored batch holds it is moved to `broadcast` with that batch's txid and paid by
 //! it, never by a second transaction, then replaced by fee (RBF) while unconfirmed; and a hot
-//! wallet that cannot pay keeps the withdrawal `pending` with the reason until it is funded.
+//! wallet that cannot pay keeps the withdrawal `pending` with the reason until it is funded
+//! above the floor it keeps.
 
 mod common;
 
@@ -468,6 +469,10 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
         &node,
         "bitcoin_batch_max = 5\nbitcoin_batch_wait = 0\n",
     );
+    // The hot wallet keeps 60 BTC: one coinbase of 50 is not enough, two are.
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("[[withdrawal_policy]]\nchain = \"bitcoin\"\nasset = \"BTC\"\nfloor = \"60\"\n");
+    std::fs::write(&config, text).unwrap();
     let up = Up::start(
         &["--config", config.to_str().unwrap()],
         &[("COINSENSEI_DATABASE_URL", &db.url)],
@@ -491,6 +496,21 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
     tokio::time::sleep(Duration::from_secs(5)).await;
     let row = store.withdrawal_get(id).await.unwrap().unwrap();
     assert_eq!(row.state, WithdrawalState::Pending, "{row:?}");
+    fund(&node, 1).await;
+    // 50 BTC now, short of 60 kept and the withdrawal: still waiting, the floor said.
+    let floor = wait_for(
+        "the floor in the reason",
+        Duration::from_secs(60),
+        || async {
+            let row = store.withdrawal_get(id).await.unwrap().unwrap();
+            row.error
+                .as_deref()
+                .is_some_and(|reason| reason.contains("keeps 6000000000 satoshi"))
+                .then_some(row)
+        },
+    )
+    .await;
+    assert_eq!(floor.state, WithdrawalState::Pending, "{floor:?}");
     fund(&node, 1).await;
     let done = wait_for("completed", Duration::from_secs(90), || async {
         node.cli(&["generatetoaddress", "1", ELSEWHERE]).await;

@@ -105,6 +105,9 @@ pub struct WithdrawalPayer<P> {
     /// ring, so a long list of old ones (waiting for funds, or a node's slow confirmations)
     /// cannot keep the newer ones from ever being looked at.
     sweep_after: AtomicI64,
+    /// What the hot wallet keeps of an asset (by symbol, base units): a payment that would
+    /// leave less waits for funds instead.
+    floors: Vec<(String, Amount)>,
     /// The node's tip as last asked, and when (see [`TIP_REUSE`]).
     tip_seen: std::sync::Mutex<Option<(std::time::Instant, chain::provider::Tip)>>,
 }
@@ -143,7 +146,23 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             sweep_max: SWEEP_MAX,
             sweep_after: AtomicI64::new(0),
             tip_seen: std::sync::Mutex::new(None),
+            floors: Vec::new(),
         }
+    }
+
+    /// Keeps at least these amounts (by asset symbol, base units) in the hot wallet: it is
+    /// never emptied below them.
+    #[must_use]
+    pub fn with_floors(mut self, floors: Vec<(String, Amount)>) -> Self {
+        self.floors = floors;
+        self
+    }
+
+    fn floor_of(&self, symbol: &str) -> Amount {
+        self.floors
+            .iter()
+            .find(|(each, _)| each == symbol)
+            .map_or(Amount::from_u128(0), |(_, floor)| *floor)
     }
 
     /// Sweeps at most `max` unfinished withdrawals a round (tests make the ring small).
@@ -263,8 +282,12 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
     }
 
     /// The hot wallet's shortfall for `payment`, if any: (holds, needs), in the asset's base
-    /// units (a native payment's fee included).
-    async fn shortfall(&self, payment: &Payment) -> Result<Option<(Amount, Amount)>, WalletError> {
+    /// units (a native payment's fee included, and the `floor` it must keep).
+    async fn shortfall(
+        &self,
+        payment: &Payment,
+        floor: &Amount,
+    ) -> Result<Option<(Amount, Amount)>, WalletError> {
         let provider = self.wallet.provider();
         let metadata = provider.metadata(payment).await?;
         let fee = provider.max_fee(&metadata);
@@ -273,6 +296,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             Asset::Native => payment.amount.checked_add(fee).unwrap_or(payment.amount),
             Asset::Token(_) => payment.amount,
         };
+        let needs = needs.checked_add(*floor).unwrap_or(needs);
         // A token transfer's native fee is not checked here: its bound (TRON's fee limit) is
         // a cap far above what it costs. A node that refuses it for want of gas leaves it
         // unpaid and waiting (Ethereum); one that lands out of energy goes to a person.
@@ -310,9 +334,15 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
             .await?;
             return Ok(Err(PayOutcome::Done));
         }
-        if let Some((holds, needs)) = self.shortfall(&payment).await? {
+        let floor = self.floor_of(&row.asset);
+        if let Some((holds, needs)) = self.shortfall(&payment, &floor).await? {
+            let keeping = if floor.base_units().is_zero() {
+                String::new()
+            } else {
+                format!(", keeping its floor of {}", floor.base_units())
+            };
             let reason = format!(
-                "{}: the hot wallet {} holds {} and needs {} (base units, fees included)",
+                "{}: the hot wallet {} holds {} and needs {} (base units, fees included{keeping})",
                 domain::withdrawal::WAITING_FOR_FUNDS,
                 payment.from,
                 holds.base_units(),

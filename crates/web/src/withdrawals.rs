@@ -66,7 +66,8 @@ pub const APPROVALS_REQUIRED_DEFAULT: u32 = 2;
 
 /// What one asset's withdrawals must keep to, in base units: a withdrawal below `min` or
 /// above `max` is refused at intake (nothing stored); one above `approval_above` is held for
-/// approvals from distinct operator tokens before anything is queued.
+/// approvals from distinct operator tokens before anything is queued; the hot wallet keeps
+/// `floor` (a payment that would leave less waits for funds, and the waiting alert fires).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssetPolicy {
     pub chain: Chain,
@@ -74,6 +75,7 @@ pub struct AssetPolicy {
     pub min: Option<Amount>,
     pub max: Option<Amount>,
     pub approval_above: Option<Amount>,
+    pub floor: Option<Amount>,
 }
 
 /// A request as the backend sends it.

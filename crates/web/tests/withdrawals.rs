@@ -459,6 +459,7 @@ async fn policy_and_four_eyes(db: &TestDb) {
         min: Some(units("1")),
         max: Some(units("1000")),
         approval_above: Some(units("100")),
+        floor: None,
     }];
     let api = Api {
         store: db.store().await,
