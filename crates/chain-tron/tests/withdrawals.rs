@@ -62,6 +62,7 @@ async fn withdrawal(store: &Store, key: &str, asset: &str, amount: &str) -> i64 
             actor: "token:1:backend".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: Utc::now(),
         })
         .await

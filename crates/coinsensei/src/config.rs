@@ -57,6 +57,7 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_batch_wait",
     "bitcoin_bump_after",
     "approvals_required",
+    "limit_reference_separator",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -148,6 +149,9 @@ pub struct RawConfig {
     /// Approvals from this many distinct operator tokens release a withdrawal held above its
     /// asset's `approval_above` (default 2).
     pub approvals_required: u32,
+    /// What ends a reference's prefix for `daily_limit_per_reference` (default "/": the
+    /// prefix of `user:42/w:7` is `user:42`).
+    pub limit_reference_separator: String,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -160,6 +164,8 @@ pub struct RawPolicy {
     pub max: Option<String>,
     pub approval_above: Option<String>,
     pub floor: Option<String>,
+    pub daily_limit: Option<String>,
+    pub daily_limit_per_reference: Option<String>,
 }
 
 /// An asset of the configuration's `[[assets]]`.
@@ -222,6 +228,7 @@ impl Default for RawConfig {
             assets: None,
             withdrawal_policy: None,
             approvals_required: web::withdrawals::APPROVALS_REQUIRED_DEFAULT,
+            limit_reference_separator: web::withdrawals::REFERENCE_SEPARATOR_DEFAULT.to_string(),
             keystore: None,
             keystore_password_file: None,
             tron_hot_wallet_index: 0,
@@ -829,6 +836,14 @@ mod tests {
             ("approvals_required = 0", "`approvals_required`"),
             ("approvals_required = 11", "`approvals_required`"),
             (
+                "limit_reference_separator = \"ab\"",
+                "`limit_reference_separator`",
+            ),
+            (
+                "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\ndaily_limit = \"0\"",
+                "`withdrawal_policy[0].daily_limit`",
+            ),
+            (
                 "[[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nmin = \"2\"\nmax = \"1\"",
                 "`withdrawal_policy[0]`: min is above max",
             ),
@@ -1094,6 +1109,7 @@ pub struct WithdrawalSettings {
     pub catalogue: domain::AssetCatalogue,
     pub policies: Vec<web::withdrawals::AssetPolicy>,
     pub approvals_required: u32,
+    pub reference_separator: char,
     pub bitcoin_network: chain::address::Network,
     pub keystore: Option<PathBuf>,
     pub keystore_password_file: Option<PathBuf>,
@@ -1177,6 +1193,16 @@ fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
         catalogue,
         policies,
         approvals_required: within("approvals_required", raw.approvals_required, 1, 10)?,
+        reference_separator: {
+            let mut chars = raw.limit_reference_separator.chars();
+            match (chars.next(), chars.next()) {
+                (Some(separator), None) if !separator.is_control() => separator,
+                _ => bail!(
+                    "invalid configuration key `limit_reference_separator`: {:?} is not one printable character",
+                    raw.limit_reference_separator
+                ),
+            }
+        },
         bitcoin_network,
         keystore: raw.keystore.clone(),
         keystore_password_file: raw.keystore_password_file.clone(),
@@ -1246,6 +1272,11 @@ fn policies(
             max: amount("max", &entry.max)?,
             approval_above: amount("approval_above", &entry.approval_above)?,
             floor: amount("floor", &entry.floor)?,
+            daily_limit: amount("daily_limit", &entry.daily_limit)?,
+            daily_limit_per_reference: amount(
+                "daily_limit_per_reference",
+                &entry.daily_limit_per_reference,
+            )?,
         };
         if let (Some(min), Some(max)) = (&policy.min, &policy.max)
             && min.base_units() > max.base_units()
@@ -1277,6 +1308,7 @@ impl Settings {
             own_addresses: std::collections::HashSet::new(),
             policies: self.withdrawals.policies.clone(),
             approvals_required: self.withdrawals.approvals_required,
+            reference_separator: self.withdrawals.reference_separator,
         }
     }
 }

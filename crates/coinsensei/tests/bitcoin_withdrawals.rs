@@ -307,6 +307,7 @@ async fn a_processing_withdrawal_held_by_a_stored_batch_is_not_paid_again(backen
             actor: "test".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: chrono::Utc::now(),
         })
         .await
@@ -459,6 +460,7 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
             actor: "test".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: chrono::Utc::now(),
         })
         .await

@@ -59,6 +59,7 @@ async fn withdrawal(store: &store::Store, asset: &str, amount: &str, key: &str) 
             actor: "token:9:backend".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: Utc::now(),
         })
         .await

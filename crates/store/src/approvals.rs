@@ -221,6 +221,10 @@ impl Store {
                         .await?;
                     let moved = decode_withdrawal!(&moved, d);
                     d::audit::insert_on(&mut *conn, &moved_audit(&transition, &moved)).await?;
+                    if to == WithdrawalState::Failed {
+                        // Rejected: never paid, so what it used of its limits is given back.
+                        crate::usage::release_usage!(conn, d, moved);
+                    }
                     if to == WithdrawalState::Pending
                         && let Some((queue, kind)) = &decision.job
                     {

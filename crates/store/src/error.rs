@@ -28,6 +28,9 @@ pub enum StoreError {
     UnsupportedUrl(String),
     #[error("{what} {id} not found")]
     NotFound { what: &'static str, id: String },
+    /// A configured limit would be exceeded: refused, nothing written.
+    #[error("{0}")]
+    LimitReached(String),
     /// A compare-and-set lost: the row is no longer in the state the caller expected.
     #[error("conflict: {0}")]
     Conflict(String),

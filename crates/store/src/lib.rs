@@ -20,6 +20,7 @@ mod scans;
 mod sessions;
 mod sqlite;
 mod tokens;
+mod usage;
 mod withdrawals;
 mod workers;
 
@@ -47,6 +48,7 @@ pub use scans::{
     SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,
 };
 pub use sessions::{SessionInsert, SessionRow};
+pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{
     WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,
     WithdrawalTransition, payout_key,

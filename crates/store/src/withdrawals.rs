@@ -117,6 +117,8 @@ pub struct WithdrawalCreate {
     /// Above its asset's approval threshold: stored in `approval`, its job queued only when
     /// it is approved ([`Store::withdrawal_decide`]).
     pub approval: bool,
+    /// The rolling 24-hour limits it must stay within and is charged to.
+    pub limits: Vec<crate::UsageLimit>,
     pub now: DateTime<Utc>,
 }
 
@@ -216,6 +218,16 @@ fn validate_create(create: &WithdrawalCreate) -> Result<(), StoreError> {
     if create.asset.is_empty() || create.asset.len() > 20 {
         return Err(invalid("an asset symbol is 1 to 20 bytes"));
     }
+    if create
+        .limits
+        .iter()
+        .any(|limit| limit.scope.len() > crate::USAGE_SCOPE_LEN_MAX)
+    {
+        return Err(invalid(format!(
+            "a limit's scope is at most {} bytes",
+            crate::USAGE_SCOPE_LEN_MAX
+        )));
+    }
     if create.destination.is_empty() || create.destination.len() > 100 {
         return Err(invalid("a destination is 1 to 100 bytes"));
     }
@@ -301,8 +313,22 @@ impl Store {
         &self,
         create: &WithdrawalCreate,
     ) -> Result<WithdrawalRow, StoreError> {
+        let amount = crate::usage::units_of(&create.amount)
+            .map_err(|_| invalid("an amount is decimal digits"))?;
+        let mut limits = create.limits.clone();
+        // One order for every writer: two creates under the same limits never deadlock.
+        limits.sort_by(|a, b| a.scope.cmp(&b.scope));
         let mut tx = self.begin().await?;
         let row = on_tx!(&mut tx, |conn, d| {
+            crate::usage::check_usage!(
+                conn,
+                d,
+                create.chain,
+                &create.asset,
+                amount,
+                &limits,
+                create.now
+            );
             let sql = format!(
                 "insert into withdrawal (idempotency_key, request_hash, reference, chain, asset,
                      destination, amount, state, created_by, created_at, updated_at)
@@ -328,6 +354,7 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
             let row = decode_withdrawal!(&row, d);
+            crate::usage::charge_usage!(conn, d, row, amount, &limits);
             d::audit::insert_on(&mut *conn, &created_audit(&row)).await?;
             if let Some((queue, kind)) = create.job.as_ref().filter(|_| !create.approval) {
                 d::job_insert_on(
@@ -570,6 +597,13 @@ impl Store {
                     let row = decode_withdrawal!(&row, d);
                     if transition.from != transition.to {
                         d::audit::insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
+                        if matches!(
+                            transition.to,
+                            WithdrawalState::Failed | WithdrawalState::Canceled
+                        ) {
+                            // Never paid: what it used of its limits is given back.
+                            crate::usage::release_usage!(conn, d, row);
+                        }
                     }
                     Some(row)
                 }

@@ -31,6 +31,7 @@ fn request(key: &str, hash: char) -> WithdrawalCreate {
             Name::new("withdrawal.pay").unwrap(),
         )),
         approval: false,
+        limits: vec![],
         now: at(0),
     }
 }
@@ -706,6 +707,118 @@ async fn racing_approvals_release_once(db: &TestDb) {
     assert_eq!(jobs(&store).await.len(), 5);
 }
 
+fn limited(key: &str, amount: &str, seconds: i64, limits: &[(&str, u64)]) -> WithdrawalCreate {
+    let mut create = request(key, 'a');
+    create.amount = amount.into();
+    create.now = at(seconds);
+    create.limits = limits
+        .iter()
+        .map(|(scope, limit)| store::UsageLimit {
+            scope: (*scope).into(),
+            limit: ruint::aliases::U256::from(*limit),
+            rule: format!("test {scope:?}"),
+        })
+        .collect();
+    create
+}
+
+/// Rolling 24-hour limits: use adds up per scope; a withdrawal that would pass a limit is
+/// refused with the rule named and nothing stored; exactly the limit passes; a canceled or
+/// rejected one gives its use back; use older than the window no longer counts.
+async fn rolling_limits_count_and_give_back(db: &TestDb) {
+    let store = db.store().await;
+    let both = [("", 10), ("ref:user:7", 6)];
+    let first = store
+        .withdrawal_create(&limited("l-1", "6", 0, &both))
+        .await
+        .unwrap()
+        .row()
+        .id;
+    // The reference's 6 is used up.
+    let error = store
+        .withdrawal_create(&limited("l-2", "1", 60, &both))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, StoreError::LimitReached(m) if m.contains("\"ref:user:7\"") && m.contains("6 used")),
+        "{error}"
+    );
+    // The asset's total: 6 + 4 = 10 passes, one more does not.
+    store
+        .withdrawal_create(&limited("l-3", "4", 120, &[("", 10)]))
+        .await
+        .unwrap();
+    let error = store
+        .withdrawal_create(&limited("l-4", "1", 180, &[("", 10)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::LimitReached(_)), "{error}");
+    assert_eq!(
+        store
+            .withdrawal_list(&WithdrawalList {
+                limit: 10,
+                ..WithdrawalList::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "refused ones are not stored"
+    );
+    // Canceled: its 6 is given back to both scopes.
+    store
+        .withdrawal_cancel(first, "token:1:backend", at(200))
+        .await
+        .unwrap();
+    store
+        .withdrawal_create(&limited("l-5", "6", 240, &both))
+        .await
+        .unwrap();
+    // A rejected one gives back too.
+    let mut held = limited("l-6", "1", 300, &[("ref:user:9", 1)]);
+    held.approval = true;
+    let held = store.withdrawal_create(&held).await.unwrap().row().id;
+    assert!(matches!(
+        store
+            .withdrawal_create(&limited("l-7", "1", 310, &[("ref:user:9", 1)]))
+            .await,
+        Err(StoreError::LimitReached(_))
+    ));
+    store
+        .withdrawal_decide(&decision(held, 2, false, Some("not today")))
+        .await
+        .unwrap();
+    store
+        .withdrawal_create(&limited("l-8", "1", 320, &[("ref:user:9", 1)]))
+        .await
+        .unwrap();
+    // A day and more later the window has moved on: the asset's 10 is free again.
+    store
+        .withdrawal_create(&limited("l-9", "10", 26 * 3600, &[("", 10)]))
+        .await
+        .unwrap();
+}
+
+/// Creates racing under one limit: exactly as many as fit are stored.
+async fn racing_creates_stay_within_a_limit(db: &TestDb) {
+    let store = db.store().await;
+    let creates: Vec<WithdrawalCreate> = (0..8)
+        .map(|n| limited(&format!("r-{n}"), "3", 0, &[("", 10)]))
+        .collect();
+    let results = futures_util::future::join_all(
+        creates.iter().map(|create| store.withdrawal_create(create)),
+    )
+    .await;
+    let stored = results.iter().filter(|result| result.is_ok()).count();
+    assert_eq!(stored, 3, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|result| result.as_ref().err())
+            .all(|error| matches!(error, StoreError::LimitReached(_)))
+    );
+}
+
 testkit::on_both_stores!(
     db:
     created_with_its_job_once_per_key,
@@ -718,4 +831,6 @@ testkit::on_both_stores!(
     state_ages_and_completion_times,
     approvals_release_or_reject_held_withdrawals,
     racing_approvals_release_once,
+    rolling_limits_count_and_give_back,
+    racing_creates_stay_within_a_limit,
 );

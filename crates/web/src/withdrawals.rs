@@ -47,6 +47,9 @@ pub struct Intake {
     pub policies: Vec<AssetPolicy>,
     /// How many distinct operator tokens must approve a withdrawal held for approval.
     pub approvals_required: u32,
+    /// What ends a reference's prefix for `daily_limit_per_reference` (`user:42/w:7` with
+    /// `/`: `user:42`).
+    pub reference_separator: char,
 }
 
 impl Default for Intake {
@@ -57,9 +60,13 @@ impl Default for Intake {
             own_addresses: HashSet::new(),
             policies: Vec::new(),
             approvals_required: APPROVALS_REQUIRED_DEFAULT,
+            reference_separator: REFERENCE_SEPARATOR_DEFAULT,
         }
     }
 }
+
+/// What ends a reference's prefix, by default.
+pub const REFERENCE_SEPARATOR_DEFAULT: char = '/';
 
 /// Approvals from this many distinct operator tokens release a held withdrawal, by default.
 pub const APPROVALS_REQUIRED_DEFAULT: u32 = 2;
@@ -67,7 +74,9 @@ pub const APPROVALS_REQUIRED_DEFAULT: u32 = 2;
 /// What one asset's withdrawals must keep to, in base units: a withdrawal below `min` or
 /// above `max` is refused at intake (nothing stored); one above `approval_above` is held for
 /// approvals from distinct operator tokens before anything is queued; the hot wallet keeps
-/// `floor` (a payment that would leave less waits for funds, and the waiting alert fires).
+/// `floor` (a payment that would leave less waits for funds, and the waiting alert fires);
+/// over any 24 hours the asset's withdrawals stay within `daily_limit`, and those of one
+/// reference prefix within `daily_limit_per_reference` (failed and canceled ones given back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AssetPolicy {
     pub chain: Chain,
@@ -76,6 +85,8 @@ pub struct AssetPolicy {
     pub max: Option<Amount>,
     pub approval_above: Option<Amount>,
     pub floor: Option<Amount>,
+    pub daily_limit: Option<Amount>,
+    pub daily_limit_per_reference: Option<Amount>,
 }
 
 /// A request as the backend sends it.
@@ -114,6 +125,8 @@ struct Checked {
     reference: String,
     /// Above the asset's approval threshold.
     needs_approval: bool,
+    /// The rolling limits it must stay within.
+    limits: Vec<store::UsageLimit>,
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> IntakeError {
@@ -184,6 +197,35 @@ impl Intake {
         let needs_approval = policy
             .and_then(|policy| policy.approval_above.as_ref())
             .is_some_and(|threshold| units > threshold.base_units());
+        let prefix = request
+            .reference
+            .split(self.reference_separator)
+            .next()
+            .unwrap_or_default();
+        let rule = |field: &str| format!("withdrawal_policy {chain}/{}: {field}", asset.symbol);
+        let limits = policy
+            .into_iter()
+            .flat_map(|policy| {
+                [
+                    policy.daily_limit.map(|limit| store::UsageLimit {
+                        scope: String::new(),
+                        limit: limit.base_units(),
+                        rule: rule("daily_limit"),
+                    }),
+                    policy
+                        .daily_limit_per_reference
+                        .map(|limit| store::UsageLimit {
+                            scope: format!("ref:{prefix}"),
+                            limit: limit.base_units(),
+                            rule: format!(
+                                "{}, reference prefix {prefix:?}",
+                                rule("daily_limit_per_reference")
+                            ),
+                        }),
+                ]
+            })
+            .flatten()
+            .collect();
         Ok(Checked {
             chain,
             asset: asset.symbol.clone(),
@@ -191,6 +233,7 @@ impl Intake {
             amount,
             reference: request.reference.clone(),
             needs_approval,
+            limits,
         })
     }
 }
@@ -245,12 +288,16 @@ pub async fn create(
         actor: actor.to_string(),
         job: in_store.then(|| (queue_name.clone(), kind.clone())),
         approval: checked.needs_approval,
+        limits: checked.limits,
         now: Utc::now(),
     };
     let created = match store.withdrawal_create(&create).await {
         Ok(created) => created,
         Err(StoreError::KeyReused(key)) => {
             return Err(CreateError::Intake(IntakeError::KeyReused(key)));
+        }
+        Err(StoreError::LimitReached(message)) => {
+            return Err(CreateError::Intake(IntakeError::Policy(message)));
         }
         Err(error) => return Err(CreateError::Store(error)),
     };

@@ -160,6 +160,7 @@ impl Fixture {
                 actor: "test".into(),
                 job: None,
                 approval: false,
+                limits: vec![],
                 now: Utc::now(),
             })
             .await
@@ -624,6 +625,7 @@ async fn metrics_scrape(db: &TestDb) {
             actor: "test".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: Utc::now() - chrono::Duration::seconds(90),
         })
         .await
@@ -655,6 +657,7 @@ async fn metrics_scrape(db: &TestDb) {
             actor: "test".into(),
             job: None,
             approval: false,
+            limits: vec![],
             now: Utc::now(),
         })
         .await

@@ -460,6 +460,8 @@ async fn policy_and_four_eyes(db: &TestDb) {
         max: Some(units("1000")),
         approval_above: Some(units("100")),
         floor: None,
+        daily_limit: None,
+        daily_limit_per_reference: None,
     }];
     let api = Api {
         store: db.store().await,
@@ -576,6 +578,56 @@ async fn policy_and_four_eyes(db: &TestDb) {
     assert_eq!(api.jobs().await, 2);
 }
 
+/// A per-reference daily limit through the API: the prefix before `/` is the user; a second
+/// withdrawal of the same user past the limit is refused with the rule named, another user's
+/// passes.
+async fn daily_limit_per_reference(db: &TestDb) {
+    let intake = web::withdrawals::Intake {
+        policies: vec![web::withdrawals::AssetPolicy {
+            chain: domain::Chain::Tron,
+            asset: "USDT".into(),
+            min: None,
+            max: None,
+            approval_above: None,
+            floor: None,
+            daily_limit: None,
+            daily_limit_per_reference: Some(domain::Amount::parse_positive("150", 6).unwrap()),
+        }],
+        ..web::withdrawals::Intake::default()
+    };
+    let api = Api {
+        store: db.store().await,
+        options: web::WebOptions {
+            intake: std::sync::Arc::new(intake),
+            ..web::WebOptions::default()
+        },
+    };
+    let backend = token(&api.store, Role::Service, "backend").await;
+    let (status, _) = api
+        .create(&backend, Some("d-1"), &usdt("100", "user:1/w:1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api
+        .create(&backend, Some("d-2"), &usdt("100", "user:1/w:2"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "policy_refused",
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("daily_limit_per_reference") && message.contains("\"user:1\""),
+        "{message}"
+    );
+    let (status, _) = api
+        .create(&backend, Some("d-3"), &usdt("100", "user:2/w:1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(api.stored().await, 2);
+}
+
 testkit::on_both_stores!(
     db:
     created_once_per_idempotency_key,
@@ -583,4 +635,5 @@ testkit::on_both_stores!(
     cancel_only_while_pending,
     the_service_role_does_withdrawals_and_nothing_else,
     policy_and_four_eyes,
+    daily_limit_per_reference,
 );

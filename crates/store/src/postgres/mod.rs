@@ -85,6 +85,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal approval",
         include_str!("../../migrations/postgres/0014_withdrawal_approval.sql"),
     ),
+    (
+        15,
+        "withdrawal usage",
+        include_str!("../../migrations/postgres/0015_withdrawal_usage.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -277,6 +282,25 @@ pub(crate) mod dialect {
             .bind(chain.as_str())
             .execute(connection)
             .await?;
+        Ok(())
+    }
+
+    /// Serialises the users of one withdrawal limit (chain, asset, scope) until the
+    /// transaction ends, so checking what was used and adding to it is one step.
+    pub(crate) async fn lock_usage(
+        connection: &mut Connection,
+        chain: domain::Chain,
+        asset: &str,
+        scope: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtextextended('withdrawal_usage:' || $1 || ':' || $2 || ':' || $3, 0))",
+        )
+        .bind(chain.as_str())
+        .bind(asset)
+        .bind(scope)
+        .execute(connection)
+        .await?;
         Ok(())
     }
 

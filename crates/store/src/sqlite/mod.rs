@@ -89,6 +89,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal approval",
         include_str!("../../migrations/sqlite/0014_withdrawal_approval.sql"),
     ),
+    (
+        15,
+        "withdrawal usage",
+        include_str!("../../migrations/sqlite/0015_withdrawal_usage.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -299,6 +304,16 @@ pub(crate) mod dialect {
     }
 
     /// Nothing to take: `begin immediate` serialises every SQLite writer already.
+    /// Nothing to lock: a write transaction (`begin immediate`) already runs alone.
+    pub(crate) async fn lock_usage(
+        _connection: &mut Connection,
+        _chain: domain::Chain,
+        _asset: &str,
+        _scope: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Nothing to lock: a write transaction (`begin immediate`) already runs alone.
     pub(crate) async fn lock_withdrawal(
         _connection: &mut Connection,
