@@ -55,6 +55,10 @@ enum Command {
     Queues(QueuesArgs),
     /// Enqueue, inspect, retry and discard jobs.
     Jobs(JobsArgs),
+    /// The health checker's report on every worker and chain. Exit code: 0 healthy,
+    /// 1 warning, 2 unhealthy or no report to be had (the message says why); a bad
+    /// command line or configuration is an error as for every command.
+    Health(HealthArgs),
     /// Create, list, show and cancel withdrawals (what the exchange's backend does through
     /// /api/v1/withdrawals).
     Withdrawals(WithdrawalsArgs),
@@ -327,6 +331,15 @@ struct WorkersArgs {
 }
 
 #[derive(Debug, Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the report as JSON (the API's shape).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct QueuesArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -590,6 +603,7 @@ fn main() -> ExitCode {
         | Command::Workers(_)
         | Command::Queues(_)
         | Command::Jobs(_)
+        | Command::Health(_)
         | Command::Withdrawals(_)
         | Command::Tokens(_)
         | Command::Keys(_)
@@ -700,6 +714,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     control(&global, remote, args, ControlAction::Restart).await
                 }
             }
+        }
+        Command::Health(HealthArgs { server, json }) => {
+            let remote = server.remote()?;
+            let settings = match remote {
+                Some(_) => None,
+                None => Some(global.settings(None)?),
+            };
+            // A report that cannot be had (the database or server away, a timeout) is
+            // unhealthy, never healthy: exit 2, with the reason.
+            let reported = match (remote, settings) {
+                (Some(remote), _) => commands::health::remote(&remote, json).await,
+                (None, Some(settings)) => commands::health::local(settings, json).await,
+                (None, None) => unreachable!("settings are loaded when there is no server"),
+            };
+            Ok(reported.unwrap_or_else(|error| {
+                eprintln!("error: {error:#}");
+                ExitCode::from(domain::health::HealthLevel::Unhealthy.code())
+            }))
         }
         Command::Queues(QueuesArgs { server, command }) => {
             if let Some(remote) = server.remote()? {
