@@ -1,6 +1,7 @@
 //! `coinsensei`: runs the system (`up`, `serve`, `worker`), manages its database (`migrate`)
 //! and drives its workers (`workers`). See `coinsensei --help`.
 
+mod autoscaler;
 mod bitcoin_payer;
 mod commands;
 mod config;
@@ -59,6 +60,10 @@ enum Command {
     /// 1 warning, 2 unhealthy or no report to be had (the message says why); a bad
     /// command line or configuration is an error as for every command.
     Health(HealthArgs),
+    /// What the autoscaler of `coinsensei up` does: policies, depths, live workers and its
+    /// recent decisions.
+    #[command(subcommand)]
+    Autoscaler(AutoscalerCommand),
     /// Create, list, show and cancel withdrawals (what the exchange's backend does through
     /// /api/v1/withdrawals).
     Withdrawals(WithdrawalsArgs),
@@ -328,6 +333,16 @@ struct WorkersArgs {
     server: ServerArgs,
     #[command(subcommand)]
     command: WorkersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AutoscalerCommand {
+    /// Each autoscaled queue: its policy, depth, live workers and last decisions.
+    Status {
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -604,6 +619,7 @@ fn main() -> ExitCode {
         | Command::Queues(_)
         | Command::Jobs(_)
         | Command::Health(_)
+        | Command::Autoscaler(_)
         | Command::Withdrawals(_)
         | Command::Tokens(_)
         | Command::Keys(_)
@@ -732,6 +748,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!("error: {error:#}");
                 ExitCode::from(domain::health::HealthLevel::Unhealthy.code())
             }))
+        }
+        Command::Autoscaler(AutoscalerCommand::Status { json }) => {
+            commands::autoscaler::status(global.settings(None)?, json).await
         }
         Command::Queues(QueuesArgs { server, command }) => {
             if let Some(remote) = server.remote()? {

@@ -255,12 +255,18 @@ impl HealthMonitor {
         };
         let processed = non_negative(row.processed_total - processed);
         let failed = non_negative(row.failed_total - failed);
-        samples.push_back(Sample {
-            at: now,
-            incarnation: row.incarnation.clone(),
-            processed: row.processed_total,
-            failed: row.failed_total,
-        });
+        // Readings closer together than a sixtieth of the window add nothing but churn (the
+        // API and scrapes may ask far more often than the loop): keep one per slot, so the
+        // bounded history always spans the window.
+        let spacing = chrono::Duration::from_std(self.limits.window / 60).unwrap_or_default();
+        if samples.back().is_none_or(|last| now - last.at >= spacing) {
+            samples.push_back(Sample {
+                at: now,
+                incarnation: row.incarnation.clone(),
+                processed: row.processed_total,
+                failed: row.failed_total,
+            });
+        }
         while samples.len() > domain::limits::HEALTH_SAMPLES_MAX {
             samples.pop_front();
         }

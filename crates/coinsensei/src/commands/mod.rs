@@ -1,5 +1,6 @@
 //! One module per command; shared connection handling here.
 
+pub mod autoscaler;
 pub mod bench;
 pub mod chain;
 pub mod devnet;
