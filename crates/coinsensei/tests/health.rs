@@ -65,11 +65,14 @@ async fn exit_codes_and_the_restart_action(backend: Backend) {
         .await
         .unwrap();
     let server = format!("http://{}", up.address);
-    let output = coinsensei(["health", "--server", server.as_str()])
-        .env("COINSENSEI_TOKEN", &token)
-        .output()
-        .await
-        .unwrap();
+    let through_server = || async {
+        coinsensei(["health", "--server", server.as_str()])
+            .env("COINSENSEI_TOKEN", &token)
+            .output()
+            .await
+            .unwrap()
+    };
+    let output = through_server().await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("memory"));
 
@@ -101,11 +104,7 @@ async fn exit_codes_and_the_restart_action(backend: Backend) {
     assert!(up.stop().await.success());
 
     // No report to be had is unhealthy, never healthy.
-    let output = coinsensei(["health", "--server", server.as_str()])
-        .env("COINSENSEI_TOKEN", &token)
-        .output()
-        .await
-        .unwrap();
+    let output = through_server().await;
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(
         stderr(&output).starts_with("error: "),

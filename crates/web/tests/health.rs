@@ -223,23 +223,30 @@ async fn each_check_reads_what_workers_wrote(db: &TestDb) {
     );
 }
 
-async fn call(store: &Store, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+/// One GET through the router; the status and the body's bytes.
+async fn get(store: &Store, path: &str, token: Option<&str>) -> (StatusCode, Vec<u8>) {
     let mut request = Request::builder().method(Method::GET).uri(path);
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
-    let response = web::router(
+    let router = web::router(
         store.clone(),
         Arc::new(queue::SqlBackend::new(store.clone())),
         &web::WebOptions::default(),
-    )
-    .oneshot(request.body(Body::empty()).unwrap())
-    .await
-    .unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+    );
+    let response = router
+        .oneshot(request.body(Body::empty()).unwrap())
         .await
         .unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap();
+    (status, bytes.to_vec())
+}
+
+async fn call(store: &Store, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let (status, bytes) = get(store, path, token).await;
     (
         status,
         serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -276,28 +283,9 @@ async fn the_api_reports_to_viewers_and_up(db: &TestDb) {
     assert_eq!(worker["checks"][1]["value"], 10 * MIB, "{body}");
 
     // And a series per check at /metrics.
-    let response = web::router(
-        store.clone(),
-        Arc::new(queue::SqlBackend::new(store.clone())),
-        &web::WebOptions::default(),
-    )
-    .oneshot(
-        Request::builder()
-            .uri("/metrics")
-            .header("authorization", format!("Bearer {viewer}"))
-            .body(Body::empty())
-            .unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let text = String::from_utf8(
-        axum::body::to_bytes(response.into_body(), 1 << 22)
-            .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+    let (status, text) = get(&store, "/metrics", Some(&viewer)).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).unwrap();
     for check in ["heartbeat", "memory", "jobs", "error_rate"] {
         let series = text.lines().find(|line| {
             line.starts_with("coinsensei_health_check_status{")
