@@ -537,7 +537,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
         Some(
             which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"
-            | "hostile"),
+            | "hostile" | "health"),
         ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
@@ -577,6 +577,11 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             }
             run(command)?;
         }
+    }
+    if which == "health" || which == "all" {
+        let mut command = cargo();
+        command.args(["bench", "--package", "web", "--bench", "health"]);
+        run(command)?;
     }
     if which == "queue" || which == "all" {
         bench_queue(rest)?;

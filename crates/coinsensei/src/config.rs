@@ -58,6 +58,17 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_bump_after",
     "approvals_required",
     "limit_reference_separator",
+    "health_memory_limit_mb",
+    "health_memory_warning_percent",
+    "health_heartbeat_warning_intervals",
+    "health_window",
+    "health_error_rate_warning",
+    "health_error_rate_unhealthy",
+    "health_error_rate_min_jobs",
+    "health_balance_max_age",
+    "health_withdrawal_stuck_after",
+    "health_restart",
+    "health_restart_after",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -152,6 +163,33 @@ pub struct RawConfig {
     /// What ends a reference's prefix for `daily_limit_per_reference` (default "/": the
     /// prefix of `user:42/w:7` is `user:42`).
     pub limit_reference_separator: String,
+    /// A worker's resident memory limit in MiB: over it unhealthy, over
+    /// `health_memory_warning_percent` of it a warning (default 512, 80).
+    pub health_memory_limit_mb: u64,
+    pub health_memory_warning_percent: u32,
+    /// A heartbeat older than this many intervals is a warning (default 2); at
+    /// `lost_after_intervals` it is unhealthy.
+    pub health_heartbeat_warning_intervals: u32,
+    /// Seconds the job-progress and error-rate checks look back over (default 60).
+    pub health_window: f64,
+    /// Failed over finished jobs in the window, as a fraction: a warning at or over the
+    /// first, unhealthy at or over the second (default 0.05, 0.25), judged from
+    /// `health_error_rate_min_jobs` finished jobs (default 10).
+    pub health_error_rate_warning: f64,
+    pub health_error_rate_unhealthy: f64,
+    pub health_error_rate_min_jobs: u32,
+    /// Seconds since a hot wallet's balance was last read before its chain is unhealthy
+    /// (default 120; the withdrawal workers read every 15 s).
+    pub health_balance_max_age: f64,
+    /// Seconds a withdrawal may stay in one unfinished state before it counts as stuck
+    /// (default 1800; twice that is unhealthy).
+    pub health_withdrawal_stuck_after: f64,
+    /// Restart a worker that stayed unhealthy `health_restart_after` seconds (default true,
+    /// 300); audited as `worker.restart` by the actor `health`.
+    pub health_restart: bool,
+    pub health_restart_after: f64,
+    /// Queues whose workers `coinsensei up` scales by depth (none by default).
+    pub autoscale: Option<Vec<RawAutoscale>>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -166,6 +204,25 @@ pub struct RawPolicy {
     pub floor: Option<String>,
     pub daily_limit: Option<String>,
     pub daily_limit_per_reference: Option<String>,
+}
+
+/// One `[[autoscale]]` entry: the roadmap's policy for one queue; every key but `queue` has
+/// the roadmap's default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAutoscale {
+    /// A queue a configured worker takes jobs from, `CHAIN.KIND` (`tron.deposit`).
+    pub queue: String,
+    pub min_workers: Option<i64>,
+    pub max_workers: Option<i64>,
+    /// Scale up while more jobs than this are ready (default 50).
+    pub scale_up_depth: Option<i64>,
+    /// Scale down while fewer than this are ready (default 5).
+    pub scale_down_depth: Option<i64>,
+    pub scale_up_step: Option<i64>,
+    pub scale_down_step: Option<i64>,
+    /// Seconds after any change before the next (default 300).
+    pub cooldown: Option<f64>,
 }
 
 /// An asset of the configuration's `[[assets]]`.
@@ -240,6 +297,18 @@ impl Default for RawConfig {
             bitcoin_batch_max: 25,
             bitcoin_batch_wait: 30.0,
             bitcoin_bump_after: 600.0,
+            health_memory_limit_mb: HEALTH_MEMORY_LIMIT_DEFAULT / (1024 * 1024),
+            health_memory_warning_percent: 80,
+            health_heartbeat_warning_intervals: 2,
+            health_window: HEALTH_WINDOW_DEFAULT.as_secs_f64(),
+            health_error_rate_warning: 0.05,
+            health_error_rate_unhealthy: 0.25,
+            health_error_rate_min_jobs: 10,
+            health_balance_max_age: HEALTH_BALANCE_MAX_AGE_DEFAULT.as_secs_f64(),
+            health_withdrawal_stuck_after: HEALTH_WITHDRAWAL_STUCK_AFTER_DEFAULT.as_secs_f64(),
+            health_restart: true,
+            health_restart_after: HEALTH_RESTART_AFTER_DEFAULT.as_secs_f64(),
+            autoscale: None,
         }
     }
 }
@@ -436,8 +505,27 @@ pub struct Settings {
     pub workers: Vec<WorkerEntry>,
     /// What withdrawals are paid with and checked against.
     pub withdrawals: WithdrawalSettings,
+    /// The health checker's limits and its restart action.
+    pub health: HealthSettings,
+    /// The queues `up` scales, each with its policy.
+    pub autoscale: Vec<AutoscaleEntry>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSettings {
+    pub limits: domain::health::HealthLimits,
+    /// Restart a worker unhealthy for `restart_after`; None: never.
+    pub restart_after: Option<Duration>,
+}
+
+/// One autoscaled queue: the workers it scales are of `spec`, numbered after the configured ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleEntry {
+    pub queue: domain::Name,
+    pub spec: WorkerSpec,
+    pub policy: domain::autoscale::ScalePolicy,
 }
 
 impl std::fmt::Debug for Settings {
@@ -460,6 +548,8 @@ impl std::fmt::Debug for Settings {
             bitcoin,
             workers,
             withdrawals,
+            health,
+            autoscale,
             config_file,
         } = self;
         f.debug_struct("Settings")
@@ -479,6 +569,8 @@ impl std::fmt::Debug for Settings {
             .field("bitcoin", bitcoin)
             .field("workers", workers)
             .field("withdrawals", withdrawals)
+            .field("health", health)
+            .field("autoscale", autoscale)
             .field("config_file", config_file)
             .finish()
     }
@@ -561,8 +653,9 @@ fn within(key: &str, value: u32, min: u32, max: u32) -> anyhow::Result<u32> {
     Ok(value)
 }
 
-fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
+fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
     let tron = tron(&raw)?;
+    let raw_autoscale = raw.autoscale.take();
     let withdrawals = withdrawal_settings(&raw)?;
     let listen: SocketAddr = raw.listen.parse().with_context(|| {
         format!(
@@ -577,6 +670,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         HEARTBEAT_INTERVAL_MAX,
     )?;
     let lost_after_intervals = within("lost_after_intervals", raw.lost_after_intervals, 2, 100)?;
+    let health = health_settings(&raw, heartbeat_interval, lost_after_intervals)?;
     let drain_timeout = seconds(
         "drain_timeout",
         raw.drain_timeout,
@@ -655,6 +749,7 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
             .collect(),
         Some(entries) => workers(entries)?,
     };
+    let autoscale = autoscale(raw_autoscale.unwrap_or_default(), &workers)?;
     Ok(Settings {
         database_url,
         listen,
@@ -688,8 +783,215 @@ fn validate(raw: RawConfig) -> anyhow::Result<Settings> {
         bitcoin,
         workers,
         withdrawals,
+        health,
+        autoscale,
         config_file: None,
     })
+}
+
+fn positive_seconds(key: &str, value: f64) -> anyhow::Result<Duration> {
+    seconds(
+        key,
+        value,
+        Duration::from_millis(1),
+        Duration::from_secs(30 * 24 * 3600),
+    )
+}
+
+/// A fraction in (0, 1] as basis points.
+#[allow(
+    clippy::float_arithmetic,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a fraction checked to (0, 1] times 10,000 fits a u32"
+)]
+fn fraction_bp(key: &str, value: f64) -> anyhow::Result<u32> {
+    if !value.is_finite() || value <= 0.0 || value > 1.0 {
+        bail!(
+            "invalid configuration key `{key}`: {value} is out of range; expected a fraction above 0 and at most 1 (0.05 is 5 %)"
+        );
+    }
+    Ok((value * 10_000.0).round().max(1.0) as u32)
+}
+
+fn health_settings(
+    raw: &RawConfig,
+    heartbeat_interval: Duration,
+    lost_after_intervals: u32,
+) -> anyhow::Result<HealthSettings> {
+    if raw.health_memory_limit_mb == 0 || raw.health_memory_limit_mb > 1024 * 1024 {
+        bail!(
+            "invalid configuration key `health_memory_limit_mb`: {} is out of range; expected 1 to 1048576 MiB",
+            raw.health_memory_limit_mb
+        );
+    }
+    let warning_intervals = within(
+        "health_heartbeat_warning_intervals",
+        raw.health_heartbeat_warning_intervals,
+        1,
+        lost_after_intervals.saturating_sub(1).max(1),
+    )?;
+    let error_rate_warning_bp =
+        fraction_bp("health_error_rate_warning", raw.health_error_rate_warning)?;
+    let error_rate_unhealthy_bp = fraction_bp(
+        "health_error_rate_unhealthy",
+        raw.health_error_rate_unhealthy,
+    )?;
+    if error_rate_unhealthy_bp < error_rate_warning_bp {
+        bail!(
+            "invalid configuration key `health_error_rate_unhealthy`: {} is below `health_error_rate_warning` ({})",
+            raw.health_error_rate_unhealthy,
+            raw.health_error_rate_warning
+        );
+    }
+    let limits = domain::health::HealthLimits {
+        heartbeat_interval,
+        heartbeat_warning_intervals: warning_intervals,
+        lost_after_intervals,
+        memory_limit_bytes: raw.health_memory_limit_mb * 1024 * 1024,
+        memory_warning_percent: within(
+            "health_memory_warning_percent",
+            raw.health_memory_warning_percent,
+            1,
+            100,
+        )?,
+        window: positive_seconds("health_window", raw.health_window)?,
+        error_rate_warning_bp,
+        error_rate_unhealthy_bp,
+        error_rate_min_jobs: u64::from(within(
+            "health_error_rate_min_jobs",
+            raw.health_error_rate_min_jobs,
+            1,
+            1_000_000,
+        )?),
+        balance_max_age: positive_seconds("health_balance_max_age", raw.health_balance_max_age)?,
+        withdrawal_stuck_after: positive_seconds(
+            "health_withdrawal_stuck_after",
+            raw.health_withdrawal_stuck_after,
+        )?,
+    };
+    let restart_after = positive_seconds("health_restart_after", raw.health_restart_after)?;
+    Ok(HealthSettings {
+        limits,
+        restart_after: raw.health_restart.then_some(restart_after),
+    })
+}
+
+/// The `[[autoscale]]` entries: each names a queue some configured worker takes jobs from,
+/// at most once, with a policy that can hold (min at most max, no zero step or cooldown, no
+/// negative threshold, the configured workers within the bounds).
+fn autoscale(
+    entries: Vec<RawAutoscale>,
+    workers: &[WorkerEntry],
+) -> anyhow::Result<Vec<AutoscaleEntry>> {
+    use domain::autoscale::ScalePolicy;
+    let mut out: Vec<AutoscaleEntry> = Vec::with_capacity(entries.len());
+    for (index, entry) in entries.into_iter().enumerate() {
+        let key = |field: &str| format!("autoscale[{index}].{field}");
+        let defaults = ScalePolicy::default();
+        let number = |field: &str, value: Option<i64>, default: u64, min: i64, max: i64| {
+            let value = value.unwrap_or(i64::try_from(default).unwrap_or(i64::MAX));
+            if value < min || value > max {
+                bail!(
+                    "invalid configuration key `{}`: {value} is out of range; expected {min} to {max}",
+                    key(field)
+                );
+            }
+            Ok(u64::try_from(value).unwrap_or(0))
+        };
+        let workers_max = i64::from(AUTOSCALE_WORKERS_MAX);
+        let count =
+            |field: &str, value: Option<i64>, default: u32, min: i64| -> anyhow::Result<u32> {
+                Ok(
+                    u32::try_from(number(field, value, u64::from(default), min, workers_max)?)
+                        .unwrap_or(u32::MAX),
+                )
+            };
+        let policy = ScalePolicy {
+            min_workers: count("min_workers", entry.min_workers, defaults.min_workers, 1)?,
+            max_workers: count("max_workers", entry.max_workers, defaults.max_workers, 1)?,
+            scale_up_depth: number(
+                "scale_up_depth",
+                entry.scale_up_depth,
+                defaults.scale_up_depth,
+                0,
+                i64::from(u32::MAX),
+            )?,
+            scale_down_depth: number(
+                "scale_down_depth",
+                entry.scale_down_depth,
+                defaults.scale_down_depth,
+                0,
+                i64::from(u32::MAX),
+            )?,
+            scale_up_step: count(
+                "scale_up_step",
+                entry.scale_up_step,
+                defaults.scale_up_step,
+                1,
+            )?,
+            scale_down_step: count(
+                "scale_down_step",
+                entry.scale_down_step,
+                defaults.scale_down_step,
+                1,
+            )?,
+            cooldown: match entry.cooldown {
+                None => defaults.cooldown,
+                Some(value) => positive_seconds(&key("cooldown"), value)?,
+            },
+        };
+        if policy.min_workers > policy.max_workers {
+            bail!(
+                "invalid configuration key `{}`: {} is above `max_workers` ({})",
+                key("min_workers"),
+                policy.min_workers,
+                policy.max_workers
+            );
+        }
+        if policy.scale_down_depth > policy.scale_up_depth {
+            bail!(
+                "invalid configuration key `{}`: {} is above `scale_up_depth` ({}); the fleet would flap",
+                key("scale_down_depth"),
+                policy.scale_down_depth,
+                policy.scale_up_depth
+            );
+        }
+        let queue = domain::Name::new(entry.queue.clone())
+            .with_context(|| format!("invalid configuration key `{}`", key("queue")))?;
+        let Some(spec) = workers
+            .iter()
+            .map(|worker| worker.spec)
+            .find(|spec| queue::queue_for(spec.kind, spec.chain) == queue)
+        else {
+            bail!(
+                "invalid configuration key `{}`: no configured worker takes jobs from {:?}; queues are CHAIN.KIND of a `[[workers]]` entry (`tron.deposit`)",
+                key("queue"),
+                entry.queue
+            );
+        };
+        if out.iter().any(|existing| existing.queue == queue) {
+            bail!(
+                "invalid configuration key `{}`: queue {queue} is scaled twice",
+                key("queue")
+            );
+        }
+        let configured = u32::try_from(workers.iter().filter(|worker| worker.spec == spec).count())
+            .unwrap_or(u32::MAX);
+        if configured > policy.max_workers {
+            bail!(
+                "invalid configuration key `{}`: {} is below the {configured} workers configured for {queue}",
+                key("max_workers"),
+                policy.max_workers
+            );
+        }
+        out.push(AutoscaleEntry {
+            queue,
+            spec,
+            policy,
+        });
+    }
+    Ok(out)
 }
 
 /// The Bitcoin node's settings: a URL without credentials, and either a cookie file or a user
@@ -947,10 +1249,108 @@ mod tests {
                 "[[workers]]\nkind = \"consolidation\"\nchain = \"bitcoin\"",
                 "workers[0]",
             ),
+            ("health_memory_limit_mb = 0", "health_memory_limit_mb"),
+            (
+                "health_memory_warning_percent = 0",
+                "health_memory_warning_percent",
+            ),
+            (
+                "health_heartbeat_warning_intervals = 0",
+                "health_heartbeat_warning_intervals",
+            ),
+            (
+                "health_heartbeat_warning_intervals = 3",
+                "health_heartbeat_warning_intervals",
+            ),
+            ("health_window = 0", "health_window"),
+            ("health_error_rate_warning = 0", "health_error_rate_warning"),
+            (
+                "health_error_rate_unhealthy = 1.5",
+                "health_error_rate_unhealthy",
+            ),
+            (
+                "health_error_rate_warning = 0.5\nhealth_error_rate_unhealthy = 0.2",
+                "health_error_rate_unhealthy",
+            ),
+            (
+                "health_error_rate_min_jobs = 0",
+                "health_error_rate_min_jobs",
+            ),
+            ("health_balance_max_age = 0", "health_balance_max_age"),
+            (
+                "health_withdrawal_stuck_after = 0",
+                "health_withdrawal_stuck_after",
+            ),
+            ("health_restart_after = 0", "health_restart_after"),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nmin_workers = 4\nmax_workers = 3",
+                "autoscale[0].min_workers",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nmin_workers = 0",
+                "autoscale[0].min_workers",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nmax_workers = 101",
+                "autoscale[0].max_workers",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\ncooldown = 0",
+                "autoscale[0].cooldown",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nscale_up_depth = -1",
+                "autoscale[0].scale_up_depth",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nscale_down_depth = -5",
+                "autoscale[0].scale_down_depth",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nscale_down_depth = 60",
+                "autoscale[0].scale_down_depth",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nscale_up_step = 0",
+                "autoscale[0].scale_up_step",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.nothing\"",
+                "autoscale[0].queue",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\n[[autoscale]]\nqueue = \"tron.deposit\"",
+                "autoscale[1].queue",
+            ),
+            (
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nmaximum = 3",
+                "maximum",
+            ),
         ] {
             let error = format!("{:#}", load_toml(text).unwrap_err());
             assert!(error.contains(key), "{text:?} gave {error:?}");
         }
+    }
+
+    #[test]
+    fn autoscale_takes_the_roadmaps_defaults() {
+        let settings = load_toml("[[autoscale]]\nqueue = \"tron.deposit\"").unwrap();
+        assert_eq!(settings.autoscale.len(), 1);
+        let entry = &settings.autoscale[0];
+        assert_eq!(entry.queue.as_str(), "tron.deposit");
+        assert_eq!(entry.policy, domain::autoscale::ScalePolicy::default());
+        assert_eq!(entry.policy.cooldown, Duration::from_secs(300));
+        assert_eq!(
+            (entry.policy.min_workers, entry.policy.max_workers),
+            (1, 10)
+        );
+        assert!(load_toml("").unwrap().autoscale.is_empty());
+        let health = load_toml("health_restart = false").unwrap().health;
+        assert_eq!(health.restart_after, None);
+        assert_eq!(
+            load_toml("").unwrap().health.restart_after,
+            Some(Duration::from_secs(300))
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `coinsensei`: runs the system (`up`, `serve`, `worker`), manages its database (`migrate`)
 //! and drives its workers (`workers`). See `coinsensei --help`.
 
+mod autoscaler;
 mod bitcoin_payer;
 mod commands;
 mod config;
@@ -55,6 +56,14 @@ enum Command {
     Queues(QueuesArgs),
     /// Enqueue, inspect, retry and discard jobs.
     Jobs(JobsArgs),
+    /// The health checker's report on every worker and chain. Exit code: 0 healthy,
+    /// 1 warning, 2 unhealthy or no report to be had (the message says why); a bad
+    /// command line or configuration is an error as for every command.
+    Health(HealthArgs),
+    /// What the autoscaler of `coinsensei up` does: policies, depths, live workers and its
+    /// recent decisions.
+    #[command(subcommand)]
+    Autoscaler(AutoscalerCommand),
     /// Create, list, show and cancel withdrawals (what the exchange's backend does through
     /// /api/v1/withdrawals).
     Withdrawals(WithdrawalsArgs),
@@ -324,6 +333,25 @@ struct WorkersArgs {
     server: ServerArgs,
     #[command(subcommand)]
     command: WorkersCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AutoscalerCommand {
+    /// Each autoscaled queue: its policy, depth, live workers and last decisions.
+    Status {
+        /// Print a JSON array instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+struct HealthArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the report as JSON (the API's shape).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -610,6 +638,8 @@ fn main() -> ExitCode {
         | Command::Workers(_)
         | Command::Queues(_)
         | Command::Jobs(_)
+        | Command::Health(_)
+        | Command::Autoscaler(_)
         | Command::Withdrawals(_)
         | Command::Tokens(_)
         | Command::Keys(_)
@@ -720,6 +750,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     control(&global, remote, args, ControlAction::Restart).await
                 }
             }
+        }
+        Command::Health(HealthArgs { server, json }) => {
+            let remote = server.remote()?;
+            let settings = match remote {
+                Some(_) => None,
+                None => Some(global.settings(None)?),
+            };
+            // A report that cannot be had (the database or server away, a timeout) is
+            // unhealthy, never healthy: exit 2, with the reason.
+            let reported = match (remote, settings) {
+                (Some(remote), _) => commands::health::remote(&remote, json).await,
+                (None, Some(settings)) => commands::health::local(settings, json).await,
+                (None, None) => unreachable!("settings are loaded when there is no server"),
+            };
+            Ok(reported.unwrap_or_else(|error| {
+                eprintln!("error: {error:#}");
+                ExitCode::from(domain::health::HealthLevel::Unhealthy.code())
+            }))
+        }
+        Command::Autoscaler(AutoscalerCommand::Status { json }) => {
+            commands::autoscaler::status(global.settings(None)?, json).await
         }
         Command::Queues(QueuesArgs { server, command }) => {
             if let Some(remote) = server.remote()? {

@@ -102,6 +102,35 @@ async fn malformed_configuration_names_the_key() {
             "workers[0].chain",
         ),
         (write("f.toml", "heartbeat_interval = [\n"), "f.toml"),
+        (
+            write("g.toml", "health_memory_limit_mb = 0\n"),
+            "health_memory_limit_mb",
+        ),
+        (
+            write(
+                "h.toml",
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nmin_workers = 5\nmax_workers = 2\n",
+            ),
+            "autoscale[0].min_workers",
+        ),
+        (
+            write(
+                "i.toml",
+                "[[autoscale]]\nqueue = \"tron.deposit\"\ncooldown = 0\n",
+            ),
+            "autoscale[0].cooldown",
+        ),
+        (
+            write(
+                "j.toml",
+                "[[autoscale]]\nqueue = \"tron.deposit\"\nscale_up_depth = -1\n",
+            ),
+            "autoscale[0].scale_up_depth",
+        ),
+        (
+            write("k.toml", "[[autoscale]]\nqueue = \"solana.deposit\"\n"),
+            "autoscale[0].queue",
+        ),
     ];
     for (path, key) in &files {
         let output = coinsensei([
@@ -116,6 +145,21 @@ async fn malformed_configuration_names_the_key() {
         .unwrap();
         assert_refused(&output, &[key]);
     }
+    // `up` refuses a bad policy before it serves or starts anything.
+    let output = coinsensei([
+        "--config",
+        &files[7].0,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "up",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_refused(&output, &["autoscale[0].min_workers"]);
+    assert!(!dir.join("coinsensei.db").exists(), "nothing written");
     // The same checks apply to environment variables, and name them.
     let output = coinsensei(["--data-dir", dir.to_str().unwrap(), "migrate"])
         .env("COINSENSEI_HEARTBEAT_INTERVAL", "often")
@@ -389,6 +433,8 @@ async fn every_command_has_help() {
         &["jobs", "show"],
         &["jobs", "retry"],
         &["jobs", "discard"],
+        &["health"],
+        &["autoscaler", "status"],
     ];
     for command in commands {
         let output = coinsensei(command.iter().chain(&["--help"]))

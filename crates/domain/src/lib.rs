@@ -11,6 +11,8 @@ pub mod enums;
 pub mod access;
 pub mod amount;
 pub mod asset;
+pub mod autoscale;
+pub mod health;
 pub mod job;
 pub mod limits;
 pub mod text;

@@ -125,3 +125,34 @@ pub const HTTP_DESCRIPTORS_RESERVED: usize = 256;
 /// Event streams (API and live dashboard pages together) one token may hold open at once;
 /// one more is refused (429), so one client cannot take every stream slot of the process.
 pub const EVENT_STREAMS_PER_TOKEN_MAX: usize = 8;
+
+/// A worker's resident memory limit for its health check (`health_memory_limit_mb`).
+pub const HEALTH_MEMORY_LIMIT_DEFAULT: u64 = 512 * 1024 * 1024;
+/// The window the job-progress and error-rate checks look over (`health_window`).
+pub const HEALTH_WINDOW_DEFAULT: Duration = Duration::from_secs(60);
+/// Readings of one worker the health monitor keeps at most (older ones fall out of the
+/// window anyway; this bounds a monitor called far more often than the interval).
+pub const HEALTH_SAMPLES_MAX: usize = 120;
+/// Workers the health monitor reads per round at most; beyond it the rest go unjudged
+/// (and the report says so).
+pub const HEALTH_WORKERS_MAX: u32 = 10_000;
+/// A hot wallet balance read longer ago than this is unhealthy: its worker reads every 15 s.
+pub const HEALTH_BALANCE_MAX_AGE_DEFAULT: Duration = Duration::from_secs(120);
+/// A withdrawal this long in one unfinished state is stuck (`health_withdrawal_stuck_after`).
+pub const HEALTH_WITHDRAWAL_STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(30 * 60);
+/// How long a worker stays unhealthy before the control plane restarts it
+/// (`health_restart_after`).
+pub const HEALTH_RESTART_AFTER_DEFAULT: Duration = Duration::from_secs(5 * 60);
+
+/// The roadmap's autoscaling policy, the defaults of an `[[autoscale]]` entry.
+pub const AUTOSCALE_MIN_WORKERS_DEFAULT: u32 = 1;
+pub const AUTOSCALE_MAX_WORKERS_DEFAULT: u32 = 10;
+pub const AUTOSCALE_UP_DEPTH_DEFAULT: u64 = 50;
+pub const AUTOSCALE_DOWN_DEPTH_DEFAULT: u64 = 5;
+pub const AUTOSCALE_UP_STEP_DEFAULT: u32 = 2;
+pub const AUTOSCALE_DOWN_STEP_DEFAULT: u32 = 1;
+pub const AUTOSCALE_COOLDOWN_DEFAULT: Duration = Duration::from_secs(5 * 60);
+/// Most worker processes one autoscaled queue may have (`max_workers` is refused above it).
+pub const AUTOSCALE_WORKERS_MAX: u32 = 100;
+/// How often the autoscaler reads queue depths.
+pub const AUTOSCALE_INTERVAL: Duration = Duration::from_secs(1);

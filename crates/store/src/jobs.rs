@@ -322,6 +322,30 @@ impl Store {
         })
     }
 
+    /// Per lease owner (`worker-id:incarnation`): how many jobs it holds whose lease expired
+    /// before `now` and that no rescue has taken back yet. The health check's "running past
+    /// its lease": a holder that stopped extending its leases.
+    pub async fn job_lease_overdue(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(
+                "select lease_owner, count(*) as overdue from job
+                 where state = 'running' and lease_expires_at < $1
+                 group by lease_owner order by lease_owner",
+            )
+            .bind(d::time(now))
+            .fetch_all(pool)
+            .await?;
+            let mut overdue = Vec::with_capacity(rows.len());
+            for row in &rows {
+                overdue.push((row.try_get("lease_owner")?, row.try_get("overdue")?));
+            }
+            Ok(overdue)
+        })
+    }
+
     /// Deletes finished jobs beyond the kept counts per queue and older than the cut-off.
     pub async fn job_prune(&self, prune: &JobPrune) -> Result<u64, StoreError> {
         Ok(on_write!(self, |conn, d| {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{JobState, Name};
-use store::{AuditInsert, AuditList, Change, JobInsert, Store};
+use store::{AuditInsert, AuditList, Change, JobClaim, JobInsert, Store};
 use testkit::{Backend, TestDb};
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -97,8 +97,36 @@ async fn enqueues_wake_listeners(db: &TestDb) {
     }
 }
 
+/// Jobs whose holder let their lease expire are counted per holder until a rescue takes
+/// them back; jobs still leased, or finished, are not.
+async fn overdue_leases_are_counted_per_holder(db: &TestDb) {
+    let store = db.store().await;
+    for _ in 0..3 {
+        store.job_insert(&job("lease", at(0))).await.unwrap();
+    }
+    let claim = |owner: &str, limit: u32, lease_until| JobClaim {
+        queue: name("lease"),
+        owner: owner.into(),
+        limit,
+        lease_until,
+        now: at(1),
+    };
+    store.job_claim(&claim("w-1:a", 2, at(10))).await.unwrap();
+    store.job_claim(&claim("w-2:b", 1, at(30))).await.unwrap();
+    assert_eq!(store.job_lease_overdue(at(5)).await.unwrap(), []);
+    assert_eq!(
+        store.job_lease_overdue(at(11)).await.unwrap(),
+        [("w-1:a".to_string(), 2)]
+    );
+    assert_eq!(
+        store.job_lease_overdue(at(31)).await.unwrap(),
+        [("w-1:a".to_string(), 2), ("w-2:b".to_string(), 1)]
+    );
+}
+
 testkit::on_both_stores!(
     db:
     enqueue_commits_with_the_callers_data,
     enqueues_wake_listeners,
+    overdue_leases_are_counted_per_holder,
 );

@@ -355,6 +355,10 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             worker_action(ControlAction::Restart),
         ),
         (
+            route(Method::GET, "/api/admin/health", Viewer),
+            get(get_health),
+        ),
+        (
             route(Method::GET, "/api/admin/queues", Viewer),
             get(list_queues),
         ),
@@ -868,6 +872,16 @@ async fn list_workers(
         offset,
     })
     .into_response())
+}
+
+/// The health checker's report: every worker and chain, each check with its reason and value.
+async fn get_health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let report = state
+        .options
+        .health
+        .evaluate(&state.store, Utc::now())
+        .await?;
+    Ok(Json(crate::health::report_json(&report)))
 }
 
 async fn get_worker(

@@ -24,6 +24,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod dto;
 pub mod events;
+pub mod health;
 pub mod metrics;
 pub mod withdrawals;
 
@@ -77,6 +78,9 @@ pub struct WebOptions {
     pub public_url: Option<String>,
     /// What withdrawal requests are checked against (catalogue, network, our own addresses).
     pub intake: Arc<withdrawals::Intake>,
+    /// The health checker `GET /api/admin/health` and `/metrics` ask (shared with the
+    /// control plane's restart action, so all agree).
+    pub health: Arc<health::HealthMonitor>,
 }
 
 impl Default for WebOptions {
@@ -92,6 +96,7 @@ impl Default for WebOptions {
             heartbeat_interval: Duration::from_secs(5),
             public_url: None,
             intake: Arc::default(),
+            health: Arc::default(),
         }
     }
 }

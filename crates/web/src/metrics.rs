@@ -23,7 +23,11 @@
 //!   `coinsensei_payout_rebroadcasts_total` (by chain: stored transactions sent again),
 //!   and `coinsensei_hot_wallet_balance` with `coinsensei_hot_wallet_balance_age_seconds`
 //!   (by chain and asset, in the asset's base units, as the withdrawal worker last read it
-//!   from its node).
+//!   from its node);
+//! - the health checker's verdicts (`crate::health`): `coinsensei_worker_health_status` and
+//!   `coinsensei_chain_health_status` (0 healthy, 1 warning, 2 unhealthy), and per check
+//!   `coinsensei_health_check_status` / `coinsensei_health_check_value` (by worker and
+//!   check) and `coinsensei_chain_health_check_status` / `..._value` (by chain and check).
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -35,7 +39,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use domain::{Chain, Role, WithdrawalState, WorkerKind, WorkerStatus};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use store::WorkerList;
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -139,22 +142,9 @@ pub(crate) async fn render(State(state): State<AppState>, request: Request) -> R
 )]
 async fn refresh(state: &AppState) -> Result<(), ApiError> {
     let now = Utc::now();
-    let mut workers = Vec::new();
-    loop {
-        let page = state
-            .store
-            .worker_list(&WorkerList {
-                limit: domain::limits::LIST_LIMIT_MAX,
-                offset: u32::try_from(workers.len()).unwrap_or(u32::MAX),
-                ..Default::default()
-            })
-            .await?;
-        let last = page.len() < domain::limits::LIST_LIMIT_MAX as usize;
-        workers.extend(page);
-        if last {
-            break;
-        }
-    }
+    let workers = crate::health::all_workers(&state.store).await?;
+    let report = state.options.health.evaluate(&state.store, now).await?;
+    crate::health::export(&report);
     for chain in Chain::ALL {
         for &kind in WorkerKind::ALL {
             for &status in WorkerStatus::ALL {

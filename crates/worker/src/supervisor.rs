@@ -1,12 +1,16 @@
 //! The local supervisor behind `coinsensei up`: keeps one child process per configured
-//! worker alive, restarting a dead one with backoff, and stops them all cleanly.
+//! worker alive, restarting a dead one with backoff, and stops them all cleanly. Children
+//! may be added while it runs and retired one by one (the autoscaler's): a retired child
+//! is drained like any stopping one (SIGTERM: in-flight jobs finish) and not restarted.
 //!
 //! Each child gets a pipe as its stdin and exits (gracefully) when it reads end-of-file, so
 //! children never outlive a supervisor that was killed outright. Every unexpected exit is
 //! written to the audit log with its exit status.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -61,31 +65,85 @@ impl Default for SupervisorConfig {
     }
 }
 
+/// The supervisor of one `up`: children can be added while it runs (the autoscaler's extra
+/// workers) and retired (drained by SIGTERM, then not restarted).
 pub struct Supervisor {
-    children: Vec<ChildSpec>,
     config: SupervisorConfig,
     store: Store,
+    cancel: CancellationToken,
+    tasks: Mutex<JoinSet<()>>,
+    /// Each child still kept alive or draining, with its own retirement signal; an id
+    /// leaves when its child is gone for good.
+    children: Arc<Mutex<HashMap<WorkerId, CancellationToken>>>,
 }
 
 impl Supervisor {
-    pub fn new(children: Vec<ChildSpec>, config: SupervisorConfig, store: Store) -> Self {
+    /// A supervisor whose children all stop when `cancel` fires.
+    pub fn new(config: SupervisorConfig, store: Store, cancel: CancellationToken) -> Self {
         Supervisor {
-            children,
             config,
             store,
+            cancel,
+            tasks: Mutex::new(JoinSet::new()),
+            children: Arc::default(),
         }
     }
 
-    /// Runs every child until `cancel` fires, then stops them all and returns.
-    pub async fn run(self, cancel: CancellationToken) {
-        let mut tasks = JoinSet::new();
-        for spec in self.children {
-            let config = self.config.clone();
-            let store = self.store.clone();
-            let cancel = cancel.clone();
-            tasks.spawn(async move { keep_alive(spec, config, store, cancel).await });
+    /// Starts keeping `spec` alive. False, and nothing started, while a child of that id is
+    /// still kept alive or draining (two processes on one id would fence each other out).
+    pub fn spawn(&self, spec: ChildSpec) -> bool {
+        let retire = CancellationToken::new();
+        {
+            let mut children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+            if children.contains_key(&spec.id) {
+                return false;
+            }
+            children.insert(spec.id.clone(), retire.clone());
         }
-        while tasks.join_next().await.is_some() {}
+        let config = self.config.clone();
+        let store = self.store.clone();
+        let cancel = self.cancel.clone();
+        let children = Arc::clone(&self.children);
+        self.tasks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spawn(async move {
+                let id = spec.id.clone();
+                keep_alive(spec, config, store, cancel, retire).await;
+                children
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            });
+        true
+    }
+
+    /// Whether a child of this id is kept alive or still draining.
+    pub fn has(&self, id: &WorkerId) -> bool {
+        self.children
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(id)
+    }
+
+    /// Retires a child: SIGTERM (it finishes its in-flight jobs within its drain timeout and
+    /// reports `offline`), no restart, an audit entry `worker.retired` with the drain time.
+    /// Returns at once; false if no such child runs.
+    pub fn retire(&self, id: &WorkerId) -> bool {
+        let children = self.children.lock().unwrap_or_else(PoisonError::into_inner);
+        children.get(id).map(CancellationToken::cancel).is_some()
+    }
+
+    /// Waits until every child has stopped (after `cancel`, or each retired or given up on).
+    pub async fn wait(&self) {
+        loop {
+            let mut tasks =
+                std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+            if tasks.is_empty() {
+                return;
+            }
+            while tasks.join_next().await.is_some() {}
+        }
     }
 }
 
@@ -109,6 +167,7 @@ async fn keep_alive(
     config: SupervisorConfig,
     store: Store,
     cancel: CancellationToken,
+    retire: CancellationToken,
 ) {
     let mut backoff = Backoff::new(config.respawn_backoff_min, config.respawn_backoff_max);
     loop {
@@ -117,7 +176,7 @@ async fn keep_alive(
             Ok(child) => child,
             Err(error) => {
                 tracing::error!(worker = %spec.id, program = %spec.program.display(), %error, "cannot start worker process");
-                if wait_or_cancel(backoff.next_delay(), &cancel).await {
+                if wait_or_cancel(backoff.next_delay(), &cancel, &retire).await {
                     return;
                 }
                 continue;
@@ -131,6 +190,14 @@ async fn keep_alive(
         tokio::select! {
             () = cancel.cancelled() => {
                 stop_child(&spec, &mut child, config.stop_timeout).await;
+                return;
+            }
+            () = retire.cancelled() => {
+                let draining = Instant::now();
+                stop_child(&spec, &mut child, config.stop_timeout).await;
+                let drain_ms = u64::try_from(draining.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(worker = %spec.id, pid, drain_ms, "worker process retired");
+                record(&store, &spec, "worker.retired", serde_json::json!({"pid": pid, "drain_ms": drain_ms})).await;
                 return;
             }
             exit = child.wait() => {
@@ -153,7 +220,7 @@ async fn keep_alive(
                 tracing::error!(worker = %spec.id, pid, %exit, restart_in_ms = delay.as_millis() as u64, "worker process exited; restarting");
                 let details = serde_json::json!({"pid": pid, "exit": exit, "restart_in_ms": delay.as_millis() as u64});
                 record(&store, &spec, "worker.exited", details).await;
-                if wait_or_cancel(delay, &cancel).await {
+                if wait_or_cancel(delay, &cancel, &retire).await {
                     return;
                 }
             }
@@ -174,10 +241,15 @@ async fn record(store: &Store, spec: &ChildSpec, action: &str, details: serde_js
     }
 }
 
-/// Sleeps for `delay`; returns true if cancelled meanwhile.
-async fn wait_or_cancel(delay: Duration, cancel: &CancellationToken) -> bool {
+/// Sleeps for `delay`; returns true if cancelled or retired meanwhile.
+async fn wait_or_cancel(
+    delay: Duration,
+    cancel: &CancellationToken,
+    retire: &CancellationToken,
+) -> bool {
     tokio::select! {
         () = cancel.cancelled() => true,
+        () = retire.cancelled() => true,
         () = tokio::time::sleep(delay) => false,
     }
 }

@@ -1,8 +1,10 @@
 //! One module per command; shared connection handling here.
 
+pub mod autoscaler;
 pub mod bench;
 pub mod chain;
 pub mod devnet;
+pub mod health;
 pub mod keys;
 pub mod migrate;
 pub mod queues;
@@ -81,7 +83,8 @@ pub async fn open_queue(
     })
 }
 
-/// Runs the control plane (HTTP endpoints and the reaper) until `cancel` fires.
+/// Runs the control plane (HTTP endpoints, the reaper, queue maintenance and the health
+/// checker with its restart action) until `cancel` fires.
 pub async fn control_plane(
     store: Store,
     settings: &Settings,
@@ -108,8 +111,17 @@ pub async fn control_plane(
         let cancel = cancel.clone();
         async move { maintenance.run(cancel).await }
     });
+    let health = health::monitor(settings);
+    let health_task = tokio::spawn(health::run_loop(
+        store.clone(),
+        std::sync::Arc::clone(&health),
+        settings.heartbeat_interval,
+        settings.health.restart_after,
+        cancel.clone(),
+    ));
     let options = web::WebOptions {
         metrics_public: settings.metrics_public,
+        health,
         heartbeat_interval: settings.heartbeat_interval,
         public_url: settings.public_url.clone(),
         intake: std::sync::Arc::new(settings.intake()),
@@ -119,6 +131,7 @@ pub async fn control_plane(
     cancel.cancel();
     let _ = reaper_task.await;
     let _ = maintenance_task.await;
+    let _ = health_task.await;
     served.context("serving HTTP")
 }
 

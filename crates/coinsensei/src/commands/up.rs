@@ -1,12 +1,17 @@
 //! `coinsensei up`: the whole system on one machine. Migrates the database, serves the control
-//! plane, and supervises one child process per configured worker.
+//! plane, supervises one child process per configured worker, and scales the `[[autoscale]]`
+//! queues' workers by depth (`crate::autoscaler`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use domain::WorkerId;
 use store::redact_url;
-use worker::{ChildSpec, Supervisor, SupervisorConfig};
+use worker::{ChildSpec, Supervisor, SupervisorConfig, WorkerSpec};
+
+use crate::autoscaler::Autoscaler;
 
 use crate::config::{QueueSettings, Settings};
 
@@ -32,23 +37,35 @@ pub async fn run_with(
 
     let program =
         std::env::current_exe().context("locating the coinsensei binary to start workers")?;
-    let children: Vec<ChildSpec> = settings
-        .workers
-        .iter()
-        .map(|entry| child_spec(&settings, &program, entry))
-        .collect();
-    let supervisor = Supervisor::new(
-        children,
+    let supervisor = Arc::new(Supervisor::new(
         SupervisorConfig {
             stop_timeout: settings.drain_timeout + STOP_GRACE,
             ..SupervisorConfig::default()
         },
         store.clone(),
-    );
-    let supervisor_task = tokio::spawn({
-        let cancel = cancel.clone();
-        async move { supervisor.run(cancel).await }
-    });
+        cancel.clone(),
+    ));
+    for entry in &settings.workers {
+        supervisor.spawn(child_spec(&settings, &program, entry.spec, &entry.id));
+    }
+    let autoscaler_task = if settings.autoscale.is_empty() {
+        None
+    } else {
+        let backend = super::open_queue(&settings, &store).await?;
+        let autoscaler = Autoscaler::new(
+            &settings.autoscale,
+            &settings.workers,
+            backend,
+            store.clone(),
+            Arc::clone(&supervisor),
+            Box::new({
+                let settings = settings.clone();
+                let program = program.clone();
+                move |spec, id| child_spec(&settings, &program, spec, id)
+            }),
+        );
+        Some(tokio::spawn(autoscaler.run(cancel.clone())))
+    };
 
     println!("coinsensei is up in {} ms", started.elapsed().as_millis());
     println!("  control plane  http://{address}  (/healthz, /readyz)");
@@ -72,7 +89,10 @@ pub async fn run_with(
 
     let served = super::control_plane(store.clone(), &settings, listener, cancel.clone()).await;
     cancel.cancel();
-    let _ = supervisor_task.await;
+    if let Some(task) = autoscaler_task {
+        let _ = task.await;
+    }
+    supervisor.wait().await;
     store.close().await;
     served?;
     println!("coinsensei stopped");
@@ -82,7 +102,8 @@ pub async fn run_with(
 fn child_spec(
     settings: &Settings,
     program: &std::path::Path,
-    entry: &crate::config::WorkerEntry,
+    spec: WorkerSpec,
+    id: &WorkerId,
 ) -> ChildSpec {
     let mut args = Vec::new();
     if let Some(config) = &settings.config_file {
@@ -92,11 +113,11 @@ fn child_spec(
     args.extend([
         "worker".to_string(),
         "--kind".into(),
-        entry.spec.kind.to_string(),
+        spec.kind.to_string(),
         "--chain".into(),
-        entry.spec.chain.to_string(),
+        spec.chain.to_string(),
         "--id".into(),
-        entry.id.to_string(),
+        id.to_string(),
         "--supervised".into(),
     ]);
     // The resolved settings win over whatever the file or environment said, so a child
@@ -139,7 +160,7 @@ fn child_spec(
         env.push(("COINSENSEI_REDIS_PREFIX".into(), prefix.clone()));
     }
     ChildSpec {
-        id: entry.id.clone(),
+        id: id.clone(),
         program: program.to_path_buf(),
         args,
         env,
