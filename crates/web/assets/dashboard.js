@@ -1,7 +1,9 @@
 // The dashboard's own script, loaded after htmx and its SSE extension. It keeps the "last
-// seen ... ago" times ticking, shows whether the live stream is connected, asks for
-// everything again after a reconnect, adds live audit rows once each, auto-submits the
-// filters, and draws the charts.
+// seen ... ago" times ticking, shows whether the live stream is connected (and why not, when
+// the server refuses it), asks for everything again after a reconnect, adds live audit rows
+// once each, asks before a destructive action, says next to a control when its action was
+// not sent or was refused, keeps opened error histories open across live updates,
+// auto-submits the filters, and draws the charts.
 (function () {
   "use strict";
   // The server's clock as the page saw it, so "ago" does not depend on the browser's clock.
@@ -24,9 +26,60 @@
     }
   }
 
-  function setLive(state, text) {
+  // The live indicator, and the state on <body> that dims the controls while not live.
+  // `why` explains a refusal (the server's own words) under the header.
+  function setLive(state, text, why) {
     var live = document.getElementById("live");
     if (live) { live.dataset.state = state; live.textContent = text; }
+    document.body.dataset.live = state;
+    var note = document.getElementById("live-why");
+    if (note) { note.textContent = why || ""; note.hidden = !why; }
+  }
+
+  // A stream the browser closed for good was refused (a reconnect after a network error
+  // keeps it "connecting"): ask once, with a plain request, what the server says, so the
+  // operator reads "8 streams ... close one" instead of "reconnecting" for ever. A stream
+  // this request happens to open is closed at once.
+  var probing = false;
+  function explainRefusal(url) {
+    if (probing || !window.fetch || !window.AbortController) return;
+    probing = true;
+    var abort = new AbortController();
+    fetch(url, { headers: { Accept: "text/event-stream" }, signal: abort.signal, cache: "no-store" })
+      .then(function (answer) {
+        if (answer.ok) { abort.abort(); return; }
+        return answer.text().then(function (body) {
+          var text = messageOf(body) || ("the server answered " + answer.status);
+          if (answer.status === 429 || answer.status === 503) {
+            setLive("refused", "not live", "Live updates are off: " + text + ". Each server keeps at most 32 live dashboard pages, one session 4 and one token 8 (API streams included); this page retries by itself and goes live once one is closed.");
+          }
+        });
+      })
+      .catch(function () { /* the server is away: keep "reconnecting" */ })
+      .then(function () { probing = false; });
+  }
+
+  // The text of an HTML error answer (the server's flash message), without its "reload" link.
+  function messageOf(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html || "";
+    var link = template.content.querySelector("a");
+    if (link) link.remove();
+    return template.content.textContent.trim();
+  }
+
+  // A message next to the control that was clicked: in its card's or row's actions.
+  function noteBeside(elt, text) {
+    if (!elt || !elt.parentNode) return;
+    var box = elt.closest(".actions") || elt.parentNode;
+    var note = box.querySelector(".action-note");
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "action-note";
+      note.setAttribute("role", "alert");
+      box.appendChild(note);
+    }
+    note.textContent = text;
   }
 
   var charts = [];
@@ -130,6 +183,68 @@
   });
 
   document.addEventListener("htmx:afterSwap", tick);
+
+  // Relative time on hover for every UTC time the pages show, and the UTC time on hover for
+  // the ticking "ago" ones: one format everywhere.
+  document.addEventListener("mouseover", function (event) {
+    var time = event.target.closest && event.target.closest("time[datetime]");
+    if (!time) return;
+    var at = Date.parse(time.getAttribute("datetime"));
+    if (isNaN(at)) return;
+    time.title = time.hasAttribute("data-ago")
+      ? new Date(at).toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC")
+      : ago(now() - at) + " ago";
+  });
+
+  // Destructive actions carry hx-confirm with what they will do: asked in the page's own
+  // dialog (window.confirm can be silenced by the browser), sent only on "Yes".
+  document.addEventListener("htmx:confirm", function (event) {
+    var question = event.detail.question;
+    var dialog = document.getElementById("confirm");
+    if (!question || !dialog || !dialog.showModal) return;
+    event.preventDefault();
+    document.getElementById("confirm-text").textContent = question;
+    var yes = document.getElementById("confirm-yes");
+    yes.textContent = "Yes, " + event.detail.elt.textContent.trim().toLowerCase();
+    dialog.returnValue = "";
+    dialog.onclose = function () {
+      if (dialog.returnValue === "yes") event.detail.issueRequest(true);
+    };
+    dialog.showModal();
+    document.getElementById("confirm-no").focus();
+  });
+
+  // An action that could not be sent, or that the server refused, says so beside its control
+  // (not in the page's message area, out of sight on a long page).
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var box = event.detail.elt && event.detail.elt.closest && event.detail.elt.closest(".actions");
+    var note = box && box.querySelector(".action-note");
+    if (note) note.remove();
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var detail = event.detail;
+    if (detail.xhr.status < 400 || !detail.requestConfig || detail.requestConfig.verb !== "post") return;
+    if (detail.xhr.getResponseHeader("hx-redirect")) return;
+    noteBeside(detail.requestConfig.elt, "Refused: " + messageOf(detail.serverResponse));
+    detail.shouldSwap = false;
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    noteBeside(event.detail.elt, "Not sent: the control plane cannot be reached. Nothing changed; try again once the page shows live.");
+  });
+
+  // The failed-jobs table is sent again whole: the error histories the operator opened stay
+  // open.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var target = event.target;
+    if (!target || !target.querySelectorAll) return;
+    target.coinsenseiOpened = [].map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+  });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    (event.target.coinsenseiOpened || []).forEach(function (id) {
+      var details = document.getElementById(id);
+      if (details) details.open = true;
+    });
+  });
   document.addEventListener("htmx:sseOpen", function (event) {
     setLive("live", "live");
     var source = event.detail && event.detail.source;
@@ -147,8 +262,10 @@
     return row ? Number(row.id.slice(6)) || 0 : 0;
   }
 
-  document.addEventListener("htmx:sseError", function () {
-    setLive("lost", "reconnecting");
+  document.addEventListener("htmx:sseError", function (event) {
+    // A refusal stays explained while htmx retries; a lost connection says "reconnecting".
+    if (document.body.dataset.live !== "refused") setLive("lost", "reconnecting");
+    var source = event.detail && event.detail.source;
     // The browser reconnects by itself with Last-Event-ID; if it gives up, htmx opens a new
     // stream from this attribute: it asks for every card again (`resync`) and for the audit
     // entries after the newest one shown, since the page may have missed changes meanwhile.
@@ -161,6 +278,7 @@
     params.set("resync", "1");
     if (params.has("after")) params.set("after", String(newestAudit()));
     main.setAttribute("sse-connect", parts[0] + "?" + params.toString());
+    if (source && source.readyState === 2) explainRefusal(url);
   });
 
   // New audit rows go on top, each once: a row whose id the page shows already is skipped
