@@ -82,15 +82,28 @@
     note.textContent = text;
   }
 
+  // The charts: one point a minute (the server folds each minute's samples into one), over
+  // the page's range (1 h or 24 h, `data-range` seconds), with the y axis from zero and at
+  // least a sensible span, so a flat line with jitter stays flat instead of filling the box.
   var charts = [];
+  // Counters become "per minute": the difference from the minute before, never negative
+  // (retention prunes finished jobs, so their count may drop).
+  function perMinute(samples, value) {
+    var prev = null;
+    return samples.map(function (s) {
+      var rate = prev === null ? null : Math.max(0, value(s) - value(prev));
+      prev = s;
+      return rate;
+    });
+  }
   function seriesFor(kind, history) {
-    // Returns [{label, data: [xs, ys...], series labels}] per chart name.
+    // {chart name: [series labels, [xs, ys...], least span of the y axis]}.
     var out = {};
     if (kind === "worker") {
       var xs = history.map(function (s) { return s.t; });
-      out.heartbeat = [["age"], [xs, history.map(function (s) { return s.heartbeat_age_ms == null ? null : s.heartbeat_age_ms / 1000; })]];
-      out.memory = [["RSS"], [xs, history.map(function (s) { return s.rss_bytes == null ? null : s.rss_bytes / 1048576; })]];
-      out.jobs = [["processed", "failed"], [xs, history.map(function (s) { return s.processed; }), history.map(function (s) { return s.failed; })]];
+      out.heartbeat = [["age"], [xs, history.map(function (s) { return s.heartbeat_age_ms == null ? null : s.heartbeat_age_ms / 1000; })], 10];
+      out.memory = [["RSS"], [xs, history.map(function (s) { return s.rss_bytes == null ? null : s.rss_bytes / 1048576; })], 64];
+      out.jobs = [["processed", "failed"], [xs, perMinute(history, function (s) { return s.processed; }), perMinute(history, function (s) { return s.failed; })], 5];
     } else {
       var names = Object.keys(history).sort();
       var times = {};
@@ -100,59 +113,101 @@
       names.forEach(function (n) {
         var byT = {};
         history[n].forEach(function (s) { byT[s.t] = s; });
+        var rates = perMinute(history[n], function (s) { return s.completed + s.failed; });
+        var rateByT = {};
+        history[n].forEach(function (s, i) { rateByT[s.t] = rates[i]; });
         depth.push(xq.map(function (t) { var s = byT[t]; return s ? s.available + s.scheduled + s.running : null; }));
         lat.push(xq.map(function (t) { var s = byT[t]; return s ? (s.oldest_wait_ms || 0) / 1000 : null; }));
-        var prev = null;
-        thr.push(xq.map(function (t) {
-          var s = byT[t], rate = null;
-          if (s && prev) rate = Math.max(0, (s.completed + s.failed - prev.completed - prev.failed) / Math.max(1, s.t - prev.t));
-          if (s) prev = s;
-          return rate;
-        }));
+        thr.push(xq.map(function (t) { return t in rateByT ? rateByT[t] : null; }));
       });
-      out.depth = [names, depth];
-      out.throughput = [names, thr];
-      out.latency = [names, lat];
+      out.depth = [names, depth, 5];
+      out.throughput = [names, thr, 5];
+      out.latency = [names, lat, 10];
     }
     return out;
   }
 
-  var colours = ["#0969da", "#a40e26", "#116329", "#7d4e00", "#8250df", "#1b7c83"];
+  // Chart times are UTC like every other time on the pages: "16:05".
+  function hhmm(t) {
+    var d = new Date(t * 1000);
+    return ("0" + d.getUTCHours()).slice(-2) + ":" + ("0" + d.getUTCMinutes()).slice(-2);
+  }
+
+  var colours = ["#0969da", "#cf222e", "#1a7f37", "#9a6700", "#8250df", "#1b7c83"];
   function drawCharts(history) {
     var box = document.querySelector("[data-charts]");
     if (!box || typeof uPlot === "undefined") return;
     var data = seriesFor(box.dataset.charts, history);
-    // How many samples are drawn: tests wait for a line, not just an empty frame.
+    // How many minutes are drawn, and how many samples they fold: tests wait for these.
     var first = data[Object.keys(data)[0]];
     box.dataset.points = first ? first[1][0].length : 0;
+    var folded = 0;
+    (Array.isArray(history) ? [history] : Object.keys(history).map(function (n) { return history[n]; }))
+      .forEach(function (samples) { samples.forEach(function (s) { folded = Math.max(folded, s.n || 0); }); });
+    box.dataset.foldedMax = folded;
     charts.forEach(function (c) { c.destroy(); });
     charts = [];
+    var style = getComputedStyle(document.body);
+    var ink = style.getPropertyValue("--muted").trim() || "#57606a";
+    var grid = style.getPropertyValue("--line").trim() || "#d0d7de";
+    var end = now() / 1000;
+    var start = end - range();
     box.querySelectorAll(".chart").forEach(function (el) {
       var entry = data[el.dataset.series];
       if (!entry) return;
       el.textContent = "";
+      var least = entry[2];
       var series = [{}].concat(entry[0].map(function (label, i) {
-        return { label: label, stroke: colours[i % colours.length], width: 1.5 };
+        return { label: label, stroke: colours[i % colours.length], width: 1.5, points: { size: 3 } };
       }));
+      var axis = { stroke: ink, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 } };
       var width = Math.max(240, el.clientWidth || 300);
-      charts.push(new uPlot({ width: width, height: 150, series: series, legend: { show: entry[0].length > 1 } }, entry[1], el));
+      charts.push(new uPlot({
+        width: width,
+        height: 150,
+        series: series,
+        // A compact legend, only when there is more than one line, without the live values
+        // (which jump as the pointer moves).
+        legend: { show: entry[0].length > 1, live: false },
+        cursor: { points: { size: 5 } },
+        scales: {
+          x: { time: true, range: function () { return [start, end]; } },
+          y: { range: function (u, min, max) { return [0, Math.max(least, (max || 0) * 1.15)]; } },
+        },
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"); },
+        axes: [
+          Object.assign({ values: function (u, splits) { return splits.map(hhmm); } }, axis),
+          Object.assign({ size: 44 }, axis),
+        ],
+        // Where the y axis starts, for the browser test.
+        hooks: { setScale: [function (u, key) { if (key === "y") el.dataset.yMin = u.scales.y.min; }] },
+      }, entry[1], el));
     });
   }
 
-  // What the charts draw: the page's history, then each `history` event's new samples
-  // appended (or all of it again when `reset`), at most data-samples-max per series.
+  // What the charts draw: the page's history, then each `history` event's minutes merged in
+  // (the newest minute again as it fills up; all of it again when `reset`), trimmed to the
+  // page's range.
   var history = null;
-  function samplesMax() {
+  function range() {
     var box = document.querySelector("[data-charts]");
-    return (box && Number(box.dataset.samplesMax)) || 360;
+    return (box && Number(box.dataset.range)) || 3600;
   }
   function appendSamples(old, fresh) {
-    var all = (old || []).concat(fresh || []);
-    return all.slice(Math.max(0, all.length - samplesMax()));
+    fresh = fresh || [];
+    var from = fresh.length ? fresh[0].t : Infinity;
+    var since = now() / 1000 - range() - 60;
+    return (old || []).filter(function (s) { return s.t < from; }).concat(fresh)
+      .filter(function (s) { return s.t >= since; });
   }
   function applyHistory(update) {
     if (update.reset || history === null) {
-      history = update.data;
+      history = Array.isArray(update.data) ? appendSamples([], update.data) : update.data;
+      if (!Array.isArray(history)) {
+        var trimmed = {};
+        Object.keys(history).forEach(function (name) { trimmed[name] = appendSamples([], history[name]); });
+        history = trimmed;
+      }
     } else if (Array.isArray(history)) {
       history = appendSamples(history, update.data);
     } else {

@@ -239,8 +239,26 @@ try {
     await page.getByRole("heading", { name: "Health" }).waitFor();
     await page.locator("#health td.ok").first().waitFor({ timeout: WAIT });
     await page.locator(".chart canvas").first().waitFor({ timeout: WAIT });
-    // The charts fill as the control plane samples (every heartbeat: 1 s here).
-    await page.waitForFunction(() => Number(document.querySelector("[data-charts]")?.dataset.points) >= 3, null, { timeout: WAIT });
+    // The charts fill as the control plane samples (every heartbeat: 1 s here), one point a
+    // minute: three samples fold into one point (two if a minute turned meanwhile).
+    await page.waitForFunction(() => Number(document.querySelector("[data-charts]")?.dataset.foldedMax) >= 3, null, { timeout: WAIT });
+    const charts = page.locator("[data-charts]");
+    check(Number(await charts.getAttribute("data-points")) <= 2, "samples are aggregated per minute");
+    check(await charts.getAttribute("data-range") === "3600", "the last hour by default");
+    // Axes start at zero: a steady memory line does not fill the chart with its jitter.
+    await page.locator("[data-series=memory][data-y-min]").waitFor({ timeout: WAIT });
+    check(await page.locator("[data-series=memory]").getAttribute("data-y-min") === "0", "the memory axis starts at zero");
+    // A compact legend only where there is more than one line.
+    check(await page.locator("[data-series=memory] .u-legend").count() === 0 || await page.locator("[data-series=memory] .u-legend").isHidden(), "no legend for one line");
+    const legend = page.locator("[data-series=jobs] .u-legend");
+    const legendBox = await legend.boundingBox();
+    check(legendBox && legendBox.height <= 24, `the legend of two lines is one short row: ${JSON.stringify(legendBox)}`);
+    check((await legend.innerText()).replace(/\s+/g, "") === "processedfailed", `the legend names the lines, no time and no values: ${await legend.innerText()}`);
+    await page.getByRole("link", { name: "24 h", exact: true }).click();
+    await page.waitForURL(/range=24h/);
+    await page.locator(".chart canvas").first().waitFor({ timeout: WAIT });
+    check(await charts.getAttribute("data-range") === "86400", "the last 24 hours");
+    check(await page.getByRole("link", { name: "24 h", exact: true }).getAttribute("aria-current") === "true", "the range chosen is marked");
     check((await page.locator("table.audit").textContent()).includes("worker.stop"), "the audit trail shows the stop");
     await page.screenshot({ path: join(artifacts, "worker.png"), fullPage: true });
 
@@ -332,12 +350,17 @@ try {
       await noPageOverflow(path);
     }
     await page.goto(`${base}/withdrawals`);
-    const box = page.locator("#withdrawals .scroll");
-    const firstCell = page.locator(`#wd-${moving} th`);
-    const before = (await firstCell.boundingBox()).x;
-    await box.evaluate((el) => { el.scrollLeft = 400; });
-    check(await box.evaluate((el) => el.scrollLeft) > 0, "the withdrawals table scrolls in its box on a phone");
-    check(Math.abs((await firstCell.boundingBox()).x - before) < 2, "its first column stays in view");
+    await page.locator(`#wd-${moving} th`).waitFor();
+    // (Measured in one go: the live stream may swap the table in between two steps.)
+    const [scrolled, before, after] = await page.evaluate((id) => {
+      const box = document.querySelector("#withdrawals .scroll");
+      const x = () => document.querySelector(`#wd-${id} th`).getBoundingClientRect().x;
+      const before = x();
+      box.scrollLeft = 400;
+      return [box.scrollLeft, before, x()];
+    }, moving);
+    check(scrolled > 0, "the withdrawals table scrolls in its box on a phone");
+    check(Math.abs(after - before) < 2, `its first column stays in view: ${before} then ${after}`);
     await page.screenshot({ path: join(artifacts, "withdrawals-phone.png") });
     await page.goto(`${base}/audit`);
     const details = page.locator("#audit-rows td.details pre").first();

@@ -467,6 +467,11 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         "token:",
         r#"data-series="memory""#,
         r#"<script type="application/json" id="history">"#,
+        r#"data-range="3600""#,
+        r#"<a href="?range=1h" aria-current="true">1 h</a>"#,
+        // The audit table scrolls in its own box; its details are indented JSON.
+        "<div class=\"scroll\">\n<table class=\"audit\">",
+        "<pre>{\n",
     ] {
         assert!(
             detail.body.contains(expected),
@@ -474,6 +479,37 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
             detail.body
         );
     }
+    // The charts' range is on the address: 1 h or 24 h, anything else a clear 400.
+    let day = get(
+        &store,
+        "/workers/tron-withdrawal-1?range=24h",
+        Some(&cookie),
+    )
+    .await;
+    assert!(day.body.contains(r#"data-range="86400""#), "{}", day.body);
+    assert!(
+        day.body
+            .contains(r#"<a href="?range=24h" aria-current="true">24 h</a>"#)
+    );
+    for bad in [
+        "/workers/tron-withdrawal-1?range=7d",
+        "/queues?range=1w",
+        "/queues?zoom=1",
+    ] {
+        let answer = get(&store, bad, Some(&cookie)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.body
+        );
+    }
+    assert!(
+        get(&store, "/queues?range=24h", Some(&cookie))
+            .await
+            .body
+            .contains(r#"data-range="86400""#)
+    );
     assert_eq!(
         get(&store, "/workers/nobody", Some(&cookie)).await.status,
         StatusCode::NOT_FOUND

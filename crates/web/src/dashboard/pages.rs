@@ -48,8 +48,66 @@ pub(crate) struct Layout {
     pub(crate) charts: bool,
     /// How often the charts' history is sampled, for people ("5 s").
     pub(crate) sampled_every: String,
-    pub(crate) samples_max: usize,
+    /// What the charts show: the last hour or day.
+    pub(crate) range: ChartRange,
     pub(crate) queues_charted: usize,
+}
+
+/// How far back a page's charts go; on its address as `range=1h|24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum ChartRange {
+    #[default]
+    Hour,
+    Day,
+}
+
+impl ChartRange {
+    pub(crate) const ALL: [ChartRange; 2] = [ChartRange::Hour, ChartRange::Day];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "1h",
+            ChartRange::Day => "24h",
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "1 h",
+            ChartRange::Day => "24 h",
+        }
+    }
+
+    pub(crate) fn seconds(self) -> i64 {
+        match self {
+            ChartRange::Hour => 3_600,
+            ChartRange::Day => 86_400,
+        }
+    }
+
+    /// The oldest minute the charts show, `now` being `now`.
+    fn since(self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.seconds()
+    }
+
+    pub(crate) fn parse(text: Option<&str>) -> Result<ChartRange, DashError> {
+        match text.map(str::trim).unwrap_or_default() {
+            "" | "1h" => Ok(ChartRange::Hour),
+            "24h" => Ok(ChartRange::Day),
+            other => Err(DashError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("range: {other:?} is not a chart range; use 1h or 24h"),
+            )),
+        }
+    }
+}
+
+/// A page with charts: its time range, from the address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChartQuery {
+    range: Option<String>,
 }
 
 impl Layout {
@@ -65,7 +123,7 @@ impl Layout {
             assets: assets::urls(),
             charts: false,
             sampled_every: String::new(),
-            samples_max: domain::limits::HISTORY_SAMPLES_MAX,
+            range: ChartRange::Hour,
             queues_charted: domain::limits::HISTORY_QUEUES_CHARTED_MAX,
         }
     }
@@ -594,7 +652,10 @@ pub(crate) async fn worker_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let range = ChartRange::parse(query.range.as_deref())?;
     let id = crate::api::worker_id(id)?;
     let row = state.store.worker_get(&id).await?.ok_or_else(|| {
         DashError::new(
@@ -618,16 +679,21 @@ pub(crate) async fn worker_page(
         })
         .await?;
     let now = Utc::now();
-    let live = format!("/live?page=worker&id={id}&at={}", now.timestamp_millis());
+    let live = format!(
+        "/live?page=worker&id={id}&at={}&range={}",
+        now.timestamp_millis(),
+        range.as_str()
+    );
     let mut layout = Layout::new(&session, row.name.clone(), "workers", live);
     layout.charts = true;
+    layout.range = range;
     layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&WorkerPage {
         layout,
         card: Card::new(&row, &session, now),
         health: Health::of(&state, &row, now),
         entries: audit.iter().map(Entry::new).collect(),
-        history: state.history.worker_json(id.as_str()),
+        history: state.history.worker_json(id.as_str(), range.since(now)),
         pid: row.pid.map(|pid| pid.to_string()).unwrap_or_default(),
         host: row.host.clone().unwrap_or_default(),
         version: row.version.clone().unwrap_or_default(),
@@ -786,7 +852,10 @@ pub(crate) async fn queue_lines(state: &AppState) -> Result<Vec<QueueLine>, Dash
 pub(crate) async fn queues_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let range = ChartRange::parse(query.range.as_deref())?;
     state.history.ensure_running(
         state.store.clone(),
         state.queue.clone(),
@@ -795,16 +864,21 @@ pub(crate) async fn queues_page(
     );
     let queues = queue_lines(&state).await?;
     let jobs = failed_jobs(&state).await?;
-    let live = format!("/live?page=queues&at={}", Utc::now().timestamp_millis());
+    let live = format!(
+        "/live?page=queues&at={}&range={}",
+        Utc::now().timestamp_millis(),
+        range.as_str()
+    );
     let mut layout = Layout::new(&session, "Queues", "queues", live);
     layout.charts = true;
+    layout.range = range;
     layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&QueuesPage {
         layout,
         queues,
         jobs,
         may_act: session.allows(Role::Operator),
-        history: state.history.queues_json(),
+        history: state.history.queues_json(range.since(Utc::now())),
     })
 }
 
