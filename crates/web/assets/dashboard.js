@@ -255,15 +255,34 @@
   // dialog (window.confirm can be silenced by the browser), sent only on "Yes".
   document.addEventListener("htmx:confirm", function (event) {
     var question = event.detail.question;
+    var elt = event.detail.elt;
     var dialog = document.getElementById("confirm");
     if (!question || !dialog || !dialog.showModal) return;
     event.preventDefault();
+    // Clicked again by "Yes" below, on the button that replaced the one asked about.
+    if (elt.coinsenseiConfirmed) {
+      elt.coinsenseiConfirmed = false;
+      event.detail.issueRequest(true);
+      return;
+    }
     document.getElementById("confirm-text").textContent = question;
     var yes = document.getElementById("confirm-yes");
-    yes.textContent = "Yes, " + event.detail.elt.textContent.trim().toLowerCase();
+    yes.textContent = "Yes, " + elt.textContent.trim().toLowerCase();
     dialog.returnValue = "";
     dialog.onclose = function () {
-      if (dialog.returnValue === "yes") event.detail.issueRequest(true);
+      if (dialog.returnValue !== "yes") return;
+      if (document.body.contains(elt)) { event.detail.issueRequest(true); return; }
+      // The live stream sent the card (or row) again while the dialog was open (a heartbeat
+      // does): htmx sends nothing for a button no longer on the page, so "Yes" goes to the
+      // button that took its place, if it still allows the action.
+      var path = elt.getAttribute("hx-post");
+      var fresh = path && document.querySelector('[hx-post="' + CSS.escape(path) + '"]');
+      if (fresh && !fresh.disabled) {
+        fresh.coinsenseiConfirmed = true;
+        fresh.click();
+      } else {
+        noteBeside(fresh, "Not sent: this changed while you were asked; look again.");
+      }
     };
     dialog.showModal();
     document.getElementById("confirm-no").focus();

@@ -199,6 +199,17 @@ try {
     // Start it again.
     await button(`Start ${worker}`).click();
     await waitBadge(worker, "running", FAST);
+
+    // The stream sends the card again (each heartbeat, every second here) while the dialog is
+    // open: "Yes" still stops the worker.
+    await page.locator(`#w-${worker} button`).nth(1).evaluate((el) => { el.dataset.asked = "1"; });
+    await button(`Stop ${worker}`).click();
+    await page.locator("dialog#confirm[open]").waitFor({ timeout: WAIT });
+    await page.waitForFunction((id) => !document.querySelector(`#w-${id} button[data-asked]`), worker, { timeout: WAIT, polling: 50 });
+    await page.locator("#confirm-yes").click();
+    await waitBadge(worker, "stopped", FAST);
+    await button(`Start ${worker}`).click();
+    await waitBadge(worker, "running", FAST);
     check(await page.evaluate(() => window.notReloaded === true), "no reload");
 
     // Filters, kept by the live stream: a worker that enters a filter appears and one that
