@@ -266,6 +266,11 @@
       return;
     }
     document.getElementById("confirm-text").textContent = question;
+    // What the action does, said once per page (the last part of its path names it), not on
+    // every button of a hundred cards.
+    var action = (elt.getAttribute("hx-post") || "").split("/").pop();
+    var why = document.getElementById("confirm-whys").content.querySelector('[data-action="' + CSS.escape(action) + '"]');
+    document.getElementById("confirm-why").textContent = why ? why.textContent : "";
     var yes = document.getElementById("confirm-yes");
     yes.textContent = "Yes, " + elt.textContent.trim().toLowerCase();
     dialog.returnValue = "";

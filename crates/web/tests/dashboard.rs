@@ -284,7 +284,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     );
     assert!(
         page.body.contains(
-            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1? It finishes the jobs it is running, then takes no new work until someone starts it." aria-label"#
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1?" aria-label"#
         ),
         "{}",
         page.body
@@ -342,6 +342,13 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
             .contains(r#"hx-confirm="Restart worker tron-withdrawal-1?"#)
     );
     assert!(!page.body.contains(r#"hx-confirm="Start"#));
+    // What each action does is said once per page, in the dialog, not on every card.
+    assert_eq!(
+        page.body
+            .matches("takes no new work until someone starts it")
+            .count(),
+        1
+    );
 
     // Stop without the CSRF token, with a wrong one, or from another origin: refused, and
     // nothing changes.
@@ -384,7 +391,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     assert!(page.body.contains("stopping…"), "{}", page.body);
     assert!(
         page.body.contains(
-            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1? It finishes the jobs it is running, then takes no new work until someone starts it." disabled"#
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1?" disabled"#
         ),
         "{}",
         page.body
@@ -436,7 +443,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     let page = get(&store, "/", Some(&cookie)).await;
     assert!(
         page.body.contains(&format!(
-            r#"<button hx-disabled-elt="this" hx-post="{restart}" hx-confirm="Restart worker ethereum-deposit-1? It finishes the jobs it is running, then its process starts again." disabled"#
+            r#"<button hx-disabled-elt="this" hx-post="{restart}" hx-confirm="Restart worker ethereum-deposit-1?" disabled"#
         )),
         "{}",
         page.body
