@@ -6,7 +6,12 @@
 //! reconnect by itself and show a change made while it was away (an audit log tab too, each
 //! entry once), log out, check that a viewer cannot act, and that a page whose token is
 //! revoked goes to the login page; the withdrawals page lists withdrawals made through the
-//! store in their states, and one that moves shows its new state without a reload.
+//! store in their states, and one that moves shows its new state without a reload. The
+//! trial's items too: destructive actions ask first (cancelling sends nothing), a refused or
+//! unsent action says so beside its control, controls dim while not live, a page past the
+//! session's stream limit says why, pages fit a 390 px phone, a job page and job search,
+//! opened error histories stay open across live updates, UTC times with "ago" on hover, a
+//! favicon, a styled page for a bad filter and dark mode.
 //! Console errors and CSP violations fail it. The browser side is
 //! `crates/web/e2e/dashboard.mjs`; screenshots go to `target/dashboard-e2e/test/`.
 
@@ -206,8 +211,9 @@ async fn dashboard_in_chromium() {
     let outcome = tokio::time::timeout(SCRIPT_TIMEOUT, async {
         let mut result = None;
         while let Some(line) = script.lines.next_line().await.expect("read the script") {
-            if line == "RESTART" {
-                // The control plane goes away and comes back on the same address.
+            if line == "STOP_SERVER" {
+                // The control plane goes away (the page then shows it is not live, and says
+                // a click was not sent) and comes back at `RESTART` on the same address.
                 let status = up.take().expect("up is running").stop().await;
                 assert!(status.success(), "up stopped cleanly: {status}");
                 // A change while the control plane is away: the page must show it after.
@@ -220,9 +226,21 @@ async fn dashboard_in_chromium() {
                     })
                     .await
                     .unwrap();
+                script.stdin.write_all(b"down\n").await.unwrap();
+            } else if line == "RESTART" {
                 up = Some(Up::start_at("up", &listen, &args, &env).await);
                 wait_running(&db.url, worker).await;
                 script.stdin.write_all(b"restarted\n").await.unwrap();
+            } else if line == "FAIL_ANOTHER" {
+                // One more failed job: the failed-jobs table is sent again, whole.
+                let another = testkit::enqueue_one_shot(&store, "reports").await;
+                testkit::fail_next_job(&store, "reports", another, "node unreachable: timed out")
+                    .await;
+                script
+                    .stdin
+                    .write_all(format!("{another}\n").as_bytes())
+                    .await
+                    .unwrap();
             } else if line == "MOVE_WITHDRAWAL" {
                 // A payer takes the watched withdrawal and broadcasts it.
                 walk(
@@ -263,6 +281,13 @@ async fn dashboard_in_chromium() {
         "viewer.png",
         "withdrawals.png",
         "withdrawal.png",
+        "confirm.png",
+        "job.png",
+        "not-sent.png",
+        "stream-limit.png",
+        "bad-filter.png",
+        "workers-dark.png",
+        "withdrawals-phone.png",
     ] {
         let path = artifacts("test").join(screenshot);
         assert!(

@@ -85,14 +85,15 @@ pub const JOB_LEASE_MAX: Duration = Duration::from_secs(3600);
 /// Most expired leases one rescue pass takes back.
 pub const JOB_RESCUE_BATCH_MAX: u32 = 1_000;
 
-/// Samples the dashboard's charts keep per worker and per queue: half an hour at the default
-/// heartbeat interval (5 s), the pace the history is sampled at.
-pub const HISTORY_SAMPLES_MAX: usize = 360;
+/// Minutes the dashboard's charts keep per worker and per queue: each minute's samples (taken
+/// at the heartbeat interval) are folded into one, so a day is 1,440 of them.
+pub const HISTORY_MINUTES_MAX: usize = 1_440;
 /// The shortest interval between two chart samples, whatever the heartbeat interval.
 pub const HISTORY_INTERVAL_MIN: Duration = Duration::from_secs(1);
 /// Workers and queues the chart history follows at most, together (queues first); more are
-/// not charted.
-pub const HISTORY_SERIES_MAX: usize = 1_000;
+/// not charted. With [`HISTORY_MINUTES_MAX`] minutes of at most 72 bytes each, the history
+/// holds about 26 MB at most however large the fleet.
+pub const HISTORY_SERIES_MAX: usize = 250;
 /// Queues one page's charts draw at most: the deepest ones.
 pub const HISTORY_QUEUES_CHARTED_MAX: usize = 10;
 /// The chart sampler stops (and forgets its history) when no page with charts has been

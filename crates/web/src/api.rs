@@ -709,7 +709,7 @@ async fn list_jobs(
     ))
 }
 
-fn job_id(text: &str) -> Result<i64, ApiError> {
+pub(crate) fn job_id(text: &str) -> Result<i64, ApiError> {
     row_id("job", text)
 }
 

@@ -284,7 +284,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     );
     assert!(
         page.body.contains(
-            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" aria-label"#
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1?" aria-label"#
         ),
         "{}",
         page.body
@@ -298,6 +298,57 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     let bad = get(&store, "/?chain=solana", Some(&cookie)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.body.contains("unknown chain"), "{}", bad.body);
+    // A browser opening that address gets a whole page, styled, with the reason and a way
+    // back; htmx and event streams keep the short message.
+    let browser = send(
+        &store,
+        Request::get("/?chain=solana")
+            .header(header::HOST, HOST)
+            .header(header::COOKIE, &cookie)
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(browser.status, StatusCode::BAD_REQUEST);
+    for expected in [
+        "<!doctype html>",
+        "<h1>Bad address</h1>",
+        "unknown chain",
+        r#"<a href="/">Back to /</a>"#,
+        "dashboard.css",
+        r#"rel="icon""#,
+    ] {
+        assert!(
+            browser.body.contains(expected),
+            "{expected} in {}",
+            browser.body
+        );
+    }
+    assert!(
+        browser.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert!(!bad.body.contains("<!doctype html>"), "{}", bad.body);
+    // Stop and Restart ask first, naming the worker; Start does not.
+    assert!(
+        page.body
+            .contains(r#"hx-confirm="Stop worker tron-withdrawal-1?"#)
+    );
+    assert!(
+        page.body
+            .contains(r#"hx-confirm="Restart worker tron-withdrawal-1?"#)
+    );
+    assert!(!page.body.contains(r#"hx-confirm="Start"#));
+    // What each action does is said once per page, in the dialog, not on every card.
+    assert_eq!(
+        page.body
+            .matches("takes no new work until someone starts it")
+            .count(),
+        1
+    );
 
     // Stop without the CSRF token, with a wrong one, or from another origin: refused, and
     // nothing changes.
@@ -340,7 +391,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     assert!(page.body.contains("stopping…"), "{}", page.body);
     assert!(
         page.body.contains(
-            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" disabled"#
+            r#"<button hx-disabled-elt="this" hx-post="/workers/tron-withdrawal-1/stop" hx-confirm="Stop worker tron-withdrawal-1?" disabled"#
         ),
         "{}",
         page.body
@@ -392,7 +443,7 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
     let page = get(&store, "/", Some(&cookie)).await;
     assert!(
         page.body.contains(&format!(
-            r#"<button hx-disabled-elt="this" hx-post="{restart}" disabled"#
+            r#"<button hx-disabled-elt="this" hx-post="{restart}" hx-confirm="Restart worker ethereum-deposit-1?" disabled"#
         )),
         "{}",
         page.body
@@ -423,6 +474,11 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
         "token:",
         r#"data-series="memory""#,
         r#"<script type="application/json" id="history">"#,
+        r#"data-range="3600""#,
+        r#"<a href="?range=1h" aria-current="true">1 h</a>"#,
+        // The audit table scrolls in its own box; its details are indented JSON.
+        "<div class=\"scroll\">\n<table class=\"audit\">",
+        "<pre>{\n",
     ] {
         assert!(
             detail.body.contains(expected),
@@ -430,6 +486,37 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
             detail.body
         );
     }
+    // The charts' range is on the address: 1 h or 24 h, anything else a clear 400.
+    let day = get(
+        &store,
+        "/workers/tron-withdrawal-1?range=24h",
+        Some(&cookie),
+    )
+    .await;
+    assert!(day.body.contains(r#"data-range="86400""#), "{}", day.body);
+    assert!(
+        day.body
+            .contains(r#"<a href="?range=24h" aria-current="true">24 h</a>"#)
+    );
+    for bad in [
+        "/workers/tron-withdrawal-1?range=7d",
+        "/queues?range=1w",
+        "/queues?zoom=1",
+    ] {
+        let answer = get(&store, bad, Some(&cookie)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.body
+        );
+    }
+    assert!(
+        get(&store, "/queues?range=24h", Some(&cookie))
+            .await
+            .body
+            .contains(r#"data-range="86400""#)
+    );
     assert_eq!(
         get(&store, "/workers/nobody", Some(&cookie)).await.status,
         StatusCode::NOT_FOUND
@@ -459,6 +546,48 @@ async fn pages_render_and_actions_are_guarded(db: &TestDb) {
             "{expected} in {}",
             queues.body
         );
+    }
+    // Destructive actions ask first, naming what they do.
+    for expected in [
+        &format!(r#"hx-confirm="Retry job {job} (noop on payouts)?"#),
+        &format!(r#"hx-confirm="Discard job {job} (noop on payouts)?"#),
+        r#"hx-confirm="Pause queue payouts?"#,
+    ] {
+        assert!(
+            queues.body.contains(expected),
+            "{expected} in {}",
+            queues.body
+        );
+    }
+    // The job's page: arguments (indented), attempts, error history, retry and discard.
+    let page = get(&store, &format!("/jobs/{job}"), Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for expected in [
+        "<h1>Job ",
+        r#"<dd id="job-attempts">1 of 1</dd>"#,
+        "{\n  &#34;n&#34;: 1\n}",
+        "node unreachable: connection refused",
+        r#"<time datetime=""#,
+        &format!(r#"aria-label="Retry job {job}">Retry</button>"#),
+        "not known: the queue keeps a job's worker only while it runs",
+    ] {
+        assert!(page.body.contains(expected), "{expected} in {}", page.body);
+    }
+    // Search: an id opens the job's page, anything else is a kind.
+    let by_id = get(&store, &format!("/jobs?q=+{job}+"), Some(&cookie)).await;
+    assert_eq!(by_id.status, StatusCode::SEE_OTHER, "{}", by_id.body);
+    assert_eq!(by_id.headers[header::LOCATION], format!("/jobs/{job}"));
+    let by_kind = get(&store, "/jobs?q=NOO", Some(&cookie)).await;
+    assert!(
+        by_kind.body.contains(&format!(r#"<tr id="job-{job}">"#)),
+        "{}",
+        by_kind.body
+    );
+    let none = get(&store, "/jobs?q=sweep", Some(&cookie)).await;
+    assert!(none.body.contains("No job of that kind"), "{}", none.body);
+    for missing in ["/jobs/999999", "/jobs/+1", "/jobs/01"] {
+        let answer = get(&store, missing, Some(&cookie)).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND, "{missing}");
     }
     let retried = post(
         &store,
@@ -603,6 +732,17 @@ async fn assets_are_embedded_and_cacheable(db: &TestDb) {
         .find(|part| part.starts_with("/assets/") && part.ends_with("/htmx.min.js"))
         .expect("the page links htmx")
         .to_string();
+    // The favicon is ours, served like the other assets.
+    let favicon = page
+        .body
+        .split('"')
+        .find(|part| part.starts_with("/assets/") && part.ends_with("/favicon.svg"))
+        .expect("the page links its favicon")
+        .to_string();
+    let icon = get(&store, &favicon, None).await;
+    assert_eq!(icon.status, StatusCode::OK);
+    assert_eq!(icon.headers[header::CONTENT_TYPE], "image/svg+xml");
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
     let answer = get(&store, &htmx, None).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert!(

@@ -57,6 +57,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../assets/dashboard.css"),
     ),
     (
+        "favicon.svg",
+        "image/svg+xml",
+        include_bytes!("../../assets/favicon.svg"),
+    ),
+    (
         "dashboard.js",
         "text/javascript; charset=utf-8",
         include_bytes!("../../assets/dashboard.js"),
@@ -106,6 +111,7 @@ pub(crate) struct Urls {
     pub(crate) uplot_css: String,
     pub(crate) css: String,
     pub(crate) js: String,
+    pub(crate) favicon: String,
 }
 
 pub(crate) fn urls() -> &'static Urls {
@@ -117,6 +123,7 @@ pub(crate) fn urls() -> &'static Urls {
         uplot_css: url("uPlot.min.css"),
         css: url("dashboard.css"),
         js: url("dashboard.js"),
+        favicon: url("favicon.svg"),
     })
 }
 

@@ -1,10 +1,12 @@
-//! What the dashboard's charts draw: a short history of each worker (heartbeat age, memory,
+//! What the dashboard's charts draw: a history of each worker (heartbeat age, memory,
 //! processed and failed jobs) and each queue (depth, finished jobs, wait), sampled in memory
-//! every heartbeat interval by one task per process. Kept in memory on purpose: it is a
-//! picture of the last half hour for the operator looking now, not a record; Prometheus
+//! every heartbeat interval by one task per process and folded into one point per minute
+//! (the worst of what the minute saw for the gauges, the last for the counters), so a chart
+//! of an hour or a day shows the trend, not every heartbeat's jitter. Kept in memory on
+//! purpose: it is a picture for the operator looking now, not a record; Prometheus
 //! (`/metrics`) keeps the long history.
 //!
-//! Bounded on every side: [`HISTORY_SAMPLES_MAX`] samples per series, [`HISTORY_SERIES_MAX`]
+//! Bounded on every side: [`HISTORY_MINUTES_MAX`] minutes per series, [`HISTORY_SERIES_MAX`]
 //! series in all, and a worker or queue that a sample no longer finds is dropped with its
 //! series. The sampler is started by the first page with charts, stops with the server, and
 //! stops (forgetting the history) once no page with charts has looked for
@@ -17,17 +19,36 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use domain::limits::{
-    HISTORY_IDLE_STOP, HISTORY_INTERVAL_MIN, HISTORY_QUEUES_CHARTED_MAX, HISTORY_SAMPLES_MAX,
+    HISTORY_IDLE_STOP, HISTORY_INTERVAL_MIN, HISTORY_MINUTES_MAX, HISTORY_QUEUES_CHARTED_MAX,
     HISTORY_SERIES_MAX,
 };
 use serde::Serialize;
 use store::{QueueStats, Store, WorkerList, WorkerRow};
 use tokio_util::sync::CancellationToken;
 
+/// The start of `now`'s minute, in Unix seconds: the time of the point it is folded into.
+fn minute(now: DateTime<Utc>) -> i64 {
+    now.timestamp().div_euclid(60) * 60
+}
+
+/// The larger of two optional gauges.
+fn worst(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    a.max(b)
+}
+
+/// A sample that the next one of the same minute is folded into.
+trait Fold {
+    fn t(&self) -> i64;
+    /// Takes `later` (of the same minute) in.
+    fn fold(&mut self, later: Self);
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct WorkerSample {
-    /// Unix seconds.
+    /// The minute's start, Unix seconds.
     pub(crate) t: i64,
+    /// Samples folded into this minute.
+    pub(crate) n: u32,
     pub(crate) heartbeat_age_ms: Option<i64>,
     pub(crate) rss_bytes: Option<i64>,
     pub(crate) processed: i64,
@@ -37,7 +58,8 @@ pub(crate) struct WorkerSample {
 impl WorkerSample {
     fn of(row: &WorkerRow, now: DateTime<Utc>) -> WorkerSample {
         WorkerSample {
-            t: now.timestamp(),
+            t: minute(now),
+            n: 1,
             heartbeat_age_ms: row
                 .last_heartbeat
                 .map(|at| (now - at).num_milliseconds().max(0)),
@@ -48,9 +70,26 @@ impl WorkerSample {
     }
 }
 
+impl Fold for WorkerSample {
+    fn t(&self) -> i64 {
+        self.t
+    }
+
+    fn fold(&mut self, later: Self) {
+        self.n = self.n.saturating_add(later.n);
+        self.heartbeat_age_ms = worst(self.heartbeat_age_ms, later.heartbeat_age_ms);
+        self.rss_bytes = worst(self.rss_bytes, later.rss_bytes);
+        self.processed = later.processed;
+        self.failed = later.failed;
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct QueueSample {
+    /// The minute's start, Unix seconds.
     pub(crate) t: i64,
+    /// Samples folded into this minute.
+    pub(crate) n: u32,
     pub(crate) available: i64,
     pub(crate) scheduled: i64,
     pub(crate) running: i64,
@@ -65,7 +104,8 @@ pub(crate) struct QueueSample {
 impl QueueSample {
     fn of(stats: &QueueStats, now: DateTime<Utc>) -> QueueSample {
         QueueSample {
-            t: now.timestamp(),
+            t: minute(now),
+            n: 1,
             available: stats.available,
             scheduled: stats.scheduled,
             running: stats.running,
@@ -79,6 +119,28 @@ impl QueueSample {
 
     fn depth(&self) -> i64 {
         self.available + self.scheduled + self.running
+    }
+}
+
+impl Fold for QueueSample {
+    fn t(&self) -> i64 {
+        self.t
+    }
+
+    /// The minute keeps the sample with the deepest queue (its counts belong together),
+    /// the longest wait, and the latest counters of finished jobs.
+    fn fold(&mut self, later: Self) {
+        let n = self.n.saturating_add(later.n);
+        let oldest_wait_ms = worst(self.oldest_wait_ms, later.oldest_wait_ms);
+        if later.depth() >= self.depth() {
+            self.available = later.available;
+            self.scheduled = later.scheduled;
+            self.running = later.running;
+        }
+        self.completed = later.completed;
+        self.failed = later.failed;
+        self.oldest_wait_ms = oldest_wait_ms;
+        self.n = n;
     }
 }
 
@@ -115,6 +177,28 @@ pub(crate) struct HistoryCursor {
     names: Option<Vec<String>>,
     /// The newest sample's time the page has.
     newest: i64,
+    /// How far back the page's charts go (seconds): what the first send holds. `None`: all.
+    range: Option<i64>,
+}
+
+impl HistoryCursor {
+    /// For a page whose charts show the last `seconds`.
+    pub(crate) fn over(seconds: i64) -> Self {
+        HistoryCursor {
+            range: Some(seconds),
+            ..Default::default()
+        }
+    }
+
+    /// The oldest minute the next send holds: the page's range when it is sent in full,
+    /// else the newest minute the page has (it may have filled up since).
+    fn since(&self, reset: bool) -> i64 {
+        match (reset, self.range) {
+            (false, _) => self.newest,
+            (true, Some(range)) => Utc::now().timestamp() - range,
+            (true, None) => i64::MIN,
+        }
+    }
 }
 
 /// A `history` event: the whole history (`reset`) or the samples after the last event.
@@ -133,8 +217,16 @@ fn script_safe(value: &impl Serialize) -> String {
         .replace('&', "\\u0026")
 }
 
-fn push<T>(series: &mut VecDeque<T>, sample: T) {
-    if series.len() >= HISTORY_SAMPLES_MAX {
+/// Folds `sample` into the series' last minute when it is the same one, else starts a new
+/// minute (dropping the oldest past [`HISTORY_MINUTES_MAX`]).
+fn push<T: Fold>(series: &mut VecDeque<T>, sample: T) {
+    if let Some(last) = series.back_mut()
+        && last.t() == sample.t()
+    {
+        last.fold(sample);
+        return;
+    }
+    if series.len() >= HISTORY_MINUTES_MAX {
         series.pop_front();
     }
     series.push_back(sample);
@@ -142,7 +234,7 @@ fn push<T>(series: &mut VecDeque<T>, sample: T) {
 
 /// Carries `old`'s series over for every name in `samples` (in order, up to `room`) with the
 /// new sample appended; names absent from `samples` are dropped.
-fn carry<T>(
+fn carry<T: Fold>(
     old: &mut HashMap<String, VecDeque<T>>,
     samples: impl IntoIterator<Item = (String, T)>,
     room: usize,
@@ -258,13 +350,14 @@ impl History {
             .taken
     }
 
-    /// The worker's samples, oldest first, as JSON for its charts (safe in a `<script>`).
-    pub(crate) fn worker_json(&self, id: &str) -> String {
+    /// The worker's minutes from `since` (Unix seconds) on, oldest first, as JSON for its
+    /// charts (safe in a `<script>`).
+    pub(crate) fn worker_json(&self, id: &str, since: i64) -> String {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let samples: Vec<&WorkerSample> = series
             .workers
             .get(id)
-            .map(|samples| samples.iter().collect())
+            .map(|samples| samples.iter().filter(|sample| sample.t >= since).collect())
             .unwrap_or_default();
         script_safe(&samples)
     }
@@ -285,39 +378,40 @@ impl History {
         names
     }
 
-    /// The charted queues' samples newer than `after`, as JSON (`{"queue": [sample, ...]}`).
-    fn queues_after(series: &Series, names: &[String], after: i64) -> String {
+    /// The charted queues' minutes from `since` on, as JSON (`{"queue": [sample, ...]}`).
+    fn queues_since(series: &Series, names: &[String], since: i64) -> String {
         let data: HashMap<&str, Vec<&QueueSample>> = names
             .iter()
             .filter_map(|name| {
                 let samples = series.queues.get(name)?;
                 Some((
                     name.as_str(),
-                    samples.iter().filter(|sample| sample.t > after).collect(),
+                    samples.iter().filter(|sample| sample.t >= since).collect(),
                 ))
             })
             .collect();
         script_safe(&data)
     }
 
-    /// The charted queues' samples, oldest first, as JSON (`{"queue": [sample, ...]}`).
-    pub(crate) fn queues_json(&self) -> String {
+    /// The charted queues' minutes from `since` on, oldest first, as JSON
+    /// (`{"queue": [sample, ...]}`).
+    pub(crate) fn queues_json(&self, since: i64) -> String {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let names = Self::charted(&series.queues);
-        Self::queues_after(&series, &names, i64::MIN)
+        Self::queues_since(&series, &names, since)
     }
 
     /// The next `history` event for a worker's page: everything the first time, then the
-    /// samples it has not had.
+    /// minutes it has not had, and again the newest it had (still filling up).
     pub(crate) fn worker_update(&self, id: &str, cursor: &mut HistoryCursor) -> String {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let samples = series.workers.get(id);
         let reset = cursor.names.is_none();
-        let after = if reset { i64::MIN } else { cursor.newest };
+        let since = cursor.since(reset);
         let data: Vec<&WorkerSample> = samples
             .into_iter()
             .flatten()
-            .filter(|sample| sample.t > after)
+            .filter(|sample| sample.t >= since)
             .collect();
         cursor.names = Some(vec![id.to_string()]);
         cursor.newest = samples
@@ -327,13 +421,13 @@ impl History {
     }
 
     /// The next `history` event for the queues page: everything when the charted queues
-    /// changed (or the first time), else the samples it has not had.
+    /// changed (or the first time), else the minutes it has not had and the newest again.
     pub(crate) fn queues_update(&self, cursor: &mut HistoryCursor) -> String {
         let series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
         let names = Self::charted(&series.queues);
         let reset = cursor.names.as_ref() != Some(&names);
-        let after = if reset { i64::MIN } else { cursor.newest };
-        let data = Self::queues_after(&series, &names, after);
+        let since = cursor.since(reset);
+        let data = Self::queues_since(&series, &names, since);
         cursor.newest = series
             .queues
             .values()
@@ -359,6 +453,7 @@ mod tests {
     fn worker(t: i64) -> WorkerSample {
         WorkerSample {
             t,
+            n: 1,
             heartbeat_age_ms: Some(10),
             rss_bytes: None,
             processed: t,
@@ -369,6 +464,7 @@ mod tests {
     fn queue(t: i64, depth: i64) -> QueueSample {
         QueueSample {
             t,
+            n: 1,
             available: depth,
             scheduled: 0,
             running: 0,
@@ -396,18 +492,22 @@ mod tests {
         // `b` and `q2` are gone: their series go with them; `a` keeps its history.
         history.record(named(&["a"], || worker(2)), named(&["q1"], || queue(2, 1)));
         assert_eq!(history.series_count(), (1, 1));
-        assert_eq!(history.worker_json("b"), "[]");
-        assert!(history.worker_json("a").contains("\"t\":1"));
-        assert!(!history.queues_json().contains("q2"));
+        assert_eq!(history.worker_json("b", i64::MIN), "[]");
+        assert!(history.worker_json("a", i64::MIN).contains("\"t\":1"));
+        assert!(!history.queues_json(i64::MIN).contains("q2"));
         assert_eq!(history.taken(), 2);
 
-        // Samples per series and series in all are capped, queues first.
-        for t in 0..(HISTORY_SAMPLES_MAX as i64 + 10) {
-            history.record(named(&["a"], || worker(t)), []);
+        // Minutes per series and series in all are capped, queues first.
+        for t in 0..(HISTORY_MINUTES_MAX as i64 + 10) {
+            history.record(named(&["a"], || worker(t * 60)), []);
         }
         let samples: Vec<serde_json::Value> =
-            serde_json::from_str(&history.worker_json("a")).unwrap();
-        assert_eq!(samples.len(), HISTORY_SAMPLES_MAX);
+            serde_json::from_str(&history.worker_json("a", i64::MIN)).unwrap();
+        assert_eq!(samples.len(), HISTORY_MINUTES_MAX);
+        let recent: Vec<serde_json::Value> =
+            serde_json::from_str(&history.worker_json("a", (HISTORY_MINUTES_MAX as i64) * 60))
+                .unwrap();
+        assert_eq!(recent.len(), 10, "only the minutes asked for");
         let many: Vec<String> = (0..HISTORY_SERIES_MAX).map(|n| format!("w{n}")).collect();
         history.record(
             many.iter().map(|name| (name.clone(), worker(1))),
@@ -432,7 +532,7 @@ mod tests {
             );
         };
         record(1);
-        let full: serde_json::Value = serde_json::from_str(&history.queues_json()).unwrap();
+        let full: serde_json::Value = serde_json::from_str(&history.queues_json(i64::MIN)).unwrap();
         let charted = full.as_object().unwrap();
         assert_eq!(charted.len(), HISTORY_QUEUES_CHARTED_MAX);
         assert!(!charted.contains_key("q00"), "the deepest: {full}");
@@ -441,19 +541,70 @@ mod tests {
         let first: serde_json::Value =
             serde_json::from_str(&history.queues_update(&mut cursor)).unwrap();
         assert_eq!(first["reset"], true);
-        record(2);
+        record(60);
         let next: serde_json::Value =
             serde_json::from_str(&history.queues_update(&mut cursor)).unwrap();
         assert_eq!(next["reset"], false);
         let samples = next["data"]["q14"].as_array().unwrap();
-        assert_eq!(samples.len(), 1, "{next}");
-        assert_eq!(samples[0]["t"], 2);
+        // The minute the page had (it may have filled up since), then the new one.
+        assert_eq!(samples.len(), 2, "{next}");
+        assert_eq!(samples[1]["t"], 60);
 
         let mut cursor = HistoryCursor::default();
         assert!(
             history
                 .worker_update("w", &mut cursor)
                 .contains("\"reset\":true")
+        );
+
+        // A page showing the last hour gets the last hour only (these minutes are from 1970).
+        let mut hour = HistoryCursor::over(3_600);
+        let first: serde_json::Value =
+            serde_json::from_str(&history.queues_update(&mut hour)).unwrap();
+        assert_eq!(first["reset"], true);
+        assert_eq!(first["data"]["q14"], serde_json::json!([]), "{first}");
+    }
+
+    #[test]
+    fn samples_of_one_minute_fold_into_one_point() {
+        let history = History::default();
+        let at = |seconds: i64| DateTime::from_timestamp(1_800_000_020 + seconds, 0).unwrap();
+        let sample = |seconds: i64, age: i64, rss: i64, processed: i64| WorkerSample {
+            heartbeat_age_ms: Some(age),
+            rss_bytes: Some(rss),
+            processed,
+            ..worker(minute(at(seconds)))
+        };
+        // 1_800_000_020 is 20 s into a minute: 0..40 s later is that minute, 40 s the next.
+        for (seconds, age, rss, processed) in [
+            (0, 900, 10, 1),
+            (5, 4_000, 30, 2),
+            (10, 100, 20, 3),
+            (40, 50, 5, 9),
+        ] {
+            history.record(named(&["a"], || sample(seconds, age, rss, processed)), []);
+        }
+        let minutes: Vec<serde_json::Value> =
+            serde_json::from_str(&history.worker_json("a", i64::MIN)).unwrap();
+        assert_eq!(minutes.len(), 2, "{minutes:?}");
+        // The worst heartbeat age and memory of the minute, the last counters.
+        assert_eq!(minutes[0]["n"], 3);
+        assert_eq!(minutes[0]["heartbeat_age_ms"], 4_000);
+        assert_eq!(minutes[0]["rss_bytes"], 30);
+        assert_eq!(minutes[0]["processed"], 3);
+        assert_eq!(minutes[1]["n"], 1);
+        assert_eq!(minutes[1]["t"].as_i64().unwrap() % 60, 0);
+
+        // A queue's minute keeps its deepest sample's counts and its longest wait.
+        let mut deep = queue(0, 7);
+        deep.oldest_wait_ms = Some(10);
+        let mut first = queue(0, 2);
+        first.oldest_wait_ms = Some(500);
+        first.fold(deep);
+        first.fold(queue(0, 1));
+        assert_eq!(
+            (first.available, first.oldest_wait_ms, first.n),
+            (7, Some(500), 3)
         );
     }
 

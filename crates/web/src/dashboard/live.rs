@@ -75,6 +75,8 @@ pub(crate) struct LiveQuery {
     roster: Option<String>,
     /// The withdrawals page's state filter (its chain filter is `chain`).
     state: Option<String>,
+    /// The charts' range (`1h`, `24h`): how much history the first `history` event sends.
+    range: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -434,6 +436,7 @@ pub(crate) async fn live(
         before_id: None,
     }
     .list()?;
+    let range = super::pages::ChartRange::parse(query.range.as_deref())?;
     let workers = super::pages::WorkerFilter {
         chain: query.chain,
         kind: query.kind,
@@ -457,7 +460,7 @@ pub(crate) async fn live(
         rendered_at,
         last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),
         history_taken: 0,
-        history_cursor: Default::default(),
+        history_cursor: super::history::HistoryCursor::over(range.seconds()),
         pending: Vec::new(),
         closing: false,
         retry_sent: false,

@@ -120,8 +120,28 @@ impl IntoResponse for DashError {
         );
         headers.insert("hx-retarget", HeaderValue::from_static("#flash"));
         headers.insert("hx-reswap", HeaderValue::from_static("innerHTML"));
+        // For a page opened by the browser itself, `guard` makes a whole page of it.
+        response.extensions_mut().insert(Refusal(error.message));
         response
     }
+}
+
+/// What a [`DashError`] said, kept on its response so that `guard` can show it as a page
+/// when the browser asked for a whole page (a bad filter in the address, a missing worker).
+#[derive(Debug, Clone)]
+struct Refusal(String);
+
+/// A refused page load as a whole page, styled like the others, with a way back: the path
+/// without its query (the usual culprit) or the workers page.
+fn error_page(status: StatusCode, message: &str, path: &str) -> Response {
+    let back = if path.starts_with("/live") || path.is_empty() {
+        "/"
+    } else {
+        path
+    };
+    let mut response = pages::render_error_page(status, message, back);
+    *response.status_mut() = status;
+    response
 }
 
 /// Lowercase hex.
@@ -364,7 +384,21 @@ async fn guard_checks(state: &AppState, role: Role, mut request: Request, next: 
         .into_response();
     }
     request.extensions_mut().insert(session);
-    next.run(request).await
+    // A browser opening a page asks for HTML; htmx, event streams and scripts' probes do
+    // not get a whole page for an error.
+    let whole_page = request.method() == Method::GET
+        && !is_htmx(request.headers())
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+    let path = request.uri().path().to_string();
+    let response = next.run(request).await;
+    match response.extensions().get::<Refusal>() {
+        Some(Refusal(message)) if whole_page => error_page(response.status(), message, &path),
+        _ => response,
+    }
 }
 
 /// The `csrf` field of a urlencoded form body; the body is put back for the handler.
@@ -491,6 +525,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/queues/{name}/resume",
             action("/api/admin/queues/{name}/resume", queue(false)),
         )
+        .route("/jobs", guarded(Role::Viewer, get(pages::jobs_page)))
+        .route("/jobs/{id}", guarded(Role::Viewer, get(pages::job_page)))
         .route(
             "/jobs/{id}/retry",
             action("/api/admin/jobs/{id}/retry", job(JobAction::Retry)),

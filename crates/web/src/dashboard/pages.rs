@@ -48,8 +48,66 @@ pub(crate) struct Layout {
     pub(crate) charts: bool,
     /// How often the charts' history is sampled, for people ("5 s").
     pub(crate) sampled_every: String,
-    pub(crate) samples_max: usize,
+    /// What the charts show: the last hour or day.
+    pub(crate) range: ChartRange,
     pub(crate) queues_charted: usize,
+}
+
+/// How far back a page's charts go; on its address as `range=1h|24h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum ChartRange {
+    #[default]
+    Hour,
+    Day,
+}
+
+impl ChartRange {
+    pub(crate) const ALL: [ChartRange; 2] = [ChartRange::Hour, ChartRange::Day];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "1h",
+            ChartRange::Day => "24h",
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ChartRange::Hour => "1 h",
+            ChartRange::Day => "24 h",
+        }
+    }
+
+    pub(crate) fn seconds(self) -> i64 {
+        match self {
+            ChartRange::Hour => 3_600,
+            ChartRange::Day => 86_400,
+        }
+    }
+
+    /// The oldest minute the charts show, `now` being `now`.
+    fn since(self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() - self.seconds()
+    }
+
+    pub(crate) fn parse(text: Option<&str>) -> Result<ChartRange, DashError> {
+        match text.map(str::trim).unwrap_or_default() {
+            "" | "1h" => Ok(ChartRange::Hour),
+            "24h" => Ok(ChartRange::Day),
+            other => Err(DashError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                format!("range: {other:?} is not a chart range; use 1h or 24h"),
+            )),
+        }
+    }
+}
+
+/// A page with charts: its time range, from the address.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ChartQuery {
+    range: Option<String>,
 }
 
 impl Layout {
@@ -65,7 +123,7 @@ impl Layout {
             assets: assets::urls(),
             charts: false,
             sampled_every: String::new(),
-            samples_max: domain::limits::HISTORY_SAMPLES_MAX,
+            range: ChartRange::Hour,
             queues_charted: domain::limits::HISTORY_QUEUES_CHARTED_MAX,
         }
     }
@@ -104,12 +162,41 @@ pub(crate) fn render_flash(message: &str, error: bool) -> String {
         .unwrap_or_else(|_| "error".into())
 }
 
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    css: &'a str,
+    favicon: &'a str,
+    title: &'a str,
+    message: &'a str,
+    back: &'a str,
+}
+
+/// A whole page saying why a page could not be shown.
+pub(crate) fn render_error_page(status: StatusCode, message: &str, back: &str) -> Response {
+    let title = match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::BAD_REQUEST => "Bad address",
+        StatusCode::FORBIDDEN => "Not allowed",
+        _ => "Could not show this page",
+    };
+    html(&ErrorPage {
+        css: &assets::urls().css,
+        favicon: &assets::urls().favicon,
+        title,
+        message,
+        back,
+    })
+    .unwrap_or_else(IntoResponse::into_response)
+}
+
 // ---------------------------------------------------------------- login
 
 #[derive(Template)]
 #[template(path = "login.html")]
 struct Login<'a> {
     css: &'a str,
+    favicon: &'a str,
     message: Option<&'a str>,
 }
 
@@ -122,6 +209,7 @@ pub(crate) async fn login_page(
     }
     let mut response = html(&Login {
         css: &assets::urls().css,
+        favicon: &assets::urls().favicon,
         message: None,
     })?;
     super::protect(response.headers_mut());
@@ -132,6 +220,7 @@ pub(crate) async fn login_page(
 pub(crate) fn login_failed(status: StatusCode, message: &str) -> Response {
     let page = Login {
         css: &assets::urls().css,
+        favicon: &assets::urls().favicon,
         message: Some(message),
     };
     let mut response = match html(&page) {
@@ -165,6 +254,25 @@ pub(crate) struct Card {
     /// Why the controls are disabled for this operator, if they are.
     pub(crate) locked: Option<String>,
 }
+
+/// A time as every page shows it: UTC to the second, in a `<time>` element whose
+/// `datetime` lets the page's script show how long ago it was on hover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(pub(crate) DateTime<Utc>);
+
+impl std::fmt::Display for Stamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<time datetime=\"{}\">{}</time>",
+            self.0.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            self.0.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// Only digits, dashes, colons and letters of our own formats: nothing to escape.
+impl askama::filters::HtmlSafe for Stamp {}
 
 /// "3 s", "4 min", "2 h", "5 d": how long ago, for people.
 pub(crate) fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
@@ -486,7 +594,7 @@ pub(crate) struct HealthFragment<'a> {
 #[derive(Debug)]
 pub(crate) struct Entry {
     pub(crate) id: i64,
-    pub(crate) at: String,
+    pub(crate) at: Stamp,
     pub(crate) actor: String,
     pub(crate) action: String,
     pub(crate) target: String,
@@ -497,7 +605,7 @@ impl Entry {
     pub(crate) fn new(row: &AuditRow) -> Entry {
         Entry {
             id: row.id,
-            at: row.at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+            at: Stamp(row.at),
             actor: row.actor.clone(),
             action: row.action.clone(),
             target: row.target.clone(),
@@ -508,7 +616,9 @@ impl Entry {
             {
                 String::new()
             } else {
-                row.details.to_string()
+                // Indented, one field a line: readable in a narrow column, where one long
+                // line would wrap a character at a time.
+                serde_json::to_string_pretty(&row.details).unwrap_or_default()
             },
         }
     }
@@ -542,7 +652,10 @@ pub(crate) async fn worker_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
     Path(id): Path<String>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let range = ChartRange::parse(query.range.as_deref())?;
     let id = crate::api::worker_id(id)?;
     let row = state.store.worker_get(&id).await?.ok_or_else(|| {
         DashError::new(
@@ -566,16 +679,21 @@ pub(crate) async fn worker_page(
         })
         .await?;
     let now = Utc::now();
-    let live = format!("/live?page=worker&id={id}&at={}", now.timestamp_millis());
+    let live = format!(
+        "/live?page=worker&id={id}&at={}&range={}",
+        now.timestamp_millis(),
+        range.as_str()
+    );
     let mut layout = Layout::new(&session, row.name.clone(), "workers", live);
     layout.charts = true;
+    layout.range = range;
     layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&WorkerPage {
         layout,
         card: Card::new(&row, &session, now),
         health: Health::of(&state, &row, now),
         entries: audit.iter().map(Entry::new).collect(),
-        history: state.history.worker_json(id.as_str()),
+        history: state.history.worker_json(id.as_str(), range.since(now)),
         pid: row.pid.map(|pid| pid.to_string()).unwrap_or_default(),
         host: row.host.clone().unwrap_or_default(),
         version: row.version.clone().unwrap_or_default(),
@@ -640,44 +758,52 @@ pub(crate) struct FailedJob {
     pub(crate) queue: String,
     pub(crate) kind: String,
     pub(crate) attempts: String,
-    pub(crate) finished: String,
+    pub(crate) finished: Option<Stamp>,
     pub(crate) last_error: String,
-    pub(crate) errors: Vec<String>,
+    pub(crate) errors: Vec<JobError>,
+}
+
+/// One failed attempt of a job, from its error history.
+#[derive(Debug)]
+pub(crate) struct JobError {
+    pub(crate) attempt: String,
+    pub(crate) at: Option<Stamp>,
+    pub(crate) message: String,
+}
+
+/// A job's error history, oldest first: `[{"attempt", "at", "error"}]`.
+pub(crate) fn job_errors(job: &JobRow) -> Vec<JobError> {
+    job.errors
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|error| JobError {
+            attempt: error["attempt"].to_string(),
+            at: error["at"]
+                .as_str()
+                .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+                .map(|at| Stamp(at.with_timezone(&Utc))),
+            message: error["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| error.to_string()),
+        })
+        .collect()
 }
 
 impl FailedJob {
     pub(crate) fn new(job: &JobRow) -> FailedJob {
-        let errors: Vec<String> = job
-            .errors
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|error| {
-                let at = error["at"].as_str().unwrap_or_default();
-                let attempt = &error["attempt"];
-                let message = error["error"]
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| error.to_string());
-                format!("attempt {attempt} at {at}: {message}")
-            })
-            .collect();
-        let last_error = job
-            .errors
-            .as_array()
-            .and_then(|errors| errors.last())
-            .and_then(|error| error["error"].as_str())
-            .unwrap_or_default()
-            .to_string();
+        let errors = job_errors(job);
+        let last_error = errors
+            .last()
+            .map(|error| error.message.clone())
+            .unwrap_or_default();
         FailedJob {
             id: job.id,
             queue: job.queue.as_str().to_string(),
             kind: job.kind.as_str().to_string(),
             attempts: format!("{}/{}", job.attempt, job.max_attempts),
-            finished: job
-                .finished_at
-                .map(|at| at.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-                .unwrap_or_default(),
+            finished: job.finished_at.map(Stamp),
             last_error,
             errors,
         }
@@ -726,7 +852,10 @@ pub(crate) async fn queue_lines(state: &AppState) -> Result<Vec<QueueLine>, Dash
 pub(crate) async fn queues_page(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let range = ChartRange::parse(query.range.as_deref())?;
     state.history.ensure_running(
         state.store.clone(),
         state.queue.clone(),
@@ -735,16 +864,21 @@ pub(crate) async fn queues_page(
     );
     let queues = queue_lines(&state).await?;
     let jobs = failed_jobs(&state).await?;
-    let live = format!("/live?page=queues&at={}", Utc::now().timestamp_millis());
+    let live = format!(
+        "/live?page=queues&at={}&range={}",
+        Utc::now().timestamp_millis(),
+        range.as_str()
+    );
     let mut layout = Layout::new(&session, "Queues", "queues", live);
     layout.charts = true;
+    layout.range = range;
     layout.sampled_every = format!("{:?}", state.options.heartbeat_interval);
     html(&QueuesPage {
         layout,
         queues,
         jobs,
         may_act: session.allows(Role::Operator),
-        history: state.history.queues_json(),
+        history: state.history.queues_json(range.since(Utc::now())),
     })
 }
 
@@ -770,6 +904,197 @@ pub(crate) async fn job_action(
 ) -> Result<Response, DashError> {
     crate::api::act_on_job(&state, &session.actor(), &id, action).await?;
     Ok(done(&headers))
+}
+
+// ---------------------------------------------------------------- jobs
+
+/// Jobs a search by kind looks through: the newest, as many as one list may hold. The store
+/// has no index by kind; an operator looking for a kind looks for recent jobs of it.
+const JOB_SEARCH_SCANNED: u32 = domain::limits::LIST_LIMIT_MAX;
+/// Jobs a search by kind shows at most.
+const JOB_SEARCH_SHOWN: usize = 100;
+
+/// One job, as its page shows it.
+#[derive(Debug)]
+pub(crate) struct JobDetail {
+    pub(crate) id: i64,
+    pub(crate) queue: String,
+    pub(crate) kind: String,
+    pub(crate) state: &'static str,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) priority: i16,
+    pub(crate) unique_key: Option<String>,
+    pub(crate) args: String,
+    pub(crate) created: Stamp,
+    pub(crate) run_at: Stamp,
+    pub(crate) started: Option<Stamp>,
+    pub(crate) finished: Option<Stamp>,
+    /// The worker that holds (or last held) its lease, from `WORKER_ID:INCARNATION`.
+    pub(crate) worker: Option<String>,
+    pub(crate) incarnation: String,
+    pub(crate) rescues: i32,
+    pub(crate) errors: Vec<JobError>,
+    pub(crate) retry: bool,
+    pub(crate) discard: bool,
+}
+
+impl JobDetail {
+    fn new(job: &JobRow, may_act: bool) -> JobDetail {
+        let (worker, incarnation) = match job
+            .lease_owner
+            .as_deref()
+            .map(|owner| owner.rsplit_once(':'))
+        {
+            Some(Some((worker, incarnation))) => {
+                (Some(worker.to_string()), incarnation.to_string())
+            }
+            Some(None) => (job.lease_owner.clone(), String::new()),
+            None => (None, String::new()),
+        };
+        JobDetail {
+            id: job.id,
+            queue: job.queue.as_str().to_string(),
+            kind: job.kind.as_str().to_string(),
+            state: job.state.as_str(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            priority: job.priority,
+            unique_key: job.unique_key.clone(),
+            args: serde_json::to_string_pretty(&job.args).unwrap_or_default(),
+            created: Stamp(job.created_at),
+            run_at: Stamp(job.run_at),
+            started: job.started_at.map(Stamp),
+            finished: job.finished_at.map(Stamp),
+            worker,
+            incarnation,
+            rescues: job.rescues,
+            errors: job_errors(job),
+            retry: may_act
+                && job.state.can_transition(JobState::Available)
+                && job.state.is_finished(),
+            discard: may_act
+                && job.state.can_transition(JobState::Cancelled)
+                && job.state != JobState::Running,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "job.html")]
+struct JobPage {
+    layout: Layout,
+    job: JobDetail,
+    entries: Vec<Entry>,
+}
+
+/// `GET /jobs/{id}`: one job: its arguments, attempts, error history, the worker that ran it,
+/// its audit trail, and retry / discard when they apply.
+pub(crate) async fn job_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+) -> Result<Response, DashError> {
+    let id = crate::api::job_id(&id)?;
+    let job = state.queue.get(id).await?.ok_or_else(|| {
+        DashError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("job {id} not found"),
+        )
+    })?;
+    let audit = state
+        .store
+        .audit_list(&AuditList {
+            target: Some(format!("job:{id}")),
+            limit: WORKER_AUDIT,
+            ..Default::default()
+        })
+        .await?;
+    html(&JobPage {
+        layout: Layout::new(
+            &session,
+            format!("Job {id}"),
+            "queues",
+            "/live?page=none".into(),
+        ),
+        job: JobDetail::new(&job, session.allows(Role::Operator)),
+        entries: audit.iter().map(Entry::new).collect(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobSearch {
+    q: Option<String>,
+}
+
+/// A job in a search's results.
+#[derive(Debug)]
+pub(crate) struct JobLine {
+    pub(crate) id: i64,
+    pub(crate) queue: String,
+    pub(crate) kind: String,
+    pub(crate) state: &'static str,
+    pub(crate) attempts: String,
+    pub(crate) created: Stamp,
+}
+
+#[derive(Template)]
+#[template(path = "jobs.html")]
+struct JobsPage {
+    layout: Layout,
+    q: String,
+    jobs: Vec<JobLine>,
+    scanned: u32,
+}
+
+/// `GET /jobs?q=`: an id opens that job's page; anything else is a kind, looked for among the
+/// newest [`JOB_SEARCH_SCANNED`] jobs.
+pub(crate) async fn jobs_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<JobSearch>, QueryRejection>,
+) -> Result<Response, DashError> {
+    let Query(search) = query.map_err(bad_query)?;
+    let q = search.q.unwrap_or_default().trim().to_string();
+    if let Ok(id) = crate::api::job_id(&q)
+        && let Ok(location) = HeaderValue::from_str(&format!("/jobs/{id}"))
+    {
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        response.headers_mut().insert(header::LOCATION, location);
+        return Ok(response);
+    }
+    let jobs = if q.is_empty() {
+        Vec::new()
+    } else {
+        let kind = q.to_ascii_lowercase();
+        state
+            .queue
+            .list(&JobList {
+                limit: JOB_SEARCH_SCANNED,
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .filter(|job| job.kind.as_str().to_ascii_lowercase().contains(&kind))
+            .take(JOB_SEARCH_SHOWN)
+            .map(|job| JobLine {
+                id: job.id,
+                queue: job.queue.as_str().to_string(),
+                kind: job.kind.as_str().to_string(),
+                state: job.state.as_str(),
+                attempts: format!("{}/{}", job.attempt, job.max_attempts),
+                created: Stamp(job.created_at),
+            })
+            .collect()
+    };
+    html(&JobsPage {
+        layout: Layout::new(&session, "Jobs", "queues", "/live?page=none".into()),
+        q,
+        jobs,
+        scanned: JOB_SEARCH_SCANNED,
+    })
 }
 
 // ---------------------------------------------------------------- audit
@@ -824,11 +1149,6 @@ pub(crate) async fn audit_page(
 
 // ---------------------------------------------------------------- withdrawals
 
-/// The time a withdrawal page shows: to the second, in UTC.
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
-}
-
 /// A long hash or address cut to its ends ("3f2a9c…b71e04"); the page keeps the whole in a
 /// `title` and a copyable element.
 pub(crate) fn shorten(text: &str) -> String {
@@ -868,8 +1188,8 @@ pub(crate) struct WithdrawalLine {
     pub(crate) txid: Option<String>,
     pub(crate) txid_short: String,
     pub(crate) confirmations: i64,
-    pub(crate) created: String,
-    pub(crate) updated: String,
+    pub(crate) created: Stamp,
+    pub(crate) updated: Stamp,
 }
 
 impl WithdrawalLine {
@@ -888,8 +1208,8 @@ impl WithdrawalLine {
             txid: row.txid.clone(),
             txid_short: row.txid.as_deref().map(shorten).unwrap_or_default(),
             confirmations: row.confirmations,
-            created: timestamp(row.created_at),
-            updated: timestamp(row.updated_at),
+            created: Stamp(row.created_at),
+            updated: Stamp(row.updated_at),
         }
     }
 }
@@ -1036,7 +1356,7 @@ pub(crate) struct WithdrawalTx {
     pub(crate) state: String,
     pub(crate) block_height: Option<i64>,
     pub(crate) confirmations: Option<i64>,
-    pub(crate) first_seen: String,
+    pub(crate) first_seen: Option<Stamp>,
     /// The withdrawal's txid now (the latest attempt's, then the one that landed).
     pub(crate) current: bool,
 }
@@ -1063,7 +1383,7 @@ pub(crate) fn transactions(row: &WithdrawalRow, trail: &[AuditRow]) -> Vec<Withd
                 state,
                 block_height,
                 confirmations,
-                first_seen: timestamp(entry.at),
+                first_seen: Some(Stamp(entry.at)),
                 current: false,
             }),
         }
@@ -1077,7 +1397,7 @@ pub(crate) fn transactions(row: &WithdrawalRow, trail: &[AuditRow]) -> Vec<Withd
                     state: String::new(),
                     block_height: None,
                     confirmations: None,
-                    first_seen: String::new(),
+                    first_seen: None,
                     current: false,
                 });
                 txs.last_mut().expect("just pushed")
