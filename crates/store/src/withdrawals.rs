@@ -53,6 +53,17 @@ macro_rules! decode_withdrawal {
 }
 pub(crate) use decode_withdrawal;
 
+/// Reads withdrawal rows of either dialect, in order.
+macro_rules! decode_withdrawals {
+    ($rows:expr, $d:ident) => {{
+        let mut withdrawals = Vec::with_capacity($rows.len());
+        for row in $rows {
+            withdrawals.push(decode_withdrawal!(row, $d));
+        }
+        withdrawals
+    }};
+}
+
 pub(crate) const COLUMNS: &str = "id, idempotency_key, request_hash, reference, chain, asset, destination, \
      amount, state, error, txid, block_height, confirmations, fee, created_by, created_at, \
      updated_at";
@@ -421,11 +432,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            let mut withdrawals = Vec::with_capacity(rows.len());
-            for row in &rows {
-                withdrawals.push(decode_withdrawal!(row, d));
-            }
-            Ok(withdrawals)
+            Ok(decode_withdrawals!(&rows, d))
         })
     }
 
@@ -459,11 +466,7 @@ impl Store {
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
-            let mut withdrawals = Vec::with_capacity(rows.len());
-            for row in &rows {
-                withdrawals.push(decode_withdrawal!(row, d));
-            }
-            Ok(withdrawals)
+            Ok(decode_withdrawals!(&rows, d))
         })
     }
 

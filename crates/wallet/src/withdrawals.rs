@@ -446,14 +446,21 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
 
     /// Runs `sweep` over a round's worth of unfinished withdrawals, [`SWEEP_CONCURRENCY`] at
     /// a time (each is its own compare-and-set), and gathers what each did into `report`; one
-    /// withdrawal's error is reported and the others go on.
+    /// withdrawal's error is reported and the others go on. Stalled ones are listed to be
+    /// paid again instead.
     async fn sweep_all<F, Fut>(&self, report: &mut Reconciled, sweep: F) -> Result<(), WalletError>
     where
         F: Fn(WithdrawalRow) -> Fut,
         Fut: Future<Output = (WithdrawalRow, Reconciled, Result<(), WalletError>)>,
     {
         use futures_util::StreamExt;
-        let rows = self.unfinished().await?;
+        // Stalled ones are handed back to be paid; the others are looked at.
+        let (stalled, rows): (Vec<_>, Vec<_>) = self
+            .unfinished()
+            .await?
+            .into_iter()
+            .partition(Self::stalled);
+        report.to_pay.extend(stalled.iter().map(|row| row.id));
         let mut swept = futures_util::stream::iter(rows)
             .map(sweep)
             .buffer_unordered(SWEEP_CONCURRENCY);
@@ -620,10 +627,6 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
         row: &WithdrawalRow,
         report: &mut Reconciled,
     ) -> Result<(), WalletError> {
-        if Self::stalled(row) {
-            report.to_pay.push(row.id);
-            return Ok(());
-        }
         if row.state != WithdrawalState::Broadcast {
             return Ok(());
         }
@@ -819,10 +822,6 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
         row: &WithdrawalRow,
         report: &mut Reconciled,
     ) -> Result<(), WalletError> {
-        if Self::stalled(row) {
-            report.to_pay.push(row.id);
-            return Ok(());
-        }
         if !matches!(
             row.state,
             WithdrawalState::Broadcast | WithdrawalState::Confirming
