@@ -190,6 +190,8 @@ pub struct RawConfig {
     pub health_restart_after: f64,
     /// Queues whose workers `coinsensei up` scales by depth (none by default).
     pub autoscale: Option<Vec<RawAutoscale>>,
+    /// Where the control plane posts events (`docs/webhooks.md`; none by default).
+    pub webhooks: Option<Vec<crate::webhooks::RawWebhook>>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -309,6 +311,7 @@ impl Default for RawConfig {
             health_restart: true,
             health_restart_after: HEALTH_RESTART_AFTER_DEFAULT.as_secs_f64(),
             autoscale: None,
+            webhooks: None,
         }
     }
 }
@@ -509,6 +512,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The queues `up` scales, each with its policy.
     pub autoscale: Vec<AutoscaleEntry>,
+    /// The endpoints the control plane posts events to.
+    pub webhooks: Vec<crate::webhooks::Endpoint>,
     /// The file the settings came from, passed on to child processes.
     pub config_file: Option<PathBuf>,
 }
@@ -550,6 +555,7 @@ impl std::fmt::Debug for Settings {
             withdrawals,
             health,
             autoscale,
+            webhooks,
             config_file,
         } = self;
         f.debug_struct("Settings")
@@ -571,6 +577,7 @@ impl std::fmt::Debug for Settings {
             .field("withdrawals", withdrawals)
             .field("health", health)
             .field("autoscale", autoscale)
+            .field("webhooks", webhooks)
             .field("config_file", config_file)
             .finish()
     }
@@ -656,6 +663,7 @@ fn within(key: &str, value: u32, min: u32, max: u32) -> anyhow::Result<u32> {
 fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
     let tron = tron(&raw)?;
     let raw_autoscale = raw.autoscale.take();
+    let webhooks = crate::webhooks::endpoints(raw.webhooks.take().unwrap_or_default())?;
     let withdrawals = withdrawal_settings(&raw)?;
     let listen: SocketAddr = raw.listen.parse().with_context(|| {
         format!(
@@ -785,6 +793,7 @@ fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
         withdrawals,
         health,
         autoscale,
+        webhooks,
         config_file: None,
     })
 }

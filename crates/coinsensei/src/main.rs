@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod payers;
 mod signals;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +68,9 @@ enum Command {
     /// Create, list, show and cancel withdrawals (what the exchange's backend does through
     /// /api/v1/withdrawals).
     Withdrawals(WithdrawalsArgs),
+    /// The events sent to the exchange's webhook endpoints: list their deliveries (failed
+    /// ones first to look at) and replay them.
+    Events(EventsArgs),
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -452,6 +456,48 @@ enum WithdrawalsCommand {
 }
 
 #[derive(Debug, Args)]
+struct EventsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: EventsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Webhook deliveries, newest first, with the counts per endpoint and state.
+    List {
+        /// Only this endpoint (its configured name).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Only this state: pending, delivered or failed (given up after `retry_for`).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only events about this subject, e.g. withdrawal:42.
+        #[arg(long)]
+        subject: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Post deliveries again: the ones named, or every failed one (--failed). They keep their
+    /// event ids, so a receiver that has one already recognises it. Audited.
+    Replay {
+        /// Delivery ids, as `events list` shows them.
+        ids: Vec<i64>,
+        /// Every failed delivery (at most 1000 at a time).
+        #[arg(long)]
+        failed: bool,
+        /// With --failed: only this endpoint's.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 struct JobsArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -641,6 +687,7 @@ fn main() -> ExitCode {
         | Command::Health(_)
         | Command::Autoscaler(_)
         | Command::Withdrawals(_)
+        | Command::Events(_)
         | Command::Tokens(_)
         | Command::Keys(_)
         | Command::Chain(_)
@@ -991,6 +1038,46 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(anyhow::anyhow!(
                         "approvals are counted per operator token: run it with --server URL and the token in COINSENSEI_TOKEN"
                     ))
+                }
+            }
+        }
+        Command::Events(EventsArgs { server, command }) => {
+            use commands::events as e;
+            let remote = server.remote()?;
+            match command {
+                EventsCommand::List {
+                    endpoint,
+                    state,
+                    subject,
+                    limit,
+                    json,
+                } => {
+                    let args = e::ListArgs {
+                        endpoint,
+                        state,
+                        subject,
+                        limit,
+                        json,
+                    };
+                    match remote {
+                        Some(remote) => e::remote::list(&remote, args).await,
+                        None => e::list(global.settings(None)?, args).await,
+                    }
+                }
+                EventsCommand::Replay {
+                    ids,
+                    failed,
+                    endpoint,
+                } => {
+                    let args = e::ReplayArgs {
+                        ids,
+                        failed,
+                        endpoint,
+                    };
+                    match remote {
+                        Some(remote) => e::remote::replay(&remote, args).await,
+                        None => e::replay(global.settings(None)?, args).await,
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use domain::{Name, WithdrawalState};
 use sqlx::Row;
 
 use crate::dialect::{in_write_tx, on_pool};
-use crate::withdrawals::{COLUMNS, decode_withdrawal, moved_audit, withdrawal_job};
+use crate::withdrawals::{COLUMNS, decode_withdrawal, moved_audit, moved_event, withdrawal_job};
 use crate::{AuditInsert, Store, StoreError, WithdrawalRow, WithdrawalTransition};
 
 /// The longest reason a decision may give.
@@ -221,6 +221,7 @@ impl Store {
                         .await?;
                     let moved = decode_withdrawal!(&moved, d);
                     d::audit::insert_on(&mut *conn, &moved_audit(&transition, &moved)).await?;
+                    d::outbox::append_on(&mut *conn, &moved_event(&moved)).await?;
                     if to == WithdrawalState::Failed {
                         // Rejected: never paid, so what it used of its limits is given back.
                         crate::usage::release_usage!(conn, d, moved);

@@ -14,6 +14,7 @@ mod error;
 mod jobs;
 mod model;
 mod nonces;
+mod outbox;
 mod payout_stats;
 mod postgres;
 mod scans;
@@ -41,6 +42,11 @@ pub use nonces::{
     NONCE_TXS_MAX, NONCES_UNSETTLED_MAX, NonceBind, NonceFees, NonceHeld, NonceReplace,
     NonceReserve, NonceSettle, NonceSettlement, NonceTx, NonceTxNew, NonceUnsettled,
     RAW_TX_BYTES_MAX,
+};
+pub use outbox::{
+    CLAIM_MAX, DeliveryCount, DeliveryList, DeliveryOutcome, DeliveryRow, DeliveryState,
+    ENDPOINT_NAME_LEN_MAX, EventInsert, EventList, EventRow, REPLAY_MAX, ReplaySelect,
+    WebhookSubscription,
 };
 pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
 pub use scans::{

@@ -18,6 +18,7 @@ use domain::{Chain, Name, WithdrawalState};
 use sqlx::Row;
 
 use crate::dialect::{on_pool, on_tx};
+use crate::outbox::EventInsert;
 use crate::{AuditInsert, JobInsert, Store, StoreError, corrupt, truncate_error};
 
 /// Reads a withdrawal row of either dialect.
@@ -367,6 +368,7 @@ impl Store {
             let row = decode_withdrawal!(&row, d);
             crate::usage::charge_usage!(conn, d, row, amount, &limits);
             d::audit::insert_on(&mut *conn, &created_audit(&row)).await?;
+            d::outbox::append_on(&mut *conn, &withdrawal_event("withdrawal.created", &row)).await?;
             if let Some((queue, kind)) = create.job.as_ref().filter(|_| !create.approval) {
                 d::job_insert_on(
                     &mut *conn,
@@ -600,6 +602,7 @@ impl Store {
                     let row = decode_withdrawal!(&row, d);
                     if transition.from != transition.to {
                         d::audit::insert_on(&mut *conn, &moved_audit(transition, &row)).await?;
+                        d::outbox::append_on(&mut *conn, &moved_event(&row)).await?;
                         if matches!(
                             transition.to,
                             WithdrawalState::Failed | WithdrawalState::Canceled
@@ -708,6 +711,38 @@ pub(crate) fn withdrawal_job(
         retry: Some(domain::withdrawal::job_retry()),
         unique_key: Some(row.payout_key()),
         now,
+    }
+}
+
+/// The event of a withdrawal's move into the state it is in now: `withdrawal.completed`.
+pub(crate) fn moved_event(row: &WithdrawalRow) -> EventInsert {
+    withdrawal_event(&format!("withdrawal.{}", row.state), row)
+}
+
+/// An event about `row` as it is now, for the exchange's backend (`docs/webhooks.md`): the
+/// API's withdrawal, with its amount in base units only (the store knows no decimals).
+pub(crate) fn withdrawal_event(kind: &str, row: &WithdrawalRow) -> EventInsert {
+    EventInsert {
+        kind: kind.to_string(),
+        subject: row.payout_key(),
+        payload: serde_json::json!({
+            "id": row.id,
+            "chain": row.chain.as_str(),
+            "asset": row.asset,
+            "to": row.destination,
+            "amount_base_units": row.amount,
+            "reference": row.reference,
+            "state": row.state.as_str(),
+            "txid": row.txid,
+            "block_height": row.block_height,
+            "confirmations": row.confirmations,
+            "fee_base_units": row.fee,
+            "error": row.error,
+            "idempotency_key": row.idempotency_key,
+            "created_at": row.created_at.to_rfc3339(),
+            "updated_at": row.updated_at.to_rfc3339(),
+        }),
+        now: row.updated_at,
     }
 }
 

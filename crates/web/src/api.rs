@@ -49,7 +49,7 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
 }
@@ -331,6 +331,22 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             post(w::reject_withdrawal),
         ),
         (
+            backend(Method::GET, "/api/v1/events", Viewer),
+            get(crate::webhooks::list_events),
+        ),
+        (
+            route(Method::GET, "/api/admin/webhooks/deliveries", Viewer),
+            get(crate::webhooks::list_deliveries),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/admin/webhooks/deliveries/replay",
+                Operator,
+            ),
+            post(crate::webhooks::replay_deliveries),
+        ),
+        (
             route(Method::GET, "/api/openapi.json", Viewer),
             get(openapi),
         ),
@@ -493,7 +509,7 @@ impl From<queue::QueueError> for ApiError {
     }
 }
 
-fn bad_query(error: QueryRejection) -> ApiError {
+pub(crate) fn bad_query(error: QueryRejection) -> ApiError {
     ApiError::invalid(error.body_text())
 }
 
@@ -511,7 +527,7 @@ fn bad_body(error: JsonRejection) -> ApiError {
 /// A JSON body the API describes as an object. serde reads a struct from an array too (field
 /// by field, in order), so `[5]` would pass for `{"concurrency_limit": 5}`: anything but an
 /// object is refused (422) before it is read.
-fn object_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
     body: Result<Json<Value>, JsonRejection>,
 ) -> Result<T, ApiError> {
     let Json(value) = body.map_err(bad_body)?;
@@ -528,7 +544,11 @@ fn object_body<T: serde::de::DeserializeOwned>(
 
 /// A text field from the client under the one text rule ([`domain::check_text`]): 400
 /// naming the field.
-fn text_field(field: &str, value: &str, controls: domain::Controls) -> Result<(), ApiError> {
+pub(crate) fn text_field(
+    field: &str,
+    value: &str,
+    controls: domain::Controls,
+) -> Result<(), ApiError> {
     domain::check_text(field, value, controls).map_err(|error| ApiError::invalid(error.to_string()))
 }
 
@@ -539,7 +559,7 @@ pub(crate) fn row_id(what: &str, text: &str) -> Result<i64, ApiError> {
     })
 }
 
-fn limit_of(limit: Option<u32>) -> u32 {
+pub(crate) fn limit_of(limit: Option<u32>) -> u32 {
     limit
         .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
         .clamp(1, domain::limits::LIST_LIMIT_MAX)

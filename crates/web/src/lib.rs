@@ -26,6 +26,7 @@ pub mod dto;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod webhooks;
 pub mod withdrawals;
 
 use std::net::SocketAddr;

@@ -23,7 +23,10 @@
 //!   `coinsensei_payout_rebroadcasts_total` (by chain: stored transactions sent again),
 //!   and `coinsensei_hot_wallet_balance` with `coinsensei_hot_wallet_balance_age_seconds`
 //!   (by chain and asset, in the asset's base units, as the withdrawal worker last read it
-//!   from its node);
+//!   from its node); `coinsensei_webhook_deliveries` (by endpoint and state) and
+//!   `coinsensei_webhook_oldest_pending_seconds` (by endpoint: the age of the oldest event
+//!   not yet delivered there), and, counted by the deliverer in the control plane,
+//!   `coinsensei_webhook_posts_total` (by endpoint and outcome: delivered, retry, failed);
 //! - the health checker's verdicts (`crate::health`): `coinsensei_worker_health_status` and
 //!   `coinsensei_chain_health_status` (0 healthy, 1 warning, 2 unhealthy), and per check
 //!   `coinsensei_health_check_status` / `coinsensei_health_check_value` (by worker and
@@ -280,6 +283,28 @@ async fn withdrawal_pipeline(state: &AppState, now: chrono::DateTime<Utc>) -> Re
             .set(units);
         metrics::gauge!("coinsensei_hot_wallet_balance_age_seconds", "chain" => balance.chain.as_str(), "asset" => balance.asset)
             .set(seconds(balance.checked_at));
+    }
+    // Every state of every endpoint that has deliveries, zeros included: a drained
+    // endpoint's pending series falls to 0 instead of keeping its last value.
+    let counts = state.store.webhook_counts().await?;
+    let mut endpoints: Vec<&str> = counts.iter().map(|count| count.endpoint.as_str()).collect();
+    endpoints.dedup();
+    for endpoint in endpoints {
+        for delivery_state in [
+            store::DeliveryState::Pending,
+            store::DeliveryState::Delivered,
+            store::DeliveryState::Failed,
+        ] {
+            let count = counts
+                .iter()
+                .find(|count| count.endpoint == endpoint && count.state == delivery_state);
+            metrics::gauge!("coinsensei_webhook_deliveries", "endpoint" => endpoint.to_string(), "state" => delivery_state.as_str())
+                .set(count.map_or(0.0, |count| count.count as f64));
+            if delivery_state == store::DeliveryState::Pending {
+                metrics::gauge!("coinsensei_webhook_oldest_pending_seconds", "endpoint" => endpoint.to_string())
+                    .set(count.and_then(|count| count.oldest).map_or(0.0, seconds));
+            }
+        }
     }
     Ok(())
 }

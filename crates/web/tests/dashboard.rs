@@ -1585,7 +1585,147 @@ async fn dashboard_ids_have_one_spelling_and_streams_count_per_token(db: &TestDb
     assert_eq!(api.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// The webhooks page: each endpoint's deliveries by state, failed ones listed with why, and
+/// Replay (per delivery, or every failed one of an endpoint) for operators only, audited.
+async fn webhooks_page_lists_failed_deliveries_and_replays_them(db: &TestDb) {
+    let store = db.store().await;
+    store
+        .webhook_subscribe(&[store::WebhookSubscription {
+            endpoint: "backend".into(),
+            events: vec!["withdrawal.*".into()],
+        }])
+        .await
+        .unwrap();
+    let first = withdrawal(&store, "tron", "TRX", TRON_TO, "1").await;
+    withdrawal(&store, "tron", "TRX", TRON_TO, "2").await;
+    // Both given up.
+    let now = Utc::now();
+    let claimed = store
+        .webhook_claim("backend", 10, std::time::Duration::from_secs(30), now)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    for delivery in &claimed {
+        let outcome = store::DeliveryOutcome::Failed {
+            status: Some(502),
+            error: "the endpoint answered 502 Bad Gateway".into(),
+            retry_at: None,
+        };
+        assert!(store.webhook_settle(delivery, &outcome, now).await.unwrap());
+    }
+    let (_, operator) = web::auth::issue(&store, "on-call", Role::Operator, Utc::now())
+        .await
+        .unwrap();
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (viewer_cookie, viewer_csrf) = login(&store, &viewer).await;
+    let page = get(&store, "/webhooks", Some(&viewer_cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"endpoint-backend\""),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("<span class=\"badge failed\">2</span>"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("answered 502 Bad Gateway"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains(&format!("withdrawal:{first}")),
+        "{}",
+        page.body
+    );
+    // A viewer sees the buttons disabled, and a viewer's post is refused.
+    assert!(
+        page.body.contains("disabled aria-label=\"Replay delivery"),
+        "{}",
+        page.body
+    );
+    let delivery = claimed[0].id;
+    let refused = post(
+        &store,
+        &format!("/webhooks/deliveries/{delivery}/replay"),
+        Some(&viewer_cookie),
+        Some(&viewer_csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    // A bad filter gets the error page and changes nothing.
+    let bad = get(&store, "/webhooks?state=lost", Some(&viewer_cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+
+    let (cookie, csrf) = login(&store, &operator).await;
+    let replayed = post(
+        &store,
+        &format!("/webhooks/deliveries/{delivery}/replay"),
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(replayed.status, StatusCode::NO_CONTENT, "{}", replayed.body);
+    assert_eq!(replayed.headers["hx-refresh"], "true");
+    let pending = get(&store, "/webhooks?state=pending", Some(&cookie)).await;
+    assert!(
+        pending
+            .body
+            .contains(&format!("id=\"delivery-{delivery}\"")),
+        "{}",
+        pending.body
+    );
+    let all_failed = post(
+        &store,
+        "/webhooks/endpoints/backend/replay-failed",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(
+        all_failed.status,
+        StatusCode::NO_CONTENT,
+        "{}",
+        all_failed.body
+    );
+    let counts = store.webhook_counts().await.unwrap();
+    assert!(
+        counts
+            .iter()
+            .all(|count| count.state == store::DeliveryState::Pending && count.count == 2),
+        "{counts:?}"
+    );
+    let audit = store
+        .audit_list(&store::AuditList {
+            action: Some("webhook.replay".into()),
+            limit: 10,
+            ..store::AuditList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2);
+    assert!(audit.iter().all(|entry| entry.actor.contains("on-call")));
+    // An unknown delivery: 404, nothing audited.
+    let unknown = post(
+        &store,
+        "/webhooks/deliveries/999999/replay",
+        Some(&cookie),
+        Some(&csrf),
+        Some(ORIGIN),
+    )
+    .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+}
+
 testkit::on_both_stores!(db:
+    webhooks_page_lists_failed_deliveries_and_replays_them,
     withdrawal_pages_show_the_store,
     live_withdrawals_follow_the_store,
     service_tokens_open_no_page,

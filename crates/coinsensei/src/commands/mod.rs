@@ -4,6 +4,7 @@ pub mod autoscaler;
 pub mod bench;
 pub mod chain;
 pub mod devnet;
+pub mod events;
 pub mod health;
 pub mod keys;
 pub mod migrate;
@@ -83,8 +84,8 @@ pub async fn open_queue(
     })
 }
 
-/// Runs the control plane (HTTP endpoints, the reaper, queue maintenance and the health
-/// checker with its restart action) until `cancel` fires.
+/// Runs the control plane (HTTP endpoints, the reaper, queue maintenance, the health
+/// checker with its restart action and the webhook deliverer) until `cancel` fires.
 pub async fn control_plane(
     store: Store,
     settings: &Settings,
@@ -119,6 +120,11 @@ pub async fn control_plane(
         settings.health.restart_after,
         cancel.clone(),
     ));
+    let webhooks_task = tokio::spawn(crate::webhooks::run(
+        store.clone(),
+        settings.webhooks.clone(),
+        cancel.clone(),
+    ));
     let options = web::WebOptions {
         metrics_public: settings.metrics_public,
         health,
@@ -132,6 +138,9 @@ pub async fn control_plane(
     let _ = reaper_task.await;
     let _ = maintenance_task.await;
     let _ = health_task.await;
+    if let Ok(Err(error)) = webhooks_task.await {
+        tracing::warn!(error = %format!("{error:#}"), "the webhook deliverer stopped");
+    }
     served.context("serving HTTP")
 }
 

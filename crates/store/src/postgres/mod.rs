@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal usage",
         include_str!("../../migrations/postgres/0015_withdrawal_usage.sql"),
     ),
+    (
+        16,
+        "event outbox",
+        include_str!("../../migrations/postgres/0016_event_outbox.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -238,6 +243,7 @@ pub(crate) mod dialect {
     pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
     pub(crate) use crate::{
         attempts::postgres as attempts, audit::postgres as audit, jobs::postgres as jobs,
+        outbox::postgres as outbox,
     };
 
     pub(crate) type Db = sqlx::Postgres;

@@ -94,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal usage",
         include_str!("../../migrations/sqlite/0015_withdrawal_usage.sql"),
     ),
+    (
+        16,
+        "event outbox",
+        include_str!("../../migrations/sqlite/0016_event_outbox.sql"),
+    ),
 ];
 
 #[derive(Clone)]
@@ -253,6 +258,7 @@ pub(crate) mod dialect {
     pub(crate) use super::worker::{notify as notify_worker, reap_stale as worker_reap_stale};
     pub(crate) use crate::{
         attempts::sqlite as attempts, audit::sqlite as audit, jobs::sqlite as jobs,
+        outbox::sqlite as outbox,
     };
 
     pub(crate) type Db = sqlx::Sqlite;

@@ -288,7 +288,7 @@ async fn find_session(state: &AppState, headers: &HeaderMap) -> Result<Option<Se
     }))
 }
 
-fn is_htmx(headers: &HeaderMap) -> bool {
+pub(crate) fn is_htmx(headers: &HeaderMap) -> bool {
     headers.contains_key("hx-request")
 }
 
@@ -490,6 +490,16 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             },
         )
     };
+    let webhook = |target: pages::ReplayTarget| {
+        post(
+            move |state: State<AppState>,
+                  session: Extension<Session>,
+                  id: axum::extract::Path<String>,
+                  headers: HeaderMap| {
+                pages::webhook_replay(state, session, id, headers, target)
+            },
+        )
+    };
     Router::new()
         .route("/login", get(pages::login_page).post(login))
         .route("/logout", guarded(Role::Viewer, post(logout)))
@@ -544,6 +554,24 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             guarded(Role::Viewer, get(pages::withdrawal_page)),
         )
         .route("/audit", guarded(Role::Viewer, get(pages::audit_page)))
+        .route(
+            "/webhooks",
+            guarded(Role::Viewer, get(pages::webhooks_page)),
+        )
+        .route(
+            "/webhooks/deliveries/{id}/replay",
+            action(
+                "/api/admin/webhooks/deliveries/replay",
+                webhook(pages::ReplayTarget::Delivery),
+            ),
+        )
+        .route(
+            "/webhooks/endpoints/{name}/replay-failed",
+            action(
+                "/api/admin/webhooks/deliveries/replay",
+                webhook(pages::ReplayTarget::FailedOf),
+            ),
+        )
         .route("/live", guarded(Role::Viewer, get(live::live)))
         .route("/assets/{version}/{file}", get(assets::serve))
 }

@@ -1515,3 +1515,175 @@ mod tests {
         assert!(shown.ends_with('…'));
     }
 }
+
+// ---------------------------------------------------------------- webhooks
+
+/// Deliveries a webhooks page lists.
+const DELIVERIES_PAGE: u32 = 100;
+
+/// One endpoint's deliveries counted by state.
+#[derive(Debug, Default)]
+pub(crate) struct EndpointCounts {
+    pub(crate) endpoint: String,
+    pub(crate) pending: i64,
+    pub(crate) delivered: i64,
+    pub(crate) failed: i64,
+    /// The oldest pending event, when one waits.
+    pub(crate) oldest_pending: Option<Stamp>,
+}
+
+/// One delivery, as the webhooks page lists it.
+#[derive(Debug)]
+pub(crate) struct DeliveryLine {
+    pub(crate) id: i64,
+    pub(crate) endpoint: String,
+    pub(crate) state: &'static str,
+    pub(crate) attempts: i32,
+    pub(crate) kind: String,
+    pub(crate) subject: String,
+    pub(crate) event_id: String,
+    pub(crate) created: Stamp,
+    pub(crate) last_attempt: Option<Stamp>,
+    pub(crate) next_attempt: Option<Stamp>,
+    pub(crate) last_error: String,
+}
+
+#[derive(Template)]
+#[template(path = "webhooks.html")]
+struct WebhooksPage {
+    layout: Layout,
+    endpoints: Vec<EndpointCounts>,
+    deliveries: Vec<DeliveryLine>,
+    state: String,
+    endpoint: String,
+    may_act: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WebhooksQuery {
+    state: Option<String>,
+    endpoint: Option<String>,
+}
+
+/// `GET /webhooks`: each endpoint's deliveries by state, and the latest deliveries (failed
+/// ones by default: what needs a look), with Replay.
+pub(crate) async fn webhooks_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    query: Result<Query<WebhooksQuery>, QueryRejection>,
+) -> Result<Response, DashError> {
+    let Query(query) = query.map_err(bad_query)?;
+    let filter = query.state.filter(|text| !text.is_empty());
+    let delivery_state = match filter.as_deref() {
+        None => Some(store::DeliveryState::Failed),
+        Some("all") => None,
+        Some(text) => Some(store::DeliveryState::parse(text).ok_or_else(|| {
+            DashError(ApiError::invalid(format!(
+                "state: {text:?} is not one of all, pending, delivered, failed"
+            )))
+        })?),
+    };
+    let endpoint = query.endpoint.filter(|text| !text.is_empty());
+    if let Some(endpoint) = &endpoint {
+        domain::check_text("endpoint", endpoint, domain::Controls::None)
+            .map_err(|error| DashError(ApiError::invalid(error.to_string())))?;
+    }
+    let rows = state
+        .store
+        .webhook_deliveries(&store::DeliveryList {
+            endpoint: endpoint.clone(),
+            state: delivery_state,
+            subject: None,
+            before: None,
+            limit: DELIVERIES_PAGE,
+        })
+        .await?;
+    let mut endpoints: Vec<EndpointCounts> = Vec::new();
+    for count in state.store.webhook_counts().await? {
+        let index = match endpoints
+            .iter()
+            .position(|each| each.endpoint == count.endpoint)
+        {
+            Some(index) => index,
+            None => {
+                endpoints.push(EndpointCounts {
+                    endpoint: count.endpoint.clone(),
+                    ..EndpointCounts::default()
+                });
+                endpoints.len() - 1
+            }
+        };
+        let line = &mut endpoints[index];
+        match count.state {
+            store::DeliveryState::Pending => {
+                line.pending = count.count;
+                line.oldest_pending = count.oldest.map(Stamp);
+            }
+            store::DeliveryState::Delivered => line.delivered = count.count,
+            store::DeliveryState::Failed => line.failed = count.count,
+        }
+    }
+    let deliveries = rows
+        .iter()
+        .map(|row| DeliveryLine {
+            id: row.id,
+            endpoint: row.endpoint.clone(),
+            state: row.state.as_str(),
+            attempts: row.attempts,
+            kind: row.event.kind.clone(),
+            subject: row.event.subject.clone(),
+            event_id: row.event.event_id.clone(),
+            created: Stamp(row.event.created_at),
+            last_attempt: row.last_attempt_at.map(Stamp),
+            next_attempt: (row.state == store::DeliveryState::Pending)
+                .then_some(Stamp(row.next_attempt_at)),
+            last_error: row.last_error.clone().unwrap_or_default(),
+        })
+        .collect();
+    html(&WebhooksPage {
+        layout: Layout::new(&session, "Webhooks", "webhooks", "/live?page=none".into()),
+        endpoints,
+        deliveries,
+        state: filter.unwrap_or_else(|| "failed".into()),
+        endpoint: endpoint.unwrap_or_default(),
+        may_act: session.allows(Role::Operator),
+    })
+}
+
+/// What a webhooks page's Replay button names.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReplayTarget {
+    /// `POST /webhooks/deliveries/{id}/replay`.
+    Delivery,
+    /// `POST /webhooks/endpoints/{name}/replay-failed`.
+    FailedOf,
+}
+
+/// Replays through the API's own code, then reloads the page (it has no live stream).
+pub(crate) async fn webhook_replay(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(target): Path<String>,
+    headers: HeaderMap,
+    replay: ReplayTarget,
+) -> Result<Response, DashError> {
+    let select = match replay {
+        ReplayTarget::Delivery => {
+            store::ReplaySelect::Ids(vec![crate::api::row_id("delivery", &target)?])
+        }
+        ReplayTarget::FailedOf => store::ReplaySelect::Failed {
+            endpoint: Some(target),
+        },
+    };
+    crate::webhooks::replay(&state, &session.actor(), &select).await?;
+    if super::is_htmx(&headers) {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        response
+            .headers_mut()
+            .insert("hx-refresh", axum::http::HeaderValue::from_static("true"));
+        Ok(response)
+    } else {
+        Ok(back(&headers))
+    }
+}
