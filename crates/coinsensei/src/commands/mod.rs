@@ -83,8 +83,8 @@ pub async fn open_queue(
     })
 }
 
-/// Runs the control plane (HTTP endpoints, the reaper, queue maintenance and the health
-/// checker with its restart action) until `cancel` fires.
+/// Runs the control plane (HTTP endpoints, the reaper, queue maintenance, and the health
+/// checker with its node probes and its restart and pause actions) until `cancel` fires.
 pub async fn control_plane(
     store: Store,
     settings: &Settings,
@@ -111,12 +111,25 @@ pub async fn control_plane(
         let cancel = cancel.clone();
         async move { maintenance.run(cancel).await }
     });
-    let health = health::monitor(settings);
-    let health_task = tokio::spawn(health::run_loop(
-        store.clone(),
+    let health = health::monitor(
+        settings,
+        Some(crate::chains::clients(settings)),
+        settings.heartbeat_interval,
+    );
+    let probe_task = tokio::spawn(health::probe_loop(
         std::sync::Arc::clone(&health),
         settings.heartbeat_interval,
-        settings.health.restart_after,
+        cancel.clone(),
+    ));
+    let health_task = tokio::spawn(health::run_loop(
+        store.clone(),
+        std::sync::Arc::clone(&backend),
+        std::sync::Arc::clone(&health),
+        settings.heartbeat_interval,
+        health::Actions {
+            restart_after: settings.health.restart_after,
+            pause_after: settings.health.pause_after,
+        },
         cancel.clone(),
     ));
     let options = web::WebOptions {
@@ -125,6 +138,7 @@ pub async fn control_plane(
         heartbeat_interval: settings.heartbeat_interval,
         public_url: settings.public_url.clone(),
         intake: std::sync::Arc::new(settings.intake()),
+        autoscale: settings.scaled_queues(),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;
@@ -132,6 +146,7 @@ pub async fn control_plane(
     let _ = reaper_task.await;
     let _ = maintenance_task.await;
     let _ = health_task.await;
+    let _ = probe_task.await;
     served.context("serving HTTP")
 }
 
