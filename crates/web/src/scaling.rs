@@ -33,6 +33,21 @@ pub struct Decision {
     pub workers: Value,
 }
 
+impl Decision {
+    /// The workers started or retired, for people: their ids joined.
+    pub fn workers_text(&self) -> String {
+        match &self.workers {
+            Value::Array(ids) => ids
+                .iter()
+                .map(|id| id.as_str().map_or_else(|| id.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join(", "),
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A scaled queue now.
 #[derive(Debug, Clone)]
 pub struct QueueScaling {
