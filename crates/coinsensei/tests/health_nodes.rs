@@ -2,8 +2,8 @@
 //! (reachable, the wrong chain id configured, killed, back), a regtest bitcoind (syncing, then
 //! on its tip; the wrong network configured) and the TRON simulation (its genesis checked,
 //! stopped, back); and the action on a chain's withdrawals through a real `serve` on both
-//! stores: the queue paused while the node is down and resumed when it is back, audited as
-//! `health`, and an operator's pause never undone.
+//! stores: the queue paused while the node is down and resumed when it is back (by a control
+//! plane restarted meanwhile), audited as `health`, and an operator's pause never undone.
 
 mod common;
 
@@ -348,7 +348,14 @@ async fn withdrawals_paused_while_the_node_is_down(backend: Backend) {
         entry.details
     );
 
-    // Back: resumed, by `health`.
+    // The control plane restarts meanwhile: the new one learns from the audit log that the
+    // pause is the health checker's. Back: resumed, by `health`.
+    assert!(up.stop().await.success());
+    let up = Up::serve(
+        &["--config", path.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
     let anvil = Anvil::start_on(port, &[]).await;
     wait_for("the queue resumed by health", WAIT, || async {
         (health_actions(&store).await == ["queue.resume", "queue.pause"]).then_some(())

@@ -203,7 +203,11 @@ pub async fn restart_unhealthy(
 /// audit log remembers; this struct only remembers which outages were handled).
 #[derive(Debug, Default)]
 pub struct NodePauses {
+    /// Chains whose current outage has been acted on (paused, or found paused by someone).
     handled: HashSet<Chain>,
+    /// Chains healthy since their queue was last looked at for a pause of ours: nothing to
+    /// resume, so a healthy round reads no queue statistics.
+    settled: HashSet<Chain>,
 }
 
 /// The actor the health checker's actions are audited as.
@@ -227,6 +231,7 @@ impl NodePauses {
             };
             let queue = queue::queue_for(WorkerKind::Withdrawal, chain.chain);
             let outcome = if node_level == HealthLevel::Unhealthy {
+                self.settled.remove(&chain.chain);
                 let Some(since) = chain.node_unhealthy_since else {
                     continue;
                 };
@@ -238,6 +243,8 @@ impl NodePauses {
                         paused.push(queue.to_string());
                     }
                 })
+            } else if self.settled.contains(&chain.chain) {
+                continue;
             } else {
                 self.handled.remove(&chain.chain);
                 self.resume(store, backend, chain, &queue)
@@ -293,12 +300,15 @@ impl NodePauses {
         let now = Utc::now();
         let stats = backend.stats(now).await?;
         if !stats.iter().any(|each| each.name == *queue && each.paused) {
+            self.settled.insert(chain.chain);
             return Ok(false);
         }
         if !paused_by_health(store, queue).await? {
+            self.settled.insert(chain.chain);
             return Ok(false);
         }
         backend.pause(queue, false, now).await?;
+        self.settled.insert(chain.chain);
         tracing::info!(chain = %chain.chain, %queue, "resuming a chain's withdrawals: its node recovered");
         audit(store, "queue.resume", queue, chain, failing(chain)).await;
         Ok(true)
