@@ -57,6 +57,10 @@ fn check<'a>(report: &'a Value, chain_name: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{chain_name} {name} in {report:#}"))
 }
 
+fn anvil_url(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
 fn reason(check: &Value) -> &str {
     check["reason"].as_str().unwrap()
 }
@@ -124,6 +128,18 @@ async fn ethereum_node_reachable_on_its_chain_killed_and_back() {
         reason(reachable).contains(&format!("127.0.0.1:{port}")),
         "the endpoint is named: {reachable}"
     );
+    // A provider's key in the URL's path never shows in a reason.
+    let keyed = config(
+        &db,
+        &format!("ethereum_rpc_url = \"{}/v2/sekrit-key\"\n", anvil_url(port)),
+    );
+    let (_, keyed) = health_json(&db, &keyed).await;
+    let reachable_keyed = check(&keyed, "ethereum", "node_reachable");
+    assert!(
+        reason(reachable_keyed).starts_with("no answer: "),
+        "{reachable_keyed}"
+    );
+    assert!(!keyed.to_string().contains("sekrit"), "{keyed:#}");
     for name in ["network", "sync_lag"] {
         let check = check(&report, "ethereum", name);
         assert_eq!(check["status"], "unhealthy", "{check}");
@@ -132,6 +148,7 @@ async fn ethereum_node_reachable_on_its_chain_killed_and_back() {
 
     // Back on the same address: healthy again.
     let _anvil = Anvil::start_on(port, &[]).await;
+    let path = config(&db, &good);
     let (code, report) = health_json(&db, &path).await;
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(
@@ -324,10 +341,16 @@ async fn withdrawals_paused_while_the_node_is_down(backend: Backend) {
 
     // The node dies: after the grace period the queue is paused, by `health`, once.
     anvil.kill().await;
+    let killed = std::time::Instant::now();
     wait_for("the queue paused by health", WAIT, || async {
         (health_actions(&store).await == ["queue.pause"]).then_some(())
     })
     .await;
+    // A figure, not a limit: the grace period is 0.5 s, the probes and judgements every 0.2 s.
+    eprintln!(
+        "{backend:?}: paused {} ms after the node was killed",
+        killed.elapsed().as_millis()
+    );
     assert!(paused(&store).await);
     let entry = store
         .audit_list(&AuditList {
@@ -357,10 +380,15 @@ async fn withdrawals_paused_while_the_node_is_down(backend: Backend) {
     )
     .await;
     let anvil = Anvil::start_on(port, &[]).await;
+    let back = std::time::Instant::now();
     wait_for("the queue resumed by health", WAIT, || async {
         (health_actions(&store).await == ["queue.resume", "queue.pause"]).then_some(())
     })
     .await;
+    eprintln!(
+        "{backend:?}: resumed {} ms after the node was back",
+        back.elapsed().as_millis()
+    );
     assert!(!paused(&store).await);
 
     // An operator pauses it; the node dies and comes back: their pause stays.
