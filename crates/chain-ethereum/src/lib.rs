@@ -93,6 +93,16 @@ pub struct Status {
     pub finalized: Option<u64>,
 }
 
+/// What the node says of itself now, for health checks: the chain it is on (asked again,
+/// not the one seen at connection) and its newest block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHead {
+    pub chain_id: u64,
+    pub number: u64,
+    /// The newest block's timestamp, in Unix seconds.
+    pub timestamp: u64,
+}
+
 /// Fees for the next transaction, in wei per gas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FeeQuote {
@@ -287,6 +297,26 @@ impl Ethereum {
             chain_id: self.chain_id,
             head,
             finalized,
+        })
+    }
+
+    /// The node's chain id and newest block, asked now.
+    pub async fn node_head(&self) -> Result<NodeHead, ChainError> {
+        let chain_id = self
+            .provider
+            .get_chain_id()
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|error| self.scrub(error))?
+            .ok_or_else(|| ChainError::retriable("the node has no latest block"))?;
+        Ok(NodeHead {
+            chain_id,
+            number: block.header.number,
+            timestamp: block.header.timestamp,
         })
     }
 

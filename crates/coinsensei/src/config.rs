@@ -40,6 +40,7 @@ const ENV_KEYS: &[&str] = &[
     "tron_rpc_url",
     "tron_api_key",
     "tron_fee_limit_max_sun",
+    "tron_genesis_block_id",
     "bitcoin_rpc_url",
     "bitcoin_rpc_cookie_file",
     "bitcoin_rpc_user",
@@ -69,6 +70,12 @@ const ENV_KEYS: &[&str] = &[
     "health_withdrawal_stuck_after",
     "health_restart",
     "health_restart_after",
+    "health_node_timeout",
+    "health_sync_lag_tron",
+    "health_sync_lag_ethereum",
+    "health_sync_lag_bitcoin",
+    "health_pause_withdrawals",
+    "health_pause_after",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -113,6 +120,10 @@ pub struct RawConfig {
     pub tron_api_key: Option<Secret>,
     /// The most TRX (in sun) a TRC-20 transfer may burn: the `fee_limit` set on it.
     pub tron_fee_limit_max_sun: i64,
+    /// The id (64 hex digits) of block 0 of the TRON network the node must be on, which
+    /// names the network (mainnet's is `00000000000000001ebf88508a03865c71d452e25f4d51194196a1d22b6653dc`);
+    /// checked by the health checker. Default: none (the node's network is shown, not checked).
+    pub tron_genesis_block_id: Option<String>,
     /// Bitcoin Core's JSON-RPC endpoint (http:// or https://, without credentials in it);
     /// the node's network must be the one `--network` (COINSENSEI_BITCOIN_NETWORK) names.
     pub bitcoin_rpc_url: Option<String>,
@@ -188,6 +199,20 @@ pub struct RawConfig {
     /// 300); audited as `worker.restart` by the actor `health`.
     pub health_restart: bool,
     pub health_restart_after: f64,
+    /// Seconds one probe of a chain's node may take before the node counts as unreachable
+    /// (default 5).
+    pub health_node_timeout: f64,
+    /// Seconds the newest block of each chain's node may be old before the node is behind:
+    /// a warning over it, unhealthy over twice (defaults 30, 60, 3600).
+    pub health_sync_lag_tron: f64,
+    pub health_sync_lag_ethereum: f64,
+    pub health_sync_lag_bitcoin: f64,
+    /// Pause a chain's withdrawal queue while its node has been unhealthy for
+    /// `health_pause_after` seconds, and resume it when the node recovers (default true, 30);
+    /// audited as `queue.pause` / `queue.resume` by the actor `health`. A queue an operator
+    /// paused is never resumed by it.
+    pub health_pause_withdrawals: bool,
+    pub health_pause_after: f64,
     /// Queues whose workers `coinsensei up` scales by depth (none by default).
     pub autoscale: Option<Vec<RawAutoscale>>,
     /// Where the control plane posts events (`docs/webhooks.md`; none by default).
@@ -278,6 +303,7 @@ impl Default for RawConfig {
             tron_rpc_url: None,
             tron_api_key: None,
             tron_fee_limit_max_sun: chain_tron::node::FEE_LIMIT_CAP_DEFAULT,
+            tron_genesis_block_id: None,
             bitcoin_rpc_url: None,
             bitcoin_rpc_cookie_file: None,
             bitcoin_rpc_user: None,
@@ -310,6 +336,12 @@ impl Default for RawConfig {
             health_withdrawal_stuck_after: HEALTH_WITHDRAWAL_STUCK_AFTER_DEFAULT.as_secs_f64(),
             health_restart: true,
             health_restart_after: HEALTH_RESTART_AFTER_DEFAULT.as_secs_f64(),
+            health_node_timeout: HEALTH_NODE_TIMEOUT_DEFAULT.as_secs_f64(),
+            health_sync_lag_tron: HEALTH_SYNC_LAG_TRON_DEFAULT.as_secs_f64(),
+            health_sync_lag_ethereum: HEALTH_SYNC_LAG_ETHEREUM_DEFAULT.as_secs_f64(),
+            health_sync_lag_bitcoin: HEALTH_SYNC_LAG_BITCOIN_DEFAULT.as_secs_f64(),
+            health_pause_withdrawals: true,
+            health_pause_after: HEALTH_PAUSE_AFTER_DEFAULT.as_secs_f64(),
             autoscale: None,
             webhooks: None,
         }
@@ -385,6 +417,8 @@ pub struct TronSettings {
     pub rpc_url: Option<url::Url>,
     pub api_key: Option<Secret>,
     pub fee_limit_max_sun: i64,
+    /// Block 0's id of the network the node must be on (lowercase hex), when configured.
+    pub genesis_block_id: Option<String>,
 }
 
 impl std::fmt::Debug for TronSettings {
@@ -400,6 +434,7 @@ impl std::fmt::Debug for TronSettings {
             )
             .field("api_key", &self.api_key)
             .field("fee_limit_max_sun", &self.fee_limit_max_sun)
+            .field("genesis_block_id", &self.genesis_block_id)
             .finish()
     }
 }
@@ -479,10 +514,23 @@ fn tron(raw: &RawConfig) -> anyhow::Result<TronSettings> {
             raw.tron_fee_limit_max_sun
         );
     }
+    let genesis_block_id = match &raw.tron_genesis_block_id {
+        None => None,
+        Some(id) => {
+            let id = id.trim().trim_start_matches("0x").to_ascii_lowercase();
+            if id.len() != 64 || !id.bytes().all(|byte| byte.is_ascii_hexdigit()) {
+                bail!(
+                    "invalid configuration key `tron_genesis_block_id`: not a block id (64 hex digits)"
+                );
+            }
+            Some(id)
+        }
+    };
     Ok(TronSettings {
         rpc_url,
         api_key: raw.tron_api_key.clone(),
         fee_limit_max_sun: raw.tron_fee_limit_max_sun,
+        genesis_block_id,
     })
 }
 
@@ -523,6 +571,11 @@ pub struct HealthSettings {
     pub limits: domain::health::HealthLimits,
     /// Restart a worker unhealthy for `restart_after`; None: never.
     pub restart_after: Option<Duration>,
+    /// The longest one probe of a chain's node may take.
+    pub node_timeout: Duration,
+    /// Pause a chain's withdrawal queue once its node has been unhealthy this long; None:
+    /// never.
+    pub pause_after: Option<Duration>,
 }
 
 /// One autoscaled queue: the workers it scales are of `spec`, numbered after the configured ones.
@@ -878,11 +931,25 @@ fn health_settings(
             "health_withdrawal_stuck_after",
             raw.health_withdrawal_stuck_after,
         )?,
+        sync_lag_tron: positive_seconds("health_sync_lag_tron", raw.health_sync_lag_tron)?,
+        sync_lag_ethereum: positive_seconds(
+            "health_sync_lag_ethereum",
+            raw.health_sync_lag_ethereum,
+        )?,
+        sync_lag_bitcoin: positive_seconds("health_sync_lag_bitcoin", raw.health_sync_lag_bitcoin)?,
     };
     let restart_after = positive_seconds("health_restart_after", raw.health_restart_after)?;
+    let pause_after = positive_seconds("health_pause_after", raw.health_pause_after)?;
     Ok(HealthSettings {
         limits,
         restart_after: raw.health_restart.then_some(restart_after),
+        node_timeout: seconds(
+            "health_node_timeout",
+            raw.health_node_timeout,
+            Duration::from_millis(10),
+            Duration::from_secs(300),
+        )?,
+        pause_after: raw.health_pause_withdrawals.then_some(pause_after),
     })
 }
 
@@ -1291,6 +1358,17 @@ mod tests {
                 "health_withdrawal_stuck_after",
             ),
             ("health_restart_after = 0", "health_restart_after"),
+            ("health_node_timeout = 0", "health_node_timeout"),
+            ("health_node_timeout = 301", "health_node_timeout"),
+            ("health_sync_lag_tron = 0", "health_sync_lag_tron"),
+            ("health_sync_lag_ethereum = -1", "health_sync_lag_ethereum"),
+            ("health_sync_lag_bitcoin = 0", "health_sync_lag_bitcoin"),
+            ("health_pause_after = 0", "health_pause_after"),
+            ("tron_genesis_block_id = \"00\"", "tron_genesis_block_id"),
+            (
+                "tron_genesis_block_id = \"zz000000000000001ebf88508a03865c71d452e25f4d51194196a1d22b6653dc\"",
+                "tron_genesis_block_id",
+            ),
             (
                 "[[autoscale]]\nqueue = \"tron.deposit\"\nmin_workers = 4\nmax_workers = 3",
                 "autoscale[0].min_workers",
@@ -1707,6 +1785,19 @@ fn policies(
 }
 
 impl Settings {
+    /// The `[[autoscale]]` queues, as the web crate shows them.
+    pub fn scaled_queues(&self) -> Vec<web::scaling::ScaledQueue> {
+        self.autoscale
+            .iter()
+            .map(|entry| web::scaling::ScaledQueue {
+                queue: entry.queue.clone(),
+                kind: entry.spec.kind,
+                chain: entry.spec.chain,
+                policy: entry.policy.clone(),
+            })
+            .collect()
+    }
+
     /// What withdrawal requests are checked against. Our own hot wallets are added where the
     /// keystore can be read without its password: not here (the intake never opens the
     /// keystore), so the workers refuse a payment to the sender themselves.

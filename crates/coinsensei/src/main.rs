@@ -3,6 +3,7 @@
 
 mod autoscaler;
 mod bitcoin_payer;
+mod chains;
 mod commands;
 mod config;
 mod payers;

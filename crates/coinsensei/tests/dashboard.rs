@@ -11,7 +11,10 @@
 //! unsent action says so beside its control, controls dim while not live, a page past the
 //! session's stream limit says why, pages fit a 390 px phone, a job page and job search,
 //! opened error histories stay open across live updates, UTC times with "ago" on hover, a
-//! favicon, a styled page for a bad filter and dark mode.
+//! favicon, a styled page for a bad filter and dark mode. The Health page shows every worker's
+//! and chain's checks (a regtest bitcoind configured, in initial block download until the test
+//! mines a block, which the open page then shows without a reload) and the autoscaler's
+//! policy and decisions.
 //! Console errors and CSP violations fail it. The browser side is
 //! `crates/web/e2e/dashboard.mjs`; screenshots go to `target/dashboard-e2e/test/`.
 
@@ -166,6 +169,19 @@ async fn dashboard_in_chromium() {
         1.0,
         &[("withdrawal", "tron"), ("deposit", "ethereum")],
     );
+    // A chain node for the Health page: a fresh regtest node is in initial block download
+    // (its sync lag unhealthy) until a block is mined. No bitcoin worker runs here.
+    let node = testkit::Bitcoind::start().await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "bitcoin_rpc_url = \"{}\"\nbitcoin_rpc_cookie_file = \"{}\"\nbitcoin_network = \"regtest\"\n{text}\n[[autoscale]]\nqueue = \"tron.withdrawal\"\n",
+            node.url,
+            node.datadir.join("regtest").join(".cookie").display()
+        ),
+    )
+    .unwrap();
     let config = config.to_str().unwrap().to_string();
     let listen = format!("127.0.0.1:{}", free_port());
     let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
@@ -196,6 +212,18 @@ async fn dashboard_in_chromium() {
     .await;
 
     let moving = withdrawals(&store).await;
+    // A decision of the autoscaler, as `up`'s autoscaler audits one (this queue never gets
+    // deep enough here to make one).
+    store
+        .audit_insert(&store::AuditInsert {
+            actor: "autoscaler".into(),
+            action: "autoscaler.scale_up".into(),
+            target: "queue:tron.withdrawal".into(),
+            details: serde_json::json!({"from": 1, "to": 3, "depth": 80, "workers": ["tron-withdrawal-2", "tron-withdrawal-3"]}),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
 
     let mut script = start_script(&[
         ("WITHDRAWAL", moving.to_string()),
@@ -252,6 +280,14 @@ async fn dashboard_in_chromium() {
                 )
                 .await;
                 script.stdin.write_all(b"moved\n").await.unwrap();
+            } else if line == "MINE_BLOCK" {
+                node.cli(&[
+                    "generatetoaddress",
+                    "1",
+                    "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080",
+                ])
+                .await;
+                script.stdin.write_all(b"mined\n").await.unwrap();
             } else if line == "REVOKE" {
                 store
                     .api_token_revoke(revoked_row.id, Utc::now())
@@ -288,6 +324,7 @@ async fn dashboard_in_chromium() {
         "bad-filter.png",
         "workers-dark.png",
         "withdrawals-phone.png",
+        "health.png",
     ] {
         let path = artifacts("test").join(screenshot);
         assert!(

@@ -206,6 +206,34 @@ async fn a_withdrawal_of_every_asset_is_paid_on_the_devnet() {
         by("bitcoin", "BTC")["txid"].as_str().unwrap()
     );
 
+    // The health checker reaches the three nodes, each on the network the devnet configures.
+    let config = dir.join("devnet/coinsensei.toml");
+    let output = common::coinsensei(["--config", config.to_str().unwrap(), "health", "--json"])
+        .output()
+        .await
+        .unwrap();
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", common::stderr(&output)));
+    for chain in ["ethereum", "tron", "bitcoin"] {
+        let judged = report["chains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|each| each["blockchain"] == chain)
+            .unwrap_or_else(|| panic!("{chain} in {report:#}"));
+        assert_eq!(judged["node_status"], "healthy", "{judged:#}");
+        let network = judged["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|check| check["name"] == "network")
+            .unwrap();
+        assert_eq!(
+            network["value"], 1,
+            "{chain} checked against its configuration: {network}"
+        );
+    }
+
     // The processes the devnet started go with it.
     assert!(up.stop().await.success());
     let anvil_port: u16 = configured(&dir, "ethereum_rpc_url")

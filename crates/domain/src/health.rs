@@ -93,6 +93,23 @@ pub struct HealthLimits {
     /// A withdrawal in one unfinished state for longer than this is stuck (warning; twice
     /// as long, unhealthy).
     pub withdrawal_stuck_after: Duration,
+    /// A node whose newest block is older than its chain's limit is behind (warning; twice
+    /// as old, unhealthy): TRON's blocks come every 3 s, Ethereum's every 12 s, Bitcoin's
+    /// every 10 minutes on average (and an hour without one happens several times a week).
+    pub sync_lag_tron: Duration,
+    pub sync_lag_ethereum: Duration,
+    pub sync_lag_bitcoin: Duration,
+}
+
+impl HealthLimits {
+    /// The sync lag limit of `chain`'s node.
+    pub fn sync_lag(&self, chain: crate::Chain) -> Duration {
+        match chain {
+            crate::Chain::Tron => self.sync_lag_tron,
+            crate::Chain::Ethereum => self.sync_lag_ethereum,
+            crate::Chain::Bitcoin => self.sync_lag_bitcoin,
+        }
+    }
 }
 
 impl Default for HealthLimits {
@@ -110,6 +127,9 @@ impl Default for HealthLimits {
             error_rate_min_jobs: 10,
             balance_max_age: HEALTH_BALANCE_MAX_AGE_DEFAULT,
             withdrawal_stuck_after: HEALTH_WITHDRAWAL_STUCK_AFTER_DEFAULT,
+            sync_lag_tron: HEALTH_SYNC_LAG_TRON_DEFAULT,
+            sync_lag_ethereum: HEALTH_SYNC_LAG_ETHEREUM_DEFAULT,
+            sync_lag_bitcoin: HEALTH_SYNC_LAG_BITCOIN_DEFAULT,
         }
     }
 }
@@ -398,6 +418,210 @@ pub fn check_withdrawals_stuck(
     CheckResult::new(name, level, millis(age), "milliseconds", reason)
 }
 
+/// The checks of a chain's node; the control plane pauses the chain's withdrawals while
+/// these together are unhealthy (see [`node_level`]).
+pub const NODE_CHECKS: [&str; 3] = ["node_reachable", "network", "sync_lag"];
+
+/// The node's level from its own checks alone (the hot wallet's and the withdrawals' aside).
+pub fn node_level(checks: &[CheckResult]) -> HealthLevel {
+    let node: Vec<CheckResult> = checks
+        .iter()
+        .filter(|check| NODE_CHECKS.contains(&check.name))
+        .cloned()
+        .collect();
+    overall(&node)
+}
+
+/// Whether the node answered the probe, and how fast (`Err`: what went wrong, a timeout
+/// included: a probe that did not answer is never healthy).
+pub fn check_node_reachable(answer: Result<Duration, &str>) -> CheckResult {
+    let name = "node_reachable";
+    match answer {
+        Ok(latency) => CheckResult::new(
+            name,
+            HealthLevel::Healthy,
+            millis(latency),
+            "milliseconds",
+            format!("answered in {} ms", millis(latency)),
+        ),
+        Err(error) => CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            -1,
+            "milliseconds",
+            format!("no answer: {error}"),
+        ),
+    }
+}
+
+/// Whether the node is on the configured network: `actual` as the node names it (None: not
+/// measured), `expected` as configured under `key` (None: nothing to compare with). The
+/// value is 1 on the expected network, 0 on another, -1 when not known.
+pub fn check_network(actual: Option<&str>, expected: Option<&str>, key: &str) -> CheckResult {
+    let name = "network";
+    let unit = "match";
+    let Some(actual) = actual else {
+        return CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            -1,
+            unit,
+            "not measured: the node did not answer".into(),
+        );
+    };
+    match expected {
+        None => CheckResult::new(
+            name,
+            HealthLevel::Healthy,
+            -1,
+            unit,
+            format!("on {actual} (set {key} to have it checked)"),
+        ),
+        Some(expected) if expected.eq_ignore_ascii_case(actual) => {
+            CheckResult::new(name, HealthLevel::Healthy, 1, unit, format!("on {actual}"))
+        }
+        Some(expected) => CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            0,
+            unit,
+            format!("on {actual}, but {key} says {expected}"),
+        ),
+    }
+}
+
+/// How far the node's tip is behind: the age of its newest block against the chain's
+/// limit (warning over it, unhealthy over twice), and, where the node says so (bitcoind),
+/// whether it is still catching up (initial block download, or more than
+/// [`crate::limits::HEALTH_HEADERS_BEHIND_MAX`] blocks behind the headers it knows: unhealthy).
+pub fn check_sync_lag(
+    limit: Duration,
+    tip: Option<(u64, Duration)>,
+    catching_up: Option<(u64, bool)>,
+) -> CheckResult {
+    let name = "sync_lag";
+    let Some((height, age)) = tip else {
+        return CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            -1,
+            "milliseconds",
+            "not measured: the node did not answer".into(),
+        );
+    };
+    let value = millis(age);
+    if let Some((behind, initial_download)) = catching_up
+        && (initial_download || behind > crate::limits::HEALTH_HEADERS_BEHIND_MAX)
+    {
+        let why = if initial_download {
+            "in initial block download".to_string()
+        } else {
+            format!("{behind} blocks behind the headers it knows")
+        };
+        return CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            value,
+            "milliseconds",
+            format!("block {height}, {value} ms old: the node is {why}"),
+        );
+    }
+    let (level, reason) = if age > limit * 2 {
+        (
+            HealthLevel::Unhealthy,
+            format!(
+                "newest block {height} is {value} ms old, over twice {} ms",
+                millis(limit)
+            ),
+        )
+    } else if age > limit {
+        (
+            HealthLevel::Warning,
+            format!(
+                "newest block {height} is {value} ms old, over {} ms",
+                millis(limit)
+            ),
+        )
+    } else {
+        (
+            HealthLevel::Healthy,
+            format!("newest block {height} is {value} ms old"),
+        )
+    };
+    CheckResult::new(name, level, value, "milliseconds", reason)
+}
+
+/// One asset of a hot wallet against its configured floor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FloorReading {
+    pub asset: String,
+    pub decimals: u8,
+    pub balance: crate::Amount,
+    pub floor: crate::Amount,
+}
+
+/// The hot wallet's balances against the floors `[[withdrawal_policy]]` sets: unhealthy
+/// when one is below its floor (payments that would go under it wait for funds). The value
+/// is the lowest balance as a percentage of its floor.
+pub fn check_hot_wallet_floor(readings: &[FloorReading]) -> CheckResult {
+    let name = "hot_wallet_floor";
+    let unit = "percent of floor";
+    let percent = |reading: &FloorReading| -> i64 {
+        let floor = reading.floor.base_units();
+        if floor.is_zero() {
+            return i64::MAX;
+        }
+        let percent = reading
+            .balance
+            .base_units()
+            .saturating_mul(ruint::aliases::U256::from(100u8))
+            / floor;
+        i64::try_from(percent).unwrap_or(i64::MAX)
+    };
+    let Some(lowest) = readings.iter().min_by_key(|reading| percent(reading)) else {
+        return CheckResult::new(
+            name,
+            HealthLevel::Healthy,
+            -1,
+            unit,
+            "no floor configured".into(),
+        );
+    };
+    let describe = |reading: &FloorReading| {
+        format!(
+            "{} {} of floor {}",
+            reading.asset,
+            reading.balance.format_decimal(reading.decimals),
+            reading.floor.format_decimal(reading.decimals)
+        )
+    };
+    let below: Vec<String> = readings
+        .iter()
+        .filter(|reading| reading.balance.base_units() < reading.floor.base_units())
+        .map(describe)
+        .collect();
+    if below.is_empty() {
+        CheckResult::new(
+            name,
+            HealthLevel::Healthy,
+            percent(lowest),
+            unit,
+            readings.iter().map(describe).collect::<Vec<_>>().join(", "),
+        )
+    } else {
+        CheckResult::new(
+            name,
+            HealthLevel::Unhealthy,
+            percent(lowest),
+            unit,
+            format!(
+                "below its floor: {} (payments that would go under it wait: fund the hot wallet)",
+                below.join(", ")
+            ),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::HealthLevel::{Healthy, Unhealthy, Warning};
@@ -416,6 +640,7 @@ mod tests {
             error_rate_min_jobs: 10,
             balance_max_age: Duration::from_secs(120),
             withdrawal_stuck_after: Duration::from_secs(1_800),
+            ..HealthLimits::default()
         }
     }
 
@@ -570,5 +795,151 @@ mod tests {
                 assert!(check.reason.contains(state), "{}", check.reason);
             }
         }
+    }
+
+    #[test]
+    fn node_reachable_or_not() {
+        let check = check_node_reachable(Ok(Duration::from_millis(12)));
+        assert_eq!((check.level, check.value), (Healthy, 12));
+        let check = check_node_reachable(Err("no answer within 5000 ms"));
+        assert_eq!((check.level, check.value), (Unhealthy, -1));
+        assert!(check.reason.contains("within 5000 ms"), "{}", check.reason);
+    }
+
+    #[test]
+    fn network_against_the_configuration() {
+        for (actual, expected, level, value, reason) in [
+            (None, Some("chain id 1"), Unhealthy, -1, "not measured"),
+            (
+                Some("chain id 1"),
+                None,
+                Healthy,
+                -1,
+                "set ethereum_chain_id",
+            ),
+            (
+                Some("chain id 1"),
+                Some("chain id 1"),
+                Healthy,
+                1,
+                "on chain id 1",
+            ),
+            (
+                Some("chain id 31337"),
+                Some("chain id 1"),
+                Unhealthy,
+                0,
+                "on chain id 31337, but ethereum_chain_id says chain id 1",
+            ),
+        ] {
+            let check = check_network(actual, expected, "ethereum_chain_id");
+            assert_eq!((check.level, check.value), (level, value), "{actual:?}");
+            assert!(check.reason.contains(reason), "{}", check.reason);
+        }
+    }
+
+    #[test]
+    fn sync_lag_against_the_limit() {
+        let limit = s(60);
+        for (tip, catching_up, level, reason) in [
+            (None, None, Unhealthy, "not measured"),
+            (Some((7, s(10))), None, Healthy, "block 7 is 10000 ms old"),
+            (Some((7, s(60))), None, Healthy, "old"),
+            (Some((7, s(61))), None, Warning, "over 60000 ms"),
+            (Some((7, s(121))), None, Unhealthy, "over twice 60000 ms"),
+            (Some((7, s(1))), Some((0, false)), Healthy, "old"),
+            (Some((7, s(1))), Some((6, false)), Healthy, "old"),
+            (
+                Some((7, s(1))),
+                Some((7, false)),
+                Unhealthy,
+                "7 blocks behind",
+            ),
+            (
+                Some((7, s(1))),
+                Some((0, true)),
+                Unhealthy,
+                "initial block download",
+            ),
+        ] {
+            let check = check_sync_lag(limit, tip, catching_up);
+            assert_eq!(
+                check.level, level,
+                "{tip:?} {catching_up:?}: {}",
+                check.reason
+            );
+            assert!(check.reason.contains(reason), "{}", check.reason);
+        }
+    }
+
+    #[test]
+    fn hot_wallet_against_its_floor() {
+        let reading = |asset: &str, balance: u128, floor: u128| FloorReading {
+            asset: asset.into(),
+            decimals: 6,
+            balance: crate::Amount::from_u128(balance),
+            floor: crate::Amount::from_u128(floor),
+        };
+        let check = check_hot_wallet_floor(&[]);
+        assert_eq!(check.level, Healthy);
+        let check = check_hot_wallet_floor(&[reading("TRX", 5_000_000, 2_000_000)]);
+        assert_eq!(
+            (check.level, check.value),
+            (Healthy, 250),
+            "{}",
+            check.reason
+        );
+        assert!(
+            check.reason.contains("TRX 5 of floor 2"),
+            "{}",
+            check.reason
+        );
+        let check = check_hot_wallet_floor(&[reading("TRX", 2_000_000, 2_000_000)]);
+        assert_eq!((check.level, check.value), (Healthy, 100));
+        let check = check_hot_wallet_floor(&[
+            reading("TRX", 5_000_000, 2_000_000),
+            reading("USDT", 1_500_000, 2_000_000),
+        ]);
+        assert_eq!(
+            (check.level, check.value),
+            (Unhealthy, 75),
+            "{}",
+            check.reason
+        );
+        assert!(
+            check.reason.contains("USDT 1.5 of floor 2"),
+            "{}",
+            check.reason
+        );
+        assert!(!check.reason.contains("TRX"), "{}", check.reason);
+        // A token amount far past i64 still judges, its percentage saturated.
+        let huge = FloorReading {
+            balance: crate::Amount::from_base_units(ruint::aliases::U256::MAX),
+            ..reading("USDT", 0, 1)
+        };
+        assert_eq!(check_hot_wallet_floor(&[huge]).value, i64::MAX);
+    }
+
+    #[test]
+    fn the_node_level_leaves_the_wallet_out() {
+        let checks = vec![
+            check_node_reachable(Ok(s(0))),
+            check_network(Some("main"), Some("main"), "bitcoin_network"),
+            check_sync_lag(s(60), Some((1, s(1))), None),
+            check_hot_wallet_floor(&[FloorReading {
+                asset: "BTC".into(),
+                decimals: 8,
+                balance: crate::Amount::from_u128(0),
+                floor: crate::Amount::from_u128(1),
+            }]),
+        ];
+        assert_eq!(overall(&checks), Unhealthy);
+        assert_eq!(node_level(&checks), Healthy);
+        let down = vec![
+            check_node_reachable(Err("refused")),
+            check_network(None, None, "tron_genesis_block_id"),
+            check_sync_lag(s(60), None, None),
+        ];
+        assert_eq!(node_level(&down), Unhealthy);
     }
 }

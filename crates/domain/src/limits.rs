@@ -141,6 +141,17 @@ pub const HEALTH_WORKERS_MAX: u32 = 10_000;
 pub const HEALTH_BALANCE_MAX_AGE_DEFAULT: Duration = Duration::from_secs(120);
 /// A withdrawal this long in one unfinished state is stuck (`health_withdrawal_stuck_after`).
 pub const HEALTH_WITHDRAWAL_STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(30 * 60);
+/// A chain's node whose newest block is older than this is behind (warning; twice,
+/// unhealthy), by chain: about 10 TRON blocks, 5 Ethereum blocks, 6 Bitcoin blocks.
+pub const HEALTH_SYNC_LAG_TRON_DEFAULT: Duration = Duration::from_secs(30);
+pub const HEALTH_SYNC_LAG_ETHEREUM_DEFAULT: Duration = Duration::from_secs(60);
+pub const HEALTH_SYNC_LAG_BITCOIN_DEFAULT: Duration = Duration::from_secs(60 * 60);
+/// A bitcoind more blocks than this behind the headers it knows is still syncing.
+pub const HEALTH_HEADERS_BEHIND_MAX: u64 = 6;
+/// The longest a probe of a chain's node may take; then the node counts as unreachable.
+pub const HEALTH_NODE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// A chain's node unhealthy this long has its chain's withdrawal queue paused.
+pub const HEALTH_PAUSE_AFTER_DEFAULT: Duration = Duration::from_secs(30);
 /// How long a worker stays unhealthy before the control plane restarts it
 /// (`health_restart_after`).
 pub const HEALTH_RESTART_AFTER_DEFAULT: Duration = Duration::from_secs(5 * 60);

@@ -20,13 +20,18 @@ impl Anvil {
 
     /// With extra arguments, e.g. `--no-mining` (blocks only on `evm_mine`).
     pub async fn start_with(extra: &[&str]) -> Anvil {
+        Anvil::start_on(0, extra).await
+    }
+
+    /// On `port` (0: one anvil picks): to bring a node back where a killed one was.
+    pub async fn start_on(port: u16, extra: &[&str]) -> Anvil {
         let binary = std::env::var("COINSENSEI_ANVIL").expect(
             "COINSENSEI_ANVIL is not set: run the tests with `cargo xtask test`, which installs anvil",
         );
         // anvil picks its own free port and says which: no window in which two tests could
         // be handed the same port (and one talk to the other's devnet).
         let mut child = tokio::process::Command::new(&binary)
-            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -52,5 +57,19 @@ impl Anvil {
             _child: child,
             url: format!("http://{listening}"),
         }
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .expect("anvil's URL ends with its port")
+    }
+
+    /// Kills it (SIGKILL, as a crash) and waits until it is gone, its port free.
+    pub async fn kill(mut self) {
+        self._child.kill().await.expect("kill anvil");
     }
 }

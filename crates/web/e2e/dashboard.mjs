@@ -16,7 +16,10 @@
 // it prints `REVOKE` and waits for a line once REVOKED_TOKEN has been revoked, to check that
 // an open page goes to the login page; and it prints `MOVE_WITHDRAWAL` and waits for a line
 // once withdrawal WITHDRAWAL (pending, the newest) has been moved to `broadcast` through the
-// store, to check that the withdrawals page shows the move without a reload.
+// store, to check that the withdrawals page shows the move without a reload; and it prints
+// `MINE_BLOCK` and waits for a line once the configured regtest bitcoind (in initial block
+// download until then) has mined a block, to check that the Health page shows the node's
+// sync lag turn healthy without a reload.
 
 import { createRequire } from "node:module";
 import { mkdirSync } from "node:fs";
@@ -327,6 +330,41 @@ try {
     check(log.includes(":e2e-operator"), "the actor is the token");
     await page.screenshot({ path: join(artifacts, "audit.png"), fullPage: true });
 
+    // Health: each worker's and chain's checks with status, reason and value; the autoscaler's
+    // policy and decisions; a node that catches up shows it live.
+    await page.getByRole("link", { name: "Health" }).click();
+    await page.waitForURL(`${base}/health`);
+    await page.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+    check(await page.locator('nav a[aria-current=page]').textContent() === "Health", "the nav marks the Health page");
+    const workerChecks = page.locator(`#workers-checks tbody[data-subject="${worker}"]`);
+    for (const name of ["heartbeat", "memory", "jobs", "error_rate"]) {
+      check(await workerChecks.locator(`tr[data-check=${name}]`).count() === 1, `the worker's ${name} check is shown`);
+    }
+    const heartbeatRow = await workerChecks.locator("tr[data-check=heartbeat]").textContent();
+    check(heartbeatRow.includes("last heartbeat") && heartbeatRow.includes("milliseconds"), `the heartbeat check's reason and value: ${heartbeatRow}`);
+    const bitcoin = 'tbody[data-subject=bitcoin]';
+    const lagRow = page.locator(`#chains-checks ${bitcoin} tr[data-check=sync_lag]`);
+    check(await lagRow.getAttribute("data-status") === "unhealthy", "a node in initial block download is behind");
+    check((await lagRow.textContent()).includes("initial block download"), "and the reason says so");
+    const networkRow = await page.locator(`#chains-checks ${bitcoin} tr[data-check=network]`).textContent();
+    check(networkRow.includes("on regtest") && networkRow.includes("1 match"), `the node is on the configured network: ${networkRow}`);
+    check(await page.locator(`#chains-checks ${bitcoin} tr[data-check=node_reachable]`).getAttribute("data-status") === "healthy", "the node is reachable");
+    const scaled = page.locator('article.scaled[data-queue="tron.withdrawal"]');
+    const policy = await scaled.textContent();
+    check(policy.includes("1 to 10 workers, up by 2 above depth 50, down by 1 below 5, cooldown 300 s"), `the autoscaler's policy: ${policy}`);
+    const decision = await scaled.locator("table.decisions tbody tr").first().textContent();
+    check(decision.includes("autoscaler.scale_up") && decision.includes("1 → 3") && decision.includes("80"), `a decision: ${decision}`);
+    await page.screenshot({ path: join(artifacts, "health.png"), fullPage: true });
+    await page.evaluate(() => { window.notReloaded = true; });
+    process.stdout.write("MINE_BLOCK\n");
+    await nextLine();
+    await page.waitForFunction(
+      (selector) => document.querySelector(selector)?.dataset.status === "healthy",
+      `#chains-checks ${bitcoin} tr[data-check=sync_lag]`,
+      { timeout: WAIT },
+    );
+    check(await page.evaluate(() => window.notReloaded === true), "the node's catching up showed without a reload");
+
     // Withdrawals: listed newest first in their states, amounts in the asset's unit; one that
     // a payer moves (through the store) shows its new state without a reload.
     const moving = env("WITHDRAWAL");
@@ -365,7 +403,7 @@ try {
     // On a phone: no page scrolls sideways; wide tables scroll in their box with their first
     // column kept in view; JSON details read as indented lines, not a character a line.
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const path of ["/", `/workers/${worker}`, "/queues", "/withdrawals", `/withdrawals/${moving}`, "/audit", `/jobs/${job}`, "/jobs?q=noop"]) {
+    for (const path of ["/", `/workers/${worker}`, "/queues", "/withdrawals", `/withdrawals/${moving}`, "/health", "/audit", `/jobs/${job}`, "/jobs?q=noop"]) {
       await page.goto(`${base}${path}`);
       await noPageOverflow(path);
     }

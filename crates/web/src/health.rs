@@ -9,18 +9,89 @@
 //! /api/admin/health`, `/metrics` and the control plane's restart action, so all three
 //! agree; it also remembers since when each worker has been unhealthy.
 //!
-//! Node reachability, chain id and sync lag are not judged here: they need a connection to
-//! each node from the control plane, which it does not have (the workers hold them).
+//! Each configured chain's node is judged too (reachable, on the configured network, its
+//! newest block recent enough), through a [`NodeProbe`] the binary implements with the real
+//! chain clients, so no chain SDK is built into this crate. Probes run apart from judging
+//! ([`HealthMonitor::probe_nodes`], each bounded by a timeout and all at once): a slow or
+//! dead node never holds up a report, which judges the latest answer of each node, and an
+//! answer that is missing or too old counts as unreachable, never as healthy.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use domain::health::{self, CheckResult, HealthLevel, HealthLimits, JobActivity};
+use domain::health::{self, CheckResult, FloorReading, HealthLevel, HealthLimits, JobActivity};
 use domain::{Chain, WithdrawalState, WorkerId, WorkerKind, WorkerStatus};
 use serde_json::{Value, json};
 use store::{Store, StoreError, WorkerList, WorkerRow};
+
+/// What a chain's node said when probed: its network in its own words, what the
+/// configuration expects in the same words, and its newest block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// `chain id 1`, `main`, `genesis 0000…`.
+    pub network: String,
+    /// The same, as configured; None when nothing is configured to compare with.
+    pub expected_network: Option<String>,
+    /// The configuration key that sets the expectation (named in the reason).
+    pub network_key: &'static str,
+    pub tip_height: u64,
+    pub tip_time: DateTime<Utc>,
+    /// Where the node says so (bitcoind): blocks behind the headers it knows, and whether it
+    /// is in its initial block download.
+    pub catching_up: Option<(u64, bool)>,
+}
+
+/// What [`NodeProbe::probe`] returns.
+pub type ProbeFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<NodeStatus, String>> + Send + 'a>>;
+
+/// Asks the configured chains' nodes how they are. Implemented by the binary with the same
+/// clients the workers use (`coinsensei::chains`); the monitor bounds every call in time.
+pub trait NodeProbe: Send + Sync {
+    /// The chains whose node is configured.
+    fn chains(&self) -> Vec<Chain>;
+    /// One look at `chain`'s node; `Err` says what went wrong (never a secret: no URL path,
+    /// no credentials).
+    fn probe(&self, chain: Chain) -> ProbeFuture<'_>;
+}
+
+/// A hot wallet asset's floor, from `[[withdrawal_policy]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Floor {
+    pub chain: Chain,
+    pub asset: String,
+    pub decimals: u8,
+    pub floor: domain::Amount,
+}
+
+/// A node's latest answer, and when it came.
+#[derive(Debug, Clone)]
+struct ProbeRecord {
+    at: DateTime<Utc>,
+    latency: Duration,
+    outcome: Result<NodeStatus, String>,
+}
+
+/// The node probe and how it is bounded.
+struct Nodes {
+    probe: Arc<dyn NodeProbe>,
+    /// The longest one probe may take.
+    timeout: Duration,
+    /// An answer older than this is not believed (the probe loop stalled): unreachable.
+    max_age: Duration,
+}
+
+impl std::fmt::Debug for Nodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nodes")
+            .field("chains", &self.probe.chains())
+            .field("timeout", &self.timeout)
+            .field("max_age", &self.max_age)
+            .finish()
+    }
+}
 
 /// One worker's verdict.
 #[derive(Debug, Clone)]
@@ -35,12 +106,16 @@ pub struct WorkerHealth {
     pub unhealthy_since: Option<DateTime<Utc>>,
 }
 
-/// One chain's verdict, from what the store knows of it.
+/// One chain's verdict: its node (when one is configured) and what the store knows of it.
 #[derive(Debug, Clone)]
 pub struct ChainHealth {
     pub chain: Chain,
     pub level: HealthLevel,
     pub checks: Vec<CheckResult>,
+    /// The node's own checks together (`domain::health::node_level`); None without a node.
+    pub node_level: Option<HealthLevel>,
+    /// Since when the node has been unhealthy without a break, as this monitor saw it.
+    pub node_unhealthy_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone)]
@@ -73,6 +148,8 @@ struct Sample {
 struct Memory {
     samples: HashMap<WorkerId, VecDeque<Sample>>,
     unhealthy_since: HashMap<WorkerId, DateTime<Utc>>,
+    probes: HashMap<Chain, ProbeRecord>,
+    node_unhealthy_since: HashMap<Chain, DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -81,6 +158,8 @@ pub struct HealthMonitor {
     /// Whether the jobs live in the store (else in Redis, whose leases this does not read:
     /// the "past its lease" half of the job check is then not judged).
     jobs_in_store: bool,
+    nodes: Option<Nodes>,
+    floors: Vec<Floor>,
     memory: Mutex<Memory>,
 }
 
@@ -123,7 +202,67 @@ impl HealthMonitor {
         HealthMonitor {
             limits,
             jobs_in_store,
+            nodes: None,
+            floors: Vec::new(),
             memory: Mutex::default(),
+        }
+    }
+
+    /// Judges the nodes `probe` reaches: each probe bounded by `timeout`, and an answer older
+    /// than `max_age` taken as none.
+    #[must_use]
+    pub fn with_nodes(
+        mut self,
+        probe: Arc<dyn NodeProbe>,
+        timeout: Duration,
+        max_age: Duration,
+    ) -> Self {
+        self.nodes = Some(Nodes {
+            probe,
+            timeout,
+            max_age,
+        });
+        self
+    }
+
+    /// Judges the hot wallets' balances against these floors.
+    #[must_use]
+    pub fn with_floors(mut self, floors: Vec<Floor>) -> Self {
+        self.floors = floors;
+        self
+    }
+
+    /// Asks every configured node at once, each within the timeout, and keeps the answers for
+    /// the next judgements. A probe that does not answer in time is recorded as unreachable.
+    pub async fn probe_nodes(&self) {
+        let Some(nodes) = &self.nodes else {
+            return;
+        };
+        let chains = nodes.probe.chains();
+        let probes = chains.iter().map(|&chain| async move {
+            let started = std::time::Instant::now();
+            let outcome = match tokio::time::timeout(nodes.timeout, nodes.probe.probe(chain)).await
+            {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!("no answer within {} ms", nodes.timeout.as_millis())),
+            };
+            let record = ProbeRecord {
+                at: Utc::now(),
+                latency: started.elapsed(),
+                outcome,
+            };
+            if let Err(error) = &record.outcome {
+                tracing::debug!(%chain, %error, "a node probe failed");
+            }
+            (chain, record)
+        });
+        let records = futures_util::future::join_all(probes).await;
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        for (chain, record) in records {
+            memory.probes.insert(chain, record);
         }
     }
 
@@ -279,8 +418,18 @@ impl HealthMonitor {
         }
     }
 
-    /// Per chain with a hot wallet balance on record or an unfinished withdrawal.
+    /// Per chain with a node configured, a hot wallet balance on record or an unfinished
+    /// withdrawal.
     fn chains(&self, readings: &Readings, now: DateTime<Utc>) -> Vec<ChainHealth> {
+        let probed: Vec<Chain> = self
+            .nodes
+            .as_ref()
+            .map(|nodes| nodes.probe.chains())
+            .unwrap_or_default();
+        let mut memory = self
+            .memory
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut chains = Vec::new();
         for chain in Chain::ALL {
             let balance_read = readings
@@ -301,24 +450,111 @@ impl HealthMonitor {
                 .withdrawal_oldest
                 .iter()
                 .any(|(each, _, _)| *each == chain);
-            if balance_read.is_none() && !unfinished {
+            let has_node = probed.contains(&chain);
+            if balance_read.is_none() && !unfinished && !has_node {
                 continue;
             }
             let mut checks = Vec::new();
+            if has_node {
+                checks.extend(self.node_checks(chain, memory.probes.get(&chain), now));
+            }
             if let Some(read) = balance_read {
                 checks.push(health::check_balance_age(
                     &self.limits,
                     Some(age(now, read)),
                 ));
             }
+            let floors = self.floor_readings(chain, &readings.balances);
+            if !floors.is_empty() {
+                checks.push(health::check_hot_wallet_floor(&floors));
+            }
             checks.push(health::check_withdrawals_stuck(&self.limits, stuck));
+            let node_level = has_node.then(|| health::node_level(&checks));
+            let node_unhealthy_since = if node_level == Some(HealthLevel::Unhealthy) {
+                Some(*memory.node_unhealthy_since.entry(chain).or_insert(now))
+            } else {
+                memory.node_unhealthy_since.remove(&chain);
+                None
+            };
             chains.push(ChainHealth {
                 chain,
                 level: health::overall(&checks),
                 checks,
+                node_level,
+                node_unhealthy_since,
             });
         }
         chains
+    }
+
+    /// The node's three checks from its latest answer (none, or one too old: unreachable).
+    fn node_checks(
+        &self,
+        chain: Chain,
+        record: Option<&ProbeRecord>,
+        now: DateTime<Utc>,
+    ) -> Vec<CheckResult> {
+        let max_age = self
+            .nodes
+            .as_ref()
+            .map_or(Duration::MAX, |nodes| nodes.max_age);
+        let answer: Result<(&NodeStatus, Duration), String> = match record {
+            None => Err("not probed yet".into()),
+            Some(record) if age(now, record.at) > max_age => Err(format!(
+                "last probed {} ms ago, over {} ms",
+                age(now, record.at).as_millis(),
+                max_age.as_millis()
+            )),
+            Some(record) => match &record.outcome {
+                Ok(status) => Ok((status, record.latency)),
+                Err(error) => Err(error.clone()),
+            },
+        };
+        match answer {
+            Ok((status, latency)) => vec![
+                health::check_node_reachable(Ok(latency)),
+                health::check_network(
+                    Some(&status.network),
+                    status.expected_network.as_deref(),
+                    status.network_key,
+                ),
+                health::check_sync_lag(
+                    self.limits.sync_lag(chain),
+                    Some((status.tip_height, age(now, status.tip_time))),
+                    status.catching_up,
+                ),
+            ],
+            Err(error) => vec![
+                health::check_node_reachable(Err(&error)),
+                health::check_network(None, None, ""),
+                health::check_sync_lag(self.limits.sync_lag(chain), None, None),
+            ],
+        }
+    }
+
+    /// The chain's hot wallet balances that have a floor (an asset with no balance on record
+    /// is left to the balance age check).
+    fn floor_readings(
+        &self,
+        chain: Chain,
+        balances: &[store::HotWalletBalance],
+    ) -> Vec<FloorReading> {
+        self.floors
+            .iter()
+            .filter(|floor| floor.chain == chain)
+            .filter_map(|floor| {
+                let balance = balances
+                    .iter()
+                    .find(|balance| balance.chain == chain && balance.asset == floor.asset)?;
+                let units = balance.units.parse::<ruint::aliases::U256>().ok()?;
+                Some(FloorReading {
+                    asset: floor.asset.clone(),
+                    decimals: floor.decimals,
+                    balance: domain::Amount::from_base_units(units),
+                    floor: floor.floor,
+                })
+            })
+            .collect()
     }
 }
 
@@ -349,6 +585,8 @@ pub fn report_json(report: &HealthReport) -> Value {
         "chains": report.chains.iter().map(|chain| json!({
             "blockchain": chain.chain.as_str(),
             "status": chain.level.as_str(),
+            "node_status": chain.node_level.map(HealthLevel::as_str),
+            "node_unhealthy_since": chain.node_unhealthy_since.map(|at| at.to_rfc3339()),
             "checks": chain.checks.iter().map(check_json).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     })

@@ -6,7 +6,7 @@
 //!   otherwise, so a load balancer stops sending traffic to an instance that cannot serve it.
 //! - `GET /metrics`: Prometheus text format; behind a viewer token unless `metrics_public`.
 //! - `/api/admin/...`: the admin API ([`api`]), described by `GET /api/openapi.json`.
-//! - `/`, `/login`, `/workers/...`, `/queues`, `/audit`, `/live`, `/assets/...`: the operator
+//! - `/`, `/login`, `/workers/...`, `/queues`, `/health`, `/audit`, `/live`, `/assets/...`: the operator
 //!   dashboard ([`dashboard`]), server-rendered HTML behind a session cookie.
 //!
 //! Every phase of a connection is bounded ([`serve`]): its request heads and the idle time
@@ -26,6 +26,7 @@ pub mod dto;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod scaling;
 pub mod webhooks;
 pub mod withdrawals;
 
@@ -82,6 +83,8 @@ pub struct WebOptions {
     /// The health checker `GET /api/admin/health` and `/metrics` ask (shared with the
     /// control plane's restart action, so all agree).
     pub health: Arc<health::HealthMonitor>,
+    /// The queues the autoscaler of `coinsensei up` scales, for the dashboard's Health page.
+    pub autoscale: Vec<scaling::ScaledQueue>,
 }
 
 impl Default for WebOptions {
@@ -98,6 +101,7 @@ impl Default for WebOptions {
             public_url: None,
             intake: Arc::default(),
             health: Arc::default(),
+            autoscale: Vec::new(),
         }
     }
 }

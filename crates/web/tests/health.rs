@@ -300,8 +300,198 @@ async fn the_api_reports_to_viewers_and_up(db: &TestDb) {
     assert!(text.contains("coinsensei_worker_health_status{worker=\"tron-deposit-1\"} 0"));
 }
 
+/// What the test's probe answers: a status, an error, or nothing ever.
+#[derive(Debug, Clone)]
+enum Answer {
+    Status(web::health::NodeStatus),
+    Error(String),
+    Never,
+}
+
+/// A node probe the test steers: the monitor's bounds (timeout, an answer too old) and
+/// bookkeeping are what is under test here; the real probes, against real nodes, are
+/// `crates/coinsensei/tests/health_nodes.rs`'s.
+struct Steered(std::sync::Mutex<Answer>);
+
+impl web::health::NodeProbe for Steered {
+    fn chains(&self) -> Vec<Chain> {
+        vec![Chain::Tron]
+    }
+
+    fn probe(&self, _chain: Chain) -> web::health::ProbeFuture<'_> {
+        let answer = self.0.lock().unwrap().clone();
+        Box::pin(async move {
+            match answer {
+                Answer::Status(status) => Ok(status),
+                Answer::Error(error) => Err(error),
+                Answer::Never => std::future::pending().await,
+            }
+        })
+    }
+}
+
+fn chain_check<'a>(
+    report: &'a web::health::HealthReport,
+    chain: Chain,
+    name: &str,
+) -> &'a domain::health::CheckResult {
+    report
+        .chains
+        .iter()
+        .find(|each| each.chain == chain)
+        .unwrap_or_else(|| panic!("{chain} judged"))
+        .checks
+        .iter()
+        .find(|check| check.name == name)
+        .unwrap_or_else(|| panic!("{chain} {name}"))
+}
+
+async fn floors_and_node_probes(db: &TestDb) {
+    let store = db.store().await;
+    let now = Utc::now();
+    let status = web::health::NodeStatus {
+        network: "genesis 00".into(),
+        expected_network: Some("genesis 00".into()),
+        network_key: "tron_genesis_block_id",
+        tip_height: 7,
+        tip_time: now,
+        catching_up: None,
+    };
+    let probe = Arc::new(Steered(std::sync::Mutex::new(Answer::Status(status))));
+    let monitor = HealthMonitor::new(limits(), true)
+        .with_floors(vec![web::health::Floor {
+            chain: Chain::Tron,
+            asset: "USDT".into(),
+            decimals: 6,
+            floor: domain::Amount::from_u128(2_000_000),
+        }])
+        .with_nodes(
+            probe.clone(),
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+        );
+
+    // Before any probe: the node is not taken for healthy.
+    let report = monitor.evaluate(&store, now).await.unwrap();
+    let reachable = chain_check(&report, Chain::Tron, "node_reachable");
+    assert_eq!(reachable.level, HealthLevel::Unhealthy);
+    assert!(
+        reachable.reason.contains("not probed yet"),
+        "{}",
+        reachable.reason
+    );
+
+    // Answered: healthy; the hot wallet above its floor.
+    let balance = |units: &str| HotWalletBalance {
+        chain: Chain::Tron,
+        asset: "USDT".into(),
+        address: "T".into(),
+        units: units.into(),
+        checked_at: now,
+    };
+    store.hot_wallet_set(&balance("2500000")).await.unwrap();
+    monitor.probe_nodes().await;
+    let report = monitor.evaluate(&store, Utc::now()).await.unwrap();
+    let tron = report
+        .chains
+        .iter()
+        .find(|each| each.chain == Chain::Tron)
+        .unwrap();
+    assert_eq!(
+        tron.node_level,
+        Some(HealthLevel::Healthy),
+        "{:?}",
+        tron.checks
+    );
+    assert_eq!(tron.level, HealthLevel::Healthy, "{:?}", tron.checks);
+    let floor = chain_check(&report, Chain::Tron, "hot_wallet_floor");
+    assert_eq!((floor.level, floor.value), (HealthLevel::Healthy, 125));
+    assert_eq!(floor.reason, "USDT 2.5 of floor 2");
+
+    // Below the floor: unhealthy, the node still healthy (no pause for a poor wallet).
+    store.hot_wallet_set(&balance("1500000")).await.unwrap();
+    let report = monitor.evaluate(&store, Utc::now()).await.unwrap();
+    let floor = chain_check(&report, Chain::Tron, "hot_wallet_floor");
+    assert_eq!((floor.level, floor.value), (HealthLevel::Unhealthy, 75));
+    assert!(
+        floor.reason.contains("USDT 1.5 of floor 2"),
+        "{}",
+        floor.reason
+    );
+    let tron = report
+        .chains
+        .iter()
+        .find(|each| each.chain == Chain::Tron)
+        .unwrap();
+    assert_eq!(tron.node_level, Some(HealthLevel::Healthy));
+    assert_eq!(tron.level, HealthLevel::Unhealthy);
+
+    // A node that never answers: the probe gives up at the timeout, unreachable, and the
+    // unhealthy spell is tracked from the first judgement that saw it.
+    *probe.0.lock().unwrap() = Answer::Never;
+    let started = std::time::Instant::now();
+    monitor.probe_nodes().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the probe is bounded"
+    );
+    let first = Utc::now();
+    let report = monitor.evaluate(&store, first).await.unwrap();
+    let reachable = chain_check(&report, Chain::Tron, "node_reachable");
+    assert_eq!(reachable.level, HealthLevel::Unhealthy);
+    assert_eq!(reachable.reason, "no answer: no answer within 100 ms");
+    let report = monitor
+        .evaluate(&store, first + chrono::TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    let tron = report
+        .chains
+        .iter()
+        .find(|each| each.chain == Chain::Tron)
+        .unwrap();
+    assert_eq!(tron.node_level, Some(HealthLevel::Unhealthy));
+    assert_eq!(tron.node_unhealthy_since, Some(first));
+
+    // An error says what the node said; an answer on another network is unhealthy; and an
+    // answer older than the limit is not believed.
+    *probe.0.lock().unwrap() = Answer::Error("refused".into());
+    monitor.probe_nodes().await;
+    let report = monitor.evaluate(&store, Utc::now()).await.unwrap();
+    assert_eq!(
+        chain_check(&report, Chain::Tron, "node_reachable").reason,
+        "no answer: refused"
+    );
+    *probe.0.lock().unwrap() = Answer::Status(web::health::NodeStatus {
+        network: "genesis 01".into(),
+        expected_network: Some("genesis 00".into()),
+        network_key: "tron_genesis_block_id",
+        tip_height: 9,
+        tip_time: Utc::now(),
+        catching_up: None,
+    });
+    monitor.probe_nodes().await;
+    let report = monitor.evaluate(&store, Utc::now()).await.unwrap();
+    let network = chain_check(&report, Chain::Tron, "network");
+    assert_eq!(network.level, HealthLevel::Unhealthy);
+    assert_eq!(
+        network.reason,
+        "on genesis 01, but tron_genesis_block_id says genesis 00"
+    );
+    let later = Utc::now() + chrono::TimeDelta::seconds(11);
+    let report = monitor.evaluate(&store, later).await.unwrap();
+    let reachable = chain_check(&report, Chain::Tron, "node_reachable");
+    assert_eq!(reachable.level, HealthLevel::Unhealthy);
+    assert!(
+        reachable.reason.contains("last probed"),
+        "{}",
+        reachable.reason
+    );
+    store.close().await;
+}
+
 testkit::on_both_stores!(
     db:
     each_check_reads_what_workers_wrote,
     the_api_reports_to_viewers_and_up,
+    floors_and_node_probes,
 );

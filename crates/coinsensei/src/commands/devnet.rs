@@ -50,6 +50,7 @@ const OWN_KEYS: &[&str] = &[
     "ethereum_chain_id",
     "tron_rpc_url",
     "tron_api_key",
+    "tron_genesis_block_id",
     "bitcoin_rpc_url",
     "bitcoin_rpc_cookie_file",
     "bitcoin_rpc_user",
@@ -264,6 +265,8 @@ impl Chains {
             format!("keystore_password_file = {}", path_in("password")),
             "bitcoin_network = \"regtest\"".to_string(),
             format!("tron_rpc_url = {}", quoted(&self.tron.url)),
+            // The simulation's own block 0, so the health checker checks the network.
+            format!("tron_genesis_block_id = {}", quoted(&tron_sim::block_id(0))),
         ];
         let mut tables = Vec::new();
         if let Some((_, url, token)) = &self.anvil {

@@ -85,7 +85,8 @@ pub async fn open_queue(
 }
 
 /// Runs the control plane (HTTP endpoints, the reaper, queue maintenance, the health
-/// checker with its restart action and the webhook deliverer) until `cancel` fires.
+/// checker with its node probes and its restart and pause actions, and the webhook
+/// deliverer) until `cancel` fires.
 pub async fn control_plane(
     store: Store,
     settings: &Settings,
@@ -112,12 +113,25 @@ pub async fn control_plane(
         let cancel = cancel.clone();
         async move { maintenance.run(cancel).await }
     });
-    let health = health::monitor(settings);
-    let health_task = tokio::spawn(health::run_loop(
-        store.clone(),
+    let health = health::monitor(
+        settings,
+        Some(crate::chains::clients(settings)),
+        settings.heartbeat_interval,
+    );
+    let probe_task = tokio::spawn(health::probe_loop(
         std::sync::Arc::clone(&health),
         settings.heartbeat_interval,
-        settings.health.restart_after,
+        cancel.clone(),
+    ));
+    let health_task = tokio::spawn(health::run_loop(
+        store.clone(),
+        std::sync::Arc::clone(&backend),
+        std::sync::Arc::clone(&health),
+        settings.heartbeat_interval,
+        health::Actions {
+            restart_after: settings.health.restart_after,
+            pause_after: settings.health.pause_after,
+        },
         cancel.clone(),
     ));
     let webhooks_task = tokio::spawn(crate::webhooks::run(
@@ -131,6 +145,7 @@ pub async fn control_plane(
         heartbeat_interval: settings.heartbeat_interval,
         public_url: settings.public_url.clone(),
         intake: std::sync::Arc::new(settings.intake()),
+        autoscale: settings.scaled_queues(),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;
@@ -138,6 +153,7 @@ pub async fn control_plane(
     let _ = reaper_task.await;
     let _ = maintenance_task.await;
     let _ = health_task.await;
+    let _ = probe_task.await;
     if let Ok(Err(error)) = webhooks_task.await {
         tracing::warn!(error = %format!("{error:#}"), "the webhook deliverer stopped");
     }

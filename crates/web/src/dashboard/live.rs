@@ -1,8 +1,8 @@
 //! `GET /live?page=...`: one server-sent event stream per open page, carrying HTML fragments
 //! that htmx's SSE extension swaps into the elements whose `sse-swap` names the event
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`, `withdrawals` the withdrawals
-//! list with its pager, `withdrawal` one withdrawal's page), plus `history` (JSON for the
-//! charts) and `session-ended`.
+//! list with its pager, `withdrawal` one withdrawal's page, `health-report` and `autoscale`
+//! the Health page's two parts), plus `history` (JSON for the charts) and `session-ended`.
 //!
 //! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
 //! stream, but not its slots: the dashboard has its own, and a session may hold
@@ -31,8 +31,9 @@ use store::{AuditList, Change, WithdrawalList, WorkerList};
 use tokio::sync::broadcast;
 
 use super::pages::{
-    AuditRows, Card, CardFragment, CardsFragment, Entry, FailedRows, Health, HealthFragment,
-    QueueRows, WithdrawalDetailFragment, WithdrawalTableFragment,
+    AuditRows, AutoscaleFragment, Card, CardFragment, CardsFragment, Entry, FailedRows, Health,
+    HealthFragment, HealthReportFragment, QueueRows, WithdrawalDetailFragment,
+    WithdrawalTableFragment,
 };
 use super::{DashError, Session};
 use crate::AppState;
@@ -87,6 +88,7 @@ enum Page {
     Audit,
     Withdrawals,
     Withdrawal,
+    Health,
     None,
 }
 
@@ -277,6 +279,20 @@ impl Stream {
                     self.send_if_changed("withdrawal".into(), html.clone(), || Ok(html))?;
                 }
             }
+            Page::Health => {
+                // The reasons hold ages that change every second: the report is sent again
+                // whenever its text differs, as the queues page does with its oldest waits.
+                let view = super::pages::health_view(&self.state).await;
+                let html = HealthReportFragment { view: &view }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("health-report".into(), html.clone(), || Ok(html))?;
+                let queues = super::pages::scaling_view(&self.state).await?;
+                let html = AutoscaleFragment { queues: &queues }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("autoscale".into(), html.clone(), || Ok(html))?;
+            }
             Page::None => {}
         }
         self.rendered_at = None;
@@ -356,13 +372,14 @@ pub(crate) async fn live(
         "audit" => Page::Audit,
         "withdrawals" => Page::Withdrawals,
         "withdrawal" => Page::Withdrawal,
+        "health" => Page::Health,
         "none" => Page::None,
         other => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!(
-                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal or none"
+                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, health or none"
                 ),
             ));
         }

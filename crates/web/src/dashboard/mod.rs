@@ -553,6 +553,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             "/withdrawals/{id}",
             guarded(Role::Viewer, get(pages::withdrawal_page)),
         )
+        .route("/health", guarded(Role::Viewer, get(pages::health_page)))
         .route("/audit", guarded(Role::Viewer, get(pages::audit_page)))
         .route(
             "/webhooks",

@@ -1097,6 +1097,186 @@ pub(crate) async fn jobs_page(
     })
 }
 
+// ---------------------------------------------------------------- health
+
+/// One check as the Health page shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckLine {
+    pub(crate) name: &'static str,
+    pub(crate) status: &'static str,
+    pub(crate) reason: String,
+    /// The value with its unit, or a dash when nothing was measured.
+    pub(crate) value: String,
+}
+
+/// A worker or a chain, with its checks.
+#[derive(Debug, Clone)]
+pub(crate) struct Subject {
+    pub(crate) name: String,
+    pub(crate) status: &'static str,
+    /// What it is, for people ("tron · deposit · running", "node unhealthy since …").
+    pub(crate) detail: String,
+    pub(crate) checks: Vec<CheckLine>,
+}
+
+/// The chains or the workers.
+#[derive(Debug, Clone)]
+pub(crate) struct Section {
+    pub(crate) id: &'static str,
+    pub(crate) title: &'static str,
+    pub(crate) column: &'static str,
+    pub(crate) empty: &'static str,
+    pub(crate) subjects: Vec<Subject>,
+}
+
+/// The health checker's report, or why there is none.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthView {
+    pub(crate) status: &'static str,
+    pub(crate) evaluated: Option<Stamp>,
+    pub(crate) error: Option<String>,
+    pub(crate) sections: Vec<Section>,
+}
+
+fn check_lines(checks: &[domain::health::CheckResult]) -> Vec<CheckLine> {
+    checks
+        .iter()
+        .map(|check| CheckLine {
+            name: check.name,
+            status: check.level.as_str(),
+            reason: check.reason.clone(),
+            value: if check.value < 0 {
+                "\u{2014}".into()
+            } else {
+                format!("{} {}", check.value, check.unit)
+            },
+        })
+        .collect()
+}
+
+/// Judges now, with the monitor the API and the control plane's actions share.
+pub(crate) async fn health_view(state: &AppState) -> HealthView {
+    let report = match state
+        .options
+        .health
+        .evaluate(&state.store, Utc::now())
+        .await
+    {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::debug!(%error, "dashboard: the health report could not be read");
+            // No report is never healthy.
+            return HealthView {
+                status: "unhealthy",
+                evaluated: None,
+                error: Some(
+                    "no report: the database did not answer; the page tries again every second"
+                        .into(),
+                ),
+                sections: Vec::new(),
+            };
+        }
+    };
+    let chains = report
+        .chains
+        .iter()
+        .map(|chain| Subject {
+            name: chain.chain.as_str().to_string(),
+            status: chain.level.as_str(),
+            detail: match (chain.node_level, chain.node_unhealthy_since) {
+                (None, _) => "no node configured".into(),
+                (Some(_), Some(since)) => format!(
+                    "node unhealthy since {}",
+                    since.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                (Some(level), None) => format!("node {level}"),
+            },
+            checks: check_lines(&chain.checks),
+        })
+        .collect();
+    let workers = report
+        .workers
+        .iter()
+        .map(|worker| Subject {
+            name: worker.id.to_string(),
+            status: worker.level.as_str(),
+            detail: format!(
+                "{} \u{b7} {} \u{b7} {}",
+                worker.chain, worker.kind, worker.worker_status
+            ),
+            checks: check_lines(&worker.checks),
+        })
+        .collect();
+    HealthView {
+        status: report.level.as_str(),
+        evaluated: Some(Stamp(report.evaluated_at)),
+        error: None,
+        sections: vec![
+            Section {
+                id: "chains",
+                title: "Chains",
+                column: "Chain",
+                empty: "No chain to judge: no node is configured, and no hot wallet balance or unfinished withdrawal is on record.",
+                subjects: chains,
+            },
+            Section {
+                id: "workers",
+                title: "Workers",
+                column: "Worker",
+                empty: "No worker to judge (offline workers are not judged).",
+                subjects: workers,
+            },
+        ],
+    }
+}
+
+/// The autoscaled queues, or why they cannot be read.
+pub(crate) async fn scaling_view(
+    state: &AppState,
+) -> Result<Vec<crate::scaling::QueueScaling>, DashError> {
+    crate::scaling::status(&state.store, state.queue.as_ref(), &state.options.autoscale)
+        .await
+        .map_err(|error| match error {
+            crate::scaling::ScalingError::Store(error) => DashError::from(error),
+            crate::scaling::ScalingError::Queue(error) => DashError::from(error),
+        })
+}
+
+#[derive(Template)]
+#[template(path = "health_report.html")]
+pub(crate) struct HealthReportFragment<'a> {
+    pub(crate) view: &'a HealthView,
+}
+
+#[derive(Template)]
+#[template(path = "autoscale.html")]
+pub(crate) struct AutoscaleFragment<'a> {
+    pub(crate) queues: &'a [crate::scaling::QueueScaling],
+}
+
+#[derive(Template)]
+#[template(path = "health_page.html")]
+struct HealthPage {
+    layout: Layout,
+    view: HealthView,
+    queues: Vec<crate::scaling::QueueScaling>,
+}
+
+/// `GET /health`: every worker's and chain's checks, and the autoscaler's policies and
+/// recent decisions; both follow on the live stream.
+pub(crate) async fn health_page(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> Result<Response, DashError> {
+    let view = health_view(&state).await;
+    let queues = scaling_view(&state).await?;
+    html(&HealthPage {
+        layout: Layout::new(&session, "Health", "health", "/live?page=health".into()),
+        view,
+        queues,
+    })
+}
+
 // ---------------------------------------------------------------- audit
 
 #[derive(Template)]
