@@ -94,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal usage",
         include_str!("../../migrations/sqlite/0015_withdrawal_usage.sql"),
     ),
+    (
+        19,
+        "withdrawal destination",
+        include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),
+    ),
 ];
 
 #[derive(Clone)]
