@@ -1,7 +1,8 @@
 //! `GET /live?page=...`: one server-sent event stream per open page, carrying HTML fragments
 //! that htmx's SSE extension swaps into the elements whose `sse-swap` names the event
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`, `withdrawals` the withdrawals
-//! list with its pager, `withdrawal` one withdrawal's page), plus `history` (JSON for the
+//! list with its pager, `withdrawal` one withdrawal's page, `approvals` the withdrawals held
+//! for approval, `destinations` the registered destinations), plus `history` (JSON for the
 //! charts) and `session-ended`.
 //!
 //! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use store::{AuditList, Change, WithdrawalList, WorkerList};
 use tokio::sync::broadcast;
 
+use super::money::{ApprovalRows, DestinationRows};
 use super::pages::{
     AuditRows, Card, CardFragment, CardsFragment, Entry, FailedRows, Health, HealthFragment,
     QueueRows, WithdrawalDetailFragment, WithdrawalTableFragment,
@@ -87,6 +89,8 @@ enum Page {
     Audit,
     Withdrawals,
     Withdrawal,
+    Approvals,
+    Destinations,
     None,
 }
 
@@ -270,12 +274,30 @@ impl Stream {
                 let Some(id) = self.withdrawal else {
                     return Ok(());
                 };
-                if let Some(detail) = super::pages::withdrawal_detail(&self.state, id).await? {
+                if let Some(detail) =
+                    super::pages::withdrawal_detail(&self.state, &self.session, id).await?
+                {
                     let html = WithdrawalDetailFragment { detail: &detail }
                         .render()
                         .unwrap_or_default();
                     self.send_if_changed("withdrawal".into(), html.clone(), || Ok(html))?;
                 }
+            }
+            Page::Approvals => {
+                // The ages tick in the page; the rows are sent again when a withdrawal comes
+                // or goes, or a decision is made.
+                let (held, key) = super::money::held(&self.state, &self.session).await?;
+                self.send_if_changed("approvals".into(), key, || {
+                    ApprovalRows { held: &held }.render()
+                })?;
+            }
+            Page::Destinations => {
+                // Sent again when one is added or removed, or its cool-down ends.
+                let lines = super::money::destination_lines(&self.state, &self.session).await?;
+                let html = DestinationRows { lines: &lines }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("destinations".into(), html.clone(), || Ok(html))?;
             }
             Page::None => {}
         }
@@ -356,13 +378,15 @@ pub(crate) async fn live(
         "audit" => Page::Audit,
         "withdrawals" => Page::Withdrawals,
         "withdrawal" => Page::Withdrawal,
+        "approvals" => Page::Approvals,
+        "destinations" => Page::Destinations,
         "none" => Page::None,
         other => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!(
-                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal or none"
+                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, approvals, destinations or none"
                 ),
             ));
         }
