@@ -51,7 +51,7 @@ const session = async (token) => {
   contexts.push(context);
   await context.addInitScript(() => {
     document.addEventListener("securitypolicyviolation", (event) => {
-      console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI}`);
+      console.error(`CSP violation: ${event.violatedDirective} blocked ${event.blockedURI} at ${event.sourceFile}:${event.lineNumber} on ${event.target && event.target.outerHTML ? event.target.outerHTML.slice(0, 200) : event.target}`);
     });
   });
   const page = await context.newPage();
