@@ -84,7 +84,7 @@ async fn registered_usable_after_the_cooldown_and_removed_once(db: &TestDb) {
         })
         .await
         .unwrap();
-    assert_eq!(tron_only, [tron.clone()]);
+    assert_eq!(tron_only, std::slice::from_ref(&tron));
     let older = store
         .withdrawal_destination_list(&DestinationList {
             before_id: Some(eth.id),
@@ -93,7 +93,7 @@ async fn registered_usable_after_the_cooldown_and_removed_once(db: &TestDb) {
         })
         .await
         .unwrap();
-    assert_eq!(older, [tron.clone()]);
+    assert_eq!(older, std::slice::from_ref(&tron));
 
     let added = audit(&store, "withdrawal_destination.add").await;
     assert_eq!(added.len(), 2);

@@ -101,16 +101,16 @@ impl Held {
                 "your token created this withdrawal: its creator can never approve or reject it"
                     .into(),
             )
-        } else if let Some(mine) = approvals
-            .iter()
-            .find(|each| each.token_id == session.token.id)
-        {
-            Some(format!(
-                "your token {} it already; another operator's token must decide next",
-                if mine.approve { "approved" } else { "rejected" }
-            ))
         } else {
-            None
+            approvals
+                .iter()
+                .find(|each| each.token_id == session.token.id)
+                .map(|mine| {
+                    format!(
+                        "your token {} it already; another operator's token must decide next",
+                        if mine.approve { "approved" } else { "rejected" }
+                    )
+                })
         };
         let may_decide = row.state == WithdrawalState::Approval && locked.is_none();
         Held {
@@ -369,9 +369,9 @@ pub(crate) async fn destinations_page(
 /// "24 h", "90 min", "45 s".
 fn humane_duration(duration: std::time::Duration) -> String {
     let seconds = duration.as_secs();
-    if seconds >= 3_600 && seconds % 3_600 == 0 {
+    if seconds >= 3_600 && seconds.is_multiple_of(3_600) {
         format!("{} h", seconds / 3_600)
-    } else if seconds >= 60 && seconds % 60 == 0 {
+    } else if seconds >= 60 && seconds.is_multiple_of(60) {
         format!("{} min", seconds / 60)
     } else {
         format!("{seconds} s")
