@@ -393,6 +393,8 @@ async fn approvals_in_chromium() {
     assert!(status.success(), "the browser script failed ({status})");
     let result: serde_json::Value = serde_json::from_str(&result.expect("a result line")).unwrap();
     assert_eq!(result["checks"], "passed", "{result}");
+    // The timings, for whoever runs it with --nocapture (benchmarks measure; this asserts).
+    println!("approvals in chromium: {result}");
 
     // What the clicks did, read from the store: released by alice and bob (each once), the
     // other rejected by bob with his reason, carol never deciding, the destination removed.

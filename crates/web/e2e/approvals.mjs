@@ -72,6 +72,8 @@ const session = async (token) => {
 };
 const row = (page, id) => page.locator(`#held-${id}`);
 const approvedText = (page, id) => row(page, id).locator("td.approved").textContent();
+// When "Yes" was last clicked (node's clock), to time what follows.
+let lastYes = 0;
 // Clicks `name`, checks the dialog names what it must, then answers Yes.
 const confirmed = async (page, name, names) => {
   await page.getByRole("button", { name, exact: true }).click();
@@ -79,6 +81,7 @@ const confirmed = async (page, name, names) => {
   await dialog.waitFor({ timeout: WAIT });
   const question = await dialog.locator("#confirm-text").textContent();
   for (const part of names) check(question.includes(part), `the confirmation names ${part}: ${question}`);
+  lastYes = Date.now();
   await page.locator("#confirm-yes").click();
   return question;
 };
@@ -120,7 +123,10 @@ try {
   result.confirmation = question;
   await alice.waitForFunction(
     (id) => document.querySelector(`#held-${id} td.approved`)?.textContent.includes("1 of 2"),
-    approveId, { timeout: FAST });
+    approveId, { timeout: FAST, polling: "raf" });
+  // From "Yes" to the row saying 1 of 2 (node's clock, Playwright's round trips included).
+  result.approve_to_row_ms = Date.now() - lastYes;
+  result.approvals_page_html_bytes = (await alice.content()).length;
   // The same token again counts once: its controls are now disabled, saying why.
   check(await alice.getByRole("button", { name: `Approve withdrawal ${approveId}`, exact: true }).isDisabled(), "approved once, Approve is disabled");
   check((await held.textContent()).includes("approved it already"), "and says why");
@@ -136,7 +142,10 @@ try {
   check((await approvedText(bob, approveId)).includes("e2e-alice"), "and who made it");
   await confirmed(bob, `Approve withdrawal ${approveId}`, [`withdrawal ${approveId}`, "1500 USDT"]);
   await row(bob, approveId).waitFor({ state: "detached", timeout: FAST });
+  result.release_to_row_gone_ms = Date.now() - lastYes;
   await row(alice, approveId).waitFor({ state: "detached", timeout: FAST });
+  // The other operator's open page follows the release too.
+  result.release_to_other_page_ms = Date.now() - lastYes;
 
   // The creator's token: disabled, with the reason; the server refuses it anyway, beside
   // the control.
