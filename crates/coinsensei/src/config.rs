@@ -59,6 +59,8 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_bump_after",
     "approvals_required",
     "limit_reference_separator",
+    "withdrawal_allowlist",
+    "withdrawal_allowlist_cooldown",
     "health_memory_limit_mb",
     "health_memory_warning_percent",
     "health_heartbeat_warning_intervals",
@@ -174,6 +176,13 @@ pub struct RawConfig {
     /// What ends a reference's prefix for `daily_limit_per_reference` (default "/": the
     /// prefix of `user:42/w:7` is `user:42`).
     pub limit_reference_separator: String,
+    /// Allowlist mode for every asset: a withdrawal pays only to a destination registered
+    /// through `POST /api/v1/withdrawal-destinations` (default false; an asset's
+    /// `[[withdrawal_policy]] allowlist = true` turns it on for that asset alone).
+    pub withdrawal_allowlist: bool,
+    /// Seconds a newly registered destination waits before withdrawals may use it (default
+    /// 86400, 24 hours).
+    pub withdrawal_allowlist_cooldown: f64,
     /// A worker's resident memory limit in MiB: over it unhealthy, over
     /// `health_memory_warning_percent` of it a warning (default 512, 80).
     pub health_memory_limit_mb: u64,
@@ -231,6 +240,8 @@ pub struct RawPolicy {
     pub floor: Option<String>,
     pub daily_limit: Option<String>,
     pub daily_limit_per_reference: Option<String>,
+    /// Allowlist mode for this asset alone (see `withdrawal_allowlist`).
+    pub allowlist: Option<bool>,
 }
 
 /// One `[[autoscale]]` entry: the roadmap's policy for one queue; every key but `queue` has
@@ -314,6 +325,9 @@ impl Default for RawConfig {
             withdrawal_policy: None,
             approvals_required: web::withdrawals::APPROVALS_REQUIRED_DEFAULT,
             limit_reference_separator: web::withdrawals::REFERENCE_SEPARATOR_DEFAULT.to_string(),
+            withdrawal_allowlist: false,
+            withdrawal_allowlist_cooldown: web::withdrawals::ALLOWLIST_COOLDOWN_DEFAULT
+                .as_secs_f64(),
             keystore: None,
             keystore_password_file: None,
             tron_hot_wallet_index: 0,
@@ -1210,7 +1224,35 @@ mod tests {
             "1000000000000000"
         );
         assert_eq!(load_toml("").unwrap().intake().approvals_required, 2);
+        let off = load_toml("").unwrap().intake().allowlist;
+        assert!(!off.all && off.assets.is_empty());
+        assert_eq!(off.cooldown, Duration::from_secs(86_400));
+        let one = load_toml(
+            "withdrawal_allowlist_cooldown = 60\n\
+             [[withdrawal_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\n\
+             [[withdrawal_policy]]\nchain = \"tron\"\nasset = \"USDT\"\nallowlist = true\n",
+        )
+        .unwrap()
+        .intake()
+        .allowlist;
+        assert_eq!(one.assets, [(Chain::Tron, "USDT".to_string())]);
+        assert_eq!(one.cooldown, Duration::from_secs(60));
+        assert_eq!(
+            one.rule_for(Chain::Tron, "USDT").as_deref(),
+            Some("withdrawal_policy tron/USDT: allowlist")
+        );
+        assert_eq!(one.rule_for(Chain::Ethereum, "ETH"), None);
+        let all = load_toml("withdrawal_allowlist = true").unwrap().intake();
+        assert_eq!(
+            all.allowlist.rule_for(Chain::Ethereum, "ETH").as_deref(),
+            Some("withdrawal_allowlist")
+        );
         for (text, expected) in [
+            (
+                "withdrawal_allowlist_cooldown = -1",
+                "`withdrawal_allowlist_cooldown`",
+            ),
+            ("withdrawal_allowlist = \"yes\"", "withdrawal_allowlist"),
             ("approvals_required = 0", "`approvals_required`"),
             ("approvals_required = 11", "`approvals_required`"),
             (
@@ -1597,6 +1639,7 @@ pub struct WithdrawalSettings {
     pub policies: Vec<web::withdrawals::AssetPolicy>,
     pub approvals_required: u32,
     pub reference_separator: char,
+    pub allowlist: web::withdrawals::Allowlist,
     pub bitcoin_network: chain::address::Network,
     pub keystore: Option<PathBuf>,
     pub keystore_password_file: Option<PathBuf>,
@@ -1676,9 +1719,27 @@ fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
         );
     }
     let policies = policies(raw, &catalogue)?;
+    let allowlist = web::withdrawals::Allowlist {
+        all: raw.withdrawal_allowlist,
+        assets: raw
+            .withdrawal_policy
+            .iter()
+            .flatten()
+            .zip(&policies)
+            .filter(|(entry, _)| entry.allowlist == Some(true))
+            .map(|(_, policy)| (policy.chain, policy.asset.clone()))
+            .collect(),
+        cooldown: seconds(
+            "withdrawal_allowlist_cooldown",
+            raw.withdrawal_allowlist_cooldown,
+            Duration::ZERO,
+            Duration::from_secs(30 * 86_400),
+        )?,
+    };
     Ok(WithdrawalSettings {
         catalogue,
         policies,
+        allowlist,
         approvals_required: within("approvals_required", raw.approvals_required, 1, 10)?,
         reference_separator: {
             let mut chars = raw.limit_reference_separator.chars();
@@ -1809,6 +1870,7 @@ impl Settings {
             policies: self.withdrawals.policies.clone(),
             approvals_required: self.withdrawals.approvals_required,
             reference_separator: self.withdrawals.reference_separator,
+            allowlist: self.withdrawals.allowlist.clone(),
         }
     }
 }

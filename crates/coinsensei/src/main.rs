@@ -454,6 +454,45 @@ enum WithdrawalsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Allowlist mode's registered destinations: add (usable after the cool-down), list,
+    /// remove. Adding and removing need an admin token with `--server`.
+    #[command(subcommand)]
+    Destinations(DestinationsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DestinationsCommand {
+    /// Register a destination; withdrawals may pay to it once the cool-down is over.
+    Add {
+        /// tron, ethereum or bitcoin.
+        #[arg(long)]
+        chain: String,
+        /// The address on that chain.
+        #[arg(long)]
+        address: String,
+        /// What it is, for people (1 to 100 characters).
+        #[arg(long)]
+        label: String,
+        /// Only withdrawals of this reference prefix (the user part) may use it.
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Registered destinations, newest first.
+    List {
+        /// Only this chain.
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a registration: withdrawals can no longer pay to it.
+    Remove {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -1010,6 +1049,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     WithdrawalsCommand::Reject { id, reason, json } => {
                         w::remote::decide(&remote, id, false, Some(reason), json).await
                     }
+                    WithdrawalsCommand::Destinations(command) => {
+                        use commands::destinations::remote as d;
+                        match command {
+                            DestinationsCommand::Add {
+                                chain,
+                                address,
+                                label,
+                                reference,
+                                json,
+                            } => {
+                                let add = commands::destinations::Add {
+                                    chain,
+                                    address,
+                                    label,
+                                    reference,
+                                };
+                                d::add(&remote, add, json).await
+                            }
+                            DestinationsCommand::List { chain, json } => {
+                                d::list(&remote, chain, json).await
+                            }
+                            DestinationsCommand::Remove { id, json } => {
+                                d::remove(&remote, id, json).await
+                            }
+                        }
+                    }
                 };
             }
             let settings = global.settings(None)?;
@@ -1039,6 +1104,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(anyhow::anyhow!(
                         "approvals are counted per operator token: run it with --server URL and the token in COINSENSEI_TOKEN"
                     ))
+                }
+                WithdrawalsCommand::Destinations(command) => {
+                    use commands::destinations as d;
+                    match command {
+                        DestinationsCommand::Add {
+                            chain,
+                            address,
+                            label,
+                            reference,
+                            json,
+                        } => {
+                            let add = d::Add {
+                                chain,
+                                address,
+                                label,
+                                reference,
+                            };
+                            d::add(settings, add, json).await
+                        }
+                        DestinationsCommand::List { chain, json } => {
+                            d::list(settings, chain, json).await
+                        }
+                        DestinationsCommand::Remove { id, json } => {
+                            d::remove(settings, id, json).await
+                        }
+                    }
                 }
             }
         }

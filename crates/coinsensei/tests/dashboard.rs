@@ -23,7 +23,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use common::browser::{artifacts, free_port, start_script};
+use common::browser::{artifacts, free_port, start_script, start_script_named};
 use common::*;
 use domain::Role;
 use testkit::{TestDb, wait_for};
@@ -336,4 +336,147 @@ async fn dashboard_in_chromium() {
     if let Some(up) = up {
         up.stop().await;
     }
+}
+
+/// A withdrawal held for approval, created by `creator`'s token as the intake creates one.
+async fn held(store: &store::Store, creator: &store::ApiTokenRow, amount: &str, key: &str) -> i64 {
+    store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: key.into(),
+            request_hash: format!("{:0>64}", key.len()),
+            reference: format!("user:42/{key}"),
+            chain: domain::Chain::Tron,
+            asset: "USDT".into(),
+            destination: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+            amount: amount.into(),
+            actor: format!("token:{}:{}", creator.id, creator.name),
+            job: None,
+            approval: true,
+            limits: vec![],
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+        .row()
+        .id
+}
+
+/// Four eyes in Chromium (`crates/web/e2e/approvals.mjs`): two operator sessions approve a
+/// held withdrawal (asked first, the dialog naming it, its amount and destination), the
+/// creator's token is refused, a rejection needs a bounded reason, the withdrawal pages show
+/// the decisions, and an admin removes a registered destination. What the browser did is
+/// then read from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_in_chromium() {
+    let db = TestDb::sqlite();
+    let dir = db.dir();
+    let config = write_config(&dir, 1.0, &[("deposit", "ethereum")]);
+    let config = config.to_str().unwrap().to_string();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
+    let up = Up::start_at("up", &listen, &["--config", config.as_str()], &env).await;
+    let store = db.store().await;
+    let mut tokens = Vec::new();
+    for (name, role) in [
+        ("e2e-alice", Role::Operator),
+        ("e2e-bob", Role::Operator),
+        ("e2e-carol", Role::Admin),
+    ] {
+        tokens.push(
+            web::auth::issue(&store, name, role, Utc::now())
+                .await
+                .unwrap(),
+        );
+    }
+    let carol = &tokens[2].0;
+    let approve = held(&store, carol, "1500000000", "w:1").await;
+    let reject = held(&store, carol, "250000000", "w:2").await;
+    let destination = store
+        .withdrawal_destination_insert(&store::DestinationInsert {
+            chain: domain::Chain::Tron,
+            address: "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7".into(),
+            label: "customer 42".into(),
+            reference: Some("user:42".into()),
+            actor: "token:9:root".into(),
+            cooldown: Duration::from_secs(86_400),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let mut script = start_script_named(
+        "approvals.mjs",
+        &[
+            ("BASE_URL", format!("http://{listen}")),
+            ("ALICE_TOKEN", tokens[0].1.clone()),
+            ("BOB_TOKEN", tokens[1].1.clone()),
+            ("CAROL_TOKEN", tokens[2].1.clone()),
+            ("APPROVE", approve.to_string()),
+            ("REJECT", reject.to_string()),
+            ("DESTINATION", destination.id.to_string()),
+            ("ARTIFACTS", artifacts("approvals").display().to_string()),
+        ],
+    );
+    let outcome = tokio::time::timeout(SCRIPT_TIMEOUT, async {
+        let mut result = None;
+        while let Some(line) = script.lines.next_line().await.expect("read the script") {
+            if line.starts_with('{') {
+                result = Some(line);
+            }
+        }
+        (script.child.wait().await.expect("wait for node"), result)
+    })
+    .await;
+    let (status, result) = outcome.expect("the browser script finished in time");
+    assert!(status.success(), "the browser script failed ({status})");
+    let result: serde_json::Value = serde_json::from_str(&result.expect("a result line")).unwrap();
+    assert_eq!(result["checks"], "passed", "{result}");
+    // The timings, for whoever runs it with --nocapture (benchmarks measure; this asserts).
+    println!("approvals in chromium: {result}");
+
+    // What the clicks did, read from the store: released by alice and bob (each once), the
+    // other rejected by bob with his reason, carol never deciding, the destination removed.
+    let released = store.withdrawal_get(approve).await.unwrap().unwrap();
+    assert_eq!(released.state, domain::WithdrawalState::Pending);
+    let decisions = store.withdrawal_approvals(approve).await.unwrap();
+    let who: Vec<&str> = decisions.iter().map(|each| each.actor.as_str()).collect();
+    assert_eq!(who.len(), 2, "{who:?}");
+    assert!(
+        who[0].ends_with(":e2e-alice") && who[1].ends_with(":e2e-bob"),
+        "{who:?}"
+    );
+    assert!(decisions.iter().all(|each| each.approve));
+    let rejected = store.withdrawal_get(reject).await.unwrap().unwrap();
+    assert_eq!(rejected.state, domain::WithdrawalState::Failed);
+    assert!(
+        rejected
+            .error
+            .as_deref()
+            .is_some_and(|error| error.contains("duplicate of order 7")),
+        "{rejected:?}"
+    );
+    let decisions = store.withdrawal_approvals(reject).await.unwrap();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert!(!decisions[0].approve && decisions[0].actor.ends_with(":e2e-bob"));
+    assert_eq!(
+        store
+            .withdrawal_destination_find(domain::Chain::Tron, "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7")
+            .await
+            .unwrap(),
+        None
+    );
+    for screenshot in [
+        "approvals.png",
+        "approve-confirm.png",
+        "approvals-creator.png",
+        "withdrawal-rejected.png",
+        "destinations.png",
+    ] {
+        let path = artifacts("approvals").join(screenshot);
+        assert!(
+            std::fs::metadata(&path).is_ok_and(|meta| meta.len() > 1_000),
+            "{} saved",
+            path.display()
+        );
+    }
+    up.stop().await;
 }

@@ -325,3 +325,206 @@ async fn withdrawals_are_approved_from_the_command_line() {
         stdout(&output)
     );
 }
+
+/// Allowlist mode from the command line, against a real `serve` on SQLite:
+/// `withdrawals destinations add|list|remove` with `--server` (an admin token; an operator's
+/// is refused) and locally (the same rules, the local operator named in the audit log); a
+/// withdrawal to an unregistered destination is refused naming the rule, one to a registered
+/// destination past its cool-down (none here) is created, and after the removal refused again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn withdrawal_destinations_from_the_command_line() {
+    const TO: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+    let db = TestDb::sqlite();
+    let store = db.store().await;
+    let config = db.dir().join("allowlist.toml");
+    std::fs::write(
+        &config,
+        "withdrawal_allowlist = true\nwithdrawal_allowlist_cooldown = 0\n",
+    )
+    .unwrap();
+    let backend = create_token(&db.url, "service", "backend").await;
+    let admin = create_token(&db.url, "admin", "root").await;
+    let operator = create_token(&db.url, "operator", "ops").await;
+    let serve = Up::serve(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", db.url.as_str())],
+    )
+    .await;
+    let server = format!("http://{}", serve.address);
+    let withdraw = |key: &'static str| {
+        let (server, backend) = (server.clone(), backend.clone());
+        async move {
+            remote(
+                &server,
+                Some(&backend),
+                &[
+                    "withdrawals",
+                    "create",
+                    "--chain",
+                    "tron",
+                    "--asset",
+                    "TRX",
+                    "--to",
+                    TO,
+                    "--amount",
+                    "1",
+                    "--reference",
+                    "user:1/w",
+                    "--idempotency-key",
+                    key,
+                    "--json",
+                ],
+            )
+            .await
+        }
+    };
+    let output = withdraw("w-1").await;
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("not a registered tron withdrawal destination")
+            && stderr(&output).contains("withdrawal_allowlist")
+            && stderr(&output).contains("policy_refused"),
+        "{}",
+        stderr(&output)
+    );
+
+    let add = [
+        "withdrawals",
+        "destinations",
+        "add",
+        "--chain",
+        "tron",
+        "--address",
+        TO,
+        "--label",
+        "exchange cold wallet",
+        "--json",
+    ];
+    let output = remote(&server, Some(&operator), &add).await;
+    assert!(!output.status.success(), "an operator may not register");
+    assert!(stderr(&output).contains("admin"), "{}", stderr(&output));
+    let output = remote(&server, Some(&admin), &add).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let added: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(added["address"], TO);
+    assert_eq!(added["usable"], true, "no cool-down configured");
+    let output = remote(&server, Some(&admin), &add).await;
+    assert!(
+        stderr(&output).contains("registered already"),
+        "{}",
+        stderr(&output)
+    );
+    let output = remote(
+        &server,
+        Some(&operator),
+        &["withdrawals", "destinations", "list"],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(TO) && stdout(&output).contains("exchange cold wallet"),
+        "{}",
+        stdout(&output)
+    );
+
+    let output = withdraw("w-1").await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["state"], "pending");
+
+    let id = added["id"].to_string();
+    let output = remote(
+        &server,
+        Some(&admin),
+        &["withdrawals", "destinations", "remove", &id],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains(&format!("destination {id} removed")),
+        "{}",
+        stdout(&output)
+    );
+    let output = withdraw("w-2").await;
+    assert!(
+        stderr(&output).contains("not a registered"),
+        "{}",
+        stderr(&output)
+    );
+
+    // Locally, on the same database: the same rules, the local operator audited.
+    let other = "TUoHaVjx7n5xz8LwPRDckgFrDWhMhuSuJM";
+    let local_add = [
+        "withdrawals",
+        "destinations",
+        "add",
+        "--chain",
+        "tron",
+        "--address",
+        other,
+        "--label",
+        "user 2",
+        "--reference",
+        "user:2",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    let output = run(&db.url, &local_add).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("registered"),
+        "{}",
+        stdout(&output)
+    );
+    let bad = run(
+        &db.url,
+        &[
+            "withdrawals",
+            "destinations",
+            "add",
+            "--chain",
+            "tron",
+            "--address",
+            "0x52908400098527886E0F7030069857D2E4169EE7",
+            "--label",
+            "wrong chain",
+        ],
+    )
+    .await;
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("address"), "{}", stderr(&bad));
+    let output = run(&db.url, &["withdrawals", "destinations", "list", "--json"]).await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["address"], other);
+    assert_eq!(listed[0]["reference"], "user:2");
+    assert!(
+        listed[0]["created_by"]
+            .as_str()
+            .unwrap()
+            .starts_with("cli:")
+    );
+    let removed = run(
+        &db.url,
+        &[
+            "withdrawals",
+            "destinations",
+            "remove",
+            &listed[0]["id"].to_string(),
+        ],
+    )
+    .await;
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    let audit = store
+        .audit_list(&AuditList {
+            target: Some(format!("destination:tron:{other}")),
+            limit: 10,
+            ..AuditList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert!(audit.iter().all(|entry| entry.actor.starts_with("cli:")));
+    serve.stop().await;
+}

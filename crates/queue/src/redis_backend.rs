@@ -146,7 +146,7 @@ for _, p in ipairs(redis.call('ZRANGE', qk(q, 'prios'), 0, -1)) do
     redis.call('ZREM', rk, m)
     redis.call('HINCRBY', k, 'token', 1)
     redis.call('HINCRBY', k, 'attempt', 1)
-    redis.call('HSET', k, 'state', 'running', 'lease_owner', owner, 'lease_expires_at', lease, 'started_at', now)
+    redis.call('HSET', k, 'state', 'running', 'lease_owner', owner, 'last_worker', owner, 'lease_expires_at', lease, 'started_at', now)
     redis.call('ZADD', qk(q, 'running'), lease, m)
     redis.call('ZADD', P .. 'running', lease, m)
     redis.call('SADD', P .. 'owner:' .. owner, m)
@@ -503,6 +503,7 @@ fn decode_job(value: Value) -> Result<JobRow, QueueError> {
         created_at: from_ms(int("created_at")?)?,
         started_at: opt_time("started_at")?,
         finished_at: opt_time("finished_at")?,
+        last_worker: fields.get("last_worker").cloned(),
     })
 }
 

@@ -860,6 +860,97 @@ async fn one_leader_at_a_time(harness: &Harness) {
     );
 }
 
+/// The lease owner is cleared when a job ends (a finished job holds no lease), but which
+/// worker ran it last is kept: `last_worker`, set at each claim, left alone by completion,
+/// failure, batch completion and retries.
+async fn a_finished_job_keeps_its_last_worker(harness: &Harness) {
+    let backend = &harness.backend;
+    let first = backend.enqueue(&job("q", at(0))).await.unwrap().id;
+    let second = backend.enqueue(&job("q", at(1))).await.unwrap().id;
+    let waiting = backend.get(first).await.unwrap().unwrap();
+    assert_eq!(waiting.last_worker, None, "never claimed");
+
+    let claimed = backend.claim(&claim("q", "w1:a", 1, at(3))).await.unwrap();
+    assert_eq!(claimed[0].id, first);
+    assert_eq!(claimed[0].last_worker.as_deref(), Some("w1:a"));
+    let done = backend
+        .complete(&finish(first, claimed[0].token, at(4)))
+        .await
+        .unwrap();
+    assert_eq!(done.lease_owner, None);
+    assert_eq!(done.last_worker.as_deref(), Some("w1:a"));
+    assert_eq!(
+        backend
+            .get(first)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_worker
+            .as_deref(),
+        Some("w1:a")
+    );
+
+    // Failed and retried elsewhere: the last claim's worker.
+    let held = backend
+        .claim(&claim("q", "w1:a", 1, at(5)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(held.id, second);
+    let retried = backend
+        .fail(&JobFail {
+            id: second,
+            token: held.token,
+            error: "node timeout".into(),
+            retry_at: Some(at(6)),
+            now: at(5),
+        })
+        .await
+        .unwrap();
+    assert_eq!(retried.state, JobState::Available);
+    assert_eq!(retried.last_worker.as_deref(), Some("w1:a"));
+    let again = backend
+        .claim(&claim("q", "w2:b", 1, at(7)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(again.id, second);
+    let failed = backend
+        .fail(&JobFail {
+            id: second,
+            token: again.token,
+            error: "node timeout".into(),
+            retry_at: None,
+            now: at(8),
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.lease_owner, None);
+    assert_eq!(failed.last_worker.as_deref(), Some("w2:b"));
+
+    // A batch completion keeps it too.
+    let third = backend.enqueue(&job("q", at(9))).await.unwrap().id;
+    let held = backend
+        .claim(&claim("q", "w3:c", 1, at(9)))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(held.id, third);
+    assert_eq!(
+        backend
+            .complete_many(&[finish(third, held.token, at(10))])
+            .await
+            .unwrap(),
+        [third]
+    );
+    let done = backend.get(third).await.unwrap().unwrap();
+    assert_eq!(
+        (done.state, done.lease_owner, done.last_worker.as_deref()),
+        (JobState::Completed, None, Some("w3:c"))
+    );
+}
+
 macro_rules! on_every_backend {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -891,4 +982,5 @@ on_every_backend!(
     one_leader_at_a_time,
     queues_have_their_own_retry_policy,
     a_job_failed_by_rescue_frees_its_unique_key,
+    a_finished_job_keeps_its_last_worker,
 );

@@ -32,7 +32,7 @@ macro_rules! job_columns {
     () => {
         "id, queue, kind, args, state, priority, attempt, max_attempts, backoff_base_ms, \
          backoff_max_ms, unique_key, run_at, token, lease_owner, lease_expires_at, errors, \
-         rescues, created_at, started_at, finished_at"
+         rescues, created_at, started_at, finished_at, last_worker"
     };
 }
 pub(crate) use job_columns;
@@ -69,6 +69,7 @@ macro_rules! decode_job {
             created_at: $d::read_time(row, "created_at")?,
             started_at: $d::read_time_opt(row, "started_at")?,
             finished_at: $d::read_time_opt(row, "finished_at")?,
+            last_worker: row.try_get("last_worker")?,
         }
     }};
 }

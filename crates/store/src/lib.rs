@@ -9,6 +9,7 @@ mod approvals;
 mod attempts;
 mod audit;
 mod changes;
+mod destinations;
 mod dialect;
 mod error;
 mod jobs;
@@ -35,6 +36,10 @@ pub use attempts::{
     Outpoint,
 };
 pub use changes::ChangeFeed;
+pub use destinations::{
+    DESTINATION_LABEL_LEN_MAX, DESTINATION_REFERENCE_LEN_MAX, DestinationInsert, DestinationList,
+    DestinationRow,
+};
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;

@@ -180,6 +180,9 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The lease owner of its latest claim (`WORKER_ID:INCARNATION`), kept when it ends: which
+    /// worker ran it last. `None` before its first claim.
+    pub last_worker: Option<String>,
 }
 
 impl JobRow {

@@ -291,7 +291,7 @@ fn validate_transition(transition: &WithdrawalTransition) -> Result<(), StoreErr
     Ok(())
 }
 
-fn is_unique_violation(error: &StoreError) -> bool {
+pub(crate) fn is_unique_violation(error: &StoreError) -> bool {
     matches!(error, StoreError::Database(sqlx::Error::Database(database))
         if database.is_unique_violation())
 }

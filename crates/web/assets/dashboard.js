@@ -2,8 +2,8 @@
 // seen ... ago" times ticking, shows whether the live stream is connected (and why not, when
 // the server refuses it), asks for everything again after a reconnect, adds live audit rows
 // once each, asks before a destructive action, says next to a control when its action was
-// not sent or was refused, keeps opened error histories open across live updates,
-// auto-submits the filters, and draws the charts.
+// not sent or was refused, keeps opened error histories (and reasons being typed) across
+// live updates, auto-submits the filters, and draws the charts.
 (function () {
   "use strict";
   // The server's clock as the page saw it, so "ago" does not depend on the browser's clock.
@@ -312,16 +312,25 @@
   });
 
   // The failed-jobs table is sent again whole: the error histories the operator opened stay
-  // open.
+  // open. The approvals table too: a reason being typed (and where the cursor was) stays.
   document.addEventListener("htmx:sseBeforeMessage", function (event) {
     var target = event.target;
     if (!target || !target.querySelectorAll) return;
     target.coinsenseiOpened = [].map.call(target.querySelectorAll("details[open][id]"), function (d) { return d.id; });
+    target.coinsenseiKept = [].map.call(target.querySelectorAll("input[data-keep][id]"), function (input) {
+      return { id: input.id, value: input.value, focused: document.activeElement === input, end: input.selectionEnd };
+    }).filter(function (kept) { return kept.value || kept.focused; });
   });
   document.addEventListener("htmx:sseMessage", function (event) {
     (event.target.coinsenseiOpened || []).forEach(function (id) {
       var details = document.getElementById(id);
       if (details) details.open = true;
+    });
+    (event.target.coinsenseiKept || []).forEach(function (kept) {
+      var input = document.getElementById(kept.id);
+      if (!input || input.disabled) return;
+      input.value = kept.value;
+      if (kept.focused) { input.focus(); input.setSelectionRange(kept.end, kept.end); }
     });
   });
   document.addEventListener("htmx:sseOpen", function (event) {

@@ -45,6 +45,11 @@ impl ApiError {
         }
     }
 
+    /// What went wrong, as the API's answer words it (for the CLI's local commands).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
@@ -329,6 +334,24 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         (
             route(Method::POST, "/api/v1/withdrawals/{id}/reject", Operator),
             post(w::reject_withdrawal),
+        ),
+        // Allowlist mode's registered destinations: admins register and remove (audited);
+        // a new one is usable after the cool-down.
+        (
+            route(Method::POST, "/api/v1/withdrawal-destinations", Admin),
+            post(crate::destinations::create_destination),
+        ),
+        (
+            route(Method::GET, "/api/v1/withdrawal-destinations", Viewer),
+            get(crate::destinations::list_destinations),
+        ),
+        (
+            route(
+                Method::POST,
+                "/api/v1/withdrawal-destinations/{id}/remove",
+                Admin,
+            ),
+            post(crate::destinations::remove_destination),
         ),
         (
             backend(Method::GET, "/api/v1/events", Viewer),

@@ -22,6 +22,7 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod destinations;
 pub mod dto;
 pub mod events;
 pub mod health;

@@ -50,6 +50,54 @@ pub struct Intake {
     /// What ends a reference's prefix for `daily_limit_per_reference` (`user:42/w:7` with
     /// `/`: `user:42`).
     pub reference_separator: char,
+    /// Allowlist mode: which withdrawals may pay only to registered destinations.
+    pub allowlist: Allowlist,
+}
+
+/// Allowlist mode (`withdrawal_allowlist`, or `allowlist` in an asset's
+/// `[[withdrawal_policy]]`): a withdrawal of an asset it covers may pay only to a destination
+/// registered through `POST /api/v1/withdrawal-destinations` whose cool-down is over (and, when
+/// the registration names a reference prefix, only for withdrawals of that prefix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowlist {
+    /// Every asset's withdrawals (`withdrawal_allowlist = true`).
+    pub all: bool,
+    /// These assets' withdrawals, `(chain, symbol)`.
+    pub assets: Vec<(Chain, String)>,
+    /// How long a new registration waits before withdrawals may use it.
+    pub cooldown: std::time::Duration,
+}
+
+/// A new destination's wait before use, by default (`withdrawal_allowlist_cooldown`).
+pub const ALLOWLIST_COOLDOWN_DEFAULT: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
+impl Default for Allowlist {
+    fn default() -> Self {
+        Allowlist {
+            all: false,
+            assets: Vec::new(),
+            cooldown: ALLOWLIST_COOLDOWN_DEFAULT,
+        }
+    }
+}
+
+impl Allowlist {
+    /// Whether withdrawals of `asset` on `chain` need a registered destination, and the
+    /// rule that says so (named in a refusal).
+    pub fn rule_for(&self, chain: Chain, asset: &str) -> Option<String> {
+        if self
+            .assets
+            .iter()
+            .any(|(each, symbol)| *each == chain && symbol == asset)
+        {
+            Some(format!("withdrawal_policy {chain}/{asset}: allowlist"))
+        } else if self.all {
+            Some("withdrawal_allowlist".to_string())
+        } else {
+            None
+        }
+    }
 }
 
 impl Default for Intake {
@@ -61,6 +109,7 @@ impl Default for Intake {
             policies: Vec::new(),
             approvals_required: APPROVALS_REQUIRED_DEFAULT,
             reference_separator: REFERENCE_SEPARATOR_DEFAULT,
+            allowlist: Allowlist::default(),
         }
     }
 }
@@ -137,6 +186,15 @@ fn invalid(field: &'static str, message: impl Into<String>) -> IntakeError {
 }
 
 impl Intake {
+    /// The prefix of `reference` that daily limits and destinations registered for one
+    /// user go by: the part before [`Intake::reference_separator`].
+    pub fn reference_prefix<'a>(&self, reference: &'a str) -> &'a str {
+        reference
+            .split(self.reference_separator)
+            .next()
+            .unwrap_or_default()
+    }
+
     /// The decimals of `symbol` on `chain`.
     pub fn decimals(&self, chain: Chain, symbol: &str) -> Option<u8> {
         self.catalogue
@@ -197,11 +255,7 @@ impl Intake {
         let needs_approval = policy
             .and_then(|policy| policy.approval_above.as_ref())
             .is_some_and(|threshold| units > threshold.base_units());
-        let prefix = request
-            .reference
-            .split(self.reference_separator)
-            .next()
-            .unwrap_or_default();
+        let prefix = self.reference_prefix(&request.reference);
         let rule = |field: &str| format!("withdrawal_policy {chain}/{}: {field}", asset.symbol);
         let limits = policy
             .into_iter()
@@ -274,6 +328,21 @@ pub async fn create(
     domain::withdrawal::check_idempotency_key(idempotency_key)
         .map_err(|error| CreateError::Intake(invalid("Idempotency-Key", error.to_string())))?;
     let checked = intake.check(request).map_err(CreateError::Intake)?;
+    if let Some(refusal) = allowlist_refusal(store, intake, &checked)
+        .await
+        .map_err(CreateError::Store)?
+    {
+        // The same request made before the destination was removed (or before this mode was
+        // on) finds its withdrawal; only a new withdrawal is refused.
+        if store
+            .withdrawal_by_key(idempotency_key)
+            .await
+            .map_err(CreateError::Store)?
+            .is_none()
+        {
+            return Err(CreateError::Intake(IntakeError::Policy(refusal)));
+        }
+    }
     let queue_name = queue::queue_for(WorkerKind::Withdrawal, checked.chain);
     let kind = Name::new(PAY_JOB_KIND).expect("a valid job kind");
     let in_store = queue.name() != "redis";
@@ -312,6 +381,47 @@ pub async fn create(
         }
     }
     Ok(created)
+}
+
+/// Why allowlist mode refuses `checked`'s destination, if it does: not registered, still
+/// cooling down, or registered for another reference prefix. Read before the create's
+/// transaction: a registration removed while a create is under way may still serve that one.
+async fn allowlist_refusal(
+    store: &Store,
+    intake: &Intake,
+    checked: &Checked,
+) -> Result<Option<String>, StoreError> {
+    let Some(rule) = intake.allowlist.rule_for(checked.chain, &checked.asset) else {
+        return Ok(None);
+    };
+    let chain = checked.chain;
+    let to = &checked.destination;
+    let Some(found) = store.withdrawal_destination_find(chain, to).await? else {
+        return Ok(Some(format!(
+            "{to} is not a registered {chain} withdrawal destination ({rule}); an admin registers it with POST /api/v1/withdrawal-destinations and it is usable after the cool-down"
+        )));
+    };
+    let now = Utc::now();
+    if found.usable_at > now {
+        return Ok(Some(format!(
+            "{to} was registered at {} and is cooling down until {} ({rule}, withdrawal_allowlist_cooldown); try again after that",
+            found
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            found
+                .usable_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )));
+    }
+    if let Some(owner) = &found.reference {
+        let prefix = intake.reference_prefix(&checked.reference);
+        if prefix != owner {
+            return Ok(Some(format!(
+                "{to} is registered for reference prefix {owner:?} only, not {prefix:?} ({rule})"
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The job that pays `row` (the same shape the store enqueues in its transaction).
@@ -424,7 +534,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// Reads a JSON object body into `T`: anything but an object (an array, say, which serde
 /// would otherwise read field by field) is refused.
-fn object_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {
@@ -605,14 +715,14 @@ pub struct DecisionRequest {
     pub reason: Option<String>,
 }
 
-/// Records one operator token's decision on a withdrawal held for approval: the API's and
-/// the CLI's one way. Released with a queue outside the store (Redis), its job is queued
+/// Records one operator token's decision on a withdrawal held for approval: the API's, the
+/// CLI's and the dashboard's one way. Released with a queue outside the store (Redis), its job is queued
 /// here, after the commit (by its unique key; the reconciler queues a lost one again).
 pub async fn decide(
     store: &Store,
     queue: &dyn queue::Backend,
     intake: &Intake,
-    caller: &Caller,
+    token: &store::ApiTokenRow,
     id: i64,
     approve: bool,
     reason: Option<String>,
@@ -632,8 +742,8 @@ pub async fn decide(
     let decided = store
         .withdrawal_decide(&store::WithdrawalDecision {
             id,
-            token_id: caller.token.id,
-            actor: caller.actor(),
+            token_id: token.id,
+            actor: crate::api::actor_of(token),
             approve,
             reason,
             required: intake.approvals_required,
@@ -648,7 +758,7 @@ pub async fn decide(
             other => other.into(),
         })?;
     if !decided.repeated {
-        tracing::info!(withdrawal = id, token = caller.token.id, approve, state = %decided.row.state, "withdrawal decision");
+        tracing::info!(withdrawal = id, token = token.id, approve, state = %decided.row.state, "withdrawal decision");
     }
     if !in_store && !decided.repeated && decided.row.state == WithdrawalState::Pending {
         let (queue_name, kind) = job;
@@ -699,7 +809,7 @@ async fn decide_route(
         &state.store,
         state.queue.as_ref(),
         &state.options.intake,
-        &caller,
+        &caller.token,
         id,
         approve,
         request.reason,

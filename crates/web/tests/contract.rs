@@ -282,6 +282,10 @@ fn body_for(path: &str) -> Option<Value> {
         Some(
             json!({"chain": "tron", "asset": "TRX", "to": "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7", "amount": "1.5", "reference": "user:1"}),
         )
+    } else if path == "/api/v1/withdrawal-destinations" {
+        Some(
+            json!({"chain": "tron", "address": "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7", "label": "cold wallet"}),
+        )
     } else {
         None
     }

@@ -3,6 +3,7 @@
 pub mod autoscaler;
 pub mod bench;
 pub mod chain;
+pub mod destinations;
 pub mod devnet;
 pub mod events;
 pub mod health;

@@ -66,9 +66,14 @@ pub struct Script {
 
 /// Starts `dashboard.mjs` with `env` (see its header for the variables).
 pub fn start_script(env: &[(&str, String)]) -> Script {
+    start_script_named("dashboard.mjs", env)
+}
+
+/// Starts the browser script `crates/web/e2e/NAME` with `env`.
+pub fn start_script_named(name: &str, env: &[(&str, String)]) -> Script {
     let mut command = Command::new("node");
     command
-        .arg(workspace().join("crates/web/e2e/dashboard.mjs"))
+        .arg(workspace().join("crates/web/e2e").join(name))
         .env("NODE_MODULES", node_modules())
         .env("CHROMIUM", chromium())
         .envs(env.iter().map(|(key, value)| (key, value)))

@@ -196,6 +196,7 @@ impl PgStore {
         // and claims after it see the new settings.
         let rows = sqlx::query::<Postgres>(concat!(
             "update job set state = 'running', attempt = attempt + 1, token = token + 1, lease_owner = $2,
+                    last_worker = $2,
                     lease_expires_at = $3, started_at = $4
              where id in (
                  select id from job
@@ -240,6 +241,7 @@ impl PgStore {
         }
         let rows = sqlx::query::<Postgres>(concat!(
             "update job set state = 'running', attempt = attempt + 1, token = token + 1, lease_owner = $2,
+                    last_worker = $2,
                     lease_expires_at = $3, started_at = $4
              where id in (
                  select id from job where queue = $1 and state = 'available' and run_at <= $4

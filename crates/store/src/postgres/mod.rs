@@ -95,6 +95,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event outbox",
         include_str!("../../migrations/postgres/0016_event_outbox.sql"),
     ),
+    (
+        19,
+        "withdrawal destination",
+        include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -99,6 +99,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event outbox",
         include_str!("../../migrations/sqlite/0016_event_outbox.sql"),
     ),
+    (
+        19,
+        "withdrawal destination",
+        include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),
+    ),
 ];
 
 #[derive(Clone)]

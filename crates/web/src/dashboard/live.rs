@@ -2,7 +2,8 @@
 //! that htmx's SSE extension swaps into the elements whose `sse-swap` names the event
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`, `withdrawals` the withdrawals
 //! list with its pager, `withdrawal` one withdrawal's page, `health-report` and `autoscale`
-//! the Health page's two parts), plus `history` (JSON for the charts) and `session-ended`.
+//! the Health page's two parts, `approvals` the withdrawals held for approval, `destinations`
+//! the registered destinations), plus `history` (JSON for the charts) and `session-ended`.
 //!
 //! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
 //! stream, but not its slots: the dashboard has its own, and a session may hold
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use store::{AuditList, Change, WithdrawalList, WorkerList};
 use tokio::sync::broadcast;
 
+use super::money::{ApprovalRows, DestinationRows};
 use super::pages::{
     AuditRows, AutoscaleFragment, Card, CardFragment, CardsFragment, Entry, FailedRows, Health,
     HealthFragment, HealthReportFragment, QueueRows, WithdrawalDetailFragment,
@@ -89,6 +91,8 @@ enum Page {
     Withdrawals,
     Withdrawal,
     Health,
+    Approvals,
+    Destinations,
     None,
 }
 
@@ -272,7 +276,9 @@ impl Stream {
                 let Some(id) = self.withdrawal else {
                     return Ok(());
                 };
-                if let Some(detail) = super::pages::withdrawal_detail(&self.state, id).await? {
+                if let Some(detail) =
+                    super::pages::withdrawal_detail(&self.state, &self.session, id).await?
+                {
                     let html = WithdrawalDetailFragment { detail: &detail }
                         .render()
                         .unwrap_or_default();
@@ -292,6 +298,22 @@ impl Stream {
                     .render()
                     .unwrap_or_default();
                 self.send_if_changed("autoscale".into(), html.clone(), || Ok(html))?;
+            }
+            Page::Approvals => {
+                // The ages tick in the page; the rows are sent again when a withdrawal comes
+                // or goes, or a decision is made.
+                let (held, key) = super::money::held(&self.state, &self.session).await?;
+                self.send_if_changed("approvals".into(), key, || {
+                    ApprovalRows { held: &held }.render()
+                })?;
+            }
+            Page::Destinations => {
+                // Sent again when one is added or removed, or its cool-down ends.
+                let lines = super::money::destination_lines(&self.state, &self.session).await?;
+                let html = DestinationRows { lines: &lines }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("destinations".into(), html.clone(), || Ok(html))?;
             }
             Page::None => {}
         }
@@ -373,13 +395,15 @@ pub(crate) async fn live(
         "withdrawals" => Page::Withdrawals,
         "withdrawal" => Page::Withdrawal,
         "health" => Page::Health,
+        "approvals" => Page::Approvals,
+        "destinations" => Page::Destinations,
         "none" => Page::None,
         other => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!(
-                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, health or none"
+                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, health, approvals, destinations or none"
                 ),
             ));
         }

@@ -27,6 +27,7 @@
 pub(crate) mod assets;
 pub(crate) mod history;
 mod live;
+mod money;
 mod pages;
 
 use std::time::Duration;
@@ -500,6 +501,17 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             },
         )
     };
+    let decision = |approve: bool| {
+        post(
+            move |state: State<AppState>,
+                  session: Extension<Session>,
+                  id: axum::extract::Path<String>,
+                  headers: HeaderMap,
+                  body: axum::body::Bytes| {
+                money::decide(state, session, id, headers, body, approve)
+            },
+        )
+    };
     Router::new()
         .route("/login", get(pages::login_page).post(login))
         .route("/logout", guarded(Role::Viewer, post(logout)))
@@ -554,6 +566,29 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             guarded(Role::Viewer, get(pages::withdrawal_page)),
         )
         .route("/health", guarded(Role::Viewer, get(pages::health_page)))
+        .route(
+            "/approvals",
+            guarded(Role::Viewer, get(money::approvals_page)),
+        )
+        .route(
+            "/withdrawals/{id}/approve",
+            action("/api/v1/withdrawals/{id}/approve", decision(true)),
+        )
+        .route(
+            "/withdrawals/{id}/reject",
+            action("/api/v1/withdrawals/{id}/reject", decision(false)),
+        )
+        .route(
+            "/destinations",
+            guarded(Role::Viewer, get(money::destinations_page)),
+        )
+        .route(
+            "/destinations/{id}/remove",
+            action(
+                "/api/v1/withdrawal-destinations/{id}/remove",
+                post(money::remove_destination),
+            ),
+        )
         .route("/audit", guarded(Role::Viewer, get(pages::audit_page)))
         .route(
             "/webhooks",

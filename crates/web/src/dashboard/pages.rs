@@ -111,7 +111,12 @@ pub(crate) struct ChartQuery {
 }
 
 impl Layout {
-    fn new(session: &Session, title: impl Into<String>, nav: &'static str, live: String) -> Self {
+    pub(crate) fn new(
+        session: &Session,
+        title: impl Into<String>,
+        nav: &'static str,
+        live: String,
+    ) -> Self {
         Layout {
             title: title.into(),
             nav,
@@ -129,7 +134,7 @@ impl Layout {
     }
 }
 
-fn html(template: &impl Template) -> Result<Response, DashError> {
+pub(crate) fn html(template: &impl Template) -> Result<Response, DashError> {
     let body = template.render().map_err(|error| {
         tracing::error!(%error, "dashboard: a template did not render");
         DashError::new(
@@ -520,7 +525,7 @@ pub(crate) async fn worker_action(
 
 /// The answer to an action that took effect: nothing for htmx (the live stream shows the
 /// change), the page it came from for a plain form.
-fn done(headers: &HeaderMap) -> Response {
+pub(crate) fn done(headers: &HeaderMap) -> Response {
     if is_htmx(headers) {
         StatusCode::NO_CONTENT.into_response()
     } else {
@@ -932,6 +937,8 @@ pub(crate) struct JobDetail {
     pub(crate) finished: Option<Stamp>,
     /// The worker that holds (or last held) its lease, from `WORKER_ID:INCARNATION`.
     pub(crate) worker: Option<String>,
+    /// It holds the lease now (else it held it last).
+    pub(crate) running: bool,
     pub(crate) incarnation: String,
     pub(crate) rescues: i32,
     pub(crate) errors: Vec<JobError>,
@@ -941,15 +948,14 @@ pub(crate) struct JobDetail {
 
 impl JobDetail {
     fn new(job: &JobRow, may_act: bool) -> JobDetail {
-        let (worker, incarnation) = match job
-            .lease_owner
-            .as_deref()
-            .map(|owner| owner.rsplit_once(':'))
-        {
+        // The lease holder while it runs; once it ended, the queue clears the lease and
+        // keeps who held it last.
+        let owner = job.lease_owner.as_ref().or(job.last_worker.as_ref());
+        let (worker, incarnation) = match owner.map(|owner| owner.rsplit_once(':')) {
             Some(Some((worker, incarnation))) => {
                 (Some(worker.to_string()), incarnation.to_string())
             }
-            Some(None) => (job.lease_owner.clone(), String::new()),
+            Some(None) => (owner.cloned(), String::new()),
             None => (None, String::new()),
         };
         JobDetail {
@@ -967,6 +973,7 @@ impl JobDetail {
             started: job.started_at.map(Stamp),
             finished: job.finished_at.map(Stamp),
             worker,
+            running: job.lease_owner.is_some(),
             incarnation,
             rescues: job.rescues,
             errors: job_errors(job),
@@ -1604,6 +1611,10 @@ pub(crate) struct WithdrawalDetail {
     pub(crate) error: Option<String>,
     pub(crate) txs: Vec<WithdrawalTx>,
     pub(crate) entries: Vec<Entry>,
+    /// Every approval and rejection, oldest first.
+    pub(crate) decisions: Vec<super::money::DecisionLine>,
+    /// While it waits for approval: what this operator may do about it.
+    pub(crate) held: Option<super::money::Held>,
 }
 
 #[derive(Template)]
@@ -1612,9 +1623,11 @@ pub(crate) struct WithdrawalDetailFragment<'a> {
     pub(crate) detail: &'a WithdrawalDetail,
 }
 
-/// Withdrawal `id` as its page shows it, or `None` when there is no such withdrawal.
+/// Withdrawal `id` as its page shows it to `session`, or `None` when there is no such
+/// withdrawal.
 pub(crate) async fn withdrawal_detail(
     state: &AppState,
+    session: &Session,
     id: i64,
 ) -> Result<Option<WithdrawalDetail>, DashError> {
     let Some(row) = state.store.withdrawal_get(id).await? else {
@@ -1632,6 +1645,9 @@ pub(crate) async fn withdrawal_detail(
     trail.reverse();
     let txs = transactions(&row, &trail);
     trail.reverse();
+    let approvals = state.store.withdrawal_approvals(id).await?;
+    let held = (row.state == WithdrawalState::Approval)
+        .then(|| super::money::Held::new(&row, &approvals, state, session, Utc::now()));
     Ok(Some(WithdrawalDetail {
         line: WithdrawalLine::new(&row, &state.options.intake),
         amount_base_units: row.amount.clone(),
@@ -1642,6 +1658,11 @@ pub(crate) async fn withdrawal_detail(
         error: row.error.clone(),
         txs,
         entries: trail.iter().map(Entry::new).collect(),
+        decisions: approvals
+            .iter()
+            .map(super::money::DecisionLine::new)
+            .collect(),
+        held,
     }))
 }
 
@@ -1660,13 +1681,15 @@ pub(crate) async fn withdrawal_page(
     Path(id): Path<String>,
 ) -> Result<Response, DashError> {
     let id = crate::withdrawals::withdrawal_id(&id)?;
-    let detail = withdrawal_detail(&state, id).await?.ok_or_else(|| {
-        DashError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("withdrawal {id} not found"),
-        )
-    })?;
+    let detail = withdrawal_detail(&state, &session, id)
+        .await?
+        .ok_or_else(|| {
+            DashError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("withdrawal {id} not found"),
+            )
+        })?;
     let live = format!("/live?page=withdrawal&id={id}");
     html(&WithdrawalPage {
         layout: Layout::new(&session, format!("Withdrawal {id}"), "withdrawals", live),

@@ -1,0 +1,222 @@
+//! Allowlist mode's registered destinations on both stores: a registration is usable from its
+//! time plus the cool-down, one per chain and address, listed newest first and by chain,
+//! removed once; each registration and removal is audited in the same transaction; bad input
+//! and repeats change nothing.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::Chain;
+use store::{AuditList, DestinationInsert, DestinationList, Store, StoreError};
+use testkit::TestDb;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+const TRON: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+const ETH: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
+
+fn insert(chain: Chain, address: &str, now: DateTime<Utc>) -> DestinationInsert {
+    DestinationInsert {
+        chain,
+        address: address.into(),
+        label: "cold wallet".into(),
+        reference: None,
+        actor: "token:3:admin".into(),
+        cooldown: Duration::from_secs(3_600),
+        now,
+    }
+}
+
+async fn audit(store: &Store, action: &str) -> Vec<store::AuditRow> {
+    store
+        .audit_list(&AuditList {
+            action: Some(action.into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
+async fn registered_usable_after_the_cooldown_and_removed_once(db: &TestDb) {
+    let store = db.store().await;
+    let mut tied = insert(Chain::Tron, TRON, at(0));
+    tied.reference = Some("user:7".into());
+    let tron = store.withdrawal_destination_insert(&tied).await.unwrap();
+    assert_eq!(tron.created_at, at(0));
+    assert_eq!(tron.usable_at, at(3_600), "usable after the cool-down");
+    assert_eq!(tron.reference.as_deref(), Some("user:7"));
+    assert_eq!(tron.created_by, "token:3:admin");
+    let eth = store
+        .withdrawal_destination_insert(&insert(Chain::Ethereum, ETH, at(10)))
+        .await
+        .unwrap();
+    assert!(eth.id > tron.id);
+
+    let found = store
+        .withdrawal_destination_find(Chain::Tron, TRON)
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref(), Some(&tron));
+    // The same address on another chain is another destination (none here).
+    assert_eq!(
+        store
+            .withdrawal_destination_find(Chain::Ethereum, TRON)
+            .await
+            .unwrap(),
+        None
+    );
+    let all = store
+        .withdrawal_destination_list(&DestinationList {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all, [eth.clone(), tron.clone()], "newest first");
+    let tron_only = store
+        .withdrawal_destination_list(&DestinationList {
+            chain: Some(Chain::Tron),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tron_only, std::slice::from_ref(&tron));
+    let older = store
+        .withdrawal_destination_list(&DestinationList {
+            before_id: Some(eth.id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(older, std::slice::from_ref(&tron));
+
+    let added = audit(&store, "withdrawal_destination.add").await;
+    assert_eq!(added.len(), 2);
+    assert_eq!(added[1].target, format!("destination:tron:{TRON}"));
+    assert_eq!(added[1].actor, "token:3:admin");
+    assert_eq!(added[1].details["usable_at"], at(3_600).to_rfc3339());
+
+    let removed = store
+        .withdrawal_destination_remove(tron.id, "token:3:admin", at(20))
+        .await
+        .unwrap();
+    assert_eq!(removed, tron);
+    assert_eq!(
+        store
+            .withdrawal_destination_find(Chain::Tron, TRON)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store
+            .withdrawal_destination_remove(tron.id, "token:3:admin", at(21))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let gone = audit(&store, "withdrawal_destination.remove").await;
+    assert_eq!(gone.len(), 1, "removed once, audited once");
+    assert_eq!(gone[0].target, format!("destination:tron:{TRON}"));
+
+    // Registered again: a new registration with a new cool-down.
+    let again = store
+        .withdrawal_destination_insert(&insert(Chain::Tron, TRON, at(100)))
+        .await
+        .unwrap();
+    assert_ne!(again.id, tron.id);
+    assert_eq!(again.usable_at, at(3_700));
+}
+
+async fn repeats_and_bad_input_change_nothing(db: &TestDb) {
+    let store = db.store().await;
+    let first = store
+        .withdrawal_destination_insert(&insert(Chain::Tron, TRON, at(0)))
+        .await
+        .unwrap();
+    // Registering it again (even with another label) is refused: the running cool-down is
+    // never restarted nor shortened by a second registration.
+    let mut again = insert(Chain::Tron, TRON, at(5_000));
+    again.label = "other".into();
+    again.cooldown = Duration::ZERO;
+    let refused = store.withdrawal_destination_insert(&again).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Conflict(message)) if message.contains("registered already")),
+        "{refused:?}"
+    );
+    let mut bad = Vec::new();
+    for (field, value) in [
+        ("label", String::new()),
+        ("label", "   ".into()),
+        ("label", "x".repeat(101)),
+        ("label", "a\u{0}b".into()),
+        ("reference", String::new()),
+        ("reference", "r".repeat(201)),
+        ("reference", "user\n7".into()),
+        ("address", String::new()),
+        ("actor", String::new()),
+    ] {
+        let mut each = insert(Chain::Ethereum, ETH, at(1));
+        match field {
+            "label" => each.label = value,
+            "reference" => each.reference = Some(value),
+            "address" => each.address = value,
+            _ => each.actor = value,
+        }
+        bad.push(each);
+    }
+    let mut too_long = insert(Chain::Ethereum, ETH, at(1));
+    too_long.cooldown = Duration::from_secs(u64::MAX);
+    bad.push(too_long);
+    for each in &bad {
+        let result = store.withdrawal_destination_insert(each).await;
+        assert!(
+            matches!(result, Err(StoreError::Invalid(_))),
+            "{each:?}: {result:?}"
+        );
+    }
+    let all = store
+        .withdrawal_destination_list(&DestinationList {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all, [first]);
+    assert_eq!(audit(&store, "withdrawal_destination.add").await.len(), 1);
+}
+
+/// Two admins registering one address at once: one registration, one audit entry, the
+/// other told it is registered already.
+async fn racing_registrations_store_one(db: &TestDb) {
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for n in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut each = insert(Chain::Tron, TRON, at(n));
+            each.label = format!("try {n}");
+            store.withdrawal_destination_insert(&each).await
+        }));
+    }
+    let mut stored = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => stored += 1,
+            Err(StoreError::Conflict(_)) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(stored, 1);
+    assert_eq!(audit(&store, "withdrawal_destination.add").await.len(), 1);
+}
+
+testkit::on_both_stores!(
+    db: registered_usable_after_the_cooldown_and_removed_once,
+    repeats_and_bad_input_change_nothing,
+    racing_registrations_store_one,
+);
