@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chain;
 pub mod devnet;
 pub mod health;
+pub mod keda;
 pub mod keys;
 pub mod migrate;
 pub mod queues;
