@@ -342,3 +342,65 @@ fn nearest_rank(values: &[f64], quantile: f64) -> f64 {
     let rank = (quantile * values.len() as f64).ceil() as usize;
     values[rank.clamp(1, values.len()) - 1]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::job_count_increments;
+    use chrono::Utc;
+    use domain::{Chain, DesiredState, WorkerId, WorkerKind, WorkerStatus};
+
+    fn row(id: &str, incarnation: &str, processed: i64, failed: i64) -> store::WorkerRow {
+        let now = Utc::now();
+        store::WorkerRow {
+            id: WorkerId::new(id).unwrap(),
+            name: id.into(),
+            kind: WorkerKind::Deposit,
+            chain: Chain::Tron,
+            status: WorkerStatus::Running,
+            desired_state: DesiredState::Running,
+            pid: None,
+            host: None,
+            port: None,
+            version: None,
+            config: serde_json::Value::Null,
+            incarnation: Some(incarnation.into()),
+            generation: 0,
+            applied_generation: 0,
+            last_heartbeat: Some(now),
+            last_error: None,
+            started_at: Some(now),
+            rss_bytes: None,
+            in_flight: 0,
+            processed_total: processed,
+            failed_total: failed,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// A worker's counts restart with each process; the exported counter only grows, by
+    /// what each process finished.
+    #[test]
+    fn job_counts_grow_across_worker_restarts() {
+        let id = "metrics-test-restarts";
+        assert_eq!(
+            job_count_increments(&row(id, "a", 10, 1)),
+            (10, 1),
+            "first sight: the whole count"
+        );
+        assert_eq!(
+            job_count_increments(&row(id, "a", 10, 1)),
+            (0, 0),
+            "nothing new"
+        );
+        assert_eq!(job_count_increments(&row(id, "a", 25, 3)), (15, 2));
+        // A new process starts again from 0: its own count is added, nothing taken away.
+        assert_eq!(job_count_increments(&row(id, "b", 4, 0)), (4, 0));
+        assert_eq!(job_count_increments(&row(id, "b", 9, 1)), (5, 1));
+        // Another worker is counted apart.
+        assert_eq!(
+            job_count_increments(&row("metrics-test-other", "a", 2, 2)),
+            (2, 2)
+        );
+    }
+}
