@@ -1033,6 +1033,10 @@ impl Drop for Daemon {
             nix::sys::signal::Signal::SIGTERM,
         );
         let _ = self.child.wait();
+        // dockerd leaves its default network namespace mounted under its exec root.
+        let _ = output(
+            std::process::Command::new("umount").arg(self.exec_root.join("exec/netns/default")),
+        );
         let _ = std::fs::remove_dir_all(&self.exec_root);
         for file in &self.remove_on_drop {
             let _ = std::fs::remove_file(file);
