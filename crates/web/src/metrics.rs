@@ -7,7 +7,9 @@
 //! - read from the database at each scrape, so every control-plane replica reports the whole
 //!   fleet: `coinsensei_workers` (by chain, type and status, zeros included), per worker
 //!   `coinsensei_worker_heartbeat_age_seconds`, `coinsensei_worker_rss_bytes`,
-//!   `coinsensei_worker_in_flight`, and per queue `coinsensei_queue_jobs` (by state),
+//!   `coinsensei_worker_in_flight`, `coinsensei_worker_jobs_processed_total` and
+//!   `coinsensei_worker_jobs_failed_total` (counters of the jobs it finished, of which failed, from
+//!   the counts its heartbeats carry; see `job_count_increments`), and per queue `coinsensei_queue_jobs` (by state),
 //!   `coinsensei_queue_oldest_available_age_seconds` and `coinsensei_queue_paused`: what
 //!   autoscaling on queue depth reads; `coinsensei_withdrawals` (by chain and state, zeros
 //!   included) and `coinsensei_withdrawal_oldest_unfinished_age_seconds` (the oldest
@@ -170,7 +172,14 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
         if let Some(rss) = row.rss_bytes {
             metrics::gauge!("coinsensei_worker_rss_bytes", "worker" => id.clone()).set(rss as f64);
         }
-        metrics::gauge!("coinsensei_worker_in_flight", "worker" => id).set(row.in_flight as f64);
+        metrics::gauge!("coinsensei_worker_in_flight", "worker" => id.clone())
+            .set(row.in_flight as f64);
+        // Throughput and the failed-job ratio (the roadmap's success metrics) are read from
+        // the counts the worker's heartbeats carry.
+        let (processed, failed) = job_count_increments(row);
+        metrics::counter!("coinsensei_worker_jobs_processed_total", "worker" => id.clone())
+            .increment(processed);
+        metrics::counter!("coinsensei_worker_jobs_failed_total", "worker" => id).increment(failed);
     }
     for queue in state.queue.stats(now).await? {
         let name = queue.name.as_str().to_string();
@@ -224,6 +233,40 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
             .set(count as f64);
     }
     withdrawal_pipeline(state, now).await
+}
+
+/// What a worker finished (jobs, of which failed) since this process last looked at its row.
+///
+/// A worker's heartbeat carries its process's counts, which restart at 0 with each process
+/// (a new `incarnation`), so they cannot be exported as they are: a counter never goes down.
+/// Counted here instead, per worker, from the last row seen: the growth within one process,
+/// and a new process's whole count. Jobs a process finished after this control plane's last
+/// scrape and before it died are not counted (at most one scrape interval's worth).
+fn job_count_increments(row: &store::WorkerRow) -> (u64, u64) {
+    type Seen = std::collections::HashMap<String, (Option<String>, i64, i64)>;
+    static SEEN: OnceLock<std::sync::Mutex<Seen>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now = (
+        row.incarnation.clone(),
+        row.processed_total,
+        row.failed_total,
+    );
+    let before = seen.insert(row.id.as_str().to_string(), now.clone());
+    let (processed, failed) = match before {
+        Some((incarnation, processed, failed))
+            if incarnation == now.0 && processed <= now.1 && failed <= now.2 =>
+        {
+            (now.1 - processed, now.2 - failed)
+        }
+        _ => (now.1, now.2),
+    };
+    (
+        u64::try_from(processed).unwrap_or(0),
+        u64::try_from(failed).unwrap_or(0),
+    )
 }
 
 /// Where the withdrawals' time goes, what their transactions cost in replacements, and what
@@ -323,4 +366,66 @@ fn nearest_rank(values: &[f64], quantile: f64) -> f64 {
     }
     let rank = (quantile * values.len() as f64).ceil() as usize;
     values[rank.clamp(1, values.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::job_count_increments;
+    use chrono::Utc;
+    use domain::{Chain, DesiredState, WorkerId, WorkerKind, WorkerStatus};
+
+    fn row(id: &str, incarnation: &str, processed: i64, failed: i64) -> store::WorkerRow {
+        let now = Utc::now();
+        store::WorkerRow {
+            id: WorkerId::new(id).unwrap(),
+            name: id.into(),
+            kind: WorkerKind::Deposit,
+            chain: Chain::Tron,
+            status: WorkerStatus::Running,
+            desired_state: DesiredState::Running,
+            pid: None,
+            host: None,
+            port: None,
+            version: None,
+            config: serde_json::Value::Null,
+            incarnation: Some(incarnation.into()),
+            generation: 0,
+            applied_generation: 0,
+            last_heartbeat: Some(now),
+            last_error: None,
+            started_at: Some(now),
+            rss_bytes: None,
+            in_flight: 0,
+            processed_total: processed,
+            failed_total: failed,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// A worker's counts restart with each process; the exported counter only grows, by
+    /// what each process finished.
+    #[test]
+    fn job_counts_grow_across_worker_restarts() {
+        let id = "metrics-test-restarts";
+        assert_eq!(
+            job_count_increments(&row(id, "a", 10, 1)),
+            (10, 1),
+            "first sight: the whole count"
+        );
+        assert_eq!(
+            job_count_increments(&row(id, "a", 10, 1)),
+            (0, 0),
+            "nothing new"
+        );
+        assert_eq!(job_count_increments(&row(id, "a", 25, 3)), (15, 2));
+        // A new process starts again from 0: its own count is added, nothing taken away.
+        assert_eq!(job_count_increments(&row(id, "b", 4, 0)), (4, 0));
+        assert_eq!(job_count_increments(&row(id, "b", 9, 1)), (5, 1));
+        // Another worker is counted apart.
+        assert_eq!(
+            job_count_increments(&row("metrics-test-other", "a", 2, 2)),
+            (2, 2)
+        );
+    }
 }

@@ -7,6 +7,7 @@ pub mod destinations;
 pub mod devnet;
 pub mod events;
 pub mod health;
+pub mod keda;
 pub mod keys;
 pub mod migrate;
 pub mod queues;
