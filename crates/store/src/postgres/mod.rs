@@ -90,6 +90,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal usage",
         include_str!("../../migrations/postgres/0015_withdrawal_usage.sql"),
     ),
+    (
+        17,
+        "deposits",
+        include_str!("../../migrations/postgres/0017_deposits.sql"),
+    ),
 ];
 
 #[derive(Clone)]

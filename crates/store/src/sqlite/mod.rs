@@ -94,6 +94,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal usage",
         include_str!("../../migrations/sqlite/0015_withdrawal_usage.sql"),
     ),
+    (
+        17,
+        "deposits",
+        include_str!("../../migrations/sqlite/0017_deposits.sql"),
+    ),
 ];
 
 #[derive(Clone)]
