@@ -424,7 +424,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 
 /// Reads a JSON object body into `T`: anything but an object (an array, say, which serde
 /// would otherwise read field by field) is refused.
-fn object_body<T: serde::de::DeserializeOwned>(
+pub(crate) fn object_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<T, ApiError> {

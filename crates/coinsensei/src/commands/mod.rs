@@ -3,6 +3,7 @@
 pub mod autoscaler;
 pub mod bench;
 pub mod chain;
+pub mod deposits;
 pub mod devnet;
 pub mod health;
 pub mod keys;
@@ -125,6 +126,7 @@ pub async fn control_plane(
         heartbeat_interval: settings.heartbeat_interval,
         public_url: settings.public_url.clone(),
         intake: std::sync::Arc::new(settings.intake()),
+        deposits: std::sync::Arc::new(settings.deposit_intake()),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;
