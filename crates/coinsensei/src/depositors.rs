@@ -91,6 +91,8 @@ impl Handler for Deposits {
             }
             let step = scanner.step().await;
             let chain = self.chain.as_str();
+            // What /metrics shows is read from the store at each scrape (counts by state, the
+            // scan height); here only the log.
             match step {
                 Ok(Step::Scanned {
                     from,
@@ -99,14 +101,6 @@ impl Handler for Deposits {
                     ignored,
                     credited,
                 }) => {
-                    metrics::gauge!("coinsensei_deposit_scan_height", "chain" => chain)
-                        .set(to as f64);
-                    metrics::counter!("coinsensei_deposits_seen_total", "chain" => chain)
-                        .increment((deposits - ignored) as u64);
-                    metrics::counter!("coinsensei_deposits_ignored_total", "chain" => chain)
-                        .increment(ignored as u64);
-                    metrics::counter!("coinsensei_deposits_credited_total", "chain" => chain)
-                        .increment(credited);
                     if deposits > 0 || credited > 0 {
                         tracing::info!(
                             chain,
@@ -130,8 +124,6 @@ impl Handler for Deposits {
                     );
                 }
                 Ok(Step::Idle { credited }) => {
-                    metrics::counter!("coinsensei_deposits_credited_total", "chain" => chain)
-                        .increment(credited);
                     if credited > 0 {
                         tracing::info!(chain, credited, "deposits credited");
                     }

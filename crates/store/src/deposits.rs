@@ -379,3 +379,46 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Deposits by chain and state, and each chain's newest scanned block: what `/metrics`
+    /// reads (a reversed deposit is the alert).
+    pub async fn deposit_counts(
+        &self,
+    ) -> Result<(Vec<(Chain, DepositState, i64)>, Vec<(Chain, u64)>), StoreError> {
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "select chain, state, count(*) as n from deposit group by chain, state",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut counts = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let chain: String = row.try_get("chain")?;
+                let state: String = row.try_get("state")?;
+                counts.push((
+                    chain
+                        .parse()
+                        .map_err(|error| crate::corrupt("deposit.chain", error))?,
+                    DepositState::parse(&state)?,
+                    row.try_get::<i64, _>("n")?,
+                ));
+            }
+            let rows =
+                sqlx::query("select chain, max(number) as number from chain_block group by chain")
+                    .fetch_all(pool)
+                    .await?;
+            let mut heads = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let chain: String = row.try_get("chain")?;
+                heads.push((
+                    chain
+                        .parse()
+                        .map_err(|error| crate::corrupt("chain_block.chain", error))?,
+                    to_u64("chain_block.number", row.try_get("number")?)?,
+                ));
+            }
+            Ok((counts, heads))
+        })
+    }
+}
