@@ -1280,6 +1280,68 @@ mod tests {
     }
 
     #[test]
+    fn deposit_settings_are_checked() {
+        let mnemonic = signer::Mnemonic::parse(
+            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+        )
+        .unwrap();
+        let signer = signer::InProcessSigner::new(&mnemonic, chain::address::Network::Mainnet);
+        let deposit = signer.deposit_xpub(Chain::Ethereum).unwrap().to_string();
+        let settings = load_toml(&format!(
+            "ethereum_deposit_xpub = \"{deposit}\"\n\
+             ethereum_internal_addresses = [\"0x52908400098527886e0f7030069857d2e4169ee7\"]\n\
+             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\n"
+        ))
+        .unwrap();
+        let rules = settings.deposits.rules(Chain::Ethereum);
+        assert_eq!(
+            rules.dust.get("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
+            Some(&domain::Amount::from_u128(500_000))
+        );
+        assert!(
+            rules
+                .internal
+                .contains("0x52908400098527886E0F7030069857D2E4169EE7")
+        );
+        assert_eq!(settings.deposit_intake().derivers.len(), 1);
+        // The hot wallet's account (0') is refused as a deposit xpub, naming the key.
+        let working = signer::Signer::xpub(&signer, Chain::Ethereum)
+            .unwrap()
+            .to_string();
+        for (text, key) in [
+            (
+                format!("ethereum_deposit_xpub = \"{working}\""),
+                "ethereum_deposit_xpub",
+            ),
+            (
+                "tron_deposit_xpub = \"xpub-nonsense\"".to_string(),
+                "tron_deposit_xpub",
+            ),
+            (
+                "bitcoin_deposit_confirmations = 0".to_string(),
+                "bitcoin_deposit_confirmations",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"DOGE\"\ndust = \"1\""
+                    .to_string(),
+                "deposit_policy[0].asset",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\ndust = \"-1\""
+                    .to_string(),
+                "deposit_policy[0].dust",
+            ),
+            (
+                "ethereum_internal_addresses = [\"T-not-ethereum\"]".to_string(),
+                "ethereum_internal_addresses[0]",
+            ),
+        ] {
+            let error = format!("{:#}", load_toml(&text).unwrap_err());
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         for (text, key) in [
             ("heartbeat_interval = \"soon\"", "heartbeat_interval"),
