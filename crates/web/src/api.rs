@@ -542,7 +542,11 @@ fn object_body<T: serde::de::DeserializeOwned>(
 
 /// A text field from the client under the one text rule ([`domain::check_text`]): 400
 /// naming the field.
-fn text_field(field: &str, value: &str, controls: domain::Controls) -> Result<(), ApiError> {
+pub(crate) fn text_field(
+    field: &str,
+    value: &str,
+    controls: domain::Controls,
+) -> Result<(), ApiError> {
     domain::check_text(field, value, controls).map_err(|error| ApiError::invalid(error.to_string()))
 }
 

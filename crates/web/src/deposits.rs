@@ -282,6 +282,10 @@ pub(crate) async fn list_deposit_addresses(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text()))?;
+    if let Some(reference) = &query.reference {
+        // Postgres refuses a NUL byte that SQLite would take: the same 400 on both.
+        crate::api::text_field("reference", reference, domain::Controls::None)?;
+    }
     let limit = query
         .limit
         .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
@@ -339,6 +343,9 @@ pub(crate) async fn list_deposits(
 ) -> Result<Json<Value>, ApiError> {
     let Query(query) = query
         .map_err(|error| ApiError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text()))?;
+    if let Some(reference) = &query.reference {
+        crate::api::text_field("reference", reference, domain::Controls::None)?;
+    }
     let limit = query
         .limit
         .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)

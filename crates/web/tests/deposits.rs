@@ -310,7 +310,13 @@ async fn bad_requests_and_roles_change_nothing(db: &TestDb) {
         assert_eq!(status, StatusCode::FORBIDDEN);
     }
     assert!(api.issued().await.is_empty());
-    for query in ["?chain=solana", "?state=lost", "?limit=x", "?nope=1"] {
+    for query in [
+        "?chain=solana",
+        "?state=lost",
+        "?limit=x",
+        "?nope=1",
+        "?reference=a%00b",
+    ] {
         let (status, body) = api
             .call(
                 Method::GET,
