@@ -462,6 +462,61 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tron_credits_only_solidified_blocks() {
+        let policy = ScanPolicy::tron(0);
+        let tip = |head, finalized| Tip { head, finalized };
+        assert_eq!(policy.credit_through(tip(100, Some(81))), Some(81));
+        assert_eq!(
+            policy.credit_through(tip(100, None)),
+            None,
+            "no depth counts"
+        );
+        assert_eq!(
+            policy.credit_through(tip(5_000, Some(4_981))),
+            Some(4_981),
+            "the solidified block, not 2,048 deep"
+        );
+        assert!(policy.check().is_ok());
+        assert!(ScanPolicy::bitcoin(0, 6).check().is_ok());
+        assert!(ScanPolicy::bitcoin(0, 0).check().is_err(), "never 0-conf");
+    }
+
+    #[test]
+    fn rules_say_why_a_transfer_is_ignored() {
+        let rules = DepositRules {
+            dust: [("native".to_string(), Amount::from_u128(10))].into(),
+            internal: ["ours".to_string()].into(),
+        };
+        let units = Amount::from_u128;
+        assert_eq!(
+            rules.ignore_reason("native", None, &units(0)).as_deref(),
+            Some("zero value")
+        );
+        assert!(
+            rules
+                .ignore_reason("native", None, &units(9))
+                .unwrap()
+                .starts_with("dust")
+        );
+        assert_eq!(rules.ignore_reason("native", None, &units(10)), None);
+        assert_eq!(
+            rules.ignore_reason("0xtoken", None, &units(1)),
+            None,
+            "no threshold"
+        );
+        assert!(
+            rules
+                .ignore_reason("native", Some("ours"), &units(50))
+                .unwrap()
+                .starts_with("internal")
+        );
+        assert_eq!(
+            rules.ignore_reason("native", Some("theirs"), &units(50)),
+            None
+        );
+    }
+
+    #[test]
     fn credits_by_depth_or_finality() {
         let policy = ScanPolicy::ethereum(0);
         let tip = |head, finalized| Tip { head, finalized };
