@@ -203,9 +203,10 @@ impl Ethereum {
                             found.block
                         )));
                     }
+                    let position = self.position_in_transaction(&found).await?;
                     deposits.push(Deposit {
                         txid: txid_text(found.txid),
-                        position: found.log_index,
+                        position,
                         block,
                         asset: Asset::Token(found.token),
                         from: Some(found.from.to_checksum(None)),
@@ -217,6 +218,46 @@ impl Ethereum {
             start = end + 1;
         }
         Ok(deposits)
+    }
+
+    /// The index of a token deposit's log among its transaction's logs: what names it for
+    /// good. A log's `logIndex` counts from the start of the block, so the same transaction
+    /// mined again after a reorg, behind other transactions, would carry another one and be
+    /// credited twice; its place within its own transaction does not move. Read from the
+    /// transaction's receipt, which must be in the same block as the log.
+    async fn position_in_transaction(
+        &self,
+        found: &crate::TokenDeposit,
+    ) -> Result<u64, ChainError> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(found.txid)
+            .await
+            .map_err(|error| self.scrub(error))?
+            .ok_or_else(|| {
+                ChainError::retriable(format!(
+                    "no receipt for {} (a reorg while reading)",
+                    found.txid
+                ))
+            })?;
+        if receipt.block_hash != Some(found.block_hash) {
+            return Err(ChainError::retriable(format!(
+                "the receipt of {} is in another block (a reorg while reading)",
+                found.txid
+            )));
+        }
+        receipt
+            .inner
+            .logs()
+            .iter()
+            .position(|log| log.log_index == Some(found.log_index))
+            .map(|position| position as u64)
+            .ok_or_else(|| {
+                ChainError::retriable(format!(
+                    "log {} is not among the logs of {}",
+                    found.log_index, found.txid
+                ))
+            })
     }
 
     /// Gas for a plain ETH payment: the node's estimate with a 20 % margin (a contract wallet

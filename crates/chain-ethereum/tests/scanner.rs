@@ -392,3 +392,230 @@ async fn a_crash_between_storing_and_broadcasting_is_sent_once_after_restart() {
         "each payment once"
     );
 }
+
+/// Sends `data` (and `value` wei) to `to` from anvil's unlocked account `from`, as any user
+/// of the chain could; its txid.
+async fn send_raw(anvil: &Anvil, from: &Address, to: &Address, value: u128, data: &str) -> String {
+    node(anvil)
+        .raw_request(
+            "eth_sendTransaction".into(),
+            (serde_json::json!({
+                "from": from.to_string(),
+                "to": to.to_string(),
+                "value": format!("0x{value:x}"),
+                "data": data,
+            }),),
+        )
+        .await
+        .unwrap()
+}
+
+/// The calldata of an ERC-20 `transfer(to, amount)`.
+fn transfer_call(to: &Address, amount: u128) -> String {
+    let to = alloy::primitives::hex::encode(to.ethereum_bytes().unwrap());
+    format!("0xa9059cbb{to:0>64}{amount:064x}")
+}
+
+/// The deposit rules on a real chain: one block holding a transfer of a fake token with the
+/// same symbol (never looked at), a zero-value transfer of the real token (address-poisoning
+/// spam: recorded ignored), dust, a transfer from one of our own wallets (internal), a real
+/// token deposit behind other logs in its block (keyed by its log's position within its
+/// transaction, 0, not its block-wide index) and a real ETH deposit, to an address issued in
+/// the store (the scanner watches what is issued). Credited at depth; the cursor never sticks;
+/// then a reorg takes the credited ones away: `reversed`, kept, never deleted.
+async fn only_real_deposits_are_credited_and_a_reorg_reverses_them(backend: Backend) {
+    use wallet::scanner::DepositRules;
+    let anvil = Anvil::start().await;
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let client = Ethereum::connect(&anvil.url, Some(31337)).await.unwrap();
+    let hot = Arc::new(funded());
+    let token = deploy_token(&client, &hot, 1_000_000_000).await;
+    let fake = deploy_token(&client, &hot, 1_000_000_000).await;
+    let customer = hot.address(Chain::Ethereum, 0).unwrap();
+    let gas_wallet = hot.address(Chain::Ethereum, 1).unwrap();
+    let spammer = hot.address(Chain::Ethereum, 2).unwrap();
+    let deposit_address = hot
+        .deposit_xpub(Chain::Ethereum)
+        .unwrap()
+        .address(0)
+        .unwrap();
+    store
+        .deposit_address_insert(&store::DepositAddressInsert {
+            chain: Chain::Ethereum,
+            reference: "user:1".into(),
+            index: 0,
+            address: deposit_address.to_string(),
+            actor: "test".into(),
+            now: chrono::Utc::now(),
+        })
+        .await
+        .unwrap();
+    // The current head is stored too: the fork point of the reorg below.
+    let start = client.tip().await.unwrap().head;
+    let scanner = Scanner::new(
+        client.clone(),
+        store.clone(),
+        ScanPolicy {
+            start,
+            batch_blocks: 5,
+            confirmations: 2,
+            credit_finalized: false,
+        },
+        WatchSet {
+            addresses: vec![],
+            tokens: vec![token.clone()],
+        },
+    )
+    .unwrap()
+    .with_rules(DepositRules {
+        dust: [("native".to_string(), Amount::from_u128(1_000))].into(),
+        internal: [gas_wallet.to_string()].into(),
+    })
+    .watch_issued(chain::address::Network::Mainnet);
+    let snapshot: String = node(&anvil)
+        .raw_request("evm_snapshot".into(), ())
+        .await
+        .unwrap();
+
+    // Everything in one block, in this order.
+    let _: serde_json::Value = node(&anvil)
+        .raw_request("evm_setAutomine".into(), (false,))
+        .await
+        .unwrap();
+    let fake_usdt = send_raw(
+        &anvil,
+        &customer,
+        &fake,
+        0,
+        &transfer_call(&deposit_address, 1_000),
+    )
+    .await;
+    let spam = send_raw(
+        &anvil,
+        &spammer,
+        &token,
+        0,
+        &transfer_call(&deposit_address, 0),
+    )
+    .await;
+    let real = send_raw(
+        &anvil,
+        &customer,
+        &token,
+        0,
+        &transfer_call(&deposit_address, 500),
+    )
+    .await;
+    let dust = send_raw(&anvil, &spammer, &deposit_address, 10, "0x").await;
+    let internal = send_raw(&anvil, &gas_wallet, &deposit_address, 10u128.pow(18), "0x").await;
+    let eth = send_raw(&anvil, &customer, &deposit_address, 2_000, "0x").await;
+    mine(&anvil, 1).await;
+    let (block, success) = included(&client, &real, WAIT).await;
+    assert!(success);
+    for txid in [&fake_usdt, &spam, &dust, &internal, &eth] {
+        assert_eq!(included(&client, txid, WAIT).await.0, block, "one block");
+    }
+    mine(&anvil, 1).await;
+    scanner.catch_up(block.number + 1).await.unwrap();
+    let rows = store
+        .deposit_list(&store::DepositList {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let by_txid = |txid: &str| {
+        rows.iter()
+            .find(|view| view.deposit.txid == txid)
+            .map(|view| &view.deposit)
+    };
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert!(
+        by_txid(&fake_usdt).is_none(),
+        "a fake token is never looked at"
+    );
+    let credited = by_txid(&real).unwrap();
+    assert_eq!(
+        (
+            credited.state,
+            credited.amount,
+            credited.position,
+            credited.asset.as_str()
+        ),
+        (
+            DepositState::Credited,
+            Amount::from_u128(500),
+            0,
+            token.as_str()
+        ),
+        "the first log of its transaction, though not of its block"
+    );
+    assert_eq!(
+        rows.iter()
+            .find(|view| view.deposit.txid == real)
+            .unwrap()
+            .reference
+            .as_deref(),
+        Some("user:1")
+    );
+    assert_eq!(by_txid(&eth).unwrap().state, DepositState::Credited);
+    for (txid, reason) in [
+        (&spam, "zero value"),
+        (&dust, "dust: below the threshold of 1000 base units"),
+        (&internal, "internal: from one of our own wallets"),
+    ] {
+        let row = by_txid(txid).unwrap();
+        assert_eq!(
+            (row.state, row.reason.as_deref()),
+            (DepositState::Ignored, Some(reason)),
+            "{txid}"
+        );
+    }
+    assert!(matches!(
+        scanner.step().await.unwrap(),
+        Step::Idle { credited: 0 }
+    ));
+
+    // The reorg: the credited ones' block is gone.
+    let reverted: bool = node(&anvil)
+        .raw_request("evm_revert".into(), (snapshot,))
+        .await
+        .unwrap();
+    assert!(reverted);
+    mine(&anvil, 4).await;
+    let steps = scanner.catch_up(block.number + 3).await.unwrap();
+    let reorg = steps
+        .iter()
+        .find_map(|step| match step {
+            Step::Reorg { rollback, .. } => Some(*rollback),
+            _ => None,
+        })
+        .expect("the reorg is found");
+    assert_eq!(reorg.reversed, 2, "{steps:?}");
+    for txid in [&real, &eth] {
+        let row = store
+            .deposit_list(&store::DepositList {
+                state: Some(DepositState::Reversed),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|view| &view.deposit.txid == txid)
+            .unwrap_or_else(|| panic!("{txid} reversed and kept"));
+        assert!(row.deposit.updated_at.is_some());
+    }
+    stored_chain_is_the_nodes(&store, &client, start).await;
+}
+
+#[tokio::test]
+async fn only_real_deposits_are_credited_and_a_reorg_reverses_them_on_postgres() {
+    only_real_deposits_are_credited_and_a_reorg_reverses_them(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn only_real_deposits_are_credited_and_a_reorg_reverses_them_on_sqlite() {
+    only_real_deposits_are_credited_and_a_reorg_reverses_them(Backend::Sqlite).await;
+}

@@ -183,7 +183,9 @@ pub struct SigningPayload {
 }
 
 /// Funds that arrived at a watched address. `(txid, asset, position)` names it for good
-/// (position: the log index of a token transfer, 0 for a native payment by a transaction);
+/// (position: the index of a token transfer's log among its transaction's logs, never its
+/// block-wide log index, which moves when a reorg re-mines the transaction elsewhere; the
+/// output index on Bitcoin; 0 for a native payment by a transaction);
 /// `block` says where, so a reorg that takes the block away takes the deposit with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deposit {

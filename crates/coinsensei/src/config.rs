@@ -57,6 +57,14 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_batch_max",
     "bitcoin_batch_wait",
     "bitcoin_bump_after",
+    "tron_deposit_xpub",
+    "ethereum_deposit_xpub",
+    "bitcoin_deposit_xpub",
+    "ethereum_deposit_confirmations",
+    "bitcoin_deposit_confirmations",
+    "tron_deposit_start_block",
+    "ethereum_deposit_start_block",
+    "bitcoin_deposit_start_block",
     "approvals_required",
     "limit_reference_separator",
     "withdrawal_allowlist",
@@ -226,6 +234,41 @@ pub struct RawConfig {
     pub autoscale: Option<Vec<RawAutoscale>>,
     /// Where the control plane posts events (`docs/webhooks.md`; none by default).
     pub webhooks: Option<Vec<crate::webhooks::RawWebhook>>,
+    /// Each chain's deposit account xpub (`coinsensei keys xpub --chain C --deposit`): the
+    /// control plane derives deposit addresses from it, publicly; a chain without one issues
+    /// none.
+    pub tron_deposit_xpub: Option<String>,
+    pub ethereum_deposit_xpub: Option<String>,
+    pub bitcoin_deposit_xpub: Option<String>,
+    /// Blocks on top of an Ethereum deposit's block before it is credited (default 12); a
+    /// block at or below the node's `finalized` block is credited too.
+    pub ethereum_deposit_confirmations: u64,
+    /// Confirmations of a Bitcoin deposit before it is credited (default 6; never 0).
+    pub bitcoin_deposit_confirmations: u64,
+    /// The block a chain's deposit scanner starts from when it has no cursor yet (default:
+    /// the head when it first runs; set it to the block of the first address issued when
+    /// addresses were handed out before the first scanner ran).
+    pub tron_deposit_start_block: Option<u64>,
+    pub ethereum_deposit_start_block: Option<u64>,
+    pub bitcoin_deposit_start_block: Option<u64>,
+    /// Per-asset deposit rules: `[[deposit_policy]] chain = "ethereum", asset = "USDT",
+    /// dust = "0.5"`: a deposit below `dust` (a decimal in the asset's unit) is recorded
+    /// `ignored`, never credited.
+    pub deposit_policy: Option<Vec<RawDepositPolicy>>,
+    /// Our own addresses whose transfers to deposit addresses are internal (sweeps, gas
+    /// top-ups) and never credited: hot, gas and staking wallets. Per chain (TRON and
+    /// Ethereum; a Bitcoin output carries no sender).
+    pub tron_internal_addresses: Option<Vec<String>>,
+    pub ethereum_internal_addresses: Option<Vec<String>>,
+}
+
+/// One asset's `[[deposit_policy]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDepositPolicy {
+    pub chain: String,
+    pub asset: String,
+    pub dust: Option<String>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -358,6 +401,17 @@ impl Default for RawConfig {
             health_pause_after: HEALTH_PAUSE_AFTER_DEFAULT.as_secs_f64(),
             autoscale: None,
             webhooks: None,
+            tron_deposit_xpub: None,
+            ethereum_deposit_xpub: None,
+            bitcoin_deposit_xpub: None,
+            ethereum_deposit_confirmations: 12,
+            bitcoin_deposit_confirmations: 6,
+            tron_deposit_start_block: None,
+            ethereum_deposit_start_block: None,
+            bitcoin_deposit_start_block: None,
+            deposit_policy: None,
+            tron_internal_addresses: None,
+            ethereum_internal_addresses: None,
         }
     }
 }
@@ -570,6 +624,8 @@ pub struct Settings {
     pub workers: Vec<WorkerEntry>,
     /// What withdrawals are paid with and checked against.
     pub withdrawals: WithdrawalSettings,
+    /// What the deposit workers and the deposit-address intake use.
+    pub deposits: DepositSettings,
     /// The health checker's limits and its restart action.
     pub health: HealthSettings,
     /// The queues `up` scales, each with its policy.
@@ -620,6 +676,7 @@ impl std::fmt::Debug for Settings {
             bitcoin,
             workers,
             withdrawals,
+            deposits,
             health,
             autoscale,
             webhooks,
@@ -642,6 +699,7 @@ impl std::fmt::Debug for Settings {
             .field("bitcoin", bitcoin)
             .field("workers", workers)
             .field("withdrawals", withdrawals)
+            .field("deposits", deposits)
             .field("health", health)
             .field("autoscale", autoscale)
             .field("webhooks", webhooks)
@@ -732,6 +790,7 @@ fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
     let raw_autoscale = raw.autoscale.take();
     let webhooks = crate::webhooks::endpoints(raw.webhooks.take().unwrap_or_default())?;
     let withdrawals = withdrawal_settings(&raw)?;
+    let deposits = deposit_settings(&raw, &withdrawals.catalogue, withdrawals.bitcoin_network)?;
     let listen: SocketAddr = raw.listen.parse().with_context(|| {
         format!(
             "invalid configuration key `listen`: {:?} is not an address like 127.0.0.1:8080",
@@ -858,6 +917,7 @@ fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
         bitcoin,
         workers,
         withdrawals,
+        deposits,
         health,
         autoscale,
         webhooks,
@@ -1335,6 +1395,68 @@ mod tests {
             format!("{example:?}"),
             format!("{:?}", load_toml("").unwrap())
         );
+    }
+
+    #[test]
+    fn deposit_settings_are_checked() {
+        let mnemonic = signer::Mnemonic::parse(
+            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+        )
+        .unwrap();
+        let signer = signer::InProcessSigner::new(&mnemonic, chain::address::Network::Mainnet);
+        let deposit = signer.deposit_xpub(Chain::Ethereum).unwrap().to_string();
+        let settings = load_toml(&format!(
+            "ethereum_deposit_xpub = \"{deposit}\"\n\
+             ethereum_internal_addresses = [\"0x52908400098527886e0f7030069857d2e4169ee7\"]\n\
+             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\n"
+        ))
+        .unwrap();
+        let rules = settings.deposits.rules(Chain::Ethereum);
+        assert_eq!(
+            rules.dust.get("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
+            Some(&domain::Amount::from_u128(500_000))
+        );
+        assert!(
+            rules
+                .internal
+                .contains("0x52908400098527886E0F7030069857D2E4169EE7")
+        );
+        assert_eq!(settings.deposit_intake().derivers.len(), 1);
+        // The hot wallet's account (0') is refused as a deposit xpub, naming the key.
+        let working = signer::Signer::xpub(&signer, Chain::Ethereum)
+            .unwrap()
+            .to_string();
+        for (text, key) in [
+            (
+                format!("ethereum_deposit_xpub = \"{working}\""),
+                "ethereum_deposit_xpub",
+            ),
+            (
+                "tron_deposit_xpub = \"xpub-nonsense\"".to_string(),
+                "tron_deposit_xpub",
+            ),
+            (
+                "bitcoin_deposit_confirmations = 0".to_string(),
+                "bitcoin_deposit_confirmations",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"DOGE\"\ndust = \"1\""
+                    .to_string(),
+                "deposit_policy[0].asset",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\ndust = \"-1\""
+                    .to_string(),
+                "deposit_policy[0].dust",
+            ),
+            (
+                "ethereum_internal_addresses = [\"T-not-ethereum\"]".to_string(),
+                "ethereum_internal_addresses[0]",
+            ),
+        ] {
+            let error = format!("{:#}", load_toml(&text).unwrap_err());
+            assert!(error.contains(&format!("`{key}`")), "{text}: {error}");
+        }
     }
 
     #[test]
@@ -1871,6 +1993,191 @@ impl Settings {
             approvals_required: self.withdrawals.approvals_required,
             reference_separator: self.withdrawals.reference_separator,
             allowlist: self.withdrawals.allowlist.clone(),
+        }
+    }
+}
+
+/// What the deposit workers credit by and the deposit-address intake derives from. An xpub
+/// is public: printing it is harmless, and `Debug` shows it.
+#[derive(Debug, Clone)]
+pub struct DepositSettings {
+    /// Each configured chain's deposit account xpub, checked to be of the deposit account.
+    pub xpubs: Vec<(Chain, signer::Xpub)>,
+    pub ethereum_confirmations: u64,
+    pub bitcoin_confirmations: u64,
+    pub start_blocks: Vec<(Chain, u64)>,
+    /// (chain, asset as stored: `native` or the contract, threshold in base units).
+    pub dust: Vec<(Chain, String, domain::Amount)>,
+    /// (chain, canonical address) of our own wallets.
+    pub internal: Vec<(Chain, String)>,
+}
+
+impl DepositSettings {
+    pub fn start_block(&self, chain: Chain) -> Option<u64> {
+        self.start_blocks
+            .iter()
+            .find(|(of, _)| *of == chain)
+            .map(|(_, block)| *block)
+    }
+
+    /// The scanner's rules for `chain`.
+    pub fn rules(&self, chain: Chain) -> wallet::scanner::DepositRules {
+        wallet::scanner::DepositRules {
+            dust: self
+                .dust
+                .iter()
+                .filter(|(of, _, _)| *of == chain)
+                .map(|(_, asset, amount)| (asset.clone(), *amount))
+                .collect(),
+            internal: self
+                .internal
+                .iter()
+                .filter(|(of, _)| *of == chain)
+                .map(|(_, address)| address.clone())
+                .collect(),
+        }
+    }
+}
+
+fn deposit_settings(
+    raw: &RawConfig,
+    catalogue: &domain::AssetCatalogue,
+    network: chain::address::Network,
+) -> anyhow::Result<DepositSettings> {
+    let mut xpubs = Vec::new();
+    for (chain, key, text) in [
+        (Chain::Tron, "tron_deposit_xpub", &raw.tron_deposit_xpub),
+        (
+            Chain::Ethereum,
+            "ethereum_deposit_xpub",
+            &raw.ethereum_deposit_xpub,
+        ),
+        (
+            Chain::Bitcoin,
+            "bitcoin_deposit_xpub",
+            &raw.bitcoin_deposit_xpub,
+        ),
+    ] {
+        if let Some(text) = text {
+            let xpub = signer::Xpub::parse_deposit(chain, network, text)
+                .map_err(|error| anyhow::anyhow!("invalid configuration key `{key}`: {error}"))?;
+            xpubs.push((chain, xpub));
+        }
+    }
+    if !(1..=1000).contains(&raw.ethereum_deposit_confirmations) {
+        bail!(
+            "invalid configuration key `ethereum_deposit_confirmations`: {} is out of range; expected 1 to 1000",
+            raw.ethereum_deposit_confirmations
+        );
+    }
+    if !(1..=1000).contains(&raw.bitcoin_deposit_confirmations) {
+        bail!(
+            "invalid configuration key `bitcoin_deposit_confirmations`: {} is out of range; expected 1 to 1000 (never 0: a deposit is credited only in a block)",
+            raw.bitcoin_deposit_confirmations
+        );
+    }
+    let start_blocks = [
+        (Chain::Tron, raw.tron_deposit_start_block),
+        (Chain::Ethereum, raw.ethereum_deposit_start_block),
+        (Chain::Bitcoin, raw.bitcoin_deposit_start_block),
+    ]
+    .into_iter()
+    .filter_map(|(chain, block)| Some((chain, block?)))
+    .collect();
+    let mut dust = Vec::new();
+    for (index, entry) in raw.deposit_policy.iter().flatten().enumerate() {
+        let key = format!("deposit_policy[{index}]");
+        let chain: Chain = entry
+            .chain
+            .parse()
+            .with_context(|| format!("invalid configuration key `{key}.chain`"))?;
+        let asset = catalogue
+            .get(chain, &entry.asset)
+            .with_context(|| format!("invalid configuration key `{key}.asset`"))?;
+        let stored = match &asset.contract {
+            None => "native".to_string(),
+            // As the scanner stores it: the contract's canonical text.
+            Some(contract) => chain::address::Address::parse(chain, network, contract)
+                .with_context(|| format!("invalid configuration key `{key}.asset`"))?
+                .to_string(),
+        };
+        if dust
+            .iter()
+            .any(|(of, asset, _): &(Chain, String, domain::Amount)| {
+                *of == chain && *asset == stored
+            })
+        {
+            bail!(
+                "invalid configuration key `{key}`: {chain}/{} has a deposit_policy already",
+                asset.symbol
+            );
+        }
+        if let Some(text) = &entry.dust {
+            let amount = domain::Amount::parse_positive(text, asset.decimals).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration key `{key}.dust`: {text:?}: {error} (a positive amount in {})",
+                    asset.symbol
+                )
+            })?;
+            dust.push((chain, stored, amount));
+        }
+    }
+    let mut internal = Vec::new();
+    for (chain, key, list) in [
+        (
+            Chain::Tron,
+            "tron_internal_addresses",
+            &raw.tron_internal_addresses,
+        ),
+        (
+            Chain::Ethereum,
+            "ethereum_internal_addresses",
+            &raw.ethereum_internal_addresses,
+        ),
+    ] {
+        for (index, text) in list.iter().flatten().enumerate() {
+            let address = chain::address::Address::parse(chain, network, text)
+                .with_context(|| format!("invalid configuration key `{key}[{index}]`"))?;
+            internal.push((chain, address.to_string()));
+        }
+    }
+    Ok(DepositSettings {
+        xpubs,
+        ethereum_confirmations: raw.ethereum_deposit_confirmations,
+        bitcoin_confirmations: raw.bitcoin_deposit_confirmations,
+        start_blocks,
+        dust,
+        internal,
+    })
+}
+
+/// Derives deposit addresses from a chain's deposit xpub, for the control plane.
+#[derive(Debug)]
+struct XpubDeriver(signer::Xpub);
+
+impl web::deposits::DeriveAddress for XpubDeriver {
+    fn derive(&self, index: u32) -> Result<chain::address::Address, String> {
+        self.0.address(index).map_err(|error| error.to_string())
+    }
+}
+
+impl Settings {
+    /// What deposit-address requests derive from, and how deposits are shown.
+    pub fn deposit_intake(&self) -> web::deposits::DepositIntake {
+        web::deposits::DepositIntake {
+            derivers: self
+                .deposits
+                .xpubs
+                .iter()
+                .map(|(chain, xpub)| {
+                    (
+                        *chain,
+                        std::sync::Arc::new(XpubDeriver(xpub.clone()))
+                            as std::sync::Arc<dyn web::deposits::DeriveAddress>,
+                    )
+                })
+                .collect(),
+            catalogue: self.withdrawals.catalogue.clone(),
         }
     }
 }

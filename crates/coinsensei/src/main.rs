@@ -6,6 +6,7 @@ mod bitcoin_payer;
 mod chains;
 mod commands;
 mod config;
+mod depositors;
 mod payers;
 mod signals;
 mod webhooks;
@@ -72,6 +73,9 @@ enum Command {
     /// The events sent to the exchange's webhook endpoints: list their deliveries (failed
     /// ones first to look at) and replay them.
     Events(EventsArgs),
+    /// Deposit addresses and deposits (what the exchange's backend does through
+    /// /api/v1/deposit-addresses and /api/v1/deposits).
+    Deposits(DepositsArgs),
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -243,11 +247,15 @@ enum KeysCommand {
         #[arg(long, value_name = "I", value_parser = clap::value_parser!(u32).range(0..(1 << 31)))]
         index: u32,
     },
-    /// Print a chain's account-level extended public key, from which deposit addresses
-    /// are derived without any secret.
+    /// Print a chain's account-level extended public key: with --deposit the deposit
+    /// account's (m/44'/60'/1', ...), from which the control plane derives deposit addresses
+    /// without any secret; without it the hot wallet's account 0.
     Xpub {
         #[arg(long)]
         chain: Chain,
+        /// The deposit account's key (set it as `<chain>_deposit_xpub`).
+        #[arg(long)]
+        deposit: bool,
     },
 }
 
@@ -548,6 +556,56 @@ enum EventsCommand {
 }
 
 #[derive(Debug, Args)]
+struct DepositsArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(subcommand)]
+    command: DepositsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DepositsCommand {
+    /// The deposit address of a reference on a chain: the stored one, or a new one derived
+    /// from the chain's deposit xpub at the next free index (the same reference always gets
+    /// the same address). Prints the address.
+    Address {
+        /// tron, ethereum or bitcoin.
+        #[arg(long)]
+        chain: String,
+        /// The exchange's own id for it (e.g. user:7), 1 to 200 characters.
+        #[arg(long)]
+        reference: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Issued deposit addresses, oldest first.
+    Addresses {
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Deposits, newest first, with the reference of the address each one paid.
+    List {
+        /// Only this state: pending, credited, orphaned, reversed, ignored.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
 struct JobsArgs {
     #[command(flatten)]
     server: ServerArgs,
@@ -738,6 +796,7 @@ fn main() -> ExitCode {
         | Command::Autoscaler(_)
         | Command::Withdrawals(_)
         | Command::Events(_)
+        | Command::Deposits(_)
         | Command::Tokens(_)
         | Command::Keys(_)
         | Command::Chain(_)
@@ -1016,7 +1075,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeysCommand::Address { chain, index } => {
                     commands::keys::address(&keystore, chain, index)
                 }
-                KeysCommand::Xpub { chain } => commands::keys::xpub(&keystore, chain),
+                KeysCommand::Xpub { chain, deposit } => {
+                    commands::keys::xpub(&keystore, chain, deposit)
+                }
             }
         }
         Command::Withdrawals(WithdrawalsArgs { server, command }) => {
@@ -1185,6 +1246,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         None => e::replay(global.settings(None)?, args).await,
                     }
                 }
+            }
+        }
+        Command::Deposits(DepositsArgs { server, command }) => {
+            use commands::deposits as d;
+            if let Some(remote) = server.remote()? {
+                return match command {
+                    DepositsCommand::Address {
+                        chain,
+                        reference,
+                        json,
+                    } => d::remote::address(&remote, chain, reference, json).await,
+                    DepositsCommand::Addresses {
+                        chain,
+                        reference,
+                        limit,
+                        json,
+                    } => d::remote::addresses(&remote, chain, reference, limit, json).await,
+                    DepositsCommand::List {
+                        state,
+                        chain,
+                        reference,
+                        limit,
+                        json,
+                    } => d::remote::list(&remote, state, chain, reference, limit, json).await,
+                };
+            }
+            let settings = global.settings(None)?;
+            match command {
+                DepositsCommand::Address {
+                    chain,
+                    reference,
+                    json,
+                } => d::address(settings, chain, reference, json).await,
+                DepositsCommand::Addresses {
+                    chain,
+                    reference,
+                    limit,
+                    json,
+                } => d::addresses(settings, chain, reference, limit, json).await,
+                DepositsCommand::List {
+                    state,
+                    chain,
+                    reference,
+                    limit,
+                    json,
+                } => d::list(settings, state, chain, reference, limit, json).await,
             }
         }
         Command::Tokens(command) => {

@@ -14,6 +14,12 @@
 //! compressed key. [`Xpub`] derives the same addresses from the account's extended public key
 //! alone, so deposit address generation needs no secret.
 //!
+//! Deposit addresses live in their own account, [`DEPOSIT_ACCOUNT`] (m/44'/195'/1',
+//! m/44'/60'/1', m/84'/0'/1'), never in account 0 where the hot wallet and other working keys
+//! are: issuing the next deposit address can never hand out a hot wallet's key, whatever the
+//! hot wallet's index. [`InProcessSigner::deposit_xpub`] exports that account's xpub, and
+//! [`Xpub::parse_deposit`] refuses any other account's.
+//!
 //! Secrets ([`Mnemonic`], [`InProcessSigner`]) have no `Display`, no `Serialize`, and a
 //! `Debug` that prints nothing secret; they are wiped from memory when dropped.
 
@@ -101,6 +107,21 @@ impl Drop for Mnemonic {
         // bip39 (with its `zeroize` feature) wipes the words; say it here too.
         self.0.zeroize();
     }
+}
+
+/// The BIP44 account (hardened) whose keys are the deposit addresses.
+pub const DEPOSIT_ACCOUNT: u32 = 1;
+
+/// The deposit account's derivation path of `chain` on `network` (account 0's, with account
+/// [`DEPOSIT_ACCOUNT`]).
+pub fn deposit_account_path(chain: Chain, network: Network) -> DerivationPath {
+    let mut path: Vec<ChildNumber> = account_path(chain, network).into();
+    if let Some(last) = path.last_mut() {
+        *last = ChildNumber::Hardened {
+            index: DEPOSIT_ACCOUNT,
+        };
+    }
+    path.into()
 }
 
 /// The account-level derivation path of `chain` on `network`.
@@ -200,6 +221,24 @@ impl Xpub {
             network,
             key,
         })
+    }
+
+    /// Reads the deposit account's xpub (exported by [`InProcessSigner::deposit_xpub`]):
+    /// an account-level key whose last step is account [`DEPOSIT_ACCOUNT`]', so a working
+    /// account's key (account 0, the hot wallet's) is refused.
+    pub fn parse_deposit(chain: Chain, network: Network, text: &str) -> Result<Xpub, SignerError> {
+        let xpub = Xpub::parse(chain, network, text)?;
+        let expected = ChildNumber::Hardened {
+            index: DEPOSIT_ACCOUNT,
+        };
+        if xpub.key.child_number != expected {
+            return Err(SignerError::Xpub(format!(
+                "this is the key of account {}, not of the deposit account {DEPOSIT_ACCOUNT}' ({}); export it with `coinsensei keys xpub --chain {chain} --deposit`",
+                xpub.key.child_number,
+                deposit_account_path(chain, network)
+            )));
+        }
+        Ok(xpub)
     }
 
     /// The deposit address with index `index` (account/0/index).
@@ -330,6 +369,18 @@ impl InProcessSigner {
             .map_err(|error| SignerError::Derivation(error.to_string()))
     }
 
+    /// The deposit account's extended public key of `chain`: it derives every deposit address
+    /// (key `i` of the account's receive branch), and nothing of account 0.
+    pub fn deposit_xpub(&self, chain: Chain) -> Result<Xpub, SignerError> {
+        let path: Vec<ChildNumber> = deposit_account_path(chain, self.network).into();
+        let account = self.derive(&path)?;
+        Ok(Xpub {
+            chain,
+            network: self.network,
+            key: BitcoinXpub::from_priv(&self.secp, &account.0),
+        })
+    }
+
     fn key(&self, chain: Chain, keychain: Keychain, index: u32) -> Result<PrivateKey, SignerError> {
         let [branch, child] = key_path(keychain, index)?;
         let mut keychains = self
@@ -432,6 +483,39 @@ mod tests {
             &tron.tron_bytes().unwrap()[1..],
             &ethereum.ethereum_bytes().unwrap()[..]
         );
+    }
+
+    #[test]
+    fn the_deposit_account_is_its_own_and_only_its_xpub_is_taken() {
+        let mnemonic = Mnemonic::parse(
+            "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+        )
+        .unwrap();
+        for network in [Network::Mainnet, Network::Regtest] {
+            let signer = InProcessSigner::new(&mnemonic, network);
+            for chain in [Chain::Tron, Chain::Ethereum, Chain::Bitcoin] {
+                let deposit = signer.deposit_xpub(chain).unwrap().to_string();
+                let parsed = Xpub::parse_deposit(chain, network, &deposit).unwrap();
+                let hot = signer.address(chain, 0).unwrap();
+                for index in 0..5 {
+                    assert_ne!(parsed.address(index).unwrap(), hot, "{chain} {index}");
+                }
+                // The same keys as the path says, derived from the seed.
+                let mut path: Vec<ChildNumber> = deposit_account_path(chain, network).into();
+                path.extend(key_path(Keychain::Receive, 3).unwrap());
+                let key = signer.derive(&path).unwrap();
+                let public =
+                    secp256k1::PublicKey::from_secret_key(&signer.secp, &key.0.private_key);
+                assert_eq!(
+                    parsed.address(3).unwrap(),
+                    address_of(chain, network, &public).unwrap()
+                );
+                // Account 0's xpub (the hot wallet's) is refused as a deposit xpub.
+                let working = signer.xpub(chain).unwrap().to_string();
+                let refused = Xpub::parse_deposit(chain, network, &working).unwrap_err();
+                assert!(refused.to_string().contains("--deposit"), "{refused}");
+            }
+        }
     }
 
     #[test]

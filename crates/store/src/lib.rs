@@ -10,6 +10,7 @@ mod attempts;
 mod audit;
 mod changes;
 mod destinations;
+mod deposits;
 mod dialect;
 mod error;
 mod jobs;
@@ -40,6 +41,10 @@ pub use destinations::{
     DESTINATION_LABEL_LEN_MAX, DESTINATION_REFERENCE_LEN_MAX, DestinationInsert, DestinationList,
     DestinationRow,
 };
+pub use deposits::{
+    DepositAddressInsert, DepositAddressInserted, DepositAddressList, DepositAddressRow,
+    DepositList, DepositView,
+};
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use model::*;
@@ -55,8 +60,9 @@ pub use outbox::{
 };
 pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
 pub use scans::{
-    DepositInsert, DepositRow, DepositState, Rollback, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX,
-    SCAN_COMMIT_DEPOSITS_MAX, ScannedBlock,
+    DEPOSIT_REASON_LEN_MAX, DepositInsert, DepositRow, DepositState, Rollback,
+    SCAN_BLOCK_DEPOSITS_MAX, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX, SCAN_COMMIT_DEPOSITS_MAX,
+    ScannedBlock,
 };
 pub use sessions::{SessionInsert, SessionRow};
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};

@@ -8,6 +8,13 @@
 //! chain back to the fork point after a reorg and takes the deposits of the cut blocks with
 //! it. [`Store::deposits_credit`] credits what the confirmation policy allows.
 //!
+//! A transfer the scanner will never credit (zero value, dust, from one of our own wallets) is
+//! stored `ignored` with its reason, so it is visible and never holds the cursor back. A
+//! deposit seen again after a reorg orphaned it takes every field from the block it is in now
+//! (its address, sender and amount too, not only the block): an orphaned row was never
+//! credited, so nothing it said before may survive into a credit. A `reversed` deposit (one
+//! credited whose block left the chain) is never revived nor removed: a person decides.
+//!
 //! One SQL text serves both dialects (see `dialect.rs`). Only how one committer per chain is
 //! ensured differs: Postgres takes a transaction-scoped advisory lock (`d::lock_chain_scan`),
 //! SQLite's `begin immediate` holds the database's write lock already.
@@ -32,8 +39,8 @@ macro_rules! decode_block {
 }
 
 /// The columns [`decode_deposit!`] reads.
-const DEPOSIT_COLUMNS: &str = "id, chain, txid, asset, position, address, sender, amount, \
-     block_number, block_hash, state, seen_at, credited_at";
+pub(crate) const DEPOSIT_COLUMNS: &str = "id, chain, txid, asset, position, address, sender, \
+     amount, block_number, block_hash, state, seen_at, credited_at, reason, updated_at";
 
 /// Reads a `deposit` row of [`DEPOSIT_COLUMNS`] in either dialect.
 macro_rules! decode_deposit {
@@ -58,9 +65,13 @@ macro_rules! decode_deposit {
             state: DepositState::parse(&state)?,
             seen_at: $d::read_time(row, "seen_at")?,
             credited_at: $d::read_time_opt(row, "credited_at")?,
+            reason: row.try_get("reason")?,
+            updated_at: $d::read_time_opt(row, "updated_at")?,
         }
     }};
 }
+
+pub(crate) use decode_deposit;
 
 /// Blocks kept per chain behind the newest one: deeper than any confirmation policy, so a
 /// reorg's fork point is always found among them. Older rows are pruned as scanning goes on.
@@ -69,8 +80,17 @@ pub const SCAN_BLOCKS_KEPT: u64 = 2_048;
 /// The most blocks one commit takes.
 pub const SCAN_COMMIT_BLOCKS_MAX: usize = 2_000;
 
-/// The most deposits one commit takes.
+/// The most deposits one commit of several blocks takes; a scanner that finds more shrinks
+/// its range. A commit of a single block may hold up to [`SCAN_BLOCK_DEPOSITS_MAX`], so no
+/// block can ever hold the cursor back.
 pub const SCAN_COMMIT_DEPOSITS_MAX: usize = 10_000;
+
+/// The most deposits a single block's commit takes: more outputs than a 4 MB Bitcoin block
+/// can hold (about 130,000 of 31 bytes), and far more transfers than an Ethereum or TRON block.
+pub const SCAN_BLOCK_DEPOSITS_MAX: usize = 200_000;
+
+/// The longest `deposit.reason`.
+pub const DEPOSIT_REASON_LEN_MAX: usize = 200;
 
 /// A block as scanned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,13 +106,17 @@ pub struct DepositInsert {
     pub txid: String,
     /// `native`, or the token's contract address.
     pub asset: String,
-    /// The log index of a token transfer, the output index on Bitcoin, 0 for a native payment.
+    /// The index of a token transfer's log within its transaction, the output index on
+    /// Bitcoin, 0 for a native payment.
     pub position: u64,
     pub address: String,
     pub sender: Option<String>,
     pub amount: Amount,
     pub block_number: u64,
     pub block_hash: String,
+    /// Why it will never be credited (`zero value`, `dust`, `internal`), stored `ignored`;
+    /// None for a deposit to credit. Only an ignored deposit may be of zero.
+    pub ignored: Option<String>,
 }
 
 /// Where a deposit stands.
@@ -106,6 +130,8 @@ pub enum DepositState {
     Orphaned,
     /// Its block was reorganised away after it was credited: a person must look.
     Reversed,
+    /// Seen and kept for the record, never credited (the row's `reason` says why).
+    Ignored,
 }
 
 impl DepositState {
@@ -115,8 +141,18 @@ impl DepositState {
             DepositState::Credited => "credited",
             DepositState::Orphaned => "orphaned",
             DepositState::Reversed => "reversed",
+            DepositState::Ignored => "ignored",
         }
     }
+
+    /// Every state, for listings and their filters.
+    pub const ALL: [DepositState; 5] = [
+        DepositState::Pending,
+        DepositState::Credited,
+        DepositState::Orphaned,
+        DepositState::Reversed,
+        DepositState::Ignored,
+    ];
 
     pub(crate) fn parse(text: &str) -> Result<Self, StoreError> {
         Ok(match text {
@@ -124,6 +160,7 @@ impl DepositState {
             "credited" => DepositState::Credited,
             "orphaned" => DepositState::Orphaned,
             "reversed" => DepositState::Reversed,
+            "ignored" => DepositState::Ignored,
             other => return Err(crate::corrupt("deposit.state", other)),
         })
     }
@@ -145,6 +182,10 @@ pub struct DepositRow {
     pub state: DepositState,
     pub seen_at: DateTime<Utc>,
     pub credited_at: Option<DateTime<Utc>>,
+    /// Why an ignored deposit is not credited.
+    pub reason: Option<String>,
+    /// When its state last changed after it was first seen.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// What a rollback undid.
@@ -185,10 +226,15 @@ fn validate_batch(blocks: &[ScannedBlock], deposits: &[DepositInsert]) -> Result
     if blocks.is_empty() {
         return Err(StoreError::Invalid("a scan commit needs blocks".into()));
     }
-    if blocks.len() > SCAN_COMMIT_BLOCKS_MAX || deposits.len() > SCAN_COMMIT_DEPOSITS_MAX {
+    let deposits_max = if blocks.len() == 1 {
+        SCAN_BLOCK_DEPOSITS_MAX
+    } else {
+        SCAN_COMMIT_DEPOSITS_MAX
+    };
+    if blocks.len() > SCAN_COMMIT_BLOCKS_MAX || deposits.len() > deposits_max {
         return Err(StoreError::Invalid(format!(
             "a scan commit takes at most {SCAN_COMMIT_BLOCKS_MAX} blocks and \
-             {SCAN_COMMIT_DEPOSITS_MAX} deposits"
+             {SCAN_COMMIT_DEPOSITS_MAX} deposits ({SCAN_BLOCK_DEPOSITS_MAX} in a single block)"
         )));
     }
     for block in blocks {
@@ -213,11 +259,20 @@ fn validate_batch(blocks: &[ScannedBlock], deposits: &[DepositInsert]) -> Result
             text("a sender", sender)?;
         }
         to_i64("a position", deposit.position)?;
-        if deposit.amount.is_zero() {
-            return Err(StoreError::Invalid(format!(
-                "deposit {} is of zero",
-                deposit.txid
-            )));
+        match &deposit.ignored {
+            None if deposit.amount.is_zero() => {
+                return Err(StoreError::Invalid(format!(
+                    "deposit {} is of zero and not marked ignored",
+                    deposit.txid
+                )));
+            }
+            Some(reason) if reason.is_empty() || reason.len() > DEPOSIT_REASON_LEN_MAX => {
+                return Err(StoreError::Invalid(format!(
+                    "the reason deposit {} is ignored is 1 to {DEPOSIT_REASON_LEN_MAX} bytes",
+                    deposit.txid
+                )));
+            }
+            _ => {}
         }
         let block = deposit
             .block_number
@@ -320,10 +375,15 @@ impl Store {
             for chunk in deposits.chunks(1_000) {
                 let mut insert = QueryBuilder::<d::Db>::new(
                     "insert into deposit (chain, txid, asset, position, address, sender, amount,
-                                          block_number, block_hash, state, seen_at) ",
+                                          block_number, block_hash, state, seen_at, reason) ",
                 );
                 // Numbers were range-checked by `validate_batch`.
                 insert.push_values(chunk, |mut row, deposit| {
+                    let state = if deposit.ignored.is_some() {
+                        "ignored"
+                    } else {
+                        "pending"
+                    };
                     row.push_bind(chain.as_str())
                         .push_bind(&deposit.txid)
                         .push_bind(&deposit.asset)
@@ -333,14 +393,21 @@ impl Store {
                         .push_bind(amount_text(&deposit.amount))
                         .push_bind(deposit.block_number as i64)
                         .push_bind(&deposit.block_hash)
-                        .push_bind("pending")
-                        .push_bind(d::time(now));
+                        .push_bind(state)
+                        .push_bind(d::time(now))
+                        .push_bind(&deposit.ignored);
                 });
+                // Seen again after a reorg: every field comes from the block it is in now, so
+                // a re-mined transaction whose transfers changed can neither keep an old
+                // address or amount nor move a credit (only never-credited rows are revived).
                 insert.push(
                     " on conflict (chain, txid, asset, position) do update
-                      set block_number = excluded.block_number, block_hash = excluded.block_hash,
-                          state = 'pending', seen_at = excluded.seen_at
-                      where deposit.state = 'orphaned'",
+                      set address = excluded.address, sender = excluded.sender,
+                          amount = excluded.amount, block_number = excluded.block_number,
+                          block_hash = excluded.block_hash, state = excluded.state,
+                          reason = excluded.reason, seen_at = excluded.seen_at,
+                          updated_at = excluded.seen_at
+                      where deposit.state in ('orphaned', 'ignored')",
                 );
                 insert.build().execute(&mut *conn).await?;
             }
@@ -360,6 +427,7 @@ impl Store {
         &self,
         chain: Chain,
         keep_through: u64,
+        now: DateTime<Utc>,
     ) -> Result<Rollback, StoreError> {
         let keep_through = to_i64("block number", keep_through)?;
         in_write_tx!(self, |store, conn, d| {
@@ -376,13 +444,14 @@ impl Store {
                 .enumerate()
             {
                 moved[slot] = sqlx::query(
-                    "update deposit set state = $4
+                    "update deposit set state = $4, updated_at = $5
                      where chain = $1 and block_number > $2 and state = $3",
                 )
                 .bind(chain.as_str())
                 .bind(keep_through)
                 .bind(from)
                 .bind(to)
+                .bind(d::time(now))
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
@@ -405,7 +474,7 @@ impl Store {
         let through = to_i64("block number", through)?;
         Ok(on_write!(self, |conn, d| {
             sqlx::query(
-                "update deposit set state = 'credited', credited_at = $3
+                "update deposit set state = 'credited', credited_at = $3, updated_at = $3
                  where chain = $1 and state = 'pending' and block_number <= $2",
             )
             .bind(chain.as_str())

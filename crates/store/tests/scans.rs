@@ -1,7 +1,10 @@
 //! Block scanning and deposits on both stores: commits append only to the stored chain; a
 //! rollback takes the cut blocks' deposits with it (orphaned, or reversed if credited); an
-//! orphaned deposit mined again comes back; crediting follows the given depth; bad batches
-//! change nothing.
+//! orphaned deposit mined again comes back with every field from its new block; crediting
+//! follows the given depth; bad batches change nothing; ignored transfers (zero, dust) are
+//! stored and never credited; a single block takes more deposits than a multi-block commit;
+//! deposit addresses are one per reference under racing requests; the scan lease has one
+//! holder at a time.
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{Amount, Chain};
@@ -38,6 +41,7 @@ fn deposit(txid: &str, block: &ScannedBlock, amount: u128) -> DepositInsert {
         amount: Amount::from_u128(amount),
         block_number: block.number,
         block_hash: block.hash.clone(),
+        ignored: None,
     }
 }
 
@@ -96,7 +100,7 @@ async fn commits_chain_and_reorgs_roll_back(db: &TestDb) {
     );
 
     // A reorg from block 11: both blocks with deposits go; the credited one is reversed.
-    let undone = store.scan_rollback(chain, 10).await.unwrap();
+    let undone = store.scan_rollback(chain, 10, at(2)).await.unwrap();
     assert_eq!((undone.blocks, undone.orphaned, undone.reversed), (4, 1, 1));
     assert_eq!(
         store.scan_head(chain).await.unwrap().as_ref(),
@@ -209,7 +213,311 @@ async fn bad_batches_change_nothing(db: &TestDb) {
     );
 }
 
+async fn ignored_transfers_are_kept_and_never_credited(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Ethereum;
+    let first = blocks(0, 3, "a", "0x00");
+    let mut zero = deposit("0x0a", &first[0], 0);
+    zero.ignored = Some("zero value".into());
+    let mut dust = deposit("0x0b", &first[1], 3);
+    dust.ignored = Some("dust".into());
+    let real = deposit("0x0c", &first[2], 5);
+    store
+        .scan_commit(chain, &first, &[zero, dust, real], at(0))
+        .await
+        .unwrap();
+    assert_eq!(store.deposits_credit(chain, 2, at(1)).await.unwrap(), 1);
+    let rows = states(&store).await;
+    assert_eq!(
+        rows,
+        vec![
+            ("0x0a".into(), 0, DepositState::Ignored),
+            ("0x0b".into(), 1, DepositState::Ignored),
+            ("0x0c".into(), 2, DepositState::Credited),
+        ]
+    );
+    let listed = store
+        .deposit_list(&store::DepositList {
+            state: Some(DepositState::Ignored),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].deposit.reason.as_deref(), Some("dust"));
+    // A reason too long, or empty, is refused.
+    let mut bad = deposit("0x0d", &blocks(3, 1, "a", &first[2].hash)[0], 1);
+    bad.ignored = Some(String::new());
+    assert!(matches!(
+        store
+            .scan_commit(chain, &blocks(3, 1, "a", &first[2].hash), &[bad], at(2))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+async fn a_revived_deposit_takes_every_field_from_its_new_block(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Ethereum;
+    let first = blocks(0, 3, "a", "0x00");
+    let mut token = deposit("0x01", &first[2], 7);
+    token.asset = "0x00000000000000000000000000000000000000c3".into();
+    token.position = 1;
+    store
+        .scan_commit(chain, &first, &[token.clone()], at(0))
+        .await
+        .unwrap();
+    store.scan_rollback(chain, 1, at(1)).await.unwrap();
+    // Mined again where its logs paid another address another amount (a contract whose
+    // state changed): the row must say what the new block says, nothing of the old one.
+    let fork = blocks(2, 2, "b", &first[1].hash);
+    let mut again = token.clone();
+    again.address = "0x00000000000000000000000000000000000000d4".into();
+    again.sender = None;
+    again.amount = Amount::from_u128(9);
+    again.block_number = fork[1].number;
+    again.block_hash = fork[1].hash.clone();
+    store
+        .scan_commit(chain, &fork, &[again], at(2))
+        .await
+        .unwrap();
+    let rows = store.deposits_list(chain, None, 10).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    let row = &rows[0];
+    assert_eq!(
+        (
+            row.address.as_str(),
+            row.sender.as_deref(),
+            row.amount,
+            row.block_number,
+            row.block_hash.as_str(),
+            row.state
+        ),
+        (
+            "0x00000000000000000000000000000000000000d4",
+            None,
+            Amount::from_u128(9),
+            3,
+            fork[1].hash.as_str(),
+            DepositState::Pending
+        )
+    );
+    // A credited deposit whose block goes is reversed for good: seen again, it stays
+    // reversed and keeps what it said (a person decides).
+    store.deposits_credit(chain, 3, at(3)).await.unwrap();
+    store.scan_rollback(chain, 2, at(4)).await.unwrap();
+    let fork = blocks(3, 1, "c", &fork[0].hash);
+    let mut third = token.clone();
+    third.amount = Amount::from_u128(1);
+    third.block_number = 3;
+    third.block_hash = fork[0].hash.clone();
+    store
+        .scan_commit(chain, &fork, &[third], at(5))
+        .await
+        .unwrap();
+    let rows = store.deposits_list(chain, None, 10).await.unwrap();
+    assert_eq!(
+        (rows[0].state, rows[0].amount, rows[0].updated_at),
+        (DepositState::Reversed, Amount::from_u128(9), Some(at(4)))
+    );
+}
+
+async fn a_single_block_takes_more_deposits_than_a_range(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Bitcoin;
+    let range = blocks(0, 2, "a", "0x00");
+    let many = |block: &ScannedBlock| -> Vec<DepositInsert> {
+        (0..store::SCAN_COMMIT_DEPOSITS_MAX as u64 + 1)
+            .map(|vout| DepositInsert {
+                position: vout,
+                ..deposit("0xaa", block, 1)
+            })
+            .collect()
+    };
+    assert!(matches!(
+        store
+            .scan_commit(chain, &range, &many(&range[0]), at(0))
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+    store
+        .scan_commit(chain, &range[..1], &many(&range[0]), at(0))
+        .await
+        .unwrap();
+    assert_eq!(store.scan_head(chain).await.unwrap().unwrap().number, 0);
+}
+
+async fn deposit_addresses_are_one_per_reference(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Tron;
+    let insert = |reference: &str, index: u32| store::DepositAddressInsert {
+        chain,
+        reference: reference.into(),
+        index,
+        address: format!("T-address-{index}"),
+        actor: "test".into(),
+        now: at(0),
+    };
+    assert_eq!(store.deposit_address_next_index(chain).await.unwrap(), 0);
+    // Racing requests for one reference, each at the index it read: one address.
+    let racing = (0..8).map(|_| {
+        let store = store.clone();
+        let insert = insert("user:1", 0);
+        tokio::spawn(async move { store.deposit_address_insert(&insert).await.unwrap() })
+    });
+    let mut created = 0;
+    for outcome in futures_util::future::join_all(racing).await {
+        match outcome.unwrap() {
+            store::DepositAddressInserted::Created(row) => {
+                created += 1;
+                assert_eq!((row.index, row.address.as_str()), (0, "T-address-0"));
+            }
+            store::DepositAddressInserted::Existing(row) => assert_eq!(row.index, 0),
+            store::DepositAddressInserted::IndexTaken => panic!("the same reference"),
+        }
+    }
+    assert_eq!(created, 1);
+    // Another reference at a taken index is told to take the next one.
+    assert_eq!(
+        store
+            .deposit_address_insert(&insert("user:2", 0))
+            .await
+            .unwrap(),
+        store::DepositAddressInserted::IndexTaken
+    );
+    assert_eq!(store.deposit_address_next_index(chain).await.unwrap(), 1);
+    assert!(matches!(
+        store
+            .deposit_address_insert(&insert("user:2", 1))
+            .await
+            .unwrap(),
+        store::DepositAddressInserted::Created(_)
+    ));
+    // Another chain has its own indexes; bad input changes nothing.
+    assert_eq!(
+        store
+            .deposit_address_next_index(Chain::Ethereum)
+            .await
+            .unwrap(),
+        0
+    );
+    for bad in [
+        insert(&"r".repeat(201), 5),
+        insert("a\u{7}b", 5),
+        insert("ok", 1 << 31),
+    ] {
+        assert!(matches!(
+            store.deposit_address_insert(&bad).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let page = |after_id| store::DepositAddressList {
+        chain: Some(chain),
+        after_id,
+        limit: 1,
+        ..Default::default()
+    };
+    let first = store.deposit_address_list(&page(None)).await.unwrap();
+    assert_eq!(first[0].reference, "user:1");
+    let second = store
+        .deposit_address_list(&page(Some(first[0].id)))
+        .await
+        .unwrap();
+    assert_eq!(second[0].reference, "user:2");
+    assert!(
+        store
+            .deposit_address_list(&page(Some(second[0].id)))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A deposit to an issued address is listed with its reference, and found by it.
+    let block = blocks(0, 1, "a", "0x00");
+    let mut paid = deposit("0x77", &block[0], 5);
+    paid.address = "T-address-1".into();
+    store
+        .scan_commit(chain, &block, &[paid], at(1))
+        .await
+        .unwrap();
+    let found = store
+        .deposit_list(&store::DepositList {
+            reference: Some("user:2".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].reference.as_deref(), Some("user:2"));
+    assert_eq!(
+        store
+            .deposit_get(found[0].deposit.id)
+            .await
+            .unwrap()
+            .unwrap(),
+        found[0]
+    );
+}
+
+async fn the_scan_lease_has_one_holder(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Ethereum;
+    let ttl = std::time::Duration::from_secs(10);
+    assert!(store.scan_lease_take(chain, "a", ttl, at(0)).await.unwrap());
+    assert!(!store.scan_lease_take(chain, "b", ttl, at(5)).await.unwrap());
+    assert!(
+        store.scan_lease_take(chain, "a", ttl, at(8)).await.unwrap(),
+        "renewed"
+    );
+    assert!(
+        !store
+            .scan_lease_take(chain, "b", ttl, at(17))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .scan_lease_take(chain, "b", ttl, at(19))
+            .await
+            .unwrap(),
+        "expired"
+    );
+    assert!(
+        !store
+            .scan_lease_take(chain, "a", ttl, at(20))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .scan_lease_take(Chain::Tron, "a", ttl, at(20))
+            .await
+            .unwrap()
+    );
+    store.scan_lease_release(chain, "a").await.unwrap();
+    assert!(
+        !store
+            .scan_lease_take(chain, "a", ttl, at(21))
+            .await
+            .unwrap(),
+        "not a's to give"
+    );
+    store.scan_lease_release(chain, "b").await.unwrap();
+    assert!(
+        store
+            .scan_lease_take(chain, "a", ttl, at(21))
+            .await
+            .unwrap()
+    );
+}
+
 testkit::on_both_stores!(
     db: commits_chain_and_reorgs_roll_back,
-    bad_batches_change_nothing
+    bad_batches_change_nothing,
+    ignored_transfers_are_kept_and_never_credited,
+    a_revived_deposit_takes_every_field_from_its_new_block,
+    a_single_block_takes_more_deposits_than_a_range,
+    deposit_addresses_are_one_per_reference,
+    the_scan_lease_has_one_holder
 );

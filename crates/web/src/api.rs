@@ -369,6 +369,20 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             ),
             post(crate::webhooks::replay_deliveries),
         ),
+        // Deposits: the backend asks for addresses (an operator never needs to) and reads
+        // deposits; operators read both.
+        (
+            backend(Method::POST, "/api/v1/deposit-addresses", Admin),
+            post(crate::deposits::create_deposit_address),
+        ),
+        (
+            backend(Method::GET, "/api/v1/deposit-addresses", Viewer),
+            get(crate::deposits::list_deposit_addresses),
+        ),
+        (
+            backend(Method::GET, "/api/v1/deposits", Viewer),
+            get(crate::deposits::list_deposits),
+        ),
         (
             route(Method::GET, "/api/openapi.json", Viewer),
             get(openapi),

@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod destinations;
+pub mod deposits;
 pub mod dto;
 pub mod events;
 pub mod health;
@@ -81,6 +82,9 @@ pub struct WebOptions {
     pub public_url: Option<String>,
     /// What withdrawal requests are checked against (catalogue, network, our own addresses).
     pub intake: Arc<withdrawals::Intake>,
+    /// What deposit-address requests derive from (a deposit xpub per chain) and how deposits
+    /// are shown.
+    pub deposits: Arc<deposits::DepositIntake>,
     /// The health checker `GET /api/admin/health` and `/metrics` ask (shared with the
     /// control plane's restart action, so all agree).
     pub health: Arc<health::HealthMonitor>,
@@ -101,6 +105,7 @@ impl Default for WebOptions {
             heartbeat_interval: Duration::from_secs(5),
             public_url: None,
             intake: Arc::default(),
+            deposits: Arc::default(),
             health: Arc::default(),
             autoscale: Vec::new(),
         }

@@ -29,6 +29,10 @@
 //!   `coinsensei_webhook_oldest_pending_seconds` (by endpoint: the age of the oldest event
 //!   not yet delivered there), and, counted by the deliverer in the control plane,
 //!   `coinsensei_webhook_posts_total` (by endpoint and outcome: delivered, retry, failed);
+
+//!   `coinsensei_deposits` (by chain and state, zeros included: a
+//!   `reversed` one needs a person, the alert) and `coinsensei_deposit_scan_height` (by
+//!   chain: the newest block the deposit scanner stored);
 //! - the health checker's verdicts (`crate::health`): `coinsensei_worker_health_status` and
 //!   `coinsensei_chain_health_status` (0 healthy, 1 warning, 2 unhealthy), and per check
 //!   `coinsensei_health_check_status` / `coinsensei_health_check_value` (by worker and
@@ -231,6 +235,23 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
             .map_or(0, |(_, count)| *count);
         metrics::gauge!("coinsensei_withdrawals_waiting_for_funds", "chain" => chain.as_str())
             .set(count as f64);
+    }
+    let (deposits, heads) = state.store.deposit_counts().await?;
+    for chain in Chain::ALL {
+        for deposit_state in store::DepositState::ALL {
+            let count = deposits
+                .iter()
+                .find(|(each_chain, each_state, _)| {
+                    *each_chain == chain && *each_state == deposit_state
+                })
+                .map_or(0, |(_, _, count)| *count);
+            metrics::gauge!("coinsensei_deposits", "chain" => chain.as_str(), "state" => deposit_state.as_str())
+                .set(count as f64);
+        }
+        if let Some((_, head)) = heads.iter().find(|(each, _)| *each == chain) {
+            metrics::gauge!("coinsensei_deposit_scan_height", "chain" => chain.as_str())
+                .set(*head as f64);
+        }
     }
     withdrawal_pipeline(state, now).await
 }

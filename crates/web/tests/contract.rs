@@ -265,9 +265,40 @@ async fn token(store: &Store, role: Role, name: &str) -> (i64, String) {
     (row.id, secret)
 }
 
+/// Derives deposit addresses from a deposit xpub, as the binary does.
+#[derive(Debug)]
+struct Derive(signer::Xpub);
+
+impl web::deposits::DeriveAddress for Derive {
+    fn derive(&self, index: u32) -> Result<chain::address::Address, String> {
+        self.0.address(index).map_err(|error| error.to_string())
+    }
+}
+
+/// Deposit addresses on every chain, from the public test mnemonic's deposit accounts.
+fn deposit_intake() -> web::deposits::DepositIntake {
+    let mnemonic = signer::Mnemonic::parse(
+        "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about",
+    )
+    .unwrap();
+    let signer = signer::InProcessSigner::new(&mnemonic, chain::address::Network::Mainnet);
+    web::deposits::DepositIntake {
+        derivers: [Chain::Tron, Chain::Ethereum, Chain::Bitcoin]
+            .into_iter()
+            .map(|chain| {
+                let derive: std::sync::Arc<dyn web::deposits::DeriveAddress> =
+                    std::sync::Arc::new(Derive(signer.deposit_xpub(chain).unwrap()));
+                (chain, derive)
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
 fn lenient() -> web::WebOptions {
     web::WebOptions {
         auth_failures_per_minute: u32::MAX,
+        deposits: std::sync::Arc::new(deposit_intake()),
         ..web::WebOptions::default()
     }
 }
@@ -278,6 +309,8 @@ fn body_for(path: &str) -> Option<Value> {
         Some(json!({"concurrency_limit": 3}))
     } else if path == "/api/admin/tokens" {
         Some(json!({"name": "made-by-test", "role": "viewer"}))
+    } else if path == "/api/v1/deposit-addresses" {
+        Some(json!({"chain": "tron", "reference": "user:1"}))
     } else if path == "/api/v1/withdrawals" {
         Some(
             json!({"chain": "tron", "asset": "TRX", "to": "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7", "amount": "1.5", "reference": "user:1"}),
@@ -385,7 +418,11 @@ async fn every_route_and_role(db: &TestDb) {
             let path = fixture.concrete(route.path);
             let token = caller.map(|role| fixture.secret(role).to_string());
             let mut call = Call::new(route.method.clone(), path.clone(), token.as_deref());
-            if let Some(body) = body_for(route.path) {
+            if let Some(mut body) = body_for(route.path) {
+                // Each accepted address request is a new reference's: a new address.
+                if route.path == "/api/v1/deposit-addresses" {
+                    body["reference"] = json!(format!("{} {caller:?}", route.method));
+                }
                 call = call.json(&body);
             }
             // Each accepted creation is a new withdrawal: a key of its own per call.

@@ -1,4 +1,4 @@
-//! `coinsensei keys init|import|address|xpub`: the HD keystore. The mnemonic is shown once
+//! `coinsensei keys init|import|address|xpub [--deposit]`: the HD keystore. The mnemonic is shown once
 //! (by `init`) and otherwise only ever exists encrypted in the keystore file; these commands
 //! print addresses and extended public keys, never a secret.
 
@@ -104,10 +104,20 @@ pub fn address(args: &KeystoreArgs, chain: Chain, index: u32) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn xpub(args: &KeystoreArgs, chain: Chain) -> anyhow::Result<ExitCode> {
-    let xpub = args.signer()?.xpub(chain)?;
+pub fn xpub(args: &KeystoreArgs, chain: Chain, deposit: bool) -> anyhow::Result<ExitCode> {
+    let signer = args.signer()?;
+    if deposit {
+        let xpub = signer.deposit_xpub(chain)?;
+        eprintln!(
+            "the deposit account key of {chain} ({}): set it as {chain}_deposit_xpub of the control plane; it derives every deposit address, and no secret",
+            signer::deposit_account_path(chain, args.network)
+        );
+        println!("{xpub}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let xpub = signer.xpub(chain)?;
     eprintln!(
-        "the account key of {chain} ({}): it derives every deposit address, and no secret",
+        "the account key of {chain} ({}): the hot wallet's account, public keys only",
         signer::account_path(chain, args.network)
     );
     println!("{xpub}");

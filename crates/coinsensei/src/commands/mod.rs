@@ -4,6 +4,7 @@ pub mod autoscaler;
 pub mod bench;
 pub mod chain;
 pub mod destinations;
+pub mod deposits;
 pub mod devnet;
 pub mod events;
 pub mod health;
@@ -148,6 +149,7 @@ pub async fn control_plane(
         public_url: settings.public_url.clone(),
         intake: std::sync::Arc::new(settings.intake()),
         autoscale: settings.scaled_queues(),
+        deposits: std::sync::Arc::new(settings.deposit_intake()),
         ..web::WebOptions::default()
     };
     let served = web::serve(listener, store, backend, &options, cancel.clone()).await;

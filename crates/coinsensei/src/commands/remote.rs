@@ -103,6 +103,16 @@ impl Remote {
         Ok(self.send(Method::POST, segments, &[], body, None).await?.1)
     }
 
+    /// A POST answering the status too (201 created, 200 found).
+    pub async fn post_answered(
+        &self,
+        segments: &[&str],
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        self.send(Method::POST, segments, &[], Some(body), None)
+            .await
+    }
+
     /// A POST with an `Idempotency-Key`, answering the status too (201 created, 200 found).
     pub async fn post_keyed(
         &self,

@@ -105,6 +105,14 @@ pub async fn run(
                 )
                 .await
                 .map_err(WorkerFault)?,
+                WorkerKind::Deposit => crate::depositors::registry(
+                    &settings,
+                    spec.chain,
+                    &context.owner,
+                    Arc::clone(&backend),
+                )
+                .await
+                .map_err(WorkerFault)?,
                 _ => queue::Registry::default(),
             };
             let settings = SourceSettings {

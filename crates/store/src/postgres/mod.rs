@@ -96,6 +96,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0016_event_outbox.sql"),
     ),
     (
+        17,
+        "deposits",
+        include_str!("../../migrations/postgres/0017_deposits.sql"),
+    ),
+    (
         19,
         "withdrawal destination",
         include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),

@@ -100,6 +100,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0016_event_outbox.sql"),
     ),
     (
+        17,
+        "deposits",
+        include_str!("../../migrations/sqlite/0017_deposits.sql"),
+    ),
+    (
         19,
         "withdrawal destination",
         include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),

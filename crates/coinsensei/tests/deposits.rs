@@ -1,0 +1,242 @@
+//! Deposits end to end on real processes: `coinsensei up` with two Ethereum deposit workers
+//! against a private anvil (one block a second), the deposit xpub exported by `coinsensei keys
+//! xpub --deposit` from a keystore the control plane and the workers never open, addresses
+//! issued through `/api/v1/deposit-addresses` (and `coinsensei deposits address --server`),
+//! ETH and an ERC-20 of the configured catalogue sent on the chain, and the deposits read
+//! through `GET /api/v1/deposits`: each credited exactly once at its depth, also after the
+//! scanning worker is SIGKILLed and comes back. On both stores.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use testkit::{Anvil, Backend, TestDb, wait_for};
+
+const MNEMONIC: &str = "test test test test test test test test test test test junk";
+/// anvil's first account (key 0 of the mnemonic): unlocked, funded, the token's deployer.
+const SENDER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+const TOKEN_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin");
+
+async fn rpc(anvil: &Anvil, method: &str, params: Value) -> Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer: Value = reqwest::Client::new()
+        .post(&anvil.url)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["error"].is_null(), "{method}: {answer}");
+    answer["result"].clone()
+}
+
+/// Sends a transaction from the unlocked `SENDER` and waits for its receipt.
+async fn send(anvil: &Anvil, transaction: Value) -> Value {
+    let mut transaction = transaction;
+    transaction["from"] = json!(SENDER);
+    let txid = rpc(anvil, "eth_sendTransaction", json!([transaction])).await;
+    wait_for("a receipt", Duration::from_secs(30), || async {
+        let receipt = rpc(anvil, "eth_getTransactionReceipt", json!([txid])).await;
+        (!receipt.is_null()).then_some(receipt)
+    })
+    .await
+}
+
+async fn get(api: &common::backend::Backend, path: &str) -> Value {
+    api.client
+        .get(format!("{}{path}", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let anvil = Anvil::start_with(&["--block-time", "1"]).await;
+    let dir = db.dir();
+    // The deposit xpub, from the keystore, by the CLI; the rest of the system never sees
+    // the keystore.
+    common::backend::keystore_lines(&dir, MNEMONIC);
+    let exported = coinsensei([
+        "keys",
+        "xpub",
+        "--chain",
+        "ethereum",
+        "--deposit",
+        "--keystore",
+        dir.join("keystore.json").to_str().unwrap(),
+    ])
+    .env("COINSENSEI_KEYSTORE_PASSWORD_FILE", dir.join("password"))
+    .output()
+    .await
+    .unwrap();
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let xpub = String::from_utf8_lossy(&exported.stdout).trim().to_string();
+    assert!(xpub.starts_with("xpub"), "{xpub}");
+
+    let supply = format!("{:064x}", 1_000_000_000_000u64);
+    let deployed = send(
+        &anvil,
+        json!({"data": format!("0x{}{supply}", TOKEN_BIN.trim()), "gas": "0x2dc6c0"}),
+    )
+    .await;
+    let token = deployed["contractAddress"].as_str().unwrap().to_string();
+    // Scanning starts here: no address is issued before.
+    let head = rpc(&anvil, "eth_blockNumber", json!([])).await;
+    let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+
+    let config = dir.join("coinsensei.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "heartbeat_interval = 0.5\njob_lease = 2\n\
+             ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\n\
+             ethereum_deposit_confirmations = 2\nethereum_deposit_xpub = \"{xpub}\"\n\
+             ethereum_deposit_start_block = {head}\n\
+             [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n\
+             [[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\n\
+             [[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\n",
+            anvil.url,
+        ),
+    )
+    .unwrap();
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let api = common::backend::Backend::new(&db.url, &up).await;
+
+    // Addresses: through the API (201, then 200 with the same one) and the CLI.
+    let issue = |reference: &str| {
+        let api = &api;
+        let body = json!({"chain": "ethereum", "reference": reference});
+        async move {
+            let response = api
+                .client
+                .post(format!("{}/api/v1/deposit-addresses", api.base))
+                .bearer_auth(&api.token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, first) = issue("user:1").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = issue("user:1").await;
+    assert_eq!((status, &again), (200, &first));
+    let by_cli = coinsensei([
+        "deposits",
+        "address",
+        "--chain",
+        "ethereum",
+        "--reference",
+        "user:2",
+        "--server",
+        &api.base,
+    ])
+    .env("COINSENSEI_TOKEN", &api.token)
+    .output()
+    .await
+    .unwrap();
+    assert!(by_cli.status.success(), "{}", stderr(&by_cli));
+    let second = String::from_utf8_lossy(&by_cli.stdout).trim().to_string();
+    let one = first["address"].as_str().unwrap().to_string();
+    assert_ne!(one, second);
+
+    // Both deposit workers run; only the lease holder scans.
+    wait_for(
+        "the deposit workers running",
+        Duration::from_secs(60),
+        || async {
+            let workers = workers_json(&db.url).await;
+            ["ethereum-deposit-1", "ethereum-deposit-2"]
+                .iter()
+                .all(|id| find(&workers, id).is_some_and(|worker| worker["status"] == "running"))
+                .then_some(())
+        },
+    )
+    .await;
+
+    send(&anvil, json!({"to": one, "value": "0x6f05b59d3b20000"})).await; // 0.5 ETH
+    let to_word = format!("{:0>64}", one.trim_start_matches("0x").to_lowercase());
+    send(
+        &anvil,
+        json!({"to": token, "data": format!("0xa9059cbb{to_word}{:064x}", 12_500_000u64)}),
+    )
+    .await; // 12.5 USDT
+    send(&anvil, json!({"to": second, "value": "0x3782dace9d90000"})).await; // 0.25 ETH
+
+    let credited = wait_for(
+        "three credited deposits",
+        Duration::from_secs(90),
+        || async {
+            let page = get(&api, "/api/v1/deposits?state=credited").await;
+            let rows = page["deposits"].as_array().cloned().unwrap_or_default();
+            (rows.len() == 3).then_some(rows)
+        },
+    )
+    .await;
+    let mut seen: Vec<(String, String, String)> = credited
+        .iter()
+        .map(|row| {
+            (
+                row["reference"].as_str().unwrap().to_string(),
+                row["asset"].as_str().unwrap().to_string(),
+                row["amount"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("user:1".into(), "ETH".into(), "0.5".into()),
+            ("user:1".into(), "USDT".into(), "12.5".into()),
+            ("user:2".into(), "ETH".into(), "0.25".into()),
+        ]
+    );
+    let user1 = get(&api, "/api/v1/deposits?reference=user:1").await;
+    assert_eq!(user1["deposits"].as_array().unwrap().len(), 2, "{user1}");
+
+    // The scanning worker dies and comes back (or the other takes the lease over): nothing
+    // is credited twice, nothing new appears.
+    let killed = kill_worker(&db.url, "ethereum-deposit-1", None).await;
+    kill_worker(&db.url, "ethereum-deposit-1", Some(killed)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let all = get(&api, "/api/v1/deposits").await;
+    let rows = all["deposits"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{all}");
+    assert!(rows.iter().all(|row| row["state"] == "credited"), "{all}");
+    // The local CLI reads the same.
+    let listed = run(
+        &db.url,
+        &["deposits", "list", "--state", "credited", "--json"],
+    )
+    .await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.len(), 3);
+    assert!(up.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereum_deposits_are_credited_once_end_to_end_on_postgres() {
+    ethereum_deposits_are_credited_once_end_to_end(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ethereum_deposits_are_credited_once_end_to_end_on_sqlite() {
+    ethereum_deposits_are_credited_once_end_to_end(Backend::Sqlite).await;
+}
