@@ -277,6 +277,12 @@ fn parse_scrape(body: &str) -> Scrape {
 /// What only a paid or API-created withdrawal makes appear: documented, read by the
 /// dashboard, but not in the scrape of a fresh system.
 const APPEAR_WITH_PAYOUTS: &[&str] = &[
+    // And those that need a webhook endpoint's deliveries or a deposit address or scan.
+    "coinsensei_webhook_deliveries",
+    "coinsensei_webhook_oldest_pending_seconds",
+    "coinsensei_webhook_posts_total",
+    "coinsensei_deposit_addresses_issued_total",
+    "coinsensei_deposit_scan_height",
     "coinsensei_withdrawals_created_total",
     "coinsensei_payout_transactions_total",
     "coinsensei_payout_replacements_total",
