@@ -68,6 +68,9 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet|docker> [extra 
           anvil, a regtest bitcoind and the TRON simulation, funded hot wallets, a withdrawal
           worker per chain, and how to send a first withdrawal printed; extra arguments go to
           `up` (e.g. --listen 127.0.0.1:9090)
+  autoscale  the issue's autoscaling run through `up` on Postgres and SQLite: 2,000 sleep
+          jobs of 200 ms into one queue scale its workers from 1 up to 10 in steps of at
+          most 2 and back to 1 after the backlog, every job run once; prints the figures
   chaos withdrawals [--chain ethereum|tron|bitcoin] [--count N] [--no-faults] [--sqlite]
           N withdrawals through `up` and a private Postgres, the worker SIGKILLed every 1 to
           5 s, Postgres and the node restarted once; the chain is read at the end (paid once,
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Some("test") => test(&rest),
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
+        Some("autoscale") => autoscale(&rest),
         Some("devnet") => devnet(&rest),
         Some("docker") => docker_image(&rest),
         Some("-h" | "--help" | "help") => {
@@ -672,6 +676,22 @@ fn devnet(extra: &[String]) -> anyhow::Result<()> {
 
 /// `cargo xtask chaos withdrawals`: the suite's chaos test (`crates/coinsensei/tests/chaos.rs`)
 /// full-sized, in release, with its report printed.
+/// `cargo xtask autoscale`: the autoscale test at the issue's size (the suite runs it at
+/// 600 jobs of 100 ms up to 4 workers).
+fn autoscale(extra: &[String]) -> anyhow::Result<()> {
+    if let Some(other) = extra.first() {
+        bail!("unknown argument {other:?}\n\n{USAGE}");
+    }
+    let mut command = cargo();
+    command
+        .args(["test", "--package", "coinsensei", "--test", "autoscale"])
+        .args(["--", "--nocapture", "--test-threads", "1"])
+        .env("COINSENSEI_AUTOSCALE_JOBS", "2000")
+        .env("COINSENSEI_AUTOSCALE_JOB_MS", "200")
+        .env("COINSENSEI_AUTOSCALE_MAX_WORKERS", "10");
+    run(command)
+}
+
 fn chaos(extra: &[String]) -> anyhow::Result<()> {
     let mut args = extra.iter();
     match args.next().map(String::as_str) {

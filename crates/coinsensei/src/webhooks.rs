@@ -240,6 +240,10 @@ pub const EVENT_KINDS: &[&str] = &[
     "withdrawal.failed",
     "withdrawal.canceled",
     "withdrawal.manual_review",
+    "deposit.detected",
+    "deposit.confirmed",
+    "deposit.orphaned",
+    "deposit.reversed",
 ];
 
 fn event_pattern_known(pattern: &str) -> bool {

@@ -234,6 +234,46 @@ per_dialect! {
     }
 }
 
+per_dialect! {
+    /// Appends `events` on the caller's connection, as [`append_on`] does one, a few hundred
+    /// a statement: what a scan's commit, credit or rollback tells of its deposits.
+    pub(crate) async fn append_many_on(
+        connection: &mut d::Connection,
+        events: &[EventInsert],
+    ) -> Result<(), StoreError> {
+        for chunk in events.chunks(500) {
+            let mut insert = sqlx::QueryBuilder::<d::Db>::new(
+                "insert into event_outbox (event_id, kind, subject, payload, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, event| {
+                row.push_bind(new_event_id())
+                    .push_bind(event.kind.clone())
+                    .push_bind(event.subject.clone())
+                    .push_bind(d::json(&event.payload))
+                    .push_bind(d::time(event.now));
+            });
+            insert.push(" returning id");
+            let ids: Vec<i64> = insert
+                .build_query_scalar()
+                .fetch_all(&mut *connection)
+                .await?;
+            let mut deliveries = sqlx::QueryBuilder::<d::Db>::new(
+                "insert into webhook_delivery (endpoint, event, subject, state, attempts, next_attempt_at)
+                 select distinct s.endpoint, e.id, e.subject, 'pending', 0, e.created_at
+                 from event_outbox e join webhook_subscription s on e.kind like s.pattern
+                 where e.id in (",
+            );
+            let mut separated = deliveries.separated(", ");
+            for id in &ids {
+                separated.push_bind(*id);
+            }
+            deliveries.push(") on conflict do nothing");
+            deliveries.build().execute(&mut *connection).await?;
+        }
+        Ok(())
+    }
+}
+
 /// A random id no other event has: `evt_` and 128 random bits in hex.
 fn new_event_id() -> String {
     format!("evt_{:032x}", rand::random::<u128>())

@@ -73,6 +73,72 @@ macro_rules! decode_deposit {
 
 pub(crate) use decode_deposit;
 
+/// The outbox event telling of deposit `row` (docs/webhooks.md), with the reference its
+/// address was issued for (none for an address no longer on record).
+pub(crate) fn deposit_event(
+    kind: &str,
+    row: &DepositRow,
+    reference: Option<&str>,
+    now: DateTime<Utc>,
+) -> crate::EventInsert {
+    crate::EventInsert {
+        kind: kind.to_string(),
+        subject: format!("deposit:{}", row.id),
+        payload: serde_json::json!({
+            "id": row.id,
+            "chain": row.chain.as_str(),
+            "asset": row.asset,
+            "amount_base_units": row.amount.to_string(),
+            "address": row.address,
+            "reference": reference,
+            "sender": row.sender,
+            "txid": row.txid,
+            "position": row.position,
+            "block_number": row.block_number,
+            "block_hash": row.block_hash,
+            "state": row.state.as_str(),
+        }),
+        now,
+    }
+}
+
+/// Appends `$kind` events for the deposit rows `$rows` of `$chain` on `$conn` (dialect `$d`),
+/// each with its address's reference.
+macro_rules! append_deposit_events {
+    ($conn:expr, $d:ident, $chain:expr, $rows:expr, $kind:expr, $now:expr) => {{
+        let rows: &[DepositRow] = $rows;
+        let mut references: std::collections::HashMap<String, String> =
+            std::collections::HashMap::new();
+        for chunk in rows.chunks(500) {
+            let mut lookup = QueryBuilder::<$d::Db>::new(
+                "select address, reference from deposit_address where chain = ",
+            );
+            lookup.push_bind($chain.as_str());
+            lookup.push(" and address in (");
+            let mut separated = lookup.separated(", ");
+            for row in chunk {
+                separated.push_bind(row.address.clone());
+            }
+            lookup.push(")");
+            for found in lookup.build().fetch_all(&mut *$conn).await? {
+                references.insert(found.try_get("address")?, found.try_get("reference")?);
+            }
+        }
+        let events: Vec<crate::EventInsert> = rows
+            .iter()
+            .map(|row| {
+                deposit_event(
+                    $kind,
+                    row,
+                    references.get(&row.address).map(String::as_str),
+                    $now,
+                )
+            })
+            .collect();
+        $d::outbox::append_many_on(&mut *$conn, &events).await?;
+    }};
+}
+
 /// Blocks kept per chain behind the newest one: deeper than any confirmation policy, so a
 /// reorg's fork point is always found among them. Older rows are pruned as scanning goes on.
 pub const SCAN_BLOCKS_KEPT: u64 = 2_048;
@@ -409,7 +475,16 @@ impl Store {
                           updated_at = excluded.seen_at
                       where deposit.state in ('orphaned', 'ignored')",
                 );
-                insert.build().execute(&mut *conn).await?;
+                insert.push(format!(" returning {DEPOSIT_COLUMNS}"));
+                let mut detected = Vec::new();
+                for row in insert.build().fetch_all(&mut *conn).await? {
+                    let row = decode_deposit!(&row, d);
+                    // New, or revived from an orphaned block: the backend hears of it.
+                    if row.state == DepositState::Pending {
+                        detected.push(row);
+                    }
+                }
+                append_deposit_events!(conn, d, chain, &detected, "deposit.detected", now);
             }
             let newest = blocks[blocks.len() - 1].number;
             sqlx::query("delete from chain_block where chain = $1 and number < $2")
@@ -439,22 +514,32 @@ impl Store {
                 .await?
                 .rows_affected();
             let mut moved = [0u64; 2];
-            for (slot, (from, to)) in [("pending", "orphaned"), ("credited", "reversed")]
-                .into_iter()
-                .enumerate()
+            let sql = format!(
+                "update deposit set state = $4, updated_at = $5
+                 where chain = $1 and block_number > $2 and state = $3
+                 returning {DEPOSIT_COLUMNS}"
+            );
+            for (slot, (from, to, kind)) in [
+                ("pending", "orphaned", "deposit.orphaned"),
+                ("credited", "reversed", "deposit.reversed"),
+            ]
+            .into_iter()
+            .enumerate()
             {
-                moved[slot] = sqlx::query(
-                    "update deposit set state = $4, updated_at = $5
-                     where chain = $1 and block_number > $2 and state = $3",
-                )
-                .bind(chain.as_str())
-                .bind(keep_through)
-                .bind(from)
-                .bind(to)
-                .bind(d::time(now))
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                    .bind(chain.as_str())
+                    .bind(keep_through)
+                    .bind(from)
+                    .bind(to)
+                    .bind(d::time(now))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                let mut changed = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    changed.push(decode_deposit!(row, d));
+                }
+                moved[slot] = changed.len() as u64;
+                append_deposit_events!(conn, d, chain, &changed, kind, now);
             }
             Ok(Rollback {
                 blocks,
@@ -472,18 +557,26 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let through = to_i64("block number", through)?;
-        Ok(on_write!(self, |conn, d| {
-            sqlx::query(
-                "update deposit set state = 'credited', credited_at = $3, updated_at = $3
-                 where chain = $1 and state = 'pending' and block_number <= $2",
-            )
-            .bind(chain.as_str())
-            .bind(through)
-            .bind(d::time(now))
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-        }))
+        let sql = format!(
+            "update deposit set state = 'credited', credited_at = $3, updated_at = $3
+             where chain = $1 and state = 'pending' and block_number <= $2
+             returning {DEPOSIT_COLUMNS}"
+        );
+        in_write_tx!(self, |store, conn, d| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(chain.as_str())
+                .bind(through)
+                .bind(d::time(now))
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut credited = Vec::with_capacity(rows.len());
+            for row in &rows {
+                credited.push(decode_deposit!(row, d));
+            }
+            // Credited, with its event in the same transaction.
+            append_deposit_events!(conn, d, chain, &credited, "deposit.confirmed", now);
+            Ok(credited.len() as u64)
+        })
     }
 
     /// Deposits of `chain`, newest first, in `state` if given.

@@ -512,8 +512,91 @@ async fn the_scan_lease_has_one_holder(db: &TestDb) {
     );
 }
 
+
+/// Deposit events: detected when first seen (and when revived from an orphaned block),
+/// confirmed when credited, orphaned or reversed when a reorg takes the block, each in the
+/// change's own transaction, with its address's reference, in order per deposit; ignored
+/// transfers tell nothing.
+async fn deposit_changes_write_their_events(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Ethereum;
+    store
+        .webhook_subscribe(&[store::WebhookSubscription {
+            endpoint: "backend".into(),
+            events: vec!["deposit.*".into()],
+        }])
+        .await
+        .unwrap();
+    store
+        .deposit_address_insert(&store::DepositAddressInsert {
+            chain,
+            reference: "user:42".into(),
+            index: 0,
+            address: "0x00000000000000000000000000000000000000a1".into(),
+            actor: "token:1:backend".into(),
+            now: at(0),
+        })
+        .await
+        .unwrap();
+    let first = blocks(10, 4, "a", "0xa9");
+    let mut dust = deposit("0x09", &first[1], 1);
+    dust.ignored = Some("dust".into());
+    let found = vec![deposit("0x01", &first[1], 5), deposit("0x02", &first[3], 7), dust];
+    store.scan_commit(chain, &first, &found, at(1)).await.unwrap();
+    assert_eq!(store.deposits_credit(chain, 11, at(2)).await.unwrap(), 1);
+    store.scan_rollback(chain, 10, at(3)).await.unwrap();
+    // 0x02 is mined again in the new fork.
+    let second = blocks(11, 3, "b", "0xa10");
+    store
+        .scan_commit(chain, &second, &[deposit("0x02", &second[2], 7)], at(4))
+        .await
+        .unwrap();
+
+    let events = store
+        .events_list(&store::EventList {
+            limit: 100,
+            ..store::EventList::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|event| (event.payload["txid"].as_str().unwrap().to_string(), event.kind.clone()))
+        .collect();
+    let expect = |txid: &str, kind: &str| (txid.to_string(), kind.to_string());
+    assert_eq!(
+        seen,
+        [
+            expect("0x01", "deposit.detected"),
+            expect("0x02", "deposit.detected"),
+            expect("0x01", "deposit.confirmed"),
+            expect("0x02", "deposit.orphaned"),
+            expect("0x01", "deposit.reversed"),
+            expect("0x02", "deposit.detected"),
+        ]
+    );
+    let last = events.last().unwrap();
+    assert_eq!(last.payload["reference"], "user:42");
+    assert_eq!(last.payload["amount_base_units"], "7");
+    assert_eq!(last.payload["block_number"], 13);
+    assert_eq!(last.payload["block_hash"], "0xb13");
+    assert_eq!(last.payload["state"], "pending");
+    assert!(last.subject.starts_with("deposit:"));
+    // Each with its delivery to the subscribed endpoint.
+    let deliveries = store
+        .webhook_deliveries(&store::DeliveryList {
+            endpoint: Some("backend".into()),
+            limit: 100,
+            ..store::DeliveryList::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(deliveries.len(), events.len());
+}
+
 testkit::on_both_stores!(
-    db: commits_chain_and_reorgs_roll_back,
+    db: deposit_changes_write_their_events,
+    commits_chain_and_reorgs_roll_back,
     bad_batches_change_nothing,
     ignored_transfers_are_kept_and_never_credited,
     a_revived_deposit_takes_every_field_from_its_new_block,
