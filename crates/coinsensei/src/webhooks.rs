@@ -565,12 +565,12 @@ mod tests {
 
     #[test]
     fn event_patterns_name_kinds_that_exist() {
-        for good in ["*", "withdrawal.*", "withdrawal.completed"] {
+        for good in ["*", "withdrawal.*", "withdrawal.completed", "deposit.*"] {
             assert!(event_pattern_known(good), "{good}");
         }
         for bad in [
             "",
-            "deposit.*",
+            "ledger.*",
             "withdrawal",
             "withdrawal*",
             "withdrawal.paid",

@@ -23,7 +23,10 @@ const COOLDOWN_MS: i64 = 1_500;
 fn setting<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
-        .map(|text| text.parse().unwrap_or_else(|_| panic!("{name}: not a number")))
+        .map(|text| {
+            text.parse()
+                .unwrap_or_else(|_| panic!("{name}: not a number"))
+        })
         .unwrap_or(default)
 }
 

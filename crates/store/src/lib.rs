@@ -9,8 +9,8 @@ mod approvals;
 mod attempts;
 mod audit;
 mod changes;
-mod destinations;
 mod deposits;
+mod destinations;
 mod dialect;
 mod error;
 mod jobs;
@@ -37,13 +37,13 @@ pub use attempts::{
     Outpoint,
 };
 pub use changes::ChangeFeed;
-pub use destinations::{
-    DESTINATION_LABEL_LEN_MAX, DESTINATION_REFERENCE_LEN_MAX, DestinationInsert, DestinationList,
-    DestinationRow,
-};
 pub use deposits::{
     DepositAddressInsert, DepositAddressInserted, DepositAddressList, DepositAddressRow,
     DepositList, DepositView,
+};
+pub use destinations::{
+    DESTINATION_LABEL_LEN_MAX, DESTINATION_REFERENCE_LEN_MAX, DestinationInsert, DestinationList,
+    DestinationRow,
 };
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};

@@ -232,9 +232,7 @@ per_dialect! {
         .await?;
         Ok(sequence)
     }
-}
 
-per_dialect! {
     /// Appends `events` on the caller's connection, as [`append_on`] does one, a few hundred
     /// a statement: what a scan's commit, credit or rollback tells of its deposits.
     pub(crate) async fn append_many_on(

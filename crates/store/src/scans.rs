@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use domain::{Amount, Chain};
 use sqlx::{QueryBuilder, Row};
 
-use crate::dialect::{in_write_tx, on_pool, on_write};
+use crate::dialect::{in_write_tx, on_pool};
 use crate::{Store, StoreError};
 
 /// Reads a `chain_block` row (`number, hash, parent_hash`) in either dialect.
@@ -88,7 +88,7 @@ pub(crate) fn deposit_event(
             "id": row.id,
             "chain": row.chain.as_str(),
             "asset": row.asset,
-            "amount_base_units": row.amount.to_string(),
+            "amount_base_units": amount_text(&row.amount),
             "address": row.address,
             "reference": reference,
             "sender": row.sender,

@@ -512,7 +512,6 @@ async fn the_scan_lease_has_one_holder(db: &TestDb) {
     );
 }
 
-
 /// Deposit events: detected when first seen (and when revived from an orphaned block),
 /// confirmed when credited, orphaned or reversed when a reorg takes the block, each in the
 /// change's own transaction, with its address's reference, in order per deposit; ignored
@@ -541,8 +540,15 @@ async fn deposit_changes_write_their_events(db: &TestDb) {
     let first = blocks(10, 4, "a", "0xa9");
     let mut dust = deposit("0x09", &first[1], 1);
     dust.ignored = Some("dust".into());
-    let found = vec![deposit("0x01", &first[1], 5), deposit("0x02", &first[3], 7), dust];
-    store.scan_commit(chain, &first, &found, at(1)).await.unwrap();
+    let found = vec![
+        deposit("0x01", &first[1], 5),
+        deposit("0x02", &first[3], 7),
+        dust,
+    ];
+    store
+        .scan_commit(chain, &first, &found, at(1))
+        .await
+        .unwrap();
     assert_eq!(store.deposits_credit(chain, 11, at(2)).await.unwrap(), 1);
     store.scan_rollback(chain, 10, at(3)).await.unwrap();
     // 0x02 is mined again in the new fork.
@@ -561,7 +567,12 @@ async fn deposit_changes_write_their_events(db: &TestDb) {
         .unwrap();
     let seen: Vec<(String, String)> = events
         .iter()
-        .map(|event| (event.payload["txid"].as_str().unwrap().to_string(), event.kind.clone()))
+        .map(|event| {
+            (
+                event.payload["txid"].as_str().unwrap().to_string(),
+                event.kind.clone(),
+            )
+        })
         .collect();
     let expect = |txid: &str, kind: &str| (txid.to_string(), kind.to_string());
     assert_eq!(

@@ -22,8 +22,8 @@
 pub mod api;
 pub mod auth;
 pub mod dashboard;
-pub mod destinations;
 pub mod deposits;
+pub mod destinations;
 pub mod dto;
 pub mod events;
 pub mod health;

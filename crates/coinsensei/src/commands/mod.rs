@@ -3,8 +3,8 @@
 pub mod autoscaler;
 pub mod bench;
 pub mod chain;
-pub mod destinations;
 pub mod deposits;
+pub mod destinations;
 pub mod devnet;
 pub mod events;
 pub mod health;
