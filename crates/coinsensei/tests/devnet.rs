@@ -234,18 +234,24 @@ async fn a_withdrawal_of_every_asset_is_paid_on_the_devnet() {
         );
     }
 
-    // The processes the devnet started go with it.
-    assert!(up.stop().await.success());
-    let anvil_port: u16 = configured(&dir, "ethereum_rpc_url")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    // The processes the devnet started go with it. (Checked by process, not by port: another
+    // test's node may be given the same ephemeral port a moment after anvil lets it go.)
+    let children = children_of(up.pid().as_raw());
     assert!(
-        std::net::TcpStream::connect(("127.0.0.1", anvil_port)).is_err(),
-        "anvil stopped with the devnet"
+        children
+            .iter()
+            .any(|(_, command)| command.contains("anvil")),
+        "anvil runs under the devnet: {children:?}"
     );
+    assert!(up.stop().await.success());
+    for (pid, command) in &children {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| stat.contains(") Z ")),
+            "{command} ({pid}) stopped with the devnet"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -303,4 +309,32 @@ async fn the_devnet_refuses_what_could_reach_a_real_chain() {
     // Nothing of the user's was touched.
     assert!(dir.join("devnet/precious").exists());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The processes whose parent is `parent`: pid and command line.
+fn children_of(parent: i32) -> Vec<(i32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+        let Some(after) = stat.rsplit_once(") ").map(|(_, rest)| rest) else {
+            continue;
+        };
+        let ppid = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|ppid| ppid.parse::<i32>().ok());
+        if ppid == Some(parent) {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+                .unwrap_or_default();
+            children.push((pid, command));
+        }
+    }
+    children
 }

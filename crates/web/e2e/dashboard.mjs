@@ -406,6 +406,9 @@ try {
     for (const path of ["/", `/workers/${worker}`, "/queues", "/withdrawals", `/withdrawals/${moving}`, "/health", "/audit", `/jobs/${job}`, "/jobs?q=noop"]) {
       await page.goto(`${base}${path}`);
       await noPageOverflow(path);
+      // The server frees a left page's live slot at its next write, within a second: pace
+      // the tour so it never holds more than a session's 4 at once.
+      await page.waitForTimeout(1200);
     }
     await page.goto(`${base}/withdrawals`);
     await page.locator(`#wd-${moving} th`).waitFor();
