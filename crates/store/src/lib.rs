@@ -14,6 +14,7 @@ mod destinations;
 mod dialect;
 mod error;
 mod jobs;
+mod ledger;
 mod model;
 mod nonces;
 mod outbox;
@@ -47,6 +48,10 @@ pub use destinations::{
 };
 pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
+pub use ledger::{
+    LEDGER_REASON_LEN_MAX, LedgerAdjustmentInsert, LedgerAdjustmentRow, LedgerCheck, LedgerDeposit,
+    LedgerDirection, LedgerPage, LedgerWithdrawal,
+};
 pub use model::*;
 pub use nonces::{
     NONCE_TXS_MAX, NONCES_UNSETTLED_MAX, NonceBind, NonceFees, NonceHeld, NonceReplace,

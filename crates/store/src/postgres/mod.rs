@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal destination",
         include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),
     ),
+    (
+        21,
+        "ledger",
+        include_str!("../../migrations/postgres/0021_ledger.sql"),
+    ),
 ];
 
 #[derive(Clone)]
