@@ -186,7 +186,11 @@ pub fn address_dto(row: &DepositAddressRow) -> Value {
 
 /// The symbol and decimals of a stored asset (`native`, or a token's contract), from the
 /// catalogue; None for an asset no longer configured.
-fn asset_of(catalogue: &AssetCatalogue, chain: Chain, asset: &str) -> Option<(String, u8)> {
+pub(crate) fn asset_of(
+    catalogue: &AssetCatalogue,
+    chain: Chain,
+    asset: &str,
+) -> Option<(String, u8)> {
     catalogue
         .assets()
         .iter()

@@ -27,6 +27,7 @@ pub mod destinations;
 pub mod dto;
 pub mod events;
 pub mod health;
+pub mod ledger;
 pub mod metrics;
 pub mod scaling;
 pub mod webhooks;
