@@ -76,6 +76,10 @@ enum Command {
     /// Deposit addresses and deposits (what the exchange's backend does through
     /// /api/v1/deposit-addresses and /api/v1/deposits).
     Deposits(DepositsArgs),
+    /// The ledger: what each wallet should hold by the store, compared with what the chains
+    /// hold; adjustments for money that moved outside it (docs/ledger.md).
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Create, list and revoke API tokens for the control plane.
     #[command(subcommand)]
     Tokens(TokensCommand),
@@ -605,6 +609,52 @@ enum DepositsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Compare every wallet's expected balance (hot wallet, deposit addresses) with what its
+    /// chain's node says it holds, name every difference and record the outcome for
+    /// /metrics. Exit code: 0 every wallet agrees, 1 one differs, 3 none differs but some
+    /// could not be compared (the lines say why).
+    Reconcile {
+        /// Only this chain (default: every chain whose node is configured).
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every wallet's expected balance by the store alone; no node is asked.
+    Show {
+        #[arg(long)]
+        chain: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record money that moved outside the ledger's rows, audited: a hot wallet's opening
+    /// balance (the operator funded it), or a correction. Never edited: undo one with an
+    /// opposite one.
+    Adjust {
+        #[arg(long)]
+        chain: String,
+        /// The wallet's address.
+        #[arg(long)]
+        address: String,
+        /// The catalogue symbol (ETH, USDT, TRX, BTC).
+        #[arg(long)]
+        asset: String,
+        /// In the asset's unit (10.5), more than zero.
+        #[arg(long)]
+        amount: String,
+        /// in (money arrived) or out (money left).
+        #[arg(long, default_value = "in")]
+        direction: String,
+        /// Where the money came from or went, for the audit log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 struct JobsArgs {
     #[command(flatten)]
@@ -797,6 +847,7 @@ fn main() -> ExitCode {
         | Command::Withdrawals(_)
         | Command::Events(_)
         | Command::Deposits(_)
+        | Command::Ledger(_)
         | Command::Tokens(_)
         | Command::Keys(_)
         | Command::Chain(_)
@@ -1292,6 +1343,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     limit,
                     json,
                 } => d::list(settings, state, chain, reference, limit, json).await,
+            }
+        }
+        Command::Ledger(command) => {
+            use commands::ledger as l;
+            let settings = global.settings(None)?;
+            match command {
+                LedgerCommand::Reconcile { chain, json } => {
+                    l::reconcile(settings, chain, json).await
+                }
+                LedgerCommand::Show { chain, json } => l::show(settings, chain, json).await,
+                LedgerCommand::Adjust {
+                    chain,
+                    address,
+                    asset,
+                    amount,
+                    direction,
+                    reason,
+                    json,
+                } => {
+                    let request = l::AdjustRequest {
+                        chain,
+                        address,
+                        asset,
+                        amount,
+                        direction,
+                        reason,
+                    };
+                    l::adjust(settings, request, json).await
+                }
             }
         }
         Command::Tokens(command) => {

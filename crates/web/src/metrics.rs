@@ -33,6 +33,9 @@
 //!   `coinsensei_deposits` (by chain and state, zeros included: a
 //!   `reversed` one needs a person, the alert) and `coinsensei_deposit_scan_height` (by
 //!   chain: the newest block the deposit scanner stored);
+//!   `coinsensei_ledger_difference`, `coinsensei_ledger_wallets` and
+//!   `coinsensei_ledger_checked_age_seconds` (by chain and asset: the last
+//!   `coinsensei ledger reconcile`, table `ledger_check`);
 //! - the health checker's verdicts (`crate::health`): `coinsensei_worker_health_status` and
 //!   `coinsensei_chain_health_status` (0 healthy, 1 warning, 2 unhealthy), and per check
 //!   `coinsensei_health_check_status` / `coinsensei_health_check_value` (by worker and
@@ -252,6 +255,28 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
             metrics::gauge!("coinsensei_deposit_scan_height", "chain" => chain.as_str())
                 .set(*head as f64);
         }
+    }
+    // The last reconciliation of each chain (`coinsensei ledger reconcile`): the alert is a
+    // difference above 0; an unknown wallet is counted apart, never as agreeing.
+    for check in state.store.ledger_check_list().await? {
+        let units = check
+            .difference
+            .base_units()
+            .to_string()
+            .parse::<f64>()
+            .unwrap_or(f64::NAN);
+        metrics::gauge!("coinsensei_ledger_difference", "chain" => check.chain.as_str(), "asset" => check.asset.clone())
+            .set(units);
+        for (verdict, n) in [
+            ("agrees", check.agreeing),
+            ("differs", check.differing),
+            ("unknown", check.unknown),
+        ] {
+            metrics::gauge!("coinsensei_ledger_wallets", "chain" => check.chain.as_str(), "asset" => check.asset.clone(), "verdict" => verdict)
+                .set(n as f64);
+        }
+        metrics::gauge!("coinsensei_ledger_checked_age_seconds", "chain" => check.chain.as_str(), "asset" => check.asset)
+            .set((now - check.checked_at).num_milliseconds().max(0) as f64 / 1000.0);
     }
     withdrawal_pipeline(state, now).await
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod health;
 pub mod keda;
 pub mod keys;
+pub mod ledger;
 pub mod migrate;
 pub mod queues;
 pub mod remote;

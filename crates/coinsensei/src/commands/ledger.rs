@@ -1,0 +1,442 @@
+//! `coinsensei ledger`: what each wallet should hold by the store (`web::ledger`), compared
+//! with what the chains' nodes say it holds (`reconcile`), shown alone (`show`), and the
+//! operators' adjustments for money that moved outside the ledger's rows (`adjust`: a hot
+//! wallet's opening balance, a correction), each audited.
+//!
+//! `reconcile` reads every line's balance from its chain's node (the control plane's
+//! read-only clients, `crate::chains`), a few at a time, names every line that differs or
+//! could not be compared, and records the outcome per chain and asset in the store, which
+//! `/metrics` exports (`coinsensei_ledger_difference`) for the alert. Exit code: 0 every line
+//! agrees, 1 some line differs, 3 none differs but some could not be compared.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chain::address::{Address, Network};
+use chain::provider::{Asset, ChainRead};
+use chrono::Utc;
+use domain::{Amount, Chain};
+use serde_json::Value;
+use store::{LedgerAdjustmentInsert, LedgerDirection};
+use web::ledger::{LedgerLine, Reconciled, Verdict, WalletKind};
+
+use crate::chains::ChainClients;
+use crate::config::Settings;
+
+/// Balances read at once (a node's connection pool and rate limits, not the CPU, bound this).
+const READS_IN_FLIGHT: usize = 8;
+/// From this many lines on, progress goes to stderr.
+const PROGRESS_FROM: usize = 50;
+/// What the node's client may try per read.
+const BITCOIN_ATTEMPTS: u32 = 4;
+
+/// Exit code when nothing differs but some line could not be compared.
+const EXIT_UNKNOWN: u8 = 3;
+
+fn chains(settings: &Settings, chain: Option<String>) -> anyhow::Result<Vec<Chain>> {
+    match chain {
+        Some(chain) => {
+            Ok(vec![chain.parse().map_err(|error| {
+                anyhow::anyhow!("invalid --chain: {error}")
+            })?])
+        }
+        None => {
+            let configured = ChainClients::new(settings).configured();
+            if configured.is_empty() {
+                anyhow::bail!(
+                    "no chain node is configured: set ethereum_rpc_url, tron_rpc_url or bitcoin_rpc_url, or name one with --chain"
+                );
+            }
+            Ok(configured)
+        }
+    }
+}
+
+fn network(settings: &Settings) -> Network {
+    settings.withdrawals.bitcoin_network
+}
+
+/// `coinsensei ledger reconcile`.
+pub async fn reconcile(
+    settings: Settings,
+    chain: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let chains = chains(&settings, chain)?;
+    let store = super::connect_existing(&settings).await?;
+    let clients = crate::chains::clients(&settings);
+    let catalogue = &settings.withdrawals.catalogue;
+    let mut all = Vec::new();
+    for chain in chains {
+        let lines = match web::ledger::read(&store, catalogue, chain).await {
+            Ok(lines) => lines,
+            Err(error) => {
+                store.close().await;
+                return Err(error).context("reading the ledger");
+            }
+        };
+        let node = node_check(&clients, &settings, chain).await;
+        let reconciled = compare(&clients, network(&settings), chain, lines, node).await;
+        let checks = web::ledger::checks(chain, &reconciled, Utc::now());
+        if let Err(error) = store.ledger_check_replace(chain, &checks).await {
+            store.close().await;
+            return Err(error).context("recording the reconciliation");
+        }
+        all.extend(reconciled);
+    }
+    store.close().await;
+    print(&all, as_json)?;
+    let differs = all
+        .iter()
+        .any(|each| matches!(each.verdict, Verdict::Differs(_)));
+    let unknown = all
+        .iter()
+        .any(|each| matches!(each.verdict, Verdict::Unknown(_)));
+    Ok(if differs {
+        ExitCode::FAILURE
+    } else if unknown {
+        ExitCode::from(EXIT_UNKNOWN)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Whether the chain's node may be believed: reachable, and (Ethereum) the configured chain.
+async fn node_check(
+    clients: &ChainClients,
+    settings: &Settings,
+    chain: Chain,
+) -> Result<(), String> {
+    match chain {
+        Chain::Ethereum => {
+            let client = clients
+                .ethereum_unchecked()
+                .await
+                .map_err(|error| format!("{error:#}"))?;
+            let head = client
+                .node_head()
+                .await
+                .map_err(|error| format!("the Ethereum node: {error}"))?;
+            match settings.ethereum.as_ref().and_then(|node| node.chain_id) {
+                Some(expected) if expected != head.chain_id => Err(format!(
+                    "the Ethereum node is on chain id {}, not ethereum_chain_id {expected}",
+                    head.chain_id
+                )),
+                _ => Ok(()),
+            }
+        }
+        Chain::Tron => clients
+            .tron()
+            .map(|_| ())
+            .map_err(|error| format!("{error:#}")),
+        Chain::Bitcoin => clients
+            .bitcoin(BITCOIN_ATTEMPTS)
+            .map(|_| ())
+            .map_err(|error| format!("{error:#}")),
+    }
+}
+
+/// Reads every line's balance, [`READS_IN_FLIGHT`] at a time (Bitcoin's `scantxoutset`
+/// one at a time: the node runs one scan at once), and judges each.
+async fn compare(
+    clients: &Arc<ChainClients>,
+    network: Network,
+    chain: Chain,
+    lines: Vec<LedgerLine>,
+    node: Result<(), String>,
+) -> Vec<Reconciled> {
+    let total = lines.len();
+    let in_flight = if chain == Chain::Bitcoin {
+        1
+    } else {
+        READS_IN_FLIGHT
+    };
+    let mut pending = lines.into_iter().enumerate();
+    let mut running = tokio::task::JoinSet::new();
+    let mut done: Vec<(usize, Reconciled)> = Vec::with_capacity(total);
+    loop {
+        while running.len() < in_flight {
+            let Some((index, line)) = pending.next() else {
+                break;
+            };
+            let clients = clients.clone();
+            let node = node.clone();
+            running.spawn(async move {
+                let on_chain = match node {
+                    Ok(()) => balance(&clients, network, &line).await,
+                    Err(error) => Err(error),
+                };
+                (index, web::ledger::judge(line, on_chain))
+            });
+        }
+        let Some(finished) = running.join_next().await else {
+            break;
+        };
+        match finished {
+            Ok(each) => done.push(each),
+            Err(error) => tracing::error!(%error, "a balance read panicked"),
+        }
+        if total >= PROGRESS_FROM
+            && (done.len().is_multiple_of(PROGRESS_FROM) || done.len() == total)
+        {
+            eprintln!("{chain}: {} of {total} balances read", done.len());
+        }
+    }
+    done.sort_by_key(|(index, _)| *index);
+    done.into_iter().map(|(_, each)| each).collect()
+}
+
+/// What the chain says `line`'s wallet holds of its asset.
+async fn balance(
+    clients: &ChainClients,
+    network: Network,
+    line: &LedgerLine,
+) -> Result<Amount, String> {
+    let text = line
+        .address
+        .as_deref()
+        .ok_or("the wallet's address is not known")?;
+    if line.chain == Chain::Bitcoin && line.kind == WalletKind::Hot {
+        return Err("the Bitcoin hot wallet spans its receive and change keys: no single address holds it (its withdrawal worker's UTXO set reads it)".into());
+    }
+    if line.decimals.is_none() {
+        return Err(format!(
+            "{} is not in the asset catalogue: which contract to ask is not known",
+            line.asset
+        ));
+    }
+    let address = Address::parse(line.chain, network, text)
+        .map_err(|error| format!("the address {text}: {error}"))?;
+    let asset = match &line.contract {
+        None => Asset::Native,
+        Some(contract) => Asset::Token(
+            Address::parse(line.chain, network, contract)
+                .map_err(|error| format!("the contract {contract}: {error}"))?,
+        ),
+    };
+    let read = match line.chain {
+        Chain::Ethereum => {
+            let client = clients
+                .ethereum_unchecked()
+                .await
+                .map_err(|error| format!("{error:#}"))?;
+            ChainRead::balance(&client, &address, &asset).await
+        }
+        Chain::Tron => {
+            let client = clients.tron().map_err(|error| format!("{error:#}"))?;
+            ChainRead::balance(&client, &address, &asset).await
+        }
+        Chain::Bitcoin => {
+            let rpc = clients
+                .bitcoin(BITCOIN_ATTEMPTS)
+                .map_err(|error| format!("{error:#}"))?;
+            chain_bitcoin::address_balance(&rpc, &address).await
+        }
+    };
+    read.map_err(|error| error.to_string())
+}
+
+fn print(all: &[Reconciled], as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        let lines: Vec<Value> = all.iter().map(web::ledger::reconciled_json).collect();
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+        return Ok(());
+    }
+    let count = |verdict: &str| {
+        all.iter()
+            .filter(|each| each.verdict.as_str() == verdict)
+            .count()
+    };
+    println!(
+        "{} wallet lines: {} agree, {} differ, {} unknown",
+        all.len(),
+        count("agrees"),
+        count("differs"),
+        count("unknown")
+    );
+    for each in all {
+        let line = &each.line;
+        let wallet = format!(
+            "{} {} {}{}",
+            line.chain,
+            line.kind.as_str(),
+            line.address.as_deref().unwrap_or("(address not known)"),
+            line.reference
+                .as_deref()
+                .map(|reference| format!(" ({reference})"))
+                .unwrap_or_default()
+        );
+        let expected = line
+            .expected()
+            .map(|expected| expected.format(line.decimals))
+            .unwrap_or_else(|_| "unknown".into());
+        let on_chain = match &each.on_chain {
+            Ok(held) => web::ledger::Signed {
+                negative: false,
+                magnitude: *held,
+            }
+            .format(line.decimals),
+            Err(_) => "unknown".into(),
+        };
+        match &each.verdict {
+            Verdict::Agrees => {}
+            Verdict::Differs(difference) => println!(
+                "DIFFERS  {wallet} {}: expected {expected}, on chain {on_chain}, difference {}",
+                line.asset,
+                difference.format(line.decimals)
+            ),
+            Verdict::Unknown(reasons) => println!(
+                "UNKNOWN  {wallet} {}: expected {expected}, on chain {on_chain}: {}",
+                line.asset,
+                reasons.join("; ")
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// `coinsensei ledger show`: the expected balances alone; no node is asked.
+pub async fn show(
+    settings: Settings,
+    chain: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let chains = match chain {
+        Some(chain) => vec![
+            chain
+                .parse()
+                .map_err(|error| anyhow::anyhow!("invalid --chain: {error}"))?,
+        ],
+        None => Chain::ALL.to_vec(),
+    };
+    let store = super::connect_existing(&settings).await?;
+    let mut all = Vec::new();
+    for chain in chains {
+        match web::ledger::read(&store, &settings.withdrawals.catalogue, chain).await {
+            Ok(lines) => all.extend(lines),
+            Err(error) => {
+                store.close().await;
+                return Err(error).context("reading the ledger");
+            }
+        }
+    }
+    store.close().await;
+    // The reconciliation's shape, with the chain's side left out.
+    let shown: Vec<Reconciled> = all
+        .into_iter()
+        .map(|line| web::ledger::judge(line, Err("not read: `ledger show` asks no node".into())))
+        .collect();
+    if as_json {
+        let lines: Vec<Value> = shown.iter().map(web::ledger::reconciled_json).collect();
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        println!("chain     wallet   asset   expected                        address (reference)");
+        for each in &shown {
+            let line = &each.line;
+            let expected = match line.expected() {
+                Ok(expected) => expected.format(line.decimals),
+                Err(reasons) => format!("unknown: {}", reasons.join("; ")),
+            };
+            println!(
+                "{:<9} {:<8} {:<7} {:<31} {}{}",
+                line.chain.as_str(),
+                line.kind.as_str(),
+                line.asset,
+                expected,
+                line.address.as_deref().unwrap_or("(address not known)"),
+                line.reference
+                    .as_deref()
+                    .map(|reference| format!(" ({reference})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `coinsensei ledger adjust` records.
+#[derive(Debug)]
+pub struct AdjustRequest {
+    pub chain: String,
+    pub address: String,
+    pub asset: String,
+    /// In the asset's unit (`10.5`).
+    pub amount: String,
+    pub direction: String,
+    pub reason: String,
+}
+
+/// `coinsensei ledger adjust`: checked whole before anything is written.
+pub async fn adjust(
+    settings: Settings,
+    request: AdjustRequest,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let chain: Chain = request
+        .chain
+        .parse()
+        .map_err(|error| anyhow::anyhow!("invalid --chain: {error}"))?;
+    let asset = settings
+        .withdrawals
+        .catalogue
+        .get(chain, &request.asset)
+        .map_err(|error| anyhow::anyhow!("invalid --asset: {error}"))?
+        .clone();
+    let address = Address::parse(chain, network(&settings), &request.address)
+        .map_err(|error| anyhow::anyhow!("invalid --address: {error}"))?;
+    let amount = Amount::parse_positive(&request.amount, asset.decimals).map_err(|error| {
+        anyhow::anyhow!(
+            "invalid --amount {:?}: {error} ({} has {} decimals)",
+            request.amount,
+            asset.symbol,
+            asset.decimals
+        )
+    })?;
+    let direction: LedgerDirection = request
+        .direction
+        .parse()
+        .map_err(|error: String| anyhow::anyhow!("invalid --direction: {error}"))?;
+    let store = super::connect_existing(&settings).await?;
+    let row = store
+        .ledger_adjustment_insert(&LedgerAdjustmentInsert {
+            chain,
+            address: address.to_string(),
+            asset: asset.symbol.clone(),
+            direction,
+            amount,
+            reason: request.reason,
+            actor: super::workers::actor(),
+            now: Utc::now(),
+        })
+        .await;
+    store.close().await;
+    let row = row.map_err(|error| anyhow::anyhow!("{error}"))?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "id": row.id,
+                "chain": row.chain.as_str(),
+                "address": row.address,
+                "asset": row.asset,
+                "direction": row.direction.as_str(),
+                "amount": row.amount.format_decimal(asset.decimals),
+                "amount_base_units": row.amount.base_units().to_string(),
+                "reason": row.reason,
+                "created_by": row.created_by,
+                "created_at": row.created_at.to_rfc3339(),
+            }))?
+        );
+    } else {
+        println!(
+            "adjustment {} recorded: {} {} {} {} (audited as ledger.adjust)",
+            row.id,
+            row.direction.as_str(),
+            row.amount.format_decimal(asset.decimals),
+            row.asset,
+            row.address
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
