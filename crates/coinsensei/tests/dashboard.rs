@@ -160,6 +160,82 @@ async fn withdrawals(store: &store::Store) -> i64 {
     withdrawal(store, "USDT", "42000000", "order-6").await
 }
 
+/// Deposits to an issued Ethereum address as a scanner records them: 0.5 ETH credited, dust
+/// ignored, 12.5 USDT credited in block 0, and 2 ETH credited in block 1 (the one the script
+/// watches turn reversed when block 1 leaves the chain). No Ethereum node is configured here,
+/// so the deposit worker scans nothing of its own.
+async fn deposits(store: &store::Store) -> i64 {
+    const ALICE: &str = "0x00000000000000000000000000000000000000A1";
+    store
+        .deposit_address_insert(&store::DepositAddressInsert {
+            chain: domain::Chain::Ethereum,
+            reference: "user:1".into(),
+            index: 0,
+            address: ALICE.into(),
+            actor: "e2e".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let blocks = [
+        store::ScannedBlock {
+            number: 0,
+            hash: "0xa0".into(),
+            parent_hash: "0xgenesis".into(),
+        },
+        store::ScannedBlock {
+            number: 1,
+            hash: "0xa1".into(),
+            parent_hash: "0xa0".into(),
+        },
+    ];
+    let deposit = |txid: &str, asset: &str, block: u64, amount: u128, ignored: Option<&str>| {
+        store::DepositInsert {
+            txid: txid.into(),
+            asset: asset.into(),
+            position: 0,
+            address: ALICE.into(),
+            sender: None,
+            amount: domain::Amount::from_u128(amount),
+            block_number: block,
+            block_hash: format!("0xa{block}"),
+            ignored: ignored.map(str::to_string),
+        }
+    };
+    store
+        .scan_commit(
+            domain::Chain::Ethereum,
+            &blocks,
+            &[
+                deposit("0xd1", "native", 0, 500_000_000_000_000_000, None),
+                deposit(
+                    "0xd2",
+                    "0xdAC17F958D2ee523a2206206994597C13D831ec7",
+                    0,
+                    12_500_000,
+                    None,
+                ),
+                deposit("0xd3", "native", 0, 1_000_000_000_000, Some("dust")),
+                deposit("0xd4", "native", 1, 2_000_000_000_000_000_000, None),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    store
+        .deposits_credit(domain::Chain::Ethereum, 1, Utc::now())
+        .await
+        .unwrap();
+    store
+        .deposits_list(domain::Chain::Ethereum, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|row| row.txid == "0xd4")
+        .unwrap()
+        .id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_chromium() {
     let db = TestDb::sqlite();
@@ -212,6 +288,7 @@ async fn dashboard_in_chromium() {
     .await;
 
     let moving = withdrawals(&store).await;
+    let doomed = deposits(&store).await;
     // A decision of the autoscaler, as `up`'s autoscaler audits one (this queue never gets
     // deep enough here to make one).
     store
@@ -227,6 +304,7 @@ async fn dashboard_in_chromium() {
 
     let mut script = start_script(&[
         ("WITHDRAWAL", moving.to_string()),
+        ("DEPOSIT", doomed.to_string()),
         ("BASE_URL", format!("http://{listen}")),
         ("OPERATOR_TOKEN", operator),
         ("VIEWER_TOKEN", viewer),
@@ -280,6 +358,13 @@ async fn dashboard_in_chromium() {
                 )
                 .await;
                 script.stdin.write_all(b"moved\n").await.unwrap();
+            } else if line == "REVERSE_DEPOSIT" {
+                // Block 1 leaves the chain: its credited deposit is reversed.
+                store
+                    .scan_rollback(domain::Chain::Ethereum, 0, Utc::now())
+                    .await
+                    .unwrap();
+                script.stdin.write_all(b"reversed\n").await.unwrap();
             } else if line == "MINE_BLOCK" {
                 node.cli(&[
                     "generatetoaddress",
@@ -317,6 +402,7 @@ async fn dashboard_in_chromium() {
         "viewer.png",
         "withdrawals.png",
         "withdrawal.png",
+        "deposits.png",
         "confirm.png",
         "job.png",
         "not-sent.png",

@@ -5,7 +5,7 @@
 //
 // Environment: BASE_URL, OPERATOR_TOKEN, VIEWER_TOKEN, WORKER (a running worker's id),
 // FAILED_JOB (a failed job's id), ARTIFACTS (where screenshots go), CHROMIUM (the browser),
-// NODE_MODULES (where playwright-core is installed), MODE (`test` or `bench`), CLICKS (bench).
+// DEPOSIT (a credited deposit the harness reverses at `REVERSE_DEPOSIT`), NODE_MODULES (where playwright-core is installed), MODE (`test` or `bench`), CLICKS (bench).
 // In test mode, the script prints `RESTART` and waits for a line on stdin once the server
 // has been restarted (and, while it was down, `ethereum-deposit-1` was stopped through the
 // store), to check that the page reconnects by itself and shows what changed meanwhile (it
@@ -401,10 +401,43 @@ try {
     for (const action of ["withdrawal.create", "withdrawal.processing", "withdrawal.broadcast"]) check(detail.includes(action), `${action} in its audit trail`);
     await page.screenshot({ path: join(artifacts, "withdrawal.png"), fullPage: true });
 
+    // Deposits: from the nav; the balances per chain and asset; an ignored deposit with its
+    // reason; a credited one whose block leaves the chain (through the store) turns reversed
+    // and highlighted without a reload.
+    const doomed = env("DEPOSIT");
+    await page.getByRole("link", { name: "Deposits" }).click();
+    await page.waitForURL(`${base}/deposits`);
+    const balances = await page.locator("#balances").textContent();
+    check(balances.includes("ethereum") && balances.includes("2.500001"), `the deposit addresses' ETH by the ledger: ${balances}`);
+    const ignored = await page.locator("#deposits tr[data-state=ignored]").first().textContent();
+    check(ignored.includes("dust"), `an ignored deposit shows its reason: ${ignored}`);
+    check(await page.locator(`#dep-${doomed}`).getAttribute("data-state") === "credited", "the watched deposit is credited");
+    await page.evaluate(() => { window.notReloaded = true; });
+    process.stdout.write("REVERSE_DEPOSIT\n");
+    await nextLine();
+    await page.waitForFunction(
+      // (htmx settles the swapped row's class a moment after its content.)
+      (id) => document.querySelector(`#dep-${id}`)?.classList.contains("reversed"),
+      doomed,
+      { timeout: FAST, polling: "raf" },
+    );
+    check(await page.locator(`#dep-${doomed}`).getAttribute("data-state") === "reversed", "the watched deposit is reversed");
+    const [plain, marked] = await page.evaluate((id) => [
+      getComputedStyle(document.querySelector("#deposits tr[data-state=credited]")).backgroundColor,
+      getComputedStyle(document.querySelector(`#dep-${id}`)).backgroundColor,
+    ], doomed);
+    check(plain !== marked, `a reversed deposit is highlighted: ${plain} against ${marked}`);
+    check((await page.locator(`#dep-${doomed}`).textContent()).includes("a person must look"), "a reversed deposit says what it needs");
+    check(await page.evaluate(() => window.notReloaded === true), "the reversal showed without a reload");
+    await page.getByLabel("State").selectOption("reversed");
+    await page.waitForURL(/state=reversed/);
+    check(await page.locator("#deposits tbody tr").count() === 1, "one reversed deposit");
+    await page.screenshot({ path: join(artifacts, "deposits.png"), fullPage: true });
+
     // On a phone: no page scrolls sideways; wide tables scroll in their box with their first
     // column kept in view; JSON details read as indented lines, not a character a line.
     await page.setViewportSize({ width: 390, height: 844 });
-    for (const path of ["/", `/workers/${worker}`, "/queues", "/withdrawals", `/withdrawals/${moving}`, "/health", "/audit", `/jobs/${job}`, "/jobs?q=noop"]) {
+    for (const path of ["/", `/workers/${worker}`, "/queues", "/withdrawals", `/withdrawals/${moving}`, "/deposits", "/health", "/audit", `/jobs/${job}`, "/jobs?q=noop"]) {
       await page.goto(`${base}${path}`);
       await noPageOverflow(path);
       // The server frees a left page's live slot at its next write, within a second: pace

@@ -1725,7 +1725,276 @@ async fn webhooks_page_lists_failed_deliveries_and_replays_them(db: &TestDb) {
     assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
 }
 
+/// The Deposits page: balances per chain and asset (the hot wallet as read, what the ledger
+/// says the hot wallet and the deposit addresses hold, the last reconciliation, a difference
+/// marked), then the deposits newest first, a reversed one highlighted and an ignored one
+/// with its reason, filtered by state and chain, bad filters refused; its live stream sends
+/// the list again when a deposit arrives.
+async fn deposits_page_shows_the_store_and_follows_it_live(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let empty = get(&store, "/deposits", Some(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert!(
+        empty.body.contains("No wallet on record yet"),
+        "{}",
+        empty.body
+    );
+    assert!(empty.body.contains("No deposits."), "{}", empty.body);
+    assert!(
+        empty
+            .body
+            .contains(r#"<a href="/deposits" aria-current="page">Deposits</a>"#),
+        "in the nav: {}",
+        empty.body
+    );
+
+    const ALICE: &str = "0x00000000000000000000000000000000000000A1";
+    const USDT: &str = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
+    store
+        .deposit_address_insert(&store::DepositAddressInsert {
+            chain: Chain::Ethereum,
+            reference: "user:1".into(),
+            index: 0,
+            address: ALICE.into(),
+            actor: "test".into(),
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    let blocks: Vec<store::ScannedBlock> = (0..2)
+        .map(|number| store::ScannedBlock {
+            number,
+            hash: format!("0xa{number}"),
+            parent_hash: format!("0xa{}", i64::try_from(number).unwrap() - 1),
+        })
+        .collect();
+    let deposit = |txid: &str,
+                   asset: &str,
+                   block: &store::ScannedBlock,
+                   amount: u128,
+                   ignored: Option<&str>| {
+        store::DepositInsert {
+            txid: txid.into(),
+            asset: asset.into(),
+            position: 0,
+            address: ALICE.into(),
+            sender: None,
+            amount: domain::Amount::from_u128(amount),
+            block_number: block.number,
+            block_hash: block.hash.clone(),
+            ignored: ignored.map(str::to_string),
+        }
+    };
+    store
+        .scan_commit(
+            Chain::Ethereum,
+            &blocks,
+            &[
+                deposit("0xd1", "native", &blocks[0], 500_000_000_000_000_000, None),
+                deposit("0xd2", USDT, &blocks[0], 12_500_000, None),
+                deposit(
+                    "0xd3",
+                    "native",
+                    &blocks[0],
+                    1_000_000_000_000,
+                    Some("dust"),
+                ),
+                deposit(
+                    "0xd4",
+                    "native",
+                    &blocks[1],
+                    2_000_000_000_000_000_000,
+                    None,
+                ),
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    store
+        .deposits_credit(Chain::Ethereum, 1, Utc::now())
+        .await
+        .unwrap();
+    // Block 1 leaves the chain after its deposit was credited.
+    store
+        .scan_rollback(Chain::Ethereum, 0, Utc::now())
+        .await
+        .unwrap();
+    let ids: std::collections::HashMap<String, i64> = store
+        .deposits_list(Chain::Ethereum, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.txid, row.id))
+        .collect();
+    store
+        .hot_wallet_set(&store::HotWalletBalance {
+            chain: Chain::Ethereum,
+            asset: "ETH".into(),
+            address: "0x52908400098527886E0F7030069857D2E4169EE7".into(),
+            units: "9000000000000000000".into(),
+            checked_at: Utc::now(),
+        })
+        .await
+        .unwrap();
+    store
+        .ledger_check_replace(
+            Chain::Ethereum,
+            &[store::LedgerCheck {
+                chain: Chain::Ethereum,
+                asset: "ETH".into(),
+                agreeing: 1,
+                differing: 1,
+                unknown: 0,
+                difference: domain::Amount::from_u128(100_000_000_000_000_000),
+                checked_at: Utc::now(),
+            }],
+        )
+        .await
+        .unwrap();
+
+    let page = get(&store, "/deposits", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body = &page.body;
+    let reversed = ids["0xd4"];
+    assert!(
+        body.contains(&format!(
+            r#"<tr id="dep-{reversed}" data-state="reversed" class="reversed">"#
+        )),
+        "{body}"
+    );
+    assert!(body.contains("a person must look"), "{body}");
+    assert!(
+        body.contains(&format!(
+            r#"<tr id="dep-{}" data-state="ignored">"#,
+            ids["0xd3"]
+        )),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"<small class="reason" title="dust">dust</small>"#),
+        "{body}"
+    );
+    assert!(body.contains("12.5 USDT"), "{body}");
+    assert!(body.contains("0.5 ETH"), "{body}");
+    assert!(body.contains("user:1"), "{body}");
+    // The balances: the hot wallet as read (no opening balance recorded, so its ledger says
+    // 0), the deposit address's credited 0.5 and held dust, the reconciliation's difference.
+    let row = body
+        .split(r#"<tr id="bal-ethereum-ETH" class="differs">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no marked ETH balance row: {body}"));
+    for part in [
+        "9 <span",
+        "0.500001 <span",
+        "1 address<",
+        "1 differ by 0.1 in all; 1 agree, 0 unknown",
+    ] {
+        assert!(row.contains(part), "{part:?} in {row}");
+    }
+    let usdt = body
+        .split(r#"<tr id="bal-ethereum-USDT">"#)
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no USDT balance row: {body}"));
+    assert!(usdt.contains("not reported"), "{usdt}");
+    assert!(usdt.contains("12.5 <span"), "{usdt}");
+    assert!(usdt.contains("never"), "{usdt}");
+
+    let only = get(&store, "/deposits?state=reversed", Some(&cookie)).await;
+    assert!(
+        only.body.contains(&format!("dep-{reversed}")),
+        "{}",
+        only.body
+    );
+    assert!(
+        !only.body.contains(&format!("dep-{}\"", ids["0xd1"])),
+        "{}",
+        only.body
+    );
+    let tron = get(&store, "/deposits?chain=tron", Some(&cookie)).await;
+    assert!(
+        tron.body.contains("No deposits match these filters"),
+        "{}",
+        tron.body
+    );
+    for bad in [
+        "/deposits?state=lost",
+        "/deposits?chain=doge",
+        "/deposits?colour=red",
+    ] {
+        let answer = get(&store, bad, Some(&cookie)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            answer.body
+        );
+    }
+    assert_ne!(
+        get(&store, "/deposits", None).await.status,
+        StatusCode::OK,
+        "a session is needed"
+    );
+
+    let router = router(&store);
+    let response = live(&router, "page=deposits&chain=ethereum", &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut stream, "event: deposits", &mut seen).await;
+    read_until(&mut stream, &format!("dep-{reversed}"), &mut seen).await;
+    let fork = store::ScannedBlock {
+        number: 1,
+        hash: "0xb1".into(),
+        parent_hash: "0xa0".into(),
+    };
+    store
+        .scan_commit(
+            Chain::Ethereum,
+            std::slice::from_ref(&fork),
+            &[deposit(
+                "0xd5",
+                "native",
+                &fork,
+                300_000_000_000_000_000,
+                None,
+            )],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    let new = store
+        .deposits_list(Chain::Ethereum, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|row| row.txid == "0xd5")
+        .unwrap()
+        .id;
+    read_until(
+        &mut stream,
+        &format!(r#"<tr id="dep-{new}" data-state="pending">"#),
+        &mut seen,
+    )
+    .await;
+    for bad in ["page=deposits&state=lost", "page=deposits&chain=doge"] {
+        let answer = live(&router, bad, &cookie).await;
+        assert!(
+            answer.status().is_client_error(),
+            "{bad}: {}",
+            answer.status()
+        );
+    }
+}
+
 testkit::on_both_stores!(db:
+    deposits_page_shows_the_store_and_follows_it_live,
     webhooks_page_lists_failed_deliveries_and_replays_them,
     withdrawal_pages_show_the_store,
     live_withdrawals_follow_the_store,

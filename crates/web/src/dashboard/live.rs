@@ -3,7 +3,7 @@
 //! (`w-ID` a worker card, `health`, `queues`, `failed`, `audit`, `withdrawals` the withdrawals
 //! list with its pager, `withdrawal` one withdrawal's page, `health-report` and `autoscale`
 //! the Health page's two parts, `approvals` the withdrawals held for approval, `destinations`
-//! the registered destinations), plus `history` (JSON for the charts) and `session-ended`.
+//! the registered destinations, `deposits` the deposits list with its pager), plus `history` (JSON for the charts) and `session-ended`.
 //!
 //! It shares the process's change feed ([`crate::events::EventHub`]) with the API's event
 //! stream, but not its slots: the dashboard has its own, and a session may hold
@@ -93,6 +93,7 @@ enum Page {
     Health,
     Approvals,
     Destinations,
+    Deposits,
     None,
 }
 
@@ -106,6 +107,8 @@ struct Stream {
     /// The withdrawals page's filters (its first page), or the withdrawal page's id.
     withdrawals: WithdrawalList,
     withdrawal: Option<i64>,
+    /// The deposits page's filters (its first page).
+    deposits: store::DepositList,
     /// What each event last carried (a fingerprint or the HTML itself).
     shown: HashMap<String, String>,
     /// Items changed before this (Unix ms) are already on the page (the first look only).
@@ -315,6 +318,14 @@ impl Stream {
                     .unwrap_or_default();
                 self.send_if_changed("destinations".into(), html.clone(), || Ok(html))?;
             }
+            Page::Deposits => {
+                // A new deposit, a credit, a reversal: the list is sent again, whole.
+                let table = super::deposits::deposit_table(&self.state, &self.deposits).await?;
+                let html = super::deposits::DepositTableFragment { table: &table }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("deposits".into(), html.clone(), || Ok(html))?;
+            }
             Page::None => {}
         }
         self.rendered_at = None;
@@ -397,13 +408,14 @@ pub(crate) async fn live(
         "health" => Page::Health,
         "approvals" => Page::Approvals,
         "destinations" => Page::Destinations,
+        "deposits" => Page::Deposits,
         "none" => Page::None,
         other => {
             return Err(DashError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid",
                 format!(
-                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, health, approvals, destinations or none"
+                    "no live page {other:?}: workers, worker, queues, audit, withdrawals, withdrawal, health, approvals, destinations, deposits or none"
                 ),
             ));
         }
@@ -470,9 +482,26 @@ pub(crate) async fn live(
         (false, Some(at)) => rendered_at(at, Utc::now()),
         _ => None,
     };
+    // The deposits page's live stream follows its first page only, as the withdrawals'.
+    let deposits = match page {
+        Page::Deposits => super::deposits::DepositFilter {
+            state: query.state.clone(),
+            chain: query.chain.clone(),
+            before_id: None,
+        }
+        .list()?,
+        _ => store::DepositList {
+            limit: super::deposits::DEPOSITS_PAGE,
+            ..Default::default()
+        },
+    };
     // The withdrawals page's live stream follows its first page only.
     let withdrawals = super::pages::WithdrawalFilter {
-        state: query.state,
+        state: if page == Page::Deposits {
+            None
+        } else {
+            query.state
+        },
         chain: query.chain.clone(),
         before_id: None,
     }
@@ -497,6 +526,7 @@ pub(crate) async fn live(
         workers,
         withdrawals,
         withdrawal,
+        deposits,
         shown,
         rendered_at,
         last_audit_id: last_event_id.or(query.after).unwrap_or(i64::MAX),

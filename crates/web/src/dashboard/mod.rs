@@ -25,6 +25,7 @@
 //!   and may not be framed.
 
 pub(crate) mod assets;
+mod deposits;
 pub(crate) mod history;
 mod live;
 mod money;
@@ -564,6 +565,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route(
             "/withdrawals/{id}",
             guarded(Role::Viewer, get(pages::withdrawal_page)),
+        )
+        .route(
+            "/deposits",
+            guarded(Role::Viewer, get(deposits::deposits_page)),
         )
         .route("/health", guarded(Role::Viewer, get(pages::health_page)))
         .route(

@@ -424,7 +424,10 @@ impl WorkerFilter {
 }
 
 /// An empty form field means "all".
-fn choice<T: std::str::FromStr>(what: &str, text: Option<&str>) -> Result<Option<T>, DashError>
+pub(crate) fn choice<T: std::str::FromStr>(
+    what: &str,
+    text: Option<&str>,
+) -> Result<Option<T>, DashError>
 where
     T::Err: std::fmt::Display,
 {
@@ -440,7 +443,7 @@ where
     }
 }
 
-fn bad_query(error: QueryRejection) -> DashError {
+pub(crate) fn bad_query(error: QueryRejection) -> DashError {
     DashError::new(StatusCode::BAD_REQUEST, "invalid", error.body_text())
 }
 
