@@ -86,6 +86,7 @@ const ENV_KEYS: &[&str] = &[
     "health_sync_lag_bitcoin",
     "health_pause_withdrawals",
     "health_pause_after",
+    "ledger_reconcile_interval",
 ];
 
 /// The configuration file's shape. Unknown keys are refused, so a typo is not silently ignored.
@@ -230,6 +231,10 @@ pub struct RawConfig {
     /// paused is never resumed by it.
     pub health_pause_withdrawals: bool,
     pub health_pause_after: f64,
+    /// Seconds between the control plane's own ledger reconciliations (as `coinsensei ledger
+    /// reconcile` of every configured chain, recorded for `/metrics`); 0 (the default) leaves
+    /// it to a scheduled command (docs/ledger.md).
+    pub ledger_reconcile_interval: f64,
     /// Queues whose workers `coinsensei up` scales by depth (none by default).
     pub autoscale: Option<Vec<RawAutoscale>>,
     /// Where the control plane posts events (`docs/webhooks.md`; none by default).
@@ -399,6 +404,7 @@ impl Default for RawConfig {
             health_sync_lag_bitcoin: HEALTH_SYNC_LAG_BITCOIN_DEFAULT.as_secs_f64(),
             health_pause_withdrawals: true,
             health_pause_after: HEALTH_PAUSE_AFTER_DEFAULT.as_secs_f64(),
+            ledger_reconcile_interval: 0.0,
             autoscale: None,
             webhooks: None,
             tron_deposit_xpub: None,
@@ -630,6 +636,8 @@ pub struct Settings {
     pub health: HealthSettings,
     /// The queues `up` scales, each with its policy.
     pub autoscale: Vec<AutoscaleEntry>,
+    /// How often the control plane reconciles the ledger itself; None: never.
+    pub ledger_reconcile_interval: Option<Duration>,
     /// The endpoints the control plane posts events to.
     pub webhooks: Vec<crate::webhooks::Endpoint>,
     /// The file the settings came from, passed on to child processes.
@@ -679,6 +687,7 @@ impl std::fmt::Debug for Settings {
             deposits,
             health,
             autoscale,
+            ledger_reconcile_interval,
             webhooks,
             config_file,
         } = self;
@@ -702,6 +711,7 @@ impl std::fmt::Debug for Settings {
             .field("deposits", deposits)
             .field("health", health)
             .field("autoscale", autoscale)
+            .field("ledger_reconcile_interval", ledger_reconcile_interval)
             .field("webhooks", webhooks)
             .field("config_file", config_file)
             .finish()
@@ -805,6 +815,17 @@ fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
     )?;
     let lost_after_intervals = within("lost_after_intervals", raw.lost_after_intervals, 2, 100)?;
     let health = health_settings(&raw, heartbeat_interval, lost_after_intervals)?;
+    // Every balance of every wallet is read at each round: at least a second apart.
+    let ledger_reconcile_interval = if raw.ledger_reconcile_interval == 0.0 {
+        None
+    } else {
+        Some(seconds(
+            "ledger_reconcile_interval",
+            raw.ledger_reconcile_interval,
+            Duration::from_secs(1),
+            Duration::from_secs(30 * 24 * 3600),
+        )?)
+    };
     let drain_timeout = seconds(
         "drain_timeout",
         raw.drain_timeout,
@@ -920,6 +941,7 @@ fn validate(mut raw: RawConfig) -> anyhow::Result<Settings> {
         deposits,
         health,
         autoscale,
+        ledger_reconcile_interval,
         webhooks,
         config_file: None,
     })
@@ -1580,6 +1602,35 @@ mod tests {
         ] {
             let error = format!("{:#}", load_toml(text).unwrap_err());
             assert!(error.contains(key), "{text:?} gave {error:?}");
+        }
+    }
+
+    #[test]
+    fn the_control_plane_reconciles_the_ledger_only_when_asked() {
+        assert_eq!(load_toml("").unwrap().ledger_reconcile_interval, None);
+        assert_eq!(
+            load_toml("ledger_reconcile_interval = 0")
+                .unwrap()
+                .ledger_reconcile_interval,
+            None
+        );
+        assert_eq!(
+            load_toml("ledger_reconcile_interval = 600")
+                .unwrap()
+                .ledger_reconcile_interval,
+            Some(Duration::from_secs(600))
+        );
+        for bad in [
+            "ledger_reconcile_interval = 0.5",
+            "ledger_reconcile_interval = -1",
+            "ledger_reconcile_interval = 1e12",
+            "ledger_reconcile_interval = nan",
+        ] {
+            let error = format!("{:#}", load_toml(bad).unwrap_err());
+            assert!(
+                error.contains("ledger_reconcile_interval"),
+                "{bad:?} gave {error:?}"
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 //! deposit worker and withdrawal worker against a private anvil, ETH and an ERC-20 deposited
 //! to issued addresses and credited by the deposit worker, then `coinsensei ledger reconcile`
 //! reading each wallet's balance from the node:
+//! - the control plane's own reconciliation (`ledger_reconcile_interval`) exports it first;
 //! - the hot wallet, funded outside the ledger (anvil's own funding), differs by all it holds
 //!   until `ledger adjust` records its opening balances (audited; bad input refused and
 //!   nothing written); then every wallet agrees (exit 0) and `/metrics` says 0;
@@ -161,7 +162,7 @@ async fn the_ledger_reconciles_with_anvil(backend: Backend) {
     std::fs::write(
         &config,
         format!(
-            "heartbeat_interval = 0.5\njob_lease = 2\n\
+            "heartbeat_interval = 0.5\njob_lease = 2\nledger_reconcile_interval = 1\n\
              ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\nethereum_confirmations = 2\n\
              ethereum_hot_wallet_index = {HOT_INDEX}\n\
              ethereum_deposit_confirmations = 2\nethereum_deposit_xpub = \"{xpub}\"\n\
@@ -246,6 +247,33 @@ async fn the_ledger_reconciles_with_anvil(backend: Backend) {
     )
     .await;
 
+    let viewer = cli
+        .run(&["tokens", "create", "--role", "viewer", "--name", "scraper"])
+        .await;
+    let viewer = String::from_utf8_lossy(&viewer.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("cst_"))
+        .expect("a token")
+        .to_string();
+    // The control plane's own reconciliation (`ledger_reconcile_interval = 1`) finds them
+    // before any command runs: both deposit addresses agree, the hot wallet differs.
+    wait_for(
+        "the control plane's reconciliation",
+        Duration::from_secs(60),
+        || async {
+            let metrics = scrape(&up, &viewer).await;
+            [
+                r#"coinsensei_ledger_wallets{chain="ethereum",asset="ETH",verdict="agrees"} 2"#,
+                r#"coinsensei_ledger_wallets{chain="ethereum",asset="ETH",verdict="differs"} 1"#,
+                r#"coinsensei_ledger_wallets{chain="ethereum",asset="USDT",verdict="agrees"} 2"#,
+            ]
+            .iter()
+            .all(|series| metrics.contains(series))
+            .then_some(())
+        },
+    )
+    .await;
+
     // The deposit addresses agree; the hot wallet holds what anvil and the token transfer
     // gave it, none of which the ledger knows: a difference of all of it.
     let (code, lines) = cli.reconcile().await;
@@ -273,14 +301,6 @@ async fn the_ledger_reconciles_with_anvil(backend: Backend) {
     let hot_usdt = line(&lines, "hot", None, "USDT").clone();
     assert_eq!(hot_usdt["difference"], "500", "{hot_usdt}");
 
-    let viewer = cli
-        .run(&["tokens", "create", "--role", "viewer", "--name", "scraper"])
-        .await;
-    let viewer = String::from_utf8_lossy(&viewer.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .expect("a token")
-        .to_string();
     // Bad adjustments are refused before anything is written.
     assert!(audited_adjustments(&up, &viewer).await.is_empty());
     for bad in [

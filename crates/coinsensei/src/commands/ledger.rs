@@ -66,26 +66,9 @@ pub async fn reconcile(
     let chains = chains(&settings, chain)?;
     let store = super::connect_existing(&settings).await?;
     let clients = crate::chains::clients(&settings);
-    let catalogue = &settings.withdrawals.catalogue;
-    let mut all = Vec::new();
-    for chain in chains {
-        let lines = match web::ledger::read(&store, catalogue, chain).await {
-            Ok(lines) => lines,
-            Err(error) => {
-                store.close().await;
-                return Err(error).context("reading the ledger");
-            }
-        };
-        let node = node_check(&clients, &settings, chain).await;
-        let reconciled = compare(&clients, network(&settings), chain, lines, node).await;
-        let checks = web::ledger::checks(chain, &reconciled, Utc::now());
-        if let Err(error) = store.ledger_check_replace(chain, &checks).await {
-            store.close().await;
-            return Err(error).context("recording the reconciliation");
-        }
-        all.extend(reconciled);
-    }
+    let all = reconcile_chains(&store, &clients, &settings, &chains, true).await;
     store.close().await;
+    let all = all?;
     print(&all, as_json)?;
     let differs = all
         .iter()
@@ -100,6 +83,89 @@ pub async fn reconcile(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Reconciles each of `chains`: the ledger read, every line's balance read from the node
+/// and judged, the outcome recorded per chain and asset (what `/metrics` exports).
+/// `progress`: report the reads on stderr (the command's, not the control plane's).
+pub async fn reconcile_chains(
+    store: &store::Store,
+    clients: &Arc<ChainClients>,
+    settings: &Settings,
+    chains: &[Chain],
+    progress: bool,
+) -> anyhow::Result<Vec<Reconciled>> {
+    let catalogue = &settings.withdrawals.catalogue;
+    let mut all = Vec::new();
+    for &chain in chains {
+        let lines = web::ledger::read(store, catalogue, chain)
+            .await
+            .context("reading the ledger")?;
+        let node = node_check(clients, settings, chain).await;
+        let reconciled = compare(clients, network(settings), chain, lines, node, progress).await;
+        let checks = web::ledger::checks(chain, &reconciled, Utc::now());
+        store
+            .ledger_check_replace(chain, &checks)
+            .await
+            .context("recording the reconciliation")?;
+        all.extend(reconciled);
+    }
+    Ok(all)
+}
+
+/// The control plane's own reconciliation (`ledger_reconcile_interval`): every configured
+/// chain, every `interval`, until `cancel`. Each control plane runs it (a round replaces
+/// what the last one recorded, whoever ran it); a failed round is logged and the next one
+/// tries again.
+pub async fn run_loop(
+    store: store::Store,
+    settings: Settings,
+    interval: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let clients = crate::chains::clients(&settings);
+    let chains = clients.configured();
+    if chains.is_empty() {
+        tracing::warn!(
+            "ledger_reconcile_interval is set but no chain node is configured: nothing to reconcile"
+        );
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+        }
+        let round = tokio::select! {
+            () = cancel.cancelled() => return,
+            round = reconcile_chains(&store, &clients, &settings, &chains, false) => round,
+        };
+        match round {
+            Ok(all) => {
+                let differing = all
+                    .iter()
+                    .filter(|each| matches!(each.verdict, Verdict::Differs(_)))
+                    .count();
+                let unknown = all
+                    .iter()
+                    .filter(|each| matches!(each.verdict, Verdict::Unknown(_)))
+                    .count();
+                if differing > 0 {
+                    tracing::warn!(
+                        differing,
+                        unknown,
+                        lines = all.len(),
+                        "the ledger differs from the chains: `coinsensei ledger reconcile` names each wallet"
+                    );
+                } else {
+                    tracing::debug!(unknown, lines = all.len(), "ledger reconciled");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %format!("{error:#}"), "the ledger reconciliation failed; trying again at the next round");
+            }
+        }
+    }
 }
 
 /// Whether the chain's node may be believed: reachable, and (Ethereum) the configured chain.
@@ -145,6 +211,7 @@ async fn compare(
     chain: Chain,
     lines: Vec<LedgerLine>,
     node: Result<(), String>,
+    progress: bool,
 ) -> Vec<Reconciled> {
     let total = lines.len();
     let in_flight = if chain == Chain::Bitcoin {
@@ -177,7 +244,8 @@ async fn compare(
             Ok(each) => done.push(each),
             Err(error) => tracing::error!(%error, "a balance read panicked"),
         }
-        if total >= PROGRESS_FROM
+        if progress
+            && total >= PROGRESS_FROM
             && (done.len().is_multiple_of(PROGRESS_FROM) || done.len() == total)
         {
             eprintln!("{chain}: {} of {total} balances read", done.len());

@@ -89,8 +89,9 @@ pub async fn open_queue(
 }
 
 /// Runs the control plane (HTTP endpoints, the reaper, queue maintenance, the health
-/// checker with its node probes and its restart and pause actions, and the webhook
-/// deliverer) until `cancel` fires.
+/// checker with its node probes and its restart and pause actions, the webhook deliverer,
+/// and the ledger's reconciliation when `ledger_reconcile_interval` asks for it) until
+/// `cancel` fires.
 pub async fn control_plane(
     store: Store,
     settings: &Settings,
@@ -143,6 +144,14 @@ pub async fn control_plane(
         settings.webhooks.clone(),
         cancel.clone(),
     ));
+    let ledger_task = settings.ledger_reconcile_interval.map(|interval| {
+        tokio::spawn(ledger::run_loop(
+            store.clone(),
+            settings.clone(),
+            interval,
+            cancel.clone(),
+        ))
+    });
     let options = web::WebOptions {
         metrics_public: settings.metrics_public,
         health,
@@ -159,6 +168,9 @@ pub async fn control_plane(
     let _ = maintenance_task.await;
     let _ = health_task.await;
     let _ = probe_task.await;
+    if let Some(task) = ledger_task {
+        let _ = task.await;
+    }
     if let Ok(Err(error)) = webhooks_task.await {
         tracing::warn!(error = %format!("{error:#}"), "the webhook deliverer stopped");
     }
