@@ -12,10 +12,15 @@
 //!   the hot wallet's opening balance (the operator funded it), corrections.
 //!
 //! Consolidation (sweeps from deposit addresses to the hot wallet, their gas or energy
-//! top-ups) is not built yet: when its table lands, its page reader adds `swept out` and fee
-//! lines to the deposit addresses, `swept in` to the hot wallet and `topped up` to the gas
-//! wallet in [`read`] (one more loop like the withdrawals'), and nothing else changes. Until
-//! then a sweep made by hand shows as a difference, which is what it is to this ledger.
+//! top-ups) is not on this branch yet: when its `sweep` table lands, its page reader adds one
+//! more loop in [`read`] like the withdrawals': a `swept` row takes its amount out of the
+//! deposit address and into the hot wallet, and its sweep fee out of the deposit address
+//! (native); its top-up's amount and fee out of the gas wallet (`top_up_from`, a line of kind
+//! `Other` until it has its own kind). Not the top-up *into* the deposit address: the scanner
+//! already records that transfer as an `ignored` (internal) deposit, which counts as held. A
+//! sweep still open (`topping_up`, `sweeping`) makes its lines unknown, as a withdrawal in
+//! flight does. Until then a sweep made by hand shows as a difference, which is what it is
+//! to this ledger.
 //!
 //! What cannot be known is said, never taken as zero: a withdrawal in flight (it may or may
 //! not have left), one that needs a person, a completed one whose fee was not recorded, the
