@@ -485,6 +485,37 @@ async fn the_ledger_reconciles_with_anvil(backend: Backend) {
         ),
         "{metrics}"
     );
+    // A node that does not answer: every line unknown, none taken as agreeing or as zero
+    // (exit 3); a bad chain is refused.
+    let output = coinsensei([
+        "--config",
+        cli.config.as_str(),
+        "ledger",
+        "reconcile",
+        "--json",
+    ])
+    .env("COINSENSEI_DATABASE_URL", &db.url)
+    .env("COINSENSEI_ETHEREUM_RPC_URL", "http://127.0.0.1:1")
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    let lines: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(lines.len(), 6);
+    for each in &lines {
+        assert_eq!(each["verdict"], "unknown", "{each}");
+        assert!(each["on_chain"].is_null(), "{each}");
+        assert!(each["difference"].is_null(), "{each}");
+        assert!(
+            each["unknown"][0]
+                .as_str()
+                .is_some_and(|reason| reason.starts_with("the chain's balance: ")),
+            "{each}"
+        );
+    }
+    let bad = cli.run(&["ledger", "reconcile", "--chain", "doge"]).await;
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid --chain"), "{}", stderr(&bad));
     assert!(up.stop().await.success());
 }
 
