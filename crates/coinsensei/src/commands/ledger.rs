@@ -204,7 +204,8 @@ async fn node_check(
 }
 
 /// Reads every line's balance, [`READS_IN_FLIGHT`] at a time (Bitcoin's `scantxoutset`
-/// one at a time: the node runs one scan at once), and judges each.
+/// one at a time: the node runs one scan at once), and judges each. Every line comes back:
+/// a read that panicked is judged unknown, never left out.
 async fn compare(
     clients: &Arc<ChainClients>,
     network: Network,
@@ -219,8 +220,11 @@ async fn compare(
     } else {
         READS_IN_FLIGHT
     };
-    let mut pending = lines.into_iter().enumerate();
+    // Progress every 5 % (and at the end), from PROGRESS_FROM lines on.
+    let step = (total / 20).max(PROGRESS_FROM);
+    let mut pending = lines.iter().cloned().enumerate();
     let mut running = tokio::task::JoinSet::new();
+    let mut index_of = std::collections::HashMap::new();
     let mut done: Vec<(usize, Reconciled)> = Vec::with_capacity(total);
     loop {
         while running.len() < in_flight {
@@ -229,24 +233,36 @@ async fn compare(
             };
             let clients = clients.clone();
             let node = node.clone();
-            running.spawn(async move {
+            let task = running.spawn(async move {
                 let on_chain = match node {
                     Ok(()) => balance(&clients, network, &line).await,
                     Err(error) => Err(error),
                 };
                 (index, web::ledger::judge(line, on_chain))
             });
+            index_of.insert(task.id(), index);
         }
-        let Some(finished) = running.join_next().await else {
+        let Some(finished) = running.join_next_with_id().await else {
             break;
         };
         match finished {
-            Ok(each) => done.push(each),
-            Err(error) => tracing::error!(%error, "a balance read panicked"),
+            Ok((_, each)) => done.push(each),
+            Err(error) => {
+                tracing::error!(%error, "a balance read panicked");
+                if let Some(&index) = index_of.get(&error.id()) {
+                    done.push((
+                        index,
+                        web::ledger::judge(
+                            lines[index].clone(),
+                            Err(format!("the balance read failed: {error}")),
+                        ),
+                    ));
+                }
+            }
         }
         if progress
             && total >= PROGRESS_FROM
-            && (done.len().is_multiple_of(PROGRESS_FROM) || done.len() == total)
+            && (done.len().is_multiple_of(step) || done.len() == total)
         {
             eprintln!("{chain}: {} of {total} balances read", done.len());
         }
