@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal destination",
         include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),
     ),
+    (
+        22,
+        "sweep",
+        include_str!("../../migrations/postgres/0022_sweep.sql"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -109,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal destination",
         include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),
     ),
+    (
+        22,
+        "sweep",
+        include_str!("../../migrations/sqlite/0022_sweep.sql"),
+    ),
 ];
 
 #[derive(Clone)]
