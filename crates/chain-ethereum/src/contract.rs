@@ -537,7 +537,9 @@ impl chain::provider::ChainSweep for Ethereum {
             .header
             .base_fee_per_gas
             .map(u128::from)
-            .ok_or_else(|| ChainError::permanent("the node's blocks carry no base fee (pre-London)"))
+            .ok_or_else(|| {
+                ChainError::permanent("the node's blocks carry no base fee (pre-London)")
+            })
     }
 
     async fn sweep_price(&self) -> Result<u128, ChainError> {

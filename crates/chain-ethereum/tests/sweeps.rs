@@ -277,7 +277,10 @@ async fn every_address_swept_once(backend: Backend) {
         .iter()
         .find(|row| row.address == eth_only.as_str())
         .unwrap();
-    assert_eq!(units(Some(eth_sweep.amount)) + units(eth_sweep.sweep_fee), ETH);
+    assert_eq!(
+        units(Some(eth_sweep.amount)) + units(eth_sweep.sweep_fee),
+        ETH
+    );
     // The token-only address got exactly its sweep's gas at its price; what the estimate's
     // margin left unused stays there, under the minimum.
     let topped = tokens
@@ -294,9 +297,19 @@ async fn every_address_swept_once(backend: Backend) {
         units(topped.top_up_amount) - units(topped.sweep_fee)
     );
     // The address holding ETH paid its token sweep's gas itself, then its ETH was swept.
-    let own_gas = tokens.iter().find(|row| row.address == both.as_str()).unwrap();
+    let own_gas = tokens
+        .iter()
+        .find(|row| row.address == both.as_str())
+        .unwrap();
     assert!(own_gas.top_up_amount.is_none(), "{own_gas:?}");
-    assert!(own_gas.id < native.iter().find(|row| row.address == both.as_str()).unwrap().id);
+    assert!(
+        own_gas.id
+            < native
+                .iter()
+                .find(|row| row.address == both.as_str())
+                .unwrap()
+                .id
+    );
     for address in [&token_only, &both] {
         assert_eq!(setup.balance(address, &token).await, 0);
     }
@@ -308,7 +321,10 @@ async fn every_address_swept_once(backend: Backend) {
         setup.balance(&setup.hot, &Asset::Native).await,
         hot_eth + swept_eth
     );
-    assert_eq!(setup.balance(&setup.hot, &token).await, hot_token + swept_token);
+    assert_eq!(
+        setup.balance(&setup.hot, &token).await,
+        hot_token + swept_token
+    );
     assert_eq!(
         setup.client.pending_nonce(&setup.gas).await.unwrap(),
         gas_nonce + 1
@@ -321,7 +337,10 @@ async fn every_address_swept_once(backend: Backend) {
     assert!(setup.sweeps_of(&small).await.is_empty());
     // Nothing more to do: another round starts nothing.
     let round = sweeper.run_once().await.unwrap();
-    assert!(round.created.is_empty() && round.moved.is_empty(), "{round:?}");
+    assert!(
+        round.created.is_empty() && round.moved.is_empty(),
+        "{round:?}"
+    );
 }
 
 #[tokio::test]

@@ -393,10 +393,7 @@ pub trait ChainSweep: ChainReplace + Clone {
     /// largest rise, plus the node's priority fee.
     fn sweep_price(&self) -> impl Future<Output = Result<u128, ChainError>> + Send;
     /// The gas `payment` needs (a native payment to an account: exactly the transfer's).
-    fn gas_limit(
-        &self,
-        payment: &Payment,
-    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    fn gas_limit(&self, payment: &Payment) -> impl Future<Output = Result<u64, ChainError>> + Send;
     /// This provider, building every payment at `price` per gas (fee cap and tip alike) with
     /// `gas_limit`.
     fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Self;

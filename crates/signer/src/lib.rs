@@ -433,7 +433,9 @@ impl DepositSigner {
 
 impl Signer for DepositSigner {
     fn address(&self, chain: Chain, index: u32) -> Result<Address, SignerError> {
-        let key = self.0.key_in(chain, DEPOSIT_ACCOUNT, Keychain::Receive, index)?;
+        let key = self
+            .0
+            .key_in(chain, DEPOSIT_ACCOUNT, Keychain::Receive, index)?;
         let public = secp256k1::PublicKey::from_secret_key(&self.0.secp, &key.0.private_key);
         address_of(chain, self.0.network, &public)
     }

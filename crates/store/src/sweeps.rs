@@ -63,8 +63,10 @@ impl SweepState {
     pub fn can_transition(self, to: SweepState) -> bool {
         matches!(
             (self, to),
-            (SweepState::ToppingUp, SweepState::Sweeping | SweepState::Failed)
-                | (SweepState::Sweeping, SweepState::Swept | SweepState::Failed)
+            (
+                SweepState::ToppingUp,
+                SweepState::Sweeping | SweepState::Failed
+            ) | (SweepState::Sweeping, SweepState::Swept | SweepState::Failed)
         )
     }
 }
@@ -143,9 +145,7 @@ impl SweepRow {
         [self.top_up_fee, self.sweep_fee]
             .into_iter()
             .flatten()
-            .fold(Amount::ZERO, |sum, fee| {
-                sum.checked_add(fee).unwrap_or(sum)
-            })
+            .fold(Amount::ZERO, |sum, fee| sum.checked_add(fee).unwrap_or(sum))
     }
 }
 
@@ -237,7 +237,9 @@ fn validate(insert: &SweepInsert) -> Result<(), StoreError> {
         return Err(StoreError::Invalid("a sweep of zero".into()));
     }
     if insert.gas_limit == 0 || i64::try_from(insert.gas_limit).is_err() {
-        return Err(StoreError::Invalid("a sweep's gas limit is 1 to 2^63 - 1".into()));
+        return Err(StoreError::Invalid(
+            "a sweep's gas limit is 1 to 2^63 - 1".into(),
+        ));
     }
     if let Some((_, amount)) = &insert.top_up
         && amount.is_zero()
@@ -325,7 +327,12 @@ impl Store {
                 .bind(insert.price_per_gas.to_string())
                 .bind(i64::try_from(insert.gas_limit).unwrap_or(i64::MAX))
                 .bind(insert.top_up.as_ref().map(|(from, _)| from.clone()))
-                .bind(insert.top_up.as_ref().map(|(_, amount)| amount_text(amount)))
+                .bind(
+                    insert
+                        .top_up
+                        .as_ref()
+                        .map(|(_, amount)| amount_text(amount)),
+                )
                 .bind(state.as_str())
                 .bind(d::time(insert.now))
                 .fetch_one(&mut *conn)

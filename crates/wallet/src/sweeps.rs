@@ -84,9 +84,14 @@ pub struct SweepRound {
 enum Paid {
     /// Stored and sent (or waiting for the base fee); not mined yet.
     Waiting,
-    Mined { txid: String, success: bool },
+    Mined {
+        txid: String,
+        success: bool,
+    },
     /// Its nonce went to a transaction that is none of ours.
-    Foreign { nonce: u64 },
+    Foreign {
+        nonce: u64,
+    },
 }
 
 /// Where [`Sweeper::stop_at`] ends a round, as if the process died there: the crash tests'
@@ -217,9 +222,10 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             .await?
         {
             if let Err(error) = settled.result {
-                round
-                    .errors
-                    .push(format!("{} nonce {}: {error}", settled.payout, settled.nonce));
+                round.errors.push(format!(
+                    "{} nonce {}: {error}",
+                    settled.payout, settled.nonce
+                ));
             }
         }
         let base_fee = self.provider.base_fee().await?;
@@ -381,8 +387,12 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
     fn sweep_payment(&self, row: &SweepRow) -> Result<Payment, WalletError> {
         let chain = self.chain();
         let parse = |text: &str| {
-            Address::parse(chain, self.policy.network, text)
-                .map_err(|error| WalletError::Store(StoreError::Corrupt(format!("sweep {}: {text}: {error}", row.id))))
+            Address::parse(chain, self.policy.network, text).map_err(|error| {
+                WalletError::Store(StoreError::Corrupt(format!(
+                    "sweep {}: {text}: {error}",
+                    row.id
+                )))
+            })
         };
         let asset = if row.asset == "native" {
             Asset::Native
@@ -419,9 +429,8 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             let payment = Payment {
                 from_index: self.policy.gas_index,
                 from: gas_wallet,
-                to: Address::parse(chain, self.policy.network, &row.address).map_err(|error| {
-                    WalletError::Invalid(format!("sweep {}: {error}", row.id))
-                })?,
+                to: Address::parse(chain, self.policy.network, &row.address)
+                    .map_err(|error| WalletError::Invalid(format!("sweep {}: {error}", row.id)))?,
                 asset: Asset::Native,
                 amount,
             };
@@ -461,7 +470,8 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         }
         let payment = self.sweep_payment(&row)?;
         let wallet = Wallet::new(
-            self.provider.at_fixed_fees(row.price_per_gas, row.gas_limit),
+            self.provider
+                .at_fixed_fees(row.price_per_gas, row.gas_limit),
             Arc::clone(&self.deposit_signer),
             self.store.clone(),
             self.holder.clone(),
