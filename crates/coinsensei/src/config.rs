@@ -65,6 +65,8 @@ const ENV_KEYS: &[&str] = &[
     "tron_deposit_start_block",
     "ethereum_deposit_start_block",
     "bitcoin_deposit_start_block",
+    "ethereum_sweep_base_fee_max_gwei",
+    "ethereum_gas_wallet_index",
     "approvals_required",
     "limit_reference_separator",
     "withdrawal_allowlist",
@@ -260,6 +262,13 @@ pub struct RawConfig {
     /// Ethereum; a Bitcoin output carries no sender).
     pub tron_internal_addresses: Option<Vec<String>>,
     pub ethereum_internal_addresses: Option<Vec<String>>,
+    /// Consolidation: new Ethereum sweeps wait while the base fee is above this many gwei
+    /// per gas (default 50).
+    pub ethereum_sweep_base_fee_max_gwei: u64,
+    /// Consolidation: the key index (account 0) of the wallet that pays ERC-20 sweeps' gas
+    /// top-ups (default: the hot wallet, `ethereum_hot_wallet_index`). It must be in
+    /// `ethereum_internal_addresses`, so its top-ups are never credited as deposits.
+    pub ethereum_gas_wallet_index: Option<u32>,
 }
 
 /// One asset's `[[deposit_policy]]`.
@@ -269,6 +278,9 @@ pub struct RawDepositPolicy {
     pub chain: String,
     pub asset: String,
     pub dust: Option<String>,
+    /// Consolidation: a deposit address holding more than this (a decimal in the asset's
+    /// unit) is swept into the hot wallet; without it the asset is never swept.
+    pub sweep_min: Option<String>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -412,6 +424,8 @@ impl Default for RawConfig {
             deposit_policy: None,
             tron_internal_addresses: None,
             ethereum_internal_addresses: None,
+            ethereum_sweep_base_fee_max_gwei: 50,
+            ethereum_gas_wallet_index: None,
         }
     }
 }
@@ -2010,6 +2024,13 @@ pub struct DepositSettings {
     pub dust: Vec<(Chain, String, domain::Amount)>,
     /// (chain, canonical address) of our own wallets.
     pub internal: Vec<(Chain, String)>,
+    /// Consolidation: (chain, asset as stored, balance a deposit address must pass to be
+    /// swept, in base units).
+    pub sweep_min: Vec<(Chain, String, domain::Amount)>,
+    /// Consolidation: new Ethereum sweeps wait while the base fee (wei per gas) is above this.
+    pub ethereum_sweep_base_fee_max: u128,
+    /// Consolidation: the key index paying Ethereum gas top-ups; `None`: the hot wallet's.
+    pub ethereum_gas_wallet_index: Option<u32>,
 }
 
 impl DepositSettings {
@@ -2085,6 +2106,7 @@ fn deposit_settings(
     .filter_map(|(chain, block)| Some((chain, block?)))
     .collect();
     let mut dust = Vec::new();
+    let mut sweep_min = Vec::new();
     for (index, entry) in raw.deposit_policy.iter().flatten().enumerate() {
         let key = format!("deposit_policy[{index}]");
         let chain: Chain = entry
@@ -2119,8 +2141,28 @@ fn deposit_settings(
                     asset.symbol
                 )
             })?;
-            dust.push((chain, stored, amount));
+            dust.push((chain, stored.clone(), amount));
         }
+        if let Some(text) = &entry.sweep_min {
+            if chain == Chain::Bitcoin {
+                bail!(
+                    "invalid configuration key `{key}.sweep_min`: bitcoin is never swept (its payouts spend deposit outputs directly)"
+                );
+            }
+            let amount = domain::Amount::parse_decimal(text, asset.decimals).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration key `{key}.sweep_min`: {text:?}: {error} (an amount in {}, 0 or more)",
+                    asset.symbol
+                )
+            })?;
+            sweep_min.push((chain, stored, amount));
+        }
+    }
+    if !(1..=100_000).contains(&raw.ethereum_sweep_base_fee_max_gwei) {
+        bail!(
+            "invalid configuration key `ethereum_sweep_base_fee_max_gwei`: {} is out of range; expected 1 to 100000",
+            raw.ethereum_sweep_base_fee_max_gwei
+        );
     }
     let mut internal = Vec::new();
     for (chain, key, list) in [
@@ -2148,6 +2190,10 @@ fn deposit_settings(
         start_blocks,
         dust,
         internal,
+        sweep_min,
+        ethereum_sweep_base_fee_max: u128::from(raw.ethereum_sweep_base_fee_max_gwei)
+            * 1_000_000_000,
+        ethereum_gas_wallet_index: raw.ethereum_gas_wallet_index,
     })
 }
 

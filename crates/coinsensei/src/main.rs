@@ -9,6 +9,7 @@ mod config;
 mod depositors;
 mod payers;
 mod signals;
+mod sweepers;
 mod webhooks;
 
 use std::path::PathBuf;
