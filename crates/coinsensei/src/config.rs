@@ -1422,9 +1422,23 @@ mod tests {
         let settings = load_toml(&format!(
             "ethereum_deposit_xpub = \"{deposit}\"\n\
              ethereum_internal_addresses = [\"0x52908400098527886e0f7030069857d2e4169ee7\"]\n\
-             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\n"
+             ethereum_sweep_base_fee_max_gwei = 30\nethereum_gas_wallet_index = 3\n\
+             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\nsweep_min = \"10\"\n"
         ))
         .unwrap();
+        assert_eq!(
+            settings.deposits.sweep_min,
+            vec![(
+                Chain::Ethereum,
+                "0xdAC17F958D2ee523a2206206994597C13D831ec7".to_string(),
+                domain::Amount::from_u128(10_000_000)
+            )]
+        );
+        assert_eq!(
+            settings.deposits.ethereum_sweep_base_fee_max,
+            30_000_000_000
+        );
+        assert_eq!(settings.deposits.ethereum_gas_wallet_index, Some(3));
         let rules = settings.deposits.rules(Chain::Ethereum);
         assert_eq!(
             rules.dust.get("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
@@ -1466,6 +1480,20 @@ mod tests {
             (
                 "ethereum_internal_addresses = [\"T-not-ethereum\"]".to_string(),
                 "ethereum_internal_addresses[0]",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\nsweep_min = \"0.0000001\""
+                    .to_string(),
+                "deposit_policy[0].sweep_min",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"bitcoin\"\nasset = \"BTC\"\nsweep_min = \"1\""
+                    .to_string(),
+                "deposit_policy[0].sweep_min",
+            ),
+            (
+                "ethereum_sweep_base_fee_max_gwei = 0".to_string(),
+                "ethereum_sweep_base_fee_max_gwei",
             ),
         ] {
             let error = format!("{:#}", load_toml(&text).unwrap_err());
