@@ -322,6 +322,25 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
         );
     }
     let gas_nonce = nonce(&anvil, GAS).await;
+    // The operator's report: every sweep with what it cost, and the mean per path.
+    let listed = run(&db.url, &["deposits", "sweeps", "--json"]).await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.len(), 4);
+    for (shown, row) in listed.iter().zip(&sweeps) {
+        assert_eq!(shown["id"], row.id);
+        assert_eq!(shown["state"], "swept");
+        assert_eq!(
+            shown["cost"].as_str().unwrap(),
+            (units(row.top_up_fee) + units(row.sweep_fee)).to_string()
+        );
+    }
+    let table = run(&db.url, &["deposits", "sweeps"]).await;
+    assert!(table.status.success(), "{}", stderr(&table));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    println!("{table}");
+    assert!(table.contains("token with a gas top-up: "), "{table}");
+    assert!(table.contains("native: 2 swept"), "{table}");
     // More rounds change nothing: still four sweeps, no other top-up.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(
