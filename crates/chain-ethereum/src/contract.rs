@@ -565,6 +565,26 @@ impl chain::provider::ChainSweep for Ethereum {
         }
     }
 
+    async fn balance_at(
+        &self,
+        address: &Address,
+        asset: &Asset,
+        block: u64,
+    ) -> Result<Amount, ChainError> {
+        match asset {
+            Asset::Native => {
+                let wei = self
+                    .provider
+                    .get_balance(eth_address(address)?)
+                    .block_id(alloy::eips::BlockId::number(block))
+                    .await
+                    .map_err(|error| self.scrub(error))?;
+                Ok(Amount::from_base_units(wei))
+            }
+            Asset::Token(token) => self.token_balance_at(token, address, Some(block)).await,
+        }
+    }
+
     fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Ethereum {
         Ethereum {
             fixed: Some(crate::Fixed { price, gas_limit }),

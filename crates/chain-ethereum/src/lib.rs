@@ -409,6 +409,16 @@ impl Ethereum {
         token: &Address,
         holder: &Address,
     ) -> Result<Amount, ChainError> {
+        self.token_balance_at(token, holder, None).await
+    }
+
+    /// An ERC-20 balance as of block `block` (the newest block when `None`).
+    pub async fn token_balance_at(
+        &self,
+        token: &Address,
+        holder: &Address,
+        block: Option<u64>,
+    ) -> Result<Amount, ChainError> {
         use alloy::sol_types::SolCall;
         let call = IERC20::balanceOfCall {
             owner: eth_address(holder)?,
@@ -416,9 +426,11 @@ impl Ethereum {
         let request = alloy::rpc::types::TransactionRequest::default()
             .to(eth_address(token)?)
             .input(call.abi_encode().into());
+        let block = block.map_or(alloy::eips::BlockId::latest(), alloy::eips::BlockId::number);
         let bytes = self
             .provider
             .call(request)
+            .block(block)
             .await
             .map_err(|error| self.scrub(error))?;
         let balance = IERC20::balanceOfCall::abi_decode_returns(&bytes).map_err(|error| {

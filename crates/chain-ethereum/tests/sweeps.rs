@@ -2,7 +2,8 @@
 //! ETH and the test token are swept into the hot wallet, a token sweep's gas topped up first
 //! from the gas wallet (anvil's key 1); the hot wallet grows by exactly the swept amounts, a
 //! native sweep leaves its address at zero, a sweep waits while the base fee is over the
-//! cap, and a round that dies at each await of a sweep (`StopAt`), run again by a fresh
+//! cap and while its deposit is not deep enough (and a mined sweep is never taken for a
+//! balance still to sweep), and a round that dies at each await of a sweep (`StopAt`), run again by a fresh
 //! sweeper, sends no second top-up and no second sweep. Each sweep's cost (top-up gas and
 //! sweep gas) is printed (`--no-capture`).
 
@@ -79,6 +80,7 @@ impl Setup {
                 fee_cap: 1_000_000_000_000,
             },
             network: Network::Mainnet,
+            confirmations: 1,
         }
     }
 
@@ -428,4 +430,48 @@ async fn a_sweep_stopped_at_each_await_and_run_again_pays_once_on_postgres() {
 #[tokio::test]
 async fn a_sweep_stopped_at_each_await_and_run_again_pays_once_on_sqlite() {
     crash_at_every_await(Backend::Sqlite).await;
+}
+
+/// A deposit is swept only once it is as deep as the policy asks; the sweep mined, the
+/// balance it moved (still there as of the deep block) is never swept again.
+#[tokio::test]
+async fn only_deep_enough_balances_are_swept_and_only_once() {
+    let setup = Setup::new(Backend::Postgres).await;
+    let address = setup.issue().await;
+    setup.deposit(&address, &Asset::Native, ETH).await;
+    let policy = SweepPolicy {
+        confirmations: 3,
+        ..setup.policy()
+    };
+    let sweeper = setup.sweeper("deep", policy);
+    let round = sweeper.run_once().await.unwrap();
+    assert!(round.created.is_empty(), "one block deep: {round:?}");
+    mine(&setup).await;
+    let round = sweeper.run_once().await.unwrap();
+    assert!(round.created.is_empty(), "two blocks deep: {round:?}");
+    mine(&setup).await;
+    let round = sweeper.run_once().await.unwrap();
+    assert_eq!(round.created.len(), 1, "three blocks deep: {round:?}");
+    // Its sweep mined (anvil mines it at once) is recorded at the next round; as of the
+    // block three deep the address still holds the ETH, and nothing starts again.
+    for _ in 0..3 {
+        let round = sweeper.run_once().await.unwrap();
+        assert!(round.created.is_empty(), "{round:?}");
+        assert!(round.errors.is_empty(), "{round:?}");
+    }
+    let sweeps = setup.sweeps_of(&address).await;
+    let [row] = sweeps.as_slice() else {
+        panic!("{sweeps:?}")
+    };
+    assert_eq!(row.state, SweepState::Swept);
+    assert_eq!(setup.balance(&address, &Asset::Native).await, 0);
+    assert_eq!(setup.client.pending_nonce(&address).await.unwrap(), 1);
+}
+
+async fn mine(setup: &Setup) {
+    use alloy::providers::Provider;
+    let node = alloy::providers::RootProvider::<alloy::network::Ethereum>::new_http(
+        setup._anvil.url.parse().unwrap(),
+    );
+    let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
 }

@@ -394,6 +394,14 @@ pub trait ChainSweep: ChainReplace + Clone {
     fn sweep_price(&self) -> impl Future<Output = Result<u128, ChainError>> + Send;
     /// The gas `payment` needs (a native payment to an account: exactly the transfer's).
     fn gas_limit(&self, payment: &Payment) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// The balance of `address` in `asset` as of block `block` (what is confirmed, when the
+    /// block is deep enough).
+    fn balance_at(
+        &self,
+        address: &Address,
+        asset: &Asset,
+        block: u64,
+    ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
     /// This provider, building every payment at `price` per gas (fee cap and tip alike) with
     /// `gas_limit`.
     fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Self;

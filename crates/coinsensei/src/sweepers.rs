@@ -216,6 +216,8 @@ async fn connect(
                 fee_cap: ETHEREUM_FEE_CAP_WEI,
             },
             network: config.bitcoin_network,
+            // Swept only once the deposit worker would credit it.
+            confirmations: settings.deposits.ethereum_confirmations,
         },
     )?;
     Ok(sweeper)

@@ -16,7 +16,9 @@
 //! native sweep sends balance − 21,000 × price and leaves the address empty; a token sweep's
 //! top-up is gas limit × price less what the address holds, and what the gas limit's margin
 //! leaves unused stays there for its next sweep. New sweeps start only while the base fee is
-//! at most the configured cap. A sweep's transaction is never replaced with higher fees (a
+//! at most the configured cap, and sweep only balances as of a block at the deposit
+//! confirmation depth (and still there now), so a deposit a reorg may still take away is
+//! never swept, and a balance a mined sweep moved is never swept twice. A sweep's transaction is never replaced with higher fees (a
 //! native sweep could not pay them): it waits for the base fee to come back under its price.
 
 use std::collections::HashSet;
@@ -65,6 +67,9 @@ pub struct SweepPolicy {
     pub gas_settle: NonceSettlePolicy,
     /// The network deposit addresses are parsed on.
     pub network: Network,
+    /// Only what is this deep is swept (1: the newest block), so a deposit a reorg may still
+    /// take away is never swept; the deposit worker's confirmations.
+    pub confirmations: u64,
 }
 
 /// What one [`Sweeper::run_once`] did.
@@ -321,8 +326,12 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                 "issued address {address} is not deposit key {index} ({derived}): the keystore is not the one its xpub came from"
             )));
         }
+        // Balances as of the newest block at the policy's depth: a deposit younger than that
+        // waits for a later round.
+        let head = self.provider.tip().await?.head;
+        let at = head.saturating_sub(self.policy.confirmations.saturating_sub(1));
         for (asset, minimum) in &self.policy.minimums {
-            let balance = self.provider.balance(&from, asset).await?;
+            let balance = self.sweepable(&from, asset, at).await?;
             if balance <= *minimum {
                 continue;
             }
@@ -347,7 +356,8 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     None
                 }
                 Asset::Token(_) => {
-                    let held = self.provider.balance(&from, &Asset::Native).await?;
+                    // The gas it holds already, counted as deep as the deposits.
+                    let held = self.sweepable(&from, &Asset::Native, at).await?;
                     match cost.checked_sub(held) {
                         Some(missing) if !missing.is_zero() => {
                             Some((self.gas_wallet()?.to_string(), missing))
@@ -381,6 +391,19 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             });
         }
         Ok(None)
+    }
+
+    /// What `address` holds of `asset` both as of block `at` and now: deep enough that a
+    /// reorg cannot take it away, and not already swept by a sweep mined since `at`.
+    async fn sweepable(
+        &self,
+        address: &Address,
+        asset: &Asset,
+        at: u64,
+    ) -> Result<Amount, WalletError> {
+        let deep = self.provider.balance_at(address, asset, at).await?;
+        let now = self.provider.balance(address, asset).await?;
+        Ok(deep.min(now))
     }
 
     /// The payment a sweep's row describes, from the deposit address.
