@@ -4,7 +4,9 @@
 //! native sweep leaves its address at zero, a sweep waits while the base fee is over the
 //! cap and while its deposit is not deep enough (and a mined sweep is never taken for a
 //! balance still to sweep), and a round that dies at each await of a sweep (`StopAt`), run again by a fresh
-//! sweeper, sends no second top-up and no second sweep. Each sweep's cost (top-up gas and
+//! sweeper, sends no second top-up and no second sweep. The hot wallet's balance above a
+//! ceiling goes to a watch-only cold address, exactly the excess, once, also when stopped at
+//! each await. Each sweep's cost (top-up gas and
 //! sweep gas) is printed (`--no-capture`).
 
 use std::sync::Arc;
@@ -81,6 +83,9 @@ impl Setup {
             },
             network: Network::Mainnet,
             confirmations: 1,
+            hot_index: HOT,
+            cold: None,
+            ceilings: Vec::new(),
         }
     }
 
@@ -169,14 +174,15 @@ impl Setup {
     }
 }
 
-/// Rounds until no sweep is open and a round starts none (anvil mines each transaction at
-/// once, so a sweep takes two or three rounds).
+/// Rounds until no sweep is open and a round neither starts nor moves one (anvil mines each
+/// transaction at once, so a sweep takes two or three rounds).
 async fn until_idle(sweeper: &Sweeper<Ethereum>, store: &Store) -> Vec<SweepRound> {
     let mut rounds = Vec::new();
     for _ in 0..30 {
         let round = sweeper.run_once().await.unwrap();
         assert!(round.errors.is_empty(), "{round:?}");
         let idle = round.created.is_empty()
+            && round.moved.is_empty()
             && store
                 .sweep_open(Chain::Ethereum, 10)
                 .await
@@ -474,4 +480,107 @@ async fn mine(setup: &Setup) {
         setup._anvil.url.parse().unwrap(),
     );
     let _: serde_json::Value = node.raw_request("evm_mine".into(), ()).await.unwrap();
+}
+
+/// The hot wallet's excess over each asset's ceiling goes to the cold address: exactly the
+/// excess, one transaction each, also when the round dies at each await and another runs.
+async fn excess_to_cold(backend: Backend) {
+    let setup = Setup::new(backend).await;
+    let token = Asset::Token(setup.token.clone());
+    let cold = InProcessSigner::new(&signer::Mnemonic::generate(), Network::Mainnet)
+        .address(Chain::Ethereum, 0)
+        .unwrap();
+    let hot_nonce = setup.client.pending_nonce(&setup.hot).await.unwrap();
+    let mut expected_eth = 0;
+    let mut expected_token = 0;
+    let mut transfers = 0;
+    for (round, point) in [
+        None,
+        Some(StopAt::SweepStored),
+        Some(StopAt::SweepSent),
+        Some(StopAt::SweepMined),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let round = round as u128 + 1;
+        let hot_eth = setup.balance(&setup.hot, &Asset::Native).await;
+        let hot_token = setup.balance(&setup.hot, &token).await;
+        let policy = SweepPolicy {
+            cold: Some(cold.clone()),
+            ceilings: vec![
+                (Asset::Native, Amount::from_u128(hot_eth - round * ETH)),
+                (
+                    token.clone(),
+                    Amount::from_u128(hot_token - round * 10 * USDT),
+                ),
+            ],
+            ..setup.policy()
+        };
+        if let Some(point) = point {
+            let dying = setup
+                .sweeper(&format!("dying-{point:?}"), policy.clone())
+                .stop_at(point);
+            let mut died = false;
+            for _ in 0..10 {
+                if dying.run_once().await.is_err() {
+                    died = true;
+                    break;
+                }
+            }
+            assert!(died, "{point:?} was never reached");
+        }
+        let sweeper = setup.sweeper(&format!("cold-{round}"), policy);
+        until_idle(&sweeper, &setup.store).await;
+        expected_eth += round * ETH;
+        expected_token += round * 10 * USDT;
+        transfers += 2;
+        assert_eq!(
+            setup.balance(&cold, &Asset::Native).await,
+            expected_eth,
+            "{point:?}"
+        );
+        assert_eq!(
+            setup.balance(&cold, &token).await,
+            expected_token,
+            "{point:?}"
+        );
+        assert_eq!(
+            setup.client.pending_nonce(&setup.hot).await.unwrap(),
+            hot_nonce + transfers,
+            "{point:?}: one transaction per transfer"
+        );
+        // At its ceiling (the token) or under it (ETH, less the gas): nothing more goes.
+        assert_eq!(
+            setup.balance(&setup.hot, &token).await,
+            hot_token - round * 10 * USDT
+        );
+    }
+    let rows = setup.sweeps_of(&setup.hot).await;
+    assert_eq!(rows.len(), 8);
+    for row in &rows {
+        report(row);
+        assert_eq!(row.kind, store::SweepKind::Cold);
+        assert_eq!(row.state, SweepState::Swept);
+        assert_eq!(row.destination, cold.as_str());
+        assert!(row.top_up_amount.is_none());
+        let held = setup
+            .store
+            .nonce_get(Chain::Ethereum, &row.sweep_payout())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(held.txs.len(), 1);
+        assert!(row.sweep_payout().starts_with("cold:"));
+    }
+}
+
+#[tokio::test]
+async fn the_hot_wallets_excess_goes_to_the_cold_address_once_on_postgres() {
+    excess_to_cold(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_hot_wallets_excess_goes_to_the_cold_address_once_on_sqlite() {
+    excess_to_cold(Backend::Sqlite).await;
 }

@@ -67,6 +67,7 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_deposit_start_block",
     "ethereum_sweep_base_fee_max_gwei",
     "ethereum_gas_wallet_index",
+    "ethereum_cold_address",
     "approvals_required",
     "limit_reference_separator",
     "withdrawal_allowlist",
@@ -269,6 +270,9 @@ pub struct RawConfig {
     /// top-ups (default: the hot wallet, `ethereum_hot_wallet_index`). It must be in
     /// `ethereum_internal_addresses`, so its top-ups are never credited as deposits.
     pub ethereum_gas_wallet_index: Option<u32>,
+    /// Consolidation: where the hot wallet's balance above an asset's `[[deposit_policy]]
+    /// hot_ceiling` goes. Watch-only: its key must not be in the keystore.
+    pub ethereum_cold_address: Option<String>,
 }
 
 /// One asset's `[[deposit_policy]]`.
@@ -281,6 +285,9 @@ pub struct RawDepositPolicy {
     /// Consolidation: a deposit address holding more than this (a decimal in the asset's
     /// unit) is swept into the hot wallet; without it the asset is never swept.
     pub sweep_min: Option<String>,
+    /// Consolidation: the hot wallet's balance above this (a decimal in the asset's unit)
+    /// goes to the chain's cold address (`ethereum_cold_address`).
+    pub hot_ceiling: Option<String>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -426,6 +433,7 @@ impl Default for RawConfig {
             ethereum_internal_addresses: None,
             ethereum_sweep_base_fee_max_gwei: 50,
             ethereum_gas_wallet_index: None,
+            ethereum_cold_address: None,
         }
     }
 }
@@ -1423,7 +1431,8 @@ mod tests {
             "ethereum_deposit_xpub = \"{deposit}\"\n\
              ethereum_internal_addresses = [\"0x52908400098527886e0f7030069857d2e4169ee7\"]\n\
              ethereum_sweep_base_fee_max_gwei = 30\nethereum_gas_wallet_index = 3\n\
-             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\nsweep_min = \"10\"\n"
+             ethereum_cold_address = \"0x8617e340b3d01fa5f11f306f4090fd50e238070d\"\n\
+             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\nsweep_min = \"10\"\nhot_ceiling = \"50000\"\n"
         ))
         .unwrap();
         assert_eq!(
@@ -1439,6 +1448,18 @@ mod tests {
             30_000_000_000
         );
         assert_eq!(settings.deposits.ethereum_gas_wallet_index, Some(3));
+        assert_eq!(
+            settings.deposits.ethereum_cold_address.as_deref(),
+            Some("0x8617E340B3D01FA5F11F306F4090FD50E238070D")
+        );
+        assert_eq!(
+            settings.deposits.hot_ceiling,
+            vec![(
+                Chain::Ethereum,
+                "0xdAC17F958D2ee523a2206206994597C13D831ec7".to_string(),
+                domain::Amount::from_u128(50_000_000_000)
+            )]
+        );
         let rules = settings.deposits.rules(Chain::Ethereum);
         assert_eq!(
             rules.dust.get("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
@@ -1494,6 +1515,15 @@ mod tests {
             (
                 "ethereum_sweep_base_fee_max_gwei = 0".to_string(),
                 "ethereum_sweep_base_fee_max_gwei",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nhot_ceiling = \"100\""
+                    .to_string(),
+                "deposit_policy[0].hot_ceiling",
+            ),
+            (
+                "ethereum_cold_address = \"T-not-ethereum\"".to_string(),
+                "ethereum_cold_address",
             ),
         ] {
             let error = format!("{:#}", load_toml(&text).unwrap_err());
@@ -2059,6 +2089,10 @@ pub struct DepositSettings {
     pub ethereum_sweep_base_fee_max: u128,
     /// Consolidation: the key index paying Ethereum gas top-ups; `None`: the hot wallet's.
     pub ethereum_gas_wallet_index: Option<u32>,
+    /// Consolidation: the Ethereum cold address (canonical), if any.
+    pub ethereum_cold_address: Option<String>,
+    /// Consolidation: (chain, asset as stored, the hot wallet's ceiling in base units).
+    pub hot_ceiling: Vec<(Chain, String, domain::Amount)>,
 }
 
 impl DepositSettings {
@@ -2135,6 +2169,16 @@ fn deposit_settings(
     .collect();
     let mut dust = Vec::new();
     let mut sweep_min = Vec::new();
+    let mut hot_ceiling = Vec::new();
+    let ethereum_cold_address = raw
+        .ethereum_cold_address
+        .as_deref()
+        .map(|text| {
+            chain::address::Address::parse(Chain::Ethereum, network, text)
+                .map(|address| address.to_string())
+                .with_context(|| "invalid configuration key `ethereum_cold_address`")
+        })
+        .transpose()?;
     for (index, entry) in raw.deposit_policy.iter().flatten().enumerate() {
         let key = format!("deposit_policy[{index}]");
         let chain: Chain = entry
@@ -2183,7 +2227,26 @@ fn deposit_settings(
                     asset.symbol
                 )
             })?;
-            sweep_min.push((chain, stored, amount));
+            sweep_min.push((chain, stored.clone(), amount));
+        }
+        if let Some(text) = &entry.hot_ceiling {
+            if chain != Chain::Ethereum {
+                bail!(
+                    "invalid configuration key `{key}.hot_ceiling`: only Ethereum's hot wallet goes to a cold address so far"
+                );
+            }
+            if ethereum_cold_address.is_none() {
+                bail!(
+                    "invalid configuration key `{key}.hot_ceiling`: set `ethereum_cold_address`, where the excess goes"
+                );
+            }
+            let amount = domain::Amount::parse_decimal(text, asset.decimals).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration key `{key}.hot_ceiling`: {text:?}: {error} (an amount in {}, 0 or more)",
+                    asset.symbol
+                )
+            })?;
+            hot_ceiling.push((chain, stored, amount));
         }
     }
     if !(1..=100_000).contains(&raw.ethereum_sweep_base_fee_max_gwei) {
@@ -2222,6 +2285,8 @@ fn deposit_settings(
         ethereum_sweep_base_fee_max: u128::from(raw.ethereum_sweep_base_fee_max_gwei)
             * 1_000_000_000,
         ethereum_gas_wallet_index: raw.ethereum_gas_wallet_index,
+        ethereum_cold_address,
+        hot_ceiling,
     })
 }
 

@@ -6,7 +6,8 @@
 //! Each run is one round of `wallet::sweeps::Sweeper` (docs/deposits.md, "Consolidation"):
 //! settle the gas wallet's nonces, step the open sweeps, and start sweeps of the issued
 //! addresses holding more than their asset's `[[deposit_policy]] sweep_min`, while the base
-//! fee is at most `ethereum_sweep_base_fee_max_gwei`. Ethereum only: TRON's sweeps (energy by
+//! fee is at most `ethereum_sweep_base_fee_max_gwei`; and send the hot wallet's balance above
+//! an asset's `hot_ceiling` to `ethereum_cold_address`. Ethereum only: TRON's sweeps (energy by
 //! delegation) are not built yet, and a TRON consolidation worker's jobs wait with a warning
 //! that says so.
 //!
@@ -37,6 +38,9 @@ pub const SWEEP_JOB_KIND: &str = "sweep.run";
 pub const ROUND_INTERVAL: Duration = Duration::from_secs(2);
 /// How long jobs wait while their chain cannot be swept.
 const UNCONFIGURED_WAIT: Duration = Duration::from_secs(30);
+/// How many of the keystore's working keys (account 0) are checked not to be the cold
+/// address.
+const COLD_KEYS_CHECKED: u32 = 256;
 /// The most a replacement of a gas top-up may pay per gas (1,000 gwei), as withdrawals.
 const ETHEREUM_FEE_CAP_WEI: u128 = 1_000_000_000_000;
 
@@ -115,13 +119,14 @@ pub async fn registry(
     Ok(registry)
 }
 
-/// The swept assets of `chain` and their minimums, from `[[deposit_policy]] sweep_min`.
-fn minimums(settings: &Settings, chain: Chain) -> anyhow::Result<Vec<(Asset, domain::Amount)>> {
+/// Per asset of `chain`, an amount from `[[deposit_policy]]` (`sweep_min`, `hot_ceiling`).
+fn per_asset(
+    settings: &Settings,
+    chain: Chain,
+    list: &[(Chain, String, domain::Amount)],
+) -> anyhow::Result<Vec<(Asset, domain::Amount)>> {
     let network = settings.withdrawals.bitcoin_network;
-    settings
-        .deposits
-        .sweep_min
-        .iter()
+    list.iter()
         .filter(|(of, _, _)| *of == chain)
         .map(|(_, asset, minimum)| {
             let asset = if asset == "native" {
@@ -144,10 +149,11 @@ async fn connect(
             "{chain} sweeps are not built yet (only Ethereum's); stop this worker or leave it idle"
         );
     }
-    let minimums = minimums(settings, chain)?;
-    if minimums.is_empty() {
+    let minimums = per_asset(settings, chain, &settings.deposits.sweep_min)?;
+    let ceilings = per_asset(settings, chain, &settings.deposits.hot_ceiling)?;
+    if minimums.is_empty() && ceilings.is_empty() {
         anyhow::bail!(
-            "nothing to sweep: set `sweep_min` on an ethereum `[[deposit_policy]]` entry"
+            "nothing to sweep: set `sweep_min` (or `hot_ceiling`) on an ethereum `[[deposit_policy]]` entry"
         );
     }
     let store = store::Store::connect(
@@ -198,6 +204,21 @@ async fn connect(
             "invalid configuration key `ethereum_deposit_xpub`: it is not the deposit xpub of this keystore; sweeps need the keystore the deposit addresses were derived from"
         );
     }
+    // The cold address is watch-only: none of the keystore's working keys may be it.
+    let cold = match &settings.deposits.ethereum_cold_address {
+        Some(text) => {
+            let cold = Address::parse(chain, config.bitcoin_network, text)?;
+            for index in 0..COLD_KEYS_CHECKED {
+                if keys.address(chain, index)? == cold {
+                    anyhow::bail!(
+                        "invalid configuration key `ethereum_cold_address`: it is key {index} of this keystore; a cold address's key must not be in the hot keystore"
+                    );
+                }
+            }
+            Some(cold)
+        }
+        None => None,
+    };
     let deposit_signer = Arc::new(signer::DepositSigner::new(keys.clone()));
     tracing::info!(%chain, hot = %destination, gas = %gas_wallet, "the sweeper is connected");
     let sweeper = Sweeper::new(
@@ -218,6 +239,9 @@ async fn connect(
             network: config.bitcoin_network,
             // Swept only once the deposit worker would credit it.
             confirmations: settings.deposits.ethereum_confirmations,
+            hot_index,
+            cold,
+            ceilings,
         },
     )?;
     Ok(sweeper)

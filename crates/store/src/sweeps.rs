@@ -1,5 +1,5 @@
 //! Consolidation sweeps (`sweep`, migration 0022): one row per sweep of a deposit address into
-//! the hot wallet, written before anything is signed, with what it was priced at, so a run
+//! the hot wallet (or, `SweepKind::Cold`, of the hot wallet's excess to the cold address), written before anything is signed, with what it was priced at, so a run
 //! repeated after a crash builds exactly the same top-up and sweep (their transactions are
 //! kept by the nonce path under `gas:<id>` and `sweep:<id>`, [`SweepRow::top_up_payout`] and
 //! [`SweepRow::sweep_payout`]). The ledger reads the address, asset, amount, both txids and
@@ -28,9 +28,38 @@ pub const SWEEPS_LIST_MAX: u32 = 1_000;
 /// The longest error a sweep keeps.
 pub const SWEEP_ERROR_LEN_MAX: usize = 1_000;
 
-const COLUMNS: &str = "id, chain, address, address_index, asset, amount, destination, \
+const COLUMNS: &str = "id, chain, kind, address, address_index, asset, amount, destination, \
                        price_per_gas, gas_limit, top_up_from, top_up_amount, top_up_txid, \
                        top_up_fee, sweep_txid, sweep_fee, state, error, created_at, updated_at";
+
+/// What a row moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SweepKind {
+    /// A deposit address's balance into the hot wallet (with a gas top-up first, maybe).
+    Sweep,
+    /// The hot wallet's balance above its ceiling to the cold address (watch-only).
+    Cold,
+}
+
+impl SweepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepKind::Sweep => "sweep",
+            SweepKind::Cold => "cold",
+        }
+    }
+}
+
+impl std::str::FromStr for SweepKind {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "sweep" => Ok(SweepKind::Sweep),
+            "cold" => Ok(SweepKind::Cold),
+            other => Err(crate::corrupt("sweep.kind", other)),
+        }
+    }
+}
 
 /// Where a sweep is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -88,6 +117,7 @@ impl std::str::FromStr for SweepState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepInsert {
     pub chain: Chain,
+    pub kind: SweepKind,
     /// The deposit address swept, and its key index in the deposit account.
     pub address: String,
     pub address_index: u32,
@@ -109,6 +139,7 @@ pub struct SweepInsert {
 pub struct SweepRow {
     pub id: i64,
     pub chain: Chain,
+    pub kind: SweepKind,
     pub address: String,
     pub address_index: u32,
     pub asset: String,
@@ -134,9 +165,13 @@ impl SweepRow {
         format!("gas:{}", self.id)
     }
 
-    /// The nonce path's payout key of the sweep.
+    /// The nonce path's payout key of the sweep (`cold:<id>` for a transfer to the cold
+    /// address).
     pub fn sweep_payout(&self) -> String {
-        format!("sweep:{}", self.id)
+        match self.kind {
+            SweepKind::Sweep => format!("sweep:{}", self.id),
+            SweepKind::Cold => format!("cold:{}", self.id),
+        }
     }
 
     /// What the sweep cost in the native coin: the top-up's fee and the sweep's, as far as
@@ -208,6 +243,7 @@ macro_rules! decode_sweep {
                 .try_get::<String, _>("chain")?
                 .parse()
                 .map_err(|error| crate::corrupt("sweep.chain", error))?,
+            kind: row.try_get::<String, _>("kind")?.parse()?,
             address: row.try_get("address")?,
             address_index: u32::try_from(index)
                 .map_err(|_| crate::corrupt("sweep.address_index", index))?,
@@ -241,10 +277,15 @@ fn validate(insert: &SweepInsert) -> Result<(), StoreError> {
             "a sweep's gas limit is 1 to 2^63 - 1".into(),
         ));
     }
-    if let Some((_, amount)) = &insert.top_up
-        && amount.is_zero()
-    {
-        return Err(StoreError::Invalid("a top-up of zero".into()));
+    if let Some((_, amount)) = &insert.top_up {
+        if amount.is_zero() {
+            return Err(StoreError::Invalid("a top-up of zero".into()));
+        }
+        if insert.kind == SweepKind::Cold {
+            return Err(StoreError::Invalid(
+                "a transfer to the cold address has no top-up".into(),
+            ));
+        }
     }
     for (what, text) in [
         ("address", &insert.address),
@@ -277,8 +318,8 @@ impl Store {
         let insert_sql = format!(
             "insert into sweep (chain, address, address_index, asset, amount, destination,
                  price_per_gas, gas_limit, top_up_from, top_up_amount, state, created_at,
-                 updated_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+                 updated_at, kind)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
              returning {COLUMNS}"
         );
         match self
@@ -335,6 +376,7 @@ impl Store {
                 )
                 .bind(state.as_str())
                 .bind(d::time(insert.now))
+                .bind(insert.kind.as_str())
                 .fetch_one(&mut *conn)
                 .await?;
             Ok(SweepInserted::Created(decode_sweep!(&row, d)))

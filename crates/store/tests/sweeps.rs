@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{Amount, Chain};
-use store::{Store, StoreError, SweepAdvance, SweepInsert, SweepInserted, SweepState};
+use store::{Store, StoreError, SweepAdvance, SweepInsert, SweepInserted, SweepKind, SweepState};
 use testkit::TestDb;
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -19,6 +19,7 @@ const HOT: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 fn insert(address: &str, top_up: Option<u128>, now: DateTime<Utc>) -> SweepInsert {
     SweepInsert {
         chain: Chain::Ethereum,
+        kind: SweepKind::Sweep,
         address: address.into(),
         address_index: 7,
         asset: "0xdAC17F958D2ee523a2206206994597C13D831ec7".into(),
@@ -192,6 +193,25 @@ async fn sweeps(store: &Store) {
     );
     assert!(store.sweep_get(-1).await.unwrap().is_none());
 
+    // A transfer to the cold address: its own payout key, never a top-up.
+    let mut cold = insert(HOT, None, at(9));
+    cold.kind = SweepKind::Cold;
+    cold.destination = B.into();
+    let SweepInserted::Created(cold_row) = store.sweep_insert(&cold).await.unwrap() else {
+        panic!("a new cold transfer")
+    };
+    assert_eq!(
+        (cold_row.kind, cold_row.state),
+        (SweepKind::Cold, SweepState::Sweeping)
+    );
+    assert_eq!(cold_row.sweep_payout(), format!("cold:{}", cold_row.id));
+    let mut cold_top_up = insert("0x0000000000000000000000000000000000000003", Some(5), at(9));
+    cold_top_up.kind = SweepKind::Cold;
+    assert!(matches!(
+        store.sweep_insert(&cold_top_up).await,
+        Err(StoreError::Invalid(_))
+    ));
+
     // Bad input changes nothing.
     let mut zero = insert(B, None, at(9));
     zero.amount = Amount::ZERO;
@@ -220,7 +240,7 @@ async fn sweeps(store: &Store) {
             .await
             .unwrap()
             .len(),
-        3
+        4
     );
 }
 

@@ -1,6 +1,8 @@
 //! Consolidation on account-model chains with a fee market (Ethereum): deposit addresses
 //! holding more than their asset's minimum are swept into the hot wallet; a token sweep first
-//! gets just enough of the native coin for its gas from the gas wallet.
+//! gets just enough of the native coin for its gas from the gas wallet. The hot wallet's
+//! balance above its asset's ceiling goes to a watch-only cold address the same way
+//! (`cold:<id>`, signed by the hot wallet's key).
 //!
 //! Every top-up and every sweep is a payment like a withdrawal: [`Wallet::pay_nonce`] under
 //! the payout keys `gas:<sweep id>` (from the gas wallet) and `sweep:<sweep id>` (from the
@@ -32,7 +34,7 @@ use domain::{Amount, Chain};
 use signer::Signer;
 use store::{
     DepositAddressList, NonceSettlement, Store, StoreError, SweepAdvance, SweepInsert,
-    SweepInserted, SweepRow, SweepState,
+    SweepInserted, SweepKind, SweepRow, SweepState,
 };
 
 use crate::{NonceSettlePolicy, Wallet, WalletError};
@@ -70,6 +72,13 @@ pub struct SweepPolicy {
     /// Only what is this deep is swept (1: the newest block), so a deposit a reorg may still
     /// take away is never swept; the deposit worker's confirmations.
     pub confirmations: u64,
+    /// The hot wallet's key index (account 0): the sender of transfers to the cold address.
+    pub hot_index: u32,
+    /// Where the hot wallet's balance above its asset's ceiling goes: an address whose key
+    /// is not ours to hold (watch-only). `None`: nothing goes cold.
+    pub cold: Option<Address>,
+    /// Per asset, the hot wallet's ceiling; assets not listed never go cold.
+    pub ceilings: Vec<(Asset, Amount)>,
 }
 
 /// What one [`Sweeper::run_once`] did.
@@ -122,6 +131,8 @@ pub struct Sweeper<P> {
     gas: Wallet<P>,
     /// The deposit account's keys.
     deposit_signer: Arc<dyn Signer>,
+    /// Account 0's keys: the hot wallet's transfers to the cold address.
+    signer: Arc<dyn Signer>,
     store: Store,
     holder: String,
     policy: SweepPolicy,
@@ -162,7 +173,12 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         policy: SweepPolicy,
     ) -> Result<Self, WalletError> {
         let holder = holder.into();
-        let gas = Wallet::new(provider.clone(), signer, store.clone(), holder.clone());
+        let gas = Wallet::new(
+            provider.clone(),
+            Arc::clone(&signer),
+            store.clone(),
+            holder.clone(),
+        );
         if policy.destination.chain() != provider.chain() {
             return Err(WalletError::Invalid(format!(
                 "the sweep destination {} is not a {} address",
@@ -178,6 +194,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         Ok(Sweeper {
             provider,
             gas,
+            signer,
             deposit_signer,
             store,
             holder,
@@ -256,6 +273,31 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         }
         if !base_fee_ok || open.len() >= SWEEPS_OPEN_MAX as usize {
             return Ok(round);
+        }
+        if let Some(cold) = &self.policy.cold {
+            let hot = self.gas.create_wallet(self.policy.hot_index)?;
+            if !busy.contains(hot.as_str()) {
+                busy.insert(hot.to_string());
+                match self.start_cold(&hot, cold).await {
+                    Ok(Some(row)) => {
+                        round.created.push(row.id);
+                        self.stop(StopAt::SweepStored)?;
+                        let id = row.id;
+                        match self.step(row.clone(), true).await {
+                            Ok(after) if after != row.state => round.moved.push((id, after)),
+                            Ok(_) => {}
+                            Err(error) if self.stopped(&error) => return Err(error),
+                            Err(error) => {
+                                tracing::warn!(%chain, sweep = id, %error, "a transfer to the cold address failed; the next round tries again");
+                                self.note_error(&row, &error).await;
+                                round.errors.push(format!("sweep {id}: {error}"));
+                            }
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => round.errors.push(format!("the hot wallet {hot}: {error}")),
+                }
+            }
         }
         let after = *self
             .cursor
@@ -370,6 +412,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                 .store
                 .sweep_insert(&SweepInsert {
                     chain,
+                    kind: SweepKind::Sweep,
                     address: from.to_string(),
                     address_index: index,
                     asset: asset_text(asset),
@@ -387,6 +430,56 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     Some(row)
                 }
                 // Another sweeper started one a moment ago: it is stepped next round.
+                SweepInserted::Open(_) => None,
+            });
+        }
+        Ok(None)
+    }
+
+    /// Prices and stores a transfer of the hot wallet's excess over the first asset's ceiling
+    /// it passes to the cold address; `None` when it passes none. The hot wallet's own
+    /// balance moves only by our payments and sweeps into it, so it is read as it is now.
+    async fn start_cold(
+        &self,
+        hot: &Address,
+        cold: &Address,
+    ) -> Result<Option<SweepRow>, WalletError> {
+        let chain = self.chain();
+        for (asset, ceiling) in &self.policy.ceilings {
+            let balance = self.provider.balance(hot, asset).await?;
+            let Some(excess) = balance.checked_sub(*ceiling).filter(|a| !a.is_zero()) else {
+                continue;
+            };
+            let payment = Payment {
+                from_index: self.policy.hot_index,
+                from: hot.clone(),
+                to: cold.clone(),
+                asset: asset.clone(),
+                amount: excess,
+            };
+            let price = self.provider.sweep_price().await?;
+            let gas_limit = self.provider.gas_limit(&payment).await?;
+            let inserted = self
+                .store
+                .sweep_insert(&SweepInsert {
+                    chain,
+                    kind: SweepKind::Cold,
+                    address: hot.to_string(),
+                    address_index: self.policy.hot_index,
+                    asset: asset_text(asset),
+                    amount: excess,
+                    destination: cold.to_string(),
+                    price_per_gas: price,
+                    gas_limit,
+                    top_up: None,
+                    now: Utc::now(),
+                })
+                .await?;
+            return Ok(match inserted {
+                SweepInserted::Created(row) => {
+                    tracing::info!(%chain, sweep = row.id, asset = %row.asset, amount = %row.amount.base_units(), cold = %row.destination, "the hot wallet's excess goes to the cold address");
+                    Some(row)
+                }
                 SweepInserted::Open(_) => None,
             });
         }
@@ -492,10 +585,15 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             return Ok(row.state);
         }
         let payment = self.sweep_payment(&row)?;
+        // A sweep is signed by the deposit address's key, a cold transfer by the hot wallet's.
+        let signer = match row.kind {
+            SweepKind::Sweep => &self.deposit_signer,
+            SweepKind::Cold => &self.signer,
+        };
         let wallet = Wallet::new(
             self.provider
                 .at_fixed_fees(row.price_per_gas, row.gas_limit),
-            Arc::clone(&self.deposit_signer),
+            Arc::clone(signer),
             self.store.clone(),
             self.holder.clone(),
         );

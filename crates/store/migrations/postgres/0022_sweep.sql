@@ -1,5 +1,7 @@
 -- Consolidation: each sweep of a deposit address into the hot wallet, and the gas top-up
--- that pays for a token sweep's gas. A row is written before anything is signed and holds
+-- that pays for a token sweep's gas; and each transfer of the hot wallet's balance above its
+-- ceiling to the cold address (`kind = 'cold'`: `address` is then the hot wallet, its
+-- payout key `cold:<id>`). A row is written before anything is signed and holds
 -- what the sweep was priced at (price per gas, gas limit, amount), so a run repeated after a
 -- crash builds exactly the same payments; the transactions themselves live under the nonce
 -- path's payout keys `gas:<id>` (from the gas wallet) and `sweep:<id>` (from the deposit
@@ -13,6 +15,7 @@
 create table sweep (
     id            bigserial primary key,
     chain         text not null check (chain in ('tron', 'ethereum')),
+    kind          text not null check (kind in ('sweep', 'cold')),
     address       text not null check (length(address) between 1 and 100),
     address_index bigint not null check (address_index >= 0),
     asset         text not null check (length(asset) between 1 and 100),
@@ -30,7 +33,8 @@ create table sweep (
     error         text,
     created_at    timestamptz not null,
     updated_at    timestamptz not null,
-    check ((top_up_amount is null) = (top_up_from is null))
+    check ((top_up_amount is null) = (top_up_from is null)),
+    check (kind = 'sweep' or top_up_amount is null)
 );
 
 create unique index sweep_open on sweep (chain, address)
