@@ -584,3 +584,81 @@ async fn the_hot_wallets_excess_goes_to_the_cold_address_once_on_postgres() {
 async fn the_hot_wallets_excess_goes_to_the_cold_address_once_on_sqlite() {
     excess_to_cold(Backend::Sqlite).await;
 }
+
+/// Forty issued addresses, half paid ETH and half the token: more than a round starts
+/// (`SWEEPS_NEW_PER_ROUND_MAX`), all swept, one transaction from each address and one top-up
+/// per token address, the hot wallet grown by exactly the sums; the mean cost per path printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forty_addresses_are_swept_with_exact_sums() {
+    let setup = Setup::new(Backend::Postgres).await;
+    let token = Asset::Token(setup.token.clone());
+    let mut paid = Vec::new();
+    for index in 0..40u128 {
+        let address = setup.issue().await;
+        let (asset, amount) = if index % 2 == 0 {
+            (Asset::Native, ETH / 10 + index)
+        } else {
+            (token.clone(), 2 * USDT + index)
+        };
+        setup.deposit(&address, &asset, amount).await;
+        paid.push((address, asset, amount));
+    }
+    let hot_eth = setup.balance(&setup.hot, &Asset::Native).await;
+    let hot_token = setup.balance(&setup.hot, &token).await;
+    let gas_nonce = setup.client.pending_nonce(&setup.gas).await.unwrap();
+    let sweeper = setup.sweeper("forty", setup.policy());
+    let started = std::time::Instant::now();
+    let rounds = until_idle(&sweeper, &setup.store).await;
+    assert!(
+        rounds
+            .iter()
+            .all(|round| round.created.len() <= wallet::sweeps::SWEEPS_NEW_PER_ROUND_MAX)
+    );
+    let sweeps = setup.sweeps().await;
+    assert_eq!(sweeps.len(), 40);
+    let mut swept_eth = 0;
+    let mut swept_token = 0;
+    let (mut native_cost, mut token_cost) = (0, 0);
+    for (address, asset, amount) in &paid {
+        let rows = setup.sweeps_of(address).await;
+        let [row] = rows.as_slice() else {
+            panic!("{address}: {rows:?}")
+        };
+        assert_eq!(row.state, SweepState::Swept);
+        assert_eq!(setup.client.pending_nonce(address).await.unwrap(), 1);
+        assert_eq!(setup.balance(address, asset).await, 0);
+        match asset {
+            Asset::Native => {
+                assert_eq!(units(Some(row.amount)) + units(row.sweep_fee), *amount);
+                swept_eth += units(Some(row.amount));
+                native_cost += units(Some(row.cost()));
+            }
+            Asset::Token(_) => {
+                assert_eq!(units(Some(row.amount)), *amount);
+                assert!(row.top_up_txid.is_some());
+                swept_token += amount;
+                token_cost += units(Some(row.cost()));
+            }
+        }
+    }
+    assert_eq!(
+        setup.balance(&setup.hot, &Asset::Native).await,
+        hot_eth + swept_eth
+    );
+    assert_eq!(
+        setup.balance(&setup.hot, &token).await,
+        hot_token + swept_token
+    );
+    assert_eq!(
+        setup.client.pending_nonce(&setup.gas).await.unwrap(),
+        gas_nonce + 20,
+        "one top-up per token address"
+    );
+    println!(
+        "40 addresses swept in {} rounds, {:?}: native {} wei per sweep, ERC-20 with a top-up {} wei per sweep",
+        rounds.len(),
+        started.elapsed(),
+        native_cost / 20,
+        token_cost / 20
+    );
+}
