@@ -372,6 +372,16 @@ impl ChainBuild for Ethereum {
 
     async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
         let nonce = self.pending_nonce(&payment.from).await?;
+        if let Some(fixed) = self.fixed {
+            return Ok(Metadata {
+                nonce,
+                fees: FeeQuote {
+                    max_fee_per_gas: fixed.price,
+                    max_priority_fee_per_gas: fixed.price,
+                },
+                gas_limit: fixed.gas_limit,
+            });
+        }
         let fees = self.fees(self.fee_cap).await?;
         let gas_limit = match &payment.asset {
             Asset::Native => {
@@ -428,7 +438,11 @@ impl ChainBuild for Ethereum {
                 gas_limit: metadata.gas_limit,
             })?,
         };
-        tx.0.gas_limit = metadata.gas_limit.max(tx.0.gas_limit);
+        tx.0.gas_limit = match self.fixed {
+            // A sweep's gas limit is what its price and top-up were computed for.
+            Some(fixed) => fixed.gas_limit,
+            None => metadata.gas_limit.max(tx.0.gas_limit),
+        };
         Ok(Prepared {
             tx,
             key: payment.from_index,
@@ -508,6 +522,74 @@ impl ChainBuild for Ethereum {
             amount: Amount::from_base_units(amount),
             sequence: Some(envelope.nonce()),
         })
+    }
+}
+
+impl chain::provider::ChainSweep for Ethereum {
+    async fn base_fee(&self) -> Result<u128, ChainError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|error| self.scrub(error))?
+            .ok_or_else(|| ChainError::retriable("the node has no latest block"))?;
+        block
+            .header
+            .base_fee_per_gas
+            .map(u128::from)
+            .ok_or_else(|| {
+                ChainError::permanent("the node's blocks carry no base fee (pre-London)")
+            })
+    }
+
+    async fn sweep_price(&self) -> Result<u128, ChainError> {
+        let base = chain::provider::ChainSweep::base_fee(self).await?;
+        let quote = self.fees(self.fee_cap).await?;
+        // The base fee rises at most 12.5 % a block: 27 % is room for two full blocks.
+        let price = base
+            .saturating_add(base.saturating_mul(27) / 100)
+            .saturating_add(quote.max_priority_fee_per_gas);
+        Ok(price.min(self.fee_cap))
+    }
+
+    async fn gas_limit(&self, payment: &Payment) -> Result<u64, ChainError> {
+        match &payment.asset {
+            Asset::Native => {
+                self.estimate_native_gas(&payment.from, &payment.to, payment.amount)
+                    .await
+            }
+            Asset::Token(token) => {
+                self.estimate_token_transfer_gas(&payment.from, token, &payment.to, payment.amount)
+                    .await
+            }
+        }
+    }
+
+    async fn balance_at(
+        &self,
+        address: &Address,
+        asset: &Asset,
+        block: u64,
+    ) -> Result<Amount, ChainError> {
+        match asset {
+            Asset::Native => {
+                let wei = self
+                    .provider
+                    .get_balance(eth_address(address)?)
+                    .block_id(alloy::eips::BlockId::number(block))
+                    .await
+                    .map_err(|error| self.scrub(error))?;
+                Ok(Amount::from_base_units(wei))
+            }
+            Asset::Token(token) => self.token_balance_at(token, address, Some(block)).await,
+        }
+    }
+
+    fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Ethereum {
+        Ethereum {
+            fixed: Some(crate::Fixed { price, gas_limit }),
+            ..self.clone()
+        }
     }
 }
 

@@ -61,6 +61,13 @@ pub struct TokenTransfer {
     pub gas_limit: u64,
 }
 
+/// A sweep's fees, fixed before it is signed: price per gas (fee cap and tip) and gas limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fixed {
+    pub(crate) price: u128,
+    pub(crate) gas_limit: u64,
+}
+
 /// A connection to one Ethereum node, checked to be on the expected chain.
 #[derive(Clone)]
 pub struct Ethereum {
@@ -68,6 +75,9 @@ pub struct Ethereum {
     chain_id: u64,
     /// The most a transaction built through the provider contract may pay per gas.
     fee_cap: u128,
+    /// Set by `ChainSweep::at_fixed_fees`: every payment built through the provider contract
+    /// pays this price per gas (both caps) with this gas limit.
+    fixed: Option<Fixed>,
     /// The endpoint as it may be shown: scheme, host and port only (providers put API keys
     /// in the path or query).
     shown: String,
@@ -237,6 +247,7 @@ impl Ethereum {
             provider,
             chain_id: 0,
             fee_cap: DEFAULT_FEE_CAP,
+            fixed: None,
             shown,
             secret,
         };
@@ -398,6 +409,16 @@ impl Ethereum {
         token: &Address,
         holder: &Address,
     ) -> Result<Amount, ChainError> {
+        self.token_balance_at(token, holder, None).await
+    }
+
+    /// An ERC-20 balance as of block `block` (the newest block when `None`).
+    pub async fn token_balance_at(
+        &self,
+        token: &Address,
+        holder: &Address,
+        block: Option<u64>,
+    ) -> Result<Amount, ChainError> {
         use alloy::sol_types::SolCall;
         let call = IERC20::balanceOfCall {
             owner: eth_address(holder)?,
@@ -405,9 +426,11 @@ impl Ethereum {
         let request = alloy::rpc::types::TransactionRequest::default()
             .to(eth_address(token)?)
             .input(call.abi_encode().into());
+        let block = block.map_or(alloy::eips::BlockId::latest(), alloy::eips::BlockId::number);
         let bytes = self
             .provider
             .call(request)
+            .block(block)
             .await
             .map_err(|error| self.scrub(error))?;
         let balance = IERC20::balanceOfCall::abi_decode_returns(&bytes).map_err(|error| {

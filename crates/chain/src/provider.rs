@@ -380,6 +380,33 @@ pub trait ChainReplace: ChainBuild + ChainSubmit {
     ) -> impl Future<Output = Result<Option<Self::Unsigned>, ChainError>> + Send;
 }
 
+/// Sweeping an account-model chain's deposit addresses (Ethereum's consolidation): what the
+/// sweeper needs beyond payments. A sweep is priced once, before anything is signed, and
+/// stored with its sweep, so a run repeated after a crash builds exactly the same payment:
+/// [`ChainSweep::at_fixed_fees`] makes a provider whose every payment pays `price` per gas as
+/// both fee caps (so it costs exactly gas used × price, whatever the base fee, and a native
+/// sweep of balance − gas × price leaves nothing behind) with a fixed gas limit.
+pub trait ChainSweep: ChainReplace + Clone {
+    /// The base fee per gas of the newest block, in base units.
+    fn base_fee(&self) -> impl Future<Output = Result<u128, ChainError>> + Send;
+    /// The price per gas a sweep pays now: the base fee with room for two blocks of its
+    /// largest rise, plus the node's priority fee.
+    fn sweep_price(&self) -> impl Future<Output = Result<u128, ChainError>> + Send;
+    /// The gas `payment` needs (a native payment to an account: exactly the transfer's).
+    fn gas_limit(&self, payment: &Payment) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// The balance of `address` in `asset` as of block `block` (what is confirmed, when the
+    /// block is deep enough).
+    fn balance_at(
+        &self,
+        address: &Address,
+        asset: &Asset,
+        block: u64,
+    ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
+    /// This provider, building every payment at `price` per gas (fee cap and tip alike) with
+    /// `gas_limit`.
+    fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Self;
+}
+
 /// The submit side: signed bytes out, and exactly what the node said.
 pub trait ChainSubmit: Send + Sync {
     fn submit(&self, signed: &SignedTransaction) -> impl Future<Output = SubmitOutcome> + Send;

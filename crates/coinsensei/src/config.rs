@@ -65,6 +65,9 @@ const ENV_KEYS: &[&str] = &[
     "tron_deposit_start_block",
     "ethereum_deposit_start_block",
     "bitcoin_deposit_start_block",
+    "ethereum_sweep_base_fee_max_gwei",
+    "ethereum_gas_wallet_index",
+    "ethereum_cold_address",
     "approvals_required",
     "limit_reference_separator",
     "withdrawal_allowlist",
@@ -265,6 +268,16 @@ pub struct RawConfig {
     /// Ethereum; a Bitcoin output carries no sender).
     pub tron_internal_addresses: Option<Vec<String>>,
     pub ethereum_internal_addresses: Option<Vec<String>>,
+    /// Consolidation: new Ethereum sweeps wait while the base fee is above this many gwei
+    /// per gas (default 50).
+    pub ethereum_sweep_base_fee_max_gwei: u64,
+    /// Consolidation: the key index (account 0) of the wallet that pays ERC-20 sweeps' gas
+    /// top-ups (default: the hot wallet, `ethereum_hot_wallet_index`). It must be in
+    /// `ethereum_internal_addresses`, so its top-ups are never credited as deposits.
+    pub ethereum_gas_wallet_index: Option<u32>,
+    /// Consolidation: where the hot wallet's balance above an asset's `[[deposit_policy]]
+    /// hot_ceiling` goes. Watch-only: its key must not be in the keystore.
+    pub ethereum_cold_address: Option<String>,
 }
 
 /// One asset's `[[deposit_policy]]`.
@@ -274,6 +287,12 @@ pub struct RawDepositPolicy {
     pub chain: String,
     pub asset: String,
     pub dust: Option<String>,
+    /// Consolidation: a deposit address holding more than this (a decimal in the asset's
+    /// unit) is swept into the hot wallet; without it the asset is never swept.
+    pub sweep_min: Option<String>,
+    /// Consolidation: the hot wallet's balance above this (a decimal in the asset's unit)
+    /// goes to the chain's cold address (`ethereum_cold_address`).
+    pub hot_ceiling: Option<String>,
 }
 
 /// One asset's `[[withdrawal_policy]]`.
@@ -418,6 +437,9 @@ impl Default for RawConfig {
             deposit_policy: None,
             tron_internal_addresses: None,
             ethereum_internal_addresses: None,
+            ethereum_sweep_base_fee_max_gwei: 50,
+            ethereum_gas_wallet_index: None,
+            ethereum_cold_address: None,
         }
     }
 }
@@ -1430,9 +1452,36 @@ mod tests {
         let settings = load_toml(&format!(
             "ethereum_deposit_xpub = \"{deposit}\"\n\
              ethereum_internal_addresses = [\"0x52908400098527886e0f7030069857d2e4169ee7\"]\n\
-             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\n"
+             ethereum_sweep_base_fee_max_gwei = 30\nethereum_gas_wallet_index = 3\n\
+             ethereum_cold_address = \"0x8617e340b3d01fa5f11f306f4090fd50e238070d\"\n\
+             [[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\ndust = \"0.5\"\nsweep_min = \"10\"\nhot_ceiling = \"50000\"\n"
         ))
         .unwrap();
+        assert_eq!(
+            settings.deposits.sweep_min,
+            vec![(
+                Chain::Ethereum,
+                "0xdAC17F958D2ee523a2206206994597C13D831ec7".to_string(),
+                domain::Amount::from_u128(10_000_000)
+            )]
+        );
+        assert_eq!(
+            settings.deposits.ethereum_sweep_base_fee_max,
+            30_000_000_000
+        );
+        assert_eq!(settings.deposits.ethereum_gas_wallet_index, Some(3));
+        assert_eq!(
+            settings.deposits.ethereum_cold_address.as_deref(),
+            Some("0x8617E340B3D01FA5F11F306F4090FD50E238070D")
+        );
+        assert_eq!(
+            settings.deposits.hot_ceiling,
+            vec![(
+                Chain::Ethereum,
+                "0xdAC17F958D2ee523a2206206994597C13D831ec7".to_string(),
+                domain::Amount::from_u128(50_000_000_000)
+            )]
+        );
         let rules = settings.deposits.rules(Chain::Ethereum);
         assert_eq!(
             rules.dust.get("0xdAC17F958D2ee523a2206206994597C13D831ec7"),
@@ -1474,6 +1523,29 @@ mod tests {
             (
                 "ethereum_internal_addresses = [\"T-not-ethereum\"]".to_string(),
                 "ethereum_internal_addresses[0]",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"USDT\"\nsweep_min = \"0.0000001\""
+                    .to_string(),
+                "deposit_policy[0].sweep_min",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"bitcoin\"\nasset = \"BTC\"\nsweep_min = \"1\""
+                    .to_string(),
+                "deposit_policy[0].sweep_min",
+            ),
+            (
+                "ethereum_sweep_base_fee_max_gwei = 0".to_string(),
+                "ethereum_sweep_base_fee_max_gwei",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"ethereum\"\nasset = \"ETH\"\nhot_ceiling = \"100\""
+                    .to_string(),
+                "deposit_policy[0].hot_ceiling",
+            ),
+            (
+                "ethereum_cold_address = \"T-not-ethereum\"".to_string(),
+                "ethereum_cold_address",
             ),
         ] {
             let error = format!("{:#}", load_toml(&text).unwrap_err());
@@ -2061,6 +2133,17 @@ pub struct DepositSettings {
     pub dust: Vec<(Chain, String, domain::Amount)>,
     /// (chain, canonical address) of our own wallets.
     pub internal: Vec<(Chain, String)>,
+    /// Consolidation: (chain, asset as stored, balance a deposit address must pass to be
+    /// swept, in base units).
+    pub sweep_min: Vec<(Chain, String, domain::Amount)>,
+    /// Consolidation: new Ethereum sweeps wait while the base fee (wei per gas) is above this.
+    pub ethereum_sweep_base_fee_max: u128,
+    /// Consolidation: the key index paying Ethereum gas top-ups; `None`: the hot wallet's.
+    pub ethereum_gas_wallet_index: Option<u32>,
+    /// Consolidation: the Ethereum cold address (canonical), if any.
+    pub ethereum_cold_address: Option<String>,
+    /// Consolidation: (chain, asset as stored, the hot wallet's ceiling in base units).
+    pub hot_ceiling: Vec<(Chain, String, domain::Amount)>,
 }
 
 impl DepositSettings {
@@ -2136,6 +2219,17 @@ fn deposit_settings(
     .filter_map(|(chain, block)| Some((chain, block?)))
     .collect();
     let mut dust = Vec::new();
+    let mut sweep_min = Vec::new();
+    let mut hot_ceiling = Vec::new();
+    let ethereum_cold_address = raw
+        .ethereum_cold_address
+        .as_deref()
+        .map(|text| {
+            chain::address::Address::parse(Chain::Ethereum, network, text)
+                .map(|address| address.to_string())
+                .with_context(|| "invalid configuration key `ethereum_cold_address`")
+        })
+        .transpose()?;
     for (index, entry) in raw.deposit_policy.iter().flatten().enumerate() {
         let key = format!("deposit_policy[{index}]");
         let chain: Chain = entry
@@ -2170,8 +2264,47 @@ fn deposit_settings(
                     asset.symbol
                 )
             })?;
-            dust.push((chain, stored, amount));
+            dust.push((chain, stored.clone(), amount));
         }
+        if let Some(text) = &entry.sweep_min {
+            if chain == Chain::Bitcoin {
+                bail!(
+                    "invalid configuration key `{key}.sweep_min`: bitcoin is never swept (its payouts spend deposit outputs directly)"
+                );
+            }
+            let amount = domain::Amount::parse_decimal(text, asset.decimals).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration key `{key}.sweep_min`: {text:?}: {error} (an amount in {}, 0 or more)",
+                    asset.symbol
+                )
+            })?;
+            sweep_min.push((chain, stored.clone(), amount));
+        }
+        if let Some(text) = &entry.hot_ceiling {
+            if chain != Chain::Ethereum {
+                bail!(
+                    "invalid configuration key `{key}.hot_ceiling`: only Ethereum's hot wallet goes to a cold address so far"
+                );
+            }
+            if ethereum_cold_address.is_none() {
+                bail!(
+                    "invalid configuration key `{key}.hot_ceiling`: set `ethereum_cold_address`, where the excess goes"
+                );
+            }
+            let amount = domain::Amount::parse_decimal(text, asset.decimals).map_err(|error| {
+                anyhow::anyhow!(
+                    "invalid configuration key `{key}.hot_ceiling`: {text:?}: {error} (an amount in {}, 0 or more)",
+                    asset.symbol
+                )
+            })?;
+            hot_ceiling.push((chain, stored, amount));
+        }
+    }
+    if !(1..=100_000).contains(&raw.ethereum_sweep_base_fee_max_gwei) {
+        bail!(
+            "invalid configuration key `ethereum_sweep_base_fee_max_gwei`: {} is out of range; expected 1 to 100000",
+            raw.ethereum_sweep_base_fee_max_gwei
+        );
     }
     let mut internal = Vec::new();
     for (chain, key, list) in [
@@ -2199,6 +2332,12 @@ fn deposit_settings(
         start_blocks,
         dust,
         internal,
+        sweep_min,
+        ethereum_sweep_base_fee_max: u128::from(raw.ethereum_sweep_base_fee_max_gwei)
+            * 1_000_000_000,
+        ethereum_gas_wallet_index: raw.ethereum_gas_wallet_index,
+        ethereum_cold_address,
+        hot_ceiling,
     })
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod depositors;
 mod payers;
 mod signals;
+mod sweepers;
 mod webhooks;
 
 use std::path::PathBuf;
@@ -602,6 +603,16 @@ enum DepositsCommand {
         chain: Option<String>,
         #[arg(long)]
         reference: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Consolidation's sweeps of deposit addresses into the hot wallet, newest first, with
+    /// their txids and what each cost (top-up fee plus sweep fee); from the database only.
+    Sweeps {
+        #[arg(long, default_value = "ethereum")]
+        chain: String,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         #[arg(long)]
@@ -1321,6 +1332,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         limit,
                         json,
                     } => d::remote::list(&remote, state, chain, reference, limit, json).await,
+                    DepositsCommand::Sweeps { .. } => Err(anyhow::anyhow!(
+                        "`deposits sweeps` reads the database; run it without --server"
+                    )),
                 };
             }
             let settings = global.settings(None)?;
@@ -1343,6 +1357,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     limit,
                     json,
                 } => d::list(settings, state, chain, reference, limit, json).await,
+                DepositsCommand::Sweeps { chain, limit, json } => {
+                    d::sweeps(settings, chain, limit, json).await
+                }
             }
         }
         Command::Ledger(command) => {

@@ -324,10 +324,10 @@ pub struct InProcessSigner {
     seed: Zeroizing<[u8; 64]>,
     network: Network,
     secp: Secp256k1<secp256k1::All>,
-    /// Each chain's keychain keys (m/purpose'/coin'/0'/branch), derived once: a signature
-    /// then derives one level, not six from the seed. As secret as the seed, and wiped with
-    /// the signer.
-    keychains: std::sync::Mutex<std::collections::HashMap<(Chain, u32), PrivateKey>>,
+    /// Each chain's keychain keys (m/purpose'/coin'/account'/branch), by (chain, account,
+    /// branch), derived once: a signature then derives one level, not six from the seed. As
+    /// secret as the seed, and wiped with the signer.
+    keychains: std::sync::Mutex<std::collections::HashMap<(Chain, u32, u32), PrivateKey>>,
 }
 
 impl std::fmt::Debug for InProcessSigner {
@@ -382,15 +382,30 @@ impl InProcessSigner {
     }
 
     fn key(&self, chain: Chain, keychain: Keychain, index: u32) -> Result<PrivateKey, SignerError> {
+        self.key_in(chain, 0, keychain, index)
+    }
+
+    /// Key `index` of `keychain` in `account` (0, the working keys; [`DEPOSIT_ACCOUNT`]).
+    fn key_in(
+        &self,
+        chain: Chain,
+        account: u32,
+        keychain: Keychain,
+        index: u32,
+    ) -> Result<PrivateKey, SignerError> {
         let [branch, child] = key_path(keychain, index)?;
         let mut keychains = self
             .keychains
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let parent = match keychains.entry((chain, keychain.branch())) {
+        let parent = match keychains.entry((chain, account, keychain.branch())) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => {
-                let mut path: Vec<ChildNumber> = account_path(chain, self.network).into();
+                let mut path: Vec<ChildNumber> = if account == DEPOSIT_ACCOUNT {
+                    deposit_account_path(chain, self.network).into()
+                } else {
+                    account_path(chain, self.network).into()
+                };
                 path.push(branch);
                 entry.insert(self.derive(&path)?)
             }
@@ -401,6 +416,57 @@ impl InProcessSigner {
             .map(PrivateKey)
             .map_err(|error| SignerError::Derivation(error.to_string()))
     }
+}
+
+/// The deposit account's keys as a [`Signer`]: key `i` is deposit address `i`
+/// (m/44'/60'/1'/0/i on Ethereum), so a wallet built over it pays *from* deposit addresses
+/// (consolidation sweeps) through the same nonce path as the hot wallet, without any index of
+/// account 0 being reachable through it. Only consolidation holds one.
+#[derive(Debug, Clone)]
+pub struct DepositSigner(std::sync::Arc<InProcessSigner>);
+
+impl DepositSigner {
+    pub fn new(signer: std::sync::Arc<InProcessSigner>) -> DepositSigner {
+        DepositSigner(signer)
+    }
+}
+
+impl Signer for DepositSigner {
+    fn address(&self, chain: Chain, index: u32) -> Result<Address, SignerError> {
+        let key = self
+            .0
+            .key_in(chain, DEPOSIT_ACCOUNT, Keychain::Receive, index)?;
+        let public = secp256k1::PublicKey::from_secret_key(&self.0.secp, &key.0.private_key);
+        address_of(chain, self.0.network, &public)
+    }
+
+    fn xpub(&self, chain: Chain) -> Result<Xpub, SignerError> {
+        self.0.deposit_xpub(chain)
+    }
+
+    fn sign_digest_on(
+        &self,
+        chain: Chain,
+        keychain: Keychain,
+        index: u32,
+        digest: [u8; 32],
+    ) -> Result<RecoverableSignature, SignerError> {
+        let key = self.0.key_in(chain, DEPOSIT_ACCOUNT, keychain, index)?;
+        Ok(sign_with(&self.0.secp, &key, digest))
+    }
+}
+
+fn sign_with(
+    secp: &Secp256k1<secp256k1::All>,
+    key: &PrivateKey,
+    digest: [u8; 32],
+) -> RecoverableSignature {
+    let signature = secp.sign_ecdsa_recoverable(&Message::from_digest(digest), &key.0.private_key);
+    let (id, compact) = signature.serialize_compact();
+    let mut bytes = [0u8; 65];
+    bytes[..64].copy_from_slice(&compact);
+    bytes[64] = u8::try_from(id.to_i32()).expect("a recovery id is 0 to 3");
+    RecoverableSignature(bytes)
 }
 
 impl Signer for InProcessSigner {
@@ -428,14 +494,7 @@ impl Signer for InProcessSigner {
         digest: [u8; 32],
     ) -> Result<RecoverableSignature, SignerError> {
         let key = self.key(chain, keychain, index)?;
-        let signature = self
-            .secp
-            .sign_ecdsa_recoverable(&Message::from_digest(digest), &key.0.private_key);
-        let (id, compact) = signature.serialize_compact();
-        let mut bytes = [0u8; 65];
-        bytes[..64].copy_from_slice(&compact);
-        bytes[64] = u8::try_from(id.to_i32()).expect("a recovery id is 0 to 3");
-        Ok(RecoverableSignature(bytes))
+        Ok(sign_with(&self.secp, &key, digest))
     }
 }
 
@@ -515,6 +574,39 @@ mod tests {
                 let refused = Xpub::parse_deposit(chain, network, &working).unwrap_err();
                 assert!(refused.to_string().contains("--deposit"), "{refused}");
             }
+        }
+    }
+
+    #[test]
+    fn the_deposit_signer_signs_as_the_deposit_addresses_and_never_as_account_zero() {
+        let signer = std::sync::Arc::new(InProcessSigner::new(
+            &Mnemonic::parse(TEST_JUNK).unwrap(),
+            Network::Mainnet,
+        ));
+        let deposits = DepositSigner::new(signer.clone());
+        let xpub = signer.deposit_xpub(Chain::Ethereum).unwrap();
+        let digest = *alloy_primitives::keccak256(b"sweep");
+        // Interleaved with account 0's signatures, so the cache keeps the accounts apart.
+        for index in [0, 5, 0, 2] {
+            let expected = xpub.address(index).unwrap();
+            assert_eq!(deposits.address(Chain::Ethereum, index).unwrap(), expected);
+            assert_ne!(signer.address(Chain::Ethereum, index).unwrap(), expected);
+            let signature = deposits
+                .sign_digest(Chain::Ethereum, index, digest)
+                .unwrap();
+            let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
+            let recoverable =
+                secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
+                    .unwrap();
+            let public = Secp256k1::new()
+                .recover_ecdsa(&Message::from_digest(digest), &recoverable)
+                .unwrap();
+            assert_eq!(
+                address_of(Chain::Ethereum, Network::Mainnet, &public).unwrap(),
+                expected
+            );
+            let hot = signer.sign_digest(Chain::Ethereum, index, digest).unwrap();
+            assert_ne!(hot, signature);
         }
     }
 

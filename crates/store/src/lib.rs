@@ -23,6 +23,7 @@ mod postgres;
 mod scans;
 mod sessions;
 mod sqlite;
+mod sweeps;
 mod tokens;
 mod usage;
 mod withdrawals;
@@ -70,6 +71,10 @@ pub use scans::{
     ScannedBlock,
 };
 pub use sessions::{SessionInsert, SessionRow};
+pub use sweeps::{
+    SWEEP_ERROR_LEN_MAX, SWEEPS_LIST_MAX, SweepAdvance, SweepInsert, SweepInserted, SweepKind,
+    SweepRow, SweepState,
+};
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{
     WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,

@@ -16,6 +16,9 @@
 //!   payout's signed bytes as an attempt before broadcasting them, and
 //!   [`Wallet::reconcile_attempts`] settles attempts by the chain's death rule or sends the
 //!   same bytes again;
+//! - [`sweeps::Sweeper`]: consolidation on Ethereum: deposit addresses swept into the hot
+//!   wallet, a token sweep's gas topped up first, each payment through the nonce path under
+//!   a payout key of its sweep (`gas:<id>`, `sweep:<id>`), the sweep stored before either;
 //! - [`attempt_log::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
 //!   store's payout attempts and output reservations (Bitcoin's `Payer` records through it);
 //! - [`conformance`]: the checks every chain adapter passes on a live node.
@@ -25,6 +28,7 @@ pub mod attempts;
 pub mod conformance;
 pub mod nonces;
 pub mod scanner;
+pub mod sweeps;
 pub mod withdrawals;
 
 use std::sync::Arc;

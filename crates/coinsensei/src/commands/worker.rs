@@ -113,7 +113,14 @@ pub async fn run(
                 )
                 .await
                 .map_err(WorkerFault)?,
-                _ => queue::Registry::default(),
+                WorkerKind::Consolidation => crate::sweepers::registry(
+                    &settings,
+                    spec.chain,
+                    &context.owner,
+                    Arc::clone(&backend),
+                )
+                .await
+                .map_err(WorkerFault)?,
             };
             let settings = SourceSettings {
                 backend,

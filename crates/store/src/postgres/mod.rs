@@ -110,6 +110,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger",
         include_str!("../../migrations/postgres/0021_ledger.sql"),
     ),
+    (
+        22,
+        "sweep",
+        include_str!("../../migrations/postgres/0022_sweep.sql"),
+    ),
 ];
 
 #[derive(Clone)]

@@ -114,6 +114,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ledger",
         include_str!("../../migrations/sqlite/0021_ledger.sql"),
     ),
+    (
+        22,
+        "sweep",
+        include_str!("../../migrations/sqlite/0022_sweep.sql"),
+    ),
 ];
 
 #[derive(Clone)]

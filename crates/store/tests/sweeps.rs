@@ -1,0 +1,257 @@
+//! Consolidation sweeps on both stores: a sweep is stored priced, one open sweep per address
+//! (a second start answers with the open one and writes nothing), moved only along the
+//! table by compare-and-set (a stale or refused move changes nothing), its txids and fees
+//! kept, and listed open oldest first or all newest first; bad input is refused.
+
+use chrono::{DateTime, TimeZone, Utc};
+use domain::{Amount, Chain};
+use store::{Store, StoreError, SweepAdvance, SweepInsert, SweepInserted, SweepKind, SweepState};
+use testkit::TestDb;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + seconds, 0).unwrap()
+}
+
+const A: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
+const B: &str = "0x8617E340B3D01FA5F11F306F4090FD50E238070D";
+const HOT: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+fn insert(address: &str, top_up: Option<u128>, now: DateTime<Utc>) -> SweepInsert {
+    SweepInsert {
+        chain: Chain::Ethereum,
+        kind: SweepKind::Sweep,
+        address: address.into(),
+        address_index: 7,
+        asset: "0xdAC17F958D2ee523a2206206994597C13D831ec7".into(),
+        // Past 2^64: amounts are text in base units.
+        amount: Amount::from_u128(123_456_789_012_345_678_901_234),
+        destination: HOT.into(),
+        price_per_gas: 30_000_000_000,
+        gas_limit: 65_000,
+        top_up: top_up.map(|wei| {
+            (
+                "0x70997970C51812dc3A010C7d01b50e0d17dc79C8".into(),
+                Amount::from_u128(wei),
+            )
+        }),
+        now,
+    }
+}
+
+async fn sweeps(store: &Store) {
+    let created = match store
+        .sweep_insert(&insert(A, Some(1_950_000_000_000_000), at(0)))
+        .await
+        .unwrap()
+    {
+        SweepInserted::Created(row) => row,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(created.state, SweepState::ToppingUp);
+    assert_eq!(
+        created.amount,
+        Amount::from_u128(123_456_789_012_345_678_901_234)
+    );
+    assert_eq!(
+        created.top_up_amount,
+        Some(Amount::from_u128(1_950_000_000_000_000))
+    );
+    assert_eq!(
+        (
+            created.price_per_gas,
+            created.gas_limit,
+            created.address_index
+        ),
+        (30_000_000_000, 65_000, 7)
+    );
+    assert_eq!(created.created_at, at(0));
+    assert_eq!(created.top_up_payout(), format!("gas:{}", created.id));
+    assert_eq!(created.sweep_payout(), format!("sweep:{}", created.id));
+    // One open sweep per address: a second start answers with it and writes nothing.
+    let again = store.sweep_insert(&insert(A, None, at(1))).await.unwrap();
+    assert_eq!(again, SweepInserted::Open(created.clone()));
+    // Another address has its own; without a top-up it starts sweeping.
+    let other = match store.sweep_insert(&insert(B, None, at(2))).await.unwrap() {
+        SweepInserted::Created(row) => row,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(other.state, SweepState::Sweeping);
+    assert_eq!(other.top_up_from, None);
+
+    // Moves: only along the table, only from the state the row is in.
+    let refused = store
+        .sweep_advance(&SweepAdvance::new(
+            created.id,
+            SweepState::ToppingUp,
+            SweepState::Swept,
+            at(3),
+        ))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid(_))),
+        "{refused:?}"
+    );
+    let stale = store
+        .sweep_advance(&SweepAdvance::new(
+            created.id,
+            SweepState::Sweeping,
+            SweepState::Swept,
+            at(3),
+        ))
+        .await;
+    assert!(matches!(stale, Err(StoreError::Stale(_))), "{stale:?}");
+    let mut noted = SweepAdvance::new(
+        created.id,
+        SweepState::ToppingUp,
+        SweepState::ToppingUp,
+        at(4),
+    );
+    noted.error = Some("the node is away".into());
+    assert_eq!(
+        store.sweep_advance(&noted).await.unwrap().error.as_deref(),
+        Some("the node is away")
+    );
+    let mut topped = SweepAdvance::new(
+        created.id,
+        SweepState::ToppingUp,
+        SweepState::Sweeping,
+        at(5),
+    );
+    topped.top_up_txid = Some("0xaa".into());
+    topped.top_up_fee = Some(Amount::from_u128(21_000));
+    topped.error = Some(String::new());
+    let row = store.sweep_advance(&topped).await.unwrap();
+    assert_eq!(
+        (row.state, row.error.as_deref(), row.top_up_txid.as_deref()),
+        (SweepState::Sweeping, None, Some("0xaa"))
+    );
+    assert_eq!(row.updated_at, at(5));
+    let mut swept = SweepAdvance::new(created.id, SweepState::Sweeping, SweepState::Swept, at(6));
+    swept.sweep_txid = Some("0xbb".into());
+    swept.sweep_fee = Some(Amount::from_u128(50_000));
+    let row = store.sweep_advance(&swept).await.unwrap();
+    assert_eq!(row.state, SweepState::Swept);
+    // Fields set earlier are kept.
+    assert_eq!(
+        (row.top_up_txid.as_deref(), row.sweep_txid.as_deref()),
+        (Some("0xaa"), Some("0xbb"))
+    );
+    assert_eq!(row.cost(), Amount::from_u128(71_000));
+    // Ended: no move leaves `swept`, and the address may be swept again.
+    let after = store
+        .sweep_advance(&SweepAdvance::new(
+            created.id,
+            SweepState::Swept,
+            SweepState::Failed,
+            at(7),
+        ))
+        .await;
+    assert!(matches!(after, Err(StoreError::Invalid(_))), "{after:?}");
+    let next = store.sweep_insert(&insert(A, None, at(8))).await.unwrap();
+    assert!(
+        matches!(next, SweepInserted::Created(ref row) if row.id > other.id),
+        "{next:?}"
+    );
+
+    let open: Vec<i64> = store
+        .sweep_open(Chain::Ethereum, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.id)
+        .collect();
+    let SweepInserted::Created(next) = next else {
+        unreachable!()
+    };
+    assert_eq!(open, vec![other.id, next.id], "open, oldest first");
+    let all: Vec<i64> = store
+        .sweep_list(Chain::Ethereum, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(all, vec![next.id, other.id, created.id], "newest first");
+    let page: Vec<i64> = store
+        .sweep_list(Chain::Ethereum, Some(other.id), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.id)
+        .collect();
+    assert_eq!(page, vec![created.id]);
+    assert!(
+        store
+            .sweep_list(Chain::Tron, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.sweep_get(created.id).await.unwrap().unwrap().state,
+        SweepState::Swept
+    );
+    assert!(store.sweep_get(-1).await.unwrap().is_none());
+
+    // A transfer to the cold address: its own payout key, never a top-up.
+    let mut cold = insert(HOT, None, at(9));
+    cold.kind = SweepKind::Cold;
+    cold.destination = B.into();
+    let SweepInserted::Created(cold_row) = store.sweep_insert(&cold).await.unwrap() else {
+        panic!("a new cold transfer")
+    };
+    assert_eq!(
+        (cold_row.kind, cold_row.state),
+        (SweepKind::Cold, SweepState::Sweeping)
+    );
+    assert_eq!(cold_row.sweep_payout(), format!("cold:{}", cold_row.id));
+    let mut cold_top_up = insert("0x0000000000000000000000000000000000000003", Some(5), at(9));
+    cold_top_up.kind = SweepKind::Cold;
+    assert!(matches!(
+        store.sweep_insert(&cold_top_up).await,
+        Err(StoreError::Invalid(_))
+    ));
+
+    // Bad input changes nothing.
+    let mut zero = insert(B, None, at(9));
+    zero.amount = Amount::ZERO;
+    assert!(matches!(
+        store.sweep_insert(&zero).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let mut no_gas = insert("0x0000000000000000000000000000000000000001", None, at(9));
+    no_gas.gas_limit = 0;
+    assert!(matches!(
+        store.sweep_insert(&no_gas).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let zero_top_up = insert("0x0000000000000000000000000000000000000002", Some(0), at(9));
+    assert!(matches!(
+        store.sweep_insert(&zero_top_up).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert!(matches!(
+        store.sweep_list(Chain::Ethereum, None, 0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(
+        store
+            .sweep_list(Chain::Ethereum, None, 100)
+            .await
+            .unwrap()
+            .len(),
+        4
+    );
+}
+
+#[tokio::test]
+async fn sweeps_on_postgres() {
+    let db = TestDb::postgres().await;
+    sweeps(&db.store().await).await;
+}
+
+#[tokio::test]
+async fn sweeps_on_sqlite() {
+    let db = TestDb::sqlite();
+    sweeps(&db.store().await).await;
+}
