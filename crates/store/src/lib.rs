@@ -19,6 +19,7 @@ mod nonces;
 mod outbox;
 mod payout_stats;
 mod postgres;
+mod reviews;
 mod scans;
 mod sessions;
 mod sqlite;
@@ -59,6 +60,10 @@ pub use outbox::{
     WebhookSubscription,
 };
 pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
+pub use reviews::{
+    REVIEW_JOB_KIND, REVIEW_REASON_LEN_MAX, ReviewAction, ReviewApply, ReviewPaid, ReviewRequest,
+    ReviewRow, ReviewState, review_job, validate_review_reason,
+};
 pub use scans::{
     DEPOSIT_REASON_LEN_MAX, DepositInsert, DepositRow, DepositState, Rollback,
     SCAN_BLOCK_DEPOSITS_MAX, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX, SCAN_COMMIT_DEPOSITS_MAX,
@@ -68,7 +73,7 @@ pub use sessions::{SessionInsert, SessionRow};
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{
     WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,
-    WithdrawalTransition, payout_key,
+    WithdrawalTransition, parse_round_key, payout_key, round_key,
 };
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.

@@ -47,6 +47,7 @@ macro_rules! decode_withdrawal {
             confirmations: row.try_get("confirmations")?,
             fee: row.try_get("fee")?,
             created_by: row.try_get("created_by")?,
+            payout_round: row.try_get("payout_round")?,
             created_at: $d::read_time(&row, "created_at")?,
             updated_at: $d::read_time(&row, "updated_at")?,
         }
@@ -66,8 +67,8 @@ macro_rules! decode_withdrawals {
 }
 
 pub(crate) const COLUMNS: &str = "id, idempotency_key, request_hash, reference, chain, asset, destination, \
-     amount, state, error, txid, block_height, confirmations, fee, created_by, created_at, \
-     updated_at";
+     amount, state, error, txid, block_height, confirmations, fee, created_by, payout_round, \
+     created_at, updated_at";
 
 /// A stored withdrawal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,21 +96,58 @@ pub struct WithdrawalRow {
     pub fee: Option<String>,
     /// Who asked (the audit log's actor of the token).
     pub created_by: String,
+    /// Which round of payment it is on: 1, and one more for each retry a person made after
+    /// every transaction of the rounds before was proved dead (`withdrawal_review`).
+    pub payout_round: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl WithdrawalRow {
-    /// The payout key its transactions are stored under.
+    /// The key that names the withdrawal itself: its job's unique key, its audit entries'
+    /// target, its events' subject, its Bitcoin batch membership.
     pub fn payout_key(&self) -> String {
         payout_key(self.id)
     }
+
+    /// The payout key the current round's transactions are held under (TRON attempts,
+    /// Ethereum nonces): [`payout_key`] in round 1, [`round_key`] after a retry.
+    pub fn attempt_key(&self) -> String {
+        round_key(self.id, self.payout_round)
+    }
+
+    /// The payout keys of every round so far, the first first.
+    pub fn attempt_keys(&self) -> Vec<String> {
+        (1..=self.payout_round.max(1))
+            .map(|round| round_key(self.id, round))
+            .collect()
+    }
 }
 
-/// The payout key of withdrawal `id`: what its attempts, nonce and batch membership are held
-/// under.
+/// The payout key of withdrawal `id`: what its first round's attempts and nonce, and its
+/// batch membership, are held under.
 pub fn payout_key(id: i64) -> String {
     format!("withdrawal:{id}")
+}
+
+/// The payout key of round `round` of withdrawal `id`: `withdrawal:ID` for the first,
+/// `withdrawal:ID:rN` for the rounds a retry started.
+pub fn round_key(id: i64, round: i64) -> String {
+    if round <= 1 {
+        payout_key(id)
+    } else {
+        format!("withdrawal:{id}:r{round}")
+    }
+}
+
+/// The withdrawal and round a payout key names, if it names one in its canonical form.
+pub fn parse_round_key(payout: &str) -> Option<(i64, i64)> {
+    let rest = payout.strip_prefix("withdrawal:")?;
+    let (id, round) = match rest.split_once(":r") {
+        Some((id, round)) => (id.parse().ok()?, round.parse().ok()?),
+        None => (rest.parse().ok()?, 1),
+    };
+    (round_key(id, round) == payout).then_some((id, round))
 }
 
 /// A new withdrawal, already validated against the chain and catalogue by the caller.

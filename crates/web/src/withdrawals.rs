@@ -838,6 +838,137 @@ pub(crate) async fn reject_withdrawal(
     decide_route(state, caller, id, headers, body, false).await
 }
 
+/// The body of a review request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// `mark_paid`, `mark_failed` or `retry`.
+    pub action: String,
+    /// The paying transaction (`mark_paid` only).
+    pub txid: Option<String>,
+    pub reason: String,
+}
+
+/// Asks for a manual review action on a withdrawal in `manual_review` (`store::reviews`):
+/// stored and its check queued on the chain's withdrawal queue (in the same transaction with
+/// a database queue; right after the commit with Redis). The API's, the CLI's and the
+/// dashboard's one way. The answer comes when the chain's withdrawal worker has checked it.
+pub async fn review_request(
+    store: &Store,
+    queue: &dyn queue::Backend,
+    token_id: Option<i64>,
+    actor: String,
+    id: i64,
+    body: ReviewBody,
+) -> Result<store::ReviewRow, ApiError> {
+    let invalid =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+    let action: store::ReviewAction = body.action.parse().map_err(invalid)?;
+    let row = store.withdrawal_get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        )
+    })?;
+    let in_store = queue.name() != "redis";
+    let withdrawal_queue = queue::queue_for(WorkerKind::Withdrawal, row.chain);
+    let review = store
+        .withdrawal_review_request(&store::ReviewRequest {
+            withdrawal_id: id,
+            action,
+            txid: body.txid.map(|txid| txid.trim().to_string()),
+            reason: body.reason,
+            token_id,
+            actor,
+            job: in_store.then(|| withdrawal_queue.clone()),
+            now: Utc::now(),
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => invalid(message),
+            other => other.into(),
+        })?;
+    tracing::info!(withdrawal = id, review = review.id, action = %review.action, "a review was asked");
+    if !in_store
+        && let Err(error) = queue
+            .enqueue(&store::review_job(
+                &withdrawal_queue,
+                review.id,
+                review.created_at,
+            ))
+            .await
+    {
+        tracing::warn!(withdrawal = id, review = review.id, %error, "a review's check was not queued");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            format!(
+                "review {} is stored but its check could not be queued: {error}",
+                review.id
+            ),
+        ));
+    }
+    Ok(review)
+}
+
+/// A review as the API shows it.
+pub fn review_dto(review: &store::ReviewRow) -> Value {
+    json!({
+        "id": review.id,
+        "withdrawal_id": review.withdrawal_id,
+        "chain": review.chain.as_str(),
+        "action": review.action.as_str(),
+        "txid": review.txid,
+        "position": review.position,
+        "reason": review.reason,
+        "requested_by": review.actor,
+        "state": review.state.as_str(),
+        "outcome": review.outcome,
+        "created_at": review.created_at.to_rfc3339(),
+        "decided_at": review.decided_at.map(|at| at.to_rfc3339()),
+    })
+}
+
+pub(crate) async fn review_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = withdrawal_id(&id)?;
+    let body: ReviewBody = object_body(&headers, &body)?;
+    let review = review_request(
+        &state.store,
+        state.queue.as_ref(),
+        Some(caller.token.id),
+        caller.actor(),
+        id,
+        body,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(review_dto(&review))))
+}
+
+pub(crate) async fn withdrawal_reviews(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = withdrawal_id(&id)?;
+    if state.store.withdrawal_get(id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        ));
+    }
+    let reviews = state.store.withdrawal_reviews(id).await?;
+    Ok(Json(json!({
+        "reviews": reviews.iter().map(review_dto).collect::<Vec<_>>(),
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal destination",
         include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),
     ),
+    (
+        20,
+        "withdrawal review",
+        include_str!("../../migrations/postgres/0020_withdrawal_review.sql"),
+    ),
 ];
 
 #[derive(Clone)]

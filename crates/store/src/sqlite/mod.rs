@@ -109,6 +109,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "withdrawal destination",
         include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),
     ),
+    (
+        20,
+        "withdrawal review",
+        include_str!("../../migrations/sqlite/0020_withdrawal_review.sql"),
+    ),
 ];
 
 #[derive(Clone)]
