@@ -100,7 +100,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
                 ..
             } => (block, confirmations),
         };
-        let finalized = self.tip().await?.finalized;
+        let finalized = self.wallet.provider().tip().await?.finalized;
         let is_final = confirmations >= self.policy.confirmations
             || finalized.is_some_and(|height| block.number <= height);
         if !is_final {
@@ -296,7 +296,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
                             )));
                         }
                     }
-                    let tip = self.tip().await?;
+                    let tip = self.wallet.provider().tip().await?;
                     let deep = tip
                         .head
                         .saturating_sub(self.policy.confirmations.saturating_sub(1));
