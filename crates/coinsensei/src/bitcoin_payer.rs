@@ -808,6 +808,8 @@ impl BitcoinWithdrawals {
         let tip = self.utxos_synced().await?;
         let except = review.txid.as_deref();
         let mut proofs = Vec::new();
+        // The batch holding it, when the txid to mark it paid by is one of its attempts.
+        let mut own_batch = None;
         if let Some(batch) = self
             .store
             .payout_of_member(Chain::Bitcoin, &row.payout_key())
@@ -815,6 +817,7 @@ impl BitcoinWithdrawals {
         {
             for attempt in self.store.attempts_of(Chain::Bitcoin, &batch).await? {
                 if except.is_some_and(|txid| same_txid(txid, &attempt.txid)) {
+                    own_batch = Some(batch.clone());
                     continue;
                 }
                 if matches!(attempt.state, AttemptState::Dead | AttemptState::Replaced) {
@@ -862,7 +865,10 @@ impl BitcoinWithdrawals {
                 outcome: dead,
                 paid: None,
             }),
-            store::ReviewAction::MarkPaid => self.paid_by(row, except.unwrap_or_default()).await,
+            store::ReviewAction::MarkPaid => {
+                self.paid_by(row, except.unwrap_or_default(), own_batch)
+                    .await
+            }
         }
     }
 
@@ -876,6 +882,7 @@ impl BitcoinWithdrawals {
         &self,
         row: &WithdrawalRow,
         txid: &str,
+        batch: Option<String>,
     ) -> Result<wallet::withdrawals::review::Verdict, WalletError> {
         use wallet::withdrawals::review::{Verdict, same_txid};
         let (block, confirmations) = match self.bitcoin.transaction(txid).await? {
@@ -909,11 +916,11 @@ impl BitcoinWithdrawals {
             addresses: vec![to.clone()],
             tokens: vec![],
         };
-        let batch = self
+        let scanned = self
             .bitcoin
             .scan(block.number, block.number, &watch)
             .await?;
-        let Some(output) = batch.deposits.iter().find(|output| {
+        let Some(output) = scanned.deposits.iter().find(|output| {
             same_txid(&output.txid, txid) && output.to == to && output.amount == amount
         }) else {
             return Ok(Verdict::Refused(format!(
@@ -937,7 +944,7 @@ impl BitcoinWithdrawals {
         }
         if let Some(other) = self
             .store
-            .withdrawal_with_txid(Chain::Bitcoin, txid, row.id)
+            .withdrawal_with_txid(Chain::Bitcoin, txid, row.id, batch.as_deref())
             .await?
         {
             return Ok(Verdict::Refused(format!(
@@ -954,6 +961,7 @@ impl BitcoinWithdrawals {
                 block_height: i64::try_from(block.number).ok(),
                 confirmations: i64::try_from(confirmations).ok(),
                 fee: self.fee_share(txid).await,
+                batch,
             }),
         })
     }

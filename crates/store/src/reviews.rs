@@ -149,6 +149,10 @@ pub struct ReviewPaid {
     pub confirmations: Option<i64>,
     /// The fee the transaction paid (native base units), where the chain says.
     pub fee: Option<String>,
+    /// Bitcoin: the batch (payout) that holds the withdrawal as a member, when the txid is
+    /// one of that batch's attempts. Its other members record the same txid, each paid by
+    /// its own output, and do not count as "another withdrawal's transaction".
+    pub batch: Option<String>,
 }
 
 /// The worker's verdict, applied.
@@ -221,6 +225,17 @@ pub fn review_job(queue: &Name, id: i64, now: DateTime<Utc>) -> JobInsert {
         now,
     }
 }
+
+/// Another withdrawal recording txid `$2` on chain `$1`: not `$3`, not failed or canceled,
+/// and not a member of batch `$4` (when given).
+const OTHER_WITH_TXID: &str = "select id from withdrawal
+     where chain = $1 and lower(txid) = lower($2) and id <> $3
+       and state not in ('failed', 'canceled')
+       and ($4 is null or not exists (
+           select 1 from payout_member m
+           where m.chain = withdrawal.chain and m.payout = $4
+             and m.member = 'withdrawal:' || withdrawal.id))
+     order by id limit 1";
 
 const REVIEW_COLUMNS: &str = "id, withdrawal_id, chain, action, txid, position, reason, token_id, \
      actor, state, outcome, created_at, decided_at";
@@ -390,23 +405,23 @@ impl Store {
     }
 
     /// The withdrawal another withdrawal's txid names, if any: `txid` on `chain` recorded by
-    /// a withdrawal other than `except` that is not failed or canceled.
+    /// a withdrawal other than `except` that is not failed or canceled, and not a member of
+    /// `batch` (a Bitcoin batch's members share its txid).
     pub async fn withdrawal_with_txid(
         &self,
         chain: Chain,
         txid: &str,
         except: i64,
+        batch: Option<&str>,
     ) -> Result<Option<i64>, StoreError> {
         on_pool!(self, |pool, _d| {
-            sqlx::query_scalar::<_, i64>(
-                "select id from withdrawal where chain = $1 and lower(txid) = lower($2) and id <> $3
-                 and state not in ('failed', 'canceled') order by id limit 1",
-            )
-            .bind(chain.as_str())
-            .bind(txid)
-            .bind(except)
-            .fetch_optional(pool)
-            .await
+            sqlx::query_scalar::<_, i64>(OTHER_WITH_TXID)
+                .bind(chain.as_str())
+                .bind(txid)
+                .bind(except)
+                .bind(batch)
+                .fetch_optional(pool)
+                .await
         })
         .map_err(StoreError::from)
     }
@@ -515,15 +530,14 @@ impl Store {
                 _ => None,
             };
             if let (ReviewAction::MarkPaid, Some(txid)) = (review.action, &review.txid) {
-                let other: Option<i64> = sqlx::query_scalar(
-                    "select id from withdrawal where chain = $1 and lower(txid) = lower($2)
-                     and id <> $3 and state not in ('failed', 'canceled') order by id limit 1",
-                )
-                .bind(row.chain.as_str())
-                .bind(txid)
-                .bind(row.id)
-                .fetch_optional(&mut *conn)
-                .await?;
+                let batch = apply.paid.as_ref().and_then(|paid| paid.batch.as_deref());
+                let other: Option<i64> = sqlx::query_scalar(OTHER_WITH_TXID)
+                    .bind(row.chain.as_str())
+                    .bind(txid)
+                    .bind(row.id)
+                    .bind(batch)
+                    .fetch_optional(&mut *conn)
+                    .await?;
                 let proved: Option<i64> = sqlx::query_scalar(
                     "select withdrawal_id from withdrawal_review
                      where chain = $1 and lower(txid) = lower($2) and position = $3

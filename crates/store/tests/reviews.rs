@@ -306,6 +306,7 @@ async fn applied_actions_move_the_withdrawal(db: &TestDb) {
         block_height: Some(77),
         confirmations: Some(12),
         fee: Some("21000".into()),
+        batch: None,
     };
     let (review, row) = store
         .withdrawal_review_apply(&applied(review.id, Some(proof.clone())))
@@ -321,7 +322,7 @@ async fn applied_actions_move_the_withdrawal(db: &TestDb) {
     let second = in_review(&store, "a-4").await;
     assert_eq!(
         store
-            .withdrawal_with_txid(Chain::Ethereum, "0xab12", second)
+            .withdrawal_with_txid(Chain::Ethereum, "0xab12", second, None)
             .await
             .unwrap(),
         Some(paid)

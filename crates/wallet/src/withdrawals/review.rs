@@ -159,7 +159,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
         };
         if let Some(other) = self
             .store
-            .withdrawal_with_txid(row.chain, txid, row.id)
+            .withdrawal_with_txid(row.chain, txid, row.id, None)
             .await?
         {
             return Ok(Verdict::Refused(format!(
@@ -180,6 +180,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
                 block_height: i64::try_from(block.number).ok(),
                 confirmations: i64::try_from(confirmations).ok(),
                 fee,
+                batch: None,
             }),
         })
     }
