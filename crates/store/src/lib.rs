@@ -18,6 +18,7 @@ mod model;
 mod nonces;
 mod outbox;
 mod payout_stats;
+mod policies;
 mod postgres;
 mod reviews;
 mod scans;
@@ -60,6 +61,7 @@ pub use outbox::{
     WebhookSubscription,
 };
 pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
+pub use policies::PolicyOverride;
 pub use reviews::{
     REVIEW_JOB_KIND, REVIEW_REASON_LEN_MAX, ReviewAction, ReviewApply, ReviewPaid, ReviewRequest,
     ReviewRow, ReviewState, review_job, validate_review_reason,

@@ -28,6 +28,7 @@ pub mod dto;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod policies;
 pub mod scaling;
 pub mod webhooks;
 pub mod withdrawals;

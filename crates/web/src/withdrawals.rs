@@ -203,7 +203,31 @@ impl Intake {
             .map(|asset| asset.decimals)
     }
 
-    fn check(&self, request: &CreateRequest) -> Result<Checked, IntakeError> {
+    /// The policy `chain`/`symbol` withdrawals keep to now: the one set through the API
+    /// (`crate::policies`), else the configuration's.
+    pub async fn policy_now(
+        &self,
+        store: &Store,
+        chain: Chain,
+        symbol: &str,
+    ) -> Result<Option<AssetPolicy>, StoreError> {
+        let configured = self
+            .policies
+            .iter()
+            .find(|p| p.chain == chain && p.asset == symbol);
+        Ok(match store.policy_override_get(chain, symbol).await? {
+            Some(set) => crate::policies::from_stored(chain, symbol, configured, &set.policy),
+            None => configured.cloned(),
+        })
+    }
+
+    /// Checks `request` with `policy` standing for its asset's (the API's, read by the
+    /// caller) when given.
+    fn check_with(
+        &self,
+        request: &CreateRequest,
+        policy: Option<&AssetPolicy>,
+    ) -> Result<Checked, IntakeError> {
         let chain: Chain = request
             .chain
             .parse()
@@ -227,10 +251,11 @@ impl Intake {
         }
         domain::withdrawal::check_reference(&request.reference)
             .map_err(|error| invalid("reference", error.to_string()))?;
-        let policy = self
-            .policies
-            .iter()
-            .find(|policy| policy.chain == chain && policy.asset == asset.symbol);
+        let policy = policy.or_else(|| {
+            self.policies
+                .iter()
+                .find(|policy| policy.chain == chain && policy.asset == asset.symbol)
+        });
         let shown =
             |units: &Amount| format!("{} {}", units.format_decimal(asset.decimals), asset.symbol);
         let units = amount.base_units();
@@ -327,7 +352,27 @@ pub async fn create(
 ) -> Result<WithdrawalCreated, CreateError> {
     domain::withdrawal::check_idempotency_key(idempotency_key)
         .map_err(|error| CreateError::Intake(invalid("Idempotency-Key", error.to_string())))?;
-    let checked = intake.check(request).map_err(CreateError::Intake)?;
+    // The asset's policy as it stands now (one set through the API wins); a request whose
+    // chain or asset is unknown is refused by the check that follows.
+    let policy = match (
+        request.chain.parse::<Chain>().ok(),
+        request.chain.parse::<Chain>().ok().and_then(|chain| {
+            intake
+                .catalogue
+                .get(chain, &request.asset)
+                .ok()
+                .map(|asset| asset.symbol.clone())
+        }),
+    ) {
+        (Some(chain), Some(symbol)) => intake
+            .policy_now(store, chain, &symbol)
+            .await
+            .map_err(CreateError::Store)?,
+        _ => None,
+    };
+    let checked = intake
+        .check_with(request, policy.as_ref())
+        .map_err(CreateError::Intake)?;
     if let Some(refusal) = allowlist_refusal(store, intake, &checked)
         .await
         .map_err(CreateError::Store)?
@@ -988,9 +1033,15 @@ mod tests {
     #[test]
     fn the_same_request_said_two_ways_hashes_alike() {
         let intake = Intake::default();
-        let a = intake.check(&request("1.5", TO)).ok().unwrap();
-        let b = intake.check(&request("1.500000", TO)).ok().unwrap();
-        let c = intake.check(&request("1.500001", TO)).ok().unwrap();
+        let a = intake.check_with(&request("1.5", TO), None).ok().unwrap();
+        let b = intake
+            .check_with(&request("1.500000", TO), None)
+            .ok()
+            .unwrap();
+        let c = intake
+            .check_with(&request("1.500001", TO), None)
+            .ok()
+            .unwrap();
         assert_eq!(request_hash(&a), request_hash(&b));
         assert_ne!(request_hash(&a), request_hash(&c));
         assert_eq!(a.amount.base_units().to_string(), "1500000");
@@ -1041,7 +1092,7 @@ mod tests {
                 "reference",
             ),
         ] {
-            match intake.check(&request) {
+            match intake.check_with(&request, None) {
                 Err(IntakeError::Invalid { field: got, .. }) => {
                     assert_eq!(got, field, "{request:?}")
                 }

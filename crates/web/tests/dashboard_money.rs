@@ -340,18 +340,30 @@ async fn review_actions_keep_the_api_rules(db: &TestDb) {
         (WithdrawalState::Processing, WithdrawalState::ManualReview),
     ] {
         store
-            .withdrawal_transition(&store::WithdrawalTransition::new(id, from, to, "test", Utc::now()))
+            .withdrawal_transition(&store::WithdrawalTransition::new(
+                id,
+                from,
+                to,
+                "test",
+                Utc::now(),
+            ))
             .await
             .unwrap();
     }
     let page = format!("/withdrawals/{id}");
     let (status, body) = get(&store, &page, &alice.0).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("Manual review") && body.contains("Mark paid"), "{body}");
+    assert!(
+        body.contains("Manual review") && body.contains("Mark paid"),
+        "{body}"
+    );
     assert!(body.contains(&format!("hx-post=\"/withdrawals/{id}/review\"")));
     assert!(!body.contains("review actions need the operator role"));
     let (_, body) = get(&store, &page, &viewer.0).await;
-    assert!(body.contains("review actions need the operator role; you are viewer"), "{body}");
+    assert!(
+        body.contains("review actions need the operator role; you are viewer"),
+        "{body}"
+    );
 
     let action = format!("/withdrawals/{id}/review");
     // A viewer: refused by role, nothing stored.
@@ -370,13 +382,25 @@ async fn review_actions_keep_the_api_rules(db: &TestDb) {
     assert!(store.withdrawal_reviews(id).await.unwrap().is_empty());
 
     // A good one: stored with its check queued; the txid field counts for mark_paid only.
-    let (status, body) = post(&store, &action, &alice, "action=retry&txid=ignored&reason=its+nonce+is+final").await;
-    assert!(status.is_success() || status == StatusCode::SEE_OTHER, "{status}: {body}");
+    let (status, body) = post(
+        &store,
+        &action,
+        &alice,
+        "action=retry&txid=ignored&reason=its+nonce+is+final",
+    )
+    .await;
+    assert!(
+        status.is_success() || status == StatusCode::SEE_OTHER,
+        "{status}: {body}"
+    );
     let reviews = store.withdrawal_reviews(id).await.unwrap();
     assert_eq!(reviews.len(), 1);
     assert_eq!(reviews[0].action, store::ReviewAction::Retry);
     assert_eq!(reviews[0].txid, None);
-    assert_eq!(reviews[0].actor, format!("token:{}:alice", reviews[0].token_id.unwrap()));
+    assert_eq!(
+        reviews[0].actor,
+        format!("token:{}:alice", reviews[0].token_id.unwrap())
+    );
     let jobs = store
         .job_list(&store::JobList {
             queue: Some(domain::Name::new("tron.withdrawal").unwrap()),
@@ -386,7 +410,11 @@ async fn review_actions_keep_the_api_rules(db: &TestDb) {
         })
         .await
         .unwrap();
-    assert!(jobs.iter().any(|job| job.kind.as_str() == store::REVIEW_JOB_KIND), "{jobs:?}");
+    assert!(
+        jobs.iter()
+            .any(|job| job.kind.as_str() == store::REVIEW_JOB_KIND),
+        "{jobs:?}"
+    );
     let (_, body) = get(&store, &page, &alice.0).await;
     assert!(body.contains("is being checked on the chain"), "{body}");
     assert!(body.contains("data-status=\"requested\""), "{body}");

@@ -25,3 +25,12 @@ create unique index withdrawal_review_paid_by on withdrawal_review (chain, txid,
 create index withdrawal_review_of on withdrawal_review (withdrawal_id, id);
 
 alter table withdrawal add column payout_round integer not null default 1 check (payout_round >= 1);
+
+create table withdrawal_policy_override (
+    chain      text not null check (chain in ('tron', 'ethereum', 'bitcoin')),
+    asset      text not null check (length(asset) between 1 and 100),
+    policy     text not null check (length(policy) <= 4000),
+    updated_by text not null check (length(updated_by) between 1 and 200),
+    updated_at integer not null,
+    primary key (chain, asset)
+) strict;
