@@ -55,6 +55,7 @@ async fn withdrawal(store: &Store, key: &str, to: &Address) -> i64 {
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await

@@ -64,6 +64,7 @@ async fn withdrawal(store: &Store, key: &str, asset: &str, amount: &str) -> i64 
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await

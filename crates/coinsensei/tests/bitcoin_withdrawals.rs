@@ -308,6 +308,7 @@ async fn a_processing_withdrawal_held_by_a_stored_batch_is_not_paid_again(backen
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: chrono::Utc::now(),
         })
         .await
@@ -461,6 +462,7 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: chrono::Utc::now(),
         })
         .await

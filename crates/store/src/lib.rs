@@ -74,8 +74,8 @@ pub use scans::{
 pub use sessions::{SessionInsert, SessionRow};
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{
-    WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,
-    WithdrawalTransition, parse_round_key, payout_key, round_key,
+    DestinationRule, WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow,
+    WithdrawalScan, WithdrawalTransition, parse_round_key, payout_key, round_key,
 };
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.

@@ -150,6 +150,15 @@ pub fn parse_round_key(payout: &str) -> Option<(i64, i64)> {
     (round_key(id, round) == payout).then_some((id, round))
 }
 
+/// Allowlist mode's rule for one withdrawal ([`WithdrawalCreate::destination_rule`]).
+#[derive(Debug, Clone)]
+pub struct DestinationRule {
+    /// How the rule is named in a refusal (`withdrawal_allowlist`).
+    pub rule: String,
+    /// The withdrawal's reference prefix (a registration may belong to one).
+    pub reference_prefix: String,
+}
+
 /// A new withdrawal, already validated against the chain and catalogue by the caller.
 #[derive(Debug, Clone)]
 pub struct WithdrawalCreate {
@@ -169,6 +178,10 @@ pub struct WithdrawalCreate {
     pub approval: bool,
     /// The rolling 24-hour limits it must stay within and is charged to.
     pub limits: Vec<crate::UsageLimit>,
+    /// Allowlist mode: the destination must be registered, past its cool-down, and (when
+    /// its registration names one) for this reference prefix; checked in the create's own
+    /// transaction, so a registration removed meanwhile is never used.
+    pub destination_rule: Option<DestinationRule>,
     pub now: DateTime<Utc>,
 }
 
@@ -329,6 +342,34 @@ fn validate_transition(transition: &WithdrawalTransition) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Why allowlist mode refuses `create`'s destination, given its registration (usable from,
+/// reference prefix, registered at), if it does.
+fn destination_refusal(
+    create: &WithdrawalCreate,
+    rule: &DestinationRule,
+    found: Option<(DateTime<Utc>, Option<String>, DateTime<Utc>)>,
+) -> Option<String> {
+    let chain = create.chain;
+    let to = &create.destination;
+    let name = &rule.rule;
+    let stamp = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match found {
+        None => Some(format!(
+            "{to} is not a registered {chain} withdrawal destination ({name}); an admin registers it with POST /api/v1/withdrawal-destinations and it is usable after the cool-down"
+        )),
+        Some((usable_at, _, created_at)) if usable_at > create.now => Some(format!(
+            "{to} was registered at {} and is cooling down until {} ({name}, withdrawal_allowlist_cooldown); try again after that",
+            stamp(created_at),
+            stamp(usable_at)
+        )),
+        Some((_, Some(owner), _)) if owner != rule.reference_prefix => Some(format!(
+            "{to} is registered for reference prefix {owner:?} only, not {:?} ({name})",
+            rule.reference_prefix
+        )),
+        Some(_) => None,
+    }
+}
+
 pub(crate) fn is_unique_violation(error: &StoreError) -> bool {
     matches!(error, StoreError::Database(sqlx::Error::Database(database))
         if database.is_unique_violation())
@@ -370,6 +411,31 @@ impl Store {
         limits.sort_by(|a, b| a.scope.cmp(&b.scope));
         let mut tx = self.begin().await?;
         let row = on_tx!(&mut tx, |conn, d| {
+            if let Some(rule) = &create.destination_rule {
+                // Postgres: `for share`, so a removal waits for this create to commit, and a
+                // removal that committed first is not seen. SQLite: the write transaction
+                // already runs alone.
+                let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select usable_at, reference, created_at from withdrawal_destination
+                     where chain = $1 and address = $2{}",
+                    d::FOR_SHARE
+                )))
+                .bind(create.chain.as_str())
+                .bind(&create.destination)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let found = match found {
+                    Some(row) => Some((
+                        d::read_time(&row, "usable_at")?,
+                        row.try_get::<Option<String>, _>("reference")?,
+                        d::read_time(&row, "created_at")?,
+                    )),
+                    None => None,
+                };
+                if let Some(refusal) = destination_refusal(create, rule, found) {
+                    return Err(StoreError::PolicyRefused(refusal));
+                }
+            }
             crate::usage::check_usage!(
                 conn,
                 d,

@@ -41,6 +41,7 @@ async fn in_review(store: &Store, key: &str) -> i64 {
                 limit: ruint::aliases::U256::from(5_000u64),
                 rule: "test daily_limit".into(),
             }],
+            destination_rule: None,
             now: at(0),
         })
         .await
@@ -161,6 +162,7 @@ async fn requests_are_checked_and_queued(db: &TestDb) {
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: at(0),
         })
         .await

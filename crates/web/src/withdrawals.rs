@@ -373,21 +373,16 @@ pub async fn create(
     let checked = intake
         .check_with(request, policy.as_ref())
         .map_err(CreateError::Intake)?;
-    if let Some(refusal) = allowlist_refusal(store, intake, &checked)
-        .await
-        .map_err(CreateError::Store)?
-    {
-        // The same request made before the destination was removed (or before this mode was
-        // on) finds its withdrawal; only a new withdrawal is refused.
-        if store
-            .withdrawal_by_key(idempotency_key)
-            .await
-            .map_err(CreateError::Store)?
-            .is_none()
-        {
-            return Err(CreateError::Intake(IntakeError::Policy(refusal)));
-        }
-    }
+    // Allowlist mode is checked in the create's own transaction; the same request made
+    // before the destination was removed (or before this mode was on) still finds its
+    // withdrawal, since a known key is answered before anything is checked.
+    let destination_rule = intake
+        .allowlist
+        .rule_for(checked.chain, &checked.asset)
+        .map(|rule| store::DestinationRule {
+            rule,
+            reference_prefix: intake.reference_prefix(&checked.reference).to_string(),
+        });
     let queue_name = queue::queue_for(WorkerKind::Withdrawal, checked.chain);
     let kind = Name::new(PAY_JOB_KIND).expect("a valid job kind");
     let in_store = queue.name() != "redis";
@@ -403,6 +398,7 @@ pub async fn create(
         job: in_store.then(|| (queue_name.clone(), kind.clone())),
         approval: checked.needs_approval,
         limits: checked.limits,
+        destination_rule,
         now: Utc::now(),
     };
     let created = match store.withdrawal_create(&create).await {
@@ -410,7 +406,7 @@ pub async fn create(
         Err(StoreError::KeyReused(key)) => {
             return Err(CreateError::Intake(IntakeError::KeyReused(key)));
         }
-        Err(StoreError::LimitReached(message)) => {
+        Err(StoreError::LimitReached(message) | StoreError::PolicyRefused(message)) => {
             return Err(CreateError::Intake(IntakeError::Policy(message)));
         }
         Err(error) => return Err(CreateError::Store(error)),
@@ -426,47 +422,6 @@ pub async fn create(
         }
     }
     Ok(created)
-}
-
-/// Why allowlist mode refuses `checked`'s destination, if it does: not registered, still
-/// cooling down, or registered for another reference prefix. Read before the create's
-/// transaction: a registration removed while a create is under way may still serve that one.
-async fn allowlist_refusal(
-    store: &Store,
-    intake: &Intake,
-    checked: &Checked,
-) -> Result<Option<String>, StoreError> {
-    let Some(rule) = intake.allowlist.rule_for(checked.chain, &checked.asset) else {
-        return Ok(None);
-    };
-    let chain = checked.chain;
-    let to = &checked.destination;
-    let Some(found) = store.withdrawal_destination_find(chain, to).await? else {
-        return Ok(Some(format!(
-            "{to} is not a registered {chain} withdrawal destination ({rule}); an admin registers it with POST /api/v1/withdrawal-destinations and it is usable after the cool-down"
-        )));
-    };
-    let now = Utc::now();
-    if found.usable_at > now {
-        return Ok(Some(format!(
-            "{to} was registered at {} and is cooling down until {} ({rule}, withdrawal_allowlist_cooldown); try again after that",
-            found
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            found
-                .usable_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        )));
-    }
-    if let Some(owner) = &found.reference {
-        let prefix = intake.reference_prefix(&checked.reference);
-        if prefix != owner {
-            return Ok(Some(format!(
-                "{to} is registered for reference prefix {owner:?} only, not {prefix:?} ({rule})"
-            )));
-        }
-    }
-    Ok(None)
 }
 
 /// The job that pays `row` (the same shape the store enqueues in its transaction).

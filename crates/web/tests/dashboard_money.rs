@@ -109,6 +109,7 @@ async fn held(store: &Store, creator: &store::ApiTokenRow, key: &str) -> i64 {
             job: None,
             approval: true,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await

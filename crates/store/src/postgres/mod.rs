@@ -325,6 +325,9 @@ pub(crate) mod dialect {
         Ok(())
     }
 
+    /// What locks a row read to decide a write against its removal.
+    pub(crate) const FOR_SHARE: &str = " for share";
+
     /// Serialises the deciders of one withdrawal until the transaction ends (its row
     /// locked), so two approvals counted at once see each other.
     pub(crate) async fn lock_withdrawal(

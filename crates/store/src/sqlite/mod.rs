@@ -335,6 +335,10 @@ pub(crate) mod dialect {
         Ok(())
     }
 
+    /// What locks a row read to decide a write against its removal (none: the write
+    /// transaction runs alone).
+    pub(crate) const FOR_SHARE: &str = "";
+
     /// Nothing to lock: a write transaction (`begin immediate`) already runs alone.
     pub(crate) async fn lock_withdrawal(
         _connection: &mut Connection,
