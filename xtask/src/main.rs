@@ -24,7 +24,7 @@
 //! - `cargo xtask chaos withdrawals [--chain C] [--count N] [--no-faults]`: the suite's
 //!   withdrawal chaos test full-sized (1,000 on anvil, 300 on the TRON simulation, 200 on
 //!   regtest) in release, printing its counts and figures.
-//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile]`: the figures
+//! - `cargo xtask bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile|webhooks]`: the figures
 //!   the issues ask for (`tron`: transfers built and signed per second, deposit log parsing),
 //!   on real processes: `control` (worker control latency, lost detection, RSS, time to ready; both
 //!   stores), `api` (the admin API under a fixed request rate, and API → event stream
@@ -44,7 +44,7 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet|docker> [extra 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile|webhooks] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
@@ -760,7 +760,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
         Some(
             which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"
-            | "hostile" | "health"),
+            | "hostile" | "health" | "webhooks"),
         ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
@@ -789,7 +789,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .env("COINSENSEI_BITCOIND", bitcoind()?);
         run(command)?;
     }
-    for bench in ["control", "api", "dashboard", "hostile"] {
+    for bench in ["control", "api", "dashboard", "hostile", "webhooks"] {
         if which == bench || which == "all" {
             let mut command = cargo();
             command.args(["bench", "--package", "coinsensei", "--bench", bench]);

@@ -51,6 +51,9 @@ pub mod payout;
 pub mod rpc;
 pub mod utxo;
 
+/// The rust-bitcoin crate this adapter is built on, for callers that name its types.
+pub use bitcoin;
+
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -314,6 +317,36 @@ impl Bitcoin {
             })?);
         }
         Ok(Some((fee, scripts)))
+    }
+
+    /// A transaction's inputs: the scripts of the outputs it spends, in order, from
+    /// `getrawtransaction` at verbosity 2 (each input's `prevout`); None when the node does
+    /// not know it.
+    pub async fn input_scripts(&self, txid: &str) -> Result<Option<Vec<ScriptBuf>>, ChainError> {
+        Txid::from_str(txid).map_err(|error| ChainError::permanent(format!("txid: {error}")))?;
+        let answer = match self.rpc.call("getrawtransaction", json!([txid, 2])).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                not_found_or_error(error)?;
+                return Ok(None);
+            }
+        };
+        let mut scripts = Vec::new();
+        for input in answer["vin"].as_array().into_iter().flatten() {
+            let hex = input["prevout"]["scriptPubKey"]["hex"]
+                .as_str()
+                .ok_or_else(|| {
+                    ChainError::retriable(format!(
+                        "getrawtransaction {txid}: an input without its prevout (a coinbase, or a node without the undo data)"
+                    ))
+                })?;
+            scripts.push(ScriptBuf::from_hex(hex).map_err(|error| {
+                ChainError::retriable(format!(
+                    "getrawtransaction {txid}: an input script: {error}"
+                ))
+            })?);
+        }
+        Ok(Some(scripts))
     }
 }
 

@@ -332,6 +332,20 @@ impl ChainRead for Ethereum {
         Ok(Some(AccountSequence { mined, pending }))
     }
 
+    async fn account_sequence_at(
+        &self,
+        address: &Address,
+        number: u64,
+    ) -> Result<Option<u64>, ChainError> {
+        let mined = self
+            .provider
+            .get_transaction_count(eth_address(address)?)
+            .number(number)
+            .await
+            .map_err(|error| self.scrub(error))?;
+        Ok(Some(mined))
+    }
+
     async fn scan(&self, from: u64, to: u64, watch: &WatchSet) -> Result<ScanBatch, ChainError> {
         if from > to {
             return Err(ChainError::permanent(format!(

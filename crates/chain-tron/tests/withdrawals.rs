@@ -19,6 +19,7 @@ use domain::{AssetCatalogue, Chain, WithdrawalState};
 use store::{Store, WithdrawalCreate, WithdrawalTransition};
 use testkit::TestDb;
 use wallet::Wallet;
+use wallet::withdrawals::review::Verdict;
 use wallet::withdrawals::{ConfirmationPolicy, PayOutcome, WithdrawalPayer};
 
 const KEY: &str = "21";
@@ -63,6 +64,7 @@ async fn withdrawal(store: &Store, key: &str, asset: &str, amount: &str) -> i64 
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await
@@ -314,6 +316,146 @@ async fn old_unfinished_withdrawals_do_not_starve_newer_ones(db: &TestDb) {
     assert_eq!(usdt_of_recipient(&ledger), 1_000_000);
 }
 
+/// A review of `id` asked and read back as the worker sees it.
+async fn asked(
+    store: &Store,
+    id: i64,
+    action: store::ReviewAction,
+    txid: Option<&str>,
+) -> store::ReviewRow {
+    store
+        .withdrawal_review_request(&store::ReviewRequest {
+            withdrawal_id: id,
+            action,
+            txid: txid.map(str::to_string),
+            reason: "checked by a person".into(),
+            token_id: Some(2),
+            actor: "token:2:alice".into(),
+            job: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+}
+
+/// Manual review on TRON: a transfer that landed but failed cannot mark it paid; a live
+/// attempt blocks failing or paying again; once every attempt is provably dead, a retry pays
+/// it in round 2 under its own payout key, once.
+async fn reviews_are_judged_on_the_chain(db: &TestDb) {
+    let (payer, ledger, store) = payer(db, Ledger::funded(&me())).await;
+    ledger.lock().unwrap().fail_tokens = true;
+    let id = withdrawal(&store, "k-r1", "USDT", "500000").await;
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    let failed_txid = state(&store, id).await.txid.unwrap();
+
+    // Still live (not yet in a solidified block): neither failing nor a retry is proved.
+    store
+        .withdrawal_transition(&{
+            let mut t = WithdrawalTransition::new(
+                id,
+                WithdrawalState::Broadcast,
+                WithdrawalState::ManualReview,
+                "test",
+                Utc::now(),
+            );
+            t.error = Some("a person looks".into());
+            t
+        })
+        .await
+        .unwrap();
+    let review = asked(&store, id, store::ReviewAction::Retry, None).await;
+    let row = state(&store, id).await;
+    match payer.review(&review, &row).await.unwrap() {
+        Verdict::Refused(why) => assert!(why.contains("is live"), "{why}"),
+        proved => panic!("{proved:?}"),
+    }
+    store
+        .withdrawal_review_refuse(review.id, "worker:t", "live", Utc::now())
+        .await
+        .unwrap();
+
+    // Landed and failed, solidified: dead for good.
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    payer.wallet.reconcile_attempts(None).await.unwrap();
+    let row = state(&store, id).await;
+    let review = asked(
+        &store,
+        id,
+        store::ReviewAction::MarkPaid,
+        Some(&failed_txid),
+    )
+    .await;
+    match payer.review(&review, &row).await.unwrap() {
+        Verdict::Refused(why) => assert!(why.contains("failed on chain"), "{why}"),
+        proved => panic!("{proved:?}"),
+    }
+    store
+        .withdrawal_review_refuse(review.id, "worker:t", "failed", Utc::now())
+        .await
+        .unwrap();
+    let review = asked(
+        &store,
+        id,
+        store::ReviewAction::MarkPaid,
+        Some("ab".repeat(32).as_str()),
+    )
+    .await;
+    match payer.review(&review, &row).await.unwrap() {
+        Verdict::Refused(why) => assert!(why.contains("does not know"), "{why}"),
+        proved => panic!("{proved:?}"),
+    }
+    store
+        .withdrawal_review_refuse(review.id, "worker:t", "unknown", Utc::now())
+        .await
+        .unwrap();
+    let review = asked(&store, id, store::ReviewAction::Retry, None).await;
+    let Verdict::Proved {
+        outcome,
+        paid: None,
+    } = payer.review(&review, &row).await.unwrap()
+    else {
+        panic!("not proved")
+    };
+    assert!(
+        outcome.contains("failed on chain in final block"),
+        "{outcome}"
+    );
+    let (_, row) = store
+        .withdrawal_review_apply(&store::ReviewApply {
+            id: review.id,
+            checked_by: "worker:t".into(),
+            outcome,
+            paid: None,
+            pay_job: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.state, row.payout_round),
+        (WithdrawalState::Processing, 2)
+    );
+
+    // Round 2 pays it, once, under its own key; round 1's failed attempt is left alone.
+    ledger.lock().unwrap().fail_tokens = false;
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    assert_eq!(payer.pay(id).await, PayOutcome::Done);
+    let row = state(&store, id).await;
+    assert_eq!(row.state, WithdrawalState::Broadcast);
+    assert_ne!(row.txid.as_deref(), Some(failed_txid.as_str()));
+    for (key, count) in [(row.payout_key(), 1), (row.attempt_key(), 1)] {
+        assert_eq!(
+            store.attempts_of(Chain::Tron, &key).await.unwrap().len(),
+            count,
+            "{key}"
+        );
+    }
+    ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+    payer.reconcile_attempts().await.unwrap();
+    assert_eq!(state(&store, id).await.state, WithdrawalState::Completed);
+    assert_eq!(usdt_of_recipient(&ledger), 500_000, "paid once");
+}
+
 testkit::on_both_stores!(
     db:
     a_withdrawal_is_paid_once_and_completed,
@@ -324,4 +466,5 @@ testkit::on_both_stores!(
     old_unfinished_withdrawals_do_not_starve_newer_ones,
     a_lost_broadcast_is_sent_again_and_counted,
     the_hot_wallet_keeps_its_floor,
+    reviews_are_judged_on_the_chain,
 );

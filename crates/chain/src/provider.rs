@@ -284,6 +284,18 @@ pub trait ChainRead: Send + Sync {
         &self,
         address: &Address,
     ) -> impl Future<Output = Result<Option<AccountSequence>, ChainError>> + Send;
+    /// How many transactions of the account were mined as of block `number` (its nonce then),
+    /// where the chain numbers them (Ethereum); None on chains without account sequences
+    /// (the default). A manual review asks it at the final block to prove that a nonce was
+    /// consumed for good.
+    fn account_sequence_at(
+        &self,
+        address: &Address,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<u64>, ChainError>> + Send {
+        let _ = (address, number);
+        std::future::ready(Ok(None))
+    }
     /// Blocks `from..=to` and the deposits to `watch` in them; `to` at most the head.
     fn scan(
         &self,

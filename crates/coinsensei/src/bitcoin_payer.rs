@@ -791,3 +791,178 @@ mod tests {
         assert_eq!(bump_rate(500, 900, 500), None);
     }
 }
+
+/// Manual review on Bitcoin (`store::reviews`; the rules are `wallet::withdrawals::review`'s):
+/// a withdrawal is paid by a batch, so what could still pay it is the batch that holds it as
+/// a member (`payout_member`), and each of that batch's attempts is dead when the store proved
+/// it, or when one of its inputs was spent, deep enough, by another transaction.
+impl BitcoinWithdrawals {
+    /// Judges `review` of `row` on the chain.
+    pub async fn review(
+        &self,
+        review: &store::ReviewRow,
+        row: &WithdrawalRow,
+    ) -> Result<wallet::withdrawals::review::Verdict, WalletError> {
+        use wallet::withdrawals::review::{Verdict, same_txid};
+        let _round = self.round.lock().await;
+        let tip = self.utxos_synced().await?;
+        let except = review.txid.as_deref();
+        let mut proofs = Vec::new();
+        // The batch holding it, when the txid to mark it paid by is one of its attempts.
+        let mut own_batch = None;
+        if let Some(batch) = self
+            .store
+            .payout_of_member(Chain::Bitcoin, &row.payout_key())
+            .await?
+        {
+            for attempt in self.store.attempts_of(Chain::Bitcoin, &batch).await? {
+                if except.is_some_and(|txid| same_txid(txid, &attempt.txid)) {
+                    own_batch = Some(batch.clone());
+                    continue;
+                }
+                if matches!(attempt.state, AttemptState::Dead | AttemptState::Replaced) {
+                    proofs.push(format!("{} {}", attempt.txid, attempt.state.as_str()));
+                    continue;
+                }
+                // Live or landed in the store: dead only if another transaction spent one of
+                // its inputs deep enough.
+                let conflict = attempt.inputs.iter().find_map(|input| {
+                    let outpoint = chain_bitcoin::bitcoin::OutPoint {
+                        txid: input.txid.parse().ok()?,
+                        vout: input.vout,
+                    };
+                    let spend = self.utxos.spent_at(&outpoint)?;
+                    let depth = tip.saturating_sub(spend.height) + 1;
+                    (spend.spender.to_string() != attempt.txid
+                        && depth >= self.policy.confirmations)
+                        .then(|| (input.to_string(), spend.spender.to_string(), depth))
+                });
+                match conflict {
+                    Some((input, spender, depth)) => proofs.push(format!(
+                        "{} dead: its input {input} was spent by {spender} ({depth} confirmations)",
+                        attempt.txid
+                    )),
+                    None => {
+                        return Ok(Verdict::Refused(format!(
+                            "attempt {} of batch {batch} is {} and none of its inputs was spent by another transaction deep enough: it may still pay",
+                            attempt.txid,
+                            attempt.state.as_str()
+                        )));
+                    }
+                }
+            }
+        }
+        let dead = if proofs.is_empty() {
+            "no batch holds it: nothing that pays it can land".to_string()
+        } else {
+            format!(
+                "every transaction of its batch is provably dead: {}",
+                proofs.join("; ")
+            )
+        };
+        match review.action {
+            store::ReviewAction::MarkFailed | store::ReviewAction::Retry => Ok(Verdict::Proved {
+                outcome: dead,
+                paid: None,
+            }),
+            store::ReviewAction::MarkPaid => {
+                self.paid_by(row, except.unwrap_or_default(), own_batch)
+                    .await
+            }
+        }
+    }
+
+    /// The wallet's outputs synced with the node; the node's height.
+    async fn utxos_synced(&self) -> Result<u64, WalletError> {
+        while self.sync().await? >= SYNC_BLOCKS_MAX {}
+        Ok(self.bitcoin.tip().await?.head)
+    }
+
+    async fn paid_by(
+        &self,
+        row: &WithdrawalRow,
+        txid: &str,
+        batch: Option<String>,
+    ) -> Result<wallet::withdrawals::review::Verdict, WalletError> {
+        use wallet::withdrawals::review::{Verdict, same_txid};
+        let (block, confirmations) = match self.bitcoin.transaction(txid).await? {
+            TxStatus::Included {
+                block,
+                confirmations,
+                ..
+            } => (block, confirmations),
+            TxStatus::Pending => {
+                return Ok(Verdict::Refused(format!(
+                    "transaction {txid} is not in a block yet"
+                )));
+            }
+            TxStatus::NotFound => {
+                return Ok(Verdict::Refused(format!(
+                    "the node does not know transaction {txid}"
+                )));
+            }
+        };
+        if confirmations < self.policy.confirmations {
+            return Ok(Verdict::Refused(format!(
+                "transaction {txid} has {confirmations} confirmations of the {} bitcoin_confirmations needs: ask again later",
+                self.policy.confirmations
+            )));
+        }
+        let (to, amount) = match self.output_of(row) {
+            Ok(payment) => payment,
+            Err(error) => return Ok(Verdict::Refused(error)),
+        };
+        let watch = chain::provider::WatchSet {
+            addresses: vec![to.clone()],
+            tokens: vec![],
+        };
+        let scanned = self
+            .bitcoin
+            .scan(block.number, block.number, &watch)
+            .await?;
+        let Some(output) = scanned.deposits.iter().find(|output| {
+            same_txid(&output.txid, txid) && output.to == to && output.amount == amount
+        }) else {
+            return Ok(Verdict::Refused(format!(
+                "transaction {txid} has no output of exactly {} sat to {}",
+                row.amount, row.destination
+            )));
+        };
+        let Some(inputs) = self.bitcoin.input_scripts(txid).await? else {
+            return Ok(Verdict::Refused(format!(
+                "the node does not know transaction {txid}"
+            )));
+        };
+        if inputs.is_empty()
+            || inputs
+                .iter()
+                .any(|script| self.utxos.key_of(script).is_none())
+        {
+            return Ok(Verdict::Refused(format!(
+                "transaction {txid} spends outputs that are not the hot wallet's: it is not a payment from our wallet"
+            )));
+        }
+        if let Some(other) = self
+            .store
+            .withdrawal_with_txid(Chain::Bitcoin, txid, row.id, batch.as_deref())
+            .await?
+        {
+            return Ok(Verdict::Refused(format!(
+                "transaction {txid} is withdrawal {other}'s: one transfer proves one withdrawal paid"
+            )));
+        }
+        Ok(Verdict::Proved {
+            outcome: format!(
+                "transaction {txid} pays {} sat to {} from the hot wallet (output {}, block {}, {confirmations} confirmations)",
+                row.amount, row.destination, output.position, block.number
+            ),
+            paid: Some(store::ReviewPaid {
+                position: i64::try_from(output.position).unwrap_or(i64::MAX),
+                block_height: i64::try_from(block.number).ok(),
+                confirmations: i64::try_from(confirmations).ok(),
+                fee: self.fee_share(txid).await,
+                batch,
+            }),
+        })
+    }
+}

@@ -477,6 +477,33 @@ enum WithdrawalsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Act on a withdrawal in manual_review, as the operator token in COINSENSEI_TOKEN
+    /// (`--server` only): mark it paid by a txid, mark it failed, or pay it again. The
+    /// chain's withdrawal worker checks the action on the chain first (the txid must pay
+    /// exactly this withdrawal from the hot wallet, confirmed; failing or paying again needs
+    /// every transaction stored for it provably dead), then applies it or refuses it with
+    /// the reason. Waits for that answer and exits non-zero on a refusal.
+    #[command(group(clap::ArgGroup::new("action").required(true).args(["mark_paid", "mark_failed", "retry"])))]
+    Review {
+        id: i64,
+        /// Completed by this transaction.
+        #[arg(long, value_name = "TXID")]
+        mark_paid: Option<String>,
+        /// Failed: it was never paid.
+        #[arg(long)]
+        mark_failed: bool,
+        /// Paid again, in a new payout round.
+        #[arg(long)]
+        retry: bool,
+        /// Why, for the audit log (1 to 500 characters).
+        #[arg(long)]
+        reason: String,
+        /// How long to wait for the worker's answer, in seconds (0: do not wait).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Allowlist mode's registered destinations: add (usable after the cool-down), list,
     /// remove. Adding and removing need an admin token with `--server`.
     #[command(subcommand)]
@@ -1186,6 +1213,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     WithdrawalsCommand::Reject { id, reason, json } => {
                         w::remote::decide(&remote, id, false, Some(reason), json).await
                     }
+                    WithdrawalsCommand::Review {
+                        id,
+                        mark_paid,
+                        mark_failed: _,
+                        retry,
+                        reason,
+                        wait,
+                        json,
+                    } => {
+                        let (action, txid) = match (mark_paid, retry) {
+                            (Some(txid), _) => ("mark_paid", Some(txid)),
+                            (None, true) => ("retry", None),
+                            (None, false) => ("mark_failed", None),
+                        };
+                        w::remote::review(&remote, id, action, txid, reason, wait, json).await
+                    }
                     WithdrawalsCommand::Destinations(command) => {
                         use commands::destinations::remote as d;
                         match command {
@@ -1242,6 +1285,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         "approvals are counted per operator token: run it with --server URL and the token in COINSENSEI_TOKEN"
                     ))
                 }
+                WithdrawalsCommand::Review { .. } => Err(anyhow::anyhow!(
+                    "review actions are audited per operator token: run it with --server URL and the token in COINSENSEI_TOKEN"
+                )),
                 WithdrawalsCommand::Destinations(command) => {
                     use commands::destinations as d;
                     match command {

@@ -17,9 +17,10 @@ use chain_tron::Tron;
 use chrono::Utc;
 use domain::{Amount, Chain, Name, WorkerKind};
 use queue::{Handler, Outcome, Registry};
-use store::{JobInsert, JobRow, Store};
+use store::{JobInsert, JobRow, ReviewRow, Store, WithdrawalRow};
 use wallet::Wallet;
 use wallet::nonces::NonceSettlePolicy;
+use wallet::withdrawals::review::Verdict;
 use wallet::withdrawals::{ConfirmationPolicy, PayOutcome, Reconciled, WithdrawalPayer};
 
 use crate::commands::keys::KeystoreArgs;
@@ -43,6 +44,12 @@ trait ChainPayer: Send + Sync {
     async fn reconcile(&self) -> Result<Reconciled, wallet::WalletError>;
     /// (asset, hot wallet address, base units) per asset of the chain.
     async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError>;
+    /// Judges a manual review on the chain (`withdrawal.review`).
+    async fn review(
+        &self,
+        review: &ReviewRow,
+        row: &WithdrawalRow,
+    ) -> Result<Verdict, wallet::WalletError>;
 }
 
 struct TronPayer(WithdrawalPayer<Tron>);
@@ -59,6 +66,14 @@ impl ChainPayer for TronPayer {
 
     async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
         self.0.hot_balances().await
+    }
+
+    async fn review(
+        &self,
+        review: &ReviewRow,
+        row: &WithdrawalRow,
+    ) -> Result<Verdict, wallet::WalletError> {
+        self.0.review(review, row).await
     }
 }
 
@@ -77,6 +92,14 @@ impl ChainPayer for EthereumPayer {
     async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
         self.0.hot_balances().await
     }
+
+    async fn review(
+        &self,
+        review: &ReviewRow,
+        row: &WithdrawalRow,
+    ) -> Result<Verdict, wallet::WalletError> {
+        self.0.review(review, row).await
+    }
 }
 
 #[async_trait]
@@ -92,15 +115,31 @@ impl ChainPayer for crate::bitcoin_payer::BitcoinWithdrawals {
     async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, wallet::WalletError> {
         crate::bitcoin_payer::BitcoinWithdrawals::hot_balances(self).await
     }
+
+    async fn review(
+        &self,
+        review: &ReviewRow,
+        row: &WithdrawalRow,
+    ) -> Result<Verdict, wallet::WalletError> {
+        crate::bitcoin_payer::BitcoinWithdrawals::review(self, review, row).await
+    }
 }
 
-/// Handles both job kinds for one chain; `payer` is `Err` with what to configure when the
+/// Which of a withdrawal worker's job kinds a handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Pay,
+    Reconcile,
+    Review,
+}
+
+/// Handles the job kinds for one chain; `payer` is `Err` with what to configure when the
 /// chain cannot be paid on.
 struct Withdrawals {
     chain: Chain,
     payer: Result<(Arc<dyn ChainPayer>, Store), String>,
     backend: Arc<dyn queue::Backend>,
-    reconcile: bool,
+    kind: Kind,
     /// When the reconciler last read the hot wallet's balances.
     balances_read: std::sync::Mutex<Option<std::time::Instant>>,
 }
@@ -115,8 +154,10 @@ impl Handler for Withdrawals {
                 return Outcome::Snooze(UNCONFIGURED_WAIT);
             }
         };
-        if self.reconcile {
-            return self.reconcile_round(payer.as_ref(), store).await;
+        match self.kind {
+            Kind::Reconcile => return self.reconcile_round(payer.as_ref(), store).await,
+            Kind::Review => return self.review(job, payer.as_ref(), store).await,
+            Kind::Pay => {}
         }
         let Some(id) = job
             .args
@@ -137,6 +178,99 @@ impl Handler for Withdrawals {
 }
 
 impl Withdrawals {
+    /// A `withdrawal.review` job: the review judged on the chain, then applied or refused
+    /// (`store::reviews`). A node or store that does not answer: the job tries again.
+    async fn review(&self, job: &JobRow, payer: &dyn ChainPayer, store: &Store) -> Outcome {
+        let Some(id) = job
+            .args
+            .get("review_id")
+            .and_then(serde_json::Value::as_i64)
+        else {
+            return Outcome::Fatal("withdrawal.review jobs need args {\"review_id\": ID}".into());
+        };
+        let review = match store.withdrawal_review_get(id).await {
+            Ok(Some(review)) => review,
+            Ok(None) => return Outcome::Fatal(format!("no withdrawal review {id}")),
+            Err(error) => return Outcome::Retry(error.to_string()),
+        };
+        if review.state != store::ReviewState::Requested {
+            return Outcome::Done;
+        }
+        let row = match store.withdrawal_get(review.withdrawal_id).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return Outcome::Fatal(format!("no withdrawal {}", review.withdrawal_id)),
+            Err(error) => return Outcome::Retry(error.to_string()),
+        };
+        let checked_by = format!(
+            "worker:{}",
+            job.lease_owner.as_deref().unwrap_or("withdrawal")
+        );
+        let verdict = if row.state == domain::WithdrawalState::ManualReview {
+            match payer.review(&review, &row).await {
+                Ok(verdict) => verdict,
+                Err(error) => {
+                    tracing::warn!(chain = %self.chain, review = id, %error, "checking a review on the chain failed; it is tried again");
+                    return Outcome::Retry(error.to_string());
+                }
+            }
+        } else {
+            Verdict::Refused(format!(
+                "withdrawal {} is {} now, no longer in manual_review",
+                row.id, row.state
+            ))
+        };
+        let now = Utc::now();
+        match verdict {
+            Verdict::Refused(outcome) => {
+                tracing::warn!(chain = %self.chain, review = id, withdrawal = row.id, action = %review.action, %outcome, "a review was refused");
+                match store
+                    .withdrawal_review_refuse(id, &checked_by, &outcome, now)
+                    .await
+                {
+                    Ok(_) | Err(store::StoreError::Stale(_)) => Outcome::Done,
+                    Err(error) => Outcome::Retry(error.to_string()),
+                }
+            }
+            Verdict::Proved { outcome, paid } => {
+                let applied = store
+                    .withdrawal_review_apply(&store::ReviewApply {
+                        id,
+                        checked_by: checked_by.clone(),
+                        outcome: outcome.clone(),
+                        paid,
+                        // Queued below, after the commit, on whichever queue this is; a crash
+                        // in between leaves it `processing`, which the reconciler hands back.
+                        pay_job: None,
+                        now,
+                    })
+                    .await;
+                match applied {
+                    Ok((review, moved)) => {
+                        tracing::info!(chain = %self.chain, review = id, withdrawal = moved.id, action = %review.action, to = %moved.state, %outcome, "a review was applied");
+                        if moved.state == domain::WithdrawalState::Processing
+                            && let Err(error) =
+                                self.backend.enqueue(&pay_job(self.chain, moved.id)).await
+                        {
+                            tracing::warn!(chain = %self.chain, withdrawal = moved.id, %error, "could not queue the retried withdrawal; the reconciler hands it back");
+                        }
+                        Outcome::Done
+                    }
+                    Err(store::StoreError::Stale(_)) => Outcome::Done,
+                    Err(store::StoreError::Conflict(reason)) => {
+                        match store
+                            .withdrawal_review_refuse(id, &checked_by, &reason, now)
+                            .await
+                        {
+                            Ok(_) | Err(store::StoreError::Stale(_)) => Outcome::Done,
+                            Err(error) => Outcome::Retry(error.to_string()),
+                        }
+                    }
+                    Err(error) => Outcome::Retry(error.to_string()),
+                }
+            }
+        }
+    }
+
     async fn reconcile_round(&self, payer: &dyn ChainPayer, store: &Store) -> Outcome {
         let started = std::time::Instant::now();
         match payer.reconcile().await {
@@ -264,17 +398,18 @@ pub async fn registry(
             .map_err(|error| format!("queueing the {chain} reconciler: {error}"))?;
     }
     let mut registry = Registry::default();
-    for (kind, reconcile) in [
-        (web::withdrawals::PAY_JOB_KIND, false),
-        (RECONCILE_JOB_KIND, true),
+    for (name, kind) in [
+        (web::withdrawals::PAY_JOB_KIND, Kind::Pay),
+        (RECONCILE_JOB_KIND, Kind::Reconcile),
+        (store::REVIEW_JOB_KIND, Kind::Review),
     ] {
         registry.register(
-            kind,
+            name,
             Arc::new(Withdrawals {
                 chain,
                 payer: payer.clone(),
                 backend: Arc::clone(&backend),
-                reconcile,
+                kind,
                 balances_read: std::sync::Mutex::new(None),
             }),
         );

@@ -308,6 +308,7 @@ async fn a_processing_withdrawal_held_by_a_stored_batch_is_not_paid_again(backen
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: chrono::Utc::now(),
         })
         .await
@@ -461,6 +462,7 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: chrono::Utc::now(),
         })
         .await
@@ -527,6 +529,127 @@ async fn a_short_hot_wallet_keeps_withdrawals_pending_until_funded(backend: Back
         vec![(to.to_string(), done.txid.clone().unwrap(), 250_000)]
     );
     assert!(up.stop().await.success());
+}
+
+/// Manual review on Bitcoin through `up` and the CLI: a withdrawal whose batch is out is
+/// put in manual review (as a held payout would be); a retry, and marking it paid by another
+/// transaction, are refused while its batch may still pay; its own batch short of
+/// `bitcoin_confirmations` cannot mark it paid; its own batch, deep enough, does.
+async fn a_review_is_judged_on_the_chain(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let node = Bitcoind::start().await;
+    fund(&node, 3).await;
+    let config = config(
+        &db,
+        &node,
+        "bitcoin_batch_max = 1\nbitcoin_batch_wait = 1\nbitcoin_bump_after = 3600\n",
+    );
+    let up = Up::start(
+        &["--config", config.to_str().unwrap()],
+        &[("COINSENSEI_DATABASE_URL", &db.url)],
+    )
+    .await;
+    let api = service_api(&db, &up).await;
+    let made = run(
+        &db.url,
+        &["tokens", "create", "--role", "operator", "--name", "ops"],
+    )
+    .await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    let operator = String::from_utf8_lossy(&made.stdout).trim().to_string();
+    let server = format!("http://{}", up.address);
+    let store = db.store().await;
+    let to = recipient(0);
+    let (status, created) = api
+        .create(
+            "review-1",
+            &json!({"chain": "bitcoin", "asset": "BTC", "to": to.to_string(), "amount": "0.01", "reference": "user:1"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let txid = wait_for("its batch out", Duration::from_secs(60), || async {
+        let row = store.withdrawal_get(id).await.unwrap().unwrap();
+        (row.state == WithdrawalState::Broadcast).then_some(row.txid?)
+    })
+    .await;
+    let mut held = store::WithdrawalTransition::new(
+        id,
+        WithdrawalState::Broadcast,
+        WithdrawalState::ManualReview,
+        "test",
+        chrono::Utc::now(),
+    );
+    held.error = Some("held for a person".into());
+    store.withdrawal_transition(&held).await.unwrap();
+
+    let review = |args: Vec<String>| {
+        let server = server.clone();
+        let operator = operator.clone();
+        async move {
+            let mut all = vec!["withdrawals".to_string(), "review".into(), id.to_string()];
+            all.extend(args);
+            let output = coinsensei(&all)
+                .env("COINSENSEI_SERVER", &server)
+                .env("COINSENSEI_TOKEN", &operator)
+                .env("COINSENSEI_DATA_DIR", "/nonexistent/coinsensei")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            (
+                output.status.code(),
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    stderr(&output)
+                ),
+            )
+        }
+    };
+    let args = |list: &[&str]| list.iter().map(|each| each.to_string()).collect::<Vec<_>>();
+    let (code, said) = review(args(&["--retry", "--reason", "try again"])).await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("may still pay"), "{said}");
+
+    let first = node.cli(&["getblockhash", "1"]).await;
+    let coinbase: serde_json::Value =
+        serde_json::from_str(&node.cli(&["getblock", first.trim()]).await).unwrap();
+    let coinbase = coinbase["tx"][0].as_str().unwrap().to_string();
+    // Another transaction cannot mark it paid while its own batch may still pay it.
+    let (code, said) = review(args(&["--mark-paid", &coinbase, "--reason", "wrong"])).await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("may still pay"), "{said}");
+
+    node.cli(&["generatetoaddress", "1", ELSEWHERE]).await;
+    let (code, said) = review(args(&["--mark-paid", &txid, "--reason", "its batch"])).await;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("confirmations"), "{said}");
+
+    node.cli(&["generatetoaddress", "1", ELSEWHERE]).await;
+    let (code, said) = review(args(&["--mark-paid", &txid, "--reason", "its batch"])).await;
+    assert_eq!(code, Some(0), "{said}");
+    let row = store.withdrawal_get(id).await.unwrap().unwrap();
+    assert_eq!(row.state, WithdrawalState::Completed, "{row:?}");
+    assert_eq!(row.txid.as_deref(), Some(txid.as_str()));
+    let paid = paid_on_chain(&node, &[to.clone()]).await;
+    assert_eq!(paid.len(), 1, "{paid:?}");
+    assert_eq!(paid[0].2, 1_000_000);
+    let reviews = store.withdrawal_reviews(id).await.unwrap();
+    let states: Vec<_> = reviews.iter().map(|each| each.state).collect();
+    use store::ReviewState::{Applied, Refused};
+    assert_eq!(states, vec![Refused, Refused, Refused, Applied]);
+    drop(up);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_postgres() {
+    a_review_is_judged_on_the_chain(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_sqlite() {
+    a_review_is_judged_on_the_chain(Backend::Sqlite).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

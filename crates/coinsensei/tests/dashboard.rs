@@ -68,6 +68,7 @@ async fn withdrawal(store: &store::Store, asset: &str, amount: &str, key: &str) 
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await
@@ -439,6 +440,7 @@ async fn held(store: &store::Store, creator: &store::ApiTokenRow, amount: &str, 
             job: None,
             approval: true,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// A configured limit would be exceeded: refused, nothing written.
     #[error("{0}")]
     LimitReached(String),
+    /// A configured policy refuses the write (allowlist mode): refused, nothing written.
+    #[error("{0}")]
+    PolicyRefused(String),
     /// A compare-and-set lost: the row is no longer in the state the caller expected.
     #[error("conflict: {0}")]
     Conflict(String),

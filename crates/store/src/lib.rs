@@ -19,7 +19,9 @@ mod model;
 mod nonces;
 mod outbox;
 mod payout_stats;
+mod policies;
 mod postgres;
+mod reviews;
 mod scans;
 mod sessions;
 mod sqlite;
@@ -65,6 +67,11 @@ pub use outbox::{
     WebhookSubscription,
 };
 pub use payout_stats::{COMPLETION_TIMES_MAX, HotWalletBalance, PayoutCounts};
+pub use policies::PolicyOverride;
+pub use reviews::{
+    REVIEW_JOB_KIND, REVIEW_REASON_LEN_MAX, ReviewAction, ReviewApply, ReviewPaid, ReviewRequest,
+    ReviewRow, ReviewState, review_job, validate_review_reason,
+};
 pub use scans::{
     DEPOSIT_REASON_LEN_MAX, DepositInsert, DepositRow, DepositState, Rollback,
     SCAN_BLOCK_DEPOSITS_MAX, SCAN_BLOCKS_KEPT, SCAN_COMMIT_BLOCKS_MAX, SCAN_COMMIT_DEPOSITS_MAX,
@@ -77,8 +84,8 @@ pub use sweeps::{
 };
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{
-    WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow, WithdrawalScan,
-    WithdrawalTransition, payout_key,
+    DestinationRule, WithdrawalCreate, WithdrawalCreated, WithdrawalList, WithdrawalRow,
+    WithdrawalScan, WithdrawalTransition, parse_round_key, payout_key, round_key,
 };
 
 /// Connection settings with safe defaults; see `coinsensei.example.toml`.

@@ -47,6 +47,7 @@ macro_rules! decode_withdrawal {
             confirmations: row.try_get("confirmations")?,
             fee: row.try_get("fee")?,
             created_by: row.try_get("created_by")?,
+            payout_round: row.try_get("payout_round")?,
             created_at: $d::read_time(&row, "created_at")?,
             updated_at: $d::read_time(&row, "updated_at")?,
         }
@@ -66,8 +67,8 @@ macro_rules! decode_withdrawals {
 }
 
 pub(crate) const COLUMNS: &str = "id, idempotency_key, request_hash, reference, chain, asset, destination, \
-     amount, state, error, txid, block_height, confirmations, fee, created_by, created_at, \
-     updated_at";
+     amount, state, error, txid, block_height, confirmations, fee, created_by, payout_round, \
+     created_at, updated_at";
 
 /// A stored withdrawal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,21 +96,67 @@ pub struct WithdrawalRow {
     pub fee: Option<String>,
     /// Who asked (the audit log's actor of the token).
     pub created_by: String,
+    /// Which round of payment it is on: 1, and one more for each retry a person made after
+    /// every transaction of the rounds before was proved dead (`withdrawal_review`).
+    pub payout_round: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl WithdrawalRow {
-    /// The payout key its transactions are stored under.
+    /// The key that names the withdrawal itself: its job's unique key, its audit entries'
+    /// target, its events' subject, its Bitcoin batch membership.
     pub fn payout_key(&self) -> String {
         payout_key(self.id)
     }
+
+    /// The payout key the current round's transactions are held under (TRON attempts,
+    /// Ethereum nonces): [`payout_key`] in round 1, [`round_key`] after a retry.
+    pub fn attempt_key(&self) -> String {
+        round_key(self.id, self.payout_round)
+    }
+
+    /// The payout keys of every round so far, the first first.
+    pub fn attempt_keys(&self) -> Vec<String> {
+        (1..=self.payout_round.max(1))
+            .map(|round| round_key(self.id, round))
+            .collect()
+    }
 }
 
-/// The payout key of withdrawal `id`: what its attempts, nonce and batch membership are held
-/// under.
+/// The payout key of withdrawal `id`: what its first round's attempts and nonce, and its
+/// batch membership, are held under.
 pub fn payout_key(id: i64) -> String {
     format!("withdrawal:{id}")
+}
+
+/// The payout key of round `round` of withdrawal `id`: `withdrawal:ID` for the first,
+/// `withdrawal:ID:rN` for the rounds a retry started.
+pub fn round_key(id: i64, round: i64) -> String {
+    if round <= 1 {
+        payout_key(id)
+    } else {
+        format!("withdrawal:{id}:r{round}")
+    }
+}
+
+/// The withdrawal and round a payout key names, if it names one in its canonical form.
+pub fn parse_round_key(payout: &str) -> Option<(i64, i64)> {
+    let rest = payout.strip_prefix("withdrawal:")?;
+    let (id, round) = match rest.split_once(":r") {
+        Some((id, round)) => (id.parse().ok()?, round.parse().ok()?),
+        None => (rest.parse().ok()?, 1),
+    };
+    (round_key(id, round) == payout).then_some((id, round))
+}
+
+/// Allowlist mode's rule for one withdrawal ([`WithdrawalCreate::destination_rule`]).
+#[derive(Debug, Clone)]
+pub struct DestinationRule {
+    /// How the rule is named in a refusal (`withdrawal_allowlist`).
+    pub rule: String,
+    /// The withdrawal's reference prefix (a registration may belong to one).
+    pub reference_prefix: String,
 }
 
 /// A new withdrawal, already validated against the chain and catalogue by the caller.
@@ -131,6 +178,10 @@ pub struct WithdrawalCreate {
     pub approval: bool,
     /// The rolling 24-hour limits it must stay within and is charged to.
     pub limits: Vec<crate::UsageLimit>,
+    /// Allowlist mode: the destination must be registered, past its cool-down, and (when
+    /// its registration names one) for this reference prefix; checked in the create's own
+    /// transaction, so a registration removed meanwhile is never used.
+    pub destination_rule: Option<DestinationRule>,
     pub now: DateTime<Utc>,
 }
 
@@ -291,6 +342,34 @@ fn validate_transition(transition: &WithdrawalTransition) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Why allowlist mode refuses `create`'s destination, given its registration (usable from,
+/// reference prefix, registered at), if it does.
+fn destination_refusal(
+    create: &WithdrawalCreate,
+    rule: &DestinationRule,
+    found: Option<(DateTime<Utc>, Option<String>, DateTime<Utc>)>,
+) -> Option<String> {
+    let chain = create.chain;
+    let to = &create.destination;
+    let name = &rule.rule;
+    let stamp = |at: DateTime<Utc>| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    match found {
+        None => Some(format!(
+            "{to} is not a registered {chain} withdrawal destination ({name}); an admin registers it with POST /api/v1/withdrawal-destinations and it is usable after the cool-down"
+        )),
+        Some((usable_at, _, created_at)) if usable_at > create.now => Some(format!(
+            "{to} was registered at {} and is cooling down until {} ({name}, withdrawal_allowlist_cooldown); try again after that",
+            stamp(created_at),
+            stamp(usable_at)
+        )),
+        Some((_, Some(owner), _)) if owner != rule.reference_prefix => Some(format!(
+            "{to} is registered for reference prefix {owner:?} only, not {:?} ({name})",
+            rule.reference_prefix
+        )),
+        Some(_) => None,
+    }
+}
+
 pub(crate) fn is_unique_violation(error: &StoreError) -> bool {
     matches!(error, StoreError::Database(sqlx::Error::Database(database))
         if database.is_unique_violation())
@@ -332,6 +411,31 @@ impl Store {
         limits.sort_by(|a, b| a.scope.cmp(&b.scope));
         let mut tx = self.begin().await?;
         let row = on_tx!(&mut tx, |conn, d| {
+            if let Some(rule) = &create.destination_rule {
+                // Postgres: `for share`, so a removal waits for this create to commit, and a
+                // removal that committed first is not seen. SQLite: the write transaction
+                // already runs alone.
+                let found = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "select usable_at, reference, created_at from withdrawal_destination
+                     where chain = $1 and address = $2{}",
+                    d::FOR_SHARE
+                )))
+                .bind(create.chain.as_str())
+                .bind(&create.destination)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let found = match found {
+                    Some(row) => Some((
+                        d::read_time(&row, "usable_at")?,
+                        row.try_get::<Option<String>, _>("reference")?,
+                        d::read_time(&row, "created_at")?,
+                    )),
+                    None => None,
+                };
+                if let Some(refusal) = destination_refusal(create, rule, found) {
+                    return Err(StoreError::PolicyRefused(refusal));
+                }
+            }
             crate::usage::check_usage!(
                 conn,
                 d,

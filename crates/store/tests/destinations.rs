@@ -16,6 +16,7 @@ fn at(seconds: i64) -> DateTime<Utc> {
 
 const TRON: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
 const ETH: &str = "0x52908400098527886E0F7030069857D2E4169EE7";
+const OTHER_TRON: &str = "TJCnKsPa7y5okkXvQAidZBzqx3QyQ6sxMW";
 
 fn insert(chain: Chain, address: &str, now: DateTime<Utc>) -> DestinationInsert {
     DestinationInsert {
@@ -215,8 +216,121 @@ async fn racing_registrations_store_one(db: &TestDb) {
     assert_eq!(audit(&store, "withdrawal_destination.add").await.len(), 1);
 }
 
+fn create_to(key: &str, to: &str, reference: &str, now: DateTime<Utc>) -> store::WithdrawalCreate {
+    store::WithdrawalCreate {
+        idempotency_key: key.into(),
+        request_hash: "a".repeat(64),
+        reference: reference.into(),
+        chain: Chain::Tron,
+        asset: "USDT".into(),
+        destination: to.into(),
+        amount: "1".into(),
+        actor: "token:1:backend".into(),
+        job: None,
+        approval: false,
+        limits: vec![],
+        destination_rule: Some(store::DestinationRule {
+            rule: "withdrawal_allowlist".into(),
+            reference_prefix: reference.split('/').next().unwrap().into(),
+        }),
+        now,
+    }
+}
+
+/// Allowlist mode in the create's own transaction: unregistered, cooling down, another
+/// reference prefix's, and removed destinations refused with nothing stored; a usable one
+/// accepted; a removal racing creates lets none through after it committed.
+async fn creates_check_the_registration_in_their_transaction(db: &TestDb) {
+    let store = db.store().await;
+    let refused = |result: Result<store::WithdrawalCreated, StoreError>, wanted: &str| {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::PolicyRefused(message) if message.contains(wanted)),
+            "{error}"
+        );
+    };
+    refused(
+        store
+            .withdrawal_create(&create_to("c-1", TRON, "user:1", at(0)))
+            .await,
+        "not a registered",
+    );
+    let mut owned = insert(Chain::Tron, TRON, at(0));
+    owned.reference = Some("user:1".into());
+    let row = store.withdrawal_destination_insert(&owned).await.unwrap();
+    refused(
+        store
+            .withdrawal_create(&create_to("c-2", TRON, "user:1", at(60)))
+            .await,
+        "cooling down",
+    );
+    refused(
+        store
+            .withdrawal_create(&create_to("c-3", TRON, "user:2/x", at(7_200)))
+            .await,
+        "registered for reference prefix \"user:1\" only",
+    );
+    store
+        .withdrawal_create(&create_to("c-4", TRON, "user:1/x", at(7_200)))
+        .await
+        .unwrap();
+    store
+        .withdrawal_destination_remove(row.id, "token:3:admin", at(7_300))
+        .await
+        .unwrap();
+    refused(
+        store
+            .withdrawal_create(&create_to("c-5", TRON, "user:1/x", at(7_400)))
+            .await,
+        "not a registered",
+    );
+    // The same request as before the removal still finds its withdrawal.
+    store
+        .withdrawal_create(&create_to("c-4", TRON, "user:1/x", at(7_500)))
+        .await
+        .unwrap();
+    let stored = store
+        .withdrawal_list(&store::WithdrawalList {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "refusals store nothing");
+
+    // A removal under way (its transaction open on Postgres, holding the row): a create to
+    // that destination waits for it, then is refused; never paid to a removed destination.
+    // (SQLite's write transaction runs alone, so there is no interleaving to test.)
+    if db.url.starts_with("postgres") {
+        let row = store
+            .withdrawal_destination_insert(&insert(Chain::Tron, OTHER_TRON, at(0)))
+            .await
+            .unwrap();
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        let mut removal = pool.begin().await.unwrap();
+        sqlx::query("delete from withdrawal_destination where id = $1")
+            .bind(row.id)
+            .execute(&mut *removal)
+            .await
+            .unwrap();
+        let racing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .withdrawal_create(&create_to("race", OTHER_TRON, "user:9", at(7_200)))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "the create waits for the removal");
+        removal.commit().await.unwrap();
+        refused(racing.await.unwrap(), "not a registered");
+    }
+}
+
 testkit::on_both_stores!(
-    db: registered_usable_after_the_cooldown_and_removed_once,
+    db: creates_check_the_registration_in_their_transaction,
+    registered_usable_after_the_cooldown_and_removed_once,
     repeats_and_bad_input_change_nothing,
     racing_registrations_store_one,
 );

@@ -31,6 +31,7 @@ fn request(key: &str) -> WithdrawalCreate {
         job: None,
         approval: false,
         limits: vec![],
+        destination_rule: None,
         now: at(0),
     }
 }

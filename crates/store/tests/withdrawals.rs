@@ -32,6 +32,7 @@ fn request(key: &str, hash: char) -> WithdrawalCreate {
         )),
         approval: false,
         limits: vec![],
+        destination_rule: None,
         now: at(0),
     }
 }

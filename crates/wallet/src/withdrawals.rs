@@ -34,8 +34,10 @@ use chrono::Utc;
 use domain::{Amount, AssetCatalogue, Chain, WithdrawalState};
 use store::{
     AttemptState, NonceSettlement, Store, StoreError, WithdrawalRow, WithdrawalScan,
-    WithdrawalTransition, payout_key,
+    WithdrawalTransition,
 };
+
+pub mod review;
 
 use crate::attempts::Settled;
 use crate::nonces::{NONCES_SETTLE_MAX, NonceOutcome, NonceSettlePolicy};
@@ -119,10 +121,6 @@ impl<P> std::fmt::Debug for WithdrawalPayer<P> {
             .field("from_index", &self.from_index)
             .finish_non_exhaustive()
     }
-}
-
-fn id_of(payout: &str) -> Option<i64> {
-    payout.strip_prefix("withdrawal:")?.parse().ok()
 }
 
 impl<P: ChainBuild + ChainSubmit + ChainRead> WithdrawalPayer<P> {
@@ -558,7 +556,7 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
         };
         let stored = self
             .store
-            .attempts_of(chain, &row.payout_key())
+            .attempts_of(chain, &row.attempt_key())
             .await?
             .into_iter()
             .rev()
@@ -568,7 +566,7 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
             Ok(ready) => ready,
             Err(outcome) => return Ok(outcome),
         };
-        match self.wallet.pay(&row.payout_key(), &payment).await {
+        match self.wallet.pay(&row.attempt_key(), &payment).await {
             Ok(paid) => {
                 self.moved(&row, WithdrawalState::Broadcast, |t| {
                     t.txid = Some(paid.txid.clone());
@@ -630,7 +628,7 @@ impl<P: ChainAttempts + ChainRead> WithdrawalPayer<P> {
         if row.state != WithdrawalState::Broadcast {
             return Ok(());
         }
-        let attempts = self.store.attempts_of(chain, &row.payout_key()).await?;
+        let attempts = self.store.attempts_of(chain, &row.attempt_key()).await?;
         if let Some(landed) = attempts
             .iter()
             .find(|attempt| attempt.state == AttemptState::Landed)
@@ -698,14 +696,14 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
         };
         let stored = self
             .store
-            .nonce_get(chain, &row.payout_key())
+            .nonce_get(chain, &row.attempt_key())
             .await?
             .and_then(|held| held.latest().map(|tx| tx.txid.clone()));
         let (row, payment) = match self.prepare(row, stored).await? {
             Ok(ready) => ready,
             Err(outcome) => return Ok(outcome),
         };
-        match self.wallet.pay_nonce(&row.payout_key(), &payment).await {
+        match self.wallet.pay_nonce(&row.attempt_key(), &payment).await {
             Ok(sent) => {
                 if let SubmitOutcome::Rejected {
                     retriable: false,
@@ -715,7 +713,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
                     // Refused for good; if its nonce was given back nothing is out there.
                     let bound = self
                         .store
-                        .nonce_get(chain, &row.payout_key())
+                        .nonce_get(chain, &row.attempt_key())
                         .await?
                         .is_some_and(|held| held.is_bound());
                     if !bound {
@@ -747,7 +745,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
                 // payment: the first was never paid, the second needs a person.
                 let bound = self
                     .store
-                    .nonce_get(chain, &row.payout_key())
+                    .nonce_get(chain, &row.attempt_key())
                     .await?
                     .is_some_and(|held| held.is_bound());
                 if bound {
@@ -828,7 +826,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
         ) {
             return Ok(());
         }
-        let held = self.store.nonce_get(chain, &row.payout_key()).await?;
+        let held = self.store.nonce_get(chain, &row.attempt_key()).await?;
         let Some(held) = held.filter(|held| held.is_bound()) else {
             // Nothing bound any more (refused for good and given back): pay again.
             self.moved(row, WithdrawalState::Processing, |t| {
@@ -890,7 +888,7 @@ impl<P: ChainBuild + ChainSubmit + ChainRead + ChainReplace> WithdrawalPayer<P> 
     }
 }
 
-/// The withdrawal a payout key names, if it names one.
+/// The withdrawal a payout key names (of any round), if it names one.
 pub fn withdrawal_of(payout: &str) -> Option<i64> {
-    id_of(payout).filter(|id| payout_key(*id) == payout)
+    store::parse_round_key(payout).map(|(id, _)| id)
 }

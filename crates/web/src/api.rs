@@ -335,6 +335,37 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             route(Method::POST, "/api/v1/withdrawals/{id}/reject", Operator),
             post(w::reject_withdrawal),
         ),
+        // Withdrawal policies: viewers read; admins change an asset's intake rules (audited).
+        (
+            route(Method::GET, "/api/admin/withdrawal-policies", Viewer),
+            get(crate::policies::list_policies),
+        ),
+        (
+            route(
+                Method::PUT,
+                "/api/admin/withdrawal-policies/{chain}/{asset}",
+                Admin,
+            ),
+            axum::routing::put(crate::policies::set_policy),
+        ),
+        (
+            route(
+                Method::DELETE,
+                "/api/admin/withdrawal-policies/{chain}/{asset}",
+                Admin,
+            ),
+            axum::routing::delete(crate::policies::clear_policy),
+        ),
+        // Manual review: operators ask, the chain's withdrawal worker checks on the chain
+        // and applies or refuses (202; the answer is in the reviews list).
+        (
+            route(Method::POST, "/api/v1/withdrawals/{id}/review", Operator),
+            post(w::review_withdrawal),
+        ),
+        (
+            route(Method::GET, "/api/v1/withdrawals/{id}/reviews", Viewer),
+            get(w::withdrawal_reviews),
+        ),
         // Allowlist mode's registered destinations: admins register and remove (audited);
         // a new one is usable after the cool-down.
         (

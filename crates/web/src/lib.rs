@@ -29,6 +29,7 @@ pub mod events;
 pub mod health;
 pub mod ledger;
 pub mod metrics;
+pub mod policies;
 pub mod scaling;
 pub mod webhooks;
 pub mod withdrawals;

@@ -203,7 +203,31 @@ impl Intake {
             .map(|asset| asset.decimals)
     }
 
-    fn check(&self, request: &CreateRequest) -> Result<Checked, IntakeError> {
+    /// The policy `chain`/`symbol` withdrawals keep to now: the one set through the API
+    /// (`crate::policies`), else the configuration's.
+    pub async fn policy_now(
+        &self,
+        store: &Store,
+        chain: Chain,
+        symbol: &str,
+    ) -> Result<Option<AssetPolicy>, StoreError> {
+        let configured = self
+            .policies
+            .iter()
+            .find(|p| p.chain == chain && p.asset == symbol);
+        Ok(match store.policy_override_get(chain, symbol).await? {
+            Some(set) => crate::policies::from_stored(chain, symbol, configured, &set.policy),
+            None => configured.cloned(),
+        })
+    }
+
+    /// Checks `request` with `policy` standing for its asset's (the API's, read by the
+    /// caller) when given.
+    fn check_with(
+        &self,
+        request: &CreateRequest,
+        policy: Option<&AssetPolicy>,
+    ) -> Result<Checked, IntakeError> {
         let chain: Chain = request
             .chain
             .parse()
@@ -227,10 +251,11 @@ impl Intake {
         }
         domain::withdrawal::check_reference(&request.reference)
             .map_err(|error| invalid("reference", error.to_string()))?;
-        let policy = self
-            .policies
-            .iter()
-            .find(|policy| policy.chain == chain && policy.asset == asset.symbol);
+        let policy = policy.or_else(|| {
+            self.policies
+                .iter()
+                .find(|policy| policy.chain == chain && policy.asset == asset.symbol)
+        });
         let shown =
             |units: &Amount| format!("{} {}", units.format_decimal(asset.decimals), asset.symbol);
         let units = amount.base_units();
@@ -327,22 +352,37 @@ pub async fn create(
 ) -> Result<WithdrawalCreated, CreateError> {
     domain::withdrawal::check_idempotency_key(idempotency_key)
         .map_err(|error| CreateError::Intake(invalid("Idempotency-Key", error.to_string())))?;
-    let checked = intake.check(request).map_err(CreateError::Intake)?;
-    if let Some(refusal) = allowlist_refusal(store, intake, &checked)
-        .await
-        .map_err(CreateError::Store)?
-    {
-        // The same request made before the destination was removed (or before this mode was
-        // on) finds its withdrawal; only a new withdrawal is refused.
-        if store
-            .withdrawal_by_key(idempotency_key)
+    // The asset's policy as it stands now (one set through the API wins); a request whose
+    // chain or asset is unknown is refused by the check that follows.
+    let policy = match (
+        request.chain.parse::<Chain>().ok(),
+        request.chain.parse::<Chain>().ok().and_then(|chain| {
+            intake
+                .catalogue
+                .get(chain, &request.asset)
+                .ok()
+                .map(|asset| asset.symbol.clone())
+        }),
+    ) {
+        (Some(chain), Some(symbol)) => intake
+            .policy_now(store, chain, &symbol)
             .await
-            .map_err(CreateError::Store)?
-            .is_none()
-        {
-            return Err(CreateError::Intake(IntakeError::Policy(refusal)));
-        }
-    }
+            .map_err(CreateError::Store)?,
+        _ => None,
+    };
+    let checked = intake
+        .check_with(request, policy.as_ref())
+        .map_err(CreateError::Intake)?;
+    // Allowlist mode is checked in the create's own transaction; the same request made
+    // before the destination was removed (or before this mode was on) still finds its
+    // withdrawal, since a known key is answered before anything is checked.
+    let destination_rule = intake
+        .allowlist
+        .rule_for(checked.chain, &checked.asset)
+        .map(|rule| store::DestinationRule {
+            rule,
+            reference_prefix: intake.reference_prefix(&checked.reference).to_string(),
+        });
     let queue_name = queue::queue_for(WorkerKind::Withdrawal, checked.chain);
     let kind = Name::new(PAY_JOB_KIND).expect("a valid job kind");
     let in_store = queue.name() != "redis";
@@ -358,6 +398,7 @@ pub async fn create(
         job: in_store.then(|| (queue_name.clone(), kind.clone())),
         approval: checked.needs_approval,
         limits: checked.limits,
+        destination_rule,
         now: Utc::now(),
     };
     let created = match store.withdrawal_create(&create).await {
@@ -365,7 +406,7 @@ pub async fn create(
         Err(StoreError::KeyReused(key)) => {
             return Err(CreateError::Intake(IntakeError::KeyReused(key)));
         }
-        Err(StoreError::LimitReached(message)) => {
+        Err(StoreError::LimitReached(message) | StoreError::PolicyRefused(message)) => {
             return Err(CreateError::Intake(IntakeError::Policy(message)));
         }
         Err(error) => return Err(CreateError::Store(error)),
@@ -381,47 +422,6 @@ pub async fn create(
         }
     }
     Ok(created)
-}
-
-/// Why allowlist mode refuses `checked`'s destination, if it does: not registered, still
-/// cooling down, or registered for another reference prefix. Read before the create's
-/// transaction: a registration removed while a create is under way may still serve that one.
-async fn allowlist_refusal(
-    store: &Store,
-    intake: &Intake,
-    checked: &Checked,
-) -> Result<Option<String>, StoreError> {
-    let Some(rule) = intake.allowlist.rule_for(checked.chain, &checked.asset) else {
-        return Ok(None);
-    };
-    let chain = checked.chain;
-    let to = &checked.destination;
-    let Some(found) = store.withdrawal_destination_find(chain, to).await? else {
-        return Ok(Some(format!(
-            "{to} is not a registered {chain} withdrawal destination ({rule}); an admin registers it with POST /api/v1/withdrawal-destinations and it is usable after the cool-down"
-        )));
-    };
-    let now = Utc::now();
-    if found.usable_at > now {
-        return Ok(Some(format!(
-            "{to} was registered at {} and is cooling down until {} ({rule}, withdrawal_allowlist_cooldown); try again after that",
-            found
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            found
-                .usable_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        )));
-    }
-    if let Some(owner) = &found.reference {
-        let prefix = intake.reference_prefix(&checked.reference);
-        if prefix != owner {
-            return Ok(Some(format!(
-                "{to} is registered for reference prefix {owner:?} only, not {prefix:?} ({rule})"
-            )));
-        }
-    }
-    Ok(None)
 }
 
 /// The job that pays `row` (the same shape the store enqueues in its transaction).
@@ -838,6 +838,137 @@ pub(crate) async fn reject_withdrawal(
     decide_route(state, caller, id, headers, body, false).await
 }
 
+/// The body of a review request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    /// `mark_paid`, `mark_failed` or `retry`.
+    pub action: String,
+    /// The paying transaction (`mark_paid` only).
+    pub txid: Option<String>,
+    pub reason: String,
+}
+
+/// Asks for a manual review action on a withdrawal in `manual_review` (`store::reviews`):
+/// stored and its check queued on the chain's withdrawal queue (in the same transaction with
+/// a database queue; right after the commit with Redis). The API's, the CLI's and the
+/// dashboard's one way. The answer comes when the chain's withdrawal worker has checked it.
+pub async fn review_request(
+    store: &Store,
+    queue: &dyn queue::Backend,
+    token_id: Option<i64>,
+    actor: String,
+    id: i64,
+    body: ReviewBody,
+) -> Result<store::ReviewRow, ApiError> {
+    let invalid =
+        |message: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message);
+    let action: store::ReviewAction = body.action.parse().map_err(invalid)?;
+    let row = store.withdrawal_get(id).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        )
+    })?;
+    let in_store = queue.name() != "redis";
+    let withdrawal_queue = queue::queue_for(WorkerKind::Withdrawal, row.chain);
+    let review = store
+        .withdrawal_review_request(&store::ReviewRequest {
+            withdrawal_id: id,
+            action,
+            txid: body.txid.map(|txid| txid.trim().to_string()),
+            reason: body.reason,
+            token_id,
+            actor,
+            job: in_store.then(|| withdrawal_queue.clone()),
+            now: Utc::now(),
+        })
+        .await
+        .map_err(|error| match error {
+            StoreError::Invalid(message) => invalid(message),
+            other => other.into(),
+        })?;
+    tracing::info!(withdrawal = id, review = review.id, action = %review.action, "a review was asked");
+    if !in_store
+        && let Err(error) = queue
+            .enqueue(&store::review_job(
+                &withdrawal_queue,
+                review.id,
+                review.created_at,
+            ))
+            .await
+    {
+        tracing::warn!(withdrawal = id, review = review.id, %error, "a review's check was not queued");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            format!(
+                "review {} is stored but its check could not be queued: {error}",
+                review.id
+            ),
+        ));
+    }
+    Ok(review)
+}
+
+/// A review as the API shows it.
+pub fn review_dto(review: &store::ReviewRow) -> Value {
+    json!({
+        "id": review.id,
+        "withdrawal_id": review.withdrawal_id,
+        "chain": review.chain.as_str(),
+        "action": review.action.as_str(),
+        "txid": review.txid,
+        "position": review.position,
+        "reason": review.reason,
+        "requested_by": review.actor,
+        "state": review.state.as_str(),
+        "outcome": review.outcome,
+        "created_at": review.created_at.to_rfc3339(),
+        "decided_at": review.decided_at.map(|at| at.to_rfc3339()),
+    })
+}
+
+pub(crate) async fn review_withdrawal(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let id = withdrawal_id(&id)?;
+    let body: ReviewBody = object_body(&headers, &body)?;
+    let review = review_request(
+        &state.store,
+        state.queue.as_ref(),
+        Some(caller.token.id),
+        caller.actor(),
+        id,
+        body,
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(review_dto(&review))))
+}
+
+pub(crate) async fn withdrawal_reviews(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = withdrawal_id(&id)?;
+    if state.store.withdrawal_get(id).await?.is_none() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("withdrawal {id} not found"),
+        ));
+    }
+    let reviews = state.store.withdrawal_reviews(id).await?;
+    Ok(Json(json!({
+        "reviews": reviews.iter().map(review_dto).collect::<Vec<_>>(),
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -857,9 +988,15 @@ mod tests {
     #[test]
     fn the_same_request_said_two_ways_hashes_alike() {
         let intake = Intake::default();
-        let a = intake.check(&request("1.5", TO)).ok().unwrap();
-        let b = intake.check(&request("1.500000", TO)).ok().unwrap();
-        let c = intake.check(&request("1.500001", TO)).ok().unwrap();
+        let a = intake.check_with(&request("1.5", TO), None).ok().unwrap();
+        let b = intake
+            .check_with(&request("1.500000", TO), None)
+            .ok()
+            .unwrap();
+        let c = intake
+            .check_with(&request("1.500001", TO), None)
+            .ok()
+            .unwrap();
         assert_eq!(request_hash(&a), request_hash(&b));
         assert_ne!(request_hash(&a), request_hash(&c));
         assert_eq!(a.amount.base_units().to_string(), "1500000");
@@ -910,7 +1047,7 @@ mod tests {
                 "reference",
             ),
         ] {
-            match intake.check(&request) {
+            match intake.check_with(&request, None) {
                 Err(IntakeError::Invalid { field: got, .. }) => {
                     assert_eq!(got, field, "{request:?}")
                 }

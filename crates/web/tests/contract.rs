@@ -161,6 +161,7 @@ impl Fixture {
                 job: None,
                 approval: false,
                 limits: vec![],
+                destination_rule: None,
                 now: Utc::now(),
             })
             .await
@@ -667,6 +668,7 @@ async fn metrics_scrape(db: &TestDb) {
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now() - chrono::Duration::seconds(90),
         })
         .await
@@ -699,6 +701,7 @@ async fn metrics_scrape(db: &TestDb) {
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await

@@ -109,6 +109,7 @@ async fn held(store: &Store, creator: &store::ApiTokenRow, key: &str) -> i64 {
             job: None,
             approval: true,
             limits: vec![],
+            destination_rule: None,
             now: Utc::now(),
         })
         .await
@@ -324,7 +325,107 @@ async fn destinations_are_listed_and_removed_by_admins(db: &TestDb) {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// A withdrawal in manual review: its page offers the review actions to an operator (not to
+/// a viewer), a form sends the API's request (stored, its check queued, audited), a bad one
+/// is refused with the reason and stores nothing, and the page then shows the open review
+/// and locks the actions until the worker answers.
+async fn review_actions_keep_the_api_rules(db: &TestDb) {
+    let store = db.store().await;
+    let (creator, _) = login(&store, "backend", Role::Admin).await;
+    let (_, alice) = login(&store, "alice", Role::Operator).await;
+    let (_, viewer) = login(&store, "wally", Role::Viewer).await;
+    let id = held(&store, &creator, "rv-1").await;
+    for (from, to) in [
+        (WithdrawalState::Approval, WithdrawalState::Pending),
+        (WithdrawalState::Pending, WithdrawalState::Processing),
+        (WithdrawalState::Processing, WithdrawalState::ManualReview),
+    ] {
+        store
+            .withdrawal_transition(&store::WithdrawalTransition::new(
+                id,
+                from,
+                to,
+                "test",
+                Utc::now(),
+            ))
+            .await
+            .unwrap();
+    }
+    let page = format!("/withdrawals/{id}");
+    let (status, body) = get(&store, &page, &alice.0).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("Manual review") && body.contains("Mark paid"),
+        "{body}"
+    );
+    assert!(body.contains(&format!("hx-post=\"/withdrawals/{id}/review\"")));
+    assert!(!body.contains("review actions need the operator role"));
+    let (_, body) = get(&store, &page, &viewer.0).await;
+    assert!(
+        body.contains("review actions need the operator role; you are viewer"),
+        "{body}"
+    );
+
+    let action = format!("/withdrawals/{id}/review");
+    // A viewer: refused by role, nothing stored.
+    let (status, _) = post(&store, &action, &viewer, "action=retry&reason=go").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Bad input: refused with the reason, nothing stored.
+    for (form, wanted) in [
+        ("action=mark_paid&txid=&reason=paid", "needs the txid"),
+        ("action=retry&reason=", "1 to 500"),
+        ("action=pay_twice&reason=x", "unknown review action"),
+    ] {
+        let (status, body) = post(&store, &action, &alice, form).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{form}: {body}");
+        assert!(body.contains(wanted), "{form}: {body}");
+    }
+    assert!(store.withdrawal_reviews(id).await.unwrap().is_empty());
+
+    // A good one: stored with its check queued; the txid field counts for mark_paid only.
+    let (status, body) = post(
+        &store,
+        &action,
+        &alice,
+        "action=retry&txid=ignored&reason=its+nonce+is+final",
+    )
+    .await;
+    assert!(
+        status.is_success() || status == StatusCode::SEE_OTHER,
+        "{status}: {body}"
+    );
+    let reviews = store.withdrawal_reviews(id).await.unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].action, store::ReviewAction::Retry);
+    assert_eq!(reviews[0].txid, None);
+    assert_eq!(
+        reviews[0].actor,
+        format!("token:{}:alice", reviews[0].token_id.unwrap())
+    );
+    let jobs = store
+        .job_list(&store::JobList {
+            queue: Some(domain::Name::new("tron.withdrawal").unwrap()),
+            state: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(
+        jobs.iter()
+            .any(|job| job.kind.as_str() == store::REVIEW_JOB_KIND),
+        "{jobs:?}"
+    );
+    let (_, body) = get(&store, &page, &alice.0).await;
+    assert!(body.contains("is being checked on the chain"), "{body}");
+    assert!(body.contains("data-status=\"requested\""), "{body}");
+    // A second one waits for the first.
+    let (status, body) = post(&store, &action, &alice, "action=mark_failed&reason=x").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+}
+
 testkit::on_both_stores!(
     db: approvals_keep_the_api_rules,
     destinations_are_listed_and_removed_by_admins,
+    review_actions_keep_the_api_rules,
 );

@@ -628,6 +628,161 @@ async fn daily_limit_per_reference(db: &TestDb) {
     assert_eq!(api.stored().await, 2);
 }
 
+/// Policies through the API: an admin replaces an asset's rules (checked like the
+/// configuration's, audited with before and after), the next request keeps to them, and
+/// deleting gives the configuration's back; operators and viewers cannot change them, bad
+/// values change nothing.
+async fn policies_change_through_the_api(db: &TestDb) {
+    let mut intake = web::withdrawals::Intake::default();
+    let units = |text: &str| domain::Amount::parse_positive(text, 6).unwrap();
+    intake.policies = vec![web::withdrawals::AssetPolicy {
+        chain: domain::Chain::Tron,
+        asset: "USDT".into(),
+        min: None,
+        max: Some(units("1000")),
+        approval_above: None,
+        floor: Some(units("5")),
+        daily_limit: None,
+        daily_limit_per_reference: None,
+    }];
+    let api = Api {
+        store: db.store().await,
+        options: web::WebOptions {
+            intake: std::sync::Arc::new(intake),
+            ..web::WebOptions::default()
+        },
+    };
+    let backend = token(&api.store, Role::Service, "backend").await;
+    let viewer = token(&api.store, Role::Viewer, "wallboard").await;
+    let operator = token(&api.store, Role::Operator, "bob").await;
+    let admin = token(&api.store, Role::Admin, "carol").await;
+    let path = "/api/admin/withdrawal-policies/tron/USDT";
+    let list = |who: String| {
+        let api = &api;
+        async move {
+            let (status, body) = api
+                .call(
+                    Method::GET,
+                    "/api/admin/withdrawal-policies",
+                    &who,
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["policies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|each| each["chain"] == "tron" && each["asset"] == "USDT")
+                .cloned()
+                .unwrap()
+        }
+    };
+    let usdt_now = list(viewer.clone()).await;
+    assert_eq!(usdt_now["source"], "config");
+    assert_eq!(usdt_now["max"]["amount"], "1000");
+    assert_eq!(usdt_now["floor"]["base_units"], "5000000");
+
+    // Not an admin: refused. Bad values: refused, nothing changed.
+    for who in [&viewer, &operator, &backend] {
+        let (status, body) = api
+            .call(Method::PUT, path, who, None, Some(r#"{"max": "10"}"#))
+            .await;
+        assert_error(status, &body, StatusCode::FORBIDDEN, "forbidden");
+    }
+    for (body, wanted) in [
+        (r#"{"max": "-1"}"#, "max"),
+        (r#"{"min": "0.0000001"}"#, "min"),
+        (r#"{"min": "5", "max": "1"}"#, "min is above max"),
+        (r#"{"floor": "1"}"#, "floor"),
+        (r#"{"max": 10}"#, "expected a string"),
+    ] {
+        let (status, answer) = api.call(Method::PUT, path, &admin, None, Some(body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {answer}");
+        assert!(answer.to_string().contains(wanted), "{body}: {answer}");
+    }
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            "/api/admin/withdrawal-policies/tron/DOGE",
+            &admin,
+            None,
+            Some("{}"),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+    assert_eq!(list(viewer.clone()).await, usdt_now, "nothing changed");
+
+    // Set: the next request keeps to it.
+    let (status, body) = api
+        .call(
+            Method::PUT,
+            path,
+            &admin,
+            None,
+            Some(r#"{"max": "10", "approval_above": "5"}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["source"], "api");
+    assert_eq!(body["max"]["base_units"], "10000000");
+    assert_eq!(
+        body["floor"]["amount"], "5",
+        "the floor stays the configuration's"
+    );
+    let (status, body) = api
+        .create(&backend, Some("p-1"), &usdt("11", "user:1"))
+        .await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "policy_refused",
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tron/USDT: max")
+    );
+    let (status, body) = api
+        .create(&backend, Some("p-2"), &usdt("6", "user:1"))
+        .await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::CREATED, Some("approval"))
+    );
+    let audit = api
+        .store
+        .audit_list(&store::AuditList {
+            action: Some("withdrawal_policy.set".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].target, "withdrawal_policy:tron/USDT");
+    assert_eq!(audit[0].details["before"]["max"], "1000000000");
+    assert_eq!(audit[0].details["after"]["max"], "10000000");
+    assert!(audit[0].actor.ends_with(":carol"), "{}", audit[0].actor);
+
+    // Cleared: the configuration's again.
+    let (status, body) = api.call(Method::DELETE, path, &admin, None, None).await;
+    assert_eq!(
+        (status, body["source"].as_str()),
+        (StatusCode::OK, Some("config")),
+        "{body}"
+    );
+    let (status, _) = api
+        .create(&backend, Some("p-3"), &usdt("11", "user:1"))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = api.call(Method::DELETE, path, &admin, None, None).await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
 testkit::on_both_stores!(
     db:
     created_once_per_idempotency_key,
@@ -636,4 +791,5 @@ testkit::on_both_stores!(
     the_service_role_does_withdrawals_and_nothing_else,
     policy_and_four_eyes,
     daily_limit_per_reference,
+    policies_change_through_the_api,
 );

@@ -326,6 +326,68 @@ pub mod remote {
         Ok(ExitCode::SUCCESS)
     }
 
+    /// `withdrawals review ID`: asks, then waits up to `wait` seconds for the worker's check.
+    pub async fn review(
+        remote: &Remote,
+        id: i64,
+        action: &str,
+        txid: Option<String>,
+        reason: String,
+        wait: u64,
+        as_json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let text_id = id.to_string();
+        let body = serde_json::json!({ "action": action, "txid": txid, "reason": reason });
+        let mut review = remote
+            .post(
+                &["api", "v1", "withdrawals", &text_id, "review"],
+                Some(&body),
+            )
+            .await?;
+        let review_id = review["id"].as_i64().unwrap_or_default();
+        if !as_json {
+            eprintln!(
+                "review {review_id} ({action}) asked; the {} withdrawal worker checks it on the chain",
+                text(&review, "chain")
+            );
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait);
+        while review["state"] == "requested" && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let all = remote
+                .get(&["api", "v1", "withdrawals", &text_id, "reviews"], &[])
+                .await?;
+            if let Some(found) = all["reviews"]
+                .as_array()
+                .and_then(|all| all.iter().find(|each| each["id"] == review_id))
+            {
+                review = found.clone();
+            }
+        }
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&review)?);
+        } else {
+            match review["state"].as_str() {
+                Some("applied") => {
+                    println!("review {review_id} applied: {}", text(&review, "outcome"))
+                }
+                Some("refused") => println!(
+                    "review {review_id} refused, nothing changed: {}",
+                    text(&review, "outcome")
+                ),
+                _ => println!(
+                    "review {review_id} is still waiting for the worker's check (is the {} withdrawal worker running?); see `coinsensei withdrawals show {id}`",
+                    text(&review, "chain")
+                ),
+            }
+        }
+        Ok(match review["state"].as_str() {
+            Some("applied") => ExitCode::SUCCESS,
+            Some("refused") => ExitCode::from(1),
+            _ => ExitCode::from(2),
+        })
+    }
+
     pub async fn cancel(remote: &Remote, id: i64, as_json: bool) -> anyhow::Result<ExitCode> {
         let text_id = id.to_string();
         let withdrawal = remote

@@ -106,6 +106,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/postgres/0019_withdrawal_destination.sql"),
     ),
     (
+        20,
+        "withdrawal review",
+        include_str!("../../migrations/postgres/0020_withdrawal_review.sql"),
+    ),
+    (
         21,
         "ledger",
         include_str!("../../migrations/postgres/0021_ledger.sql"),
@@ -329,6 +334,9 @@ pub(crate) mod dialect {
         .await?;
         Ok(())
     }
+
+    /// What locks a row read to decide a write against its removal.
+    pub(crate) const FOR_SHARE: &str = " for share";
 
     /// Serialises the deciders of one withdrawal until the transaction ends (its row
     /// locked), so two approvals counted at once see each other.

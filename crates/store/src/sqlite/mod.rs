@@ -110,6 +110,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0019_withdrawal_destination.sql"),
     ),
     (
+        20,
+        "withdrawal review",
+        include_str!("../../migrations/sqlite/0020_withdrawal_review.sql"),
+    ),
+    (
         21,
         "ledger",
         include_str!("../../migrations/sqlite/0021_ledger.sql"),
@@ -339,6 +344,10 @@ pub(crate) mod dialect {
     ) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// What locks a row read to decide a write against its removal (none: the write
+    /// transaction runs alone).
+    pub(crate) const FOR_SHARE: &str = "";
 
     /// Nothing to lock: a write transaction (`begin immediate`) already runs alone.
     pub(crate) async fn lock_withdrawal(

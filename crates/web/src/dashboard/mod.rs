@@ -584,6 +584,10 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             action("/api/v1/withdrawals/{id}/reject", decision(false)),
         )
         .route(
+            "/withdrawals/{id}/review",
+            action("/api/v1/withdrawals/{id}/review", post(money::review)),
+        )
+        .route(
             "/destinations",
             guarded(Role::Viewer, get(money::destinations_page)),
         )

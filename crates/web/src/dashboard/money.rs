@@ -262,6 +262,135 @@ pub(crate) async fn decide(
     Ok(done(&headers))
 }
 
+/// A withdrawal in manual review, with what this operator may do about it.
+#[derive(Debug)]
+pub(crate) struct Reviewable {
+    pub(crate) id: i64,
+    /// Whether this operator may ask for an action now.
+    pub(crate) may_act: bool,
+    /// Why not, when not.
+    pub(crate) locked: Option<String>,
+    /// What the confirmation names.
+    pub(crate) question: String,
+    pub(crate) reason_max: usize,
+}
+
+impl Reviewable {
+    pub(crate) fn new(
+        row: &WithdrawalRow,
+        reviews: &[store::ReviewRow],
+        state: &AppState,
+        session: &Session,
+    ) -> Reviewable {
+        let amount = crate::withdrawals::amount_text(row, &state.options.intake);
+        let locked = if !session.allows(Role::Operator) {
+            Some(format!(
+                "review actions need the operator role; you are {}",
+                session.token.role
+            ))
+        } else {
+            reviews
+                .iter()
+                .find(|each| each.state == store::ReviewState::Requested)
+                .map(|open| {
+                    format!(
+                        "review {} ({}) is being checked on the chain; wait for its answer",
+                        open.id, open.action
+                    )
+                })
+        };
+        Reviewable {
+            id: row.id,
+            may_act: locked.is_none(),
+            locked,
+            question: format!(
+                "withdrawal {}: {amount} {} on {} to {}",
+                row.id, row.asset, row.chain, row.destination
+            ),
+            reason_max: store::REVIEW_REASON_LEN_MAX,
+        }
+    }
+}
+
+/// A review, for people.
+#[derive(Debug)]
+pub(crate) struct ReviewLine {
+    pub(crate) id: i64,
+    pub(crate) at: Stamp,
+    pub(crate) actor: String,
+    pub(crate) action: &'static str,
+    pub(crate) txid: Option<String>,
+    pub(crate) reason: String,
+    pub(crate) state: &'static str,
+    pub(crate) outcome: String,
+}
+
+impl ReviewLine {
+    pub(crate) fn new(review: &store::ReviewRow) -> Self {
+        ReviewLine {
+            id: review.id,
+            at: Stamp(review.created_at),
+            actor: review.actor.clone(),
+            action: review.action.as_str(),
+            txid: review.txid.clone(),
+            reason: review.reason.clone(),
+            state: review.state.as_str(),
+            outcome: review.outcome.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// What a review form sends.
+#[derive(Debug, Default, Deserialize)]
+struct ReviewForm {
+    action: String,
+    txid: Option<String>,
+    reason: Option<String>,
+    #[allow(
+        dead_code,
+        reason = "checked by the guard; a plain form sends it along"
+    )]
+    csrf: Option<String>,
+}
+
+/// `POST /withdrawals/{id}/review`: the API's review request as the session's token. The
+/// page's live stream shows the answer when the worker has checked it.
+pub(crate) async fn review(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, DashError> {
+    let id = crate::withdrawals::withdrawal_id(&id)?;
+    let form: ReviewForm = serde_urlencoded::from_bytes(&body).map_err(|error| {
+        DashError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            format!("the form is not readable: {error}"),
+        )
+    })?;
+    // The txid field is on the page for every action; it counts for mark_paid only.
+    let txid = form
+        .txid
+        .map(|txid| txid.trim().to_string())
+        .filter(|txid| !txid.is_empty() && form.action == "mark_paid");
+    crate::withdrawals::review_request(
+        &state.store,
+        state.queue.as_ref(),
+        Some(session.token.id),
+        crate::api::actor_of(&session.token),
+        id,
+        crate::withdrawals::ReviewBody {
+            action: form.action,
+            txid,
+            reason: form.reason.unwrap_or_default().trim().to_string(),
+        },
+    )
+    .await?;
+    Ok(done(&headers))
+}
+
 /// A registered destination, for people.
 #[derive(Debug)]
 pub(crate) struct DestinationLine {

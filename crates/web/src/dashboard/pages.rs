@@ -1618,6 +1618,10 @@ pub(crate) struct WithdrawalDetail {
     pub(crate) decisions: Vec<super::money::DecisionLine>,
     /// While it waits for approval: what this operator may do about it.
     pub(crate) held: Option<super::money::Held>,
+    /// In manual review: what this operator may do about it.
+    pub(crate) review: Option<super::money::Reviewable>,
+    /// Every review asked for it, oldest first.
+    pub(crate) reviews: Vec<super::money::ReviewLine>,
 }
 
 #[derive(Template)]
@@ -1651,6 +1655,9 @@ pub(crate) async fn withdrawal_detail(
     let approvals = state.store.withdrawal_approvals(id).await?;
     let held = (row.state == WithdrawalState::Approval)
         .then(|| super::money::Held::new(&row, &approvals, state, session, Utc::now()));
+    let reviews = state.store.withdrawal_reviews(id).await?;
+    let review = (row.state == WithdrawalState::ManualReview)
+        .then(|| super::money::Reviewable::new(&row, &reviews, state, session));
     Ok(Some(WithdrawalDetail {
         line: WithdrawalLine::new(&row, &state.options.intake),
         amount_base_units: row.amount.clone(),
@@ -1666,6 +1673,8 @@ pub(crate) async fn withdrawal_detail(
             .map(super::money::DecisionLine::new)
             .collect(),
         held,
+        review,
+        reviews: reviews.iter().map(super::money::ReviewLine::new).collect(),
     }))
 }
 
