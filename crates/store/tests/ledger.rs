@@ -151,6 +151,7 @@ fn request(key: &str, asset: &str, amount: &str) -> WithdrawalCreate {
         job: None,
         approval: false,
         limits: vec![],
+        destination_rule: None,
         now: at(0),
     }
 }

@@ -84,6 +84,7 @@ async fn withdraw(
             job: None,
             approval: false,
             limits: vec![],
+            destination_rule: None,
             now: at(1),
         })
         .await
