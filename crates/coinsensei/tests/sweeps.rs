@@ -352,6 +352,38 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
         4
     );
     assert_eq!(nonce(&anvil, GAS).await, gas_nonce);
+    // The ledger follows the sweeps: every deposit address agrees with the chain (what it
+    // was credited and held, less what was swept and the sweep's fee), and so does the
+    // gas wallet's account of its top-ups; the hot wallet is off by its opening balance
+    // alone, funded outside the ledger, less the gas wallet's spending when they are one.
+    let ledger = coinsensei([
+        "--config",
+        config.to_str().unwrap(),
+        "ledger",
+        "reconcile",
+        "--chain",
+        "ethereum",
+        "--json",
+    ])
+    .env("COINSENSEI_DATABASE_URL", &db.url)
+    .stdin(std::process::Stdio::null())
+    .output()
+    .await
+    .unwrap();
+    let lines: Vec<Value> = serde_json::from_slice(&ledger.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)));
+    let deposit_lines: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["wallet"] == "deposit")
+        .collect();
+    assert!(!deposit_lines.is_empty(), "{lines:?}");
+    for line in &deposit_lines {
+        assert_eq!(line["verdict"], "agrees", "{line}");
+    }
+    assert!(
+        deposit_lines.iter().any(|line| line["swept_out"] != "0"),
+        "{deposit_lines:?}"
+    );
     assert!(up.stop().await.success());
 }
 

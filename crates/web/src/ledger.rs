@@ -11,16 +11,12 @@
 //! - **adjustments** (`coinsensei ledger adjust`) record money that moved outside those rows:
 //!   the hot wallet's opening balance (the operator funded it), corrections.
 //!
-//! Consolidation (sweeps from deposit addresses to the hot wallet, their gas or energy
-//! top-ups) is not on this branch yet: when its `sweep` table lands, its page reader adds one
-//! more loop in [`read`] like the withdrawals': a `swept` row takes its amount out of the
-//! deposit address and into the hot wallet, and its sweep fee out of the deposit address
-//! (native); its top-up's amount and fee out of the gas wallet (`top_up_from`, a line of kind
-//! `Other` until it has its own kind). Not the top-up *into* the deposit address: the scanner
-//! already records that transfer as an `ignored` (internal) deposit, which counts as held. A
-//! sweep still open (`topping_up`, `sweeping`) makes its lines unknown, as a withdrawal in
-//! flight does. Until then a sweep made by hand shows as a difference, which is what it is
-//! to this ledger.
+//! - **sweeps** (consolidation, `store::sweeps`): a swept row takes its amount out of the
+//!   deposit address (and its sweep fee, native) and into its destination (the hot wallet,
+//!   or the cold address for the hot wallet's excess); its gas top-up's amount and fee out
+//!   of the gas wallet. Not the top-up *into* the deposit address: the scanner already
+//!   records that transfer as an `ignored` (internal) deposit, which counts as held. A sweep
+//!   still open (`topping_up`, `sweeping`) or failed makes its lines unknown.
 //!
 //! What cannot be known is said, never taken as zero: a withdrawal in flight (it may or may
 //! not have left), one that needs a person, a completed one whose fee was not recorded, the
@@ -150,6 +146,11 @@ pub struct LedgerLine {
     pub fees: Amount,
     pub adjusted_in: Amount,
     pub adjusted_out: Amount,
+    /// Consolidation: swept in (the hot wallet, a cold address), swept out (a deposit
+    /// address, the hot wallet's excess to cold) and gas top-ups paid out (the gas wallet).
+    pub swept_in: Amount,
+    pub swept_out: Amount,
+    pub topped_up: Amount,
     /// Why the expected balance cannot be known (at most [`UNKNOWN_REASONS_MAX`]).
     pub unknown: Vec<String>,
     /// Reasons beyond those.
@@ -172,6 +173,9 @@ impl LedgerLine {
             fees: Amount::ZERO,
             adjusted_in: Amount::ZERO,
             adjusted_out: Amount::ZERO,
+            swept_in: Amount::ZERO,
+            swept_out: Amount::ZERO,
+            topped_up: Amount::ZERO,
             unknown: Vec::new(),
             unknown_more: 0,
         }
@@ -193,6 +197,9 @@ impl LedgerLine {
             Field::Fees => &mut self.fees,
             Field::AdjustedIn => &mut self.adjusted_in,
             Field::AdjustedOut => &mut self.adjusted_out,
+            Field::SweptIn => &mut self.swept_in,
+            Field::SweptOut => &mut self.swept_out,
+            Field::ToppedUp => &mut self.topped_up,
         };
         match slot.checked_add(amount) {
             Some(sum) => *slot = sum,
@@ -217,8 +224,14 @@ impl LedgerLine {
                 .try_fold(Amount::ZERO, |sum, amount| sum.checked_add(*amount))
         };
         let (Some(into), Some(out)) = (
-            sum(&[self.credited, self.held, self.adjusted_in]),
-            sum(&[self.withdrawn, self.fees, self.adjusted_out]),
+            sum(&[self.credited, self.held, self.adjusted_in, self.swept_in]),
+            sum(&[
+                self.withdrawn,
+                self.fees,
+                self.adjusted_out,
+                self.swept_out,
+                self.topped_up,
+            ]),
         ) else {
             return Err(vec!["the sum passes 2^256 base units".into()]);
         };
@@ -234,6 +247,9 @@ enum Field {
     Fees,
     AdjustedIn,
     AdjustedOut,
+    SweptIn,
+    SweptOut,
+    ToppedUp,
 }
 
 /// An asset as a line names it.
@@ -488,6 +504,71 @@ pub async fn read(
         }
     }
 
+    // Consolidation: each sweep moves its amount from its address to its destination and
+    // pays its fee from its address; its top-up is paid, amount and fee, by the gas wallet
+    // (the top-up *into* the deposit address is already held: the scanner records it as an
+    // internal deposit). An open sweep leaves its lines unknown, as a withdrawal in flight
+    // does; a failed one waits for a person.
+    let mut before_id = None;
+    loop {
+        let sweeps = store.sweep_list(chain, before_id, LIST_LIMIT_MAX).await?;
+        let Some(last) = sweeps.last() else { break };
+        before_id = Some(last.id);
+        for sweep in sweeps {
+            // Stored as deposits are: `native`, or the token's contract.
+            let asset = asset_of_deposit(catalogue, chain, &sweep.asset);
+            let from = lines.kind_of(&sweep.address);
+            let to = lines.kind_of(&sweep.destination);
+            let id = sweep.id;
+            if let (Some(gas_wallet), Some(amount), Some(fee)) =
+                (&sweep.top_up_from, sweep.top_up_amount, sweep.top_up_fee)
+            {
+                let kind = lines.kind_of(gas_wallet);
+                let line = lines.line(kind, Some(gas_wallet), native.clone());
+                line.add(Field::ToppedUp, amount);
+                line.add(Field::Fees, fee);
+            } else if let Some(gas_wallet) = &sweep.top_up_from
+                && sweep.top_up_txid.is_some()
+            {
+                let kind = lines.kind_of(gas_wallet);
+                lines
+                    .line(kind, Some(gas_wallet), native.clone())
+                    .unknown_because(format!("sweep {id}'s gas top-up has no fee recorded yet"));
+            }
+            match (sweep.state, sweep.sweep_fee) {
+                (store::SweepState::Swept, Some(fee)) => {
+                    lines
+                        .line(from, Some(&sweep.address), asset.clone())
+                        .add(Field::SweptOut, sweep.amount);
+                    lines
+                        .line(from, Some(&sweep.address), native.clone())
+                        .add(Field::Fees, fee);
+                    lines
+                        .line(to, Some(&sweep.destination), asset)
+                        .add(Field::SweptIn, sweep.amount);
+                }
+                (state, _) => {
+                    let reason = format!(
+                        "sweep {id} is {}: whether it moved is not settled",
+                        state.as_str()
+                    );
+                    let same = asset.symbol == native.symbol;
+                    lines
+                        .line(from, Some(&sweep.address), asset.clone())
+                        .unknown_because(reason.clone());
+                    if !same {
+                        lines
+                            .line(from, Some(&sweep.address), native.clone())
+                            .unknown_because(reason.clone());
+                    }
+                    lines
+                        .line(to, Some(&sweep.destination), asset)
+                        .unknown_because(reason);
+                }
+            }
+        }
+    }
+
     let mut after_id = 0;
     loop {
         let adjustments = store.ledger_adjustment_page(&page(after_id)).await?;
@@ -680,6 +761,9 @@ pub fn reconciled_json(each: &Reconciled) -> serde_json::Value {
         "fees": amount(line.fees),
         "adjusted_in": amount(line.adjusted_in),
         "adjusted_out": amount(line.adjusted_out),
+        "swept_in": amount(line.swept_in),
+        "swept_out": amount(line.swept_out),
+        "topped_up": amount(line.topped_up),
     })
 }
 
