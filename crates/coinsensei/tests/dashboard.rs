@@ -479,6 +479,18 @@ async fn approvals_in_chromium() {
     let carol = &tokens[2].0;
     let approve = held(&store, carol, "1500000000", "w:1").await;
     let reject = held(&store, carol, "250000000", "w:2").await;
+    // One that needs a person: in manual review (no withdrawal worker runs here, so its
+    // review stays asked, which is what the page shows).
+    let review = held(&store, carol, "300000000", "w:3").await;
+    for (from, to) in [
+        (domain::WithdrawalState::Approval, domain::WithdrawalState::Pending),
+        (domain::WithdrawalState::Pending, domain::WithdrawalState::Processing),
+        (domain::WithdrawalState::Processing, domain::WithdrawalState::ManualReview),
+    ] {
+        let mut moved = store::WithdrawalTransition::new(review, from, to, "test", Utc::now());
+        moved.error = Some("nonce 4 consumed by a transaction none of ours".into());
+        store.withdrawal_transition(&moved).await.unwrap();
+    }
     let destination = store
         .withdrawal_destination_insert(&store::DestinationInsert {
             chain: domain::Chain::Tron,
@@ -500,6 +512,7 @@ async fn approvals_in_chromium() {
             ("CAROL_TOKEN", tokens[2].1.clone()),
             ("APPROVE", approve.to_string()),
             ("REJECT", reject.to_string()),
+            ("REVIEW", review.to_string()),
             ("DESTINATION", destination.id.to_string()),
             ("ARTIFACTS", artifacts("approvals").display().to_string()),
         ],
@@ -552,7 +565,16 @@ async fn approvals_in_chromium() {
             .unwrap(),
         None
     );
+    // The review: the mark-paid without a txid refused with nothing stored, the retry asked
+    // by bob and waiting for the chain's worker.
+    let reviews = store.withdrawal_reviews(review).await.unwrap();
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0].action, store::ReviewAction::Retry);
+    assert_eq!(reviews[0].state, store::ReviewState::Requested);
+    assert!(reviews[0].actor.ends_with(":e2e-bob"), "{reviews:?}");
+    assert_eq!(reviews[0].reason, "its nonce is final");
     for screenshot in [
+        "review.png",
         "approvals.png",
         "approve-confirm.png",
         "approvals-creator.png",

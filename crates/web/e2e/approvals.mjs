@@ -191,6 +191,27 @@ try {
   const both = await bob.locator("table.decisions tbody tr").allTextContents();
   check(both.length === 2 && both[0].includes("e2e-alice") && both[1].includes("e2e-bob") && both.every((line) => line.includes("approved")), `two approvals: ${both}`);
 
+  // Manual review on a withdrawal's page: a mark-paid without a txid refused beside the
+  // control, then a retry asked (the dialog names the withdrawal), shown as being checked
+  // on the chain, and the actions locked until the chain's worker answers.
+  const reviewId = env("REVIEW");
+  await bob.goto(`${base}/withdrawals/${reviewId}`);
+  await bob.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
+  check(await bob.locator("h1 .badge").textContent() === "manual_review", "in manual review");
+  check((await bob.locator(".reason").textContent()).includes("nonce 4"), "saying why");
+  await bob.getByLabel(`Reason for the review of withdrawal ${reviewId}`).fill("its nonce is final");
+  await confirmed(bob, `Mark withdrawal ${reviewId} paid`, [`withdrawal ${reviewId}`, "300 USDT"]);
+  await bob.waitForFunction(
+    () => document.querySelector(".actions.review .action-note")?.textContent.includes("needs the txid"),
+    null, { timeout: FAST });
+  await confirmed(bob, `Pay withdrawal ${reviewId} again`, [`withdrawal ${reviewId}`, "again"]);
+  await bob.locator("table.reviews [data-status=requested]").waitFor({ timeout: FAST });
+  result.review_to_requested_ms = Date.now() - lastYes;
+  check((await bob.locator("table.reviews").textContent()).includes("its nonce is final"), "the review with its reason");
+  check(await bob.getByRole("button", { name: `Pay withdrawal ${reviewId} again`, exact: true }).isDisabled(), "locked while it is checked");
+  check((await bob.locator(".actions.review").textContent()).includes("being checked on the chain"), "saying why");
+  await bob.screenshot({ path: join(artifacts, "review.png") });
+
   // The destinations page: a registration cooling down; the admin removes it.
   await carol.goto(`${base}/destinations`);
   await carol.locator("#live[data-state=live]").waitFor({ timeout: WAIT });
