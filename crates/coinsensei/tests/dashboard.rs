@@ -483,9 +483,18 @@ async fn approvals_in_chromium() {
     // review stays asked, which is what the page shows).
     let review = held(&store, carol, "300000000", "w:3").await;
     for (from, to) in [
-        (domain::WithdrawalState::Approval, domain::WithdrawalState::Pending),
-        (domain::WithdrawalState::Pending, domain::WithdrawalState::Processing),
-        (domain::WithdrawalState::Processing, domain::WithdrawalState::ManualReview),
+        (
+            domain::WithdrawalState::Approval,
+            domain::WithdrawalState::Pending,
+        ),
+        (
+            domain::WithdrawalState::Pending,
+            domain::WithdrawalState::Processing,
+        ),
+        (
+            domain::WithdrawalState::Processing,
+            domain::WithdrawalState::ManualReview,
+        ),
     ] {
         let mut moved = store::WithdrawalTransition::new(review, from, to, "test", Utc::now());
         moved.error = Some("nonce 4 consumed by a transaction none of ours".into());

@@ -18,6 +18,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::anvil::{TOKEN_BIN, rpc};
 use common::*;
 use serde_json::{Value, json};
 use testkit::{Anvil, Backend, TestDb, wait_for};
@@ -28,32 +29,10 @@ const SENDER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 /// The hot wallet: key 5 of the mnemonic, which anvil funds with 10,000 ETH at start (money
 /// from outside the ledger, as an operator's funding is).
 const HOT_INDEX: u32 = 5;
-const TOKEN_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin");
 
-async fn rpc(anvil: &Anvil, method: &str, params: Value) -> Value {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let answer: Value = reqwest::Client::new()
-        .post(&anvil.url)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(answer["error"].is_null(), "{method}: {answer}");
-    answer["result"].clone()
-}
-
+/// Sends a transaction from the unlocked `SENDER` and waits for its receipt.
 async fn send(anvil: &Anvil, transaction: Value) -> Value {
-    let mut transaction = transaction;
-    transaction["from"] = json!(SENDER);
-    let txid = rpc(anvil, "eth_sendTransaction", json!([transaction])).await;
-    wait_for("a receipt", Duration::from_secs(30), || async {
-        let receipt = rpc(anvil, "eth_getTransactionReceipt", json!([txid])).await;
-        (!receipt.is_null()).then_some(receipt)
-    })
-    .await
+    common::anvil::send_from(anvil, SENDER, transaction).await
 }
 
 struct Cli {

@@ -12,6 +12,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::anvil::{TOKEN_BIN, quantity, rpc};
 use common::*;
 use domain::Chain;
 use serde_json::{Value, json};
@@ -26,38 +27,12 @@ const HOT: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 const GAS: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
 /// anvil's key 2: a customer.
 const CUSTOMER: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
-const TOKEN_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/TestToken.bin");
 const USDT: u128 = 1_000_000;
 
-async fn rpc(anvil: &Anvil, method: &str, params: Value) -> Value {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let answer: Value = reqwest::Client::new()
-        .post(&anvil.url)
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(answer["error"].is_null(), "{method}: {answer}");
-    answer["result"].clone()
-}
-
-fn quantity(value: &Value) -> u128 {
-    u128::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
-}
-
-/// Sends a transaction from an unlocked anvil account and waits for its receipt.
+/// Sends a transaction from an unlocked anvil account and waits for its receipt, which
+/// must say it succeeded.
 async fn send(anvil: &Anvil, from: &str, transaction: Value) -> Value {
-    let mut transaction = transaction;
-    transaction["from"] = json!(from);
-    let txid = rpc(anvil, "eth_sendTransaction", json!([transaction])).await;
-    let receipt = wait_for("a receipt", Duration::from_secs(30), || async {
-        let receipt = rpc(anvil, "eth_getTransactionReceipt", json!([txid])).await;
-        (!receipt.is_null()).then_some(receipt)
-    })
-    .await;
+    let receipt = common::anvil::send_from(anvil, from, transaction).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     receipt
 }

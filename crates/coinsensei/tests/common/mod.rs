@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_coinsensei");
 
+pub mod anvil;
 pub mod backend;
 pub mod browser;
 

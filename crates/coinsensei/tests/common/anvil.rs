@@ -1,0 +1,44 @@
+//! Talking to a test's anvil over JSON-RPC, as the end-to-end tests do to set the chain up
+//! (deploy the test token, send deposits, mine): a call, and a transaction from one of its
+//! unlocked accounts waited for to its receipt.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::{Anvil, wait_for};
+
+/// The ERC-20 the tests deploy (its creation bytecode).
+pub const TOKEN_BIN: &str = include_str!("../../../chain-ethereum/fixtures/erc20/TestToken.bin");
+
+/// One JSON-RPC call; an error answer fails the test, naming the method.
+pub async fn rpc(anvil: &Anvil, method: &str, params: Value) -> Value {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let answer: Value = reqwest::Client::new()
+        .post(&anvil.url)
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(answer["error"].is_null(), "{method}: {answer}");
+    answer["result"].clone()
+}
+
+/// A hex quantity (`"0x1f"`) as a number.
+pub fn quantity(value: &Value) -> u128 {
+    u128::from_str_radix(value.as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+}
+
+/// Sends `transaction` from the unlocked account `from` and waits for its receipt.
+pub async fn send_from(anvil: &Anvil, from: &str, transaction: Value) -> Value {
+    let mut transaction = transaction;
+    transaction["from"] = json!(from);
+    let txid = rpc(anvil, "eth_sendTransaction", json!([transaction])).await;
+    wait_for("a receipt", Duration::from_secs(30), || async {
+        let receipt = rpc(anvil, "eth_getTransactionReceipt", json!([txid])).await;
+        (!receipt.is_null()).then_some(receipt)
+    })
+    .await
+}
