@@ -284,38 +284,13 @@ pub(crate) async fn deposits_page(
     let list = filter.list()?;
     let table = deposit_table(&state, &list).await?;
     let balances = balances(&state).await?;
-    let filters = vec![
-        Filter {
-            name: "state",
-            label: "State",
-            options: DepositState::ALL
-                .iter()
-                .map(|each| (each.as_str(), Some(*each) == list.state))
-                .collect(),
-        },
-        Filter {
-            name: "chain",
-            label: "Chain",
-            options: Chain::ALL
-                .iter()
-                .map(|each| (each.as_str(), Some(*each) == list.chain))
-                .collect(),
-        },
-    ];
-    let live = if list.before_id.is_none() {
-        let mut live = "/live?page=deposits".to_string();
-        for (name, value) in [
-            ("state", list.state.map(DepositState::as_str)),
-            ("chain", list.chain.map(Chain::as_str)),
-        ] {
-            if let Some(value) = value {
-                live.push_str(&format!("&{name}={value}"));
-            }
-        }
-        live
-    } else {
-        "/live?page=none".to_string()
-    };
+    let (filters, live) = super::pages::state_chain_view(
+        "deposits",
+        DepositState::ALL.iter().map(|each| each.as_str()),
+        list.state.map(DepositState::as_str),
+        list.chain,
+        list.before_id.is_some(),
+    );
     html(&DepositsPage {
         layout: Layout::new(&session, "Deposits", "deposits", live),
         filters,

@@ -372,6 +372,43 @@ pub(crate) struct Filter {
     pub(crate) options: Vec<(&'static str, bool)>,
 }
 
+/// A money list's state and chain filters (`states`: every state's name; `state`, `chain`:
+/// the chosen ones), and its live stream's URL with the same filters; an older page
+/// (`paged`) is not live, since new rows land on the first.
+pub(crate) fn state_chain_view(
+    page: &str,
+    states: impl Iterator<Item = &'static str>,
+    state: Option<&'static str>,
+    chain: Option<Chain>,
+    paged: bool,
+) -> (Vec<Filter>, String) {
+    let filters = vec![
+        Filter {
+            name: "state",
+            label: "State",
+            options: states.map(|each| (each, Some(each) == state)).collect(),
+        },
+        Filter {
+            name: "chain",
+            label: "Chain",
+            options: Chain::ALL
+                .iter()
+                .map(|each| (each.as_str(), Some(*each) == chain))
+                .collect(),
+        },
+    ];
+    if paged {
+        return (filters, "/live?page=none".to_string());
+    }
+    let mut live = format!("/live?page={page}");
+    for (name, value) in [("state", state), ("chain", chain.map(Chain::as_str))] {
+        if let Some(value) = value {
+            live.push_str(&format!("&{name}={value}"));
+        }
+    }
+    (filters, live)
+}
+
 /// The worker cards with their count: what the live stream sends again, whole, when the set
 /// of workers matching the page's filters changes (one registered, one that left a filter).
 #[derive(Template)]
@@ -1497,39 +1534,13 @@ pub(crate) async fn withdrawals_page(
     let Query(filter) = query.map_err(bad_query)?;
     let list = filter.list()?;
     let table = withdrawal_table(&state, &list).await?;
-    let filters = vec![
-        Filter {
-            name: "state",
-            label: "State",
-            options: WithdrawalState::ALL
-                .iter()
-                .map(|each| (each.as_str(), Some(*each) == list.state))
-                .collect(),
-        },
-        Filter {
-            name: "chain",
-            label: "Chain",
-            options: Chain::ALL
-                .iter()
-                .map(|each| (each.as_str(), Some(*each) == list.chain))
-                .collect(),
-        },
-    ];
-    let live = if list.before_id.is_none() {
-        let mut live = "/live?page=withdrawals".to_string();
-        for (name, value) in [
-            ("state", list.state.map(WithdrawalState::as_str)),
-            ("chain", list.chain.map(Chain::as_str)),
-        ] {
-            if let Some(value) = value {
-                live.push_str(&format!("&{name}={value}"));
-            }
-        }
-        live
-    } else {
-        // An older page: new withdrawals land on the first; this one keeps the indicator.
-        "/live?page=none".to_string()
-    };
+    let (filters, live) = state_chain_view(
+        "withdrawals",
+        WithdrawalState::ALL.iter().map(|each| each.as_str()),
+        list.state.map(WithdrawalState::as_str),
+        list.chain,
+        list.before_id.is_some(),
+    );
     html(&WithdrawalsPage {
         layout: Layout::new(&session, "Withdrawals", "withdrawals", live),
         filters,
