@@ -899,12 +899,21 @@ pub async fn review_request(
             ))
             .await
     {
+        // Never left open without its check (an open review blocks the next one): refused,
+        // so the person can ask again once the queue is back.
         tracing::warn!(withdrawal = id, review = review.id, %error, "a review's check was not queued");
+        let reason = format!("its check could not be queued: {error}; ask again");
+        if let Err(refusing) = store
+            .withdrawal_review_refuse(review.id, "control-plane", &reason, Utc::now())
+            .await
+        {
+            tracing::error!(review = review.id, %refusing, "a review without its check could not be refused");
+        }
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "queue_unavailable",
             format!(
-                "review {} is stored but its check could not be queued: {error}",
+                "review {} could not be queued for its check ({error}); nothing changed, ask again",
                 review.id
             ),
         ));
