@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use chrono::Utc;
 use domain::{Name, Role};
+use queue::Backend as _;
 use serde_json::{Value, json};
 use store::{JobList, Store};
 use testkit::TestDb;
@@ -781,6 +782,136 @@ async fn policies_change_through_the_api(db: &TestDb) {
     assert_eq!(status, StatusCode::CREATED);
     let (status, body) = api.call(Method::DELETE, path, &admin, None, None).await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// A review asked through the API with the Redis queue: stored `requested`, its check queued
+/// on the chain's withdrawal queue in Redis (after the commit); the service role refused;
+/// viewers read the reviews.
+#[tokio::test]
+async fn a_review_is_queued_on_redis() {
+    let db = TestDb::postgres().await;
+    let store = db.store().await;
+    let prefix = format!("cs-review-{}:", std::process::id());
+    let redis = std::sync::Arc::new(
+        queue::RedisBackend::connect("redis://127.0.0.1:6379", &prefix)
+            .await
+            .expect("redis at 127.0.0.1:6379"),
+    );
+    let id = store
+        .withdrawal_create(&store::WithdrawalCreate {
+            idempotency_key: "rv".into(),
+            request_hash: "a".repeat(64),
+            reference: "user:1".into(),
+            chain: domain::Chain::Tron,
+            asset: "USDT".into(),
+            destination: TRON_TO.into(),
+            amount: "1".into(),
+            actor: "token:1:backend".into(),
+            job: None,
+            approval: false,
+            limits: vec![],
+            destination_rule: None,
+            now: Utc::now(),
+        })
+        .await
+        .unwrap()
+        .row()
+        .id;
+    for (from, to) in [
+        (
+            domain::WithdrawalState::Pending,
+            domain::WithdrawalState::Processing,
+        ),
+        (
+            domain::WithdrawalState::Processing,
+            domain::WithdrawalState::ManualReview,
+        ),
+    ] {
+        store
+            .withdrawal_transition(&store::WithdrawalTransition::new(
+                id,
+                from,
+                to,
+                "test",
+                Utc::now(),
+            ))
+            .await
+            .unwrap();
+    }
+    let operator = token(&store, Role::Operator, "bob").await;
+    let service = token(&store, Role::Service, "backend").await;
+    let call = |token: String, method: Method, path: String, body: Option<&'static str>| {
+        let router = web::router(store.clone(), redis.clone(), &web::WebOptions::default());
+        async move {
+            let mut request = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("authorization", format!("Bearer {token}"));
+            if body.is_some() {
+                request = request.header("content-type", "application/json");
+            }
+            let response = router
+                .oneshot(
+                    request
+                        .body(body.map_or_else(Body::empty, Body::from))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            (
+                status,
+                serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null),
+            )
+        }
+    };
+    let path = format!("/api/v1/withdrawals/{id}/review");
+    let body = r#"{"action": "retry", "reason": "every attempt is dead"}"#;
+    let (status, _) = call(service.clone(), Method::POST, path.clone(), Some(body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, review) = call(operator.clone(), Method::POST, path.clone(), Some(body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{review}");
+    assert_eq!(review["state"], "requested");
+    let jobs = redis
+        .list(&JobList {
+            queue: Some(Name::new("tron.withdrawal").unwrap()),
+            state: None,
+            before_id: None,
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    assert!(
+        jobs.iter()
+            .any(|job| job.kind.as_str() == store::REVIEW_JOB_KIND
+                && job.args == json!({"review_id": review["id"]})),
+        "{jobs:?}"
+    );
+    let (status, listed) = call(
+        operator,
+        Method::GET,
+        format!("/api/v1/withdrawals/{id}/reviews"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["reviews"][0]["id"], review["id"]);
+    // The review jobs in the store's queue: none (Redis holds it).
+    assert!(
+        store
+            .job_list(&JobList {
+                queue: Some(Name::new("tron.withdrawal").unwrap()),
+                state: None,
+                before_id: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 testkit::on_both_stores!(
