@@ -877,7 +877,7 @@ pub async fn review_request(
         .withdrawal_review_request(&store::ReviewRequest {
             withdrawal_id: id,
             action,
-            txid: body.txid.map(|txid| txid.trim().to_string()),
+            txid: body.txid.map(|txid| canonical_txid(row.chain, &txid)),
             reason: body.reason,
             token_id,
             actor,
@@ -919,6 +919,21 @@ pub async fn review_request(
         ));
     }
     Ok(review)
+}
+
+/// A txid as the chain's withdrawals record it, so one transaction is one text whatever
+/// way it was typed: lower-case hex, with `0x` on Ethereum and without elsewhere.
+fn canonical_txid(chain: Chain, txid: &str) -> String {
+    let bare = txid.trim();
+    let bare = bare
+        .strip_prefix("0x")
+        .or_else(|| bare.strip_prefix("0X"))
+        .unwrap_or(bare)
+        .to_ascii_lowercase();
+    match chain {
+        Chain::Ethereum => format!("0x{bare}"),
+        Chain::Tron | Chain::Bitcoin => bare,
+    }
 }
 
 /// A review as the API shows it.
@@ -981,6 +996,14 @@ pub(crate) async fn withdrawal_reviews(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn txids_have_one_spelling_per_chain() {
+        assert_eq!(canonical_txid(Chain::Ethereum, " AB12 "), "0xab12");
+        assert_eq!(canonical_txid(Chain::Ethereum, "0XaB12"), "0xab12");
+        assert_eq!(canonical_txid(Chain::Tron, "0xAB12"), "ab12");
+        assert_eq!(canonical_txid(Chain::Bitcoin, "AB12"), "ab12");
+    }
 
     fn request(amount: &str, to: &str) -> CreateRequest {
         CreateRequest {
