@@ -343,6 +343,34 @@ async fn applied_actions_move_the_withdrawal(db: &TestDb) {
     );
     let row = store.withdrawal_get(second).await.unwrap().unwrap();
     assert_eq!(row.state, WithdrawalState::ManualReview, "nothing changed");
+
+    // The failed one gave its 1,000 back: 3,000 of the 5,000 are used (the retried, the
+    // paid and the one in review), so 2,000 more fit, and not one more.
+    let more = |key: &str, amount: &str| WithdrawalCreate {
+        idempotency_key: key.into(),
+        request_hash: "c".repeat(64),
+        reference: "user:7/more".into(),
+        chain: Chain::Ethereum,
+        asset: "ETH".into(),
+        destination: "0x00000000000000000000000000000000000000aa".into(),
+        amount: amount.into(),
+        actor: "token:1:backend".into(),
+        job: None,
+        approval: false,
+        limits: vec![store::UsageLimit {
+            scope: String::new(),
+            limit: ruint::aliases::U256::from(5_000u64),
+            rule: "test daily_limit".into(),
+        }],
+        destination_rule: None,
+        now: at(30),
+    };
+    let error = store
+        .withdrawal_create(&more("m-1", "2001"))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::LimitReached(_)), "{error}");
+    store.withdrawal_create(&more("m-2", "2000")).await.unwrap();
     assert_eq!(
         store
             .withdrawal_review_get(review.id)

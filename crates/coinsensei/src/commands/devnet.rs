@@ -79,6 +79,26 @@ impl Drop for Chains {
     }
 }
 
+impl Chains {
+    /// Stops the chains' processes and waits until each has exited, so none outlives the
+    /// devnet (dropping them only sends the signal).
+    async fn stop(mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some((child, ..)) = self.anvil.as_mut()
+            && let Err(error) = child.kill().await
+        {
+            tracing::warn!(%error, "stopping the devnet's anvil");
+        }
+        if let Some((child, ..)) = self.bitcoind.as_mut()
+            && let Err(error) = child.kill().await
+        {
+            tracing::warn!(%error, "stopping the devnet's bitcoind");
+        }
+    }
+}
+
 struct HotWallets {
     ethereum: Address,
     tron: Address,
@@ -117,7 +137,7 @@ pub async fn run(
     let tokens = tokens(&settings).await?;
     let banner = chains.banner(&tokens);
     let code = super::up::run_with(settings, banner).await;
-    drop(chains);
+    chains.stop().await;
     code
 }
 
