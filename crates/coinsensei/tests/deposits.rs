@@ -43,22 +43,7 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
     // The deposit xpub, from the keystore, by the CLI; the rest of the system never sees
     // the keystore.
     common::backend::keystore_lines(&dir, MNEMONIC);
-    let exported = coinsensei([
-        "keys",
-        "xpub",
-        "--chain",
-        "ethereum",
-        "--deposit",
-        "--keystore",
-        dir.join("keystore.json").to_str().unwrap(),
-    ])
-    .env("COINSENSEI_KEYSTORE_PASSWORD_FILE", dir.join("password"))
-    .output()
-    .await
-    .unwrap();
-    assert!(exported.status.success(), "{}", stderr(&exported));
-    let xpub = String::from_utf8_lossy(&exported.stdout).trim().to_string();
-    assert!(xpub.starts_with("xpub"), "{xpub}");
+    let xpub = common::backend::deposit_xpub(&dir).await;
 
     let supply = format!("{:064x}", 1_000_000_000_000u64);
     let deployed = send(

@@ -111,21 +111,7 @@ async fn the_ledger_reconciles_with_anvil(backend: Backend) {
     let anvil = Anvil::start_with(&["--block-time", "1"]).await;
     let dir = db.dir();
     let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
-    let exported = coinsensei([
-        "keys",
-        "xpub",
-        "--chain",
-        "ethereum",
-        "--deposit",
-        "--keystore",
-        dir.join("keystore.json").to_str().unwrap(),
-    ])
-    .env("COINSENSEI_KEYSTORE_PASSWORD_FILE", dir.join("password"))
-    .output()
-    .await
-    .unwrap();
-    assert!(exported.status.success(), "{}", stderr(&exported));
-    let xpub = String::from_utf8_lossy(&exported.stdout).trim().to_string();
+    let xpub = common::backend::deposit_xpub(&dir).await;
 
     let supply = format!("{:064x}", 1_000_000_000_000u64);
     let deployed = send(

@@ -100,3 +100,26 @@ impl Backend {
         }
     }
 }
+
+/// The Ethereum deposit account's xpub of the keystore `keystore_lines` wrote in `dir`,
+/// exported by the CLI (`keys xpub --deposit`), as an operator does: the rest of the system
+/// never sees the keystore.
+pub async fn deposit_xpub(dir: &Path) -> String {
+    let exported = super::coinsensei([
+        "keys",
+        "xpub",
+        "--chain",
+        "ethereum",
+        "--deposit",
+        "--keystore",
+        dir.join("keystore.json").to_str().unwrap(),
+    ])
+    .env("COINSENSEI_KEYSTORE_PASSWORD_FILE", dir.join("password"))
+    .output()
+    .await
+    .unwrap();
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let xpub = String::from_utf8_lossy(&exported.stdout).trim().to_string();
+    assert!(xpub.starts_with("xpub"), "{xpub}");
+    xpub
+}
