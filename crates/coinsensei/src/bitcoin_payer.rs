@@ -751,46 +751,6 @@ impl BitcoinWithdrawals {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy() -> Policy {
-        Policy {
-            confirmations: 3,
-            batch_max: 25,
-            batch_wait: Duration::from_secs(30),
-            bump_after: Duration::from_secs(600),
-            hot_index: 0,
-            floor: 0,
-        }
-    }
-
-    #[test]
-    fn a_batch_is_due_when_full_or_its_oldest_waited_long_enough() {
-        let policy = policy();
-        let s = Duration::from_secs;
-        assert!(!batch_due(0, s(3600), &policy), "nothing waits");
-        assert!(!batch_due(1, s(29), &policy));
-        assert!(!batch_due(24, s(0), &policy));
-        assert!(batch_due(25, s(0), &policy), "full");
-        assert!(batch_due(100, s(0), &policy));
-        assert!(batch_due(1, s(30), &policy), "waited long enough");
-    }
-
-    #[test]
-    fn a_bump_pays_the_estimate_and_at_least_ten_percent_or_one_more_capped() {
-        // +1 sat/vB at low rates, +10 % above 10.
-        assert_eq!(bump_rate(2, 2, 500), Some(3));
-        assert_eq!(bump_rate(2, 1, 500), Some(3));
-        assert_eq!(bump_rate(40, 41, 500), Some(44));
-        // The node's estimate when it is higher.
-        assert_eq!(bump_rate(2, 20, 500), Some(20));
-        // Capped; nothing above the cap.
-        assert_eq!(bump_rate(480, 600, 500), Some(500));
-        assert_eq!(bump_rate(500, 900, 500), None);
-    }
-}
 
 /// Manual review on Bitcoin (`store::reviews`; the rules are `wallet::withdrawals::review`'s):
 /// a withdrawal is paid by a batch, so what could still pay it is the batch that holds it as
@@ -964,5 +924,46 @@ impl BitcoinWithdrawals {
                 batch,
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy {
+            confirmations: 3,
+            batch_max: 25,
+            batch_wait: Duration::from_secs(30),
+            bump_after: Duration::from_secs(600),
+            hot_index: 0,
+            floor: 0,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_due_when_full_or_its_oldest_waited_long_enough() {
+        let policy = policy();
+        let s = Duration::from_secs;
+        assert!(!batch_due(0, s(3600), &policy), "nothing waits");
+        assert!(!batch_due(1, s(29), &policy));
+        assert!(!batch_due(24, s(0), &policy));
+        assert!(batch_due(25, s(0), &policy), "full");
+        assert!(batch_due(100, s(0), &policy));
+        assert!(batch_due(1, s(30), &policy), "waited long enough");
+    }
+
+    #[test]
+    fn a_bump_pays_the_estimate_and_at_least_ten_percent_or_one_more_capped() {
+        // +1 sat/vB at low rates, +10 % above 10.
+        assert_eq!(bump_rate(2, 2, 500), Some(3));
+        assert_eq!(bump_rate(2, 1, 500), Some(3));
+        assert_eq!(bump_rate(40, 41, 500), Some(44));
+        // The node's estimate when it is higher.
+        assert_eq!(bump_rate(2, 20, 500), Some(20));
+        // Capped; nothing above the cap.
+        assert_eq!(bump_rate(480, 600, 500), Some(500));
+        assert_eq!(bump_rate(500, 900, 500), None);
     }
 }

@@ -635,11 +635,16 @@ enum DepositsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Consolidation's sweeps of deposit addresses into the hot wallet, newest first, with
-    /// their txids and what each cost (top-up fee plus sweep fee); from the database only.
+    /// Consolidation's sweeps (deposit addresses into the hot wallet, the hot wallet's excess
+    /// to cold), newest first, with their txids, what each cost (top-up fee plus sweep fee),
+    /// the last error of an open one and the mean cost per path of the swept ones.
     Sweeps {
-        #[arg(long, default_value = "ethereum")]
-        chain: String,
+        /// Only this chain (tron or ethereum).
+        #[arg(long)]
+        chain: Option<String>,
+        /// Only sweeps in this state: topping_up, sweeping, swept or failed.
+        #[arg(long)]
+        state: Option<String>,
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
         #[arg(long)]
@@ -1378,9 +1383,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         limit,
                         json,
                     } => d::remote::list(&remote, state, chain, reference, limit, json).await,
-                    DepositsCommand::Sweeps { .. } => Err(anyhow::anyhow!(
-                        "`deposits sweeps` reads the database; run it without --server"
-                    )),
+                    DepositsCommand::Sweeps {
+                        chain,
+                        state,
+                        limit,
+                        json,
+                    } => d::remote::sweeps(&remote, chain, state, limit, json).await,
                 };
             }
             let settings = global.settings(None)?;
@@ -1403,9 +1411,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     limit,
                     json,
                 } => d::list(settings, state, chain, reference, limit, json).await,
-                DepositsCommand::Sweeps { chain, limit, json } => {
-                    d::sweeps(settings, chain, limit, json).await
-                }
+                DepositsCommand::Sweeps {
+                    chain,
+                    state,
+                    limit,
+                    json,
+                } => d::sweeps(settings, chain, state, limit, json).await,
             }
         }
         Command::Ledger(command) => {

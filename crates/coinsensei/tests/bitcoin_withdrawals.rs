@@ -632,7 +632,7 @@ async fn a_review_is_judged_on_the_chain(backend: Backend) {
     let row = store.withdrawal_get(id).await.unwrap().unwrap();
     assert_eq!(row.state, WithdrawalState::Completed, "{row:?}");
     assert_eq!(row.txid.as_deref(), Some(txid.as_str()));
-    let paid = paid_on_chain(&node, &[to.clone()]).await;
+    let paid = paid_on_chain(&node, std::slice::from_ref(&to)).await;
     assert_eq!(paid.len(), 1, "{paid:?}");
     assert_eq!(paid[0].2, 1_000_000);
     let reviews = store.withdrawal_reviews(id).await.unwrap();

@@ -298,12 +298,27 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     }
     let gas_nonce = nonce(&anvil, GAS).await;
     // The operator's report: every sweep with what it cost, and the mean per path.
-    let listed = run(&db.url, &["deposits", "sweeps", "--json"]).await;
+    // With the configuration, whose catalogue names the test token (USDT).
+    let listed = coinsensei([
+        "--config",
+        config.to_str().unwrap(),
+        "deposits",
+        "sweeps",
+        "--json",
+    ])
+    .env("COINSENSEI_DATABASE_URL", &db.url)
+    .output()
+    .await
+    .unwrap();
     assert!(listed.status.success(), "{}", stderr(&listed));
     let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
     assert_eq!(listed.len(), 4);
     for (shown, row) in listed.iter().zip(&sweeps) {
         assert_eq!(shown["id"], row.id);
+        assert_eq!(
+            shown["asset"],
+            if row.asset == "native" { "ETH" } else { "USDT" }
+        );
         assert_eq!(shown["state"], "swept");
         assert_eq!(
             shown["cost"].as_str().unwrap(),
@@ -314,8 +329,66 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     assert!(table.status.success(), "{}", stderr(&table));
     let table = String::from_utf8_lossy(&table.stdout).into_owned();
     println!("{table}");
-    assert!(table.contains("token with a gas top-up: "), "{table}");
-    assert!(table.contains("native: 2 swept"), "{table}");
+    assert!(table.contains("ethereum token with a top-up: "), "{table}");
+    assert!(table.contains("ethereum native: 2 swept"), "{table}");
+    // The same rows through the control plane, for an operator (a viewer token; the
+    // backend's service token is refused: sweeps are internal), and in /metrics.
+    let viewer = run(
+        &db.url,
+        &["tokens", "create", "--role", "viewer", "--name", "ops"],
+    )
+    .await;
+    assert!(viewer.status.success(), "{}", stderr(&viewer));
+    let viewer = String::from_utf8_lossy(&viewer.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("cst_"))
+        .expect("the token is printed")
+        .to_string();
+    let remote = coinsensei([
+        "deposits", "sweeps", "--server", &api.base, "--chain", "ethereum", "--state", "swept",
+        "--json",
+    ])
+    .env("COINSENSEI_TOKEN", &viewer)
+    .output()
+    .await
+    .unwrap();
+    assert!(remote.status.success(), "{}", stderr(&remote));
+    let remote: Vec<Value> = serde_json::from_slice(&remote.stdout).unwrap();
+    let without_age = |rows: &[Value]| {
+        rows.iter()
+            .map(|row| {
+                let mut row = row.clone();
+                row.as_object_mut().unwrap().remove("open_seconds");
+                row
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(without_age(&remote), without_age(&listed));
+    let refused = api
+        .client
+        .get(format!("{}/api/admin/sweeps", api.base))
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let metrics = api
+        .client
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"coinsensei_sweeps{chain="ethereum",state="swept"} 4"#,
+        r#"coinsensei_sweeps{chain="ethereum",state="failed"} 0"#,
+        r#"coinsensei_sweep_oldest_open_seconds{chain="ethereum"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     // More rounds change nothing: still four sweeps, no other top-up.
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(

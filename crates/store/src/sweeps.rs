@@ -529,3 +529,112 @@ impl Store {
         })
     }
 }
+
+/// What [`Store::sweep_search`] lists: newest first, below `before_id`, filtered by chain and
+/// state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepList {
+    pub chain: Option<Chain>,
+    pub state: Option<SweepState>,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// The sweeps' numbers for `/metrics` and the alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// How many sweeps per chain and state.
+    pub counts: Vec<(Chain, SweepState, i64)>,
+    /// Per chain with open sweeps: when the oldest open one was stored, and how many open
+    /// ones have an error noted (a step failed; the next round tries again).
+    pub open: Vec<(Chain, DateTime<Utc>, i64)>,
+}
+
+impl SweepState {
+    /// Every state, in the order of the diagram.
+    pub const ALL: [SweepState; 4] = [
+        SweepState::ToppingUp,
+        SweepState::Sweeping,
+        SweepState::Swept,
+        SweepState::Failed,
+    ];
+}
+
+impl Store {
+    /// Sweeps of every chain or one, in every state or one, newest first.
+    pub async fn sweep_search(&self, list: &SweepList) -> Result<Vec<SweepRow>, StoreError> {
+        if list.limit == 0 || list.limit > SWEEPS_LIST_MAX {
+            return Err(StoreError::Invalid(format!(
+                "a sweep listing takes 1 to {SWEEPS_LIST_MAX} rows"
+            )));
+        }
+        let sql = format!(
+            "select {COLUMNS} from sweep
+              where ($1 is null or chain = $1) and ($2 is null or state = $2)
+                and ($3 is null or id < $3)
+              order by id desc limit $4"
+        );
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(list.chain.map(Chain::as_str))
+                .bind(list.state.map(SweepState::as_str))
+                .bind(list.before_id)
+                .bind(i64::from(list.limit))
+                .fetch_all(pool)
+                .await?;
+            let mut sweeps = Vec::with_capacity(rows.len());
+            for row in &rows {
+                sweeps.push(decode_sweep!(row, d));
+            }
+            Ok(sweeps)
+        })
+    }
+
+    /// The counts per chain and state, and the open sweeps' oldest and erring, per chain.
+    pub async fn sweep_stats(&self) -> Result<SweepStats, StoreError> {
+        on_pool!(self, |pool, d| {
+            let rows =
+                sqlx::query("select chain, state, count(*) as n from sweep group by chain, state")
+                    .fetch_all(pool)
+                    .await?;
+            let mut stats = SweepStats::default();
+            for row in &rows {
+                let chain: String = row.try_get("chain")?;
+                let state: String = row.try_get("state")?;
+                stats.counts.push((
+                    chain
+                        .parse()
+                        .map_err(|error| crate::corrupt("sweep.chain", error))?,
+                    state.parse()?,
+                    row.try_get::<i64, _>("n")?,
+                ));
+            }
+            // The oldest open sweep's own row (not `min(created_at)`: an aggregate loses the
+            // column's type on SQLite), and how many open ones have an error.
+            let rows = sqlx::query(
+                "select chain, created_at,
+                        (select count(*) from sweep e
+                          where e.chain = s.chain and e.state in ('topping_up', 'sweeping')
+                            and e.error is not null) as erring
+                   from sweep s
+                  where state in ('topping_up', 'sweeping')
+                    and id = (select min(id) from sweep o
+                               where o.chain = s.chain
+                                 and o.state in ('topping_up', 'sweeping'))",
+            )
+            .fetch_all(pool)
+            .await?;
+            for row in &rows {
+                let chain: String = row.try_get("chain")?;
+                stats.open.push((
+                    chain
+                        .parse()
+                        .map_err(|error| crate::corrupt("sweep.chain", error))?,
+                    d::read_time(row, "created_at")?,
+                    row.try_get::<i64, _>("erring")?,
+                ));
+            }
+            Ok(stats)
+        })
+    }
+}

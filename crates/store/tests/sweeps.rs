@@ -255,3 +255,137 @@ async fn sweeps_on_sqlite() {
     let db = TestDb::sqlite();
     sweeps(&db.store().await).await;
 }
+
+/// The views of the API, the dashboard and `/metrics`: every chain or one, every state or
+/// one, newest first with paging; counts per chain and state; the oldest open sweep and how
+/// many open ones have an error noted.
+async fn sweep_views(store: &Store) {
+    assert_eq!(
+        store.sweep_stats().await.unwrap(),
+        store::SweepStats::default()
+    );
+    let mut ids = Vec::new();
+    for (n, address) in [A, B, "0x0000000000000000000000000000000000000004"]
+        .into_iter()
+        .enumerate()
+    {
+        let top_up = (n == 0).then_some(5);
+        let SweepInserted::Created(row) = store
+            .sweep_insert(&insert(address, top_up, at(10 * n as i64)))
+            .await
+            .unwrap()
+        else {
+            panic!("a new sweep")
+        };
+        ids.push(row.id);
+    }
+    let mut tron = insert("TJRabPrwbZy45sbavfcjinPJC18kjpRTv8", None, at(5));
+    tron.chain = Chain::Tron;
+    tron.asset = "native".into();
+    let SweepInserted::Created(tron) = store.sweep_insert(&tron).await.unwrap() else {
+        panic!("a new TRON sweep")
+    };
+    // B's sweep is swept; the third's step failed once (noted, still open).
+    let mut swept = SweepAdvance::new(ids[1], SweepState::Sweeping, SweepState::Swept, at(30));
+    swept.sweep_txid = Some("0xab".into());
+    swept.sweep_fee = Some(Amount::from_u128(21_000));
+    store.sweep_advance(&swept).await.unwrap();
+    let mut noted = SweepAdvance::new(ids[2], SweepState::Sweeping, SweepState::Sweeping, at(31));
+    noted.error = Some("the node refused it".into());
+    store.sweep_advance(&noted).await.unwrap();
+
+    let list = |chain, state, before_id, limit| store::SweepList {
+        chain,
+        state,
+        before_id,
+        limit,
+    };
+    let found = |rows: Vec<store::SweepRow>| rows.iter().map(|row| row.id).collect::<Vec<_>>();
+    assert_eq!(
+        found(
+            store
+                .sweep_search(&list(None, None, None, 100))
+                .await
+                .unwrap()
+        ),
+        vec![tron.id, ids[2], ids[1], ids[0]]
+    );
+    assert_eq!(
+        found(
+            store
+                .sweep_search(&list(
+                    Some(Chain::Ethereum),
+                    Some(SweepState::Sweeping),
+                    None,
+                    100
+                ))
+                .await
+                .unwrap()
+        ),
+        vec![ids[2]]
+    );
+    assert_eq!(
+        found(
+            store
+                .sweep_search(&list(Some(Chain::Tron), None, None, 100))
+                .await
+                .unwrap()
+        ),
+        vec![tron.id]
+    );
+    // Paging: two, then what is below the second.
+    let first = found(
+        store
+            .sweep_search(&list(None, None, None, 2))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first, vec![tron.id, ids[2]]);
+    assert_eq!(
+        found(
+            store
+                .sweep_search(&list(None, None, Some(ids[2]), 2))
+                .await
+                .unwrap()
+        ),
+        vec![ids[1], ids[0]]
+    );
+    for limit in [0, store::SWEEPS_LIST_MAX + 1] {
+        assert!(matches!(
+            store.sweep_search(&list(None, None, None, limit)).await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+
+    let mut stats = store.sweep_stats().await.unwrap();
+    stats
+        .counts
+        .sort_by_key(|(chain, state, _)| (chain.as_str(), state.as_str()));
+    assert_eq!(
+        stats.counts,
+        vec![
+            (Chain::Ethereum, SweepState::Sweeping, 1),
+            (Chain::Ethereum, SweepState::Swept, 1),
+            (Chain::Ethereum, SweepState::ToppingUp, 1),
+            (Chain::Tron, SweepState::Sweeping, 1),
+        ]
+    );
+    stats.open.sort_by_key(|(chain, _, _)| chain.as_str());
+    // Ethereum's oldest open one is A's (stored at 0), one open with an error; TRON's at 5.
+    assert_eq!(
+        stats.open,
+        vec![(Chain::Ethereum, at(0), 1), (Chain::Tron, at(5), 0)]
+    );
+}
+
+#[tokio::test]
+async fn sweep_views_on_postgres() {
+    let db = TestDb::postgres().await;
+    sweep_views(&db.store().await).await;
+}
+
+#[tokio::test]
+async fn sweep_views_on_sqlite() {
+    let db = TestDb::sqlite();
+    sweep_views(&db.store().await).await;
+}

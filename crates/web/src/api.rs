@@ -414,6 +414,11 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             backend(Method::GET, "/api/v1/deposits", Viewer),
             get(crate::deposits::list_deposits),
         ),
+        // Consolidation's sweeps: internal money movement, for operators.
+        (
+            route(Method::GET, "/api/admin/sweeps", Viewer),
+            get(crate::sweeps::list_sweeps),
+        ),
         (
             route(Method::GET, "/api/openapi.json", Viewer),
             get(openapi),

@@ -31,6 +31,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod policies;
 pub mod scaling;
+pub mod sweeps;
 pub mod webhooks;
 pub mod withdrawals;
 

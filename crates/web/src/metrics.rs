@@ -33,6 +33,9 @@
 //!   `coinsensei_deposits` (by chain and state, zeros included: a
 //!   `reversed` one needs a person, the alert) and `coinsensei_deposit_scan_height` (by
 //!   chain: the newest block the deposit scanner stored);
+//!   `coinsensei_sweeps` (by chain and state, zeros included, TRON and Ethereum),
+//!   `coinsensei_sweep_oldest_open_seconds` and `coinsensei_sweeps_open_erring` (by chain:
+//!   the oldest open sweep's age, 0 when none; open sweeps whose last step failed);
 //!   `coinsensei_ledger_difference`, `coinsensei_ledger_wallets` and
 //!   `coinsensei_ledger_checked_age_seconds` (by chain and asset: the last
 //!   `coinsensei ledger reconcile`, table `ledger_check`);
@@ -255,6 +258,37 @@ async fn refresh(state: &AppState) -> Result<(), ApiError> {
             metrics::gauge!("coinsensei_deposit_scan_height", "chain" => chain.as_str())
                 .set(*head as f64);
         }
+    }
+    // Consolidation: sweeps per chain and state (zeros included, for the chains that sweep),
+    // and per chain the oldest open sweep's age and how many open ones had a step fail: the
+    // alerts on a stuck sweep (its address waits for it).
+    let sweeps = state.store.sweep_stats().await?;
+    for chain in [Chain::Tron, Chain::Ethereum] {
+        for sweep_state in store::SweepState::ALL {
+            let count = sweeps
+                .counts
+                .iter()
+                .find(|(each_chain, each_state, _)| {
+                    *each_chain == chain && *each_state == sweep_state
+                })
+                .map_or(0, |(_, _, count)| *count);
+            metrics::gauge!("coinsensei_sweeps", "chain" => chain.as_str(), "state" => sweep_state.as_str())
+                .set(count as f64);
+        }
+        let (oldest, erring) = sweeps
+            .open
+            .iter()
+            .find(|(each, _, _)| *each == chain)
+            .map_or((0.0, 0), |(_, at, erring)| {
+                (
+                    (now - *at).num_milliseconds().max(0) as f64 / 1000.0,
+                    *erring,
+                )
+            });
+        metrics::gauge!("coinsensei_sweep_oldest_open_seconds", "chain" => chain.as_str())
+            .set(oldest);
+        metrics::gauge!("coinsensei_sweeps_open_erring", "chain" => chain.as_str())
+            .set(erring as f64);
     }
     // The last reconciliation of each chain (`coinsensei ledger reconcile`): the alert is a
     // difference above 0; an unknown wallet is counted apart, never as agreeing.

@@ -1993,8 +1993,131 @@ async fn deposits_page_shows_the_store_and_follows_it_live(db: &TestDb) {
     }
 }
 
+/// The Deposits page's sweeps: none yet says so; an open sweep whose step failed and a
+/// failed one are marked with their errors, the open ones counted per chain; the live stream
+/// sends the table again when a sweep starts.
+async fn sweeps_on_the_deposits_page_follow_the_store(db: &TestDb) {
+    let store = db.store().await;
+    let (_, viewer) = web::auth::issue(&store, "wallboard", Role::Viewer, Utc::now())
+        .await
+        .unwrap();
+    let (cookie, _) = login(&store, &viewer).await;
+    let empty = get(&store, "/deposits", Some(&cookie)).await;
+    assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
+    assert!(empty.body.contains("No sweeps yet."), "{}", empty.body);
+    assert!(empty.body.contains("No sweep is open."), "{}", empty.body);
+
+    const USDT: &str = "0xdAC17F958D2ee523a2206206994597C13D831ec7";
+    let sweep = |address: &str, asset: &str, top_up: bool| store::SweepInsert {
+        chain: Chain::Ethereum,
+        kind: store::SweepKind::Sweep,
+        address: address.into(),
+        address_index: 3,
+        asset: asset.into(),
+        amount: domain::Amount::from_u128(12_500_000),
+        destination: "0x00000000000000000000000000000000000000F0".into(),
+        price_per_gas: 2_000_000_000,
+        gas_limit: 41_372,
+        top_up: top_up.then(|| {
+            (
+                "0x00000000000000000000000000000000000000F1".into(),
+                domain::Amount::from_u128(82_744_000_000_000),
+            )
+        }),
+        now: Utc::now(),
+    };
+    let started = |inserted| match inserted {
+        store::SweepInserted::Created(row) => row,
+        other => panic!("{other:?}"),
+    };
+    let erring = started(
+        store
+            .sweep_insert(&sweep(
+                "0x00000000000000000000000000000000000000A1",
+                USDT,
+                true,
+            ))
+            .await
+            .unwrap(),
+    );
+    let mut noted = store::SweepAdvance::new(
+        erring.id,
+        store::SweepState::ToppingUp,
+        store::SweepState::ToppingUp,
+        Utc::now(),
+    );
+    noted.error = Some("the node refused the top-up: insufficient funds".into());
+    store.sweep_advance(&noted).await.unwrap();
+    let failed = started(
+        store
+            .sweep_insert(&sweep(
+                "0x00000000000000000000000000000000000000A2",
+                "native",
+                false,
+            ))
+            .await
+            .unwrap(),
+    );
+    let mut failing = store::SweepAdvance::new(
+        failed.id,
+        store::SweepState::Sweeping,
+        store::SweepState::Failed,
+        Utc::now(),
+    );
+    failing.sweep_txid = Some("0x5e".into());
+    failing.error = Some("its sweep was mined but reverted".into());
+    store.sweep_advance(&failing).await.unwrap();
+
+    let page = get(&store, "/deposits", Some(&cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    for text in [
+        format!(
+            r#"<tr id="sweep-{}" data-state="topping_up" class="needs-look">"#,
+            erring.id
+        ),
+        format!(
+            r#"<tr id="sweep-{}" data-state="failed" class="needs-look">"#,
+            failed.id
+        ),
+        "the node refused the top-up: insufficient funds".to_string(),
+        "its sweep was mined but reverted".to_string(),
+        "ethereum: 1 open, the oldest since".to_string(),
+        "1 had a step fail".to_string(),
+        "token with a top-up".to_string(),
+        // The fee known so far, in ETH: none for the open one.
+        "0 ETH".to_string(),
+    ] {
+        assert!(page.body.contains(&text), "{text} in {}", page.body);
+    }
+
+    let router = router(&store);
+    let response = live(&router, "page=deposits", &cookie).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut seen = String::new();
+    read_until(&mut stream, "event: sweeps", &mut seen).await;
+    let next = started(
+        store
+            .sweep_insert(&sweep(
+                "0x00000000000000000000000000000000000000A3",
+                "native",
+                false,
+            ))
+            .await
+            .unwrap(),
+    );
+    read_until(
+        &mut stream,
+        &format!(r#"<tr id="sweep-{}" data-state="sweeping">"#, next.id),
+        &mut seen,
+    )
+    .await;
+    read_until(&mut stream, "ethereum: 2 open", &mut seen).await;
+}
+
 testkit::on_both_stores!(db:
     deposits_page_shows_the_store_and_follows_it_live,
+    sweeps_on_the_deposits_page_follow_the_store,
     webhooks_page_lists_failed_deliveries_and_replays_them,
     withdrawal_pages_show_the_store,
     live_withdrawals_follow_the_store,

@@ -407,8 +407,135 @@ async fn deposits_listed_with_their_reference(db: &TestDb) {
     assert!(none["deposits"].as_array().unwrap().is_empty());
 }
 
+/// `GET /api/admin/sweeps`: for operators (viewer and above; the backend's service token is
+/// refused: sweeps are internal money movement), newest first, filtered by chain and state,
+/// paged; amounts in the asset's unit and base units, the cost in the native coin's; bad
+/// filters refused.
+async fn sweeps_listed_for_operators(db: &TestDb) {
+    let api = Api::new(db, &[]).await;
+    let backend = token(&api.store, Role::Service, "backend").await;
+    let viewer = token(&api.store, Role::Viewer, "wallboard").await;
+    let (status, page) = api
+        .call(Method::GET, "/api/admin/sweeps", &viewer, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page, json!({"sweeps": [], "next_before_id": null}));
+    let usdt = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
+    let mut ids = Vec::new();
+    for (n, asset) in [usdt, "native", usdt].into_iter().enumerate() {
+        let inserted = api
+            .store
+            .sweep_insert(&store::SweepInsert {
+                chain: Chain::Tron,
+                kind: store::SweepKind::Sweep,
+                address: format!("TAddress{n}"),
+                address_index: n as u32,
+                asset: asset.into(),
+                amount: Amount::from_u128(12_500_000),
+                destination: "THot".into(),
+                price_per_gas: 100,
+                gas_limit: 65_000,
+                top_up: (n == 0).then(|| ("TGas".to_string(), Amount::from_u128(14_000_000))),
+                now: Utc::now(),
+            })
+            .await
+            .unwrap();
+        let store::SweepInserted::Created(row) = inserted else {
+            panic!("{inserted:?}")
+        };
+        ids.push(row.id);
+    }
+    // The first one's top-up is mined and it is swept, with both fees.
+    let mut moved = store::SweepAdvance::new(
+        ids[0],
+        store::SweepState::ToppingUp,
+        store::SweepState::Sweeping,
+        Utc::now(),
+    );
+    moved.top_up_txid = Some("aa".into());
+    moved.top_up_fee = Some(Amount::from_u128(1_100_000));
+    api.store.sweep_advance(&moved).await.unwrap();
+    let mut swept = store::SweepAdvance::new(
+        ids[0],
+        store::SweepState::Sweeping,
+        store::SweepState::Swept,
+        Utc::now(),
+    );
+    swept.sweep_txid = Some("bb".into());
+    swept.sweep_fee = Some(Amount::from_u128(13_000_000));
+    api.store.sweep_advance(&swept).await.unwrap();
+
+    let (status, page) = api
+        .call(
+            Method::GET,
+            "/api/admin/sweeps?chain=tron&limit=2",
+            &viewer,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let shown: Vec<i64> = page["sweeps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(shown, vec![ids[2], ids[1]]);
+    assert_eq!(page["next_before_id"], ids[1]);
+    assert!(page["sweeps"][0]["open_seconds"].as_i64().unwrap() >= 0);
+    let (_, rest) = api
+        .call(
+            Method::GET,
+            &format!("/api/admin/sweeps?before_id={}", ids[1]),
+            &viewer,
+            None,
+        )
+        .await;
+    let first = &rest["sweeps"][0];
+    assert_eq!(first["id"], ids[0]);
+    assert_eq!(first["state"], "swept");
+    assert_eq!(first["asset"], "USDT");
+    assert_eq!(first["contract"], usdt);
+    assert_eq!(first["amount"], "12.5");
+    assert_eq!(first["amount_base_units"], "12500000");
+    assert_eq!(first["path"], "token with a top-up");
+    assert_eq!(first["cost"], "14100000");
+    assert_eq!(first["top_up_txid"], "aa");
+    assert_eq!(first["sweep_txid"], "bb");
+    assert_eq!(first["open_seconds"], Value::Null);
+    assert_eq!(rest["next_before_id"], Value::Null);
+    let (_, swept_only) = api
+        .call(Method::GET, "/api/admin/sweeps?state=swept", &viewer, None)
+        .await;
+    assert_eq!(swept_only["sweeps"].as_array().unwrap().len(), 1);
+    let (_, none) = api
+        .call(
+            Method::GET,
+            "/api/admin/sweeps?chain=ethereum",
+            &viewer,
+            None,
+        )
+        .await;
+    assert!(none["sweeps"].as_array().unwrap().is_empty());
+    for bad in [
+        "/api/admin/sweeps?state=lost",
+        "/api/admin/sweeps?chain=doge",
+        "/api/admin/sweeps?colour=red",
+        "/api/admin/sweeps?before_id=x",
+    ] {
+        let (status, answer) = api.call(Method::GET, bad, &viewer, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid", "{bad}: {answer}");
+    }
+    let (status, _) = api
+        .call(Method::GET, "/api/admin/sweeps", &backend, None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
 testkit::on_both_stores!(
     db: one_address_per_reference_from_the_deposit_xpub,
     bad_requests_and_roles_change_nothing,
-    deposits_listed_with_their_reference
+    deposits_listed_with_their_reference,
+    sweeps_listed_for_operators
 );

@@ -1,8 +1,8 @@
 //! `coinsensei deposits`: the deposit address of a reference, the issued addresses, and the
 //! deposits, on the configured database or, with `--server`, through the control plane's
 //! `/api/v1/deposit-addresses` and `/api/v1/deposits`. Both ways go through the same code
-//! (`web::deposits`) and print the same JSON shape. `deposits sweeps` reads consolidation's
-//! sweeps and what each cost from the database (no API route yet).
+//! (`web::deposits`) and print the same JSON shape. `deposits sweeps` lists consolidation's
+//! sweeps and what each cost, from the database or `/api/admin/sweeps` (`web::sweeps`).
 
 use std::process::ExitCode;
 
@@ -130,58 +130,56 @@ pub async fn list(
     print_list(&deposits, as_json)
 }
 
-/// Consolidation's sweeps of `chain`, newest first, with what each cost (the top-up's fee
-/// plus the sweep's, in the native coin's base units) and the mean cost per path.
+/// Consolidation's sweeps, newest first (every chain, or `chain`; every state, or `state`),
+/// with what each cost (the top-up's fee plus the sweep's, in the native coin's base units)
+/// and the mean cost per path of the swept ones. The same rows as `GET /api/admin/sweeps`.
 pub async fn sweeps(
     settings: Settings,
-    chain: String,
+    chain: Option<String>,
+    state: Option<String>,
     limit: u32,
     as_json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let chain: domain::Chain = chain.parse().context("invalid --chain")?;
+    let list = store::SweepList {
+        chain: chain
+            .map(|text| text.parse::<domain::Chain>())
+            .transpose()
+            .context("invalid --chain")?,
+        state: state
+            .map(|text| web::sweeps::parse_state(&text))
+            .transpose()
+            .map_err(|error| anyhow::anyhow!("invalid --state: {error}"))?,
+        before_id: None,
+        limit,
+    };
     let store = super::connect_existing(&settings).await?;
-    let rows = store.sweep_list(chain, None, limit).await;
+    let rows = store.sweep_search(&list).await;
     store.close().await;
-    let units = |amount: Option<domain::Amount>| amount.map(|a| a.base_units().to_string());
+    let catalogue = settings.withdrawals.catalogue.clone();
+    let now = chrono::Utc::now();
     let sweeps: Vec<Value> = rows?
         .iter()
-        .map(|row| {
-            json!({
-                "id": row.id,
-                "chain": row.chain.as_str(),
-                "address": row.address,
-                "asset": row.asset,
-                "amount_base_units": row.amount.base_units().to_string(),
-                "destination": row.destination,
-                "state": row.state.as_str(),
-                "price_per_gas": row.price_per_gas.to_string(),
-                "gas_limit": row.gas_limit,
-                "top_up_amount": units(row.top_up_amount),
-                "top_up_txid": row.top_up_txid,
-                "top_up_fee": units(row.top_up_fee),
-                "sweep_txid": row.sweep_txid,
-                "sweep_fee": units(row.sweep_fee),
-                "cost": row.cost().base_units().to_string(),
-                "error": row.error,
-                "created_at": row.created_at.to_rfc3339(),
-                "updated_at": row.updated_at.to_rfc3339(),
-            })
-        })
+        .map(|row| web::sweeps::sweep_dto(row, &catalogue, now))
         .collect();
+    print_sweeps(&sweeps, as_json)
+}
+
+fn print_sweeps(sweeps: &[Value], as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         println!("{}", serde_json::to_string_pretty(&sweeps)?);
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<6} {:<10} {:<42} {:<42} {:>26} {:>20} TXID",
-        "ID", "STATE", "ADDRESS", "ASSET", "AMOUNT", "COST"
+        "{:<6} {:<9} {:<10} {:<42} {:<6} {:>26} {:>20} TXID",
+        "ID", "CHAIN", "STATE", "ADDRESS", "ASSET", "AMOUNT", "COST"
     );
-    // (sweeps, total cost) per path, for the swept ones.
-    let mut paths: std::collections::BTreeMap<&str, (u128, u128)> = Default::default();
-    for sweep in &sweeps {
+    // (sweeps, total cost) per chain and path, for the swept ones.
+    let mut paths: std::collections::BTreeMap<(String, String), (u128, u128)> = Default::default();
+    for sweep in sweeps {
         println!(
-            "{:<6} {:<10} {:<42} {:<42} {:>26} {:>20} {}",
+            "{:<6} {:<9} {:<10} {:<42} {:<6} {:>26} {:>20} {}",
             sweep["id"].to_string(),
+            text(sweep, "chain"),
             text(sweep, "state"),
             text(sweep, "address"),
             text(sweep, "asset"),
@@ -193,20 +191,17 @@ pub async fn sweeps(
             println!("       error: {error}");
         }
         if sweep["state"] == "swept" {
-            let path = match (sweep["asset"].as_str(), sweep["top_up_txid"].is_null()) {
-                (Some("native"), _) => "native",
-                (_, false) => "token with a gas top-up",
-                (_, true) => "token, gas held",
-            };
             let cost: u128 = text(sweep, "cost").parse().unwrap_or(0);
-            let entry = paths.entry(path).or_default();
+            let entry = paths
+                .entry((text(sweep, "chain"), text(sweep, "path")))
+                .or_default();
             entry.0 += 1;
             entry.1 = entry.1.saturating_add(cost);
         }
     }
-    for (path, (count, total)) in paths {
+    for ((chain, path), (count, total)) in paths {
         println!(
-            "{path}: {count} swept, {total} in fees, {} per sweep",
+            "{chain} {path}: {count} swept, {total} in fees, {} per sweep",
             total / count
         );
     }
@@ -308,5 +303,23 @@ pub mod remote {
         let answer = remote.get(&["api", "v1", "deposits"], &query).await?;
         let deposits = answer["deposits"].as_array().cloned().unwrap_or_default();
         print_list(&deposits, as_json)
+    }
+
+    pub async fn sweeps(
+        remote: &Remote,
+        chain: Option<String>,
+        state: Option<String>,
+        limit: u32,
+        as_json: bool,
+    ) -> anyhow::Result<ExitCode> {
+        let mut query = vec![("limit", limit.to_string())];
+        for (key, value) in [("chain", chain), ("state", state)] {
+            if let Some(value) = value {
+                query.push((key, value));
+            }
+        }
+        let answer = remote.get(&["api", "admin", "sweeps"], &query).await?;
+        let sweeps = answer["sweeps"].as_array().cloned().unwrap_or_default();
+        print_sweeps(&sweeps, as_json)
     }
 }

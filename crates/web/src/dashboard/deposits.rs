@@ -6,6 +6,9 @@
 //! says the hot wallet and the deposit addresses should hold (`crate::ledger`), and the last
 //! reconciliation against the chains. The balances are read when the page loads (the ledger
 //! reads every page of the chain's rows, too much for each second's look); the list is live.
+//! Below, consolidation's sweeps, live too: the open ones per chain (the oldest's start, how
+//! many had a step fail), then the newest sweeps with their transactions and cost; a failed
+//! one, or an open one whose last step failed, is marked.
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -271,6 +274,7 @@ struct DepositsPage {
     filtered: bool,
     balances: Vec<BalanceLine>,
     table: DepositTable,
+    sweeps: SweepTable,
 }
 
 /// `GET /deposits`: the balances, then deposits newest first, fifty a page, filtered by state
@@ -284,6 +288,7 @@ pub(crate) async fn deposits_page(
     let list = filter.list()?;
     let table = deposit_table(&state, &list).await?;
     let balances = balances(&state).await?;
+    let sweeps = sweep_table(&state).await?;
     let (filters, live) = super::pages::state_chain_view(
         "deposits",
         DepositState::ALL.iter().map(|each| each.as_str()),
@@ -297,5 +302,121 @@ pub(crate) async fn deposits_page(
         filtered: table.filtered,
         balances,
         table,
+        sweeps,
+    })
+}
+
+/// Sweeps the Deposits page shows: the newest, every open one among them.
+pub(crate) const SWEEPS_SHOWN: u32 = 25;
+
+/// One sweep of the sweeps table.
+#[derive(Debug)]
+pub(crate) struct SweepLine {
+    pub(crate) id: i64,
+    pub(crate) chain: &'static str,
+    pub(crate) kind: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) state: &'static str,
+    pub(crate) asset: String,
+    pub(crate) amount: String,
+    pub(crate) address: String,
+    pub(crate) address_short: String,
+    /// The transactions known so far: (what, txid, shortened).
+    pub(crate) txids: Vec<(&'static str, String, String)>,
+    /// The fees known so far, in the native coin's unit.
+    pub(crate) cost: String,
+    /// The open sweep's last error, or why it failed.
+    pub(crate) error: Option<String>,
+    pub(crate) erring: bool,
+    pub(crate) created: Stamp,
+    pub(crate) updated: Stamp,
+}
+
+impl SweepLine {
+    fn new(row: &store::SweepRow, catalogue: &domain::AssetCatalogue) -> Self {
+        let (asset, amount) = match crate::deposits::asset_of(catalogue, row.chain, &row.asset) {
+            Some((symbol, decimals)) => (symbol, row.amount.format_decimal(decimals)),
+            None => (
+                shorten(&row.asset),
+                format!("{} base units", row.amount.base_units()),
+            ),
+        };
+        let cost = match crate::deposits::asset_of(catalogue, row.chain, "native") {
+            Some((symbol, decimals)) => format!("{} {symbol}", row.cost().format_decimal(decimals)),
+            None => format!("{} base units", row.cost().base_units()),
+        };
+        let txids = [("top-up", &row.top_up_txid), ("sweep", &row.sweep_txid)]
+            .into_iter()
+            .filter_map(|(what, txid)| {
+                txid.as_ref()
+                    .map(|txid| (what, txid.clone(), shorten(txid)))
+            })
+            .collect();
+        SweepLine {
+            id: row.id,
+            chain: row.chain.as_str(),
+            kind: row.kind.as_str(),
+            path: crate::sweeps::path(row),
+            state: row.state.as_str(),
+            asset,
+            amount,
+            address: row.address.clone(),
+            address_short: shorten(&row.address),
+            txids,
+            cost,
+            error: row.error.clone(),
+            erring: row.state.is_open() && row.error.is_some(),
+            created: Stamp(row.created_at),
+            updated: Stamp(row.updated_at),
+        }
+    }
+}
+
+/// The sweeps table: the newest sweeps, and what needs a look.
+#[derive(Debug)]
+pub(crate) struct SweepTable {
+    pub(crate) lines: Vec<SweepLine>,
+    /// Open sweeps per chain with the oldest's start and how many had a step fail.
+    pub(crate) open: Vec<(&'static str, i64, Stamp, i64)>,
+}
+
+#[derive(Template)]
+#[template(path = "sweep_table.html")]
+pub(crate) struct SweepTableFragment<'a> {
+    pub(crate) sweeps: &'a SweepTable,
+}
+
+/// The sweeps table as the page shows it; the live stream sends it again when it changes.
+pub(crate) async fn sweep_table(state: &AppState) -> Result<SweepTable, DashError> {
+    let rows = state
+        .store
+        .sweep_search(&store::SweepList {
+            chain: None,
+            state: None,
+            before_id: None,
+            limit: SWEEPS_SHOWN,
+        })
+        .await?;
+    let stats = state.store.sweep_stats().await?;
+    let catalogue = &state.options.intake.catalogue;
+    let open = stats
+        .open
+        .iter()
+        .map(|(chain, oldest, erring)| {
+            let count = stats
+                .counts
+                .iter()
+                .filter(|(each, sweep_state, _)| each == chain && sweep_state.is_open())
+                .map(|(_, _, n)| n)
+                .sum();
+            (chain.as_str(), count, Stamp(*oldest), *erring)
+        })
+        .collect();
+    Ok(SweepTable {
+        lines: rows
+            .iter()
+            .map(|row| SweepLine::new(row, catalogue))
+            .collect(),
+        open,
     })
 }

@@ -325,6 +325,11 @@ impl Stream {
                     .render()
                     .unwrap_or_default();
                 self.send_if_changed("deposits".into(), html.clone(), || Ok(html))?;
+                let sweeps = super::deposits::sweep_table(&self.state).await?;
+                let html = super::deposits::SweepTableFragment { sweeps: &sweeps }
+                    .render()
+                    .unwrap_or_default();
+                self.send_if_changed("sweeps".into(), html.clone(), || Ok(html))?;
             }
             Page::None => {}
         }
