@@ -751,7 +751,6 @@ impl BitcoinWithdrawals {
     }
 }
 
-
 /// Manual review on Bitcoin (`store::reviews`; the rules are `wallet::withdrawals::review`'s):
 /// a withdrawal is paid by a batch, so what could still pay it is the batch that holds it as
 /// a member (`payout_member`), and each of that batch's attempts is dead when the store proved

@@ -113,10 +113,37 @@ pub async fn reconcile_chains(
     Ok(all)
 }
 
+/// The chains of `chains` a round should reconcile now: those not reconciled within the last
+/// half `interval` by anyone (the newest `ledger_check` of the chain, whichever control plane
+/// or command recorded it). With several control-plane replicas, each wakes every `interval`
+/// and skips a chain another one has just done, so the nodes are read about once an interval
+/// rather than once per replica (two replicas waking together may still both run).
+pub fn due_chains(
+    chains: &[Chain],
+    checks: &[store::LedgerCheck],
+    interval: std::time::Duration,
+    now: chrono::DateTime<Utc>,
+) -> Vec<Chain> {
+    let fresh = chrono::TimeDelta::from_std(interval / 2).unwrap_or(chrono::TimeDelta::MAX);
+    chains
+        .iter()
+        .copied()
+        .filter(|chain| {
+            let newest = checks
+                .iter()
+                .filter(|check| check.chain == *chain)
+                .map(|check| check.checked_at)
+                .max();
+            newest.is_none_or(|at| now - at >= fresh)
+        })
+        .collect()
+}
+
 /// The control plane's own reconciliation (`ledger_reconcile_interval`): every configured
-/// chain, every `interval`, until `cancel`. Each control plane runs it (a round replaces
-/// what the last one recorded, whoever ran it); a failed round is logged and the next one
-/// tries again.
+/// chain, every `interval`, until `cancel`, but a chain reconciled within the last half
+/// interval by anyone ([`due_chains`]: another replica, the command) is left for the next
+/// round. A round replaces what the last one recorded; a failed round is logged and the next
+/// one tries again.
 pub async fn run_loop(
     store: store::Store,
     settings: Settings,
@@ -136,9 +163,20 @@ pub async fn run_loop(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(interval) => {}
         }
+        let due = match store.ledger_check_list().await {
+            Ok(checks) => due_chains(&chains, &checks, interval, Utc::now()),
+            Err(error) => {
+                tracing::warn!(%error, "reading the last reconciliations; reconciling every chain");
+                chains.clone()
+            }
+        };
+        if due.is_empty() {
+            tracing::debug!("every chain was reconciled within the last half interval");
+            continue;
+        }
         let round = tokio::select! {
             () = cancel.cancelled() => return,
-            round = reconcile_chains(&store, &clients, &settings, &chains, false) => round,
+            round = reconcile_chains(&store, &clients, &settings, &due, false) => round,
         };
         match round {
             Ok(all) => {
@@ -523,4 +561,51 @@ pub async fn adjust(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn check(chain: Chain, asset: &str, at: chrono::DateTime<Utc>) -> store::LedgerCheck {
+        store::LedgerCheck {
+            chain,
+            asset: asset.into(),
+            agreeing: 1,
+            differing: 0,
+            unknown: 0,
+            difference: domain::Amount::ZERO,
+            checked_at: at,
+        }
+    }
+
+    #[test]
+    fn a_chain_reconciled_within_half_an_interval_waits_for_the_next_round() {
+        let now = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let interval = std::time::Duration::from_secs(3_600);
+        let all = [Chain::Tron, Chain::Ethereum, Chain::Bitcoin];
+        // Never reconciled: every chain is due.
+        assert_eq!(due_chains(&all, &[], interval, now), all.to_vec());
+        let checks = [
+            // Ethereum: another replica did it 10 minutes ago (its newest asset counts).
+            check(Chain::Ethereum, "ETH", now - chrono::TimeDelta::minutes(50)),
+            check(
+                Chain::Ethereum,
+                "USDT",
+                now - chrono::TimeDelta::minutes(10),
+            ),
+            // TRON: 30 minutes ago, half the interval: due again.
+            check(Chain::Tron, "TRX", now - chrono::TimeDelta::minutes(30)),
+        ];
+        assert_eq!(
+            due_chains(&all, &checks, interval, now),
+            vec![Chain::Tron, Chain::Bitcoin]
+        );
+        // Only the chains asked about are answered.
+        assert_eq!(
+            due_chains(&[Chain::Ethereum], &checks, interval, now),
+            Vec::<Chain>::new()
+        );
+    }
 }
