@@ -333,17 +333,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     assert!(table.contains("ethereum native: 2 swept"), "{table}");
     // The same rows through the control plane, for an operator (a viewer token; the
     // backend's service token is refused: sweeps are internal), and in /metrics.
-    let viewer = run(
-        &db.url,
-        &["tokens", "create", "--role", "viewer", "--name", "ops"],
-    )
-    .await;
-    assert!(viewer.status.success(), "{}", stderr(&viewer));
-    let viewer = String::from_utf8_lossy(&viewer.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .expect("the token is printed")
-        .to_string();
+    let viewer = create_token(&db.url, "viewer", "ops").await;
     let remote = coinsensei([
         "deposits", "sweeps", "--server", &api.base, "--chain", "ethereum", "--state", "swept",
         "--json",

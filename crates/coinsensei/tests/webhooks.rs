@@ -156,16 +156,6 @@ fn config(dir: &std::path::Path, receiver: SocketAddr, extra: &str) -> std::path
     path
 }
 
-async fn token(url: &str, role: &str, name: &str) -> String {
-    let output = run(url, &["tokens", "create", "--role", role, "--name", name]).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .unwrap()
-        .to_string()
-}
-
 struct Api {
     client: reqwest::Client,
     base: String,
@@ -284,10 +274,10 @@ async fn every_event_arrives_signed_at_least_once_and_in_order_through_outages_a
     let address = free_address();
     let config = config(&db.dir(), address, "");
     let config = config.to_str().unwrap();
-    let backend = token(&db.url, "service", "backend").await;
+    let backend = create_token(&db.url, "service", "backend").await;
     let operators = [
-        token(&db.url, "operator", "alice").await,
-        token(&db.url, "operator", "bob").await,
+        create_token(&db.url, "operator", "alice").await,
+        create_token(&db.url, "operator", "bob").await,
     ];
     let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
 
@@ -424,9 +414,9 @@ async fn failed_deliveries_are_listed_and_replayed_from_the_command_line() {
     // Given up on after a second of 500s.
     let config = config(&db.dir(), address, "retry_for = 1\n");
     let config = config.to_str().unwrap();
-    let backend = token(&db.url, "service", "backend").await;
-    let operator = token(&db.url, "operator", "carol").await;
-    let viewer = token(&db.url, "viewer", "wallboard").await;
+    let backend = create_token(&db.url, "service", "backend").await;
+    let operator = create_token(&db.url, "operator", "carol").await;
+    let viewer = create_token(&db.url, "viewer", "wallboard").await;
     let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
     let serve = Up::serve(&["--config", config], &env).await;
     let server = format!("http://{}", serve.address);

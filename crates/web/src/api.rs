@@ -632,6 +632,22 @@ pub(crate) fn row_id(what: &str, text: &str) -> Result<i64, ApiError> {
     })
 }
 
+/// A query parameter that does not parse: 400 `invalid`, naming it.
+pub(crate) fn bad_parameter(what: &str, error: &dyn std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid",
+        format!("{what}: {error}"),
+    )
+}
+
+/// A list's `chain` filter: none, or a chain's name.
+pub(crate) fn chain_filter(text: Option<String>) -> Result<Option<domain::Chain>, ApiError> {
+    text.map(|text| text.parse::<domain::Chain>())
+        .transpose()
+        .map_err(|error| bad_parameter("chain", &error))
+}
+
 pub(crate) fn limit_of(limit: Option<u32>) -> u32 {
     limit
         .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)

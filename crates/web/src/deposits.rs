@@ -263,14 +263,6 @@ pub(crate) async fn create_deposit_address(
     Ok((status, Json(address_dto(&row))).into_response())
 }
 
-fn bad(what: &str, error: &dyn std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid",
-        format!("{what}: {error}"),
-    )
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AddressQuery {
@@ -290,18 +282,11 @@ pub(crate) async fn list_deposit_addresses(
         // Postgres refuses a NUL byte that SQLite would take: the same 400 on both.
         crate::api::text_field("reference", reference, domain::Controls::None)?;
     }
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let limit = crate::api::limit_of(query.limit);
     let rows = state
         .store
         .deposit_address_list(&DepositAddressList {
-            chain: query
-                .chain
-                .map(|text| text.parse::<Chain>())
-                .transpose()
-                .map_err(|error| bad("chain", &error))?,
+            chain: crate::api::chain_filter(query.chain)?,
             reference: query.reference,
             after_id: query.after,
             limit,
@@ -350,23 +335,16 @@ pub(crate) async fn list_deposits(
     if let Some(reference) = &query.reference {
         crate::api::text_field("reference", reference, domain::Controls::None)?;
     }
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let limit = crate::api::limit_of(query.limit);
     let rows = state
         .store
         .deposit_list(&DepositList {
-            chain: query
-                .chain
-                .map(|text| text.parse::<Chain>())
-                .transpose()
-                .map_err(|error| bad("chain", &error))?,
+            chain: crate::api::chain_filter(query.chain)?,
             state: query
                 .state
                 .map(|text| parse_state(&text))
                 .transpose()
-                .map_err(|error| bad("state", &error))?,
+                .map_err(|error| crate::api::bad_parameter("state", &error))?,
             reference: query.reference,
             before_id: query.before_id,
             limit,

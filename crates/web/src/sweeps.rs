@@ -11,9 +11,8 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use domain::{AssetCatalogue, Chain};
+use domain::AssetCatalogue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use store::{SweepKind, SweepList, SweepRow, SweepState};
@@ -95,35 +94,21 @@ pub(crate) struct SweepQuery {
     limit: Option<u32>,
 }
 
-fn bad(what: &str, error: &dyn std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid",
-        format!("{what}: {error}"),
-    )
-}
-
 /// `GET /api/admin/sweeps?chain=&state=&before_id=&limit=`.
 pub(crate) async fn list_sweeps(
     State(state): State<AppState>,
     query: Result<Query<SweepQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(query) = query.map_err(|error| bad("query", &error.body_text()))?;
-    let limit = query
-        .limit
-        .unwrap_or(domain::limits::LIST_LIMIT_DEFAULT)
-        .clamp(1, domain::limits::LIST_LIMIT_MAX);
+    let Query(query) =
+        query.map_err(|error| crate::api::bad_parameter("query", &error.body_text()))?;
+    let limit = crate::api::limit_of(query.limit);
     let list = SweepList {
-        chain: query
-            .chain
-            .map(|text| text.parse::<Chain>())
-            .transpose()
-            .map_err(|error| bad("chain", &error))?,
+        chain: crate::api::chain_filter(query.chain)?,
         state: query
             .state
             .map(|text| parse_state(&text))
             .transpose()
-            .map_err(|error| bad("state", &error))?,
+            .map_err(|error| crate::api::bad_parameter("state", &error))?,
         before_id: query.before_id,
         limit,
     };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Up, run, stderr};
+use super::{Up, stderr};
 
 /// The password of the tests' keystores.
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,17 +39,7 @@ pub struct Backend {
 
 impl Backend {
     pub async fn new(database_url: &str, up: &Up) -> Backend {
-        let made = run(
-            database_url,
-            &["tokens", "create", "--role", "service", "--name", "backend"],
-        )
-        .await;
-        assert!(made.status.success(), "{}", stderr(&made));
-        let token = String::from_utf8_lossy(&made.stdout)
-            .split_whitespace()
-            .find(|word| word.starts_with("cst_"))
-            .expect("the token is printed")
-            .to_string();
+        let token = super::create_token(database_url, "service", "backend").await;
         let _ = rustls::crypto::ring::default_provider().install_default();
         Backend {
             client: reqwest::Client::builder()

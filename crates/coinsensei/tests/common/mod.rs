@@ -47,6 +47,21 @@ pub async fn run(database_url: &str, args: &[&str]) -> Output {
         .expect("run coinsensei")
 }
 
+/// `tokens create --role ROLE --name NAME` on the database at `database_url`: the token.
+pub async fn create_token(database_url: &str, role: &str, name: &str) -> String {
+    let output = run(
+        database_url,
+        &["tokens", "create", "--role", role, "--name", name],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("cst_"))
+        .expect("the token is printed")
+        .to_string()
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
