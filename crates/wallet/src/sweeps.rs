@@ -421,6 +421,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     price_per_gas: price,
                     gas_limit,
                     top_up,
+                    energy: None,
                     now: Utc::now(),
                 })
                 .await?;
@@ -472,6 +473,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     price_per_gas: price,
                     gas_limit,
                     top_up: None,
+                    energy: None,
                     now: Utc::now(),
                 })
                 .await?;
