@@ -1366,13 +1366,13 @@ impl chain::provider::ChainEnergy for Tron {
         Ok(value.get("max_size").and_then(Value::as_u64).unwrap_or(0))
     }
 
-    async fn stake_for_energy(&self, energy: u64) -> Result<u64, ChainError> {
-        // The totals are the chain's, whoever asks; an unactivated account's answer is `{}`,
-        // so the zero address's would not do: ask about the USDT contract, which exists.
+    async fn stake_for_energy(&self, owner: &Address, energy: u64) -> Result<u64, ChainError> {
+        // The totals are the chain's, whoever asks, but an account that does not exist is
+        // answered `{}`: the staking account asks.
         let value = self
             .post(
                 "wallet/getaccountresource",
-                json!({ "address": "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", "visible": true }),
+                json!({ "address": owner.as_str(), "visible": true }),
             )
             .await?;
         let field = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0);

@@ -488,9 +488,13 @@ pub struct ResourceReceipt {
 pub trait ChainEnergy: ChainAttempts + Clone {
     /// Staked sun `owner` can delegate for energy now (`getcandelegatedmaxsize`).
     fn delegatable(&self, owner: &Address) -> impl Future<Output = Result<u64, ChainError>> + Send;
-    /// Staked sun whose energy is at least `energy` now (at least the chain's 1 TRX minimum).
-    fn stake_for_energy(&self, energy: u64)
-    -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// Staked sun whose energy is at least `energy` now (at least the chain's 1 TRX minimum),
+    /// by the network's totals as `owner` (an existing account) reads them.
+    fn stake_for_energy(
+        &self,
+        owner: &Address,
+        energy: u64,
+    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
     /// The energy `payment` (a token transfer) needs, by simulating it.
     fn energy_needed(
         &self,

@@ -468,11 +468,16 @@ fn validate(insert: &SweepInsert) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Stores a priced sweep in `topping_up` (with a top-up) or `sweeping`, unless the address
+    /// Stores a priced sweep in `topping_up` (with a top-up or a delegation) or `sweeping`, unless the address
     /// has an open sweep: then that one ([`SweepInserted::Open`]), writing nothing.
     pub async fn sweep_insert(&self, insert: &SweepInsert) -> Result<SweepInserted, StoreError> {
         validate(insert)?;
-        let state = if insert.top_up.is_some() {
+        // A delegation is the energy's top-up: it comes before the sweep too.
+        let delegates = insert
+            .energy
+            .as_ref()
+            .is_some_and(|energy| energy.source == EnergySource::Delegation);
+        let state = if insert.top_up.is_some() || delegates {
             SweepState::ToppingUp
         } else {
             SweepState::Sweeping

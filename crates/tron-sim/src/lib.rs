@@ -92,6 +92,7 @@ const FIXTURES: &[(&str, &str)] = &[
     fixture_entry!("wallet_undelegateresource.error_not_exist_nile.json"),
     fixture_entry!("wallet_getaccount.unactivated_empty.json"),
     fixture_entry!("wallet_getaccountresource.nile.json"),
+    fixture_entry!("wallet_getaccountresource.unactivated_empty.json"),
     fixture_entry!("wallet_getblockbylimitnext.nile_first_block_transactions_elided.json"),
     fixture_entry!("wallet_getblockbynum.mainnet_transfer_and_usdt_abridged.json"),
     fixture_entry!("wallet_getchainparameters.mainnet_2022_chainParameter_array_only.json"),

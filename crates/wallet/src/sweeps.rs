@@ -122,6 +122,38 @@ pub enum StopAt {
     SweepSent,
     /// The sweep's transaction is mined, the sweep not told.
     SweepMined,
+    /// TRON: the delegation of the sweep's energy is stored and sent, not yet landed.
+    DelegationSent,
+    /// TRON: the delegation landed, the sweep not told.
+    DelegationMined,
+    /// TRON: the reclaim of the energy is stored and sent, not yet landed.
+    ReclaimSent,
+    /// TRON: the reclaim landed, the sweep not told.
+    ReclaimMined,
+}
+
+/// The crash tests' seam of a sweeper: the point where rounds end, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Stops(Option<StopAt>);
+
+impl Stops {
+    pub(crate) fn at(point: StopAt) -> Stops {
+        Stops(Some(point))
+    }
+
+    /// Whether `error` is this seam's stop (which ends the round, as a crash would).
+    pub(crate) fn stopped(&self, error: &WalletError) -> bool {
+        self.0.is_some()
+            && matches!(error, WalletError::Unsupported(text) if text.starts_with("stopped at"))
+    }
+
+    /// Ends the round here when this is the point.
+    pub(crate) fn stop(&self, point: StopAt) -> Result<(), WalletError> {
+        if self.0 == Some(point) {
+            return Err(WalletError::Unsupported(format!("stopped at {point:?}")));
+        }
+        Ok(())
+    }
 }
 
 /// The sweeper of one chain.
@@ -138,7 +170,7 @@ pub struct Sweeper<P> {
     policy: SweepPolicy,
     /// The id of the last issued address looked at; `None`: start from the first.
     cursor: Mutex<Option<i64>>,
-    stop_at: Option<StopAt>,
+    stops: Stops,
 }
 
 impl<P> std::fmt::Debug for Sweeper<P> {
@@ -149,7 +181,7 @@ impl<P> std::fmt::Debug for Sweeper<P> {
     }
 }
 
-fn asset_text(asset: &Asset) -> String {
+pub(crate) fn asset_text(asset: &Asset) -> String {
     match asset {
         Asset::Native => "native".into(),
         Asset::Token(contract) => contract.to_string(),
@@ -200,26 +232,22 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             holder,
             policy,
             cursor: Mutex::new(None),
-            stop_at: None,
+            stops: Stops::default(),
         })
     }
 
     /// Ends every round at `point` with an error, as if the process died there (tests).
     pub fn stop_at(mut self, point: StopAt) -> Self {
-        self.stop_at = Some(point);
+        self.stops = Stops::at(point);
         self
     }
 
     fn stopped(&self, error: &WalletError) -> bool {
-        self.stop_at.is_some()
-            && matches!(error, WalletError::Unsupported(text) if text.starts_with("stopped at"))
+        self.stops.stopped(error)
     }
 
     fn stop(&self, point: StopAt) -> Result<(), WalletError> {
-        if self.stop_at == Some(point) {
-            return Err(WalletError::Unsupported(format!("stopped at {point:?}")));
-        }
-        Ok(())
+        self.stops.stop(point)
     }
 
     fn chain(&self) -> Chain {
