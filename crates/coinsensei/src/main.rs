@@ -636,7 +636,8 @@ enum DepositsCommand {
         json: bool,
     },
     /// Consolidation's sweeps of deposit addresses into the hot wallet, newest first, with
-    /// their txids and what each cost (top-up fee plus sweep fee); from the database only.
+    /// their txids and what each cost (the fees of the top-up, the sweep and, on TRON, the
+    /// energy's delegation and reclaim), and the mean cost per path; from the database only.
     Sweeps {
         #[arg(long, default_value = "ethereum")]
         chain: String,

@@ -130,8 +130,9 @@ pub async fn list(
     print_list(&deposits, as_json)
 }
 
-/// Consolidation's sweeps of `chain`, newest first, with what each cost (the top-up's fee
-/// plus the sweep's, in the native coin's base units) and the mean cost per path.
+/// Consolidation's sweeps of `chain`, newest first, with what each cost (the fees of its
+/// top-up, delegation, sweep and reclaim, in the native coin's base units) and the mean cost
+/// per path (on TRON: energy by delegation, or by TRX topped up and burned).
 pub async fn sweeps(
     settings: Settings,
     chain: String,
@@ -161,6 +162,16 @@ pub async fn sweeps(
                 "top_up_fee": units(row.top_up_fee),
                 "sweep_txid": row.sweep_txid,
                 "sweep_fee": units(row.sweep_fee),
+                "energy_source": row.energy_source.map(|source| source.as_str()),
+                "delegate_from": row.delegate_from,
+                "delegate_balance_sun": row.delegate_balance.map(|sun| sun.to_string()),
+                "delegate_txid": row.delegate_txid,
+                "delegate_fee": units(row.delegate_fee),
+                "reclaim_txid": row.reclaim_txid,
+                "reclaim_fee": units(row.reclaim_fee),
+                "reclaim_state": row.reclaim_state.map(|state| state.as_str()),
+                "energy_used": row.energy_used,
+                "bandwidth_used": row.bandwidth_used,
                 "cost": row.cost().base_units().to_string(),
                 "error": row.error,
                 "created_at": row.created_at.to_rfc3339(),
@@ -189,14 +200,28 @@ pub async fn sweeps(
             text(sweep, "cost"),
             text(sweep, "sweep_txid"),
         );
+        if let Some(source) = sweep["energy_source"].as_str() {
+            println!(
+                "       energy {} by {source}, bandwidth {} bytes; reclaim {}",
+                sweep["energy_used"],
+                sweep["bandwidth_used"],
+                sweep["reclaim_state"].as_str().unwrap_or("-"),
+            );
+        }
         if let Some(error) = sweep["error"].as_str() {
             println!("       error: {error}");
         }
         if sweep["state"] == "swept" {
-            let path = match (sweep["asset"].as_str(), sweep["top_up_txid"].is_null()) {
-                (Some("native"), _) => "native",
-                (_, false) => "token with a gas top-up",
-                (_, true) => "token, gas held",
+            let path = match (
+                sweep["asset"].as_str(),
+                sweep["energy_source"].as_str(),
+                sweep["top_up_txid"].is_null(),
+            ) {
+                (Some("native"), _, _) => "native",
+                (_, Some("delegation"), _) => "token, energy delegated",
+                (_, Some("burn"), _) => "token, energy burned from a TRX top-up",
+                (_, _, false) => "token with a gas top-up",
+                (_, _, true) => "token, gas held",
             };
             let cost: u128 = text(sweep, "cost").parse().unwrap_or(0);
             let entry = paths.entry(path).or_default();
