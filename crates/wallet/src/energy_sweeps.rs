@@ -40,13 +40,13 @@ use chrono::Utc;
 use domain::{Amount, Chain};
 use signer::Signer;
 use store::{
-    AttemptState, DepositAddressList, EnergySource, ReclaimState, Store, StoreError, SweepAdvance,
-    SweepEnergy, SweepInsert, SweepInserted, SweepKind, SweepRow, SweepState,
+    AttemptState, EnergySource, ReclaimState, Store, StoreError, SweepAdvance, SweepEnergy,
+    SweepInsert, SweepInserted, SweepKind, SweepRow, SweepState,
 };
 
 use crate::sweeps::{
-    SWEEP_ADDRESSES_PER_ROUND, SWEEPS_NEW_PER_ROUND_MAX, SWEEPS_OPEN_MAX, StopAt, Stops,
-    SweepRound, asset_text,
+    SWEEPS_NEW_PER_ROUND_MAX, SWEEPS_OPEN_MAX, StopAt, Stops, SweepRound, asset_text,
+    next_addresses, note_error,
 };
 use crate::{Wallet, WalletError};
 
@@ -220,29 +220,7 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
                 }
             }
         }
-        let after = *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let addresses = self
-            .store
-            .deposit_address_list(&DepositAddressList {
-                chain: Some(chain),
-                reference: None,
-                after_id: after,
-                limit: SWEEP_ADDRESSES_PER_ROUND,
-            })
-            .await?;
-        let next = if addresses.len() < SWEEP_ADDRESSES_PER_ROUND as usize {
-            None
-        } else {
-            addresses.last().map(|row| row.id)
-        };
-        *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        for issued in addresses {
+        for issued in next_addresses(&self.store, chain, &self.cursor).await? {
             if round.created.len() >= SWEEPS_NEW_PER_ROUND_MAX {
                 break;
             }
@@ -272,7 +250,7 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
             Err(error) if self.stops.stopped(&error) => return Err(error),
             Err(error) => {
                 tracing::warn!(chain = %self.chain(), sweep = row.id, %error, "a sweep step failed; the next round tries again");
-                self.note_error(row, &error).await;
+                note_error(&self.store, row, &error).await;
                 round.errors.push(format!("sweep {}: {error}", row.id));
             }
         }
@@ -740,20 +718,6 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
                 tracing::info!(%chain, sweep = row.id, txid = ?row.reclaim_txid, cost = %row.cost().base_units(), "a sweep's energy was taken back");
                 Ok(())
             }
-        }
-    }
-
-    /// Records a step's error on its sweep (it stays open; the next round tries again).
-    async fn note_error(&self, row: &SweepRow, error: &WalletError) {
-        let text: String = error
-            .to_string()
-            .chars()
-            .take(store::SWEEP_ERROR_LEN_MAX / 4)
-            .collect();
-        let mut advance = SweepAdvance::new(row.id, row.state, row.state, Utc::now());
-        advance.error = Some(text);
-        if let Err(error) = self.store.sweep_advance(&advance).await {
-            tracing::debug!(sweep = row.id, %error, "recording a sweep's error");
         }
     }
 }

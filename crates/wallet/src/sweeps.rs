@@ -132,6 +132,50 @@ pub enum StopAt {
     ReclaimMined,
 }
 
+/// The next [`SWEEP_ADDRESSES_PER_ROUND`] issued addresses of `chain` after `cursor`, which
+/// moves on (back to the first after the last page).
+pub(crate) async fn next_addresses(
+    store: &Store,
+    chain: Chain,
+    cursor: &Mutex<Option<i64>>,
+) -> Result<Vec<store::DepositAddressRow>, WalletError> {
+    let after = *cursor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let addresses = store
+        .deposit_address_list(&DepositAddressList {
+            chain: Some(chain),
+            reference: None,
+            after_id: after,
+            limit: SWEEP_ADDRESSES_PER_ROUND,
+        })
+        .await?;
+    let next = if addresses.len() < SWEEP_ADDRESSES_PER_ROUND as usize {
+        None
+    } else {
+        addresses.last().map(|row| row.id)
+    };
+    *cursor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+    Ok(addresses)
+}
+
+/// Records a step's error on its sweep (it stays open; the next round tries again).
+pub(crate) async fn note_error(store: &Store, row: &SweepRow, error: &WalletError) {
+    // Cut on a character, well inside the store's bound in bytes.
+    let text: String = error
+        .to_string()
+        .chars()
+        .take(store::SWEEP_ERROR_LEN_MAX / 4)
+        .collect();
+    let mut advance = SweepAdvance::new(row.id, row.state, row.state, Utc::now());
+    advance.error = Some(text);
+    if let Err(error) = store.sweep_advance(&advance).await {
+        tracing::debug!(sweep = row.id, %error, "recording a sweep's error");
+    }
+}
+
 /// The crash tests' seam of a sweeper: the point where rounds end, if any.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Stops(Option<StopAt>);
@@ -327,29 +371,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                 }
             }
         }
-        let after = *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let addresses = self
-            .store
-            .deposit_address_list(&DepositAddressList {
-                chain: Some(chain),
-                reference: None,
-                after_id: after,
-                limit: SWEEP_ADDRESSES_PER_ROUND,
-            })
-            .await?;
-        let next = if addresses.len() < SWEEP_ADDRESSES_PER_ROUND as usize {
-            None
-        } else {
-            addresses.last().map(|row| row.id)
-        };
-        *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        for issued in addresses {
+        for issued in next_addresses(&self.store, chain, &self.cursor).await? {
             if round.created.len() >= SWEEPS_NEW_PER_ROUND_MAX {
                 break;
             }
@@ -728,18 +750,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         Ok(self.store.sweep_advance(&advance).await?.state)
     }
 
-    /// Records a step's error on its sweep (it stays open; the next round tries again).
     async fn note_error(&self, row: &SweepRow, error: &WalletError) {
-        // Cut on a character, well inside the store's bound in bytes.
-        let text: String = error
-            .to_string()
-            .chars()
-            .take(store::SWEEP_ERROR_LEN_MAX / 4)
-            .collect();
-        let mut advance = SweepAdvance::new(row.id, row.state, row.state, Utc::now());
-        advance.error = Some(text);
-        if let Err(error) = self.store.sweep_advance(&advance).await {
-            tracing::debug!(sweep = row.id, %error, "recording a sweep's error");
-        }
+        note_error(&self.store, row, error).await;
     }
 }
