@@ -1,7 +1,9 @@
 //! TRON consolidation (`wallet::energy_sweeps::EnergySweeper`) on the TRON simulation with its
 //! fees on, on both stores: a USDT sweep gets its energy lent by the staking account and gives
 //! it back (tokens moved exactly, the stake home again); a sweep burns TRX topped up when the
-//! staking account cannot lend enough (its delegation refused with java-tron's text); a TRX
+//! staking account cannot lend enough (its delegation refused with java-tron's text); a sweep
+//! that lands failed (out of energy) gives the energy back all the same (and the address is
+//! swept again later, once); a TRX
 //! sweep leaves its address empty; a round stopped at each await, then run again, ends with
 //! one top-up, one delegation, one sweep and one reclaim. The costs of both paths are printed
 //! (`cargo test -p chain-tron --test energy_sweeps -- --nocapture`).
@@ -343,6 +345,52 @@ async fn a_usdt_sweep_burns_trx_when_the_staker_cannot_lend(db: &TestDb) {
     print_cost("top-up (energy burned)", row, sweep.energy_fee);
 }
 
+async fn a_failed_sweep_still_gives_the_energy_back(db: &TestDb) {
+    let setup = Setup::new(db, 50_000).await;
+    let staker = hex21(&setup.address(STAKER));
+    let hot_before = setup.usdt(&setup.address(HOT));
+    // Token transfers land out of energy for now: the sweep fails on chain.
+    setup.ledger.lock().unwrap().fail_tokens = true;
+    let deposit = setup.deposit(0, 4_000_000).await;
+    let sweeper = setup.sweeper();
+    let mut failed = None;
+    for _ in 0..8 {
+        let round = sweeper.run_once().await.unwrap();
+        assert!(round.errors.is_empty(), "{:?}", round.errors);
+        setup.mine();
+        let rows = setup.store.sweep_list(Chain::Tron, None, 10).await.unwrap();
+        if let Some(row) = rows.iter().find(|row| {
+            row.state == SweepState::Failed && row.reclaim_state == Some(ReclaimState::Done)
+        }) {
+            failed = Some(row.clone());
+            break;
+        }
+    }
+    let row = failed.expect("the failed sweep's energy taken back within 8 rounds");
+    assert!(
+        row.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("landed but failed")
+    );
+    assert!(row.reclaim_txid.is_some());
+    // Nothing moved, and the energy is back all the same.
+    assert_eq!(setup.usdt(&deposit), 4_000_000);
+    {
+        let ledger = setup.ledger.lock().unwrap();
+        assert!(ledger.delegated.is_empty(), "{:?}", ledger.delegated);
+        assert_eq!(ledger.staked(&staker), 50_000 * TRX);
+    }
+    // The address still holds its tokens, so a later round sweeps it again, once.
+    setup.ledger.lock().unwrap().fail_tokens = false;
+    let rows = setup.settle(&sweeper, 8).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0].state, SweepState::Swept, "{rows:?}");
+    assert_eq!(setup.usdt(&deposit), 0);
+    assert_eq!(setup.usdt(&setup.address(HOT)), hot_before + 4_000_000);
+    assert!(setup.ledger.lock().unwrap().delegated.is_empty());
+}
+
 async fn a_trx_sweep_leaves_the_address_empty(db: &TestDb) {
     let setup = Setup::new(db, 50_000).await;
     let hot_before = setup.trx(&setup.address(HOT));
@@ -428,6 +476,7 @@ async fn a_round_stopped_at_each_await_finishes_once(db: &TestDb) {
 testkit::on_both_stores!(
     db: a_usdt_sweep_borrows_energy_and_gives_it_back,
     a_usdt_sweep_burns_trx_when_the_staker_cannot_lend,
+    a_failed_sweep_still_gives_the_energy_back,
     a_trx_sweep_leaves_the_address_empty,
     a_round_stopped_at_each_await_finishes_once,
 );
