@@ -266,6 +266,12 @@ pub struct Receipt {
     pub result: Option<String>,
     #[serde(default)]
     pub energy_usage_total: i64,
+    /// Sun burned for energy.
+    #[serde(default)]
+    pub energy_fee: i64,
+    /// Bandwidth bytes taken from the account's free or staked bandwidth.
+    #[serde(default)]
+    pub net_usage: i64,
     #[serde(default)]
     pub net_fee: i64,
 }
@@ -715,7 +721,7 @@ impl Tron {
     /// block that could hold it has been read without it and the solidified chain is past its
     /// expiration, MayLand before. A node that cannot show that is an error, never Dead.
     pub async fn attempt_fate_of(&self, raw: &[u8]) -> Result<AttemptFate, ChainError> {
-        let decoded = transaction::decode(raw)?;
+        let decoded = transaction::stamp(raw)?;
         self.fate_of(
             &decoded.txid,
             decoded.ref_block_bytes,
@@ -832,6 +838,37 @@ impl Tron {
             return Ok(Vec::new());
         }
         self.parse("gettransactioninfobyblocknum", value)
+    }
+
+    /// A transaction's window from now: the solidified head as its reference block, the
+    /// configured expiration.
+    fn window(
+        &self,
+        head: &Header,
+        solidified: &Header,
+        fee_limit: i64,
+    ) -> Result<Window, ChainError> {
+        // The node judges the expiration against its head block's time: counted from the
+        // later of this clock and that time, a clock behind the chain cannot make bytes that
+        // are expired when they arrive.
+        let now = now_ms();
+        if head.timestamp > now.saturating_add(HEAD_AHEAD_MAX_MS) {
+            // Bytes expiring after a made-up time would stay "may land" for as long.
+            return Err(ChainError::retriable(format!(
+                "the node's head block is {} s ahead of this clock: check the node (or this machine's clock)",
+                (head.timestamp - now) / 1_000
+            )));
+        }
+        let timestamp = now.max(head.timestamp);
+        let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
+        Ok(Window {
+            ref_block: solidified.id,
+            timestamp,
+            expiration: timestamp
+                .checked_add(expiration)
+                .ok_or_else(|| ChainError::permanent("the expiration is out of range"))?,
+            fee_limit,
+        })
     }
 
     /// The estimate for `payment` now.
@@ -1203,19 +1240,6 @@ impl ChainBuild for Tron {
     async fn metadata(&self, payment: &Payment) -> Result<Metadata, ChainError> {
         let (head, solidified, estimate) =
             tokio::try_join!(self.head(), self.solidified(), self.estimate(payment))?;
-        // The node judges the expiration against its head block's time: counted from the
-        // later of this clock and that time, a clock behind the chain cannot make bytes that
-        // are expired when they arrive.
-        let now = now_ms();
-        if head.timestamp > now.saturating_add(HEAD_AHEAD_MAX_MS) {
-            // Bytes expiring after a made-up time would stay "may land" for as long.
-            return Err(ChainError::retriable(format!(
-                "the node's head block is {} s ahead of this clock: check the node (or this machine's clock)",
-                (head.timestamp - now) / 1_000
-            )));
-        }
-        let timestamp = now.max(head.timestamp);
-        let expiration = i64::try_from(self.config.expiration.as_millis()).unwrap_or(i64::MAX);
         let fee_limit = match payment.asset {
             Asset::Native => 0,
             Asset::Token(_) => {
@@ -1230,14 +1254,7 @@ impl ChainBuild for Tron {
             }
         };
         Ok(Metadata {
-            window: Window {
-                ref_block: solidified.id,
-                timestamp,
-                expiration: timestamp
-                    .checked_add(expiration)
-                    .ok_or_else(|| ChainError::permanent("the expiration is out of range"))?,
-                fee_limit,
-            },
+            window: self.window(&head, &solidified, fee_limit)?,
             estimate,
         })
     }
@@ -1288,11 +1305,11 @@ impl ChainBuild for Tron {
 
 impl ChainAttempts for Tron {
     fn expires_at(&self, signed: &SignedTransaction) -> Result<Option<i64>, ChainError> {
-        Ok(Some(transaction::parse(signed)?.expiration))
+        Ok(Some(transaction::parse_stamp(signed)?.expiration))
     }
 
     async fn attempt_fate(&self, signed: &SignedTransaction) -> Result<AttemptFate, ChainError> {
-        let decoded = transaction::parse(signed)?;
+        let decoded = transaction::parse_stamp(signed)?;
         self.fate_of(
             &decoded.txid,
             decoded.ref_block_bytes,
@@ -1318,5 +1335,138 @@ impl ChainSubmit for Tron {
                 reason: error.message,
             },
         }
+    }
+}
+
+/// Staked TRX whose energy is `energy` by the chain's totals (java-tron's
+/// `EnergyProcessor.calculateGlobalEnergyLimit`: whole TRX × `TotalEnergyLimit` /
+/// `TotalEnergyWeight`), in sun, with one TRX more for java-tron's rounding through a
+/// double, and at least the 1 TRX a delegation lends.
+pub fn stake_for(energy: u64, total_energy_limit: u64, total_energy_weight: u64) -> Option<u64> {
+    if total_energy_limit == 0 {
+        return None;
+    }
+    let trx = u128::from(energy)
+        .checked_mul(u128::from(total_energy_weight))?
+        .div_ceil(u128::from(total_energy_limit))
+        .checked_add(1)?;
+    let sun = u64::try_from(trx.checked_mul(1_000_000)?).ok()?;
+    Some(sun.max(transaction::DELEGATION_MIN_SUN))
+}
+
+impl chain::provider::ChainEnergy for Tron {
+    async fn delegatable(&self, owner: &Address) -> Result<u64, ChainError> {
+        // `type` 1 is ENERGY; `max_size` 0 is left out (`{}`).
+        let value = self
+            .post(
+                "wallet/getcandelegatedmaxsize",
+                json!({ "owner_address": owner.as_str(), "type": 1, "visible": true }),
+            )
+            .await?;
+        Ok(value.get("max_size").and_then(Value::as_u64).unwrap_or(0))
+    }
+
+    async fn stake_for_energy(&self, owner: &Address, energy: u64) -> Result<u64, ChainError> {
+        // The totals are the chain's, whoever asks, but an account that does not exist is
+        // answered `{}`: the staking account asks.
+        let value = self
+            .post(
+                "wallet/getaccountresource",
+                json!({ "address": owner.as_str(), "visible": true }),
+            )
+            .await?;
+        let field = |name: &str| value.get(name).and_then(Value::as_u64).unwrap_or(0);
+        stake_for(
+            energy,
+            field("TotalEnergyLimit"),
+            field("TotalEnergyWeight"),
+        )
+        .ok_or_else(|| {
+            ChainError::permanent("getaccountresource has no TotalEnergyLimit (or it overflows)")
+        })
+    }
+
+    async fn energy_needed(&self, payment: &Payment) -> Result<u64, ChainError> {
+        match &payment.asset {
+            Asset::Native => Ok(0),
+            Asset::Token(token) => self.transfer_energy(payment, token).await,
+        }
+    }
+
+    async fn account_resources(
+        &self,
+        address: &Address,
+    ) -> Result<chain::provider::AccountResources, ChainError> {
+        let ((balance, activated), resources) =
+            tokio::try_join!(self.account(address), self.resources(address))?;
+        Ok(chain::provider::AccountResources {
+            activated,
+            balance: u64::try_from(balance.base_units()).unwrap_or(u64::MAX),
+            energy_available: resources.energy_available,
+            free_bandwidth: resources.free_bandwidth,
+            staked_bandwidth: resources.staked_bandwidth,
+        })
+    }
+
+    async fn burn_prices(&self) -> Result<chain::provider::BurnPrices, ChainError> {
+        let prices = self.prices().await?;
+        Ok(chain::provider::BurnPrices {
+            energy: prices.energy,
+            bandwidth: prices.bandwidth,
+            create_account: prices
+                .create_account
+                .saturating_add(prices.create_account_in_contract),
+        })
+    }
+
+    fn transfer_bytes(&self, asset: &Asset) -> u64 {
+        match asset {
+            Asset::Native => TRX_TRANSFER_BYTES,
+            Asset::Token(_) => TRC20_TRANSFER_BYTES,
+        }
+    }
+
+    async fn build_delegation(
+        &self,
+        delegation: &chain::provider::Delegation,
+    ) -> Result<transaction::Unsigned, ChainError> {
+        let (head, solidified) = tokio::try_join!(self.head(), self.solidified())?;
+        transaction::build_delegation(delegation, &self.window(&head, &solidified, 0)?)
+    }
+
+    fn parse_delegation(
+        &self,
+        signed: &SignedTransaction,
+    ) -> Result<chain::provider::Delegation, ChainError> {
+        let decoded = transaction::decode_delegation(&signed.raw)?;
+        if decoded.txid != signed.txid {
+            return Err(ChainError::permanent(format!(
+                "the bytes hash to {}, not to the txid {} they came with",
+                decoded.txid, signed.txid
+            )));
+        }
+        Ok(decoded.delegation)
+    }
+
+    async fn receipt(
+        &self,
+        txid: &str,
+    ) -> Result<Option<chain::provider::ResourceReceipt>, ChainError> {
+        let Some(info) = self
+            .info("wallet", txid)
+            .await?
+            .filter(|info| info.block_number > 0)
+        else {
+            return Ok(None);
+        };
+        let sun = |value: i64| u64::try_from(value).unwrap_or(0);
+        Ok(Some(chain::provider::ResourceReceipt {
+            success: info.succeeded(),
+            fee: sun(info.fee),
+            energy: sun(info.receipt.energy_usage_total),
+            energy_fee: sun(info.receipt.energy_fee),
+            bandwidth: sun(info.receipt.net_usage),
+            bandwidth_fee: sun(info.receipt.net_fee),
+        }))
     }
 }

@@ -6,10 +6,18 @@
 /// `Transaction.Contract.ContractType` values used here.
 pub const TRANSFER_CONTRACT: i32 = 1;
 pub const TRIGGER_SMART_CONTRACT: i32 = 31;
+pub const DELEGATE_RESOURCE_CONTRACT: i32 = 57;
+pub const UNDELEGATE_RESOURCE_CONTRACT: i32 = 58;
 
 /// The `type_url` of each contract in its `google.protobuf.Any`.
 pub const TRANSFER_TYPE_URL: &str = "type.googleapis.com/protocol.TransferContract";
 pub const TRIGGER_TYPE_URL: &str = "type.googleapis.com/protocol.TriggerSmartContract";
+pub const DELEGATE_TYPE_URL: &str = "type.googleapis.com/protocol.DelegateResourceContract";
+pub const UNDELEGATE_TYPE_URL: &str = "type.googleapis.com/protocol.UnDelegateResourceContract";
+
+/// `ResourceCode` (`core/contract/common.proto`): what staked TRX gives.
+pub const RESOURCE_BANDWIDTH: i32 = 0;
+pub const RESOURCE_ENERGY: i32 = 1;
 
 /// `google.protobuf.Any`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -103,4 +111,38 @@ pub struct TriggerSmartContract {
     pub call_token_value: i64,
     #[prost(int64, tag = "6")]
     pub token_id: i64,
+}
+
+/// `DelegateResourceContract` (Stake 2.0, type 57): `owner` lends what `balance` staked sun
+/// gives of `resource` to `receiver`. `lock` and `lock_period` are never set by this system
+/// (an unlocked delegation can be taken back at once), so they are absent from the bytes, as
+/// proto3 leaves defaults out.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DelegateResourceContract {
+    #[prost(bytes = "vec", tag = "1")]
+    pub owner_address: Vec<u8>,
+    #[prost(int32, tag = "2")]
+    pub resource: i32,
+    #[prost(int64, tag = "3")]
+    pub balance: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub receiver_address: Vec<u8>,
+    #[prost(bool, tag = "5")]
+    pub lock: bool,
+    #[prost(int64, tag = "6")]
+    pub lock_period: i64,
+}
+
+/// `UnDelegateResourceContract` (Stake 2.0, type 58): takes `balance` staked sun's `resource`
+/// back from `receiver`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UnDelegateResourceContract {
+    #[prost(bytes = "vec", tag = "1")]
+    pub owner_address: Vec<u8>,
+    #[prost(int32, tag = "2")]
+    pub resource: i32,
+    #[prost(int64, tag = "3")]
+    pub balance: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub receiver_address: Vec<u8>,
 }

@@ -10,7 +10,9 @@
 //! wrong key, or saying something other than its payment, is caught before it is stored.
 
 use chain::address::{Address, Network};
-use chain::provider::{Asset, ChainError, Parsed, Payment, SignedTransaction, SigningPayload};
+use chain::provider::{
+    Asset, ChainError, Delegation, Parsed, Payment, SignedTransaction, SigningPayload,
+};
 use domain::{Amount, Chain};
 use prost::Message;
 use ruint::aliases::U256;
@@ -28,6 +30,8 @@ pub const EXPIRATION_MAX_MS: i64 = 24 * 60 * 60 * 1000;
 pub const TRANSFER_SELECTOR: [u8; 4] = [0xa9, 0x05, 0x9c, 0xbb];
 /// The TRON address prefix byte.
 pub const ADDRESS_PREFIX: u8 = 0x41;
+/// The least a delegation may lend: 1 TRX of stake (java-tron's `DelegateResourceActuator`).
+pub const DELEGATION_MIN_SUN: u64 = 1_000_000;
 
 /// A block named by its id: java-tron's block id is the 8-byte big-endian number followed by
 /// 24 bytes of the block hash.
@@ -217,6 +221,23 @@ pub fn build(payment: &Payment, window: &Window) -> Result<Unsigned, ChainError>
             (contract, window.fee_limit)
         }
     };
+    Ok(finish(
+        contract,
+        window,
+        fee_limit,
+        payment.from_index,
+        owner,
+    ))
+}
+
+/// The one contract in `window`, as the raw data to sign.
+fn finish(
+    contract: proto::Contract,
+    window: &Window,
+    fee_limit: i64,
+    index: u32,
+    owner: [u8; 21],
+) -> Unsigned {
     let raw = proto::Raw {
         ref_block_bytes: window.ref_block.ref_block_bytes().to_vec(),
         ref_block_hash: window.ref_block.ref_block_hash().to_vec(),
@@ -228,12 +249,74 @@ pub fn build(payment: &Payment, window: &Window) -> Result<Unsigned, ChainError>
     };
     let raw_bytes = raw.encode_to_vec();
     let txid: [u8; 32] = Sha256::digest(&raw_bytes).into();
-    Ok(Unsigned {
-        index: payment.from_index,
+    Unsigned {
+        index,
         raw_bytes,
         txid,
         owner,
-    })
+    }
+}
+
+/// Builds the unsigned `DelegateResourceContract` (or, to reclaim, `UnDelegateResourceContract`)
+/// of `delegation`: energy, unlocked, no fee limit (it runs no contract code). Refuses
+/// (nothing built) less than [`DELEGATION_MIN_SUN`], more than int64, a delegation to
+/// itself, and a window the network would refuse.
+pub fn build_delegation(delegation: &Delegation, window: &Window) -> Result<Unsigned, ChainError> {
+    window.check()?;
+    let owner = tron_bytes(&delegation.owner, "staking account")?;
+    let receiver = tron_bytes(&delegation.receiver, "receiver")?;
+    if owner == receiver {
+        return Err(ChainError::permanent(
+            "the staking account cannot delegate to itself",
+        ));
+    }
+    if delegation.balance < DELEGATION_MIN_SUN {
+        return Err(ChainError::permanent(format!(
+            "a delegation lends at least {DELEGATION_MIN_SUN} sun of stake, not {}",
+            delegation.balance
+        )));
+    }
+    let balance = i64::try_from(delegation.balance).map_err(|_| {
+        ChainError::permanent(format!(
+            "{} sun does not fit a delegation (at most 2^63 - 1)",
+            delegation.balance
+        ))
+    })?;
+    let (kind, type_url, value) = if delegation.reclaim {
+        let contract = proto::UnDelegateResourceContract {
+            owner_address: owner.to_vec(),
+            resource: proto::RESOURCE_ENERGY,
+            balance,
+            receiver_address: receiver.to_vec(),
+        };
+        (
+            proto::UNDELEGATE_RESOURCE_CONTRACT,
+            proto::UNDELEGATE_TYPE_URL,
+            contract.encode_to_vec(),
+        )
+    } else {
+        let contract = proto::DelegateResourceContract {
+            owner_address: owner.to_vec(),
+            resource: proto::RESOURCE_ENERGY,
+            balance,
+            receiver_address: receiver.to_vec(),
+            ..Default::default()
+        };
+        (
+            proto::DELEGATE_RESOURCE_CONTRACT,
+            proto::DELEGATE_TYPE_URL,
+            contract.encode_to_vec(),
+        )
+    };
+    let contract = proto::Contract {
+        r#type: kind,
+        parameter: Some(proto::Any {
+            type_url: type_url.into(),
+            value,
+        }),
+        ..Default::default()
+    };
+    Ok(finish(contract, window, 0, delegation.from_index, owner))
 }
 
 /// The signed transaction: `Transaction { raw_data, signature: [signature] }` as bytes (what
@@ -318,11 +401,20 @@ pub struct Decoded {
     pub fee_limit: i64,
 }
 
-/// Reads signed transaction bytes: one contract, a TRX transfer or a TRC-20
-/// `transfer(address,uint256)` without value attached, canonically encoded, signed once by
-/// the account it spends from.
-pub fn decode(bytes: &[u8]) -> Result<Decoded, ChainError> {
-    let refuse = |why: String| ChainError::permanent(format!("not a transfer of ours: {why}"));
+/// Signed bytes opened: canonically encoded, one contract without permission, provider or
+/// memo, one signature, its signer recovered.
+struct Opened {
+    raw: proto::Raw,
+    raw_data: Vec<u8>,
+    txid: [u8; 32],
+    signer: [u8; 21],
+}
+
+fn refuse(why: String) -> ChainError {
+    ChainError::permanent(format!("not a transaction of ours: {why}"))
+}
+
+fn open(bytes: &[u8]) -> Result<Opened, ChainError> {
     let envelope = proto::TransactionBytes::decode(bytes)
         .map_err(|error| refuse(format!("undecodable transaction: {error}")))?;
     let txid: [u8; 32] = Sha256::digest(&envelope.raw_data).into();
@@ -339,11 +431,71 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ChainError> {
     if contract.permission_id != 0 || !contract.provider.is_empty() || !raw.data.is_empty() {
         return Err(refuse("a permission id, provider or memo is set".into()));
     }
-    let parameter = contract
-        .parameter
-        .as_ref()
-        .ok_or_else(|| refuse("no contract parameter".into()))?;
-    let (owner, to, asset, amount) = match (contract.r#type, parameter.type_url.as_str()) {
+    let [signature] = envelope.signature.as_slice() else {
+        return Err(refuse(format!(
+            "{} signatures where one is expected",
+            envelope.signature.len()
+        )));
+    };
+    let signature: &[u8; 65] = signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| refuse(format!("a signature of {} bytes", signature.len())))?;
+    let signer = recover(&txid, signature)?;
+    Ok(Opened {
+        raw,
+        raw_data: envelope.raw_data,
+        txid,
+        signer,
+    })
+}
+
+impl Opened {
+    fn parameter(&self) -> Result<(i32, &proto::Any), ChainError> {
+        let contract = &self.raw.contract[0];
+        let parameter = contract
+            .parameter
+            .as_ref()
+            .ok_or_else(|| refuse("no contract parameter".into()))?;
+        Ok((contract.r#type, parameter))
+    }
+
+    fn check_owner(&self, owner: &[u8]) -> Result<(), ChainError> {
+        if self.signer.as_slice() != owner {
+            return Err(refuse(format!(
+                "signed by {} but spends from {}",
+                base58(&self.signer),
+                hex::encode(owner)
+            )));
+        }
+        Ok(())
+    }
+
+    fn stamp(&self) -> Result<([u8; 2], [u8; 8]), ChainError> {
+        let ref_block_bytes = self
+            .raw
+            .ref_block_bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| refuse("ref_block_bytes is not 2 bytes".into()))?;
+        let ref_block_hash = self
+            .raw
+            .ref_block_hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| refuse("ref_block_hash is not 8 bytes".into()))?;
+        Ok((ref_block_bytes, ref_block_hash))
+    }
+}
+
+/// Reads signed transaction bytes: one contract, a TRX transfer or a TRC-20
+/// `transfer(address,uint256)` without value attached, canonically encoded, signed once by
+/// the account it spends from. A delegation is refused here ([`decode_delegation`] reads it),
+/// so bytes checked as a payment can never be anything else.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, ChainError> {
+    let opened = open(bytes)?;
+    let (kind, parameter) = opened.parameter()?;
+    let (owner, to, asset, amount) = match (kind, parameter.type_url.as_str()) {
         (proto::TRANSFER_CONTRACT, proto::TRANSFER_TYPE_URL) => {
             let transfer = proto::TransferContract::decode(parameter.value.as_slice())
                 .map_err(|error| refuse(format!("undecodable TransferContract: {error}")))?;
@@ -380,50 +532,143 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, ChainError> {
         }
         (kind, url) => return Err(refuse(format!("contract type {kind} ({url})"))),
     };
-    let [signature] = envelope.signature.as_slice() else {
-        return Err(refuse(format!(
-            "{} signatures where one is expected",
-            envelope.signature.len()
-        )));
-    };
-    let signature: &[u8; 65] = signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| refuse(format!("a signature of {} bytes", signature.len())))?;
-    let signer = recover(&txid, signature)?;
-    if signer.as_slice() != owner.as_slice() {
-        return Err(refuse(format!(
-            "signed by {} but spends from {}",
-            base58(&signer),
-            hex::encode(&owner)
-        )));
-    }
-    let ref_block_bytes = raw
-        .ref_block_bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| refuse("ref_block_bytes is not 2 bytes".into()))?;
-    let ref_block_hash = raw
-        .ref_block_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| refuse("ref_block_hash is not 8 bytes".into()))?;
+    opened.check_owner(&owner)?;
+    let (ref_block_bytes, ref_block_hash) = opened.stamp()?;
     Ok(Decoded {
         parsed: Parsed {
-            from: address(&signer)?,
+            from: address(&opened.signer)?,
             to,
             asset,
             amount,
             sequence: None,
         },
-        txid: hex::encode(txid),
-        raw_data: envelope.raw_data,
+        txid: hex::encode(opened.txid),
         ref_block_bytes,
         ref_block_hash,
-        timestamp: raw.timestamp,
-        expiration: raw.expiration,
-        fee_limit: raw.fee_limit,
+        timestamp: opened.raw.timestamp,
+        expiration: opened.raw.expiration,
+        fee_limit: opened.raw.fee_limit,
+        raw_data: opened.raw_data,
     })
+}
+
+/// A delegation read from signed bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedDelegation {
+    /// `from_index` is not in the bytes: 0.
+    pub delegation: Delegation,
+    pub txid: String,
+    pub raw_data: Vec<u8>,
+    pub ref_block_bytes: [u8; 2],
+    pub ref_block_hash: [u8; 8],
+    pub timestamp: i64,
+    pub expiration: i64,
+}
+
+/// Reads signed bytes of an energy `DelegateResourceContract` or `UnDelegateResourceContract`,
+/// unlocked, without a fee limit, signed by the staking account; anything else is refused.
+pub fn decode_delegation(bytes: &[u8]) -> Result<DecodedDelegation, ChainError> {
+    let opened = open(bytes)?;
+    let (kind, parameter) = opened.parameter()?;
+    let (owner, resource, balance, receiver, reclaim) = match (kind, parameter.type_url.as_str()) {
+        (proto::DELEGATE_RESOURCE_CONTRACT, proto::DELEGATE_TYPE_URL) => {
+            let contract = proto::DelegateResourceContract::decode(parameter.value.as_slice())
+                .map_err(|error| {
+                    refuse(format!("undecodable DelegateResourceContract: {error}"))
+                })?;
+            if contract.lock || contract.lock_period != 0 {
+                return Err(refuse("a locked delegation".into()));
+            }
+            (
+                contract.owner_address,
+                contract.resource,
+                contract.balance,
+                contract.receiver_address,
+                false,
+            )
+        }
+        (proto::UNDELEGATE_RESOURCE_CONTRACT, proto::UNDELEGATE_TYPE_URL) => {
+            let contract = proto::UnDelegateResourceContract::decode(parameter.value.as_slice())
+                .map_err(|error| {
+                    refuse(format!("undecodable UnDelegateResourceContract: {error}"))
+                })?;
+            (
+                contract.owner_address,
+                contract.resource,
+                contract.balance,
+                contract.receiver_address,
+                true,
+            )
+        }
+        (kind, url) => return Err(refuse(format!("contract type {kind} ({url})"))),
+    };
+    if resource != proto::RESOURCE_ENERGY {
+        return Err(refuse(format!("a delegation of resource {resource}")));
+    }
+    if opened.raw.fee_limit != 0 {
+        return Err(refuse("a delegation with a fee limit".into()));
+    }
+    let balance = u64::try_from(balance).map_err(|_| refuse("a negative balance".into()))?;
+    opened.check_owner(&owner)?;
+    let (ref_block_bytes, ref_block_hash) = opened.stamp()?;
+    Ok(DecodedDelegation {
+        delegation: Delegation {
+            from_index: 0,
+            owner: address(&opened.signer)?,
+            receiver: address(&receiver)?,
+            balance,
+            reclaim,
+        },
+        txid: hex::encode(opened.txid),
+        ref_block_bytes,
+        ref_block_hash,
+        timestamp: opened.raw.timestamp,
+        expiration: opened.raw.expiration,
+        raw_data: opened.raw_data,
+    })
+}
+
+/// What the death rule needs of any transaction of ours (a transfer or a delegation): its
+/// txid, reference block and expiration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub txid: String,
+    pub ref_block_bytes: [u8; 2],
+    pub ref_block_hash: [u8; 8],
+    pub expiration: i64,
+}
+
+/// The [`Stamp`] of signed bytes that [`decode`] or [`decode_delegation`] reads.
+pub fn stamp(bytes: &[u8]) -> Result<Stamp, ChainError> {
+    match decode(bytes) {
+        Ok(decoded) => Ok(Stamp {
+            txid: decoded.txid,
+            ref_block_bytes: decoded.ref_block_bytes,
+            ref_block_hash: decoded.ref_block_hash,
+            expiration: decoded.expiration,
+        }),
+        Err(transfer) => match decode_delegation(bytes) {
+            Ok(decoded) => Ok(Stamp {
+                txid: decoded.txid,
+                ref_block_bytes: decoded.ref_block_bytes,
+                ref_block_hash: decoded.ref_block_hash,
+                expiration: decoded.expiration,
+            }),
+            Err(_) => Err(transfer),
+        },
+    }
+}
+
+/// [`stamp`], checked against the txid the signed transaction claims.
+pub fn parse_stamp(signed: &SignedTransaction) -> Result<Stamp, ChainError> {
+    let stamp = stamp(&signed.raw)?;
+    if stamp.txid != signed.txid {
+        return Err(ChainError::permanent(format!(
+            "the bytes hash to {}, not to the txid {} they came with",
+            stamp.txid, signed.txid
+        )));
+    }
+    Ok(stamp)
 }
 
 /// [`parse`], and a TRC-20 call's `fee_limit` at most `fee_limit_cap` (sun): refused above

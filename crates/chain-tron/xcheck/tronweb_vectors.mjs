@@ -16,6 +16,11 @@
 // built offline instead with TronWeb's ABI encoder: a9059cbb ++ utils.abi.encodeParams
 // (["address", "uint256"], [to, amount]).
 //
+// A Stake 2.0 case ({"kind": "delegate" | "undelegate", "receiver": base58, "balance": sun}) is
+// built the same way from the JSON java-tron's wallet/delegateresource and
+// wallet/undelegateresource answer (energy, unlocked), through TronWeb's own
+// DelegateResourceContract / UnDelegateResourceContract classes.
+//
 // TronWeb is found in the node_modules directory named by COINSENSEI_TRONWEB (what `cargo
 // xtask test` installs into target/tools/tronweb from package-lock.json), or else beside this
 // script (after `npm ci` here).
@@ -47,7 +52,21 @@ function build(c) {
     const owner = TronWeb.address.fromPrivateKey(c.key);
     const refBlock = c.ref_block_id;
     let contract;
-    if (c.contract === null || c.contract === undefined) {
+    if (c.kind === 'delegate' || c.kind === 'undelegate') {
+        const type = c.kind === 'delegate' ? 'DelegateResourceContract' : 'UnDelegateResourceContract';
+        contract = {
+            type,
+            parameter: {
+                type_url: `type.googleapis.com/protocol.${type}`,
+                value: {
+                    owner_address: TronWeb.address.toHex(owner),
+                    receiver_address: TronWeb.address.toHex(c.receiver),
+                    balance: exact(String(c.balance)),
+                    resource: 'ENERGY',
+                },
+            },
+        };
+    } else if (c.contract === null || c.contract === undefined) {
         contract = {
             type: 'TransferContract',
             parameter: {

@@ -419,6 +419,110 @@ pub trait ChainSweep: ChainReplace + Clone {
     fn at_fixed_fees(&self, price: u128, gas_limit: u64) -> Self;
 }
 
+/// A Stake 2.0 delegation of energy (TRON): key `from_index` (the staking account `owner`)
+/// lends the energy of `balance` staked sun to `receiver`, or, with `reclaim`, takes it back.
+/// Always unlocked, so it can be taken back at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delegation {
+    pub from_index: u32,
+    pub owner: Address,
+    pub receiver: Address,
+    /// Staked sun (what java-tron's `balance` counts), not energy.
+    pub balance: u64,
+    pub reclaim: bool,
+}
+
+impl Delegation {
+    /// Whether `parsed` (read back from signed bytes) does exactly this.
+    pub fn matches(&self, parsed: &Delegation) -> bool {
+        self.owner == parsed.owner
+            && self.receiver == parsed.receiver
+            && self.balance == parsed.balance
+            && self.reclaim == parsed.reclaim
+    }
+}
+
+/// An account's resources now (TRON), in sun, energy and bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AccountResources {
+    /// Whether the account exists on chain (receiving TRC-20 tokens does not create it).
+    pub activated: bool,
+    pub balance: u64,
+    pub energy_available: u64,
+    pub free_bandwidth: u64,
+    pub staked_bandwidth: u64,
+}
+
+/// What the chain charges, in sun (TRON's chain parameters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BurnPrices {
+    /// Per unit of energy burned.
+    pub energy: u64,
+    /// Per byte of bandwidth burned.
+    pub bandwidth: u64,
+    /// What a TRX transfer that creates its recipient burns in all (bandwidth and the
+    /// creation fee), when the sender has no staked bandwidth.
+    pub create_account: u64,
+}
+
+/// What a landed transaction used and burned, from its receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResourceReceipt {
+    pub success: bool,
+    /// Every sun it burned (energy, bandwidth, account creation).
+    pub fee: u64,
+    /// Energy used in all (own, delegated, and burned for).
+    pub energy: u64,
+    /// Sun burned for energy.
+    pub energy_fee: u64,
+    /// Bandwidth bytes used from the account's free or staked bandwidth.
+    pub bandwidth: u64,
+    /// Sun burned for bandwidth.
+    pub bandwidth_fee: u64,
+}
+
+/// Sweeping a chain whose token transfers are paid with energy (TRON, Stake 2.0): what the
+/// energy sweeper needs beyond payments by attempts. Energy comes from a staking account by
+/// [`Delegation`], or, when that account has too little to lend, from TRX burned by the
+/// deposit address itself.
+pub trait ChainEnergy: ChainAttempts + Clone {
+    /// Staked sun `owner` can delegate for energy now (`getcandelegatedmaxsize`).
+    fn delegatable(&self, owner: &Address) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// Staked sun whose energy is at least `energy` now (at least the chain's 1 TRX minimum),
+    /// by the network's totals as `owner` (an existing account) reads them.
+    fn stake_for_energy(
+        &self,
+        owner: &Address,
+        energy: u64,
+    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// The energy `payment` (a token transfer) needs, by simulating it.
+    fn energy_needed(
+        &self,
+        payment: &Payment,
+    ) -> impl Future<Output = Result<u64, ChainError>> + Send;
+    /// `address`'s balance and resources now.
+    fn account_resources(
+        &self,
+        address: &Address,
+    ) -> impl Future<Output = Result<AccountResources, ChainError>> + Send;
+    fn burn_prices(&self) -> impl Future<Output = Result<BurnPrices, ChainError>> + Send;
+    /// The bandwidth bytes a transfer of `asset` takes.
+    fn transfer_bytes(&self, asset: &Asset) -> u64;
+    /// The unsigned transaction of `delegation`, valid from now.
+    fn build_delegation(
+        &self,
+        delegation: &Delegation,
+    ) -> impl Future<Output = Result<Self::Unsigned, ChainError>> + Send;
+    /// What signed bytes delegate (or reclaim), read back from them; refused for anything
+    /// else.
+    fn parse_delegation(&self, signed: &SignedTransaction) -> Result<Delegation, ChainError>;
+    /// The receipt of a landed transaction; None while it has none.
+    fn receipt(
+        &self,
+        txid: &str,
+    ) -> impl Future<Output = Result<Option<ResourceReceipt>, ChainError>> + Send;
+}
+
 /// The submit side: signed bytes out, and exactly what the node said.
 pub trait ChainSubmit: Send + Sync {
     fn submit(&self, signed: &SignedTransaction) -> impl Future<Output = SubmitOutcome> + Send;

@@ -68,6 +68,9 @@ const ENV_KEYS: &[&str] = &[
     "ethereum_sweep_base_fee_max_gwei",
     "ethereum_gas_wallet_index",
     "ethereum_cold_address",
+    "tron_gas_wallet_index",
+    "tron_staking_wallet_index",
+    "tron_cold_address",
     "approvals_required",
     "limit_reference_separator",
     "withdrawal_allowlist",
@@ -278,6 +281,17 @@ pub struct RawConfig {
     /// Consolidation: where the hot wallet's balance above an asset's `[[deposit_policy]]
     /// hot_ceiling` goes. Watch-only: its key must not be in the keystore.
     pub ethereum_cold_address: Option<String>,
+    /// Consolidation: the key index (account 0) of the wallet that pays TRON sweeps' TRX
+    /// top-ups (activation, bandwidth, energy to burn; default: the hot wallet,
+    /// `tron_hot_wallet_index`). It must be in `tron_internal_addresses`.
+    pub tron_gas_wallet_index: Option<u32>,
+    /// Consolidation: the key index (account 0) of the staking account whose TRX is staked
+    /// for energy (FreezeBalanceV2) and lent to TRC-20 sweeps; unset: energy is always burned.
+    /// It must be in `tron_internal_addresses`.
+    pub tron_staking_wallet_index: Option<u32>,
+    /// Consolidation: where the TRON hot wallet's balance above an asset's `hot_ceiling` goes.
+    /// Watch-only: its key must not be in the keystore.
+    pub tron_cold_address: Option<String>,
 }
 
 /// One asset's `[[deposit_policy]]`.
@@ -291,7 +305,7 @@ pub struct RawDepositPolicy {
     /// unit) is swept into the hot wallet; without it the asset is never swept.
     pub sweep_min: Option<String>,
     /// Consolidation: the hot wallet's balance above this (a decimal in the asset's unit)
-    /// goes to the chain's cold address (`ethereum_cold_address`).
+    /// goes to the chain's cold address (`ethereum_cold_address`, `tron_cold_address`).
     pub hot_ceiling: Option<String>,
 }
 
@@ -440,6 +454,9 @@ impl Default for RawConfig {
             ethereum_sweep_base_fee_max_gwei: 50,
             ethereum_gas_wallet_index: None,
             ethereum_cold_address: None,
+            tron_gas_wallet_index: None,
+            tron_staking_wallet_index: None,
+            tron_cold_address: None,
         }
     }
 }
@@ -1470,6 +1487,21 @@ mod tests {
             30_000_000_000
         );
         assert_eq!(settings.deposits.ethereum_gas_wallet_index, Some(3));
+        let tron = load_toml(
+            "tron_gas_wallet_index = 1\ntron_staking_wallet_index = 2\n\
+             tron_cold_address = \"TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7\"\n\
+             [[deposit_policy]]\nchain = \"tron\"\nasset = \"USDT\"\nsweep_min = \"1\"\nhot_ceiling = \"20000\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                tron.deposits.tron_gas_wallet_index,
+                tron.deposits.tron_staking_wallet_index,
+                tron.deposits.tron_cold_address.as_deref()
+            ),
+            (Some(1), Some(2), Some("TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7"))
+        );
+        assert_eq!(tron.deposits.hot_ceiling.len(), 1);
         assert_eq!(
             settings.deposits.ethereum_cold_address.as_deref(),
             Some("0x8617E340B3D01FA5F11F306F4090FD50E238070D")
@@ -1546,6 +1578,23 @@ mod tests {
             (
                 "ethereum_cold_address = \"T-not-ethereum\"".to_string(),
                 "ethereum_cold_address",
+            ),
+            (
+                "tron_cold_address = \"0x8617e340b3d01fa5f11f306f4090fd50e238070d\"".to_string(),
+                "tron_cold_address",
+            ),
+            (
+                "[[deposit_policy]]\nchain = \"tron\"\nasset = \"USDT\"\nhot_ceiling = \"100\""
+                    .to_string(),
+                "deposit_policy[0].hot_ceiling",
+            ),
+            (
+                "tron_staking_wallet_index = 0".to_string(),
+                "tron_staking_wallet_index",
+            ),
+            (
+                "tron_gas_wallet_index = 3\ntron_staking_wallet_index = 3".to_string(),
+                "tron_staking_wallet_index",
             ),
         ] {
             let error = format!("{:#}", load_toml(&text).unwrap_err());
@@ -2142,6 +2191,12 @@ pub struct DepositSettings {
     pub ethereum_gas_wallet_index: Option<u32>,
     /// Consolidation: the Ethereum cold address (canonical), if any.
     pub ethereum_cold_address: Option<String>,
+    /// Consolidation: the key index paying TRON top-ups; `None`: the hot wallet's.
+    pub tron_gas_wallet_index: Option<u32>,
+    /// Consolidation: the key index of the TRON staking account that lends energy.
+    pub tron_staking_wallet_index: Option<u32>,
+    /// Consolidation: the TRON cold address (canonical), if any.
+    pub tron_cold_address: Option<String>,
     /// Consolidation: (chain, asset as stored, the hot wallet's ceiling in base units).
     pub hot_ceiling: Vec<(Chain, String, domain::Amount)>,
 }
@@ -2230,6 +2285,30 @@ fn deposit_settings(
                 .with_context(|| "invalid configuration key `ethereum_cold_address`")
         })
         .transpose()?;
+    let tron_cold_address = raw
+        .tron_cold_address
+        .as_deref()
+        .map(|text| {
+            chain::address::Address::parse(Chain::Tron, network, text)
+                .map(|address| address.to_string())
+                .with_context(|| "invalid configuration key `tron_cold_address`")
+        })
+        .transpose()?;
+    if let (Some(gas), Some(staking)) = (raw.tron_gas_wallet_index, raw.tron_staking_wallet_index)
+        && gas == staking
+    {
+        bail!(
+            "invalid configuration key `tron_staking_wallet_index`: {staking} is the gas wallet's key too (`tron_gas_wallet_index`); the staking account needs a key of its own"
+        );
+    }
+    if raw.tron_staking_wallet_index.is_some()
+        && raw.tron_staking_wallet_index == Some(raw.tron_hot_wallet_index)
+    {
+        bail!(
+            "invalid configuration key `tron_staking_wallet_index`: {} is the hot wallet's key (`tron_hot_wallet_index`); the staking account needs a key of its own",
+            raw.tron_hot_wallet_index
+        );
+    }
     for (index, entry) in raw.deposit_policy.iter().flatten().enumerate() {
         let key = format!("deposit_policy[{index}]");
         let chain: Chain = entry
@@ -2281,14 +2360,16 @@ fn deposit_settings(
             sweep_min.push((chain, stored.clone(), amount));
         }
         if let Some(text) = &entry.hot_ceiling {
-            if chain != Chain::Ethereum {
+            let (cold, cold_key) = match chain {
+                Chain::Ethereum => (&ethereum_cold_address, "ethereum_cold_address"),
+                Chain::Tron => (&tron_cold_address, "tron_cold_address"),
+                Chain::Bitcoin => bail!(
+                    "invalid configuration key `{key}.hot_ceiling`: bitcoin's hot wallet does not go to a cold address"
+                ),
+            };
+            if cold.is_none() {
                 bail!(
-                    "invalid configuration key `{key}.hot_ceiling`: only Ethereum's hot wallet goes to a cold address so far"
-                );
-            }
-            if ethereum_cold_address.is_none() {
-                bail!(
-                    "invalid configuration key `{key}.hot_ceiling`: set `ethereum_cold_address`, where the excess goes"
+                    "invalid configuration key `{key}.hot_ceiling`: set `{cold_key}`, where the excess goes"
                 );
             }
             let amount = domain::Amount::parse_decimal(text, asset.decimals).map_err(|error| {
@@ -2337,6 +2418,9 @@ fn deposit_settings(
             * 1_000_000_000,
         ethereum_gas_wallet_index: raw.ethereum_gas_wallet_index,
         ethereum_cold_address,
+        tron_gas_wallet_index: raw.tron_gas_wallet_index,
+        tron_staking_wallet_index: raw.tron_staking_wallet_index,
+        tron_cold_address,
         hot_ceiling,
     })
 }

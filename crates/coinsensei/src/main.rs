@@ -636,8 +636,9 @@ enum DepositsCommand {
         json: bool,
     },
     /// Consolidation's sweeps (deposit addresses into the hot wallet, the hot wallet's excess
-    /// to cold), newest first, with their txids, what each cost (top-up fee plus sweep fee),
-    /// the last error of an open one and the mean cost per path of the swept ones.
+    /// to cold), newest first, with their txids, what each cost (the fees of the top-up, the
+    /// sweep and, on TRON, the energy's delegation and reclaim), the last error of an open one
+    /// and the mean cost per path of the swept ones.
     Sweeps {
         /// Only this chain (tron or ethereum).
         #[arg(long)]

@@ -7,12 +7,15 @@
 //! settle the gas wallet's nonces, step the open sweeps, and start sweeps of the issued
 //! addresses holding more than their asset's `[[deposit_policy]] sweep_min`, while the base
 //! fee is at most `ethereum_sweep_base_fee_max_gwei`; and send the hot wallet's balance above
-//! an asset's `hot_ceiling` to `ethereum_cold_address`. Ethereum only: TRON's sweeps (energy by
-//! delegation) are not built yet, and a TRON consolidation worker's jobs wait with a warning
-//! that says so.
+//! an asset's `hot_ceiling` to `ethereum_cold_address`. On TRON each run is one round of
+//! `wallet::energy_sweeps::EnergySweeper`: a TRC-20 sweep's energy lent by the staking account
+//! (`tron_staking_wallet_index`) and taken back, or TRX topped up from the gas wallet
+//! (`tron_gas_wallet_index`) to burn when it cannot lend enough; TRX sweeps; the hot wallet's
+//! excess to `tron_cold_address`.
 //!
-//! The consolidation worker holds the keystore: the gas wallet's key (account 0) and the
-//! deposit account's keys (account 1', `signer::DepositSigner`) that sign the sweeps.
+//! The consolidation worker holds the keystore: the gas wallet's and the staking account's
+//! keys (account 0) and the deposit account's keys (account 1', `signer::DepositSigner`) that
+//! sign the sweeps.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +25,14 @@ use async_trait::async_trait;
 use chain::address::Address;
 use chain::provider::Asset;
 use chain_ethereum::Ethereum;
+use chain_tron::Tron;
 use chrono::Utc;
 use domain::{Chain, Name, WorkerKind};
 use queue::{Handler, Outcome, Registry};
 use store::{JobInsert, JobRow};
 use wallet::NonceSettlePolicy;
-use wallet::sweeps::{SweepPolicy, Sweeper};
+use wallet::energy_sweeps::{EnergySweepPolicy, EnergySweeper};
+use wallet::sweeps::{SweepPolicy, SweepRound, Sweeper};
 
 use crate::commands::keys::KeystoreArgs;
 use crate::config::Settings;
@@ -44,9 +49,26 @@ const COLD_KEYS_CHECKED: u32 = 256;
 /// The most a replacement of a gas top-up may pay per gas (1,000 gwei), as withdrawals.
 const ETHEREUM_FEE_CAP_WEI: u128 = 1_000_000_000_000;
 
+/// A chain's sweeper: by gas top-ups (Ethereum) or by energy (TRON). Made once per worker and
+/// kept behind an `Arc`, so the variants' sizes do not matter.
+#[expect(clippy::large_enum_variant, reason = "one per worker, behind an Arc")]
+enum ChainSweeper {
+    Ethereum(Sweeper<Ethereum>),
+    Tron(EnergySweeper<Tron>),
+}
+
+impl ChainSweeper {
+    async fn run_once(&self) -> Result<SweepRound, wallet::WalletError> {
+        match self {
+            ChainSweeper::Ethereum(sweeper) => sweeper.run_once().await,
+            ChainSweeper::Tron(sweeper) => sweeper.run_once().await,
+        }
+    }
+}
+
 struct Sweeps {
     chain: Chain,
-    sweeper: Result<Arc<Sweeper<Ethereum>>, String>,
+    sweeper: Result<Arc<ChainSweeper>, String>,
 }
 
 #[async_trait]
@@ -139,21 +161,58 @@ fn per_asset(
         .collect()
 }
 
-async fn connect(
+/// Refuses to run unless `address` (a wallet whose transfers reach deposit addresses) is in
+/// the chain's internal addresses: the scanner would credit them as deposits.
+fn check_internal(
     settings: &Settings,
     chain: Chain,
-    holder: &str,
-) -> anyhow::Result<Sweeper<Ethereum>> {
-    if chain != Chain::Ethereum {
+    address: &Address,
+    role: &str,
+) -> anyhow::Result<()> {
+    if !settings
+        .deposits
+        .rules(chain)
+        .internal
+        .contains(address.as_str())
+    {
         anyhow::bail!(
-            "{chain} sweeps are not built yet (only Ethereum's); stop this worker or leave it idle"
+            "invalid configuration key `{chain}_internal_addresses`: it must hold the {role} {address}, or its transfers to deposit addresses would be credited as deposits"
+        );
+    }
+    Ok(())
+}
+
+/// The chain's cold address, checked to be watch-only: none of the keystore's working keys.
+fn cold_address(
+    keys: &signer::InProcessSigner,
+    chain: Chain,
+    text: Option<&str>,
+    network: chain::address::Network,
+) -> anyhow::Result<Option<Address>> {
+    use signer::Signer as _;
+    let Some(text) = text else { return Ok(None) };
+    let cold = Address::parse(chain, network, text)?;
+    for index in 0..COLD_KEYS_CHECKED {
+        if keys.address(chain, index)? == cold {
+            anyhow::bail!(
+                "invalid configuration key `{chain}_cold_address`: it is key {index} of this keystore; a cold address's key must not be in the hot keystore"
+            );
+        }
+    }
+    Ok(Some(cold))
+}
+
+async fn connect(settings: &Settings, chain: Chain, holder: &str) -> anyhow::Result<ChainSweeper> {
+    if chain == Chain::Bitcoin {
+        anyhow::bail!(
+            "bitcoin is never swept (its payouts spend deposit outputs directly); stop this worker"
         );
     }
     let minimums = per_asset(settings, chain, &settings.deposits.sweep_min)?;
     let ceilings = per_asset(settings, chain, &settings.deposits.hot_ceiling)?;
     if minimums.is_empty() && ceilings.is_empty() {
         anyhow::bail!(
-            "nothing to sweep: set `sweep_min` (or `hot_ceiling`) on an ethereum `[[deposit_policy]]` entry"
+            "nothing to sweep: set `sweep_min` (or `hot_ceiling`) on a {chain} `[[deposit_policy]]` entry"
         );
     }
     let store = store::Store::connect(
@@ -164,10 +223,6 @@ async fn connect(
         },
     )
     .await?;
-    let node = settings.ethereum.as_ref().context(
-        "no Ethereum node configured: set ethereum_rpc_url (COINSENSEI_ETHEREUM_RPC_URL)",
-    )?;
-    let provider = Ethereum::connect(&node.rpc_url, node.chain_id).await?;
     let config = &settings.withdrawals;
     let keystore = KeystoreArgs {
         keystore: config.keystore.clone(),
@@ -176,50 +231,83 @@ async fn connect(
     };
     let keys = Arc::new(keystore.signer()?);
     let hot_index = config.hot_wallet_index(chain);
-    let gas_index = settings
-        .deposits
-        .ethereum_gas_wallet_index
-        .unwrap_or(hot_index);
     use signer::Signer as _;
     let destination = keys
         .address(chain, hot_index)
-        .context("deriving the hot wallet (`ethereum_hot_wallet_index`)")?;
-    let gas_wallet = keys
-        .address(chain, gas_index)
-        .context("invalid configuration key `ethereum_gas_wallet_index`")?;
-    // A top-up to a deposit address must never be credited: the scanner knows our wallets
-    // only from this list.
-    let internal = settings.deposits.rules(chain).internal;
-    if !internal.contains(gas_wallet.as_str()) {
-        anyhow::bail!(
-            "invalid configuration key `ethereum_internal_addresses`: it must hold the gas wallet {gas_wallet} (`ethereum_gas_wallet_index` {gas_index}), or its gas top-ups would be credited as deposits"
-        );
-    }
+        .with_context(|| format!("deriving the hot wallet (`{chain}_hot_wallet_index`)"))?;
     // The keystore must be the one the deposit xpub came from, or sweeps would sign for
     // addresses that are not the issued ones.
     if let Some((_, xpub)) = settings.deposits.xpubs.iter().find(|(of, _)| *of == chain)
         && keys.deposit_xpub(chain)? != *xpub
     {
         anyhow::bail!(
-            "invalid configuration key `ethereum_deposit_xpub`: it is not the deposit xpub of this keystore; sweeps need the keystore the deposit addresses were derived from"
+            "invalid configuration key `{chain}_deposit_xpub`: it is not the deposit xpub of this keystore; sweeps need the keystore the deposit addresses were derived from"
         );
     }
-    // The cold address is watch-only: none of the keystore's working keys may be it.
-    let cold = match &settings.deposits.ethereum_cold_address {
-        Some(text) => {
-            let cold = Address::parse(chain, config.bitcoin_network, text)?;
-            for index in 0..COLD_KEYS_CHECKED {
-                if keys.address(chain, index)? == cold {
-                    anyhow::bail!(
-                        "invalid configuration key `ethereum_cold_address`: it is key {index} of this keystore; a cold address's key must not be in the hot keystore"
-                    );
-                }
-            }
-            Some(cold)
-        }
-        None => None,
-    };
     let deposit_signer = Arc::new(signer::DepositSigner::new(keys.clone()));
+    if chain == Chain::Tron {
+        let deposits = &settings.deposits;
+        let cold = cold_address(
+            &keys,
+            chain,
+            deposits.tron_cold_address.as_deref(),
+            config.bitcoin_network,
+        )?;
+        let gas_index = deposits.tron_gas_wallet_index.unwrap_or(hot_index);
+        let gas_wallet = keys
+            .address(chain, gas_index)
+            .context("invalid configuration key `tron_gas_wallet_index`")?;
+        check_internal(settings, chain, &gas_wallet, "gas wallet")?;
+        let staker = match deposits.tron_staking_wallet_index {
+            Some(index) => {
+                let staker = keys
+                    .address(chain, index)
+                    .context("invalid configuration key `tron_staking_wallet_index`")?;
+                check_internal(settings, chain, &staker, "staking account")?;
+                Some(staker)
+            }
+            None => None,
+        };
+        let provider = Tron::new(settings.tron.node()?)?;
+        tracing::info!(%chain, hot = %destination, gas = %gas_wallet, staker = ?staker.as_ref().map(ToString::to_string), "the sweeper is connected");
+        return Ok(ChainSweeper::Tron(EnergySweeper::new(
+            provider,
+            keys,
+            deposit_signer,
+            store,
+            holder,
+            EnergySweepPolicy {
+                destination,
+                gas_index,
+                staker_index: deposits.tron_staking_wallet_index,
+                minimums,
+                network: config.bitcoin_network,
+                hot_index,
+                cold,
+                ceilings,
+            },
+        )?));
+    }
+    let node = settings.ethereum.as_ref().context(
+        "no Ethereum node configured: set ethereum_rpc_url (COINSENSEI_ETHEREUM_RPC_URL)",
+    )?;
+    let provider = Ethereum::connect(&node.rpc_url, node.chain_id).await?;
+    let gas_index = settings
+        .deposits
+        .ethereum_gas_wallet_index
+        .unwrap_or(hot_index);
+    let gas_wallet = keys
+        .address(chain, gas_index)
+        .context("invalid configuration key `ethereum_gas_wallet_index`")?;
+    // A top-up to a deposit address must never be credited: the scanner knows our wallets
+    // only from this list.
+    check_internal(settings, chain, &gas_wallet, "gas wallet")?;
+    let cold = cold_address(
+        &keys,
+        chain,
+        settings.deposits.ethereum_cold_address.as_deref(),
+        config.bitcoin_network,
+    )?;
     tracing::info!(%chain, hot = %destination, gas = %gas_wallet, "the sweeper is connected");
     let sweeper = Sweeper::new(
         provider,
@@ -244,5 +332,5 @@ async fn connect(
             ceilings,
         },
     )?;
-    Ok(sweeper)
+    Ok(ChainSweeper::Ethereum(sweeper))
 }

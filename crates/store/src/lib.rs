@@ -79,8 +79,8 @@ pub use scans::{
 };
 pub use sessions::{SessionInsert, SessionRow};
 pub use sweeps::{
-    SWEEP_ERROR_LEN_MAX, SWEEPS_LIST_MAX, SweepAdvance, SweepInsert, SweepInserted, SweepKind,
-    SweepList, SweepRow, SweepState, SweepStats,
+    EnergySource, ReclaimState, SWEEP_ERROR_LEN_MAX, SWEEPS_LIST_MAX, SweepAdvance, SweepEnergy,
+    SweepInsert, SweepInserted, SweepKind, SweepList, SweepRow, SweepState, SweepStats,
 };
 pub use usage::{USAGE_SCOPE_LEN_MAX, UsageLimit};
 pub use withdrawals::{

@@ -11,6 +11,11 @@
 //!      └──────────► failed ◄────────┘  (a nonce consumed by none of ours; a reverted sweep)
 //! ```
 //!
+//! On TRON (migration 0023) a token sweep's energy comes by delegation from the staking
+//! account (`delegate:<id>` before the sweep, `reclaim:<id>` after it, whatever its end:
+//! [`Store::sweep_reclaims`] lists the sweeps whose energy is still lent) or by TRX topped up
+//! and burned; the row keeps which, each transaction's txid and fee, and the sweep's receipt.
+//!
 //! An address has at most one open sweep (`topping_up` or `sweeping`): its ETH pays both its
 //! native sweep and its token sweeps' gas. Every move is a compare-and-set on the state. The
 //! SQL is written once for both dialects (`$n` placeholders; `d::time` encodes a time).
@@ -30,7 +35,74 @@ pub const SWEEP_ERROR_LEN_MAX: usize = 1_000;
 
 const COLUMNS: &str = "id, chain, kind, address, address_index, asset, amount, destination, \
                        price_per_gas, gas_limit, top_up_from, top_up_amount, top_up_txid, \
-                       top_up_fee, sweep_txid, sweep_fee, state, error, created_at, updated_at";
+                       top_up_fee, sweep_txid, sweep_fee, state, error, created_at, updated_at, \
+                       energy_source, delegate_from, delegate_balance, delegate_txid, \
+                       delegate_fee, reclaim_txid, reclaim_fee, reclaim_state, energy_used, \
+                       bandwidth_used";
+
+/// Where a TRON token sweep's energy comes from (migration 0023).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnergySource {
+    /// Lent by the staking account (Stake 2.0), and taken back after the sweep.
+    Delegation,
+    /// TRX topped up to the deposit address and burned by the sweep.
+    Burn,
+}
+
+impl EnergySource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnergySource::Delegation => "delegation",
+            EnergySource::Burn => "burn",
+        }
+    }
+}
+
+impl std::str::FromStr for EnergySource {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "delegation" => Ok(EnergySource::Delegation),
+            "burn" => Ok(EnergySource::Burn),
+            other => Err(crate::corrupt("sweep.energy_source", other)),
+        }
+    }
+}
+
+/// Whether a delegation's energy is still to be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReclaimState {
+    Pending,
+    Done,
+}
+
+impl ReclaimState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReclaimState::Pending => "pending",
+            ReclaimState::Done => "done",
+        }
+    }
+}
+
+impl std::str::FromStr for ReclaimState {
+    type Err = StoreError;
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "pending" => Ok(ReclaimState::Pending),
+            "done" => Ok(ReclaimState::Done),
+            other => Err(crate::corrupt("sweep.reclaim_state", other)),
+        }
+    }
+}
+
+/// A TRON token sweep's energy, as priced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepEnergy {
+    pub source: EnergySource,
+    /// With [`EnergySource::Delegation`]: the staking account and the staked sun it lends.
+    pub delegate: Option<(String, u64)>,
+}
 
 /// What a row moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,6 +203,8 @@ pub struct SweepInsert {
     pub gas_limit: u64,
     /// The gas top-up, for a token sweep whose address lacks the gas: from whom and how much.
     pub top_up: Option<(String, Amount)>,
+    /// TRON: where a token sweep's energy comes from (None elsewhere).
+    pub energy: Option<SweepEnergy>,
     pub now: DateTime<Utc>,
 }
 
@@ -157,9 +231,29 @@ pub struct SweepRow {
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub energy_source: Option<EnergySource>,
+    pub delegate_from: Option<String>,
+    pub delegate_balance: Option<u64>,
+    pub delegate_txid: Option<String>,
+    pub delegate_fee: Option<Amount>,
+    pub reclaim_txid: Option<String>,
+    pub reclaim_fee: Option<Amount>,
+    pub reclaim_state: Option<ReclaimState>,
+    pub energy_used: Option<u64>,
+    pub bandwidth_used: Option<u64>,
 }
 
 impl SweepRow {
+    /// The attempts path's payout key of the delegation that lends the sweep its energy.
+    pub fn delegate_payout(&self) -> String {
+        format!("delegate:{}", self.id)
+    }
+
+    /// The attempts path's payout key of the reclaim of that energy.
+    pub fn reclaim_payout(&self) -> String {
+        format!("reclaim:{}", self.id)
+    }
+
     /// The nonce path's payout key of the gas top-up.
     pub fn top_up_payout(&self) -> String {
         format!("gas:{}", self.id)
@@ -174,13 +268,18 @@ impl SweepRow {
         }
     }
 
-    /// What the sweep cost in the native coin: the top-up's fee and the sweep's, as far as
-    /// they are known.
+    /// What the sweep cost in the native coin: the fees of its top-up, delegation, sweep and
+    /// reclaim, as far as they are known.
     pub fn cost(&self) -> Amount {
-        [self.top_up_fee, self.sweep_fee]
-            .into_iter()
-            .flatten()
-            .fold(Amount::ZERO, |sum, fee| sum.checked_add(fee).unwrap_or(sum))
+        [
+            self.top_up_fee,
+            self.delegate_fee,
+            self.sweep_fee,
+            self.reclaim_fee,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(Amount::ZERO, |sum, fee| sum.checked_add(fee).unwrap_or(sum))
     }
 }
 
@@ -204,6 +303,14 @@ pub struct SweepAdvance {
     pub top_up_fee: Option<Amount>,
     pub sweep_txid: Option<String>,
     pub sweep_fee: Option<Amount>,
+    pub delegate_txid: Option<String>,
+    pub delegate_fee: Option<Amount>,
+    pub reclaim_txid: Option<String>,
+    pub reclaim_fee: Option<Amount>,
+    /// Set only from pending (to done): the reclaim's compare-and-set.
+    pub reclaim_done: bool,
+    pub energy_used: Option<u64>,
+    pub bandwidth_used: Option<u64>,
     /// Replaces the error (`Some("")` clears it).
     pub error: Option<String>,
     pub now: DateTime<Utc>,
@@ -220,6 +327,13 @@ impl SweepAdvance {
             top_up_fee: None,
             sweep_txid: None,
             sweep_fee: None,
+            delegate_txid: None,
+            delegate_fee: None,
+            reclaim_txid: None,
+            reclaim_fee: None,
+            reclaim_done: false,
+            energy_used: None,
+            bandwidth_used: None,
             error: None,
             now,
         }
@@ -237,6 +351,13 @@ macro_rules! decode_sweep {
         let index: i64 = row.try_get("address_index")?;
         let gas_limit: i64 = row.try_get("gas_limit")?;
         let state: String = row.try_get("state")?;
+        let count = |column: &str| -> Result<Option<u64>, StoreError> {
+            let value: Option<i64> = row.try_get(column)?;
+            value.map(|value| to_u64(column, value)).transpose()
+        };
+        let energy_source: Option<String> = row.try_get("energy_source")?;
+        let reclaim_state: Option<String> = row.try_get("reclaim_state")?;
+        let delegate_balance: Option<String> = row.try_get("delegate_balance")?;
         SweepRow {
             id: row.try_get("id")?,
             chain: row
@@ -264,6 +385,22 @@ macro_rules! decode_sweep {
             error: row.try_get("error")?,
             created_at: $d::read_time(row, "created_at")?,
             updated_at: $d::read_time(row, "updated_at")?,
+            energy_source: energy_source.as_deref().map(str::parse).transpose()?,
+            delegate_from: row.try_get("delegate_from")?,
+            delegate_balance: delegate_balance
+                .as_deref()
+                .map(|text| {
+                    text.parse::<u64>()
+                        .map_err(|_| crate::corrupt("sweep.delegate_balance", text))
+                })
+                .transpose()?,
+            delegate_txid: row.try_get("delegate_txid")?,
+            delegate_fee: amount_opt("delegate_fee")?,
+            reclaim_txid: row.try_get("reclaim_txid")?,
+            reclaim_fee: amount_opt("reclaim_fee")?,
+            reclaim_state: reclaim_state.as_deref().map(str::parse).transpose()?,
+            energy_used: count("energy_used")?,
+            bandwidth_used: count("bandwidth_used")?,
         }
     }};
 }
@@ -287,6 +424,35 @@ fn validate(insert: &SweepInsert) -> Result<(), StoreError> {
             ));
         }
     }
+    if let Some(energy) = &insert.energy {
+        if insert.kind == SweepKind::Cold {
+            return Err(StoreError::Invalid(
+                "a transfer to the cold address has no energy of its own".into(),
+            ));
+        }
+        match (energy.source, &energy.delegate) {
+            (EnergySource::Delegation, Some((from, balance))) => {
+                if *balance == 0 || i64::try_from(*balance).is_err() {
+                    return Err(StoreError::Invalid(
+                        "a delegation lends 1 to 2^63 - 1 sun".into(),
+                    ));
+                }
+                if from.is_empty() || from.len() > 100 || from.chars().any(char::is_control) {
+                    return Err(StoreError::Invalid(
+                        "a delegation's staking account is 1 to 100 bytes without control characters"
+                            .into(),
+                    ));
+                }
+            }
+            (EnergySource::Burn, None) => {}
+            _ => {
+                return Err(StoreError::Invalid(
+                    "a sweep's energy comes by delegation (with its staking account) or by burning TRX (without)"
+                        .into(),
+                ));
+            }
+        }
+    }
     for (what, text) in [
         ("address", &insert.address),
         ("asset", &insert.asset),
@@ -302,11 +468,16 @@ fn validate(insert: &SweepInsert) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Stores a priced sweep in `topping_up` (with a top-up) or `sweeping`, unless the address
+    /// Stores a priced sweep in `topping_up` (with a top-up or a delegation) or `sweeping`, unless the address
     /// has an open sweep: then that one ([`SweepInserted::Open`]), writing nothing.
     pub async fn sweep_insert(&self, insert: &SweepInsert) -> Result<SweepInserted, StoreError> {
         validate(insert)?;
-        let state = if insert.top_up.is_some() {
+        // A delegation is the energy's top-up: it comes before the sweep too.
+        let delegates = insert
+            .energy
+            .as_ref()
+            .is_some_and(|energy| energy.source == EnergySource::Delegation);
+        let state = if insert.top_up.is_some() || delegates {
             SweepState::ToppingUp
         } else {
             SweepState::Sweeping
@@ -318,8 +489,9 @@ impl Store {
         let insert_sql = format!(
             "insert into sweep (chain, address, address_index, asset, amount, destination,
                  price_per_gas, gas_limit, top_up_from, top_up_amount, state, created_at,
-                 updated_at, kind)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)
+                 updated_at, kind, energy_source, delegate_from, delegate_balance, reclaim_state)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15, $16,
+                     $17)
              returning {COLUMNS}"
         );
         match self
@@ -347,6 +519,10 @@ impl Store {
         open_sql: String,
         insert_sql: String,
     ) -> Result<SweepInserted, StoreError> {
+        let delegate = insert
+            .energy
+            .as_ref()
+            .and_then(|energy| energy.delegate.as_ref());
         in_write_tx!(self, |_store, conn, d| {
             // Under the write transaction (SQLite's write lock; on Postgres the partial unique
             // index settles a race, refused below as the open sweep).
@@ -377,6 +553,10 @@ impl Store {
                 .bind(state.as_str())
                 .bind(d::time(insert.now))
                 .bind(insert.kind.as_str())
+                .bind(insert.energy.as_ref().map(|energy| energy.source.as_str()))
+                .bind(delegate.map(|(from, _)| from.clone()))
+                .bind(delegate.map(|(_, balance)| balance.to_string()))
+                .bind(delegate.map(|_| ReclaimState::Pending.as_str()))
                 .fetch_one(&mut *conn)
                 .await?;
             Ok(SweepInserted::Created(decode_sweep!(&row, d)))
@@ -437,6 +617,37 @@ impl Store {
         })
     }
 
+    /// Sweeps of `chain` that ended (swept or failed) with their delegated energy still to
+    /// take back, oldest first, at most `limit`.
+    pub async fn sweep_reclaims(
+        &self,
+        chain: Chain,
+        limit: u32,
+    ) -> Result<Vec<SweepRow>, StoreError> {
+        if limit == 0 || limit > SWEEPS_LIST_MAX {
+            return Err(StoreError::Invalid(format!(
+                "a sweep listing takes 1 to {SWEEPS_LIST_MAX} rows"
+            )));
+        }
+        let sql = format!(
+            "select {COLUMNS} from sweep where chain = $1 and reclaim_state = 'pending'
+               and state in ('swept', 'failed')
+             order by id limit $2"
+        );
+        on_pool!(self, |pool, d| {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(chain.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            let mut sweeps = Vec::with_capacity(rows.len());
+            for row in &rows {
+                sweeps.push(decode_sweep!(row, d));
+            }
+            Ok(sweeps)
+        })
+    }
+
     /// Sweep `id`, if stored.
     pub async fn sweep_get(&self, id: i64) -> Result<Option<SweepRow>, StoreError> {
         let sql = format!("select {COLUMNS} from sweep where id = $1");
@@ -477,8 +688,15 @@ impl Store {
                  top_up_txid = coalesce($4, top_up_txid), top_up_fee = coalesce($5, top_up_fee),
                  sweep_txid = coalesce($6, sweep_txid), sweep_fee = coalesce($7, sweep_fee),
                  error = case when $8 is null then error when $8 = '' then null else $8 end,
-                 updated_at = $9
-             where id = $1 and state = $2
+                 updated_at = $9,
+                 delegate_txid = coalesce($10, delegate_txid),
+                 delegate_fee = coalesce($11, delegate_fee),
+                 reclaim_txid = coalesce($12, reclaim_txid),
+                 reclaim_fee = coalesce($13, reclaim_fee),
+                 reclaim_state = case when $14 then 'done' else reclaim_state end,
+                 energy_used = coalesce($15, energy_used),
+                 bandwidth_used = coalesce($16, bandwidth_used)
+             where id = $1 and state = $2 and (not $14 or reclaim_state = 'pending')
              returning {COLUMNS}"
         );
         on_write!(self, |conn, d| {
@@ -492,14 +710,34 @@ impl Store {
                 .bind(advance.sweep_fee.as_ref().map(amount_text))
                 .bind(advance.error.as_deref())
                 .bind(d::time(advance.now))
+                .bind(advance.delegate_txid.as_deref())
+                .bind(advance.delegate_fee.as_ref().map(amount_text))
+                .bind(advance.reclaim_txid.as_deref())
+                .bind(advance.reclaim_fee.as_ref().map(amount_text))
+                .bind(advance.reclaim_done)
+                .bind(
+                    advance
+                        .energy_used
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                )
+                .bind(
+                    advance
+                        .bandwidth_used
+                        .map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                )
                 .fetch_optional(&mut *conn)
                 .await?;
             match row {
                 Some(row) => Ok(decode_sweep!(&row, d)),
                 None => Err(StoreError::Stale(format!(
-                    "sweep {} is no longer {}",
+                    "sweep {} is no longer {}{}",
                     advance.id,
-                    advance.from.as_str()
+                    advance.from.as_str(),
+                    if advance.reclaim_done {
+                        " with its reclaim pending"
+                    } else {
+                        ""
+                    }
                 ))),
             }
         })

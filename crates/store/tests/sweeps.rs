@@ -1,11 +1,16 @@
 //! Consolidation sweeps on both stores: a sweep is stored priced, one open sweep per address
 //! (a second start answers with the open one and writes nothing), moved only along the
 //! table by compare-and-set (a stale or refused move changes nothing), its txids and fees
-//! kept, and listed open oldest first or all newest first; bad input is refused.
+//! kept, and listed open oldest first or all newest first; bad input is refused. A TRON
+//! sweep's energy (migration 0023): delegated with its reclaim pending until a compare-and-set
+//! says it is done, listed by `sweep_reclaims` only once the sweep ended, or burned.
 
 use chrono::{DateTime, TimeZone, Utc};
 use domain::{Amount, Chain};
-use store::{Store, StoreError, SweepAdvance, SweepInsert, SweepInserted, SweepKind, SweepState};
+use store::{
+    EnergySource, ReclaimState, Store, StoreError, SweepAdvance, SweepEnergy, SweepInsert,
+    SweepInserted, SweepKind, SweepState,
+};
 use testkit::TestDb;
 
 fn at(seconds: i64) -> DateTime<Utc> {
@@ -34,6 +39,7 @@ fn insert(address: &str, top_up: Option<u128>, now: DateTime<Utc>) -> SweepInser
                 Amount::from_u128(wei),
             )
         }),
+        energy: None,
         now,
     }
 }
@@ -242,6 +248,164 @@ async fn sweeps(store: &Store) {
             .len(),
         4
     );
+}
+
+const DEPOSIT: &str = "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7";
+const STAKER: &str = "TMVQGm1qAQYVdetCeGRRkTWYYrLXuHK2HC";
+
+fn tron_insert(energy: Option<SweepEnergy>, top_up: Option<u128>) -> SweepInsert {
+    SweepInsert {
+        chain: Chain::Tron,
+        kind: SweepKind::Sweep,
+        address: DEPOSIT.into(),
+        address_index: 3,
+        asset: "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into(),
+        amount: Amount::from_u128(25_000_000),
+        destination: "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t".into(),
+        price_per_gas: 420,
+        gas_limit: 29_631,
+        top_up: top_up.map(|sun| (STAKER.into(), Amount::from_u128(sun))),
+        energy,
+        now: at(0),
+    }
+}
+
+async fn energy(store: &Store) {
+    // Bad input: a delegation without its staking account, a burn with one, a cold transfer
+    // with energy of its own; nothing is written.
+    for energy in [
+        SweepEnergy {
+            source: EnergySource::Delegation,
+            delegate: None,
+        },
+        SweepEnergy {
+            source: EnergySource::Burn,
+            delegate: Some((STAKER.into(), 400_000_000)),
+        },
+        SweepEnergy {
+            source: EnergySource::Delegation,
+            delegate: Some((STAKER.into(), 0)),
+        },
+    ] {
+        let refused = store
+            .sweep_insert(&tron_insert(Some(energy), None))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StoreError::Invalid(_)), "{refused:?}");
+    }
+    let mut cold = tron_insert(
+        Some(SweepEnergy {
+            source: EnergySource::Burn,
+            delegate: None,
+        }),
+        None,
+    );
+    cold.kind = SweepKind::Cold;
+    assert!(matches!(
+        store.sweep_insert(&cold).await.unwrap_err(),
+        StoreError::Invalid(_)
+    ));
+    assert!(
+        store
+            .sweep_list(Chain::Tron, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let delegated = SweepEnergy {
+        source: EnergySource::Delegation,
+        delegate: Some((STAKER.into(), 400_000_000)),
+    };
+    let SweepInserted::Created(row) = store
+        .sweep_insert(&tron_insert(Some(delegated), Some(1)))
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    assert_eq!(row.energy_source, Some(EnergySource::Delegation));
+    assert_eq!(row.delegate_from.as_deref(), Some(STAKER));
+    assert_eq!(row.delegate_balance, Some(400_000_000));
+    assert_eq!(row.reclaim_state, Some(ReclaimState::Pending));
+    assert_eq!(row.delegate_payout(), format!("delegate:{}", row.id));
+    assert_eq!(row.reclaim_payout(), format!("reclaim:{}", row.id));
+    // Open: not a reclaim yet.
+    assert!(
+        store
+            .sweep_reclaims(Chain::Tron, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut advance = SweepAdvance::new(row.id, row.state, SweepState::Sweeping, at(1));
+    advance.top_up_txid = Some("aa".into());
+    advance.top_up_fee = Some(Amount::from_u128(1_100_000));
+    advance.delegate_txid = Some("bb".into());
+    advance.delegate_fee = Some(Amount::ZERO);
+    let row = store.sweep_advance(&advance).await.unwrap();
+    let mut advance = SweepAdvance::new(row.id, row.state, SweepState::Swept, at(2));
+    advance.sweep_txid = Some("cc".into());
+    advance.sweep_fee = Some(Amount::from_u128(345_000));
+    advance.energy_used = Some(29_631);
+    advance.bandwidth_used = Some(0);
+    let row = store.sweep_advance(&advance).await.unwrap();
+    assert_eq!(
+        (row.energy_used, row.bandwidth_used),
+        (Some(29_631), Some(0))
+    );
+    let reclaims = store.sweep_reclaims(Chain::Tron, 10).await.unwrap();
+    assert_eq!(reclaims, vec![row.clone()]);
+    // The reclaim: a compare-and-set from pending, once.
+    let mut done = SweepAdvance::new(row.id, SweepState::Swept, SweepState::Swept, at(3));
+    done.reclaim_txid = Some("dd".into());
+    done.reclaim_fee = Some(Amount::from_u128(7));
+    done.reclaim_done = true;
+    let row = store.sweep_advance(&done).await.unwrap();
+    assert_eq!(row.reclaim_state, Some(ReclaimState::Done));
+    assert_eq!(row.reclaim_txid.as_deref(), Some("dd"));
+    // Every fee counts in the cost: top-up, delegation, sweep, reclaim.
+    assert_eq!(row.cost(), Amount::from_u128(1_100_000 + 345_000 + 7));
+    assert!(matches!(
+        store.sweep_advance(&done).await.unwrap_err(),
+        StoreError::Stale(_)
+    ));
+    assert!(
+        store
+            .sweep_reclaims(Chain::Tron, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Energy burned: no delegation, nothing to reclaim.
+    let SweepInserted::Created(burned) = store
+        .sweep_insert(&tron_insert(
+            Some(SweepEnergy {
+                source: EnergySource::Burn,
+                delegate: None,
+            }),
+            Some(12_500_000),
+        ))
+        .await
+        .unwrap()
+    else {
+        panic!("not created")
+    };
+    assert_eq!(burned.energy_source, Some(EnergySource::Burn));
+    assert_eq!((burned.delegate_from, burned.reclaim_state), (None, None));
+}
+
+#[tokio::test]
+async fn energy_on_postgres() {
+    let db = TestDb::postgres().await;
+    energy(&db.store().await).await;
+}
+
+#[tokio::test]
+async fn energy_on_sqlite() {
+    let db = TestDb::sqlite();
+    energy(&db.store().await).await;
 }
 
 #[tokio::test]

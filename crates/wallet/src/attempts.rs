@@ -12,7 +12,9 @@
 //!   chain's death rule, or, while it may still land, broadcast again, the very same bytes.
 
 use chain::address::Address;
-use chain::provider::{AttemptFate, ChainAttempts, Payment, SignedTransaction, SubmitOutcome};
+use chain::provider::{
+    AttemptFate, ChainAttempts, ChainEnergy, Delegation, Payment, SignedTransaction, SubmitOutcome,
+};
 use chrono::Utc;
 use store::AttemptNew;
 
@@ -69,22 +71,27 @@ impl<P: ChainAttempts> Wallet<P> {
     /// store's `Conflict`: a second attempt only once the first is dead).
     pub async fn pay(&self, payout: &str, payment: &Payment) -> Result<Paid, WalletError> {
         self.check_payment(payment)?;
-        if payout.is_empty() || payout.len() > PAYOUT_KEY_MAX {
-            return Err(WalletError::Invalid(format!(
-                "a payout key of 1 to {PAYOUT_KEY_MAX} bytes, not {}",
-                payout.len()
-            )));
-        }
-        let chain = self.provider.chain();
+        check_payout(payout)?;
         let metadata = self.provider.metadata(payment).await?;
         let signed = self.sign_checked(payment, &metadata, None)?;
+        self.store_and_send(payout, &payment.from, signed).await
+    }
+
+    /// Persist, then broadcast: `signed` stored as the payout's attempt (refused, nothing
+    /// sent, while the payout has a Live or Landed one), then sent.
+    async fn store_and_send(
+        &self,
+        payout: &str,
+        sender: &Address,
+        signed: SignedTransaction,
+    ) -> Result<Paid, WalletError> {
+        let chain = self.provider.chain();
         let expires_at = self.provider.expires_at(&signed)?;
-        // Persist, then broadcast.
         self.store
             .attempt_store(&AttemptNew {
                 chain,
                 payout,
-                sender: payment.from.as_str(),
+                sender: sender.as_str(),
                 txid: &signed.txid,
                 raw: &signed.raw,
                 expires_at,
@@ -101,6 +108,26 @@ impl<P: ChainAttempts> Wallet<P> {
             txid: signed.txid,
             outcome,
         })
+    }
+
+    /// Settles the Live attempts of `payout` only (as [`Wallet::reconcile_attempts`] does the
+    /// chain's): what a payer that follows its own payouts calls.
+    pub async fn settle_payout(&self, payout: &str) -> Result<Vec<Settled>, WalletError> {
+        let chain = self.provider.chain();
+        let mut report = Vec::new();
+        for attempt in self.store.attempts_of(chain, payout).await? {
+            if attempt.state != store::AttemptState::Live {
+                continue;
+            }
+            let signed = SignedTransaction {
+                txid: attempt.txid.clone(),
+                raw: attempt.raw,
+            };
+            if let Some(settled) = self.settle_attempt(&signed, payout, &attempt.txid).await? {
+                report.push(settled);
+            }
+        }
+        Ok(report)
     }
 
     /// Settles the Live attempts of this chain (of `sender` only when given), the least
@@ -197,6 +224,54 @@ impl<P: ChainAttempts> Wallet<P> {
             }
         }))
     }
+}
+
+impl<P: ChainEnergy> Wallet<P> {
+    /// Pays `delegation` (a Stake 2.0 delegation of energy, or its reclaim) for `payout` as
+    /// [`Wallet::pay`] pays a payment: built, signed, read back and compared, stored as the
+    /// payout's attempt, then broadcast.
+    pub async fn pay_delegation(
+        &self,
+        payout: &str,
+        delegation: &Delegation,
+    ) -> Result<Paid, WalletError> {
+        check_payout(payout)?;
+        let key = self.create_wallet(delegation.from_index)?;
+        if key != delegation.owner {
+            return Err(WalletError::Invalid(format!(
+                "key {} is {key}, not the staking account {}",
+                delegation.from_index, delegation.owner
+            )));
+        }
+        if delegation.receiver == delegation.owner || delegation.balance == 0 {
+            return Err(WalletError::Invalid(
+                "a delegation lends more than zero to another account".into(),
+            ));
+        }
+        let chain = self.provider.chain();
+        let unsigned = self.provider.build_delegation(delegation).await?;
+        let signatures = self
+            .signer
+            .sign_payloads(chain, &self.provider.payloads(&unsigned))?;
+        let signed = self.provider.combine(unsigned, &signatures)?;
+        let parsed = self.provider.parse_delegation(&signed)?;
+        if !delegation.matches(&parsed) {
+            return Err(WalletError::Mismatch(format!(
+                "asked {delegation:?}; the bytes say {parsed:?}"
+            )));
+        }
+        self.store_and_send(payout, &delegation.owner, signed).await
+    }
+}
+
+fn check_payout(payout: &str) -> Result<(), WalletError> {
+    if payout.is_empty() || payout.len() > PAYOUT_KEY_MAX {
+        return Err(WalletError::Invalid(format!(
+            "a payout key of 1 to {PAYOUT_KEY_MAX} bytes, not {}",
+            payout.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether settling failed only because the attempt is no longer Live: another reconciler

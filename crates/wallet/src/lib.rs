@@ -19,6 +19,11 @@
 //! - [`sweeps::Sweeper`]: consolidation on Ethereum: deposit addresses swept into the hot
 //!   wallet, a token sweep's gas topped up first, each payment through the nonce path under
 //!   a payout key of its sweep (`gas:<id>`, `sweep:<id>`), the sweep stored before either;
+//! - [`energy_sweeps::EnergySweeper`]: consolidation on TRON: a token sweep's energy lent by
+//!   the staking account (Stake 2.0 delegation) and taken back after it, or TRX topped up
+//!   to burn when it cannot lend enough; the deposit address activated first; every
+//!   transaction through the attempts path under a payout key of its sweep (`gas:<id>`,
+//!   `delegate:<id>`, `sweep:<id>`, `reclaim:<id>`, `cold:<id>`);
 //! - [`attempt_log::StoreAttempts`]: the chain crates' attempt log (`chain::attempts`) over the
 //!   store's payout attempts and output reservations (Bitcoin's `Payer` records through it);
 //! - [`conformance`]: the checks every chain adapter passes on a live node.
@@ -26,6 +31,7 @@
 pub mod attempt_log;
 pub mod attempts;
 pub mod conformance;
+pub mod energy_sweeps;
 pub mod nonces;
 pub mod scanner;
 pub mod sweeps;

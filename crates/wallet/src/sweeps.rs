@@ -122,6 +122,82 @@ pub enum StopAt {
     SweepSent,
     /// The sweep's transaction is mined, the sweep not told.
     SweepMined,
+    /// TRON: the delegation of the sweep's energy is stored and sent, not yet landed.
+    DelegationSent,
+    /// TRON: the delegation landed, the sweep not told.
+    DelegationMined,
+    /// TRON: the reclaim of the energy is stored and sent, not yet landed.
+    ReclaimSent,
+    /// TRON: the reclaim landed, the sweep not told.
+    ReclaimMined,
+}
+
+/// The next [`SWEEP_ADDRESSES_PER_ROUND`] issued addresses of `chain` after `cursor`, which
+/// moves on (back to the first after the last page).
+pub(crate) async fn next_addresses(
+    store: &Store,
+    chain: Chain,
+    cursor: &Mutex<Option<i64>>,
+) -> Result<Vec<store::DepositAddressRow>, WalletError> {
+    let after = *cursor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let addresses = store
+        .deposit_address_list(&DepositAddressList {
+            chain: Some(chain),
+            reference: None,
+            after_id: after,
+            limit: SWEEP_ADDRESSES_PER_ROUND,
+        })
+        .await?;
+    let next = if addresses.len() < SWEEP_ADDRESSES_PER_ROUND as usize {
+        None
+    } else {
+        addresses.last().map(|row| row.id)
+    };
+    *cursor
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
+    Ok(addresses)
+}
+
+/// Records a step's error on its sweep (it stays open; the next round tries again).
+pub(crate) async fn note_error(store: &Store, row: &SweepRow, error: &WalletError) {
+    // Cut on a character, well inside the store's bound in bytes.
+    let text: String = error
+        .to_string()
+        .chars()
+        .take(store::SWEEP_ERROR_LEN_MAX / 4)
+        .collect();
+    let mut advance = SweepAdvance::new(row.id, row.state, row.state, Utc::now());
+    advance.error = Some(text);
+    if let Err(error) = store.sweep_advance(&advance).await {
+        tracing::debug!(sweep = row.id, %error, "recording a sweep's error");
+    }
+}
+
+/// The crash tests' seam of a sweeper: the point where rounds end, if any.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Stops(Option<StopAt>);
+
+impl Stops {
+    pub(crate) fn at(point: StopAt) -> Stops {
+        Stops(Some(point))
+    }
+
+    /// Whether `error` is this seam's stop (which ends the round, as a crash would).
+    pub(crate) fn stopped(&self, error: &WalletError) -> bool {
+        self.0.is_some()
+            && matches!(error, WalletError::Unsupported(text) if text.starts_with("stopped at"))
+    }
+
+    /// Ends the round here when this is the point.
+    pub(crate) fn stop(&self, point: StopAt) -> Result<(), WalletError> {
+        if self.0 == Some(point) {
+            return Err(WalletError::Unsupported(format!("stopped at {point:?}")));
+        }
+        Ok(())
+    }
 }
 
 /// The sweeper of one chain.
@@ -138,7 +214,7 @@ pub struct Sweeper<P> {
     policy: SweepPolicy,
     /// The id of the last issued address looked at; `None`: start from the first.
     cursor: Mutex<Option<i64>>,
-    stop_at: Option<StopAt>,
+    stops: Stops,
 }
 
 impl<P> std::fmt::Debug for Sweeper<P> {
@@ -149,7 +225,7 @@ impl<P> std::fmt::Debug for Sweeper<P> {
     }
 }
 
-fn asset_text(asset: &Asset) -> String {
+pub(crate) fn asset_text(asset: &Asset) -> String {
     match asset {
         Asset::Native => "native".into(),
         Asset::Token(contract) => contract.to_string(),
@@ -200,26 +276,22 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
             holder,
             policy,
             cursor: Mutex::new(None),
-            stop_at: None,
+            stops: Stops::default(),
         })
     }
 
     /// Ends every round at `point` with an error, as if the process died there (tests).
     pub fn stop_at(mut self, point: StopAt) -> Self {
-        self.stop_at = Some(point);
+        self.stops = Stops::at(point);
         self
     }
 
     fn stopped(&self, error: &WalletError) -> bool {
-        self.stop_at.is_some()
-            && matches!(error, WalletError::Unsupported(text) if text.starts_with("stopped at"))
+        self.stops.stopped(error)
     }
 
     fn stop(&self, point: StopAt) -> Result<(), WalletError> {
-        if self.stop_at == Some(point) {
-            return Err(WalletError::Unsupported(format!("stopped at {point:?}")));
-        }
-        Ok(())
+        self.stops.stop(point)
     }
 
     fn chain(&self) -> Chain {
@@ -299,29 +371,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                 }
             }
         }
-        let after = *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let addresses = self
-            .store
-            .deposit_address_list(&DepositAddressList {
-                chain: Some(chain),
-                reference: None,
-                after_id: after,
-                limit: SWEEP_ADDRESSES_PER_ROUND,
-            })
-            .await?;
-        let next = if addresses.len() < SWEEP_ADDRESSES_PER_ROUND as usize {
-            None
-        } else {
-            addresses.last().map(|row| row.id)
-        };
-        *self
-            .cursor
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = next;
-        for issued in addresses {
+        for issued in next_addresses(&self.store, chain, &self.cursor).await? {
             if round.created.len() >= SWEEPS_NEW_PER_ROUND_MAX {
                 break;
             }
@@ -421,6 +471,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     price_per_gas: price,
                     gas_limit,
                     top_up,
+                    energy: None,
                     now: Utc::now(),
                 })
                 .await?;
@@ -472,6 +523,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
                     price_per_gas: price,
                     gas_limit,
                     top_up: None,
+                    energy: None,
                     now: Utc::now(),
                 })
                 .await?;
@@ -698,18 +750,7 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         Ok(self.store.sweep_advance(&advance).await?.state)
     }
 
-    /// Records a step's error on its sweep (it stays open; the next round tries again).
     async fn note_error(&self, row: &SweepRow, error: &WalletError) {
-        // Cut on a character, well inside the store's bound in bytes.
-        let text: String = error
-            .to_string()
-            .chars()
-            .take(store::SWEEP_ERROR_LEN_MAX / 4)
-            .collect();
-        let mut advance = SweepAdvance::new(row.id, row.state, row.state, Utc::now());
-        advance.error = Some(text);
-        if let Err(error) = self.store.sweep_advance(&advance).await {
-            tracing::debug!(sweep = row.id, %error, "recording a sweep's error");
-        }
+        note_error(&self.store, row, error).await;
     }
 }

@@ -16,7 +16,8 @@
 //!   or the cold address for the hot wallet's excess); its gas top-up's amount and fee out
 //!   of the gas wallet. Not the top-up *into* the deposit address: the scanner already
 //!   records that transfer as an `ignored` (internal) deposit, which counts as held. A sweep
-//!   still open (`topping_up`, `sweeping`) or failed makes its lines unknown.
+//!   still open (`topping_up`, `sweeping`) or failed makes its lines unknown. A TRON sweep's
+//!   delegation and reclaim charge their fees to the staking account.
 //!
 //! What cannot be known is said, never taken as zero: a withdrawal in flight (it may or may
 //! not have left), one that needs a person, a completed one whose fee was not recorded, the
@@ -534,6 +535,27 @@ pub async fn read(
                 lines
                     .line(kind, Some(gas_wallet), native.clone())
                     .unknown_because(format!("sweep {id}'s gas top-up has no fee recorded yet"));
+            }
+            // TRON: lending energy and taking it back cost the staking account their fees
+            // (bandwidth), and move no TRX.
+            if let Some(staker) = &sweep.delegate_from {
+                let kind = lines.kind_of(staker);
+                for (txid, fee, what) in [
+                    (&sweep.delegate_txid, sweep.delegate_fee, "delegation"),
+                    (&sweep.reclaim_txid, sweep.reclaim_fee, "reclaim"),
+                ] {
+                    match (txid, fee) {
+                        (_, Some(fee)) => lines
+                            .line(kind, Some(staker), native.clone())
+                            .add(Field::Fees, fee),
+                        (Some(_), None) => lines
+                            .line(kind, Some(staker), native.clone())
+                            .unknown_because(format!(
+                                "sweep {id}'s {what} has no fee recorded yet"
+                            )),
+                        (None, None) => {}
+                    }
+                }
             }
             match (sweep.state, sweep.sweep_fee) {
                 (store::SweepState::Swept, Some(fee)) => {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use domain::AssetCatalogue;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use store::{SweepKind, SweepList, SweepRow, SweepState};
+use store::{EnergySource, SweepKind, SweepList, SweepRow, SweepState};
 
 use crate::AppState;
 use crate::api::ApiError;
@@ -35,11 +35,18 @@ pub fn parse_state(text: &str) -> Result<SweepState, String> {
 
 /// How a sweep paid for its transaction, the figure its cost is compared by.
 pub fn path(row: &SweepRow) -> &'static str {
-    match (row.kind, row.asset.as_str(), row.top_up_amount.is_some()) {
-        (SweepKind::Cold, _, _) => "to cold",
-        (_, "native", _) => "native",
-        (_, _, true) => "token with a top-up",
-        (_, _, false) => "token, fee held",
+    match (
+        row.kind,
+        row.asset.as_str(),
+        row.energy_source,
+        row.top_up_amount.is_some(),
+    ) {
+        (SweepKind::Cold, _, _, _) => "to cold",
+        (_, "native", _, _) => "native",
+        (_, _, Some(EnergySource::Delegation), _) => "token, energy delegated",
+        (_, _, Some(EnergySource::Burn), _) => "token, energy burned from a TRX top-up",
+        (_, _, None, true) => "token with a top-up",
+        (_, _, None, false) => "token, fee held",
     }
 }
 
@@ -77,6 +84,16 @@ pub fn sweep_dto(row: &SweepRow, catalogue: &AssetCatalogue, now: DateTime<Utc>)
         "top_up_fee": units(row.top_up_fee),
         "sweep_txid": row.sweep_txid,
         "sweep_fee": units(row.sweep_fee),
+        "energy_source": row.energy_source.map(|source| source.as_str()),
+        "delegate_from": row.delegate_from,
+        "delegate_balance_sun": row.delegate_balance.map(|sun| sun.to_string()),
+        "delegate_txid": row.delegate_txid,
+        "delegate_fee": units(row.delegate_fee),
+        "reclaim_txid": row.reclaim_txid,
+        "reclaim_fee": units(row.reclaim_fee),
+        "reclaim_state": row.reclaim_state.map(|state| state.as_str()),
+        "energy_used": row.energy_used,
+        "bandwidth_used": row.bandwidth_used,
         "cost": row.cost().base_units().to_string(),
         "error": row.error,
         "open_seconds": open_seconds(row, now),

@@ -2024,6 +2024,7 @@ async fn sweeps_on_the_deposits_page_follow_the_store(db: &TestDb) {
                 domain::Amount::from_u128(82_744_000_000_000),
             )
         }),
+        energy: None,
         now: Utc::now(),
     };
     let started = |inserted| match inserted {

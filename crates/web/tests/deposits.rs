@@ -436,6 +436,7 @@ async fn sweeps_listed_for_operators(db: &TestDb) {
                 price_per_gas: 100,
                 gas_limit: 65_000,
                 top_up: (n == 0).then(|| ("TGas".to_string(), Amount::from_u128(14_000_000))),
+                energy: None,
                 now: Utc::now(),
             })
             .await

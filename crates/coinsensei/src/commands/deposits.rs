@@ -131,8 +131,9 @@ pub async fn list(
 }
 
 /// Consolidation's sweeps, newest first (every chain, or `chain`; every state, or `state`),
-/// with what each cost (the top-up's fee plus the sweep's, in the native coin's base units)
-/// and the mean cost per path of the swept ones. The same rows as `GET /api/admin/sweeps`.
+/// with what each cost (the fees of its top-up, delegation, sweep and reclaim, in the native
+/// coin's base units) and the mean cost per chain and path of the swept ones (on TRON: energy
+/// by delegation, or by TRX topped up and burned). The same rows as `GET /api/admin/sweeps`.
 pub async fn sweeps(
     settings: Settings,
     chain: Option<String>,
@@ -187,6 +188,14 @@ fn print_sweeps(sweeps: &[Value], as_json: bool) -> anyhow::Result<ExitCode> {
             text(sweep, "cost"),
             text(sweep, "sweep_txid"),
         );
+        if let Some(source) = sweep["energy_source"].as_str() {
+            println!(
+                "       energy {} by {source}, bandwidth {} bytes; reclaim {}",
+                sweep["energy_used"],
+                sweep["bandwidth_used"],
+                sweep["reclaim_state"].as_str().unwrap_or("-"),
+            );
+        }
         if let Some(error) = sweep["error"].as_str() {
             println!("       error: {error}");
         }

@@ -120,6 +120,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sweep",
         include_str!("../../migrations/postgres/0022_sweep.sql"),
     ),
+    (
+        23,
+        "sweep energy",
+        include_str!("../../migrations/postgres/0023_sweep_energy.sql"),
+    ),
 ];
 
 #[derive(Clone)]

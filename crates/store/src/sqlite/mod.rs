@@ -124,6 +124,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "sweep",
         include_str!("../../migrations/sqlite/0022_sweep.sql"),
     ),
+    (
+        23,
+        "sweep energy",
+        include_str!("../../migrations/sqlite/0023_sweep_energy.sql"),
+    ),
 ];
 
 #[derive(Clone)]

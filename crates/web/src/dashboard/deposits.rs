@@ -345,13 +345,18 @@ impl SweepLine {
             Some((symbol, decimals)) => format!("{} {symbol}", row.cost().format_decimal(decimals)),
             None => format!("{} base units", row.cost().base_units()),
         };
-        let txids = [("top-up", &row.top_up_txid), ("sweep", &row.sweep_txid)]
-            .into_iter()
-            .filter_map(|(what, txid)| {
-                txid.as_ref()
-                    .map(|txid| (what, txid.clone(), shorten(txid)))
-            })
-            .collect();
+        let txids = [
+            ("top-up", &row.top_up_txid),
+            ("delegation", &row.delegate_txid),
+            ("sweep", &row.sweep_txid),
+            ("reclaim", &row.reclaim_txid),
+        ]
+        .into_iter()
+        .filter_map(|(what, txid)| {
+            txid.as_ref()
+                .map(|txid| (what, txid.clone(), shorten(txid)))
+        })
+        .collect();
         SweepLine {
             id: row.id,
             chain: row.chain.as_str(),
