@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::anvil::{TOKEN_BIN, quantity, rpc};
+use common::anvil::{TOKEN_BIN, eth_balance, nonce, quantity, rpc, token_balance, transfer_data};
 use common::*;
 use domain::Chain;
 use serde_json::{Value, json};
@@ -35,25 +35,6 @@ async fn send(anvil: &Anvil, from: &str, transaction: Value) -> Value {
     let receipt = common::anvil::send_from(anvil, from, transaction).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     receipt
-}
-
-fn transfer_data(to: &str, amount: u128) -> String {
-    let to_word = format!("{:0>64}", to.trim_start_matches("0x").to_lowercase());
-    format!("0xa9059cbb{to_word}{amount:064x}")
-}
-
-async fn eth_balance(anvil: &Anvil, address: &str) -> u128 {
-    quantity(&rpc(anvil, "eth_getBalance", json!([address, "latest"])).await)
-}
-
-async fn token_balance(anvil: &Anvil, token: &str, address: &str) -> u128 {
-    let word = format!("{:0>64}", address.trim_start_matches("0x").to_lowercase());
-    let call = json!({"to": token, "data": format!("0x70a08231{word}")});
-    quantity(&rpc(anvil, "eth_call", json!([call, "latest"])).await)
-}
-
-async fn nonce(anvil: &Anvil, address: &str) -> u128 {
-    quantity(&rpc(anvil, "eth_getTransactionCount", json!([address, "latest"])).await)
 }
 
 fn units(amount: Option<domain::Amount>) -> u128 {

@@ -17,6 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_coinsensei");
 pub mod anvil;
 pub mod backend;
 pub mod browser;
+pub mod hooks;
 
 /// A `coinsensei` command with none of the caller's `COINSENSEI_*` settings leaking in.
 pub fn coinsensei<I, S>(args: I) -> Command
