@@ -31,7 +31,7 @@ use common::anvil::{head, rpc};
 use common::hooks::Hooks;
 use common::*;
 use domain::Chain;
-use serde_json::{Value, json};
+use serde_json::json;
 use signer::Signer as _;
 use testkit::{Anvil, Backend, Bitcoind, TestDb, wait_for};
 
@@ -72,17 +72,7 @@ async fn start(
     )
     .await;
     let api = common::backend::Backend::new(&db.url, &up).await;
-    let response = api
-        .client
-        .post(format!("{}/api/v1/deposit-addresses", api.base))
-        .bearer_auth(&api.token)
-        .json(&json!({"chain": chain, "reference": "user:bench"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 201);
-    let body: Value = response.json().await.unwrap();
-    let address = body["address"].as_str().unwrap().to_string();
+    let address = api.issue_address(chain, "user:bench").await;
     (up, api, address)
 }
 

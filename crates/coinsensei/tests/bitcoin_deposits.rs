@@ -24,7 +24,7 @@ use chain::address::Network;
 use common::hooks::Hooks;
 use common::*;
 use domain::Chain;
-use serde_json::{Value, json};
+use serde_json::Value;
 use store::{DepositList, DepositRow, DepositState, Store};
 use testkit::{Backend, Bitcoind, TestDb, wait_for};
 
@@ -201,17 +201,7 @@ async fn bitcoin_deposits_through_rbf_and_a_reorg(backend: Backend) {
     let api = common::backend::Backend::new(&db.url, &up).await;
     let mut addresses = Vec::new();
     for reference in ["user:ordinary", "user:rbf", "user:reversed", "user:remined"] {
-        let response = api
-            .client
-            .post(format!("{}/api/v1/deposit-addresses", api.base))
-            .bearer_auth(&api.token)
-            .json(&json!({"chain": "bitcoin", "reference": reference}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        addresses.push(body["address"].as_str().unwrap().to_string());
+        addresses.push(api.issue_address("bitcoin", reference).await);
     }
     scanned(&store, &node, start).await;
 
@@ -398,16 +388,7 @@ async fn bitcoin_deposits_through_rbf_and_a_reorg(backend: Backend) {
     assert_eq!(reversal.event["data"]["block_hash"], first_hash);
 
     // The reversal is what operators are alerted on.
-    let viewer = run(
-        &db.url,
-        &["tokens", "create", "--role", "viewer", "--name", "metrics"],
-    )
-    .await;
-    let viewer = String::from_utf8_lossy(&viewer.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .expect("the token is printed")
-        .to_string();
+    let viewer = token(&db.url, "viewer", "metrics").await;
     let metrics = api
         .client
         .get(format!("{}/metrics", api.base))

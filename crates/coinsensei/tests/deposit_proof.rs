@@ -440,17 +440,7 @@ async fn deposits_proof(backend: Backend) {
     let api = common::backend::Backend::new(&db.url, &up).await;
     let mut addresses = Vec::with_capacity(size.addresses);
     for n in 0..size.addresses {
-        let response = api
-            .client
-            .post(format!("{}/api/v1/deposit-addresses", api.base))
-            .bearer_auth(&api.token)
-            .json(&json!({"chain": "ethereum", "reference": format!("user:{n}")}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        addresses.push(body["address"].as_str().unwrap().to_string());
+        addresses.push(api.issue_address("ethereum", &format!("user:{n}")).await);
     }
     println!(
         "{} addresses issued, {:.1} s",
@@ -1089,22 +1079,7 @@ async fn deposits_proof(backend: Backend) {
     );
 
     // The ledger agrees with the chain on every deposit address and asset.
-    let ledger = coinsensei([
-        "--config",
-        config.to_str().unwrap(),
-        "ledger",
-        "reconcile",
-        "--chain",
-        "ethereum",
-        "--json",
-    ])
-    .env("COINSENSEI_DATABASE_URL", &db.url)
-    .stdin(std::process::Stdio::null())
-    .output()
-    .await
-    .unwrap();
-    let lines: Vec<Value> = serde_json::from_slice(&ledger.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)));
+    let lines = ledger_reconcile(&config, &db.url, "ethereum").await;
     let deposit_lines: Vec<&Value> = lines
         .iter()
         .filter(|line| line["wallet"] == "deposit")

@@ -102,17 +102,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     let api = common::backend::Backend::new(&db.url, &up).await;
     let mut addresses = Vec::new();
     for reference in ["user:1", "user:2", "user:3"] {
-        let response = api
-            .client
-            .post(format!("{}/api/v1/deposit-addresses", api.base))
-            .bearer_auth(&api.token)
-            .json(&json!({"chain": "ethereum", "reference": reference}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        addresses.push(body["address"].as_str().unwrap().to_string());
+        addresses.push(api.issue_address("ethereum", reference).await);
     }
     let [eth_only, token_only, both] = [&addresses[0], &addresses[1], &addresses[2]];
     wait_for("the workers running", Duration::from_secs(60), || async {
@@ -312,22 +302,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     // was credited and held, less what was swept and the sweep's fee), and so does the
     // gas wallet's account of its top-ups; the hot wallet is off by its opening balance
     // alone, funded outside the ledger, less the gas wallet's spending when they are one.
-    let ledger = coinsensei([
-        "--config",
-        config.to_str().unwrap(),
-        "ledger",
-        "reconcile",
-        "--chain",
-        "ethereum",
-        "--json",
-    ])
-    .env("COINSENSEI_DATABASE_URL", &db.url)
-    .stdin(std::process::Stdio::null())
-    .output()
-    .await
-    .unwrap();
-    let lines: Vec<Value> = serde_json::from_slice(&ledger.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)));
+    let lines = ledger_reconcile(&config, &db.url, "ethereum").await;
     let deposit_lines: Vec<&Value> = lines
         .iter()
         .filter(|line| line["wallet"] == "deposit")

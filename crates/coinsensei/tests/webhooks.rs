@@ -20,10 +20,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
-use hmac::{Hmac, Mac};
 use nix::sys::signal::{Signal, kill};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use store::{DeliveryState, EventList, Store};
 use testkit::TestDb;
 
@@ -53,42 +51,12 @@ struct Receiver {
     bad_signatures: AtomicUsize,
 }
 
-/// Checks a post as a receiver should: the signature over `t.body` with the shared secret,
-/// in constant time, and a timestamp within five minutes.
-fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(header) = headers
-        .get("coinsensei-signature")
-        .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let mut timestamp = None;
-    let mut signature = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signature = hex::decode(value).ok(),
-            _ => {}
-        }
-    }
-    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
-        return false;
-    };
-    if (chrono::Utc::now().timestamp() - timestamp).abs() > 300 {
-        return false;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
-}
-
 async fn receive(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    if !verified(&headers, &body) {
+    if !common::hooks::verified(&headers, &body, SECRET) {
         receiver.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED;
     }
@@ -154,16 +122,6 @@ fn config(dir: &std::path::Path, receiver: SocketAddr, extra: &str) -> std::path
     )
     .unwrap();
     path
-}
-
-async fn token(url: &str, role: &str, name: &str) -> String {
-    let output = run(url, &["tokens", "create", "--role", role, "--name", name]).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    String::from_utf8_lossy(&output.stdout)
-        .split_whitespace()
-        .find(|word| word.starts_with("cst_"))
-        .unwrap()
-        .to_string()
 }
 
 struct Api {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Up, run, stderr};
+use super::{Up, stderr};
 
 /// The password of the tests' keystores.
 const PASSWORD: &str = "correct horse battery staple";
@@ -39,17 +39,7 @@ pub struct Backend {
 
 impl Backend {
     pub async fn new(database_url: &str, up: &Up) -> Backend {
-        let made = run(
-            database_url,
-            &["tokens", "create", "--role", "service", "--name", "backend"],
-        )
-        .await;
-        assert!(made.status.success(), "{}", stderr(&made));
-        let token = String::from_utf8_lossy(&made.stdout)
-            .split_whitespace()
-            .find(|word| word.starts_with("cst_"))
-            .expect("the token is printed")
-            .to_string();
+        let token = super::token(database_url, "service", "backend").await;
         let _ = rustls::crypto::ring::default_provider().install_default();
         Backend {
             client: reqwest::Client::builder()
@@ -59,6 +49,22 @@ impl Backend {
             base: format!("http://{}", up.address),
             token,
         }
+    }
+
+    /// POST /api/v1/deposit-addresses: the address issued for `reference` on `chain`, which
+    /// must be new (201).
+    pub async fn issue_address(&self, chain: &str, reference: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/deposit-addresses", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"chain": chain, "reference": reference}))
+            .send()
+            .await
+            .expect("POST /api/v1/deposit-addresses");
+        assert_eq!(response.status().as_u16(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["address"].as_str().unwrap().to_string()
     }
 
     /// POST /api/v1/withdrawals with `key`: the status and the body.

@@ -71,8 +71,8 @@ impl Hooks {
 }
 
 /// The signature header checked as docs/webhooks.md tells receivers to: HMAC-SHA256 over
-/// `t.body` with the shared secret.
-fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
+/// `t.body` with the shared `secret`, in constant time, and a timestamp within five minutes.
+pub fn verified(headers: &HeaderMap, body: &[u8], secret: &str) -> bool {
     let Some(header) = headers
         .get("coinsensei-signature")
         .and_then(|value| value.to_str().ok())
@@ -91,7 +91,10 @@ fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    if (chrono::Utc::now().timestamp() - timestamp).abs() > 300 {
+        return false;
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
     mac.update(format!("{timestamp}.").as_bytes());
     mac.update(body);
     mac.verify_slice(&signature).is_ok()
@@ -99,7 +102,7 @@ fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
 
 async fn receive(State(hooks): State<Arc<Hooks>>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let received_at = SystemTime::now();
-    if !verified(&headers, &body) {
+    if !verified(&headers, &body, SECRET) {
         *hooks.bad_signatures.lock().unwrap() += 1;
         return StatusCode::UNAUTHORIZED;
     }

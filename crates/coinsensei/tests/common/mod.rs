@@ -52,6 +52,45 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A fresh API token of `role` made by `tokens create` (printed once).
+pub async fn token(database_url: &str, role: &str, name: &str) -> String {
+    let output = run(
+        database_url,
+        &["tokens", "create", "--role", role, "--name", name],
+    )
+    .await;
+    assert!(output.status.success(), "{}", stderr(&output));
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .find(|word| word.starts_with("cst_"))
+        .expect("the token is printed")
+        .to_string()
+}
+
+/// `coinsensei ledger reconcile --chain CHAIN --json` with `config`: every wallet line.
+pub async fn ledger_reconcile(
+    config: &Path,
+    database_url: &str,
+    chain: &str,
+) -> Vec<serde_json::Value> {
+    let ledger = coinsensei([
+        "--config",
+        config.to_str().unwrap(),
+        "ledger",
+        "reconcile",
+        "--chain",
+        chain,
+        "--json",
+    ])
+    .env("COINSENSEI_DATABASE_URL", database_url)
+    .stdin(Stdio::null())
+    .output()
+    .await
+    .unwrap();
+    serde_json::from_slice(&ledger.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)))
+}
+
 /// `workers list --json`, parsed.
 pub async fn workers_json(database_url: &str) -> Vec<serde_json::Value> {
     let output = run(database_url, &["workers", "list", "--json"]).await;
