@@ -1090,6 +1090,12 @@ async fn deposits_proof(backend: Backend) {
         .filter(|line| line["verdict"] != "agrees")
         .collect();
     assert!(differing.is_empty(), "{differing:#?}");
+    // Sweeping told the backend nothing more: the top-ups are ignored, without events.
+    assert_eq!(
+        hooks.events().len(),
+        total,
+        "deposit events after the sweeps"
+    );
     assert!(up.stop().await.success());
     println!("the proof took {:.1} s", started.elapsed().as_secs_f64());
 }
