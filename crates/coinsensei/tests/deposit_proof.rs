@@ -143,6 +143,16 @@ struct Sent {
     fate: Fate,
 }
 
+impl Sent {
+    fn new(address: String, amount: u128, fate: Fate) -> Sent {
+        Sent {
+            address,
+            amount,
+            fate,
+        }
+    }
+}
+
 /// A deposit's key in the store, lower-cased: (txid, asset, position).
 type Key = (String, String, u64);
 
@@ -481,11 +491,7 @@ async fn deposits_proof(backend: Backend) {
                     .await;
                 sent.insert(
                     key(&txid, &native, 0),
-                    Sent {
-                        address,
-                        amount,
-                        fate: Fate::Credited,
-                    },
+                    Sent::new(address, amount, Fate::Credited),
                 );
                 txids.push(txid);
             }
@@ -499,11 +505,7 @@ async fn deposits_proof(backend: Backend) {
                     .await;
                 sent.insert(
                     key(&txid, &token, 0),
-                    Sent {
-                        address,
-                        amount,
-                        fate: Fate::Credited,
-                    },
+                    Sent::new(address, amount, Fate::Credited),
                 );
                 txids.push(txid);
             }
@@ -520,11 +522,7 @@ async fn deposits_proof(backend: Backend) {
                     for (position, (address, amount)) in forwarded.drain(..).enumerate() {
                         sent.insert(
                             key(&txid, &token, position as u64),
-                            Sent {
-                                address,
-                                amount,
-                                fate: Fate::Credited,
-                            },
+                            Sent::new(address, amount, Fate::Credited),
                         );
                     }
                     txids.push(txid);
@@ -539,11 +537,7 @@ async fn deposits_proof(backend: Backend) {
                 .await;
             sent.insert(
                 key(&txid, &token, 0),
-                Sent {
-                    address: to,
-                    amount: 0,
-                    fate: Fate::Ignored("zero value"),
-                },
+                Sent::new(to, 0, Fate::Ignored("zero value")),
             );
             txids.push(txid);
         }
@@ -567,11 +561,7 @@ async fn deposits_proof(backend: Backend) {
                 .await;
             sent.insert(
                 key(&txid, &native, 0),
-                Sent {
-                    address: to,
-                    amount,
-                    fate: Fate::Ignored("dust"),
-                },
+                Sent::new(to, amount, Fate::Ignored("dust")),
             );
             txids.push(txid);
         }
@@ -587,11 +577,7 @@ async fn deposits_proof(backend: Backend) {
     for (position, (address, _)) in spam.into_iter().enumerate() {
         sent.insert(
             key(&txid, &token, position as u64),
-            Sent {
-                address,
-                amount: 0,
-                fate: Fate::Ignored("zero value"),
-            },
+            Sent::new(address, 0, Fate::Ignored("zero value")),
         );
     }
     txids.push(txid);
@@ -644,14 +630,7 @@ async fn deposits_proof(backend: Backend) {
             (txid, token.clone(), amount)
         };
         let wanted = key(&txid, &asset, 0);
-        sent.insert(
-            wanted.clone(),
-            Sent {
-                address,
-                amount,
-                fate: Fate::Reversed,
-            },
-        );
+        sent.insert(wanted.clone(), Sent::new(address, amount, Fate::Reversed));
         reversed.push(wanted);
     }
     let first = chain.mine().await;
@@ -684,14 +663,7 @@ async fn deposits_proof(backend: Backend) {
             .await;
         let txid = chain.send_raw(&raw).await;
         let wanted = key(&txid, &asset, 0);
-        sent.insert(
-            wanted.clone(),
-            Sent {
-                address,
-                amount,
-                fate: Fate::Remined,
-            },
-        );
+        sent.insert(wanted.clone(), Sent::new(address, amount, Fate::Remined));
         remined.push(wanted);
         remined_raw.push(raw);
     }
@@ -708,14 +680,7 @@ async fn deposits_proof(backend: Backend) {
     let txid = chain.send_raw(&raw).await;
     for (position, (address, amount)) in batch.into_iter().enumerate() {
         let wanted = key(&txid, &token, position as u64);
-        sent.insert(
-            wanted.clone(),
-            Sent {
-                address,
-                amount,
-                fate: Fate::Remined,
-            },
-        );
+        sent.insert(wanted.clone(), Sent::new(address, amount, Fate::Remined));
         remined.push(wanted);
     }
     remined_raw.push(raw);
@@ -727,11 +692,11 @@ async fn deposits_proof(backend: Backend) {
         .await;
     sent.insert(
         key(&gone_dust, &native, 0),
-        Sent {
-            address: addresses[12].clone(),
-            amount: DUST_WEI / 2,
-            fate: Fate::IgnoredThenOrphaned,
-        },
+        Sent::new(
+            addresses[12].clone(),
+            DUST_WEI / 2,
+            Fate::IgnoredThenOrphaned,
+        ),
     );
     let gone_spam = chain
         .send(
@@ -741,11 +706,7 @@ async fn deposits_proof(backend: Backend) {
         .await;
     sent.insert(
         key(&gone_spam, &token, 0),
-        Sent {
-            address: addresses[13].clone(),
-            amount: 0,
-            fate: Fate::IgnoredThenOrphaned,
-        },
+        Sent::new(addresses[13].clone(), 0, Fate::IgnoredThenOrphaned),
     );
     let second = chain.mine().await;
     // Two deep: still pending.
@@ -791,11 +752,7 @@ async fn deposits_proof(backend: Backend) {
             .await;
         sent.insert(
             key(&txid, &native, 0),
-            Sent {
-                address,
-                amount,
-                fate: Fate::Credited,
-            },
+            Sent::new(address, amount, Fate::Credited),
         );
     }
     for raw in &remined_raw {
