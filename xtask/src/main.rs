@@ -21,6 +21,9 @@
 //! - `cargo xtask docker [docker build arguments]`: the Dockerfile's full multi-stage build.
 //! - `cargo xtask devnet [up arguments]`: anvil and bitcoind installed, then `coinsensei up
 //!   --devnet` (throwaway chains, funded hot wallets, a first withdrawal to send).
+//! - `cargo xtask proof deposits [--deposits N] [--addresses N]`: the suite's deposits proof
+//!   on anvil (`crates/coinsensei/tests/deposit_proof.rs`) at the issue's size, 1,000
+//!   deposits to 200 addresses with a reorg, then every address swept and reconciled.
 //! - `cargo xtask chaos withdrawals [--chain C] [--count N] [--no-faults]`: the suite's
 //!   withdrawal chaos test full-sized (1,000 on anvil, 300 on the TRON simulation, 200 on
 //!   regtest) in release, printing its counts and figures.
@@ -39,18 +42,21 @@ use std::process::{Command, ExitCode};
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet|docker> [extra arguments passed on]
+const USAGE: &str = "usage: cargo xtask <test|bench|chaos|proof|devnet|docker> [extra arguments passed on]
 
   test    run every test of the workspace (needs Postgres on 127.0.0.1:5432 and Redis; installs
           the anvil devnet and TronWeb from npm, tronpy and Schemathesis from PyPI and bitcoind (bitcoin-knots) into
           target/tools the first time; see README.md)
-  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile|webhooks] [--jobs N] [--concurrency C]
+  bench [control|queue|api|ethereum|tron|bitcoin|dashboard|hostile|webhooks|deposits] [--jobs N] [--concurrency C]
           control: worker control latency, lost-worker detection, idle RSS, `up` time to ready
           api:     the admin API at 1,000 requests/s (COINSENSEI_BENCH_RATE) with 1,000 workers,
                    and API stop -> event stream latency
           ethereum: key derivations/s; ETH and ERC-20 transfers signed and broadcast/s to anvil
           tron:    TRC-20 and TRX transfers built and signed/s on one core; deposit log
-                   parsing in blocks/s over recorded gettransactioninfobyblocknum bodies
+                   parsing in blocks/s over recorded gettransactioninfobyblocknum bodies,
+                   with 1,000 and 100,000 watched addresses
+          deposits: block -> deposit.detected webhook latency through `up` (p50/p99), on
+                   anvil and regtest with a block a second
           bitcoin: 100 withdrawals batched vs one by one (fee per withdrawal), build + sign of a
                    100-output transaction, deposit scan blocks/s over 1,000 regtest blocks
           dashboard: click Stop -> badge `stopped` latency in headless Chromium (p50/p99 over
@@ -71,6 +77,12 @@ const USAGE: &str = "usage: cargo xtask <test|bench|chaos|devnet|docker> [extra 
   autoscale  the issue's autoscaling run through `up` on Postgres and SQLite: 2,000 sleep
           jobs of 200 ms into one queue scale its workers from 1 up to 10 in steps of at
           most 2 and back to 1 after the backlog, every job run once; prints the figures
+  proof deposits [--deposits N] [--addresses N]
+          the deposits proof through `up` on anvil at the issue's size (1,000 deposits to 200
+          addresses; the suite runs 200 to 40): ETH and an ERC-20 from accounts and from a
+          contract, zero-value spam, dust and a fake USDT, a reorg by evm_snapshot/evm_revert;
+          every deposit's state and webhook events checked, every address swept, the ledger
+          reconciled; prints how long each phase took
   chaos withdrawals [--chain ethereum|tron|bitcoin] [--count N] [--no-faults] [--sqlite]
           N withdrawals through `up` and a private Postgres, the worker SIGKILLed every 1 to
           5 s, Postgres and the node restarted once; the chain is read at the end (paid once,
@@ -87,6 +99,7 @@ fn main() -> ExitCode {
         Some("test") => test(&rest),
         Some("bench") => bench(&rest),
         Some("chaos") => chaos(&rest),
+        Some("proof") => proof(&rest),
         Some("autoscale") => autoscale(&rest),
         Some("devnet") => devnet(&rest),
         Some("docker") => docker_image(&rest),
@@ -692,6 +705,38 @@ fn autoscale(extra: &[String]) -> anyhow::Result<()> {
     run(command)
 }
 
+/// `cargo xtask proof deposits`: the deposits proof (`crates/coinsensei/tests/deposit_proof.rs`)
+/// at the issue's size.
+fn proof(extra: &[String]) -> anyhow::Result<()> {
+    let mut args = extra.iter();
+    match args.next().map(String::as_str) {
+        Some("deposits") => {}
+        other => bail!("unknown proof {other:?}; expected `cargo xtask proof deposits`"),
+    }
+    let mut deposits = "1000".to_string();
+    let mut addresses = "200".to_string();
+    while let Some(arg) = args.next() {
+        let slot = match arg.as_str() {
+            "--deposits" => &mut deposits,
+            "--addresses" => &mut addresses,
+            other => bail!("unknown argument {other:?}\n\n{USAGE}"),
+        };
+        *slot = args
+            .next()
+            .filter(|value| value.parse::<u64>().is_ok_and(|n| n > 0))
+            .with_context(|| format!("{arg} takes a positive number"))?
+            .clone();
+    }
+    let mut command = cargo();
+    command
+        .args(["test", "--package", "coinsensei", "--test", "deposit_proof"])
+        .args(["--", "--nocapture"])
+        .env("COINSENSEI_ANVIL", anvil()?)
+        .env("COINSENSEI_DEPOSIT_PROOF_DEPOSITS", deposits)
+        .env("COINSENSEI_DEPOSIT_PROOF_ADDRESSES", addresses);
+    run(command)
+}
+
 fn chaos(extra: &[String]) -> anyhow::Result<()> {
     let mut args = extra.iter();
     match args.next().map(String::as_str) {
@@ -760,7 +805,7 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
     let (which, rest) = match extra.first().map(String::as_str) {
         Some(
             which @ ("control" | "queue" | "api" | "ethereum" | "tron" | "bitcoin" | "dashboard"
-            | "hostile" | "health" | "webhooks"),
+            | "hostile" | "health" | "webhooks" | "deposits"),
         ) => (which, &extra[1..]),
         _ => ("all", extra),
     };
@@ -789,10 +834,22 @@ fn bench(extra: &[String]) -> anyhow::Result<()> {
             .env("COINSENSEI_BITCOIND", bitcoind()?);
         run(command)?;
     }
-    for bench in ["control", "api", "dashboard", "hostile", "webhooks"] {
+    for bench in [
+        "control",
+        "api",
+        "dashboard",
+        "hostile",
+        "webhooks",
+        "deposits",
+    ] {
         if which == bench || which == "all" {
             let mut command = cargo();
             command.args(["bench", "--package", "coinsensei", "--bench", bench]);
+            if bench == "deposits" {
+                command
+                    .env("COINSENSEI_ANVIL", anvil()?)
+                    .env("COINSENSEI_BITCOIND", bitcoind()?);
+            }
             if bench == "dashboard" {
                 command
                     .env("COINSENSEI_CHROMIUM", chromium()?)

@@ -6,7 +6,8 @@
 //! - build + sign time of one 100-output transaction (median and extremes of 15 runs);
 //! - deposit scan speed (blocks/s) over 1,000 blocks, each holding one payment, every other
 //!   one to a watched address: through the adapter's `scan`, and through the wallet's
-//!   scanner storing blocks and deposits on Postgres and on SQLite.
+//!   scanner storing blocks and deposits on Postgres and on SQLite; with the 50 paid
+//!   addresses watched, then with 100,000 more (COINSENSEI_BENCH_WATCHED), the figure.
 //!
 //! Run with `cargo xtask bench bitcoin` (installs bitcoind), or with COINSENSEI_BITCOIND set:
 //! `cargo bench -p chain-bitcoin --bench bitcoin`. COINSENSEI_BENCH_SCAN_BLOCKS sets the
@@ -268,12 +269,34 @@ async fn scanning(bench: &mut Bench, blocks: u64) {
         "  {blocks} blocks with one payment each made in {:.1} s",
         started.elapsed().as_secs_f64()
     );
+    // The 50 paid addresses alone, then among the 100,000 (COINSENSEI_BENCH_WATCHED):
+    // P2WPKH addresses of nobody's keys.
+    let extra = usize::try_from(env_count("COINSENSEI_BENCH_WATCHED", 100_000)).unwrap();
+    for others in [0, extra] {
+        let mut addresses = watched.clone();
+        addresses.extend((0..others as u64).map(|n| {
+            let mut program = [0x5au8; 20];
+            program[12..].copy_from_slice(&n.to_be_bytes());
+            let program =
+                bitcoin::WitnessProgram::new(bitcoin::WitnessVersion::V0, &program).unwrap();
+            let text = bitcoin::Address::from_witness_program(program, bitcoin::KnownHrp::Regtest)
+                .to_string();
+            Address::parse(Chain::Bitcoin, Network::Regtest, &text).unwrap()
+        }));
+        scan_with(bench, first, last, blocks, addresses).await;
+    }
+}
+
+/// Scans blocks `first..=last` for deposits to `addresses` (the 50 paid ones first): through
+/// the adapter alone, and through the wallet's scanner on each store.
+async fn scan_with(bench: &Bench, first: u64, last: u64, blocks: u64, addresses: Vec<Address>) {
+    let count = addresses.len();
     let watch = WatchSet {
-        addresses: watched,
+        addresses,
         tokens: vec![],
     };
     println!(
-        "  deposit scan of blocks {first}..={last}, every other payment to one of 50 watched addresses:"
+        "  deposit scan of blocks {first}..={last}, every other payment to one of 50 of {count} watched addresses:"
     );
     let started = Instant::now();
     let mut found = 0;

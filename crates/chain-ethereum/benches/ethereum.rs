@@ -7,7 +7,9 @@
 //!   node accepted the last one; then blocks are mined until every one is in, successful;
 //! - deposit scanning: blocks per second through the wallet's scanner (read, check, store
 //!   with deposits, credit) over blocks each holding an ERC-20 transfer, half of them to
-//!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone.
+//!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone; with the
+//!   50 paid addresses watched, then with 100,000 more (COINSENSEI_BENCH_WATCHED), the
+//!   issue's figure.
 //!
 //! Run with `cargo xtask bench ethereum` (installs anvil), or with COINSENSEI_ANVIL set:
 //! `cargo bench -p chain-ethereum --bench ethereum`. COINSENSEI_BENCH_TRANSFERS sets the count
@@ -213,13 +215,41 @@ async fn scanning(devnet: &Devnet, hot: &Arc<InProcessSigner>, token: &Address, 
     let sequence = client.account_sequence(&from).await.unwrap().unwrap();
     assert_eq!(sequence.mined, start + blocks, "every transfer is mined");
     assert_eq!(count, blocks, "one transfer per block");
+    // The 50 paid addresses alone, then among the issue's 100,000 (COINSENSEI_BENCH_WATCHED):
+    // addresses of nobody's keys.
+    let extra = env_count("COINSENSEI_BENCH_WATCHED", 100_000);
+    for others in [0, extra] {
+        let mut addresses = recipients[..50].to_vec();
+        addresses.extend((0..others).map(|n| {
+            Address::parse(
+                Chain::Ethereum,
+                Network::Mainnet,
+                &format!("0x5a5a5a5a5a5a5a5a5a5a5a5a{n:016x}"),
+            )
+            .unwrap()
+        }));
+        scan_with(client, token, first, last, addresses).await;
+    }
+}
+
+/// Scans blocks `first..=last` for deposits of `token` to `addresses` (the 50 paid ones
+/// first): through the wallet's scanner on each store, and through the adapter alone.
+async fn scan_with(
+    client: &Ethereum,
+    token: &Address,
+    first: u64,
+    last: u64,
+    addresses: Vec<Address>,
+) {
+    let count = last - first + 1;
+    let watched = addresses.len();
     let watch = WatchSet {
-        addresses: recipients[..50].to_vec(),
+        addresses,
         tokens: vec![token.clone()],
     };
     println!(
         "  deposit scan of {count} blocks ({first}..={last}), each holding an ERC-20 \
-         transfer, half of them to the 50 watched addresses:"
+         transfer, half of them to 50 of the {watched} watched addresses:"
     );
     for backend in [Backend::Postgres, Backend::Sqlite] {
         let db = TestDb::new(backend).await;

@@ -1,7 +1,7 @@
 //! The provider contract ([`chain::provider`]) on Ethereum: reads, a batched block scan,
 //! build / payloads / combine / parse, and submit, over the inherent methods of [`Ethereum`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use alloy::consensus::transaction::SignerRecoverable;
 use alloy::consensus::{SignableTransaction, Transaction as _, TxEnvelope};
@@ -122,12 +122,16 @@ impl Ethereum {
         blocks: &[Block],
         watch: &[Address],
     ) -> Result<Vec<NativeDeposit>, ChainError> {
-        let watched: HashSet<[u8; 20]> = watch.iter().filter_map(Address::ethereum_bytes).collect();
+        // Parsed once per call: a watch set holds up to a hundred thousand deposit addresses.
+        let watched: HashMap<[u8; 20], &Address> = watch
+            .iter()
+            .filter_map(|address| Some((address.ethereum_bytes()?, address)))
+            .collect();
         let mut hits = Vec::new();
         for block in blocks {
             for transaction in block.transactions.txns() {
                 let Some(to) = transaction.to() else { continue };
-                if transaction.value().is_zero() || !watched.contains(&to.into_array()) {
+                if transaction.value().is_zero() || !watched.contains_key(&to.into_array()) {
                     continue;
                 }
                 hits.push((block_ref(block), transaction.clone(), to));
@@ -156,10 +160,9 @@ impl Ethereum {
             if !receipt.is_some_and(|receipt| receipt.status()) {
                 continue;
             }
-            let to = watch
-                .iter()
-                .find(|address| address.ethereum_bytes() == Some(to.into_array()))
-                .cloned()
+            let to = watched
+                .get(&to.into_array())
+                .map(|address| (*address).clone())
                 .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
             deposits.push(NativeDeposit {
                 txid: transaction.tx_hash(),

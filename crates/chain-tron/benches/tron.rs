@@ -9,7 +9,10 @@
 //!   from the recorded responses in `crates/chain-tron/fixtures/recorded`, copied from the shared fixtures with their sources (ids, addresses and amounts
 //!   varied; 300 transactions a block, about a mainnet block's), read exactly as the scan
 //!   reads them: text to JSON value, value to `TransactionInfo`s, `token_deposits` against a
-//!   watch set of 1,000 addresses and USDT.
+//!   watch set of 1,000 addresses and USDT, then of 100,000 (the figure); with the
+//!   time to build the scan's `WatchIndex` once per step, and the rate the scan had when it
+//!   decoded the watch set twice a block (`COINSENSEI_BENCH_TRON_BLOCKS`: blocks parsed,
+//!   default 10,000).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use chain::address::{Address, Network};
 use chain::provider::{Asset, BlockRef, Payment, WatchSet};
-use chain_tron::node::{TransactionInfo, token_deposits};
+use chain_tron::node::{TransactionInfo, WatchIndex, token_deposits};
 use chain_tron::transaction::{self, RefBlock, Window};
 use common::KeySigner;
 use domain::{Amount, Chain};
@@ -29,8 +32,17 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/recorded")
 const USDT: &str = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t";
 const TRANSACTIONS_PER_BLOCK: usize = 300;
 const DISTINCT_BLOCKS: usize = 200;
+/// Blocks parsed per watch set (`COINSENSEI_BENCH_TRON_BLOCKS`).
 const BLOCKS_PARSED: usize = 10_000;
-const WATCHED: usize = 1_000;
+/// The watch sets' sizes: the earlier figure's, and the 100,000 deposit addresses.
+const WATCHED: [usize; 2] = [1_000, 100_000];
+
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
 
 fn fixture(name: &str) -> Value {
     let path = format!("{FIXTURES}/{name}");
@@ -89,7 +101,7 @@ fn transfers(signer: &dyn Signer, asset: &Asset, count: usize) -> f64 {
 
 /// One block's `gettransactioninfobyblocknum` body: USDT transfers (60 %), TRX transfers
 /// (30 %), USDT transfers that ran out of energy (10 %), each from its recorded response.
-fn block_body(number: u64) -> String {
+fn block_body(number: u64, watched: usize) -> String {
     let usdt = fixture("wallet_gettransactioninfobyid.mainnet_usdt_transfer_success.json");
     let trx = fixture("wallet_gettransactioninfobyid.mainnet_trx_transfer.json");
     let failed = fixture("wallet_gettransactioninfobyid.mainnet_usdt_out_of_energy.json");
@@ -105,7 +117,7 @@ fn block_body(number: u64) -> String {
             info["blockNumber"] = json!(number);
             if let Some(log) = info.get_mut("log").and_then(|logs| logs.get_mut(0)) {
                 // Every 20th seed pays a watched address.
-                let to = address(seed % (20 * WATCHED as u64));
+                let to = address(seed % (20 * watched as u64));
                 log["topics"][2] = json!(format!("{:0>64}", hex::encode(&to[1..])));
                 log["data"] = json!(format!("{:064x}", 1_000 + seed));
             }
@@ -137,12 +149,20 @@ fn main() {
         transfers(&hd, &Asset::Native, 5_000)
     );
 
+    let blocks = env_count("COINSENSEI_BENCH_TRON_BLOCKS", BLOCKS_PARSED);
+    for watched in WATCHED {
+        parsing(watched, blocks);
+    }
+}
+
+/// Deposit log parsing against `watched` addresses, over `blocks` blocks.
+fn parsing(watched: usize, blocks: usize) {
     let bodies: Vec<String> = (0..DISTINCT_BLOCKS as u64)
-        .map(|n| block_body(70_000_000 + n))
+        .map(|n| block_body(70_000_000 + n, watched))
         .collect();
     let bytes: usize = bodies.iter().map(String::len).sum();
     let watch = WatchSet {
-        addresses: (0..WATCHED as u64)
+        addresses: (0..watched as u64)
             .map(|n| tron(&address(20 * n)))
             .collect(),
         tokens: vec![Address::parse(Chain::Tron, Network::Mainnet, USDT).unwrap()],
@@ -152,20 +172,43 @@ fn main() {
         hash: "h".into(),
         parent_hash: "p".into(),
     };
+    // The index a scan builds once per step (up to 100 blocks), timed apart.
+    let indexed = Instant::now();
+    let index = WatchIndex::new(&watch);
+    let index_time = indexed.elapsed();
     let started = Instant::now();
     let mut deposits = 0usize;
-    for n in 0..BLOCKS_PARSED {
+    for n in 0..blocks {
         let body = &bodies[n % DISTINCT_BLOCKS];
         // As the client does: the body to a JSON value, the value to TransactionInfos.
         let value: Value = serde_json::from_str(body).unwrap();
         let infos: Vec<TransactionInfo> = serde_json::from_value(value).unwrap();
-        deposits += token_deposits(&block, &infos, &watch).unwrap().len();
+        deposits += token_deposits(&block, &infos, &index).unwrap().len();
     }
     let elapsed = started.elapsed();
     println!(
-        "deposit log parsing: {:.0} blocks/s ({BLOCKS_PARSED} blocks of {TRANSACTIONS_PER_BLOCK} transactions, {} KiB a block on average, {deposits} deposits to {WATCHED} watched addresses; {:.0} transactions/s)",
-        rate(BLOCKS_PARSED, elapsed),
+        "watch index of {watched} addresses: {} ms (once per scan step of up to 100 blocks)",
+        index_time.as_millis()
+    );
+    // How the scan did it before the index: the addresses decoded for every block, twice
+    // (native transfers, then token logs).
+    let old_blocks = blocks.min(50);
+    let old = Instant::now();
+    for n in 0..old_blocks {
+        let body = &bodies[n % DISTINCT_BLOCKS];
+        let value: Value = serde_json::from_str(body).unwrap();
+        let infos: Vec<TransactionInfo> = serde_json::from_value(value).unwrap();
+        std::hint::black_box(WatchIndex::new(&watch));
+        std::hint::black_box(token_deposits(&block, &infos, &WatchIndex::new(&watch)).unwrap());
+    }
+    println!(
+        "  (decoding the watch set twice a block, as the scan did before: {:.0} blocks/s over {old_blocks} blocks)",
+        rate(old_blocks, old.elapsed())
+    );
+    println!(
+        "deposit log parsing: {:.0} blocks/s ({blocks} blocks of {TRANSACTIONS_PER_BLOCK} transactions, {} KiB a block on average, {deposits} deposits to {watched} watched addresses; {:.0} transactions/s)",
+        rate(blocks, elapsed),
         bytes / DISTINCT_BLOCKS / 1024,
-        rate(BLOCKS_PARSED * TRANSACTIONS_PER_BLOCK, elapsed),
+        rate(blocks * TRANSACTIONS_PER_BLOCK, elapsed),
     );
 }

@@ -908,17 +908,31 @@ fn rand_jitter() -> u16 {
     u16::try_from(nanos % 100).unwrap_or(0)
 }
 
-/// Token deposits to `watch` in a block's TransactionInfos: `Transfer` logs of allowlisted
-/// tokens, in transactions that succeeded.
+/// A watch set's addresses by their 21 bytes, decoded once per scan, not once per block:
+/// base58check decoding hashes twice, and a watch set holds up to a hundred thousand deposit
+/// addresses (decoded twice a block, they were nearly all of a scan's time).
+pub struct WatchIndex<'a> {
+    tokens: std::collections::HashMap<[u8; 21], &'a Address>,
+    addresses: std::collections::HashMap<[u8; 21], &'a Address>,
+}
+
+impl<'a> WatchIndex<'a> {
+    pub fn new(watch: &'a WatchSet) -> WatchIndex<'a> {
+        WatchIndex {
+            tokens: by_bytes(&watch.tokens),
+            addresses: by_bytes(&watch.addresses),
+        }
+    }
+}
+
+/// Token deposits to the watched addresses in a block's TransactionInfos: `Transfer` logs of
+/// allowlisted tokens, in transactions that succeeded.
 pub fn token_deposits(
     block: &BlockRef,
     infos: &[TransactionInfo],
-    watch: &WatchSet,
+    watch: &WatchIndex<'_>,
 ) -> Result<Vec<Deposit>, ChainError> {
-    // Addresses decoded once per block, not once per log: base58check decoding hashes twice,
-    // and a watch set can hold many thousands of deposit addresses.
-    let tokens = by_bytes(&watch.tokens);
-    let addresses = by_bytes(&watch.addresses);
+    let (tokens, addresses) = (&watch.tokens, &watch.addresses);
     let mut deposits = Vec::new();
     for info in infos.iter().filter(|info| info.succeeded()) {
         for (position, log) in info.log.iter().enumerate() {
@@ -991,8 +1005,8 @@ fn topic_address(text: &str) -> Option<[u8; 21]> {
 }
 
 /// Native deposits to `watch` in a block's transactions: successful `TransferContract`s.
-fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchSet) -> Vec<Deposit> {
-    let addresses = by_bytes(&watch.addresses);
+fn native_deposits(block: &BlockRef, json: &BlockJson, watch: &WatchIndex<'_>) -> Vec<Deposit> {
+    let addresses = &watch.addresses;
     let mut deposits = Vec::new();
     for transaction in &json.transactions {
         let ok = contract_ret_ok(&transaction.ret);
@@ -1170,18 +1184,19 @@ impl ChainRead for Tron {
                 .buffered(SCAN_CONCURRENCY)
                 .try_collect()
                 .await?;
+        let index = WatchIndex::new(watch);
         for json in &blocks {
             let header = json
                 .header()?
                 .ok_or_else(|| ChainError::retriable("a block without its header in a scan"))?;
             batch
                 .deposits
-                .extend(native_deposits(&header.reference, json, watch));
+                .extend(native_deposits(&header.reference, json, &index));
             if let Some(infos) = infos.remove(&header.reference.number) {
                 let infos = infos_of_block(json, header.reference.number, infos)?;
                 batch
                     .deposits
-                    .extend(token_deposits(&header.reference, &infos, watch)?);
+                    .extend(token_deposits(&header.reference, &infos, &index)?);
             }
             batch.blocks.push(header.reference);
         }

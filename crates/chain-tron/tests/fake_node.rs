@@ -544,8 +544,12 @@ fn every_fixture_parses_and_transaction_infos_read_as_recorded() {
         addresses: vec![to.clone()],
         tokens: vec![addr(USDT)],
     };
-    let deposits =
-        chain_tron::node::token_deposits(&block, std::slice::from_ref(&info), &watch).unwrap();
+    let deposits = chain_tron::node::token_deposits(
+        &block,
+        std::slice::from_ref(&info),
+        &chain_tron::node::WatchIndex::new(&watch),
+    )
+    .unwrap();
     assert_eq!(deposits.len(), 1);
     assert_eq!(deposits[0].amount, Amount::from_u128(0x35_67e0));
     assert_eq!(deposits[0].to, to);
@@ -554,9 +558,13 @@ fn every_fixture_parses_and_transaction_infos_read_as_recorded() {
         tokens: vec![],
     };
     assert!(
-        chain_tron::node::token_deposits(&block, &[info], &unlisted)
-            .unwrap()
-            .is_empty()
+        chain_tron::node::token_deposits(
+            &block,
+            &[info],
+            &chain_tron::node::WatchIndex::new(&unlisted),
+        )
+        .unwrap()
+        .is_empty()
     );
 }
 

@@ -30,12 +30,6 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn create_token(url: &str, role: &str, name: &str) -> String {
-    let output = run(url, &["tokens", "create", "--role", role, "--name", name]).await;
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output).trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_commands_drive_a_remote_control_plane() {
     let db = TestDb::postgres().await;
@@ -56,8 +50,8 @@ async fn operator_commands_drive_a_remote_control_plane() {
         })
         .await
         .unwrap();
-    let operator = create_token(&db.url, "operator", "ops laptop").await;
-    let viewer = create_token(&db.url, "viewer", "wallboard").await;
+    let operator = token(&db.url, "operator", "ops laptop").await;
+    let viewer = token(&db.url, "viewer", "wallboard").await;
     let serve = Up::serve(&[], &[("COINSENSEI_DATABASE_URL", db.url.as_str())]).await;
     let server = format!("http://{}", serve.address);
 
@@ -220,9 +214,9 @@ async fn withdrawals_are_approved_from_the_command_line() {
         "[[withdrawal_policy]]\nchain = \"tron\"\nasset = \"USDT\"\napproval_above = \"100\"\n",
     )
     .unwrap();
-    let backend = create_token(&db.url, "service", "backend").await;
-    let alice = create_token(&db.url, "operator", "alice").await;
-    let bob = create_token(&db.url, "operator", "bob").await;
+    let backend = token(&db.url, "service", "backend").await;
+    let alice = token(&db.url, "operator", "alice").await;
+    let bob = token(&db.url, "operator", "bob").await;
     let serve = Up::serve(
         &["--config", config.to_str().unwrap()],
         &[("COINSENSEI_DATABASE_URL", db.url.as_str())],
@@ -342,9 +336,9 @@ async fn withdrawal_destinations_from_the_command_line() {
         "withdrawal_allowlist = true\nwithdrawal_allowlist_cooldown = 0\n",
     )
     .unwrap();
-    let backend = create_token(&db.url, "service", "backend").await;
-    let admin = create_token(&db.url, "admin", "root").await;
-    let operator = create_token(&db.url, "operator", "ops").await;
+    let backend = token(&db.url, "service", "backend").await;
+    let admin = token(&db.url, "admin", "root").await;
+    let operator = token(&db.url, "operator", "ops").await;
     let serve = Up::serve(
         &["--config", config.to_str().unwrap()],
         &[("COINSENSEI_DATABASE_URL", db.url.as_str())],

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::anvil::{TOKEN_BIN, quantity, rpc};
+use common::anvil::{TOKEN_BIN, eth_balance, nonce, quantity, rpc, token_balance, transfer_data};
 use common::*;
 use domain::Chain;
 use serde_json::{Value, json};
@@ -35,25 +35,6 @@ async fn send(anvil: &Anvil, from: &str, transaction: Value) -> Value {
     let receipt = common::anvil::send_from(anvil, from, transaction).await;
     assert_eq!(receipt["status"], "0x1", "{receipt}");
     receipt
-}
-
-fn transfer_data(to: &str, amount: u128) -> String {
-    let to_word = format!("{:0>64}", to.trim_start_matches("0x").to_lowercase());
-    format!("0xa9059cbb{to_word}{amount:064x}")
-}
-
-async fn eth_balance(anvil: &Anvil, address: &str) -> u128 {
-    quantity(&rpc(anvil, "eth_getBalance", json!([address, "latest"])).await)
-}
-
-async fn token_balance(anvil: &Anvil, token: &str, address: &str) -> u128 {
-    let word = format!("{:0>64}", address.trim_start_matches("0x").to_lowercase());
-    let call = json!({"to": token, "data": format!("0x70a08231{word}")});
-    quantity(&rpc(anvil, "eth_call", json!([call, "latest"])).await)
-}
-
-async fn nonce(anvil: &Anvil, address: &str) -> u128 {
-    quantity(&rpc(anvil, "eth_getTransactionCount", json!([address, "latest"])).await)
 }
 
 fn units(amount: Option<domain::Amount>) -> u128 {
@@ -121,17 +102,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     let api = common::backend::Backend::new(&db.url, &up).await;
     let mut addresses = Vec::new();
     for reference in ["user:1", "user:2", "user:3"] {
-        let response = api
-            .client
-            .post(format!("{}/api/v1/deposit-addresses", api.base))
-            .bearer_auth(&api.token)
-            .json(&json!({"chain": "ethereum", "reference": reference}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        addresses.push(body["address"].as_str().unwrap().to_string());
+        addresses.push(api.issue_address("ethereum", reference).await);
     }
     let [eth_only, token_only, both] = [&addresses[0], &addresses[1], &addresses[2]];
     wait_for("the workers running", Duration::from_secs(60), || async {
@@ -333,7 +304,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     assert!(table.contains("ethereum native: 2 swept"), "{table}");
     // The same rows through the control plane, for an operator (a viewer token; the
     // backend's service token is refused: sweeps are internal), and in /metrics.
-    let viewer = create_token(&db.url, "viewer", "ops").await;
+    let viewer = common::token(&db.url, "viewer", "ops").await;
     let remote = coinsensei([
         "deposits", "sweeps", "--server", &api.base, "--chain", "ethereum", "--state", "swept",
         "--json",
@@ -394,22 +365,7 @@ async fn sweeps_swept_end_to_end(backend: Backend) {
     // was credited and held, less what was swept and the sweep's fee), and so does the
     // gas wallet's account of its top-ups; the hot wallet is off by its opening balance
     // alone, funded outside the ledger, less the gas wallet's spending when they are one.
-    let ledger = coinsensei([
-        "--config",
-        config.to_str().unwrap(),
-        "ledger",
-        "reconcile",
-        "--chain",
-        "ethereum",
-        "--json",
-    ])
-    .env("COINSENSEI_DATABASE_URL", &db.url)
-    .stdin(std::process::Stdio::null())
-    .output()
-    .await
-    .unwrap();
-    let lines: Vec<Value> = serde_json::from_slice(&ledger.stdout)
-        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)));
+    let lines = ledger_reconcile(&config, &db.url, "ethereum").await;
     let deposit_lines: Vec<&Value> = lines
         .iter()
         .filter(|line| line["wallet"] == "deposit")

@@ -20,10 +20,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use common::*;
-use hmac::{Hmac, Mac};
 use nix::sys::signal::{Signal, kill};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use store::{DeliveryState, EventList, Store};
 use testkit::TestDb;
 
@@ -53,42 +51,12 @@ struct Receiver {
     bad_signatures: AtomicUsize,
 }
 
-/// Checks a post as a receiver should: the signature over `t.body` with the shared secret,
-/// in constant time, and a timestamp within five minutes.
-fn verified(headers: &HeaderMap, body: &[u8]) -> bool {
-    let Some(header) = headers
-        .get("coinsensei-signature")
-        .and_then(|value| value.to_str().ok())
-    else {
-        return false;
-    };
-    let mut timestamp = None;
-    let mut signature = None;
-    for part in header.split(',') {
-        match part.split_once('=') {
-            Some(("t", value)) => timestamp = value.parse::<i64>().ok(),
-            Some(("v1", value)) => signature = hex::decode(value).ok(),
-            _ => {}
-        }
-    }
-    let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
-        return false;
-    };
-    if (chrono::Utc::now().timestamp() - timestamp).abs() > 300 {
-        return false;
-    }
-    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
-}
-
 async fn receive(
     State(receiver): State<Arc<Receiver>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    if !verified(&headers, &body) {
+    if !common::hooks::verified(&headers, &body, SECRET) {
         receiver.bad_signatures.fetch_add(1, Ordering::SeqCst);
         return StatusCode::UNAUTHORIZED;
     }
@@ -274,10 +242,10 @@ async fn every_event_arrives_signed_at_least_once_and_in_order_through_outages_a
     let address = free_address();
     let config = config(&db.dir(), address, "");
     let config = config.to_str().unwrap();
-    let backend = create_token(&db.url, "service", "backend").await;
+    let backend = token(&db.url, "service", "backend").await;
     let operators = [
-        create_token(&db.url, "operator", "alice").await,
-        create_token(&db.url, "operator", "bob").await,
+        token(&db.url, "operator", "alice").await,
+        token(&db.url, "operator", "bob").await,
     ];
     let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
 
@@ -414,9 +382,9 @@ async fn failed_deliveries_are_listed_and_replayed_from_the_command_line() {
     // Given up on after a second of 500s.
     let config = config(&db.dir(), address, "retry_for = 1\n");
     let config = config.to_str().unwrap();
-    let backend = create_token(&db.url, "service", "backend").await;
-    let operator = create_token(&db.url, "operator", "carol").await;
-    let viewer = create_token(&db.url, "viewer", "wallboard").await;
+    let backend = token(&db.url, "service", "backend").await;
+    let operator = token(&db.url, "operator", "carol").await;
+    let viewer = token(&db.url, "viewer", "wallboard").await;
     let env = [("COINSENSEI_DATABASE_URL", db.url.as_str())];
     let serve = Up::serve(&["--config", config], &env).await;
     let server = format!("http://{}", serve.address);

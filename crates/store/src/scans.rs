@@ -498,6 +498,10 @@ impl Store {
 
     /// Cuts the stored chain of `chain` back to `keep_through` after a reorg: later blocks
     /// are forgotten, their pending deposits orphaned and their credited ones reversed.
+    /// Their ignored ones are orphaned too, keeping their reason and telling nobody (no
+    /// event was ever sent of them): their coins are no longer on the chain, and the
+    /// ledger, which counts an ignored transfer's value as held, must stop counting them.
+    /// Mined again, such a row is revived as ignored by the next commit.
     pub async fn scan_rollback(
         &self,
         chain: Chain,
@@ -513,15 +517,16 @@ impl Store {
                 .execute(&mut *conn)
                 .await?
                 .rows_affected();
-            let mut moved = [0u64; 2];
+            let mut moved = [0u64; 3];
             let sql = format!(
                 "update deposit set state = $4, updated_at = $5
                  where chain = $1 and block_number > $2 and state = $3
                  returning {DEPOSIT_COLUMNS}"
             );
             for (slot, (from, to, kind)) in [
-                ("pending", "orphaned", "deposit.orphaned"),
-                ("credited", "reversed", "deposit.reversed"),
+                ("pending", "orphaned", Some("deposit.orphaned")),
+                ("credited", "reversed", Some("deposit.reversed")),
+                ("ignored", "orphaned", None),
             ]
             .into_iter()
             .enumerate()
@@ -539,7 +544,9 @@ impl Store {
                     changed.push(decode_deposit!(row, d));
                 }
                 moved[slot] = changed.len() as u64;
-                append_deposit_events!(conn, d, chain, &changed, kind, now);
+                if let Some(kind) = kind {
+                    append_deposit_events!(conn, d, chain, &changed, kind, now);
+                }
             }
             Ok(Rollback {
                 blocks,

@@ -257,6 +257,89 @@ async fn ignored_transfers_are_kept_and_never_credited(db: &TestDb) {
     ));
 }
 
+/// An ignored transfer (dust, zero value, one of our own top-ups) whose block a reorg takes
+/// away is not on the chain any more: orphaned like a pending one (still with its reason, and
+/// no event: the backend never heard of it), so the ledger stops counting its coins as held;
+/// mined again, it is ignored again in its new block.
+async fn an_ignored_transfer_leaves_with_its_block(db: &TestDb) {
+    let store = db.store().await;
+    let chain = Chain::Ethereum;
+    store
+        .webhook_subscribe(&[store::WebhookSubscription {
+            endpoint: "backend".into(),
+            events: vec!["deposit.*".into()],
+        }])
+        .await
+        .unwrap();
+    let first = blocks(0, 3, "a", "0x00");
+    let mut dust = deposit("0x0b", &first[1], 3);
+    dust.ignored = Some("dust".into());
+    let mut kept = deposit("0x0a", &first[0], 4);
+    kept.ignored = Some("dust".into());
+    store
+        .scan_commit(chain, &first, &[kept, dust.clone()], at(0))
+        .await
+        .unwrap();
+    let held = |store: store::Store| async move {
+        store
+            .ledger_deposit_page(&store::LedgerPage {
+                chain,
+                after_id: 0,
+                limit: 100,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.amount)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        held(store.clone()).await,
+        [Amount::from_u128(4), Amount::from_u128(3)]
+    );
+    let undone = store.scan_rollback(chain, 0, at(1)).await.unwrap();
+    assert_eq!((undone.orphaned, undone.reversed), (0, 0), "{undone:?}");
+    assert_eq!(
+        states(&store).await,
+        vec![
+            ("0x0a".into(), 0, DepositState::Ignored),
+            ("0x0b".into(), 1, DepositState::Orphaned),
+        ]
+    );
+    let rows = store.deposits_list(chain, None, 10).await.unwrap();
+    let gone = rows.iter().find(|row| row.txid == "0x0b").unwrap();
+    assert_eq!(gone.reason.as_deref(), Some("dust"));
+    assert_eq!(held(store.clone()).await, [Amount::from_u128(4)]);
+    // Mined again two blocks later: ignored there, counted again.
+    let fork = blocks(1, 3, "b", &first[0].hash);
+    let mut again = dust;
+    again.block_number = 3;
+    again.block_hash = fork[2].hash.clone();
+    store
+        .scan_commit(chain, &fork, &[again], at(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        states(&store).await,
+        vec![
+            ("0x0a".into(), 0, DepositState::Ignored),
+            ("0x0b".into(), 3, DepositState::Ignored),
+        ]
+    );
+    assert_eq!(
+        held(store.clone()).await,
+        [Amount::from_u128(4), Amount::from_u128(3)]
+    );
+    let events = store
+        .events_list(&store::EventList {
+            limit: 100,
+            ..store::EventList::default()
+        })
+        .await
+        .unwrap();
+    assert!(events.is_empty(), "{events:?}");
+}
+
 async fn a_revived_deposit_takes_every_field_from_its_new_block(db: &TestDb) {
     let store = db.store().await;
     let chain = Chain::Ethereum;
@@ -610,6 +693,7 @@ testkit::on_both_stores!(
     commits_chain_and_reorgs_roll_back,
     bad_batches_change_nothing,
     ignored_transfers_are_kept_and_never_credited,
+    an_ignored_transfer_leaves_with_its_block,
     a_revived_deposit_takes_every_field_from_its_new_block,
     a_single_block_takes_more_deposits_than_a_range,
     deposit_addresses_are_one_per_reference,

@@ -42,3 +42,34 @@ pub async fn send_from(anvil: &Anvil, from: &str, transaction: Value) -> Value {
     })
     .await
 }
+
+/// `transfer(to, amount)` of an ERC-20, as call data.
+pub fn transfer_data(to: &str, amount: u128) -> String {
+    format!("0xa9059cbb{}{amount:064x}", word(to))
+}
+
+/// An address as a 32-byte ABI word, hex without 0x.
+pub fn word(address: &str) -> String {
+    format!("{:0>64}", address.trim_start_matches("0x").to_lowercase())
+}
+
+/// The ETH balance of `address` at the head, in wei.
+pub async fn eth_balance(anvil: &Anvil, address: &str) -> u128 {
+    quantity(&rpc(anvil, "eth_getBalance", json!([address, "latest"])).await)
+}
+
+/// The `token` balance of `address` at the head, in base units.
+pub async fn token_balance(anvil: &Anvil, token: &str, address: &str) -> u128 {
+    let call = json!({"to": token, "data": format!("0x70a08231{}", word(address))});
+    quantity(&rpc(anvil, "eth_call", json!([call, "latest"])).await)
+}
+
+/// The number of transactions `address` has had mined.
+pub async fn nonce(anvil: &Anvil, address: &str) -> u128 {
+    quantity(&rpc(anvil, "eth_getTransactionCount", json!([address, "latest"])).await)
+}
+
+/// The node's head.
+pub async fn head(anvil: &Anvil) -> u64 {
+    quantity(&rpc(anvil, "eth_blockNumber", json!([])).await) as u64
+}

@@ -39,7 +39,7 @@ pub struct Backend {
 
 impl Backend {
     pub async fn new(database_url: &str, up: &Up) -> Backend {
-        let token = super::create_token(database_url, "service", "backend").await;
+        let token = super::token(database_url, "service", "backend").await;
         let _ = rustls::crypto::ring::default_provider().install_default();
         Backend {
             client: reqwest::Client::builder()
@@ -49,6 +49,22 @@ impl Backend {
             base: format!("http://{}", up.address),
             token,
         }
+    }
+
+    /// POST /api/v1/deposit-addresses: the address issued for `reference` on `chain`, which
+    /// must be new (201).
+    pub async fn issue_address(&self, chain: &str, reference: &str) -> String {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/deposit-addresses", self.base))
+            .bearer_auth(&self.token)
+            .json(&serde_json::json!({"chain": chain, "reference": reference}))
+            .send()
+            .await
+            .expect("POST /api/v1/deposit-addresses");
+        assert_eq!(response.status().as_u16(), 201);
+        let body: Value = response.json().await.unwrap();
+        body["address"].as_str().unwrap().to_string()
     }
 
     /// POST /api/v1/withdrawals with `key`: the status and the body.

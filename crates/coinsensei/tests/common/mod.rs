@@ -17,6 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_coinsensei");
 pub mod anvil;
 pub mod backend;
 pub mod browser;
+pub mod hooks;
 
 /// A `coinsensei` command with none of the caller's `COINSENSEI_*` settings leaking in.
 pub fn coinsensei<I, S>(args: I) -> Command
@@ -47,8 +48,12 @@ pub async fn run(database_url: &str, args: &[&str]) -> Output {
         .expect("run coinsensei")
 }
 
-/// `tokens create --role ROLE --name NAME` on the database at `database_url`: the token.
-pub async fn create_token(database_url: &str, role: &str, name: &str) -> String {
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh API token of `role` made by `tokens create` (printed once).
+pub async fn token(database_url: &str, role: &str, name: &str) -> String {
     let output = run(
         database_url,
         &["tokens", "create", "--role", role, "--name", name],
@@ -62,8 +67,28 @@ pub async fn create_token(database_url: &str, role: &str, name: &str) -> String 
         .to_string()
 }
 
-pub fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
+/// `coinsensei ledger reconcile --chain CHAIN --json` with `config`: every wallet line.
+pub async fn ledger_reconcile(
+    config: &Path,
+    database_url: &str,
+    chain: &str,
+) -> Vec<serde_json::Value> {
+    let ledger = coinsensei([
+        "--config",
+        config.to_str().unwrap(),
+        "ledger",
+        "reconcile",
+        "--chain",
+        chain,
+        "--json",
+    ])
+    .env("COINSENSEI_DATABASE_URL", database_url)
+    .stdin(Stdio::null())
+    .output()
+    .await
+    .unwrap();
+    serde_json::from_slice(&ledger.stdout)
+        .unwrap_or_else(|error| panic!("{error}: {}", stderr(&ledger)))
 }
 
 /// `workers list --json`, parsed.
