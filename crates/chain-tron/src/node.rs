@@ -546,9 +546,15 @@ impl Tron {
     /// The account's TRX balance in sun and whether it exists on chain (an address that
     /// never received TRX is not activated, and `getaccount` answers `{}`).
     pub async fn account(&self, address: &Address) -> Result<(Amount, bool), ChainError> {
+        self.account_on("wallet", address).await
+    }
+
+    /// The account's TRX balance as of the solidified block (the solidity node's
+    /// `walletsolidity/getaccount`), and whether it existed then.
+    async fn account_on(&self, api: &str, address: &Address) -> Result<(Amount, bool), ChainError> {
         let value = self
             .post(
-                "wallet/getaccount",
+                &format!("{api}/getaccount"),
                 json!({ "address": address.as_str(), "visible": true }),
             )
             .await?;
@@ -605,9 +611,23 @@ impl Tron {
         selector: &str,
         parameter: String,
     ) -> Result<(Vec<u8>, u64), ChainError> {
+        self.constant_call_on("wallet", owner, contract, selector, parameter)
+            .await
+    }
+
+    /// [`Tron::constant_call`] on `api`: `wallet` (the head's state) or `walletsolidity`
+    /// (the solidified block's).
+    async fn constant_call_on(
+        &self,
+        api: &str,
+        owner: &Address,
+        contract: &Address,
+        selector: &str,
+        parameter: String,
+    ) -> Result<(Vec<u8>, u64), ChainError> {
         let value = self
             .post(
-                "wallet/triggerconstantcontract",
+                &format!("{api}/triggerconstantcontract"),
                 json!({
                     "owner_address": owner.as_str(),
                     "contract_address": contract.as_str(),
@@ -651,8 +671,37 @@ impl Tron {
         token: &Address,
         owner: &Address,
     ) -> Result<Amount, ChainError> {
+        self.token_balance_on("wallet", token, owner).await
+    }
+
+    /// `owner`'s balance of `asset` as of the solidified block: what no reorganisation can
+    /// take away any more (the solidity node's `walletsolidity/getaccount` and
+    /// `walletsolidity/triggerconstantcontract`).
+    pub async fn solidified_balance(
+        &self,
+        owner: &Address,
+        asset: &Asset,
+    ) -> Result<Amount, ChainError> {
+        match asset {
+            Asset::Native => Ok(self.account_on("walletsolidity", owner).await?.0),
+            Asset::Token(token) => self.token_balance_on("walletsolidity", token, owner).await,
+        }
+    }
+
+    async fn token_balance_on(
+        &self,
+        api: &str,
+        token: &Address,
+        owner: &Address,
+    ) -> Result<Amount, ChainError> {
         let (word, _) = self
-            .constant_call(owner, token, "balanceOf(address)", Self::word_of(owner)?)
+            .constant_call_on(
+                api,
+                owner,
+                token,
+                "balanceOf(address)",
+                Self::word_of(owner)?,
+            )
             .await?;
         if word.len() != 32 {
             return Err(ChainError::permanent(format!(
@@ -1370,6 +1419,14 @@ pub fn stake_for(energy: u64, total_energy_limit: u64, total_energy_weight: u64)
 }
 
 impl chain::provider::ChainEnergy for Tron {
+    async fn settled_balance(
+        &self,
+        address: &Address,
+        asset: &Asset,
+    ) -> Result<Amount, ChainError> {
+        self.solidified_balance(address, asset).await
+    }
+
     async fn delegatable(&self, owner: &Address) -> Result<u64, ChainError> {
         // `type` 1 is ENERGY; `max_size` 0 is left out (`{}`).
         let value = self

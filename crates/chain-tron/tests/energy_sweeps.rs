@@ -103,8 +103,16 @@ impl Setup {
     }
 
     /// Issues the next deposit address, as the API does, and gives it `sun` TRX and `usdt`
-    /// USDT (a deposit; USDT alone does not create the account).
+    /// USDT (a deposit; USDT alone does not create the account), in a block that is then
+    /// solidified (as the deposit worker credits it).
     async fn deposit(&self, sun: u64, usdt: u128) -> Address {
+        let address = self.deposit_unsettled(sun, usdt).await;
+        self.ledger.lock().unwrap().mine_n(1 + SOLIDIFIED_LAG);
+        address
+    }
+
+    /// [`Setup::deposit`] with the block not yet mined nor solidified.
+    async fn deposit_unsettled(&self, sun: u64, usdt: u128) -> Address {
         let index = self
             .next_index
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -408,6 +416,58 @@ async fn a_trx_sweep_leaves_the_address_empty(db: &TestDb) {
     assert_eq!(row.cost(), Amount::ZERO);
 }
 
+/// Only what the solidified block shows is swept, as deposits are credited: a deposit in a
+/// block not yet solidified waits; once it is, the address is swept; and a later deposit
+/// not yet solidified is left for the next sweep, never taken with the first.
+async fn only_a_solidified_balance_is_swept(db: &TestDb) {
+    let setup = Setup::new(db, 50_000).await;
+    let sweeper = setup.sweeper();
+    let deposit = setup.deposit_unsettled(50 * TRX, 0).await;
+    setup.ledger.lock().unwrap().mine_n(SOLIDIFIED_LAG);
+    // In a block, SOLIDIFIED_LAG behind the head's one short of solidified: nothing starts.
+    let round = sweeper.run_once().await.unwrap();
+    assert!(round.errors.is_empty(), "{:?}", round.errors);
+    assert!(round.created.is_empty(), "{round:?}");
+    assert!(
+        setup
+            .store
+            .sweep_list(Chain::Tron, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // One more block solidifies it: swept whole.
+    setup.ledger.lock().unwrap().mine_n(1);
+    // A second deposit to the same address, not yet solidified, stays out of this sweep.
+    {
+        let mut ledger = setup.ledger.lock().unwrap();
+        ledger.fund(&deposit, 17 * TRX, 0);
+        ledger.mine_n(1);
+    }
+    let round = sweeper.run_once().await.unwrap();
+    assert!(round.errors.is_empty(), "{:?}", round.errors);
+    let [id] = round.created.as_slice() else {
+        panic!("{round:?}")
+    };
+    let row = setup.store.sweep_get(*id).await.unwrap().unwrap();
+    assert_eq!(row.amount, Amount::from_u128(u128::from(50 * TRX)));
+    // Once the later deposit is solidified too, it is swept by a sweep of its own (the
+    // address's second, after its first ended).
+    setup.settle(&sweeper, 8).await;
+    let rows = setup.settle(&sweeper, 8).await;
+    let amounts: Vec<Amount> = rows.iter().rev().map(|row| row.amount).collect();
+    assert_eq!(
+        amounts,
+        vec![
+            Amount::from_u128(u128::from(50 * TRX)),
+            Amount::from_u128(u128::from(17 * TRX))
+        ],
+        "{rows:?}"
+    );
+    assert!(rows.iter().all(|row| row.state == SweepState::Swept));
+    assert_eq!(setup.trx(&deposit), 0);
+}
+
 async fn a_round_stopped_at_each_await_finishes_once(db: &TestDb) {
     let setup = Setup::new(db, 50_000).await;
     let staker = hex21(&setup.address(STAKER));
@@ -479,4 +539,5 @@ testkit::on_both_stores!(
     a_failed_sweep_still_gives_the_energy_back,
     a_trx_sweep_leaves_the_address_empty,
     a_round_stopped_at_each_await_finishes_once,
+    only_a_solidified_balance_is_swept,
 );

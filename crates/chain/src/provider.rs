@@ -486,6 +486,14 @@ pub struct ResourceReceipt {
 /// [`Delegation`], or, when that account has too little to lend, from TRX burned by the
 /// deposit address itself.
 pub trait ChainEnergy: ChainAttempts + Clone {
+    /// `address`'s balance of `asset` as of the newest block no reorganisation can take away
+    /// (TRON: the solidified block): what a sweep may move, as a deposit there is credited.
+    fn settled_balance(
+        &self,
+        address: &Address,
+        asset: &Asset,
+    ) -> impl Future<Output = Result<Amount, ChainError>> + Send;
+
     /// Staked sun `owner` can delegate for energy now (`getcandelegatedmaxsize`).
     fn delegatable(&self, owner: &Address) -> impl Future<Output = Result<u64, ChainError>> + Send;
     /// Staked sun whose energy is at least `energy` now (at least the chain's 1 TRX minimum),

@@ -26,7 +26,9 @@
 //!
 //! Blocks carry their transactions (in the shapes of the recorded mainnet block), the
 //! solidity endpoints (`/walletsolidity/*`) serve the chain up to the solidified head only
-//! ([`SOLIDIFIED_LAG`] blocks behind), and the solidity node's transaction index can be made
+//! ([`SOLIDIFIED_LAG`] blocks behind), its accounts' TRX and USDT balances as that block left
+//! them (`getaccount`, `triggerconstantcontract` `balanceOf`; resources as they are now), and
+//! the solidity node's transaction index can be made
 //! to lag (`unindexed`), answering `{}` for transactions its blocks hold. Tests drive its
 //! faults through the shared [`Ledger`].
 
@@ -205,6 +207,9 @@ pub struct Charge {
     pub net_fee: u64,
 }
 
+/// TRX and USDT balances by 21-byte hex address, as a block left them.
+pub type Balances = (HashMap<String, u64>, HashMap<String, u128>);
+
 /// The simulated chain: balances, the pool of broadcast transactions, the blocks, and the
 /// switches tests turn to make the node misbehave.
 #[derive(Default)]
@@ -256,6 +261,10 @@ pub struct Ledger {
     /// The signed size of each pooled or mined transaction plus java-tron's 64 bytes of
     /// result (what its bandwidth counts).
     pub sizes: HashMap<String, u64>,
+    /// TRX and USDT balances as each recent block left them (taken when it is mined: what a
+    /// test set directly shows from the next block), for the solidity node's
+    /// `walletsolidity/getaccount` and `balanceOf`, which answer as of the solidified block.
+    pub states: std::collections::BTreeMap<u64, Balances>,
 }
 
 /// java-tron's allowance of result bytes counted in every transaction's bandwidth.
@@ -477,6 +486,22 @@ impl Ledger {
             in_block.push((txid, tx));
         }
         self.blocks.insert(self.head, in_block);
+        self.states
+            .insert(self.head, (self.trx.clone(), self.usdt.clone()));
+        // Only the newest state at or below the solidified block is ever read again.
+        let solidified = self.solidified();
+        if let Some(&keep) = self.states.range(..=solidified).next_back().map(|(n, _)| n) {
+            self.states = self.states.split_off(&keep);
+        }
+    }
+
+    /// The balances as of the solidified block (none before any block is solidified).
+    pub fn solidified_state(&self) -> Balances {
+        self.states
+            .range(..=self.solidified())
+            .next_back()
+            .map(|(_, state)| state.clone())
+            .unwrap_or_default()
     }
 
     /// What broadcasting `tx` is refused with now (the node's answer), if anything: the
@@ -1080,6 +1105,15 @@ fn answer(ledger: &mut Ledger, path: &str, body: &Value) -> Result<Value, Value>
                 Some(&balance) => ledger.account_json(body, &key, balance),
             }
         }
+        // The solidity node: the account's balance as of the solidified block (its resources
+        // as they are now: this simulation keeps no history of them).
+        "/walletsolidity/getaccount" => {
+            let key = account(body)?;
+            match ledger.solidified_state().0.get(&key) {
+                None => fixture("wallet_getaccount.unactivated_empty.json"),
+                Some(&balance) => ledger.account_json(body, &key, balance),
+            }
+        }
         "/wallet/getaccountresource" => {
             let key = account(body)?;
             if ledger.fees || ledger.staked(&key) > 0 || ledger.acquired(&key) > 0 {
@@ -1126,11 +1160,21 @@ fn answer(ledger: &mut Ledger, path: &str, body: &Value) -> Result<Value, Value>
                 }
             }
         }
-        "/wallet/triggerconstantcontract" => {
+        "/wallet/triggerconstantcontract" | "/walletsolidity/triggerconstantcontract" => {
             let parameter = field(body, "parameter")?;
+            let solid = path.starts_with("/walletsolidity");
             if field(body, "function_selector")? == "balanceOf(address)" {
                 let owner = word_address(parameter)?;
-                let balance = ledger.usdt.get(&owner).copied().unwrap_or(0);
+                let balance = if solid {
+                    ledger
+                        .solidified_state()
+                        .1
+                        .get(&owner)
+                        .copied()
+                        .unwrap_or(0)
+                } else {
+                    ledger.usdt.get(&owner).copied().unwrap_or(0)
+                };
                 let mut answer = fixture("wallet_triggerconstantcontract.nile_usdt_balanceOf.json");
                 answer["constant_result"][0] = json!(format!("{balance:064x}"));
                 answer

@@ -269,7 +269,14 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
             )));
         }
         for (asset, minimum) in &self.policy.minimums {
-            let balance = self.provider.balance(&from, asset).await?;
+            // What the address holds as of the solidified block (as its deposits are
+            // credited) and still holds now: a deposit a reorganisation may yet take away is
+            // never swept, and a balance a landed sweep moved is never swept twice.
+            let (now, settled) = tokio::try_join!(
+                self.provider.balance(&from, asset),
+                self.provider.settled_balance(&from, asset)
+            )?;
+            let balance = now.min(settled);
             if balance <= *minimum {
                 continue;
             }
