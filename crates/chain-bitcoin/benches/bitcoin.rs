@@ -34,7 +34,7 @@ use wallet::scanner::{ScanPolicy, Scanner, Step};
 
 const MNEMONIC: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
-const COINBASE_MATURITY: u64 = 100;
+use chain_bitcoin::utxo::COINBASE_MATURITY;
 /// Every payout of the comparison pays this rate, so only the shapes differ.
 const RATE_SAT_VB: u64 = 2;
 const PAYOUTS: u32 = 100;

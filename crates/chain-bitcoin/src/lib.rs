@@ -177,6 +177,9 @@ pub struct Bitcoin {
     rpc: Rpc,
     network: Network,
     xpub: Xpub,
+    /// The deposit account's key, when the payouts also spend credited deposits where they
+    /// lie ([`Bitcoin::with_deposits`]): it derives [`Keychain::Deposit`] keys.
+    deposit_xpub: Option<Xpub>,
     fees: FeePolicy,
 }
 
@@ -411,8 +414,23 @@ impl Bitcoin {
             rpc,
             network,
             xpub,
+            deposit_xpub: None,
             fees,
         })
+    }
+
+    /// This adapter derives the deposit addresses' keys too ([`Keychain::Deposit`], from the
+    /// deposit account's `xpub`), so that a payout can spend a deposit where it lies. Another
+    /// account's key is refused.
+    pub fn with_deposits(mut self, xpub: Xpub) -> Result<Self, ChainError> {
+        if !xpub.is_deposit_account() {
+            return Err(ChainError::permanent(
+                "the deposit xpub given is not the deposit account's key (`coinsensei keys \
+                 xpub --chain bitcoin --deposit`)",
+            ));
+        }
+        self.deposit_xpub = Some(xpub);
+        Ok(self)
     }
 
     /// Checks the node is on the configured network (getblockchaininfo's `chain`) and keeps
@@ -447,9 +465,28 @@ impl Bitcoin {
             .map_err(|error| ChainError::permanent(error.to_string()))
     }
 
+    /// Whether this adapter derives the deposit addresses' keys ([`Bitcoin::with_deposits`]).
+    pub fn has_deposits(&self) -> bool {
+        self.deposit_xpub.is_some()
+    }
+
+    /// The account key that derives `keychain`'s keys: the deposit account's for
+    /// [`Keychain::Deposit`] (refused when this adapter has none), the working account's
+    /// otherwise.
+    fn xpub_of(&self, keychain: Keychain) -> Result<&Xpub, ChainError> {
+        match keychain {
+            Keychain::Deposit => self.deposit_xpub.as_ref().ok_or_else(|| {
+                ChainError::permanent(
+                    "a deposit address's key: this adapter has no deposit xpub (`with_deposits`)",
+                )
+            }),
+            Keychain::Receive | Keychain::Change => Ok(&self.xpub),
+        }
+    }
+
     /// The address of key `index` on `keychain`, from the xpub alone.
     pub fn key_address(&self, keychain: Keychain, index: u32) -> Result<Address, ChainError> {
-        self.xpub
+        self.xpub_of(keychain)?
             .address_on(keychain, index)
             .map_err(|error| ChainError::permanent(error.to_string()))
     }
@@ -468,7 +505,7 @@ impl Bitcoin {
         keychain: Keychain,
         index: u32,
     ) -> Result<bitcoin::CompressedPublicKey, ChainError> {
-        self.xpub
+        self.xpub_of(keychain)?
             .public_key(keychain, index)
             .map(bitcoin::CompressedPublicKey)
             .map_err(|error| ChainError::permanent(error.to_string()))

@@ -17,7 +17,7 @@
 //! Undo records are kept for the last [`UNDO_BLOCKS_KEPT`] blocks; a deeper reorg is an
 //! error for a person to look at.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
 
 use bitcoin::{Block, BlockHash, OutPoint, ScriptBuf, Txid};
@@ -25,6 +25,10 @@ use chain::provider::{ChainError, Keychain};
 
 /// How many blocks' undo records are kept (a reorg deeper than this cannot be undone).
 pub const UNDO_BLOCKS_KEPT: u64 = 1_000;
+/// Confirmations a coinbase output needs before it may be spent (consensus: the spending
+/// block at least 100 above it, so 100 confirmations at the tip before it). A deposit can be
+/// a coinbase output: a miner may pay a deposit address.
+pub const COINBASE_MATURITY: u64 = 100;
 
 /// An output the wallet can spend, and the key that spends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -70,6 +74,13 @@ struct Inner {
     last: Option<(u64, BlockHash)>,
     /// Who spent each of our outputs, and where, while the block's undo record is kept.
     spent_at: HashMap<OutPoint, Spend>,
+    /// The deposit outputs ([`Keychain::Deposit`]) that may be selected; any other deposit
+    /// output is never available ([`UtxoSet::spend_deposits`]).
+    deposits_spendable: HashSet<OutPoint>,
+    /// Our outputs created by a coinbase transaction: available only at
+    /// [`COINBASE_MATURITY`] confirmations. Left when spent, dropped when their block is
+    /// disconnected.
+    coinbase: HashSet<OutPoint>,
 }
 
 /// See the module's documentation.
@@ -101,6 +112,26 @@ impl UtxoSet {
     /// Outputs paying `script` are the wallet's, spent with key `index` of `keychain`.
     pub fn watch(&self, script: ScriptBuf, keychain: Keychain, index: u32) {
         self.lock().keys.insert(script, (keychain, index));
+    }
+
+    /// Forgets every block applied (the outputs, the spends, the undo records), keeping the
+    /// keys watched and the locks: the next [`UtxoSet::sync`] rebuilds the set from its start
+    /// block. For keys learned after blocks that may pay them were applied, when those blocks
+    /// are deeper than the undo records reach.
+    pub fn reset(&self) {
+        let mut inner = self.lock();
+        inner.unspent.clear();
+        inner.applied.clear();
+        inner.last = None;
+        inner.spent_at.clear();
+        inner.coinbase.clear();
+    }
+
+    /// Which outputs of the deposit addresses ([`Keychain::Deposit`]) a payout may select
+    /// from now on (replacing the last call's): those the caller's books credit. Every other
+    /// deposit output stays out of [`UtxoSet::available`], whatever its depth.
+    pub fn spend_deposits(&self, outpoints: HashSet<OutPoint>) {
+        self.lock().deposits_spendable = outpoints;
     }
 
     /// The newest block applied: (height, hash).
@@ -145,6 +176,7 @@ impl UtxoSet {
         };
         for tx in &block.txdata {
             let txid = tx.compute_txid();
+            let coinbase = tx.is_coinbase();
             for input in &tx.input {
                 let spent = input.previous_output;
                 if let Some((utxo, at)) = inner.unspent.remove(&spent) {
@@ -179,6 +211,9 @@ impl UtxoSet {
                         index,
                     };
                     inner.unspent.insert(outpoint, (utxo, height));
+                    if coinbase {
+                        inner.coinbase.insert(outpoint);
+                    }
                     undo.created.push(outpoint);
                 }
             }
@@ -230,10 +265,12 @@ impl UtxoSet {
             for outpoint in &undo.created {
                 inner.unspent.remove(outpoint);
                 inner.locks.remove(outpoint);
+                inner.coinbase.remove(outpoint);
             }
             for outpoint in &undo.created_and_spent {
                 inner.spent_at.remove(outpoint);
                 inner.locks.remove(outpoint);
+                inner.coinbase.remove(outpoint);
             }
             for (utxo, spent_height, holder) in undo.spent.into_iter().rev() {
                 inner.spent_at.remove(&utxo.outpoint);
@@ -355,8 +392,9 @@ impl UtxoSet {
         self.lock().unspent.contains_key(outpoint)
     }
 
-    /// The outputs no payout holds, confirmed by at least `min_confirmations` at `tip`
-    /// (coinbase outputs need 100 by consensus: the caller passes 100 for them if it mines).
+    /// The outputs no payout holds, confirmed by at least `min_confirmations` at `tip` (a
+    /// coinbase output by at least [`COINBASE_MATURITY`] too, as consensus requires); a
+    /// deposit output only when [`UtxoSet::spend_deposits`] named it.
     pub fn available(&self, tip: u64, min_confirmations: u64) -> Vec<Utxo> {
         let inner = self.lock();
         Self::available_in(&inner, tip, min_confirmations)
@@ -367,8 +405,15 @@ impl UtxoSet {
             .unspent
             .values()
             .filter(|(utxo, height)| {
+                let needed = if inner.coinbase.contains(&utxo.outpoint) {
+                    min_confirmations.max(COINBASE_MATURITY)
+                } else {
+                    min_confirmations
+                };
                 !inner.locks.contains_key(&utxo.outpoint)
-                    && tip.saturating_add(1) >= height.saturating_add(min_confirmations)
+                    && tip.saturating_add(1) >= height.saturating_add(needed)
+                    && (utxo.keychain != Keychain::Deposit
+                        || inner.deposits_spendable.contains(&utxo.outpoint))
             })
             .map(|(utxo, _)| *utxo)
             .collect()
@@ -557,6 +602,113 @@ mod tests {
         assert!(set.all().is_empty(), "{:?}", set.all());
         assert_eq!(set.spent_at(&made), None);
         assert_eq!(set.last(), Some((1, b1.block_hash())));
+    }
+
+    /// Outputs of the deposit addresses are tracked like any other (spends, undo), but a
+    /// payout may select one only while the caller names it spendable; a reset forgets the
+    /// blocks and keeps the keys, so the same blocks applied again give the same outputs.
+    #[test]
+    fn a_deposit_output_is_available_only_when_named_and_a_reset_rebuilds_the_same_set() {
+        let set = UtxoSet::new();
+        set.watch(script(1), Keychain::Receive, 0);
+        set.watch(script(3), Keychain::Deposit, 7);
+        let funding = tx(&[], &[(1, 50_000), (3, 20_000), (3, 30_000)], 0);
+        let txid = funding.compute_txid();
+        let hot = OutPoint { txid, vout: 0 };
+        let credited = OutPoint { txid, vout: 1 };
+        let other = OutPoint { txid, vout: 2 };
+        let b1 = block(BlockHash::all_zeros(), vec![funding], 1);
+        set.apply_block(&b1, 1).unwrap();
+        assert_eq!(set.all().len(), 3);
+        assert_eq!(set.get(&credited).unwrap().keychain, Keychain::Deposit);
+        assert_eq!(set.get(&credited).unwrap().index, 7);
+        let available = |set: &UtxoSet| {
+            let mut outpoints: Vec<OutPoint> = set
+                .available(1, 1)
+                .iter()
+                .map(|utxo| utxo.outpoint)
+                .collect();
+            outpoints.sort();
+            outpoints
+        };
+        assert_eq!(available(&set), vec![hot], "no deposit output named yet");
+        set.spend_deposits(HashSet::from([credited]));
+        let mut expected = vec![hot, credited];
+        expected.sort();
+        assert_eq!(available(&set), expected);
+        assert!(
+            set.available(0, 2).is_empty(),
+            "still one confirmation short"
+        );
+        set.spend_deposits(HashSet::new());
+        assert_eq!(available(&set), vec![hot], "named no more");
+        // A payout spends the credited deposit.
+        let payout = tx(&[credited], &[(9, 19_000)], 0);
+        let b2 = block(b1.block_hash(), vec![payout.clone()], 2);
+        set.apply_block(&b2, 2).unwrap();
+        assert!(!set.contains(&credited) && set.contains(&other));
+        assert_eq!(
+            set.spent_at(&credited).unwrap().spender,
+            payout.compute_txid()
+        );
+        let before = set.all();
+        set.reset();
+        assert!(set.all().is_empty() && set.last().is_none());
+        set.apply_block(&b1, 1).unwrap();
+        set.apply_block(&b2, 2).unwrap();
+        let mut after = set.all();
+        let mut before = before;
+        before.sort_by_key(|(utxo, _)| utxo.outpoint);
+        after.sort_by_key(|(utxo, _)| utxo.outpoint);
+        assert_eq!(before, after);
+    }
+
+    /// A coinbase output of ours (a miner paid one of our addresses) is available only at
+    /// 100 confirmations, whatever the caller asks; an ordinary output at what it asks.
+    #[test]
+    fn a_coinbase_output_waits_for_maturity() {
+        let set = UtxoSet::new();
+        set.watch(script(1), Keychain::Receive, 0);
+        let mut coinbase = tx(&[], &[(1, 50_000)], 0);
+        coinbase.input.push(TxIn {
+            previous_output: OutPoint::null(),
+            script_sig: ScriptBuf::from_bytes(vec![1, 1]),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        });
+        assert!(coinbase.is_coinbase());
+        let ordinary = tx(&[], &[(1, 20_000)], 1);
+        let mined = OutPoint {
+            txid: coinbase.compute_txid(),
+            vout: 0,
+        };
+        let paid = OutPoint {
+            txid: ordinary.compute_txid(),
+            vout: 0,
+        };
+        let b1 = block(BlockHash::all_zeros(), vec![coinbase, ordinary], 1);
+        set.apply_block(&b1, 1).unwrap();
+        let available = |tip| -> Vec<OutPoint> {
+            set.available(tip, 1)
+                .iter()
+                .map(|utxo| utxo.outpoint)
+                .collect()
+        };
+        assert_eq!(available(1), vec![paid]);
+        assert_eq!(
+            available(COINBASE_MATURITY - 1),
+            vec![paid],
+            "99 confirmations"
+        );
+        assert_eq!(available(COINBASE_MATURITY).len(), 2, "100");
+        assert!(
+            set.available(1, 0)
+                .iter()
+                .all(|utxo| utxo.outpoint != mined)
+        );
+        // Disconnected and mined again as an ordinary output: no longer a coinbase.
+        set.undo_to(0).unwrap();
+        assert!(set.all().is_empty());
     }
 
     #[test]

@@ -155,20 +155,24 @@ impl std::fmt::Debug for SignedTransaction {
     }
 }
 
-/// Which branch of the account a key is on (BIP44/84's fourth level): the receive keys
-/// (account/0/i, every chain) or Bitcoin's change keys (account/1/i).
+/// Which keys a key is among: the working account's receive keys (account/0/i, every
+/// chain), Bitcoin's change keys (account/1/i), or the deposit account's keys (the deposit
+/// addresses, `signer::DEPOSIT_ACCOUNT`: account 1', branch 0), which a Bitcoin payout signs
+/// with when it spends a credited deposit where it lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Keychain {
     #[default]
     Receive,
     Change,
+    Deposit,
 }
 
 impl Keychain {
-    /// The BIP32 child number of the branch.
+    /// The BIP32 child number of the branch (BIP44/84's fourth level) within its account:
+    /// a deposit address is on its account's receive branch.
     pub fn branch(self) -> u32 {
         match self {
-            Keychain::Receive => 0,
+            Keychain::Receive | Keychain::Deposit => 0,
             Keychain::Change => 1,
         }
     }

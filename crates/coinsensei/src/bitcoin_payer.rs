@@ -6,8 +6,9 @@
 //! A round, each step asking the store first, so that a process killed at any await is
 //! followed by a round that finishes its work and never pays a withdrawal twice:
 //!
-//! 1. the hot wallet's unspent outputs (`UtxoSet`, in memory, watching the hot wallet's
-//!    receive and change keys) are synced with the node;
+//! 1. the wallet's unspent outputs (`UtxoSet`, in memory, watching the hot wallet's receive
+//!    and change keys and, when the deposit xpub is configured, every issued deposit address)
+//!    are synced with the node (see "Deposits where they lie" below);
 //! 2. `Payer::reconcile` settles the live attempts: Landed at `bitcoin_confirmations`, Dead
 //!    when an input was spent deep enough by another transaction, the others sent again;
 //! 3. every `processing`, `broadcast` and `confirming` withdrawal is swept by what the store
@@ -31,6 +32,26 @@
 //!    batch that holds a withdrawal another payout holds (`Claimed`): that one follows its
 //!    payout, the others are batched without it. When the hot wallet cannot pay, the
 //!    withdrawals stay `pending` with the reason in `error`, and wait.
+//!
+//! Deposits where they lie: Bitcoin has no consolidation. A payout spends credited deposits
+//! on their deposit addresses directly, beside the hot wallet's own outputs, signing each
+//! such input with the deposit address's key (`Keychain::Deposit`); the change goes to the
+//! hot wallet. So:
+//! - the set watches every issued deposit address (`deposit_address`, read by id as they are
+//!   issued, each checked to be the deposit xpub's key at its index). An address issued
+//!   after the set read the list may be paid in a block the set applies before it reads the
+//!   list again: when new addresses appear, the blocks applied since the previous read are
+//!   disconnected and applied again with them watched (`UtxoSet::undo_to`, or a rebuild when
+//!   that is deeper than the undo records reach);
+//! - a deposit output is selectable only while the store has it `credited` (the deposit
+//!   worker's confirmation policy, `bitcoin_deposit_confirmations`: never a pending, ignored,
+//!   orphaned or reversed one) and it is worth more than its input costs at the round's fee
+//!   rate (`UtxoSet::spend_deposits`, set each round before batching);
+//! - the hot wallet's balance (`hot_balances`) counts its own outputs only; the funds a batch
+//!   may use count the selectable deposits too;
+//! - the ledger (`web::ledger`) moves a deposit spent by a landed attempt from its address
+//!   into the hot wallet (the attempt's inputs are stored), and a manual review's mark-paid
+//!   accepts a transaction whose inputs are the hot wallet's or the deposit addresses'.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -55,9 +76,14 @@ const SENDER: &str = "hot";
 const SCAN_MAX: u32 = 500;
 /// The most blocks one sync applies (the rest next round).
 const SYNC_BLOCKS_MAX: u64 = 2_000;
-/// Confirmations a coin needs before it is spent. The hot wallet is funded by ordinary
-/// transactions; a coinbase output paid to it would need 100 (consensus), which this does not
-/// check: mature such coins before the worker sees them.
+/// The most issued addresses read in one query.
+const ADDRESS_PAGE: u32 = 1_000;
+/// The largest virtual size of one P2WPKH input (41 bytes and a 109-unit witness with a
+/// 72-byte signature, rounded up): a deposit output worth no more than this many vbytes at
+/// the round's fee rate would cost more to spend than it brings, and waits.
+const INPUT_VBYTES: u64 = 69;
+/// Confirmations a coin needs before it is spent (a coinbase output, to the hot wallet or a
+/// deposit address, needs `COINBASE_MATURITY`: the set checks it).
 const COIN_CONFIRMATIONS: u64 = 1;
 
 /// How the Bitcoin withdrawals are batched, confirmed and bumped (`WithdrawalSettings`).
@@ -85,8 +111,28 @@ pub struct BitcoinWithdrawals {
     network: Network,
     actor: String,
     policy: Policy,
+    /// The issued deposit addresses the set watches; None when the adapter has no deposit
+    /// xpub (no deposits are spent).
+    deposits: Option<std::sync::Mutex<DepositWatch>>,
     /// One round at a time in this process (the job's unique key does it across processes).
     round: tokio::sync::Mutex<()>,
+}
+
+/// How far the set's watch of the issued deposit addresses goes.
+#[derive(Debug, Default)]
+struct DepositWatch {
+    /// The newest `deposit_address` id watched.
+    after_id: Option<i64>,
+    /// Whether the list was read before, and the set's newest block then (None: empty).
+    loaded: Option<Option<u64>>,
+    /// Addresses watched.
+    watched: u64,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn chain_error(error: impl std::fmt::Display) -> WalletError {
@@ -125,8 +171,12 @@ impl BitcoinWithdrawals {
                 policy.hot_index,
             );
         }
+        let deposits = bitcoin
+            .has_deposits()
+            .then(|| std::sync::Mutex::new(DepositWatch::default()));
         let this = BitcoinWithdrawals {
             bitcoin,
+            deposits,
             utxos,
             log: StoreAttempts::new(store.clone()),
             store,
@@ -143,8 +193,134 @@ impl BitcoinWithdrawals {
     }
 
     async fn sync(&self) -> Result<u64, WalletError> {
+        self.watch_deposits().await?;
         let synced = self.utxos.sync(&self.bitcoin, 1, SYNC_BLOCKS_MAX).await?;
         Ok(synced.applied)
+    }
+
+    /// Watches the deposit addresses issued since the last call (see the module's
+    /// documentation): each must be the deposit xpub's key at its index, or it is left out
+    /// with an error logged (its outputs are not ours to sign for). When there are new ones,
+    /// the blocks applied since the previous read are applied again with them watched.
+    async fn watch_deposits(&self) -> Result<(), WalletError> {
+        let Some(watch) = &self.deposits else {
+            return Ok(());
+        };
+        // The set's newest block before the list is read: an address the list misses was
+        // issued after this, so only blocks applied after it can pay it.
+        let height = self.utxos.last().map(|(height, _)| height);
+        let mut after_id = lock(watch).after_id;
+        let mut new = 0u64;
+        loop {
+            let page = self
+                .store
+                .deposit_address_list(&store::DepositAddressList {
+                    chain: Some(Chain::Bitcoin),
+                    reference: None,
+                    after_id,
+                    limit: ADDRESS_PAGE,
+                })
+                .await?;
+            for row in &page {
+                after_id = Some(row.id);
+                let script = self.bitcoin.key_script(Keychain::Deposit, row.index)?;
+                let issued = Address::parse(Chain::Bitcoin, self.network, &row.address)
+                    .ok()
+                    .and_then(|address| self.bitcoin.script_of(&address).ok());
+                if issued.as_ref() != Some(&script) {
+                    tracing::error!(
+                        address = %row.address,
+                        index = row.index,
+                        reference = %row.reference,
+                        "an issued bitcoin deposit address is not the deposit xpub's key at its index: its outputs are not spent by payouts"
+                    );
+                    continue;
+                }
+                self.utxos.watch(script, Keychain::Deposit, row.index);
+                new += 1;
+            }
+            if page.len() < ADDRESS_PAGE as usize {
+                break;
+            }
+        }
+        let mut state = lock(watch);
+        state.after_id = after_id;
+        state.watched += new;
+        if new > 0
+            && let Some(previous) = state.loaded
+        {
+            let undone = match previous {
+                Some(previous) => match self.utxos.undo_to(previous) {
+                    Ok(undone) => Some(undone),
+                    Err(error) => {
+                        tracing::warn!(%error, "rebuilding the bitcoin wallet's outputs from the chain for new deposit addresses");
+                        None
+                    }
+                },
+                None => None,
+            };
+            if undone.is_none() {
+                self.utxos.reset();
+            }
+            tracing::info!(
+                new,
+                ?undone,
+                "new bitcoin deposit addresses watched: the blocks since the last read are applied again"
+            );
+        }
+        state.loaded = Some(self.utxos.last().map(|(height, _)| height).min(height));
+        metrics::gauge!("coinsensei_bitcoin_deposit_addresses_watched").set(state.watched as f64);
+        Ok(())
+    }
+
+    /// Names the deposit outputs a payout may spend this round: those the store has
+    /// `credited` and worth more than their input costs at `rate` sat/vB.
+    async fn allow_deposits(&self, rate: u64) -> Result<(), WalletError> {
+        if self.deposits.is_none() {
+            return Ok(());
+        }
+        let worth = rate.saturating_mul(INPUT_VBYTES);
+        let candidates: Vec<_> = self
+            .utxos
+            .all()
+            .into_iter()
+            .filter(|(utxo, _)| utxo.keychain == Keychain::Deposit)
+            .collect();
+        let outpoints: Vec<(String, u64)> = candidates
+            .iter()
+            .map(|(utxo, _)| {
+                (
+                    utxo.outpoint.txid.to_string(),
+                    u64::from(utxo.outpoint.vout),
+                )
+            })
+            .collect();
+        let credited = self
+            .store
+            .deposits_credited(Chain::Bitcoin, &outpoints)
+            .await?;
+        let mut allowed = HashSet::new();
+        let (mut uncredited, mut uneconomic) = (0u64, 0u64);
+        for (utxo, _) in &candidates {
+            if !credited.contains(&(
+                utxo.outpoint.txid.to_string(),
+                u64::from(utxo.outpoint.vout),
+            )) {
+                uncredited += 1;
+            } else if utxo.value <= worth {
+                uneconomic += 1;
+            } else {
+                allowed.insert(utxo.outpoint);
+            }
+        }
+        metrics::gauge!("coinsensei_bitcoin_deposit_outputs", "state" => "spendable")
+            .set(allowed.len() as f64);
+        metrics::gauge!("coinsensei_bitcoin_deposit_outputs", "state" => "not_credited")
+            .set(uncredited as f64);
+        metrics::gauge!("coinsensei_bitcoin_deposit_outputs", "state" => "uneconomic")
+            .set(uneconomic as f64);
+        self.utxos.spend_deposits(allowed);
+        Ok(())
     }
 
     fn payer(&self) -> Payer<'_, StoreAttempts> {
@@ -468,7 +644,9 @@ impl BitcoinWithdrawals {
         }
         let script = self.bitcoin.script_of(&to).map_err(|e| e.to_string())?;
         if self.utxos.key_of(&script).is_some() {
-            return Err(format!("{to} is the hot wallet's own address"));
+            return Err(format!(
+                "{to} is one of our own addresses (the hot wallet's, or an issued deposit address)"
+            ));
         }
         Ok((to, Amount::from_u128(sat)))
     }
@@ -493,10 +671,11 @@ impl BitcoinWithdrawals {
     }
 
     /// What the hot wallet can spend now, as ("BTC", its receive address, satoshi): the
-    /// figure operators watch (coins a live payout holds are not counted).
+    /// figure operators watch (coins a live payout holds are not counted, nor deposits on
+    /// their addresses: the deposit balances show those).
     pub async fn hot_balances(&self) -> Result<Vec<(String, String, Amount)>, WalletError> {
         let address = self.signer.address(Chain::Bitcoin, self.policy.hot_index)?;
-        let (sat, _) = self.spendable().await?;
+        let (sat, _) = self.spendable(false).await?;
         Ok(vec![(
             "BTC".into(),
             address.to_string(),
@@ -504,8 +683,9 @@ impl BitcoinWithdrawals {
         )])
     }
 
-    /// What the hot wallet can spend now (satoshi): its confirmed outputs no payout holds.
-    async fn spendable(&self) -> Result<(u64, usize), WalletError> {
+    /// What can be spent now (satoshi, and how many outputs): the hot wallet's confirmed
+    /// outputs no payout holds, and with `deposits` the deposit outputs this round allows.
+    async fn spendable(&self, deposits: bool) -> Result<(u64, usize), WalletError> {
         let reserved: HashSet<(String, u32)> = self
             .store
             .utxo_reserved(Chain::Bitcoin)
@@ -518,6 +698,7 @@ impl BitcoinWithdrawals {
             .utxos
             .available(tip, COIN_CONFIRMATIONS)
             .into_iter()
+            .filter(|u| deposits || u.keychain != Keychain::Deposit)
             .filter(|u| !reserved.contains(&(u.outpoint.txid.to_string(), u.outpoint.vout)))
             .map(|u| u.value)
             .collect();
@@ -538,6 +719,7 @@ impl BitcoinWithdrawals {
             return Ok(());
         }
         let rate = self.bitcoin.fee_rate().await?;
+        self.allow_deposits(rate).await?;
         while !waiting.is_empty() {
             let oldest = waiting
                 .iter()
@@ -575,8 +757,9 @@ impl BitcoinWithdrawals {
                     }
                 }
             }
-            // The hot wallet must cover the amounts and a fee that spends every coin it has.
-            let (spendable, coins) = self.spendable().await?;
+            // The hot wallet, with the deposits it may spend, must cover the amounts and a
+            // fee that spends every coin it has.
+            let (spendable, coins) = self.spendable(true).await?;
             let fee_room =
                 rate.saturating_mul(11 + 43 * (batch.len() as u64 + 1) + 68 * coins as u64);
             let mut total: u64 = 0;
@@ -598,8 +781,8 @@ impl BitcoinWithdrawals {
             if !short.is_empty() {
                 let reason = format!(
                     "waiting for funds: the hot wallet can spend {spendable} satoshi now (its \
-                     confirmed outputs no payout holds) and keeps {} satoshi; this withdrawal \
-                     does not fit with the others and the fee",
+                     confirmed outputs and the credited deposits no payout holds) and keeps {} \
+                     satoshi; this withdrawal does not fit with the others and the fee",
                     self.policy.floor
                 );
                 metrics::counter!("coinsensei_withdrawal_funds_short_total", "chain" => "bitcoin")
@@ -898,7 +1081,7 @@ impl BitcoinWithdrawals {
                 .any(|script| self.utxos.key_of(script).is_none())
         {
             return Ok(Verdict::Refused(format!(
-                "transaction {txid} spends outputs that are not the hot wallet's: it is not a payment from our wallet"
+                "transaction {txid} spends outputs that are neither the hot wallet's nor an issued deposit address's: it is not a payment from our wallet"
             )));
         }
         if let Some(other) = self
@@ -929,6 +1112,131 @@ impl BitcoinWithdrawals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An address of no wallet here (BIP173's regtest example).
+    const ELSEWHERE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
+
+    /// The payer watches issued deposit addresses as they are issued. One issued after the
+    /// set applied a block that pays it (the race between issuing and the round's read of
+    /// the list) is still found: the blocks applied since the previous read are applied
+    /// again with it watched. A stored address that is not the deposit xpub's key at its
+    /// index is never watched. On a real regtest node and store; the blocks pay the
+    /// addresses by their coinbase.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_deposit_address_issued_after_a_block_that_pays_it_is_found_by_applying_again() {
+        let db = testkit::TestDb::new(testkit::Backend::Sqlite).await;
+        let store = db.store().await;
+        let node = testkit::Bitcoind::start().await;
+        let keys = signer::InProcessSigner::new(
+            &signer::Mnemonic::parse(
+                "abandon abandon abandon abandon abandon abandon abandon abandon abandon \
+                 abandon abandon about",
+            )
+            .unwrap(),
+            Network::Regtest,
+        );
+        let deposit_xpub = keys.deposit_xpub(Chain::Bitcoin).unwrap();
+        let address = |index| deposit_xpub.address(index).unwrap().to_string();
+        let issue = |reference: &'static str, index: u32, address: String| {
+            let store = store.clone();
+            async move {
+                let inserted = store
+                    .deposit_address_insert(&store::DepositAddressInsert {
+                        chain: Chain::Bitcoin,
+                        reference: reference.into(),
+                        index,
+                        address,
+                        actor: "test".into(),
+                        now: Utc::now(),
+                    })
+                    .await
+                    .unwrap();
+                assert!(matches!(
+                    inserted,
+                    store::DepositAddressInserted::Created(_)
+                ));
+            }
+        };
+        let mine_to = |to: String| {
+            let node = &node;
+            async move {
+                let hashes: Vec<String> =
+                    serde_json::from_str(&node.cli(&["generatetoaddress", "1", &to]).await)
+                        .unwrap();
+                let block: serde_json::Value =
+                    serde_json::from_str(&node.cli(&["getblock", &hashes[0]]).await).unwrap();
+                chain_bitcoin::bitcoin::OutPoint {
+                    txid: block["tx"][0].as_str().unwrap().parse().unwrap(),
+                    vout: 0,
+                }
+            }
+        };
+        issue("user:a", 0, address(0)).await;
+        let paid_a = mine_to(address(0)).await;
+        let rpc =
+            chain_bitcoin::Rpc::with_cookie(&node.url, &node.cookie(), Duration::from_secs(30))
+                .unwrap();
+        let bitcoin = Bitcoin::connect(
+            rpc,
+            Network::Regtest,
+            keys.xpub(Chain::Bitcoin).unwrap(),
+            chain_bitcoin::FeePolicy::default(),
+        )
+        .await
+        .unwrap()
+        .with_deposits(deposit_xpub.clone())
+        .unwrap();
+        let signer: std::sync::Arc<dyn Signer> = std::sync::Arc::new(keys);
+        let payer = BitcoinWithdrawals::new(
+            bitcoin,
+            store.clone(),
+            signer,
+            AssetCatalogue::new(vec![]).unwrap(),
+            Network::Regtest,
+            "test".into(),
+            policy(),
+        )
+        .await
+        .unwrap();
+        let found = payer.utxos.get(&paid_a).unwrap();
+        assert_eq!((found.keychain, found.index), (Keychain::Deposit, 0));
+
+        // Address 1 is paid in a block the payer applies before the address is issued.
+        let paid_b = mine_to(address(1)).await;
+        payer.sync().await.unwrap();
+        assert_eq!(
+            payer.utxos.last().unwrap().0,
+            payer.bitcoin.tip().await.unwrap().head
+        );
+        assert!(payer.utxos.get(&paid_b).is_none(), "not issued yet");
+        issue("user:b", 1, address(1)).await;
+        // And a row whose address is another index's: never watched.
+        issue("user:c", 2, address(3)).await;
+        let paid_c = mine_to(address(3)).await;
+        node.cli(&["generatetoaddress", "2", ELSEWHERE]).await;
+        payer.sync().await.unwrap();
+        let found = payer
+            .utxos
+            .get(&paid_b)
+            .expect("the block that paid address 1 was applied again with it watched");
+        assert_eq!((found.keychain, found.index), (Keychain::Deposit, 1));
+        assert!(
+            payer.utxos.get(&paid_c).is_none(),
+            "a mismatched row is not watched"
+        );
+        assert!(payer.utxos.get(&paid_a).is_some());
+        // Coinbase outputs, not credited deposits: none is available to a payout.
+        let tip = payer.bitcoin.tip().await.unwrap().head;
+        payer.allow_deposits(1).await.unwrap();
+        assert!(
+            payer
+                .utxos
+                .available(tip, 1)
+                .iter()
+                .all(|utxo| utxo.keychain != Keychain::Deposit)
+        );
+        assert_eq!(lock(payer.deposits.as_ref().unwrap()).watched, 2);
+    }
 
     fn policy() -> Policy {
         Policy {

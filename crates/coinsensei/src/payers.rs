@@ -497,8 +497,30 @@ async fn connect_payer(
         }
         Chain::Bitcoin => {
             let rpc = crate::commands::chain::bitcoin_rpc(settings)?;
-            let signer: Arc<dyn signer::Signer> = Arc::new(keystore.signer()?);
-            let bitcoin = chain_bitcoin::Bitcoin::connect(
+            let keys = keystore.signer()?;
+            // With a deposit xpub configured, payouts also spend credited deposits where
+            // they lie (Bitcoin has no consolidation); the keystore must be the one the
+            // deposit addresses were derived from, or the payer would watch keys it cannot
+            // sign for.
+            let deposit_xpub = match settings
+                .deposits
+                .xpubs
+                .iter()
+                .find(|(of, _)| *of == Chain::Bitcoin)
+            {
+                Some((_, xpub)) => {
+                    let own = keys.deposit_xpub(Chain::Bitcoin)?;
+                    if own != *xpub {
+                        anyhow::bail!(
+                            "invalid configuration key `bitcoin_deposit_xpub`: it is not the deposit xpub of this keystore; Bitcoin payouts spend deposits where they lie and need the keystore the deposit addresses were derived from"
+                        );
+                    }
+                    Some(own)
+                }
+                None => None,
+            };
+            let signer: Arc<dyn signer::Signer> = Arc::new(keys);
+            let mut bitcoin = chain_bitcoin::Bitcoin::connect(
                 rpc,
                 config.bitcoin_network,
                 signer.xpub(Chain::Bitcoin)?,
@@ -506,6 +528,9 @@ async fn connect_payer(
             )
             .await
             .context("connecting to the bitcoin node")?;
+            if let Some(xpub) = deposit_xpub {
+                bitcoin = bitcoin.with_deposits(xpub)?;
+            }
             let payer = crate::bitcoin_payer::BitcoinWithdrawals::new(
                 bitcoin,
                 store,

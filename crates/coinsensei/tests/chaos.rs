@@ -12,7 +12,11 @@
 //! - TRON: the TRON simulation (`tron-sim`; no TRON node can run here) served by the test,
 //!   TRX and USDT mixed, completed at the solidified block;
 //! - Bitcoin: a private regtest bitcoind (a block a second, stopped and started on its data
-//!   directory), batched.
+//!   directory), batched; the deposit worker runs beside the withdrawal worker, and most of
+//!   the funds are deposits ([`BITCOIN_DEPOSITS`] issued addresses, each paid a coinbase)
+//!   that the payouts spend where they lie once credited: the hot wallet holds one coin. At
+//!   the end, how many of those deposits the payouts spent, and the ledger agrees with the
+//!   chain on every deposit address.
 //!
 //! The suite runs CI-sized runs (`COINSENSEI_CHAOS_WITHDRAWALS`, default 60 on Ethereum, 40
 //! on TRON, 40 on Bitcoin); `cargo xtask chaos withdrawals [--chain C]` runs the full-sized
@@ -309,6 +313,35 @@ impl Drop for Regtest {
     }
 }
 
+/// How many deposit addresses the Bitcoin run issues and pays (a coinbase each).
+const BITCOIN_DEPOSITS: u32 = 4;
+
+/// Issues [`BITCOIN_DEPOSITS`] deposit addresses through the API, pays each a coinbase and
+/// mines them mature: the deposit worker credits them, the payouts may then spend them. The
+/// outputs paid.
+async fn fund_deposits(node: &Regtest, backend: &common::backend::Backend) -> Vec<(String, u32)> {
+    let rpc = node.rpc();
+    let mut paid = Vec::new();
+    for n in 0..BITCOIN_DEPOSITS {
+        let address = backend
+            .issue_address("bitcoin", &format!("chaos:deposit:{n}"))
+            .await;
+        let hashes = rpc
+            .call("generatetoaddress", json!([1, address]))
+            .await
+            .unwrap();
+        let block = rpc
+            .call("getblock", json!([hashes[0].as_str().unwrap()]))
+            .await
+            .unwrap();
+        paid.push((block["tx"][0].as_str().unwrap().to_string(), 0));
+    }
+    rpc.call("generatetoaddress", json!([100, BITCOIN_ELSEWHERE]))
+        .await
+        .unwrap();
+    paid
+}
+
 /// Where regtest blocks go once the hot wallet is funded: BIP173's regtest example, nobody's.
 const BITCOIN_ELSEWHERE: &str = "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080";
 /// Whose addresses the Bitcoin recipients are (nobody here spends them).
@@ -359,7 +392,8 @@ impl Node {
                 let node = Regtest::start(dir).await;
                 let me = hot.address(Chain::Bitcoin, 0).unwrap().to_string();
                 let rpc = node.rpc();
-                for (blocks, to) in [(5, me.as_str()), (101, BITCOIN_ELSEWHERE)] {
+                // One coin for the hot wallet; the deposits bring the rest (`fund_deposits`).
+                for (blocks, to) in [(1, me.as_str()), (101, BITCOIN_ELSEWHERE)] {
                     rpc.call("generatetoaddress", json!([blocks, to]))
                         .await
                         .unwrap();
@@ -603,7 +637,16 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
 
     let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
-    let chain_config = node.config();
+    let mut chain_config = node.config();
+    if chain == Chain::Bitcoin {
+        // The deposit worker beside the withdrawal worker: the payouts spend credited
+        // deposits where they lie.
+        chain_config = format!(
+            "bitcoin_deposit_xpub = \"{}\"\nbitcoin_deposit_confirmations = 2\n{chain_config}\
+             [[workers]]\nkind = \"deposit\"\nchain = \"bitcoin\"\n",
+            hot.deposit_xpub(Chain::Bitcoin).unwrap()
+        );
+    }
     // Top-level keys before the first table of the chain's lines.
     let (keys, tables) = match chain_config.find("[[") {
         Some(at) => chain_config.split_at(at),
@@ -628,6 +671,10 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
     )
     .await;
     let backend = common::backend::Backend::new(&database_url, &up).await;
+    let deposits = match &node {
+        Node::Bitcoin(regtest) => fund_deposits(regtest, &backend).await,
+        _ => Vec::new(),
+    };
     let http = backend.client.clone();
     let token_secret = backend.token.clone();
     let base = format!("http://{}", up.address);
@@ -878,6 +925,40 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
     );
     for reason in &reasons {
         println!("    manual_review {reason}");
+    }
+    if let Node::Bitcoin(regtest) = &node {
+        // The deposits the payouts spent where they lie, by the node's UTXO set.
+        let rpc = regtest.rpc();
+        let mut spent = 0;
+        for (txid, vout) in &deposits {
+            if rpc
+                .call("gettxout", json!([txid, vout, false]))
+                .await
+                .unwrap()
+                .is_null()
+            {
+                spent += 1;
+            }
+        }
+        println!(
+            "  deposits spent by payouts where they lie: {spent} of {}",
+            deposits.len()
+        );
+        assert!(spent > 0, "no payout spent a credited deposit");
+        let lines = ledger_reconcile(&config, &database_url, "bitcoin").await;
+        let differing: Vec<&Value> = lines
+            .iter()
+            .filter(|line| line["wallet"] == "deposit" && line["verdict"] != "agrees")
+            .collect();
+        println!(
+            "  ledger: {} deposit lines, {} not agreeing with the chain",
+            lines
+                .iter()
+                .filter(|line| line["wallet"] == "deposit")
+                .count(),
+            differing.len()
+        );
+        assert!(differing.is_empty(), "{differing:#?}");
     }
     println!(
         "  requests sent by {clients} clients in {:.1} s; all settled after {:.1} s: {:.0} withdrawals/hour end to end",

@@ -18,7 +18,10 @@
 //! m/44'/60'/1', m/84'/0'/1'), never in account 0 where the hot wallet and other working keys
 //! are: issuing the next deposit address can never hand out a hot wallet's key, whatever the
 //! hot wallet's index. [`InProcessSigner::deposit_xpub`] exports that account's xpub, and
-//! [`Xpub::parse_deposit`] refuses any other account's.
+//! [`Xpub::parse_deposit`] refuses any other account's. A deposit address's key is
+//! [`Keychain::Deposit`] (account 1'/0/i): consolidation signs with it through
+//! [`DepositSigner`], and a Bitcoin payout that spends a credited deposit where it lies signs
+//! that input with it.
 //!
 //! Secrets ([`Mnemonic`], [`InProcessSigner`]) have no `Display`, no `Serialize`, and a
 //! `Debug` that prints nothing secret; they are wiped from memory when dropped.
@@ -251,12 +254,30 @@ impl Xpub {
         address_of(self.chain, self.network, &self.public_key(keychain, index)?)
     }
 
+    /// Whether this is the deposit account's key (its last step is [`DEPOSIT_ACCOUNT`]').
+    pub fn is_deposit_account(&self) -> bool {
+        self.key.child_number
+            == ChildNumber::Hardened {
+                index: DEPOSIT_ACCOUNT,
+            }
+    }
+
     /// The public key of key `index` on `keychain` (a Bitcoin input's witness carries it).
+    /// [`Keychain::Deposit`] is derived only from the deposit account's key: another
+    /// account's key is refused, never read as that account's receive branch.
     pub fn public_key(
         &self,
         keychain: Keychain,
         index: u32,
     ) -> Result<secp256k1::PublicKey, SignerError> {
+        if keychain == Keychain::Deposit && !self.is_deposit_account() {
+            return Err(SignerError::Derivation(format!(
+                "deposit key {index} is not derived from the key of account {}: the deposit \
+                 account's key ({}) derives deposit addresses",
+                self.key.child_number,
+                deposit_account_path(self.chain, self.network)
+            )));
+        }
         let secp = Secp256k1::verification_only();
         let child = self
             .key
@@ -294,7 +315,8 @@ pub trait Signer: Send + Sync {
         self.sign_digest_on(chain, Keychain::Receive, index, digest)
     }
     /// Signs a digest with key `index` of `keychain` (a Bitcoin input spending change is
-    /// signed with a change key).
+    /// signed with a change key, one spending a deposit where it lies with
+    /// [`Keychain::Deposit`]: the deposit address's key).
     fn sign_digest_on(
         &self,
         chain: Chain,
@@ -385,7 +407,8 @@ impl InProcessSigner {
         self.key_in(chain, 0, keychain, index)
     }
 
-    /// Key `index` of `keychain` in `account` (0, the working keys; [`DEPOSIT_ACCOUNT`]).
+    /// Key `index` of `keychain` in `account` (0, the working keys; [`DEPOSIT_ACCOUNT`]);
+    /// [`Keychain::Deposit`] is the deposit account's receive branch whatever `account` is.
     fn key_in(
         &self,
         chain: Chain,
@@ -393,6 +416,11 @@ impl InProcessSigner {
         keychain: Keychain,
         index: u32,
     ) -> Result<PrivateKey, SignerError> {
+        // A deposit address's key is in the deposit account whoever asks for it.
+        let (account, keychain) = match keychain {
+            Keychain::Deposit => (DEPOSIT_ACCOUNT, Keychain::Receive),
+            other => (account, other),
+        };
         let [branch, child] = key_path(keychain, index)?;
         let mut keychains = self
             .keychains
@@ -608,6 +636,50 @@ mod tests {
             let hot = signer.sign_digest(Chain::Ethereum, index, digest).unwrap();
             assert_ne!(hot, signature);
         }
+    }
+
+    /// A Bitcoin payout spending a deposit signs its input with `Keychain::Deposit`: the
+    /// deposit address's own key (account 1'/0/i), by the hot signer and the deposit signer
+    /// alike, and never account 0's key of the same index. Only the deposit account's xpub
+    /// derives it; account 0's refuses.
+    #[test]
+    fn a_deposit_key_is_the_deposit_addresses_whoever_signs_and_only_their_xpub_derives_it() {
+        let signer = std::sync::Arc::new(InProcessSigner::new(
+            &Mnemonic::parse(ABANDON).unwrap(),
+            Network::Regtest,
+        ));
+        let deposits = DepositSigner::new(signer.clone());
+        let exported = signer.deposit_xpub(Chain::Bitcoin).unwrap().to_string();
+        let xpub = Xpub::parse_deposit(Chain::Bitcoin, Network::Regtest, &exported).unwrap();
+        let hot_xpub = signer.xpub(Chain::Bitcoin).unwrap();
+        assert!(xpub.is_deposit_account() && !hot_xpub.is_deposit_account());
+        let digest = [7u8; 32];
+        for index in [3, 0, 3] {
+            let key = xpub.public_key(Keychain::Deposit, index).unwrap();
+            assert_eq!(key, xpub.public_key(Keychain::Receive, index).unwrap());
+            assert_eq!(
+                address_of(Chain::Bitcoin, Network::Regtest, &key).unwrap(),
+                xpub.address(index).unwrap()
+            );
+            assert_ne!(key, hot_xpub.public_key(Keychain::Receive, index).unwrap());
+            for signature in [
+                signer.sign_digest_on(Chain::Bitcoin, Keychain::Deposit, index, digest),
+                deposits.sign_digest_on(Chain::Bitcoin, Keychain::Deposit, index, digest),
+            ] {
+                let signature = signature.unwrap();
+                let id =
+                    secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
+                let recoverable =
+                    secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
+                        .unwrap();
+                let public = Secp256k1::new()
+                    .recover_ecdsa(&Message::from_digest(digest), &recoverable)
+                    .unwrap();
+                assert_eq!(public, key, "key {index}");
+            }
+        }
+        let refused = hot_xpub.public_key(Keychain::Deposit, 0).unwrap_err();
+        assert!(refused.to_string().contains("deposit account"), "{refused}");
     }
 
     #[test]

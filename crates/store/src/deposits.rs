@@ -88,6 +88,9 @@ pub struct DepositView {
     pub reference: Option<String>,
 }
 
+/// How many outpoints one query of [`Store::deposits_credited`] asks about.
+pub const CREDITED_LOOKUP_CHUNK: usize = 200;
+
 const ADDRESS_COLUMNS: &str = "id, chain, reference, derivation_index, address, created_at";
 
 macro_rules! decode_address {
@@ -313,6 +316,52 @@ impl Store {
     }
 
     /// Deposits newest first, each with its address's reference.
+    /// Which of `outpoints` (txid, position) are `credited` deposits of `chain`: a Bitcoin
+    /// payout may spend those where they lie, and no other deposit output. Asked
+    /// [`CREDITED_LOOKUP_CHUNK`] at a time.
+    pub async fn deposits_credited(
+        &self,
+        chain: Chain,
+        outpoints: &[(String, u64)],
+    ) -> Result<std::collections::HashSet<(String, u64)>, StoreError> {
+        let mut credited = std::collections::HashSet::new();
+        for chunk in outpoints.chunks(CREDITED_LOOKUP_CHUNK) {
+            let mut sql = String::from(
+                "select txid, position from deposit where chain = $1 and state = 'credited' and (",
+            );
+            for n in 0..chunk.len() {
+                if n > 0 {
+                    sql.push_str(" or ");
+                }
+                sql.push_str(&format!(
+                    "(txid = ${} and position = ${})",
+                    2 * n + 2,
+                    2 * n + 3
+                ));
+            }
+            sql.push(')');
+            let mut positions = Vec::with_capacity(chunk.len());
+            for (_, position) in chunk {
+                positions.push(crate::scans::to_i64("position", *position)?);
+            }
+            let found: Vec<(String, u64)> = on_pool!(self, |pool, _d| {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone())).bind(chain.as_str());
+                for ((txid, _), position) in chunk.iter().zip(&positions) {
+                    query = query.bind(txid.as_str()).bind(*position);
+                }
+                let rows = query.fetch_all(pool).await?;
+                let mut found = Vec::with_capacity(rows.len());
+                for row in &rows {
+                    let position: i64 = row.try_get("position")?;
+                    found.push((row.try_get("txid")?, to_u64("deposit.position", position)?));
+                }
+                Ok::<_, StoreError>(found)
+            })?;
+            credited.extend(found);
+        }
+        Ok(credited)
+    }
+
     pub async fn deposit_list(&self, list: &DepositList) -> Result<Vec<DepositView>, StoreError> {
         let limit = check_limit(list.limit)?;
         let columns: Vec<String> = DEPOSIT_COLUMNS

@@ -112,6 +112,23 @@ pub struct LedgerDeposit {
     pub amount: Amount,
 }
 
+/// A deposit output a Bitcoin payout spends where it lies (an input of one of its
+/// attempts, `attempt_input`): moved from its address into the hot wallet once that attempt
+/// landed; not settled while only a live one spends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerDepositSpend {
+    /// The deposit's id.
+    pub id: i64,
+    pub address: String,
+    /// `native` (only Bitcoin payouts spend deposits).
+    pub asset: String,
+    pub amount: Amount,
+    /// The landed attempt that spent it, if one did.
+    pub landed: Option<String>,
+    /// A live attempt that spends it (the payout is not settled), when none landed.
+    pub live: Option<String>,
+}
+
 /// A withdrawal that may have been signed, with what it paid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerWithdrawal {
@@ -304,6 +321,50 @@ impl Store {
                 });
             }
             Ok(deposits)
+        })
+    }
+
+    /// A page of a chain's deposits (those [`Store::ledger_deposit_page`] counts) that a
+    /// payout attempt, landed or live, spends: one row per deposit, in id order. Dead and
+    /// replaced attempts never moved anything.
+    pub async fn ledger_deposit_spend_page(
+        &self,
+        page: &LedgerPage,
+    ) -> Result<Vec<LedgerDepositSpend>, StoreError> {
+        let limit = page_limit(page.limit)?;
+        on_pool!(self, |pool, _d| {
+            let rows = sqlx::query(
+                "select d.id, d.address, d.asset, d.amount,
+                        max(case when a.state = 'landed' then a.txid end) as landed,
+                        max(case when a.state = 'live' then a.txid end) as live
+                 from deposit d
+                 join attempt_input i
+                   on i.chain = d.chain and i.txid = d.txid and i.vout = d.position
+                 join payout_attempt a on a.chain = i.chain and a.txid = i.attempt_txid
+                 where d.chain = $1 and d.id > $2
+                   and d.state in ('pending', 'credited', 'ignored') and d.amount <> '0'
+                   and a.state in ('landed', 'live')
+                 group by d.id, d.address, d.asset, d.amount
+                 order by d.id limit $3",
+            )
+            .bind(page.chain.as_str())
+            .bind(page.after_id)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            let mut spends = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let amount: String = row.try_get("amount")?;
+                spends.push(LedgerDepositSpend {
+                    id: row.try_get("id")?,
+                    address: row.try_get("address")?,
+                    asset: row.try_get("asset")?,
+                    amount: parse_amount(&amount)?,
+                    landed: row.try_get("landed")?,
+                    live: row.try_get("live")?,
+                });
+            }
+            Ok(spends)
         })
     }
 

@@ -53,7 +53,7 @@ pub use error::StoreError;
 pub use jobs::{StoreTx, validate_job_batch, validate_retry};
 pub use ledger::{
     LEDGER_REASON_LEN_MAX, LedgerAdjustmentInsert, LedgerAdjustmentRow, LedgerCheck, LedgerDeposit,
-    LedgerDirection, LedgerPage, LedgerWithdrawal,
+    LedgerDepositSpend, LedgerDirection, LedgerPage, LedgerWithdrawal,
 };
 pub use model::*;
 pub use nonces::{

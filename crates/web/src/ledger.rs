@@ -8,6 +8,10 @@
 //! - the hot wallet has paid out its **withdrawn** amounts (completed withdrawals) and the
 //!   **fees** of every withdrawal transaction that landed (completed ones, and landed but
 //!   failed ones), in the native asset;
+//! - **Bitcoin deposits spent where they lie**: a Bitcoin payout spends credited deposit
+//!   outputs directly (Bitcoin has no consolidation); once the attempt that spent one landed,
+//!   its amount is swept out of its deposit address and into the hot wallet (the attempts'
+//!   inputs are stored); while only a live attempt spends it, both lines are unknown;
 //! - **adjustments** (`coinsensei ledger adjust`) record money that moved outside those rows:
 //!   the hot wallet's opening balance (the operator funded it), corrections.
 //!
@@ -587,6 +591,43 @@ pub async fn read(
                         .line(to, Some(&sweep.destination), asset)
                         .unknown_because(reason);
                 }
+            }
+        }
+    }
+
+    // Bitcoin: a payout spends credited deposits where they lie (no consolidation). A
+    // deposit output an attempt that landed spent has moved from its address into the hot
+    // wallet (the payout's change is the hot wallet's; what it paid out and its fee are the
+    // withdrawals' lines above); one only a live attempt spends may or may not have moved.
+    let mut after_id = 0;
+    loop {
+        let spends = store.ledger_deposit_spend_page(&page(after_id)).await?;
+        let Some(last) = spends.last() else { break };
+        after_id = last.id;
+        for spend in spends {
+            let asset = asset_of_deposit(catalogue, chain, &spend.asset);
+            let from = match lines.kind_of(&spend.address) {
+                WalletKind::Other => WalletKind::Deposit,
+                kind => kind,
+            };
+            match (&spend.landed, &spend.live) {
+                (Some(_), _) => {
+                    lines
+                        .line(from, Some(&spend.address), asset.clone())
+                        .add(Field::SweptOut, spend.amount);
+                    lines.hot_line(asset).add(Field::SweptIn, spend.amount);
+                }
+                (None, Some(txid)) => {
+                    let reason = format!(
+                        "deposit {} is an input of payout transaction {txid}, not settled yet",
+                        spend.id
+                    );
+                    lines
+                        .line(from, Some(&spend.address), asset.clone())
+                        .unknown_because(reason.clone());
+                    lines.hot_line(asset).unknown_because(reason);
+                }
+                (None, None) => {}
             }
         }
     }

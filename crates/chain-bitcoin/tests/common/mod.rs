@@ -17,7 +17,7 @@ use testkit::Bitcoind;
 pub const MNEMONIC: &str =
     "abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon about";
 /// Coinbase outputs are spendable after 100 blocks.
-pub const COINBASE_MATURITY: u64 = 100;
+pub use chain_bitcoin::utxo::COINBASE_MATURITY;
 
 /// An empty set watching the wallet's receive keys 0..4 and change keys 0..200.
 pub fn wallet_utxos(bitcoin: &Bitcoin) -> UtxoSet {
