@@ -1,6 +1,10 @@
 //! Bitcoin Core's JSON-RPC over HTTP(S): basic authentication (user and password, or a
 //! node's cookie), a timeout per call, and retries with backoff for calls that only read.
 //! The credentials are never logged nor put in an error: `Debug` shows the URL without them.
+//!
+//! A node writes a new cookie every time it starts: a client made from the cookie *file*
+//! ([`Rpc::with_cookie_file`]) reads it again when the node refuses its credentials, and
+//! asks once more with the new ones, so a long-running worker outlives the node's restarts.
 
 use std::time::Duration;
 
@@ -33,8 +37,10 @@ pub struct Rpc {
     /// The URL as it may be shown: scheme, host and port (a provider's key may sit in the
     /// path or query).
     shown: String,
-    user: String,
-    password: String,
+    /// (user, password), shared by the clones: a cookie read again serves them all.
+    credentials: std::sync::Arc<std::sync::RwLock<(String, String)>>,
+    /// The node's cookie file, read again when the node refuses the credentials.
+    cookie_file: Option<std::path::PathBuf>,
     /// Attempts of a read call before its error is returned (1: no retry).
     attempts: u32,
 }
@@ -75,19 +81,64 @@ impl Rpc {
             http,
             url,
             shown,
-            user: user.to_string(),
-            password: password.to_string(),
+            credentials: std::sync::Arc::new(std::sync::RwLock::new((
+                user.to_string(),
+                password.to_string(),
+            ))),
+            cookie_file: None,
             attempts: 4,
         })
     }
 
     /// From a cookie's text (`user:password`, as bitcoind writes to `.cookie`).
     pub fn with_cookie(url: &str, cookie: &str, timeout: Duration) -> Result<Rpc, String> {
-        let (user, password) = cookie
-            .trim()
-            .split_once(':')
-            .ok_or("a cookie is user:password")?;
-        Rpc::new(url, user, password, timeout)
+        let (user, password) = parse_cookie(cookie)?;
+        Rpc::new(url, &user, &password, timeout)
+    }
+
+    /// From the node's cookie file (read now, and again whenever the node refuses the
+    /// credentials: a restarted node has a new cookie). The error names the file, never its
+    /// content.
+    pub fn with_cookie_file(
+        url: &str,
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Rpc, String> {
+        let (user, password) = read_cookie(path)?;
+        let mut rpc = Rpc::new(url, &user, &password, timeout)?;
+        rpc.cookie_file = Some(path.to_path_buf());
+        Ok(rpc)
+    }
+
+    fn credentials(&self) -> (String, String) {
+        self.credentials
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// After a refusal: the cookie file read again; true when it holds other credentials
+    /// than those refused (now in use), false when it cannot help.
+    fn reread_cookie(&self, refused: &(String, String)) -> bool {
+        let Some(path) = &self.cookie_file else {
+            return false;
+        };
+        let fresh = match read_cookie(path) {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                tracing::warn!(%error, "the bitcoin node refused the credentials and its cookie file cannot be read again");
+                return false;
+            }
+        };
+        if fresh == *refused {
+            return false;
+        }
+        *self
+            .credentials
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        tracing::info!(node = %self.shown, "the bitcoin node's cookie changed (the node restarted): using the new one");
+        true
     }
 
     /// The node's origin, fit to show (no path, no query).
@@ -96,12 +147,29 @@ impl Rpc {
     }
 
     /// One call, once: for writes (`sendrawtransaction`), whose outcome the caller reads.
+    /// Refused credentials from a cookie file are read again and the call made once more
+    /// (the node refused it before reading it: nothing was done twice).
     pub async fn call_once(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let credentials = self.credentials();
+        match self.post(method, &params, &credentials).await {
+            Err(RpcError::Node { code: -401, .. }) if self.reread_cookie(&credentials) => {
+                self.post(method, &params, &self.credentials()).await
+            }
+            other => other,
+        }
+    }
+
+    async fn post(
+        &self,
+        method: &str,
+        params: &Value,
+        (user, password): &(String, String),
+    ) -> Result<Value, RpcError> {
         let body = json!({"jsonrpc": "1.0", "id": 1, "method": method, "params": params});
         let response = self
             .http
             .post(self.url.clone())
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(user, Some(password))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()
@@ -164,6 +232,24 @@ impl Rpc {
         self.attempts = attempts;
         Ok(self)
     }
+}
+
+fn parse_cookie(cookie: &str) -> Result<(String, String), String> {
+    let (user, password) = cookie
+        .trim()
+        .split_once(':')
+        .ok_or("a cookie is user:password")?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+fn read_cookie(path: &std::path::Path) -> Result<(String, String), String> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        format!(
+            "reading the bitcoin node's cookie file {} (is the node running, and is bitcoin_rpc_cookie_file right?): {error}",
+            path.display()
+        )
+    })?;
+    parse_cookie(&text).map_err(|error| format!("{}: {error}", path.display()))
 }
 
 /// The most calls a read makes before its error is returned.

@@ -314,6 +314,44 @@ async fn a_node_without_a_transaction_index_is_refused_at_connect() {
     );
 }
 
+/// A node writes a new cookie at every start: a client made from the cookie file reads it
+/// again when the node refuses the credentials, and asks once more, so a long-running worker
+/// outlives the node's restarts. Here the file first holds stale credentials (refused, and
+/// read again to the same: the error is the node's refusal), then the node's own.
+#[tokio::test]
+async fn a_client_of_a_cookie_file_reads_it_again_when_the_node_refuses_it() {
+    use chain_bitcoin::{Rpc, RpcError};
+    let node = testkit::Bitcoind::start().await;
+    let dir = std::env::temp_dir().join(format!("coinsensei-cookie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(".cookie");
+    std::fs::write(&file, "__cookie__:stale").unwrap();
+    let rpc = Rpc::with_cookie_file(&node.url, &file, Duration::from_secs(30)).unwrap();
+    let refused = rpc.call("getblockcount", json!([])).await.unwrap_err();
+    assert!(
+        matches!(refused, RpcError::Node { code: -401, .. }),
+        "{refused}"
+    );
+    assert!(!format!("{refused} {rpc:?}").contains("stale"));
+    // The node "restarted": its new cookie is in the file.
+    std::fs::write(&file, node.cookie()).unwrap();
+    let clone = rpc.clone();
+    assert_eq!(
+        rpc.call("getblockcount", json!([])).await.unwrap(),
+        json!(0)
+    );
+    // The clones share what was read.
+    std::fs::write(&file, "__cookie__:gone").unwrap();
+    assert_eq!(
+        clone.call_once("getblockcount", json!([])).await.unwrap(),
+        json!(0)
+    );
+    let missing =
+        Rpc::with_cookie_file(&node.url, &dir.join("none"), Duration::from_secs(1)).unwrap_err();
+    assert!(missing.contains("cookie file"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// The cap travels with the bytes as `maxfeerate`: bytes paying more than this adapter's
 /// cap (signed under a higher one) are refused by the node itself, by testmempoolaccept and
 /// by sendrawtransaction (retriable: the same bytes pass under a higher cap).

@@ -123,8 +123,10 @@ pub struct BitcoinWithdrawals {
 struct DepositWatch {
     /// The newest `deposit_address` id watched.
     after_id: Option<i64>,
-    /// Whether the list was read before, and the set's newest block then (None: empty).
-    loaded: Option<Option<u64>>,
+    /// The newest block the set had applied when the list was last read (the node's tip then,
+    /// while the set was empty: no block mined before the read can pay an address issued
+    /// after it); None before the first read.
+    loaded: Option<u64>,
     /// Addresses watched.
     watched: u64,
 }
@@ -208,7 +210,10 @@ impl BitcoinWithdrawals {
         };
         // The set's newest block before the list is read: an address the list misses was
         // issued after this, so only blocks applied after it can pay it.
-        let height = self.utxos.last().map(|(height, _)| height);
+        let mark = match self.utxos.last() {
+            Some((height, _)) => height,
+            None => self.bitcoin.tip().await?.head,
+        };
         let mut after_id = lock(watch).after_id;
         let mut new = 0u64;
         loop {
@@ -243,33 +248,44 @@ impl BitcoinWithdrawals {
                 break;
             }
         }
-        let mut state = lock(watch);
-        state.after_id = after_id;
-        state.watched += new;
+        let previous = {
+            let mut state = lock(watch);
+            state.after_id = after_id;
+            state.watched += new;
+            metrics::gauge!("coinsensei_bitcoin_deposit_addresses_watched")
+                .set(state.watched as f64);
+            state.loaded
+        };
         if new > 0
-            && let Some(previous) = state.loaded
+            && let Some(previous) = previous
         {
-            let undone = match previous {
-                Some(previous) => match self.utxos.undo_to(previous) {
-                    Ok(undone) => Some(undone),
-                    Err(error) => {
-                        tracing::warn!(%error, "rebuilding the bitcoin wallet's outputs from the chain for new deposit addresses");
-                        None
-                    }
-                },
-                None => None,
-            };
-            if undone.is_none() {
-                self.utxos.reset();
+            match self.utxos.undo_to(previous) {
+                Ok(undone) => tracing::info!(
+                    new,
+                    undone,
+                    "new bitcoin deposit addresses watched: the blocks applied since the last read are applied again"
+                ),
+                Err(error) => {
+                    // Deeper than the undo records: rebuilt from the chain, to the node's tip
+                    // before any payout selects from it (a partial set would offer outputs
+                    // that later blocks spent).
+                    tracing::warn!(%error, new, "rebuilding the bitcoin wallet's outputs from the chain for new deposit addresses");
+                    self.utxos.reset();
+                    while self
+                        .utxos
+                        .sync(&self.bitcoin, 1, SYNC_BLOCKS_MAX)
+                        .await?
+                        .applied
+                        >= SYNC_BLOCKS_MAX
+                    {}
+                }
             }
-            tracing::info!(
-                new,
-                ?undone,
-                "new bitcoin deposit addresses watched: the blocks since the last read are applied again"
-            );
         }
-        state.loaded = Some(self.utxos.last().map(|(height, _)| height).min(height));
-        metrics::gauge!("coinsensei_bitcoin_deposit_addresses_watched").set(state.watched as f64);
+        let applied = self
+            .utxos
+            .last()
+            .map_or(mark, |(height, _)| height.min(mark));
+        lock(watch).loaded = Some(applied);
         Ok(())
     }
 

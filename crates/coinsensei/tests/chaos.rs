@@ -638,11 +638,19 @@ async fn withdrawals_survive_kills_and_restarts(chain: Chain, ci_count: u64) {
     let keystore = common::backend::keystore_lines(&dir, MNEMONIC);
     let config = dir.join("coinsensei.toml");
     let mut chain_config = node.config();
-    if chain == Chain::Bitcoin {
+    if let Node::Bitcoin(regtest) = &node {
         // The deposit worker beside the withdrawal worker: the payouts spend credited
-        // deposits where they lie.
+        // deposits where they lie. It scans from the tip now, before any deposit is paid
+        // (without a start block it would start at whatever the tip is when it first runs,
+        // and could pass a deposit paid meanwhile).
+        let tip = regtest
+            .rpc()
+            .call("getblockcount", json!([]))
+            .await
+            .unwrap();
         chain_config = format!(
-            "bitcoin_deposit_xpub = \"{}\"\nbitcoin_deposit_confirmations = 2\n{chain_config}\
+            "bitcoin_deposit_xpub = \"{}\"\nbitcoin_deposit_confirmations = 2\n\
+             bitcoin_deposit_start_block = {tip}\n{chain_config}\
              [[workers]]\nkind = \"deposit\"\nchain = \"bitcoin\"\n",
             hot.deposit_xpub(Chain::Bitcoin).unwrap()
         );

@@ -530,6 +530,16 @@ impl Signer for InProcessSigner {
 mod tests {
     use super::*;
 
+    /// The public key a 65-byte recoverable signature over `digest` recovers to.
+    fn signed_by(signature: &RecoverableSignature, digest: [u8; 32]) -> secp256k1::PublicKey {
+        let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
+        let recoverable =
+            secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id).unwrap();
+        Secp256k1::new()
+            .recover_ecdsa(&Message::from_digest(digest), &recoverable)
+            .unwrap()
+    }
+
     /// The mnemonic of anvil and hardhat's default accounts.
     const TEST_JUNK: &str = "test test test test test test test test test test test junk";
     /// BIP-84's own test vector mnemonic.
@@ -622,13 +632,7 @@ mod tests {
             let signature = deposits
                 .sign_digest(Chain::Ethereum, index, digest)
                 .unwrap();
-            let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
-            let recoverable =
-                secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
-                    .unwrap();
-            let public = Secp256k1::new()
-                .recover_ecdsa(&Message::from_digest(digest), &recoverable)
-                .unwrap();
+            let public = signed_by(&signature, digest);
             assert_eq!(
                 address_of(Chain::Ethereum, Network::Mainnet, &public).unwrap(),
                 expected
@@ -667,14 +671,7 @@ mod tests {
                 deposits.sign_digest_on(Chain::Bitcoin, Keychain::Deposit, index, digest),
             ] {
                 let signature = signature.unwrap();
-                let id =
-                    secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
-                let recoverable =
-                    secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
-                        .unwrap();
-                let public = Secp256k1::new()
-                    .recover_ecdsa(&Message::from_digest(digest), &recoverable)
-                    .unwrap();
+                let public = signed_by(&signature, digest);
                 assert_eq!(public, key, "key {index}");
             }
         }
@@ -705,12 +702,7 @@ mod tests {
         let signer = InProcessSigner::new(&Mnemonic::parse(TEST_JUNK).unwrap(), Network::Mainnet);
         let digest = *alloy_primitives::keccak256(b"coinsensei");
         let signature = signer.sign_digest(Chain::Ethereum, 3, digest).unwrap();
-        let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
-        let recoverable =
-            secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id).unwrap();
-        let public = Secp256k1::new()
-            .recover_ecdsa(&Message::from_digest(digest), &recoverable)
-            .unwrap();
+        let public = signed_by(&signature, digest);
         let recovered = address_of(Chain::Ethereum, Network::Mainnet, &public).unwrap();
         assert_eq!(recovered, signer.address(Chain::Ethereum, 3).unwrap());
     }
@@ -733,13 +725,7 @@ mod tests {
             let signature = signer
                 .sign_digest_on(chain, keychain, index, digest)
                 .unwrap();
-            let id = secp256k1::ecdsa::RecoveryId::from_i32(i32::from(signature.0[64])).unwrap();
-            let recoverable =
-                secp256k1::ecdsa::RecoverableSignature::from_compact(&signature.0[..64], id)
-                    .unwrap();
-            let public = Secp256k1::new()
-                .recover_ecdsa(&Message::from_digest(digest), &recoverable)
-                .unwrap();
+            let public = signed_by(&signature, digest);
             assert_eq!(
                 address_of(chain, Network::Testnet, &public).unwrap(),
                 signer

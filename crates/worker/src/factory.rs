@@ -1,8 +1,8 @@
 //! Builds a worker's job source from its (kind, chain), refusing pairs we do not run.
 //!
-//! Bitcoin has no consolidation worker. The plan is that payouts spend deposit outputs
-//! directly (nothing to sweep); that is not built yet: the Bitcoin payer spends the hot
-//! wallet's outputs only, and deposits stay on their addresses (docs/deposits.md, Not yet).
+//! Bitcoin has no consolidation worker: its withdrawal worker spends credited deposits where
+//! they lie, so there is nothing to sweep (docs/deposits.md, "Bitcoin: payouts spend deposits
+//! where they lie").
 
 use std::sync::Arc;
 

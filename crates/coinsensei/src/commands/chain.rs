@@ -23,22 +23,17 @@ fn tron(settings: &Settings) -> anyhow::Result<Tron> {
     Ok(Tron::new(settings.tron.node()?)?)
 }
 
-/// A client of the configured Bitcoin node, its credentials read now (a cookie file is
-/// rewritten at each start of the node).
+/// A client of the configured Bitcoin node, its credentials read now; a cookie file again
+/// whenever the node refuses them (the node rewrites it at each start).
 pub(crate) fn bitcoin_rpc(settings: &Settings) -> anyhow::Result<chain_bitcoin::Rpc> {
     let config = settings.bitcoin.as_ref().context(
         "no Bitcoin node configured: set bitcoin_rpc_url (COINSENSEI_BITCOIN_RPC_URL) and bitcoin_rpc_cookie_file or bitcoin_rpc_user and bitcoin_rpc_password",
     )?;
     let timeout = chain_bitcoin::DEFAULT_RPC_TIMEOUT;
     let rpc = match &config.credentials {
+        // Read again whenever the node refuses it: a restarted node writes a new one.
         BitcoinCredentials::CookieFile(path) => {
-            let cookie = std::fs::read_to_string(path).with_context(|| {
-                format!(
-                    "reading the bitcoin node's cookie file {} (is the node running, and is bitcoin_rpc_cookie_file right?)",
-                    path.display()
-                )
-            })?;
-            chain_bitcoin::Rpc::with_cookie(&config.rpc_url, &cookie, timeout)
+            chain_bitcoin::Rpc::with_cookie_file(&config.rpc_url, path, timeout)
         }
         BitcoinCredentials::UserPassword { user, password } => {
             chain_bitcoin::Rpc::new(&config.rpc_url, user, password, timeout)
