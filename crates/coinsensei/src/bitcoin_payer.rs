@@ -98,6 +98,8 @@ pub struct Policy {
     pub hot_index: u32,
     /// Satoshi the hot wallet keeps: a batch that would leave less waits for funds.
     pub floor: u64,
+    /// The first block the unspent outputs are read from (`bitcoin_wallet_start_block`).
+    pub start_block: u64,
 }
 
 /// See the module's documentation.
@@ -196,7 +198,10 @@ impl BitcoinWithdrawals {
 
     async fn sync(&self) -> Result<u64, WalletError> {
         self.watch_deposits().await?;
-        let synced = self.utxos.sync(&self.bitcoin, 1, SYNC_BLOCKS_MAX).await?;
+        let synced = self
+            .utxos
+            .sync(&self.bitcoin, self.policy.start_block, SYNC_BLOCKS_MAX)
+            .await?;
         Ok(synced.applied)
     }
 
@@ -273,7 +278,7 @@ impl BitcoinWithdrawals {
                     self.utxos.reset();
                     while self
                         .utxos
-                        .sync(&self.bitcoin, 1, SYNC_BLOCKS_MAX)
+                        .sync(&self.bitcoin, self.policy.start_block, SYNC_BLOCKS_MAX)
                         .await?
                         .applied
                         >= SYNC_BLOCKS_MAX
@@ -1204,9 +1209,9 @@ mod tests {
         .unwrap();
         let signer: std::sync::Arc<dyn Signer> = std::sync::Arc::new(keys);
         let payer = BitcoinWithdrawals::new(
-            bitcoin,
+            bitcoin.clone(),
             store.clone(),
-            signer,
+            signer.clone(),
             AssetCatalogue::new(vec![]).unwrap(),
             Network::Regtest,
             "test".into(),
@@ -1252,6 +1257,31 @@ mod tests {
                 .all(|utxo| utxo.keychain != Keychain::Deposit)
         );
         assert_eq!(lock(payer.deposits.as_ref().unwrap()).watched, 2);
+
+        // From a later start block (`bitcoin_wallet_start_block`): what older blocks paid is
+        // not read, what later ones pay is.
+        let start_block = payer.bitcoin.tip().await.unwrap().head + 1;
+        let later = BitcoinWithdrawals::new(
+            bitcoin,
+            store.clone(),
+            signer,
+            AssetCatalogue::new(vec![]).unwrap(),
+            Network::Regtest,
+            "test".into(),
+            Policy {
+                start_block,
+                ..policy()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(later.utxos.all().is_empty(), "{:?}", later.utxos.all());
+        let paid_later = mine_to(address(1)).await;
+        later.sync().await.unwrap();
+        assert_eq!(later.utxos.last().unwrap().0, start_block);
+        let found = later.utxos.get(&paid_later).unwrap();
+        assert_eq!((found.keychain, found.index), (Keychain::Deposit, 1));
+        assert_eq!(later.utxos.all().len(), 1);
     }
 
     fn policy() -> Policy {
@@ -1262,6 +1292,7 @@ mod tests {
             bump_after: Duration::from_secs(600),
             hot_index: 0,
             floor: 0,
+            start_block: 1,
         }
     }
 

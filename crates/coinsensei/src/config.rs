@@ -57,6 +57,7 @@ const ENV_KEYS: &[&str] = &[
     "bitcoin_batch_max",
     "bitcoin_batch_wait",
     "bitcoin_bump_after",
+    "bitcoin_wallet_start_block",
     "tron_deposit_xpub",
     "ethereum_deposit_xpub",
     "bitcoin_deposit_xpub",
@@ -181,6 +182,9 @@ pub struct RawConfig {
     pub bitcoin_batch_wait: f64,
     /// Seconds a Bitcoin payout may stay unconfirmed before its fee is bumped (default 600).
     pub bitcoin_bump_after: f64,
+    /// The first block the Bitcoin withdrawal worker reads for its unspent outputs (default
+    /// 1): no output of the hot wallet or of a deposit address may be older.
+    pub bitcoin_wallet_start_block: Option<u64>,
     /// Per-asset withdrawal rules: `[[withdrawal_policy]] chain = "ethereum", asset = "ETH",
     /// min = "0.001", max = "50", approval_above = "5", floor = "20"` (decimals in the
     /// asset's unit).
@@ -420,6 +424,7 @@ impl Default for RawConfig {
             bitcoin_batch_max: 25,
             bitcoin_batch_wait: 30.0,
             bitcoin_bump_after: 600.0,
+            bitcoin_wallet_start_block: None,
             health_memory_limit_mb: HEALTH_MEMORY_LIMIT_DEFAULT / (1024 * 1024),
             health_memory_warning_percent: 80,
             health_heartbeat_warning_intervals: 2,
@@ -1632,6 +1637,10 @@ mod tests {
                 "[[workers]]\nkind = \"consolidation\"\nchain = \"bitcoin\"",
                 "workers[0]",
             ),
+            (
+                "bitcoin_wallet_start_block = 0",
+                "bitcoin_wallet_start_block",
+            ),
             ("health_memory_limit_mb = 0", "health_memory_limit_mb"),
             (
                 "health_memory_warning_percent = 0",
@@ -1944,6 +1953,8 @@ pub struct WithdrawalSettings {
     pub bitcoin_batch_max: u32,
     pub bitcoin_batch_wait: Duration,
     pub bitcoin_bump_after: Duration,
+    /// The first block the Bitcoin withdrawal worker's unspent outputs are read from.
+    pub bitcoin_wallet_start_block: u64,
 }
 
 impl WithdrawalSettings {
@@ -2074,6 +2085,13 @@ fn withdrawal_settings(raw: &RawConfig) -> anyhow::Result<WithdrawalSettings> {
             Duration::from_secs(10),
             Duration::from_secs(7 * 86_400),
         )?,
+        bitcoin_wallet_start_block: match raw.bitcoin_wallet_start_block {
+            None => 1,
+            Some(0) => anyhow::bail!(
+                "invalid configuration key `bitcoin_wallet_start_block`: blocks start at 1 (the genesis block's output cannot be spent)"
+            ),
+            Some(block) => block,
+        },
     })
 }
 

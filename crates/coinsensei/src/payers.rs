@@ -509,6 +509,14 @@ async fn connect_payer(
                 .find(|(of, _)| *of == Chain::Bitcoin)
             {
                 Some((_, xpub)) => {
+                    if let Some(deposits_from) = settings.deposits.start_block(Chain::Bitcoin)
+                        && deposits_from < config.bitcoin_wallet_start_block
+                    {
+                        anyhow::bail!(
+                            "invalid configuration key `bitcoin_wallet_start_block`: it is {}, after `bitcoin_deposit_start_block` ({deposits_from}); deposits credited from the blocks between would never be spent",
+                            config.bitcoin_wallet_start_block
+                        );
+                    }
                     let own = keys.deposit_xpub(Chain::Bitcoin)?;
                     if own != *xpub {
                         anyhow::bail!(
@@ -551,6 +559,7 @@ async fn connect_payer(
                         .map_or(0, |(_, floor)| {
                             u64::try_from(floor.base_units()).unwrap_or(u64::MAX)
                         }),
+                    start_block: config.bitcoin_wallet_start_block,
                 },
             )
             .await
