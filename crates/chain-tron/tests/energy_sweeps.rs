@@ -399,6 +399,78 @@ async fn a_failed_sweep_still_gives_the_energy_back(db: &TestDb) {
     assert!(setup.ledger.lock().unwrap().delegated.is_empty());
 }
 
+/// Each failed sweep burned a fee: after `SWEEP_FAILURES_MAX` failures of one address and
+/// asset within a day, no new sweep of it starts, round after round, even once the cause is
+/// gone (a person looks first; a day after the oldest failure, one more is tried).
+async fn repeated_failures_stop_new_sweeps_of_the_address(db: &TestDb) {
+    use wallet::sweeps::SWEEP_FAILURES_MAX;
+    let setup = Setup::new(db, 50_000).await;
+    setup.ledger.lock().unwrap().fail_tokens = true;
+    let deposit = setup.deposit(0, 4_000_000).await;
+    let sweeper = setup.sweeper();
+    let failed = |rows: &[SweepRow]| {
+        rows.iter()
+            .filter(|row| row.state == SweepState::Failed)
+            .count() as u64
+    };
+    let mut rows = Vec::new();
+    for _ in 0..60 {
+        let round = sweeper.run_once().await.unwrap();
+        assert!(round.errors.is_empty(), "{:?}", round.errors);
+        setup.mine();
+        rows = setup
+            .store
+            .sweep_list(Chain::Tron, None, 100)
+            .await
+            .unwrap();
+        if failed(&rows) == SWEEP_FAILURES_MAX && rows.iter().all(|row| !row.state.is_open()) {
+            break;
+        }
+    }
+    assert_eq!(failed(&rows), SWEEP_FAILURES_MAX, "{rows:#?}");
+    // The cause is gone, but no new sweep starts.
+    setup.ledger.lock().unwrap().fail_tokens = false;
+    for _ in 0..6 {
+        let round = sweeper.run_once().await.unwrap();
+        assert!(round.created.is_empty(), "{round:?}");
+        setup.mine();
+    }
+    let after = setup
+        .store
+        .sweep_list(Chain::Tron, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(after.len() as u64, SWEEP_FAILURES_MAX, "{after:#?}");
+    assert_eq!(setup.usdt(&deposit), 4_000_000, "still on the address");
+    assert_eq!(
+        setup
+            .store
+            .sweep_failures(
+                Chain::Tron,
+                deposit.as_str(),
+                &after[0].asset,
+                chrono::Utc::now() - chrono::Duration::days(1),
+            )
+            .await
+            .unwrap(),
+        SWEEP_FAILURES_MAX
+    );
+    assert_eq!(
+        setup
+            .store
+            .sweep_failures(
+                Chain::Tron,
+                deposit.as_str(),
+                &after[0].asset,
+                chrono::Utc::now() + chrono::Duration::seconds(1),
+            )
+            .await
+            .unwrap(),
+        0,
+        "none from the future"
+    );
+}
+
 async fn a_trx_sweep_leaves_the_address_empty(db: &TestDb) {
     let setup = Setup::new(db, 50_000).await;
     let hot_before = setup.trx(&setup.address(HOT));
@@ -537,6 +609,7 @@ testkit::on_both_stores!(
     db: a_usdt_sweep_borrows_energy_and_gives_it_back,
     a_usdt_sweep_burns_trx_when_the_staker_cannot_lend,
     a_failed_sweep_still_gives_the_energy_back,
+    repeated_failures_stop_new_sweeps_of_the_address,
     a_trx_sweep_leaves_the_address_empty,
     a_round_stopped_at_each_await_finishes_once,
     only_a_solidified_balance_is_swept,

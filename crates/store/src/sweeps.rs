@@ -828,6 +828,31 @@ impl Store {
         })
     }
 
+    /// How many sweeps of `asset` (`native`, or a token's contract) from `address` failed
+    /// since `since`: each burned a fee, so a sweeper starts no new one past a cap.
+    pub async fn sweep_failures(
+        &self,
+        chain: Chain,
+        address: &str,
+        asset: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        on_pool!(self, |pool, d| {
+            let row = sqlx::query(
+                "select count(*) as n from sweep
+                 where chain = $1 and address = $2 and asset = $3 and state = 'failed'
+                   and updated_at >= $4",
+            )
+            .bind(chain.as_str())
+            .bind(address)
+            .bind(asset)
+            .bind(d::time(since))
+            .fetch_one(pool)
+            .await?;
+            to_u64("sweep failures", row.try_get::<i64, _>("n")?)
+        })
+    }
+
     /// The counts per chain and state, and the open sweeps' oldest and erring, per chain.
     pub async fn sweep_stats(&self) -> Result<SweepStats, StoreError> {
         on_pool!(self, |pool, d| {

@@ -277,7 +277,15 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
                 self.provider.settled_balance(&from, asset)
             )?;
             let balance = now.min(settled);
-            if balance <= *minimum {
+            if balance <= *minimum
+                || crate::sweeps::failing_too_often(
+                    &self.store,
+                    chain,
+                    from.as_str(),
+                    &crate::sweeps::asset_text(asset),
+                )
+                .await?
+            {
                 continue;
             }
             let mut payment = Payment {

@@ -161,6 +161,33 @@ pub(crate) async fn next_addresses(
     Ok(addresses)
 }
 
+/// How many sweeps of one asset from one address may fail within [`SWEEP_FAILURE_WINDOW`]
+/// before no new one is started: each failure burned a fee (a reverted ERC-20 call, a TRON
+/// transfer out of energy), and the cause is for a person to find (the
+/// `CoinsenseiSweepFailed` alert fires at the first).
+pub const SWEEP_FAILURES_MAX: u64 = 3;
+/// The window [`SWEEP_FAILURES_MAX`] counts in: once the oldest failure leaves it, one more
+/// sweep is tried.
+pub const SWEEP_FAILURE_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+/// Whether sweeps of `asset` from `address` failed [`SWEEP_FAILURES_MAX`] times within
+/// [`SWEEP_FAILURE_WINDOW`]: then no new one is started (said in the log).
+pub(crate) async fn failing_too_often(
+    store: &Store,
+    chain: Chain,
+    address: &str,
+    asset: &str,
+) -> Result<bool, WalletError> {
+    let since = Utc::now()
+        - chrono::Duration::from_std(SWEEP_FAILURE_WINDOW).unwrap_or(chrono::Duration::MAX);
+    let failures = store.sweep_failures(chain, address, asset, since).await?;
+    if failures >= SWEEP_FAILURES_MAX {
+        tracing::warn!(%chain, address, asset, failures, "sweeps of this address failed too often within a day: none is started until the oldest failure is a day old");
+        return Ok(true);
+    }
+    Ok(false)
+}
+
 /// Records a step's error on its sweep (it stays open; the next round tries again).
 pub(crate) async fn note_error(store: &Store, row: &SweepRow, error: &WalletError) {
     // Cut on a character, well inside the store's bound in bytes.
@@ -424,7 +451,9 @@ impl<P: ChainSweep + 'static> Sweeper<P> {
         let at = head.saturating_sub(self.policy.confirmations.saturating_sub(1));
         for (asset, minimum) in &self.policy.minimums {
             let balance = self.sweepable(&from, asset, at).await?;
-            if balance <= *minimum {
+            if balance <= *minimum
+                || failing_too_often(&self.store, chain, from.as_str(), &asset_text(asset)).await?
+            {
                 continue;
             }
             let price = self.provider.sweep_price().await?;
