@@ -3,7 +3,8 @@
 //! it back (tokens moved exactly, the stake home again); a sweep burns TRX topped up when the
 //! staking account cannot lend enough (its delegation refused with java-tron's text); a sweep
 //! that lands failed (out of energy) gives the energy back all the same (and the address is
-//! swept again later, once); a TRX
+//! swept again later, once; three failures of one address within a day stop new sweeps of
+//! it); two sweeps priced in one round never count on the same stake (the second burns); a TRX
 //! sweep leaves its address empty; a round stopped at each await, then run again, ends with
 //! one top-up, one delegation, one sweep and one reclaim. The costs of both paths are printed
 //! (`cargo test -p chain-tron --test energy_sweeps -- --nocapture`).
@@ -471,6 +472,60 @@ async fn repeated_failures_stop_new_sweeps_of_the_address(db: &TestDb) {
     );
 }
 
+/// Two USDT sweeps priced in one round when the staking account can lend for one only: the
+/// node's `getcandelegatedmaxsize` does not know the first sweep's delegation (not sent yet),
+/// so the second counts it as promised and burns TRX instead; without that, its delegation
+/// would be refused at broadcast round after round. Both end swept, no round erring.
+async fn sweeps_priced_together_never_count_on_the_same_stake(db: &TestDb) {
+    use chain::provider::{ChainEnergy, Payment};
+    let setup = Setup::new(db, 50_000).await;
+    let staker = setup.address(STAKER);
+    let first = setup.deposit(0, 4_000_000).await;
+    let second = setup.deposit(0, 5_000_000).await;
+    // What one sweep's delegation stakes, as the sweeper prices it (the deposit address
+    // has no energy of its own).
+    let energy = setup
+        .tron
+        .energy_needed(&Payment {
+            from_index: 0,
+            from: first.clone(),
+            to: setup.address(HOT),
+            asset: Asset::Token(addr(USDT)),
+            amount: Amount::from_u128(4_000_000),
+        })
+        .await
+        .unwrap();
+    let stake = setup.tron.stake_for_energy(&staker, energy).await.unwrap();
+    // Enough for one and a half.
+    setup
+        .ledger
+        .lock()
+        .unwrap()
+        .staked_energy
+        .insert(hex21(&staker), stake + stake / 2);
+    assert!(setup.tron.delegatable(&staker).await.unwrap() >= stake);
+    let sweeper = setup.sweeper();
+    let rows = setup.settle(&sweeper, 12).await;
+    let source = |address: &Address| {
+        rows.iter()
+            .find(|row| row.address == address.to_string())
+            .map(|row| (row.state, row.energy_source))
+    };
+    assert_eq!(
+        source(&first),
+        Some((SweepState::Swept, Some(EnergySource::Delegation))),
+        "{rows:#?}"
+    );
+    assert_eq!(
+        source(&second),
+        Some((SweepState::Swept, Some(EnergySource::Burn))),
+        "{rows:#?}"
+    );
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    assert_eq!((setup.usdt(&first), setup.usdt(&second)), (0, 0));
+    assert!(setup.ledger.lock().unwrap().delegated.is_empty());
+}
+
 async fn a_trx_sweep_leaves_the_address_empty(db: &TestDb) {
     let setup = Setup::new(db, 50_000).await;
     let hot_before = setup.trx(&setup.address(HOT));
@@ -610,6 +665,7 @@ testkit::on_both_stores!(
     a_usdt_sweep_burns_trx_when_the_staker_cannot_lend,
     a_failed_sweep_still_gives_the_energy_back,
     repeated_failures_stop_new_sweeps_of_the_address,
+    sweeps_priced_together_never_count_on_the_same_stake,
     a_trx_sweep_leaves_the_address_empty,
     a_round_stopped_at_each_await_finishes_once,
     only_a_solidified_balance_is_swept,

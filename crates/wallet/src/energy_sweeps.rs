@@ -382,7 +382,10 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
     }
 
     /// Where `missing` energy comes from: lent by the staking account when it can lend that
-    /// much now, else burned (and what burning it costs).
+    /// much now, beside what the open sweeps priced for a delegation not landed yet will ask
+    /// of it (the node's figure does not know them: sweeps started in one round would
+    /// otherwise all count on the same stake, and the later delegations be refused round after
+    /// round); else burned (and what burning it costs).
     async fn energy_source(
         &self,
         missing: u64,
@@ -394,7 +397,19 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
         if let Some(staker) = self.staker()? {
             let stake = self.provider.stake_for_energy(&staker, missing).await?;
             let lendable = self.provider.delegatable(&staker).await?;
-            if lendable >= stake {
+            let promised: u64 = self
+                .store
+                .sweep_open(self.chain(), SWEEPS_OPEN_MAX)
+                .await?
+                .iter()
+                .filter(|row| {
+                    row.energy_source == Some(EnergySource::Delegation)
+                        && row.delegate_txid.is_none()
+                        && row.delegate_from.as_deref() == Some(staker.as_str())
+                })
+                .filter_map(|row| row.delegate_balance)
+                .fold(0, u64::saturating_add);
+            if lendable.saturating_sub(promised) >= stake {
                 return Ok((
                     Some(SweepEnergy {
                         source: EnergySource::Delegation,
@@ -403,7 +418,7 @@ impl<P: ChainEnergy + 'static> EnergySweeper<P> {
                     0,
                 ));
             }
-            tracing::info!(chain = %self.chain(), %staker, lendable, stake, "the staking account cannot lend the energy: it is burned");
+            tracing::info!(chain = %self.chain(), %staker, lendable, promised, stake, "the staking account cannot lend the energy: it is burned");
         }
         Ok((
             Some(SweepEnergy {
