@@ -71,6 +71,88 @@ fn block_ref(block: &Block) -> BlockRef {
     }
 }
 
+/// Internal frames of a call trace deeper than this are refused (geth's call depth is
+/// bounded at 1,024 by the EVM; a deeper answer is not a node's).
+const TRACE_DEPTH_MAX: usize = 1_100;
+
+/// The ETH a transaction's internal calls moved, from its call trace (geth's `callTracer`
+/// root frame): each frame's (position, from, to, value), position being its index in the
+/// trace depth first (the root, the transaction itself, is 0 and left out: its value is
+/// read from the transaction). Only value that really moved: a `CALL` or a `SELFDESTRUCT`'s
+/// payment, with a value above zero, in a frame that did not fail and none of whose callers
+/// failed (a reverted frame undoes everything under it; a transaction that reverted has its
+/// root frame failed). `DELEGATECALL`, `STATICCALL` and `CALLCODE` move nothing to another
+/// account; `CREATE`s pay a new contract, never a deposit address.
+pub fn internal_transfers(
+    root: &serde_json::Value,
+) -> Result<Vec<(u64, EthAddress, EthAddress, alloy::primitives::U256)>, ChainError> {
+    let mut found = Vec::new();
+    // (frame, depth), depth first in order: a stack with each frame's calls pushed reversed.
+    let mut stack = vec![(root, 0usize)];
+    let mut position = 0u64;
+    while let Some((frame, depth)) = stack.pop() {
+        if depth > TRACE_DEPTH_MAX {
+            return Err(ChainError::retriable(
+                "a call trace deeper than the EVM allows",
+            ));
+        }
+        let this = position;
+        position += 1;
+        // A failed frame: nothing in it or under it happened; its subtree is skipped whole
+        // (and still counted, so the positions after it are the trace's own).
+        let failed = frame.get("error").is_some_and(|error| !error.is_null());
+        let calls = frame["calls"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if failed {
+            position += subtree_size(calls, depth + 1)?;
+            continue;
+        }
+        for call in calls.iter().rev() {
+            stack.push((call, depth + 1));
+        }
+        if this == 0 {
+            continue;
+        }
+        let kind = frame["type"].as_str().unwrap_or("");
+        if !matches!(kind, "CALL" | "SELFDESTRUCT") {
+            continue;
+        }
+        let value = match frame["value"].as_str() {
+            Some(text) => text.parse::<alloy::primitives::U256>().map_err(|_| {
+                ChainError::retriable(format!("a call frame's value {text:?} is not a number"))
+            })?,
+            None => continue,
+        };
+        if value.is_zero() {
+            continue;
+        }
+        let address = |field: &str| {
+            frame[field]
+                .as_str()
+                .and_then(|text| text.parse::<EthAddress>().ok())
+                .ok_or_else(|| {
+                    ChainError::retriable(format!("a {kind} frame without a valid `{field}`"))
+                })
+        };
+        found.push((this, address("from")?, address("to")?, value));
+    }
+    Ok(found)
+}
+
+/// How many frames `calls` and everything under them hold.
+fn subtree_size(calls: &[serde_json::Value], depth: usize) -> Result<u64, ChainError> {
+    if depth > TRACE_DEPTH_MAX {
+        return Err(ChainError::retriable(
+            "a call trace deeper than the EVM allows",
+        ));
+    }
+    let mut size = 0u64;
+    for call in calls {
+        let inner = call["calls"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        size += 1 + subtree_size(inner, depth + 1)?;
+    }
+    Ok(size)
+}
+
 impl Ethereum {
     /// Blocks `from..=to`, in order, each in full (`full`: with its transactions) or with
     /// transaction hashes only; a block past the head is a retriable error.
@@ -116,7 +198,8 @@ impl Ethereum {
     }
 
     /// ETH paid to `watch` by the transactions of `blocks` (full blocks), reverted ones left
-    /// out (their receipts are asked for in one batch).
+    /// out (their receipts are asked for in one batch), and with internal transfers read, by
+    /// contracts' internal calls ([`internal_transfers`]).
     pub(crate) async fn native_in(
         &self,
         blocks: &[Block],
@@ -127,6 +210,36 @@ impl Ethereum {
             .iter()
             .filter_map(|address| Some((address.ethereum_bytes()?, address)))
             .collect();
+        let mut deposits = self.top_level_in(blocks, &watched).await?;
+        if self.reads_internal_transfers() && !watched.is_empty() {
+            for block in blocks {
+                let reference = block_ref(block);
+                for (txid, root) in self.call_traces(block.header.hash).await? {
+                    for (position, from, to, value) in internal_transfers(&root)? {
+                        let Some(to) = watched.get(&to.into_array()) else {
+                            continue;
+                        };
+                        deposits.push(NativeDeposit {
+                            txid,
+                            position,
+                            block: reference.clone(),
+                            from,
+                            to: (*to).clone(),
+                            amount: Amount::from_base_units(value),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(deposits)
+    }
+
+    /// ETH paid to `watched` by the transactions' own values.
+    async fn top_level_in(
+        &self,
+        blocks: &[Block],
+        watched: &HashMap<[u8; 20], &Address>,
+    ) -> Result<Vec<NativeDeposit>, ChainError> {
         let mut hits = Vec::new();
         for block in blocks {
             for transaction in block.transactions.txns() {
@@ -166,6 +279,7 @@ impl Ethereum {
                 .ok_or_else(|| ChainError::permanent("a recipient not asked for"))?;
             deposits.push(NativeDeposit {
                 txid: transaction.tx_hash(),
+                position: 0,
                 block,
                 from: transaction.from(),
                 to,
@@ -364,7 +478,7 @@ impl ChainRead for Ethereum {
             .into_iter()
             .map(|found| Deposit {
                 txid: txid_text(found.txid),
-                position: 0,
+                position: found.position,
                 block: found.block,
                 asset: Asset::Native,
                 from: Some(found.from.to_checksum(None)),
@@ -697,5 +811,79 @@ impl ChainReplace for Ethereum {
             tx: replacement,
             key,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn frame(kind: &str, to: u8, value: u64, calls: Vec<serde_json::Value>) -> serde_json::Value {
+        json!({
+            "type": kind,
+            "from": format!("0x{}", "11".repeat(20)),
+            "to": format!("0x{}", format!("{to:02x}").repeat(20)),
+            "value": format!("0x{value:x}"),
+            "calls": calls,
+        })
+    }
+
+    fn failed(mut frame: serde_json::Value) -> serde_json::Value {
+        frame["error"] = json!("execution reverted");
+        frame
+    }
+
+    /// Depth-first positions, the root left out; only CALL and SELFDESTRUCT value that moved:
+    /// not a delegate or static call's, not a zero value, nothing in or under a failed frame
+    /// (whose frames still count for the positions after it), nothing of a failed root.
+    #[test]
+    fn internal_transfers_are_the_value_that_really_moved_at_trace_positions() {
+        let trace = frame(
+            "CALL",
+            0xaa,
+            7,
+            vec![
+                frame("CALL", 0x01, 100, vec![frame("CALL", 0x02, 20, vec![])]),
+                frame("DELEGATECALL", 0x03, 50, vec![]),
+                failed(frame(
+                    "CALL",
+                    0x04,
+                    30,
+                    vec![frame(
+                        "CALL",
+                        0x05,
+                        30,
+                        vec![frame("CALL", 0x06, 1, vec![])],
+                    )],
+                )),
+                frame("STATICCALL", 0x07, 0, vec![]),
+                frame("CALL", 0x08, 0, vec![]),
+                frame("SELFDESTRUCT", 0x09, 40, vec![]),
+                frame("CALLCODE", 0x0a, 3, vec![]),
+            ],
+        );
+        let found: Vec<(u64, u8, u64)> = internal_transfers(&trace)
+            .unwrap()
+            .into_iter()
+            .map(|(position, _, to, value)| (position, to.0[0], value.to::<u64>()))
+            .collect();
+        // Positions: root 0, 0x01 1, 0x02 2, 0x03 3, 0x04 4 (failed), 0x05 5, 0x06 6, 0x07 7,
+        // 0x08 8, 0x09 9, 0x0a 10.
+        assert_eq!(found, vec![(1, 0x01, 100), (2, 0x02, 20), (9, 0x09, 40)]);
+        assert!(
+            internal_transfers(&failed(trace.clone()))
+                .unwrap()
+                .is_empty(),
+            "a reverted transaction moved nothing"
+        );
+        assert!(
+            internal_transfers(&json!({"type": "CALL"}))
+                .unwrap()
+                .is_empty()
+        );
+        let mut bad = frame("CALL", 0xaa, 0, vec![frame("CALL", 0x01, 1, vec![])]);
+        bad["calls"][0]["to"] = json!("nobody");
+        assert!(internal_transfers(&bad).is_err());
     }
 }

@@ -83,6 +83,9 @@ pub struct Ethereum {
     shown: String,
     /// The endpoint as the HTTP client prints it, to scrub from error messages.
     secret: String,
+    /// Whether a scan also reads ETH paid by contracts' internal calls, from each block's
+    /// call trace ([`Ethereum::with_internal_transfers`]).
+    internal: bool,
 }
 
 impl std::fmt::Debug for Ethereum {
@@ -153,11 +156,14 @@ pub struct TokenDeposit {
     pub amount: Amount,
 }
 
-/// ETH sent to one of our addresses by a transaction of a block (internal transfers made by
-/// contracts are not in the block's transactions and are not credited here).
+/// ETH sent to one of our addresses by a transaction of a block, or, with
+/// [`Ethereum::with_internal_transfers`], by a contract's internal call within one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NativeDeposit {
     pub txid: B256,
+    /// 0 for the transaction's own value; an internal call's index in the transaction's call
+    /// trace, depth first (the transaction's own call is 0).
+    pub position: u64,
     pub block: BlockRef,
     pub from: EthAddress,
     pub to: Address,
@@ -250,6 +256,7 @@ impl Ethereum {
             fixed: None,
             shown,
             secret,
+            internal: false,
         };
         let chain_id = client
             .provider
@@ -284,6 +291,65 @@ impl Ethereum {
 
     pub fn chain_id(&self) -> u64 {
         self.chain_id
+    }
+
+    /// Scans also read ETH that contracts pay our addresses by internal calls (a smart
+    /// contract wallet's or a batch payout's), from each block's call trace
+    /// (`debug_traceBlockByHash` with geth's `callTracer`, which geth, Erigon, Nethermind, Reth
+    /// and anvil answer): one more call per block scanned. Asks the node once now, so that a
+    /// node without it is refused here, with the reason, rather than at every scan.
+    pub async fn with_internal_transfers(mut self) -> Result<Ethereum, ChainError> {
+        let head = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(|error| self.scrub(error))?
+            .ok_or_else(|| ChainError::retriable("the node has no latest block"))?;
+        self.call_traces(head.header.hash).await.map_err(|error| {
+            ChainError::permanent(format!(
+                "the node cannot trace a block's calls (debug_traceBlockByHash with callTracer), which reading ETH paid by contracts needs: {}",
+                error.message
+            ))
+        })?;
+        self.internal = true;
+        Ok(self)
+    }
+
+    /// Whether scans read internal transfers ([`Ethereum::with_internal_transfers`]).
+    pub fn reads_internal_transfers(&self) -> bool {
+        self.internal
+    }
+
+    /// The call trace of every transaction of block `hash`: (txid, its root call frame).
+    pub(crate) async fn call_traces(
+        &self,
+        hash: B256,
+    ) -> Result<Vec<(B256, serde_json::Value)>, ChainError> {
+        let traces: serde_json::Value = self
+            .provider
+            .raw_request(
+                "debug_traceBlockByHash".into(),
+                (hash, serde_json::json!({"tracer": "callTracer"})),
+            )
+            .await
+            .map_err(|error| self.scrub(error))?;
+        let entries = traces.as_array().ok_or_else(|| {
+            ChainError::retriable(format!("block {hash}'s call trace is not a list"))
+        })?;
+        entries
+            .iter()
+            .map(|entry| {
+                let txid = entry["txHash"]
+                    .as_str()
+                    .and_then(|text| text.parse::<B256>().ok())
+                    .ok_or_else(|| {
+                        ChainError::retriable(format!(
+                            "block {hash}'s call trace has an entry without its txHash"
+                        ))
+                    })?;
+                Ok((txid, entry["result"].clone()))
+            })
+            .collect()
     }
 
     /// The cap on the fee per gas of payments built through [`chain::provider::ChainBuild`].

@@ -62,6 +62,7 @@ const ENV_KEYS: &[&str] = &[
     "ethereum_deposit_xpub",
     "bitcoin_deposit_xpub",
     "ethereum_deposit_confirmations",
+    "ethereum_deposit_internal_transfers",
     "bitcoin_deposit_confirmations",
     "tron_deposit_start_block",
     "ethereum_deposit_start_block",
@@ -258,6 +259,10 @@ pub struct RawConfig {
     /// Blocks on top of an Ethereum deposit's block before it is credited (default 12); a
     /// block at or below the node's `finalized` block is credited too.
     pub ethereum_deposit_confirmations: u64,
+    /// Whether the Ethereum deposit worker also reads ETH that contracts pay the deposit
+    /// addresses by internal calls, from each block's call trace (default false: the node
+    /// must answer `debug_traceBlockByHash` with `callTracer`, which many hosted ones do not).
+    pub ethereum_deposit_internal_transfers: bool,
     /// Confirmations of a Bitcoin deposit before it is credited (default 6; never 0).
     pub bitcoin_deposit_confirmations: u64,
     /// The block a chain's deposit scanner starts from when it has no cursor yet (default:
@@ -449,6 +454,7 @@ impl Default for RawConfig {
             ethereum_deposit_xpub: None,
             bitcoin_deposit_xpub: None,
             ethereum_deposit_confirmations: 12,
+            ethereum_deposit_internal_transfers: false,
             bitcoin_deposit_confirmations: 6,
             tron_deposit_start_block: None,
             ethereum_deposit_start_block: None,
@@ -2194,6 +2200,8 @@ pub struct DepositSettings {
     /// Each configured chain's deposit account xpub, checked to be of the deposit account.
     pub xpubs: Vec<(Chain, signer::Xpub)>,
     pub ethereum_confirmations: u64,
+    /// Whether Ethereum deposits include ETH paid by contracts' internal calls.
+    pub ethereum_internal_transfers: bool,
     pub bitcoin_confirmations: u64,
     pub start_blocks: Vec<(Chain, u64)>,
     /// (chain, asset as stored: `native` or the contract, threshold in base units).
@@ -2427,6 +2435,7 @@ fn deposit_settings(
     Ok(DepositSettings {
         xpubs,
         ethereum_confirmations: raw.ethereum_deposit_confirmations,
+        ethereum_internal_transfers: raw.ethereum_deposit_internal_transfers,
         bitcoin_confirmations: raw.bitcoin_deposit_confirmations,
         start_blocks,
         dust,

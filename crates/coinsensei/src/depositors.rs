@@ -240,7 +240,13 @@ async fn connect(
             let node = settings.ethereum.as_ref().context(
                 "no Ethereum node configured: set ethereum_rpc_url (COINSENSEI_ETHEREUM_RPC_URL)",
             )?;
-            let provider = chain_ethereum::Ethereum::connect(&node.rpc_url, node.chain_id).await?;
+            let mut provider =
+                chain_ethereum::Ethereum::connect(&node.rpc_url, node.chain_id).await?;
+            if deposits.ethereum_internal_transfers {
+                provider = provider.with_internal_transfers().await.context(
+                    "ethereum_deposit_internal_transfers is set: the node must trace blocks' calls",
+                )?;
+            }
             let start = start_block(&store, &provider, deposits.start_block(chain)).await?;
             let policy = ScanPolicy {
                 confirmations: deposits.ethereum_confirmations,

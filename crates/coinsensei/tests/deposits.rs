@@ -2,9 +2,11 @@
 //! against a private anvil (one block a second), the deposit xpub exported by `coinsensei keys
 //! xpub --deposit` from a keystore the control plane and the workers never open, addresses
 //! issued through `/api/v1/deposit-addresses` (and `coinsensei deposits address --server`),
-//! ETH and an ERC-20 of the configured catalogue sent on the chain, and the deposits read
-//! through `GET /api/v1/deposits`: each credited exactly once at its depth, also after the
-//! scanning worker is SIGKILLed and comes back. On both stores.
+//! ETH and an ERC-20 of the configured catalogue sent on the chain, ETH paid by a contract's
+//! internal calls (`ethereum_deposit_internal_transfers`: one payment credited at its call's
+//! position, one made inside a call that reverted never), and the deposits read through
+//! `GET /api/v1/deposits`: each credited exactly once at its depth, also after the scanning
+//! worker is SIGKILLed and comes back. On both stores.
 
 mod common;
 
@@ -18,6 +20,33 @@ use testkit::{Anvil, Backend, TestDb, wait_for};
 const MNEMONIC: &str = "test test test test test test test test test test test junk";
 /// anvil's first account (key 0 of the mnemonic): unlocked, funded, the token's deployer.
 const SENDER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+/// `fixtures/erc20/EthSplitter.sol`: pays ETH by internal calls.
+const SPLITTER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/EthSplitter.bin");
+
+/// A function's selector and its arguments, ABI-encoded: each a 32-byte word (addresses and
+/// numbers), or a dynamic array of words after the head.
+fn calldata(signature: &str, words: &[String], arrays: &[Vec<String>]) -> String {
+    let selector = &alloy_primitives::keccak256(signature.as_bytes())[..4];
+    let mut head = String::new();
+    let mut tail = String::new();
+    let head_words = words.len() + arrays.len();
+    for word in words {
+        head.push_str(word);
+    }
+    for array in arrays {
+        let offset = 32 * head_words + tail.len() / 2;
+        head.push_str(&format!("{offset:064x}"));
+        tail.push_str(&format!("{:064x}", array.len()));
+        for word in array {
+            tail.push_str(word);
+        }
+    }
+    format!("0x{}{head}{tail}", alloy_primitives::hex::encode(selector))
+}
+
+fn address_word(address: &str) -> String {
+    format!("{:0>64}", address.trim_start_matches("0x").to_lowercase())
+}
 
 /// Sends a transaction from the unlocked `SENDER` and waits for its receipt.
 async fn send(anvil: &Anvil, transaction: Value) -> Value {
@@ -52,6 +81,12 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
     )
     .await;
     let token = deployed["contractAddress"].as_str().unwrap().to_string();
+    let deployed = send(
+        &anvil,
+        json!({"data": format!("0x{}", SPLITTER_BIN.trim()), "gas": "0x2dc6c0"}),
+    )
+    .await;
+    let splitter = deployed["contractAddress"].as_str().unwrap().to_string();
     // Scanning starts here: no address is issued before.
     let head = rpc(&anvil, "eth_blockNumber", json!([])).await;
     let head = u64::from_str_radix(head.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
@@ -64,6 +99,7 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
              ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\n\
              ethereum_deposit_confirmations = 2\nethereum_deposit_xpub = \"{xpub}\"\n\
              ethereum_deposit_start_block = {head}\n\
+             ethereum_deposit_internal_transfers = true\n\
              [[assets]]\nchain = \"ethereum\"\nsymbol = \"USDT\"\ndecimals = 6\ncontract = \"{token}\"\n\
              [[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\n\
              [[workers]]\nkind = \"deposit\"\nchain = \"ethereum\"\n",
@@ -140,14 +176,45 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
     )
     .await; // 12.5 USDT
     send(&anvil, json!({"to": second, "value": "0x3782dace9d90000"})).await; // 0.25 ETH
+    // A contract pays 0.1 ETH to the second address by an internal call (beside 0.05 to
+    // nobody of ours), then pays the first 0.3 ETH inside a call that reverts.
+    let paid = send(
+        &anvil,
+        json!({
+            "to": splitter,
+            "value": format!("{:#x}", 150_000_000_000_000_000u128),
+            "gas": "0x2dc6c0",
+            "data": calldata(
+                "split(address[],uint256[])",
+                &[],
+                &[
+                    vec![address_word(&second), address_word("0x000000000000000000000000000000000000dEaD")],
+                    vec![format!("{:064x}", 100_000_000_000_000_000u128), format!("{:064x}", 50_000_000_000_000_000u128)],
+                ],
+            ),
+        }),
+    )
+    .await;
+    assert_eq!(paid["status"], "0x1", "{paid}");
+    let undone = send(
+        &anvil,
+        json!({
+            "to": splitter,
+            "value": format!("{:#x}", 300_000_000_000_000_000u128),
+            "gas": "0x2dc6c0",
+            "data": calldata("payInRevertedCall(address)", &[address_word(&one)], &[]),
+        }),
+    )
+    .await;
+    assert_eq!(undone["status"], "0x1", "{undone}");
 
     let credited = wait_for(
-        "three credited deposits",
+        "four credited deposits",
         Duration::from_secs(90),
         || async {
             let page = get(&api, "/api/v1/deposits?state=credited").await;
             let rows = page["deposits"].as_array().cloned().unwrap_or_default();
-            (rows.len() == 3).then_some(rows)
+            (rows.len() == 4).then_some(rows)
         },
     )
     .await;
@@ -167,8 +234,20 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
         vec![
             ("user:1".into(), "ETH".into(), "0.5".into()),
             ("user:1".into(), "USDT".into(), "12.5".into()),
+            ("user:2".into(), "ETH".into(), "0.1".into()),
             ("user:2".into(), "ETH".into(), "0.25".into()),
         ]
+    );
+    let internal = credited.iter().find(|row| row["amount"] == "0.1").unwrap();
+    assert_eq!(internal["txid"], paid["transactionHash"], "{internal}");
+    assert_eq!(
+        internal["position"], 1,
+        "the first call the contract made: {internal}"
+    );
+    assert_eq!(
+        internal["sender"].as_str().map(str::to_lowercase),
+        Some(splitter.to_lowercase()),
+        "{internal}"
     );
     let user1 = get(&api, "/api/v1/deposits?reference=user:1").await;
     assert_eq!(user1["deposits"].as_array().unwrap().len(), 2, "{user1}");
@@ -180,7 +259,7 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let all = get(&api, "/api/v1/deposits").await;
     let rows = all["deposits"].as_array().unwrap();
-    assert_eq!(rows.len(), 3, "{all}");
+    assert_eq!(rows.len(), 4, "nothing of the reverted call: {all}");
     assert!(rows.iter().all(|row| row["state"] == "credited"), "{all}");
     // The local CLI reads the same.
     let listed = run(
@@ -190,7 +269,7 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
     .await;
     assert!(listed.status.success(), "{}", stderr(&listed));
     let listed: Vec<Value> = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(listed.len(), 3);
+    assert_eq!(listed.len(), 4);
     assert!(up.stop().await.success());
 }
 
