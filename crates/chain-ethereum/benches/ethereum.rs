@@ -7,9 +7,9 @@
 //!   node accepted the last one; then blocks are mined until every one is in, successful;
 //! - deposit scanning: blocks per second through the wallet's scanner (read, check, store
 //!   with deposits, credit) over blocks each holding an ERC-20 transfer, half of them to
-//!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone; with the
-//!   50 paid addresses watched, then with 100,000 more (COINSENSEI_BENCH_WATCHED), the
-//!   issue's figure.
+//!   watched addresses, on Postgres and on SQLite; and the adapter's `scan` alone, without and
+//!   with call traces (ETH paid by contracts, `with_internal_transfers`); with the 50 paid
+//!   addresses watched, then with 100,000 more (COINSENSEI_BENCH_WATCHED), the figure.
 //!
 //! Run with `cargo xtask bench ethereum` (installs anvil), or with COINSENSEI_ANVIL set:
 //! `cargo bench -p chain-ethereum --bench ethereum`. COINSENSEI_BENCH_TRANSFERS sets the count
@@ -297,6 +297,22 @@ async fn scan_with(
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "    the adapter's scan alone: {:.0} blocks/s ({found} deposits)",
+        count as f64 / elapsed
+    );
+    // The same with ETH paid by contracts read too: one call trace per block.
+    let traced = client.clone().with_internal_transfers().await.unwrap();
+    let started = Instant::now();
+    let mut traced_found = 0;
+    let mut from = first;
+    while from <= last {
+        let to = last.min(from + 499);
+        traced_found += traced.scan(from, to, &watch).await.unwrap().deposits.len();
+        from = to + 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(traced_found, found, "the traces add no deposit here");
+    println!(
+        "    the adapter's scan with call traces (ethereum_deposit_internal_transfers): {:.0} blocks/s",
         count as f64 / elapsed
     );
 }

@@ -212,9 +212,21 @@ impl Ethereum {
             .collect();
         let mut deposits = self.top_level_in(blocks, &watched).await?;
         if self.reads_internal_transfers() && !watched.is_empty() {
-            for block in blocks {
-                let reference = block_ref(block);
-                for (txid, root) in self.call_traces(block.header.hash).await? {
+            // Each block's trace is one call, [`REQUESTS_IN_FLIGHT`] of them at once.
+            let wanted: Vec<(B256, BlockRef)> = blocks
+                .iter()
+                .map(|block| (block.header.hash, block_ref(block)))
+                .collect();
+            let traces: Vec<_> = futures_util::stream::iter(wanted)
+                .map(|(hash, reference)| async move {
+                    let traces = self.call_traces(hash).await?;
+                    Ok::<_, ChainError>((reference, traces))
+                })
+                .buffered(REQUESTS_IN_FLIGHT)
+                .try_collect()
+                .await?;
+            for (reference, block_traces) in traces {
+                for (txid, root) in block_traces {
                     for (position, from, to, value) in internal_transfers(&root)? {
                         let Some(to) = watched.get(&to.into_array()) else {
                             continue;
