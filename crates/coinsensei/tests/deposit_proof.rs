@@ -5,7 +5,9 @@
 //! minute; `cargo xtask proof deposits`: the issue's 1,000 to 200, about three minutes in a
 //! debug build): ETH and the catalogue's ERC-20 from plain accounts, the ERC-20 paid by a
 //! contract (`Forwarder`: several `Transfer` logs in one transaction, each its own position),
-//! mixed with zero-value token transfers (address-poisoning spam, from accounts and from the
+//! ETH paid by a contract (`EthSplitter`: several internal calls in one transaction, each its
+//! own position in the call trace, read with `ethereum_deposit_internal_transfers`), mixed
+//! with zero-value token transfers (address-poisoning spam, from accounts and from the
 //! contract), ETH dust, and a fake "USDT" (same name, symbol and decimals, another contract).
 //!
 //! In the middle, a reorg by `evm_snapshot` / `evm_revert` with the blocks mined by hand:
@@ -43,6 +45,9 @@ use testkit::{Anvil, Backend, TestDb, wait_for};
 const MNEMONIC: &str = "test test test test test test test test test test test junk";
 const FAKE_USDT_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/FakeUsdt.bin");
 const FORWARDER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/Forwarder.bin");
+const SPLITTER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/EthSplitter.bin");
+/// `split(address[],uint256[])`.
+const SPLIT: &str = "2a526d58";
 /// `forward(address,address[],uint256[])`.
 const FORWARD: &str = "a417ddfd";
 const USDT: u128 = 1_000_000;
@@ -93,6 +98,8 @@ enum Kind {
     Token,
     /// The token, paid by the forwarder contract.
     Forwarded,
+    /// ETH, paid by the splitter contract's internal calls.
+    Split,
 }
 
 /// What must become of a transfer the test sent.
@@ -166,6 +173,7 @@ struct Devnet {
     token: String,
     fake: String,
     forwarder: String,
+    splitter: String,
     /// anvil's keys 0 to 9 (0 the hot wallet, 1 the gas wallet).
     keys: Vec<String>,
 }
@@ -274,6 +282,72 @@ fn forward_data(token: &str, payments: &[(String, u128)]) -> String {
     data
 }
 
+/// Sends the forwarder's token payments of `forwarded` from `from`, each recorded at its log's
+/// position in the transaction.
+async fn send_forwarded(
+    chain: &Devnet,
+    from: u32,
+    forwarded: &mut Vec<(String, u128)>,
+    sent: &mut HashMap<Key, Sent>,
+    txids: &mut Vec<String>,
+) {
+    let txid = chain
+        .send(
+            from,
+            json!({"to": chain.forwarder, "data": forward_data(&chain.token, forwarded)}),
+        )
+        .await;
+    for (position, (address, amount)) in forwarded.drain(..).enumerate() {
+        sent.insert(
+            key(&txid, &chain.token, position as u64),
+            Sent::new(address, amount, Fate::Credited),
+        );
+    }
+    txids.push(txid);
+}
+
+/// `split(to, amounts)` call data.
+fn split_data(payments: &[(String, u128)]) -> String {
+    let n = payments.len();
+    let mut data = format!("0x{SPLIT}");
+    data.push_str(&format!("{:064x}", 0x40));
+    data.push_str(&format!("{:064x}", 0x40 + 32 * (n + 1)));
+    data.push_str(&format!("{n:064x}"));
+    for (to, _) in payments {
+        data.push_str(&word(to));
+    }
+    data.push_str(&format!("{n:064x}"));
+    for (_, amount) in payments {
+        data.push_str(&format!("{amount:064x}"));
+    }
+    data
+}
+
+/// Sends the splitter's payments of `split` from `from` (their sum as the call's value),
+/// each recorded at its call's position in the trace (the transaction's own is 0).
+async fn send_split(
+    chain: &Devnet,
+    from: u32,
+    split: &mut Vec<(String, u128)>,
+    sent: &mut HashMap<Key, Sent>,
+    txids: &mut Vec<String>,
+) {
+    let total: u128 = split.iter().map(|(_, amount)| amount).sum();
+    let txid = chain
+        .send(
+            from,
+            json!({"to": chain.splitter, "value": format!("{total:#x}"), "data": split_data(split), "gas": "0x7a120"}),
+        )
+        .await;
+    for (n, (address, amount)) in split.drain(..).enumerate() {
+        sent.insert(
+            key(&txid, "native", n as u64 + 1),
+            Sent::new(address, amount, Fate::Credited),
+        );
+    }
+    txids.push(txid);
+}
+
 /// Every Ethereum deposit in the store, oldest first.
 async fn all_deposits(store: &Store) -> Vec<DepositRow> {
     let mut rows = Vec::new();
@@ -372,12 +446,14 @@ async fn deposits_proof(backend: Backend) {
         token: String::new(),
         fake: String::new(),
         forwarder: String::new(),
+        splitter: String::new(),
         keys,
     };
     let supply = format!("{:064x}", 1_000_000_000 * USDT);
     chain.token = chain.deploy(TOKEN_BIN, &supply).await;
     chain.fake = chain.deploy(FAKE_USDT_BIN, &supply).await;
     chain.forwarder = chain.deploy(FORWARDER_BIN, "").await;
+    chain.splitter = chain.deploy(SPLITTER_BIN, "").await;
     let funded: Vec<u32> = CUSTOMERS.chain([REVERSED_SENDER, REMINED_SENDER]).collect();
     for &customer in &funded {
         let to = chain.keys[customer as usize].clone();
@@ -412,6 +488,7 @@ async fn deposits_proof(backend: Backend) {
              ethereum_rpc_url = \"{}\"\nethereum_chain_id = 31337\n\
              ethereum_deposit_confirmations = {CONFIRMATIONS}\nethereum_deposit_xpub = \"{xpub}\"\n\
              ethereum_deposit_start_block = {start}\n\
+             ethereum_deposit_internal_transfers = true\n\
              ethereum_hot_wallet_index = 0\nethereum_gas_wallet_index = 1\n\
              ethereum_internal_addresses = [\"{hot}\", \"{gas}\"]\n\
              ethereum_sweep_base_fee_max_gwei = 100\n\
@@ -468,6 +545,7 @@ async fn deposits_proof(backend: Backend) {
     // Six deposits in the reorg, four more re-mined, two on the new branch.
     let ordinary = size.deposits - 16;
     let mut forwarded: Vec<(String, u128)> = Vec::new();
+    let mut split: Vec<(String, u128)> = Vec::new();
     let mut customer = CUSTOMERS.cycle();
     for n in 0..ordinary {
         let address = addresses[n % size.addresses].clone();
@@ -477,6 +555,8 @@ async fn deposits_proof(backend: Backend) {
         let kind = match round % 3 {
             0 if !token_only => Kind::Eth,
             0 | 1 => Kind::Token,
+            // ETH from the contract to every other address paid by it (never a token-only one).
+            _ if !token_only && n % 2 == 1 => Kind::Split,
             _ => Kind::Forwarded,
         };
         let from = customer.next().unwrap();
@@ -511,21 +591,15 @@ async fn deposits_proof(backend: Backend) {
             }
             Kind::Forwarded => {
                 forwarded.push((address, 3 * USDT + n as u128));
-                // Ten to a transaction (and what is left at the end).
-                if forwarded.len() == 10 || n + 1 == ordinary {
-                    let txid = chain
-                        .send(
-                            from,
-                            json!({"to": forwarder, "data": forward_data(&token, &forwarded)}),
-                        )
-                        .await;
-                    for (position, (address, amount)) in forwarded.drain(..).enumerate() {
-                        sent.insert(
-                            key(&txid, &token, position as u64),
-                            Sent::new(address, amount, Fate::Credited),
-                        );
-                    }
-                    txids.push(txid);
+                // Ten to a transaction (what is left at the end, after the loop).
+                if forwarded.len() == 10 {
+                    send_forwarded(&chain, from, &mut forwarded, &mut sent, &mut txids).await;
+                }
+            }
+            Kind::Split => {
+                split.push((address, ETHER / 80 + n as u128 * 1_000_000_000_000));
+                if split.len() == 10 {
+                    send_split(&chain, from, &mut split, &mut sent, &mut txids).await;
                 }
             }
         }
@@ -566,6 +640,13 @@ async fn deposits_proof(backend: Backend) {
             txids.push(txid);
         }
     }
+    // What the last rounds left in a batch.
+    if !forwarded.is_empty() {
+        send_forwarded(&chain, 2, &mut forwarded, &mut sent, &mut txids).await;
+    }
+    if !split.is_empty() {
+        send_split(&chain, 2, &mut split, &mut sent, &mut txids).await;
+    }
     // Zero-value transfers from the contract too: five logs of nothing in one transaction.
     let spam: Vec<(String, u128)> = (0..5).map(|n| (addresses[n * 3].clone(), 0)).collect();
     let txid = chain
@@ -594,8 +675,13 @@ async fn deposits_proof(backend: Backend) {
         .map(|receipt| receipt["logs"].as_array().unwrap().len())
         .sum();
     assert!(forwarded_logs > 0);
+    let split_payments = sent
+        .keys()
+        .filter(|(_, asset, position)| asset == "native" && *position > 0)
+        .count();
+    assert!(split_payments > 0, "ETH paid by the contract");
     println!(
-        "phase 1: {} transactions mined ({} deposits, {} fake), {:.1} s",
+        "phase 1: {} transactions mined ({} deposits, {split_payments} of them ETH by internal calls, {} fake), {:.1} s",
         txids.len(),
         sent.len(),
         fakes.len(),
