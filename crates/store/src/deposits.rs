@@ -315,7 +315,6 @@ impl Store {
         Ok(())
     }
 
-    /// Deposits newest first, each with its address's reference.
     /// Which of `outpoints` (txid, position) are `credited` deposits of `chain`: a Bitcoin
     /// payout may spend those where they lie, and no other deposit output. Asked
     /// [`CREDITED_LOOKUP_CHUNK`] at a time.
@@ -362,6 +361,7 @@ impl Store {
         Ok(credited)
     }
 
+    /// Deposits newest first, each with its address's reference.
     pub async fn deposit_list(&self, list: &DepositList) -> Result<Vec<DepositView>, StoreError> {
         let limit = check_limit(list.limit)?;
         let columns: Vec<String> = DEPOSIT_COLUMNS
