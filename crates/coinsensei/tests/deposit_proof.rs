@@ -33,7 +33,10 @@ mod common;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::anvil::{TOKEN_BIN, eth_balance, head, nonce, rpc, token_balance, transfer_data, word};
+use common::anvil::{
+    TOKEN_BIN, call_data, eth_balance, head, nonce, payment_arrays, rpc, token_balance,
+    transfer_data, word,
+};
 use common::hooks::Hooks;
 use common::*;
 use domain::Chain;
@@ -46,10 +49,6 @@ const MNEMONIC: &str = "test test test test test test test test test test test j
 const FAKE_USDT_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/FakeUsdt.bin");
 const FORWARDER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/Forwarder.bin");
 const SPLITTER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/EthSplitter.bin");
-/// `split(address[],uint256[])`.
-const SPLIT: &str = "2a526d58";
-/// `forward(address,address[],uint256[])`.
-const FORWARD: &str = "a417ddfd";
 const USDT: u128 = 1_000_000;
 const GWEI: u128 = 1_000_000_000;
 const ETHER: u128 = 1_000_000_000_000_000_000;
@@ -267,19 +266,11 @@ impl Devnet {
 
 /// `forward(token, to, amounts)` call data.
 fn forward_data(token: &str, payments: &[(String, u128)]) -> String {
-    let n = payments.len();
-    let mut data = format!("0x{FORWARD}{}", word(token));
-    data.push_str(&format!("{:064x}", 0x60));
-    data.push_str(&format!("{:064x}", 0x60 + 32 * (n + 1)));
-    data.push_str(&format!("{n:064x}"));
-    for (to, _) in payments {
-        data.push_str(&word(to));
-    }
-    data.push_str(&format!("{n:064x}"));
-    for (_, amount) in payments {
-        data.push_str(&format!("{amount:064x}"));
-    }
-    data
+    call_data(
+        "forward(address,address[],uint256[])",
+        &[word(token)],
+        &payment_arrays(payments),
+    )
 }
 
 /// Sends the forwarder's token payments of `forwarded` from `from`, each recorded at its log's
@@ -308,19 +299,7 @@ async fn send_forwarded(
 
 /// `split(to, amounts)` call data.
 fn split_data(payments: &[(String, u128)]) -> String {
-    let n = payments.len();
-    let mut data = format!("0x{SPLIT}");
-    data.push_str(&format!("{:064x}", 0x40));
-    data.push_str(&format!("{:064x}", 0x40 + 32 * (n + 1)));
-    data.push_str(&format!("{n:064x}"));
-    for (to, _) in payments {
-        data.push_str(&word(to));
-    }
-    data.push_str(&format!("{n:064x}"));
-    for (_, amount) in payments {
-        data.push_str(&format!("{amount:064x}"));
-    }
-    data
+    call_data("split(address[],uint256[])", &[], &payment_arrays(payments))
 }
 
 /// Sends the splitter's payments of `split` from `from` (their sum as the call's value),

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::anvil::{TOKEN_BIN, rpc};
+use common::anvil::{TOKEN_BIN, call_data, payment_arrays, rpc, word};
 use common::*;
 use serde_json::{Value, json};
 use testkit::{Anvil, Backend, TestDb, wait_for};
@@ -22,31 +22,6 @@ const MNEMONIC: &str = "test test test test test test test test test test test j
 const SENDER: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 /// `fixtures/erc20/EthSplitter.sol`: pays ETH by internal calls.
 const SPLITTER_BIN: &str = include_str!("../../chain-ethereum/fixtures/erc20/EthSplitter.bin");
-
-/// A function's selector and its arguments, ABI-encoded: each a 32-byte word (addresses and
-/// numbers), or a dynamic array of words after the head.
-fn calldata(signature: &str, words: &[String], arrays: &[Vec<String>]) -> String {
-    let selector = &alloy_primitives::keccak256(signature.as_bytes())[..4];
-    let mut head = String::new();
-    let mut tail = String::new();
-    let head_words = words.len() + arrays.len();
-    for word in words {
-        head.push_str(word);
-    }
-    for array in arrays {
-        let offset = 32 * head_words + tail.len() / 2;
-        head.push_str(&format!("{offset:064x}"));
-        tail.push_str(&format!("{:064x}", array.len()));
-        for word in array {
-            tail.push_str(word);
-        }
-    }
-    format!("0x{}{head}{tail}", alloy_primitives::hex::encode(selector))
-}
-
-fn address_word(address: &str) -> String {
-    format!("{:0>64}", address.trim_start_matches("0x").to_lowercase())
-}
 
 /// Sends a transaction from the unlocked `SENDER` and waits for its receipt.
 async fn send(anvil: &Anvil, transaction: Value) -> Value {
@@ -184,13 +159,13 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
             "to": splitter,
             "value": format!("{:#x}", 150_000_000_000_000_000u128),
             "gas": "0x2dc6c0",
-            "data": calldata(
+            "data": call_data(
                 "split(address[],uint256[])",
                 &[],
-                &[
-                    vec![address_word(&second), address_word("0x000000000000000000000000000000000000dEaD")],
-                    vec![format!("{:064x}", 100_000_000_000_000_000u128), format!("{:064x}", 50_000_000_000_000_000u128)],
-                ],
+                &payment_arrays(&[
+                    (second.clone(), 100_000_000_000_000_000),
+                    ("0x000000000000000000000000000000000000dEaD".into(), 50_000_000_000_000_000),
+                ]),
             ),
         }),
     )
@@ -202,7 +177,7 @@ async fn ethereum_deposits_are_credited_once_end_to_end(backend: Backend) {
             "to": splitter,
             "value": format!("{:#x}", 300_000_000_000_000_000u128),
             "gas": "0x2dc6c0",
-            "data": calldata("payInRevertedCall(address)", &[address_word(&one)], &[]),
+            "data": call_data("payInRevertedCall(address)", &[word(&one)], &[]),
         }),
     )
     .await;

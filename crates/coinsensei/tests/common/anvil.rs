@@ -48,6 +48,38 @@ pub fn transfer_data(to: &str, amount: u128) -> String {
     format!("0xa9059cbb{}{amount:064x}", word(to))
 }
 
+/// The call data of `signature` (`name(types)`: its selector) with static 32-byte `words`
+/// (hex without 0x), then dynamic arrays of words, each after the head.
+pub fn call_data(signature: &str, words: &[String], arrays: &[Vec<String>]) -> String {
+    let selector = &alloy_primitives::keccak256(signature.as_bytes())[..4];
+    let mut head = String::new();
+    let mut tail = String::new();
+    let head_words = words.len() + arrays.len();
+    for word in words {
+        head.push_str(word);
+    }
+    for array in arrays {
+        let offset = 32 * head_words + tail.len() / 2;
+        head.push_str(&format!("{offset:064x}"));
+        tail.push_str(&format!("{:064x}", array.len()));
+        for word in array {
+            tail.push_str(word);
+        }
+    }
+    format!("0x{}{head}{tail}", alloy_primitives::hex::encode(selector))
+}
+
+/// Payments as the two arrays of a batch call: the recipients, then the amounts.
+pub fn payment_arrays(payments: &[(String, u128)]) -> [Vec<String>; 2] {
+    [
+        payments.iter().map(|(to, _)| word(to)).collect(),
+        payments
+            .iter()
+            .map(|(_, amount)| format!("{amount:064x}"))
+            .collect(),
+    ]
+}
+
 /// An address as a 32-byte ABI word, hex without 0x.
 pub fn word(address: &str) -> String {
     format!("{:0>64}", address.trim_start_matches("0x").to_lowercase())
